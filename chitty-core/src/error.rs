@@ -1,0 +1,307 @@
+//! The one public error type of chitty-core, and its mapping onto OpenAI's error envelope.
+
+use std::time::Duration;
+
+use crate::money::NanoUsd;
+use crate::wire::{ErrorBody, ErrorEnvelope};
+
+/// A boxed error from a backend (Redis, HTTP client, file system …), kept as the source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result with chitty-core's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, typed so that callers (and the HTTP adapter) can map it without parsing text.
+///
+/// Messages never contain secrets: API keys, tokens and webhook secrets are never formatted into
+/// an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request carried no API key, or one that matches no tenant.
+    #[error("invalid API key")]
+    InvalidApiKey,
+    /// The tenant exists but may not use this model.
+    #[error("the model `{model}` is not available to this tenant")]
+    ModelNotAllowed {
+        /// Public model name requested.
+        model: String,
+    },
+    /// No model of that name is configured.
+    #[error("the model `{model}` does not exist")]
+    ModelNotFound {
+        /// Public model name requested.
+        model: String,
+    },
+    /// The request is malformed or asks for something impossible.
+    #[error("{message}")]
+    InvalidRequest {
+        /// Human-readable explanation.
+        message: String,
+        /// The offending request parameter, when there is one.
+        param: Option<String>,
+    },
+    /// The request body exceeds the configured limit.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The configured limit in bytes.
+        limit: u64,
+    },
+    /// The tenant sent more requests than its rate limit allows.
+    #[error("rate limit exceeded; retry after {} ms", retry_after.as_millis())]
+    RateLimited {
+        /// How long until a request would be admitted.
+        retry_after: Duration,
+    },
+    /// The tenant's budget cannot pay for this request.
+    #[error("budget exhausted: the request needs at least {needed} but {remaining} remains")]
+    BudgetExhausted {
+        /// The least the request could cost.
+        needed: NanoUsd,
+        /// What remains of the tenant's budget.
+        remaining: NanoUsd,
+    },
+    /// A reservation was settled or released after its lease expired (it was already reclaimed).
+    #[error("reservation {id} is unknown or its lease expired")]
+    ReservationNotFound {
+        /// The reservation identifier.
+        id: String,
+    },
+    /// The upstream provider answered with an error.
+    #[error("upstream `{provider}` failed{}: {message}", status.map(|s| format!(" with status {s}")).unwrap_or_default())]
+    Upstream {
+        /// Provider name from the configuration.
+        provider: String,
+        /// HTTP status the upstream returned, if it returned one.
+        status: Option<u16>,
+        /// The upstream's own message.
+        message: String,
+        /// The upstream's `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
+    /// The upstream did not answer within the configured timeout.
+    #[error("upstream `{provider}` timed out after {} ms", timeout.as_millis())]
+    UpstreamTimeout {
+        /// Provider name.
+        provider: String,
+        /// The timeout that elapsed.
+        timeout: Duration,
+    },
+    /// No upstream could take the request (all circuits open or all attempts failed to connect).
+    #[error("no upstream available for `{model}`: {reason}")]
+    Unavailable {
+        /// Public model name.
+        model: String,
+        /// Why each route was skipped or failed.
+        reason: String,
+    },
+    /// The provider does not implement this capability.
+    #[error("provider `{provider}` does not support {capability}")]
+    Unsupported {
+        /// Provider name.
+        provider: String,
+        /// The missing capability.
+        capability: crate::provider::Capability,
+    },
+    /// A queue or sink cannot take more events right now.
+    #[error("`{sink}` is full; retry after {} ms", retry_after.as_millis())]
+    Backpressure {
+        /// Sink name.
+        sink: String,
+        /// Suggested wait.
+        retry_after: Duration,
+    },
+    /// An archive or stored value failed validation.
+    #[error("corrupt data in {part}: {reason}")]
+    Corrupt {
+        /// Which part (tensor name, chunk index, header …).
+        part: String,
+        /// What check failed.
+        reason: String,
+    },
+    /// Decoding was given a different base than the one used to encode.
+    #[error("wrong base: the archive was made against {expected}, this base is {found}")]
+    WrongBase {
+        /// Digest recorded in the archive.
+        expected: String,
+        /// Digest of the base given.
+        found: String,
+    },
+    /// The input is not of the format this component accepts.
+    #[error("invalid input ({what}): {reason}")]
+    InvalidInput {
+        /// What was being read.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A backend (cache, budget store, sink, file system, HTTP client) failed.
+    #[error("{backend} error: {source}")]
+    Backend {
+        /// Which backend.
+        backend: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidRequest`].
+    pub fn invalid_request(message: impl Into<String>, param: Option<&str>) -> Self {
+        Error::InvalidRequest { message: message.into(), param: param.map(str::to_owned) }
+    }
+
+    /// Shorthand for [`Error::Backend`].
+    pub fn backend(backend: &'static str, source: impl Into<BoxError>) -> Self {
+        Error::Backend { backend, source: source.into() }
+    }
+
+    /// The HTTP status an OpenAI-compatible server answers with for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::InvalidApiKey => 401,
+            Error::ModelNotAllowed { .. } => 403,
+            Error::ModelNotFound { .. } => 404,
+            Error::InvalidRequest { .. } | Error::InvalidInput { .. } | Error::Unsupported { .. } => 400,
+            Error::PayloadTooLarge { .. } => 413,
+            Error::RateLimited { .. } | Error::BudgetExhausted { .. } => 429,
+            Error::Upstream { status: Some(s), .. } if (400..500).contains(s) && *s != 429 => *s,
+            Error::Upstream { status: Some(429), .. } => 429,
+            Error::Upstream { .. } => 502,
+            Error::UpstreamTimeout { .. } => 504,
+            Error::Unavailable { .. } | Error::Backpressure { .. } => 503,
+            Error::ReservationNotFound { .. }
+            | Error::Corrupt { .. }
+            | Error::WrongBase { .. }
+            | Error::Backend { .. } => 500,
+        }
+    }
+
+    /// OpenAI's error `type` field.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::InvalidApiKey => "invalid_request_error",
+            Error::ModelNotAllowed { .. } | Error::ModelNotFound { .. } => "invalid_request_error",
+            Error::InvalidRequest { .. } | Error::InvalidInput { .. } | Error::Unsupported { .. } => {
+                "invalid_request_error"
+            }
+            Error::PayloadTooLarge { .. } => "invalid_request_error",
+            Error::RateLimited { .. } => "requests",
+            Error::BudgetExhausted { .. } => "insufficient_quota",
+            Error::Upstream { status: Some(s), .. } if (400..500).contains(s) => "invalid_request_error",
+            Error::Upstream { .. } | Error::UpstreamTimeout { .. } | Error::Unavailable { .. } => "upstream_error",
+            Error::Backpressure { .. } => "server_error",
+            Error::ReservationNotFound { .. }
+            | Error::Corrupt { .. }
+            | Error::WrongBase { .. }
+            | Error::Backend { .. } => "server_error",
+        }
+    }
+
+    /// OpenAI's error `code` field.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            Error::InvalidApiKey => Some("invalid_api_key"),
+            Error::ModelNotAllowed { .. } => Some("model_not_allowed"),
+            Error::ModelNotFound { .. } => Some("model_not_found"),
+            Error::PayloadTooLarge { .. } => Some("request_too_large"),
+            Error::RateLimited { .. } => Some("rate_limit_exceeded"),
+            Error::BudgetExhausted { .. } => Some("insufficient_quota"),
+            Error::UpstreamTimeout { .. } => Some("upstream_timeout"),
+            Error::Unavailable { .. } => Some("upstream_unavailable"),
+            _ => None,
+        }
+    }
+
+    /// The `param` field: the request parameter at fault, if known.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            Error::InvalidRequest { param, .. } => param.as_deref(),
+            Error::ModelNotAllowed { .. } | Error::ModelNotFound { .. } => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// How long the client should wait before retrying, when the error says.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::RateLimited { retry_after } | Error::Backpressure { retry_after, .. } => Some(*retry_after),
+            Error::Upstream { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Whether a different attempt (retry or fallback route) might succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Upstream { status, .. } => match status {
+                None => true,
+                Some(s) => *s == 408 || *s == 409 || *s == 429 || *s >= 500,
+            },
+            Error::UpstreamTimeout { .. } | Error::Unavailable { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The OpenAI error envelope for this error.
+    pub fn to_envelope(&self) -> ErrorEnvelope {
+        let message = match self {
+            // Internal details stay in logs; clients get a stable sentence.
+            Error::Backend { backend, .. } => format!("internal error in {backend}"),
+            other => other.to_string(),
+        };
+        ErrorEnvelope {
+            error: ErrorBody {
+                message,
+                kind: self.error_type().to_owned(),
+                param: self.param().map(str::to_owned),
+                code: self.code().map(str::to_owned),
+                extra: Default::default(),
+            },
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::backend("io", e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_openai() {
+        assert_eq!(Error::InvalidApiKey.status(), 401);
+        assert_eq!(Error::ModelNotAllowed { model: "m".into() }.status(), 403);
+        assert_eq!(Error::ModelNotFound { model: "m".into() }.status(), 404);
+        assert_eq!(Error::invalid_request("bad", Some("messages")).status(), 400);
+        assert_eq!(Error::RateLimited { retry_after: Duration::from_secs(1) }.status(), 429);
+        let budget = Error::BudgetExhausted { needed: NanoUsd(10), remaining: NanoUsd(1) };
+        assert_eq!(budget.status(), 429);
+        assert_eq!(budget.code(), Some("insufficient_quota"));
+        assert_eq!(budget.error_type(), "insufficient_quota");
+        let up = Error::Upstream { provider: "p".into(), status: Some(500), message: "x".into(), retry_after: None };
+        assert_eq!(up.status(), 502);
+        assert!(up.is_retryable());
+        let up4 = Error::Upstream { provider: "p".into(), status: Some(400), message: "x".into(), retry_after: None };
+        assert_eq!(up4.status(), 400);
+        assert!(!up4.is_retryable());
+        assert_eq!(Error::UpstreamTimeout { provider: "p".into(), timeout: Duration::from_secs(1) }.status(), 504);
+        assert_eq!(Error::Unavailable { model: "m".into(), reason: "r".into() }.status(), 503);
+    }
+
+    #[test]
+    fn envelope_carries_param_and_code() {
+        let env = Error::invalid_request("messages must not be empty", Some("messages")).to_envelope();
+        let json = serde_json::to_value(&env).unwrap();
+        assert_eq!(json["error"]["param"], "messages");
+        assert_eq!(json["error"]["type"], "invalid_request_error");
+        assert_eq!(json["error"]["code"], serde_json::Value::Null);
+        let env = Error::backend("redis", std::io::Error::other("password=hunter2")).to_envelope();
+        assert!(!env.error.message.contains("hunter2"));
+    }
+}

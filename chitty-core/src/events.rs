@@ -1,0 +1,146 @@
+//! The [`EventSink`] trait and the events the gateway and the webhook intake emit.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::Result;
+use crate::money::NanoUsd;
+use crate::time::Timestamp;
+
+/// Whether the cache answered a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheStatus {
+    /// Answered from the cache.
+    Hit,
+    /// Looked up, not found; the answer came from a provider.
+    Miss,
+    /// Not looked up (policy off, or `Cache-Control: no-cache` / `no-store`).
+    Bypass,
+}
+
+impl CacheStatus {
+    /// `hit`, `miss` or `bypass`, as in the `x-chitty-cache` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Bypass => "bypass",
+        }
+    }
+}
+
+/// Which endpoint served a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    ChatCompletions,
+    /// `/v1/completions`.
+    Completions,
+    /// `/v1/embeddings`.
+    Embeddings,
+}
+
+impl Endpoint {
+    /// The path, as used in cache keys and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat.completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// One finished gateway request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestEvent {
+    /// When it finished.
+    pub at: Timestamp,
+    /// Tenant identifier.
+    pub tenant: String,
+    /// Public model name.
+    pub model: String,
+    /// Endpoint.
+    pub endpoint: Endpoint,
+    /// Provider that answered, if any did.
+    pub provider: Option<String>,
+    /// Cache outcome.
+    pub cache: CacheStatus,
+    /// HTTP status returned to the client.
+    pub status: u16,
+    /// Time spent in the gateway and upstream.
+    pub latency: Duration,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Cost charged to the tenant.
+    pub cost: NanoUsd,
+    /// Whether the answer was streamed.
+    pub stream: bool,
+}
+
+/// An opaque message for a queue (a webhook delivery, an exported event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Subject or topic, e.g. `github.pull_request`.
+    pub subject: String,
+    /// Unique identifier, used for de-duplication by queues that support it.
+    pub id: String,
+    /// Headers to carry along.
+    pub headers: Vec<(String, String)>,
+    /// The payload.
+    pub payload: Bytes,
+    /// When it was received.
+    pub received_at: Timestamp,
+}
+
+/// Something that happened, for metrics, logs or queues.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A gateway request finished.
+    Request(RequestEvent),
+    /// An upstream attempt failed and the router moved on (retry or fallback).
+    UpstreamFailure {
+        /// Provider name.
+        provider: String,
+        /// Public model name.
+        model: String,
+        /// The error's HTTP status mapping.
+        status: u16,
+    },
+    /// A circuit breaker opened for a route.
+    CircuitOpened {
+        /// Provider name.
+        provider: String,
+    },
+    /// A message for a queue.
+    Message(Message),
+}
+
+/// Where events go: metrics, logs, queues.
+///
+/// Contract: `record` returns promptly: an implementation buffers, or fails fast with
+/// [`crate::Error::Backpressure`] when it cannot take more. It never drops an event silently: an event is
+/// either accepted (and then delivered, or counted as lost in the sink's own metrics) or refused with an
+/// error. Sinks that only care about some events accept and ignore the others.
+#[async_trait]
+pub trait EventSink: Send + Sync + Debug + 'static {
+    /// Records one event.
+    async fn record(&self, event: Event) -> Result<()>;
+}
+
+/// A sink that accepts every event and keeps none: the default when nothing is configured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiscardSink;
+
+#[async_trait]
+impl EventSink for DiscardSink {
+    async fn record(&self, _event: Event) -> Result<()> {
+        Ok(())
+    }
+}

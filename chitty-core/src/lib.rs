@@ -1,0 +1,49 @@
+//! # chitty-core
+//!
+//! The no-I/O core of chitty: OpenAI wire types, the five plugin traits ([`Provider`], [`Cache`],
+//! [`BudgetStore`], [`EventSink`], [`Compressor`]) and the pure logic of the gateway (cache keys, money,
+//! pricing, token estimates, routing and budget decisions).
+//!
+//! This crate performs no network or disk I/O, reads no clock and spawns nothing: time arrives through an
+//! injected [`Clock`], waiting through an injected [`Timer`]. Its dependency tree holds no tokio, reqwest,
+//! hyper, axum or redis (CI checks it). Implementations of the traits live in `chitty-providers`,
+//! `chitty-github` and `chitty-delta`.
+//!
+//! ```
+//! use chitty_core::keys::{chat_key, CacheScope};
+//! use chitty_core::money::{ModelPrice, NanoUsd};
+//! use chitty_core::wire::ChatCompletionRequest;
+//!
+//! let request: ChatCompletionRequest = serde_json::from_str(
+//!     r#"{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}], "temperature": 0}"#,
+//! )?;
+//! // Keys are tenant-scoped and ignore `stream`, so a streamed retry hits the same entry.
+//! let key = chat_key(CacheScope::Tenant("acme"), &request);
+//! assert_eq!(key.to_hex().len(), 64);
+//!
+//! // $0.15 in / $0.60 out per million tokens; money is integer nano-USD.
+//! let price = ModelPrice::from_micros_per_mtok(150_000, 600_000);
+//! assert_eq!(price.cost(1_000, 500), NanoUsd(150_000 + 300_000));
+//! # Ok::<(), serde_json::Error>(())
+//! ```
+
+pub mod budget;
+pub mod cache;
+pub mod compressor;
+pub mod error;
+pub mod events;
+pub mod keys;
+pub mod money;
+pub mod provider;
+pub mod time;
+pub mod tokens;
+pub mod wire;
+
+pub use budget::{Balance, BudgetStore, Reservation, ReserveRequest, Settlement};
+pub use cache::Cache;
+pub use compressor::{Compressor, DecodeReport, EncodeReport, PartReport};
+pub use error::{BoxError, Error, Result};
+pub use events::{CacheStatus, DiscardSink, Endpoint, Event, EventSink, Message, RequestEvent};
+pub use money::{ModelPrice, NanoUsd};
+pub use provider::{Capabilities, Capability, ChunkStream, Provider};
+pub use time::{Clock, ManualClock, ManualTimer, Spawner, Timer, Timestamp};

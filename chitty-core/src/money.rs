@@ -1,0 +1,154 @@
+//! Money as integers: nano-USD, never floats; prices per million tokens; cost from usage.
+
+use std::fmt;
+use std::ops::{Add, AddAssign};
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::Usage;
+
+/// An amount of money in nano-US-dollars (10⁻⁹ USD). `u64` holds up to about 18 billion USD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NanoUsd(pub u64);
+
+impl NanoUsd {
+    /// Zero dollars.
+    pub const ZERO: NanoUsd = NanoUsd(0);
+    /// One US dollar.
+    pub const ONE_USD: NanoUsd = NanoUsd(1_000_000_000);
+
+    /// Whole dollars.
+    pub const fn from_usd(usd: u64) -> NanoUsd {
+        NanoUsd(usd.saturating_mul(1_000_000_000))
+    }
+
+    /// Micro-dollars (10⁻⁶ USD), the unit most price sheets round to.
+    pub const fn from_micros(micros: u64) -> NanoUsd {
+        NanoUsd(micros.saturating_mul(1_000))
+    }
+
+    /// Saturating subtraction.
+    pub const fn saturating_sub(self, other: NanoUsd) -> NanoUsd {
+        NanoUsd(self.0.saturating_sub(other.0))
+    }
+
+    /// Saturating addition.
+    pub const fn saturating_add(self, other: NanoUsd) -> NanoUsd {
+        NanoUsd(self.0.saturating_add(other.0))
+    }
+}
+
+impl Add for NanoUsd {
+    type Output = NanoUsd;
+    fn add(self, rhs: NanoUsd) -> NanoUsd {
+        self.saturating_add(rhs)
+    }
+}
+
+impl AddAssign for NanoUsd {
+    fn add_assign(&mut self, rhs: NanoUsd) {
+        *self = self.saturating_add(rhs);
+    }
+}
+
+impl fmt::Display for NanoUsd {
+    /// Formats as dollars with nine decimals, e.g. `$0.000150000`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "${}.{:09}", self.0 / 1_000_000_000, self.0 % 1_000_000_000)
+    }
+}
+
+/// Prices of one model, each in nano-USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ModelPrice {
+    /// Price of a million prompt tokens.
+    pub input_per_mtok: NanoUsd,
+    /// Price of a million generated tokens.
+    pub output_per_mtok: NanoUsd,
+    /// Price of a million prompt tokens served from the provider's prompt cache; the input price if unset.
+    #[serde(default)]
+    pub cached_input_per_mtok: Option<NanoUsd>,
+}
+
+/// `tokens × price_per_mtok / 10⁶`, rounded up so that a reservation never falls short by rounding.
+fn tokens_cost(tokens: u64, per_mtok: NanoUsd) -> NanoUsd {
+    let nanos = (u128::from(tokens) * u128::from(per_mtok.0)).div_ceil(1_000_000);
+    NanoUsd(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+impl ModelPrice {
+    /// A price from dollars per million tokens given in micro-dollars (e.g. `2_500_000` for $2.50).
+    pub const fn from_micros_per_mtok(input: u64, output: u64) -> ModelPrice {
+        ModelPrice {
+            input_per_mtok: NanoUsd::from_micros(input),
+            output_per_mtok: NanoUsd::from_micros(output),
+            cached_input_per_mtok: None,
+        }
+    }
+
+    /// Cost of `prompt` input tokens and `completion` output tokens, none of them cached.
+    pub fn cost(&self, prompt: u64, completion: u64) -> NanoUsd {
+        tokens_cost(prompt, self.input_per_mtok) + tokens_cost(completion, self.output_per_mtok)
+    }
+
+    /// Cost of a reported usage, pricing cached prompt tokens at the cached-input price.
+    pub fn cost_of_usage(&self, usage: &Usage) -> NanoUsd {
+        let cached = usage.cached_prompt_tokens().min(usage.prompt_tokens);
+        let uncached = usage.prompt_tokens - cached;
+        let cached_price = self.cached_input_per_mtok.unwrap_or(self.input_per_mtok);
+        tokens_cost(uncached, self.input_per_mtok)
+            + tokens_cost(cached, cached_price)
+            + tokens_cost(usage.completion_tokens, self.output_per_mtok)
+    }
+
+    /// The largest number of output tokens that `budget` pays for after `prompt` input tokens.
+    pub fn affordable_output_tokens(&self, budget: NanoUsd, prompt: u64) -> u64 {
+        let left = budget.saturating_sub(tokens_cost(prompt, self.input_per_mtok));
+        if self.output_per_mtok.0 == 0 {
+            return u64::MAX;
+        }
+        // Floor division: the result's cost, rounded up, never exceeds `left`.
+        let tokens = u128::from(left.0) * 1_000_000 / u128::from(self.output_per_mtok.0);
+        u64::try_from(tokens).unwrap_or(u64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn cost_rounds_up_and_prices_cached_tokens() {
+        // $2.50 / $10 per million tokens.
+        let p = ModelPrice::from_micros_per_mtok(2_500_000, 10_000_000);
+        assert_eq!(p.cost(1_000_000, 0), NanoUsd::from_micros(2_500_000));
+        assert_eq!(p.cost(1, 1), NanoUsd(2_500 + 10_000));
+        let cheap = ModelPrice::from_micros_per_mtok(1, 1);
+        assert_eq!(cheap.cost(1, 0), NanoUsd(1), "a fraction of a nano rounds up");
+        let p = ModelPrice { cached_input_per_mtok: Some(NanoUsd::from_micros(1_250_000)), ..p };
+        let usage: Usage = serde_json::from_value(serde_json::json!({
+            "prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110,
+            "prompt_tokens_details": {"cached_tokens": 40}
+        }))
+        .unwrap();
+        assert_eq!(p.cost_of_usage(&usage), NanoUsd(60 * 2_500 + 40 * 1_250 + 10 * 10_000));
+        assert_eq!(NanoUsd(1_500_000_123).to_string(), "$1.500000123");
+    }
+
+    proptest! {
+        #[test]
+        fn affordable_tokens_never_exceed_budget(budget in 0u64..10_000_000_000, prompt in 0u64..100_000,
+                                                 inp in 0u64..100_000_000, out in 1u64..100_000_000) {
+            let p = ModelPrice::from_micros_per_mtok(inp, out);
+            let n = p.affordable_output_tokens(NanoUsd(budget), prompt);
+            if p.cost(prompt, 0) <= NanoUsd(budget) {
+                prop_assert!(p.cost(prompt, n) <= NanoUsd(budget));
+                prop_assert!(p.cost(prompt, n + 1) > NanoUsd(budget) || n == u64::MAX);
+            } else {
+                prop_assert_eq!(n, 0);
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The [`Provider`] trait: one upstream model API.
+
+use std::fmt::{self, Debug};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::error::{Error, Result};
+use crate::wire::{
+    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse,
+    EmbeddingRequest, EmbeddingResponse,
+};
+
+/// A stream of chat completion chunks from a provider.
+pub type ChunkStream = BoxStream<'static, Result<ChatCompletionChunk>>;
+
+/// One thing a provider can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Capability {
+    /// Non-streamed chat completions.
+    Chat,
+    /// Streamed chat completions.
+    ChatStream,
+    /// Legacy text completions.
+    Completions,
+    /// Embeddings.
+    Embeddings,
+    /// Tool definitions and tool calls in chat.
+    Tools,
+}
+
+impl Capability {
+    /// Every capability, in a fixed order.
+    pub const ALL: [Capability; 5] =
+        [Capability::Chat, Capability::ChatStream, Capability::Completions, Capability::Embeddings, Capability::Tools];
+
+    const fn bit(self) -> u8 {
+        match self {
+            Capability::Chat => 1,
+            Capability::ChatStream => 2,
+            Capability::Completions => 4,
+            Capability::Embeddings => 8,
+            Capability::Tools => 16,
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Capability::Chat => "chat completions",
+            Capability::ChatStream => "streamed chat completions",
+            Capability::Completions => "legacy completions",
+            Capability::Embeddings => "embeddings",
+            Capability::Tools => "tools",
+        })
+    }
+}
+
+/// A set of [`Capability`] values.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Capabilities(u8);
+
+impl Capabilities {
+    /// No capability.
+    pub const NONE: Capabilities = Capabilities(0);
+
+    /// A set of the given capabilities.
+    pub fn of(caps: &[Capability]) -> Capabilities {
+        Capabilities(caps.iter().fold(0, |acc, c| acc | c.bit()))
+    }
+
+    /// Every capability.
+    pub fn all() -> Capabilities {
+        Capabilities::of(&Capability::ALL)
+    }
+
+    /// Whether `cap` is in the set.
+    pub fn contains(self, cap: Capability) -> bool {
+        self.0 & cap.bit() != 0
+    }
+
+    /// The set with `cap` added.
+    pub fn with(self, cap: Capability) -> Capabilities {
+        Capabilities(self.0 | cap.bit())
+    }
+
+    /// The capabilities in the set.
+    pub fn iter(self) -> impl Iterator<Item = Capability> {
+        Capability::ALL.into_iter().filter(move |c| self.contains(*c))
+    }
+}
+
+impl Debug for Capabilities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+/// One upstream model API: OpenAI-compatible HTTP, Anthropic, Ollama, or a mock.
+///
+/// Contract:
+/// - Requests arrive with `model` already set to the upstream model name; the provider sends it as is.
+/// - `chat_stream` yields chunks in order; when the request asks for `stream_options.include_usage`, the last
+///   chunk carries `usage` and no choices. Providers should report usage whenever the upstream does, since
+///   budgets settle from it.
+/// - Failures are [`Error::Upstream`] (with the upstream's status and message), [`Error::UpstreamTimeout`], or
+///   [`Error::Unsupported`] for a capability the provider does not declare. Dropping a stream cancels the
+///   upstream request.
+/// - Methods for capabilities not in [`Provider::capabilities`] return [`Error::Unsupported`] (the defaults do).
+#[async_trait]
+pub trait Provider: Send + Sync + Debug + 'static {
+    /// Name used in logs, metrics and errors.
+    fn name(&self) -> &str;
+
+    /// What this provider can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// A chat completion.
+    async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatCompletionResponse>;
+
+    /// A streamed chat completion.
+    async fn chat_stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream> {
+        let _ = request;
+        Err(Error::Unsupported { provider: self.name().to_owned(), capability: Capability::ChatStream })
+    }
+
+    /// A legacy completion.
+    async fn completion(&self, request: CompletionRequest) -> Result<CompletionResponse> {
+        let _ = request;
+        Err(Error::Unsupported { provider: self.name().to_owned(), capability: Capability::Completions })
+    }
+
+    /// Embeddings, always returned as floats (the gateway re-encodes for the client).
+    async fn embeddings(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {
+        let _ = request;
+        Err(Error::Unsupported { provider: self.name().to_owned(), capability: Capability::Embeddings })
+    }
+}

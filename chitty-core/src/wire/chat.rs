@@ -1,0 +1,586 @@
+//! `/v1/chat/completions` requests, responses and stream chunks.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Extra, StopSequences, StreamOptions, Usage};
+
+/// A chat completion request.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ChatCompletionRequest {
+    /// Model name (public name at the gateway; upstream name when sent to a provider).
+    pub model: String,
+    /// The conversation so far.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling mass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Number of choices to generate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    /// Seed for best-effort deterministic sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// Stop sequences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopSequences>,
+    /// Output token cap (legacy name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Output token cap, reasoning tokens included (current name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u32>,
+    /// Presence penalty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
+    /// Frequency penalty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+    /// Token bias map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Return log-probabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<bool>,
+    /// How many top log-probabilities per token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
+    /// Tools the model may call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Tool>>,
+    /// `"none" | "auto" | "required"` or a named function, kept as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<serde_json::Value>,
+    /// Allow several tool calls in one turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    /// `{"type": "text" | "json_object" | "json_schema", ...}`, kept as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<serde_json::Value>,
+    /// End-user identifier (does not change the answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Stream the answer as server-sent events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    /// Streaming options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    /// Fields not modelled here, forwarded as sent.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl ChatCompletionRequest {
+    /// The output cap the client asked for (`max_completion_tokens` wins over `max_tokens`).
+    pub fn output_cap(&self) -> Option<u32> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// Whether the client asked for a streamed answer.
+    pub fn is_stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// Whether the client asked for the final usage chunk.
+    pub fn wants_stream_usage(&self) -> bool {
+        self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
+    }
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// System instructions.
+    System,
+    /// Developer instructions (newer name for system on reasoning models).
+    Developer,
+    /// The user.
+    User,
+    /// The model.
+    Assistant,
+    /// A tool result.
+    Tool,
+    /// A legacy function result.
+    Function,
+    /// A role this crate does not know yet, kept as sent.
+    #[serde(untagged)]
+    Other(String),
+}
+
+/// One message of the conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Author.
+    pub role: Role,
+    /// Text or content parts; absent on assistant messages that only call tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<MessageContent>,
+    /// Participant name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Tool calls the assistant made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// For `tool` messages: the call this answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// A refusal from the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    /// Fields not modelled here.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl ChatMessage {
+    /// A message with text content.
+    pub fn text(role: Role, text: impl Into<String>) -> ChatMessage {
+        ChatMessage {
+            role,
+            content: Some(MessageContent::Text(text.into())),
+            name: None,
+            tool_calls: None,
+            tool_call_id: None,
+            refusal: None,
+            extra: Extra::new(),
+        }
+    }
+
+    /// A user message.
+    pub fn user(text: impl Into<String>) -> ChatMessage {
+        ChatMessage::text(Role::User, text)
+    }
+
+    /// A system message.
+    pub fn system(text: impl Into<String>) -> ChatMessage {
+        ChatMessage::text(Role::System, text)
+    }
+
+    /// An assistant message.
+    pub fn assistant(text: impl Into<String>) -> ChatMessage {
+        ChatMessage::text(Role::Assistant, text)
+    }
+
+    /// The concatenated text of the content (text parts only).
+    pub fn text_content(&self) -> String {
+        match &self.content {
+            None => String::new(),
+            Some(MessageContent::Text(t)) => t.clone(),
+            Some(MessageContent::Parts(parts)) => parts.iter().filter_map(|p| p.text.as_deref()).collect(),
+        }
+    }
+}
+
+/// Message content: a string or a list of typed parts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    /// Plain text.
+    Text(String),
+    /// Typed parts (`text`, `image_url`, `input_audio`, `file`, …).
+    Parts(Vec<ContentPart>),
+}
+
+/// One part of multi-part content. Non-text parts keep their payload in `extra`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContentPart {
+    /// Part type, e.g. `text` or `image_url`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Text of a `text` part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Other fields (`image_url`, `input_audio`, `file`, …).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A tool the model may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    /// Tool type, `function`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionDefinition>,
+    /// Fields not modelled here.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionDefinition {
+    /// Function name.
+    pub name: String,
+    /// What it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema of the arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Value>,
+    /// Strict schema adherence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+    /// Fields not modelled here.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A tool call made by the assistant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// Call identifier, echoed by the tool message.
+    pub id: String,
+    /// Call type, `function`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Function and arguments.
+    pub function: FunctionCall,
+    /// Fields not modelled here.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The function a tool call invokes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    /// Function name.
+    pub name: String,
+    /// Arguments as a JSON string.
+    pub arguments: String,
+    /// Fields not modelled here.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A chat completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletionResponse {
+    /// Completion identifier.
+    pub id: String,
+    /// `chat.completion`.
+    pub object: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Model that answered.
+    pub model: String,
+    /// The choices.
+    pub choices: Vec<ChatChoice>,
+    /// Token usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Backend configuration fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<String>,
+    /// Fields not modelled here (`service_tier`, …).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// One choice of a chat completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatChoice {
+    /// Choice index.
+    pub index: u32,
+    /// The generated message.
+    pub message: ChatMessage,
+    /// `stop`, `length`, `tool_calls`, `content_filter`, …
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    /// Log-probabilities, kept as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<serde_json::Value>,
+    /// Fields not modelled here.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// One server-sent chunk of a streamed chat completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletionChunk {
+    /// Completion identifier (the same for every chunk).
+    pub id: String,
+    /// `chat.completion.chunk`.
+    pub object: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Model that answered.
+    pub model: String,
+    /// Deltas; empty on the final usage chunk.
+    pub choices: Vec<ChunkChoice>,
+    /// Usage, on the final chunk when `stream_options.include_usage` was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Backend configuration fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<String>,
+    /// Fields not modelled here.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// One choice's delta in a stream chunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkChoice {
+    /// Choice index.
+    pub index: u32,
+    /// What this chunk adds.
+    pub delta: ChunkDelta,
+    /// Set on the choice's last chunk.
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    /// Log-probabilities, kept as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<serde_json::Value>,
+    /// Fields not modelled here.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The incremental part of a message.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ChunkDelta {
+    /// Role, on the first chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// Text added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Tool-call fragments added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+    /// Refusal text added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    /// Fields not modelled here.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A fragment of a tool call in a stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallDelta {
+    /// Which tool call of the message this extends.
+    pub index: u32,
+    /// Call identifier, on the first fragment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `function`, on the first fragment.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Name and argument fragments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionCallDelta>,
+    /// Fields not modelled here.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Name and argument fragments of a streamed tool call.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FunctionCallDelta {
+    /// Function name, on the first fragment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Next piece of the arguments string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+    /// Fields not modelled here.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl ChatCompletionResponse {
+    /// Splits this completion into the stream chunks that would have produced it (used to replay a
+    /// cached answer as SSE). Text is cut into pieces of at most `piece_chars` characters.
+    pub fn to_chunks(&self, piece_chars: usize, include_usage: bool) -> Vec<ChatCompletionChunk> {
+        let piece_chars = piece_chars.max(1);
+        let mut out = Vec::new();
+        let chunk = |choices: Vec<ChunkChoice>, usage: Option<Usage>| ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".to_owned(),
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+            system_fingerprint: self.system_fingerprint.clone(),
+            extra: Extra::new(),
+        };
+        for choice in &self.choices {
+            let delta_choice = |delta: ChunkDelta, finish: Option<String>| ChunkChoice {
+                index: choice.index,
+                delta,
+                finish_reason: finish,
+                logprobs: None,
+                extra: Extra::new(),
+            };
+            let role = Some(choice.message.role.clone());
+            let text = choice.message.text_content();
+            let mut first = true;
+            let chars: Vec<char> = text.chars().collect();
+            for piece in chars.chunks(piece_chars) {
+                let delta = ChunkDelta {
+                    role: if first { role.clone() } else { None },
+                    content: Some(piece.iter().collect()),
+                    ..Default::default()
+                };
+                first = false;
+                out.push(chunk(vec![delta_choice(delta, None)], None));
+            }
+            if let Some(calls) = &choice.message.tool_calls {
+                let deltas = calls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| ToolCallDelta {
+                        index: u32::try_from(i).unwrap_or(u32::MAX),
+                        id: Some(c.id.clone()),
+                        kind: Some(c.kind.clone()),
+                        function: Some(FunctionCallDelta {
+                            name: Some(c.function.name.clone()),
+                            arguments: Some(c.function.arguments.clone()),
+                            extra: Extra::new(),
+                        }),
+                        extra: Extra::new(),
+                    })
+                    .collect();
+                let delta = ChunkDelta {
+                    role: if first { role.clone() } else { None },
+                    tool_calls: Some(deltas),
+                    ..Default::default()
+                };
+                first = false;
+                out.push(chunk(vec![delta_choice(delta, None)], None));
+            }
+            if first {
+                let delta = ChunkDelta { role, content: Some(String::new()), ..Default::default() };
+                out.push(chunk(vec![delta_choice(delta, None)], None));
+            }
+            out.push(chunk(vec![delta_choice(ChunkDelta::default(), choice.finish_reason.clone())], None));
+        }
+        if include_usage {
+            out.push(chunk(Vec::new(), self.usage.clone()));
+        }
+        out
+    }
+}
+
+/// Folds stream chunks back into a complete response: the inverse of [`ChatCompletionResponse::to_chunks`].
+#[derive(Debug, Default)]
+pub struct ChunkAccumulator {
+    head: Option<(String, u64, String, Option<String>)>,
+    choices: Vec<ChatChoice>,
+    usage: Option<Usage>,
+}
+
+impl ChunkAccumulator {
+    /// Adds one chunk.
+    pub fn push(&mut self, chunk: &ChatCompletionChunk) {
+        if self.head.is_none() {
+            self.head = Some((chunk.id.clone(), chunk.created, chunk.model.clone(), chunk.system_fingerprint.clone()));
+        }
+        if let Some(u) = &chunk.usage {
+            self.usage = Some(u.clone());
+        }
+        for c in &chunk.choices {
+            let idx = c.index as usize;
+            while self.choices.len() <= idx {
+                let index = u32::try_from(self.choices.len()).unwrap_or(u32::MAX);
+                self.choices.push(ChatChoice {
+                    index,
+                    message: ChatMessage::text(super::Role::Assistant, ""),
+                    finish_reason: None,
+                    logprobs: None,
+                    extra: Extra::new(),
+                });
+            }
+            let choice = &mut self.choices[idx];
+            if let Some(role) = &c.delta.role {
+                choice.message.role = role.clone();
+            }
+            if let Some(text) = &c.delta.content {
+                if let Some(MessageContent::Text(t)) = &mut choice.message.content {
+                    t.push_str(text);
+                }
+            }
+            if let Some(r) = &c.delta.refusal {
+                choice.message.refusal.get_or_insert_with(String::new).push_str(r);
+            }
+            if let Some(calls) = &c.delta.tool_calls {
+                let list = choice.message.tool_calls.get_or_insert_with(Vec::new);
+                for d in calls {
+                    let i = d.index as usize;
+                    while list.len() <= i {
+                        list.push(ToolCall {
+                            id: String::new(),
+                            kind: "function".to_owned(),
+                            function: FunctionCall { name: String::new(), arguments: String::new(), extra: Extra::new() },
+                            extra: Extra::new(),
+                        });
+                    }
+                    let call = &mut list[i];
+                    if let Some(id) = &d.id {
+                        call.id.clone_from(id);
+                    }
+                    if let Some(k) = &d.kind {
+                        call.kind.clone_from(k);
+                    }
+                    if let Some(f) = &d.function {
+                        if let Some(n) = &f.name {
+                            call.function.name.push_str(n);
+                        }
+                        if let Some(a) = &f.arguments {
+                            call.function.arguments.push_str(a);
+                        }
+                    }
+                }
+            }
+            if c.finish_reason.is_some() {
+                choice.finish_reason.clone_from(&c.finish_reason);
+            }
+        }
+    }
+
+    /// Characters of generated text and tool-call arguments so far (for settling an interrupted stream).
+    pub fn generated_text_len(&self) -> usize {
+        self.choices
+            .iter()
+            .map(|c| {
+                c.message.text_content().len()
+                    + c.message.tool_calls.iter().flatten().map(|t| t.function.arguments.len() + t.function.name.len()).sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// Usage reported by the stream, if a usage chunk arrived.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.usage.as_ref()
+    }
+
+    /// The complete response.
+    pub fn finish(self) -> ChatCompletionResponse {
+        let (id, created, model, system_fingerprint) = self.head.unwrap_or_default();
+        let mut choices = self.choices;
+        for c in &mut choices {
+            let is_empty_text = matches!(&c.message.content, Some(MessageContent::Text(t)) if t.is_empty());
+            if is_empty_text && c.message.tool_calls.is_some() {
+                c.message.content = None;
+            }
+        }
+        ChatCompletionResponse {
+            id,
+            object: "chat.completion".to_owned(),
+            created,
+            model,
+            choices,
+            usage: self.usage,
+            system_fingerprint,
+            extra: Extra::new(),
+        }
+    }
+}
