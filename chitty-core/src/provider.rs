@@ -102,9 +102,9 @@ impl Debug for Capabilities {
 ///
 /// Contract:
 /// - Requests arrive with `model` already set to the upstream model name; the provider sends it as is.
-/// - `chat_stream` yields chunks in order; when the request asks for `stream_options.include_usage`, the last
-///   chunk carries `usage` and no choices. Providers should report usage whenever the upstream does, since
-///   budgets settle from it.
+/// - `chat_stream` yields chunks in order and, whenever the upstream reports usage, ends with a chunk that
+///   carries `usage` and no choices, whatever the request's `stream_options` say: budgets settle from it.
+///   The gateway forwards that chunk only to clients that asked for it.
 /// - Failures are [`Error::Upstream`] (with the upstream's status and message), [`Error::UpstreamTimeout`], or
 ///   [`Error::Unsupported`] for a capability the provider does not declare. Dropping a stream cancels the
 ///   upstream request.

@@ -398,7 +398,8 @@ pub struct FunctionCallDelta {
 
 impl ChatCompletionResponse {
     /// Splits this completion into the stream chunks that would have produced it (used to replay a
-    /// cached answer as SSE). Text is cut into pieces of at most `piece_chars` characters.
+    /// cached answer as SSE). Text is cut after whitespace into pieces of at least `piece_chars` bytes
+    /// (`1`: a word per chunk); concatenating the pieces gives the text back exactly.
     pub fn to_chunks(&self, piece_chars: usize, include_usage: bool) -> Vec<ChatCompletionChunk> {
         let piece_chars = piece_chars.max(1);
         let mut out = Vec::new();
@@ -423,15 +424,19 @@ impl ChatCompletionResponse {
             let role = Some(choice.message.role.clone());
             let text = choice.message.text_content();
             let mut first = true;
-            let chars: Vec<char> = text.chars().collect();
-            for piece in chars.chunks(piece_chars) {
-                let delta = ChunkDelta {
-                    role: if first { role.clone() } else { None },
-                    content: Some(piece.iter().collect()),
-                    ..Default::default()
-                };
-                first = false;
-                out.push(chunk(vec![delta_choice(delta, None)], None));
+            let mut piece = String::new();
+            let mut words = text.split_inclusive(char::is_whitespace).peekable();
+            while let Some(word) = words.next() {
+                piece.push_str(word);
+                if piece.len() >= piece_chars || words.peek().is_none() {
+                    let delta = ChunkDelta {
+                        role: if first { role.clone() } else { None },
+                        content: Some(std::mem::take(&mut piece)),
+                        ..Default::default()
+                    };
+                    first = false;
+                    out.push(chunk(vec![delta_choice(delta, None)], None));
+                }
             }
             if let Some(calls) = &choice.message.tool_calls {
                 let deltas = calls
