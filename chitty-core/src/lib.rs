@@ -32,6 +32,7 @@ pub mod cache;
 pub mod compressor;
 pub mod error;
 pub mod events;
+pub mod gateway;
 pub mod keys;
 pub mod money;
 pub mod provider;

@@ -1,0 +1,187 @@
+//! Gateway configuration: models, routes, prices, cache policy, tenants, routing defaults.
+//!
+//! Plain data with serde, so hosts can load it from any format (chitty-providers reads TOML).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::CachePolicy;
+use crate::money::{ModelPrice, NanoUsd};
+
+/// Everything the gateway decides with.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Public models.
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+    /// Tenants and their keys.
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    /// Routing, retry, cache and budget defaults.
+    #[serde(default)]
+    pub defaults: Defaults,
+}
+
+/// What a public model is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Chat and legacy completions.
+    #[default]
+    Chat,
+    /// Embeddings.
+    Embedding,
+}
+
+/// Which request field carries the output cap the gateway sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputCapField {
+    /// `max_tokens` (understood by every OpenAI-compatible server).
+    #[default]
+    MaxTokens,
+    /// `max_completion_tokens` (required by OpenAI's reasoning models).
+    MaxCompletionTokens,
+}
+
+/// One upstream that can serve a public model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Provider name, as registered with the gateway builder.
+    pub provider: String,
+    /// Model name the provider knows.
+    pub model: String,
+}
+
+/// A public model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Name clients use.
+    pub name: String,
+    /// Chat or embedding.
+    #[serde(default)]
+    pub kind: ModelKind,
+    /// Primary route first, then fallbacks in order.
+    pub routes: Vec<RouteConfig>,
+    /// Prices.
+    #[serde(default)]
+    pub price: ModelPrice,
+    /// Cache policy.
+    #[serde(default)]
+    pub cache: CachePolicy,
+    /// Cache TTL in seconds (the default's when unset).
+    #[serde(default)]
+    pub cache_ttl_secs: Option<u64>,
+    /// Most output tokens the model can produce: the cap used when a client sends none.
+    #[serde(default = "default_max_output_tokens")]
+    pub max_output_tokens: u32,
+    /// Which field carries a cap the gateway sets.
+    #[serde(default)]
+    pub output_cap_field: OutputCapField,
+}
+
+fn default_max_output_tokens() -> u32 {
+    4_096
+}
+
+/// A tenant.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Stable identifier (in metrics, budgets, cache scopes).
+    pub id: String,
+    /// SHA-256 of each API key, lower-case hex. Plain keys never live in configuration.
+    pub key_sha256: Vec<String>,
+    /// Spend limit in nano-USD; no budget enforcement when unset.
+    #[serde(default)]
+    pub budget_nano_usd: Option<NanoUsd>,
+    /// Public models the tenant may use; every model when unset.
+    #[serde(default)]
+    pub allowed_models: Option<Vec<String>>,
+    /// Requests per minute; unlimited when unset.
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    /// Burst above the steady rate (defaults to the per-minute rate / 6, at least 1).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Share cache entries with every tenant naming the same group; tenant-private when unset.
+    #[serde(default)]
+    pub cache_group: Option<String>,
+}
+
+impl std::fmt::Debug for TenantConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Key digests are not secrets, but they identify keys: print only how many there are.
+        f.debug_struct("TenantConfig")
+            .field("id", &self.id)
+            .field("keys", &self.key_sha256.len())
+            .field("budget_nano_usd", &self.budget_nano_usd)
+            .field("allowed_models", &self.allowed_models)
+            .field("requests_per_minute", &self.requests_per_minute)
+            .field("cache_group", &self.cache_group)
+            .finish()
+    }
+}
+
+/// Routing, retry, cache and budget defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defaults {
+    /// Per-attempt upstream timeout, milliseconds (to the first byte for streams).
+    pub timeout_ms: u64,
+    /// Attempts per route before moving to the next route.
+    pub attempts_per_route: u32,
+    /// First retry backoff, milliseconds; doubles per attempt.
+    pub backoff_base_ms: u64,
+    /// Longest backoff (and longest `Retry-After` honoured), milliseconds.
+    pub backoff_max_ms: u64,
+    /// Consecutive failures that open a route's circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit stays open before one probe is let through, milliseconds.
+    pub breaker_open_ms: u64,
+    /// Cache TTL, seconds.
+    pub cache_ttl_secs: u64,
+    /// Budget reservation lease, seconds: longer than the longest request, so live requests keep it.
+    pub lease_secs: u64,
+    /// Fewest output tokens worth calling a provider for; a budget that cannot pay this is exhausted.
+    pub min_output_tokens: u32,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            timeout_ms: 60_000,
+            attempts_per_route: 2,
+            backoff_base_ms: 100,
+            backoff_max_ms: 5_000,
+            breaker_failures: 5,
+            breaker_open_ms: 30_000,
+            cache_ttl_secs: 3_600,
+            lease_secs: 900,
+            min_output_tokens: 16,
+        }
+    }
+}
+
+impl Defaults {
+    /// Per-attempt timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// Backoff before retry number `retry` (0-based), capped.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let ms = self.backoff_base_ms.saturating_mul(1u64 << retry.min(20)).min(self.backoff_max_ms);
+        Duration::from_millis(ms)
+    }
+}
+
+/// SHA-256 of an API key, lower-case hex: the form tenants' keys take in configuration.
+pub fn api_key_digest(api_key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(api_key.as_bytes()))
+}

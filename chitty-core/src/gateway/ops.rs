@@ -1,0 +1,291 @@
+//! What differs between the endpoints, so one request pipeline serves them all.
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+use super::config::{ModelKind, OutputCapField};
+use crate::error::{Error, Result};
+use crate::events::Endpoint;
+use crate::keys::{self, CacheKey, CachePolicy, CacheScope};
+use crate::provider::{Capability, Provider};
+use crate::tokens;
+use crate::wire::{
+    ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse, EmbeddingRequest,
+    EmbeddingResponse, EncodingFormat, Usage,
+};
+
+/// One endpoint's request and response types and the few decisions that depend on them.
+pub(crate) trait Op: Send + Sync + 'static {
+    type Req: Clone + Send + Sync + 'static;
+    type Resp: Serialize + DeserializeOwned + Send + 'static;
+    const ENDPOINT: Endpoint;
+    const CAPABILITY: Capability;
+    const KIND: ModelKind;
+
+    fn model(req: &Self::Req) -> &str;
+    fn validate(req: &Self::Req) -> Result<()>;
+    fn cacheable(policy: CachePolicy, req: &Self::Req) -> bool;
+    fn key(scope: CacheScope<'_>, req: &Self::Req) -> CacheKey;
+    fn prompt_tokens(req: &Self::Req) -> u64;
+    /// The output cap the client asked for, or the endpoint's implied one; `None` lets the gateway choose.
+    fn output_cap(req: &Self::Req) -> Option<u32>;
+    fn choices(req: &Self::Req) -> u32;
+    fn prepare_upstream(req: &mut Self::Req, upstream_model: &str, cap: Option<(OutputCapField, u32)>);
+    fn call(provider: Arc<dyn Provider>, req: Self::Req) -> BoxFuture<'static, Result<Self::Resp>>;
+    fn usage(resp: &Self::Resp) -> Option<Usage>;
+    fn for_client(resp: Self::Resp, req: &Self::Req) -> Result<Self::Resp>;
+    /// Whether a response is complete enough to cache.
+    fn complete(resp: &Self::Resp) -> bool;
+}
+
+fn check_range(value: Option<f64>, lo: f64, hi: f64, param: &str) -> Result<()> {
+    match value {
+        Some(v) if !(lo..=hi).contains(&v) => {
+            Err(Error::invalid_request(format!("`{param}` must be between {lo} and {hi}, got {v}"), Some(param)))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_n(n: Option<u32>) -> Result<()> {
+    match n {
+        Some(n) if !(1..=128).contains(&n) => {
+            Err(Error::invalid_request(format!("`n` must be between 1 and 128, got {n}"), Some("n")))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_cap(cap: Option<u32>, param: &str) -> Result<()> {
+    if cap == Some(0) {
+        return Err(Error::invalid_request(format!("`{param}` must be at least 1"), Some(param)));
+    }
+    Ok(())
+}
+
+pub(crate) struct ChatOp;
+
+impl Op for ChatOp {
+    type Req = ChatCompletionRequest;
+    type Resp = ChatCompletionResponse;
+    const ENDPOINT: Endpoint = Endpoint::ChatCompletions;
+    const CAPABILITY: Capability = Capability::Chat;
+    const KIND: ModelKind = ModelKind::Chat;
+
+    fn model(req: &Self::Req) -> &str {
+        &req.model
+    }
+
+    fn validate(req: &Self::Req) -> Result<()> {
+        if req.messages.is_empty() {
+            return Err(Error::invalid_request("`messages` must contain at least one message", Some("messages")));
+        }
+        check_range(req.temperature, 0.0, 2.0, "temperature")?;
+        check_range(req.top_p, 0.0, 1.0, "top_p")?;
+        check_n(req.n)?;
+        check_cap(req.max_tokens, "max_tokens")?;
+        check_cap(req.max_completion_tokens, "max_completion_tokens")?;
+        if req.stream_options.is_some() && !req.is_stream() {
+            return Err(Error::invalid_request(
+                "`stream_options` is only allowed when `stream` is true",
+                Some("stream_options"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn cacheable(policy: CachePolicy, req: &Self::Req) -> bool {
+        policy.allows_chat(req)
+    }
+
+    fn key(scope: CacheScope<'_>, req: &Self::Req) -> CacheKey {
+        keys::chat_key(scope, req)
+    }
+
+    fn prompt_tokens(req: &Self::Req) -> u64 {
+        tokens::estimate_chat_prompt(req)
+    }
+
+    fn output_cap(req: &Self::Req) -> Option<u32> {
+        req.output_cap()
+    }
+
+    fn choices(req: &Self::Req) -> u32 {
+        req.n.unwrap_or(1)
+    }
+
+    fn prepare_upstream(req: &mut Self::Req, upstream_model: &str, cap: Option<(OutputCapField, u32)>) {
+        upstream_model.clone_into(&mut req.model);
+        match cap {
+            Some((OutputCapField::MaxTokens, c)) => req.max_tokens = Some(c),
+            Some((OutputCapField::MaxCompletionTokens, c)) => req.max_completion_tokens = Some(c),
+            None => {}
+        }
+    }
+
+    fn call(provider: Arc<dyn Provider>, mut req: Self::Req) -> BoxFuture<'static, Result<Self::Resp>> {
+        req.stream = None;
+        req.stream_options = None;
+        Box::pin(async move { provider.chat(req).await })
+    }
+
+    fn usage(resp: &Self::Resp) -> Option<Usage> {
+        resp.usage.clone()
+    }
+
+    fn for_client(resp: Self::Resp, _req: &Self::Req) -> Result<Self::Resp> {
+        Ok(resp)
+    }
+
+    fn complete(resp: &Self::Resp) -> bool {
+        !resp.choices.is_empty() && resp.choices.iter().all(|c| c.finish_reason.is_some())
+    }
+}
+
+pub(crate) struct CompletionOp;
+
+/// OpenAI's default `max_tokens` for legacy completions.
+const LEGACY_DEFAULT_MAX_TOKENS: u32 = 16;
+
+impl Op for CompletionOp {
+    type Req = CompletionRequest;
+    type Resp = CompletionResponse;
+    const ENDPOINT: Endpoint = Endpoint::Completions;
+    const CAPABILITY: Capability = Capability::Completions;
+    const KIND: ModelKind = ModelKind::Chat;
+
+    fn model(req: &Self::Req) -> &str {
+        &req.model
+    }
+
+    fn validate(req: &Self::Req) -> Result<()> {
+        check_range(req.temperature, 0.0, 2.0, "temperature")?;
+        check_range(req.top_p, 0.0, 1.0, "top_p")?;
+        check_n(req.n)?;
+        check_cap(req.max_tokens, "max_tokens")?;
+        if req.stream == Some(true) {
+            return Err(Error::invalid_request(
+                "streaming legacy completions is not supported; use /v1/chat/completions",
+                Some("stream"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn cacheable(policy: CachePolicy, req: &Self::Req) -> bool {
+        policy.allows_completion(req)
+    }
+
+    fn key(scope: CacheScope<'_>, req: &Self::Req) -> CacheKey {
+        keys::completion_key(scope, req)
+    }
+
+    fn prompt_tokens(req: &Self::Req) -> u64 {
+        tokens::estimate_completion_prompt(&req.prompt)
+    }
+
+    fn output_cap(req: &Self::Req) -> Option<u32> {
+        Some(req.max_tokens.unwrap_or(LEGACY_DEFAULT_MAX_TOKENS))
+    }
+
+    fn choices(req: &Self::Req) -> u32 {
+        let prompts = match &req.prompt {
+            crate::wire::PromptInput::Texts(v) => v.len(),
+            crate::wire::PromptInput::TokenLists(v) => v.len(),
+            _ => 1,
+        };
+        req.n.unwrap_or(1).saturating_mul(u32::try_from(prompts.max(1)).unwrap_or(u32::MAX))
+    }
+
+    fn prepare_upstream(req: &mut Self::Req, upstream_model: &str, _cap: Option<(OutputCapField, u32)>) {
+        upstream_model.clone_into(&mut req.model);
+    }
+
+    fn call(provider: Arc<dyn Provider>, req: Self::Req) -> BoxFuture<'static, Result<Self::Resp>> {
+        Box::pin(async move { provider.completion(req).await })
+    }
+
+    fn usage(resp: &Self::Resp) -> Option<Usage> {
+        resp.usage.clone()
+    }
+
+    fn for_client(resp: Self::Resp, _req: &Self::Req) -> Result<Self::Resp> {
+        Ok(resp)
+    }
+
+    fn complete(resp: &Self::Resp) -> bool {
+        !resp.choices.is_empty() && resp.choices.iter().all(|c| c.finish_reason.is_some())
+    }
+}
+
+pub(crate) struct EmbeddingOp;
+
+impl Op for EmbeddingOp {
+    type Req = EmbeddingRequest;
+    type Resp = EmbeddingResponse;
+    const ENDPOINT: Endpoint = Endpoint::Embeddings;
+    const CAPABILITY: Capability = Capability::Embeddings;
+    const KIND: ModelKind = ModelKind::Embedding;
+
+    fn model(req: &Self::Req) -> &str {
+        &req.model
+    }
+
+    fn validate(req: &Self::Req) -> Result<()> {
+        if req.input.is_empty() {
+            return Err(Error::invalid_request("`input` must not be empty", Some("input")));
+        }
+        if req.input.len() > 2_048 {
+            return Err(Error::invalid_request("`input` may hold at most 2048 items", Some("input")));
+        }
+        Ok(())
+    }
+
+    fn cacheable(policy: CachePolicy, _req: &Self::Req) -> bool {
+        policy.allows_embeddings()
+    }
+
+    fn key(scope: CacheScope<'_>, req: &Self::Req) -> CacheKey {
+        keys::embedding_key(scope, req)
+    }
+
+    fn prompt_tokens(req: &Self::Req) -> u64 {
+        tokens::estimate_embedding_input(&req.input)
+    }
+
+    fn output_cap(_req: &Self::Req) -> Option<u32> {
+        Some(0)
+    }
+
+    fn choices(_req: &Self::Req) -> u32 {
+        1
+    }
+
+    fn prepare_upstream(req: &mut Self::Req, upstream_model: &str, _cap: Option<(OutputCapField, u32)>) {
+        upstream_model.clone_into(&mut req.model);
+        // Providers return floats; the gateway encodes for the client.
+        req.encoding_format = None;
+    }
+
+    fn call(provider: Arc<dyn Provider>, req: Self::Req) -> BoxFuture<'static, Result<Self::Resp>> {
+        Box::pin(async move { provider.embeddings(req).await })
+    }
+
+    fn usage(resp: &Self::Resp) -> Option<Usage> {
+        Some(Usage::new(resp.usage.prompt_tokens, 0))
+    }
+
+    fn for_client(mut resp: Self::Resp, req: &Self::Req) -> Result<Self::Resp> {
+        let format = req.encoding_format.unwrap_or(EncodingFormat::Float);
+        for e in &mut resp.data {
+            e.embedding = e.embedding.encode(format)?;
+        }
+        Ok(resp)
+    }
+
+    fn complete(resp: &Self::Resp) -> bool {
+        !resp.data.is_empty()
+    }
+}
