@@ -1,0 +1,57 @@
+//! The in-memory backends pass the testkit's conformance suites.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use chitty_core::{BudgetStore, EventSink};
+use chitty_providers::memory::{CollectingSink, CountingSink, MemoryBudgetStore, MemoryCache};
+use chitty_testkit::{budget, cache, events};
+
+#[tokio::test]
+async fn memory_cache_conformance() {
+    let c = MemoryCache::new(16 * 1024 * 1024);
+    cache::run_all(&c).await;
+}
+
+#[tokio::test]
+async fn memory_cache_size_bound() {
+    let max = 256 * 1024;
+    let c = MemoryCache::new(max);
+    cache::size_bound(&c, max, || async {
+        c.run_pending_tasks().await;
+        c.weighted_size()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn memory_budget_conformance() {
+    budget::run_all(&MemoryBudgetStore::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_budget_1000_concurrent_reservations_never_overspend() {
+    let store: Arc<dyn BudgetStore> = Arc::new(MemoryBudgetStore::new());
+    for _ in 0..5 {
+        budget::concurrent_reservations(store.clone(), 1_000).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_conformance() {
+    let counting = Arc::new(CountingSink::new());
+    events::accepts_every_kind(counting.as_ref()).await;
+    events::concurrent_writers(counting.clone() as Arc<dyn EventSink>, 8, 100).await;
+    let c = counting.counts();
+    assert_eq!(c.requests, 1 + 8 * 25);
+    assert_eq!(c.messages, 1 + 8 * 25);
+    assert_eq!(c.upstream_failures, 1 + 8 * 25);
+    assert_eq!(c.prompt_tokens, 42 * (1 + 8 * 25));
+
+    let collecting = CollectingSink::new();
+    events::accepts_every_kind(&collecting).await;
+    assert_eq!(collecting.events(), events::sample_events(), "collected in order, unchanged");
+    assert_eq!(collecting.take().len(), 4);
+    assert!(collecting.events().is_empty());
+}

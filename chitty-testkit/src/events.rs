@@ -1,0 +1,59 @@
+//! The [`EventSink`] conformance suite.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chitty_core::{CacheStatus, Endpoint, Event, EventSink, Message, NanoUsd, RequestEvent, Timestamp};
+
+/// One event of each kind, with realistic values.
+pub fn sample_events() -> Vec<Event> {
+    vec![
+        Event::Request(RequestEvent {
+            at: Timestamp(1_700_000_000_000),
+            tenant: "acme".into(),
+            model: "chitty-mock".into(),
+            endpoint: Endpoint::ChatCompletions,
+            provider: Some("mock".into()),
+            cache: CacheStatus::Miss,
+            status: 200,
+            latency: Duration::from_millis(12),
+            prompt_tokens: 42,
+            completion_tokens: 17,
+            cost: NanoUsd(1_234),
+            stream: false,
+        }),
+        Event::UpstreamFailure { provider: "mock".into(), model: "chitty-mock".into(), status: 502 },
+        Event::CircuitOpened { provider: "mock".into() },
+        Event::Message(Message {
+            subject: "github.ping".into(),
+            id: "d3b07384-d9a0-4c9b-8a0d-000000000001".into(),
+            headers: vec![("x-github-event".into(), "ping".into())],
+            payload: Bytes::from_static(br#"{"zen":"Keep it logically awesome."}"#),
+            received_at: Timestamp(1_700_000_000_000),
+        }),
+    ]
+}
+
+/// The sink accepts one event of each kind.
+pub async fn accepts_every_kind(sink: &dyn EventSink) {
+    for e in sample_events() {
+        sink.record(e.clone()).await.unwrap_or_else(|err| panic!("sink refused {e:?}: {err}"));
+    }
+}
+
+/// `tasks` concurrent writers of `per_task` events each all succeed (sinks sized for the load must not refuse).
+pub async fn concurrent_writers(sink: Arc<dyn EventSink>, tasks: usize, per_task: usize) {
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let sink = sink.clone();
+        handles.push(tokio::spawn(async move {
+            for e in sample_events().into_iter().cycle().take(per_task) {
+                sink.record(e).await.expect("record");
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("writer panicked");
+    }
+}
