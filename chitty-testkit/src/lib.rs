@@ -6,3 +6,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod mock;
+/// Mock OpenAI, Anthropic and Ollama upstreams over HTTP, serving any `Provider`, with fault injection.
+pub mod mock_upstream;
+/// The conformance suite every `Provider` runs, driven by its declared capabilities.
+pub mod provider;

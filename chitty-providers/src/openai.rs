@@ -1,0 +1,509 @@
+//! [`OpenAiProvider`]: any upstream that speaks OpenAI's HTTP API (OpenAI itself, vLLM, Groq, Together,
+//! llama.cpp's server, Ollama's `/v1`, or another chitty gateway).
+//!
+//! Requests are forwarded as they arrive (fields chitty does not model travel in the wire types'
+//! `extra` maps), over one pooled `reqwest::Client`. Errors keep the upstream's status, message and
+//! `Retry-After`; a request that gets no answer within the timeout is [`Error::UpstreamTimeout`].
+//!
+//! Streams are always requested with `stream_options.include_usage = true`, so the stream ends with a
+//! usage chunk and spend is settled from the upstream's own count. The provider passes that chunk on
+//! whatever the caller's request said; the gateway forwards it to clients that asked for it (see the
+//! [`Provider`] contract). A stream that ends without `data: [DONE]` ends with an error item, never a
+//! clean end, and dropping the stream closes the upstream request.
+//!
+//! ```no_run
+//! # async fn run() -> chitty_core::Result<()> {
+//! use std::time::Duration;
+//! use chitty_core::Provider;
+//! use chitty_core::wire::{ChatCompletionRequest, ChatMessage};
+//! use chitty_providers::openai::OpenAiProvider;
+//!
+//! // OPENAI_API_KEY and, when set, OPENAI_BASE_URL (e.g. `http://localhost:8000/v1` for vLLM).
+//! let provider = OpenAiProvider::from_env("openai").with_timeout(Duration::from_secs(30)).build()?;
+//! let answer = provider
+//!     .chat(ChatCompletionRequest {
+//!         model: "gpt-4o-mini".into(),
+//!         messages: vec![ChatMessage::user("Say hi")],
+//!         ..Default::default()
+//!     })
+//!     .await?;
+//! println!("{}", answer.choices[0].message.text_content());
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chitty_core::wire::{
+    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
+    CompletionResponse, EmbeddingRequest, EmbeddingResponse, EmbeddingVector, StreamOptions,
+};
+use chitty_core::{Capabilities, Capability, ChunkStream, Error, Provider, Result};
+use futures::StreamExt;
+use reqwest::header::{AUTHORIZATION, HeaderMap};
+
+use crate::sse::{self, SseError, SseEvent};
+use crate::upstream_http::{self, ApiKey};
+
+/// OpenAI's API, the default base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+/// The default per-request timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// An OpenAI-compatible upstream over HTTP.
+#[derive(Clone)]
+pub struct OpenAiProvider {
+    name: String,
+    base_url: String,
+    headers: HeaderMap,
+    timeout: Duration,
+    stream_idle_timeout: Duration,
+    max_event_bytes: usize,
+    stream_usage: bool,
+    capabilities: Capabilities,
+    client: reqwest::Client,
+}
+
+impl fmt::Debug for OpenAiProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header values may be credentials: only their names are shown.
+        f.debug_struct("OpenAiProvider")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .field("stream_idle_timeout", &self.stream_idle_timeout)
+            .field("capabilities", &self.capabilities)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`OpenAiProvider`].
+#[derive(Clone)]
+pub struct OpenAiProviderBuilder {
+    name: String,
+    base_url: String,
+    api_key: Option<ApiKey>,
+    headers: Vec<(String, String)>,
+    timeout: Duration,
+    stream_idle_timeout: Option<Duration>,
+    max_event_bytes: usize,
+    stream_usage: bool,
+    capabilities: Capabilities,
+    client: Option<reqwest::Client>,
+}
+
+impl fmt::Debug for OpenAiProviderBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiProviderBuilder")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("timeout", &self.timeout)
+            .field("capabilities", &self.capabilities)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiProvider {
+    /// A builder for a provider called `name` (used in logs, metrics and errors), pointing at OpenAI.
+    pub fn builder(name: impl Into<String>) -> OpenAiProviderBuilder {
+        OpenAiProviderBuilder {
+            name: name.into(),
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            api_key: None,
+            headers: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            stream_idle_timeout: None,
+            max_event_bytes: sse::DEFAULT_MAX_EVENT_BYTES,
+            stream_usage: true,
+            capabilities: Capabilities::all(),
+            client: None,
+        }
+    }
+
+    /// A builder configured from `OPENAI_API_KEY` and `OPENAI_BASE_URL`, as the official SDKs read them.
+    pub fn from_env(name: impl Into<String>) -> OpenAiProviderBuilder {
+        let mut builder = OpenAiProvider::builder(name);
+        if let Some(key) = std::env::var("OPENAI_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())
+        {
+            builder = builder.with_api_key(key);
+        }
+        if let Some(url) = std::env::var("OPENAI_BASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
+            builder = builder.with_base_url(url);
+        }
+        builder
+    }
+
+    /// The base URL requests go to (paths such as `/chat/completions` are appended).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}{path}", self.base_url))
+            .headers(self.headers.clone())
+    }
+
+    fn ensure(&self, capability: Capability) -> Result<()> {
+        if self.capabilities.contains(capability) {
+            Ok(())
+        } else {
+            Err(Error::Unsupported {
+                provider: self.name.clone(),
+                capability,
+            })
+        }
+    }
+
+    fn ensure_tools(&self, request: &ChatCompletionRequest) -> Result<()> {
+        if request.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+            self.ensure(Capability::Tools)?;
+        }
+        Ok(())
+    }
+}
+
+impl OpenAiProviderBuilder {
+    /// The API's base URL, `/v1` included, e.g. `http://localhost:8000/v1` for vLLM.
+    pub fn with_base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// The API key, sent as `Authorization: Bearer …` (never logged or printed).
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(ApiKey::new(key));
+        self
+    }
+
+    /// The API key from the environment variable `var`; fails naming the variable when it is unset.
+    pub fn with_api_key_from_env(self, var: &str) -> Result<Self> {
+        match std::env::var(var) {
+            Ok(key) if !key.is_empty() => Ok(self.with_api_key(key)),
+            _ => Err(Error::InvalidInput {
+                what: format!("provider `{}` configuration", self.name),
+                reason: format!("the environment variable `{var}` is not set"),
+            }),
+        }
+    }
+
+    /// A header sent with every request (e.g. `OpenAI-Organization`); validated by [`Self::build`].
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// How long a request may take: a whole non-streamed answer, or a stream's response headers.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long a stream may stay silent between two reads (defaults to the request timeout).
+    pub fn with_stream_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.stream_idle_timeout = Some(timeout);
+        self
+    }
+
+    /// The largest server-sent event accepted from the upstream.
+    pub fn with_max_event_bytes(mut self, bytes: usize) -> Self {
+        self.max_event_bytes = bytes;
+        self
+    }
+
+    /// Whether streams ask the upstream for a usage chunk (default on; turn off only for servers that
+    /// reject `stream_options`, at the price of settling streams from estimates).
+    pub fn with_stream_usage(mut self, on: bool) -> Self {
+        self.stream_usage = on;
+        self
+    }
+
+    /// Declares what the upstream supports (default: everything), e.g. an embeddings-only server.
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// Shares an existing client (and its connection pool) instead of building one.
+    pub fn with_client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The provider; fails on an invalid header or key.
+    pub fn build(self) -> Result<OpenAiProvider> {
+        let mut headers = upstream_http::parse_headers(&self.name, &self.headers)?;
+        if let Some(key) = &self.api_key {
+            headers.insert(AUTHORIZATION, key.header_value("Bearer ")?);
+        }
+        let client = match self.client {
+            Some(c) => c,
+            None => upstream_http::default_client()?,
+        };
+        Ok(OpenAiProvider {
+            base_url: upstream_http::trim_base_url(&self.base_url),
+            name: self.name,
+            headers,
+            timeout: self.timeout,
+            stream_idle_timeout: self.stream_idle_timeout.unwrap_or(self.timeout),
+            max_event_bytes: self.max_event_bytes,
+            stream_usage: self.stream_usage,
+            capabilities: self.capabilities,
+            client,
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for OpenAiProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    async fn chat(&self, mut request: ChatCompletionRequest) -> Result<ChatCompletionResponse> {
+        self.ensure(Capability::Chat)?;
+        self.ensure_tools(&request)?;
+        // OpenAI rejects `stream_options` on a request that does not stream.
+        request.stream = None;
+        request.stream_options = None;
+        upstream_http::call_json(
+            &self.name,
+            self.timeout,
+            self.post("/chat/completions").json(&request),
+        )
+        .await
+    }
+
+    async fn chat_stream(&self, mut request: ChatCompletionRequest) -> Result<ChunkStream> {
+        self.ensure(Capability::ChatStream)?;
+        self.ensure_tools(&request)?;
+        request.stream = Some(true);
+        if self.stream_usage {
+            request
+                .stream_options
+                .get_or_insert_with(StreamOptions::default)
+                .include_usage = Some(true);
+        }
+        let response = upstream_http::send(
+            &self.name,
+            self.timeout,
+            self.post("/chat/completions").json(&request),
+        )
+        .await?;
+        let events = sse::decode(response.bytes_stream(), self.max_event_bytes);
+        Ok(chunk_stream(
+            self.name.clone(),
+            self.stream_idle_timeout,
+            events,
+        ))
+    }
+
+    async fn completion(&self, mut request: CompletionRequest) -> Result<CompletionResponse> {
+        self.ensure(Capability::Completions)?;
+        request.stream = None;
+        request.stream_options = None;
+        upstream_http::call_json(
+            &self.name,
+            self.timeout,
+            self.post("/completions").json(&request),
+        )
+        .await
+    }
+
+    async fn embeddings(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {
+        self.ensure(Capability::Embeddings)?;
+        let mut response: EmbeddingResponse = upstream_http::call_json(
+            &self.name,
+            self.timeout,
+            self.post("/embeddings").json(&request),
+        )
+        .await?;
+        for item in &mut response.data {
+            let floats = item
+                .embedding
+                .to_floats()
+                .map_err(|e| upstream_http::malformed(&self.name, "embedding", e))?;
+            item.embedding = EmbeddingVector::Float(floats);
+        }
+        Ok(response)
+    }
+}
+
+/// Turns decoded server-sent events into chat chunks: stops at `[DONE]`, and ends with an error item
+/// when the upstream reports an error mid-stream, sends something unparsable, goes silent for longer
+/// than `idle`, or closes the connection before `[DONE]`.
+fn chunk_stream<S>(provider: String, idle: Duration, events: S) -> ChunkStream
+where
+    S: futures::Stream<Item = Result<SseEvent, SseError>> + Send + 'static,
+{
+    struct State<S> {
+        provider: String,
+        idle: Duration,
+        events: std::pin::Pin<Box<S>>,
+        finished: bool,
+    }
+    let state = State {
+        provider,
+        idle,
+        events: Box::pin(events),
+        finished: false,
+    };
+    let stream = futures::stream::unfold(state, |mut st| async move {
+        if st.finished {
+            return None;
+        }
+        loop {
+            let next = match tokio::time::timeout(st.idle, st.events.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    st.finished = true;
+                    let err = Error::UpstreamTimeout {
+                        provider: st.provider.clone(),
+                        timeout: st.idle,
+                    };
+                    return Some((Err(err), st));
+                }
+            };
+            let item = match next {
+                None => Err(interrupted(
+                    &st.provider,
+                    "the stream ended before `data: [DONE]`",
+                )),
+                Some(Err(SseError::Body(e))) => Err(interrupted(&st.provider, &e.to_string())),
+                Some(Err(e)) => Err(upstream_http::malformed(&st.provider, "event stream", e)),
+                Some(Ok(event)) if event.is_done() => return None,
+                Some(Ok(event)) if event.data.trim().is_empty() => continue,
+                Some(Ok(event)) => parse_chunk(&st.provider, &event.data),
+            };
+            st.finished = item.is_err();
+            return Some((item, st));
+        }
+    });
+    Box::pin(stream)
+}
+
+fn interrupted(provider: &str, why: &str) -> Error {
+    Error::Upstream {
+        provider: provider.to_owned(),
+        status: None,
+        message: format!("stream interrupted: {why}"),
+        retry_after: None,
+    }
+}
+
+fn parse_chunk(provider: &str, data: &str) -> Result<ChatCompletionChunk> {
+    serde_json::from_str::<ChatCompletionChunk>(data).map_err(|parse_error| {
+        // An error mid-stream arrives as an event holding OpenAI's error envelope.
+        match serde_json::from_str::<serde_json::Value>(data) {
+            Ok(json) if json.get("error").is_some() => Error::Upstream {
+                provider: provider.to_owned(),
+                status: None,
+                message: upstream_http::error_message(data.as_bytes())
+                    .unwrap_or_else(|| data.to_owned()),
+                retry_after: None,
+            },
+            _ => upstream_http::malformed(provider, "stream chunk", parse_error),
+        }
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn events(data: &[&str]) -> Vec<Result<SseEvent, SseError>> {
+        data.iter()
+            .map(|d| {
+                Ok(SseEvent {
+                    data: (*d).to_owned(),
+                    ..Default::default()
+                })
+            })
+            .collect()
+    }
+
+    const CHUNK: &str = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#;
+
+    #[tokio::test]
+    async fn done_ends_the_stream_cleanly() {
+        let s = chunk_stream(
+            "p".into(),
+            Duration::from_secs(1),
+            futures::stream::iter(events(&[CHUNK, "[DONE]", CHUNK])),
+        );
+        let items: Vec<_> = s.collect().await;
+        assert_eq!(items.len(), 1);
+        assert_eq!(
+            items[0].as_ref().unwrap().choices[0]
+                .delta
+                .content
+                .as_deref(),
+            Some("hi")
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_done_error_events_and_garbage_end_with_an_error() {
+        for (input, needle) in [
+            (vec![CHUNK], "before `data: [DONE]`"),
+            (
+                vec![
+                    CHUNK,
+                    r#"{"error":{"message":"overloaded","type":"server_error"}}"#,
+                ],
+                "overloaded",
+            ),
+            (vec!["{not json"], "malformed stream chunk"),
+        ] {
+            let s = chunk_stream(
+                "p".into(),
+                Duration::from_secs(1),
+                futures::stream::iter(events(&input)),
+            );
+            let items: Vec<_> = s.collect().await;
+            let last = items.last().unwrap().as_ref().unwrap_err();
+            assert!(matches!(last, Error::Upstream { status: None, .. }));
+            assert!(last.to_string().contains(needle), "{last}");
+        }
+    }
+
+    #[tokio::test]
+    async fn silence_beyond_the_idle_timeout_is_a_timeout() {
+        let silent = futures::stream::pending::<Result<SseEvent, SseError>>();
+        let s = chunk_stream("p".into(), Duration::from_millis(20), silent);
+        let items: Vec<_> = s.collect().await;
+        assert!(matches!(items[..], [Err(Error::UpstreamTimeout { .. })]));
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let builder = OpenAiProvider::builder("p")
+            .with_api_key("sk-very-secret")
+            .with_header("x-extra", "hidden-value");
+        assert!(!format!("{builder:?}").contains("sk-very-secret"));
+        let provider = builder.build().unwrap();
+        let shown = format!("{provider:?}");
+        assert!(
+            !shown.contains("sk-very-secret") && !shown.contains("hidden-value"),
+            "{shown}"
+        );
+        assert!(shown.contains("authorization"));
+    }
+}

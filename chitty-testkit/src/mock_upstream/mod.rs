@@ -1,0 +1,543 @@
+//! In-process mock upstreams that serve any [`Provider`] over a real HTTP API, with scriptable faults.
+//!
+//! - [`MockOpenAi`]: OpenAI's API (`/v1/chat/completions` plain and SSE, `/v1/completions`,
+//!   `/v1/embeddings` with `float` and `base64`, `/v1/models`).
+//! - [`MockAnthropic`]: Anthropic's Messages API (`/v1/messages` plain and SSE).
+//! - [`MockOllama`]: Ollama's native API (`/api/chat` and `/api/generate` with NDJSON streaming, `/api/embed`).
+//!
+//! Each binds `127.0.0.1` on a random port and stops when its [`MockServer`] is dropped. Every request
+//! is recorded ([`MockServer::requests`]); [`Faults`] scripts failures for the next requests: an error
+//! status in the API's own error envelope with `Retry-After`, slow headers, added latency, a stream cut
+//! after some events, a malformed JSON body or a malformed event stream.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use chitty_testkit::mock::MockProvider;
+//! use chitty_testkit::mock_upstream::{Fault, MockOpenAi};
+//!
+//! let server = MockOpenAi::serve(Arc::new(MockProvider::new("mock"))).await?;
+//! assert!(server.base_url().starts_with("http://127.0.0.1:"));
+//! assert!(server.base_url().ends_with("/v1"));
+//! // The next two requests answer 429 with `Retry-After: 2`.
+//! server.faults().push_n(Fault::status(429).with_retry_after(std::time::Duration::from_secs(2)), 2);
+//! # Ok::<(), chitty_core::Error>(())
+//! # }).unwrap();
+//! ```
+
+mod openai;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chitty_core::{Error, Result};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio::task::JoinHandle;
+
+pub use openai::MockOpenAi;
+
+/// One scripted failure, applied to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Answer with this status and the API's error envelope.
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// Sent as `Retry-After` (whole seconds, rounded up) and `retry-after-ms`.
+        retry_after: Option<Duration>,
+    },
+    /// Wait this long before sending the response headers.
+    SlowHeaders(Duration),
+    /// Drop the connection after this many stream events (or halfway through a non-streamed body).
+    CutStream {
+        /// Events sent before the cut.
+        after_events: usize,
+    },
+    /// Answer 200 with a JSON body that does not parse.
+    MalformedJson,
+    /// Send an event that is not valid JSON in the middle of a stream.
+    MalformedStream,
+}
+
+impl Fault {
+    /// [`Fault::Status`] without `Retry-After`.
+    pub fn status(status: u16) -> Fault {
+        Fault::Status {
+            status,
+            retry_after: None,
+        }
+    }
+
+    /// This fault with `Retry-After` set (only meaningful for [`Fault::Status`]).
+    pub fn with_retry_after(self, retry_after: Duration) -> Fault {
+        match self {
+            Fault::Status { status, .. } => Fault::Status {
+                status,
+                retry_after: Some(retry_after),
+            },
+            other => other,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    queue: VecDeque<Fault>,
+    latency: Duration,
+    event_delay: Duration,
+}
+
+/// Scripts faults for a [`MockServer`]; clones share the same script.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    state: Arc<Mutex<FaultState>>,
+}
+
+impl Faults {
+    fn lock(&self) -> MutexGuard<'_, FaultState> {
+        // A poisoned lock only means a test panicked while holding it; the script is still usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies `fault` to the next request (after those already scripted).
+    pub fn push(&self, fault: Fault) {
+        self.lock().queue.push_back(fault);
+    }
+
+    /// Applies `fault` to each of the next `times` requests.
+    pub fn push_n(&self, fault: Fault, times: usize) {
+        let mut state = self.lock();
+        for _ in 0..times {
+            state.queue.push_back(fault.clone());
+        }
+    }
+
+    /// Answers the next `times` requests with `status` in the API's error envelope.
+    pub fn fail_next(&self, status: u16, times: usize) {
+        self.push_n(Fault::status(status), times);
+    }
+
+    /// Delays every response's headers by `latency` (until changed).
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// Waits `delay` before each stream event (until changed), for slow streams and cancellation tests.
+    pub fn set_event_delay(&self, delay: Duration) {
+        self.lock().event_delay = delay;
+    }
+
+    /// Removes every scripted fault, latency and delay.
+    pub fn clear(&self) {
+        *self.lock() = FaultState::default();
+    }
+
+    /// Faults still waiting for a request.
+    pub fn pending(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    fn take(&self) -> (Option<Fault>, Duration, Duration) {
+        let mut state = self.lock();
+        (state.queue.pop_front(), state.latency, state.event_delay)
+    }
+}
+
+/// A request the mock received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path, e.g. `/v1/chat/completions`.
+    pub path: String,
+    /// Headers, names lower-case.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body (`null` when empty or not JSON).
+    pub body: serde_json::Value,
+}
+
+impl RecordedRequest {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Which API's conventions errors and streams follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)]
+enum Flavor {
+    OpenAi,
+    Anthropic,
+    Ollama,
+}
+
+/// State shared by a mock server's handlers.
+#[derive(Debug)]
+struct Shared {
+    provider: Arc<dyn chitty_core::Provider>,
+    flavor: Flavor,
+    faults: Faults,
+    requests: Mutex<Vec<RecordedRequest>>,
+    cancelled_streams: AtomicU64,
+    completed_streams: AtomicU64,
+    api_key: Option<String>,
+    models: Vec<String>,
+}
+
+/// A running mock upstream; dropping it stops the server.
+#[derive(Debug)]
+pub struct MockServer {
+    base_url: String,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl MockServer {
+    /// The base URL to give the matching provider or SDK (`http://127.0.0.1:PORT/v1` for OpenAI,
+    /// `http://127.0.0.1:PORT` for Anthropic and Ollama).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The fault script.
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock_requests(&self.shared).clone()
+    }
+
+    /// The last request received.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        lock_requests(&self.shared).last().cloned()
+    }
+
+    /// Streams whose client went away before the last event was sent.
+    pub fn cancelled_streams(&self) -> u64 {
+        self.shared.cancelled_streams.load(Ordering::SeqCst)
+    }
+
+    /// Streams sent to the end.
+    pub fn completed_streams(&self) -> u64 {
+        self.shared.completed_streams.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock_requests(shared: &Shared) -> MutexGuard<'_, Vec<RecordedRequest>> {
+    shared
+        .requests
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+async fn start(shared: Arc<Shared>, router: Router, base_path: &str) -> Result<MockServer> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        // The server runs until the handle is dropped; an accept error ends it, and tests see refused connections.
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(MockServer {
+        base_url: format!("http://{addr}{base_path}"),
+        shared,
+        task,
+    })
+}
+
+/// What a handler does before answering: record, check the key, apply latency and the next fault.
+struct Admitted {
+    fault: Option<Fault>,
+    event_delay: Duration,
+}
+
+async fn admit(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> std::result::Result<Admitted, Response> {
+    lock_requests(shared).push(RecordedRequest {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
+    });
+    let (fault, latency, event_delay) = shared.faults.take();
+    let mut wait = latency;
+    if let Some(Fault::SlowHeaders(d)) = &fault {
+        wait += *d;
+    }
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    if let Some(expected) = &shared.api_key {
+        let given = match shared.flavor {
+            Flavor::Anthropic => headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            _ => headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_owned),
+        };
+        if given.as_deref() != Some(expected.as_str()) {
+            return Err(error_response(shared.flavor, 401, "invalid API key", None));
+        }
+    }
+    match fault {
+        Some(Fault::Status {
+            status,
+            retry_after,
+        }) => Err(error_response(
+            shared.flavor,
+            status,
+            &format!("mock fault: status {status}"),
+            retry_after,
+        )),
+        Some(Fault::MalformedJson) => Err(raw_response(
+            200,
+            "application/json",
+            Bytes::from_static(b"{\"id\": \"broken\", \"choices\": ["),
+        )),
+        other => Ok(Admitted {
+            fault: other,
+            event_delay,
+        }),
+    }
+}
+
+/// An error in the flavor's envelope, with `Retry-After` when given.
+fn error_response(
+    flavor: Flavor,
+    status: u16,
+    message: &str,
+    retry_after: Option<Duration>,
+) -> Response {
+    let body = match flavor {
+        Flavor::OpenAi => {
+            let kind = match status {
+                400 | 404 | 413 | 422 => "invalid_request_error",
+                401 => "authentication_error",
+                429 => "rate_limit_error",
+                _ => "server_error",
+            };
+            serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
+        }
+        Flavor::Anthropic => {
+            let kind = match status {
+                400 | 413 | 422 => "invalid_request_error",
+                401 => "authentication_error",
+                403 => "permission_error",
+                404 => "not_found_error",
+                429 => "rate_limit_error",
+                529 => "overloaded_error",
+                _ => "api_error",
+            };
+            serde_json::json!({"type": "error", "error": {"type": kind, "message": message}})
+        }
+        Flavor::Ollama => serde_json::json!({"error": message}),
+    };
+    let mut response = raw_response(status, "application/json", Bytes::from(body.to_string()));
+    if let Some(after) = retry_after {
+        let secs = after.as_millis().div_ceil(1000);
+        let headers = response.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            headers.insert(header::RETRY_AFTER, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&after.as_millis().to_string()) {
+            headers.insert("retry-after-ms", v);
+        }
+    }
+    response
+}
+
+/// An error the backing provider returned, in the flavor's envelope; an upstream status is echoed as is.
+fn provider_error(flavor: Flavor, error: &Error) -> Response {
+    let status = match error {
+        Error::Upstream {
+            status: Some(s), ..
+        } => *s,
+        other => other.status(),
+    };
+    let message = match error {
+        Error::Upstream { message, .. } => message.clone(),
+        other => other.to_envelope().error.message,
+    };
+    error_response(flavor, status, &message, error.retry_after())
+}
+
+fn raw_response(status: u16, content_type: &'static str, body: Bytes) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// A complete JSON answer, or half of it and a dropped connection under [`Fault::CutStream`].
+fn json_response(value: &impl serde::Serialize, fault: Option<&Fault>) -> Response {
+    let body = match serde_json::to_vec(value) {
+        Ok(b) => Bytes::from(b),
+        Err(e) => return raw_response(500, "text/plain", Bytes::from(e.to_string())),
+    };
+    if let Some(Fault::CutStream { .. }) = fault {
+        let half = body.slice(..body.len() / 2);
+        let parts: Vec<std::io::Result<Bytes>> = vec![
+            Ok(half),
+            Err(std::io::Error::other("mock fault: connection cut")),
+        ];
+        let mut response = Body::from_stream(futures::stream::iter(parts)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return response;
+    }
+    raw_response(200, "application/json", body)
+}
+
+/// Marks a stream cancelled when its body is dropped before the end.
+struct StreamGuard {
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl StreamGuard {
+    fn mark_finished(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let counter = if self.finished {
+            &self.shared.completed_streams
+        } else {
+            &self.shared.cancelled_streams
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A streamed answer from ready-framed events (`data: …\n\n` or NDJSON lines), with the stream faults
+/// applied: a delay before each event, a garbage event after the first, a cut after some events.
+fn stream_response(
+    shared: Arc<Shared>,
+    frames: BoxStream<'static, Bytes>,
+    admitted: Admitted,
+    content_type: &'static str,
+) -> Response {
+    let garbage: Option<Bytes> = match (&admitted.fault, shared.flavor) {
+        (Some(Fault::MalformedStream), Flavor::Ollama) => {
+            Some(Bytes::from_static(b"{\"message\": {\"content\": \n"))
+        }
+        (Some(Fault::MalformedStream), _) => {
+            Some(Bytes::from_static(b"data: {\"choices\": [{\"delta\": \n\n"))
+        }
+        _ => None,
+    };
+    let cut_after = match admitted.fault {
+        Some(Fault::CutStream { after_events }) => Some(after_events),
+        _ => None,
+    };
+    struct State {
+        frames: BoxStream<'static, Bytes>,
+        sent: usize,
+        garbage: Option<Bytes>,
+        cut_after: Option<usize>,
+        delay: Duration,
+        guard: StreamGuard,
+        ended: bool,
+    }
+    let state = State {
+        frames,
+        sent: 0,
+        garbage,
+        cut_after,
+        delay: admitted.event_delay,
+        guard: StreamGuard {
+            shared,
+            finished: false,
+        },
+        ended: false,
+    };
+    let body = futures::stream::unfold(state, |mut st| async move {
+        if st.ended {
+            return None;
+        }
+        if st.cut_after.is_some_and(|n| st.sent >= n) {
+            st.ended = true;
+            // Let hyper flush the headers and events so far, so that the cut lands mid-body.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // An error from the body stream makes hyper drop the connection without ending the response.
+            return Some((Err(std::io::Error::other("mock fault: stream cut")), st));
+        }
+        if st.sent == 1
+            && let Some(g) = st.garbage.take()
+        {
+            st.sent += 1;
+            return Some((Ok(g), st));
+        }
+        if !st.delay.is_zero() {
+            tokio::time::sleep(st.delay).await;
+        }
+        match st.frames.next().await {
+            Some(frame) => {
+                st.sent += 1;
+                Some((Ok(frame), st))
+            }
+            None => {
+                st.guard.mark_finished();
+                None
+            }
+        }
+    });
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// An SSE frame holding `data: <json>`.
+fn sse_frame(event: Option<&str>, value: &impl serde::Serialize) -> Bytes {
+    let json = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    match event {
+        Some(name) => Bytes::from(format!("event: {name}\ndata: {json}\n\n")),
+        None => Bytes::from(format!("data: {json}\n\n")),
+    }
+}
+
+/// A 400 in the flavor's envelope for a body that is not the expected JSON.
+fn bad_body(flavor: Flavor, e: &serde_json::Error) -> Response {
+    error_response(flavor, 400, &format!("invalid request body: {e}"), None)
+}

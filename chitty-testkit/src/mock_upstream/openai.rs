@@ -1,0 +1,223 @@
+//! The mock OpenAI upstream.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use chitty_core::wire::{
+    ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Extra, ModelList, ModelObject,
+};
+use chitty_core::{Provider, Result};
+use futures::StreamExt;
+
+use super::{Flavor, MockServer, Shared};
+
+/// A mock of OpenAI's HTTP API that answers from any [`Provider`].
+///
+/// Streams follow OpenAI: chunks as `data:` events, the usage chunk only when the request set
+/// `stream_options.include_usage`, then `data: [DONE]`; an error from the provider mid-stream becomes
+/// an event holding the error envelope, without `[DONE]`.
+#[derive(Debug)]
+pub struct MockOpenAi {
+    provider: Arc<dyn Provider>,
+    models: Vec<String>,
+    api_key: Option<String>,
+}
+
+impl MockOpenAi {
+    /// A mock serving `provider`; `/v1/models` lists the provider's name until [`Self::with_models`].
+    pub fn new(provider: Arc<dyn Provider>) -> MockOpenAi {
+        let models = vec![provider.name().to_owned()];
+        MockOpenAi {
+            provider,
+            models,
+            api_key: None,
+        }
+    }
+
+    /// Starts a mock serving `provider` with the defaults.
+    pub async fn serve(provider: Arc<dyn Provider>) -> Result<MockServer> {
+        MockOpenAi::new(provider).start().await
+    }
+
+    /// The model names `/v1/models` lists (every model name is served regardless).
+    pub fn with_models<I, S>(mut self, models: I) -> MockOpenAi
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.models = models.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Requires `Authorization: Bearer <key>`; other requests get a 401.
+    pub fn with_api_key(mut self, key: impl Into<String>) -> MockOpenAi {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// Binds `127.0.0.1:0` and serves until the returned handle is dropped.
+    pub async fn start(self) -> Result<MockServer> {
+        let shared = Arc::new(Shared {
+            provider: self.provider,
+            flavor: Flavor::OpenAi,
+            faults: super::Faults::default(),
+            requests: Mutex::new(Vec::new()),
+            cancelled_streams: Default::default(),
+            completed_streams: Default::default(),
+            api_key: self.api_key,
+            models: self.models,
+        });
+        let router = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/completions", post(completions))
+            .route("/v1/embeddings", post(embeddings))
+            .route("/v1/models", get(models))
+            .with_state(shared.clone());
+        super::start(shared, router, "/v1").await
+    }
+}
+
+async fn chat(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let admitted = match super::admit(&shared, &method, &uri, &headers, &body).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    let request: ChatCompletionRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return super::bad_body(Flavor::OpenAi, &e),
+    };
+    if !request.is_stream() {
+        return match shared.provider.chat(request).await {
+            Ok(answer) => super::json_response(&answer, admitted.fault.as_ref()),
+            Err(e) => super::provider_error(Flavor::OpenAi, &e),
+        };
+    }
+    let wants_usage = request.wants_stream_usage();
+    let stream = match shared.provider.chat_stream(request).await {
+        Ok(s) => s,
+        Err(e) => return super::provider_error(Flavor::OpenAi, &e),
+    };
+    let frames = futures::stream::unfold((stream, false), move |(mut stream, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            match stream.next().await {
+                None => return Some((Bytes::from_static(b"data: [DONE]\n\n"), (stream, true))),
+                Some(Ok(chunk))
+                    if chunk.choices.is_empty() && chunk.usage.is_some() && !wants_usage =>
+                {
+                    continue;
+                }
+                Some(Ok(chunk)) => return Some((super::sse_frame(None, &chunk), (stream, false))),
+                Some(Err(e)) => {
+                    return Some((super::sse_frame(None, &e.to_envelope()), (stream, true)));
+                }
+            }
+        }
+    });
+    super::stream_response(
+        shared.clone(),
+        frames.boxed(),
+        admitted,
+        "text/event-stream",
+    )
+}
+
+async fn completions(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let admitted = match super::admit(&shared, &method, &uri, &headers, &body).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    let request: CompletionRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return super::bad_body(Flavor::OpenAi, &e),
+    };
+    if request.stream == Some(true) {
+        return super::error_response(
+            Flavor::OpenAi,
+            400,
+            "the mock upstream does not stream legacy completions",
+            None,
+        );
+    }
+    match shared.provider.completion(request).await {
+        Ok(answer) => super::json_response(&answer, admitted.fault.as_ref()),
+        Err(e) => super::provider_error(Flavor::OpenAi, &e),
+    }
+}
+
+async fn embeddings(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let admitted = match super::admit(&shared, &method, &uri, &headers, &body).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    let mut request: EmbeddingRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return super::bad_body(Flavor::OpenAi, &e),
+    };
+    let format = request.encoding_format.take().unwrap_or_default();
+    let mut answer = match shared.provider.embeddings(request).await {
+        Ok(a) => a,
+        Err(e) => return super::provider_error(Flavor::OpenAi, &e),
+    };
+    for item in &mut answer.data {
+        match item.embedding.encode(format) {
+            Ok(v) => item.embedding = v,
+            Err(e) => return super::provider_error(Flavor::OpenAi, &e),
+        }
+    }
+    super::json_response(&answer, admitted.fault.as_ref())
+}
+
+async fn models(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let admitted = match super::admit(&shared, &method, &uri, &headers, &Bytes::new()).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    let list = ModelList {
+        object: "list".to_owned(),
+        data: shared
+            .models
+            .iter()
+            .map(|id| ModelObject {
+                id: id.clone(),
+                object: "model".to_owned(),
+                created: 1_700_000_000,
+                owned_by: "chitty-mock".to_owned(),
+                extra: Extra::new(),
+            })
+            .collect(),
+        extra: Extra::new(),
+    };
+    super::json_response(&list, admitted.fault.as_ref())
+}
