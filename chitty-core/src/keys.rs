@@ -300,9 +300,10 @@ mod tests {
 
     #[test]
     fn key_order_and_whitespace_do_not_matter() {
-        let a: ChatCompletionRequest =
-            serde_json::from_str(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"foo":1,"bar":{"b":1,"a":2}}"#)
-                .unwrap();
+        let a: ChatCompletionRequest = serde_json::from_str(
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"foo":1,"bar":{"b":1,"a":2}}"#,
+        )
+        .unwrap();
         let b: ChatCompletionRequest = serde_json::from_str(
             r#"{ "bar": {"a": 2, "b": 1}, "foo": 1, "messages": [ {"content": "x", "role": "user"} ], "model": "m" }"#,
         )

@@ -75,7 +75,8 @@ impl Clock for ManualClock {
     }
 }
 
-/// A timer over a [`ManualClock`]: sleeping advances the clock at once, so retry schedules run instantly.
+/// A timer over a [`ManualClock`]: a sleep advances the clock when it is first polled, so retry schedules run
+/// instantly, and a timeout raced against a future that is already ready never moves the clock.
 #[derive(Debug, Clone, Default)]
 pub struct ManualTimer {
     clock: ManualClock,
@@ -90,8 +91,8 @@ impl ManualTimer {
 
 impl Timer for ManualTimer {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
-        self.clock.advance(duration);
-        Box::pin(futures::future::ready(()))
+        let clock = self.clock.clone();
+        Box::pin(futures::future::lazy(move |_| clock.advance(duration)))
     }
 }
 
@@ -107,6 +108,8 @@ mod tests {
         assert_eq!(clock.now(), Timestamp(3_000));
         let timer = ManualTimer::new(clock.clone());
         drop(timer.sleep(Duration::from_millis(500)));
+        assert_eq!(clock.now(), Timestamp(3_000), "an unpolled sleep does not move time");
+        futures::executor::block_on(timer.sleep(Duration::from_millis(500)));
         assert_eq!(clock.now(), Timestamp(3_500));
         assert_eq!(Timestamp(3_500).since(Timestamp(1_000)), Duration::from_millis(2_500));
         assert_eq!(Timestamp(1).since(Timestamp(5)), Duration::ZERO);

@@ -45,19 +45,27 @@ fn corpus() -> Vec<(String, String)> {
     }
     texts.push(("whitespace".into(), " \n\t \n\n   \r\n  x  \n".repeat(50)));
     texts.push(("repeated".into(), "aaaa".repeat(500)));
-    texts.push(("json".into(), serde_json::json!({"a": [1, 2.5, -3e10, null, true], "b": {"c": "d\u{1F600}"}}).to_string().repeat(20)));
+    texts.push((
+        "json".into(),
+        serde_json::json!({"a": [1, 2.5, -3e10, null, true], "b": {"c": "d\u{1F600}"}}).to_string().repeat(20),
+    ));
     texts
 }
 
 #[test]
 fn never_below_openai_tokenizers() {
-    let tokenizers = [("cl100k_base", tiktoken_rs::cl100k_base().unwrap()), ("o200k_base", tiktoken_rs::o200k_base().unwrap())];
+    let tokenizers =
+        [("cl100k_base", tiktoken_rs::cl100k_base().unwrap()), ("o200k_base", tiktoken_rs::o200k_base().unwrap())];
     let mut prose_ratio = 0.0;
     for (name, text) in corpus() {
         let estimate = estimate_text(&text);
         for (tname, bpe) in &tokenizers {
             let real = bpe.encode_ordinary(&text).len() as u64;
-            assert!(estimate >= real, "{name}: estimate {estimate} < {tname} {real} for {:?}", &text[..text.len().min(80)]);
+            assert!(
+                estimate >= real,
+                "{name}: estimate {estimate} < {tname} {real} for {:?}",
+                &text[..text.len().min(80)]
+            );
             if name == "prose" && *tname == "cl100k_base" {
                 prose_ratio = estimate as f64 / real as f64;
             }

@@ -45,7 +45,11 @@ pub async fn reserve_settle_release(store: &dyn BudgetStore) {
     assert_eq!((b.spent, b.reserved), (NanoUsd(400), NanoUsd(0)), "release charges nothing");
     store.set_limit(&t, NanoUsd(500)).await.expect("set_limit");
     let b = store.balance(&t, now).await.expect("balance");
-    assert_eq!((b.limit, b.spent, b.remaining()), (NanoUsd(500), NanoUsd(400), NanoUsd(100)), "a new limit keeps spend");
+    assert_eq!(
+        (b.limit, b.spent, b.remaining()),
+        (NanoUsd(500), NanoUsd(400), NanoUsd(100)),
+        "a new limit keeps spend"
+    );
 }
 
 /// A reservation above what remains fails with `BudgetExhausted`; a range is granted as far as it fits.
@@ -122,7 +126,12 @@ pub async fn concurrent_reservations(store: Arc<dyn BudgetStore>, tasks: usize) 
         handles.push(tokio::spawn(async move {
             let (min, extra, settle_ratio, release) = {
                 let mut rng = rand::rng();
-                (rng.random_range(1..500u64), rng.random_range(0..500u64), rng.random_range(0..=100u64), rng.random_bool(0.2))
+                (
+                    rng.random_range(1..500u64),
+                    rng.random_range(0..500u64),
+                    rng.random_range(0..=100u64),
+                    rng.random_bool(0.2),
+                )
             };
             let r = match store.reserve(req(&t, min, min + extra, now)).await {
                 Ok(r) => r,

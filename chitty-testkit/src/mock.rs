@@ -41,10 +41,54 @@ use chitty_core::{Capabilities, Capability, ChunkStream, Error, Provider, Result
 use sha2::{Digest, Sha256};
 
 const VOCABULARY: [&str; 48] = [
-    "the", "gateway", "answers", "quickly", "and", "every", "budget", "holds", "while", "streams", "flow", "through",
-    "a", "cache", "that", "remembers", "deterministic", "tokens", "model", "replies", "with", "care", "for", "each",
-    "tenant", "request", "is", "priced", "in", "nanodollars", "so", "nothing", "overruns", "under", "load", "as",
-    "providers", "fail", "over", "to", "their", "fallbacks", "when", "circuits", "open", "then", "close", "again",
+    "the",
+    "gateway",
+    "answers",
+    "quickly",
+    "and",
+    "every",
+    "budget",
+    "holds",
+    "while",
+    "streams",
+    "flow",
+    "through",
+    "a",
+    "cache",
+    "that",
+    "remembers",
+    "deterministic",
+    "tokens",
+    "model",
+    "replies",
+    "with",
+    "care",
+    "for",
+    "each",
+    "tenant",
+    "request",
+    "is",
+    "priced",
+    "in",
+    "nanodollars",
+    "so",
+    "nothing",
+    "overruns",
+    "under",
+    "load",
+    "as",
+    "providers",
+    "fail",
+    "over",
+    "to",
+    "their",
+    "fallbacks",
+    "when",
+    "circuits",
+    "open",
+    "then",
+    "close",
+    "again",
 ];
 
 /// A scripted failure for the next call.
@@ -141,7 +185,9 @@ impl MockProvider {
 /// The words the mock answers `prompt` with, before any output cap.
 pub fn answer_words(prompt: &str) -> Vec<&'static str> {
     let digest: [u8; 32] = Sha256::digest(prompt.as_bytes()).into();
-    let mut state = u64::from_le_bytes([digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7]]) | 1;
+    let mut state =
+        u64::from_le_bytes([digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7]])
+            | 1;
     let count = 6 + (digest[8] as usize % 18);
     (0..count)
         .map(|_| {
@@ -227,7 +273,8 @@ impl MockProvider {
                 .flatten()
                 .find_map(|t| t.function.as_ref().map(|f| f.name.clone()))
                 .unwrap_or_else(|| "tool".to_owned());
-            let query: String = req.messages.last().map(|m| m.text_content()).unwrap_or_default().chars().take(40).collect();
+            let query: String =
+                req.messages.last().map(|m| m.text_content()).unwrap_or_default().chars().take(40).collect();
             let arguments = serde_json::json!({ "query": query }).to_string();
             let call = ToolCall {
                 id: format!("call_{}", hex::encode(&digest[..8])),

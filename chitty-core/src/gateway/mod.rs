@@ -220,8 +220,11 @@ pub struct GatewayBuilder {
     cache: Option<Arc<dyn Cache>>,
     budgets: Option<Arc<dyn BudgetStore>>,
     events: Option<Arc<dyn EventSink>>,
-    runtime: Option<(Arc<dyn Clock>, Arc<dyn Timer>, Arc<dyn Spawner>)>,
+    runtime: Option<Runtime>,
 }
+
+/// The injected clock, timer and spawner.
+type Runtime = (Arc<dyn Clock>, Arc<dyn Timer>, Arc<dyn Spawner>);
 
 impl fmt::Debug for GatewayBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -283,12 +286,18 @@ impl GatewayBuilder {
                 routes.push(Route {
                     provider: provider.clone(),
                     upstream_model: r.model.clone(),
-                    breaker: Mutex::new(CircuitBreaker::new(d.breaker_failures, Duration::from_millis(d.breaker_open_ms))),
+                    breaker: Mutex::new(CircuitBreaker::new(
+                        d.breaker_failures,
+                        Duration::from_millis(d.breaker_open_ms),
+                    )),
                 });
             }
             model_order.push(m.name.clone());
             if models.insert(m.name.clone(), Model { config: m, routes }).is_some() {
-                return Err(config_error(format!("model `{}` is defined twice", model_order.pop().unwrap_or_default())));
+                return Err(config_error(format!(
+                    "model `{}` is defined twice",
+                    model_order.pop().unwrap_or_default()
+                )));
             }
         }
         let mut tenants = HashMap::new();
@@ -297,10 +306,10 @@ impl GatewayBuilder {
             if !ids.insert(t.id.clone()) {
                 return Err(config_error(format!("tenant `{}` is defined twice", t.id)));
             }
-            if let Some(allowed) = &t.allowed_models {
-                if let Some(unknown) = allowed.iter().find(|m| !models.contains_key(*m)) {
-                    return Err(config_error(format!("tenant `{}` allows unknown model `{unknown}`", t.id)));
-                }
+            if let Some(allowed) = &t.allowed_models
+                && let Some(unknown) = allowed.iter().find(|m| !models.contains_key(*m))
+            {
+                return Err(config_error(format!("tenant `{}` allows unknown model `{unknown}`", t.id)));
             }
             if t.budget_nano_usd.is_some() && self.budgets.is_none() {
                 return Err(config_error(format!("tenant `{}` has a budget but no budget store is configured", t.id)));
@@ -309,9 +318,9 @@ impl GatewayBuilder {
                 id: t.id.clone(),
                 budget: t.budget_nano_usd,
                 allowed: t.allowed_models.map(|v| v.into_iter().collect()),
-                limiter: t.requests_per_minute.map(|rpm| {
-                    Mutex::new(TokenBucket::new(rpm, t.burst.unwrap_or((rpm / 6).max(1))))
-                }),
+                limiter: t
+                    .requests_per_minute
+                    .map(|rpm| Mutex::new(TokenBucket::new(rpm, t.burst.unwrap_or((rpm / 6).max(1))))),
                 cache_group: t.cache_group,
             });
             if t.key_sha256.is_empty() {
@@ -319,9 +328,8 @@ impl GatewayBuilder {
             }
             for hex_digest in &t.key_sha256 {
                 let mut digest = [0u8; 32];
-                hex::decode_to_slice(hex_digest.trim(), &mut digest).map_err(|_| {
-                    config_error(format!("tenant `{}`: key_sha256 must be 64 hex characters", t.id))
-                })?;
+                hex::decode_to_slice(hex_digest.trim(), &mut digest)
+                    .map_err(|_| config_error(format!("tenant `{}`: key_sha256 must be 64 hex characters", t.id)))?;
                 if tenants.insert(digest, tenant.clone()).is_some() {
                     return Err(config_error(format!("tenant `{}` reuses another tenant's key", t.id)));
                 }
@@ -429,17 +437,29 @@ impl Gateway {
     }
 
     /// A chat completion.
-    pub async fn chat(&self, ctx: &RequestContext, request: ChatCompletionRequest) -> Result<Reply<ChatCompletionResponse>> {
+    pub async fn chat(
+        &self,
+        ctx: &RequestContext,
+        request: ChatCompletionRequest,
+    ) -> Result<Reply<ChatCompletionResponse>> {
         self.run::<ChatOp>(ctx, request).await
     }
 
     /// A legacy completion.
-    pub async fn completion(&self, ctx: &RequestContext, request: CompletionRequest) -> Result<Reply<CompletionResponse>> {
+    pub async fn completion(
+        &self,
+        ctx: &RequestContext,
+        request: CompletionRequest,
+    ) -> Result<Reply<CompletionResponse>> {
         self.run::<CompletionOp>(ctx, request).await
     }
 
     /// Embeddings, encoded as the request's `encoding_format` asks.
-    pub async fn embeddings(&self, ctx: &RequestContext, request: EmbeddingRequest) -> Result<Reply<EmbeddingResponse>> {
+    pub async fn embeddings(
+        &self,
+        ctx: &RequestContext,
+        request: EmbeddingRequest,
+    ) -> Result<Reply<EmbeddingResponse>> {
         self.run::<EmbeddingOp>(ctx, request).await
     }
 
@@ -507,7 +527,14 @@ impl Gateway {
         (Some(O::key(ctx.tenant.cache_scope(), req)), ctx.cache.may_read())
     }
 
-    async fn reserve(&self, tenant: &Tenant, model: &ModelConfig, prompt: u64, cap: Option<u32>, n: u32) -> Result<Held> {
+    async fn reserve(
+        &self,
+        tenant: &Tenant,
+        model: &ModelConfig,
+        prompt: u64,
+        cap: Option<u32>,
+        n: u32,
+    ) -> Result<Held> {
         let (Some(store), Some(_)) = (&self.inner.budgets, tenant.budget) else {
             return Ok(Held { reservation: None, cap_set: None });
         };
@@ -556,10 +583,10 @@ impl Gateway {
     }
 
     async fn release(&self, reservation: Option<&Reservation>) {
-        if let (Some(store), Some(r)) = (&self.inner.budgets, reservation) {
-            if let Err(e) = store.release(r, self.now()).await {
-                tracing::error!(error = %e, tenant = %r.tenant, reservation = %r.id, "budget release failed");
-            }
+        if let (Some(store), Some(r)) = (&self.inner.budgets, reservation)
+            && let Err(e) = store.release(r, self.now()).await
+        {
+            tracing::error!(error = %e, tenant = %r.tenant, reservation = %r.id, "budget release failed");
         }
     }
 
@@ -604,8 +631,18 @@ impl Gateway {
         let started = self.now();
         let result = self.run_inner::<O>(ctx, &req, started).await;
         if let Err(e) = &result {
-            let event =
-                self.request_event(ctx, O::model(&req), O::ENDPOINT, started, None, CacheStatus::Bypass, e.status(), None, NanoUsd::ZERO, false);
+            let event = self.request_event(
+                ctx,
+                O::model(&req),
+                O::ENDPOINT,
+                started,
+                None,
+                CacheStatus::Bypass,
+                e.status(),
+                None,
+                NanoUsd::ZERO,
+                false,
+            );
             self.emit(event).await;
         }
         result
@@ -622,9 +659,26 @@ impl Gateway {
                     Ok(resp) => {
                         let usage = O::usage(&resp);
                         let body = O::for_client(resp, req)?;
-                        let event = self.request_event(ctx, O::model(req), O::ENDPOINT, started, None, CacheStatus::Hit, 200, usage.as_ref(), NanoUsd::ZERO, false);
+                        let event = self.request_event(
+                            ctx,
+                            O::model(req),
+                            O::ENDPOINT,
+                            started,
+                            None,
+                            CacheStatus::Hit,
+                            200,
+                            usage.as_ref(),
+                            NanoUsd::ZERO,
+                            false,
+                        );
                         self.emit(event).await;
-                        let meta = ReplyMeta { cache: CacheStatus::Hit, provider: None, reserved: NanoUsd::ZERO, cost: NanoUsd::ZERO, max_tokens_set: None };
+                        let meta = ReplyMeta {
+                            cache: CacheStatus::Hit,
+                            provider: None,
+                            reserved: NanoUsd::ZERO,
+                            cost: NanoUsd::ZERO,
+                            max_tokens_set: None,
+                        };
                         return Ok(Reply { body, meta });
                     }
                     Err(e) => tracing::warn!(error = %e, "cache entry did not parse; treating as a miss"),
@@ -659,13 +713,24 @@ impl Gateway {
             (None, None) => NanoUsd::ZERO,
         };
         let charged = self.settle(held.reservation.as_ref(), cost).await;
-        if let Some(k) = &key {
-            if O::complete(&resp) {
-                self.cache_put(k, &model.config, &resp).await;
-            }
+        if let Some(k) = &key
+            && O::complete(&resp)
+        {
+            self.cache_put(k, &model.config, &resp).await;
         }
         let body = O::for_client(resp, req)?;
-        let event = self.request_event(ctx, O::model(req), O::ENDPOINT, started, Some(provider.clone()), cache_status, 200, usage.as_ref(), charged, false);
+        let event = self.request_event(
+            ctx,
+            O::model(req),
+            O::ENDPOINT,
+            started,
+            Some(provider.clone()),
+            cache_status,
+            200,
+            usage.as_ref(),
+            charged,
+            false,
+        );
         self.emit(event).await;
         let meta = ReplyMeta {
             cache: cache_status,
@@ -702,7 +767,9 @@ impl Gateway {
                 let timeout = self.inner.timer.sleep(d.timeout());
                 let result = match futures::future::select(call, timeout).await {
                     Either::Left((r, _)) => r,
-                    Either::Right(((), _)) => Err(Error::UpstreamTimeout { provider: name.clone(), timeout: d.timeout() }),
+                    Either::Right(((), _)) => {
+                        Err(Error::UpstreamTimeout { provider: name.clone(), timeout: d.timeout() })
+                    }
                 };
                 match result {
                     Ok(v) => {
@@ -718,7 +785,12 @@ impl Gateway {
                     }
                     Err(e) => {
                         let opened = lock(&route.breaker).on_failure(self.now());
-                        self.emit(Event::UpstreamFailure { provider: name.clone(), model: model.config.name.clone(), status: e.status() }).await;
+                        self.emit(Event::UpstreamFailure {
+                            provider: name.clone(),
+                            model: model.config.name.clone(),
+                            status: e.status(),
+                        })
+                        .await;
                         if opened {
                             self.emit(Event::CircuitOpened { provider: name.clone() }).await;
                         }
@@ -733,9 +805,7 @@ impl Gateway {
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| Error::Unavailable { model: model.config.name.clone(), reason: skipped.join("; ") }))
+        Err(last_error
+            .unwrap_or_else(|| Error::Unavailable { model: model.config.name.clone(), reason: skipped.join("; ") }))
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -17,7 +17,12 @@ impl TokenBucket {
     /// A full bucket admitting `per_minute` requests a minute with bursts of `burst`.
     pub fn new(per_minute: u32, burst: u32) -> TokenBucket {
         let capacity_milli = u64::from(burst.max(1)) * 1_000;
-        TokenBucket { per_minute: u64::from(per_minute.max(1)), capacity_milli, level_milli: capacity_milli, last: None }
+        TokenBucket {
+            per_minute: u64::from(per_minute.max(1)),
+            capacity_milli,
+            level_milli: capacity_milli,
+            last: None,
+        }
     }
 
     /// Takes one token, or says how long until one is available.

@@ -66,10 +66,12 @@ impl Finish {
         let charged = self.gateway.settle(self.reservation.as_ref(), cost).await;
         let usage = acc.usage().cloned();
         let response = acc.finish();
-        if let (Some(key), true) = (&self.key, completed && ChatOp::complete(&response)) {
-            if let Some(model) = self.gateway.inner.models.get(&self.model) {
-                self.gateway.cache_put(key, &model.config, &response).await;
-            }
+        if let Some(key) = &self.key
+            && completed
+            && ChatOp::complete(&response)
+            && let Some(model) = self.gateway.inner.models.get(&self.model)
+        {
+            self.gateway.cache_put(key, &model.config, &response).await;
         }
         let event = self.gateway.request_event(
             &self.ctx,
@@ -113,13 +115,29 @@ impl Gateway {
         let started = self.now();
         let result = self.chat_stream_inner(ctx, &request, started).await;
         if let Err(e) = &result {
-            let event = self.request_event(ctx, &request.model, Endpoint::ChatCompletions, started, None, CacheStatus::Bypass, e.status(), None, NanoUsd::ZERO, true);
+            let event = self.request_event(
+                ctx,
+                &request.model,
+                Endpoint::ChatCompletions,
+                started,
+                None,
+                CacheStatus::Bypass,
+                e.status(),
+                None,
+                NanoUsd::ZERO,
+                true,
+            );
             self.emit(event).await;
         }
         result
     }
 
-    async fn chat_stream_inner(&self, ctx: &RequestContext, req: &ChatCompletionRequest, started: Timestamp) -> Result<StreamReply> {
+    async fn chat_stream_inner(
+        &self,
+        ctx: &RequestContext,
+        req: &ChatCompletionRequest,
+        started: Timestamp,
+    ) -> Result<StreamReply> {
         if !req.is_stream() {
             return Err(Error::invalid_request("chat_stream needs `stream: true`", Some("stream")));
         }
@@ -132,11 +150,31 @@ impl Gateway {
             if let Some(bytes) = self.cache_get(k).await {
                 match serde_json::from_slice::<ChatCompletionResponse>(&bytes) {
                     Ok(resp) => {
-                        let event = self.request_event(ctx, &req.model, Endpoint::ChatCompletions, started, None, CacheStatus::Hit, 200, resp.usage.as_ref(), NanoUsd::ZERO, true);
+                        let event = self.request_event(
+                            ctx,
+                            &req.model,
+                            Endpoint::ChatCompletions,
+                            started,
+                            None,
+                            CacheStatus::Hit,
+                            200,
+                            resp.usage.as_ref(),
+                            NanoUsd::ZERO,
+                            true,
+                        );
                         self.emit(event).await;
                         let chunks = resp.to_chunks(REPLAY_PIECE_BYTES, forward_usage);
-                        let meta = ReplyMeta { cache: CacheStatus::Hit, provider: None, reserved: NanoUsd::ZERO, cost: NanoUsd::ZERO, max_tokens_set: None };
-                        return Ok(StreamReply { meta, chunks: Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))) });
+                        let meta = ReplyMeta {
+                            cache: CacheStatus::Hit,
+                            provider: None,
+                            reserved: NanoUsd::ZERO,
+                            cost: NanoUsd::ZERO,
+                            max_tokens_set: None,
+                        };
+                        return Ok(StreamReply {
+                            meta,
+                            chunks: Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))),
+                        });
                     }
                     Err(e) => tracing::warn!(error = %e, "cache entry did not parse; treating as a miss"),
                 }
@@ -145,7 +183,8 @@ impl Gateway {
             cache_status = CacheStatus::Bypass;
         }
         let prompt = ChatOp::prompt_tokens(req);
-        let held = self.reserve(&ctx.tenant, &model.config, prompt, ChatOp::output_cap(req), ChatOp::choices(req)).await?;
+        let held =
+            self.reserve(&ctx.tenant, &model.config, prompt, ChatOp::output_cap(req), ChatOp::choices(req)).await?;
         let cap = held.cap_set.map(|c| (model.config.output_cap_field, c));
         let opened = self
             .route(model, Capability::ChatStream, |route| {
@@ -219,4 +258,3 @@ impl Gateway {
         Ok(StreamReply { meta, chunks: Box::pin(chunks) })
     }
 }
-

@@ -508,10 +508,10 @@ impl ChunkAccumulator {
             if let Some(role) = &c.delta.role {
                 choice.message.role = role.clone();
             }
-            if let Some(text) = &c.delta.content {
-                if let Some(MessageContent::Text(t)) = &mut choice.message.content {
-                    t.push_str(text);
-                }
+            if let Some(text) = &c.delta.content
+                && let Some(MessageContent::Text(t)) = &mut choice.message.content
+            {
+                t.push_str(text);
             }
             if let Some(r) = &c.delta.refusal {
                 choice.message.refusal.get_or_insert_with(String::new).push_str(r);
@@ -524,7 +524,11 @@ impl ChunkAccumulator {
                         list.push(ToolCall {
                             id: String::new(),
                             kind: "function".to_owned(),
-                            function: FunctionCall { name: String::new(), arguments: String::new(), extra: Extra::new() },
+                            function: FunctionCall {
+                                name: String::new(),
+                                arguments: String::new(),
+                                extra: Extra::new(),
+                            },
                             extra: Extra::new(),
                         });
                     }
@@ -557,7 +561,12 @@ impl ChunkAccumulator {
             .iter()
             .map(|c| {
                 c.message.text_content().len()
-                    + c.message.tool_calls.iter().flatten().map(|t| t.function.arguments.len() + t.function.name.len()).sum::<usize>()
+                    + c.message
+                        .tool_calls
+                        .iter()
+                        .flatten()
+                        .map(|t| t.function.arguments.len() + t.function.name.len())
+                        .sum::<usize>()
             })
             .sum()
     }

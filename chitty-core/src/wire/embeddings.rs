@@ -89,9 +89,9 @@ impl EmbeddingVector {
         match self {
             EmbeddingVector::Float(v) => Ok(v.clone()),
             EmbeddingVector::Base64(s) => {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(s)
-                    .map_err(|e| crate::Error::InvalidInput { what: "base64 embedding".into(), reason: e.to_string() })?;
+                let bytes = base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| {
+                    crate::Error::InvalidInput { what: "base64 embedding".into(), reason: e.to_string() }
+                })?;
                 if bytes.len() % 4 != 0 {
                     return Err(crate::Error::InvalidInput {
                         what: "base64 embedding".into(),
@@ -106,9 +106,8 @@ impl EmbeddingVector {
     /// The vector in `format`.
     pub fn encode(&self, format: EncodingFormat) -> Result<EmbeddingVector, crate::Error> {
         match (self, format) {
-            (EmbeddingVector::Float(_), EncodingFormat::Float) | (EmbeddingVector::Base64(_), EncodingFormat::Base64) => {
-                Ok(self.clone())
-            }
+            (EmbeddingVector::Float(_), EncodingFormat::Float)
+            | (EmbeddingVector::Base64(_), EncodingFormat::Base64) => Ok(self.clone()),
             (EmbeddingVector::Base64(_), EncodingFormat::Float) => Ok(EmbeddingVector::Float(self.to_floats()?)),
             (EmbeddingVector::Float(v), EncodingFormat::Base64) => {
                 let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();

@@ -44,7 +44,12 @@ pub struct Usage {
 impl Usage {
     /// Usage of `prompt` input and `completion` output tokens.
     pub fn new(prompt: u64, completion: u64) -> Usage {
-        Usage { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, ..Default::default() }
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            ..Default::default()
+        }
     }
 
     /// Prompt tokens the provider served from its prompt cache.
@@ -110,4 +115,3 @@ pub struct ErrorBody {
     #[serde(flatten)]
     pub extra: Extra,
 }
-

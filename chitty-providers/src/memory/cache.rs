@@ -23,7 +23,13 @@ impl moka::Expiry<CacheKey, Entry> for PerEntryTtl {
         Some(value.ttl)
     }
 
-    fn expire_after_update(&self, _key: &CacheKey, value: &Entry, _updated_at: Instant, _left: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(
+        &self,
+        _key: &CacheKey,
+        value: &Entry,
+        _updated_at: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
         Some(value.ttl)
     }
 }
@@ -63,7 +69,9 @@ impl MemoryCache {
     pub fn new(max_bytes: u64) -> MemoryCache {
         let inner = moka::future::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_k: &CacheKey, e: &Entry| u32::try_from(e.value.len()).unwrap_or(u32::MAX).saturating_add(ENTRY_OVERHEAD))
+            .weigher(|_k: &CacheKey, e: &Entry| {
+                u32::try_from(e.value.len()).unwrap_or(u32::MAX).saturating_add(ENTRY_OVERHEAD)
+            })
             .expire_after(PerEntryTtl)
             .build();
         MemoryCache { inner, max_bytes }

@@ -1,0 +1,464 @@
+//! The gateway's decisions, end to end in process: virtual time, the deterministic mock provider and the
+//! in-memory backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chitty_core::gateway::{
+    Gateway, GatewayConfig, ModelConfig, ModelKind, RequestContext, RouteConfig, TenantConfig, api_key_digest,
+};
+use chitty_core::keys::{CacheDirective, CachePolicy};
+use chitty_core::wire::{
+    ChatCompletionRequest, ChatMessage, ChunkAccumulator, CompletionRequest, EmbeddingInput, EmbeddingRequest,
+    EmbeddingVector, EncodingFormat, PromptInput, StreamOptions,
+};
+use chitty_core::{
+    BudgetStore, CacheStatus, Error, Event, ManualClock, ManualTimer, ModelPrice, NanoUsd, Provider, Timestamp,
+};
+use chitty_providers::memory::{CollectingSink, MemoryBudgetStore, MemoryCache};
+use chitty_providers::runtime::TokioSpawner;
+use chitty_testkit::mock::MockProvider;
+use futures::StreamExt;
+
+const PRICE: ModelPrice = ModelPrice::from_micros_per_mtok(1_000_000, 2_000_000); // $1 in, $2 out per Mtok
+
+struct Harness {
+    gateway: Gateway,
+    clock: ManualClock,
+    primary: Arc<MockProvider>,
+    fallback: Arc<MockProvider>,
+    budgets: Arc<MemoryBudgetStore>,
+    events: Arc<CollectingSink>,
+}
+
+fn model(name: &str, routes: &[(&str, &str)]) -> ModelConfig {
+    ModelConfig {
+        routes: routes.iter().map(|(p, m)| RouteConfig { provider: (*p).into(), model: (*m).into() }).collect(),
+        price: PRICE,
+        cache: CachePolicy::Deterministic,
+        max_output_tokens: 1_000,
+        ..ModelConfig::new(name)
+    }
+}
+
+fn tenant(id: &str, key: &str) -> TenantConfig {
+    TenantConfig::new(id, &api_key_digest(key))
+}
+
+async fn harness(tweak: impl FnOnce(&mut GatewayConfig)) -> Harness {
+    let mut config = GatewayConfig {
+        models: vec![
+            model("chat", &[("primary", "up-chat"), ("fallback", "up-chat-b")]),
+            ModelConfig { kind: ModelKind::Embedding, ..model("embed", &[("primary", "up-embed")]) },
+            model("private", &[("primary", "up-private")]),
+        ],
+        tenants: vec![
+            TenantConfig { budget_nano_usd: Some(NanoUsd::ONE_USD), ..tenant("acme", "sk-acme") },
+            TenantConfig { allowed_models: Some(vec!["chat".into()]), ..tenant("globex", "sk-globex") },
+        ],
+        ..Default::default()
+    };
+    tweak(&mut config);
+    let clock = ManualClock::new(Timestamp(1_700_000_000_000));
+    let primary = Arc::new(MockProvider::new("primary"));
+    let fallback = Arc::new(MockProvider::new("fallback"));
+    let budgets = Arc::new(MemoryBudgetStore::new());
+    let events = Arc::new(CollectingSink::new());
+    let gateway = Gateway::builder(config)
+        .provider(primary.clone())
+        .provider(fallback.clone())
+        .cache(Arc::new(MemoryCache::new(1 << 24)))
+        .budgets(budgets.clone())
+        .events(events.clone())
+        .runtime(Arc::new(clock.clone()), Arc::new(ManualTimer::new(clock.clone())), Arc::new(TokioSpawner))
+        .build()
+        .await
+        .unwrap();
+    Harness { gateway, clock, primary, fallback, budgets, events }
+}
+
+impl Harness {
+    fn ctx(&self, key: &str) -> RequestContext {
+        RequestContext::new(self.gateway.authenticate(key).unwrap(), "req-test", CacheDirective::Default)
+    }
+
+    async fn balance(&self, tenant: &str) -> chitty_core::Balance {
+        self.budgets.balance(tenant, self.clock.now()).await.unwrap()
+    }
+}
+
+trait ClockExt {
+    fn now(&self) -> Timestamp;
+}
+impl ClockExt for ManualClock {
+    fn now(&self) -> Timestamp {
+        chitty_core::Clock::now(self)
+    }
+}
+
+fn chat(text: &str) -> ChatCompletionRequest {
+    ChatCompletionRequest {
+        model: "chat".into(),
+        messages: vec![ChatMessage::user(text)],
+        temperature: Some(0.0),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn authenticates_by_key_digest_and_checks_models() {
+    let h = harness(|_| {}).await;
+    assert!(matches!(h.gateway.authenticate("sk-wrong"), Err(Error::InvalidApiKey)));
+    assert!(matches!(h.gateway.authenticate(""), Err(Error::InvalidApiKey)));
+    assert_eq!(h.gateway.authenticate("sk-acme").unwrap().id(), "acme");
+
+    let globex = h.ctx("sk-globex");
+    let err =
+        h.gateway.chat(&globex, ChatCompletionRequest { model: "private".into(), ..chat("x") }).await.unwrap_err();
+    assert!(matches!(err, Error::ModelNotAllowed { .. }) && err.status() == 403, "{err:?}");
+    let err = h.gateway.chat(&globex, ChatCompletionRequest { model: "nope".into(), ..chat("x") }).await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (404, Some("model_not_found")));
+    let ids: Vec<_> = h.gateway.models(&globex.tenant).data.into_iter().map(|m| m.id).collect();
+    assert_eq!(ids, ["chat"], "the model list shows only what the tenant may use");
+
+    let acme = h.ctx("sk-acme");
+    let err = h.gateway.chat(&acme, ChatCompletionRequest { messages: vec![], ..chat("x") }).await.unwrap_err();
+    assert_eq!((err.status(), err.param()), (400, Some("messages")));
+    let err = h.gateway.chat(&acme, ChatCompletionRequest { temperature: Some(3.0), ..chat("x") }).await.unwrap_err();
+    assert_eq!(err.param(), Some("temperature"));
+    let err = h.gateway.chat(&acme, ChatCompletionRequest { model: "embed".into(), ..chat("x") }).await.unwrap_err();
+    assert_eq!((err.status(), err.param()), (400, Some("model")), "chat against an embedding model");
+    assert_eq!(h.primary.calls(), 0, "nothing invalid reached a provider");
+}
+
+#[tokio::test]
+async fn caches_deterministic_requests_per_tenant_across_stream_modes() {
+    let h = harness(|c| c.tenants.push(tenant("initech", "sk-initech"))).await;
+    let acme = h.ctx("sk-acme");
+    let first = h.gateway.chat(&acme, chat("cache me")).await.unwrap();
+    assert_eq!(first.meta.cache, CacheStatus::Miss);
+    let second = h.gateway.chat(&acme, chat("cache me")).await.unwrap();
+    assert_eq!(second.meta.cache, CacheStatus::Hit);
+    assert_eq!(second.body, first.body);
+    assert_eq!(second.meta.cost, NanoUsd::ZERO, "hits are free");
+    assert_eq!(h.primary.calls(), 1);
+
+    // The streamed form of the same request is answered from the plain entry, with identical text.
+    let streamed = ChatCompletionRequest { stream: Some(true), ..chat("cache me") };
+    let reply = h.gateway.chat_stream(&acme, streamed).await.unwrap();
+    assert_eq!(reply.meta.cache, CacheStatus::Hit);
+    let mut acc = ChunkAccumulator::default();
+    let chunks: Vec<_> = reply.chunks.collect().await;
+    assert!(chunks.len() > 2);
+    chunks.iter().for_each(|c| acc.push(c.as_ref().unwrap()));
+    assert_eq!(acc.finish().choices[0].message.text_content(), first.body.choices[0].message.text_content());
+    assert_eq!(h.primary.calls(), 1);
+
+    // Another tenant never sees acme's entry.
+    let initech = h.ctx("sk-initech");
+    assert_eq!(h.gateway.chat(&initech, chat("cache me")).await.unwrap().meta.cache, CacheStatus::Miss);
+    assert_eq!(h.primary.calls(), 2);
+
+    // Sampling requests are not cached under the deterministic policy.
+    let sampled = ChatCompletionRequest { temperature: Some(0.8), ..chat("cache me") };
+    assert_eq!(h.gateway.chat(&acme, sampled).await.unwrap().meta.cache, CacheStatus::Bypass);
+
+    // no-cache answers fresh and refreshes the entry; no-store neither reads nor writes.
+    let mut fresh = acme.clone();
+    fresh.cache = CacheDirective::NoCache;
+    assert_eq!(h.gateway.chat(&fresh, chat("cache me")).await.unwrap().meta.cache, CacheStatus::Bypass);
+    let mut nostore = acme.clone();
+    nostore.cache = CacheDirective::NoStore;
+    assert_eq!(h.gateway.chat(&nostore, chat("never stored")).await.unwrap().meta.cache, CacheStatus::Bypass);
+    assert_eq!(h.gateway.chat(&acme, chat("never stored")).await.unwrap().meta.cache, CacheStatus::Miss);
+}
+
+#[tokio::test]
+async fn shared_cache_group_is_opt_in() {
+    let h = harness(|c| {
+        c.tenants = vec![
+            TenantConfig { cache_group: Some("pool".into()), ..tenant("a", "sk-a") },
+            TenantConfig { cache_group: Some("pool".into()), ..tenant("b", "sk-b") },
+        ];
+    })
+    .await;
+    h.gateway.chat(&h.ctx("sk-a"), chat("shared")).await.unwrap();
+    assert_eq!(h.gateway.chat(&h.ctx("sk-b"), chat("shared")).await.unwrap().meta.cache, CacheStatus::Hit);
+}
+
+#[tokio::test]
+async fn reserves_worst_case_clamps_max_tokens_and_settles_from_usage() {
+    let h = harness(|c| c.tenants[0].budget_nano_usd = Some(NanoUsd(10_000_000))).await; // $0.01
+    let acme = h.ctx("sk-acme");
+    let req = ChatCompletionRequest { temperature: Some(0.5), ..chat("how much does this cost?") };
+    let prompt = chitty_core::tokens::estimate_chat_prompt(&req);
+    let reply = h.gateway.chat(&acme, req).await.unwrap();
+    // No max_tokens from the client: the gateway reserved the model's max output and set it as the cap.
+    assert_eq!(reply.meta.reserved, PRICE.cost(prompt, 1_000));
+    assert_eq!(reply.meta.max_tokens_set, Some(1_000));
+    let usage = reply.body.usage.clone().unwrap();
+    assert_eq!(reply.meta.cost, PRICE.cost_of_usage(&usage));
+    let b = h.balance("acme").await;
+    assert_eq!((b.spent, b.reserved), (reply.meta.cost, NanoUsd::ZERO), "settled from usage, the rest refunded");
+
+    // Leave less than the model's max output: the cap shrinks to what the budget pays.
+    h.budgets.set_limit("acme", b.spent + PRICE.cost(prompt, 100)).await.unwrap();
+    let reply = h
+        .gateway
+        .chat(&acme, ChatCompletionRequest { temperature: Some(0.5), ..chat("how much does this cost?") })
+        .await
+        .unwrap();
+    assert_eq!(reply.meta.max_tokens_set, Some(100));
+
+    // Too little left for even the minimal answer: 429 insufficient_quota, nothing called.
+    let spent = h.balance("acme").await.spent;
+    h.budgets.set_limit("acme", spent + PRICE.cost(prompt, 5)).await.unwrap();
+    let calls = h.primary.calls();
+    let err = h
+        .gateway
+        .chat(&acme, ChatCompletionRequest { temperature: Some(0.5), ..chat("how much does this cost?") })
+        .await
+        .unwrap_err();
+    assert_eq!((err.status(), err.code()), (429, Some("insufficient_quota")));
+    assert_eq!(h.primary.calls(), calls);
+
+    // A client cap the budget cannot pay is refused too, even if a smaller answer would fit.
+    let err = h.gateway.chat(&acme, ChatCompletionRequest { max_tokens: Some(500), ..chat("x") }).await.unwrap_err();
+    assert!(matches!(err, Error::BudgetExhausted { .. }));
+}
+
+#[tokio::test]
+async fn failures_release_the_reservation_and_fall_back() {
+    let h = harness(|c| c.defaults.attempts_per_route = 1).await;
+    let acme = h.ctx("sk-acme");
+    h.primary.fail_next(503, "primary down");
+    let reply = h.gateway.chat(&acme, chat("fallback please")).await.unwrap();
+    assert_eq!(reply.meta.provider.as_deref(), Some("fallback"));
+    assert_eq!(h.fallback.calls(), 1);
+
+    h.primary.fail_next(500, "boom");
+    h.fallback.fail_next(502, "also down");
+    let before = h.balance("acme").await;
+    let err = h.gateway.chat(&acme, chat("nobody answers")).await.unwrap_err();
+    assert_eq!(err.status(), 502);
+    let after = h.balance("acme").await;
+    assert_eq!((after.spent, after.reserved), (before.spent, NanoUsd::ZERO), "a failed call costs nothing");
+
+    // A 4xx from upstream is the request's fault: no retry, no fallback.
+    let (p, f) = (h.primary.calls(), h.fallback.calls());
+    h.primary.fail_next(400, "bad request upstream");
+    let err = h.gateway.chat(&acme, chat("bad")).await.unwrap_err();
+    assert_eq!(err.status(), 400);
+    assert_eq!((h.primary.calls(), h.fallback.calls()), (p + 1, f));
+}
+
+#[tokio::test]
+async fn retries_with_backoff_on_virtual_time_and_opens_circuits() {
+    let h = harness(|c| {
+        c.defaults.attempts_per_route = 3;
+        c.defaults.backoff_base_ms = 100;
+        c.defaults.breaker_failures = 4;
+        c.defaults.breaker_open_ms = 30_000;
+    })
+    .await;
+    let acme = h.ctx("sk-acme");
+    h.primary.fail_next(503, "1");
+    h.primary.fail_next(503, "2");
+    let t0 = h.clock.now();
+    let reply = h.gateway.chat(&acme, chat("retry me")).await.unwrap();
+    assert_eq!(reply.meta.provider.as_deref(), Some("primary"));
+    assert_eq!(h.clock.now().since(t0), Duration::from_millis(100 + 200), "exponential backoff, no real sleep");
+
+    // Four consecutive failures open the primary's circuit: later requests skip it.
+    for i in 0..4 {
+        h.primary.fail_next(503, format!("down {i}"));
+    }
+    h.gateway.chat(&acme, chat("first")).await.unwrap(); // 3 failures on primary, then fallback
+    h.gateway.chat(&acme, chat("second")).await.unwrap(); // 4th failure opens the circuit
+    let calls = h.primary.calls();
+    let reply = h.gateway.chat(&acme, chat("third")).await.unwrap();
+    assert_eq!(reply.meta.provider.as_deref(), Some("fallback"));
+    assert_eq!(h.primary.calls(), calls, "open circuit: primary not called");
+    let opened = h.events.events().iter().filter(|e| matches!(e, Event::CircuitOpened { .. })).count();
+    assert_eq!(opened, 1);
+    h.clock.advance(Duration::from_secs(31));
+    let reply = h.gateway.chat(&acme, chat("fourth")).await.unwrap();
+    assert_eq!(reply.meta.provider.as_deref(), Some("primary"), "a probe after the open period closes it");
+}
+
+#[tokio::test]
+async fn slow_upstreams_time_out() {
+    let slow = Arc::new(MockProvider::new("slow").with_latency(Duration::from_secs(5)));
+    let clock = ManualClock::new(Timestamp(0));
+    let config = GatewayConfig {
+        models: vec![model("chat", &[("slow", "s")])],
+        tenants: vec![tenant("t", "sk-t")],
+        defaults: chitty_core::gateway::Defaults { timeout_ms: 1_000, attempts_per_route: 1, ..Default::default() },
+    };
+    let gateway = Gateway::builder(config)
+        .provider(slow.clone())
+        .runtime(Arc::new(clock.clone()), Arc::new(ManualTimer::new(clock.clone())), Arc::new(TokioSpawner))
+        .build()
+        .await
+        .unwrap();
+    let ctx = RequestContext::new(gateway.authenticate("sk-t").unwrap(), "r", CacheDirective::Default);
+    let err = gateway.chat(&ctx, chat("hello")).await.unwrap_err();
+    assert!(matches!(err, Error::UpstreamTimeout { .. }) && err.status() == 504, "{err:?}");
+}
+
+#[tokio::test]
+async fn rate_limits_per_tenant_on_virtual_time() {
+    let h = harness(|c| {
+        c.tenants[1].requests_per_minute = Some(60);
+        c.tenants[1].burst = Some(2);
+    })
+    .await;
+    let globex = h.ctx("sk-globex");
+    h.gateway.chat(&globex, chat("1")).await.unwrap();
+    h.gateway.chat(&globex, chat("2")).await.unwrap();
+    let err = h.gateway.chat(&globex, chat("3")).await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (429, Some("rate_limit_exceeded")));
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(1)));
+    h.gateway.chat(&h.ctx("sk-acme"), chat("other tenants are unaffected")).await.unwrap();
+    h.clock.advance(Duration::from_secs(1));
+    h.gateway.chat(&globex, chat("4")).await.unwrap();
+}
+
+#[tokio::test]
+async fn streams_forward_usage_only_when_asked_and_settle_at_the_end() {
+    let h = harness(|_| {}).await;
+    let acme = h.ctx("sk-acme");
+    let plain = ChatCompletionRequest { temperature: Some(0.7), ..chat("stream to me") };
+    let expected = h.gateway.chat(&acme, plain.clone()).await.unwrap();
+    let spent_before = h.balance("acme").await.spent;
+
+    let without = ChatCompletionRequest { stream: Some(true), ..plain.clone() };
+    let chunks: Vec<_> = h.gateway.chat_stream(&acme, without).await.unwrap().chunks.collect().await;
+    assert!(chunks.iter().all(|c| c.as_ref().unwrap().usage.is_none()), "no usage chunk unless asked");
+    let mut acc = ChunkAccumulator::default();
+    chunks.iter().for_each(|c| acc.push(c.as_ref().unwrap()));
+    assert_eq!(acc.finish().choices[0].message.text_content(), expected.body.choices[0].message.text_content());
+    let b = h.balance("acme").await;
+    assert_eq!(b.spent.saturating_sub(spent_before), expected.meta.cost, "settled from the upstream's usage chunk");
+    assert_eq!(b.reserved, NanoUsd::ZERO);
+
+    let with = ChatCompletionRequest {
+        stream: Some(true),
+        stream_options: Some(StreamOptions { include_usage: Some(true), ..Default::default() }),
+        ..plain
+    };
+    let chunks: Vec<_> = h.gateway.chat_stream(&acme, with).await.unwrap().chunks.collect().await;
+    let last = chunks.last().unwrap().as_ref().unwrap();
+    assert!(last.choices.is_empty() && last.usage == expected.body.usage, "the usage chunk comes last");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_stream_settles_for_what_was_produced() {
+    let h = harness(|_| {}).await;
+    let acme = h.ctx("sk-acme");
+    let req = ChatCompletionRequest { stream: Some(true), temperature: Some(0.9), ..chat("a long answer please") };
+    let mut reply = h.gateway.chat_stream(&acme, req).await.unwrap();
+    assert!(reply.meta.reserved > NanoUsd::ZERO);
+    let first = reply.chunks.next().await.unwrap().unwrap();
+    assert!(first.choices[0].delta.content.is_some());
+    assert!(h.balance("acme").await.reserved > NanoUsd::ZERO, "held while streaming");
+    drop(reply);
+    // Settlement runs on the spawner; wait for it (bounded).
+    for _ in 0..100 {
+        if h.balance("acme").await.reserved == NanoUsd::ZERO {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let b = h.balance("acme").await;
+    assert_eq!(b.reserved, NanoUsd::ZERO, "the reservation was settled after the drop");
+    assert!(b.spent > NanoUsd::ZERO, "what was produced is charged");
+    let interrupted =
+        h.events.events().into_iter().any(|e| matches!(e, Event::Request(r) if r.stream && r.status == 499));
+    assert!(interrupted, "the interrupted stream is reported");
+}
+
+#[tokio::test]
+async fn expired_leases_return_budget() {
+    let h = harness(|c| c.defaults.lease_secs = 60).await;
+    let r = h
+        .budgets
+        .reserve(chitty_core::ReserveRequest {
+            tenant: "acme",
+            min: NanoUsd::ONE_USD,
+            max: NanoUsd::ONE_USD,
+            lease: Duration::from_secs(60),
+            now: h.clock.now(),
+        })
+        .await
+        .unwrap();
+    let acme = h.ctx("sk-acme");
+    assert!(
+        matches!(h.gateway.chat(&acme, chat("blocked")).await, Err(Error::BudgetExhausted { .. })),
+        "a crashed replica holds it all"
+    );
+    h.clock.advance(Duration::from_secs(61));
+    h.gateway.chat(&acme, chat("unblocked")).await.unwrap();
+    drop(r);
+}
+
+#[tokio::test]
+async fn embeddings_and_completions() {
+    let h = harness(|_| {}).await;
+    let acme = h.ctx("sk-acme");
+    let req = EmbeddingRequest {
+        model: "embed".into(),
+        input: EmbeddingInput::Texts(vec!["a".into(), "b".into()]),
+        ..Default::default()
+    };
+    let floats = h.gateway.embeddings(&acme, req.clone()).await.unwrap();
+    assert_eq!(floats.body.data.len(), 2);
+    let b64 = h
+        .gateway
+        .embeddings(&acme, EmbeddingRequest { encoding_format: Some(EncodingFormat::Base64), ..req })
+        .await
+        .unwrap();
+    assert_eq!(b64.meta.cache, CacheStatus::Hit, "encoding does not change the key");
+    assert!(matches!(b64.body.data[0].embedding, EmbeddingVector::Base64(_)));
+    assert_eq!(b64.body.data[0].embedding.to_floats().unwrap(), floats.body.data[0].embedding.to_floats().unwrap());
+
+    let completion = CompletionRequest {
+        model: "chat".into(),
+        prompt: PromptInput::Text("Say this is a test".into()),
+        ..Default::default()
+    };
+    let reply = h.gateway.completion(&acme, completion).await.unwrap();
+    assert_eq!(reply.body.choices.len(), 1);
+    assert!(reply.body.usage.unwrap().completion_tokens <= 16, "legacy default max_tokens");
+    let request_events = h.events.events().into_iter().filter(|e| matches!(e, Event::Request(_))).count();
+    assert_eq!(request_events, 3);
+    assert!(h.primary.capabilities().contains(chitty_core::Capability::Embeddings));
+}
+
+#[tokio::test]
+async fn invalid_configuration_is_refused_with_the_reason() {
+    let clock = ManualClock::new(Timestamp(0));
+    let build = |config: GatewayConfig| {
+        let clock = clock.clone();
+        async move {
+            Gateway::builder(config)
+                .provider(Arc::new(MockProvider::new("p")))
+                .runtime(Arc::new(clock.clone()), Arc::new(ManualTimer::new(clock)), Arc::new(TokioSpawner))
+                .build()
+                .await
+        }
+    };
+    let unknown_provider = GatewayConfig { models: vec![model("m", &[("nope", "x")])], ..Default::default() };
+    let err = build(unknown_provider).await.unwrap_err().to_string();
+    assert!(err.contains("unknown provider `nope`"), "{err}");
+    let budget_without_store = GatewayConfig {
+        models: vec![model("m", &[("p", "x")])],
+        tenants: vec![TenantConfig { budget_nano_usd: Some(NanoUsd(1)), ..tenant("t", "k") }],
+        ..Default::default()
+    };
+    assert!(build(budget_without_store).await.unwrap_err().to_string().contains("no budget store"));
+    let bad_digest = GatewayConfig { tenants: vec![TenantConfig::new("t", "not-hex")], ..Default::default() };
+    assert!(build(bad_digest).await.unwrap_err().to_string().contains("64 hex"));
+}
