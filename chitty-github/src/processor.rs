@@ -1,0 +1,546 @@
+//! The processor: parses queued deliveries into [`WebhookEvent`]s and runs the handlers
+//! registered for the event (`pull_request`), for the event and action (`pull_request.opened`),
+//! and for every event (`*`), with a concurrency limit, retries with backoff on an injected
+//! [`Timer`], panics caught, and a dead-letter sink for what keeps failing.
+//!
+//! Handlers must be idempotent: a delivery can reach them more than once (a retry after another
+//! handler failed, a redelivery after a crash).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use chitty_github::processor::{handler_fn, EventContext, ProcessOutcome, Processor};
+//! use chitty_github::delivery::Delivery;
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let opened = Arc::new(AtomicUsize::new(0));
+//! let counter = opened.clone();
+//! let processor = Processor::builder()
+//!     .on("pull_request.opened", handler_fn(move |context: EventContext| {
+//!         let counter = counter.clone();
+//!         async move {
+//!             assert_eq!(context.event.action(), Some("opened"));
+//!             counter.fetch_add(1, Ordering::SeqCst);
+//!             Ok(())
+//!         }
+//!     }))
+//!     .build();
+//! let delivery = Delivery {
+//!     id: "guid".into(),
+//!     event: "star".into(),
+//!     action: Some("created".into()),
+//!     hook_id: None,
+//!     target_type: None,
+//!     target_id: None,
+//!     payload: bytes::Bytes::from_static(br#"{"action":"created"}"#),
+//!     received_at: chitty_core::Timestamp(0),
+//! };
+//! assert!(matches!(processor.process(delivery).await, ProcessOutcome::Unhandled));
+//! assert_eq!(opened.load(Ordering::SeqCst), 0);
+//! # });
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chitty_core::{BoxError, Event, EventSink, Message, Timer};
+use chitty_providers::runtime::TokioTimer;
+use futures::FutureExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::delivery::Delivery;
+use crate::error::Error;
+use crate::events::WebhookEvent;
+use crate::queue::QueueReceiver;
+
+/// The route that matches every event.
+pub const ANY_EVENT: &str = "*";
+/// Header carrying the last error on a dead-lettered message.
+pub const HEADER_ERROR: &str = "x-chitty-error";
+/// Header carrying the number of attempts made on a dead-lettered message.
+pub const HEADER_ATTEMPTS: &str = "x-chitty-attempts";
+
+/// What a handler is given: the delivery and its parsed event, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EventContext {
+    /// The delivery (headers, raw payload).
+    pub delivery: Arc<Delivery>,
+    /// The parsed event.
+    pub event: Arc<WebhookEvent>,
+}
+
+/// Handles webhook events. Must be idempotent per delivery.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one event; an error makes the processor retry, then dead-letter.
+    async fn handle(&self, context: EventContext) -> Result<(), BoxError>;
+}
+
+/// A [`Handler`] made from an async closure; see [`handler_fn`].
+#[derive(Clone)]
+pub struct HandlerFn<F>(F);
+
+/// Turns `f(context) -> impl Future<Output = Result<(), BoxError>>` into a [`Handler`].
+pub fn handler_fn<F, Fut>(f: F) -> HandlerFn<F>
+where
+    F: Fn(EventContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    HandlerFn(f)
+}
+
+#[async_trait]
+impl<F, Fut> Handler for HandlerFn<F>
+where
+    F: Fn(EventContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    async fn handle(&self, context: EventContext) -> Result<(), BoxError> {
+        (self.0)(context).await
+    }
+}
+
+/// How failed handlers are retried: `max_attempts` in all, waiting `initial_backoff`, then
+/// multiplying by `multiplier` up to `max_backoff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, including the first (at least 1).
+    pub max_attempts: u32,
+    /// Wait after the first failure.
+    pub initial_backoff: Duration,
+    /// Longest wait.
+    pub max_backoff: Duration,
+    /// Growth factor of the wait.
+    pub multiplier: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+            multiplier: 2,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after the `failures`-th failed attempt (1-based).
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let factor = self
+            .multiplier
+            .max(1)
+            .saturating_pow(failures.saturating_sub(1));
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+/// What processing one delivery ended in.
+#[derive(Debug)]
+pub enum ProcessOutcome {
+    /// Every matching handler succeeded.
+    Handled {
+        /// Handlers run.
+        handlers: usize,
+        /// Attempts made (1 when nothing failed).
+        attempts: u32,
+    },
+    /// No handler matches the event.
+    Unhandled,
+    /// Handlers kept failing (or the payload did not parse); the delivery went to the dead-letter sink.
+    DeadLettered {
+        /// The last error.
+        error: Error,
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+/// Counters of a [`Processor`], for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessorStats {
+    /// Deliveries whose handlers all succeeded.
+    pub handled: u64,
+    /// Deliveries no handler matched.
+    pub unhandled: u64,
+    /// Handler failures (errors and panics), counting each attempt.
+    pub handler_failures: u64,
+    /// Handler panics caught.
+    pub panics: u64,
+    /// Retries scheduled.
+    pub retries: u64,
+    /// Deliveries dead-lettered.
+    pub dead_lettered: u64,
+    /// Dead-letter sink refusals (each is also logged at error level).
+    pub dead_letter_failures: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    handled: AtomicU64,
+    unhandled: AtomicU64,
+    handler_failures: AtomicU64,
+    panics: AtomicU64,
+    retries: AtomicU64,
+    dead_lettered: AtomicU64,
+    dead_letter_failures: AtomicU64,
+}
+
+type Route = (String, Arc<dyn Handler>);
+
+/// Builds a [`Processor`].
+pub struct ProcessorBuilder {
+    routes: HashMap<String, Vec<Arc<dyn Handler>>>,
+    concurrency: usize,
+    retry: RetryPolicy,
+    timer: Arc<dyn Timer>,
+    dead_letter: Arc<dyn EventSink>,
+}
+
+impl ProcessorBuilder {
+    /// Runs `handler` for `route`: an event (`push`), an event and action
+    /// (`pull_request.opened`), or [`ANY_EVENT`].
+    pub fn on(mut self, route: impl Into<String>, handler: impl Handler) -> Self {
+        self.routes
+            .entry(route.into())
+            .or_default()
+            .push(Arc::new(handler));
+        self
+    }
+
+    /// Runs `handler` for every event.
+    pub fn on_any(self, handler: impl Handler) -> Self {
+        self.on(ANY_EVENT, handler)
+    }
+
+    /// Deliveries processed at once by [`Processor::run`] (default 16, at least 1).
+    pub fn concurrency(mut self, limit: usize) -> Self {
+        self.concurrency = limit.max(1);
+        self
+    }
+
+    /// The retry policy (default: 5 attempts, 200 ms doubling up to 30 s).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The timer backoffs wait on (default: tokio's; a [`chitty_core::ManualTimer`] in tests).
+    pub fn timer(mut self, timer: Arc<dyn Timer>) -> Self {
+        self.timer = timer;
+        self
+    }
+
+    /// Where failed deliveries go, with their last error in the `x-chitty-error` header
+    /// (default: logged at error level).
+    pub fn dead_letter(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.dead_letter = sink;
+        self
+    }
+
+    /// The processor.
+    pub fn build(self) -> Processor {
+        Processor {
+            routes: self.routes,
+            concurrency: self.concurrency,
+            retry: self.retry,
+            timer: self.timer,
+            dead_letter: self.dead_letter,
+            counters: Counters::default(),
+        }
+    }
+}
+
+impl fmt::Debug for ProcessorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessorBuilder")
+            .field("routes", &self.routes.keys().collect::<Vec<_>>())
+            .field("concurrency", &self.concurrency)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default dead-letter sink: an error log line per delivery, so nothing vanishes unnoticed.
+#[derive(Debug)]
+struct LogDeadLetters;
+
+#[async_trait]
+impl EventSink for LogDeadLetters {
+    async fn record(&self, event: Event) -> chitty_core::Result<()> {
+        if let Event::Message(message) = event {
+            let error = header(&message, HEADER_ERROR).unwrap_or_default();
+            tracing::error!(subject = %message.subject, id = %message.id, error = %error, "webhook delivery dead-lettered");
+        }
+        Ok(())
+    }
+}
+
+fn header<'m>(message: &'m Message, name: &str) -> Option<&'m str> {
+    message
+        .headers
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Dispatches deliveries to handlers. Share it behind an `Arc`.
+pub struct Processor {
+    routes: HashMap<String, Vec<Arc<dyn Handler>>>,
+    concurrency: usize,
+    retry: RetryPolicy,
+    timer: Arc<dyn Timer>,
+    dead_letter: Arc<dyn EventSink>,
+    counters: Counters,
+}
+
+impl fmt::Debug for Processor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Processor")
+            .field("routes", &self.routes.keys().collect::<Vec<_>>())
+            .field("concurrency", &self.concurrency)
+            .field("retry", &self.retry)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Processor {
+    /// A builder with no handlers, tokio's timer and a logging dead-letter sink.
+    pub fn builder() -> ProcessorBuilder {
+        ProcessorBuilder {
+            routes: HashMap::new(),
+            concurrency: 16,
+            retry: RetryPolicy::default(),
+            timer: Arc::new(TokioTimer),
+            dead_letter: Arc::new(LogDeadLetters),
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> ProcessorStats {
+        let c = &self.counters;
+        ProcessorStats {
+            handled: c.handled.load(Ordering::Relaxed),
+            unhandled: c.unhandled.load(Ordering::Relaxed),
+            handler_failures: c.handler_failures.load(Ordering::Relaxed),
+            panics: c.panics.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+            dead_letter_failures: c.dead_letter_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The handlers for an event: those of the event, of `event.action`, then of `*`.
+    fn handlers_for(&self, event: &str, action: Option<&str>) -> Vec<Route> {
+        let mut routes = vec![event.to_owned()];
+        if let Some(action) = action {
+            routes.push(format!("{event}.{action}"));
+        }
+        routes.push(ANY_EVENT.to_owned());
+        routes
+            .into_iter()
+            .flat_map(|route| {
+                let handlers = self.routes.get(&route).cloned().unwrap_or_default();
+                handlers
+                    .into_iter()
+                    .map(move |handler| (route.clone(), handler))
+            })
+            .collect()
+    }
+
+    /// Runs one handler, turning a panic into [`Error::HandlerPanicked`].
+    async fn run_handler(
+        &self,
+        route: &str,
+        handler: &dyn Handler,
+        context: EventContext,
+    ) -> Result<(), Error> {
+        let result = AssertUnwindSafe(handler.handle(context))
+            .catch_unwind()
+            .await;
+        let error = match result {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(error)) => Error::HandlerFailed {
+                route: route.to_owned(),
+                message: error.to_string(),
+            },
+            Err(panic) => {
+                self.counters.panics.fetch_add(1, Ordering::Relaxed);
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".to_owned());
+                Error::HandlerPanicked {
+                    route: route.to_owned(),
+                    message,
+                }
+            }
+        };
+        self.counters
+            .handler_failures
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(route = %route, error = %error, "webhook handler failed");
+        Err(error)
+    }
+
+    /// Parses the delivery and the matching handlers, or says why it cannot be processed.
+    fn prepare(&self, delivery: Delivery) -> Result<(EventContext, Vec<Route>), Error> {
+        let event = WebhookEvent::parse(&delivery.event, &delivery.payload)?;
+        let handlers = self.handlers_for(event.name(), event.action());
+        Ok((
+            EventContext {
+                delivery: Arc::new(delivery),
+                event: Arc::new(event),
+            },
+            handlers,
+        ))
+    }
+
+    /// One attempt: runs every matching handler once, in registration order, and returns how
+    /// many ran, or the first failure (after running the others). For queues that retry by
+    /// redelivery, like JetStream.
+    pub async fn process_once(&self, delivery: Delivery) -> Result<usize, Error> {
+        let (context, handlers) = self.prepare(delivery)?;
+        let mut first_error = None;
+        for (route, handler) in &handlers {
+            if let Err(error) = self
+                .run_handler(route, handler.as_ref(), context.clone())
+                .await
+            {
+                first_error.get_or_insert(error);
+            }
+        }
+        match first_error {
+            None => {
+                let counter = if handlers.is_empty() {
+                    &self.counters.unhandled
+                } else {
+                    &self.counters.handled
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok(handlers.len())
+            }
+            Some(error) => Err(error),
+        }
+    }
+
+    /// Processes a delivery: runs the matching handlers, retries those that fail with backoff,
+    /// and dead-letters the delivery with the last error when attempts run out.
+    pub async fn process(&self, delivery: Delivery) -> ProcessOutcome {
+        let dead_letter_copy = delivery.clone();
+        let (context, handlers) = match self.prepare(delivery) {
+            Ok(prepared) => prepared,
+            // A payload that does not parse will not parse on a retry either.
+            Err(error) => return self.give_up(dead_letter_copy, error, 1).await,
+        };
+        if handlers.is_empty() {
+            self.counters.unhandled.fetch_add(1, Ordering::Relaxed);
+            return ProcessOutcome::Unhandled;
+        }
+        let mut pending: Vec<&Route> = handlers.iter().collect();
+        let max_attempts = self.retry.max_attempts.max(1);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut failed = Vec::new();
+            let mut last_error = None;
+            for route in pending {
+                if let Err(error) = self
+                    .run_handler(&route.0, route.1.as_ref(), context.clone())
+                    .await
+                {
+                    failed.push(route);
+                    last_error = Some(error);
+                }
+            }
+            let Some(error) = last_error else {
+                self.counters.handled.fetch_add(1, Ordering::Relaxed);
+                return ProcessOutcome::Handled {
+                    handlers: handlers.len(),
+                    attempts,
+                };
+            };
+            if attempts >= max_attempts {
+                return self.give_up(dead_letter_copy, error, attempts).await;
+            }
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            self.timer.sleep(self.retry.backoff(attempts)).await;
+            pending = failed;
+        }
+    }
+
+    /// Processes a queue message carrying a delivery (see [`Delivery::into_message`]).
+    pub async fn process_message(&self, message: Message) -> ProcessOutcome {
+        match Delivery::from_message(&message) {
+            Ok(delivery) => self.process(delivery).await,
+            Err(error) => {
+                self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                self.send_dead_letter(message, &error, 1).await;
+                ProcessOutcome::DeadLettered { error, attempts: 1 }
+            }
+        }
+    }
+
+    async fn give_up(&self, delivery: Delivery, error: Error, attempts: u32) -> ProcessOutcome {
+        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.send_dead_letter(delivery.into_message(), &error, attempts)
+            .await;
+        ProcessOutcome::DeadLettered { error, attempts }
+    }
+
+    async fn send_dead_letter(&self, mut message: Message, error: &Error, attempts: u32) {
+        message.subject = format!(
+            "github.dead_letter.{}",
+            message.subject.trim_start_matches("github.")
+        );
+        message
+            .headers
+            .push((HEADER_ERROR.to_owned(), error.to_string()));
+        message
+            .headers
+            .push((HEADER_ATTEMPTS.to_owned(), attempts.to_string()));
+        let id = message.id.clone();
+        if let Err(sink_error) = self.dead_letter.record(Event::Message(message)).await {
+            self.counters
+                .dead_letter_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(id = %id, error = %error, sink_error = %sink_error, "dead-letter sink refused a failed delivery");
+        }
+    }
+
+    /// Consumes `receiver` until it is closed and drained, processing up to the concurrency
+    /// limit at once on tokio tasks; returns when every started delivery is finished.
+    pub async fn run(self: Arc<Self>, mut receiver: QueueReceiver) {
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let mut tasks = JoinSet::new();
+        loop {
+            // Take a permit before a message, so that a busy processor leaves messages queued and
+            // the intake sees backpressure instead of an unbounded task backlog.
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let Some(message) = receiver.recv().await else {
+                break;
+            };
+            let processor = self.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                processor.process_message(message).await
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
