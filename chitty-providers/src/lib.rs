@@ -16,3 +16,5 @@ mod upstream_http;
 pub mod sse;
 #[cfg(feature = "openai")]
 pub mod openai;
+#[cfg(feature = "anthropic")]
+pub mod anthropic;

@@ -25,6 +25,7 @@
 //! # }).unwrap();
 //! ```
 
+mod anthropic;
 mod openai;
 
 use std::collections::VecDeque;
@@ -42,6 +43,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::task::JoinHandle;
 
+pub use anthropic::MockAnthropic;
 pub use openai::MockOpenAi;
 
 /// One scripted failure, applied to one request.
@@ -71,19 +73,13 @@ pub enum Fault {
 impl Fault {
     /// [`Fault::Status`] without `Retry-After`.
     pub fn status(status: u16) -> Fault {
-        Fault::Status {
-            status,
-            retry_after: None,
-        }
+        Fault::Status { status, retry_after: None }
     }
 
     /// This fault with `Retry-After` set (only meaningful for [`Fault::Status`]).
     pub fn with_retry_after(self, retry_after: Duration) -> Fault {
         match self {
-            Fault::Status { status, .. } => Fault::Status {
-                status,
-                retry_after: Some(retry_after),
-            },
+            Fault::Status { status, .. } => Fault::Status { status, retry_after: Some(retry_after) },
             other => other,
         }
     }
@@ -168,10 +164,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -245,10 +238,7 @@ impl Drop for MockServer {
 }
 
 fn lock_requests(shared: &Shared) -> MutexGuard<'_, Vec<RecordedRequest>> {
-    shared
-        .requests
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
+    shared.requests.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 async fn start(shared: Arc<Shared>, router: Router, base_path: &str) -> Result<MockServer> {
@@ -258,11 +248,7 @@ async fn start(shared: Arc<Shared>, router: Router, base_path: &str) -> Result<M
         // The server runs until the handle is dropped; an accept error ends it, and tests see refused connections.
         let _ = axum::serve(listener, router).await;
     });
-    Ok(MockServer {
-        base_url: format!("http://{addr}{base_path}"),
-        shared,
-        task,
-    })
+    Ok(MockServer { base_url: format!("http://{addr}{base_path}"), shared, task })
 }
 
 /// What a handler does before answering: record, check the key, apply latency and the next fault.
@@ -283,12 +269,7 @@ async fn admit(
         path: uri.path().to_owned(),
         headers: headers
             .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect(),
         body: serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
     });
@@ -302,10 +283,7 @@ async fn admit(
     }
     if let Some(expected) = &shared.api_key {
         let given = match shared.flavor {
-            Flavor::Anthropic => headers
-                .get("x-api-key")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            Flavor::Anthropic => headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned),
             _ => headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
@@ -317,34 +295,18 @@ async fn admit(
         }
     }
     match fault {
-        Some(Fault::Status {
-            status,
-            retry_after,
-        }) => Err(error_response(
-            shared.flavor,
-            status,
-            &format!("mock fault: status {status}"),
-            retry_after,
-        )),
-        Some(Fault::MalformedJson) => Err(raw_response(
-            200,
-            "application/json",
-            Bytes::from_static(b"{\"id\": \"broken\", \"choices\": ["),
-        )),
-        other => Ok(Admitted {
-            fault: other,
-            event_delay,
-        }),
+        Some(Fault::Status { status, retry_after }) => {
+            Err(error_response(shared.flavor, status, &format!("mock fault: status {status}"), retry_after))
+        }
+        Some(Fault::MalformedJson) => {
+            Err(raw_response(200, "application/json", Bytes::from_static(b"{\"id\": \"broken\", \"choices\": [")))
+        }
+        other => Ok(Admitted { fault: other, event_delay }),
     }
 }
 
 /// An error in the flavor's envelope, with `Retry-After` when given.
-fn error_response(
-    flavor: Flavor,
-    status: u16,
-    message: &str,
-    retry_after: Option<Duration>,
-) -> Response {
+fn error_response(flavor: Flavor, status: u16, message: &str, retry_after: Option<Duration>) -> Response {
     let body = match flavor {
         Flavor::OpenAi => {
             let kind = match status {
@@ -386,9 +348,7 @@ fn error_response(
 /// An error the backing provider returned, in the flavor's envelope; an upstream status is echoed as is.
 fn provider_error(flavor: Flavor, error: &Error) -> Response {
     let status = match error {
-        Error::Upstream {
-            status: Some(s), ..
-        } => *s,
+        Error::Upstream { status: Some(s), .. } => *s,
         other => other.status(),
     };
     let message = match error {
@@ -411,15 +371,10 @@ fn json_response(value: &impl serde::Serialize, fault: Option<&Fault>) -> Respon
     };
     if let Some(Fault::CutStream { .. }) = fault {
         let half = body.slice(..body.len() / 2);
-        let parts: Vec<std::io::Result<Bytes>> = vec![
-            Ok(half),
-            Err(std::io::Error::other("mock fault: connection cut")),
-        ];
+        let parts: Vec<std::io::Result<Bytes>> =
+            vec![Ok(half), Err(std::io::Error::other("mock fault: connection cut"))];
         let mut response = Body::from_stream(futures::stream::iter(parts)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return response;
     }
     raw_response(200, "application/json", body)
@@ -439,11 +394,7 @@ impl StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        let counter = if self.finished {
-            &self.shared.completed_streams
-        } else {
-            &self.shared.cancelled_streams
-        };
+        let counter = if self.finished { &self.shared.completed_streams } else { &self.shared.cancelled_streams };
         counter.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -457,12 +408,8 @@ fn stream_response(
     content_type: &'static str,
 ) -> Response {
     let garbage: Option<Bytes> = match (&admitted.fault, shared.flavor) {
-        (Some(Fault::MalformedStream), Flavor::Ollama) => {
-            Some(Bytes::from_static(b"{\"message\": {\"content\": \n"))
-        }
-        (Some(Fault::MalformedStream), _) => {
-            Some(Bytes::from_static(b"data: {\"choices\": [{\"delta\": \n\n"))
-        }
+        (Some(Fault::MalformedStream), Flavor::Ollama) => Some(Bytes::from_static(b"{\"message\": {\"content\": \n")),
+        (Some(Fault::MalformedStream), _) => Some(Bytes::from_static(b"data: {\"choices\": [{\"delta\": \n\n")),
         _ => None,
     };
     let cut_after = match admitted.fault {
@@ -484,10 +431,7 @@ fn stream_response(
         garbage,
         cut_after,
         delay: admitted.event_delay,
-        guard: StreamGuard {
-            shared,
-            finished: false,
-        },
+        guard: StreamGuard { shared, finished: false },
         ended: false,
     };
     let body = futures::stream::unfold(state, |mut st| async move {

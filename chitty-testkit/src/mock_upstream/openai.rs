@@ -9,9 +9,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
 use bytes::Bytes;
-use chitty_core::wire::{
-    ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Extra, ModelList, ModelObject,
-};
+use chitty_core::wire::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Extra, ModelList, ModelObject};
 use chitty_core::{Provider, Result};
 use futures::StreamExt;
 
@@ -33,11 +31,7 @@ impl MockOpenAi {
     /// A mock serving `provider`; `/v1/models` lists the provider's name until [`Self::with_models`].
     pub fn new(provider: Arc<dyn Provider>) -> MockOpenAi {
         let models = vec![provider.name().to_owned()];
-        MockOpenAi {
-            provider,
-            models,
-            api_key: None,
-        }
+        MockOpenAi { provider, models, api_key: None }
     }
 
     /// Starts a mock serving `provider` with the defaults.
@@ -116,9 +110,7 @@ async fn chat(
         loop {
             match stream.next().await {
                 None => return Some((Bytes::from_static(b"data: [DONE]\n\n"), (stream, true))),
-                Some(Ok(chunk))
-                    if chunk.choices.is_empty() && chunk.usage.is_some() && !wants_usage =>
-                {
+                Some(Ok(chunk)) if chunk.choices.is_empty() && chunk.usage.is_some() && !wants_usage => {
                     continue;
                 }
                 Some(Ok(chunk)) => return Some((super::sse_frame(None, &chunk), (stream, false))),
@@ -128,12 +120,7 @@ async fn chat(
             }
         }
     });
-    super::stream_response(
-        shared.clone(),
-        frames.boxed(),
-        admitted,
-        "text/event-stream",
-    )
+    super::stream_response(shared.clone(), frames.boxed(), admitted, "text/event-stream")
 }
 
 async fn completions(
@@ -194,12 +181,7 @@ async fn embeddings(
     super::json_response(&answer, admitted.fault.as_ref())
 }
 
-async fn models(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+async fn models(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
     let admitted = match super::admit(&shared, &method, &uri, &headers, &Bytes::new()).await {
         Ok(a) => a,
         Err(response) => return response,

@@ -1,0 +1,924 @@
+//! [`AnthropicProvider`]: Anthropic's Messages API behind OpenAI's chat format, translated both ways.
+//!
+//! | OpenAI | Anthropic |
+//! |---|---|
+//! | `system` / `developer` messages | `system` |
+//! | text and `image_url` parts (data URLs or `http(s)`) | `text` and `image` blocks (`base64` or `url` source) |
+//! | `tools[].function` | `tools[]` with `input_schema` |
+//! | `tool_choice`: `auto`, `none`, `required`, a named function; `parallel_tool_calls: false` | `auto`, `none`, `any`, `tool`; `disable_parallel_tool_use` |
+//! | assistant `tool_calls` | `tool_use` blocks |
+//! | `tool` messages (consecutive ones merged into one user turn) | `tool_result` blocks |
+//! | `stop`, `max_tokens` / `max_completion_tokens` (required by Anthropic: a configured default otherwise), `temperature`, `top_p`, `user` | `stop_sequences`, `max_tokens`, `temperature`, `top_p`, `metadata.user_id` |
+//! | `finish_reason` `stop` / `length` / `tool_calls` / `content_filter` | `stop_reason` `end_turn` and `stop_sequence` / `max_tokens` / `tool_use` / `refusal` |
+//! | `usage.prompt_tokens` (with `prompt_tokens_details.cached_tokens`) | `input_tokens` + `cache_read_input_tokens` + `cache_creation_input_tokens` |
+//!
+//! Streams map `message_start`, `content_block_start`/`delta` (`text_delta`, `input_json_delta`),
+//! `message_delta` and `message_stop` onto chat-completion chunks, and always end with a usage chunk
+//! (the gateway forwards it to clients that asked); `ping` is skipped; an `error` event, or a stream
+//! that ends before `message_stop`, ends the stream with an error item. The Anthropic-specific fields
+//! `top_k`, `thinking`, `metadata` and `service_tier` are forwarded from the request's extra fields.
+//!
+//! ```no_run
+//! # async fn run() -> chitty_core::Result<()> {
+//! use chitty_core::Provider;
+//! use chitty_core::wire::{ChatCompletionRequest, ChatMessage};
+//! use chitty_providers::anthropic::AnthropicProvider;
+//!
+//! // ANTHROPIC_API_KEY and, when set, ANTHROPIC_BASE_URL.
+//! let provider = AnthropicProvider::from_env("anthropic").with_default_max_tokens(1024).build()?;
+//! let answer = provider
+//!     .chat(ChatCompletionRequest {
+//!         model: "claude-sonnet-4-5".into(),
+//!         messages: vec![ChatMessage::system("Be brief."), ChatMessage::user("Say hi")],
+//!         ..Default::default()
+//!     })
+//!     .await?;
+//! println!("{}", answer.choices[0].message.text_content());
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chitty_core::wire::{
+    ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, ChunkChoice,
+    ChunkDelta, ContentPart, Extra, FunctionCall, FunctionCallDelta, MessageContent, PromptTokensDetails, Role,
+    StopSequences, ToolCall, ToolCallDelta, Usage,
+};
+use chitty_core::{Capabilities, Capability, ChunkStream, Error, Provider, Result};
+use futures::StreamExt;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+
+use crate::sse::{self, SseError, SseEvent};
+use crate::upstream_http::{self, ApiKey};
+
+/// Anthropic's API, the default base URL (without `/v1`, as Anthropic's SDKs take it).
+pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+/// The `anthropic-version` header sent by default.
+pub const DEFAULT_API_VERSION: &str = "2023-06-01";
+/// `max_tokens` when the request sets no cap (Anthropic requires one).
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+/// The default per-request timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Request fields outside OpenAI's format that are forwarded to Anthropic from `extra`.
+const FORWARDED_EXTRA: [&str; 4] = ["top_k", "thinking", "metadata", "service_tier"];
+
+/// Anthropic's Messages API.
+#[derive(Clone)]
+pub struct AnthropicProvider {
+    name: String,
+    base_url: String,
+    headers: HeaderMap,
+    timeout: Duration,
+    stream_idle_timeout: Duration,
+    max_event_bytes: usize,
+    default_max_tokens: u32,
+    client: reqwest::Client,
+}
+
+impl fmt::Debug for AnthropicProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header values may be credentials: only their names are shown.
+        f.debug_struct("AnthropicProvider")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .field("default_max_tokens", &self.default_max_tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`AnthropicProvider`].
+#[derive(Clone)]
+pub struct AnthropicProviderBuilder {
+    name: String,
+    base_url: String,
+    api_key: Option<ApiKey>,
+    api_version: String,
+    headers: Vec<(String, String)>,
+    timeout: Duration,
+    stream_idle_timeout: Option<Duration>,
+    max_event_bytes: usize,
+    default_max_tokens: u32,
+    client: Option<reqwest::Client>,
+}
+
+impl fmt::Debug for AnthropicProviderBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnthropicProviderBuilder")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key)
+            .field("api_version", &self.api_version)
+            .field("headers", &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AnthropicProvider {
+    /// A builder for a provider called `name`, pointing at Anthropic's API.
+    pub fn builder(name: impl Into<String>) -> AnthropicProviderBuilder {
+        AnthropicProviderBuilder {
+            name: name.into(),
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            api_key: None,
+            api_version: DEFAULT_API_VERSION.to_owned(),
+            headers: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            stream_idle_timeout: None,
+            max_event_bytes: sse::DEFAULT_MAX_EVENT_BYTES,
+            default_max_tokens: DEFAULT_MAX_TOKENS,
+            client: None,
+        }
+    }
+
+    /// A builder configured from `ANTHROPIC_API_KEY` and `ANTHROPIC_BASE_URL`, as Anthropic's SDKs read them.
+    pub fn from_env(name: impl Into<String>) -> AnthropicProviderBuilder {
+        let mut builder = AnthropicProvider::builder(name);
+        if let Some(key) = std::env::var("ANTHROPIC_API_KEY").ok().filter(|k| !k.is_empty()) {
+            builder = builder.with_api_key(key);
+        }
+        if let Some(url) = std::env::var("ANTHROPIC_BASE_URL").ok().filter(|u| !u.is_empty()) {
+            builder = builder.with_base_url(url);
+        }
+        builder
+    }
+
+    fn post(&self, body: &Value) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}/v1/messages", self.base_url)).headers(self.headers.clone()).json(body)
+    }
+}
+
+impl AnthropicProviderBuilder {
+    /// The API's base URL without `/v1`, e.g. `https://api.anthropic.com`.
+    pub fn with_base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// The API key, sent as `x-api-key` (never logged or printed).
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(ApiKey::new(key));
+        self
+    }
+
+    /// The API key from the environment variable `var`; fails naming the variable when it is unset.
+    pub fn with_api_key_from_env(self, var: &str) -> Result<Self> {
+        match std::env::var(var) {
+            Ok(key) if !key.is_empty() => Ok(self.with_api_key(key)),
+            _ => Err(Error::InvalidInput {
+                what: format!("provider `{}` configuration", self.name),
+                reason: format!("the environment variable `{var}` is not set"),
+            }),
+        }
+    }
+
+    /// The `anthropic-version` header (default [`DEFAULT_API_VERSION`]).
+    pub fn with_api_version(mut self, version: impl Into<String>) -> Self {
+        self.api_version = version.into();
+        self
+    }
+
+    /// A header sent with every request (e.g. `anthropic-beta`); validated by [`Self::build`].
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// `max_tokens` for requests that set no output cap.
+    pub fn with_default_max_tokens(mut self, max_tokens: u32) -> Self {
+        self.default_max_tokens = max_tokens;
+        self
+    }
+
+    /// How long a request may take: a whole non-streamed answer, or a stream's response headers.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long a stream may stay silent between two reads (defaults to the request timeout).
+    pub fn with_stream_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.stream_idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Shares an existing client (and its connection pool) instead of building one.
+    pub fn with_client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The provider; fails on an invalid header, key or version.
+    pub fn build(self) -> Result<AnthropicProvider> {
+        let mut extra = vec![("anthropic-version".to_owned(), self.api_version.clone())];
+        extra.extend(self.headers.iter().cloned());
+        let mut headers = upstream_http::parse_headers(&self.name, &extra)?;
+        if let Some(key) = &self.api_key {
+            headers.insert("x-api-key", key.header_value("")?);
+        }
+        let client = match self.client {
+            Some(c) => c,
+            None => upstream_http::default_client()?,
+        };
+        Ok(AnthropicProvider {
+            base_url: upstream_http::trim_base_url(&self.base_url),
+            name: self.name,
+            headers,
+            timeout: self.timeout,
+            stream_idle_timeout: self.stream_idle_timeout.unwrap_or(self.timeout),
+            max_event_bytes: self.max_event_bytes,
+            default_max_tokens: self.default_max_tokens,
+            client,
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for AnthropicProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::of(&[Capability::Chat, Capability::ChatStream, Capability::Tools])
+    }
+
+    async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatCompletionResponse> {
+        let body = to_messages_request(&request, self.default_max_tokens, false)?;
+        let answer: Value = upstream_http::call_json(&self.name, self.timeout, self.post(&body)).await?;
+        from_messages_response(&self.name, &answer)
+    }
+
+    async fn chat_stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream> {
+        let body = to_messages_request(&request, self.default_max_tokens, true)?;
+        let response = upstream_http::send(&self.name, self.timeout, self.post(&body)).await?;
+        let events = sse::decode(response.bytes_stream(), self.max_event_bytes);
+        Ok(chunk_stream(self.name.clone(), self.stream_idle_timeout, events))
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::invalid_request(message, Some("messages"))
+}
+
+/// Translates an OpenAI chat request into a Messages API request.
+pub(crate) fn to_messages_request(req: &ChatCompletionRequest, default_max_tokens: u32, stream: bool) -> Result<Value> {
+    if req.n.is_some_and(|n| n > 1) {
+        return Err(Error::invalid_request("Anthropic does not generate several choices (`n` > 1)", Some("n")));
+    }
+    let mut system = Vec::new();
+    let mut messages: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    for message in &req.messages {
+        let (role, blocks) = match &message.role {
+            Role::System | Role::Developer => {
+                system.push(message_text(message)?);
+                continue;
+            }
+            Role::User => ("user", content_blocks(message.content.as_ref())?),
+            Role::Assistant => ("assistant", assistant_blocks(message)?),
+            Role::Tool => {
+                let id =
+                    message.tool_call_id.as_ref().ok_or_else(|| invalid("a `tool` message needs `tool_call_id`"))?;
+                let block = json!({"type": "tool_result", "tool_use_id": id, "content": message_text(message)?});
+                ("user", vec![block])
+            }
+            other => return Err(invalid(format!("Anthropic has no equivalent for role {other:?}"))),
+        };
+        if blocks.is_empty() {
+            continue;
+        }
+        // Anthropic alternates roles: consecutive turns of one role (tool results above all) merge.
+        match messages.last_mut() {
+            Some((last_role, last_blocks)) if *last_role == role => last_blocks.extend(blocks),
+            _ => messages.push((role, blocks)),
+        }
+    }
+    let mut body = json!({
+        "model": req.model,
+        "max_tokens": req.output_cap().unwrap_or(default_max_tokens),
+        "messages": messages.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect::<Vec<_>>(),
+    });
+    let obj = body.as_object_mut().ok_or_else(|| invalid("request is not an object"))?;
+    if !system.is_empty() {
+        obj.insert("system".into(), Value::String(system.join("\n\n")));
+    }
+    if let Some(t) = req.temperature {
+        obj.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = req.top_p {
+        obj.insert("top_p".into(), json!(p));
+    }
+    if let Some(stop) = &req.stop {
+        let list = match stop {
+            StopSequences::One(s) => vec![s.clone()],
+            StopSequences::Many(v) => v.clone(),
+        };
+        obj.insert("stop_sequences".into(), json!(list));
+    }
+    if let Some(tools) = req.tools.as_ref().filter(|t| !t.is_empty()) {
+        let tools = tools
+            .iter()
+            .map(|t| {
+                let f = t.function.as_ref().filter(|_| t.kind == "function").ok_or_else(|| {
+                    Error::invalid_request(
+                        format!("Anthropic takes only function tools, not `{}`", t.kind),
+                        Some("tools"),
+                    )
+                })?;
+                let mut tool = json!({
+                    "name": f.name,
+                    "input_schema": f.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                });
+                if let (Some(d), Some(o)) = (&f.description, tool.as_object_mut()) {
+                    o.insert("description".into(), json!(d));
+                }
+                Ok(tool)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        obj.insert("tools".into(), Value::Array(tools));
+    }
+    let mut choice = match &req.tool_choice {
+        None => None,
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => Some(json!({"type": "auto"})),
+            "none" => Some(json!({"type": "none"})),
+            "required" => Some(json!({"type": "any"})),
+            other => return Err(Error::invalid_request(format!("unknown tool_choice `{other}`"), Some("tool_choice"))),
+        },
+        Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
+            Some(name) => Some(json!({"type": "tool", "name": name})),
+            None => return Err(Error::invalid_request("tool_choice names no function", Some("tool_choice"))),
+        },
+    };
+    if req.parallel_tool_calls == Some(false) && obj.contains_key("tools") {
+        let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
+        if let Some(o) = c.as_object_mut().filter(|o| o.get("type") != Some(&json!("none"))) {
+            o.insert("disable_parallel_tool_use".into(), Value::Bool(true));
+        }
+    }
+    if let Some(c) = choice {
+        obj.insert("tool_choice".into(), c);
+    }
+    if let Some(user) = &req.user {
+        obj.insert("metadata".into(), json!({"user_id": user}));
+    }
+    for key in FORWARDED_EXTRA {
+        if let Some(v) = req.extra.get(key) {
+            obj.insert(key.into(), v.clone());
+        }
+    }
+    if stream {
+        obj.insert("stream".into(), Value::Bool(true));
+    }
+    Ok(body)
+}
+
+/// The text of a message whose parts must all be text (system prompts, tool results).
+fn message_text(message: &ChatMessage) -> Result<String> {
+    if let Some(MessageContent::Parts(parts)) = &message.content
+        && let Some(p) = parts.iter().find(|p| p.kind != "text")
+    {
+        return Err(invalid(format!("a {:?} message can only hold text, not `{}`", message.role, p.kind)));
+    }
+    Ok(message.text_content())
+}
+
+fn content_blocks(content: Option<&MessageContent>) -> Result<Vec<Value>> {
+    match content {
+        None => Ok(Vec::new()),
+        Some(MessageContent::Text(t)) if t.is_empty() => Ok(Vec::new()),
+        Some(MessageContent::Text(t)) => Ok(vec![json!({"type": "text", "text": t})]),
+        Some(MessageContent::Parts(parts)) => parts.iter().map(part_block).collect(),
+    }
+}
+
+fn part_block(part: &ContentPart) -> Result<Value> {
+    match part.kind.as_str() {
+        "text" => Ok(json!({"type": "text", "text": part.text.clone().unwrap_or_default()})),
+        "image_url" => {
+            let url = part
+                .extra
+                .get("image_url")
+                .and_then(|v| v.get("url").or(Some(v)))
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid("an `image_url` part needs `image_url.url`"))?;
+            if let Some(rest) = url.strip_prefix("data:") {
+                let (media_type, data) = rest
+                    .split_once(";base64,")
+                    .ok_or_else(|| invalid("image data URLs must be base64 (`data:<type>;base64,…`)"))?;
+                Ok(json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}))
+            } else if url.starts_with("https://") || url.starts_with("http://") {
+                Ok(json!({"type": "image", "source": {"type": "url", "url": url}}))
+            } else {
+                Err(invalid("image URLs must be `data:` or `http(s):`"))
+            }
+        }
+        other => Err(invalid(format!("Anthropic does not take `{other}` content parts"))),
+    }
+}
+
+fn assistant_blocks(message: &ChatMessage) -> Result<Vec<Value>> {
+    let mut blocks = content_blocks(message.content.as_ref())?;
+    for call in message.tool_calls.iter().flatten() {
+        let input: Value = if call.function.arguments.trim().is_empty() {
+            json!({})
+        } else {
+            serde_json::from_str(&call.function.arguments)
+                .map_err(|e| invalid(format!("tool call `{}` has arguments that are not JSON: {e}", call.id)))?
+        };
+        blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
+    }
+    Ok(blocks)
+}
+
+/// Anthropic's `stop_reason` as an OpenAI `finish_reason`.
+pub(crate) fn finish_reason(stop_reason: &str) -> String {
+    match stop_reason {
+        "end_turn" | "stop_sequence" | "pause_turn" => "stop",
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        other => other,
+    }
+    .to_owned()
+}
+
+/// Anthropic's usage object as OpenAI usage: cached and cache-writing input count as prompt tokens.
+#[derive(Debug, Default, Clone, Copy)]
+struct TokenCounts {
+    input: u64,
+    output: u64,
+    cache_read: u64,
+    cache_creation: u64,
+}
+
+impl TokenCounts {
+    fn update(&mut self, usage: &Value) {
+        let get = |k: &str| usage.get(k).and_then(Value::as_u64);
+        if let Some(v) = get("input_tokens") {
+            self.input = v;
+        }
+        if let Some(v) = get("output_tokens") {
+            self.output = v;
+        }
+        if let Some(v) = get("cache_read_input_tokens") {
+            self.cache_read = v;
+        }
+        if let Some(v) = get("cache_creation_input_tokens") {
+            self.cache_creation = v;
+        }
+    }
+
+    fn to_usage(self) -> Usage {
+        let mut usage = Usage::new(self.input + self.cache_read + self.cache_creation, self.output);
+        if self.cache_read > 0 {
+            usage.prompt_tokens_details =
+                Some(PromptTokensDetails { cached_tokens: Some(self.cache_read), extra: Extra::new() });
+        }
+        usage
+    }
+}
+
+fn str_field<'a>(value: &'a Value, key: &str) -> &'a str {
+    value.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Translates a Messages API answer into a chat completion.
+pub(crate) fn from_messages_response(provider: &str, answer: &Value) -> Result<ChatCompletionResponse> {
+    let blocks = answer
+        .get("content")
+        .and_then(Value::as_array)
+        .ok_or_else(|| upstream_http::malformed(provider, "message", "no `content` array"))?;
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for block in blocks {
+        match str_field(block, "type") {
+            "text" => text.push_str(str_field(block, "text")),
+            "tool_use" => calls.push(ToolCall {
+                id: str_field(block, "id").to_owned(),
+                kind: "function".to_owned(),
+                function: FunctionCall {
+                    name: str_field(block, "name").to_owned(),
+                    arguments: block.get("input").cloned().unwrap_or_else(|| json!({})).to_string(),
+                    extra: Extra::new(),
+                },
+                extra: Extra::new(),
+            }),
+            // Thinking and server-tool blocks have no OpenAI equivalent.
+            _ => {}
+        }
+    }
+    let mut counts = TokenCounts::default();
+    if let Some(u) = answer.get("usage") {
+        counts.update(u);
+    }
+    let message = ChatMessage {
+        content: if text.is_empty() && !calls.is_empty() { None } else { Some(MessageContent::Text(text)) },
+        tool_calls: (!calls.is_empty()).then_some(calls),
+        ..ChatMessage::assistant("")
+    };
+    Ok(ChatCompletionResponse {
+        id: str_field(answer, "id").to_owned(),
+        object: "chat.completion".to_owned(),
+        created: upstream_http::unix_now(),
+        model: str_field(answer, "model").to_owned(),
+        choices: vec![ChatChoice {
+            index: 0,
+            message,
+            finish_reason: answer.get("stop_reason").and_then(Value::as_str).map(finish_reason),
+            logprobs: None,
+            extra: Extra::new(),
+        }],
+        usage: Some(counts.to_usage()),
+        system_fingerprint: None,
+        extra: Extra::new(),
+    })
+}
+
+/// Maps Anthropic's stream events onto chat-completion chunks.
+#[derive(Debug)]
+struct StreamTranslator {
+    provider: String,
+    id: String,
+    model: String,
+    created: u64,
+    counts: TokenCounts,
+    tool_of_block: HashMap<u64, u32>,
+    tools: u32,
+}
+
+/// What one event turns into.
+enum Step {
+    Chunk(ChatCompletionChunk),
+    Skip,
+    End(ChatCompletionChunk),
+}
+
+impl StreamTranslator {
+    fn chunk(&self, delta: ChunkDelta, finish_reason: Option<String>) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".to_owned(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![ChunkChoice { index: 0, delta, finish_reason, logprobs: None, extra: Extra::new() }],
+            usage: None,
+            system_fingerprint: None,
+            extra: Extra::new(),
+        }
+    }
+
+    fn tool_delta(&self, index: u32, id: Option<String>, name: Option<String>, arguments: String) -> ChunkDelta {
+        ChunkDelta {
+            tool_calls: Some(vec![ToolCallDelta {
+                index,
+                kind: id.as_ref().map(|_| "function".to_owned()),
+                id,
+                function: Some(FunctionCallDelta { name, arguments: Some(arguments), extra: Extra::new() }),
+                extra: Extra::new(),
+            }]),
+            ..Default::default()
+        }
+    }
+
+    fn step(&mut self, event: &SseEvent) -> Result<Step> {
+        let data: Value = serde_json::from_str(&event.data)
+            .map_err(|e| upstream_http::malformed(&self.provider, "stream event", e))?;
+        let kind = data.get("type").and_then(Value::as_str).or(event.event.as_deref()).unwrap_or_default();
+        Ok(match kind {
+            "message_start" => {
+                let message = data.get("message").cloned().unwrap_or_default();
+                self.id = str_field(&message, "id").to_owned();
+                self.model = str_field(&message, "model").to_owned();
+                if let Some(u) = message.get("usage") {
+                    self.counts.update(u);
+                }
+                let delta =
+                    ChunkDelta { role: Some(Role::Assistant), content: Some(String::new()), ..Default::default() };
+                Step::Chunk(self.chunk(delta, None))
+            }
+            "content_block_start" => {
+                let block = data.get("content_block").cloned().unwrap_or_default();
+                match str_field(&block, "type") {
+                    "text" if !str_field(&block, "text").is_empty() => {
+                        let delta =
+                            ChunkDelta { content: Some(str_field(&block, "text").to_owned()), ..Default::default() };
+                        Step::Chunk(self.chunk(delta, None))
+                    }
+                    "tool_use" => {
+                        let index = self.tools;
+                        self.tools += 1;
+                        self.tool_of_block.insert(data.get("index").and_then(Value::as_u64).unwrap_or(0), index);
+                        let id = Some(str_field(&block, "id").to_owned());
+                        let name = Some(str_field(&block, "name").to_owned());
+                        Step::Chunk(self.chunk(self.tool_delta(index, id, name, String::new()), None))
+                    }
+                    _ => Step::Skip,
+                }
+            }
+            "content_block_delta" => {
+                let delta = data.get("delta").cloned().unwrap_or_default();
+                match str_field(&delta, "type") {
+                    "text_delta" => {
+                        let text =
+                            ChunkDelta { content: Some(str_field(&delta, "text").to_owned()), ..Default::default() };
+                        Step::Chunk(self.chunk(text, None))
+                    }
+                    "input_json_delta" => {
+                        let block = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        let partial = str_field(&delta, "partial_json");
+                        match self.tool_of_block.get(&block) {
+                            Some(&index) if !partial.is_empty() => {
+                                Step::Chunk(self.chunk(self.tool_delta(index, None, None, partial.to_owned()), None))
+                            }
+                            _ => Step::Skip,
+                        }
+                    }
+                    _ => Step::Skip,
+                }
+            }
+            "message_delta" => {
+                if let Some(u) = data.get("usage") {
+                    self.counts.update(u);
+                }
+                match data.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    Some(reason) => Step::Chunk(self.chunk(ChunkDelta::default(), Some(finish_reason(reason)))),
+                    None => Step::Skip,
+                }
+            }
+            "message_stop" => {
+                let mut last = self.chunk(ChunkDelta::default(), None);
+                last.choices.clear();
+                last.usage = Some(self.counts.to_usage());
+                Step::End(last)
+            }
+            "error" => {
+                let status = match data.pointer("/error/type").and_then(Value::as_str) {
+                    Some("overloaded_error") => Some(529),
+                    Some("rate_limit_error") => Some(429),
+                    Some("api_error") => Some(500),
+                    _ => None,
+                };
+                return Err(Error::Upstream {
+                    provider: self.provider.clone(),
+                    status,
+                    message: upstream_http::error_message(event.data.as_bytes()).unwrap_or_default(),
+                    retry_after: None,
+                });
+            }
+            // `ping`, `content_block_stop` and event types added later.
+            _ => Step::Skip,
+        })
+    }
+}
+
+fn chunk_stream<S>(provider: String, idle: Duration, events: S) -> ChunkStream
+where
+    S: futures::Stream<Item = std::result::Result<SseEvent, SseError>> + Send + 'static,
+{
+    struct State<S> {
+        idle: Duration,
+        events: std::pin::Pin<Box<S>>,
+        translator: StreamTranslator,
+        finished: bool,
+    }
+    let translator = StreamTranslator {
+        provider,
+        id: String::new(),
+        model: String::new(),
+        created: upstream_http::unix_now(),
+        counts: TokenCounts::default(),
+        tool_of_block: HashMap::new(),
+        tools: 0,
+    };
+    let state = State { idle, events: Box::pin(events), translator, finished: false };
+    Box::pin(futures::stream::unfold(state, |mut st| async move {
+        if st.finished {
+            return None;
+        }
+        loop {
+            let provider = &st.translator.provider;
+            let item = match tokio::time::timeout(st.idle, st.events.next()).await {
+                Err(_) => Err(Error::UpstreamTimeout { provider: provider.clone(), timeout: st.idle }),
+                Ok(None) => Err(interrupted(provider, "the stream ended before `message_stop`")),
+                Ok(Some(Err(SseError::Body(e)))) => Err(interrupted(provider, &e.to_string())),
+                Ok(Some(Err(e))) => Err(upstream_http::malformed(provider, "event stream", e)),
+                Ok(Some(Ok(event))) => match st.translator.step(&event) {
+                    Ok(Step::Skip) => continue,
+                    Ok(Step::Chunk(c)) => Ok(c),
+                    Ok(Step::End(c)) => {
+                        st.finished = true;
+                        return Some((Ok(c), st));
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            st.finished = item.is_err();
+            return Some((item, st));
+        }
+    }))
+}
+
+fn interrupted(provider: &str, why: &str) -> Error {
+    Error::Upstream {
+        provider: provider.to_owned(),
+        status: None,
+        message: format!("stream interrupted: {why}"),
+        retry_after: None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn request(value: Value) -> ChatCompletionRequest {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn translates_system_parts_tools_and_tool_results() {
+        let req = request(json!({
+            "model": "claude",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "developer", "content": [{"type": "text", "text": "Use tools."}]},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}
+                ]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "look", "arguments": "{\"q\":1}"}},
+                    {"id": "call_2", "type": "function", "function": {"name": "look", "arguments": ""}}
+                ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "a cat"},
+                {"role": "tool", "tool_call_id": "call_2", "content": "a hat"},
+                {"role": "user", "content": "Thanks"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "look", "description": "Looks.", "parameters": {"type": "object"}}}],
+            "tool_choice": "required",
+            "parallel_tool_calls": false,
+            "stop": "END",
+            "max_completion_tokens": 99,
+            "temperature": 0.5,
+            "user": "u-1",
+            "top_k": 5,
+            "logit_bias": {"1": 2}
+        }));
+        let body = to_messages_request(&req, 4096, true).unwrap();
+        assert_eq!(body["system"], "Be brief.\n\nUse tools.");
+        assert_eq!(body["max_tokens"], 99);
+        assert_eq!(body["stop_sequences"], json!(["END"]));
+        assert_eq!(body["tool_choice"], json!({"type": "any", "disable_parallel_tool_use": true}));
+        assert_eq!(
+            body["tools"][0],
+            json!({"name": "look", "description": "Looks.", "input_schema": {"type": "object"}})
+        );
+        assert_eq!(body["metadata"]["user_id"], "u-1");
+        assert_eq!(body["top_k"], 5);
+        assert_eq!(body["stream"], true);
+        assert!(body.get("logit_bias").is_none());
+        let messages = body["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 3, "{messages:#?}");
+        assert_eq!(
+            messages[0]["content"][1]["source"],
+            json!({"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="})
+        );
+        assert_eq!(messages[0]["content"][2]["source"]["type"], "url");
+        assert_eq!(
+            messages[1]["content"][0],
+            json!({"type": "tool_use", "id": "call_1", "name": "look", "input": {"q": 1}})
+        );
+        assert_eq!(messages[1]["content"][1]["input"], json!({}));
+        // Tool results and the next user text share one user turn, results first, as Anthropic requires.
+        assert_eq!(messages[2]["role"], "user");
+        let blocks = messages[2]["content"].as_array().unwrap();
+        assert_eq!(blocks.len(), 3);
+        assert_eq!(blocks[0]["tool_use_id"], "call_1");
+        assert_eq!(blocks[1], json!({"type": "tool_result", "tool_use_id": "call_2", "content": "a hat"}));
+        assert_eq!(blocks[2]["text"], "Thanks");
+    }
+
+    #[test]
+    fn rejects_what_anthropic_cannot_take() {
+        let base = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        let with = |k: &str, v: Value| {
+            let mut b = base.clone();
+            b[k] = v;
+            to_messages_request(&request(b), 10, false)
+        };
+        assert!(with("n", json!(2)).is_err());
+        assert!(with("tool_choice", json!("sometimes")).is_err());
+        let audio = json!([{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]);
+        assert!(with("messages", audio).is_err());
+        let bad_args = json!([{"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{"}}]}]);
+        assert!(with("messages", bad_args).is_err());
+        let body = to_messages_request(&request(base), 10, false).unwrap();
+        assert_eq!(body["max_tokens"], 10, "the configured default when the request sets no cap");
+        assert!(body.get("stream").is_none() && body.get("system").is_none());
+    }
+
+    #[test]
+    fn translates_answers_stop_reasons_and_cache_usage() {
+        let answer = json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+            "content": [{"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "Let me look."},
+                        {"type": "tool_use", "id": "toolu_1", "name": "look", "input": {"q": "x"}}],
+            "stop_reason": "tool_use",
+            "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 7}
+        });
+        let r = from_messages_response("p", &answer).unwrap();
+        assert_eq!(r.choices[0].finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(r.choices[0].message.text_content(), "Let me look.");
+        let call = &r.choices[0].message.tool_calls.as_ref().unwrap()[0];
+        assert_eq!((call.id.as_str(), call.function.arguments.as_str()), ("toolu_1", r#"{"q":"x"}"#));
+        let usage = r.usage.unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.total_tokens), (117, 5, 122));
+        assert_eq!(usage.cached_prompt_tokens(), 100);
+        for (reason, finish) in
+            [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("refusal", "content_filter")]
+        {
+            assert_eq!(finish_reason(reason), finish);
+        }
+        assert!(from_messages_response("p", &json!({"type": "message"})).is_err());
+    }
+
+    fn sse(events: &[Value]) -> Vec<std::result::Result<SseEvent, SseError>> {
+        events
+            .iter()
+            .map(|e| Ok(SseEvent { event: e["type"].as_str().map(str::to_owned), data: e.to_string(), id: None }))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn stream_events_become_chunks_ending_with_usage() {
+        let events = sse(&[
+            json!({"type": "message_start", "message": {"id": "msg_1", "model": "claude", "usage": {"input_tokens": 12, "output_tokens": 1, "cache_read_input_tokens": 3}}}),
+            json!({"type": "ping"}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_9", "name": "look", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"q\": "}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "\"x\"}"}}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+            json!({"type": "message_stop"}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ignored"}}),
+        ]);
+        let items: Vec<_> =
+            chunk_stream("p".into(), Duration::from_secs(1), futures::stream::iter(events)).collect().await;
+        let chunks: Vec<ChatCompletionChunk> = items.into_iter().map(Result::unwrap).collect();
+        let mut acc = chitty_core::wire::ChunkAccumulator::default();
+        chunks.iter().for_each(|c| acc.push(c));
+        let last = chunks.last().unwrap();
+        assert!(last.choices.is_empty());
+        let r = acc.finish();
+        assert_eq!(r.id, "msg_1");
+        assert_eq!(r.choices[0].message.text_content(), "Hello");
+        let call = &r.choices[0].message.tool_calls.as_ref().unwrap()[0];
+        assert_eq!(
+            (call.id.as_str(), call.function.name.as_str(), call.function.arguments.as_str()),
+            ("toolu_9", "look", "{\"q\": \"x\"}")
+        );
+        assert_eq!(r.choices[0].finish_reason.as_deref(), Some("tool_calls"));
+        let usage = r.usage.unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens()), (15, 9, 3));
+    }
+
+    #[tokio::test]
+    async fn error_events_and_early_ends_are_errors() {
+        let start =
+            json!({"type": "message_start", "message": {"id": "m", "model": "c", "usage": {"input_tokens": 1}}});
+        let overloaded = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
+        let items: Vec<_> =
+            chunk_stream("p".into(), Duration::from_secs(1), futures::stream::iter(sse(&[start.clone(), overloaded])))
+                .collect()
+                .await;
+        assert!(
+            matches!(&items[1], Err(Error::Upstream { status: Some(529), message, .. }) if message == "Overloaded")
+        );
+        let items: Vec<_> =
+            chunk_stream("p".into(), Duration::from_secs(1), futures::stream::iter(sse(&[start]))).collect().await;
+        assert!(
+            matches!(&items[1], Err(Error::Upstream { status: None, message, .. }) if message.contains("message_stop"))
+        );
+        assert_eq!(items.len(), 2);
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let p = AnthropicProvider::builder("a").with_api_key("sk-ant-secret").build().unwrap();
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("sk-ant-secret") && shown.contains("x-api-key"), "{shown}");
+    }
+}
