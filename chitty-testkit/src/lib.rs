@@ -6,6 +6,10 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod mock;
+/// The conformance suite every `Compressor` runs: round trip, each corruption class, wrong and missing base.
+pub mod compressor;
+/// Realistic base / fine-tune safetensors pairs (BF16/F16/F32), deterministic from a seed.
+pub mod model_pairs;
 /// Mock OpenAI, Anthropic and Ollama upstreams over HTTP, serving any `Provider`, with fault injection.
 pub mod mock_upstream;
 /// The conformance suite every `Provider` runs, driven by its declared capabilities.

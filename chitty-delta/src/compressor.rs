@@ -1,0 +1,670 @@
+//! [`ModelDeltaCompressor`]: safetensors fine-tunes stored as deltas against their base.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use chitty_core::{Compressor, DecodeReport, EncodeReport, PartReport};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::codec::{decode_section, encode_section};
+use crate::error::DeltaError;
+use crate::format::{self, BaseFingerprint, CheckedTensor, FORMAT, Manifest, Method, RawFrame, TensorRecord, VERSION};
+use crate::pipeline::run_ordered;
+use crate::safetensors::{MAX_HEADER_LEN, SafetensorsLayout};
+use crate::transform;
+
+/// Default elements per chunk: 1 Mi elements (2 MiB of BF16), the unit of parallel work and of checks.
+pub const DEFAULT_CHUNK_ELEMENTS: u64 = 1 << 20;
+/// Default zstd level (the measurements in `docs/delta.md` chose it).
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
+
+/// How tensors that changed against the base are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Bit-exact: ordered-integer difference in byte planes, zstd per plane.
+    Lossless,
+}
+
+impl Mode {
+    /// Parses `lossless`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "lossless" => Some(Mode::Lossless),
+            _ => None,
+        }
+    }
+
+    fn method(self) -> Method {
+        match self {
+            Mode::Lossless => Method::Delta,
+        }
+    }
+}
+
+/// A rule of the per-tensor policy: tensors whose name matches `pattern` are stored in `mode`.
+///
+/// Patterns are globs where `*` matches any run of characters, e.g. `*.mlp.*` or `model.embed_tokens*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRule {
+    /// The glob.
+    pub pattern: String,
+    /// The mode for matching tensors.
+    pub mode: Mode,
+}
+
+/// Whether `name` matches the glob `pattern` (`*` is the only wildcard).
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    let (mut pi, mut ni) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            backtrack = Some((pi, ni));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == n[ni] {
+            pi += 1;
+            ni += 1;
+        } else if let Some((star, matched)) = backtrack {
+            pi = star + 1;
+            ni = matched + 1;
+            backtrack = Some((star, matched + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// Encodes safetensors fine-tunes against their base and decodes them back, verifying every part.
+///
+/// ```
+/// use chitty_core::Compressor;
+/// use chitty_delta::ModelDeltaCompressor;
+/// use chitty_testkit::model_pairs::{ModelPairSpec, generate_pair};
+///
+/// let pair = generate_pair(&ModelPairSpec::tiny(7));
+/// let compressor = ModelDeltaCompressor::builder().build()?;
+/// let mut archive = Vec::new();
+/// let report = compressor.encode(Some(&pair.base), &pair.target, &mut archive)?;
+/// assert!(report.output_bytes < report.input_bytes / 2);
+/// let mut restored = Vec::new();
+/// compressor.decode(Some(&pair.base), &mut archive.as_slice(), &mut restored)?;
+/// assert_eq!(restored, pair.target);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ModelDeltaCompressor {
+    mode: Mode,
+    rules: Vec<PolicyRule>,
+    zstd_level: i32,
+    chunk_elements: u64,
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+/// Builds a [`ModelDeltaCompressor`].
+#[derive(Debug, Clone)]
+pub struct ModelDeltaCompressorBuilder {
+    mode: Mode,
+    rules: Vec<PolicyRule>,
+    zstd_level: i32,
+    chunk_elements: u64,
+    threads: Option<usize>,
+}
+
+impl Default for ModelDeltaCompressorBuilder {
+    fn default() -> Self {
+        ModelDeltaCompressorBuilder {
+            mode: Mode::Lossless,
+            rules: Vec::new(),
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+            chunk_elements: DEFAULT_CHUNK_ELEMENTS,
+            threads: None,
+        }
+    }
+}
+
+impl ModelDeltaCompressorBuilder {
+    /// The mode for changed float tensors that no rule matches (default: lossless).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Adds a policy rule; the first matching rule wins, before the default mode.
+    pub fn rule(mut self, pattern: impl Into<String>, mode: Mode) -> Self {
+        self.rules.push(PolicyRule { pattern: pattern.into(), mode });
+        self
+    }
+
+    /// The zstd level for every plane (-7 ..= 22; default 1).
+    pub fn zstd_level(mut self, level: i32) -> Self {
+        self.zstd_level = level;
+        self
+    }
+
+    /// Elements per chunk, the unit of parallel work and of verification (64 ..= 16 Mi).
+    pub fn chunk_elements(mut self, elements: u64) -> Self {
+        self.chunk_elements = elements;
+        self
+    }
+
+    /// Worker threads in a pool of this compressor's own (default: rayon's global pool).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// Checks the configuration and builds the compressor.
+    pub fn build(self) -> Result<ModelDeltaCompressor, DeltaError> {
+        let invalid = |reason: String| DeltaError::InvalidConfig { reason };
+        if !(-7..=22).contains(&self.zstd_level) {
+            return Err(invalid(format!("zstd level {} is not in -7..=22", self.zstd_level)));
+        }
+        if !(64..=format::MAX_CHUNK_ELEMENTS).contains(&self.chunk_elements) {
+            return Err(invalid(format!("chunk of {} elements is not in 64..=16Mi", self.chunk_elements)));
+        }
+        let pool = match self.threads {
+            None => None,
+            Some(0) => return Err(invalid("zero threads".to_owned())),
+            Some(n) => Some(Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(|i| format!("chitty-delta-{i}"))
+                    .build()
+                    .map_err(|e| invalid(format!("thread pool: {e}")))?,
+            )),
+        };
+        Ok(ModelDeltaCompressor {
+            mode: self.mode,
+            rules: self.rules,
+            zstd_level: self.zstd_level,
+            chunk_elements: self.chunk_elements,
+            pool,
+        })
+    }
+}
+
+/// One unit of work: the safetensors header, or one chunk of one tensor.
+#[derive(Debug, Clone, Copy)]
+enum PartRef {
+    Header,
+    Chunk { tensor: usize, chunk: u64 },
+}
+
+/// Bytes produced for a part: borrowed from the base for references, owned otherwise.
+enum PartBytes<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl PartBytes<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            PartBytes::Borrowed(b) => b,
+            PartBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// Where the bytes of each tensor of the target live, and the base's.
+struct Sources<'a> {
+    target: &'a [u8],
+    target_data_start: u64,
+    /// Target offset (relative to its data section) of each manifest tensor.
+    target_begin: Vec<u64>,
+    base: Option<&'a [u8]>,
+}
+
+impl ModelDeltaCompressor {
+    /// A builder with the defaults: lossless, zstd level 1, 1 Mi-element chunks, rayon's global pool.
+    pub fn builder() -> ModelDeltaCompressorBuilder {
+        ModelDeltaCompressorBuilder::default()
+    }
+
+    /// How many parts may be in flight: what bounds memory.
+    fn window(&self) -> usize {
+        let threads = self.pool.as_ref().map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
+        2 * threads + 2
+    }
+
+    fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
+    }
+
+    /// The mode the policy gives a tensor.
+    pub fn mode_for(&self, name: &str) -> Mode {
+        self.rules.iter().find(|r| glob_matches(&r.pattern, name)).map_or(self.mode, |r| r.mode)
+    }
+
+    /// [`Compressor::encode`] with a callback told the number of target bytes done after each part.
+    pub fn encode_with_progress(
+        &self,
+        base: Option<&[u8]>,
+        target: &[u8],
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<EncodeReport, DeltaError> {
+        let target_layout = SafetensorsLayout::parse(target)?;
+        let base_layout = base.map(SafetensorsLayout::parse).transpose()?;
+        let fingerprint = match (base, &base_layout) {
+            (Some(bytes), Some(layout)) => Some(BaseFingerprint {
+                file_len: layout.file_len,
+                header_sha256: hex::encode(Sha256::digest(layout.header_bytes(bytes))),
+            }),
+            _ => None,
+        };
+        let base_by_name: HashMap<&str, &crate::safetensors::TensorInfo> =
+            base_layout.iter().flat_map(|l| l.tensors.iter()).map(|t| (t.name.as_str(), t)).collect();
+
+        let records: Vec<TensorRecord> = self.install(|| {
+            target_layout
+                .tensors
+                .par_iter()
+                .map(|t| {
+                    let target_bytes = target_layout.tensor_bytes(target, t);
+                    let matched = base_by_name
+                        .get(t.name.as_str())
+                        .filter(|b| b.dtype == t.dtype && b.shape == t.shape)
+                        .zip(base.zip(base_layout.as_ref()));
+                    let (method, base_offset) = match matched {
+                        Some((b, (base_file, layout))) => {
+                            let offset = layout.data_start + b.begin;
+                            if layout.tensor_bytes(base_file, b) == target_bytes {
+                                (Method::Reference, Some(offset))
+                            } else if t.dtype.is_delta_float() {
+                                (self.mode_for(&t.name).method(), Some(offset))
+                            } else {
+                                (Method::Whole, None)
+                            }
+                        }
+                        None => (Method::Whole, None),
+                    };
+                    TensorRecord {
+                        name: t.name.clone(),
+                        dtype: t.dtype.as_str().to_owned(),
+                        shape: t.shape.clone(),
+                        byte_len: t.byte_len(),
+                        method,
+                        base_offset,
+                    }
+                })
+                .collect()
+        });
+        let manifest = Manifest {
+            format: FORMAT.to_owned(),
+            version: VERSION,
+            chunk_elements: self.chunk_elements,
+            base: fingerprint,
+            target_len: target_layout.file_len,
+            header_len: target_layout.data_start,
+            tensors: records,
+        };
+        let tensors = manifest.check()?;
+        let sources = Sources {
+            target,
+            target_data_start: target_layout.data_start,
+            target_begin: target_layout.tensors.iter().map(|t| t.begin).collect(),
+            base,
+        };
+
+        let preamble = format::write_preamble(&manifest)?;
+        out.write_all(&preamble).map_err(|e| DeltaError::io("writing the archive", e))?;
+        let mut report = EncodeReport {
+            input_bytes: target.len() as u64,
+            output_bytes: preamble.len() as u64,
+            parts: Vec::with_capacity(tensors.len() + 1),
+        };
+        report.parts.push(PartReport {
+            name: "safetensors header".to_owned(),
+            method: "header+zstd".to_owned(),
+            original_bytes: target_layout.data_start,
+            stored_bytes: preamble.len() as u64,
+            relative_error: None,
+        });
+        for t in &tensors {
+            report.parts.push(PartReport {
+                name: t.name.clone(),
+                method: t.method.as_str().to_owned(),
+                original_bytes: t.byte_len,
+                stored_bytes: 0,
+                relative_error: None,
+            });
+        }
+
+        let mut parts = part_refs(&tensors);
+        let mut seq = 0u32;
+        let mut done = 0u64;
+        run_ordered(
+            self.pool.as_deref(),
+            self.window(),
+            || {
+                let next = parts.next().map(|p| (seq, p));
+                seq = seq.wrapping_add(1);
+                Ok(next)
+            },
+            |(seq, part)| self.encode_part(&tensors, &sources, seq, part),
+            |(part, frame)| {
+                out.write_all(&frame).map_err(|e| DeltaError::io("writing the archive", e))?;
+                report.output_bytes += frame.len() as u64;
+                let (slot, raw) = match part {
+                    PartRef::Header => (0, sources.target_data_start),
+                    PartRef::Chunk { tensor, chunk } => {
+                        let t = &tensors[tensor];
+                        let (b, e) = t.chunk_range(chunk);
+                        (tensor + 1, (e - b) * t.dtype.size_bytes())
+                    }
+                };
+                report.parts[slot].stored_bytes += frame.len() as u64;
+                done += raw;
+                progress(done);
+                Ok(())
+            },
+        )?;
+        out.flush().map_err(|e| DeltaError::io("writing the archive", e))?;
+        Ok(report)
+    }
+
+    fn encode_part(
+        &self,
+        tensors: &[CheckedTensor],
+        src: &Sources<'_>,
+        seq: u32,
+        part: PartRef,
+    ) -> Result<(PartRef, Vec<u8>), DeltaError> {
+        let mut payload = Vec::new();
+        let raw = match part {
+            PartRef::Header => {
+                let header = &src.target[..src.target_data_start as usize];
+                encode_section(header, self.zstd_level, &mut payload)?;
+                header
+            }
+            PartRef::Chunk { tensor, chunk } => {
+                let t = &tensors[tensor];
+                let width = t.dtype.size_bytes() as usize;
+                let (b, e) = t.chunk_range(chunk);
+                let range = b as usize * width..e as usize * width;
+                let start = (src.target_data_start + src.target_begin[tensor]) as usize;
+                let target = &src.target[start..start + t.byte_len as usize][range.clone()];
+                let base = match (t.base_offset, src.base) {
+                    (Some(offset), Some(base)) => Some(&base[offset as usize..(offset + t.byte_len) as usize][range]),
+                    _ => None,
+                };
+                let n = target.len() / width;
+                match (t.method, base) {
+                    (Method::Reference, _) => {}
+                    (Method::Delta, Some(base)) => {
+                        let mut planes: Vec<Vec<u8>> = vec![vec![0u8; n]; width];
+                        match &mut planes[..] {
+                            [lo, hi] => transform::diff16(base, target, lo, hi),
+                            four @ [_, _, _, _] => transform::diff32(base, target, four),
+                            _ => return Err(DeltaError::Internal { reason: "delta of a non-float".to_owned() }),
+                        }
+                        for plane in &planes {
+                            encode_section(plane, self.zstd_level, &mut payload)?;
+                        }
+                    }
+                    (Method::Whole, _) => {
+                        let planes_n = if t.dtype.is_delta_float() { width } else { 1 };
+                        let mut planes = vec![vec![0u8; target.len() / planes_n]; planes_n];
+                        transform::rotate_split(if planes_n == 1 { 1 } else { width }, target, &mut planes);
+                        for plane in &planes {
+                            encode_section(plane, self.zstd_level, &mut payload)?;
+                        }
+                    }
+                    (Method::Delta, None) => {
+                        return Err(DeltaError::Internal { reason: "delta without a base".to_owned() });
+                    }
+                }
+                target
+            }
+        };
+        let sha = Sha256::digest(raw);
+        Ok((part, format::frame_bytes(seq, &sha, &payload)?))
+    }
+
+    /// [`Compressor::decode`] with a callback told the number of bytes written after each part.
+    pub fn decode_with_progress(
+        &self,
+        base: Option<&[u8]>,
+        archive: &mut dyn Read,
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<DecodeReport, DeltaError> {
+        let mut input = CountingReader { inner: archive, count: 0 };
+        let manifest = format::read_preamble(&mut input)?;
+        let tensors = manifest.check()?;
+        let base = check_base(manifest.base.as_ref(), base)?;
+        let expected_base = manifest.base.as_ref().map(ToString::to_string).unwrap_or_default();
+
+        let mut parts = part_refs(&tensors);
+        let mut seq = 0u32;
+        let mut report = DecodeReport::default();
+        let header_len = manifest.header_len;
+        run_ordered(
+            self.pool.as_deref(),
+            self.window(),
+            || {
+                let Some(part) = parts.next() else { return Ok(None) };
+                let (name, raw_len) = part_name_and_len(&tensors, part, header_len);
+                let frame = format::read_frame(&mut input, seq, max_payload(raw_len), &name)?;
+                seq = seq.wrapping_add(1);
+                Ok(Some((part, name, frame)))
+            },
+            |(part, name, frame)| decode_part(&tensors, base, header_len, part, &name, &frame, &expected_base),
+            |bytes| {
+                let bytes = bytes.as_slice();
+                out.write_all(bytes).map_err(|e| DeltaError::io("writing the output", e))?;
+                report.output_bytes += bytes.len() as u64;
+                report.parts_verified += 1;
+                progress(report.output_bytes);
+                Ok(())
+            },
+        )?;
+        format::expect_end(&mut input)?;
+        out.flush().map_err(|e| DeltaError::io("writing the output", e))?;
+        report.input_bytes = input.count;
+        Ok(report)
+    }
+}
+
+fn part_refs(tensors: &[CheckedTensor]) -> impl Iterator<Item = PartRef> + '_ {
+    std::iter::once(PartRef::Header).chain(
+        tensors
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| (0..t.chunks).map(move |chunk| PartRef::Chunk { tensor: i, chunk })),
+    )
+}
+
+fn part_name_and_len(tensors: &[CheckedTensor], part: PartRef, header_len: u64) -> (String, u64) {
+    match part {
+        PartRef::Header => ("safetensors header".to_owned(), header_len),
+        PartRef::Chunk { tensor, chunk } => {
+            let t = &tensors[tensor];
+            let (b, e) = t.chunk_range(chunk);
+            (t.part_name(chunk), (e - b) * t.dtype.size_bytes())
+        }
+    }
+}
+
+/// The largest payload a part of `raw_len` bytes can have: what a reader may allocate for it.
+fn max_payload(raw_len: u64) -> usize {
+    usize::try_from(raw_len.saturating_mul(4).saturating_add(4096)).unwrap_or(usize::MAX)
+}
+
+/// Checks the base given against the archive's fingerprint before anything is written.
+fn check_base<'a>(fingerprint: Option<&BaseFingerprint>, base: Option<&'a [u8]>) -> Result<&'a [u8], DeltaError> {
+    let Some(fp) = fingerprint else { return Ok(&[]) };
+    let base = base.ok_or(DeltaError::MissingBase)?;
+    let header_end = base
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .filter(|&len| len <= MAX_HEADER_LEN)
+        .map(|len| 8 + len as usize)
+        .filter(|&end| end <= base.len());
+    let found = match header_end {
+        Some(end) => {
+            BaseFingerprint { file_len: base.len() as u64, header_sha256: hex::encode(Sha256::digest(&base[..end])) }
+        }
+        None => {
+            return Err(DeltaError::WrongBase {
+                expected: fp.to_string(),
+                found: format!("a {}-byte file that is not safetensors", base.len()),
+            });
+        }
+    };
+    if &found != fp {
+        return Err(DeltaError::WrongBase { expected: fp.to_string(), found: found.to_string() });
+    }
+    Ok(base)
+}
+
+fn decode_part<'a>(
+    tensors: &[CheckedTensor],
+    base: &'a [u8],
+    header_len: u64,
+    part: PartRef,
+    name: &str,
+    frame: &RawFrame,
+    expected_base: &str,
+) -> Result<PartBytes<'a>, DeltaError> {
+    if !frame.is_intact() {
+        return Err(DeltaError::corrupt(name, "frame checksum mismatch"));
+    }
+    let mut payload = frame.payload.as_slice();
+    let (bytes, uses_base) = match part {
+        PartRef::Header => {
+            let mut header = Vec::new();
+            decode_section(&mut payload, header_len as usize, &mut header, name)?;
+            if header.len() as u64 != header_len {
+                return Err(DeltaError::corrupt(name, "header length differs from the manifest"));
+            }
+            (PartBytes::Owned(header), false)
+        }
+        PartRef::Chunk { tensor, chunk } => {
+            let t = &tensors[tensor];
+            let width = t.dtype.size_bytes() as usize;
+            let (b, e) = t.chunk_range(chunk);
+            let n = (e - b) as usize;
+            let base_chunk = t.base_offset.map(|offset| {
+                let start = offset as usize + b as usize * width;
+                &base[start..start + n * width]
+            });
+            let bytes = match (t.method, base_chunk) {
+                (Method::Reference, Some(base_chunk)) => PartBytes::Borrowed(base_chunk),
+                (Method::Delta, Some(base_chunk)) => {
+                    let planes = read_planes(&mut payload, width, n, name)?;
+                    let mut out = vec![0u8; n * width];
+                    match &planes[..] {
+                        [lo, hi] => transform::undiff16(base_chunk, lo, hi, &mut out),
+                        [p0, p1, p2, p3] => transform::undiff32(base_chunk, [p0, p1, p2, p3], &mut out),
+                        _ => return Err(DeltaError::corrupt(name, "delta of a non-float dtype")),
+                    }
+                    PartBytes::Owned(out)
+                }
+                (Method::Whole, _) => {
+                    let planes_n = if t.dtype.is_delta_float() { width } else { 1 };
+                    let planes = read_planes(&mut payload, planes_n, n * width / planes_n, name)?;
+                    let refs: Vec<&[u8]> = planes.iter().map(Vec::as_slice).collect();
+                    let mut out = vec![0u8; n * width];
+                    transform::rotate_join(if planes_n == 1 { 1 } else { width }, &refs, &mut out);
+                    PartBytes::Owned(out)
+                }
+                _ => return Err(DeltaError::corrupt(name, "method needs a base the manifest does not name")),
+            };
+            (bytes, t.method.uses_base())
+        }
+    };
+    if !payload.is_empty() {
+        return Err(DeltaError::corrupt(name, format!("{} unexpected bytes after the payload", payload.len())));
+    }
+    if Sha256::digest(bytes.as_slice())[..] != *frame.part_sha() {
+        // The frame is intact, so the archive holds what the encoder wrote: the base must differ.
+        return Err(if uses_base {
+            DeltaError::WrongBase {
+                expected: expected_base.to_owned(),
+                found: format!("a base whose {name} differs from the one the archive was made against"),
+            }
+        } else {
+            DeltaError::corrupt(name, "reconstructed bytes do not match their checksum")
+        });
+    }
+    Ok(bytes)
+}
+
+fn read_planes(payload: &mut &[u8], count: usize, len: usize, part: &str) -> Result<Vec<Vec<u8>>, DeltaError> {
+    (0..count)
+        .map(|_| {
+            let mut plane = Vec::new();
+            decode_section(payload, len, &mut plane, part)?;
+            if plane.len() != len {
+                return Err(DeltaError::corrupt(part, format!("plane of {} bytes, expected {len}", plane.len())));
+            }
+            Ok(plane)
+        })
+        .collect()
+}
+
+struct CountingReader<'a> {
+    inner: &'a mut dyn Read,
+    count: u64,
+}
+
+impl Read for CountingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+impl Compressor for ModelDeltaCompressor {
+    fn format(&self) -> &str {
+        FORMAT
+    }
+
+    fn encode(&self, base: Option<&[u8]>, target: &[u8], out: &mut dyn Write) -> chitty_core::Result<EncodeReport> {
+        Ok(self.encode_with_progress(base, target, out, &mut |_| {})?)
+    }
+
+    fn decode(
+        &self,
+        base: Option<&[u8]>,
+        archive: &mut dyn Read,
+        out: &mut dyn Write,
+    ) -> chitty_core::Result<DecodeReport> {
+        Ok(self.decode_with_progress(base, archive, out, &mut |_| {})?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_shells() {
+        assert!(glob_matches("*", "anything"));
+        assert!(glob_matches("*.mlp.*", "model.layers.0.mlp.up_proj.weight"));
+        assert!(glob_matches("model.embed*", "model.embed_tokens.weight"));
+        assert!(!glob_matches("*.mlp.*", "model.layers.0.self_attn.q_proj.weight"));
+        assert!(glob_matches("a*b*c", "aXXbYYc"));
+        assert!(!glob_matches("a*b*c", "aXXbYY"));
+        assert!(glob_matches("", ""));
+        assert!(!glob_matches("", "x"));
+    }
+
+    #[test]
+    fn builder_refuses_out_of_range_settings() {
+        assert!(ModelDeltaCompressor::builder().zstd_level(30).build().is_err());
+        assert!(ModelDeltaCompressor::builder().chunk_elements(1).build().is_err());
+        assert!(ModelDeltaCompressor::builder().threads(0).build().is_err());
+        assert!(ModelDeltaCompressor::builder().threads(1).build().is_ok());
+    }
+}

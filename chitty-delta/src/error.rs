@@ -1,0 +1,199 @@
+//! The one public error type of chitty-delta and its conversion into [`chitty_core::Error`].
+
+/// What went wrong while reading a safetensors file, encoding or decoding a delta archive.
+///
+/// Every variant about a tensor names it, so that a script can say which tensor of which file is at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeltaError {
+    /// The file is shorter than its 8-byte header length, or than the header it announces.
+    #[error("safetensors file truncated: {what}")]
+    Truncated {
+        /// What could not be read in full.
+        what: String,
+    },
+    /// The header announces more bytes than the limit allows.
+    #[error("safetensors header of {len} bytes exceeds the limit of {limit} bytes")]
+    HeaderTooLarge {
+        /// Announced header length.
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The header is not UTF-8.
+    #[error("safetensors header is not UTF-8: {source}")]
+    HeaderNotUtf8 {
+        /// The decoding error.
+        #[source]
+        source: std::str::Utf8Error,
+    },
+    /// The header is not the JSON object safetensors expects.
+    #[error("safetensors header is not valid JSON of the expected shape: {source}")]
+    HeaderJson {
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A tensor entry of the header is not `{dtype, shape, data_offsets}`.
+    #[error("tensor `{tensor}` has an invalid header entry: {source}")]
+    InvalidTensorEntry {
+        /// Tensor name.
+        tensor: String,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Two entries of the header have the same name.
+    #[error("tensor `{tensor}` appears more than once in the header")]
+    DuplicateTensor {
+        /// The repeated name.
+        tensor: String,
+    },
+    /// A tensor has a dtype this crate does not know.
+    #[error("tensor `{tensor}` has unknown dtype `{dtype}`")]
+    UnknownDtype {
+        /// Tensor name.
+        tensor: String,
+        /// The dtype string found.
+        dtype: String,
+    },
+    /// The element count or byte size of a tensor overflows 64 bits.
+    #[error("tensor `{tensor}`: shape {shape:?} overflows")]
+    ShapeOverflow {
+        /// Tensor name.
+        tensor: String,
+        /// The shape found.
+        shape: Vec<u64>,
+    },
+    /// `data_offsets` do not span `dtype × shape` bytes.
+    #[error("tensor `{tensor}`: dtype and shape need {expected} bytes but its offsets span {actual}")]
+    SpanMismatch {
+        /// Tensor name.
+        tensor: String,
+        /// Bytes implied by dtype and shape.
+        expected: u64,
+        /// Bytes between the offsets.
+        actual: u64,
+    },
+    /// `data_offsets` are inverted or point beyond the data section.
+    #[error("tensor `{tensor}`: offsets [{begin}, {end}) are not within the data section of {data_len} bytes")]
+    OffsetsOutOfRange {
+        /// Tensor name.
+        tensor: String,
+        /// Start offset.
+        begin: u64,
+        /// End offset.
+        end: u64,
+        /// Length of the data section.
+        data_len: u64,
+    },
+    /// A tensor's bytes overlap the previous tensor's (in offset order).
+    #[error("tensor `{tensor}` overlaps tensor `{previous}`")]
+    Overlap {
+        /// Tensor name.
+        tensor: String,
+        /// The tensor it overlaps.
+        previous: String,
+    },
+    /// The tensors leave bytes of the data section uncovered.
+    #[error("data bytes [{begin}, {end}) are not covered by any tensor (next tensor: {next})")]
+    Gap {
+        /// First uncovered byte.
+        begin: u64,
+        /// End of the uncovered range.
+        end: u64,
+        /// The tensor after the gap, or `end of file`.
+        next: String,
+    },
+    /// The archive is damaged: a checksum, a length or a field does not match.
+    #[error("corrupt archive in {part}: {reason}")]
+    Corrupt {
+        /// The part at fault: `archive header`, `manifest`, a tensor name with its chunk.
+        part: String,
+        /// What check failed.
+        reason: String,
+    },
+    /// The base given to decode is not the base the archive was made against.
+    #[error("wrong base: the archive was made against {expected}, this base is {found}")]
+    WrongBase {
+        /// What the archive recorded.
+        expected: String,
+        /// What the base given is.
+        found: String,
+    },
+    /// The archive needs a base and none was given.
+    #[error("this archive was made against a base; decoding needs that base")]
+    MissingBase,
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A bug in this crate (a worker panicked); the archive and output are not to be trusted.
+    #[error("internal error: {reason}")]
+    Internal {
+        /// What happened.
+        reason: String,
+    },
+    /// Reading or writing failed.
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DeltaError {
+    /// Shorthand for [`DeltaError::Corrupt`].
+    pub(crate) fn corrupt(part: impl Into<String>, reason: impl Into<String>) -> Self {
+        DeltaError::Corrupt { part: part.into(), reason: reason.into() }
+    }
+
+    /// Shorthand for [`DeltaError::Io`].
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        DeltaError::Io { context: context.into(), source }
+    }
+
+    /// Whether this error is about the safetensors input (as opposed to the archive or I/O).
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            DeltaError::Truncated { .. }
+                | DeltaError::HeaderTooLarge { .. }
+                | DeltaError::HeaderNotUtf8 { .. }
+                | DeltaError::HeaderJson { .. }
+                | DeltaError::InvalidTensorEntry { .. }
+                | DeltaError::DuplicateTensor { .. }
+                | DeltaError::UnknownDtype { .. }
+                | DeltaError::ShapeOverflow { .. }
+                | DeltaError::SpanMismatch { .. }
+                | DeltaError::OffsetsOutOfRange { .. }
+                | DeltaError::Overlap { .. }
+                | DeltaError::Gap { .. }
+        )
+    }
+}
+
+impl From<DeltaError> for chitty_core::Error {
+    fn from(e: DeltaError) -> Self {
+        match e {
+            DeltaError::Corrupt { part, reason } => chitty_core::Error::Corrupt { part, reason },
+            DeltaError::WrongBase { expected, found } => chitty_core::Error::WrongBase { expected, found },
+            DeltaError::MissingBase => {
+                chitty_core::Error::InvalidInput { what: "base".to_owned(), reason: e.to_string() }
+            }
+            DeltaError::InvalidConfig { .. } => {
+                chitty_core::Error::InvalidInput { what: "compressor configuration".to_owned(), reason: e.to_string() }
+            }
+            e @ DeltaError::Io { .. } => chitty_core::Error::backend("io", e),
+            e @ DeltaError::Internal { .. } => chitty_core::Error::backend("chitty-delta", e),
+            other => {
+                chitty_core::Error::InvalidInput { what: "safetensors file".to_owned(), reason: other.to_string() }
+            }
+        }
+    }
+}
