@@ -1,0 +1,295 @@
+//! The GitHub App client: act on GitHub as an App, politely.
+//!
+//! [`GitHubApp`] signs RS256 JWTs with the App's private key, exchanges them for installation
+//! tokens that it caches per installation and refreshes before they expire (one exchange however
+//! many callers ask at once), and sends REST calls the way GitHub asks integrators to: it waits out
+//! primary and secondary rate limits (or fails fast, by [`RateLimitPolicy`]), retries 5xx answers
+//! only for requests that are safe to repeat, never retries other 4xx, revalidates GETs with
+//! `ETag` (a 304 costs no rate limit), follows `Link` pagination, and spaces mutating requests of
+//! an installation at least a second apart. Time comes from an injected [`chitty_core::Clock`] and
+//! waiting goes through an injected [`chitty_core::Timer`], so tests run retry schedules instantly.
+//!
+//! ```no_run
+//! use chitty_github::client::{AppCredentials, CheckConclusion, CreateCheckRun, GitHubApp, InstallationId};
+//!
+//! # async fn run() -> Result<(), chitty_github::client::ClientError> {
+//! let pem = std::fs::read("my-app.private-key.pem").map_err(|e| {
+//!     chitty_github::client::ClientError::InvalidConfig { reason: e.to_string() }
+//! })?;
+//! let app = GitHubApp::builder(AppCredentials::from_pem("Iv23liExampleClientId", &pem)?)
+//!     // GitHub Enterprise Server: .with_base_url("https://github.example.com/api/v3")
+//!     .with_user_agent("my-review-bot")
+//!     .build()?;
+//!
+//! let repo = app.installation(InstallationId(42));
+//! repo.create_comment("octo-org", "hello", 7, "Thanks! Review to follow.").await?;
+//! repo.add_labels("octo-org", "hello", 7, &["triage"]).await?;
+//! let run = repo
+//!     .create_check_run("octo-org", "hello", &CreateCheckRun::new("review", "6dcb09b5b57875f334f61aebed695e2e4193db5e"))
+//!     .await?;
+//! repo.update_check_run("octo-org", "hello", run.id, &chitty_github::client::UpdateCheckRun::completed(CheckConclusion::Success))
+//!     .await?;
+//! let open_pulls: Vec<serde_json::Value> = repo.list("/repos/octo-org/hello/pulls?state=open").await?;
+//! # let _ = open_pulls;
+//! # Ok(())
+//! # }
+//! ```
+
+mod actions;
+mod config;
+mod error;
+mod jwt;
+mod link;
+mod rate_limit;
+mod token;
+mod transport;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chitty_core::{Clock, Timer};
+use reqwest::{Method, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use actions::{
+    CheckAnnotation, CheckAnnotationLevel, CheckConclusion, CheckRun, CheckRunOutput, CheckRunStatus, CreateCheckRun,
+    IssueComment, Label, UpdateCheckRun,
+};
+pub use config::{ClientConfig, DEFAULT_API_VERSION, DEFAULT_BASE_URL, RateLimitPolicy};
+pub use error::{ClientError, RateLimitKind};
+pub use jwt::{AppCredentials, AppJwt, JWT_BACKDATE, JWT_LIFETIME};
+pub use rate_limit::RateLimitSnapshot;
+pub use token::{InstallationId, InstallationToken};
+
+use transport::{ApiRequest, AppInner, AuthScope};
+
+/// How long to wait for a TCP/TLS connection to GitHub.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A GitHub App: its credentials, token cache, rate-limit state and HTTP connections.
+///
+/// Cheap to clone (shared state). Build one per App with [`GitHubApp::builder`].
+#[derive(Clone)]
+pub struct GitHubApp {
+    inner: Arc<AppInner>,
+}
+
+impl fmt::Debug for GitHubApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+/// Builds a [`GitHubApp`].
+#[derive(Debug)]
+pub struct GitHubAppBuilder {
+    credentials: AppCredentials,
+    config: ClientConfig,
+    clock: Option<Arc<dyn Clock>>,
+    timer: Option<Arc<dyn Timer>>,
+}
+
+impl GitHubAppBuilder {
+    /// Replaces the whole configuration.
+    pub fn with_config(mut self, config: ClientConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// API root, e.g. `https://github.example.com/api/v3` for GitHub Enterprise Server.
+    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.config.base_url = base_url.into();
+        self
+    }
+
+    /// The `User-Agent` header (GitHub asks for the App's name).
+    pub fn with_user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.config.user_agent = user_agent.into();
+        self
+    }
+
+    /// The clock for JWT claims, token expiry and pacing (default: the wall clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The timer for back-offs, rate-limit waits and pacing (default: tokio's).
+    pub fn with_timer(mut self, timer: Arc<dyn Timer>) -> Self {
+        self.timer = Some(timer);
+        self
+    }
+
+    /// Checks the configuration and builds the client.
+    pub fn build(self) -> Result<GitHubApp, ClientError> {
+        let base = Url::parse(&self.config.base_url)
+            .map_err(|e| ClientError::InvalidConfig { reason: format!("base URL {:?}: {e}", self.config.base_url) })?;
+        if !matches!(base.scheme(), "https" | "http") || base.cannot_be_a_base() {
+            return Err(ClientError::InvalidConfig {
+                reason: format!("base URL {:?} must be an http(s) URL", self.config.base_url),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(self.config.user_agent.clone())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(self.config.request_timeout)
+            .build()
+            .map_err(|e| ClientError::InvalidConfig { reason: format!("HTTP client: {e}") })?;
+        let clock = self.clock.unwrap_or_else(|| Arc::new(chitty_providers::runtime::SystemClock));
+        let timer = self.timer.unwrap_or_else(|| Arc::new(chitty_providers::runtime::TokioTimer));
+        let inner = AppInner::new(self.credentials, self.config, base, http, clock, timer);
+        Ok(GitHubApp { inner: Arc::new(inner) })
+    }
+}
+
+impl GitHubApp {
+    /// A builder with [`ClientConfig::default`] (api.github.com, wall clock, tokio timer).
+    pub fn builder(credentials: AppCredentials) -> GitHubAppBuilder {
+        GitHubAppBuilder { credentials, config: ClientConfig::default(), clock: None, timer: None }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// A fresh App JWT, for `/app/...` endpoints this client does not wrap.
+    pub fn jwt(&self) -> Result<AppJwt, ClientError> {
+        self.inner.credentials.jwt(self.inner.clock.now())
+    }
+
+    /// A valid token for `installation` (cached; refreshed before expiry), e.g. for `git clone`.
+    pub async fn installation_token(&self, installation: InstallationId) -> Result<InstallationToken, ClientError> {
+        self.inner.installation_token(installation).await
+    }
+
+    /// A client acting as `installation`.
+    pub fn installation(&self, installation: InstallationId) -> InstallationClient {
+        InstallationClient { inner: Arc::clone(&self.inner), installation }
+    }
+}
+
+/// A GET answer and whether it was served from the ETag cache after a `304 Not Modified`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Fetched<T> {
+    /// The decoded body.
+    pub value: T,
+    /// `true` when GitHub answered 304 and the cached body was used (no rate limit spent).
+    pub not_modified: bool,
+}
+
+/// REST calls authenticated as one installation of the App. Cheap to clone.
+#[derive(Clone)]
+pub struct InstallationClient {
+    inner: Arc<AppInner>,
+    installation: InstallationId,
+}
+
+impl fmt::Debug for InstallationClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InstallationClient")
+            .field("installation", &self.installation)
+            .field("base_url", &self.inner.base.as_str())
+            .finish()
+    }
+}
+
+impl InstallationClient {
+    /// The installation this client acts as.
+    pub fn installation_id(&self) -> InstallationId {
+        self.installation
+    }
+
+    /// This installation's token (cached; refreshed before expiry).
+    pub async fn token(&self) -> Result<InstallationToken, ClientError> {
+        self.inner.installation_token(self.installation).await
+    }
+
+    /// The primary rate limit as of this installation's last answer.
+    pub fn rate_limit(&self) -> Option<RateLimitSnapshot> {
+        self.inner.rate_limit(AuthScope::Installation(self.installation))
+    }
+
+    /// `GET path` (e.g. `/repos/octo/hello`), revalidated with `ETag` when cached.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        Ok(self.fetch(path).await?.value)
+    }
+
+    /// Like [`get`](Self::get), also saying whether GitHub answered `304 Not Modified`.
+    pub async fn fetch<T: DeserializeOwned>(&self, path: &str) -> Result<Fetched<T>, ClientError> {
+        let url = self.inner.url_for_path(path)?;
+        let response = self.execute(ApiRequest::new(Method::GET, url, None)).await?;
+        Ok(Fetched { value: response.json()?, not_modified: response.not_modified })
+    }
+
+    /// Every item of a paginated list endpoint (one answering a JSON array), following `Link:
+    /// rel="next"`; asks for 100 per page unless `path` sets `per_page`.
+    ///
+    /// Fails with [`ClientError::InvalidResponse`] rather than truncate past
+    /// [`ClientConfig::max_pages`] pages.
+    pub async fn list<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, ClientError> {
+        let mut url = self.inner.url_for_path(path)?;
+        if !url.query_pairs().any(|(key, _)| key == "per_page") {
+            url.query_pairs_mut().append_pair("per_page", "100");
+        }
+        let mut items = Vec::new();
+        for _ in 0..self.inner.config.max_pages {
+            let response = self.execute(ApiRequest::new(Method::GET, url.clone(), None)).await?;
+            items.extend(response.json::<Vec<T>>()?);
+            let Some(next) = response.link.as_deref().and_then(link::next_link) else {
+                return Ok(items);
+            };
+            let next = Url::parse(next)
+                .map_err(|e| ClientError::InvalidResponse { reason: format!("unparseable `Link` target: {e}") })?;
+            url = self.inner.same_origin(next)?;
+        }
+        Err(ClientError::InvalidResponse {
+            reason: format!("more than {} pages at {}", self.inner.config.max_pages, url.path()),
+        })
+    }
+
+    /// `POST path` with a JSON body (not retried after a 5xx: it may have taken effect).
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    /// `PATCH path` with a JSON body.
+    pub async fn patch<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.send(Method::PATCH, path, Some(body)).await
+    }
+
+    /// Any method with an optional JSON body; mutations are paced, GETs are revalidated.
+    pub async fn send<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let url = self.inner.url_for_path(path)?;
+        let body = body.map(encode_json).transpose()?;
+        self.execute(ApiRequest::new(method, url, body)).await?.json()
+    }
+
+    async fn execute(&self, request: ApiRequest) -> Result<transport::ApiResponse, ClientError> {
+        self.inner.execute(AuthScope::Installation(self.installation), request).await
+    }
+}
+
+/// A request body as JSON bytes.
+fn encode_json<B: Serialize + ?Sized>(body: &B) -> Result<Bytes, ClientError> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|e| ClientError::InvalidConfig { reason: format!("request body is not JSON-serializable: {e}") })
+}
