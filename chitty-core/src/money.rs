@@ -59,6 +59,38 @@ impl fmt::Display for NanoUsd {
     }
 }
 
+/// Why a dollar amount did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{input}` is not a dollar amount: {reason}")]
+pub struct ParseUsdError {
+    input: String,
+    reason: &'static str,
+}
+
+impl std::str::FromStr for NanoUsd {
+    type Err = ParseUsdError;
+
+    /// Parses `"2.50"`, `"$0.000150"` or `"10"` exactly (no floating point), to at most nine decimals.
+    fn from_str(s: &str) -> Result<NanoUsd, ParseUsdError> {
+        let err = |reason| ParseUsdError { input: s.to_owned(), reason };
+        let t = s.trim();
+        let t = t.strip_prefix('$').unwrap_or(t).replace('_', "");
+        let (whole, frac) = t.split_once('.').unwrap_or((&t, ""));
+        if whole.is_empty() && frac.is_empty() {
+            return Err(err("no digits"));
+        }
+        if !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+            return Err(err("only digits, one `.` and an optional leading `$` are allowed"));
+        }
+        if frac.len() > 9 {
+            return Err(err("more than nine decimals (a nano-dollar is the smallest unit)"));
+        }
+        let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| err("too large"))? };
+        let frac_nanos: u64 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().map_err(|_| err("bad decimals"))? };
+        whole.checked_mul(1_000_000_000).and_then(|n| n.checked_add(frac_nanos)).map(NanoUsd).ok_or_else(|| err("too large"))
+    }
+}
+
 /// Prices of one model, each in nano-USD per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ModelPrice {
@@ -135,6 +167,26 @@ mod tests {
         .unwrap();
         assert_eq!(p.cost_of_usage(&usage), NanoUsd(60 * 2_500 + 40 * 1_250 + 10 * 10_000));
         assert_eq!(NanoUsd(1_500_000_123).to_string(), "$1.500000123");
+    }
+
+    #[test]
+    fn dollar_strings_parse_exactly() {
+        assert_eq!("2.50".parse::<NanoUsd>().unwrap(), NanoUsd(2_500_000_000));
+        assert_eq!("$0.000000001".parse::<NanoUsd>().unwrap(), NanoUsd(1));
+        assert_eq!("10".parse::<NanoUsd>().unwrap(), NanoUsd::from_usd(10));
+        assert_eq!(".5".parse::<NanoUsd>().unwrap(), NanoUsd(500_000_000));
+        assert_eq!("1_000.25".parse::<NanoUsd>().unwrap(), NanoUsd(1_000_250_000_000));
+        for bad in ["", "$", "1.2.3", "-1", "1e3", "0.0000000001", "99999999999999999999", "abc"] {
+            assert!(bad.parse::<NanoUsd>().is_err(), "{bad:?} must not parse");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn display_and_parse_agree(n in any::<u64>()) {
+            let shown = NanoUsd(n).to_string();
+            prop_assert_eq!(shown.parse::<NanoUsd>().unwrap(), NanoUsd(n));
+        }
     }
 
     proptest! {

@@ -36,3 +36,15 @@ impl Spawner for TokioSpawner {
         tokio::spawn(future);
     }
 }
+
+/// Wires the tokio runtime into a [`chitty_core::gateway::GatewayBuilder`].
+pub trait TokioRuntimeExt {
+    /// Uses [`SystemClock`], [`TokioTimer`] and [`TokioSpawner`].
+    fn tokio_runtime(self) -> Self;
+}
+
+impl TokioRuntimeExt for chitty_core::gateway::GatewayBuilder {
+    fn tokio_runtime(self) -> Self {
+        self.runtime(std::sync::Arc::new(SystemClock), std::sync::Arc::new(TokioTimer), std::sync::Arc::new(TokioSpawner))
+    }
+}

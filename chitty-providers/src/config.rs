@@ -1,0 +1,466 @@
+//! The gateway's configuration file (TOML): providers, models, tenants, cache and budget backends.
+//!
+//! Validated at load: syntax and type errors name the line, column and key; semantic errors (an unknown
+//! provider, a bad key digest) name the key path. `${VAR}` in provider URLs, keys and headers and in backend
+//! URLs is replaced from the environment, so secrets stay out of the file. Plain tenant API keys are accepted
+//! only through environment variables (`api_key_env`); the file holds SHA-256 digests. Secrets are never
+//! printed: [`Secret`] redacts itself in `Debug` and `Display`.
+//!
+//! ```
+//! use chitty_providers::config::GatewayFile;
+//!
+//! let file = GatewayFile::parse(r#"
+//!     [[providers]]
+//!     name = "openai"
+//!     kind = "openai"
+//!     base_url = "https://api.openai.com/v1"
+//!
+//!     [[models]]
+//!     name = "gpt-4o-mini"
+//!     routes = [{ provider = "openai", model = "gpt-4o-mini" }]
+//!     price = { input = "0.15", output = "0.60" }
+//!
+//!     [[tenants]]
+//!     id = "search-team"
+//!     key_sha256 = ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
+//!     budget_usd = "25.00"
+//! "#)?;
+//! let config = file.gateway_config()?;
+//! assert_eq!(config.models[0].price.output_per_mtok.0, 600_000_000);
+//! # Ok::<(), chitty_providers::config::ConfigError>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use chitty_core::gateway::{
+    Defaults, GatewayConfig, ModelConfig, ModelKind, OutputCapField, RouteConfig, TenantConfig, api_key_digest,
+};
+use chitty_core::keys::CachePolicy;
+use chitty_core::{ModelPrice, NanoUsd};
+use serde::Deserialize;
+
+/// A configuration problem, naming where it is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Syntax or type error (the message carries line, column and key).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file, or `<string>`.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is wrong for what it configures.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Key path, e.g. `models[2].routes[0].provider`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+}
+
+/// A string that must not be printed (API keys, URLs with credentials).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for handing to a client library.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Listen address.
+    pub addr: String,
+    /// Largest request body, bytes.
+    pub body_limit_bytes: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection { addr: "127.0.0.1:8080".into(), body_limit_bytes: 8 * 1024 * 1024 }
+    }
+}
+
+/// `[cache]` and `[budgets]`: which backend holds the state.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendSection {
+    /// `memory` or `none` (cache only); other backends when their feature is built.
+    pub backend: String,
+    /// Bound of an in-memory cache, bytes.
+    pub max_bytes: u64,
+    /// Connection URL of a networked backend (`${VAR}` allowed).
+    pub url: Option<Secret>,
+}
+
+impl Default for BackendSection {
+    fn default() -> Self {
+        BackendSection { backend: "memory".into(), max_bytes: 256 * 1024 * 1024, url: None }
+    }
+}
+
+/// `[[providers]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    /// Name routes refer to.
+    pub name: String,
+    /// `openai`, `anthropic`, `ollama`, or a kind the host application builds itself (e.g. `mock`).
+    pub kind: String,
+    /// Base URL (`${VAR}` allowed).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// API key (`${VAR}` allowed; write `${OPENAI_API_KEY}`, never the key).
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// Extra headers sent upstream (`${VAR}` allowed in values).
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// Per-request timeout, seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// Prices in dollars per million tokens, as decimal strings (`"2.50"`): exact, no floating point.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSection {
+    /// Input.
+    pub input: String,
+    /// Output.
+    pub output: String,
+    /// Cached input.
+    #[serde(default)]
+    pub cached_input: Option<String>,
+}
+
+/// `[[models]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Public name.
+    pub name: String,
+    /// `chat` (default) or `embedding`.
+    #[serde(default)]
+    pub kind: ModelKind,
+    /// Primary then fallbacks.
+    pub routes: Vec<RouteConfig>,
+    /// Prices; free when unset.
+    #[serde(default)]
+    pub price: Option<PriceSection>,
+    /// `off`, `deterministic` (default) or `always`.
+    #[serde(default)]
+    pub cache: CachePolicy,
+    /// Cache TTL, seconds.
+    #[serde(default)]
+    pub cache_ttl_secs: Option<u64>,
+    /// Most output tokens; the cap when a client sends none.
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
+    /// `max_tokens` (default) or `max_completion_tokens`.
+    #[serde(default)]
+    pub output_cap_field: OutputCapField,
+}
+
+/// `[[tenants]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSection {
+    /// Identifier.
+    pub id: String,
+    /// SHA-256 digests of the tenant's keys, hex.
+    #[serde(default)]
+    pub key_sha256: Vec<String>,
+    /// Environment variables holding plain keys (hashed at load, never stored).
+    #[serde(default)]
+    pub api_key_env: Vec<String>,
+    /// Budget in dollars (`"25.00"`); unlimited when unset.
+    #[serde(default)]
+    pub budget_usd: Option<String>,
+    /// Allowed public models; all when unset.
+    #[serde(default)]
+    pub allowed_models: Option<Vec<String>>,
+    /// Requests per minute.
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    /// Burst.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Shared cache group.
+    #[serde(default)]
+    pub cache_group: Option<String>,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// `[cache]`.
+    #[serde(default)]
+    pub cache: BackendSection,
+    /// `[budgets]`.
+    #[serde(default)]
+    pub budgets: BackendSection,
+    /// `[[providers]]`.
+    #[serde(default)]
+    pub providers: Vec<ProviderSection>,
+    /// `[[models]]`.
+    #[serde(default)]
+    pub models: Vec<ModelSection>,
+    /// `[[tenants]]`.
+    #[serde(default)]
+    pub tenants: Vec<TenantSection>,
+    /// `[defaults]`.
+    #[serde(default)]
+    pub defaults: Defaults,
+}
+
+/// Replaces every `${VAR}` in `value` from the environment.
+pub fn interpolate(key: &str, value: &str) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| invalid(key, "unterminated `${`"))?;
+        let var = &after[..end];
+        if var.is_empty() || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(invalid(key, format!("`${{{var}}}` is not an environment variable name")));
+        }
+        let v = std::env::var(var).map_err(|_| invalid(key, format!("environment variable {var} is not set")))?;
+        out.push_str(&v);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn dollars(key: &str, s: &str) -> Result<NanoUsd, ConfigError> {
+    s.parse().map_err(|e: chitty_core::money::ParseUsdError| invalid(key, e.to_string()))
+}
+
+impl GatewayFile {
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<GatewayFile, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        GatewayFile::parse_named(&text, &path.display().to_string())
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<GatewayFile, ConfigError> {
+        GatewayFile::parse_named(text, "<string>")
+    }
+
+    fn parse_named(text: &str, path: &str) -> Result<GatewayFile, ConfigError> {
+        let mut file: GatewayFile =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        for (i, p) in file.providers.iter_mut().enumerate() {
+            if let Some(url) = &p.base_url {
+                p.base_url = Some(interpolate(&format!("providers[{i}].base_url"), url)?);
+            }
+            if let Some(key) = &p.api_key {
+                p.api_key = Some(Secret(interpolate(&format!("providers[{i}].api_key"), key.expose())?));
+            }
+            for (name, value) in p.headers.iter_mut() {
+                *value = Secret(interpolate(&format!("providers[{i}].headers.{name}"), value.expose())?);
+            }
+        }
+        for (section, name) in [(&mut file.cache, "cache"), (&mut file.budgets, "budgets")] {
+            if let Some(url) = &section.url {
+                section.url = Some(Secret(interpolate(&format!("{name}.url"), url.expose())?));
+            }
+        }
+        Ok(file)
+    }
+
+    /// The gateway's configuration: prices parsed, tenant keys from the environment hashed, names checked.
+    pub fn gateway_config(&self) -> Result<GatewayConfig, ConfigError> {
+        let providers: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
+        let mut models = Vec::new();
+        for (i, m) in self.models.iter().enumerate() {
+            if m.routes.is_empty() {
+                return Err(invalid(format!("models[{i}].routes"), "needs at least one route"));
+            }
+            for (j, r) in m.routes.iter().enumerate() {
+                if !providers.contains(&r.provider.as_str()) {
+                    return Err(invalid(
+                        format!("models[{i}].routes[{j}].provider"),
+                        format!("no provider named `{}` (known: {})", r.provider, providers.join(", ")),
+                    ));
+                }
+            }
+            let price = match &m.price {
+                None => ModelPrice::default(),
+                Some(p) => ModelPrice {
+                    input_per_mtok: dollars(&format!("models[{i}].price.input"), &p.input)?,
+                    output_per_mtok: dollars(&format!("models[{i}].price.output"), &p.output)?,
+                    cached_input_per_mtok: p
+                        .cached_input
+                        .as_deref()
+                        .map(|c| dollars(&format!("models[{i}].price.cached_input"), c))
+                        .transpose()?,
+                },
+            };
+            let mut model = ModelConfig::new(m.name.clone());
+            model.kind = m.kind;
+            model.routes = m.routes.clone();
+            model.price = price;
+            model.cache = m.cache;
+            model.cache_ttl_secs = m.cache_ttl_secs;
+            model.output_cap_field = m.output_cap_field;
+            if let Some(max) = m.max_output_tokens {
+                model.max_output_tokens = max;
+            }
+            models.push(model);
+        }
+        let mut tenants = Vec::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let mut keys = Vec::new();
+            for (j, digest) in t.key_sha256.iter().enumerate() {
+                let ok = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+                if !ok {
+                    return Err(invalid(format!("tenants[{i}].key_sha256[{j}]"), "must be 64 hex characters (a SHA-256 digest)"));
+                }
+                keys.push(digest.to_ascii_lowercase());
+            }
+            for (j, var) in t.api_key_env.iter().enumerate() {
+                let key = std::env::var(var)
+                    .map_err(|_| invalid(format!("tenants[{i}].api_key_env[{j}]"), format!("environment variable {var} is not set")))?;
+                keys.push(api_key_digest(&key));
+            }
+            if keys.is_empty() {
+                return Err(invalid(format!("tenants[{i}]"), "needs key_sha256 or api_key_env"));
+            }
+            let mut tenant = TenantConfig::new(t.id.clone(), &keys[0]);
+            tenant.key_sha256 = keys;
+            tenant.budget_nano_usd =
+                t.budget_usd.as_deref().map(|b| dollars(&format!("tenants[{i}].budget_usd"), b)).transpose()?;
+            tenant.allowed_models = t.allowed_models.clone();
+            tenant.requests_per_minute = t.requests_per_minute;
+            tenant.burst = t.burst;
+            tenant.cache_group = t.cache_group.clone();
+            if let Some(allowed) = &tenant.allowed_models
+                && let Some(unknown) = allowed.iter().find(|a| !self.models.iter().any(|m| &m.name == *a))
+            {
+                return Err(invalid(format!("tenants[{i}].allowed_models"), format!("no model named `{unknown}`")));
+            }
+            tenants.push(tenant);
+        }
+        Ok(GatewayConfig { models, tenants, defaults: self.defaults.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+addr = "127.0.0.1:9999"
+
+[[providers]]
+name = "up"
+kind = "openai"
+base_url = "http://127.0.0.1:1/v1"
+api_key = "${CHITTY_CONFIG_TEST_KEY}"
+
+[[models]]
+name = "m"
+routes = [{ provider = "up", model = "m-upstream" }]
+price = { input = "2.50", output = "10", cached_input = "1.25" }
+cache = "always"
+
+[[tenants]]
+id = "t"
+api_key_env = ["CHITTY_CONFIG_TEST_TENANT"]
+budget_usd = "$5"
+allowed_models = ["m"]
+"#;
+
+    #[test]
+    fn parses_interpolates_and_hashes() {
+        unsafe_env_set("CHITTY_CONFIG_TEST_KEY", "sk-upstream-secret");
+        unsafe_env_set("CHITTY_CONFIG_TEST_TENANT", "sk-tenant");
+        let file = GatewayFile::parse(GOOD).unwrap();
+        assert_eq!(file.server.addr, "127.0.0.1:9999");
+        assert_eq!(file.providers[0].api_key.as_ref().unwrap().expose(), "sk-upstream-secret");
+        let debug = format!("{file:?}");
+        assert!(!debug.contains("sk-upstream-secret"), "secrets never in Debug: {debug}");
+        let config = file.gateway_config().unwrap();
+        assert_eq!(config.models[0].price.input_per_mtok, NanoUsd(2_500_000_000));
+        assert_eq!(config.models[0].cache, CachePolicy::Always);
+        assert_eq!(config.tenants[0].key_sha256, vec![api_key_digest("sk-tenant")]);
+        assert_eq!(config.tenants[0].budget_nano_usd, Some(NanoUsd::from_usd(5)));
+    }
+
+    #[test]
+    fn errors_name_the_line_or_key() {
+        let err = GatewayFile::parse("[[models]]\nname = 3\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("name"), "{err}");
+        let err = GatewayFile::parse("[[models]]\nname = \"m\"\nroutes = []\nbogus = 1\n").unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+        let err = GatewayFile::parse("[[providers]]\nname = \"p\"\nkind = \"openai\"\napi_key = \"${CHITTY_SURELY_UNSET_VAR}\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("providers[0].api_key") && err.contains("CHITTY_SURELY_UNSET_VAR"), "{err}");
+        let file = GatewayFile::parse("[[models]]\nname = \"m\"\nroutes = [{ provider = \"ghost\", model = \"x\" }]\n").unwrap();
+        let err = file.gateway_config().unwrap_err().to_string();
+        assert!(err.contains("models[0].routes[0].provider") && err.contains("ghost"), "{err}");
+        let file = GatewayFile::parse(
+            "[[providers]]\nname=\"p\"\nkind=\"openai\"\n[[models]]\nname = \"m\"\nroutes = [{ provider = \"p\", model = \"x\" }]\nprice = { input = \"1.5.0\", output = \"1\" }\n",
+        )
+        .unwrap();
+        let err = file.gateway_config().unwrap_err().to_string();
+        assert!(err.contains("models[0].price.input"), "{err}");
+        let file = GatewayFile::parse("[[tenants]]\nid = \"t\"\nkey_sha256 = [\"abc\"]\n").unwrap();
+        assert!(file.gateway_config().unwrap_err().to_string().contains("tenants[0].key_sha256[0]"));
+    }
+
+    fn unsafe_env_set(key: &str, value: &str) {
+        // Setting the environment is unsafe in edition 2024 because other threads may read it; these
+        // variables are read only by this module's tests.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var(key, value);
+        }
+    }
+}

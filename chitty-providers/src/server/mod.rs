@@ -1,0 +1,271 @@
+//! The OpenAI-compatible HTTP server: a thin axum adapter over [`chitty_core::gateway::Gateway`].
+//!
+//! [`router`] returns an [`axum::Router`] a host application mounts or serves:
+//! `POST /v1/chat/completions` (plain and SSE), `POST /v1/completions`, `POST /v1/embeddings`,
+//! `GET /v1/models` (only the caller's models) and `GET /healthz`.
+//!
+//! Every response carries `x-request-id`; answers carry `x-chitty-cache: hit | miss | bypass`,
+//! `x-chitty-reserved-nano-usd`, `x-chitty-cost-nano-usd` (not on streams, whose cost is known at the end)
+//! and `x-chitty-max-tokens` when the gateway set the output cap. Errors use OpenAI's envelope and status
+//! codes, including 413 for a body over the limit (8 MB by default). A client that disconnects mid-stream
+//! cancels the upstream request, and the budget settles for what was produced.
+//!
+//! ```no_run
+//! # async fn run(gateway: chitty_core::gateway::Gateway) -> std::io::Result<()> {
+//! use chitty_providers::server::{router, ServerOptions, shutdown_signal};
+//!
+//! let app = router(gateway, ServerOptions::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
+//! # }
+//! ```
+
+mod response;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chitty_core::gateway::{Gateway, ReplyMeta, RequestContext};
+use chitty_core::keys::CacheDirective;
+use chitty_core::wire::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest};
+use chitty_core::{Error, Result};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+
+pub use response::ApiError;
+
+/// Server settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Largest request body accepted, in bytes (413 above it).
+    pub body_limit: usize,
+    /// Interval of SSE keep-alive comments on quiet streams.
+    pub keep_alive: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions { body_limit: 8 * 1024 * 1024, keep_alive: Duration::from_secs(15) }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    gateway: Gateway,
+}
+
+/// The gateway's routes. Mount it in a host app or serve it directly.
+pub fn router(gateway: Gateway, options: ServerOptions) -> Router {
+    let state = Arc::new(AppState { gateway });
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(options.body_limit))
+        .with_state(state)
+        .layer(axum::Extension(options))
+}
+
+/// Resolves on SIGINT or SIGTERM: pass it to `axum::serve(..).with_graceful_shutdown`, which stops accepting
+/// and lets in-flight requests and streams finish.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| format!("req_{:024x}", rand::random::<u128>() >> 32), str::to_owned)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn context(gateway: &Gateway, headers: &HeaderMap, request_id: &str) -> Result<RequestContext> {
+    let key = bearer(headers).ok_or(Error::InvalidApiKey)?;
+    let tenant = gateway.authenticate(key)?;
+    let cache = headers
+        .get(axum::http::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .map_or(CacheDirective::Default, CacheDirective::from_header);
+    Ok(RequestContext::new(tenant, request_id, cache))
+}
+
+fn parse<T: DeserializeOwned>(body: std::result::Result<Bytes, BytesRejection>) -> Result<T> {
+    let bytes = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge { limit: 0 },
+        _ => Error::invalid_request(format!("could not read the request body: {rejection}"), None),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let param = e.to_string().split('`').nth(1).map(str::to_owned);
+        Error::InvalidRequest { message: format!("invalid JSON body: {e}"), param: param.filter(|p| !p.contains(' ')) }
+    })
+}
+
+fn meta_headers(meta: &ReplyMeta, request_id: &str, with_cost: bool) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    set("x-request-id", request_id.to_owned());
+    set("x-chitty-cache", meta.cache.as_str().to_owned());
+    set("x-chitty-reserved-nano-usd", meta.reserved.0.to_string());
+    if with_cost {
+        set("x-chitty-cost-nano-usd", meta.cost.0.to_string());
+    }
+    if let Some(cap) = meta.max_tokens_set {
+        set("x-chitty-max-tokens", cap.to_string());
+    }
+    if let Some(p) = &meta.provider {
+        set("x-chitty-provider", p.clone());
+    }
+    h
+}
+
+fn json_response<T: serde::Serialize>(meta: &ReplyMeta, request_id: &str, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut headers = meta_headers(meta, request_id, true);
+            headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            (headers, bytes).into_response()
+        }
+        Err(e) => ApiError::new(Error::backend("serialize", e), request_id).into_response(),
+    }
+}
+
+async fn chat(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(options): axum::Extension<ServerOptions>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    let id = request_id(&headers);
+    let result = async {
+        let ctx = context(&state.gateway, &headers, &id)?;
+        let request: ChatCompletionRequest = parse(body).map_err(|e| with_limit(e, &options))?;
+        if request.is_stream() {
+            let reply = state.gateway.chat_stream(&ctx, request).await?;
+            let headers = meta_headers(&reply.meta, &id, false);
+            let events = reply
+                .chunks
+                .map(|item| {
+                    let data = match item {
+                        Ok(chunk) => serde_json::to_string(&chunk),
+                        // OpenAI reports a failure after the first chunk as an error object in the stream.
+                        Err(e) => serde_json::to_string(&e.to_envelope()),
+                    };
+                    Ok::<_, Infallible>(SseEvent::default().data(data.unwrap_or_default()))
+                })
+                .chain(futures::stream::once(async { Ok(SseEvent::default().data("[DONE]")) }));
+            let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(options.keep_alive));
+            Ok((headers, sse).into_response())
+        } else {
+            let reply = state.gateway.chat(&ctx, request).await?;
+            Ok(json_response(&reply.meta, &id, &reply.body))
+        }
+    }
+    .await;
+    result.unwrap_or_else(|e| ApiError::new(e, &id).into_response())
+}
+
+async fn completions(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(options): axum::Extension<ServerOptions>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    let id = request_id(&headers);
+    let result = async {
+        let ctx = context(&state.gateway, &headers, &id)?;
+        let request: CompletionRequest = parse(body).map_err(|e| with_limit(e, &options))?;
+        let reply = state.gateway.completion(&ctx, request).await?;
+        Ok::<_, Error>(json_response(&reply.meta, &id, &reply.body))
+    }
+    .await;
+    result.unwrap_or_else(|e| ApiError::new(e, &id).into_response())
+}
+
+async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(options): axum::Extension<ServerOptions>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    let id = request_id(&headers);
+    let result = async {
+        let ctx = context(&state.gateway, &headers, &id)?;
+        let request: EmbeddingRequest = parse(body).map_err(|e| with_limit(e, &options))?;
+        let reply = state.gateway.embeddings(&ctx, request).await?;
+        Ok::<_, Error>(json_response(&reply.meta, &id, &reply.body))
+    }
+    .await;
+    result.unwrap_or_else(|e| ApiError::new(e, &id).into_response())
+}
+
+async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let id = request_id(&headers);
+    match context(&state.gateway, &headers, &id) {
+        Ok(ctx) => {
+            let mut response = axum::Json(state.gateway.models(&ctx.tenant)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                response.headers_mut().insert("x-request-id", v);
+            }
+            response
+        }
+        Err(e) => ApiError::new(e, &id).into_response(),
+    }
+}
+
+async fn not_found(headers: HeaderMap) -> Response {
+    let id = request_id(&headers);
+    let mut response =
+        ApiError::new(Error::invalid_request("unknown endpoint; see /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models", None), &id)
+            .into_response();
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+}
+
+fn with_limit(e: Error, options: &ServerOptions) -> Error {
+    match e {
+        Error::PayloadTooLarge { .. } => Error::PayloadTooLarge { limit: options.body_limit as u64 },
+        other => other,
+    }
+}
