@@ -73,12 +73,7 @@ impl Delivery {
     /// The de-duplication key: the GUID with the hook id, else the installation target, since
     /// GitHub reuses one GUID for the same event sent to several hooks.
     pub fn dedup_key(&self) -> String {
-        dedup_key(
-            &self.id,
-            self.hook_id.as_deref(),
-            self.target_type.as_deref(),
-            self.target_id.as_deref(),
-        )
+        dedup_key(&self.id, self.hook_id.as_deref(), self.target_type.as_deref(), self.target_id.as_deref())
     }
 
     /// `event.action` when the payload has an action, else the event name.
@@ -118,19 +113,11 @@ impl Delivery {
     /// The delivery a queue message carries. Fails when the GitHub headers are missing.
     pub fn from_message(message: &Message) -> Result<Self> {
         let header = |name: &str| {
-            message
-                .headers
-                .iter()
-                .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                .map(|(_, value)| value.clone())
+            message.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.clone())
         };
         Ok(Delivery {
-            id: header(HEADER_DELIVERY).ok_or(Error::MissingHeader {
-                name: "X-GitHub-Delivery",
-            })?,
-            event: header(HEADER_EVENT).ok_or(Error::MissingHeader {
-                name: "X-GitHub-Event",
-            })?,
+            id: header(HEADER_DELIVERY).ok_or(Error::MissingHeader { name: "X-GitHub-Delivery" })?,
+            event: header(HEADER_EVENT).ok_or(Error::MissingHeader { name: "X-GitHub-Event" })?,
             action: header(HEADER_ACTION),
             hook_id: header(HEADER_HOOK_ID),
             target_type: header(HEADER_TARGET_TYPE),
@@ -142,12 +129,7 @@ impl Delivery {
 }
 
 /// The de-duplication key for a delivery GUID and the hook (or installation target) that sent it.
-pub fn dedup_key(
-    delivery: &str,
-    hook_id: Option<&str>,
-    target_type: Option<&str>,
-    target_id: Option<&str>,
-) -> String {
+pub fn dedup_key(delivery: &str, hook_id: Option<&str>, target_type: Option<&str>, target_id: Option<&str>) -> String {
     match (hook_id, target_type, target_id) {
         (Some(hook), _, _) => format!("{delivery}:hook:{hook}"),
         (None, Some(kind), Some(id)) => format!("{delivery}:{kind}:{id}"),
@@ -165,10 +147,7 @@ mod tests {
         let a = dedup_key("guid", Some("1"), None, None);
         let b = dedup_key("guid", Some("2"), None, None);
         assert_ne!(a, b);
-        assert_eq!(
-            dedup_key("guid", None, Some("integration"), Some("42")),
-            "guid:integration:42"
-        );
+        assert_eq!(dedup_key("guid", None, Some("integration"), Some("42")), "guid:integration:42");
         assert_eq!(dedup_key("guid", None, None, None), "guid");
     }
 
@@ -181,9 +160,6 @@ mod tests {
             payload: Bytes::new(),
             received_at: Timestamp(0),
         };
-        assert!(matches!(
-            Delivery::from_message(&message),
-            Err(Error::MissingHeader { .. })
-        ));
+        assert!(matches!(Delivery::from_message(&message), Err(Error::MissingHeader { .. })));
     }
 }

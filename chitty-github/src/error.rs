@@ -109,17 +109,12 @@ pub enum Error {
 impl Error {
     /// Shorthand for [`Error::Backend`].
     pub fn backend(backend: &'static str, source: impl Into<BoxError>) -> Self {
-        Error::Backend {
-            backend,
-            source: source.into(),
-        }
+        Error::Backend { backend, source: source.into() }
     }
 
     /// Shorthand for [`Error::InvalidPayload`].
     pub fn invalid_payload(reason: impl std::fmt::Display) -> Self {
-        Error::InvalidPayload {
-            reason: reason.to_string(),
-        }
+        Error::InvalidPayload { reason: reason.to_string() }
     }
 
     /// The HTTP status the webhook endpoint answers with for this error.
@@ -134,9 +129,9 @@ impl Error {
             | Error::InvalidPayload { .. } => StatusCode::BAD_REQUEST,
             Error::MalformedSignature { .. } | Error::SignatureMismatch => StatusCode::UNAUTHORIZED,
             Error::Backpressure { .. } | Error::Backend { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Error::InvalidConfig { .. }
-            | Error::HandlerFailed { .. }
-            | Error::HandlerPanicked { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::InvalidConfig { .. } | Error::HandlerFailed { .. } | Error::HandlerPanicked { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -151,9 +146,7 @@ impl Error {
     /// Maps a sink's error: backpressure stays backpressure, the rest is a backend failure.
     pub(crate) fn from_sink(sink: &'static str, error: chitty_core::Error) -> Self {
         match error {
-            chitty_core::Error::Backpressure { sink, retry_after } => {
-                Error::Backpressure { sink, retry_after }
-            }
+            chitty_core::Error::Backpressure { sink, retry_after } => Error::Backpressure { sink, retry_after },
             other => Error::backend(sink, other),
         }
     }
@@ -163,9 +156,7 @@ impl From<Error> for chitty_core::Error {
     fn from(error: Error) -> Self {
         match error {
             Error::PayloadTooLarge { limit } => chitty_core::Error::PayloadTooLarge { limit },
-            Error::Backpressure { sink, retry_after } => {
-                chitty_core::Error::Backpressure { sink, retry_after }
-            }
+            Error::Backpressure { sink, retry_after } => chitty_core::Error::Backpressure { sink, retry_after },
             Error::Backend { backend, source } => chitty_core::Error::Backend { backend, source },
             Error::MethodNotAllowed { .. }
             | Error::UnsupportedContentType { .. }
@@ -191,14 +182,8 @@ mod tests {
     fn statuses_follow_the_webhook_contract() {
         assert_eq!(Error::MissingSignature.status(), StatusCode::BAD_REQUEST);
         assert_eq!(Error::SignatureMismatch.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            Error::PayloadTooLarge { limit: 1 }.status(),
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
-        let full = Error::Backpressure {
-            sink: "q".into(),
-            retry_after: Duration::from_secs(1),
-        };
+        assert_eq!(Error::PayloadTooLarge { limit: 1 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let full = Error::Backpressure { sink: "q".into(), retry_after: Duration::from_secs(1) };
         assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(full.retry_after(), Some(Duration::from_secs(1)));
         let core: chitty_core::Error = full.into();

@@ -41,8 +41,7 @@ use chitty_providers::runtime::SystemClock;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 
 use crate::delivery::{
-    Delivery, HEADER_DELIVERY, HEADER_EVENT, HEADER_HOOK_ID, HEADER_SIGNATURE, HEADER_TARGET_ID,
-    HEADER_TARGET_TYPE,
+    Delivery, HEADER_DELIVERY, HEADER_EVENT, HEADER_HOOK_ID, HEADER_SIGNATURE, HEADER_TARGET_ID, HEADER_TARGET_TYPE,
 };
 use crate::error::{Error, Result};
 use crate::events::PayloadEnvelope;
@@ -79,9 +78,7 @@ impl IntakeOutcome {
     /// The HTTP status: 202 for accepted and duplicate deliveries, the error's status otherwise.
     pub fn status(&self) -> StatusCode {
         match self {
-            IntakeOutcome::Accepted { .. } | IntakeOutcome::Duplicate { .. } => {
-                StatusCode::ACCEPTED
-            }
+            IntakeOutcome::Accepted { .. } | IntakeOutcome::Duplicate { .. } => StatusCode::ACCEPTED,
             IntakeOutcome::Rejected(error) => error.status(),
         }
     }
@@ -98,19 +95,13 @@ impl IntakeOutcome {
                     Error::Backend { backend, .. } => format!("{backend} unavailable"),
                     other => other.to_string(),
                 };
-                (
-                    serde_json::json!({ "error": message }).to_string(),
-                    error.retry_after(),
-                )
+                (serde_json::json!({ "error": message }).to_string(), error.retry_after())
             }
         };
         let mut response = Response::new(Bytes::from(body));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(wait) = retry_after {
             // Retry-After is in whole seconds; round up so the sender never comes back early.
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -170,9 +161,7 @@ impl WebhookIntakeBuilder {
             reason: "the webhook intake needs a sink for accepted deliveries".into(),
         })?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let store = self
-            .store
-            .unwrap_or_else(|| Arc::new(MemoryIdempotencyStore::with_clock(clock.clone())));
+        let store = self.store.unwrap_or_else(|| Arc::new(MemoryIdempotencyStore::with_clock(clock.clone())));
         Ok(WebhookIntake {
             verifier,
             sink,
@@ -235,9 +224,7 @@ impl WebhookIntake {
     pub async fn handle(&self, request: Request<Bytes>) -> IntakeOutcome {
         let (parts, body) = request.into_parts();
         if parts.method != Method::POST {
-            return IntakeOutcome::Rejected(Error::MethodNotAllowed {
-                method: parts.method.to_string(),
-            });
+            return IntakeOutcome::Rejected(Error::MethodNotAllowed { method: parts.method.to_string() });
         }
         self.handle_parts(&parts.headers, body).await
     }
@@ -254,9 +241,7 @@ impl WebhookIntake {
     /// Checks size, content type, headers, signature and payload, without side effects.
     pub fn verify(&self, headers: &HeaderMap, body: Bytes) -> Result<Delivery> {
         let limit = self.max_body_bytes;
-        let too_large = || Error::PayloadTooLarge {
-            limit: limit as u64,
-        };
+        let too_large = || Error::PayloadTooLarge { limit: limit as u64 };
         if declared_length(headers).is_some_and(|length| length > limit as u64) {
             return Err(too_large());
         }
@@ -265,36 +250,20 @@ impl WebhookIntake {
         }
         let encoding = body_encoding(headers)?;
         let event = required_header(headers, HEADER_EVENT, "X-GitHub-Event")?;
-        check_token(event, "X-GitHub-Event", |b| {
-            b.is_ascii_alphanumeric() || b == b'_'
-        })?;
+        check_token(event, "X-GitHub-Event", |b| b.is_ascii_alphanumeric() || b == b'_')?;
         let id = required_header(headers, HEADER_DELIVERY, "X-GitHub-Delivery")?;
-        check_token(id, "X-GitHub-Delivery", |b| {
-            b.is_ascii_alphanumeric() || b == b'-'
-        })?;
+        check_token(id, "X-GitHub-Delivery", |b| b.is_ascii_alphanumeric() || b == b'-')?;
         let hook_id = optional_header(headers, HEADER_HOOK_ID, "X-GitHub-Hook-ID")?;
-        let target_type = optional_header(
-            headers,
-            HEADER_TARGET_TYPE,
-            "X-GitHub-Hook-Installation-Target-Type",
-        )?;
-        let target_id = optional_header(
-            headers,
-            HEADER_TARGET_ID,
-            "X-GitHub-Hook-Installation-Target-ID",
-        )?;
-        let signature = headers
-            .get(HEADER_SIGNATURE)
-            .ok_or(Error::MissingSignature)?;
+        let target_type = optional_header(headers, HEADER_TARGET_TYPE, "X-GitHub-Hook-Installation-Target-Type")?;
+        let target_id = optional_header(headers, HEADER_TARGET_ID, "X-GitHub-Hook-Installation-Target-ID")?;
+        let signature = headers.get(HEADER_SIGNATURE).ok_or(Error::MissingSignature)?;
         self.verifier.verify(&body, signature.as_bytes())?;
 
         let payload = match encoding {
             BodyEncoding::Json => body,
             BodyEncoding::Form => form_payload(&body)?,
         };
-        let action = PayloadEnvelope::read(&payload)?
-            .action
-            .map(|action| action.into_owned());
+        let action = PayloadEnvelope::read(&payload)?.action.map(|action| action.into_owned());
         Ok(Delivery {
             id: id.to_owned(),
             event: event.to_owned(),
@@ -322,11 +291,7 @@ impl WebhookIntake {
             }
         }
         let route = delivery.route();
-        match self
-            .sink
-            .record(Event::Message(delivery.into_message()))
-            .await
-        {
+        match self.sink.record(Event::Message(delivery.into_message())).await {
             Ok(()) => IntakeOutcome::Accepted { key, route },
             Err(sink_error) => {
                 // Not enqueued: give the key back so GitHub's redelivery is taken.
@@ -342,19 +307,12 @@ impl WebhookIntake {
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
 fn body_encoding(headers: &HeaderMap) -> Result<BodyEncoding> {
-    let unsupported = |content_type: &str| Error::UnsupportedContentType {
-        content_type: content_type.chars().take(100).collect(),
-    };
+    let unsupported =
+        |content_type: &str| Error::UnsupportedContentType { content_type: content_type.chars().take(100).collect() };
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Err(unsupported(""));
     };
@@ -373,29 +331,16 @@ fn required_header<'h>(headers: &'h HeaderMap, key: &str, name: &'static str) ->
     optional_header(headers, key, name)?.ok_or(Error::MissingHeader { name })
 }
 
-fn optional_header<'h>(
-    headers: &'h HeaderMap,
-    key: &str,
-    name: &'static str,
-) -> Result<Option<&'h str>> {
+fn optional_header<'h>(headers: &'h HeaderMap, key: &str, name: &'static str) -> Result<Option<&'h str>> {
     let Some(value) = headers.get(key) else {
         return Ok(None);
     };
-    let value = value
-        .to_str()
-        .map_err(|_| Error::InvalidHeader {
-            name,
-            reason: "not visible ASCII",
-        })?
-        .trim();
+    let value = value.to_str().map_err(|_| Error::InvalidHeader { name, reason: "not visible ASCII" })?.trim();
     if value.is_empty() {
         return Err(Error::MissingHeader { name });
     }
     if value.len() > 128 {
-        return Err(Error::InvalidHeader {
-            name,
-            reason: "longer than 128 characters",
-        });
+        return Err(Error::InvalidHeader { name, reason: "longer than 128 characters" });
     }
     Ok(Some(value))
 }
@@ -405,10 +350,7 @@ fn check_token(value: &str, name: &'static str, allowed: impl Fn(u8) -> bool) ->
     if value.bytes().all(allowed) {
         Ok(())
     } else {
-        Err(Error::InvalidHeader {
-            name,
-            reason: "unexpected characters",
-        })
+        Err(Error::InvalidHeader { name, reason: "unexpected characters" })
     }
 }
 

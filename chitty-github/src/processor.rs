@@ -135,13 +135,8 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The wait after the `failures`-th failed attempt (1-based).
     pub fn backoff(&self, failures: u32) -> Duration {
-        let factor = self
-            .multiplier
-            .max(1)
-            .saturating_pow(failures.saturating_sub(1));
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
+        let factor = self.multiplier.max(1).saturating_pow(failures.saturating_sub(1));
+        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
     }
 }
 
@@ -211,10 +206,7 @@ impl ProcessorBuilder {
     /// Runs `handler` for `route`: an event (`push`), an event and action
     /// (`pull_request.opened`), or [`ANY_EVENT`].
     pub fn on(mut self, route: impl Into<String>, handler: impl Handler) -> Self {
-        self.routes
-            .entry(route.into())
-            .or_default()
-            .push(Arc::new(handler));
+        self.routes.entry(route.into()).or_default().push(Arc::new(handler));
         self
     }
 
@@ -287,11 +279,7 @@ impl EventSink for LogDeadLetters {
 }
 
 fn header<'m>(message: &'m Message, name: &str) -> Option<&'m str> {
-    message
-        .headers
-        .iter()
-        .find(|(key, _)| key.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    message.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 /// Dispatches deliveries to handlers. Share it behind an `Arc`.
@@ -352,29 +340,17 @@ impl Processor {
             .into_iter()
             .flat_map(|route| {
                 let handlers = self.routes.get(&route).cloned().unwrap_or_default();
-                handlers
-                    .into_iter()
-                    .map(move |handler| (route.clone(), handler))
+                handlers.into_iter().map(move |handler| (route.clone(), handler))
             })
             .collect()
     }
 
     /// Runs one handler, turning a panic into [`Error::HandlerPanicked`].
-    async fn run_handler(
-        &self,
-        route: &str,
-        handler: &dyn Handler,
-        context: EventContext,
-    ) -> Result<(), Error> {
-        let result = AssertUnwindSafe(handler.handle(context))
-            .catch_unwind()
-            .await;
+    async fn run_handler(&self, route: &str, handler: &dyn Handler, context: EventContext) -> Result<(), Error> {
+        let result = AssertUnwindSafe(handler.handle(context)).catch_unwind().await;
         let error = match result {
             Ok(Ok(())) => return Ok(()),
-            Ok(Err(error)) => Error::HandlerFailed {
-                route: route.to_owned(),
-                message: error.to_string(),
-            },
+            Ok(Err(error)) => Error::HandlerFailed { route: route.to_owned(), message: error.to_string() },
             Err(panic) => {
                 self.counters.panics.fetch_add(1, Ordering::Relaxed);
                 let message = panic
@@ -382,15 +358,10 @@ impl Processor {
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "non-string panic payload".to_owned());
-                Error::HandlerPanicked {
-                    route: route.to_owned(),
-                    message,
-                }
+                Error::HandlerPanicked { route: route.to_owned(), message }
             }
         };
-        self.counters
-            .handler_failures
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.handler_failures.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(route = %route, error = %error, "webhook handler failed");
         Err(error)
     }
@@ -399,13 +370,7 @@ impl Processor {
     fn prepare(&self, delivery: Delivery) -> Result<(EventContext, Vec<Route>), Error> {
         let event = WebhookEvent::parse(&delivery.event, &delivery.payload)?;
         let handlers = self.handlers_for(event.name(), event.action());
-        Ok((
-            EventContext {
-                delivery: Arc::new(delivery),
-                event: Arc::new(event),
-            },
-            handlers,
-        ))
+        Ok((EventContext { delivery: Arc::new(delivery), event: Arc::new(event) }, handlers))
     }
 
     /// One attempt: runs every matching handler once, in registration order, and returns how
@@ -415,20 +380,13 @@ impl Processor {
         let (context, handlers) = self.prepare(delivery)?;
         let mut first_error = None;
         for (route, handler) in &handlers {
-            if let Err(error) = self
-                .run_handler(route, handler.as_ref(), context.clone())
-                .await
-            {
+            if let Err(error) = self.run_handler(route, handler.as_ref(), context.clone()).await {
                 first_error.get_or_insert(error);
             }
         }
         match first_error {
             None => {
-                let counter = if handlers.is_empty() {
-                    &self.counters.unhandled
-                } else {
-                    &self.counters.handled
-                };
+                let counter = if handlers.is_empty() { &self.counters.unhandled } else { &self.counters.handled };
                 counter.fetch_add(1, Ordering::Relaxed);
                 Ok(handlers.len())
             }
@@ -457,20 +415,14 @@ impl Processor {
             let mut failed = Vec::new();
             let mut last_error = None;
             for route in pending {
-                if let Err(error) = self
-                    .run_handler(&route.0, route.1.as_ref(), context.clone())
-                    .await
-                {
+                if let Err(error) = self.run_handler(&route.0, route.1.as_ref(), context.clone()).await {
                     failed.push(route);
                     last_error = Some(error);
                 }
             }
             let Some(error) = last_error else {
                 self.counters.handled.fetch_add(1, Ordering::Relaxed);
-                return ProcessOutcome::Handled {
-                    handlers: handlers.len(),
-                    attempts,
-                };
+                return ProcessOutcome::Handled { handlers: handlers.len(), attempts };
             };
             if attempts >= max_attempts {
                 return self.give_up(dead_letter_copy, error, attempts).await;
@@ -495,27 +447,17 @@ impl Processor {
 
     async fn give_up(&self, delivery: Delivery, error: Error, attempts: u32) -> ProcessOutcome {
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        self.send_dead_letter(delivery.into_message(), &error, attempts)
-            .await;
+        self.send_dead_letter(delivery.into_message(), &error, attempts).await;
         ProcessOutcome::DeadLettered { error, attempts }
     }
 
     async fn send_dead_letter(&self, mut message: Message, error: &Error, attempts: u32) {
-        message.subject = format!(
-            "github.dead_letter.{}",
-            message.subject.trim_start_matches("github.")
-        );
-        message
-            .headers
-            .push((HEADER_ERROR.to_owned(), error.to_string()));
-        message
-            .headers
-            .push((HEADER_ATTEMPTS.to_owned(), attempts.to_string()));
+        message.subject = format!("github.dead_letter.{}", message.subject.trim_start_matches("github."));
+        message.headers.push((HEADER_ERROR.to_owned(), error.to_string()));
+        message.headers.push((HEADER_ATTEMPTS.to_owned(), attempts.to_string()));
         let id = message.id.clone();
         if let Err(sink_error) = self.dead_letter.record(Event::Message(message)).await {
-            self.counters
-                .dead_letter_failures
-                .fetch_add(1, Ordering::Relaxed);
+            self.counters.dead_letter_failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(id = %id, error = %error, sink_error = %sink_error, "dead-letter sink refused a failed delivery");
         }
     }

@@ -36,9 +36,7 @@ where
     S: Clone + Send + Sync + 'static,
 {
     let limit = intake.max_body_bytes();
-    post(receive)
-        .with_state(intake)
-        .layer(DefaultBodyLimit::max(limit))
+    post(receive).with_state(intake).layer(DefaultBodyLimit::max(limit))
 }
 
 /// A router serving only the webhook endpoint at `path` (which must start with `/`, as axum
@@ -55,9 +53,7 @@ async fn receive(
     let outcome = match body {
         Ok(body) => intake.handle_parts(&headers, body).await,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            IntakeOutcome::Rejected(Error::PayloadTooLarge {
-                limit: intake.max_body_bytes() as u64,
-            })
+            IntakeOutcome::Rejected(Error::PayloadTooLarge { limit: intake.max_body_bytes() as u64 })
         }
         Err(rejection) => IntakeOutcome::Rejected(Error::invalid_payload(rejection.body_text())),
     };

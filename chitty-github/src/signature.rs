@@ -82,20 +82,14 @@ impl SignatureVerifier {
         let mut keyed_states = Vec::new();
         for secret in secrets {
             if secret.0.is_empty() {
-                return Err(Error::InvalidConfig {
-                    reason: "a webhook secret is empty".into(),
-                });
+                return Err(Error::InvalidConfig { reason: "a webhook secret is empty".into() });
             }
             keyed_states.push(keyed(&secret.0));
         }
         if keyed_states.is_empty() {
-            return Err(Error::InvalidConfig {
-                reason: "no webhook secret configured".into(),
-            });
+            return Err(Error::InvalidConfig { reason: "no webhook secret configured".into() });
         }
-        Ok(SignatureVerifier {
-            keyed: keyed_states,
-        })
+        Ok(SignatureVerifier { keyed: keyed_states })
     }
 
     /// Number of secrets accepted.
@@ -122,28 +116,20 @@ impl SignatureVerifier {
 
 impl fmt::Debug for SignatureVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SignatureVerifier")
-            .field("secrets", &self.keyed.len())
-            .finish()
+        f.debug_struct("SignatureVerifier").field("secrets", &self.keyed.len()).finish()
     }
 }
 
 /// Parses `sha256=<64 hex digits>` strictly into the digest bytes.
 pub fn parse_signature(value: &[u8]) -> Result<[u8; DIGEST_LEN]> {
-    let hex_digits = value
-        .strip_prefix(PREFIX)
-        .ok_or(Error::MalformedSignature {
-            reason: "expected the prefix `sha256=`",
-        })?;
+    let hex_digits =
+        value.strip_prefix(PREFIX).ok_or(Error::MalformedSignature { reason: "expected the prefix `sha256=`" })?;
     if hex_digits.len() != DIGEST_LEN * 2 {
-        return Err(Error::MalformedSignature {
-            reason: "expected 64 hex digits",
-        });
+        return Err(Error::MalformedSignature { reason: "expected 64 hex digits" });
     }
     let mut digest = [0u8; DIGEST_LEN];
-    hex::decode_to_slice(hex_digits, &mut digest).map_err(|_| Error::MalformedSignature {
-        reason: "expected hex digits",
-    })?;
+    hex::decode_to_slice(hex_digits, &mut digest)
+        .map_err(|_| Error::MalformedSignature { reason: "expected hex digits" })?;
     Ok(digest)
 }
 
@@ -151,8 +137,7 @@ pub fn parse_signature(value: &[u8]) -> Result<[u8; DIGEST_LEN]> {
 mod tests {
     use super::*;
 
-    const VECTOR_SIGNATURE: &[u8] =
-        b"sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    const VECTOR_SIGNATURE: &[u8] = b"sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
 
     fn github_secret() -> WebhookSecret {
         WebhookSecret::new("It's a Secret to Everybody")
@@ -162,33 +147,23 @@ mod tests {
     fn github_documented_test_vector_verifies() {
         let verifier = SignatureVerifier::new([github_secret()]).unwrap();
         verifier.verify(b"Hello, World!", VECTOR_SIGNATURE).unwrap();
-        assert_eq!(
-            github_secret().sign(b"Hello, World!").as_bytes(),
-            VECTOR_SIGNATURE
-        );
+        assert_eq!(github_secret().sign(b"Hello, World!").as_bytes(), VECTOR_SIGNATURE);
     }
 
     #[test]
     fn tampered_body_or_signature_is_a_mismatch() {
         let verifier = SignatureVerifier::new([github_secret()]).unwrap();
-        assert!(matches!(
-            verifier.verify(b"Hello, World?", VECTOR_SIGNATURE),
-            Err(Error::SignatureMismatch)
-        ));
+        assert!(matches!(verifier.verify(b"Hello, World?", VECTOR_SIGNATURE), Err(Error::SignatureMismatch)));
         let mut flipped = VECTOR_SIGNATURE.to_vec();
         let last = flipped.len() - 1;
         flipped[last] = b'0';
-        assert!(matches!(
-            verifier.verify(b"Hello, World!", &flipped),
-            Err(Error::SignatureMismatch)
-        ));
+        assert!(matches!(verifier.verify(b"Hello, World!", &flipped), Err(Error::SignatureMismatch)));
     }
 
     #[test]
     fn any_rotated_secret_is_accepted() {
         let old = WebhookSecret::new("old secret");
-        let verifier =
-            SignatureVerifier::new([WebhookSecret::new("new secret"), old.clone()]).unwrap();
+        let verifier = SignatureVerifier::new([WebhookSecret::new("new secret"), old.clone()]).unwrap();
         let body = br#"{"zen":"Keep it logically awesome."}"#;
         verifier.verify(body, old.sign(body).as_bytes()).unwrap();
         let other = WebhookSecret::new("someone else");
@@ -222,13 +197,7 @@ mod tests {
         assert_eq!(format!("{secret:?}"), "WebhookSecret(<redacted>)");
         let verifier = SignatureVerifier::new([secret]).unwrap();
         assert!(!format!("{verifier:?}").contains("Secret to"));
-        assert!(matches!(
-            SignatureVerifier::new([]),
-            Err(Error::InvalidConfig { .. })
-        ));
-        assert!(matches!(
-            SignatureVerifier::new([WebhookSecret::new("")]),
-            Err(Error::InvalidConfig { .. })
-        ));
+        assert!(matches!(SignatureVerifier::new([]), Err(Error::InvalidConfig { .. })));
+        assert!(matches!(SignatureVerifier::new([WebhookSecret::new("")]), Err(Error::InvalidConfig { .. })));
     }
 }

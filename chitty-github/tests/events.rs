@@ -14,30 +14,15 @@ fn parse(event: &str, name: &str) -> WebhookEvent {
 
 #[test]
 fn push_is_typed() {
-    let WebhookEvent::Push(push) = parse("push", "push.json") else {
-        panic!("not a push")
-    };
+    let WebhookEvent::Push(push) = parse("push", "push.json") else { panic!("not a push") };
     assert_eq!(push.git_ref, "refs/heads/master");
     assert_eq!(push.commits.len(), 1);
     assert_eq!(push.commits[0].modified, ["README.md"]);
-    assert_eq!(
-        push.head_commit
-            .as_ref()
-            .unwrap()
-            .author
-            .username
-            .as_deref(),
-        Some("Codertocat")
-    );
+    assert_eq!(push.head_commit.as_ref().unwrap().author.username.as_deref(), Some("Codertocat"));
     assert_eq!(push.repository.full_name, "Codertocat/Hello-World");
     // push payloads carry epoch seconds where others carry strings: kept untyped in `extra`.
     assert_eq!(push.repository.extra["pushed_at"], 1557933657);
-    assert!(
-        push.extra["compare"]
-            .as_str()
-            .unwrap()
-            .contains("/compare/")
-    );
+    assert!(push.extra["compare"].as_str().unwrap().contains("/compare/"));
     assert_eq!(push.installation.as_ref().unwrap().id, 2311213);
 }
 
@@ -47,15 +32,10 @@ fn pull_request_is_typed() {
     assert_eq!(event.name(), "pull_request");
     assert_eq!(event.action(), Some("opened"));
     assert_eq!(event.installation_id(), Some(2311213));
-    let WebhookEvent::PullRequest(pr) = event else {
-        panic!("not a pull request")
-    };
+    let WebhookEvent::PullRequest(pr) = event else { panic!("not a pull request") };
     assert_eq!(pr.number, 2);
     assert_eq!(pr.pull_request.head.branch, "changes");
-    assert_eq!(
-        pr.pull_request.base.sha,
-        "f95f852bd8fca8fcc58a9a2d6c842781e32a215e"
-    );
+    assert_eq!(pr.pull_request.base.sha, "f95f852bd8fca8fcc58a9a2d6c842781e32a215e");
     assert_eq!(pr.pull_request.draft, Some(false));
     assert_eq!(pr.pull_request.extra["additions"], 1);
     assert_eq!(pr.repository.owner.kind.as_deref(), Some("User"));
@@ -63,9 +43,7 @@ fn pull_request_is_typed() {
 
 #[test]
 fn issues_and_comments_are_typed() {
-    let WebhookEvent::Issues(issue) = parse("issues", "issues.opened.json") else {
-        panic!()
-    };
+    let WebhookEvent::Issues(issue) = parse("issues", "issues.opened.json") else { panic!() };
     assert_eq!(issue.action, "opened");
     assert_eq!(issue.issue.labels[0].name, "bug");
     assert!(issue.issue.pull_request.is_none());
@@ -73,55 +51,34 @@ fn issues_and_comments_are_typed() {
 
     let event = parse("issue_comment", "issue_comment.created.json");
     assert_eq!(event.repository().unwrap().name, "Hello-World");
-    let WebhookEvent::IssueComment(comment) = event else {
-        panic!()
-    };
+    let WebhookEvent::IssueComment(comment) = event else { panic!() };
     assert_eq!(comment.comment.id, 492700400);
     assert!(comment.comment.body.starts_with("You are totally right"));
 }
 
 #[test]
 fn installation_events_are_typed() {
-    let WebhookEvent::Installation(installation) =
-        parse("installation", "installation.created.json")
-    else {
-        panic!()
-    };
+    let WebhookEvent::Installation(installation) = parse("installation", "installation.created.json") else { panic!() };
     assert_eq!(installation.installation.app_id, Some(31415));
     assert_eq!(installation.installation.permissions["issues"], "write");
     assert_eq!(installation.repositories.as_ref().unwrap().len(), 2);
-    assert_eq!(
-        installation.installation.extra["client_id"],
-        "Iv1.8a61f9b3a7aba766"
-    );
+    assert_eq!(installation.installation.extra["client_id"], "Iv1.8a61f9b3a7aba766");
 
-    let event = parse(
-        "installation_repositories",
-        "installation_repositories.added.json",
-    );
+    let event = parse("installation_repositories", "installation_repositories.added.json");
     assert_eq!(event.installation_id(), Some(2311213));
-    let WebhookEvent::InstallationRepositories(added) = event else {
-        panic!()
-    };
+    let WebhookEvent::InstallationRepositories(added) = event else { panic!() };
     assert_eq!(added.repositories_added[0].full_name, "octo-org/Space");
     assert!(added.repositories_removed.is_empty());
 }
 
 #[test]
 fn check_suite_and_ping_are_typed() {
-    let WebhookEvent::CheckSuite(suite) = parse("check_suite", "check_suite.requested.json") else {
-        panic!()
-    };
-    assert_eq!(
-        suite.check_suite.head_sha,
-        "ec26c3e57ca3a959ca5aad62de7213c562f8c821"
-    );
+    let WebhookEvent::CheckSuite(suite) = parse("check_suite", "check_suite.requested.json") else { panic!() };
+    assert_eq!(suite.check_suite.head_sha, "ec26c3e57ca3a959ca5aad62de7213c562f8c821");
     assert_eq!(suite.check_suite.pull_requests.len(), 1);
     assert_eq!(suite.check_suite.extra["app"]["slug"], "chitty-bot");
 
-    let WebhookEvent::Ping(ping) = parse("ping", "ping.json") else {
-        panic!()
-    };
+    let WebhookEvent::Ping(ping) = parse("ping", "ping.json") else { panic!() };
     assert_eq!(ping.hook_id, Some(109948940));
     assert_eq!(ping.hook.as_ref().unwrap().events, ["*"]);
 }
@@ -132,18 +89,13 @@ fn unknown_events_arrive_untyped() {
     assert_eq!(event.name(), "star");
     assert_eq!(event.action(), Some("created"));
     assert_eq!(event.installation_id(), Some(2311213));
-    let WebhookEvent::Other { payload, .. } = event else {
-        panic!()
-    };
+    let WebhookEvent::Other { payload, .. } = event else { panic!() };
     assert_eq!(payload["starred_at"], "2019-05-15T15:20:40Z");
 }
 
 #[test]
 fn typed_events_round_trip_without_losing_fields() {
-    for (event, name) in [
-        ("pull_request", "pull_request.opened.json"),
-        ("push", "push.json"),
-    ] {
+    for (event, name) in [("pull_request", "pull_request.opened.json"), ("push", "push.json")] {
         let raw: serde_json::Value = serde_json::from_slice(&fixture(name)).unwrap();
         let back = match parse(event, name) {
             WebhookEvent::PullRequest(e) => serde_json::to_value(e).unwrap(),
@@ -157,21 +109,9 @@ fn typed_events_round_trip_without_losing_fields() {
 #[test]
 fn wrong_shapes_are_typed_errors() {
     let missing_number = br#"{"action":"opened","pull_request":{}}"#;
-    assert!(matches!(
-        WebhookEvent::parse("pull_request", missing_number),
-        Err(Error::InvalidPayload { .. })
-    ));
-    assert!(matches!(
-        WebhookEvent::parse("star", b"[1,2]"),
-        Err(Error::InvalidPayload { .. })
-    ));
-    assert!(matches!(
-        WebhookEvent::parse("ping", b"{\"zen\":"),
-        Err(Error::InvalidPayload { .. })
-    ));
+    assert!(matches!(WebhookEvent::parse("pull_request", missing_number), Err(Error::InvalidPayload { .. })));
+    assert!(matches!(WebhookEvent::parse("star", b"[1,2]"), Err(Error::InvalidPayload { .. })));
+    assert!(matches!(WebhookEvent::parse("ping", b"{\"zen\":"), Err(Error::InvalidPayload { .. })));
     let huge = br#"{"zen":"z","hook_id":184467440737095516150}"#;
-    assert!(matches!(
-        WebhookEvent::parse("ping", huge),
-        Err(Error::InvalidPayload { .. })
-    ));
+    assert!(matches!(WebhookEvent::parse("ping", huge), Err(Error::InvalidPayload { .. })));
 }

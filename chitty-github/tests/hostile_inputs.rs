@@ -35,10 +35,7 @@ const FIXTURES: [(&str, &str); 8] = [
     ("issues", "issues.opened.json"),
     ("issue_comment", "issue_comment.created.json"),
     ("installation", "installation.created.json"),
-    (
-        "installation_repositories",
-        "installation_repositories.added.json",
-    ),
+    ("installation_repositories", "installation_repositories.added.json"),
     ("check_suite", "check_suite.requested.json"),
     ("ping", "ping.json"),
 ];
@@ -50,9 +47,7 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         any::<bool>().prop_map(serde_json::Value::from),
         any::<i64>().prop_map(serde_json::Value::from),
         any::<u64>().prop_map(serde_json::Value::from),
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(serde_json::Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
         ".{0,40}".prop_map(serde_json::Value::from),
     ];
     leaf.prop_recursive(6, 64, 8, |inner| {
@@ -66,21 +61,14 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
 
 /// A fixture with one field replaced by an arbitrary value (a wrong type, mostly).
 fn mutated_fixture() -> impl Strategy<Value = (String, Vec<u8>)> {
-    (
-        0..FIXTURES.len(),
-        any::<prop::sample::Index>(),
-        json_value(),
-    )
-        .prop_map(|(i, field, value)| {
-            let (event, name) = FIXTURES[i];
-            let mut payload: serde_json::Value = serde_json::from_slice(&fixture(name)).unwrap();
-            let object = payload.as_object_mut().unwrap();
-            let key = field
-                .get(&object.keys().cloned().collect::<Vec<_>>())
-                .clone();
-            object.insert(key, value);
-            (event.to_owned(), serde_json::to_vec(&payload).unwrap())
-        })
+    (0..FIXTURES.len(), any::<prop::sample::Index>(), json_value()).prop_map(|(i, field, value)| {
+        let (event, name) = FIXTURES[i];
+        let mut payload: serde_json::Value = serde_json::from_slice(&fixture(name)).unwrap();
+        let object = payload.as_object_mut().unwrap();
+        let key = field.get(&object.keys().cloned().collect::<Vec<_>>()).clone();
+        object.insert(key, value);
+        (event.to_owned(), serde_json::to_vec(&payload).unwrap())
+    })
 }
 
 fn check_parse(event: &str, payload: &[u8]) {
@@ -195,10 +183,7 @@ fn deep_nesting_is_a_typed_error_not_a_stack_overflow() {
 fn huge_numbers_are_typed_errors_or_kept_untyped() {
     let huge = "1".repeat(400);
     let ping = format!(r#"{{"zen":"z","hook_id":{huge}}}"#);
-    assert!(matches!(
-        WebhookEvent::parse("ping", ping.as_bytes()),
-        Err(Error::InvalidPayload { .. })
-    ));
+    assert!(matches!(WebhookEvent::parse("ping", ping.as_bytes()), Err(Error::InvalidPayload { .. })));
     let untyped = format!(r#"{{"action":"x","count":{huge}e999}}"#);
     check_parse("star", untyped.as_bytes());
 }

@@ -22,9 +22,7 @@ const GUID: &str = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
 fn intake_with(capacity: usize, clock: ManualClock) -> (WebhookIntake, QueueReceiver) {
     let (queue, receiver) = InProcessQueue::bounded(capacity);
     let intake = WebhookIntake::builder([secret()])
-        .sink(Arc::new(
-            queue.with_retry_after(Duration::from_millis(1500)),
-        ))
+        .sink(Arc::new(queue.with_retry_after(Duration::from_millis(1500))))
         .clock(Arc::new(clock))
         .max_body_bytes(64 * 1024)
         .build()
@@ -44,12 +42,8 @@ async fn status(intake: &WebhookIntake, request: http::Request<Bytes>) -> Status
 async fn a_signed_delivery_is_accepted_and_enqueued_with_its_headers() {
     let (intake, mut receiver) = intake();
     let body = fixture("pull_request.opened.json");
-    let outcome = intake
-        .handle(signed_request("pull_request", GUID, body.clone()))
-        .await;
-    let IntakeOutcome::Accepted { key, route } = &outcome else {
-        panic!("{outcome:?}")
-    };
+    let outcome = intake.handle(signed_request("pull_request", GUID, body.clone())).await;
+    let IntakeOutcome::Accepted { key, route } = &outcome else { panic!("{outcome:?}") };
     assert_eq!(route, "pull_request.opened");
     assert_eq!(key, &format!("{GUID}:hook:109948940"));
     let response = outcome.into_response();
@@ -74,16 +68,10 @@ async fn missing_headers_and_signature_are_400() {
         let mut request = signed_request("ping", GUID, body.clone());
         request.headers_mut().remove(header);
         let outcome = intake.handle(request).await;
-        assert_eq!(
-            outcome.status(),
-            StatusCode::BAD_REQUEST,
-            "{header}: {outcome:?}"
-        );
+        assert_eq!(outcome.status(), StatusCode::BAD_REQUEST, "{header}: {outcome:?}");
     }
     let mut request = signed_request("ping", GUID, body.clone());
-    request
-        .headers_mut()
-        .insert("x-github-event", "pull request".parse().unwrap());
+    request.headers_mut().insert("x-github-event", "pull request".parse().unwrap());
     assert_eq!(status(&intake, request).await, StatusCode::BAD_REQUEST);
     receiver.close();
     assert!(receiver.recv().await.is_none(), "nothing was enqueued");
@@ -95,27 +83,14 @@ async fn bad_signatures_are_401() {
     let body = fixture("ping.json");
     let wrong_secret = WebhookSecret::new("not the secret").sign(&body);
     let truncated = secret().sign(&body)[..70].to_owned();
-    for signature in [
-        wrong_secret.as_str(),
-        truncated.as_str(),
-        "sha1=abc",
-        "sha256=",
-    ] {
-        let request = signed_builder("ping", GUID, &body)
-            .header("x-hub-signature-256", signature)
-            .body(body.clone())
-            .unwrap();
+    for signature in [wrong_secret.as_str(), truncated.as_str(), "sha1=abc", "sha256="] {
+        let request =
+            signed_builder("ping", GUID, &body).header("x-hub-signature-256", signature).body(body.clone()).unwrap();
         // `header` appends; keep only the bad value.
         let (mut parts, body) = request.into_parts();
-        parts
-            .headers
-            .insert("x-hub-signature-256", signature.parse().unwrap());
+        parts.headers.insert("x-hub-signature-256", signature.parse().unwrap());
         let request = http::Request::from_parts(parts, body);
-        assert_eq!(
-            status(&intake, request).await,
-            StatusCode::UNAUTHORIZED,
-            "{signature}"
-        );
+        assert_eq!(status(&intake, request).await, StatusCode::UNAUTHORIZED, "{signature}");
     }
     // A body changed after signing.
     let mut request = signed_request("ping", GUID, body.clone());
@@ -126,22 +101,10 @@ async fn bad_signatures_are_401() {
 #[tokio::test]
 async fn an_unparseable_payload_is_400_even_when_signed() {
     let (intake, _receiver) = intake();
-    for body in [
-        &b"{\"zen\":"[..],
-        b"[1,2,3]",
-        b"\"just a string\"",
-        b"",
-        b"{\"action\":7}",
-    ] {
+    for body in [&b"{\"zen\":"[..], b"[1,2,3]", b"\"just a string\"", b"", b"{\"action\":7}"] {
         let request = signed_request("ping", GUID, Bytes::copy_from_slice(body));
         let outcome = intake.handle(request).await;
-        assert!(
-            matches!(
-                outcome,
-                IntakeOutcome::Rejected(Error::InvalidPayload { .. })
-            ),
-            "{outcome:?}"
-        );
+        assert!(matches!(outcome, IntakeOutcome::Rejected(Error::InvalidPayload { .. })), "{outcome:?}");
         assert_eq!(outcome.status(), StatusCode::BAD_REQUEST);
     }
 }
@@ -150,49 +113,27 @@ async fn an_unparseable_payload_is_400_even_when_signed() {
 async fn bodies_over_the_cap_are_413() {
     let (intake, _receiver) = intake();
     let body = Bytes::from(vec![b' '; 64 * 1024 + 1]);
-    assert_eq!(
-        status(&intake, signed_request("ping", GUID, body)).await,
-        StatusCode::PAYLOAD_TOO_LARGE
-    );
+    assert_eq!(status(&intake, signed_request("ping", GUID, body)).await, StatusCode::PAYLOAD_TOO_LARGE);
     // A declared length over the cap is refused before anything else is looked at.
-    let request = http::Request::post("/")
-        .header("content-length", (64 * 1024 + 1).to_string())
-        .body(Bytes::new())
-        .unwrap();
-    assert_eq!(
-        status(&intake, request).await,
-        StatusCode::PAYLOAD_TOO_LARGE
-    );
+    let request =
+        http::Request::post("/").header("content-length", (64 * 1024 + 1).to_string()).body(Bytes::new()).unwrap();
+    assert_eq!(status(&intake, request).await, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 #[tokio::test]
 async fn content_types_other_than_json_and_form_are_415() {
     let (intake, _receiver) = intake();
     let body = fixture("ping.json");
-    for content_type in [
-        None,
-        Some("text/plain"),
-        Some("application/xml"),
-        Some("multipart/form-data"),
-    ] {
+    for content_type in [None, Some("text/plain"), Some("application/xml"), Some("multipart/form-data")] {
         let mut request = signed_request("ping", GUID, body.clone());
         request.headers_mut().remove("content-type");
         if let Some(value) = content_type {
-            request
-                .headers_mut()
-                .insert("content-type", value.parse().unwrap());
+            request.headers_mut().insert("content-type", value.parse().unwrap());
         }
-        assert_eq!(
-            status(&intake, request).await,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "{content_type:?}"
-        );
+        assert_eq!(status(&intake, request).await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type:?}");
     }
     let mut request = signed_request("ping", GUID, body);
-    request.headers_mut().insert(
-        "content-type",
-        "Application/JSON; charset=utf-8".parse().unwrap(),
-    );
+    request.headers_mut().insert("content-type", "Application/JSON; charset=utf-8".parse().unwrap());
     assert_eq!(status(&intake, request).await, StatusCode::ACCEPTED);
 }
 
@@ -209,29 +150,15 @@ async fn the_form_encoding_is_accepted_and_signed_over_the_raw_form() {
         .body(body.clone())
         .unwrap();
     let (mut parts, request_body) = request.into_parts();
-    parts.headers.insert(
-        "content-type",
-        "application/x-www-form-urlencoded".parse().unwrap(),
-    );
-    let outcome = intake
-        .handle(http::Request::from_parts(parts, request_body))
-        .await;
-    assert!(
-        matches!(&outcome, IntakeOutcome::Accepted { route, .. } if route == "issues.opened"),
-        "{outcome:?}"
-    );
+    parts.headers.insert("content-type", "application/x-www-form-urlencoded".parse().unwrap());
+    let outcome = intake.handle(http::Request::from_parts(parts, request_body)).await;
+    assert!(matches!(&outcome, IntakeOutcome::Accepted { route, .. } if route == "issues.opened"), "{outcome:?}");
     let delivery = Delivery::from_message(&receiver.recv().await.unwrap()).unwrap();
-    assert_eq!(
-        delivery.payload, json,
-        "the queue carries the JSON, not the form"
-    );
+    assert_eq!(delivery.payload, json, "the queue carries the JSON, not the form");
 
     let no_payload = Bytes::from_static(b"other=1");
     let mut request = signed_request("issues", "another-guid", no_payload);
-    request.headers_mut().insert(
-        "content-type",
-        "application/x-www-form-urlencoded".parse().unwrap(),
-    );
+    request.headers_mut().insert("content-type", "application/x-www-form-urlencoded".parse().unwrap());
     assert_eq!(status(&intake, request).await, StatusCode::BAD_REQUEST);
 }
 
@@ -240,33 +167,18 @@ async fn duplicates_are_acknowledged_once_per_hook_and_forgotten_after_the_ttl()
     let clock = ManualClock::new(Timestamp(0));
     let (intake, mut receiver) = intake_with(16, clock.clone());
     let body = fixture("ping.json");
-    assert!(matches!(
-        intake
-            .handle(signed_request("ping", GUID, body.clone()))
-            .await,
-        IntakeOutcome::Accepted { .. }
-    ));
-    let again = intake
-        .handle(signed_request("ping", GUID, body.clone()))
-        .await;
+    assert!(matches!(intake.handle(signed_request("ping", GUID, body.clone())).await, IntakeOutcome::Accepted { .. }));
+    let again = intake.handle(signed_request("ping", GUID, body.clone())).await;
     assert!(matches!(again, IntakeOutcome::Duplicate { .. }));
     assert_eq!(again.status(), StatusCode::ACCEPTED);
 
     // GitHub reuses the GUID when one event goes to several hooks: each hook's delivery counts.
     let mut other_hook = signed_request("ping", GUID, body.clone());
-    other_hook
-        .headers_mut()
-        .insert("x-github-hook-id", "2".parse().unwrap());
-    assert!(matches!(
-        intake.handle(other_hook).await,
-        IntakeOutcome::Accepted { .. }
-    ));
+    other_hook.headers_mut().insert("x-github-hook-id", "2".parse().unwrap());
+    assert!(matches!(intake.handle(other_hook).await, IntakeOutcome::Accepted { .. }));
 
     clock.advance(Duration::from_secs(24 * 60 * 60));
-    assert!(matches!(
-        intake.handle(signed_request("ping", GUID, body)).await,
-        IntakeOutcome::Accepted { .. }
-    ));
+    assert!(matches!(intake.handle(signed_request("ping", GUID, body)).await, IntakeOutcome::Accepted { .. }));
     receiver.close();
     let mut enqueued = 0;
     while receiver.recv().await.is_some() {
@@ -279,17 +191,9 @@ async fn duplicates_are_acknowledged_once_per_hook_and_forgotten_after_the_ttl()
 async fn a_full_queue_is_503_with_retry_after_and_the_delivery_can_be_redelivered() {
     let (intake, mut receiver) = intake_with(1, ManualClock::new(Timestamp(0)));
     let body = fixture("ping.json");
-    assert_eq!(
-        status(&intake, signed_request("ping", "first", body.clone())).await,
-        StatusCode::ACCEPTED
-    );
-    let refused = intake
-        .handle(signed_request("ping", "second", body.clone()))
-        .await;
-    assert!(
-        matches!(refused, IntakeOutcome::Rejected(Error::Backpressure { .. })),
-        "{refused:?}"
-    );
+    assert_eq!(status(&intake, signed_request("ping", "first", body.clone())).await, StatusCode::ACCEPTED);
+    let refused = intake.handle(signed_request("ping", "second", body.clone())).await;
+    assert!(matches!(refused, IntakeOutcome::Rejected(Error::Backpressure { .. })), "{refused:?}");
     let response = refused.into_response();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()["retry-after"], "2", "1.5 s rounds up");
@@ -297,29 +201,17 @@ async fn a_full_queue_is_503_with_retry_after_and_the_delivery_can_be_redelivere
     receiver.recv().await.unwrap();
     // The refused delivery's key was released, so GitHub's redelivery is taken, not called a duplicate.
     let retried = intake.handle(signed_request("ping", "second", body)).await;
-    assert!(
-        matches!(retried, IntakeOutcome::Accepted { .. }),
-        "{retried:?}"
-    );
+    assert!(matches!(retried, IntakeOutcome::Accepted { .. }), "{retried:?}");
 }
 
 #[tokio::test]
 async fn other_methods_are_405_and_config_errors_are_typed() {
     let (intake, _receiver) = intake();
     let request = http::Request::get("/").body(Bytes::new()).unwrap();
-    assert_eq!(
-        status(&intake, request).await,
-        StatusCode::METHOD_NOT_ALLOWED
-    );
+    assert_eq!(status(&intake, request).await, StatusCode::METHOD_NOT_ALLOWED);
     let (queue, _r) = InProcessQueue::bounded(1);
-    assert!(matches!(
-        WebhookIntake::builder([]).sink(Arc::new(queue)).build(),
-        Err(Error::InvalidConfig { .. })
-    ));
-    assert!(matches!(
-        WebhookIntake::builder([secret()]).build(),
-        Err(Error::InvalidConfig { .. })
-    ));
+    assert!(matches!(WebhookIntake::builder([]).sink(Arc::new(queue)).build(), Err(Error::InvalidConfig { .. })));
+    assert!(matches!(WebhookIntake::builder([secret()]).build(), Err(Error::InvalidConfig { .. })));
     assert!(!format!("{intake:?}").contains(common::SECRET));
 }
 
@@ -341,15 +233,8 @@ async fn memory_store_sweeps_expired_keys() {
     let store = MemoryIdempotencyStore::with_clock(Arc::new(clock.clone()));
     use chitty_github::idempotency::IdempotencyStore;
     for i in 0..5_000 {
-        store
-            .claim(&format!("k{i}"), Duration::from_secs(1))
-            .await
-            .unwrap();
+        store.claim(&format!("k{i}"), Duration::from_secs(1)).await.unwrap();
         clock.advance(Duration::from_millis(10));
     }
-    assert!(
-        store.len() < 2_100,
-        "expired keys were swept: {}",
-        store.len()
-    );
+    assert!(store.len() < 2_100, "expired keys were swept: {}", store.len());
 }

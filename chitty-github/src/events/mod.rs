@@ -58,9 +58,7 @@ impl WebhookEvent {
     /// field, or any input that is not a JSON object, is an [`Error::InvalidPayload`].
     pub fn parse(event: &str, payload: &[u8]) -> Result<Self> {
         fn typed<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<Box<T>> {
-            serde_json::from_slice(payload)
-                .map(Box::new)
-                .map_err(Error::invalid_payload)
+            serde_json::from_slice(payload).map(Box::new).map_err(Error::invalid_payload)
         }
         Ok(match event {
             "push" => WebhookEvent::Push(typed(payload)?),
@@ -72,15 +70,11 @@ impl WebhookEvent {
             "check_suite" => WebhookEvent::CheckSuite(typed(payload)?),
             "ping" => WebhookEvent::Ping(typed(payload)?),
             other => {
-                let payload: Value =
-                    serde_json::from_slice(payload).map_err(Error::invalid_payload)?;
+                let payload: Value = serde_json::from_slice(payload).map_err(Error::invalid_payload)?;
                 if !payload.is_object() {
                     return Err(Error::invalid_payload("the payload is not a JSON object"));
                 }
-                WebhookEvent::Other {
-                    event: other.to_owned(),
-                    payload,
-                }
+                WebhookEvent::Other { event: other.to_owned(), payload }
             }
         })
     }
@@ -125,10 +119,9 @@ impl WebhookEvent {
             WebhookEvent::InstallationRepositories(e) => Some(e.installation.id),
             WebhookEvent::CheckSuite(e) => e.installation.as_ref().map(|i| i.id),
             WebhookEvent::Ping(_) => None,
-            WebhookEvent::Other { payload, .. } => payload
-                .get("installation")
-                .and_then(|i| i.get("id"))
-                .and_then(Value::as_u64),
+            WebhookEvent::Other { payload, .. } => {
+                payload.get("installation").and_then(|i| i.get("id")).and_then(Value::as_u64)
+            }
         }
     }
 
@@ -141,9 +134,9 @@ impl WebhookEvent {
             WebhookEvent::IssueComment(e) => Some(&e.repository),
             WebhookEvent::CheckSuite(e) => Some(&e.repository),
             WebhookEvent::Ping(e) => e.repository.as_ref(),
-            WebhookEvent::Installation(_)
-            | WebhookEvent::InstallationRepositories(_)
-            | WebhookEvent::Other { .. } => None,
+            WebhookEvent::Installation(_) | WebhookEvent::InstallationRepositories(_) | WebhookEvent::Other { .. } => {
+                None
+            }
         }
     }
 }

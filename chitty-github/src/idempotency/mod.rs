@@ -89,10 +89,7 @@ impl MemoryIdempotencyStore {
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         MemoryIdempotencyStore {
             clock,
-            state: Mutex::new(MemoryState {
-                expiries: HashMap::new(),
-                sweep_at_len: MIN_SWEEP_LEN,
-            }),
+            state: Mutex::new(MemoryState { expiries: HashMap::new(), sweep_at_len: MIN_SWEEP_LEN }),
         }
     }
 
@@ -108,9 +105,7 @@ impl MemoryIdempotencyStore {
 
     fn lock(&self) -> MutexGuard<'_, MemoryState> {
         // The map stays consistent even if a holder panicked: every update is a single insert or remove.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -20,27 +20,20 @@ impl RedisIdempotencyStore {
     /// Connects to `url` (`redis://host:6379/0`); keys are `prefix` followed by the delivery key.
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self> {
         let client = redis::Client::open(url).map_err(|e| Error::backend("redis", e))?;
-        let connection = ConnectionManager::new(client)
-            .await
-            .map_err(|e| Error::backend("redis", e))?;
+        let connection = ConnectionManager::new(client).await.map_err(|e| Error::backend("redis", e))?;
         Ok(Self::with_connection(connection, prefix))
     }
 
     /// A store over an existing connection manager.
     pub fn with_connection(connection: ConnectionManager, prefix: impl Into<String>) -> Self {
-        RedisIdempotencyStore {
-            connection,
-            prefix: prefix.into(),
-        }
+        RedisIdempotencyStore { connection, prefix: prefix.into() }
     }
 }
 
 impl fmt::Debug for RedisIdempotencyStore {
     // The connection info can carry a password; only the prefix is shown.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisIdempotencyStore")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
+        f.debug_struct("RedisIdempotencyStore").field("prefix", &self.prefix).finish_non_exhaustive()
     }
 }
 
@@ -58,11 +51,7 @@ impl IdempotencyStore for RedisIdempotencyStore {
             .query_async(&mut self.connection.clone())
             .await
             .map_err(|e| Error::backend("redis", e))?;
-        Ok(if reply.is_some() {
-            Claim::Claimed
-        } else {
-            Claim::AlreadyClaimed
-        })
+        Ok(if reply.is_some() { Claim::Claimed } else { Claim::AlreadyClaimed })
     }
 
     async fn release(&self, key: &str) -> Result<()> {

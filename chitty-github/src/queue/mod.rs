@@ -34,6 +34,10 @@ use async_trait::async_trait;
 use chitty_core::{Event, EventSink, Message};
 use tokio::sync::mpsc;
 
+#[cfg(feature = "nats")]
+mod jetstream;
+#[cfg(feature = "nats")]
+pub use self::jetstream::{JetStreamConfig, JetStreamConsumer, JetStreamQueue};
 
 /// Name under which the in-process queue reports backpressure.
 pub const IN_PROCESS_QUEUE: &str = "github-in-process-queue";
@@ -55,13 +59,7 @@ impl InProcessQueue {
     /// A queue holding at most `capacity` messages (at least 1), and its receiving half.
     pub fn bounded(capacity: usize) -> (Self, QueueReceiver) {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
-        (
-            InProcessQueue {
-                sender,
-                retry_after: Duration::from_secs(1),
-            },
-            QueueReceiver { receiver },
-        )
+        (InProcessQueue { sender, retry_after: Duration::from_secs(1) }, QueueReceiver { receiver })
     }
 
     /// Sets the wait suggested to senders when the queue is full (default 1 s).
@@ -73,10 +71,9 @@ impl InProcessQueue {
     /// Enqueues `message` without waiting: fails with backpressure when full.
     pub fn try_enqueue(&self, message: Message) -> chitty_core::Result<()> {
         self.sender.try_send(message).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => chitty_core::Error::Backpressure {
-                sink: IN_PROCESS_QUEUE.to_owned(),
-                retry_after: self.retry_after,
-            },
+            mpsc::error::TrySendError::Full(_) => {
+                chitty_core::Error::Backpressure { sink: IN_PROCESS_QUEUE.to_owned(), retry_after: self.retry_after }
+            }
             mpsc::error::TrySendError::Closed(_) => {
                 chitty_core::Error::backend(IN_PROCESS_QUEUE, "the queue's receiver was dropped")
             }
