@@ -18,3 +18,5 @@ pub mod sse;
 pub mod openai;
 #[cfg(feature = "anthropic")]
 pub mod anthropic;
+#[cfg(feature = "ollama")]
+pub mod ollama;

@@ -26,6 +26,7 @@
 //! ```
 
 mod anthropic;
+mod ollama;
 mod openai;
 
 use std::collections::VecDeque;
@@ -44,6 +45,7 @@ use futures::stream::BoxStream;
 use tokio::task::JoinHandle;
 
 pub use anthropic::MockAnthropic;
+pub use ollama::MockOllama;
 pub use openai::MockOpenAi;
 
 /// One scripted failure, applied to one request.
@@ -170,7 +172,6 @@ impl RecordedRequest {
 
 /// Which API's conventions errors and streams follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)]
 enum Flavor {
     OpenAi,
     Anthropic,

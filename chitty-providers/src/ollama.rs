@@ -1,0 +1,839 @@
+//! [`OllamaProvider`]: Ollama's native API (`/api/chat`, `/api/generate`, `/api/embed`), for hosts that
+//! run Ollama without its OpenAI-compatible `/v1` (for that one, use the `openai` provider).
+//!
+//! Chat requests become `/api/chat` calls (sampling parameters in `options`, `max_tokens` as
+//! `num_predict`, images from data URLs as base64 `images`, tools as given, tool-call arguments as JSON
+//! objects, `response_format` as `format`); streams are read as NDJSON and turned into chat-completion
+//! chunks that end with a usage chunk built from `prompt_eval_count` and `eval_count`. Legacy completions
+//! go to `/api/generate` and embeddings to `/api/embed`. Ollama has no `tool_choice`: `"none"` sends no
+//! tools, any other choice sends them all.
+//!
+//! ```no_run
+//! # async fn run() -> chitty_core::Result<()> {
+//! use chitty_core::Provider;
+//! use chitty_core::wire::{ChatCompletionRequest, ChatMessage};
+//! use chitty_providers::ollama::OllamaProvider;
+//!
+//! // OLLAMA_HOST when set, otherwise http://localhost:11434.
+//! let provider = OllamaProvider::from_env("ollama").build()?;
+//! let answer = provider
+//!     .chat(ChatCompletionRequest {
+//!         model: "llama3.2".into(),
+//!         messages: vec![ChatMessage::user("Say hi")],
+//!         ..Default::default()
+//!     })
+//!     .await?;
+//! println!("{}", answer.choices[0].message.text_content());
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chitty_core::wire::{
+    ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, ChunkChoice,
+    ChunkDelta, CompletionChoice, CompletionRequest, CompletionResponse, Embedding, EmbeddingInput, EmbeddingRequest,
+    EmbeddingResponse, EmbeddingUsage, EmbeddingVector, Extra, FunctionCall, FunctionCallDelta, MessageContent,
+    PromptInput, Role, StopSequences, ToolCall, ToolCallDelta, Usage,
+};
+use chitty_core::{BoxError, Capabilities, ChunkStream, Error, Provider, Result};
+use futures::{Stream, StreamExt};
+use reqwest::header::{AUTHORIZATION, HeaderMap};
+use serde_json::{Value, json};
+
+use crate::upstream_http::{self, ApiKey};
+
+/// Where Ollama listens by default.
+pub const DEFAULT_BASE_URL: &str = "http://localhost:11434";
+/// The default per-request timeout (local models can take a while to load).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest NDJSON line accepted from the upstream.
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Ollama's native API.
+#[derive(Clone)]
+pub struct OllamaProvider {
+    name: String,
+    base_url: String,
+    headers: HeaderMap,
+    timeout: Duration,
+    stream_idle_timeout: Duration,
+    keep_alive: Option<String>,
+    client: reqwest::Client,
+}
+
+impl fmt::Debug for OllamaProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header values may be credentials: only their names are shown.
+        f.debug_struct("OllamaProvider")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .field("keep_alive", &self.keep_alive)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`OllamaProvider`].
+#[derive(Clone)]
+pub struct OllamaProviderBuilder {
+    name: String,
+    base_url: String,
+    api_key: Option<ApiKey>,
+    headers: Vec<(String, String)>,
+    timeout: Duration,
+    stream_idle_timeout: Option<Duration>,
+    keep_alive: Option<String>,
+    client: Option<reqwest::Client>,
+}
+
+impl fmt::Debug for OllamaProviderBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OllamaProviderBuilder")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key)
+            .field("headers", &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OllamaProvider {
+    /// A builder for a provider called `name`, pointing at `http://localhost:11434`.
+    pub fn builder(name: impl Into<String>) -> OllamaProviderBuilder {
+        OllamaProviderBuilder {
+            name: name.into(),
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            api_key: None,
+            headers: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            stream_idle_timeout: None,
+            keep_alive: None,
+            client: None,
+        }
+    }
+
+    /// A builder pointing at `OLLAMA_HOST` when set (`host:port` or a URL, as the Ollama CLI reads it).
+    pub fn from_env(name: impl Into<String>) -> OllamaProviderBuilder {
+        let builder = OllamaProvider::builder(name);
+        match std::env::var("OLLAMA_HOST").ok().filter(|h| !h.is_empty()) {
+            Some(host) if host.contains("://") => builder.with_base_url(host),
+            Some(host) => builder.with_base_url(format!("http://{host}")),
+            None => builder,
+        }
+    }
+
+    fn post(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}{path}", self.base_url)).headers(self.headers.clone()).json(body)
+    }
+}
+
+impl OllamaProviderBuilder {
+    /// Ollama's base URL, e.g. `http://gpu-box:11434`.
+    pub fn with_base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// A key sent as `Authorization: Bearer …`, for Ollama behind an authenticating proxy or hosted.
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(ApiKey::new(key));
+        self
+    }
+
+    /// A header sent with every request; validated by [`Self::build`].
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// How long a request may take: a whole non-streamed answer, or a stream's response headers.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long a stream may stay silent between two reads (defaults to the request timeout).
+    pub fn with_stream_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.stream_idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Ollama's `keep_alive` (how long the model stays loaded, e.g. `"10m"`), sent with every request.
+    pub fn with_keep_alive(mut self, keep_alive: impl Into<String>) -> Self {
+        self.keep_alive = Some(keep_alive.into());
+        self
+    }
+
+    /// Shares an existing client (and its connection pool) instead of building one.
+    pub fn with_client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The provider; fails on an invalid header or key.
+    pub fn build(self) -> Result<OllamaProvider> {
+        let mut headers = upstream_http::parse_headers(&self.name, &self.headers)?;
+        if let Some(key) = &self.api_key {
+            headers.insert(AUTHORIZATION, key.header_value("Bearer ")?);
+        }
+        let client = match self.client {
+            Some(c) => c,
+            None => upstream_http::default_client()?,
+        };
+        Ok(OllamaProvider {
+            base_url: upstream_http::trim_base_url(&self.base_url),
+            name: self.name,
+            headers,
+            timeout: self.timeout,
+            stream_idle_timeout: self.stream_idle_timeout.unwrap_or(self.timeout),
+            keep_alive: self.keep_alive,
+            client,
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for OllamaProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all()
+    }
+
+    async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatCompletionResponse> {
+        let body = self.with_keep_alive(to_chat_request(&request, false)?);
+        let answer: Value = upstream_http::call_json(&self.name, self.timeout, self.post("/api/chat", &body)).await?;
+        from_chat_response(&self.name, &answer)
+    }
+
+    async fn chat_stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream> {
+        let body = self.with_keep_alive(to_chat_request(&request, true)?);
+        let response = upstream_http::send(&self.name, self.timeout, self.post("/api/chat", &body)).await?;
+        let lines = ndjson_lines(response.bytes_stream());
+        Ok(chunk_stream(self.name.clone(), request.model, self.stream_idle_timeout, lines))
+    }
+
+    async fn completion(&self, request: CompletionRequest) -> Result<CompletionResponse> {
+        let prompt = match &request.prompt {
+            PromptInput::Text(t) => t.clone(),
+            PromptInput::Texts(v) if v.len() == 1 => v[0].clone(),
+            _ => return Err(Error::invalid_request("Ollama completes one text prompt at a time", Some("prompt"))),
+        };
+        if request.n.is_some_and(|n| n > 1) {
+            return Err(Error::invalid_request("Ollama generates one completion per request (`n` > 1)", Some("n")));
+        }
+        let mut options = serde_json::Map::new();
+        put(&mut options, "temperature", request.temperature.map(Value::from));
+        put(&mut options, "top_p", request.top_p.map(Value::from));
+        put(&mut options, "seed", request.seed.map(Value::from));
+        put(&mut options, "num_predict", Some(Value::from(request.max_tokens.unwrap_or(16))));
+        put(&mut options, "stop", request.stop.as_ref().map(stop_list));
+        let mut body = json!({"model": request.model, "prompt": prompt, "stream": false, "options": options});
+        if let (Some(suffix), Some(o)) = (&request.suffix, body.as_object_mut()) {
+            o.insert("suffix".into(), json!(suffix));
+        }
+        let body = self.with_keep_alive(body);
+        let answer: Value =
+            upstream_http::call_json(&self.name, self.timeout, self.post("/api/generate", &body)).await?;
+        let mut text = str_field(&answer, "response").to_owned();
+        if request.echo == Some(true) {
+            text.insert_str(0, &prompt);
+        }
+        Ok(CompletionResponse {
+            id: next_id("cmpl-ollama"),
+            object: "text_completion".to_owned(),
+            created: upstream_http::unix_now(),
+            model: request.model,
+            choices: vec![CompletionChoice {
+                text,
+                index: 0,
+                finish_reason: Some(done_reason(&answer, false)),
+                logprobs: None,
+                extra: Extra::new(),
+            }],
+            usage: Some(usage_of(&answer)),
+            system_fingerprint: None,
+            extra: Extra::new(),
+        })
+    }
+
+    async fn embeddings(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {
+        let input = match &request.input {
+            EmbeddingInput::Text(t) => json!(t),
+            EmbeddingInput::Texts(v) => json!(v),
+            _ => return Err(Error::invalid_request("Ollama embeds text, not token lists", Some("input"))),
+        };
+        let mut body = json!({"model": request.model, "input": input});
+        if let (Some(d), Some(o)) = (request.dimensions, body.as_object_mut()) {
+            o.insert("dimensions".into(), json!(d));
+        }
+        let body = self.with_keep_alive(body);
+        let answer: Value = upstream_http::call_json(&self.name, self.timeout, self.post("/api/embed", &body)).await?;
+        let vectors: Vec<Vec<f32>> =
+            answer.get("embeddings").cloned().and_then(|v| serde_json::from_value(v).ok()).ok_or_else(|| {
+                upstream_http::malformed(&self.name, "embeddings", "no `embeddings` list of float lists")
+            })?;
+        if vectors.len() != request.input.len() {
+            let why = format!("{} embeddings for {} inputs", vectors.len(), request.input.len());
+            return Err(upstream_http::malformed(&self.name, "embeddings", why));
+        }
+        let tokens = answer.get("prompt_eval_count").and_then(Value::as_u64).unwrap_or(0);
+        Ok(EmbeddingResponse {
+            object: "list".to_owned(),
+            data: vectors
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| Embedding {
+                    object: "embedding".to_owned(),
+                    index: u32::try_from(i).unwrap_or(u32::MAX),
+                    embedding: EmbeddingVector::Float(v),
+                    extra: Extra::new(),
+                })
+                .collect(),
+            model: request.model,
+            usage: EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens, extra: Extra::new() },
+            extra: Extra::new(),
+        })
+    }
+}
+
+impl OllamaProvider {
+    fn with_keep_alive(&self, mut body: Value) -> Value {
+        if let (Some(k), Some(o)) = (&self.keep_alive, body.as_object_mut()) {
+            o.insert("keep_alive".into(), json!(k));
+        }
+        body
+    }
+}
+
+fn put(map: &mut serde_json::Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(v) = value {
+        map.insert(key.to_owned(), v);
+    }
+}
+
+fn stop_list(stop: &StopSequences) -> Value {
+    match stop {
+        StopSequences::One(s) => json!([s]),
+        StopSequences::Many(v) => json!(v),
+    }
+}
+
+fn str_field<'a>(value: &'a Value, key: &str) -> &'a str {
+    value.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Identifiers for translated answers: Ollama's carry none.
+fn next_id(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{:x}{n:06x}", upstream_http::unix_now())
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::invalid_request(message, Some("messages"))
+}
+
+/// Translates an OpenAI chat request into an `/api/chat` request.
+pub(crate) fn to_chat_request(req: &ChatCompletionRequest, stream: bool) -> Result<Value> {
+    if req.n.is_some_and(|n| n > 1) {
+        return Err(Error::invalid_request("Ollama generates one choice per request (`n` > 1)", Some("n")));
+    }
+    let mut messages = Vec::new();
+    for m in &req.messages {
+        let role = match &m.role {
+            Role::System | Role::Developer => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+            other => return Err(invalid(format!("Ollama has no equivalent for role {other:?}"))),
+        };
+        let mut message = json!({"role": role, "content": m.text_content()});
+        let obj = message.as_object_mut().ok_or_else(|| invalid("message is not an object"))?;
+        if let Some(MessageContent::Parts(parts)) = &m.content {
+            let mut images = Vec::new();
+            for part in parts.iter().filter(|p| p.kind != "text") {
+                if part.kind != "image_url" {
+                    return Err(invalid(format!("Ollama does not take `{}` content parts", part.kind)));
+                }
+                let url = part
+                    .extra
+                    .get("image_url")
+                    .and_then(|v| v.get("url").or(Some(v)))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let data = url
+                    .strip_prefix("data:")
+                    .and_then(|rest| rest.split_once(";base64,"))
+                    .map(|(_, data)| data)
+                    .ok_or_else(|| invalid("Ollama takes images as base64 data URLs only"))?;
+                images.push(json!(data));
+            }
+            if !images.is_empty() {
+                obj.insert("images".into(), Value::Array(images));
+            }
+        }
+        if let Some(calls) = m.tool_calls.as_ref().filter(|c| !c.is_empty()) {
+            let calls = calls
+                .iter()
+                .map(|c| {
+                    let arguments: Value = if c.function.arguments.trim().is_empty() {
+                        json!({})
+                    } else {
+                        serde_json::from_str(&c.function.arguments).map_err(|e| {
+                            invalid(format!("tool call `{}` has arguments that are not JSON: {e}", c.id))
+                        })?
+                    };
+                    Ok(json!({"function": {"name": c.function.name, "arguments": arguments}}))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            obj.insert("tool_calls".into(), Value::Array(calls));
+        }
+        if let Some(name) = &m.name {
+            obj.insert("tool_name".into(), json!(name));
+        }
+        messages.push(message);
+    }
+    let mut options = serde_json::Map::new();
+    put(&mut options, "temperature", req.temperature.map(Value::from));
+    put(&mut options, "top_p", req.top_p.map(Value::from));
+    put(&mut options, "seed", req.seed.map(Value::from));
+    put(&mut options, "num_predict", req.output_cap().map(Value::from));
+    put(&mut options, "presence_penalty", req.presence_penalty.map(Value::from));
+    put(&mut options, "frequency_penalty", req.frequency_penalty.map(Value::from));
+    put(&mut options, "stop", req.stop.as_ref().map(stop_list));
+    let mut body = json!({"model": req.model, "messages": messages, "stream": stream});
+    let obj = body.as_object_mut().ok_or_else(|| invalid("request is not an object"))?;
+    if !options.is_empty() {
+        obj.insert("options".into(), Value::Object(options));
+    }
+    let tools_off = req.tool_choice.as_ref().and_then(Value::as_str) == Some("none");
+    if let Some(tools) = req.tools.as_ref().filter(|t| !t.is_empty() && !tools_off) {
+        obj.insert("tools".into(), serde_json::to_value(tools).map_err(|e| invalid(e.to_string()))?);
+    }
+    match req.response_format.as_ref().and_then(|f| f.get("type")).and_then(Value::as_str) {
+        Some("json_object") => {
+            obj.insert("format".into(), json!("json"));
+        }
+        Some("json_schema") => {
+            if let Some(schema) = req.response_format.as_ref().and_then(|f| f.pointer("/json_schema/schema")) {
+                obj.insert("format".into(), schema.clone());
+            }
+        }
+        _ => {}
+    }
+    Ok(body)
+}
+
+fn usage_of(answer: &Value) -> Usage {
+    let count = |k: &str| answer.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Usage::new(count("prompt_eval_count"), count("eval_count"))
+}
+
+fn done_reason(answer: &Value, called_tools: bool) -> String {
+    if called_tools {
+        return "tool_calls".to_owned();
+    }
+    match str_field(answer, "done_reason") {
+        "length" => "length",
+        _ => "stop",
+    }
+    .to_owned()
+}
+
+fn tool_calls_of(message: &Value, first_index: usize) -> Vec<ToolCall> {
+    message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, call)| {
+            let function = call.get("function").cloned().unwrap_or_default();
+            let arguments = match function.get("arguments") {
+                Some(Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => "{}".to_owned(),
+            };
+            ToolCall {
+                id: call
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| format!("call_{}", first_index + i), str::to_owned),
+                kind: "function".to_owned(),
+                function: FunctionCall {
+                    name: str_field(&function, "name").to_owned(),
+                    arguments,
+                    extra: Extra::new(),
+                },
+                extra: Extra::new(),
+            }
+        })
+        .collect()
+}
+
+/// Translates an `/api/chat` answer into a chat completion.
+pub(crate) fn from_chat_response(provider: &str, answer: &Value) -> Result<ChatCompletionResponse> {
+    let message =
+        answer.get("message").ok_or_else(|| upstream_http::malformed(provider, "chat answer", "no `message`"))?;
+    let calls = tool_calls_of(message, 0);
+    let text = str_field(message, "content").to_owned();
+    let finish = done_reason(answer, !calls.is_empty());
+    let message = ChatMessage {
+        content: if text.is_empty() && !calls.is_empty() { None } else { Some(MessageContent::Text(text)) },
+        tool_calls: (!calls.is_empty()).then_some(calls),
+        ..ChatMessage::assistant("")
+    };
+    Ok(ChatCompletionResponse {
+        id: next_id("chatcmpl-ollama"),
+        object: "chat.completion".to_owned(),
+        created: upstream_http::unix_now(),
+        model: str_field(answer, "model").to_owned(),
+        choices: vec![ChatChoice {
+            index: 0,
+            message,
+            finish_reason: Some(finish),
+            logprobs: None,
+            extra: Extra::new(),
+        }],
+        usage: Some(usage_of(answer)),
+        system_fingerprint: None,
+        extra: Extra::new(),
+    })
+}
+
+/// Why reading NDJSON lines failed.
+#[derive(Debug)]
+enum LineError {
+    TooLong,
+    Body(BoxError),
+}
+
+/// Splits a byte stream into non-blank lines at `\n`, trimmed (JSON ignores the whitespace), the last
+/// one terminated or not.
+fn ndjson_lines<S, E>(bytes: S) -> impl Stream<Item = std::result::Result<Bytes, LineError>> + Send
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
+    E: Into<BoxError>,
+{
+    struct State<S> {
+        bytes: S,
+        buffer: Vec<u8>,
+        ended: bool,
+    }
+    fn take_line(buffer: &mut Vec<u8>) -> Option<Bytes> {
+        loop {
+            let pos = buffer.iter().position(|b| *b == b'\n')?;
+            let line: Vec<u8> = buffer.drain(..=pos).collect();
+            let line = line.trim_ascii();
+            if !line.is_empty() {
+                return Some(Bytes::copy_from_slice(line));
+            }
+        }
+    }
+    let state = State { bytes, buffer: Vec::new(), ended: false };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(line) = take_line(&mut st.buffer) {
+                return Some((Ok(line), st));
+            }
+            if st.ended {
+                return None;
+            }
+            if st.buffer.len() > MAX_LINE_BYTES {
+                st.ended = true;
+                st.buffer.clear();
+                return Some((Err(LineError::TooLong), st));
+            }
+            match st.bytes.next().await {
+                Some(Ok(chunk)) => st.buffer.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    st.ended = true;
+                    st.buffer.clear();
+                    return Some((Err(LineError::Body(e.into())), st));
+                }
+                None => {
+                    st.ended = true;
+                    let rest = std::mem::take(&mut st.buffer);
+                    let rest = rest.trim_ascii();
+                    if rest.is_empty() {
+                        return None;
+                    }
+                    return Some((Ok(Bytes::copy_from_slice(rest)), st));
+                }
+            }
+        }
+    })
+}
+
+fn chunk_stream<S>(provider: String, model: String, idle: Duration, lines: S) -> ChunkStream
+where
+    S: Stream<Item = std::result::Result<Bytes, LineError>> + Send + 'static,
+{
+    struct State<S> {
+        provider: String,
+        idle: Duration,
+        lines: std::pin::Pin<Box<S>>,
+        head: ChatCompletionChunk,
+        tools: usize,
+        started: bool,
+        pending_usage: Option<Usage>,
+        finished: bool,
+    }
+    let head = ChatCompletionChunk {
+        id: next_id("chatcmpl-ollama"),
+        object: "chat.completion.chunk".to_owned(),
+        created: upstream_http::unix_now(),
+        model,
+        choices: Vec::new(),
+        usage: None,
+        system_fingerprint: None,
+        extra: Extra::new(),
+    };
+    let state = State {
+        provider,
+        idle,
+        lines: Box::pin(lines),
+        head,
+        tools: 0,
+        started: false,
+        pending_usage: None,
+        finished: false,
+    };
+    Box::pin(futures::stream::unfold(state, |mut st| async move {
+        if let Some(usage) = st.pending_usage.take() {
+            st.finished = true;
+            return Some((Ok(ChatCompletionChunk { usage: Some(usage), ..st.head.clone() }), st));
+        }
+        if st.finished {
+            return None;
+        }
+        loop {
+            let line = match tokio::time::timeout(st.idle, st.lines.next()).await {
+                Err(_) => Err(Error::UpstreamTimeout { provider: st.provider.clone(), timeout: st.idle }),
+                Ok(None) => Err(interrupted(&st.provider, "the stream ended before `\"done\": true`")),
+                Ok(Some(Err(LineError::TooLong))) => Err(upstream_http::malformed(
+                    &st.provider,
+                    "NDJSON stream",
+                    format!("a line exceeds {MAX_LINE_BYTES} bytes"),
+                )),
+                Ok(Some(Err(LineError::Body(e)))) => Err(interrupted(&st.provider, &e.to_string())),
+                Ok(Some(Ok(line))) => serde_json::from_slice::<Value>(&line)
+                    .map_err(|e| upstream_http::malformed(&st.provider, "NDJSON line", e)),
+            };
+            let value = match line {
+                Ok(v) => v,
+                Err(e) => {
+                    st.finished = true;
+                    return Some((Err(e), st));
+                }
+            };
+            if let Some(message) = value.get("error") {
+                st.finished = true;
+                let message = message.as_str().map_or_else(|| message.to_string(), str::to_owned);
+                let err = Error::Upstream { provider: st.provider.clone(), status: None, message, retry_after: None };
+                return Some((Err(err), st));
+            }
+            let message = value.get("message").cloned().unwrap_or_default();
+            let text = str_field(&message, "content");
+            let calls = tool_calls_of(&message, st.tools);
+            let done = value.get("done").and_then(Value::as_bool).unwrap_or(false);
+            let mut delta = ChunkDelta::default();
+            if !st.started {
+                st.started = true;
+                delta.role = Some(Role::Assistant);
+                delta.content = Some(String::new());
+            }
+            if !text.is_empty() {
+                delta.content = Some(text.to_owned());
+            }
+            if !calls.is_empty() {
+                let first = st.tools;
+                st.tools += calls.len();
+                delta.tool_calls = Some(
+                    calls
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, c)| ToolCallDelta {
+                            index: u32::try_from(first + i).unwrap_or(u32::MAX),
+                            id: Some(c.id),
+                            kind: Some(c.kind),
+                            function: Some(FunctionCallDelta {
+                                name: Some(c.function.name),
+                                arguments: Some(c.function.arguments),
+                                extra: Extra::new(),
+                            }),
+                            extra: Extra::new(),
+                        })
+                        .collect(),
+                );
+            }
+            let finish = done.then(|| done_reason(&value, st.tools > 0));
+            if done {
+                st.pending_usage = Some(usage_of(&value));
+            }
+            if delta == ChunkDelta::default() && finish.is_none() {
+                continue;
+            }
+            let choice = ChunkChoice { index: 0, delta, finish_reason: finish, logprobs: None, extra: Extra::new() };
+            return Some((Ok(ChatCompletionChunk { choices: vec![choice], ..st.head.clone() }), st));
+        }
+    }))
+}
+
+fn interrupted(provider: &str, why: &str) -> Error {
+    Error::Upstream {
+        provider: provider.to_owned(),
+        status: None,
+        message: format!("stream interrupted: {why}"),
+        retry_after: None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn translates_requests_to_api_chat() {
+        let req: ChatCompletionRequest = serde_json::from_value(json!({
+            "model": "llama3.2",
+            "messages": [
+                {"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}}
+                ]},
+                {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "look", "arguments": "{\"q\":1}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "name": "look", "content": "a cat"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "look", "parameters": {"type": "object"}}}],
+            "max_tokens": 50, "temperature": 0.2, "seed": 7, "stop": ["END"],
+            "response_format": {"type": "json_object"}
+        }))
+        .unwrap();
+        let body = to_chat_request(&req, true).unwrap();
+        assert_eq!(body["stream"], true);
+        assert_eq!(body["options"], json!({"num_predict": 50, "temperature": 0.2, "seed": 7, "stop": ["END"]}));
+        assert_eq!(body["format"], "json");
+        assert_eq!(body["messages"][0], json!({"role": "system", "content": "Be brief."}));
+        assert_eq!(body["messages"][1]["images"], json!(["iVBOR"]));
+        assert_eq!(body["messages"][1]["content"], "What is this?");
+        assert_eq!(body["messages"][2]["tool_calls"][0]["function"]["arguments"], json!({"q": 1}));
+        assert_eq!(body["messages"][3]["tool_name"], "look");
+        assert_eq!(body["tools"][0]["function"]["name"], "look");
+
+        let mut none = req.clone();
+        none.tool_choice = Some(json!("none"));
+        assert!(to_chat_request(&none, false).unwrap().get("tools").is_none());
+        let mut remote = req;
+        remote.messages[1].content = Some(
+            serde_json::from_value(json!([{"type": "image_url", "image_url": {"url": "https://x/y.png"}}])).unwrap(),
+        );
+        assert!(to_chat_request(&remote, false).is_err());
+    }
+
+    #[test]
+    fn translates_answers_with_tool_calls_and_usage() {
+        let answer = json!({
+            "model": "llama3.2", "created_at": "2024-01-01T00:00:00Z",
+            "message": {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "look", "arguments": {"q": "x"}}}]},
+            "done": true, "done_reason": "stop", "prompt_eval_count": 12, "eval_count": 4
+        });
+        let r = from_chat_response("p", &answer).unwrap();
+        assert_eq!(r.choices[0].finish_reason.as_deref(), Some("tool_calls"));
+        assert!(r.choices[0].message.content.is_none());
+        let call = &r.choices[0].message.tool_calls.as_ref().unwrap()[0];
+        assert_eq!((call.id.as_str(), call.function.arguments.as_str()), ("call_0", r#"{"q":"x"}"#));
+        assert_eq!(r.usage.unwrap(), Usage::new(12, 4));
+        let length = json!({"model": "m", "message": {"content": "abc"}, "done": true, "done_reason": "length"});
+        assert_eq!(from_chat_response("p", &length).unwrap().choices[0].finish_reason.as_deref(), Some("length"));
+        assert!(from_chat_response("p", &json!({"done": true})).is_err());
+    }
+
+    fn bytes(
+        parts: &[&'static str],
+    ) -> impl Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin + use<> {
+        futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))).collect::<Vec<_>>())
+    }
+
+    #[tokio::test]
+    async fn ndjson_lines_split_anywhere() {
+        let lines: Vec<_> = ndjson_lines(bytes(&["{\"a\"", ":1}\r\n\n{\"b\":2}\n", "{\"c\":", "3}"])).collect().await;
+        let lines: Vec<Bytes> = lines.into_iter().map(|l| l.unwrap()).collect();
+        assert_eq!(lines, [&b"{\"a\":1}"[..], b"{\"b\":2}", b"{\"c\":3}"]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_split_of_an_ndjson_body_yields_the_same_lines(
+            body in proptest::collection::vec(proptest::sample::select(b"{}ab \r\n\xC3\xA9".to_vec()), 0..120),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..8),
+        ) {
+            let read = |pieces: Vec<Vec<u8>>| {
+                let parts = pieces.into_iter().map(|p| Ok::<_, std::io::Error>(Bytes::from(p))).collect::<Vec<_>>();
+                let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                runtime.block_on(ndjson_lines(futures::stream::iter(parts)).map(|l| l.unwrap()).collect::<Vec<_>>())
+            };
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut start = 0;
+            for c in cuts {
+                pieces.push(body[start..c].to_vec());
+                start = c;
+            }
+            pieces.push(body[start..].to_vec());
+            let whole = read(vec![body.clone()]);
+            proptest::prop_assert_eq!(read(pieces), whole.clone());
+            for line in &whole {
+                proptest::prop_assert!(!line.contains(&b'\n') && line.trim_ascii().len() == line.len());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn stream_lines_become_chunks_ending_with_usage() {
+        let body = bytes(&[
+            "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"Hel\"},\"done\":false}\n",
+            "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"lo\"},\"done\":false}\n",
+            "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"length\",\"prompt_eval_count\":5,\"eval_count\":2}\n",
+        ]);
+        let items: Vec<_> =
+            chunk_stream("p".into(), "m".into(), Duration::from_secs(1), ndjson_lines(body)).collect().await;
+        let chunks: Vec<ChatCompletionChunk> = items.into_iter().map(Result::unwrap).collect();
+        let mut acc = chitty_core::wire::ChunkAccumulator::default();
+        chunks.iter().for_each(|c| acc.push(c));
+        assert!(chunks.last().unwrap().choices.is_empty());
+        let r = acc.finish();
+        assert_eq!(r.choices[0].message.text_content(), "Hello");
+        assert_eq!(r.choices[0].finish_reason.as_deref(), Some("length"));
+        assert_eq!(r.usage.unwrap(), Usage::new(5, 2));
+    }
+
+    #[tokio::test]
+    async fn errors_and_early_ends_end_the_stream_with_an_error() {
+        for (parts, needle) in [
+            (vec!["{\"model\":\"m\",\"message\":{\"content\":\"a\"},\"done\":false}\n"], "done"),
+            (vec!["{\"error\":\"model 'x' not found\"}\n"], "not found"),
+            (vec!["{\"message\": \n"], "malformed"),
+        ] {
+            let items: Vec<_> =
+                chunk_stream("p".into(), "m".into(), Duration::from_secs(1), ndjson_lines(bytes(&parts)))
+                    .collect()
+                    .await;
+            let last = items.last().unwrap().as_ref().unwrap_err();
+            assert!(last.to_string().contains(needle), "{last}");
+            assert!(items[..items.len() - 1].iter().all(Result::is_ok));
+        }
+    }
+}
