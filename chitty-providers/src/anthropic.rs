@@ -915,6 +915,73 @@ mod tests {
         assert_eq!(items.len(), 2);
     }
 
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let keys = prop::sample::select(vec![
+            "type",
+            "content",
+            "text",
+            "id",
+            "name",
+            "input",
+            "usage",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+            "stop_reason",
+            "message",
+            "index",
+            "delta",
+            "partial_json",
+            "content_block",
+            "error",
+        ]);
+        let words = prop::sample::select(vec![
+            "text",
+            "tool_use",
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "text_delta",
+            "input_json_delta",
+            "message_delta",
+            "message_stop",
+            "error",
+            "end_turn",
+            "max_tokens",
+            "{",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            words.prop_map(|w| json!(w)),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((keys.clone(), inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_answers_and_events_never_panic(values in proptest::collection::vec(json_value(), 1..8)) {
+            for v in &values {
+                let _ = from_messages_response("p", v);
+            }
+            let mut translator = StreamTranslator {
+                provider: "p".into(), id: String::new(), model: String::new(), created: 0,
+                counts: TokenCounts::default(), tool_of_block: HashMap::new(), tools: 0,
+            };
+            for v in &values {
+                let _ = translator.step(&SseEvent { event: None, data: v.to_string(), id: None });
+            }
+        }
+    }
+
     #[test]
     fn debug_never_shows_the_key() {
         let p = AnthropicProvider::builder("a").with_api_key("sk-ant-secret").build().unwrap();

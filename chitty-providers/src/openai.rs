@@ -9,7 +9,8 @@
 //! usage chunk and spend is settled from the upstream's own count. The provider passes that chunk on
 //! whatever the caller's request said; the gateway forwards it to clients that asked for it (see the
 //! [`Provider`] contract). A stream that ends without `data: [DONE]` ends with an error item, never a
-//! clean end, and dropping the stream closes the upstream request.
+//! clean end, and dropping the stream closes the upstream request. A server that ignores `stream` and
+//! answers with one JSON body has its answer replayed as chunks.
 //!
 //! ```no_run
 //! # async fn run() -> chitty_core::Result<()> {
@@ -36,8 +37,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chitty_core::wire::{
-    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
-    CompletionResponse, EmbeddingRequest, EmbeddingResponse, EmbeddingVector, StreamOptions,
+    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse,
+    EmbeddingRequest, EmbeddingResponse, EmbeddingVector, StreamOptions,
 };
 use chitty_core::{Capabilities, Capability, ChunkStream, Error, Provider, Result};
 use futures::StreamExt;
@@ -100,10 +101,7 @@ impl fmt::Debug for OpenAiProviderBuilder {
             .field("name", &self.name)
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key)
-            .field(
-                "headers",
-                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
+            .field("headers", &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>())
             .field("timeout", &self.timeout)
             .field("capabilities", &self.capabilities)
             .finish_non_exhaustive()
@@ -130,16 +128,10 @@ impl OpenAiProvider {
     /// A builder configured from `OPENAI_API_KEY` and `OPENAI_BASE_URL`, as the official SDKs read them.
     pub fn from_env(name: impl Into<String>) -> OpenAiProviderBuilder {
         let mut builder = OpenAiProvider::builder(name);
-        if let Some(key) = std::env::var("OPENAI_API_KEY")
-            .ok()
-            .filter(|k| !k.is_empty())
-        {
+        if let Some(key) = std::env::var("OPENAI_API_KEY").ok().filter(|k| !k.is_empty()) {
             builder = builder.with_api_key(key);
         }
-        if let Some(url) = std::env::var("OPENAI_BASE_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        {
+        if let Some(url) = std::env::var("OPENAI_BASE_URL").ok().filter(|u| !u.is_empty()) {
             builder = builder.with_base_url(url);
         }
         builder
@@ -151,19 +143,14 @@ impl OpenAiProvider {
     }
 
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .post(format!("{}{path}", self.base_url))
-            .headers(self.headers.clone())
+        self.client.post(format!("{}{path}", self.base_url)).headers(self.headers.clone())
     }
 
     fn ensure(&self, capability: Capability) -> Result<()> {
         if self.capabilities.contains(capability) {
             Ok(())
         } else {
-            Err(Error::Unsupported {
-                provider: self.name.clone(),
-                capability,
-            })
+            Err(Error::Unsupported { provider: self.name.clone(), capability })
         }
     }
 
@@ -282,12 +269,7 @@ impl Provider for OpenAiProvider {
         // OpenAI rejects `stream_options` on a request that does not stream.
         request.stream = None;
         request.stream_options = None;
-        upstream_http::call_json(
-            &self.name,
-            self.timeout,
-            self.post("/chat/completions").json(&request),
-        )
-        .await
+        upstream_http::call_json(&self.name, self.timeout, self.post("/chat/completions").json(&request)).await
     }
 
     async fn chat_stream(&self, mut request: ChatCompletionRequest) -> Result<ChunkStream> {
@@ -295,50 +277,39 @@ impl Provider for OpenAiProvider {
         self.ensure_tools(&request)?;
         request.stream = Some(true);
         if self.stream_usage {
-            request
-                .stream_options
-                .get_or_insert_with(StreamOptions::default)
-                .include_usage = Some(true);
+            request.stream_options.get_or_insert_with(StreamOptions::default).include_usage = Some(true);
         }
-        let response = upstream_http::send(
-            &self.name,
-            self.timeout,
-            self.post("/chat/completions").json(&request),
-        )
-        .await?;
+        let response =
+            upstream_http::send(&self.name, self.timeout, self.post("/chat/completions").json(&request)).await?;
+        let is_json = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if is_json {
+            // Some compatible servers ignore `stream` and answer whole: replay the answer as chunks.
+            let answer: ChatCompletionResponse = upstream_http::read_json(&self.name, self.timeout, response).await?;
+            let chunks = answer.to_chunks(1, answer.usage.is_some());
+            return Ok(Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))));
+        }
         let events = sse::decode(response.bytes_stream(), self.max_event_bytes);
-        Ok(chunk_stream(
-            self.name.clone(),
-            self.stream_idle_timeout,
-            events,
-        ))
+        Ok(chunk_stream(self.name.clone(), self.stream_idle_timeout, events))
     }
 
     async fn completion(&self, mut request: CompletionRequest) -> Result<CompletionResponse> {
         self.ensure(Capability::Completions)?;
         request.stream = None;
         request.stream_options = None;
-        upstream_http::call_json(
-            &self.name,
-            self.timeout,
-            self.post("/completions").json(&request),
-        )
-        .await
+        upstream_http::call_json(&self.name, self.timeout, self.post("/completions").json(&request)).await
     }
 
     async fn embeddings(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {
         self.ensure(Capability::Embeddings)?;
-        let mut response: EmbeddingResponse = upstream_http::call_json(
-            &self.name,
-            self.timeout,
-            self.post("/embeddings").json(&request),
-        )
-        .await?;
+        let mut response: EmbeddingResponse =
+            upstream_http::call_json(&self.name, self.timeout, self.post("/embeddings").json(&request)).await?;
         for item in &mut response.data {
-            let floats = item
-                .embedding
-                .to_floats()
-                .map_err(|e| upstream_http::malformed(&self.name, "embedding", e))?;
+            let floats =
+                item.embedding.to_floats().map_err(|e| upstream_http::malformed(&self.name, "embedding", e))?;
             item.embedding = EmbeddingVector::Float(floats);
         }
         Ok(response)
@@ -358,12 +329,7 @@ where
         events: std::pin::Pin<Box<S>>,
         finished: bool,
     }
-    let state = State {
-        provider,
-        idle,
-        events: Box::pin(events),
-        finished: false,
-    };
+    let state = State { provider, idle, events: Box::pin(events), finished: false };
     let stream = futures::stream::unfold(state, |mut st| async move {
         if st.finished {
             return None;
@@ -373,18 +339,12 @@ where
                 Ok(next) => next,
                 Err(_) => {
                     st.finished = true;
-                    let err = Error::UpstreamTimeout {
-                        provider: st.provider.clone(),
-                        timeout: st.idle,
-                    };
+                    let err = Error::UpstreamTimeout { provider: st.provider.clone(), timeout: st.idle };
                     return Some((Err(err), st));
                 }
             };
             let item = match next {
-                None => Err(interrupted(
-                    &st.provider,
-                    "the stream ended before `data: [DONE]`",
-                )),
+                None => Err(interrupted(&st.provider, "the stream ended before `data: [DONE]`")),
                 Some(Err(SseError::Body(e))) => Err(interrupted(&st.provider, &e.to_string())),
                 Some(Err(e)) => Err(upstream_http::malformed(&st.provider, "event stream", e)),
                 Some(Ok(event)) if event.is_done() => return None,
@@ -414,8 +374,7 @@ fn parse_chunk(provider: &str, data: &str) -> Result<ChatCompletionChunk> {
             Ok(json) if json.get("error").is_some() => Error::Upstream {
                 provider: provider.to_owned(),
                 status: None,
-                message: upstream_http::error_message(data.as_bytes())
-                    .unwrap_or_else(|| data.to_owned()),
+                message: upstream_http::error_message(data.as_bytes()).unwrap_or_else(|| data.to_owned()),
                 retry_after: None,
             },
             _ => upstream_http::malformed(provider, "stream chunk", parse_error),
@@ -429,54 +388,28 @@ mod tests {
     use super::*;
 
     fn events(data: &[&str]) -> Vec<Result<SseEvent, SseError>> {
-        data.iter()
-            .map(|d| {
-                Ok(SseEvent {
-                    data: (*d).to_owned(),
-                    ..Default::default()
-                })
-            })
-            .collect()
+        data.iter().map(|d| Ok(SseEvent { data: (*d).to_owned(), ..Default::default() })).collect()
     }
 
     const CHUNK: &str = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#;
 
     #[tokio::test]
     async fn done_ends_the_stream_cleanly() {
-        let s = chunk_stream(
-            "p".into(),
-            Duration::from_secs(1),
-            futures::stream::iter(events(&[CHUNK, "[DONE]", CHUNK])),
-        );
+        let s =
+            chunk_stream("p".into(), Duration::from_secs(1), futures::stream::iter(events(&[CHUNK, "[DONE]", CHUNK])));
         let items: Vec<_> = s.collect().await;
         assert_eq!(items.len(), 1);
-        assert_eq!(
-            items[0].as_ref().unwrap().choices[0]
-                .delta
-                .content
-                .as_deref(),
-            Some("hi")
-        );
+        assert_eq!(items[0].as_ref().unwrap().choices[0].delta.content.as_deref(), Some("hi"));
     }
 
     #[tokio::test]
     async fn missing_done_error_events_and_garbage_end_with_an_error() {
         for (input, needle) in [
             (vec![CHUNK], "before `data: [DONE]`"),
-            (
-                vec![
-                    CHUNK,
-                    r#"{"error":{"message":"overloaded","type":"server_error"}}"#,
-                ],
-                "overloaded",
-            ),
+            (vec![CHUNK, r#"{"error":{"message":"overloaded","type":"server_error"}}"#], "overloaded"),
             (vec!["{not json"], "malformed stream chunk"),
         ] {
-            let s = chunk_stream(
-                "p".into(),
-                Duration::from_secs(1),
-                futures::stream::iter(events(&input)),
-            );
+            let s = chunk_stream("p".into(), Duration::from_secs(1), futures::stream::iter(events(&input)));
             let items: Vec<_> = s.collect().await;
             let last = items.last().unwrap().as_ref().unwrap_err();
             assert!(matches!(last, Error::Upstream { status: None, .. }));
@@ -494,16 +427,12 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_key() {
-        let builder = OpenAiProvider::builder("p")
-            .with_api_key("sk-very-secret")
-            .with_header("x-extra", "hidden-value");
+        let builder =
+            OpenAiProvider::builder("p").with_api_key("sk-very-secret").with_header("x-extra", "hidden-value");
         assert!(!format!("{builder:?}").contains("sk-very-secret"));
         let provider = builder.build().unwrap();
         let shown = format!("{provider:?}");
-        assert!(
-            !shown.contains("sk-very-secret") && !shown.contains("hidden-value"),
-            "{shown}"
-        );
+        assert!(!shown.contains("sk-very-secret") && !shown.contains("hidden-value"), "{shown}");
         assert!(shown.contains("authorization"));
     }
 }

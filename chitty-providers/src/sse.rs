@@ -155,9 +155,7 @@ impl SseDecoder {
 
     fn push_line_bytes(&mut self, bytes: &[u8]) -> Result<(), SseError> {
         if self.line.len() + self.data.len() + bytes.len() > self.max_event_bytes {
-            return Err(SseError::EventTooLarge {
-                limit: self.max_event_bytes,
-            });
+            return Err(SseError::EventTooLarge { limit: self.max_event_bytes });
         }
         self.line.extend_from_slice(bytes);
         Ok(())
@@ -189,9 +187,7 @@ impl SseDecoder {
         match field {
             b"data" => {
                 if self.data.len() + value.len() + 1 > self.max_event_bytes {
-                    return Err(SseError::EventTooLarge {
-                        limit: self.max_event_bytes,
-                    });
+                    return Err(SseError::EventTooLarge { limit: self.max_event_bytes });
                 }
                 if self.has_data {
                     self.data.push('\n');
@@ -212,20 +208,13 @@ impl SseDecoder {
             return;
         }
         self.has_data = false;
-        self.ready.push_back(SseEvent {
-            event,
-            data: std::mem::take(&mut self.data),
-            id: self.last_id.clone(),
-        });
+        self.ready.push_back(SseEvent { event, data: std::mem::take(&mut self.data), id: self.last_id.clone() });
     }
 }
 
 /// Decodes a byte stream (e.g. `reqwest::Response::bytes_stream()`) into events, ending after the
 /// first error.
-pub fn decode<S, E>(
-    bytes: S,
-    max_event_bytes: usize,
-) -> impl Stream<Item = Result<SseEvent, SseError>>
+pub fn decode<S, E>(bytes: S, max_event_bytes: usize) -> impl Stream<Item = Result<SseEvent, SseError>>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
     E: Into<BoxError>,
@@ -235,11 +224,7 @@ where
         decoder: SseDecoder,
         ended: bool,
     }
-    let state = State {
-        bytes,
-        decoder: SseDecoder::with_max_event_bytes(max_event_bytes),
-        ended: false,
-    };
+    let state = State { bytes, decoder: SseDecoder::with_max_event_bytes(max_event_bytes), ended: false };
     futures::stream::unfold(state, |mut st| async move {
         loop {
             if let Some(event) = st.decoder.next_event() {
@@ -304,10 +289,8 @@ mod tests {
 
     #[test]
     fn line_endings_comments_and_fields() {
-        let events = decode_all(&[
-            b"\xEF\xBB\xBFdata: a\r\rdata:b\r\n\r\n: comment\n\nevent: x\nid: 7\ndata\n\n",
-        ])
-        .unwrap();
+        let events =
+            decode_all(&[b"\xEF\xBB\xBFdata: a\r\rdata:b\r\n\r\n: comment\n\nevent: x\nid: 7\ndata\n\n"]).unwrap();
         assert_eq!(data(&events), ["a", "b", ""]);
         assert_eq!(events[2].event.as_deref(), Some("x"));
         assert_eq!(events[2].id.as_deref(), Some("7"));
@@ -318,10 +301,7 @@ mod tests {
     fn multi_line_data_and_event_without_data() {
         let events = decode_all(&[b"event: lonely\n\ndata: one\ndata:  two\n\n"]).unwrap();
         assert_eq!(data(&events), ["one\n two"]);
-        assert_eq!(
-            events[0].event, None,
-            "the event type resets on the blank line"
-        );
+        assert_eq!(events[0].event, None, "the event type resets on the blank line");
     }
 
     #[test]
@@ -350,15 +330,9 @@ mod tests {
     fn oversized_event_is_a_typed_error() {
         let mut d = SseDecoder::with_max_event_bytes(16);
         assert!(d.feed(b"data: 0123456789\n").is_ok());
-        assert!(matches!(
-            d.feed(b"data: 0123456789\n"),
-            Err(SseError::EventTooLarge { limit: 16 })
-        ));
+        assert!(matches!(d.feed(b"data: 0123456789\n"), Err(SseError::EventTooLarge { limit: 16 })));
         let mut d = SseDecoder::with_max_event_bytes(16);
-        assert!(
-            matches!(d.feed(&[b'x'; 17]), Err(SseError::EventTooLarge { .. })),
-            "an endless line is capped too"
-        );
+        assert!(matches!(d.feed(&[b'x'; 17]), Err(SseError::EventTooLarge { .. })), "an endless line is capped too");
     }
 
     #[tokio::test]

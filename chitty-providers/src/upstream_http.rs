@@ -12,6 +12,8 @@ use serde::de::DeserializeOwned;
 /// How much of an error body is read, and how much of a non-JSON one is quoted in the message.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 const QUOTED_BODY_CHARS: usize = 512;
+/// The largest non-streamed answer accepted: far above any real completion or embedding batch.
+const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// An API key: sent in a header marked sensitive, never printed.
 #[derive(Clone)]
@@ -24,11 +26,9 @@ impl ApiKey {
 
     /// The key as a header value (`prefix` + key), marked sensitive so that reqwest never logs it.
     pub(crate) fn header_value(&self, prefix: &str) -> Result<HeaderValue> {
-        let mut value = HeaderValue::from_str(&format!("{prefix}{}", self.0)).map_err(|_| {
-            Error::InvalidInput {
-                what: "API key".to_owned(),
-                reason: "contains characters that are not allowed in an HTTP header".to_owned(),
-            }
+        let mut value = HeaderValue::from_str(&format!("{prefix}{}", self.0)).map_err(|_| Error::InvalidInput {
+            what: "API key".to_owned(),
+            reason: "contains characters that are not allowed in an HTTP header".to_owned(),
         })?;
         value.set_sensitive(true);
         Ok(value)
@@ -78,10 +78,7 @@ pub(crate) fn trim_base_url(url: &str) -> String {
 /// The error for a failed request that got no HTTP status (connection refused, reset, TLS …).
 pub(crate) fn transport_error(provider: &str, timeout: Duration, e: &reqwest::Error) -> Error {
     if e.is_timeout() {
-        return Error::UpstreamTimeout {
-            provider: provider.to_owned(),
-            timeout,
-        };
+        return Error::UpstreamTimeout { provider: provider.to_owned(), timeout };
     }
     // reqwest's Display names the URL, never headers, so the key cannot leak here.
     let mut message = e.to_string();
@@ -91,12 +88,7 @@ pub(crate) fn transport_error(provider: &str, timeout: Duration, e: &reqwest::Er
         message.push_str(&s.to_string());
         source = s.source();
     }
-    Error::Upstream {
-        provider: provider.to_owned(),
-        status: None,
-        message,
-        retry_after: None,
-    }
+    Error::Upstream { provider: provider.to_owned(), status: None, message, retry_after: None }
 }
 
 /// The error for an answer that arrived but could not be understood.
@@ -118,10 +110,7 @@ pub(crate) async fn send(
 ) -> Result<reqwest::Response> {
     let response = match tokio::time::timeout(timeout, request.send()).await {
         Err(_) => {
-            return Err(Error::UpstreamTimeout {
-                provider: provider.to_owned(),
-                timeout,
-            });
+            return Err(Error::UpstreamTimeout { provider: provider.to_owned(), timeout });
         }
         Ok(Err(e)) => return Err(transport_error(provider, timeout, &e)),
         Ok(Ok(r)) => r,
@@ -132,21 +121,30 @@ pub(crate) async fn send(
     Err(status_error(provider, response).await)
 }
 
-/// Reads a whole JSON body within `timeout`.
+/// Reads a whole JSON body within `timeout`, refusing bodies over [`MAX_BODY_BYTES`].
 pub(crate) async fn read_json<T: DeserializeOwned>(
     provider: &str,
     timeout: Duration,
     response: reqwest::Response,
 ) -> Result<T> {
-    let body = match tokio::time::timeout(timeout, response.bytes()).await {
-        Err(_) => {
-            return Err(Error::UpstreamTimeout {
-                provider: provider.to_owned(),
-                timeout,
-            });
+    let read = async {
+        let mut body = Vec::new();
+        let mut chunks = response.bytes_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| transport_error(provider, timeout, &e))?;
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                let why = format!("the body exceeds {MAX_BODY_BYTES} bytes");
+                return Err(malformed(provider, "answer", why));
+            }
+            body.extend_from_slice(&chunk);
         }
-        Ok(Err(e)) => return Err(transport_error(provider, timeout, &e)),
-        Ok(Ok(b)) => b,
+        Ok(body)
+    };
+    let body = match tokio::time::timeout(timeout, read).await {
+        Err(_) => {
+            return Err(Error::UpstreamTimeout { provider: provider.to_owned(), timeout });
+        }
+        Ok(result) => result?,
     };
     serde_json::from_slice(&body).map_err(|e| malformed(provider, "JSON body", e))
 }
@@ -162,10 +160,7 @@ pub(crate) async fn call_json<T: DeserializeOwned>(
         read_json(provider, timeout, response).await
     };
     match tokio::time::timeout(timeout, work).await {
-        Err(_) => Err(Error::UpstreamTimeout {
-            provider: provider.to_owned(),
-            timeout,
-        }),
+        Err(_) => Err(Error::UpstreamTimeout { provider: provider.to_owned(), timeout }),
         Ok(result) => result,
     }
 }
@@ -185,18 +180,9 @@ async fn status_error(provider: &str, response: reqwest::Response) -> Error {
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
-    let message = error_message(&body).unwrap_or_else(|| {
-        status
-            .canonical_reason()
-            .unwrap_or("error without a message")
-            .to_owned()
-    });
-    Error::Upstream {
-        provider: provider.to_owned(),
-        status: Some(status.as_u16()),
-        message,
-        retry_after,
-    }
+    let message = error_message(&body)
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error without a message").to_owned());
+    Error::Upstream { provider: provider.to_owned(), status: Some(status.as_u16()), message, retry_after }
 }
 
 /// The message inside an error body: OpenAI's and Anthropic's `{"error": {"message"}}`, Ollama's
@@ -227,30 +213,20 @@ pub(crate) fn error_message(body: &[u8]) -> Option<String> {
 /// `retry-after-ms` (OpenAI) or `Retry-After` in seconds. HTTP-date values are ignored: no upstream
 /// we target sends them, and honouring one needs a clock this layer does not read.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
         && (0.0..1e12).contains(&ms)
     {
         return Some(Duration::from_secs_f64(ms / 1000.0));
     }
     let secs = header("retry-after")?.parse::<f64>().ok()?;
-    (0.0..1e9)
-        .contains(&secs)
-        .then(|| Duration::from_secs_f64(secs))
+    (0.0..1e9).contains(&secs).then(|| Duration::from_secs_f64(secs))
 }
 
 /// Unix seconds now, for translated responses whose upstream format carries no `created` field.
 #[cfg_attr(not(any(feature = "anthropic", feature = "ollama")), allow(dead_code))]
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -260,29 +236,14 @@ mod tests {
 
     #[test]
     fn error_messages_from_common_envelopes() {
+        assert_eq!(error_message(br#"{"error":{"message":"bad key","type":"x"}}"#).as_deref(), Some("bad key"));
         assert_eq!(
-            error_message(br#"{"error":{"message":"bad key","type":"x"}}"#).as_deref(),
-            Some("bad key")
-        );
-        assert_eq!(
-            error_message(
-                br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
-            )
-            .as_deref(),
+            error_message(br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#).as_deref(),
             Some("Overloaded")
         );
-        assert_eq!(
-            error_message(br#"{"error":"model not found"}"#).as_deref(),
-            Some("model not found")
-        );
-        assert_eq!(
-            error_message(br#"{"detail":"nope"}"#).as_deref(),
-            Some("nope")
-        );
-        assert_eq!(
-            error_message(b"  upstream exploded \n").as_deref(),
-            Some("upstream exploded")
-        );
+        assert_eq!(error_message(br#"{"error":"model not found"}"#).as_deref(), Some("model not found"));
+        assert_eq!(error_message(br#"{"detail":"nope"}"#).as_deref(), Some("nope"));
+        assert_eq!(error_message(b"  upstream exploded \n").as_deref(), Some("upstream exploded"));
         assert_eq!(error_message(b""), None);
     }
 
@@ -295,10 +256,7 @@ mod tests {
         h.insert("retry-after-ms", HeaderValue::from_static("250"));
         assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
         let mut h = HeaderMap::new();
-        h.insert(
-            "retry-after",
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
+        h.insert("retry-after", HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
         assert_eq!(retry_after(&h), None);
         h.insert("retry-after", HeaderValue::from_static("-1"));
         assert_eq!(retry_after(&h), None);

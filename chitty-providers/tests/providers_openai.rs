@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chitty_core::wire::{
-    ChatCompletionRequest, ChatMessage, EmbeddingInput, EmbeddingRequest, EncodingFormat,
-    StreamOptions,
+    ChatCompletionRequest, ChatMessage, EmbeddingInput, EmbeddingRequest, EncodingFormat, StreamOptions,
 };
 use chitty_core::{Capabilities, Capability, Error, Provider};
 use chitty_providers::openai::OpenAiProvider;
@@ -51,8 +50,7 @@ async fn passes_the_conformance_suite() {
 async fn mock_provider_passes_the_conformance_suite() {
     let provider = MockProvider::new("mock");
     ProviderSuite::new(&provider, "chitty-mock").run().await;
-    let chat_only =
-        MockProvider::new("chat-only").with_capabilities(Capabilities::of(&[Capability::Chat]));
+    let chat_only = MockProvider::new("chat-only").with_capabilities(Capabilities::of(&[Capability::Chat]));
     ProviderSuite::new(&chat_only, "chitty-mock").run().await;
 }
 
@@ -60,18 +58,12 @@ async fn mock_provider_passes_the_conformance_suite() {
 async fn streams_force_usage_upstream_and_always_end_with_it() {
     let server = upstream().await;
     let provider = provider(&server);
-    let request = ChatCompletionRequest {
-        stream: Some(true),
-        ..chat_request("chitty-mock")
-    };
+    let request = ChatCompletionRequest { stream: Some(true), ..chat_request("chitty-mock") };
     assert!(!request.wants_stream_usage());
     let chunks = collect_stream(&provider, request).await;
     let sent = server.last_request().unwrap();
     assert_eq!(sent.body["stream"], true);
-    assert_eq!(
-        sent.body["stream_options"]["include_usage"], true,
-        "usage is always requested upstream"
-    );
+    assert_eq!(sent.body["stream_options"]["include_usage"], true, "usage is always requested upstream");
     let last = chunks.last().unwrap();
     assert!(last.choices.is_empty() && last.usage.as_ref().unwrap().completion_tokens > 0);
 
@@ -82,29 +74,16 @@ async fn streams_force_usage_upstream_and_always_end_with_it() {
         .with_stream_usage(false)
         .build()
         .unwrap();
-    let request = ChatCompletionRequest {
-        stream: Some(true),
-        ..chat_request("chitty-mock")
-    };
+    let request = ChatCompletionRequest { stream: Some(true), ..chat_request("chitty-mock") };
     let chunks = collect_stream(&unforced, request).await;
-    assert!(
-        chunks.iter().all(|c| c.usage.is_none()),
-        "no usage chunk unless asked"
-    );
+    assert!(chunks.iter().all(|c| c.usage.is_none()), "no usage chunk unless asked");
 
     // A plain request never carries stream options, which OpenAI rejects without `stream`.
     let mut plain = chat_request("chitty-mock");
-    plain.stream_options = Some(StreamOptions {
-        include_usage: Some(true),
-        ..Default::default()
-    });
+    plain.stream_options = Some(StreamOptions { include_usage: Some(true), ..Default::default() });
     provider.chat(plain).await.unwrap();
     let sent = server.last_request().unwrap();
-    assert!(
-        sent.body.get("stream_options").is_none() && sent.body.get("stream").is_none(),
-        "{}",
-        sent.body
-    );
+    assert!(sent.body.get("stream_options").is_none() && sent.body.get("stream").is_none(), "{}", sent.body);
 }
 
 #[tokio::test]
@@ -112,27 +91,16 @@ async fn sends_key_headers_and_unknown_fields_as_given() {
     let server = upstream().await;
     let provider = provider(&server);
     let mut request = chat_request("chitty-mock");
-    request
-        .extra
-        .insert("reasoning_effort".into(), "low".into());
-    request.messages[1].extra.insert(
-        "cache_control".into(),
-        serde_json::json!({"type": "ephemeral"}),
-    );
+    request.extra.insert("reasoning_effort".into(), "low".into());
+    request.messages[1].extra.insert("cache_control".into(), serde_json::json!({"type": "ephemeral"}));
     provider.chat(request).await.unwrap();
     let sent = server.last_request().unwrap();
     assert_eq!(sent.path, "/v1/chat/completions");
-    assert_eq!(
-        sent.header("authorization"),
-        Some("Bearer sk-upstream-test")
-    );
+    assert_eq!(sent.header("authorization"), Some("Bearer sk-upstream-test"));
     assert_eq!(sent.header("x-tenant-route"), Some("blue"));
     assert_eq!(sent.body["model"], "chitty-mock");
     assert_eq!(sent.body["reasoning_effort"], "low");
-    assert_eq!(
-        sent.body["messages"][1]["cache_control"]["type"],
-        "ephemeral"
-    );
+    assert_eq!(sent.body["messages"][1]["cache_control"]["type"], "ephemeral");
 }
 
 #[tokio::test]
@@ -143,16 +111,9 @@ async fn wrong_key_is_a_401_with_the_upstream_message() {
         .with_api_key("sk-wrong")
         .build()
         .unwrap();
-    let err = provider
-        .chat(chat_request("chitty-mock"))
-        .await
-        .unwrap_err();
+    let err = provider.chat(chat_request("chitty-mock")).await.unwrap_err();
     match &err {
-        Error::Upstream {
-            status: Some(401),
-            message,
-            ..
-        } => assert_eq!(message, "invalid API key"),
+        Error::Upstream { status: Some(401), message, .. } => assert_eq!(message, "invalid API key"),
         other => panic!("{other:?}"),
     }
     assert!(!err.to_string().contains("sk-wrong"));
@@ -169,18 +130,9 @@ async fn base64_embeddings_from_the_upstream_come_back_as_floats() {
         ..Default::default()
     };
     let answer = provider.embeddings(request.clone()).await.unwrap();
-    let floats = provider
-        .embeddings(EmbeddingRequest {
-            encoding_format: None,
-            ..request
-        })
-        .await
-        .unwrap();
+    let floats = provider.embeddings(EmbeddingRequest { encoding_format: None, ..request }).await.unwrap();
     assert_eq!(server.requests()[0].body["encoding_format"], "base64");
-    assert_eq!(
-        answer.data, floats.data,
-        "base64 decodes to exactly the float answer"
-    );
+    assert_eq!(answer.data, floats.data, "base64 decodes to exactly the float answer");
 }
 
 #[tokio::test]
@@ -192,49 +144,26 @@ async fn timeouts_slow_headers_and_refused_connections() {
         .with_timeout(Duration::from_millis(200))
         .build()
         .unwrap();
-    server
-        .faults()
-        .push(Fault::SlowHeaders(Duration::from_secs(2)));
-    let err = provider
-        .chat(chat_request("chitty-mock"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, Error::UpstreamTimeout { timeout, .. } if timeout == Duration::from_millis(200)),
-        "{err:?}"
-    );
+    server.faults().push(Fault::SlowHeaders(Duration::from_secs(2)));
+    let err = provider.chat(chat_request("chitty-mock")).await.unwrap_err();
+    assert!(matches!(err, Error::UpstreamTimeout { timeout, .. } if timeout == Duration::from_millis(200)), "{err:?}");
 
     server.faults().set_latency(Duration::from_millis(50));
-    provider
-        .chat(chat_request("chitty-mock"))
-        .await
-        .expect("latency under the timeout is fine");
+    provider.chat(chat_request("chitty-mock")).await.expect("latency under the timeout is fine");
     server.faults().clear();
 
     // A stream that goes silent longer than the idle timeout ends with a timeout item.
     server.faults().set_event_delay(Duration::from_millis(400));
-    let request = ChatCompletionRequest {
-        stream: Some(true),
-        ..chat_request("chitty-mock")
-    };
+    let request = ChatCompletionRequest { stream: Some(true), ..chat_request("chitty-mock") };
     let items: Vec<_> = provider.chat_stream(request).await.unwrap().collect().await;
-    assert!(
-        matches!(items.last(), Some(Err(Error::UpstreamTimeout { .. }))),
-        "{items:?}"
-    );
+    assert!(matches!(items.last(), Some(Err(Error::UpstreamTimeout { .. }))), "{items:?}");
 
     let base = server.base_url().to_owned();
     drop(server);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let gone = OpenAiProvider::builder("openai-mock")
-        .with_base_url(base)
-        .build()
-        .unwrap();
+    let gone = OpenAiProvider::builder("openai-mock").with_base_url(base).build().unwrap();
     let err = gone.chat(chat_request("chitty-mock")).await.unwrap_err();
-    assert!(
-        matches!(err, Error::Upstream { status: None, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::Upstream { status: None, .. }), "{err:?}");
     assert!(err.is_retryable());
 }
 
@@ -243,10 +172,7 @@ async fn dropping_a_stream_cancels_the_upstream_request() {
     let server = upstream().await;
     let provider = provider(&server);
     server.faults().set_event_delay(Duration::from_millis(30));
-    let request = ChatCompletionRequest {
-        stream: Some(true),
-        ..chat_request("chitty-mock")
-    };
+    let request = ChatCompletionRequest { stream: Some(true), ..chat_request("chitty-mock") };
     let mut stream = provider.chat_stream(request).await.unwrap();
     stream.next().await.unwrap().unwrap();
     drop(stream);
@@ -256,11 +182,7 @@ async fn dropping_a_stream_cancels_the_upstream_request() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(
-        server.cancelled_streams(),
-        1,
-        "the upstream saw the client go away"
-    );
+    assert_eq!(server.cancelled_streams(), 1, "the upstream saw the client go away");
     assert_eq!(server.completed_streams(), 0);
 }
 
@@ -270,54 +192,28 @@ async fn declared_capabilities_are_enforced_before_any_request() {
     let provider = OpenAiProvider::builder("embed-only")
         .with_base_url(server.base_url())
         .with_api_key("sk-upstream-test")
-        .with_capabilities(Capabilities::of(&[
-            Capability::Embeddings,
-            Capability::Chat,
-        ]))
+        .with_capabilities(Capabilities::of(&[Capability::Embeddings, Capability::Chat]))
         .build()
         .unwrap();
     ProviderSuite::new(&provider, "chitty-mock").run().await;
     let mut with_tools = chat_request("chitty-mock");
     with_tools.tools = Some(Vec::new());
-    assert!(
-        provider.chat(with_tools.clone()).await.is_ok(),
-        "an empty tool list needs no tool support"
-    );
-    with_tools.tools = Some(vec![
-        serde_json::from_value(serde_json::json!({"type": "function", "function": {"name": "f"}}))
-            .unwrap(),
-    ]);
-    assert!(matches!(
-        provider.chat(with_tools).await,
-        Err(Error::Unsupported {
-            capability: Capability::Tools,
-            ..
-        })
-    ));
+    assert!(provider.chat(with_tools.clone()).await.is_ok(), "an empty tool list needs no tool support");
+    with_tools.tools =
+        Some(vec![serde_json::from_value(serde_json::json!({"type": "function", "function": {"name": "f"}})).unwrap()]);
+    assert!(matches!(provider.chat(with_tools).await, Err(Error::Unsupported { capability: Capability::Tools, .. })));
     let before = server.requests().len();
     let _ = provider.completion(Default::default()).await;
-    assert_eq!(
-        server.requests().len(),
-        before,
-        "unsupported calls never reach the upstream"
-    );
+    assert_eq!(server.requests().len(), before, "unsupported calls never reach the upstream");
 }
 
 #[tokio::test]
 async fn invalid_configuration_is_rejected_at_build() {
-    let err = OpenAiProvider::builder("p")
-        .with_header("bad header", "v")
-        .build()
-        .unwrap_err();
+    let err = OpenAiProvider::builder("p").with_header("bad header", "v").build().unwrap_err();
     assert!(matches!(err, Error::InvalidInput { .. }));
-    let err = OpenAiProvider::builder("p")
-        .with_api_key("sk-\nx")
-        .build()
-        .unwrap_err();
+    let err = OpenAiProvider::builder("p").with_api_key("sk-\nx").build().unwrap_err();
     assert!(!err.to_string().contains("sk-"));
-    let err = OpenAiProvider::builder("p")
-        .with_api_key_from_env("CHITTY_TEST_SURELY_UNSET_VAR")
-        .unwrap_err();
+    let err = OpenAiProvider::builder("p").with_api_key_from_env("CHITTY_TEST_SURELY_UNSET_VAR").unwrap_err();
     assert!(err.to_string().contains("CHITTY_TEST_SURELY_UNSET_VAR"));
 }
 
@@ -331,24 +227,94 @@ async fn real_openai_when_a_key_is_set() {
         return;
     }
     let provider = OpenAiProvider::from_env("openai").build().unwrap();
-    let model =
-        std::env::var("CHITTY_TEST_OPENAI_MODEL").unwrap_or_else(|_| "gpt-4o-mini".to_owned());
+    let model = std::env::var("CHITTY_TEST_OPENAI_MODEL").unwrap_or_else(|_| "gpt-4o-mini".to_owned());
     let request = ChatCompletionRequest {
         messages: vec![ChatMessage::user("Reply with the single word: pong")],
         ..chat_request(&model)
     };
     let answer = provider.chat(request.clone()).await.unwrap();
     assert!(answer.usage.is_some());
-    let chunks = collect_stream(
-        &provider,
-        ChatCompletionRequest {
-            stream: Some(true),
-            ..request
-        },
-    )
-    .await;
-    assert!(
-        chunks.last().unwrap().usage.is_some(),
-        "the real stream ends with usage"
-    );
+    let chunks = collect_stream(&provider, ChatCompletionRequest { stream: Some(true), ..request }).await;
+    assert!(chunks.last().unwrap().usage.is_some(), "the real stream ends with usage");
+}
+
+#[tokio::test]
+async fn a_whole_json_answer_to_a_stream_request_is_replayed_as_chunks() {
+    let server = upstream().await;
+    let provider = provider(&server);
+    let request = ChatCompletionRequest { stream: Some(true), ..chat_request("chitty-mock") };
+    let plain = provider.chat(chat_request("chitty-mock")).await.unwrap();
+    server.faults().push(Fault::IgnoreStream);
+    let chunks = collect_stream(&provider, request).await;
+    assert_eq!(server.faults().pending(), 0);
+    let mut acc = chitty_core::wire::ChunkAccumulator::default();
+    chunks.iter().for_each(|c| acc.push(c));
+    assert!(chunks.last().unwrap().usage.is_some());
+    assert_eq!(acc.finish().choices[0].message.text_content(), plain.choices[0].message.text_content());
+}
+
+#[tokio::test]
+async fn the_suite_fails_a_provider_that_loses_stream_usage() {
+    let server = upstream().await;
+    let base = server.base_url().to_owned();
+    // A provider that does not ask for usage breaks the contract: the suite must catch it.
+    let run = tokio::spawn(async move {
+        let provider = OpenAiProvider::builder("no-usage")
+            .with_base_url(base)
+            .with_api_key("sk-upstream-test")
+            .with_stream_usage(false)
+            .build()
+            .unwrap();
+        ProviderSuite::new(&provider, "chitty-mock").run().await;
+    });
+    let err = run.await.unwrap_err();
+    assert!(err.is_panic());
+    drop(server);
+}
+
+#[tokio::test]
+async fn the_mock_upstream_speaks_openai_on_the_wire() {
+    let server = upstream().await;
+    let client = reqwest::Client::new();
+    let models: serde_json::Value = client
+        .get(format!("{}/models", server.base_url()))
+        .bearer_auth("sk-upstream-test")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["chitty-mock", "chitty-mock-embed"]);
+
+    let body = serde_json::json!({
+        "model": "chitty-mock", "stream": true, "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "hi"}]
+    });
+    let response = client
+        .post(format!("{}/chat/completions", server.base_url()))
+        .bearer_auth("sk-upstream-test")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let text = response.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(text.contains("\"usage\""));
+
+    server.faults().push(Fault::status(429).with_retry_after(Duration::from_millis(1500)));
+    let response = client
+        .post(format!("{}/chat/completions", server.base_url()))
+        .bearer_auth("sk-upstream-test")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "2");
+    assert_eq!(response.headers()["retry-after-ms"], "1500");
+    let envelope: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(envelope["error"]["type"], "rate_limit_error");
 }

@@ -22,9 +22,8 @@
 use std::time::Duration;
 
 use chitty_core::wire::{
-    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage,
-    ChunkAccumulator, CompletionRequest, EmbeddingInput, EmbeddingRequest, Extra,
-    FunctionDefinition, PromptInput, Role, Tool,
+    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, ChunkAccumulator,
+    CompletionRequest, EmbeddingInput, EmbeddingRequest, Extra, FunctionDefinition, PromptInput, Role, Tool,
 };
 use chitty_core::{Capability, Error, Provider};
 use futures::StreamExt;
@@ -48,12 +47,7 @@ impl<'a> ProviderSuite<'a> {
     /// [`Self::with_embedding_model`]).
     pub fn new(provider: &'a dyn Provider, chat_model: impl Into<String>) -> ProviderSuite<'a> {
         let chat_model = chat_model.into();
-        ProviderSuite {
-            provider,
-            embedding_model: chat_model.clone(),
-            chat_model,
-            faults: None,
-        }
+        ProviderSuite { provider, embedding_model: chat_model.clone(), chat_model, faults: None }
     }
 
     /// The model sent for embeddings.
@@ -103,10 +97,7 @@ impl<'a> ProviderSuite<'a> {
 pub fn chat_request(model: &str) -> ChatCompletionRequest {
     ChatCompletionRequest {
         model: model.to_owned(),
-        messages: vec![
-            ChatMessage::system("You are terse."),
-            ChatMessage::user(PROMPT),
-        ],
+        messages: vec![ChatMessage::system("You are terse."), ChatMessage::user(PROMPT)],
         temperature: Some(0.0),
         max_tokens: Some(64),
         ..Default::default()
@@ -115,50 +106,26 @@ pub fn chat_request(model: &str) -> ChatCompletionRequest {
 
 /// `chat` answers with an assistant message, a finish reason and usage.
 pub async fn chat_answers_with_usage(provider: &dyn Provider, model: &str) {
-    let answer = provider
-        .chat(chat_request(model))
-        .await
-        .unwrap_or_else(|e| panic!("{}: chat failed: {e}", provider.name()));
+    let answer =
+        provider.chat(chat_request(model)).await.unwrap_or_else(|e| panic!("{}: chat failed: {e}", provider.name()));
     check_answer(provider.name(), &answer);
 }
 
 fn check_answer(name: &str, answer: &ChatCompletionResponse) {
     assert_eq!(answer.object, "chat.completion", "{name}: object");
-    let choice = answer
-        .choices
-        .first()
-        .unwrap_or_else(|| panic!("{name}: chat answered without choices"));
+    let choice = answer.choices.first().unwrap_or_else(|| panic!("{name}: chat answered without choices"));
     assert_eq!(choice.message.role, Role::Assistant, "{name}: role");
-    assert!(
-        !choice.message.text_content().is_empty(),
-        "{name}: empty answer"
-    );
+    assert!(!choice.message.text_content().is_empty(), "{name}: empty answer");
     assert!(choice.finish_reason.is_some(), "{name}: no finish_reason");
-    let usage = answer
-        .usage
-        .as_ref()
-        .unwrap_or_else(|| panic!("{name}: chat answered without usage"));
-    assert!(
-        usage.prompt_tokens > 0 && usage.completion_tokens > 0,
-        "{name}: usage {usage:?}"
-    );
-    assert_eq!(
-        usage.total_tokens,
-        usage.prompt_tokens + usage.completion_tokens,
-        "{name}: total_tokens"
-    );
+    let usage = answer.usage.as_ref().unwrap_or_else(|| panic!("{name}: chat answered without usage"));
+    assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0, "{name}: usage {usage:?}");
+    assert_eq!(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens, "{name}: total_tokens");
 }
 
 /// Collects a stream, panicking on an error item.
-pub async fn collect_stream(
-    provider: &dyn Provider,
-    request: ChatCompletionRequest,
-) -> Vec<ChatCompletionChunk> {
+pub async fn collect_stream(provider: &dyn Provider, request: ChatCompletionRequest) -> Vec<ChatCompletionChunk> {
     let name = provider.name().to_owned();
-    let mut stream = provider
-        .chat_stream(request)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: chat_stream failed: {e}"));
+    let mut stream = provider.chat_stream(request).await.unwrap_or_else(|e| panic!("{name}: chat_stream failed: {e}"));
     let mut chunks = Vec::new();
     while let Some(item) = stream.next().await {
         chunks.push(item.unwrap_or_else(|e| panic!("{name}: stream item failed: {e}")));
@@ -171,32 +138,13 @@ pub async fn collect_stream(
 pub async fn stream_matches_chat(provider: &dyn Provider, model: &str) {
     let name = provider.name();
     let request = chat_request(model);
-    let plain = provider
-        .chat(request.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{name}: chat failed: {e}"));
-    let chunks = collect_stream(
-        provider,
-        ChatCompletionRequest {
-            stream: Some(true),
-            ..request
-        },
-    )
-    .await;
-    assert!(
-        chunks.len() >= 2,
-        "{name}: a stream of {} chunks",
-        chunks.len()
-    );
+    let plain = provider.chat(request.clone()).await.unwrap_or_else(|e| panic!("{name}: chat failed: {e}"));
+    let chunks = collect_stream(provider, ChatCompletionRequest { stream: Some(true), ..request }).await;
+    assert!(chunks.len() >= 2, "{name}: a stream of {} chunks", chunks.len());
     for chunk in &chunks {
-        assert_eq!(
-            chunk.object, "chat.completion.chunk",
-            "{name}: chunk object"
-        );
+        assert_eq!(chunk.object, "chat.completion.chunk", "{name}: chunk object");
     }
-    let last = chunks
-        .last()
-        .unwrap_or_else(|| panic!("{name}: empty stream"));
+    let last = chunks.last().unwrap_or_else(|| panic!("{name}: empty stream"));
     assert!(
         last.choices.is_empty() && last.usage.is_some(),
         "{name}: the stream must end with a usage chunk: {last:?}"
@@ -209,22 +157,10 @@ pub async fn stream_matches_chat(provider: &dyn Provider, model: &str) {
         plain.choices[0].message.text_content(),
         "{name}: streamed text differs from the plain answer"
     );
-    assert_eq!(
-        streamed.choices[0].finish_reason, plain.choices[0].finish_reason,
-        "{name}: finish_reason"
-    );
-    let (su, pu) = (
-        streamed.usage.unwrap_or_default(),
-        plain.usage.unwrap_or_default(),
-    );
-    assert_eq!(
-        su.completion_tokens, pu.completion_tokens,
-        "{name}: streamed usage differs"
-    );
-    assert_eq!(
-        su.prompt_tokens, pu.prompt_tokens,
-        "{name}: streamed usage differs"
-    );
+    assert_eq!(streamed.choices[0].finish_reason, plain.choices[0].finish_reason, "{name}: finish_reason");
+    let (su, pu) = (streamed.usage.unwrap_or_default(), plain.usage.unwrap_or_default());
+    assert_eq!(su.completion_tokens, pu.completion_tokens, "{name}: streamed usage differs");
+    assert_eq!(su.prompt_tokens, pu.prompt_tokens, "{name}: streamed usage differs");
 }
 
 fn weather_tool() -> Tool {
@@ -252,73 +188,32 @@ pub async fn tools_round_trip(provider: &dyn Provider, model: &str) {
     let request = ChatCompletionRequest {
         messages: vec![ChatMessage::user("What is the weather in Paris?")],
         tools: Some(vec![weather_tool()]),
-        tool_choice: Some(
-            serde_json::json!({"type": "function", "function": {"name": "get_weather"}}),
-        ),
+        tool_choice: Some(serde_json::json!({"type": "function", "function": {"name": "get_weather"}})),
         ..chat_request(model)
     };
-    let answer = provider
-        .chat(request.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{name}: tool call failed: {e}"));
+    let answer = provider.chat(request.clone()).await.unwrap_or_else(|e| panic!("{name}: tool call failed: {e}"));
     let choice = &answer.choices[0];
-    assert_eq!(
-        choice.finish_reason.as_deref(),
-        Some("tool_calls"),
-        "{name}: finish_reason of a tool call"
-    );
-    let calls = choice
-        .message
-        .tool_calls
-        .clone()
-        .unwrap_or_else(|| panic!("{name}: no tool_calls: {choice:?}"));
+    assert_eq!(choice.finish_reason.as_deref(), Some("tool_calls"), "{name}: finish_reason of a tool call");
+    let calls = choice.message.tool_calls.clone().unwrap_or_else(|| panic!("{name}: no tool_calls: {choice:?}"));
     let call = &calls[0];
     assert_eq!(call.function.name, "get_weather", "{name}: tool name");
     assert!(!call.id.is_empty(), "{name}: tool call id");
-    let args: serde_json::Value =
-        serde_json::from_str(&call.function.arguments).unwrap_or_else(|e| {
-            panic!(
-                "{name}: arguments are not JSON ({e}): {}",
-                call.function.arguments
-            )
-        });
+    let args: serde_json::Value = serde_json::from_str(&call.function.arguments)
+        .unwrap_or_else(|e| panic!("{name}: arguments are not JSON ({e}): {}", call.function.arguments));
     assert!(args.is_object(), "{name}: arguments {args}");
 
     if provider.capabilities().contains(Capability::ChatStream) {
-        let chunks = collect_stream(
-            provider,
-            ChatCompletionRequest {
-                stream: Some(true),
-                ..request.clone()
-            },
-        )
-        .await;
+        let chunks = collect_stream(provider, ChatCompletionRequest { stream: Some(true), ..request.clone() }).await;
         let mut acc = ChunkAccumulator::default();
         chunks.iter().for_each(|c| acc.push(c));
         let streamed = acc.finish();
-        let streamed_calls = streamed.choices[0]
-            .message
-            .tool_calls
-            .clone()
-            .unwrap_or_default();
-        assert_eq!(
-            streamed_calls.len(),
-            calls.len(),
-            "{name}: streamed tool calls"
-        );
-        assert_eq!(
-            streamed_calls[0].function.name, call.function.name,
-            "{name}: streamed tool name"
-        );
-        let streamed_args: serde_json::Value =
-            serde_json::from_str(&streamed_calls[0].function.arguments)
-                .unwrap_or_else(|e| panic!("{name}: streamed arguments are not JSON: {e}"));
+        let streamed_calls = streamed.choices[0].message.tool_calls.clone().unwrap_or_default();
+        assert_eq!(streamed_calls.len(), calls.len(), "{name}: streamed tool calls");
+        assert_eq!(streamed_calls[0].function.name, call.function.name, "{name}: streamed tool name");
+        let streamed_args: serde_json::Value = serde_json::from_str(&streamed_calls[0].function.arguments)
+            .unwrap_or_else(|e| panic!("{name}: streamed arguments are not JSON: {e}"));
         assert_eq!(streamed_args, args, "{name}: streamed arguments");
-        assert_eq!(
-            streamed.choices[0].finish_reason.as_deref(),
-            Some("tool_calls"),
-            "{name}: streamed finish"
-        );
+        assert_eq!(streamed.choices[0].finish_reason.as_deref(), Some("tool_calls"), "{name}: streamed finish");
     }
 
     let mut follow_up = request;
@@ -327,15 +222,9 @@ pub async fn tools_round_trip(provider: &dyn Provider, model: &str) {
         tool_call_id: Some(call.id.clone()),
         ..ChatMessage::text(Role::Tool, r#"{"temperature_c": 21, "sky": "clear"}"#)
     });
-    let answer = provider
-        .chat(follow_up)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: tool result turn failed: {e}"));
+    let answer = provider.chat(follow_up).await.unwrap_or_else(|e| panic!("{name}: tool result turn failed: {e}"));
     check_answer(name, &answer);
-    assert!(
-        answer.choices[0].message.tool_calls.is_none(),
-        "{name}: answered the tool result with another call"
-    );
+    assert!(answer.choices[0].message.tool_calls.is_none(), "{name}: answered the tool result with another call");
 }
 
 /// A legacy completion answers with text and usage.
@@ -348,24 +237,13 @@ pub async fn completion_answers_with_usage(provider: &dyn Provider, model: &str)
         temperature: Some(0.0),
         ..Default::default()
     };
-    let answer = provider
-        .completion(request)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: completion failed: {e}"));
+    let answer = provider.completion(request).await.unwrap_or_else(|e| panic!("{name}: completion failed: {e}"));
     assert_eq!(answer.object, "text_completion", "{name}: object");
-    let choice = answer
-        .choices
-        .first()
-        .unwrap_or_else(|| panic!("{name}: completion without choices"));
+    let choice = answer.choices.first().unwrap_or_else(|| panic!("{name}: completion without choices"));
     assert!(!choice.text.is_empty(), "{name}: empty completion");
     assert!(choice.finish_reason.is_some(), "{name}: no finish_reason");
-    let usage = answer
-        .usage
-        .unwrap_or_else(|| panic!("{name}: completion without usage"));
-    assert!(
-        usage.prompt_tokens > 0 && usage.completion_tokens > 0,
-        "{name}: usage {usage:?}"
-    );
+    let usage = answer.usage.unwrap_or_else(|| panic!("{name}: completion without usage"));
+    assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0, "{name}: usage {usage:?}");
 }
 
 /// One float embedding per input, in input order, each of the same length; `dimensions` is honoured;
@@ -378,81 +256,38 @@ pub async fn embeddings_keep_order_and_dimensions(provider: &dyn Provider, model
         input: EmbeddingInput::Texts(texts.iter().map(|t| (*t).to_owned()).collect()),
         ..Default::default()
     };
-    let batch = provider
-        .embeddings(request.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{name}: embeddings failed: {e}"));
-    assert_eq!(
-        batch.data.len(),
-        texts.len(),
-        "{name}: one embedding per input"
-    );
+    let batch = provider.embeddings(request.clone()).await.unwrap_or_else(|e| panic!("{name}: embeddings failed: {e}"));
+    assert_eq!(batch.data.len(), texts.len(), "{name}: one embedding per input");
     let vectors: Vec<Vec<f32>> = batch
         .data
         .iter()
         .enumerate()
         .map(|(i, d)| {
             assert_eq!(d.index as usize, i, "{name}: embeddings out of order");
-            d.embedding
-                .to_floats()
-                .unwrap_or_else(|e| panic!("{name}: embedding {i}: {e}"))
+            d.embedding.to_floats().unwrap_or_else(|e| panic!("{name}: embedding {i}: {e}"))
         })
         .collect();
     let dims = vectors[0].len();
-    assert!(
-        dims > 0 && vectors.iter().all(|v| v.len() == dims),
-        "{name}: ragged embeddings"
-    );
-    assert!(
-        vectors[0] != vectors[1],
-        "{name}: different inputs embed identically"
-    );
+    assert!(dims > 0 && vectors.iter().all(|v| v.len() == dims), "{name}: ragged embeddings");
+    assert!(vectors[0] != vectors[1], "{name}: different inputs embed identically");
     assert!(batch.usage.prompt_tokens > 0, "{name}: embeddings usage");
 
-    let single = EmbeddingRequest {
-        input: EmbeddingInput::Text(texts[1].to_owned()),
-        ..request.clone()
-    };
-    let single = provider
-        .embeddings(single)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: embeddings failed: {e}"));
-    let alone = single.data[0]
-        .embedding
-        .to_floats()
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let close = alone
-        .iter()
-        .zip(&vectors[1])
-        .all(|(a, b)| (a - b).abs() < 1e-5);
-    assert!(
-        alone.len() == dims && close,
-        "{name}: the same text embeds differently alone and in a batch"
-    );
+    let single = EmbeddingRequest { input: EmbeddingInput::Text(texts[1].to_owned()), ..request.clone() };
+    let single = provider.embeddings(single).await.unwrap_or_else(|e| panic!("{name}: embeddings failed: {e}"));
+    let alone = single.data[0].embedding.to_floats().unwrap_or_else(|e| panic!("{name}: {e}"));
+    let close = alone.iter().zip(&vectors[1]).all(|(a, b)| (a - b).abs() < 1e-5);
+    assert!(alone.len() == dims && close, "{name}: the same text embeds differently alone and in a batch");
 
-    let short = EmbeddingRequest {
-        dimensions: Some(4),
-        ..request
-    };
-    let short = provider
-        .embeddings(short)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: embeddings failed: {e}"));
+    let short = EmbeddingRequest { dimensions: Some(4), ..request };
+    let short = provider.embeddings(short).await.unwrap_or_else(|e| panic!("{name}: embeddings failed: {e}"));
     for d in &short.data {
-        let v = d
-            .embedding
-            .to_floats()
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let v = d.embedding.to_floats().unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(v.len(), 4, "{name}: `dimensions` was not honoured");
     }
 }
 
 /// Each method whose capability is not declared answers [`Error::Unsupported`] naming it.
-pub async fn undeclared_capabilities_are_unsupported(
-    provider: &dyn Provider,
-    chat_model: &str,
-    embedding_model: &str,
-) {
+pub async fn undeclared_capabilities_are_unsupported(provider: &dyn Provider, chat_model: &str, embedding_model: &str) {
     let name = provider.name();
     let caps = provider.capabilities();
     let expect = |capability: Capability, result: Result<(), Error>| match result {
@@ -460,39 +295,18 @@ pub async fn undeclared_capabilities_are_unsupported(
         other => panic!("{name}: {capability} is not declared but answered {other:?}"),
     };
     if !caps.contains(Capability::Chat) {
-        expect(
-            Capability::Chat,
-            provider.chat(chat_request(chat_model)).await.map(drop),
-        );
+        expect(Capability::Chat, provider.chat(chat_request(chat_model)).await.map(drop));
     }
     if !caps.contains(Capability::ChatStream) {
-        expect(
-            Capability::ChatStream,
-            provider
-                .chat_stream(chat_request(chat_model))
-                .await
-                .map(drop),
-        );
+        expect(Capability::ChatStream, provider.chat_stream(chat_request(chat_model)).await.map(drop));
     }
     if !caps.contains(Capability::Completions) {
-        let request = CompletionRequest {
-            model: chat_model.to_owned(),
-            ..Default::default()
-        };
-        expect(
-            Capability::Completions,
-            provider.completion(request).await.map(drop),
-        );
+        let request = CompletionRequest { model: chat_model.to_owned(), ..Default::default() };
+        expect(Capability::Completions, provider.completion(request).await.map(drop));
     }
     if !caps.contains(Capability::Embeddings) {
-        let request = EmbeddingRequest {
-            model: embedding_model.to_owned(),
-            ..Default::default()
-        };
-        expect(
-            Capability::Embeddings,
-            provider.embeddings(request).await.map(drop),
-        );
+        let request = EmbeddingRequest { model: embedding_model.to_owned(), ..Default::default() };
+        expect(Capability::Embeddings, provider.embeddings(request).await.map(drop));
     }
 }
 
@@ -501,27 +315,12 @@ pub async fn undeclared_capabilities_are_unsupported(
 /// next request succeeds again.
 pub async fn upstream_errors_keep_status(provider: &dyn Provider, model: &str, faults: &Faults) {
     let name = provider.name();
-    for (status, retry_after) in [
-        (500, None),
-        (429, Some(Duration::from_secs(2))),
-        (400, None),
-    ] {
-        faults.push(Fault::Status {
-            status,
-            retry_after,
-        });
+    for (status, retry_after) in [(500, None), (429, Some(Duration::from_secs(2))), (400, None)] {
+        faults.push(Fault::Status { status, retry_after });
         match provider.chat(chat_request(model)).await {
-            Err(Error::Upstream {
-                status: Some(s),
-                message,
-                retry_after: r,
-                ..
-            }) => {
+            Err(Error::Upstream { status: Some(s), message, retry_after: r, .. }) => {
                 assert_eq!(s, status, "{name}: status");
-                assert!(
-                    message.contains(&format!("status {status}")),
-                    "{name}: upstream message lost: {message}"
-                );
+                assert!(message.contains(&format!("status {status}")), "{name}: upstream message lost: {message}");
                 assert_eq!(r, retry_after, "{name}: Retry-After for {status}");
             }
             other => panic!("{name}: upstream {status} answered {other:?}"),
@@ -529,10 +328,7 @@ pub async fn upstream_errors_keep_status(provider: &dyn Provider, model: &str, f
     }
     if provider.capabilities().contains(Capability::ChatStream) {
         faults.push(Fault::status(503));
-        let request = ChatCompletionRequest {
-            stream: Some(true),
-            ..chat_request(model)
-        };
+        let request = ChatCompletionRequest { stream: Some(true), ..chat_request(model) };
         let error = match provider.chat_stream(request).await {
             Err(e) => e,
             Ok(mut stream) => match stream.next().await {
@@ -540,22 +336,9 @@ pub async fn upstream_errors_keep_status(provider: &dyn Provider, model: &str, f
                 other => panic!("{name}: a stream refused with 503 yielded {other:?}"),
             },
         };
-        assert!(
-            matches!(
-                error,
-                Error::Upstream {
-                    status: Some(503),
-                    ..
-                }
-            ),
-            "{name}: {error:?}"
-        );
+        assert!(matches!(error, Error::Upstream { status: Some(503), .. }), "{name}: {error:?}");
     }
-    assert_eq!(
-        faults.pending(),
-        0,
-        "{name}: a scripted fault was not consumed (a request was not sent?)"
-    );
+    assert_eq!(faults.pending(), 0, "{name}: a scripted fault was not consumed (a request was not sent?)");
     chat_answers_with_usage(provider, model).await;
 }
 
@@ -563,10 +346,7 @@ pub async fn upstream_errors_keep_status(provider: &dyn Provider, model: &str, f
 pub async fn cut_stream_ends_with_error(provider: &dyn Provider, model: &str, faults: &Faults) {
     let name = provider.name();
     faults.push(Fault::CutStream { after_events: 2 });
-    let request = ChatCompletionRequest {
-        stream: Some(true),
-        ..chat_request(model)
-    };
+    let request = ChatCompletionRequest { stream: Some(true), ..chat_request(model) };
     let mut stream = match provider.chat_stream(request).await {
         Ok(s) => s,
         Err(e) => panic!("{name}: the cut should come mid-stream, yet chat_stream failed: {e}"),
@@ -577,15 +357,9 @@ pub async fn cut_stream_ends_with_error(provider: &dyn Provider, model: &str, fa
     }
     match items.last() {
         Some(Err(Error::Upstream { .. })) => {}
-        other => panic!(
-            "{name}: a cut stream ended with {other:?} after {} items",
-            items.len()
-        ),
+        other => panic!("{name}: a cut stream ended with {other:?} after {} items", items.len()),
     }
-    assert!(
-        items[..items.len() - 1].iter().all(Result::is_ok),
-        "{name}: only the last item is an error"
-    );
+    assert!(items[..items.len() - 1].iter().all(Result::is_ok), "{name}: only the last item is an error");
 }
 
 /// A malformed JSON body (and a malformed event in a stream) is an error, not a panic or a garbage answer.
@@ -603,14 +377,8 @@ pub async fn malformed_answers_are_errors(provider: &dyn Provider, model: &str, 
     }
     if provider.capabilities().contains(Capability::ChatStream) {
         faults.push(Fault::MalformedStream);
-        let request = ChatCompletionRequest {
-            stream: Some(true),
-            ..chat_request(model)
-        };
-        let mut stream = provider
-            .chat_stream(request)
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let request = ChatCompletionRequest { stream: Some(true), ..chat_request(model) };
+        let mut stream = provider.chat_stream(request).await.unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut saw_error = false;
         while let Some(item) = stream.next().await {
             assert!(!saw_error, "{name}: the stream went on after an error item");

@@ -70,6 +70,8 @@ pub enum Fault {
     MalformedJson,
     /// Send an event that is not valid JSON in the middle of a stream.
     MalformedStream,
+    /// Answer a streaming request with one JSON body, as servers that ignore `stream` do (OpenAI mock).
+    IgnoreStream,
 }
 
 impl Fault {

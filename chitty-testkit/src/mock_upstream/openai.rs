@@ -92,7 +92,8 @@ async fn chat(
         Ok(r) => r,
         Err(e) => return super::bad_body(Flavor::OpenAi, &e),
     };
-    if !request.is_stream() {
+    let ignore_stream = matches!(admitted.fault, Some(super::Fault::IgnoreStream));
+    if !request.is_stream() || ignore_stream {
         return match shared.provider.chat(request).await {
             Ok(answer) => super::json_response(&answer, admitted.fault.as_ref()),
             Err(e) => super::provider_error(Flavor::OpenAi, &e),
