@@ -35,7 +35,8 @@ use std::fmt;
 use std::path::Path;
 
 use chitty_core::gateway::{
-    Defaults, GatewayConfig, ModelConfig, ModelKind, OutputCapField, RouteConfig, TenantConfig, api_key_digest,
+    Defaults, GatewayConfig, ModelConfig, ModelKind, OutputCapField, PrefixConfig, RouteConfig, TenantConfig,
+    api_key_digest,
 };
 use chitty_core::keys::CachePolicy;
 use chitty_core::{ModelPrice, NanoUsd};
@@ -197,6 +198,25 @@ pub struct ModelSection {
     pub output_cap_field: OutputCapField,
 }
 
+/// `[[prefixes]]`: a model family routed by name prefix (`openai/gpt-4o` → provider `openai`, model `gpt-4o`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixSection {
+    /// The prefix, e.g. `openai/`.
+    pub prefix: String,
+    /// Provider name.
+    pub provider: String,
+    /// Prices for every model of the family; free when unset.
+    #[serde(default)]
+    pub price: Option<PriceSection>,
+    /// Cache policy.
+    #[serde(default)]
+    pub cache: CachePolicy,
+    /// Most output tokens; the cap when a client sends none.
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
+}
+
 /// `[[tenants]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -245,6 +265,9 @@ pub struct GatewayFile {
     /// `[[models]]`.
     #[serde(default)]
     pub models: Vec<ModelSection>,
+    /// `[[prefixes]]`.
+    #[serde(default)]
+    pub prefixes: Vec<PrefixSection>,
     /// `[[tenants]]`.
     #[serde(default)]
     pub tenants: Vec<TenantSection>,
@@ -275,6 +298,60 @@ pub fn interpolate(key: &str, value: &str) -> Result<String, ConfigError> {
 
 fn dollars(key: &str, s: &str) -> Result<NanoUsd, ConfigError> {
     s.parse().map_err(|e: chitty_core::money::ParseUsdError| invalid(key, e.to_string()))
+}
+
+fn price(key: &str, p: Option<&PriceSection>) -> Result<ModelPrice, ConfigError> {
+    let Some(p) = p else { return Ok(ModelPrice::default()) };
+    Ok(ModelPrice {
+        input_per_mtok: dollars(&format!("{key}.input"), &p.input)?,
+        output_per_mtok: dollars(&format!("{key}.output"), &p.output)?,
+        cached_input_per_mtok: p.cached_input.as_deref().map(|c| dollars(&format!("{key}.cached_input"), c)).transpose()?,
+    })
+}
+
+/// Applies a provider section's common settings to any of the provider builders (they share method names).
+#[cfg(any(feature = "openai", feature = "anthropic", feature = "ollama"))]
+macro_rules! configure {
+    ($builder:expr, $section:expr) => {{
+        let section: &ProviderSection = $section;
+        let mut b = $builder;
+        if let Some(url) = &section.base_url {
+            b = b.with_base_url(url.clone());
+        }
+        if let Some(key) = &section.api_key {
+            b = b.with_api_key(key.expose().to_owned());
+        }
+        for (name, value) in &section.headers {
+            b = b.with_header(name.clone(), value.expose().to_owned());
+        }
+        if let Some(secs) = section.timeout_secs {
+            b = b.with_timeout(std::time::Duration::from_secs(secs));
+        }
+        b.build().map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn chitty_core::Provider>)
+    }};
+}
+
+impl ProviderSection {
+    /// Builds the provider for the kinds this build includes (`openai`, `anthropic`, `ollama`, each behind its
+    /// feature). Other kinds (such as the example's `mock`) are the host application's to build.
+    pub fn build(&self) -> Result<std::sync::Arc<dyn chitty_core::Provider>, ConfigError> {
+        let built: Option<chitty_core::Result<std::sync::Arc<dyn chitty_core::Provider>>> = match self.kind.as_str() {
+            #[cfg(feature = "openai")]
+            "openai" => Some(configure!(crate::openai::OpenAiProvider::builder(self.name.clone()), self)),
+            #[cfg(feature = "anthropic")]
+            "anthropic" => Some(configure!(crate::anthropic::AnthropicProvider::builder(self.name.clone()), self)),
+            #[cfg(feature = "ollama")]
+            "ollama" => Some(configure!(crate::ollama::OllamaProvider::builder(self.name.clone()), self)),
+            _ => None,
+        };
+        match built {
+            Some(result) => result.map_err(|e| invalid(format!("providers.{}", self.name), e.to_string())),
+            None => Err(invalid(
+                format!("providers.{}.kind", self.name),
+                format!("`{}` is not a provider kind this build knows (openai, anthropic, ollama behind their features)", self.kind),
+            )),
+        }
+    }
 }
 
 impl GatewayFile {
@@ -328,18 +405,7 @@ impl GatewayFile {
                     ));
                 }
             }
-            let price = match &m.price {
-                None => ModelPrice::default(),
-                Some(p) => ModelPrice {
-                    input_per_mtok: dollars(&format!("models[{i}].price.input"), &p.input)?,
-                    output_per_mtok: dollars(&format!("models[{i}].price.output"), &p.output)?,
-                    cached_input_per_mtok: p
-                        .cached_input
-                        .as_deref()
-                        .map(|c| dollars(&format!("models[{i}].price.cached_input"), c))
-                        .transpose()?,
-                },
-            };
+            let price = price(&format!("models[{i}].price"), m.price.as_ref())?;
             let mut model = ModelConfig::new(m.name.clone());
             model.kind = m.kind;
             model.routes = m.routes.clone();
@@ -351,6 +417,20 @@ impl GatewayFile {
                 model.max_output_tokens = max;
             }
             models.push(model);
+        }
+        let mut prefixes = Vec::new();
+        for (i, p) in self.prefixes.iter().enumerate() {
+            if !providers.contains(&p.provider.as_str()) {
+                return Err(invalid(format!("prefixes[{i}].provider"), format!("no provider named `{}`", p.provider)));
+            }
+            prefixes.push(PrefixConfig {
+                prefix: p.prefix.clone(),
+                provider: p.provider.clone(),
+                price: price(&format!("prefixes[{i}].price"), p.price.as_ref())?,
+                cache: p.cache,
+                max_output_tokens: p.max_output_tokens.unwrap_or(4_096),
+                output_cap_field: OutputCapField::MaxTokens,
+            });
         }
         let mut tenants = Vec::new();
         for (i, t) in self.tenants.iter().enumerate() {
@@ -379,13 +459,16 @@ impl GatewayFile {
             tenant.burst = t.burst;
             tenant.cache_group = t.cache_group.clone();
             if let Some(allowed) = &tenant.allowed_models
-                && let Some(unknown) = allowed.iter().find(|a| !self.models.iter().any(|m| &m.name == *a))
+                && let Some(unknown) = allowed.iter().find(|a| {
+                    !self.models.iter().any(|m| &m.name == *a)
+                        && !a.strip_suffix('*').is_some_and(|p| self.prefixes.iter().any(|f| f.prefix == p))
+                })
             {
                 return Err(invalid(format!("tenants[{i}].allowed_models"), format!("no model named `{unknown}`")));
             }
             tenants.push(tenant);
         }
-        Ok(GatewayConfig { models, tenants, defaults: self.defaults.clone() })
+        Ok(GatewayConfig { models, prefixes, tenants, defaults: self.defaults.clone() })
     }
 }
 

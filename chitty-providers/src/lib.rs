@@ -2,21 +2,32 @@
 //!
 //! Implementations of chitty-core's traits, each behind a feature.
 //!
-//! - `memory` (default): [`runtime`] (system clock, tokio timer and spawner).
+//! - `memory` (default): [`memory`] (moka cache, atomic budget ledger, counting and collecting sinks) and
+//!   [`runtime`] (system clock, tokio timer and spawner).
+//! - `server`: [`server::router`], the OpenAI-compatible HTTP API over a gateway (axum), and [`config`], the TOML
+//!   configuration loader.
 //! - `openai`: [`openai::OpenAiProvider`], any OpenAI-compatible upstream over HTTP, with the [`sse`] decoder.
 //! - `anthropic`: [`anthropic::AnthropicProvider`], Anthropic's Messages API translated to and from OpenAI's.
 //! - `ollama`: [`ollama::OllamaProvider`], Ollama's native API with NDJSON streaming.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "memory")]
+pub mod memory;
 #[cfg(feature = "memory")]
 pub mod runtime;
+#[cfg(feature = "server")]
+pub mod server;
 
-#[cfg(any(feature = "openai", feature = "anthropic", feature = "ollama"))]
-mod upstream_http;
-#[cfg(any(feature = "openai", feature = "anthropic"))]
-pub mod sse;
-#[cfg(feature = "openai")]
-pub mod openai;
 #[cfg(feature = "anthropic")]
 pub mod anthropic;
 #[cfg(feature = "ollama")]
 pub mod ollama;
+#[cfg(feature = "openai")]
+pub mod openai;
+#[cfg(any(feature = "openai", feature = "anthropic"))]
+pub mod sse;
+#[cfg(any(feature = "openai", feature = "anthropic", feature = "ollama"))]
+mod upstream_http;

@@ -462,3 +462,31 @@ async fn invalid_configuration_is_refused_with_the_reason() {
     let bad_digest = GatewayConfig { tenants: vec![TenantConfig::new("t", "not-hex")], ..Default::default() };
     assert!(build(bad_digest).await.unwrap_err().to_string().contains("64 hex"));
 }
+
+#[tokio::test]
+async fn prefix_families_route_by_name_and_respect_allow_lists() {
+    let h = harness(|c| {
+        c.prefixes.push(chitty_core::gateway::PrefixConfig {
+            prefix: "up/".into(),
+            provider: "fallback".into(),
+            price: PRICE,
+            cache: CachePolicy::Off,
+            max_output_tokens: 200,
+            output_cap_field: Default::default(),
+        });
+        c.tenants.push(TenantConfig { allowed_models: Some(vec!["up/*".into()]), ..tenant("family", "sk-family") });
+    })
+    .await;
+    let reply = h.gateway.chat(&h.ctx("sk-acme"), ChatCompletionRequest { model: "up/gpt-x".into(), ..chat("hi") }).await.unwrap();
+    assert_eq!(reply.body.model, "gpt-x", "the prefix is stripped upstream");
+    assert_eq!(reply.meta.provider.as_deref(), Some("fallback"));
+    assert_eq!(reply.meta.max_tokens_set, Some(200));
+    let family = h.ctx("sk-family");
+    h.gateway.chat(&family, ChatCompletionRequest { model: "up/other".into(), ..chat("hi") }).await.unwrap();
+    let err = h.gateway.chat(&family, chat("named models are not in the family")).await.unwrap_err();
+    assert!(matches!(err, Error::ModelNotAllowed { .. }));
+    let err = h.gateway.chat(&family, ChatCompletionRequest { model: "up/".into(), ..chat("hi") }).await.unwrap_err();
+    assert!(matches!(err, Error::ModelNotFound { .. }), "the bare prefix is not a model");
+    let emb = EmbeddingRequest { model: "up/embedder".into(), input: EmbeddingInput::Text("x".into()), ..Default::default() };
+    h.gateway.embeddings(&family, emb).await.unwrap();
+}

@@ -16,6 +16,9 @@ pub struct GatewayConfig {
     /// Public models.
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+    /// Models resolved by name prefix (`openai/gpt-4o` → provider `openai`, upstream model `gpt-4o`).
+    #[serde(default)]
+    pub prefixes: Vec<PrefixConfig>,
     /// Tenants and their keys.
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
@@ -86,6 +89,31 @@ pub struct ModelConfig {
 
 fn default_max_output_tokens() -> u32 {
     4_096
+}
+
+/// A family of models resolved by prefix: any name `<prefix><upstream>` routes to `provider` as `<upstream>`.
+///
+/// Tenants allow a family with the entry `<prefix>*` in `allowed_models`. Prefix models are not listed by
+/// `/v1/models` (they cannot be enumerated) and serve every endpoint the provider supports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixConfig {
+    /// The prefix, e.g. `openai/`.
+    pub prefix: String,
+    /// Provider name.
+    pub provider: String,
+    /// Prices charged for every model of the family.
+    #[serde(default)]
+    pub price: ModelPrice,
+    /// Cache policy.
+    #[serde(default)]
+    pub cache: CachePolicy,
+    /// Most output tokens; the cap when a client sends none.
+    #[serde(default = "default_max_output_tokens")]
+    pub max_output_tokens: u32,
+    /// Which field carries a cap the gateway sets.
+    #[serde(default)]
+    pub output_cap_field: OutputCapField,
 }
 
 /// A tenant.

@@ -56,7 +56,8 @@ mod stream;
 
 pub use breaker::{Admission, CircuitBreaker};
 pub use config::{
-    Defaults, GatewayConfig, ModelConfig, ModelKind, OutputCapField, RouteConfig, TenantConfig, api_key_digest,
+    Defaults, GatewayConfig, ModelConfig, ModelKind, OutputCapField, PrefixConfig, RouteConfig, TenantConfig,
+    api_key_digest,
 };
 pub use ratelimit::TokenBucket;
 pub use stream::StreamReply;
@@ -113,7 +114,10 @@ impl Tenant {
 
     /// Whether the tenant may use the public model `model`.
     pub fn may_use(&self, model: &str) -> bool {
-        self.allowed.as_ref().is_none_or(|a| a.contains(model))
+        self.allowed.as_ref().is_none_or(|allowed| {
+            allowed.contains(model)
+                || allowed.iter().any(|a| a.strip_suffix('*').is_some_and(|prefix| model.starts_with(prefix)))
+        })
     }
 
     /// The tenant's spend limit, if budgets are enforced for it.
@@ -178,12 +182,25 @@ struct Route {
 }
 
 struct Model {
-    config: ModelConfig,
+    config: Arc<ModelConfig>,
     routes: Vec<Route>,
+    /// For prefix families: the prefix length to strip from the requested name to get the upstream name.
+    strip_prefix: Option<usize>,
+}
+
+impl Model {
+    /// The name to send upstream on `route` for the requested public name.
+    fn upstream_name<'a>(&self, route: &'a Route, requested: &'a str) -> &'a str {
+        match self.strip_prefix {
+            Some(n) => requested.get(n..).unwrap_or(requested),
+            None => &route.upstream_model,
+        }
+    }
 }
 
 struct Inner {
     models: HashMap<String, Model>,
+    prefixes: Vec<(String, Model)>,
     model_order: Vec<String>,
     tenants: HashMap<[u8; 32], Arc<Tenant>>,
     cache: Option<Arc<dyn Cache>>,
@@ -293,12 +310,34 @@ impl GatewayBuilder {
                 });
             }
             model_order.push(m.name.clone());
-            if models.insert(m.name.clone(), Model { config: m, routes }).is_some() {
-                return Err(config_error(format!(
-                    "model `{}` is defined twice",
-                    model_order.pop().unwrap_or_default()
-                )));
+            let name = m.name.clone();
+            if models.insert(name.clone(), Model { config: Arc::new(m), routes, strip_prefix: None }).is_some() {
+                return Err(config_error(format!("model `{name}` is defined twice")));
             }
+        }
+        let mut prefixes = Vec::new();
+        for p in self.config.prefixes {
+            if p.prefix.is_empty() {
+                return Err(config_error("a prefix model family needs a non-empty prefix".into()));
+            }
+            let provider = self.providers.get(&p.provider).ok_or_else(|| {
+                config_error(format!("prefix `{}` routes to unknown provider `{}`", p.prefix, p.provider))
+            })?;
+            let config = ModelConfig {
+                routes: vec![RouteConfig { provider: p.provider.clone(), model: String::new() }],
+                price: p.price,
+                cache: p.cache,
+                max_output_tokens: p.max_output_tokens,
+                output_cap_field: p.output_cap_field,
+                ..ModelConfig::new(format!("{}*", p.prefix))
+            };
+            let route = Route {
+                provider: provider.clone(),
+                upstream_model: String::new(),
+                breaker: Mutex::new(CircuitBreaker::new(d.breaker_failures, Duration::from_millis(d.breaker_open_ms))),
+            };
+            let strip = Some(p.prefix.len());
+            prefixes.push((p.prefix, Model { config: Arc::new(config), routes: vec![route], strip_prefix: strip }));
         }
         let mut tenants = HashMap::new();
         let mut ids = HashSet::new();
@@ -307,7 +346,10 @@ impl GatewayBuilder {
                 return Err(config_error(format!("tenant `{}` is defined twice", t.id)));
             }
             if let Some(allowed) = &t.allowed_models
-                && let Some(unknown) = allowed.iter().find(|m| !models.contains_key(*m))
+                && let Some(unknown) = allowed.iter().find(|m| {
+                    !models.contains_key(*m)
+                        && !m.strip_suffix('*').is_some_and(|p| prefixes.iter().any(|(prefix, _)| prefix == p))
+                })
             {
                 return Err(config_error(format!("tenant `{}` allows unknown model `{unknown}`", t.id)));
             }
@@ -346,6 +388,7 @@ impl GatewayBuilder {
         Ok(Gateway {
             inner: Arc::new(Inner {
                 models,
+                prefixes,
                 model_order,
                 tenants,
                 cache: self.cache,
@@ -468,11 +511,21 @@ impl Gateway {
         if name.is_empty() {
             return Err(Error::invalid_request("`model` is required", Some("model")));
         }
-        let model = self.inner.models.get(name).ok_or_else(|| Error::ModelNotFound { model: name.to_owned() })?;
+        let model = self
+            .inner
+            .models
+            .get(name)
+            .or_else(|| {
+                let family =
+                    self.inner.prefixes.iter().find(|(p, _)| name.len() > p.len() && name.starts_with(p.as_str()));
+                family.map(|(_, model)| model)
+            })
+            .ok_or_else(|| Error::ModelNotFound { model: name.to_owned() })?;
         if !ctx.tenant.may_use(name) {
             return Err(Error::ModelNotAllowed { model: name.to_owned() });
         }
-        if model.config.kind != O::KIND {
+        // Prefix families serve whatever the upstream model is; only named models declare a kind.
+        if model.strip_prefix.is_none() && model.config.kind != O::KIND {
             let what = match model.config.kind {
                 ModelKind::Chat => "a chat model",
                 ModelKind::Embedding => "an embedding model",
@@ -694,7 +747,7 @@ impl Gateway {
         let outcome = self
             .route(model, O::CAPABILITY, |route| {
                 let mut upstream = req.clone();
-                O::prepare_upstream(&mut upstream, &route.upstream_model, cap);
+                O::prepare_upstream(&mut upstream, model.upstream_name(route, O::model(req)), cap);
                 O::call(route.provider.clone(), upstream)
             })
             .await;

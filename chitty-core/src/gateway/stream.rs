@@ -38,6 +38,7 @@ struct Finish {
     gateway: Gateway,
     ctx: RequestContext,
     model: String,
+    config: Arc<crate::gateway::ModelConfig>,
     provider: String,
     reservation: Option<Reservation>,
     key: Option<CacheKey>,
@@ -49,8 +50,7 @@ struct Finish {
 impl Finish {
     /// The cost of what was produced: reported usage when there is any, else an upper estimate capped by the reservation.
     fn cost(&self, acc: &ChunkAccumulator) -> NanoUsd {
-        let Some(model) = self.gateway.inner.models.get(&self.model) else { return NanoUsd::ZERO };
-        let price = &model.config.price;
+        let price = &self.config.price;
         match acc.usage() {
             Some(u) => price.cost_of_usage(u),
             None => {
@@ -69,9 +69,8 @@ impl Finish {
         if let Some(key) = &self.key
             && completed
             && ChatOp::complete(&response)
-            && let Some(model) = self.gateway.inner.models.get(&self.model)
         {
-            self.gateway.cache_put(key, &model.config, &response).await;
+            self.gateway.cache_put(key, &self.config, &response).await;
         }
         let event = self.gateway.request_event(
             &self.ctx,
@@ -189,7 +188,7 @@ impl Gateway {
         let opened = self
             .route(model, Capability::ChatStream, |route| {
                 let mut upstream = req.clone();
-                ChatOp::prepare_upstream(&mut upstream, &route.upstream_model, cap);
+                ChatOp::prepare_upstream(&mut upstream, model.upstream_name(route, &req.model), cap);
                 let provider = Arc::clone(&route.provider);
                 Box::pin(async move { provider.chat_stream(upstream).await })
             })
@@ -216,6 +215,7 @@ impl Gateway {
                 gateway: self.clone(),
                 ctx: ctx.clone(),
                 model: req.model.clone(),
+                config: Arc::clone(&model.config),
                 provider,
                 reservation: held.reservation,
                 key,

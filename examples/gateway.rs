@@ -1,0 +1,124 @@
+//! The main job: an OpenAI-compatible gateway on 127.0.0.1:8080 that works offline.
+//!
+//! `cargo run --release --example gateway [-- --addr HOST:PORT --config PATH]`
+//!
+//! It reads `examples/gateway.toml` (or the copy embedded in the binary when the file is not there). Providers of
+//! kind `mock` are served by an in-process mock OpenAI upstream backed by the testkit's deterministic provider,
+//! so the models `chitty-mock` and `chitty-mock-embed` answer without a network. With `OPENAI_API_KEY` set, model
+//! names `openai/<name>` are also routed to `OPENAI_BASE_URL` (default OpenAI's API) as `<name>`.
+//! The demo tenant's key is `sk-chitty-demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chitty::core::gateway::{Gateway, PrefixConfig};
+use chitty::core::keys::CachePolicy;
+use chitty::core::{ModelPrice, Provider};
+use chitty::providers::config::GatewayFile;
+use chitty::providers::memory::{CountingSink, MemoryBudgetStore, MemoryCache};
+use chitty::providers::openai::OpenAiProvider;
+use chitty::providers::runtime::TokioRuntimeExt;
+use chitty::providers::server::{ServerOptions, router, shutdown_signal};
+use chitty_testkit::mock::MockProvider;
+use chitty_testkit::mock_upstream::{MockOpenAi, MockServer};
+use clap::Parser;
+
+const DEFAULT_CONFIG: &str = "examples/gateway.toml";
+const EMBEDDED_CONFIG: &str = include_str!("gateway.toml");
+
+/// An OpenAI-compatible LLM gateway built from chitty.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Address to listen on (overrides the file's `server.addr`).
+    #[arg(long, env = "CHITTY_ADDR")]
+    addr: Option<SocketAddr>,
+    /// Configuration file.
+    #[arg(long, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+
+    let file = if args.config.exists() {
+        GatewayFile::load(&args.config)?
+    } else if args.config == PathBuf::from(DEFAULT_CONFIG) {
+        tracing::info!("{DEFAULT_CONFIG} not found; using the embedded default configuration");
+        GatewayFile::parse(EMBEDDED_CONFIG)?
+    } else {
+        return Err(format!("configuration file {} does not exist", args.config.display()).into());
+    };
+    let mut config = file.gateway_config()?;
+
+    // Mock upstreams live as long as the gateway: keep their handles.
+    let mut mocks: Vec<MockServer> = Vec::new();
+    let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
+    for section in &file.providers {
+        if section.kind == "mock" {
+            let server = MockOpenAi::serve(Arc::new(MockProvider::new(section.name.clone()))).await?;
+            let upstream = OpenAiProvider::builder(section.name.clone()).with_base_url(server.base_url()).build()?;
+            tracing::info!(provider = %section.name, url = %server.base_url(), "started the mock OpenAI upstream");
+            mocks.push(server);
+            providers.push(Arc::new(upstream));
+        } else {
+            providers.push(section.build()?);
+        }
+    }
+
+    if std::env::var("OPENAI_API_KEY").is_ok_and(|k| !k.is_empty()) && !providers.iter().any(|p| p.name() == "openai") {
+        let openai = OpenAiProvider::from_env("openai").build()?;
+        tracing::info!(base_url = %openai.base_url(), "OPENAI_API_KEY is set: routing `openai/<model>`");
+        providers.push(Arc::new(openai));
+        config.prefixes.push(PrefixConfig {
+            prefix: "openai/".into(),
+            provider: "openai".into(),
+            // Budgets need a price for unknown names: GPT-4o's list price is a conservative default.
+            price: ModelPrice::from_micros_per_mtok(2_500_000, 10_000_000),
+            cache: CachePolicy::Deterministic,
+            max_output_tokens: 4_096,
+            output_cap_field: Default::default(),
+        });
+    }
+
+    let mut builder = Gateway::builder(config).events(Arc::new(CountingSink::new())).tokio_runtime();
+    for p in providers {
+        builder = builder.provider(p);
+    }
+    builder = match file.cache.backend.as_str() {
+        "memory" => builder.cache(Arc::new(MemoryCache::new(file.cache.max_bytes))),
+        "none" => builder,
+        other => return Err(format!("cache.backend: `{other}` is not available in this example (memory, none)").into()),
+    };
+    builder = match file.budgets.backend.as_str() {
+        "memory" => builder.budgets(Arc::new(MemoryBudgetStore::new())),
+        other => return Err(format!("budgets.backend: `{other}` is not available in this example (memory)").into()),
+    };
+    let gateway = builder.build().await?;
+
+    let addr: SocketAddr = match args.addr {
+        Some(a) => a,
+        None => file.server.addr.parse().map_err(|e| format!("server.addr `{}`: {e}", file.server.addr))?,
+    };
+    let options = ServerOptions { body_limit: file.server.body_limit_bytes, ..ServerOptions::default() };
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    println!("chitty gateway listening on http://{local}  (models: chitty-mock, chitty-mock-embed; key: sk-chitty-demo)");
+    println!();
+    println!("  curl http://{local}/v1/chat/completions \\");
+    println!("    -H 'Authorization: Bearer sk-chitty-demo' -H 'Content-Type: application/json' \\");
+    println!("    -d '{{\"model\": \"chitty-mock\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'");
+    println!();
+    println!("  python3 -c 'from openai import OpenAI; c = OpenAI(base_url=\"http://{local}/v1\", api_key=\"sk-chitty-demo\"); \\");
+    println!("    print(c.chat.completions.create(model=\"chitty-mock\", messages=[{{\"role\": \"user\", \"content\": \"Hello\"}}]).choices[0].message.content)'");
+    println!();
+
+    axum::serve(listener, router(gateway, options)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("shut down: in-flight requests drained");
+    drop(mocks);
+    Ok(())
+}
