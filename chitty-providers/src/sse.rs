@@ -123,8 +123,14 @@ impl SseDecoder {
             }
         }
         while let Some(pos) = bytes.iter().position(|b| *b == b'\n' || *b == b'\r') {
-            self.push_line_bytes(&bytes[..pos])?;
-            self.end_line()?;
+            if self.line.is_empty() {
+                // The common case: the whole line is in this read, so parse it in place without copying.
+                self.check_size(pos)?;
+                self.parse_line(&bytes[..pos])?;
+            } else {
+                self.push_line_bytes(&bytes[..pos])?;
+                self.end_buffered_line()?;
+            }
             let is_cr = bytes[pos] == b'\r';
             bytes = &bytes[pos + 1..];
             if is_cr {
@@ -147,23 +153,35 @@ impl SseDecoder {
     /// delivered rather than dropped. Returns the last event still pending, if any.
     pub fn finish(&mut self) -> Result<Option<SseEvent>, SseError> {
         if !self.line.is_empty() {
-            self.end_line()?;
+            self.end_buffered_line()?;
         }
         self.dispatch();
         Ok(self.ready.pop_front())
     }
 
-    fn push_line_bytes(&mut self, bytes: &[u8]) -> Result<(), SseError> {
-        if self.line.len() + self.data.len() + bytes.len() > self.max_event_bytes {
+    fn check_size(&self, more: usize) -> Result<(), SseError> {
+        if self.line.len() + self.data.len() + more > self.max_event_bytes {
             return Err(SseError::EventTooLarge { limit: self.max_event_bytes });
         }
+        Ok(())
+    }
+
+    fn push_line_bytes(&mut self, bytes: &[u8]) -> Result<(), SseError> {
+        self.check_size(bytes.len())?;
         self.line.extend_from_slice(bytes);
         Ok(())
     }
 
-    fn end_line(&mut self) -> Result<(), SseError> {
-        let raw = std::mem::take(&mut self.line);
-        let mut line: &[u8] = &raw;
+    fn end_buffered_line(&mut self) -> Result<(), SseError> {
+        let buffered = std::mem::take(&mut self.line);
+        let parsed = self.parse_line(&buffered);
+        // Keep the buffer's capacity for the next split line.
+        self.line = buffered;
+        self.line.clear();
+        parsed
+    }
+
+    fn parse_line(&mut self, mut line: &[u8]) -> Result<(), SseError> {
         if self.at_start {
             self.at_start = false;
             line = line.strip_prefix("\u{FEFF}".as_bytes()).unwrap_or(line);

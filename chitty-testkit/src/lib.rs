@@ -12,7 +12,5 @@ pub mod github_api;
 pub mod compressor;
 /// Realistic base / fine-tune safetensors pairs (BF16/F16/F32), deterministic from a seed.
 pub mod model_pairs;
-/// Mock OpenAI, Anthropic and Ollama upstreams over HTTP, serving any `Provider`, with fault injection.
 pub mod mock_upstream;
-/// The conformance suite every `Provider` runs, driven by its declared capabilities.
 pub mod provider;
