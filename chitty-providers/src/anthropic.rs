@@ -17,6 +17,9 @@
 //! (the gateway forwards it to clients that asked); `ping` is skipped; an `error` event, or a stream
 //! that ends before `message_stop`, ends the stream with an error item. The Anthropic-specific fields
 //! `top_k`, `thinking`, `metadata` and `service_tier` are forwarded from the request's extra fields.
+//! Fields Anthropic has no equivalent for (`response_format`, `logprobs`, `logit_bias`, `seed`, the
+//! penalties) are not sent; `n` > 1 and content parts other than text and images are refused with
+//! [`Error::InvalidRequest`] before any request is made.
 //!
 //! ```no_run
 //! # async fn run() -> chitty_core::Result<()> {
@@ -708,7 +711,7 @@ where
             let item = match tokio::time::timeout(st.idle, st.events.next()).await {
                 Err(_) => Err(Error::UpstreamTimeout { provider: provider.clone(), timeout: st.idle }),
                 Ok(None) => Err(interrupted(provider, "the stream ended before `message_stop`")),
-                Ok(Some(Err(SseError::Body(e)))) => Err(interrupted(provider, &e.to_string())),
+                Ok(Some(Err(SseError::Body(e)))) => Err(interrupted(provider, &upstream_http::describe(&*e))),
                 Ok(Some(Err(e))) => Err(upstream_http::malformed(provider, "event stream", e)),
                 Ok(Some(Ok(event))) => match st.translator.step(&event) {
                     Ok(Step::Skip) => continue,

@@ -625,7 +625,7 @@ where
                     "NDJSON stream",
                     format!("a line exceeds {MAX_LINE_BYTES} bytes"),
                 )),
-                Ok(Some(Err(LineError::Body(e)))) => Err(interrupted(&st.provider, &e.to_string())),
+                Ok(Some(Err(LineError::Body(e)))) => Err(interrupted(&st.provider, &upstream_http::describe(&*e))),
                 Ok(Some(Ok(line))) => serde_json::from_slice::<Value>(&line)
                     .map_err(|e| upstream_http::malformed(&st.provider, "NDJSON line", e)),
             };

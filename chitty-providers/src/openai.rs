@@ -345,7 +345,7 @@ where
             };
             let item = match next {
                 None => Err(interrupted(&st.provider, "the stream ended before `data: [DONE]`")),
-                Some(Err(SseError::Body(e))) => Err(interrupted(&st.provider, &e.to_string())),
+                Some(Err(SseError::Body(e))) => Err(interrupted(&st.provider, &upstream_http::describe(&*e))),
                 Some(Err(e)) => Err(upstream_http::malformed(&st.provider, "event stream", e)),
                 Some(Ok(event)) if event.is_done() => return None,
                 Some(Ok(event)) if event.data.trim().is_empty() => continue,

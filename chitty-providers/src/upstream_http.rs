@@ -80,15 +80,26 @@ pub(crate) fn transport_error(provider: &str, timeout: Duration, e: &reqwest::Er
     if e.is_timeout() {
         return Error::UpstreamTimeout { provider: provider.to_owned(), timeout };
     }
-    // reqwest's Display names the URL, never headers, so the key cannot leak here.
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
+    Error::Upstream { provider: provider.to_owned(), status: None, message: describe(e), retry_after: None }
+}
+
+/// An error and its sources as one line, without the request URL that reqwest appends (a URL may carry
+/// a credential in its query, as Azure's `api-key` does).
+pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = String::new();
+    let mut current = Some(e);
+    while let Some(err) = current {
+        let mut text = err.to_string();
+        if let Some(url) = err.downcast_ref::<reqwest::Error>().and_then(reqwest::Error::url) {
+            text = text.replace(&format!(" for url ({url})"), "");
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+        current = err.source();
     }
-    Error::Upstream { provider: provider.to_owned(), status: None, message, retry_after: None }
+    message
 }
 
 /// The error for an answer that arrived but could not be understood.
