@@ -107,14 +107,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = ServerOptions { body_limit: file.server.body_limit_bytes, ..ServerOptions::default() };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    println!("chitty gateway listening on http://{local}  (models: chitty-mock, chitty-mock-embed; key: sk-chitty-demo)");
+    println!(
+        "chitty gateway listening on http://{local}  (models: chitty-mock, chitty-mock-embed; key: sk-chitty-demo)"
+    );
     println!();
     println!("  curl http://{local}/v1/chat/completions \\");
     println!("    -H 'Authorization: Bearer sk-chitty-demo' -H 'Content-Type: application/json' \\");
     println!("    -d '{{\"model\": \"chitty-mock\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'");
     println!();
-    println!("  python3 -c 'from openai import OpenAI; c = OpenAI(base_url=\"http://{local}/v1\", api_key=\"sk-chitty-demo\"); \\");
-    println!("    print(c.chat.completions.create(model=\"chitty-mock\", messages=[{{\"role\": \"user\", \"content\": \"Hello\"}}]).choices[0].message.content)'");
+    println!(
+        "  python3 -c 'from openai import OpenAI; c = OpenAI(base_url=\"http://{local}/v1\", api_key=\"sk-chitty-demo\"); \\"
+    );
+    println!(
+        "    print(c.chat.completions.create(model=\"chitty-mock\", messages=[{{\"role\": \"user\", \"content\": \"Hello\"}}]).choices[0].message.content)'"
+    );
     println!();
 
     axum::serve(listener, router(gateway, options)).with_graceful_shutdown(shutdown_signal()).await?;

@@ -305,7 +305,11 @@ fn price(key: &str, p: Option<&PriceSection>) -> Result<ModelPrice, ConfigError>
     Ok(ModelPrice {
         input_per_mtok: dollars(&format!("{key}.input"), &p.input)?,
         output_per_mtok: dollars(&format!("{key}.output"), &p.output)?,
-        cached_input_per_mtok: p.cached_input.as_deref().map(|c| dollars(&format!("{key}.cached_input"), c)).transpose()?,
+        cached_input_per_mtok: p
+            .cached_input
+            .as_deref()
+            .map(|c| dollars(&format!("{key}.cached_input"), c))
+            .transpose()?,
     })
 }
 
@@ -348,7 +352,10 @@ impl ProviderSection {
             Some(result) => result.map_err(|e| invalid(format!("providers.{}", self.name), e.to_string())),
             None => Err(invalid(
                 format!("providers.{}.kind", self.name),
-                format!("`{}` is not a provider kind this build knows (openai, anthropic, ollama behind their features)", self.kind),
+                format!(
+                    "`{}` is not a provider kind this build knows (openai, anthropic, ollama behind their features)",
+                    self.kind
+                ),
             )),
         }
     }
@@ -438,13 +445,17 @@ impl GatewayFile {
             for (j, digest) in t.key_sha256.iter().enumerate() {
                 let ok = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
                 if !ok {
-                    return Err(invalid(format!("tenants[{i}].key_sha256[{j}]"), "must be 64 hex characters (a SHA-256 digest)"));
+                    return Err(invalid(
+                        format!("tenants[{i}].key_sha256[{j}]"),
+                        "must be 64 hex characters (a SHA-256 digest)",
+                    ));
                 }
                 keys.push(digest.to_ascii_lowercase());
             }
             for (j, var) in t.api_key_env.iter().enumerate() {
-                let key = std::env::var(var)
-                    .map_err(|_| invalid(format!("tenants[{i}].api_key_env[{j}]"), format!("environment variable {var} is not set")))?;
+                let key = std::env::var(var).map_err(|_| {
+                    invalid(format!("tenants[{i}].api_key_env[{j}]"), format!("environment variable {var} is not set"))
+                })?;
                 keys.push(api_key_digest(&key));
             }
             if keys.is_empty() {
@@ -521,11 +532,14 @@ allowed_models = ["m"]
         assert!(err.contains("line 2") && err.contains("name"), "{err}");
         let err = GatewayFile::parse("[[models]]\nname = \"m\"\nroutes = []\nbogus = 1\n").unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
-        let err = GatewayFile::parse("[[providers]]\nname = \"p\"\nkind = \"openai\"\napi_key = \"${CHITTY_SURELY_UNSET_VAR}\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = GatewayFile::parse(
+            "[[providers]]\nname = \"p\"\nkind = \"openai\"\napi_key = \"${CHITTY_SURELY_UNSET_VAR}\"\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("providers[0].api_key") && err.contains("CHITTY_SURELY_UNSET_VAR"), "{err}");
-        let file = GatewayFile::parse("[[models]]\nname = \"m\"\nroutes = [{ provider = \"ghost\", model = \"x\" }]\n").unwrap();
+        let file = GatewayFile::parse("[[models]]\nname = \"m\"\nroutes = [{ provider = \"ghost\", model = \"x\" }]\n")
+            .unwrap();
         let err = file.gateway_config().unwrap_err().to_string();
         assert!(err.contains("models[0].routes[0].provider") && err.contains("ghost"), "{err}");
         let file = GatewayFile::parse(

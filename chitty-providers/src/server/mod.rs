@@ -256,9 +256,14 @@ async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
 
 async fn not_found(headers: HeaderMap) -> Response {
     let id = request_id(&headers);
-    let mut response =
-        ApiError::new(Error::invalid_request("unknown endpoint; see /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models", None), &id)
-            .into_response();
+    let mut response = ApiError::new(
+        Error::invalid_request(
+            "unknown endpoint; see /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models",
+            None,
+        ),
+        &id,
+    )
+    .into_response();
     *response.status_mut() = StatusCode::NOT_FOUND;
     response
 }

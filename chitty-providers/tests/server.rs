@@ -1,0 +1,251 @@
+//! The HTTP server end to end: client → axum router → gateway → OpenAI provider → mock OpenAI upstream.
+
+#![cfg(all(feature = "server", feature = "openai"))]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chitty_core::gateway::{Gateway, GatewayConfig, ModelConfig, ModelKind, RouteConfig, TenantConfig, api_key_digest};
+use chitty_core::keys::CachePolicy;
+use chitty_core::{BudgetStore, ModelPrice, NanoUsd};
+use chitty_providers::memory::{MemoryBudgetStore, MemoryCache};
+use chitty_providers::openai::OpenAiProvider;
+use chitty_providers::runtime::TokioRuntimeExt;
+use chitty_providers::server::{ServerOptions, router};
+use chitty_testkit::mock::MockProvider;
+use chitty_testkit::mock_upstream::{MockOpenAi, MockServer};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+struct Stack {
+    base: String,
+    upstream: MockServer,
+    budgets: Arc<MemoryBudgetStore>,
+    gateway: Gateway,
+    http: reqwest::Client,
+}
+
+async fn stack(body_limit: usize, tweak: impl FnOnce(&mut GatewayConfig)) -> Stack {
+    let upstream = MockOpenAi::serve(Arc::new(MockProvider::new("mock"))).await.unwrap();
+    let provider = OpenAiProvider::builder("up").with_base_url(upstream.base_url()).build().unwrap();
+    let model = |name: &str, kind| ModelConfig {
+        kind,
+        routes: vec![RouteConfig { provider: "up".into(), model: name.into() }],
+        price: ModelPrice::from_micros_per_mtok(1_000_000, 2_000_000),
+        cache: CachePolicy::Deterministic,
+        max_output_tokens: 256,
+        ..ModelConfig::new(name)
+    };
+    let mut config = GatewayConfig {
+        models: vec![
+            model("chat", ModelKind::Chat),
+            model("embed", ModelKind::Embedding),
+            model("secret", ModelKind::Chat),
+        ],
+        tenants: vec![
+            TenantConfig {
+                budget_nano_usd: Some(NanoUsd::ONE_USD),
+                ..TenantConfig::new("acme", &api_key_digest("sk-acme"))
+            },
+            TenantConfig {
+                allowed_models: Some(vec!["chat".into()]),
+                requests_per_minute: Some(60),
+                burst: Some(1),
+                ..TenantConfig::new("limited", &api_key_digest("sk-limited"))
+            },
+        ],
+        ..Default::default()
+    };
+    tweak(&mut config);
+    let budgets = Arc::new(MemoryBudgetStore::new());
+    let gateway = Gateway::builder(config)
+        .provider(Arc::new(provider))
+        .cache(Arc::new(MemoryCache::new(1 << 24)))
+        .budgets(budgets.clone())
+        .tokio_runtime()
+        .build()
+        .await
+        .unwrap();
+    let app = router(gateway.clone(), ServerOptions { body_limit, ..ServerOptions::default() });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Stack { base, upstream, budgets, gateway, http: reqwest::Client::new() }
+}
+
+impl Stack {
+    fn post(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}{path}", self.base)).bearer_auth(key)
+    }
+}
+
+async fn envelope(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn errors_use_openai_envelopes_and_statuses() {
+    let s = stack(4 * 1024, |_| {}).await;
+    let chat = json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]});
+
+    let r = s.http.post(format!("{}/v1/chat/completions", s.base)).json(&chat).send().await.unwrap();
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let (status, body) = envelope(r).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_api_key")));
+
+    let big = json!({"model": "chat", "messages": [{"role": "user", "content": "x".repeat(8 * 1024)}]});
+    let (status, body) = envelope(s.post("/v1/chat/completions", "sk-acme").json(&big).send().await.unwrap()).await;
+    assert_eq!(status, 413);
+    assert_eq!(body["error"]["code"], "request_too_large");
+    assert!(body["error"]["message"].as_str().unwrap().contains("4096"), "{body}");
+
+    let r = s
+        .post("/v1/chat/completions", "sk-acme")
+        .header("content-type", "application/json")
+        .body("{\"model\": ")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = envelope(r).await;
+    assert_eq!((status, body["error"]["type"].as_str()), (400, Some("invalid_request_error")));
+    assert!(body["error"]["message"].as_str().unwrap().contains("invalid JSON"), "{body}");
+
+    let wrong_type = json!({"model": "chat", "messages": "not a list"});
+    let (status, _) = envelope(s.post("/v1/chat/completions", "sk-acme").json(&wrong_type).send().await.unwrap()).await;
+    assert_eq!(status, 400);
+
+    let (status, body) = envelope(
+        s.post("/v1/chat/completions", "sk-acme").json(&json!({"model": "nope", "messages": []})).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str(), body["error"]["param"].as_str()),
+        (404, Some("model_not_found"), Some("model"))
+    );
+
+    let (status, _) = envelope(
+        s.post("/v1/chat/completions", "sk-limited")
+            .json(&json!({"model": "secret", "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    s.post("/v1/chat/completions", "sk-limited").json(&chat).send().await.unwrap();
+    let r = s.post("/v1/chat/completions", "sk-limited").json(&chat).send().await.unwrap();
+    assert_eq!(r.headers()["retry-after"], "1");
+    let (status, body) = envelope(r).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limit_exceeded")));
+
+    s.upstream.faults().fail_next(500, 4);
+    let (status, body) = envelope(
+        s.post("/v1/chat/completions", "sk-acme")
+            .json(&json!({"model": "chat", "messages": [{"role": "user", "content": "boom"}]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+
+    let r = s.http.get(format!("{}/v1/nothing-here", s.base)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn answers_carry_cache_cost_and_request_headers() {
+    let s = stack(1 << 20, |_| {}).await;
+    let chat = json!({"model": "chat", "messages": [{"role": "user", "content": "headers please"}], "temperature": 0});
+    let r =
+        s.post("/v1/chat/completions", "sk-acme").header("x-request-id", "trace-123").json(&chat).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["x-request-id"], "trace-123");
+    assert_eq!(h["x-chitty-cache"], "miss");
+    assert_eq!(h["x-chitty-max-tokens"], "256", "no max_tokens from the client: the gateway set it");
+    let reserved: u64 = h["x-chitty-reserved-nano-usd"].to_str().unwrap().parse().unwrap();
+    let cost: u64 = h["x-chitty-cost-nano-usd"].to_str().unwrap().parse().unwrap();
+    assert!(cost > 0 && cost <= reserved, "cost {cost} reserved {reserved}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+
+    let r = s.post("/v1/chat/completions", "sk-acme").json(&chat).send().await.unwrap();
+    assert_eq!(r.headers()["x-chitty-cache"], "hit");
+    assert_ne!(r.headers()["x-request-id"], "trace-123");
+    let r =
+        s.post("/v1/chat/completions", "sk-acme").header("cache-control", "no-cache").json(&chat).send().await.unwrap();
+    assert_eq!(r.headers()["x-chitty-cache"], "bypass");
+
+    let models: Value = s
+        .http
+        .get(format!("{}/v1/models", s.base))
+        .bearer_auth("sk-limited")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<_> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["chat"]);
+    assert_eq!(s.http.get(format!("{}/healthz", s.base)).send().await.unwrap().text().await.unwrap(), "ok");
+
+    let emb = json!({"model": "embed", "input": ["a", "b"], "encoding_format": "base64"});
+    let body: Value = s.post("/v1/embeddings", "sk-acme").json(&emb).send().await.unwrap().json().await.unwrap();
+    assert!(body["data"][1]["embedding"].is_string());
+    let comp = json!({"model": "chat", "prompt": "Say this is a test", "max_tokens": 5});
+    let body: Value = s.post("/v1/completions", "sk-acme").json(&comp).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["object"], "text_completion");
+}
+
+#[tokio::test]
+async fn streams_are_server_sent_events_ending_with_done() {
+    let s = stack(1 << 20, |_| {}).await;
+    let req = json!({"model": "chat", "messages": [{"role": "user", "content": "stream"}], "stream": true,
+                     "stream_options": {"include_usage": true}});
+    let r = s.post("/v1/chat/completions", "sk-acme").json(&req).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    assert_eq!(r.headers()["x-chitty-cache"], "bypass");
+    let text = r.text().await.unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.trim().is_empty()).collect();
+    assert!(events.iter().all(|e| e.starts_with("data: ")), "{text}");
+    assert_eq!(*events.last().unwrap(), "data: [DONE]");
+    let usage: Value = serde_json::from_str(events[events.len() - 2].trim_start_matches("data: ")).unwrap();
+    assert!(usage["choices"].as_array().unwrap().is_empty() && usage["usage"]["total_tokens"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_cancels_the_upstream_and_settles() {
+    let s = stack(1 << 20, |_| {}).await;
+    s.upstream.faults().set_event_delay(Duration::from_millis(40));
+    let req = json!({"model": "chat", "messages": [{"role": "user", "content": "a slow stream that we abandon"}],
+                     "stream": true, "temperature": 0.9});
+    let r = s.post("/v1/chat/completions", "sk-acme").json(&req).send().await.unwrap();
+    let mut body = r.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(std::str::from_utf8(&first).unwrap().starts_with("data: "));
+    let now = s.gateway.now();
+    assert!(s.budgets.balance("acme", now).await.unwrap().reserved > NanoUsd::ZERO, "held while streaming");
+    drop(body);
+    let mut settled = false;
+    for _ in 0..200 {
+        let b = s.budgets.balance("acme", s.gateway.now()).await.unwrap();
+        if b.reserved == NanoUsd::ZERO && s.upstream.cancelled_streams() == 1 {
+            assert!(b.spent > NanoUsd::ZERO, "what was produced is charged");
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        settled,
+        "upstream cancelled {} time(s), balance {:?}",
+        s.upstream.cancelled_streams(),
+        s.budgets.balance("acme", s.gateway.now()).await
+    );
+    assert_eq!(s.upstream.completed_streams(), 0);
+}
