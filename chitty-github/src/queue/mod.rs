@@ -108,6 +108,11 @@ impl QueueReceiver {
         self.receiver.recv().await
     }
 
+    /// The next message if one is waiting, without waiting.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.receiver.try_recv().ok()
+    }
+
     /// Stops accepting new messages; those already queued can still be received.
     pub fn close(&mut self) {
         self.receiver.close();

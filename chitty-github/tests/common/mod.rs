@@ -19,9 +19,7 @@ pub fn secret() -> WebhookSecret {
 
 /// A fixture payload from `tests/fixtures/`.
 pub fn fixture(name: &str) -> Bytes {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
@@ -44,20 +42,15 @@ pub fn signed_builder(event: &str, delivery: &str, body: &[u8]) -> http::request
 
 /// Unique names for service-backed tests, so reruns and parallel runs do not collide.
 pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
     format!("{prefix}_{}_{nanos}", std::process::id())
 }
 
 /// The behaviour every [`IdempotencyStore`] shares. `advance` moves time past a TTL (virtual time
 /// for the memory store, a real sleep for Redis), `ttl` is the TTL to claim with.
-pub async fn idempotency_conformance<F, Fut>(
-    store: Arc<dyn IdempotencyStore>,
-    ttl: Duration,
-    advance: F,
-) where
+pub async fn idempotency_conformance<F, Fut>(store: Arc<dyn IdempotencyStore>, ttl: Duration, advance: F)
+where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
@@ -65,38 +58,21 @@ pub async fn idempotency_conformance<F, Fut>(
     assert_eq!(store.claim(&key, ttl).await.unwrap(), Claim::Claimed);
     assert_eq!(store.claim(&key, ttl).await.unwrap(), Claim::AlreadyClaimed);
     let other = format!("{key}:hook:2");
-    assert_eq!(
-        store.claim(&other, ttl).await.unwrap(),
-        Claim::Claimed,
-        "keys are independent"
-    );
+    assert_eq!(store.claim(&other, ttl).await.unwrap(), Claim::Claimed, "keys are independent");
 
     store.release(&key).await.unwrap();
-    assert_eq!(
-        store.claim(&key, ttl).await.unwrap(),
-        Claim::Claimed,
-        "released keys can be claimed"
-    );
+    assert_eq!(store.claim(&key, ttl).await.unwrap(), Claim::Claimed, "released keys can be claimed");
     store.release("never-claimed").await.unwrap();
 
     advance().await;
-    assert_eq!(
-        store.claim(&key, ttl).await.unwrap(),
-        Claim::Claimed,
-        "expired keys can be claimed"
-    );
+    assert_eq!(store.claim(&key, ttl).await.unwrap(), Claim::Claimed, "expired keys can be claimed");
 
     // Of many concurrent claimers of one key, exactly one wins.
     let contested = unique("contested");
     let claims = futures::future::join_all((0..32).map(|_| {
         let store = store.clone();
         let contested = contested.clone();
-        async move {
-            store
-                .claim(&contested, Duration::from_secs(60))
-                .await
-                .unwrap()
-        }
+        async move { store.claim(&contested, Duration::from_secs(60)).await.unwrap() }
     }))
     .await;
     assert_eq!(claims.iter().filter(|c| **c == Claim::Claimed).count(), 1);

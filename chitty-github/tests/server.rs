@@ -1,0 +1,140 @@
+//! The axum route and the webhook example's router, driven over HTTP semantics (tower) and over a
+//! real socket.
+#![cfg(feature = "server")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/webhook.rs"]
+mod example;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use bytes::Bytes;
+use chitty_github::intake::WebhookIntake;
+use chitty_github::queue::InProcessQueue;
+use chitty_github::server::webhook_route;
+use common::{SECRET, fixture, secret, signed_builder};
+use http::StatusCode;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+async fn send(router: &Router, request: http::Request<Body>) -> (StatusCode, http::HeaderMap, Bytes) {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn the_example_router_accepts_a_signed_ping_and_the_worker_processes_it() {
+    let (router, processor, deliveries) = example::build_app(SECRET).unwrap();
+    let body = fixture("ping.json");
+    // The same request as the README's curl: JSON body, event, delivery GUID, signature.
+    let request = signed_builder("ping", "d9a1c4f0-5bd1-11ee-8c99-0242ac120002", &body)
+        .uri(example::WEBHOOK_PATH)
+        .body(Body::from(body.clone()))
+        .unwrap();
+    let (status, headers, response) = send(&router, request).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{response:?}");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(&response[..], br#"{"status":"accepted"}"#);
+
+    let unsigned = http::Request::post(example::WEBHOOK_PATH)
+        .header("content-type", "application/json")
+        .header("x-github-event", "ping")
+        .header("x-github-delivery", "e0b3f8a2-5bd1-11ee-8c99-0242ac120002")
+        .header("x-hub-signature-256", "sha256=0000000000000000000000000000000000000000000000000000000000000000")
+        .body(Body::from(body))
+        .unwrap();
+    assert_eq!(send(&router, unsigned).await.0, StatusCode::UNAUTHORIZED);
+    let wrong_path = http::Request::post("/other").body(Body::empty()).unwrap();
+    assert_eq!(send(&router, wrong_path).await.0, StatusCode::NOT_FOUND);
+    let get = http::Request::get(example::WEBHOOK_PATH).body(Body::empty()).unwrap();
+    assert_eq!(send(&router, get).await.0, StatusCode::METHOD_NOT_ALLOWED);
+
+    drop(router);
+    processor.clone().run(deliveries).await;
+    assert_eq!(processor.stats().handled, 1);
+}
+
+#[tokio::test]
+async fn the_route_mounts_at_any_path_in_a_router_with_state() {
+    let (queue, mut deliveries) = InProcessQueue::bounded(8);
+    let intake = Arc::new(WebhookIntake::builder([secret()]).sink(Arc::new(queue)).build().unwrap());
+    #[derive(Clone)]
+    struct HostState;
+    let router: Router = Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/hooks/{tenant}/github", webhook_route(intake))
+        .with_state(HostState);
+    let body = fixture("push.json");
+    let request = signed_builder("push", "guid-1", &body).uri("/hooks/acme/github").body(Body::from(body)).unwrap();
+    assert_eq!(send(&router, request).await.0, StatusCode::ACCEPTED);
+    assert!(deliveries.recv().await.is_some());
+}
+
+#[tokio::test]
+async fn bodies_over_the_cap_get_413_from_the_explicit_body_limit() {
+    let (queue, _deliveries) = InProcessQueue::bounded(8);
+    let intake =
+        WebhookIntake::builder([secret()]).sink(Arc::new(queue)).max_body_bytes(4 * 1024 * 1024).build().unwrap();
+    let router = chitty_github::server::webhook_router("/hooks", Arc::new(intake));
+    // 3 MB is over axum's 2 MB default: accepted only because the limit is set explicitly.
+    let mut big = br#"{"zen":"z","padding":""#.to_vec();
+    big.resize(3 * 1024 * 1024, b'x');
+    big.extend_from_slice(br#""}"#);
+    let request = signed_builder("ping", "guid-big", &big).uri("/hooks").body(Body::from(big.clone())).unwrap();
+    assert_eq!(send(&router, request).await.0, StatusCode::ACCEPTED);
+
+    let mut huge = big;
+    huge.resize(4 * 1024 * 1024 + 1, b' ');
+    // A streamed body without Content-Length is cut at the cap too.
+    let stream = futures::stream::iter(
+        huge.chunks(64 * 1024).map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c))).collect::<Vec<_>>(),
+    );
+    let request = signed_builder("ping", "guid-huge", &huge).uri("/hooks").body(Body::from_stream(stream)).unwrap();
+    let (status, _, body) = send(&router, request).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body:?}");
+    assert!(String::from_utf8_lossy(&body).contains("4194304"));
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after_over_a_real_socket() {
+    let (queue, _deliveries) = InProcessQueue::bounded(1);
+    let intake = WebhookIntake::builder([secret()]).sink(Arc::new(queue)).build().unwrap();
+    let router = chitty_github::server::webhook_router("/hooks", Arc::new(intake));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let body = fixture("ping.json");
+    let mut statuses = Vec::new();
+    for n in 0..2 {
+        let raw = raw_post(addr, &format!("guid-{n}"), &body).await;
+        statuses.push(raw);
+    }
+    server.abort();
+    assert!(statuses[0].starts_with("HTTP/1.1 202"), "{}", statuses[0]);
+    assert!(statuses[1].starts_with("HTTP/1.1 503"), "{}", statuses[1]);
+    assert!(statuses[1].to_ascii_lowercase().contains("retry-after: 1"), "{}", statuses[1]);
+}
+
+/// A minimal HTTP/1.1 client, so the test exercises the real server stack without a client crate.
+async fn raw_post(addr: std::net::SocketAddr, delivery: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /hooks HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\nx-github-event: ping\r\n\
+         x-github-delivery: {delivery}\r\nx-hub-signature-256: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        secret().sign(body),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
