@@ -1,0 +1,110 @@
+//! The fuzz targets' inputs driven by proptest on stable, so CI exercises them on every run
+//! (`fuzz/` holds the same targets for cargo-fuzz).
+
+#![cfg(feature = "server")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chitty_core::keys::{CacheScope, chat_key};
+use chitty_core::wire::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest};
+use chitty_providers::config::GatewayFile;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        "\\PC{0,12}".prop_map(Value::String),
+        Just(json!(u64::MAX)),
+        Just(json!("user")),
+        Just(json!("text")),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::btree_map(
+                prop_oneof![
+                    Just("model".to_owned()),
+                    Just("messages".to_owned()),
+                    Just("role".to_owned()),
+                    Just("content".to_owned()),
+                    Just("type".to_owned()),
+                    Just("text".to_owned()),
+                    Just("tools".to_owned()),
+                    Just("tool_calls".to_owned()),
+                    Just("stop".to_owned()),
+                    Just("input".to_owned()),
+                    Just("prompt".to_owned()),
+                    "[a-z_]{1,8}",
+                ],
+                inner,
+                0..6
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn check_chat(bytes: &[u8]) {
+    if let Ok(req) = serde_json::from_slice::<ChatCompletionRequest>(bytes) {
+        let key = chat_key(CacheScope::Tenant("t"), &req);
+        let _ = chitty_core::tokens::estimate_chat_prompt(&req);
+        let again: ChatCompletionRequest = serde_json::from_slice(&serde_json::to_vec(&req).unwrap()).unwrap();
+        assert_eq!(chat_key(CacheScope::Tenant("t"), &again), key, "a round trip keeps the key");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn request_bodies_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        check_chat(&bytes);
+        let _ = serde_json::from_slice::<CompletionRequest>(&bytes);
+        let _ = serde_json::from_slice::<EmbeddingRequest>(&bytes);
+    }
+
+    #[test]
+    fn json_shaped_bodies_never_panic(value in json_value(), model in "[a-z]{0,6}") {
+        let mut v = value;
+        if let Value::Object(m) = &mut v {
+            m.insert("model".into(), json!(model));
+        }
+        let bytes = serde_json::to_vec(&v).unwrap();
+        check_chat(&bytes);
+        let _ = serde_json::from_slice::<EmbeddingRequest>(&bytes);
+        let _ = serde_json::from_slice::<CompletionRequest>(&bytes);
+    }
+
+    #[test]
+    fn config_text_never_panics(text in "\\PC{0,400}") {
+        if let Ok(file) = GatewayFile::parse(&text) {
+            let _ = file.gateway_config();
+        }
+    }
+
+    #[test]
+    fn config_shaped_text_never_panics(
+        name in "[a-z]{1,5}", provider in "[a-z]{1,5}", price in "[0-9.$_a-z-]{0,8}", digest in "[0-9a-fA-F]{0,70}",
+        budget in "[0-9.$-]{0,8}", allowed in "[a-z*]{0,5}",
+    ) {
+        let text = format!(
+            "[[providers]]\nname = \"{provider}\"\nkind = \"openai\"\n[[models]]\nname = \"{name}\"\nroutes = [{{ provider = \"p\", model = \"x\" }}]\nprice = {{ input = \"{price}\", output = \"1\" }}\n[[tenants]]\nid = \"t\"\nkey_sha256 = [\"{digest}\"]\nbudget_usd = \"{budget}\"\nallowed_models = [\"{allowed}\"]\n"
+        );
+        if let Ok(file) = GatewayFile::parse(&text) {
+            let _ = file.gateway_config();
+        }
+    }
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let deep = format!(
+        "{{\"model\":\"m\",\"messages\":[{{\"role\":\"user\",\"content\":\"x\",\"extra\":{}1{}}}]}}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    assert!(serde_json::from_str::<ChatCompletionRequest>(&deep).is_err(), "serde_json's recursion limit refuses it");
+}
