@@ -293,3 +293,44 @@ fn encode_json<B: Serialize + ?Sized>(body: &B) -> Result<Bytes, ClientError> {
         .map(Bytes::from)
         .map_err(|e| ClientError::InvalidConfig { reason: format!("request body is not JSON-serializable: {e}") })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Test-only key (see tests/fixtures/README.md).
+    const KEY: &[u8] = include_bytes!("../../tests/fixtures/test-app-private-key.pem");
+
+    fn app(base_url: &str) -> Result<GitHubApp, ClientError> {
+        GitHubApp::builder(AppCredentials::from_pem("1", KEY).unwrap()).with_base_url(base_url).build()
+    }
+
+    #[test]
+    fn enterprise_urls_keep_the_prefix_and_encode_segments() {
+        let app = app("https://ghe.example.com/api/v3/").unwrap();
+        let url = app.inner.url(&["repos", "o", "r", "issues", "1", "labels", "needs review/x"]);
+        assert_eq!(url.as_str(), "https://ghe.example.com/api/v3/repos/o/r/issues/1/labels/needs%20review%2Fx");
+        let url = app.inner.url_for_path("/repos/o/r/pulls?state=open").unwrap();
+        assert_eq!(url.as_str(), "https://ghe.example.com/api/v3/repos/o/r/pulls?state=open");
+        assert!(app.inner.url_for_path("repos/o/r").is_err());
+    }
+
+    #[test]
+    fn credentials_never_go_to_another_origin() {
+        let app = app("https://api.github.com").unwrap();
+        let elsewhere = Url::parse("https://evil.example.com/repos?page=2").unwrap();
+        assert!(matches!(app.inner.same_origin(elsewhere), Err(ClientError::InvalidResponse { .. })));
+        let downgraded = Url::parse("http://api.github.com/repos?page=2").unwrap();
+        assert!(app.inner.same_origin(downgraded).is_err());
+        let same = Url::parse("https://api.github.com/repositories/1/issues?page=2").unwrap();
+        assert!(app.inner.same_origin(same).is_ok());
+    }
+
+    #[test]
+    fn unusable_base_urls_are_refused() {
+        assert!(matches!(app("not a url"), Err(ClientError::InvalidConfig { .. })));
+        assert!(matches!(app("ftp://example.com"), Err(ClientError::InvalidConfig { .. })));
+        assert!(matches!(app("mailto:someone@example.com"), Err(ClientError::InvalidConfig { .. })));
+    }
+}

@@ -85,6 +85,24 @@ mod tests {
         map
     }
 
+    proptest::proptest! {
+        #[test]
+        fn hostile_headers_never_panic(remaining in ".{0,24}", reset in ".{0,24}", retry in ".{0,24}", now in proptest::prelude::any::<u64>()) {
+            let mut map = HeaderMap::new();
+            for (name, value) in [("x-ratelimit-remaining", &remaining), ("x-ratelimit-reset", &reset), ("retry-after", &retry)] {
+                if let Ok(value) = value.parse() {
+                    map.insert(name, value);
+                }
+            }
+            let now = Timestamp(now);
+            if let Some(snapshot) = RateLimitSnapshot::from_headers(&map) {
+                let _ = snapshot.wait_at(now);
+            }
+            let _ = classify(StatusCode::FORBIDDEN, &map, &retry, now);
+            let _ = classify(StatusCode::TOO_MANY_REQUESTS, &map, &reset, now);
+        }
+    }
+
     #[test]
     fn retry_after_wins() {
         let h = headers(&[("retry-after", "7"), ("x-ratelimit-remaining", "10"), ("x-ratelimit-reset", "99")]);

@@ -150,6 +150,13 @@ mod tests {
         assert!(parse_expires_at("").is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn expiry_parsing_never_panics(text in ".{0,40}") {
+            let _ = parse_expires_at(&text);
+        }
+    }
+
     #[test]
     fn freshness_keeps_the_margin() {
         let token = InstallationToken::new("ghs_x", Timestamp(3_600_000), Timestamp(0));

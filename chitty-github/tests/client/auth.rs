@@ -126,6 +126,21 @@ async fn fifty_concurrent_callers_cause_one_exchange() {
 }
 
 #[tokio::test]
+async fn tokens_are_replaced_before_github_expires_them() {
+    let h = Harness::with_config(|c| c.token_refresh_margin = Duration::from_secs(60)).await;
+    h.github.set_token_ttl(Duration::from_secs(10 * 60));
+    h.github.set_resource("/repos/o/r", json!({ "id": 1 }));
+    for _ in 0..10 {
+        h.repo().get::<serde_json::Value>("/repos/o/r").await.unwrap();
+        h.clock.advance(Duration::from_secs(3 * 60));
+    }
+    // 30 virtual minutes with 10-minute tokens refreshed a minute early: a new token every 9 minutes
+    // or less, and never a request with an expired one.
+    assert_eq!(h.github.token_exchanges(INSTALLATION.0), 4);
+    assert_eq!(h.github.count(Method::GET, "/repos/o/r"), 10, "no 401 from an expired token");
+}
+
+#[tokio::test]
 async fn a_401_right_after_minting_is_retried_briefly() {
     let h = Harness::new().await;
     h.github.set_resource("/repos/o/r", json!({ "id": 1 }));
