@@ -249,3 +249,33 @@ async fn a_client_that_disconnects_cancels_the_upstream_and_settles() {
     );
     assert_eq!(s.upstream.completed_streams(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_drains_in_flight_streams() {
+    let s = stack(1 << 20, |_| {}).await;
+    s.upstream.faults().set_event_delay(Duration::from_millis(20));
+    // A second server over the same gateway, with a shutdown signal this test controls.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = router(s.gateway.clone(), ServerOptions::default());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let req = json!({"model": "chat", "messages": [{"role": "user", "content": "drain me"}], "stream": true, "temperature": 0.9});
+    let r = s.http.post(format!("{base}/v1/chat/completions")).bearer_auth("sk-acme").json(&req).send().await.unwrap();
+    let mut body = r.bytes_stream();
+    let mut text = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
+    stop.send(()).unwrap();
+    while let Some(chunk) = body.next().await {
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    assert!(text.trim_end().ends_with("data: [DONE]"), "the stream ran to its end after shutdown began: {text}");
+    tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap().unwrap();
+    let refused = s.http.get(format!("{base}/healthz")).send().await;
+    assert!(refused.is_err(), "no new connections after shutdown");
+}
