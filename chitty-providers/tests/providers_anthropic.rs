@@ -123,3 +123,27 @@ async fn real_anthropic_when_a_key_is_set() {
     let chunks = collect_stream(&provider, ChatCompletionRequest { stream: Some(true), ..request }).await;
     assert!(chunks.last().unwrap().usage.is_some());
 }
+
+#[tokio::test]
+async fn the_mock_upstream_enforces_anthropics_rules() {
+    let server = upstream().await;
+    let client = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        client
+            .post(format!("{}/v1/messages", server.base_url()))
+            .header("x-api-key", "sk-ant-test")
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+    };
+    let orphan = serde_json::json!({"model": "m", "max_tokens": 10, "messages": [
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_x", "content": "42"}]}
+    ]});
+    let response = post(orphan).await.unwrap();
+    assert_eq!(response.status(), 400);
+    let envelope: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(envelope["type"], "error");
+    assert!(envelope["error"]["message"].as_str().unwrap().contains("toolu_x"));
+    let uncapped = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(post(uncapped).await.unwrap().status(), 400, "max_tokens is required");
+}

@@ -129,6 +129,7 @@ fn text_of(content: &Value) -> String {
 fn to_chat_request(body: &Value) -> std::result::Result<(ChatCompletionRequest, bool), String> {
     let model = body.get("model").and_then(Value::as_str).ok_or("model: field required")?;
     let max_tokens = body.get("max_tokens").and_then(Value::as_u64).ok_or("max_tokens: field required")?;
+    check_tool_results(body)?;
     let mut messages = Vec::new();
     if let Some(system) = body.get("system") {
         messages.push(ChatMessage::system(text_of(system)));
@@ -238,6 +239,33 @@ fn to_chat_request(body: &Value) -> std::result::Result<(ChatCompletionRequest, 
         ..Default::default()
     };
     Ok((request, body.get("stream").and_then(Value::as_bool).unwrap_or(false)))
+}
+
+/// Anthropic's rule: every `tool_result` answers a `tool_use` of the message right before it.
+fn check_tool_results(body: &Value) -> std::result::Result<(), String> {
+    let messages = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let blocks = |m: &Value| m.get("content").and_then(Value::as_array).cloned().unwrap_or_default();
+    for (i, message) in messages.iter().enumerate() {
+        let previous = if i == 0 { Vec::new() } else { blocks(&messages[i - 1]) };
+        let uses: Vec<&str> = previous
+            .iter()
+            .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
+            .filter_map(|b| b.get("id").and_then(Value::as_str))
+            .collect();
+        for block in blocks(message) {
+            if block.get("type").and_then(Value::as_str) != Some("tool_result") {
+                continue;
+            }
+            let id = block.get("tool_use_id").and_then(Value::as_str).unwrap_or_default();
+            if !uses.contains(&id) {
+                return Err(format!(
+                    "messages.{i}: unexpected `tool_use_id` found in `tool_result` blocks: {id}. Each `tool_result` \
+                     block must have a corresponding `tool_use` block in the previous message."
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn stop_reason(finish_reason: Option<&str>) -> &'static str {

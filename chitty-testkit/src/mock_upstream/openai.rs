@@ -92,6 +92,14 @@ async fn chat(
         Ok(r) => r,
         Err(e) => return super::bad_body(Flavor::OpenAi, &e),
     };
+    // OpenAI's own checks, so that a provider sending what OpenAI refuses fails here too.
+    if request.messages.is_empty() {
+        return super::error_response(Flavor::OpenAi, 400, "[] is too short - 'messages'", None);
+    }
+    if request.stream_options.is_some() && !request.is_stream() {
+        let message = "The 'stream_options' parameter is only allowed when 'stream' is enabled.";
+        return super::error_response(Flavor::OpenAi, 400, message, None);
+    }
     let ignore_stream = matches!(admitted.fault, Some(super::Fault::IgnoreStream));
     if !request.is_stream() || ignore_stream {
         return match shared.provider.chat(request).await {
