@@ -40,11 +40,28 @@ pub mod time;
 pub mod tokens;
 pub mod wire;
 
-pub use budget::{Balance, BudgetStore, Reservation, ReserveRequest, Settlement};
-pub use cache::Cache;
+pub use budget::{Balance, BudgetStore, BudgetStoreExt, Reservation, ReserveRequest, Settlement};
+pub use cache::{Cache, CacheExt};
 pub use compressor::{Compressor, DecodeReport, EncodeReport, PartReport};
 pub use error::{BoxError, Error, Result};
 pub use events::{CacheStatus, DiscardSink, Endpoint, Event, EventSink, Message, RequestEvent};
 pub use money::{ModelPrice, NanoUsd};
 pub use provider::{Capabilities, Capability, ChunkStream, Provider};
 pub use time::{Clock, ManualClock, ManualTimer, Spawner, Timer, Timestamp};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The five traits are object-safe and shareable across threads: hosts pick implementations at run time.
+    #[test]
+    fn traits_are_object_safe_send_sync() {
+        fn shareable<T: ?Sized + Send + Sync + std::fmt::Debug + 'static>() {}
+        shareable::<dyn Provider>();
+        shareable::<dyn Cache>();
+        shareable::<dyn BudgetStore>();
+        shareable::<dyn EventSink>();
+        shareable::<dyn Compressor>();
+        let _: Option<std::sync::Arc<dyn Cache>> = None;
+    }
+}
