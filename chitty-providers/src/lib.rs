@@ -9,6 +9,9 @@
 //! - `openai`: [`openai::OpenAiProvider`], any OpenAI-compatible upstream over HTTP, with the [`sse`] decoder.
 //! - `anthropic`: [`anthropic::AnthropicProvider`], Anthropic's Messages API translated to and from OpenAI's.
 //! - `ollama`: [`ollama::OllamaProvider`], Ollama's native API with NDJSON streaming.
+//! - `redis`: [`redis::RedisCache`] and [`redis::RedisBudgetStore`], shared by every gateway replica (each budget
+//!   operation is one atomic Lua script).
+//! - `prometheus`: [`prometheus::PrometheusSink`], request, token, cost and upstream metrics in a host's registry.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -27,6 +30,10 @@ pub mod anthropic;
 pub mod ollama;
 #[cfg(feature = "openai")]
 pub mod openai;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(any(feature = "openai", feature = "anthropic"))]
 pub mod sse;
 #[cfg(any(feature = "openai", feature = "anthropic", feature = "ollama"))]

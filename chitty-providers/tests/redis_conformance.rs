@@ -1,0 +1,280 @@
+//! The Redis cache and budget store pass the testkit's conformance suites against the machine's Redis
+//! (`CHITTY_TEST_REDIS_URL`, e.g. `redis://127.0.0.1:6379`); without it each test says it was skipped.
+#![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chitty_core::keys::CacheKey;
+use chitty_core::{
+    Balance, BudgetStore, Cache, Error, NanoUsd, Reservation, ReserveRequest, Result, Settlement, Timestamp,
+};
+use chitty_providers::redis::{RedisBudgetStore, RedisCache, RedisConnection};
+use chitty_testkit::{budget, cache};
+use redis::AsyncCommands;
+use redis::aio::ConnectionManagerConfig;
+
+fn redis_url() -> Option<String> {
+    let url = std::env::var("CHITTY_TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("SKIPPED: set CHITTY_TEST_REDIS_URL (e.g. redis://127.0.0.1:6379) to run the Redis tests");
+    }
+    url
+}
+
+/// A key prefix no other test or run uses.
+fn unique_prefix(test: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("chitty-test:{test}:{}-{nanos}", std::process::id())
+}
+
+/// Deletes every key under `prefix` (budget keys have no TTL).
+async fn remove_keys(connection: &RedisConnection, prefix: &str) {
+    let mut manager = connection.manager();
+    let keys: Vec<String> = {
+        let mut iter: redis::AsyncIter<'_, String> = manager.scan_match(format!("{prefix}:*")).await.unwrap();
+        let mut keys = Vec::new();
+        while let Some(key) = iter.next_item().await {
+            keys.push(key.unwrap());
+        }
+        keys
+    };
+    if !keys.is_empty() {
+        let _: i64 = manager.del(keys).await.unwrap();
+    }
+}
+
+fn req(tenant: &str, min: u64, max: u64, lease: Duration, now: Timestamp) -> ReserveRequest<'_> {
+    ReserveRequest { tenant, min: NanoUsd(min), max: NanoUsd(max), lease, now }
+}
+
+#[tokio::test]
+async fn redis_cache_conformance_and_key_layout() {
+    let Some(url) = redis_url() else { return };
+    let connection = RedisConnection::connect(&url).await.unwrap();
+    let prefix = unique_prefix("cache");
+    let c = RedisCache::new(connection.clone(), &prefix);
+    cache::run_all(&c).await;
+
+    let key = CacheKey([0xAB; 32]);
+    c.put(&key, Bytes::from_static(b"\x00\xffvalue"), Duration::from_secs(30)).await.unwrap();
+    let redis_key = format!("{prefix}:cache:{}", "ab".repeat(32));
+    assert_eq!(c.redis_key(&key), redis_key);
+    let mut manager = connection.manager();
+    let raw: Vec<u8> = manager.get(&redis_key).await.unwrap();
+    assert_eq!(raw, b"\x00\xffvalue", "values are stored as raw bytes");
+    let pttl: i64 = manager.pttl(&redis_key).await.unwrap();
+    assert!(pttl > 0 && pttl <= 30_000, "SET … PX sets the TTL: {pttl}");
+
+    c.put(&key, Bytes::from_static(b"gone"), Duration::ZERO).await.unwrap();
+    assert_eq!(c.get(&key).await.unwrap(), None, "a zero TTL leaves no entry");
+    remove_keys(&connection, &prefix).await;
+}
+
+#[tokio::test]
+async fn redis_budget_conformance() {
+    let Some(url) = redis_url() else { return };
+    let connection = RedisConnection::connect(&url).await.unwrap();
+    let prefix = unique_prefix("budget");
+    budget::run_all(&RedisBudgetStore::new(connection.clone(), &prefix)).await;
+    remove_keys(&connection, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_budget_1000_concurrent_reservations_never_overspend() {
+    let Some(url) = redis_url() else { return };
+    let connection = RedisConnection::connect(&url).await.unwrap();
+    let prefix = unique_prefix("concurrent");
+    let store: Arc<dyn BudgetStore> = Arc::new(RedisBudgetStore::new(connection.clone(), &prefix));
+    for _ in 0..5 {
+        budget::concurrent_reservations(store.clone(), 1_000).await;
+    }
+    remove_keys(&connection, &prefix).await;
+}
+
+/// Sends each call to the next replica in turn, so a reservation is often settled by another replica than
+/// the one that granted it.
+#[derive(Debug)]
+struct RoundRobin {
+    replicas: Vec<RedisBudgetStore>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl RoundRobin {
+    fn pick(&self) -> &RedisBudgetStore {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.replicas[i % self.replicas.len()]
+    }
+}
+
+#[async_trait]
+impl BudgetStore for RoundRobin {
+    async fn set_limit(&self, tenant: &str, limit: NanoUsd) -> Result<()> {
+        self.pick().set_limit(tenant, limit).await
+    }
+    async fn reserve(&self, request: ReserveRequest<'_>) -> Result<Reservation> {
+        self.pick().reserve(request).await
+    }
+    async fn settle(&self, reservation: &Reservation, actual: NanoUsd, now: Timestamp) -> Result<Settlement> {
+        self.pick().settle(reservation, actual, now).await
+    }
+    async fn release(&self, reservation: &Reservation, now: Timestamp) -> Result<()> {
+        self.pick().release(reservation, now).await
+    }
+    async fn balance(&self, tenant: &str, now: Timestamp) -> Result<Balance> {
+        self.pick().balance(tenant, now).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_sharing_redis_never_overspend_together() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("replicas");
+    // Two connections, as two gateway processes would have.
+    let a = RedisBudgetStore::new(RedisConnection::connect(&url).await.unwrap(), &prefix);
+    let b = RedisBudgetStore::new(RedisConnection::connect(&url).await.unwrap(), &prefix);
+
+    // Both replicas race for one tenant's budget: grants never sum above the limit.
+    let tenant = budget::unique_tenant("race");
+    let now = Timestamp(1_000_000);
+    a.set_limit(&tenant, NanoUsd(10_000)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let tenant = tenant.clone();
+        tasks.push(tokio::spawn(
+            async move { store.reserve(req(&tenant, 50, 100, Duration::from_secs(60), now)).await },
+        ));
+    }
+    let mut granted = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(r) => granted.push(r),
+            Err(Error::BudgetExhausted { .. }) => {}
+            Err(e) => panic!("reserve failed: {e}"),
+        }
+    }
+    let total: u64 = granted.iter().map(|r| r.amount.0).sum();
+    assert!(total <= 10_000, "replicas granted {total} together against a limit of 10000");
+    assert!(total >= 9_950, "the budget is used up to less than one minimum grant: {total}");
+    let (ba, bb) = (a.balance(&tenant, now).await.unwrap(), b.balance(&tenant, now).await.unwrap());
+    assert_eq!(ba, bb, "both replicas see one ledger");
+    assert_eq!(ba.reserved, NanoUsd(total));
+    // A reservation granted by one replica is settled by the other, once.
+    for (i, r) in granted.iter().enumerate() {
+        let (settler, other) = if i % 2 == 0 { (&b, &a) } else { (&a, &b) };
+        settler.settle(r, NanoUsd(r.amount.0 / 2), now).await.unwrap();
+        assert!(matches!(other.settle(r, NanoUsd(1), now).await, Err(Error::ReservationNotFound { .. })));
+    }
+    let settled: u64 = granted.iter().map(|r| r.amount.0 / 2).sum();
+    let balance = a.balance(&tenant, now).await.unwrap();
+    assert_eq!((balance.spent, balance.reserved), (NanoUsd(settled), NanoUsd(0)));
+
+    // And the testkit's mixed workload, each call going to the next replica.
+    let round_robin: Arc<dyn BudgetStore> =
+        Arc::new(RoundRobin { replicas: vec![a.clone(), b.clone()], next: Default::default() });
+    for _ in 0..3 {
+        budget::concurrent_reservations(round_robin.clone(), 1_000).await;
+    }
+    remove_keys(&RedisConnection::connect(&url).await.unwrap(), &prefix).await;
+}
+
+#[tokio::test]
+async fn amounts_above_2_pow_53_nano_usd_stay_exact() {
+    let Some(url) = redis_url() else { return };
+    let connection = RedisConnection::connect(&url).await.unwrap();
+    let prefix = unique_prefix("big");
+    let store = RedisBudgetStore::new(connection.clone(), &prefix);
+    let tenant = budget::unique_tenant("big");
+    let now = Timestamp(1_000_000);
+    let lease = Duration::from_secs(60);
+    let limit = u64::MAX - 7;
+    store.set_limit(&tenant, NanoUsd(limit)).await.unwrap();
+
+    let above = (1u64 << 53) + 1; // not representable as a double
+    let r = store.reserve(req(&tenant, above, above, lease, now)).await.unwrap();
+    assert_eq!(r.amount, NanoUsd(above));
+    let s = store.settle(&r, NanoUsd(above - 2), now).await.unwrap();
+    assert_eq!((s.charged, s.refunded), (NanoUsd(above - 2), NanoUsd(2)));
+    let b = store.balance(&tenant, now).await.unwrap();
+    assert_eq!((b.limit, b.spent, b.reserved), (NanoUsd(limit), NanoUsd(above - 2), NanoUsd(0)));
+
+    let rest = store.reserve(req(&tenant, 1, u64::MAX, lease, now)).await.unwrap();
+    assert_eq!(rest.amount, NanoUsd(limit - (above - 2)), "grants exactly what remains");
+    match store.reserve(req(&tenant, 1, 1, lease, now)).await {
+        Err(Error::BudgetExhausted { needed, remaining }) => assert_eq!((needed, remaining), (NanoUsd(1), NanoUsd(0))),
+        other => panic!("expected exhaustion, got {other:?}"),
+    }
+    // Overcharging is recorded truthfully and saturates at u64::MAX like NanoUsd.
+    store.settle(&rest, NanoUsd(u64::MAX), now).await.unwrap();
+    let b = store.balance(&tenant, now).await.unwrap();
+    assert_eq!((b.spent, b.reserved, b.remaining()), (NanoUsd(u64::MAX), NanoUsd(0), NanoUsd(0)));
+    remove_keys(&connection, &prefix).await;
+}
+
+#[tokio::test]
+async fn leases_follow_the_callers_clock_and_keys_share_one_hash_tag() {
+    let Some(url) = redis_url() else { return };
+    let connection = RedisConnection::connect(&url).await.unwrap();
+    let prefix = unique_prefix("lease");
+    let store = RedisBudgetStore::new(connection.clone(), &prefix);
+    // Braces and `%` are escaped so the hash tag stays one tag per tenant.
+    let tenant = format!("{}{{x}}%", budget::unique_tenant("tag"));
+    let t0 = Timestamp(1_000_000);
+    store.set_limit(&tenant, NanoUsd(1_000)).await.unwrap();
+    let r = store.reserve(req(&tenant, 600, 600, Duration::from_millis(1_500), t0)).await.unwrap();
+    assert_eq!(r.expires_at, Timestamp(1_001_500));
+    // Virtual time: years after Redis's own clock passed t0, the lease still holds until the caller's now.
+    assert_eq!(store.balance(&tenant, Timestamp(1_001_499)).await.unwrap().reserved, NanoUsd(600));
+    assert_eq!(store.balance(&tenant, Timestamp(1_001_500)).await.unwrap().reserved, NanoUsd(0));
+    assert!(matches!(store.release(&r, Timestamp(1_001_500)).await, Err(Error::ReservationNotFound { .. })));
+
+    let escaped = tenant.replace('%', "%25").replace('{', "%7B").replace('}', "%7D");
+    let mut manager = connection.manager();
+    for suffix in ["ledger", "live", "expiry", "seq"] {
+        let key = format!("{prefix}:budget:{{{escaped}}}:{suffix}");
+        let exists: bool = manager.exists(&key).await.unwrap();
+        let live_or_expiry_emptied = matches!(suffix, "live" | "expiry");
+        assert!(exists || live_or_expiry_emptied, "{key} missing");
+    }
+    let seq: String = manager.get(format!("{prefix}:budget:{{{escaped}}}:seq")).await.unwrap();
+    assert_eq!(seq, r.id, "ids come from INCR");
+
+    assert!(matches!(store.balance("", t0).await, Err(Error::InvalidRequest { .. })), "empty tenants are refused");
+    remove_keys(&connection, &prefix).await;
+}
+
+#[tokio::test]
+async fn credentials_never_show_in_debug_or_errors() {
+    // A refused port: no server needed.
+    let config = ConnectionManagerConfig::new()
+        .set_number_of_retries(0)
+        .set_connection_timeout(Some(Duration::from_millis(200)));
+    let err = RedisConnection::connect_with_config("redis://user:hunter2-secret@127.0.0.1:1/3", config)
+        .await
+        .expect_err("nothing listens on port 1");
+    let text = format!("{err} | {err:?} | {:?}", std::error::Error::source(&err));
+    assert!(matches!(err, Error::Backend { backend: "redis", .. }), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("127.0.0.1:1/3"), "errors name the server: {text}");
+    let err = RedisConnection::connect("http://user:hunter2-secret@").await.expect_err("not a Redis URL");
+    assert!(!format!("{err} {err:?}").contains("hunter2"));
+
+    let Some(url) = redis_url() else { return };
+    let connection = RedisConnection::connect(&url).await.unwrap();
+    let store = RedisBudgetStore::new(connection.clone(), "p");
+    let cache = RedisCache::new(connection.clone(), "p");
+    for shown in [format!("{connection:?}"), format!("{store:?}"), format!("{cache:?}")] {
+        assert!(!shown.contains("redis://"), "{shown}");
+    }
+    // The server has no password: AUTH fails, and the error must not repeat the one given.
+    let with_password = url.replacen("redis://", "redis://:hunter2-secret@", 1);
+    let config = ConnectionManagerConfig::new().set_number_of_retries(0);
+    if let Err(err) = RedisConnection::connect_with_config(&with_password, config).await {
+        let text = format!("{err} | {err:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}
