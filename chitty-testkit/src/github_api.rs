@@ -306,7 +306,8 @@ impl MockGitHub {
     }
 
     /// Answers the next `times` requests matching `method` (any if `None`) and `path_prefix` (any
-    /// REST path if `None`) with `fault`.
+    /// REST path if `None`; App endpoints such as `/app/installations/1/access_tokens` only when
+    /// the prefix names them) with `fault`.
     pub fn inject_on(&self, method: Option<Method>, path_prefix: Option<&str>, fault: Fault, times: usize) {
         self.shared.state().faults.push_back(ScriptedFault {
             fault,
@@ -397,6 +398,9 @@ fn app_endpoint(state: &mut MockState, request: &RecordedRequest, now: Timestamp
     if let Err(message) = check_jwt(jwt, now) {
         return error_response(401, message);
     }
+    if let Some(fault) = take_fault(state, request) {
+        return fault_response(state, &fault, now);
+    }
     let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
     match (&request.method, segments.as_slice()) {
         (&Method::GET, ["app"]) => {
@@ -472,12 +476,7 @@ fn rest_endpoint(api_root: &str, state: &mut MockState, request: &RecordedReques
         _ => return error_response(401, "Bad credentials"),
     };
 
-    if let Some(index) = state.faults.iter().position(|f| f.matches(&request.method, &request.path)) {
-        let fault = state.faults[index].fault.clone();
-        state.faults[index].remaining -= 1;
-        if state.faults[index].remaining == 0 {
-            state.faults.remove(index);
-        }
+    if let Some(fault) = take_fault(state, request) {
         return fault_response(state, &fault, now);
     }
 
@@ -505,6 +504,23 @@ fn rest_endpoint(api_root: &str, state: &mut MockState, request: &RecordedReques
     state.rate_remaining = state.rate_remaining.saturating_sub(1);
     rate_headers(&mut response, state);
     response
+}
+
+/// The first scripted fault matching `request`, used up once. Faults without a path only hit REST
+/// paths, so a test scripting "the next request" is not surprised by a token exchange.
+fn take_fault(state: &mut MockState, request: &RecordedRequest) -> Option<Fault> {
+    let app = request.path.starts_with("/app");
+    let index = state.faults.iter().position(|f| {
+        f.matches(&request.method, &request.path)
+            && (!app || f.path_prefix.as_deref().is_some_and(|p| p.starts_with("/app")))
+    })?;
+    let scripted = &mut state.faults[index];
+    let fault = scripted.fault.clone();
+    scripted.remaining = scripted.remaining.saturating_sub(1);
+    if scripted.remaining == 0 {
+        state.faults.remove(index);
+    }
+    Some(fault)
 }
 
 fn fault_response(state: &mut MockState, fault: &Fault, now: Timestamp) -> Response {

@@ -88,6 +88,9 @@ pub(crate) fn parse_expires_at(text: &str) -> Result<Timestamp, ClientError> {
     Ok(Timestamp(millis))
 }
 
+/// Least lifetime left for a token to be used when refreshing it failed.
+const STALE_TOKEN_MIN_LIFETIME: Duration = Duration::from_secs(30);
+
 /// One slot per installation; the async mutex makes concurrent callers share one exchange.
 type Slot = Arc<tokio::sync::Mutex<Option<InstallationToken>>>;
 
@@ -105,7 +108,8 @@ impl TokenCache {
     }
 
     /// The cached token if it is fresh at `now`, else the one `mint` produces (once for all
-    /// concurrent callers of the same installation).
+    /// concurrent callers of the same installation); if minting fails, the cached token while it
+    /// has at least 30 s left.
     pub(crate) async fn get_or_mint<F, Fut>(
         &self,
         id: InstallationId,
@@ -123,9 +127,20 @@ impl TokenCache {
         if let Some(token) = cached.as_ref().filter(|t| t.is_fresh(now(), margin)) {
             return Ok(token.clone());
         }
-        let token = mint().await?;
-        *cached = Some(token.clone());
-        Ok(token)
+        match mint().await {
+            Ok(token) => {
+                *cached = Some(token.clone());
+                Ok(token)
+            }
+            // GitHub failing during the refresh margin must not fail calls the current token can still make.
+            Err(error) => match cached.as_ref().filter(|t| t.is_fresh(now(), STALE_TOKEN_MIN_LIFETIME)) {
+                Some(current) => {
+                    tracing::warn!(installation = id.0, %error, "could not refresh the installation token; using the current one");
+                    Ok(current.clone())
+                }
+                None => Err(error),
+            },
+        }
     }
 
     /// Drops `token` if it is still the cached one (GitHub refused it); a newer token stays.

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use chitty_github::client::{AppCredentials, ClientError, GitHubApp, InstallationId};
+use chitty_testkit::github_api::Fault;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::Method;
 use serde::Deserialize;
@@ -138,6 +139,24 @@ async fn tokens_are_replaced_before_github_expires_them() {
     // or less, and never a request with an expired one.
     assert_eq!(h.github.token_exchanges(INSTALLATION.0), 4);
     assert_eq!(h.github.count(Method::GET, "/repos/o/r"), 10, "no 401 from an expired token");
+}
+
+#[tokio::test]
+async fn a_failed_refresh_falls_back_to_the_current_token_until_it_expires() {
+    let h = Harness::new().await;
+    h.github.set_resource("/repos/o/r", json!({ "id": 1 }));
+    let first = h.app.installation_token(INSTALLATION).await.unwrap();
+    h.clock.advance(Duration::from_secs(56 * 60)); // inside the 5 min margin
+    let exchange = "/app/installations/42/access_tokens";
+    h.github.inject_on(Some(Method::POST), Some(exchange), Fault::status(500, "Server Error"), 1_000);
+    h.repo().get::<serde_json::Value>("/repos/o/r").await.unwrap();
+    assert_eq!(h.github.token_exchanges(INSTALLATION.0), 1 + 4, "one refresh tried with 3 retries");
+    let used = h.github.requests().into_iter().rfind(|r| r.path == "/repos/o/r").unwrap();
+    assert_eq!(used.credential(), Some(first.expose_secret()));
+
+    h.clock.set(first.expires_at());
+    let err = h.repo().get::<serde_json::Value>("/repos/o/r").await.unwrap_err();
+    assert_eq!(err.status(), Some(500), "no usable token left: the exchange error surfaces");
 }
 
 #[tokio::test]
