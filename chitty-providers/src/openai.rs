@@ -327,9 +327,10 @@ where
         provider: String,
         idle: Duration,
         events: std::pin::Pin<Box<S>>,
+        held_usage: Option<ChatCompletionChunk>,
         finished: bool,
     }
-    let state = State { provider, idle, events: Box::pin(events), finished: false };
+    let state = State { provider, idle, events: Box::pin(events), held_usage: None, finished: false };
     let stream = futures::stream::unfold(state, |mut st| async move {
         if st.finished {
             return None;
@@ -347,15 +348,44 @@ where
                 None => Err(interrupted(&st.provider, "the stream ended before `data: [DONE]`")),
                 Some(Err(SseError::Body(e))) => Err(interrupted(&st.provider, &upstream_http::describe(&*e))),
                 Some(Err(e)) => Err(upstream_http::malformed(&st.provider, "event stream", e)),
-                Some(Ok(event)) if event.is_done() => return None,
+                Some(Ok(event)) if event.is_done() => {
+                    st.finished = true;
+                    return st.held_usage.take().map(|usage| (Ok(usage), st));
+                }
                 Some(Ok(event)) if event.data.trim().is_empty() => continue,
-                Some(Ok(event)) => parse_chunk(&st.provider, &event.data),
+                Some(Ok(event)) => {
+                    parse_chunk(&st.provider, &event.data).map(|chunk| hold_usage(&mut st.held_usage, chunk))
+                }
             };
-            st.finished = item.is_err();
-            return Some((item, st));
+            match item {
+                Ok(None) => continue,
+                Ok(Some(chunk)) => return Some((Ok(chunk), st)),
+                Err(e) => {
+                    st.finished = true;
+                    return Some((Err(e), st));
+                }
+            }
         }
     });
     Box::pin(stream)
+}
+
+/// Holds usage back until `[DONE]`, so that the stream ends with exactly one usage-only chunk even from
+/// servers that attach usage to a content chunk or repeat it.
+fn hold_usage(held: &mut Option<ChatCompletionChunk>, mut chunk: ChatCompletionChunk) -> Option<ChatCompletionChunk> {
+    let Some(usage) = chunk.usage.take() else { return Some(chunk) };
+    let usage_chunk = ChatCompletionChunk {
+        id: chunk.id.clone(),
+        object: chunk.object.clone(),
+        created: chunk.created,
+        model: chunk.model.clone(),
+        choices: Vec::new(),
+        usage: Some(usage),
+        system_fingerprint: chunk.system_fingerprint.clone(),
+        extra: chunk.extra.clone(),
+    };
+    *held = Some(usage_chunk);
+    (!chunk.choices.is_empty()).then_some(chunk)
 }
 
 fn interrupted(provider: &str, why: &str) -> Error {
@@ -414,6 +444,21 @@ mod tests {
             let last = items.last().unwrap().as_ref().unwrap_err();
             assert!(matches!(last, Error::Upstream { status: None, .. }));
             assert!(last.to_string().contains(needle), "{last}");
+        }
+    }
+
+    #[tokio::test]
+    async fn usage_on_a_content_chunk_moves_to_one_final_usage_chunk() {
+        let with_usage = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+        let usage_only = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+        for input in [vec![CHUNK, with_usage, "[DONE]"], vec![CHUNK, with_usage, usage_only, "[DONE]"]] {
+            let s = chunk_stream("p".into(), Duration::from_secs(1), futures::stream::iter(events(&input)));
+            let items: Vec<ChatCompletionChunk> = s.map(Result::unwrap).collect().await;
+            assert_eq!(items.len(), 3, "{items:?}");
+            assert!(items[..2].iter().all(|c| c.usage.is_none() && !c.choices.is_empty()));
+            assert_eq!(items[1].choices[0].finish_reason.as_deref(), Some("stop"));
+            assert!(items[2].choices.is_empty());
+            assert_eq!(items[2].usage.as_ref().unwrap().total_tokens, 5);
         }
     }
 

@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use chitty_core::wire::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, ChunkAccumulator,
-    CompletionRequest, EmbeddingInput, EmbeddingRequest, Extra, FunctionDefinition, PromptInput, Role, Tool,
+    CompletionRequest, EmbeddingInput, EmbeddingRequest, Extra, FunctionDefinition, PromptInput, Role, StreamOptions,
+    Tool,
 };
 use chitty_core::{Capability, Error, Provider};
 use futures::StreamExt;
@@ -143,12 +144,27 @@ pub async fn stream_matches_chat(provider: &dyn Provider, model: &str) {
     assert!(chunks.len() >= 2, "{name}: a stream of {} chunks", chunks.len());
     for chunk in &chunks {
         assert_eq!(chunk.object, "chat.completion.chunk", "{name}: chunk object");
+        assert!(!chunk.id.is_empty() && chunk.id == chunks[0].id, "{name}: chunks of one stream share one id");
     }
+    let first_role = chunks[0].choices.first().and_then(|c| c.delta.role.clone());
+    assert_eq!(first_role, Some(Role::Assistant), "{name}: the first chunk carries the assistant role");
     let last = chunks.last().unwrap_or_else(|| panic!("{name}: empty stream"));
     assert!(
         last.choices.is_empty() && last.usage.is_some(),
         "{name}: the stream must end with a usage chunk: {last:?}"
     );
+    let usage_chunks = chunks.iter().filter(|c| c.usage.is_some()).count();
+    assert_eq!(usage_chunks, 1, "{name}: exactly one chunk carries usage");
+
+    // A client that asks for usage itself gets the same single usage chunk.
+    let asked = ChatCompletionRequest {
+        stream: Some(true),
+        stream_options: Some(StreamOptions { include_usage: Some(true), ..Default::default() }),
+        ..chat_request(model)
+    };
+    let asked = collect_stream(provider, asked).await;
+    assert_eq!(asked.iter().filter(|c| c.usage.is_some()).count(), 1, "{name}: usage chunks when asked");
+    assert_eq!(asked.last().and_then(|c| c.usage.clone()), last.usage, "{name}: usage differs when asked");
     let mut acc = ChunkAccumulator::default();
     chunks.iter().for_each(|c| acc.push(c));
     let streamed = acc.finish();
