@@ -296,6 +296,7 @@ async fn slow_upstreams_time_out() {
         models: vec![model("chat", &[("slow", "s")])],
         tenants: vec![tenant("t", "sk-t")],
         defaults: chitty_core::gateway::Defaults { timeout_ms: 1_000, attempts_per_route: 1, ..Default::default() },
+        ..Default::default()
     };
     let gateway = Gateway::builder(config)
         .provider(slow.clone())

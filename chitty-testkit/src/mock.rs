@@ -35,7 +35,7 @@ use async_trait::async_trait;
 use chitty_core::wire::{
     ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, CompletionChoice, CompletionRequest,
     CompletionResponse, Embedding, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage,
-    EmbeddingVector, Extra, FunctionCall, PromptInput, Role, ToolCall, Usage,
+    EmbeddingVector, Extra, FunctionCall, MessageContent, PromptInput, Role, ToolCall, Usage,
 };
 use chitty_core::{Capabilities, Capability, ChunkStream, Error, Provider, Result, tokens};
 use sha2::{Digest, Sha256};
@@ -184,10 +184,13 @@ impl MockProvider {
 
 /// The words the mock answers `prompt` with, before any output cap.
 pub fn answer_words(prompt: &str) -> Vec<&'static str> {
-    let digest: [u8; 32] = Sha256::digest(prompt.as_bytes()).into();
-    let mut state =
-        u64::from_le_bytes([digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7]])
-            | 1;
+    words_from_digest(&Sha256::digest(prompt.as_bytes()).into())
+}
+
+fn words_from_digest(digest: &[u8; 32]) -> Vec<&'static str> {
+    let mut seed = [0u8; 8];
+    seed.copy_from_slice(&digest[..8]);
+    let mut state = u64::from_le_bytes(seed) | 1;
     let count = 6 + (digest[8] as usize % 18);
     (0..count)
         .map(|_| {
@@ -222,26 +225,29 @@ pub fn embedding_for(text: &str, dims: usize) -> Vec<f32> {
     out
 }
 
-fn transcript(messages: &[ChatMessage]) -> String {
-    let mut s = String::new();
+/// A digest of the conversation (roles and text), equal to `answer_words`' digest of the rendered transcript.
+fn transcript_digest(messages: &[ChatMessage]) -> [u8; 32] {
+    let mut h = Sha256::new();
     for m in messages {
         let role = match &m.role {
+            Role::System => "system",
+            Role::Developer => "developer",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+            Role::Function => "function",
             Role::Other(r) => r.as_str(),
-            other => match other {
-                Role::System => "system",
-                Role::Developer => "developer",
-                Role::User => "user",
-                Role::Assistant => "assistant",
-                Role::Tool => "tool",
-                _ => "function",
-            },
         };
-        s.push_str(role);
-        s.push(':');
-        s.push_str(&m.text_content());
-        s.push('\n');
+        h.update(role.as_bytes());
+        h.update(b":");
+        match &m.content {
+            Some(MessageContent::Text(t)) => h.update(t.as_bytes()),
+            Some(MessageContent::Parts(parts)) => parts.iter().filter_map(|p| p.text.as_deref()).for_each(|t| h.update(t.as_bytes())),
+            None => {}
+        }
+        h.update(b"\n");
     }
-    s
+    h.finalize().into()
 }
 
 /// Prompt tokens the mock reports: half of chitty-core's upper estimate, so the estimate is never an under-count.
@@ -259,8 +265,7 @@ fn capped_text(words: &[&str], cap: Option<u32>) -> (String, u64, &'static str) 
 
 impl MockProvider {
     fn answer_chat(&self, req: &ChatCompletionRequest) -> ChatCompletionResponse {
-        let prompt = transcript(&req.messages);
-        let digest: [u8; 32] = Sha256::digest(prompt.as_bytes()).into();
+        let digest = transcript_digest(&req.messages);
         let prompt_tokens = reported_prompt_tokens(tokens::estimate_chat_prompt(req));
         let last_is_user = req.messages.last().is_some_and(|m| m.role == Role::User);
         let wants_tool = req.tools.as_ref().is_some_and(|t| !t.is_empty())
@@ -286,7 +291,7 @@ impl MockProvider {
             let message = ChatMessage { content: None, tool_calls: Some(vec![call]), ..ChatMessage::assistant("") };
             (message, tokens.min(u64::from(req.output_cap().unwrap_or(u32::MAX))), "tool_calls")
         } else {
-            let (text, n, finish) = capped_text(&answer_words(&prompt), req.output_cap());
+            let (text, n, finish) = capped_text(&words_from_digest(&digest), req.output_cap());
             (ChatMessage::assistant(text), n, finish)
         };
         ChatCompletionResponse {
@@ -403,7 +408,7 @@ impl Provider for MockProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chitty_core::wire::{ChunkAccumulator, MessageContent};
+    use chitty_core::wire::ChunkAccumulator;
     use futures::StreamExt;
 
     fn request(text: &str) -> ChatCompletionRequest {

@@ -816,12 +816,18 @@ impl Gateway {
                     skipped.push(format!("{name}: circuit open"));
                     break;
                 }
-                let call = attempt(route);
-                let timeout = self.inner.timer.sleep(d.timeout());
-                let result = match futures::future::select(call, timeout).await {
-                    Either::Left((r, _)) => r,
-                    Either::Right(((), _)) => {
-                        Err(Error::UpstreamTimeout { provider: name.clone(), timeout: d.timeout() })
+                let mut call = attempt(route);
+                // In-process providers often answer on the first poll: arm the timeout timer only if needed.
+                let result = match futures::poll!(&mut call) {
+                    std::task::Poll::Ready(r) => r,
+                    std::task::Poll::Pending => {
+                        let timeout = self.inner.timer.sleep(d.timeout());
+                        match futures::future::select(call, timeout).await {
+                            Either::Left((r, _)) => r,
+                            Either::Right(((), _)) => {
+                                Err(Error::UpstreamTimeout { provider: name.clone(), timeout: d.timeout() })
+                            }
+                        }
                     }
                 };
                 match result {
