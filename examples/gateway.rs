@@ -12,12 +12,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::response::IntoResponse;
 use chitty::core::gateway::{Gateway, PrefixConfig};
 use chitty::core::keys::CachePolicy;
 use chitty::core::{ModelPrice, Provider};
 use chitty::providers::config::GatewayFile;
-use chitty::providers::memory::{CountingSink, MemoryBudgetStore, MemoryCache};
+use chitty::providers::memory::{MemoryBudgetStore, MemoryCache};
 use chitty::providers::openai::OpenAiProvider;
+use chitty::providers::prometheus::{PrometheusSink, encode_text};
+use chitty::providers::redis::{RedisBudgetStore, RedisCache, RedisConnection};
 use chitty::providers::runtime::TokioRuntimeExt;
 use chitty::providers::server::{ServerOptions, router, shutdown_signal};
 use chitty_testkit::mock::MockProvider;
@@ -85,18 +88,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     }
 
-    let mut builder = Gateway::builder(config).events(Arc::new(CountingSink::new())).tokio_runtime();
+    // Metrics label only configured model names, so user-chosen names cannot blow up cardinality.
+    let mut registry = prometheus_client::registry::Registry::default();
+    let sink = PrometheusSink::new(&mut registry, config.models.iter().map(|m| m.name.clone()));
+    let registry = Arc::new(registry);
+
+    let mut builder = Gateway::builder(config).events(Arc::new(sink)).tokio_runtime();
     for p in providers {
         builder = builder.provider(p);
     }
+    let redis = |section: &'static str, url: Option<&chitty::providers::config::Secret>| {
+        let url = url.map(|u| u.expose().to_owned());
+        async move {
+            let url = url.ok_or_else(|| format!("{section}.url is required for backend \"redis\""))?;
+            RedisConnection::connect(&url).await.map_err(|e| format!("{section}: {e}"))
+        }
+    };
     builder = match file.cache.backend.as_str() {
         "memory" => builder.cache(Arc::new(MemoryCache::new(file.cache.max_bytes))),
+        "redis" => builder.cache(Arc::new(RedisCache::new(redis("cache", file.cache.url.as_ref()).await?, "chitty"))),
         "none" => builder,
-        other => return Err(format!("cache.backend: `{other}` is not available in this example (memory, none)").into()),
+        other => return Err(format!("cache.backend: `{other}` is not one of memory, redis, none").into()),
     };
     builder = match file.budgets.backend.as_str() {
         "memory" => builder.budgets(Arc::new(MemoryBudgetStore::new())),
-        other => return Err(format!("budgets.backend: `{other}` is not available in this example (memory)").into()),
+        "redis" => builder
+            .budgets(Arc::new(RedisBudgetStore::new(redis("budgets", file.budgets.url.as_ref()).await?, "chitty"))),
+        other => return Err(format!("budgets.backend: `{other}` is not one of memory, redis").into()),
     };
     let gateway = builder.build().await?;
 
@@ -123,7 +141,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!();
 
-    axum::serve(listener, router(gateway, options)).with_graceful_shutdown(shutdown_signal()).await?;
+    let metrics = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = Arc::clone(&registry);
+            async move {
+                match encode_text(&registry) {
+                    Ok(text) => {
+                        ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+                    }
+                    Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                }
+            }
+        }),
+    );
+    let app = router(gateway, options).merge(metrics);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("shut down: in-flight requests drained");
     drop(mocks);
     Ok(())
