@@ -167,6 +167,9 @@ async fn timeouts_slow_headers_and_refused_connections() {
     assert!(err.is_retryable());
     // The URL is left out of messages: some deployments put credentials in its query.
     assert!(!err.to_string().contains("127.0.0.1"), "{err}");
+    // The provider that had pooled connections to the stopped mock fails the same way, without hanging.
+    let err = provider.chat(chat_request("chitty-mock")).await.unwrap_err();
+    assert!(matches!(err, Error::Upstream { status: None, .. }), "{err:?}");
 }
 
 #[tokio::test]

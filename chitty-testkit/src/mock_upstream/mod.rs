@@ -42,7 +42,6 @@ use bytes::Bytes;
 use chitty_core::{Error, Result};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tokio::task::JoinHandle;
 
 pub use anthropic::MockAnthropic;
 pub use ollama::MockOllama;
@@ -198,7 +197,7 @@ struct Shared {
 pub struct MockServer {
     base_url: String,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl MockServer {
@@ -236,7 +235,10 @@ impl MockServer {
 
 impl Drop for MockServer {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(shutdown) = self.shutdown.take() {
+            // The server may already be gone; then there is nothing to stop.
+            let _ = shutdown.send(());
+        }
     }
 }
 
@@ -247,11 +249,16 @@ fn lock_requests(shared: &Shared) -> MutexGuard<'_, Vec<RecordedRequest>> {
 async fn start(shared: Arc<Shared>, router: Router, base_path: &str) -> Result<MockServer> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        // The server runs until the handle is dropped; an accept error ends it, and tests see refused connections.
-        let _ = axum::serve(listener, router).await;
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Graceful: the listener closes at once (new connections are refused), idle keep-alive connections
+    // close, and responses in flight finish.
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let _ = stopped.await;
     });
-    Ok(MockServer { base_url: format!("http://{addr}{base_path}"), shared, task })
+    tokio::spawn(async move {
+        let _ = server.await;
+    });
+    Ok(MockServer { base_url: format!("http://{addr}{base_path}"), shared, shutdown: Some(shutdown) })
 }
 
 /// What a handler does before answering: record, check the key, apply latency and the next fault.
