@@ -1,7 +1,7 @@
 //! An [`EventSink`] that keeps Prometheus metrics (prometheus-client) in a registry the host owns.
 //!
 //! ```
-//! # futures::executor::block_on(async {
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! use prometheus_client::registry::Registry;
 //! use chitty_core::{Event, EventSink};
 //! use chitty_providers::prometheus::{PrometheusSink, encode_text};
@@ -187,4 +187,35 @@ pub fn encode_text(registry: &Registry) -> Result<String> {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, registry).map_err(|e| Error::backend("prometheus", e))?;
     Ok(text)
+}
+
+/// A router serving `registry` at `GET /metrics`, to merge into the gateway's router (feature `server`).
+///
+/// ```
+/// use std::sync::Arc;
+/// use prometheus_client::registry::Registry;
+/// use chitty_providers::prometheus::{PrometheusSink, metrics_router};
+///
+/// let mut registry = Registry::default();
+/// let sink = Arc::new(PrometheusSink::new(&mut registry, ["chitty-mock"]));
+/// let app: axum::Router = axum::Router::new().merge(metrics_router(Arc::new(registry)));
+/// ```
+#[cfg(feature = "server")]
+pub fn metrics_router(registry: Arc<Registry>) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+
+    let handler = move || {
+        let registry = registry.clone();
+        async move {
+            match encode_text(&registry) {
+                Ok(text) => ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text).into_response(),
+                Err(e) => {
+                    tracing::error!(error = %e, "encoding the metrics registry failed");
+                    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                }
+            }
+        }
+    };
+    axum::Router::new().route("/metrics", axum::routing::get(handler))
 }

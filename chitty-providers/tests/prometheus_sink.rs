@@ -159,3 +159,30 @@ async fn sink_conformance_and_concurrent_writers_count_exactly() {
     assert!(text.contains(&format!("chitty_upstream_failures_total{{provider=\"mock\"}} {n}\n")));
     assert!(text.contains(&format!("chitty_circuit_opened_total{{provider=\"mock\"}} {n}\n")));
 }
+
+#[cfg(feature = "server")]
+#[tokio::test]
+async fn metrics_router_serves_the_registry_as_openmetrics_text() {
+    use chitty_providers::prometheus::{OPENMETRICS_CONTENT_TYPE, metrics_router};
+
+    let mut registry = Registry::default();
+    let sink = PrometheusSink::new(&mut registry, ["gpt-4o-mini"]);
+    sink.record(request("gpt-4o-mini", 200, CacheStatus::Hit, 1, 0)).await.unwrap();
+    let app = axum::Router::new().merge(metrics_router(Arc::new(registry)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let response = reqwest::get(format!("http://{addr}/metrics")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], OPENMETRICS_CONTENT_TYPE);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains(
+            r#"chitty_requests_total{model="gpt-4o-mini",endpoint="chat.completions",status="200",cache="hit"} 1"#
+        ),
+        "{body}"
+    );
+    assert!(body.ends_with("# EOF\n"));
+    server.abort();
+}
