@@ -330,7 +330,11 @@ fn refresh_window(state: &mut MockState, now: Timestamp) {
 fn error_response(status: u16, message: &str) -> Response {
     json_response(
         status,
-        &json!({ "message": message, "documentation_url": "https://docs.github.com/rest", "status": status.to_string() }),
+        &json!({
+            "message": message,
+            "documentation_url": "https://docs.github.com/rest",
+            "status": status.to_string(),
+        }),
     )
 }
 
@@ -452,9 +456,8 @@ fn check_jwt(jwt: &str, now: Timestamp) -> Result<(), &'static str> {
         return Err("'Issued at' claim ('iat') must be an Integer representing a time in the past");
     }
     if exp <= now {
-        return Err(
-            "'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires",
-        );
+        return Err("'Expiration time' claim ('exp') must be a numeric value representing the future time \
+             at which the assertion expires");
     }
     if exp.saturating_sub(iat) > MAX_JWT_LIFETIME_SECS {
         return Err("'Expiration time' claim ('exp') is too far in the future");

@@ -469,7 +469,10 @@ mod tests {
             serde_json::json!({
                 "name": "review", "head_sha": "abc", "status": "in_progress", "started_at": "2016-07-11T22:14:10Z",
                 "output": { "title": "t", "summary": "s", "annotations": [
-                    { "path": "src/lib.rs", "start_line": 3, "end_line": 4, "annotation_level": "warning", "message": "m" }
+                    {
+                        "path": "src/lib.rs", "start_line": 3, "end_line": 4,
+                        "annotation_level": "warning", "message": "m",
+                    }
                 ] }
             })
         );

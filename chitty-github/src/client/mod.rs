@@ -1,16 +1,19 @@
 //! The GitHub App client: act on GitHub as an App, politely.
 //!
-//! [`GitHubApp`] signs RS256 JWTs with the App's private key, exchanges them for installation
-//! tokens that it caches per installation and refreshes before they expire (one exchange however
-//! many callers ask at once), and sends REST calls the way GitHub asks integrators to: it waits out
-//! primary and secondary rate limits (or fails fast, by [`RateLimitPolicy`]), retries 5xx answers
-//! only for requests that are safe to repeat, never retries other 4xx, revalidates GETs with
-//! `ETag` (a 304 costs no rate limit), follows `Link` pagination, and spaces mutating requests of
-//! an installation at least a second apart. Time comes from an injected [`chitty_core::Clock`] and
-//! waiting goes through an injected [`chitty_core::Timer`], so tests run retry schedules instantly.
+//! [`GitHubApp`](crate::client::GitHubApp) signs RS256 JWTs with the App's private key, exchanges them
+//! for installation tokens that it caches per installation and refreshes before they expire (one
+//! exchange however many callers ask at once), and sends REST calls the way GitHub asks integrators to:
+//! it waits out primary and secondary rate limits (or fails fast, by
+//! [`RateLimitPolicy`](crate::client::RateLimitPolicy)), retries 5xx answers only for requests that are
+//! safe to repeat, never retries other 4xx, revalidates GETs with `ETag` (a 304 costs no rate limit),
+//! follows `Link` pagination, and spaces mutating requests of an installation at least a second apart.
+//! Time comes from an injected [`chitty_core::Clock`] and waiting goes through an injected
+//! [`chitty_core::Timer`], so tests run retry schedules instantly.
 //!
 //! ```no_run
-//! use chitty_github::client::{AppCredentials, CheckConclusion, CreateCheckRun, GitHubApp, InstallationId};
+//! use chitty_github::client::{
+//!     AppCredentials, CheckConclusion, CreateCheckRun, GitHubApp, InstallationId, UpdateCheckRun,
+//! };
 //!
 //! # async fn run() -> Result<(), chitty_github::client::ClientError> {
 //! let pem = std::fs::read("my-app.private-key.pem").map_err(|e| {
@@ -25,10 +28,10 @@
 //! repo.create_comment("octo-org", "hello", 7, "Thanks! Review to follow.").await?;
 //! repo.add_labels("octo-org", "hello", 7, &["triage"]).await?;
 //! let run = repo
-//!     .create_check_run("octo-org", "hello", &CreateCheckRun::new("review", "6dcb09b5b57875f334f61aebed695e2e4193db5e"))
+//!     .create_check_run("octo-org", "hello", &CreateCheckRun::new("review", "6dcb09b5b578"))
 //!     .await?;
-//! repo.update_check_run("octo-org", "hello", run.id, &chitty_github::client::UpdateCheckRun::completed(CheckConclusion::Success))
-//!     .await?;
+//! let done = UpdateCheckRun::completed(CheckConclusion::Success);
+//! repo.update_check_run("octo-org", "hello", run.id, &done).await?;
 //! let open_pulls: Vec<serde_json::Value> = repo.list("/repos/octo-org/hello/pulls?state=open").await?;
 //! # let _ = open_pulls;
 //! # Ok(())

@@ -87,9 +87,15 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn hostile_headers_never_panic(remaining in ".{0,24}", reset in ".{0,24}", retry in ".{0,24}", now in proptest::prelude::any::<u64>()) {
+        fn hostile_headers_never_panic(
+            remaining in ".{0,24}",
+            reset in ".{0,24}",
+            retry in ".{0,24}",
+            now in proptest::prelude::any::<u64>(),
+        ) {
             let mut map = HeaderMap::new();
-            for (name, value) in [("x-ratelimit-remaining", &remaining), ("x-ratelimit-reset", &reset), ("retry-after", &retry)] {
+            let pairs = [("x-ratelimit-remaining", &remaining), ("x-ratelimit-reset", &reset), ("retry-after", &retry)];
+            for (name, value) in pairs {
                 if let Ok(value) = value.parse() {
                     map.insert(name, value);
                 }

@@ -135,7 +135,7 @@ impl TokenCache {
             // GitHub failing during the refresh margin must not fail calls the current token can still make.
             Err(error) => match cached.as_ref().filter(|t| t.is_fresh(now(), STALE_TOKEN_MIN_LIFETIME)) {
                 Some(current) => {
-                    tracing::warn!(installation = id.0, %error, "could not refresh the installation token; using the current one");
+                    tracing::warn!(installation = id.0, %error, "token refresh failed; using the current token");
                     Ok(current.clone())
                 }
                 None => Err(error),

@@ -324,7 +324,8 @@ impl AppInner {
                     if may_retry && server_retries < config.max_server_error_retries {
                         let wait = backoff(config.server_error_backoff, server_retries);
                         server_retries += 1;
-                        tracing::warn!(%scope, method = %request.method, path = request.url.path(), "GitHub unreachable; retrying");
+                        let path = request.url.path();
+                        tracing::warn!(%scope, method = %request.method, path, "GitHub unreachable; retrying");
                         self.timer.sleep(wait).await;
                         continue;
                     }
@@ -396,7 +397,8 @@ impl AppInner {
             {
                 let wait = backoff(config.server_error_backoff, server_retries);
                 server_retries += 1;
-                tracing::warn!(%scope, status = status.as_u16(), path = request.url.path(), "GitHub server error; retrying");
+                let path = request.url.path();
+                tracing::warn!(%scope, status = status.as_u16(), path, "GitHub server error; retrying");
                 self.timer.sleep(wait).await;
                 continue;
             }

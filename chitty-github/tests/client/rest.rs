@@ -89,9 +89,8 @@ async fn a_wait_longer_than_the_policy_allows_fails() {
     h.github.set_resource("/repos/o/r", json!({ "id": 1 }));
     h.github.inject(Fault::SecondaryRateLimit { status: 429, retry_after: Some(Duration::from_secs(30)) });
     let err = h.repo().get::<Value>("/repos/o/r").await.unwrap_err();
-    assert!(
-        matches!(err, ClientError::RateLimited { kind: RateLimitKind::Secondary, retry_after } if retry_after == Duration::from_secs(30))
-    );
+    assert!(matches!(err, ClientError::RateLimited { kind: RateLimitKind::Secondary, retry_after }
+            if retry_after == Duration::from_secs(30)));
     assert_eq!(h.elapsed(), Duration::ZERO);
 }
 
