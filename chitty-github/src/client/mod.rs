@@ -154,6 +154,34 @@ impl GitHubApp {
         GitHubAppBuilder { credentials, config: ClientConfig::default(), clock: None, timer: None }
     }
 
+    /// A builder from the environment: the issuer from `GITHUB_APP_CLIENT_ID` (or `GITHUB_APP_ID`),
+    /// the key from `GITHUB_APP_PRIVATE_KEY` (PEM text; `\n` escapes allowed) or the file named by
+    /// `GITHUB_APP_PRIVATE_KEY_PATH`, and the base URL from `GITHUB_API_URL` when set.
+    pub fn builder_from_env() -> Result<GitHubAppBuilder, ClientError> {
+        Self::builder_from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`builder_from_env`](Self::builder_from_env), reading variables through `var`.
+    pub fn builder_from_vars(var: impl Fn(&str) -> Option<String>) -> Result<GitHubAppBuilder, ClientError> {
+        let missing = |what: &str| ClientError::InvalidConfig { reason: format!("{what} is not set") };
+        let issuer = var("GITHUB_APP_CLIENT_ID")
+            .or_else(|| var("GITHUB_APP_ID"))
+            .ok_or_else(|| missing("GITHUB_APP_CLIENT_ID (or GITHUB_APP_ID)"))?;
+        let pem = match (var("GITHUB_APP_PRIVATE_KEY"), var("GITHUB_APP_PRIVATE_KEY_PATH")) {
+            // .env files often carry the PEM on one line with `\n` escapes.
+            (Some(text), _) => text.replace("\\n", "\n").into_bytes(),
+            (None, Some(path)) => std::fs::read(&path).map_err(|e| ClientError::InvalidConfig {
+                reason: format!("reading the private key at {path}: {e}"),
+            })?,
+            (None, None) => return Err(missing("GITHUB_APP_PRIVATE_KEY (or GITHUB_APP_PRIVATE_KEY_PATH)")),
+        };
+        let builder = GitHubApp::builder(AppCredentials::from_pem(issuer, &pem)?);
+        Ok(match var("GITHUB_API_URL") {
+            Some(base_url) => builder.with_base_url(base_url),
+            None => builder,
+        })
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
@@ -328,6 +356,37 @@ mod tests {
         assert!(app.inner.same_origin(downgraded).is_err());
         let same = Url::parse("https://api.github.com/repositories/1/issues?page=2").unwrap();
         assert!(app.inner.same_origin(same).is_ok());
+    }
+
+    #[test]
+    fn builds_from_environment_variables() {
+        let pem = String::from_utf8(KEY.to_vec()).unwrap().replace('\n', "\\n");
+        let vars = |name: &str| match name {
+            "GITHUB_APP_ID" => Some("12345".to_owned()),
+            "GITHUB_APP_PRIVATE_KEY" => Some(pem.clone()),
+            "GITHUB_API_URL" => Some("https://ghe.example.com/api/v3".to_owned()),
+            _ => None,
+        };
+        let app = GitHubApp::builder_from_vars(vars).unwrap().build().unwrap();
+        assert_eq!(app.config().base_url, "https://ghe.example.com/api/v3");
+        assert_eq!(app.inner.credentials.issuer(), "12345");
+
+        let err = GitHubApp::builder_from_vars(|_| None).unwrap_err();
+        assert!(err.to_string().contains("GITHUB_APP_CLIENT_ID"));
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-app-private-key.pem");
+        let from_file = |name: &str| match name {
+            "GITHUB_APP_CLIENT_ID" => Some("Iv23li".to_owned()),
+            "GITHUB_APP_PRIVATE_KEY_PATH" => Some(path.to_owned()),
+            _ => None,
+        };
+        let app = GitHubApp::builder_from_vars(from_file).unwrap().build().unwrap();
+        assert_eq!(app.config().base_url, DEFAULT_BASE_URL);
+        let missing_file = |name: &str| {
+            (name == "GITHUB_APP_ID")
+                .then(|| "1".to_owned())
+                .or_else(|| (name == "GITHUB_APP_PRIVATE_KEY_PATH").then(|| "/nonexistent/key.pem".to_owned()))
+        };
+        assert!(matches!(GitHubApp::builder_from_vars(missing_file), Err(ClientError::InvalidConfig { .. })));
     }
 
     #[test]
