@@ -16,7 +16,9 @@
 //! `message_delta` and `message_stop` onto chat-completion chunks, and always end with a usage chunk
 //! (the gateway forwards it to clients that asked); `ping` is skipped; an `error` event, or a stream
 //! that ends before `message_stop`, ends the stream with an error item. The Anthropic-specific fields
-//! `top_k`, `thinking`, `metadata` and `service_tier` are forwarded from the request's extra fields.
+//! `top_k`, `thinking`, `metadata` and `service_tier` are forwarded from the request's extra fields, and
+//! prompt-cache breakpoints (`cache_control` on a message, content part or tool) are kept on the
+//! translated block.
 //! Fields Anthropic has no equivalent for (`response_format`, `logprobs`, `logit_bias`, `seed`, the
 //! penalties) are not sent; `n` > 1 and content parts other than text and images are refused with
 //! [`Error::InvalidRequest`] before any request is made.
@@ -279,9 +281,11 @@ pub(crate) fn to_messages_request(req: &ChatCompletionRequest, default_max_token
     let mut system = Vec::new();
     let mut messages: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for message in &req.messages {
-        let (role, blocks) = match &message.role {
+        let (role, mut blocks) = match &message.role {
             Role::System | Role::Developer => {
-                system.push(message_text(message)?);
+                let mut block = json!({"type": "text", "text": message_text(message)?});
+                copy_cache_control(&message.extra, &mut block);
+                system.push(block);
                 continue;
             }
             Role::User => ("user", content_blocks(message.content.as_ref())?),
@@ -294,7 +298,9 @@ pub(crate) fn to_messages_request(req: &ChatCompletionRequest, default_max_token
             }
             other => return Err(invalid(format!("Anthropic has no equivalent for role {other:?}"))),
         };
-        if blocks.is_empty() {
+        if let Some(last) = blocks.last_mut() {
+            copy_cache_control(&message.extra, last);
+        } else {
             continue;
         }
         // Anthropic alternates roles: consecutive turns of one role (tool results above all) merge.
@@ -309,8 +315,12 @@ pub(crate) fn to_messages_request(req: &ChatCompletionRequest, default_max_token
         "messages": messages.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect::<Vec<_>>(),
     });
     let obj = body.as_object_mut().ok_or_else(|| invalid("request is not an object"))?;
-    if !system.is_empty() {
-        obj.insert("system".into(), Value::String(system.join("\n\n")));
+    if system.iter().any(|b| b.get("cache_control").is_some()) {
+        // Cache breakpoints need the block form of `system`.
+        obj.insert("system".into(), Value::Array(system));
+    } else if !system.is_empty() {
+        let texts: Vec<&str> = system.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect();
+        obj.insert("system".into(), Value::String(texts.join("\n\n")));
     }
     if let Some(t) = req.temperature {
         obj.insert("temperature".into(), json!(t));
@@ -342,6 +352,8 @@ pub(crate) fn to_messages_request(req: &ChatCompletionRequest, default_max_token
                 if let (Some(d), Some(o)) = (&f.description, tool.as_object_mut()) {
                     o.insert("description".into(), json!(d));
                 }
+                copy_cache_control(&t.extra, &mut tool);
+                copy_cache_control(&f.extra, &mut tool);
                 Ok(tool)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -402,7 +414,21 @@ fn content_blocks(content: Option<&MessageContent>) -> Result<Vec<Value>> {
     }
 }
 
+/// Carries Anthropic's prompt-cache breakpoint (`cache_control`, sent by clients as an extra field on a
+/// message, content part or tool) over to the translated block.
+fn copy_cache_control(extra: &Extra, block: &mut Value) {
+    if let (Some(cache), Some(o)) = (extra.get("cache_control"), block.as_object_mut()) {
+        o.insert("cache_control".into(), cache.clone());
+    }
+}
+
 fn part_block(part: &ContentPart) -> Result<Value> {
+    let mut block = part_block_without_cache(part)?;
+    copy_cache_control(&part.extra, &mut block);
+    Ok(block)
+}
+
+fn part_block_without_cache(part: &ContentPart) -> Result<Value> {
     match part.kind.as_str() {
         "text" => Ok(json!({"type": "text", "text": part.text.clone().unwrap_or_default()})),
         "image_url" => {
@@ -809,6 +835,37 @@ mod tests {
         assert_eq!(blocks[0]["tool_use_id"], "call_1");
         assert_eq!(blocks[1], json!({"type": "tool_result", "tool_use_id": "call_2", "content": "a hat"}));
         assert_eq!(blocks[2]["text"], "Thanks");
+    }
+
+    #[test]
+    fn cache_breakpoints_travel_to_anthropic() {
+        let req = request(json!({
+            "model": "claude",
+            "messages": [
+                {"role": "system", "content": "Long instructions.", "cache_control": {"type": "ephemeral"}},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "A long document.", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+                    {"type": "text", "text": "The question."}
+                ]},
+                {"role": "assistant", "content": "An answer.", "cache_control": {"type": "ephemeral"}}
+            ],
+            "tools": [{"type": "function", "function": {"name": "f"}, "cache_control": {"type": "ephemeral"}}]
+        }));
+        let body = to_messages_request(&req, 10, false).unwrap();
+        assert_eq!(
+            body["system"],
+            json!([{"type": "text", "text": "Long instructions.", "cache_control": {"type": "ephemeral"}}])
+        );
+        assert_eq!(body["messages"][0]["content"][0]["cache_control"]["ttl"], "1h");
+        assert!(body["messages"][0]["content"][1].get("cache_control").is_none());
+        assert_eq!(body["messages"][1]["content"][0]["cache_control"]["type"], "ephemeral");
+        assert_eq!(body["tools"][0]["cache_control"]["type"], "ephemeral");
+        let plain = to_messages_request(
+            &request(json!({"model": "m", "messages": [{"role": "system", "content": "s"}]})),
+            1,
+            false,
+        );
+        assert_eq!(plain.unwrap()["system"], "s", "without breakpoints the system prompt stays a string");
     }
 
     #[test]

@@ -306,23 +306,23 @@ pub async fn embeddings_keep_order_and_dimensions(provider: &dyn Provider, model
 pub async fn undeclared_capabilities_are_unsupported(provider: &dyn Provider, chat_model: &str, embedding_model: &str) {
     let name = provider.name();
     let caps = provider.capabilities();
-    let expect = |capability: Capability, result: Result<(), Error>| match result {
+    let expect_unsupported = |capability: Capability, result: Result<(), Error>| match result {
         Err(Error::Unsupported { capability: c, .. }) if c == capability => {}
         other => panic!("{name}: {capability} is not declared but answered {other:?}"),
     };
     if !caps.contains(Capability::Chat) {
-        expect(Capability::Chat, provider.chat(chat_request(chat_model)).await.map(drop));
+        expect_unsupported(Capability::Chat, provider.chat(chat_request(chat_model)).await.map(drop));
     }
     if !caps.contains(Capability::ChatStream) {
-        expect(Capability::ChatStream, provider.chat_stream(chat_request(chat_model)).await.map(drop));
+        expect_unsupported(Capability::ChatStream, provider.chat_stream(chat_request(chat_model)).await.map(drop));
     }
     if !caps.contains(Capability::Completions) {
         let request = CompletionRequest { model: chat_model.to_owned(), ..Default::default() };
-        expect(Capability::Completions, provider.completion(request).await.map(drop));
+        expect_unsupported(Capability::Completions, provider.completion(request).await.map(drop));
     }
     if !caps.contains(Capability::Embeddings) {
         let request = EmbeddingRequest { model: embedding_model.to_owned(), ..Default::default() };
-        expect(Capability::Embeddings, provider.embeddings(request).await.map(drop));
+        expect_unsupported(Capability::Embeddings, provider.embeddings(request).await.map(drop));
     }
 }
 
