@@ -301,7 +301,8 @@ impl InstallationClient {
         self.send(Method::PATCH, path, Some(body)).await
     }
 
-    /// Any method with an optional JSON body; mutations are paced, GETs are revalidated.
+    /// Any method with an optional JSON body; mutations are paced, GETs are revalidated. Use `T = ()`
+    /// for answers without a body (204).
     pub async fn send<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         method: Method,

@@ -67,9 +67,10 @@ pub(crate) struct ApiResponse {
 }
 
 impl ApiResponse {
-    /// The body decoded as `T`.
+    /// The body decoded as `T`; an empty body (204 No Content) reads as `null`, so `()` and `Option` fit.
     pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
-        serde_json::from_slice(&self.body)
+        let body: &[u8] = if self.body.is_empty() { b"null" } else { &self.body };
+        serde_json::from_slice(body)
             .map_err(|e| ClientError::Decode { what: std::any::type_name::<T>(), source: Box::new(e) })
     }
 }
@@ -424,6 +425,14 @@ mod tests {
         assert_eq!(backoff(Duration::from_secs(1), 3), Duration::from_secs(8));
         assert_eq!(backoff(Duration::MAX, 1), Duration::MAX);
         assert_eq!(backoff(Duration::from_secs(1), 200), Duration::from_secs(u64::from(u32::MAX)));
+    }
+
+    #[test]
+    fn empty_bodies_decode_as_unit_or_none() {
+        let empty = ApiResponse { body: Bytes::new(), link: None, not_modified: false };
+        empty.json::<()>().unwrap();
+        assert_eq!(empty.json::<Option<u32>>().unwrap(), None);
+        assert!(matches!(empty.json::<Vec<u32>>(), Err(ClientError::Decode { .. })));
     }
 
     #[test]
