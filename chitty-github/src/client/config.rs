@@ -30,7 +30,8 @@ pub struct ClientConfig {
     pub user_agent: String,
     /// `X-GitHub-Api-Version`.
     pub api_version: String,
-    /// Refresh an installation token this long before its `expires_at` (default 5 min).
+    /// Refresh an installation token this long before its `expires_at` (default 5 min; at most half
+    /// the token's lifetime).
     pub token_refresh_margin: Duration,
     /// Least time between two mutating requests of one installation (default 1 s, as GitHub asks).
     pub mutation_interval: Duration,

@@ -61,8 +61,10 @@ impl InstallationToken {
         self.minted_at
     }
 
-    /// Whether it can still be used at `now` while keeping `margin` before expiry.
+    /// Whether it can still be used at `now` while keeping `margin` before expiry (at most half its
+    /// lifetime, so that a short-lived token is not refreshed on every call).
     pub fn is_fresh(&self, now: Timestamp, margin: Duration) -> bool {
+        let margin = margin.min(self.expires_at.since(self.minted_at) / 2);
         now.plus(margin) < self.expires_at
     }
 
@@ -179,5 +181,9 @@ mod tests {
         assert!(token.is_fresh(Timestamp(3_600_000 - 300_001), margin));
         assert!(!token.is_fresh(Timestamp(3_600_000 - 300_000), margin));
         assert!(!format!("{token:?}").contains("ghs_x"));
+
+        let short_lived = InstallationToken::new("ghs_y", Timestamp(240_000), Timestamp(0));
+        assert!(short_lived.is_fresh(Timestamp(119_999), margin), "refreshed at half life, not on every call");
+        assert!(!short_lived.is_fresh(Timestamp(120_000), margin));
     }
 }
