@@ -2,9 +2,8 @@
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! use prometheus_client::registry::Registry;
 //! use chitty_core::{Event, EventSink};
-//! use chitty_providers::prometheus::{PrometheusSink, encode_text};
+//! use chitty_providers::prometheus::{PrometheusSink, Registry, encode_text};
 //!
 //! let mut registry = Registry::default();
 //! let sink = PrometheusSink::new(&mut registry, ["gpt-4o-mini"]);
@@ -40,7 +39,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Unit;
+
+/// prometheus-client's registry, re-exported so that hosts need no direct dependency to build one.
+pub use prometheus_client::registry::Registry;
 
 /// The `Content-Type` of [`encode_text`]'s output.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -193,8 +195,7 @@ pub fn encode_text(registry: &Registry) -> Result<String> {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use prometheus_client::registry::Registry;
-/// use chitty_providers::prometheus::{PrometheusSink, metrics_router};
+/// use chitty_providers::prometheus::{PrometheusSink, Registry, metrics_router};
 ///
 /// let mut registry = Registry::default();
 /// let sink = Arc::new(PrometheusSink::new(&mut registry, ["chitty-mock"]));

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chitty_core::{CacheStatus, Endpoint, Event, EventSink, NanoUsd, RequestEvent, Timestamp};
-use chitty_providers::prometheus::{PrometheusSink, encode_text};
+use chitty_providers::prometheus::{PrometheusSink, Registry, encode_text};
 use chitty_testkit::events;
-use prometheus_client::registry::Registry;
 
 fn request(model: &str, status: u16, cache: CacheStatus, latency_ms: u64, cost: u64) -> Event {
     Event::Request(RequestEvent {

@@ -12,10 +12,9 @@ use chitty_core::keys::CacheKey;
 use chitty_core::{
     Balance, BudgetStore, Cache, Error, NanoUsd, Reservation, ReserveRequest, Result, Settlement, Timestamp,
 };
-use chitty_providers::redis::{RedisBudgetStore, RedisCache, RedisConnection};
+use chitty_providers::redis::{ConnectionManagerConfig, RedisBudgetStore, RedisCache, RedisConnection};
 use chitty_testkit::{budget, cache};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManagerConfig;
 
 fn redis_url() -> Option<String> {
     let url = std::env::var("CHITTY_TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
@@ -68,6 +67,11 @@ async fn redis_cache_conformance_and_key_layout() {
     assert_eq!(raw, b"\x00\xffvalue", "values are stored as raw bytes");
     let pttl: i64 = manager.pttl(&redis_key).await.unwrap();
     assert!(pttl > 0 && pttl <= 30_000, "SET … PX sets the TTL: {pttl}");
+
+    let forever = CacheKey([0xCD; 32]);
+    c.put(&forever, Bytes::from_static(b"kept"), Duration::MAX).await.unwrap();
+    let pttl: i64 = manager.pttl(c.redis_key(&forever)).await.unwrap();
+    assert!(pttl > 99 * 365 * 24 * 3_600 * 1_000, "a huge TTL is capped at 100 years, not refused: {pttl}");
 
     c.put(&key, Bytes::from_static(b"gone"), Duration::ZERO).await.unwrap();
     assert_eq!(c.get(&key).await.unwrap(), None, "a zero TTL leaves no entry");
@@ -390,4 +394,77 @@ fn random_workloads_match_the_in_memory_store_exactly() {
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+/// A gateway assembled as the example does with `backend = "redis"` and the Prometheus sink: the second
+/// identical request is a cache hit from Redis, spend lands in Redis, and the metrics say so.
+#[cfg(all(feature = "prometheus", feature = "memory"))]
+#[tokio::test]
+async fn a_gateway_on_redis_backends_caches_charges_and_counts() {
+    use chitty_core::gateway::{Gateway, GatewayConfig, ModelConfig, RequestContext, RouteConfig, TenantConfig};
+    use chitty_core::keys::{CacheDirective, CachePolicy};
+    use chitty_core::wire::{ChatCompletionRequest, ChatMessage};
+    use chitty_core::{CacheStatus, ModelPrice};
+    use chitty_providers::prometheus::{PrometheusSink, Registry, encode_text};
+    use chitty_providers::runtime::TokioRuntimeExt;
+    use chitty_testkit::mock::MockProvider;
+
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("gateway");
+    let tenant_id = budget::unique_tenant("gw");
+    let config = GatewayConfig {
+        models: vec![ModelConfig {
+            routes: vec![RouteConfig { provider: "mock".into(), model: "up".into() }],
+            price: ModelPrice::from_micros_per_mtok(1_000_000, 2_000_000),
+            cache: CachePolicy::Deterministic,
+            max_output_tokens: 100,
+            ..ModelConfig::new("chat")
+        }],
+        tenants: vec![TenantConfig {
+            budget_nano_usd: Some(NanoUsd::ONE_USD),
+            ..TenantConfig::new(&tenant_id, &chitty_core::gateway::api_key_digest("sk-redis"))
+        }],
+        ..Default::default()
+    };
+    let connection = RedisConnection::connect(&url).await.unwrap();
+    let budgets = Arc::new(RedisBudgetStore::new(connection.clone(), &prefix));
+    let mut registry = Registry::default();
+    let model_names: Vec<String> = config.models.iter().map(|m| m.name.clone()).collect();
+    let metrics = Arc::new(PrometheusSink::new(&mut registry, &model_names));
+    let gateway = Gateway::builder(config)
+        .provider(Arc::new(MockProvider::new("mock")))
+        .cache(Arc::new(RedisCache::new(connection.clone(), &prefix)))
+        .budgets(budgets.clone())
+        .events(metrics)
+        .tokio_runtime()
+        .build()
+        .await
+        .unwrap();
+
+    let ctx = RequestContext::new(gateway.authenticate("sk-redis").unwrap(), "r1", CacheDirective::Default);
+    let request = ChatCompletionRequest {
+        model: "chat".into(),
+        messages: vec![ChatMessage::user(format!("hello {prefix}"))],
+        temperature: Some(0.0),
+        ..Default::default()
+    };
+    let first = gateway.chat(&ctx, request.clone()).await.unwrap();
+    let second = gateway.chat(&ctx, request).await.unwrap();
+    assert_eq!((first.meta.cache, second.meta.cache), (CacheStatus::Miss, CacheStatus::Hit));
+    assert_eq!(first.body.choices[0].message, second.body.choices[0].message);
+
+    let now = chitty_core::Clock::now(&chitty_providers::runtime::SystemClock);
+    let balance = budgets.balance(&tenant_id, now).await.unwrap();
+    assert_eq!(balance.limit, NanoUsd::ONE_USD, "the builder pushed the tenant's limit into Redis");
+    assert_eq!((balance.spent, balance.reserved), (first.meta.cost, NanoUsd(0)));
+    assert!(balance.spent > NanoUsd(0));
+
+    let text = encode_text(&registry).unwrap();
+    for cache in ["miss", "hit"] {
+        let line = format!(
+            r#"chitty_requests_total{{model="chat",endpoint="chat.completions",status="200",cache="{cache}"}} 1"#
+        );
+        assert!(text.lines().any(|l| l == line), "missing {line} in:\n{text}");
+    }
+    remove_keys(&connection, &prefix).await;
 }

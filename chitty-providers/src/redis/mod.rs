@@ -38,10 +38,12 @@ mod cache;
 use std::fmt;
 use std::sync::Arc;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::aio::ConnectionManager;
 use ::redis::{Client, IntoConnectionInfo};
 use chitty_core::{Error, Result};
 
+/// redis-rs' timeouts and reconnect policy, for [`RedisConnection::connect_with_config`].
+pub use ::redis::aio::ConnectionManagerConfig;
 pub use budget::RedisBudgetStore;
 pub use cache::RedisCache;
 
