@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Ack latency of the webhook example over HTTP: drives a steady ~2,000 deliveries/s of signed 25 KB
+# pull_request payloads (a fresh X-GitHub-Delivery per request, so each one is verified, claimed and
+# enqueued) with wrk, and prints ack latency p50/p99 and req/s. Target: p99 <= 1 ms.
+#
+#   scripts/bench-webhook.sh                 # 30 s at ~2,000/s
+#   DURATION=60s CONNECTIONS=42 DELAY_MS=20 scripts/bench-webhook.sh
+#
+# The rate is CONNECTIONS / (DELAY_MS + latency): each connection waits DELAY_MS between requests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${DURATION:-30s}"
+CONNECTIONS="${CONNECTIONS:-42}"
+DELAY_MS="${DELAY_MS:-20}"
+PORT="${PORT:-18081}"
+BODY_BYTES="${BODY_BYTES:-25600}"
+SECRET="bench-webhook-secret-$$"
+WORK="$(mktemp -d)"
+trap 'kill "${SERVER_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk" >&2
+  (apt-get install -y wrk || (apt-get update && apt-get install -y wrk)) >/dev/null
+fi
+
+cargo build --quiet --release --example webhook --features github
+
+# A realistic pull_request.opened payload, padded in the PR body to BODY_BYTES, and its signature.
+python3 - "$WORK" "$BODY_BYTES" "$SECRET" <<'PY'
+import hashlib, hmac, json, sys
+work, size, secret = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+payload = json.load(open("chitty-github/tests/fixtures/pull_request.opened.json"))
+base = len(json.dumps(payload, separators=(",", ":")).encode())
+payload["pull_request"]["body"] += " " + "x" * max(0, size - base - 1)
+body = json.dumps(payload, separators=(",", ":")).encode()
+assert len(body) == size, len(body)
+open(f"{work}/body.json", "wb").write(body)
+sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+open(f"{work}/signature", "w").write(sig)
+PY
+
+cat > "$WORK/deliveries.lua" <<LUA
+local f = assert(io.open("$WORK/body.json", "rb"))
+local body = f:read("*a")
+f:close()
+local signature = "$(cat "$WORK/signature")"
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+local n = 0
+function request()
+  n = n + 1
+  return wrk.format("POST", "/api/github/webhooks", {
+    ["Content-Type"] = "application/json",
+    ["User-Agent"] = "GitHub-Hookshot/bench",
+    ["X-GitHub-Event"] = "pull_request",
+    ["X-GitHub-Delivery"] = string.format("%d-%d-%d", $$, tid, n),
+    ["X-GitHub-Hook-ID"] = "109948940",
+    ["X-Hub-Signature-256"] = signature,
+  }, body)
+end
+function delay()
+  return $DELAY_MS
+end
+function done(summary, latency, requests)
+  local seconds = summary.duration / 1e6
+  io.write(string.format("requests=%d seconds=%.1f rps=%.0f non2xx=%d socket_errors=%d\n",
+    summary.requests, seconds, summary.requests / seconds, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+  io.write(string.format("ack_latency_us p50=%d p90=%d p99=%d p99.9=%d max=%d\n",
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9), latency.max))
+end
+LUA
+
+GITHUB_WEBHOOK_SECRET="$SECRET" WEBHOOK_ADDR="127.0.0.1:$PORT" RUST_LOG=warn \
+  target/release/examples/webhook &
+SERVER_PID=$!
+for _ in $(seq 50); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+  sleep 0.1
+done
+
+echo "warm-up (3 s)" >&2
+wrk -t1 -c"$CONNECTIONS" -d3s -s "$WORK/deliveries.lua" "http://127.0.0.1:$PORT" >/dev/null
+echo "measuring ($DURATION, $CONNECTIONS connections, ${DELAY_MS} ms between requests per connection, ${BODY_BYTES}-byte bodies)" >&2
+result="$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s "$WORK/deliveries.lua" "http://127.0.0.1:$PORT")"
+echo "$result"
+summary="$(echo "$result" | grep -E '^(requests|ack_latency_us)=?')"
+
+cat <<MD
+
+### Webhook ack latency over HTTP ($(date -u +%Y-%m-%d))
+
+\`scripts/bench-webhook.sh\` (DURATION=$DURATION CONNECTIONS=$CONNECTIONS DELAY_MS=$DELAY_MS, wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), release build of \`examples/webhook.rs\`, in-memory de-duplication, in-process queue, ${BODY_BYTES}-byte signed \`pull_request\` bodies, a fresh delivery GUID per request). Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load generator on the same machine.
+
+\`\`\`
+$summary
+\`\`\`
+MD
