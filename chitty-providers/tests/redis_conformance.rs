@@ -75,6 +75,12 @@ async fn redis_cache_conformance_and_key_layout() {
 
     c.put(&key, Bytes::from_static(b"gone"), Duration::ZERO).await.unwrap();
     assert_eq!(c.get(&key).await.unwrap(), None, "a zero TTL leaves no entry");
+
+    let capped = RedisCache::new(connection.clone(), &prefix).with_max_entry_bytes(4);
+    capped.put(&key, Bytes::from_static(b"1234"), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(capped.get(&key).await.unwrap().as_deref(), Some(&b"1234"[..]));
+    capped.put(&key, Bytes::from_static(b"12345"), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(capped.get(&key).await.unwrap(), None, "an oversized value replaces the entry with nothing");
     remove_keys(&connection, &prefix).await;
 }
 

@@ -23,6 +23,7 @@ const MAX_TTL_MILLIS: u64 = 100 * 365 * 24 * 3_600 * 1_000;
 /// `volatile-ttl`: they evict only keys with a TTL (every cache entry has one, budget keys have none),
 /// whereas `allkeys-*` policies could evict budget state. Under the default `noeviction`, a full
 /// server refuses writes; `put` then fails and the gateway carries on without caching.
+/// [`RedisCache::with_max_entry_bytes`] additionally keeps single huge answers out.
 ///
 /// ```no_run
 /// # async fn demo() -> chitty_core::Result<()> {
@@ -41,6 +42,8 @@ pub struct RedisCache {
     connection: RedisConnection,
     /// `{prefix}:cache:`.
     namespace: String,
+    /// Values above this many bytes are not stored.
+    max_entry_bytes: usize,
 }
 
 impl fmt::Debug for RedisCache {
@@ -48,14 +51,21 @@ impl fmt::Debug for RedisCache {
         f.debug_struct("RedisCache")
             .field("endpoint", &self.connection.endpoint())
             .field("namespace", &self.namespace)
+            .field("max_entry_bytes", &self.max_entry_bytes)
             .finish()
     }
 }
 
 impl RedisCache {
-    /// A cache over `connection` whose keys start with `{prefix}:cache:`.
+    /// A cache over `connection` whose keys start with `{prefix}:cache:`; values of any size are stored.
     pub fn new(connection: RedisConnection, prefix: &str) -> RedisCache {
-        RedisCache { namespace: format!("{}cache:", key_prefix(prefix)), connection }
+        RedisCache { namespace: format!("{}cache:", key_prefix(prefix)), connection, max_entry_bytes: usize::MAX }
+    }
+
+    /// Skips storing values larger than `max_entry_bytes` (one huge answer would evict many small ones).
+    pub fn with_max_entry_bytes(mut self, max_entry_bytes: usize) -> RedisCache {
+        self.max_entry_bytes = max_entry_bytes;
+        self
     }
 
     /// The Redis key of a cache key.
@@ -78,8 +88,8 @@ impl Cache for RedisCache {
     async fn put(&self, key: &CacheKey, value: Bytes, ttl: Duration) -> Result<()> {
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).min(MAX_TTL_MILLIS);
         let mut manager = self.connection.manager.clone();
-        if millis == 0 {
-            // Redis rejects `PX 0`; an entry that expires at once is one that is not there.
+        if millis == 0 || value.len() > self.max_entry_bytes {
+            // Redis rejects `PX 0`; an entry that expires at once, or is not kept, is one that is not there.
             let _: i64 = ::redis::cmd("DEL")
                 .arg(self.redis_key(key))
                 .query_async(&mut manager)
