@@ -1,0 +1,49 @@
+//! The testkit's `EventSink` conformance suite, run by the in-process queue and (with
+//! `CHITTY_TEST_NATS_URL`) the JetStream queue.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use chitty_github::queue::InProcessQueue;
+use chitty_testkit::events::{accepts_every_kind, concurrent_writers};
+
+#[tokio::test]
+async fn in_process_queue_conforms() {
+    let (queue, mut receiver) = InProcessQueue::bounded(1024);
+    accepts_every_kind(&queue).await;
+    concurrent_writers(Arc::new(queue.clone()), 4, 40).await;
+    drop(queue);
+    let mut messages = 0;
+    while receiver.recv().await.is_some() {
+        messages += 1;
+    }
+    // One message in the sample, then a quarter of each writer's events; other kinds are ignored.
+    assert_eq!(messages, 1 + 4 * 10);
+}
+
+#[cfg(feature = "nats")]
+#[tokio::test]
+async fn jetstream_queue_conforms() {
+    use chitty_github::queue::{JetStreamConfig, JetStreamQueue};
+    let Ok(url) = std::env::var("CHITTY_TEST_NATS_URL") else {
+        eprintln!("SKIPPED: set CHITTY_TEST_NATS_URL (e.g. nats://127.0.0.1:4222) to run the JetStream tests");
+        return;
+    };
+    let name = common::unique("chitty_sink").to_uppercase();
+    let config = JetStreamConfig {
+        stream: name.clone(),
+        subject_prefix: name.to_lowercase(),
+        dead_letter_stream: format!("{name}_DLQ"),
+        ..JetStreamConfig::default()
+    };
+    let queue = JetStreamQueue::connect(&url, config).await.unwrap();
+    accepts_every_kind(&queue).await;
+    concurrent_writers(Arc::new(queue.clone()), 4, 8).await;
+    let mut stream = queue.context().get_stream(&name).await.unwrap();
+    // Every writer publishes the same sample message id: the server keeps one copy.
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    let _ = queue.context().delete_stream(&name).await;
+    let _ = queue.context().delete_stream(format!("{name}_DLQ")).await;
+}
