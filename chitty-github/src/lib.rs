@@ -48,7 +48,8 @@
 //! # }).unwrap();
 //! ```
 //!
-//! Features: `server` (axum route), `redis` (Redis idempotency store), `nats` (JetStream queue).
+//! Features: `server` (axum route), `redis` (Redis idempotency store), `nats` (JetStream queue),
+//! `client` (the GitHub App client: JWT, installation tokens, REST calls, actions).
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
