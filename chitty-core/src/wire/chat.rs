@@ -1,77 +1,85 @@
 //! `/v1/chat/completions` requests, responses and stream chunks.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
 
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::codec::{OneOrMany, wire_object};
 use super::{Extra, StopSequences, StreamOptions, Usage};
 
 /// A chat completion request.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChatCompletionRequest {
     /// Model name (public name at the gateway; upstream name when sent to a provider).
     pub model: String,
     /// The conversation so far.
     pub messages: Vec<ChatMessage>,
     /// Sampling temperature.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     /// Nucleus sampling mass.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
     /// Number of choices to generate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<u32>,
     /// Seed for best-effort deterministic sampling.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
     /// Stop sequences.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<StopSequences>,
     /// Output token cap (legacy name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
     /// Output token cap, reasoning tokens included (current name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<u32>,
     /// Presence penalty.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence_penalty: Option<f64>,
     /// Frequency penalty.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency_penalty: Option<f64>,
     /// Token bias map.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
     /// Return log-probabilities.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<bool>,
     /// How many top log-probabilities per token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<u32>,
     /// Tools the model may call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Tool>>,
     /// `"none" | "auto" | "required"` or a named function, kept as sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<serde_json::Value>,
     /// Allow several tool calls in one turn.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel_tool_calls: Option<bool>,
     /// `{"type": "text" | "json_object" | "json_schema", ...}`, kept as sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<serde_json::Value>,
     /// End-user identifier (does not change the answer).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Stream the answer as server-sent events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
     /// Streaming options.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
     /// Fields not modelled here, forwarded as sent.
-    #[serde(flatten)]
     pub extra: Extra,
 }
+
+wire_object!(ChatCompletionRequest {
+    model: required,
+    messages: required,
+    temperature: optional,
+    top_p: optional,
+    n: optional,
+    seed: optional,
+    stop: optional,
+    max_tokens: optional,
+    max_completion_tokens: optional,
+    presence_penalty: optional,
+    frequency_penalty: optional,
+    logit_bias: optional,
+    logprobs: optional,
+    top_logprobs: optional,
+    tools: optional,
+    tool_choice: optional,
+    parallel_tool_calls: optional,
+    response_format: optional,
+    user: optional,
+    stream: optional,
+    stream_options: optional
+});
 
 impl ChatCompletionRequest {
     /// The output cap the client asked for (`max_completion_tokens` wins over `max_tokens`).
@@ -91,7 +99,7 @@ impl ChatCompletionRequest {
 }
 
 /// Who wrote a message.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// System instructions.
@@ -111,30 +119,72 @@ pub enum Role {
     Other(String),
 }
 
+impl Role {
+    /// The role named `name`, if it is one this crate knows.
+    fn known(name: &str) -> Option<Role> {
+        Some(match name {
+            "system" => Role::System,
+            "developer" => Role::Developer,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            "tool" => Role::Tool,
+            "function" => Role::Function,
+            _ => return None,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Role {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RoleVisitor;
+
+        impl Visitor<'_> for RoleVisitor {
+            type Value = Role;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a role name")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Role, E> {
+                Ok(Role::known(v).unwrap_or_else(|| Role::Other(v.to_owned())))
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Role, E> {
+                Ok(Role::known(&v).unwrap_or(Role::Other(v)))
+            }
+        }
+
+        deserializer.deserialize_str(RoleVisitor)
+    }
+}
+
 /// One message of the conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChatMessage {
     /// Author.
     pub role: Role,
     /// Text or content parts; absent on assistant messages that only call tools.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<MessageContent>,
     /// Participant name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Tool calls the assistant made.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
     /// For `tool` messages: the call this answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
     /// A refusal from the model.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
+
+wire_object!(ChatMessage {
+    role: required,
+    content: optional,
+    name: optional,
+    tool_calls: optional,
+    tool_call_id: optional,
+    refusal: optional
+});
 
 impl ChatMessage {
     /// A message with text content.
@@ -176,7 +226,7 @@ impl ChatMessage {
 }
 
 /// Message content: a string or a list of typed parts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum MessageContent {
     /// Plain text.
@@ -185,82 +235,88 @@ pub enum MessageContent {
     Parts(Vec<ContentPart>),
 }
 
+impl<'de> Deserialize<'de> for MessageContent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match OneOrMany::deserialize(deserializer, "a string or an array of content parts")? {
+            OneOrMany::One(s) => MessageContent::Text(s),
+            OneOrMany::Many(v) => MessageContent::Parts(v),
+        })
+    }
+}
+
 /// One part of multi-part content. Non-text parts keep their payload in `extra`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ContentPart {
     /// Part type, e.g. `text` or `image_url`.
-    #[serde(rename = "type")]
     pub kind: String,
     /// Text of a `text` part.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     /// Other fields (`image_url`, `input_audio`, `file`, …).
-    #[serde(flatten)]
     pub extra: Extra,
 }
+
+wire_object!(ContentPart { kind as "type": required, text: optional });
 
 /// A tool the model may call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Tool {
     /// Tool type, `function`.
-    #[serde(rename = "type")]
     pub kind: String,
     /// The function.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<FunctionDefinition>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
+wire_object!(Tool { kind as "type": required, function: optional });
+
 /// A function the model may call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FunctionDefinition {
     /// Function name.
     pub name: String,
     /// What it does.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// JSON Schema of the arguments.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<serde_json::Value>,
     /// Strict schema adherence.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
+wire_object!(FunctionDefinition { name: required, description: optional, parameters: optional, strict: optional });
+
 /// A tool call made by the assistant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToolCall {
     /// Call identifier, echoed by the tool message.
     pub id: String,
     /// Call type, `function`.
-    #[serde(rename = "type")]
     pub kind: String,
     /// Function and arguments.
     pub function: FunctionCall,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
+wire_object!(ToolCall { id: required, kind as "type": required, function: required });
+
 /// The function a tool call invokes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FunctionCall {
     /// Function name.
     pub name: String,
     /// Arguments as a JSON string.
     pub arguments: String,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
+wire_object!(FunctionCall { name: required, arguments: required });
+
 /// A chat completion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChatCompletionResponse {
     /// Completion identifier.
     pub id: String,
@@ -273,36 +329,42 @@ pub struct ChatCompletionResponse {
     /// The choices.
     pub choices: Vec<ChatChoice>,
     /// Token usage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
     /// Backend configuration fingerprint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_fingerprint: Option<String>,
     /// Fields not modelled here (`service_tier`, …).
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
+wire_object!(ChatCompletionResponse {
+    id: required,
+    object: required,
+    created: required,
+    model: required,
+    choices: required,
+    usage: optional,
+    system_fingerprint: optional
+});
+
 /// One choice of a chat completion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChatChoice {
     /// Choice index.
     pub index: u32,
     /// The generated message.
     pub message: ChatMessage,
     /// `stop`, `length`, `tool_calls`, `content_filter`, …
-    #[serde(default)]
     pub finish_reason: Option<String>,
     /// Log-probabilities, kept as sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<serde_json::Value>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
+wire_object!(ChatChoice { index: required, message: required, finish_reason: nullable, logprobs: optional });
+
 /// One server-sent chunk of a streamed chat completion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChatCompletionChunk {
     /// Completion identifier (the same for every chunk).
     pub id: String,
@@ -315,86 +377,86 @@ pub struct ChatCompletionChunk {
     /// Deltas; empty on the final usage chunk.
     pub choices: Vec<ChunkChoice>,
     /// Usage, on the final chunk when `stream_options.include_usage` was set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
     /// Backend configuration fingerprint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_fingerprint: Option<String>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
+wire_object!(ChatCompletionChunk {
+    id: required,
+    object: required,
+    created: required,
+    model: required,
+    choices: required,
+    usage: optional,
+    system_fingerprint: optional
+});
+
 /// One choice's delta in a stream chunk.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChunkChoice {
     /// Choice index.
     pub index: u32,
     /// What this chunk adds.
     pub delta: ChunkDelta,
     /// Set on the choice's last chunk.
-    #[serde(default)]
     pub finish_reason: Option<String>,
     /// Log-probabilities, kept as sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<serde_json::Value>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
+
+wire_object!(ChunkChoice { index: required, delta: required, finish_reason: nullable, logprobs: optional });
 
 /// The incremental part of a message.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChunkDelta {
     /// Role, on the first chunk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
     /// Text added.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     /// Tool-call fragments added.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
     /// Refusal text added.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
+wire_object!(ChunkDelta { role: optional, content: optional, tool_calls: optional, refusal: optional });
+
 /// A fragment of a tool call in a stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToolCallDelta {
     /// Which tool call of the message this extends.
     pub index: u32,
     /// Call identifier, on the first fragment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// `function`, on the first fragment.
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Name and argument fragments.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<FunctionCallDelta>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
+wire_object!(ToolCallDelta { index: required, id: optional, kind as "type": optional, function: optional });
+
 /// Name and argument fragments of a streamed tool call.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FunctionCallDelta {
     /// Function name, on the first fragment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Next piece of the arguments string.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<String>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
+
+wire_object!(FunctionCallDelta { name: optional, arguments: optional });
 
 impl ChatCompletionResponse {
     /// Splits this completion into the stream chunks that would have produced it (used to replay a

@@ -1,11 +1,12 @@
 //! Legacy `/v1/completions`.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
+use super::codec::{TextOrTokens, wire_object};
 use super::{Extra, StopSequences, StreamOptions, Usage};
 
 /// The `prompt` of a legacy completion: text, texts, tokens or token lists.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum PromptInput {
     /// One text.
@@ -18,6 +19,17 @@ pub enum PromptInput {
     TokenLists(Vec<Vec<u32>>),
 }
 
+impl<'de> Deserialize<'de> for PromptInput {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match TextOrTokens::deserialize(deserializer)? {
+            TextOrTokens::Text(t) => PromptInput::Text(t),
+            TextOrTokens::Texts(t) => PromptInput::Texts(t),
+            TextOrTokens::Tokens(t) => PromptInput::Tokens(t),
+            TextOrTokens::TokenLists(t) => PromptInput::TokenLists(t),
+        })
+    }
+}
+
 impl Default for PromptInput {
     fn default() -> Self {
         PromptInput::Text(String::new())
@@ -25,55 +37,59 @@ impl Default for PromptInput {
 }
 
 /// A legacy completion request.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CompletionRequest {
     /// Model name.
     pub model: String,
     /// The prompt.
     pub prompt: PromptInput,
     /// Output token cap (16 when absent, per OpenAI).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
     /// Sampling temperature.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     /// Nucleus sampling mass.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
     /// Completions per prompt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<u32>,
     /// Seed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
     /// Stop sequences.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<StopSequences>,
     /// Echo the prompt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub echo: Option<bool>,
     /// Text after the completion.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suffix: Option<String>,
     /// Number of log-probabilities to return.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<u32>,
     /// End-user identifier.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Stream the answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
     /// Streaming options.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
+wire_object!(CompletionRequest {
+    model: required,
+    prompt: required,
+    max_tokens: optional,
+    temperature: optional,
+    top_p: optional,
+    n: optional,
+    seed: optional,
+    stop: optional,
+    echo: optional,
+    suffix: optional,
+    logprobs: optional,
+    user: optional,
+    stream: optional,
+    stream_options: optional
+});
+
 /// A legacy completion response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CompletionResponse {
     /// Identifier.
     pub id: String,
@@ -86,30 +102,36 @@ pub struct CompletionResponse {
     /// The choices.
     pub choices: Vec<CompletionChoice>,
     /// Token usage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
     /// Backend configuration fingerprint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_fingerprint: Option<String>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
+wire_object!(CompletionResponse {
+    id: required,
+    object: required,
+    created: required,
+    model: required,
+    choices: required,
+    usage: optional,
+    system_fingerprint: optional
+});
+
 /// One choice of a legacy completion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CompletionChoice {
     /// Generated text.
     pub text: String,
     /// Choice index.
     pub index: u32,
     /// Why generation stopped.
-    #[serde(default)]
     pub finish_reason: Option<String>,
     /// Log-probabilities, kept as sent.
-    #[serde(default)]
     pub logprobs: Option<serde_json::Value>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
+
+wire_object!(CompletionChoice { text: required, index: required, finish_reason: nullable, logprobs: nullable });

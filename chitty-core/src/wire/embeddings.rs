@@ -1,12 +1,13 @@
 //! `/v1/embeddings`.
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::Extra;
+use super::codec::{OneOrMany, TextOrTokens, wire_object};
 
 /// The `input` of an embeddings request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum EmbeddingInput {
     /// One text.
@@ -17,6 +18,17 @@ pub enum EmbeddingInput {
     Tokens(Vec<u32>),
     /// Several token lists.
     TokenLists(Vec<Vec<u32>>),
+}
+
+impl<'de> Deserialize<'de> for EmbeddingInput {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match TextOrTokens::deserialize(deserializer)? {
+            TextOrTokens::Text(t) => EmbeddingInput::Text(t),
+            TextOrTokens::Texts(t) => EmbeddingInput::Texts(t),
+            TextOrTokens::Tokens(t) => EmbeddingInput::Tokens(t),
+            TextOrTokens::TokenLists(t) => EmbeddingInput::TokenLists(t),
+        })
+    }
 }
 
 impl Default for EmbeddingInput {
@@ -53,34 +65,47 @@ pub enum EncodingFormat {
 }
 
 /// An embeddings request.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct EmbeddingRequest {
     /// Model name.
     pub model: String,
     /// What to embed.
     pub input: EmbeddingInput,
     /// Vector encoding.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding_format: Option<EncodingFormat>,
     /// Output dimensions, for models that support shortening.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dimensions: Option<u32>,
     /// End-user identifier.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
+wire_object!(EmbeddingRequest {
+    model: required,
+    input: required,
+    encoding_format: optional,
+    dimensions: optional,
+    user: optional
+});
+
 /// An embedding vector, as floats or as base64.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum EmbeddingVector {
     /// Floats.
     Float(Vec<f32>),
     /// Base64 of little-endian `f32` bytes.
     Base64(String),
+}
+
+impl<'de> Deserialize<'de> for EmbeddingVector {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match OneOrMany::deserialize(deserializer, "an array of floats or a base64 string")? {
+            OneOrMany::One(s) => EmbeddingVector::Base64(s),
+            OneOrMany::Many(v) => EmbeddingVector::Float(v),
+        })
+    }
 }
 
 impl EmbeddingVector {
@@ -118,7 +143,7 @@ impl EmbeddingVector {
 }
 
 /// One embedding.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Embedding {
     /// `embedding`.
     pub object: String,
@@ -127,24 +152,26 @@ pub struct Embedding {
     /// The vector.
     pub embedding: EmbeddingVector,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
+wire_object!(Embedding { object: required, index: required, embedding: required });
+
 /// Token usage of an embeddings call.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct EmbeddingUsage {
     /// Input tokens.
     pub prompt_tokens: u64,
     /// Same as prompt tokens.
     pub total_tokens: u64,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
+wire_object!(EmbeddingUsage { prompt_tokens: required, total_tokens: required });
+
 /// An embeddings response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EmbeddingResponse {
     /// `list`.
     pub object: String,
@@ -155,6 +182,7 @@ pub struct EmbeddingResponse {
     /// Token usage.
     pub usage: EmbeddingUsage,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
+
+wire_object!(EmbeddingResponse { object: required, data: required, model: required, usage: required });

@@ -1,9 +1,11 @@
 //! OpenAI wire types (serde) that round-trip real requests and responses.
 //!
-//! Every object keeps the fields it does not know in an `extra` map (`#[serde(flatten)]`), so a field a
-//! newer API adds is forwarded upstream and back to the client instead of being dropped.
+//! Every object keeps the fields it does not know in an `extra` map, so a field a newer API adds is forwarded
+//! upstream and back to the client instead of being dropped. The serde impls of those objects are generated
+//! by a small macro (`codec.rs`) that reads each object in one pass, instead of `#[serde(flatten)]`.
 
 mod chat;
+mod codec;
 mod completions;
 mod embeddings;
 mod models;
@@ -13,33 +15,37 @@ pub use completions::*;
 pub use embeddings::*;
 pub use models::*;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use codec::{OneOrMany, wire_object};
 
 /// Fields this crate does not model, kept verbatim. Keys are sorted (a `BTreeMap`), which keeps cache keys canonical.
 pub type Extra = serde_json::Map<String, serde_json::Value>;
 
 /// Token usage as reported by the provider.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Usage {
     /// Tokens in the prompt.
-    #[serde(default)]
     pub prompt_tokens: u64,
     /// Tokens generated.
-    #[serde(default)]
     pub completion_tokens: u64,
     /// Sum of both.
-    #[serde(default)]
     pub total_tokens: u64,
     /// Breakdown of the prompt tokens (e.g. `cached_tokens`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_details: Option<PromptTokensDetails>,
     /// Breakdown of the completion tokens (e.g. `reasoning_tokens`), kept as sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_tokens_details: Option<serde_json::Value>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
+
+wire_object!(Usage {
+    prompt_tokens: default,
+    completion_tokens: default,
+    total_tokens: default,
+    prompt_tokens_details: optional,
+    completion_tokens_details: optional
+});
 
 impl Usage {
     /// Usage of `prompt` input and `completion` output tokens.
@@ -59,35 +65,44 @@ impl Usage {
 }
 
 /// `usage.prompt_tokens_details`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PromptTokensDetails {
     /// Prompt tokens served from the provider's prompt cache.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_tokens: Option<u64>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
+
+wire_object!(PromptTokensDetails { cached_tokens: optional });
 
 /// `stream_options` on streaming requests.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StreamOptions {
     /// Send a final chunk with `usage` and no choices.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_usage: Option<bool>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
+wire_object!(StreamOptions { include_usage: optional });
+
 /// `stop`: one sequence or several.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum StopSequences {
     /// A single stop sequence.
     One(String),
     /// Up to four stop sequences.
     Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for StopSequences {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match OneOrMany::deserialize(deserializer, "a stop string or an array of stop strings")? {
+            OneOrMany::One(s) => StopSequences::One(s),
+            OneOrMany::Many(v) => StopSequences::Many(v),
+        })
+    }
 }
 
 /// OpenAI's error envelope: `{"error": {"message", "type", "param", "code"}}`.
@@ -98,20 +113,18 @@ pub struct ErrorEnvelope {
 }
 
 /// The body of [`ErrorEnvelope`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ErrorBody {
     /// Human-readable message.
     pub message: String,
     /// Error type, e.g. `invalid_request_error`.
-    #[serde(rename = "type")]
     pub kind: String,
     /// Request parameter at fault.
-    #[serde(default)]
     pub param: Option<String>,
     /// Machine-readable code, e.g. `model_not_found`.
-    #[serde(default)]
     pub code: Option<String>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
+
+wire_object!(ErrorBody { message: required, kind as "type": required, param: nullable, code: nullable });

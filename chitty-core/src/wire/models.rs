@@ -1,11 +1,10 @@
 //! `/v1/models`.
 
-use serde::{Deserialize, Serialize};
-
 use super::Extra;
+use super::codec::wire_object;
 
 /// One model in the model list.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelObject {
     /// Model name.
     pub id: String,
@@ -16,18 +15,20 @@ pub struct ModelObject {
     /// Owner.
     pub owned_by: String,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
+wire_object!(ModelObject { id: required, object: required, created: required, owned_by: required });
+
 /// `GET /v1/models`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelList {
     /// `list`.
     pub object: String,
     /// The models.
     pub data: Vec<ModelObject>,
     /// Fields not modelled here.
-    #[serde(flatten)]
     pub extra: Extra,
 }
+
+wire_object!(ModelList { object: required, data: required });

@@ -1,0 +1,57 @@
+//! Parsing and writing OpenAI wire types: the per-request serde cost inside the gateway (a cache hit parses
+//! the stored response; a miss writes it) and at the HTTP edge (the request body).
+//!
+//! `cargo bench --bench wire`
+
+use std::hint::black_box;
+
+use chitty::core::wire::{ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage};
+use chitty_testkit::fixtures;
+use criterion::{Criterion, criterion_group, criterion_main};
+
+/// A chat request of about `bytes` bytes of JSON: a system prompt, a few turns, sampling parameters.
+fn request(bytes: usize) -> ChatCompletionRequest {
+    let filler = "The quick brown fox jumps over the lazy dog while the gateway counts tokens. ";
+    let body = filler.repeat(bytes / filler.len() / 3 + 1);
+    ChatCompletionRequest {
+        model: "chitty-mock".into(),
+        messages: vec![
+            ChatMessage::system(format!("You are a helpful assistant. {body}")),
+            ChatMessage::user(format!("Question: {body}")),
+            ChatMessage::assistant(body.clone()),
+            ChatMessage::user("Summarise the above in one sentence."),
+        ],
+        temperature: Some(0.0),
+        max_tokens: Some(64),
+        ..Default::default()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let response = fixtures::CHAT_RESPONSE.as_bytes();
+    c.bench_function("wire/parse_chat_response", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<ChatCompletionResponse>(black_box(response)).expect("parse")))
+    });
+    let parsed: ChatCompletionResponse = serde_json::from_slice(response).expect("parse");
+    c.bench_function("wire/write_chat_response", |b| {
+        b.iter(|| black_box(serde_json::to_vec(black_box(&parsed)).expect("write")))
+    });
+
+    let full = fixtures::CHAT_REQUEST_FULL.as_bytes();
+    c.bench_function("wire/parse_chat_request_full", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<ChatCompletionRequest>(black_box(full)).expect("parse")))
+    });
+
+    let two_kb = serde_json::to_vec(&request(2048)).expect("write");
+    c.bench_function(&format!("wire/parse_chat_request_{}B", two_kb.len()), |b| {
+        b.iter(|| black_box(serde_json::from_slice::<ChatCompletionRequest>(black_box(&two_kb)).expect("parse")))
+    });
+
+    let chunk = fixtures::CHAT_STREAM.lines().nth(1).expect("a content chunk").as_bytes();
+    c.bench_function("wire/parse_chat_chunk", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<ChatCompletionChunk>(black_box(chunk)).expect("parse")))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
