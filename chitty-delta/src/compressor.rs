@@ -8,11 +8,11 @@ use chitty_core::{Compressor, DecodeReport, EncodeReport, PartReport};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::codec::{decode_section, encode_section};
+use crate::codec::{decode_section, encode_section, take};
 use crate::error::DeltaError;
 use crate::format::{self, BaseFingerprint, CheckedTensor, FORMAT, Manifest, Method, RawFrame, TensorRecord, VERSION};
 use crate::pipeline::run_ordered;
-use crate::safetensors::{MAX_HEADER_LEN, SafetensorsLayout};
+use crate::safetensors::{Dtype, MAX_HEADER_LEN, SafetensorsLayout};
 use crate::transform;
 
 /// Default elements per chunk: 1 Mi elements (2 MiB of BF16), the unit of parallel work and of checks.
@@ -242,6 +242,11 @@ impl ModelDeltaCompressor {
         self.rules.iter().find(|r| glob_matches(&r.pattern, name)).map_or(self.mode, |r| r.mode)
     }
 
+    /// The method for a changed float tensor with a base of the same shape.
+    fn method_for(&self, t: &crate::safetensors::TensorInfo) -> Method {
+        self.mode_for(&t.name).method()
+    }
+
     /// [`Compressor::encode`] with a callback told the number of target bytes done after each part.
     pub fn encode_with_progress(
         &self,
@@ -268,22 +273,32 @@ impl ModelDeltaCompressor {
                 .par_iter()
                 .map(|t| {
                     let target_bytes = target_layout.tensor_bytes(target, t);
-                    let matched = base_by_name
-                        .get(t.name.as_str())
-                        .filter(|b| b.dtype == t.dtype && b.shape == t.shape)
-                        .zip(base.zip(base_layout.as_ref()));
-                    let (method, base_offset) = match matched {
-                        Some((b, (base_file, layout))) => {
+                    let matched = base_by_name.get(t.name.as_str()).zip(base.zip(base_layout.as_ref()));
+                    let (method, base_offset, base_bytes) = match matched {
+                        Some((b, (base_file, layout))) if b.dtype == t.dtype => {
                             let offset = layout.data_start + b.begin;
-                            if layout.tensor_bytes(base_file, b) == target_bytes {
-                                (Method::Reference, Some(offset))
-                            } else if t.dtype.is_delta_float() {
-                                (self.mode_for(&t.name).method(), Some(offset))
+                            if b.shape == t.shape {
+                                if layout.tensor_bytes(base_file, b) == target_bytes {
+                                    (Method::Reference, Some(offset), None)
+                                } else if t.dtype.is_delta_float() {
+                                    (self.method_for(t), Some(offset), None)
+                                } else {
+                                    (Method::Whole, None, None)
+                                }
+                            } else if t.dtype.is_delta_float()
+                                && !t.shape.is_empty()
+                                && b.shape.len() == t.shape.len()
+                                && b.shape[1..] == t.shape[1..]
+                            {
+                                // Resized along the first axis (a grown vocabulary): the common rows are a
+                                // delta, the rest is stored whole.
+                                let common = b.byte_len().min(t.byte_len());
+                                (Method::Delta, Some(offset), Some(common))
                             } else {
-                                (Method::Whole, None)
+                                (Method::Whole, None, None)
                             }
                         }
-                        None => (Method::Whole, None),
+                        _ => (Method::Whole, None, None),
                     };
                     TensorRecord {
                         name: t.name.clone(),
@@ -292,6 +307,7 @@ impl ModelDeltaCompressor {
                         byte_len: t.byte_len(),
                         method,
                         base_offset,
+                        base_bytes: base_bytes.filter(|&b| b != t.byte_len()),
                     }
                 })
                 .collect()
@@ -388,37 +404,27 @@ impl ModelDeltaCompressor {
                 let t = &tensors[tensor];
                 let width = t.dtype.size_bytes() as usize;
                 let (b, e) = t.chunk_range(chunk);
-                let range = b as usize * width..e as usize * width;
                 let start = (src.target_data_start + src.target_begin[tensor]) as usize;
-                let target = &src.target[start..start + t.byte_len as usize][range.clone()];
+                let target = &src.target[start + b as usize * width..start + e as usize * width];
+                // Elements of this chunk that have a base counterpart.
+                let with_base = t.base_elements.clamp(b, e) - b;
                 let base = match (t.base_offset, src.base) {
-                    (Some(offset), Some(base)) => Some(&base[offset as usize..(offset + t.byte_len) as usize][range]),
-                    _ => None,
+                    (Some(offset), Some(base)) => {
+                        let from = offset as usize + b as usize * width;
+                        &base[from..from + with_base as usize * width]
+                    }
+                    _ => &[][..],
                 };
-                let n = target.len() / width;
-                match (t.method, base) {
-                    (Method::Reference, _) => {}
-                    (Method::Delta, Some(base)) => {
-                        let mut planes: Vec<Vec<u8>> = vec![vec![0u8; n]; width];
-                        match &mut planes[..] {
-                            [lo, hi] => transform::diff16(base, target, lo, hi),
-                            four @ [_, _, _, _] => transform::diff32(base, target, four),
-                            _ => return Err(DeltaError::Internal { reason: "delta of a non-float".to_owned() }),
+                match t.method {
+                    Method::Reference => {}
+                    Method::Delta | Method::Whole => {
+                        let split = base.len();
+                        if split > 0 {
+                            encode_delta(width, base, &target[..split], self.zstd_level, &mut payload)?;
                         }
-                        for plane in &planes {
-                            encode_section(plane, self.zstd_level, &mut payload)?;
+                        if split < target.len() {
+                            encode_whole(t.dtype, &target[split..], self.zstd_level, &mut payload)?;
                         }
-                    }
-                    (Method::Whole, _) => {
-                        let planes_n = if t.dtype.is_delta_float() { width } else { 1 };
-                        let mut planes = vec![vec![0u8; target.len() / planes_n]; planes_n];
-                        transform::rotate_split(if planes_n == 1 { 1 } else { width }, target, &mut planes);
-                        for plane in &planes {
-                            encode_section(plane, self.zstd_level, &mut payload)?;
-                        }
-                    }
-                    (Method::Delta, None) => {
-                        return Err(DeltaError::Internal { reason: "delta without a base".to_owned() });
                     }
                 }
                 target
@@ -446,6 +452,7 @@ impl ModelDeltaCompressor {
         let mut seq = 0u32;
         let mut report = DecodeReport::default();
         let header_len = manifest.header_len;
+        let buffers = BufferPool::default();
         run_ordered(
             self.pool.as_deref(),
             self.window(),
@@ -456,13 +463,17 @@ impl ModelDeltaCompressor {
                 seq = seq.wrapping_add(1);
                 Ok(Some((part, name, frame)))
             },
-            |(part, name, frame)| decode_part(&tensors, base, header_len, part, &name, &frame, &expected_base),
+            |(part, name, frame)| {
+                decode_part(&buffers, &tensors, base, header_len, part, &name, &frame, &expected_base)
+            },
             |bytes| {
-                let bytes = bytes.as_slice();
-                out.write_all(bytes).map_err(|e| DeltaError::io("writing the output", e))?;
-                report.output_bytes += bytes.len() as u64;
+                out.write_all(bytes.as_slice()).map_err(|e| DeltaError::io("writing the output", e))?;
+                report.output_bytes += bytes.as_slice().len() as u64;
                 report.parts_verified += 1;
                 progress(report.output_bytes);
+                if let PartBytes::Owned(buf) = bytes {
+                    buffers.give(buf);
+                }
                 Ok(())
             },
         )?;
@@ -471,6 +482,86 @@ impl ModelDeltaCompressor {
         report.input_bytes = input.count;
         Ok(report)
     }
+}
+
+/// What an archive holds, as [`inspect`] reads it without the base.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiveSummary {
+    /// Format name.
+    pub format: String,
+    /// Container version.
+    pub version: u32,
+    /// The base the archive needs, described, or `None` when it needs none.
+    pub base: Option<String>,
+    /// Bytes of the reconstructed file.
+    pub target_bytes: u64,
+    /// Bytes of the archive.
+    pub archive_bytes: u64,
+    /// Elements per chunk.
+    pub chunk_elements: u64,
+    /// Per tensor, in file order.
+    pub tensors: Vec<TensorSummary>,
+}
+
+/// How one tensor is stored in an archive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSummary {
+    /// Tensor name.
+    pub name: String,
+    /// Its dtype.
+    pub dtype: String,
+    /// Its shape.
+    pub shape: Vec<u64>,
+    /// How it is stored.
+    pub method: Method,
+    /// Bytes of the tensor.
+    pub original_bytes: u64,
+    /// Bytes of its frames.
+    pub stored_bytes: u64,
+    /// For lossy methods: relative Frobenius norm of the delta's reconstruction error.
+    pub relative_error: Option<f64>,
+}
+
+/// Reads an archive's manifest and frames, checking each frame's own checksum (no base needed, nothing
+/// decoded), and sums up what each tensor takes.
+pub fn inspect(archive: &mut dyn Read) -> Result<ArchiveSummary, DeltaError> {
+    let mut input = CountingReader { inner: archive, count: 0 };
+    let manifest = format::read_preamble(&mut input)?;
+    let tensors = manifest.check()?;
+    let mut summaries: Vec<TensorSummary> = manifest
+        .tensors
+        .iter()
+        .map(|t| TensorSummary {
+            name: t.name.clone(),
+            dtype: t.dtype.clone(),
+            shape: t.shape.clone(),
+            method: t.method,
+            original_bytes: t.byte_len,
+            stored_bytes: 0,
+            relative_error: None,
+        })
+        .collect();
+    for (seq, part) in part_refs(&tensors).enumerate() {
+        let (name, raw_len) = part_name_and_len(&tensors, part, manifest.header_len);
+        let seq = u32::try_from(seq).map_err(|_| DeltaError::corrupt(&name, "too many parts"))?;
+        let frame = format::read_frame(&mut input, seq, max_payload(raw_len), &name)?;
+        if !frame.is_intact() {
+            return Err(DeltaError::corrupt(&name, "frame checksum mismatch"));
+        }
+        if let PartRef::Chunk { tensor, .. } = part {
+            summaries[tensor].stored_bytes += (format::FRAME_HEAD_LEN + frame.payload.len() + 32) as u64;
+        }
+    }
+    format::expect_end(&mut input)?;
+    Ok(ArchiveSummary {
+        format: manifest.format,
+        version: manifest.version,
+        base: manifest.base.as_ref().map(ToString::to_string),
+        target_bytes: manifest.target_len,
+        archive_bytes: input.count,
+        chunk_elements: manifest.chunk_elements,
+        tensors: summaries,
+    })
 }
 
 fn part_refs(tensors: &[CheckedTensor]) -> impl Iterator<Item = PartRef> + '_ {
@@ -526,7 +617,9 @@ fn check_base<'a>(fingerprint: Option<&BaseFingerprint>, base: Option<&'a [u8]>)
     Ok(base)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn decode_part<'a>(
+    buffers: &BufferPool,
     tensors: &[CheckedTensor],
     base: &'a [u8],
     header_len: u64,
@@ -553,31 +646,27 @@ fn decode_part<'a>(
             let width = t.dtype.size_bytes() as usize;
             let (b, e) = t.chunk_range(chunk);
             let n = (e - b) as usize;
-            let base_chunk = t.base_offset.map(|offset| {
-                let start = offset as usize + b as usize * width;
-                &base[start..start + n * width]
-            });
-            let bytes = match (t.method, base_chunk) {
-                (Method::Reference, Some(base_chunk)) => PartBytes::Borrowed(base_chunk),
-                (Method::Delta, Some(base_chunk)) => {
-                    let planes = read_planes(&mut payload, width, n, name)?;
-                    let mut out = vec![0u8; n * width];
-                    match &planes[..] {
-                        [lo, hi] => transform::undiff16(base_chunk, lo, hi, &mut out),
-                        [p0, p1, p2, p3] => transform::undiff32(base_chunk, [p0, p1, p2, p3], &mut out),
-                        _ => return Err(DeltaError::corrupt(name, "delta of a non-float dtype")),
+            let with_base = (t.base_elements.clamp(b, e) - b) as usize;
+            let base_chunk = match t.base_offset {
+                Some(offset) => {
+                    let from = offset as usize + b as usize * width;
+                    &base[from..from + with_base * width]
+                }
+                None => &[][..],
+            };
+            let bytes = match t.method {
+                Method::Reference => PartBytes::Borrowed(base_chunk),
+                Method::Delta | Method::Whole => {
+                    let mut out = buffers.take(n * width);
+                    let split = base_chunk.len();
+                    if split > 0 {
+                        decode_delta(width, base_chunk, &mut payload, &mut out[..split], name)?;
+                    }
+                    if split < out.len() {
+                        decode_whole(t.dtype, &mut payload, &mut out[split..], name)?;
                     }
                     PartBytes::Owned(out)
                 }
-                (Method::Whole, _) => {
-                    let planes_n = if t.dtype.is_delta_float() { width } else { 1 };
-                    let planes = read_planes(&mut payload, planes_n, n * width / planes_n, name)?;
-                    let refs: Vec<&[u8]> = planes.iter().map(Vec::as_slice).collect();
-                    let mut out = vec![0u8; n * width];
-                    transform::rotate_join(if planes_n == 1 { 1 } else { width }, &refs, &mut out);
-                    PartBytes::Owned(out)
-                }
-                _ => return Err(DeltaError::corrupt(name, "method needs a base the manifest does not name")),
             };
             (bytes, t.method.uses_base())
         }
@@ -597,6 +686,126 @@ fn decode_part<'a>(
         });
     }
     Ok(bytes)
+}
+
+/// Appends the lossless delta of `target` against `base` (same length) to `payload`.
+///
+/// 16-bit floats: a code-width byte, then the packed codes and the two escape planes (see
+/// [`transform::pack_codes`]); 32-bit floats: the four byte planes.
+fn encode_delta(width: usize, base: &[u8], target: &[u8], level: i32, payload: &mut Vec<u8>) -> Result<(), DeltaError> {
+    let n = target.len() / width;
+    if width == 2 {
+        SCRATCH.with_borrow_mut(|s| -> Result<(), DeltaError> {
+            s.z.clear();
+            s.z.resize(n, 0);
+            transform::diff16_z(base, target, &mut s.z);
+            let k = transform::choose_code_bits(&s.z);
+            s.esc_lo.clear();
+            s.esc_hi.clear();
+            transform::pack_codes(&s.z, k, &mut s.packed, &mut s.esc_lo, &mut s.esc_hi);
+            payload.push(k);
+            for plane in [&s.packed, &s.esc_lo, &s.esc_hi] {
+                encode_section(plane, level, payload)?;
+            }
+            Ok(())
+        })?;
+    } else {
+        let mut planes = vec![vec![0u8; n]; width];
+        transform::diff32(base, target, &mut planes);
+        for plane in &planes {
+            encode_section(plane, level, payload)?;
+        }
+    }
+    Ok(())
+}
+
+/// Inverse of [`encode_delta`], writing into `out` (as long as `base`).
+fn decode_delta(width: usize, base: &[u8], payload: &mut &[u8], out: &mut [u8], part: &str) -> Result<(), DeltaError> {
+    let n = out.len() / width;
+    if width == 2 {
+        let k = take(payload, 1, part)?[0];
+        if !transform::CODE_BITS.contains(&k) {
+            return Err(DeltaError::corrupt(part, format!("code width {k}")));
+        }
+        let packed_len = n.div_ceil(8 / usize::from(k));
+        SCRATCH.with_borrow_mut(|s| -> Result<(), DeltaError> {
+            read_plane_into(payload, packed_len, &mut s.packed, part)?;
+            s.z.clear();
+            s.z.resize(n, 0);
+            let escapes = transform::unpack_codes(&s.packed, k, &mut s.z);
+            read_plane_into(payload, escapes, &mut s.esc_lo, part)?;
+            read_plane_into(payload, escapes, &mut s.esc_hi, part)?;
+            transform::apply_escapes(&mut s.z, k, &s.esc_lo, &s.esc_hi);
+            transform::undiff16_z(base, &s.z, out);
+            Ok(())
+        })?;
+    } else {
+        let planes = read_planes(payload, 4, n, part)?;
+        transform::undiff32(base, [&planes[0], &planes[1], &planes[2], &planes[3]], out);
+    }
+    Ok(())
+}
+
+/// Appends `target` stored whole: floats as exponent / sign-mantissa byte planes, others as bytes.
+fn encode_whole(dtype: Dtype, target: &[u8], level: i32, payload: &mut Vec<u8>) -> Result<(), DeltaError> {
+    let width = if dtype.is_delta_float() { dtype.size_bytes() as usize } else { 1 };
+    let mut planes = vec![vec![0u8; target.len() / width]; width];
+    transform::rotate_split(width, target, &mut planes);
+    for plane in &planes {
+        encode_section(plane, level, payload)?;
+    }
+    Ok(())
+}
+
+/// Inverse of [`encode_whole`].
+fn decode_whole(dtype: Dtype, payload: &mut &[u8], out: &mut [u8], part: &str) -> Result<(), DeltaError> {
+    let width = if dtype.is_delta_float() { dtype.size_bytes() as usize } else { 1 };
+    let planes = read_planes(payload, width, out.len() / width, part)?;
+    let refs: Vec<&[u8]> = planes.iter().map(Vec::as_slice).collect();
+    transform::rotate_join(width, &refs, out);
+    Ok(())
+}
+
+/// Per-thread buffers reused from chunk to chunk: fresh multi-MB allocations cost page faults.
+#[derive(Default)]
+struct Scratch {
+    z: Vec<u16>,
+    packed: Vec<u8>,
+    esc_lo: Vec<u8>,
+    esc_hi: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Output buffers handed from workers to the writer and back.
+#[derive(Default)]
+struct BufferPool(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl BufferPool {
+    /// A zeroed buffer of `len` bytes, reusing a returned one when there is one.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut buf = self.0.lock().ok().and_then(|mut v| v.pop()).unwrap_or_default();
+        buf.clear();
+        buf.resize(len, 0);
+        buf
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(buf);
+        }
+    }
+}
+
+fn read_plane_into(payload: &mut &[u8], len: usize, plane: &mut Vec<u8>, part: &str) -> Result<(), DeltaError> {
+    plane.clear();
+    decode_section(payload, len, plane, part)?;
+    if plane.len() != len {
+        return Err(DeltaError::corrupt(part, format!("plane of {} bytes, expected {len}", plane.len())));
+    }
+    Ok(())
 }
 
 fn read_planes(payload: &mut &[u8], count: usize, len: usize, part: &str) -> Result<Vec<Vec<u8>>, DeltaError> {

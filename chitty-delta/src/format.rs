@@ -90,6 +90,10 @@ pub(crate) struct TensorRecord {
     pub(crate) method: Method,
     /// Absolute offset of the base tensor in the base file, for methods that read the base.
     pub(crate) base_offset: Option<u64>,
+    /// Leading bytes of the tensor that have a base counterpart (rows common to a resized tensor);
+    /// absent means all of them. The rest is stored whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) base_bytes: Option<u64>,
 }
 
 /// Everything known about the archive before its frames.
@@ -112,6 +116,8 @@ pub(crate) struct CheckedTensor {
     pub(crate) byte_len: u64,
     pub(crate) method: Method,
     pub(crate) base_offset: Option<u64>,
+    /// Leading elements with a base counterpart (0 when the method reads no base).
+    pub(crate) base_elements: u64,
     /// Elements per chunk (whole rows when a row fits a chunk).
     pub(crate) chunk_len: u64,
     pub(crate) chunks: u64,
@@ -177,15 +183,22 @@ impl Manifest {
                 return Err(bad_tensor("byte length does not match dtype and shape"));
             }
             total = total.checked_add(bytes).ok_or_else(|| bad_tensor("lengths overflow"))?;
+            let base_bytes = t.base_bytes.unwrap_or(bytes);
             match (t.method, t.base_offset, &self.base) {
-                (Method::Whole, None, _) => {}
+                (Method::Whole, None, _) if t.base_bytes.is_none() => {}
                 (m, Some(offset), Some(base)) if m.uses_base() => {
-                    let end = offset.checked_add(bytes).ok_or_else(|| bad_tensor("base range overflows"))?;
+                    let end = offset.checked_add(base_bytes).ok_or_else(|| bad_tensor("base range overflows"))?;
                     if end > base.file_len {
                         return Err(bad_tensor("base range beyond the base file"));
                     }
                     if m != Method::Reference && !dtype.is_delta_float() {
                         return Err(bad_tensor("delta method on a non-float dtype"));
+                    }
+                    if base_bytes > bytes || base_bytes % dtype.size_bytes() != 0 {
+                        return Err(bad_tensor("base prefix is not whole elements of the tensor"));
+                    }
+                    if base_bytes != bytes && m != Method::Delta {
+                        return Err(bad_tensor("only lossless deltas take a partial base"));
                     }
                 }
                 _ => return Err(bad_tensor("method and base reference disagree")),
@@ -200,6 +213,7 @@ impl Manifest {
                 byte_len: bytes,
                 method: t.method,
                 base_offset: t.base_offset,
+                base_elements: if t.method.uses_base() { base_bytes / dtype.size_bytes() } else { 0 },
                 chunk_len,
                 chunks,
             });

@@ -26,17 +26,19 @@
 //! ```
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod analysis;
 mod codec;
 mod compressor;
 mod error;
+pub mod files;
 mod format;
 mod pipeline;
 pub mod safetensors;
 mod transform;
 
 pub use compressor::{
-    DEFAULT_CHUNK_ELEMENTS, DEFAULT_ZSTD_LEVEL, Mode, ModelDeltaCompressor, ModelDeltaCompressorBuilder, PolicyRule,
-    glob_matches,
+    ArchiveSummary, DEFAULT_CHUNK_ELEMENTS, DEFAULT_ZSTD_LEVEL, Mode, ModelDeltaCompressor,
+    ModelDeltaCompressorBuilder, PolicyRule, TensorSummary, glob_matches, inspect,
 };
 pub use error::DeltaError;
 pub use format::Method;

@@ -11,6 +11,8 @@
 //!
 //! Elements are read with `from_le_bytes`: tensor data in a safetensors file is not aligned.
 
+use std::collections::VecDeque;
+
 /// Maps a 16-bit float pattern to an integer ordered like its value (an involution).
 #[inline]
 pub(crate) fn ordered16(x: u16) -> u16 {
@@ -56,12 +58,173 @@ pub(crate) fn diff16(base: &[u8], target: &[u8], lo: &mut [u8], hi: &mut [u8]) {
 }
 
 /// Inverse of [`diff16`]: rebuilds 16-bit elements into `out` from `base` and the planes.
+#[cfg(test)]
 pub(crate) fn undiff16(base: &[u8], lo: &[u8], hi: &[u8], out: &mut [u8]) {
     let elems = out.chunks_exact_mut(2).zip(base.chunks_exact(2));
     for (((o, b), &l), &h) in elems.zip(lo).zip(hi) {
         let b = u16::from_le_bytes([b[0], b[1]]);
         let d = unzigzag16(u16::from_le_bytes([l, h]));
         o.copy_from_slice(&ordered16(ordered16(b).wrapping_add(d)).to_le_bytes());
+    }
+}
+
+/// The zigzag ordered-integer difference of 16-bit `target` against `base`, one number per element.
+pub(crate) fn diff16_z(base: &[u8], target: &[u8], z: &mut [u16]) {
+    for ((t, b), z) in target.chunks_exact(2).zip(base.chunks_exact(2)).zip(z.iter_mut()) {
+        let t = u16::from_le_bytes([t[0], t[1]]);
+        let b = u16::from_le_bytes([b[0], b[1]]);
+        *z = zigzag16(ordered16(t).wrapping_sub(ordered16(b)));
+    }
+}
+
+/// Inverse of [`diff16_z`].
+pub(crate) fn undiff16_z(base: &[u8], z: &[u16], out: &mut [u8]) {
+    for ((o, b), &z) in out.chunks_exact_mut(2).zip(base.chunks_exact(2)).zip(z) {
+        let b = u16::from_le_bytes([b[0], b[1]]);
+        o.copy_from_slice(&ordered16(ordered16(b).wrapping_add(unzigzag16(z))).to_le_bytes());
+    }
+}
+
+/// Code widths [`pack_codes`] supports.
+pub(crate) const CODE_BITS: [u8; 3] = [2, 4, 8];
+
+/// Picks the code width for `z` that minimises the estimated packed size: the expected length of a
+/// Huffman code (what zstd's literal stage builds) over packed bytes of independent codes, plus the
+/// order-0 entropy of the escapes. Small widths put several codes in a byte, which lets the Huffman stage
+/// go below one bit per element where most elements barely change.
+pub(crate) fn choose_code_bits(z: &[u16]) -> u8 {
+    // Every third element is plenty to rank three widths, at a third of the cost.
+    let mut hist = [0u64; 257];
+    for &v in z.iter().step_by(3) {
+        hist[usize::from(v.min(256))] += 1;
+    }
+    let n = hist.iter().sum::<u64>().max(1) as f64;
+    let mut best = (f64::INFINITY, 8u8);
+    for k in CODE_BITS {
+        let max = (1usize << k) - 1;
+        let escapes: u64 = hist[max..].iter().sum();
+        let marginal: Vec<f64> = (0..=max).map(|v| if v == max { escapes } else { hist[v] } as f64 / n).collect();
+        let per_byte = 8 / usize::from(k);
+        let mut joint = vec![1.0f64];
+        for _ in 0..per_byte {
+            joint = joint.iter().flat_map(|&a| marginal.iter().map(move |&b| a * b)).collect();
+        }
+        let code_bits = huffman_bits_per_symbol(&mut joint) * n / per_byte as f64;
+        let tail: u64 = hist[max..256].iter().sum::<u64>() + hist[256];
+        let escape_bits = if tail == 0 {
+            0.0
+        } else {
+            let mut h = 0.0;
+            for &c in hist[max..].iter().filter(|&&c| c > 0) {
+                h -= c as f64 * (c as f64 / tail as f64).log2();
+            }
+            h + hist[256] as f64 * 8.0
+        };
+        let cost = code_bits + escape_bits;
+        if cost < best.0 {
+            best = (cost, k);
+        }
+    }
+    best.1
+}
+
+/// Expected bits per symbol of a Huffman code for `weights` (probabilities; reordered in place).
+fn huffman_bits_per_symbol(weights: &mut Vec<f64>) -> f64 {
+    weights.retain(|&w| w > 0.0);
+    if weights.len() < 2 {
+        // zstd stores a single repeated symbol as a run: next to nothing per symbol.
+        return 0.0;
+    }
+    weights.sort_by(f64::total_cmp);
+    // Two-queue Huffman: the cost is the sum of the weights of all merged nodes.
+    let mut leaves: VecDeque<f64> = weights.iter().copied().collect();
+    let mut merged: VecDeque<f64> = VecDeque::with_capacity(weights.len());
+    let pop = |leaves: &mut VecDeque<f64>, merged: &mut VecDeque<f64>| match (leaves.front(), merged.front()) {
+        (Some(l), Some(m)) if m < l => merged.pop_front(),
+        (Some(_), _) => leaves.pop_front(),
+        (None, _) => merged.pop_front(),
+    };
+    let mut cost = 0.0;
+    while leaves.len() + merged.len() > 1 {
+        let (Some(a), Some(b)) = (pop(&mut leaves, &mut merged), pop(&mut leaves, &mut merged)) else { break };
+        cost += a + b;
+        merged.push_back(a + b);
+    }
+    cost
+}
+
+/// Packs `min(z, 2^k - 1)` in `k`-bit codes, low bits first; each `z >= 2^k - 1` also appends
+/// `z - (2^k - 1)` to the escape planes (low byte, high byte).
+pub(crate) fn pack_codes(z: &[u16], k: u8, packed: &mut Vec<u8>, esc_lo: &mut Vec<u8>, esc_hi: &mut Vec<u8>) {
+    let max = (1u16 << k) - 1;
+    let code = |v: u16| v.min(max) as u8;
+    packed.clear();
+    match k {
+        2 => {
+            let mut groups = z.chunks_exact(4);
+            packed.extend(groups.by_ref().map(|g| code(g[0]) | code(g[1]) << 2 | code(g[2]) << 4 | code(g[3]) << 6));
+            let rest = groups.remainder();
+            if !rest.is_empty() {
+                packed.push(rest.iter().enumerate().fold(0, |b, (i, &v)| b | code(v) << (2 * i)));
+            }
+        }
+        4 => {
+            let mut pairs = z.chunks_exact(2);
+            packed.extend(pairs.by_ref().map(|p| code(p[0]) | code(p[1]) << 4));
+            if let [v] = pairs.remainder() {
+                packed.push(code(*v));
+            }
+        }
+        _ => packed.extend(z.iter().map(|&v| code(v))),
+    }
+    for &v in z.iter().filter(|&&v| v >= max) {
+        let e = v - max;
+        esc_lo.push(e as u8);
+        esc_hi.push((e >> 8) as u8);
+    }
+}
+
+/// Unpacks `z.len()` codes of `k` bits from `packed` (which must hold exactly enough bytes), escapes not
+/// yet applied; returns how many codes are escapes.
+pub(crate) fn unpack_codes(packed: &[u8], k: u8, z: &mut [u16]) -> usize {
+    let max = (1u16 << k) - 1;
+    match k {
+        2 => {
+            let mut groups = z.chunks_exact_mut(4);
+            for (g, &b) in groups.by_ref().zip(packed) {
+                let b = u16::from(b);
+                (g[0], g[1], g[2], g[3]) = (b & 3, (b >> 2) & 3, (b >> 4) & 3, b >> 6);
+            }
+            let last = packed.last().copied().map_or(0, u16::from);
+            for (i, v) in groups.into_remainder().iter_mut().enumerate() {
+                *v = (last >> (2 * i)) & 3;
+            }
+        }
+        4 => {
+            let mut pairs = z.chunks_exact_mut(2);
+            for (p, &b) in pairs.by_ref().zip(packed) {
+                (p[0], p[1]) = (u16::from(b & 15), u16::from(b >> 4));
+            }
+            if let [v] = pairs.into_remainder() {
+                *v = packed.last().copied().map_or(0, |b| u16::from(b & 15));
+            }
+        }
+        _ => z.iter_mut().zip(packed).for_each(|(v, &b)| *v = u16::from(b)),
+    }
+    z.iter().filter(|&&v| v == max).count()
+}
+
+/// Adds the escapes to the codes equal to `2^k - 1` (as many as the escape planes hold).
+pub(crate) fn apply_escapes(z: &mut [u16], k: u8, esc_lo: &[u8], esc_hi: &[u8]) {
+    if esc_lo.is_empty() {
+        return;
+    }
+    let max = (1u16 << k) - 1;
+    let mut escapes = esc_lo.iter().zip(esc_hi);
+    for v in z.iter_mut().filter(|v| **v == max) {
+        if let Some((&lo, &hi)) = escapes.next() {
+            *v = max.wrapping_add(u16::from_le_bytes([lo, hi]));
+        }
     }
 }
 
@@ -162,6 +325,26 @@ mod tests {
         let mut out = vec![0; target.len()];
         rotate_join(2, &[&planes[0], &planes[1]], &mut out);
         assert_eq!(out, target);
+    }
+
+    #[test]
+    fn packed_codes_round_trip_at_every_width() {
+        let z: Vec<u16> =
+            (0..1001u32).map(|i| if i % 7 == 0 { (i * 37 % 65535) as u16 } else { (i % 5) as u16 }).collect();
+        for k in CODE_BITS {
+            let (mut packed, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new());
+            pack_codes(&z, k, &mut packed, &mut lo, &mut hi);
+            assert_eq!(packed.len(), z.len().div_ceil(8 / usize::from(k)));
+            let mut back = vec![0u16; z.len()];
+            assert_eq!(unpack_codes(&packed, k, &mut back), lo.len());
+            apply_escapes(&mut back, k, &lo, &hi);
+            assert_eq!(back, z, "k={k}");
+        }
+        let mostly_zero: Vec<u16> = (0..1000u16).map(|i| u16::from(i % 9 == 0)).collect();
+        assert_eq!(choose_code_bits(&mostly_zero), 2);
+        let mut w = vec![0.5, 0.25, 0.25];
+        assert!((huffman_bits_per_symbol(&mut w) - 1.5).abs() < 1e-9);
+        assert_eq!(choose_code_bits(&(0..1000u16).map(|i| i % 200).collect::<Vec<_>>()), 8);
     }
 
     #[test]

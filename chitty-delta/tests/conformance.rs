@@ -15,14 +15,14 @@ fn lossless_conformance_in_each_dtype() {
     for dtype in [FloatDtype::BF16, FloatDtype::F16, FloatDtype::F32] {
         let pair = generate_pair(&ModelPairSpec::tiny(11).dtype(dtype));
         let other = generate_pair(&ModelPairSpec::tiny(12).dtype(dtype));
-        suite::run_all(&compressor(), Some(&pair.base), Some(&other.base), &pair.target, 600);
+        suite::run_all(&compressor(), Some(&pair.base), Some(&other.base), &pair.target, 200);
     }
 }
 
 #[test]
 fn conformance_without_a_base() {
     let pair = generate_pair(&ModelPairSpec::tiny(13));
-    suite::run_all(&compressor(), None, None, &pair.target, 300);
+    suite::run_all(&compressor(), None, None, &pair.target, 150);
 }
 
 #[test]

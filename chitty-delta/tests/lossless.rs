@@ -15,7 +15,14 @@ fn each_tensor_gets_the_method_its_change_calls_for() {
     assert_eq!(method("model.layers.0.mlp.up_proj.weight"), Method::Reference.as_str(), "frozen layer");
     assert_eq!(method("model.position_ids"), Method::Reference.as_str(), "unchanged integers");
     assert_eq!(method("model.layers.1.mlp.up_proj.weight"), Method::Delta.as_str(), "fine-tuned");
-    assert_eq!(method("model.embed_tokens.weight"), Method::Whole.as_str(), "resized");
+    assert_eq!(method("model.embed_tokens.weight"), Method::Delta.as_str(), "resized: common rows as a delta");
+    let part = |name: &str| report.parts.iter().find(|p| p.name == name).unwrap().clone();
+    let (embed, head) = (part("model.embed_tokens.weight"), part("score.weight"));
+    assert!(
+        (embed.stored_bytes as f64 / embed.original_bytes as f64)
+            < 0.5 * (head.stored_bytes as f64 / head.original_bytes as f64),
+        "the resized embedding costs far less than a whole tensor"
+    );
     assert_eq!(method("score.weight"), Method::Whole.as_str(), "new head");
     assert_eq!(report.parts.iter().map(|p| p.original_bytes).sum::<u64>(), pair.target.len() as u64);
     assert!(report.parts.iter().all(|p| p.relative_error.is_none()));

@@ -1,0 +1,356 @@
+//! `delta`: store a fine-tuned safetensors model as a delta against its base, and get it back.
+//!
+//! ```text
+//! cargo run --release --example delta --features delta -- compress BASE TARGET -o OUT [--mode lossless]
+//! cargo run --release --example delta --features delta -- decompress BASE ARCHIVE -o OUT
+//! cargo run --release --example delta --features delta -- inspect ARCHIVE
+//! cargo run --release --example delta --features delta -- verify BASE ARCHIVE
+//! cargo run --release --example delta --features delta -- generate --bytes 1G BASE_OUT TARGET_OUT
+//! cargo run --release --example delta --features delta -- analyze BASE TARGET
+//! ```
+//!
+//! Outputs are atomic (temporary file, fsync, rename): a failed run leaves no partial file. A progress
+//! bar shows on a terminal. The last line of stdout of every command is `key=value` pairs for scripts.
+//!
+//! Exit codes: 0 success; 2 usage error; 3 invalid input (not a valid safetensors file, bad option);
+//! 4 corrupt or truncated archive; 5 wrong or missing base; 6 I/O error; 70 internal error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use chitty::delta::analysis::study_transforms;
+use chitty::delta::files::{self, MappedFile};
+use chitty::delta::{DeltaError, Mode, ModelDeltaCompressor};
+use chitty_testkit::model_pairs::{FloatDtype, ModelPairSpec, write_pair};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(name = "delta", about = "Model-weight deltas against a base: compress, decompress, inspect, verify")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compress TARGET as a delta against BASE into an archive.
+    Compress {
+        base: PathBuf,
+        target: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// lossless (default), or a lossy mode for changed 2-D weights.
+        #[arg(long, default_value = "lossless")]
+        mode: String,
+        /// Per-tensor policy, PATTERN=MODE (glob with `*`); the first match wins. Repeatable.
+        #[arg(long = "rule")]
+        rules: Vec<String>,
+        /// zstd level of every plane.
+        #[arg(long, default_value_t = chitty::delta::DEFAULT_ZSTD_LEVEL)]
+        level: i32,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print one line per tensor.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Rebuild the target from BASE and ARCHIVE, verifying every part.
+    Decompress {
+        base: PathBuf,
+        archive: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Show what an archive holds, per tensor (no base needed).
+    Inspect { archive: PathBuf },
+    /// Decode ARCHIVE against BASE and check every checksum, writing nothing.
+    Verify {
+        base: PathBuf,
+        archive: PathBuf,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Write a synthetic base / fine-tune pair (for benchmarks and trials).
+    Generate {
+        base_out: PathBuf,
+        target_out: PathBuf,
+        /// Approximate size of each file, e.g. 64M or 1G.
+        #[arg(long, default_value = "64M")]
+        bytes: String,
+        /// bf16, f16 or f32.
+        #[arg(long, default_value = "bf16")]
+        dtype: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Update standard deviation relative to the weights' scale.
+        #[arg(long, default_value_t = 1e-3)]
+        delta_scale: f32,
+    },
+    /// Measure candidate transforms (XOR, the plain recipe, integer difference) on a pair.
+    Analyze {
+        base: PathBuf,
+        target: PathBuf,
+        /// zstd levels to try, comma separated.
+        #[arg(long, default_value = "1,3,9")]
+        levels: String,
+    },
+}
+
+/// A failure with the exit code a script can rely on.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<DeltaError> for Failure {
+    fn from(e: DeltaError) -> Self {
+        let code = match &e {
+            DeltaError::Corrupt { .. } => 4,
+            DeltaError::WrongBase { .. } | DeltaError::MissingBase => 5,
+            DeltaError::Io { .. } => 6,
+            DeltaError::Internal { .. } => 70,
+            _ => 3,
+        };
+        Failure { code, message: e.to_string() }
+    }
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure { code: 3, message: message.into() }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            println!("result=error exit_code={}", f.code);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn progress_bar(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn file_len(path: &Path) -> Result<u64, Failure> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| Failure { code: 6, message: format!("{}: {e}", path.display()) })
+}
+
+fn compressor(
+    mode: Mode,
+    rules: &[(String, Mode)],
+    level: i32,
+    threads: Option<usize>,
+) -> Result<ModelDeltaCompressor, Failure> {
+    let mut builder = ModelDeltaCompressor::builder().mode(mode).zstd_level(level);
+    for (pattern, mode) in rules {
+        builder = builder.rule(pattern.clone(), *mode);
+    }
+    if let Some(t) = threads {
+        builder = builder.threads(t);
+    }
+    Ok(builder.build()?)
+}
+
+fn parse_mode(s: &str) -> Result<Mode, Failure> {
+    Mode::parse(s).ok_or_else(|| usage(format!("unknown mode `{s}`")))
+}
+
+fn parse_size(s: &str) -> Result<u64, Failure> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits.parse().map_err(|_| usage(format!("bad size `{s}`")))?;
+    let mult = match unit {
+        "" => 1,
+        "K" | "k" => 1 << 10,
+        "M" | "m" => 1 << 20,
+        "G" | "g" => 1 << 30,
+        _ => return Err(usage(format!("bad size unit in `{s}`"))),
+    };
+    Ok(n * mult)
+}
+
+fn gbps(bytes: u64, seconds: f64) -> f64 {
+    bytes as f64 / seconds.max(1e-9) / 1e9
+}
+
+fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Compress { base, target, output, mode, rules, level, threads, verbose } => {
+            let rules = rules
+                .iter()
+                .map(|r| {
+                    let (p, m) = r.split_once('=').ok_or_else(|| usage(format!("rule `{r}` is not PATTERN=MODE")))?;
+                    Ok((p.to_owned(), parse_mode(m)?))
+                })
+                .collect::<Result<Vec<_>, Failure>>()?;
+            let c = compressor(parse_mode(&mode)?, &rules, level, threads)?;
+            let bar = progress_bar(file_len(&target)?, "compress");
+            let start = Instant::now();
+            let report = files::compress_file(&c, Some(&base), &target, &output, &mut |n| bar.set_position(n))?;
+            let secs = start.elapsed().as_secs_f64();
+            bar.finish_and_clear();
+            if verbose {
+                for p in &report.parts {
+                    let err = p.relative_error.map(|e| format!(" rel_error={e:.4}")).unwrap_or_default();
+                    println!("{:<60} {:<20} {:>12} -> {:>12}{err}", p.name, p.method, p.original_bytes, p.stored_bytes);
+                }
+            }
+            let worst = report
+                .parts
+                .iter()
+                .filter_map(|p| p.relative_error)
+                .fold(None, |a: Option<f64>, e| Some(a.map_or(e, |a| a.max(e))));
+            println!(
+                "result=ok op=compress input_bytes={} output_bytes={} ratio={:.4} seconds={:.3} gb_per_s={:.3}{}",
+                report.input_bytes,
+                report.output_bytes,
+                report.output_bytes as f64 / report.input_bytes.max(1) as f64,
+                secs,
+                gbps(report.input_bytes, secs),
+                worst.map(|w| format!(" max_rel_error={w:.5}")).unwrap_or_default(),
+            );
+        }
+        Command::Decompress { base, archive, output, threads } => {
+            let c = compressor(Mode::Lossless, &[], 1, threads)?;
+            let bar = progress_bar(0, "decompress");
+            let start = Instant::now();
+            let report = files::decompress_file(&c, Some(&base), &archive, &output, &mut |n| {
+                bar.set_length(n.max(bar.length().unwrap_or(0)));
+                bar.set_position(n);
+            })?;
+            let secs = start.elapsed().as_secs_f64();
+            bar.finish_and_clear();
+            println!(
+                "result=ok op=decompress input_bytes={} output_bytes={} parts_verified={} seconds={:.3} gb_per_s={:.3}",
+                report.input_bytes,
+                report.output_bytes,
+                report.parts_verified,
+                secs,
+                gbps(report.output_bytes, secs)
+            );
+        }
+        Command::Verify { base, archive, threads } => {
+            let c = compressor(Mode::Lossless, &[], 1, threads)?;
+            let start = Instant::now();
+            let report = files::verify_file(&c, Some(&base), &archive, &mut |_| {})?;
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "result=ok op=verify input_bytes={} output_bytes={} parts_verified={} seconds={:.3} gb_per_s={:.3}",
+                report.input_bytes,
+                report.output_bytes,
+                report.parts_verified,
+                secs,
+                gbps(report.output_bytes, secs)
+            );
+        }
+        Command::Inspect { archive } => {
+            let s = files::inspect_file(&archive)?;
+            println!("format {} v{}; base: {}", s.format, s.version, s.base.as_deref().unwrap_or("none"));
+            println!(
+                "{:<60} {:>6} {:<20} {:>12} {:>12} {:>7} {:>9}",
+                "tensor", "dtype", "method", "bytes", "stored", "ratio", "rel_err"
+            );
+            for t in &s.tensors {
+                println!(
+                    "{:<60} {:>6} {:<20} {:>12} {:>12} {:>6.2}% {:>9}",
+                    t.name,
+                    t.dtype,
+                    t.method.as_str(),
+                    t.original_bytes,
+                    t.stored_bytes,
+                    100.0 * t.stored_bytes as f64 / t.original_bytes.max(1) as f64,
+                    t.relative_error.map(|e| format!("{e:.5}")).unwrap_or_else(|| "-".to_owned()),
+                );
+            }
+            println!(
+                "result=ok op=inspect tensors={} target_bytes={} archive_bytes={} ratio={:.4}",
+                s.tensors.len(),
+                s.target_bytes,
+                s.archive_bytes,
+                s.archive_bytes as f64 / s.target_bytes.max(1) as f64
+            );
+        }
+        Command::Generate { base_out, target_out, bytes, dtype, seed, delta_scale } => {
+            let dtype = match dtype.as_str() {
+                "bf16" => FloatDtype::BF16,
+                "f16" => FloatDtype::F16,
+                "f32" => FloatDtype::F32,
+                other => return Err(usage(format!("unknown dtype `{other}`"))),
+            };
+            let spec = ModelPairSpec::with_target_bytes(dtype, parse_size(&bytes)?, seed).delta_scale(delta_scale);
+            let start = Instant::now();
+            let sizes = write_pair(&spec, &base_out, &target_out)
+                .map_err(|e| Failure { code: 6, message: format!("writing the pair: {e}") })?;
+            println!(
+                "result=ok op=generate base_bytes={} target_bytes={} hidden={} layers={} seconds={:.1}",
+                sizes.base_bytes,
+                sizes.target_bytes,
+                spec.hidden,
+                spec.layers,
+                start.elapsed().as_secs_f64()
+            );
+        }
+        Command::Analyze { base, target, levels } => {
+            let levels: Vec<i32> = levels
+                .split(',')
+                .map(|l| l.trim().parse().map_err(|_| usage(format!("bad level `{l}`"))))
+                .collect::<Result<_, _>>()?;
+            let (base, target) = (MappedFile::open(&base)?, MappedFile::open(&target)?);
+            let study = study_transforms(base.bytes(), target.bytes(), &levels)?;
+            let pct = |b: f64| 100.0 * b / study.compared_bytes.max(1) as f64;
+            println!("compared tensors: {} bytes of a {}-byte target", study.compared_bytes, study.target_bytes);
+            let level_heads: Vec<String> = levels.iter().map(|l| format!("zstd-{l}")).collect();
+            println!("| dtype | transform | plane | H0 % | {} | best % |", level_heads.join(" % | ") + " %");
+            for t in &study.transforms {
+                for p in &t.planes {
+                    let sizes: Vec<String> =
+                        p.zstd_bytes.iter().map(|&(_, b)| format!("{:.2}", pct(b as f64))).collect();
+                    println!(
+                        "| {} | {} | {} | {:.2} | {} | {:.2} |",
+                        t.dtype,
+                        t.name,
+                        p.name,
+                        pct(p.entropy_bytes),
+                        sizes.join(" | "),
+                        pct(p.best_bytes() as f64)
+                    );
+                }
+                let totals: Vec<String> = levels.iter().map(|&l| format!("{:.2}", pct(t.bytes_at(l) as f64))).collect();
+                println!(
+                    "| {} | {} | **total** | {:.2}{} | {} | {:.2} |",
+                    t.dtype,
+                    t.name,
+                    pct(t.entropy_bytes()),
+                    t.symbol_entropy_bytes.map(|s| format!(" (symbols {:.2})", pct(s))).unwrap_or_default(),
+                    totals.join(" | "),
+                    pct(t.best_bytes() as f64)
+                );
+            }
+            let best = study.transforms.iter().min_by_key(|t| t.best_bytes()).map(|t| t.name).unwrap_or("-");
+            println!(
+                "result=ok op=analyze best={best} recipe_file_bytes={} recipe_ratio={:.4} target_bytes={}",
+                study.recipe_file_bytes,
+                study.recipe_file_bytes as f64 / study.target_bytes.max(1) as f64,
+                study.target_bytes
+            );
+        }
+    }
+    Ok(())
+}
