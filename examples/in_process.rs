@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use chitty::core::gateway::{Gateway, GatewayConfig, ModelConfig, RequestContext, RouteConfig, TenantConfig, api_key_digest};
+use chitty::core::gateway::{
+    Gateway, GatewayConfig, ModelConfig, RequestContext, RouteConfig, TenantConfig, api_key_digest,
+};
 use chitty::core::keys::{CacheDirective, CachePolicy};
 use chitty::core::wire::{ChatCompletionRequest, ChatMessage};
 use chitty::core::{BudgetStore, ModelPrice, NanoUsd};
@@ -22,7 +24,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             cache: CachePolicy::Deterministic,
             ..ModelConfig::new("chitty-mock")
         }],
-        tenants: vec![TenantConfig { budget_nano_usd: Some(NanoUsd::from_micros(10_000)), ..TenantConfig::new("demo", &api_key_digest("sk-chitty-demo")) }],
+        tenants: vec![TenantConfig {
+            budget_nano_usd: Some(NanoUsd::from_micros(10_000)),
+            ..TenantConfig::new("demo", &api_key_digest("sk-chitty-demo"))
+        }],
         ..Default::default()
     };
     let budgets = Arc::new(MemoryBudgetStore::new());
@@ -46,7 +51,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let first = gateway.chat(&ctx, request.clone()).await?;
     println!("answer:   {}", first.body.choices[0].message.text_content());
-    println!("cache:    {}, reserved {}, charged {}, max_tokens set to {:?}", first.meta.cache.as_str(), first.meta.reserved, first.meta.cost, first.meta.max_tokens_set);
+    println!(
+        "cache:    {}, reserved {}, charged {}, max_tokens set to {:?}",
+        first.meta.cache.as_str(),
+        first.meta.reserved,
+        first.meta.cost,
+        first.meta.max_tokens_set
+    );
 
     let second = gateway.chat(&ctx, request.clone()).await?;
     println!("again:    cache {}, charged {}", second.meta.cache.as_str(), second.meta.cost);

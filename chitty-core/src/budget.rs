@@ -102,7 +102,13 @@ pub trait BudgetStoreExt: BudgetStore {
     }
 
     /// Reserves exactly `amount` for `lease`.
-    async fn reserve_exact(&self, tenant: &str, amount: NanoUsd, lease: Duration, now: Timestamp) -> Result<Reservation> {
+    async fn reserve_exact(
+        &self,
+        tenant: &str,
+        amount: NanoUsd,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Reservation> {
         self.reserve(ReserveRequest { tenant, min: amount, max: amount, lease, now }).await
     }
 }

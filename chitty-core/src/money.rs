@@ -86,8 +86,13 @@ impl std::str::FromStr for NanoUsd {
             return Err(err("more than nine decimals (a nano-dollar is the smallest unit)"));
         }
         let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| err("too large"))? };
-        let frac_nanos: u64 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().map_err(|_| err("bad decimals"))? };
-        whole.checked_mul(1_000_000_000).and_then(|n| n.checked_add(frac_nanos)).map(NanoUsd).ok_or_else(|| err("too large"))
+        let frac_nanos: u64 =
+            if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().map_err(|_| err("bad decimals"))? };
+        whole
+            .checked_mul(1_000_000_000)
+            .and_then(|n| n.checked_add(frac_nanos))
+            .map(NanoUsd)
+            .ok_or_else(|| err("too large"))
     }
 }
 

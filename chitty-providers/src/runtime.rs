@@ -45,6 +45,10 @@ pub trait TokioRuntimeExt {
 
 impl TokioRuntimeExt for chitty_core::gateway::GatewayBuilder {
     fn tokio_runtime(self) -> Self {
-        self.runtime(std::sync::Arc::new(SystemClock), std::sync::Arc::new(TokioTimer), std::sync::Arc::new(TokioSpawner))
+        self.runtime(
+            std::sync::Arc::new(SystemClock),
+            std::sync::Arc::new(TokioTimer),
+            std::sync::Arc::new(TokioSpawner),
+        )
     }
 }

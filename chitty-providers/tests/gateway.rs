@@ -478,7 +478,11 @@ async fn prefix_families_route_by_name_and_respect_allow_lists() {
         c.tenants.push(TenantConfig { allowed_models: Some(vec!["up/*".into()]), ..tenant("family", "sk-family") });
     })
     .await;
-    let reply = h.gateway.chat(&h.ctx("sk-acme"), ChatCompletionRequest { model: "up/gpt-x".into(), ..chat("hi") }).await.unwrap();
+    let reply = h
+        .gateway
+        .chat(&h.ctx("sk-acme"), ChatCompletionRequest { model: "up/gpt-x".into(), ..chat("hi") })
+        .await
+        .unwrap();
     assert_eq!(reply.body.model, "gpt-x", "the prefix is stripped upstream");
     assert_eq!(reply.meta.provider.as_deref(), Some("fallback"));
     assert_eq!(reply.meta.max_tokens_set, Some(200));
@@ -488,6 +492,7 @@ async fn prefix_families_route_by_name_and_respect_allow_lists() {
     assert!(matches!(err, Error::ModelNotAllowed { .. }));
     let err = h.gateway.chat(&family, ChatCompletionRequest { model: "up/".into(), ..chat("hi") }).await.unwrap_err();
     assert!(matches!(err, Error::ModelNotFound { .. }), "the bare prefix is not a model");
-    let emb = EmbeddingRequest { model: "up/embedder".into(), input: EmbeddingInput::Text("x".into()), ..Default::default() };
+    let emb =
+        EmbeddingRequest { model: "up/embedder".into(), input: EmbeddingInput::Text("x".into()), ..Default::default() };
     h.gateway.embeddings(&family, emb).await.unwrap();
 }

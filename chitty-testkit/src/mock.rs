@@ -242,7 +242,9 @@ fn transcript_digest(messages: &[ChatMessage]) -> [u8; 32] {
         h.update(b":");
         match &m.content {
             Some(MessageContent::Text(t)) => h.update(t.as_bytes()),
-            Some(MessageContent::Parts(parts)) => parts.iter().filter_map(|p| p.text.as_deref()).for_each(|t| h.update(t.as_bytes())),
+            Some(MessageContent::Parts(parts)) => {
+                parts.iter().filter_map(|p| p.text.as_deref()).for_each(|t| h.update(t.as_bytes()))
+            }
             None => {}
         }
         h.update(b"\n");
