@@ -20,7 +20,14 @@ fn bench_modes(c: &mut Criterion) {
     let mut group = c.benchmark_group("delta");
     group.sample_size(10);
     group.throughput(Throughput::Bytes(pair.target.len() as u64));
-    for (name, mode) in [("lossless", Mode::Lossless)] {
+    let modes = [
+        ("lossless", Mode::Lossless),
+        ("sparse", Mode::Sparse),
+        ("int8", Mode::Int8),
+        ("int4", Mode::Int4),
+        ("1bit", Mode::OneBit),
+    ];
+    for (name, mode) in modes {
         let compressor = match ModelDeltaCompressor::builder().mode(mode).build() {
             Ok(c) => c,
             Err(e) => panic!("{e}"),

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::codec::{decode_section, encode_section, take};
 use crate::error::DeltaError;
 use crate::format::{self, BaseFingerprint, CheckedTensor, FORMAT, Manifest, Method, RawFrame, TensorRecord, VERSION};
+use crate::lossy;
 use crate::pipeline::run_ordered;
 use crate::safetensors::{Dtype, MAX_HEADER_LEN, SafetensorsLayout};
 use crate::transform;
@@ -24,25 +25,50 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Mode {
-    /// Bit-exact: ordered-integer difference in byte planes, zstd per plane.
+    /// Bit-exact: ordered-integer difference as packed codes, zstd per plane.
     Lossless,
+    /// Lossy: keep the largest deltas (a fraction set by [`ModelDeltaCompressorBuilder::sparse_keep`]).
+    Sparse,
+    /// Lossy: 8-bit delta with one absmax scale per row.
+    Int8,
+    /// Lossy: 4-bit delta with one absmax scale per row.
+    Int4,
+    /// Lossy: sign of the delta with one scale per matrix (BitDelta).
+    OneBit,
 }
 
 impl Mode {
-    /// Parses `lossless`.
+    /// Parses `lossless`, `sparse`, `int8`, `int4` or `1bit`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "lossless" => Some(Mode::Lossless),
+            "sparse" => Some(Mode::Sparse),
+            "int8" => Some(Mode::Int8),
+            "int4" => Some(Mode::Int4),
+            "1bit" => Some(Mode::OneBit),
             _ => None,
         }
+    }
+
+    /// Whether the mode loses information.
+    pub fn is_lossy(self) -> bool {
+        self != Mode::Lossless
     }
 
     fn method(self) -> Method {
         match self {
             Mode::Lossless => Method::Delta,
+            Mode::Sparse => Method::Sparse,
+            Mode::Int8 => Method::Int8,
+            Mode::Int4 => Method::Int4,
+            Mode::OneBit => Method::OneBit,
         }
     }
 }
+
+/// Tensors a lossy default mode leaves lossless unless a rule says otherwise: embeddings and norms, whose
+/// errors every token goes through.
+pub const LOSSLESS_BY_DEFAULT: [&str; 2] = ["*embed*", "*norm*"];
 
 /// A rule of the per-tensor policy: tensors whose name matches `pattern` are stored in `mode`.
 ///
@@ -99,6 +125,7 @@ pub fn glob_matches(pattern: &str, name: &str) -> bool {
 pub struct ModelDeltaCompressor {
     mode: Mode,
     rules: Vec<PolicyRule>,
+    sparse_keep: f64,
     zstd_level: i32,
     chunk_elements: u64,
     pool: Option<Arc<rayon::ThreadPool>>,
@@ -109,6 +136,7 @@ pub struct ModelDeltaCompressor {
 pub struct ModelDeltaCompressorBuilder {
     mode: Mode,
     rules: Vec<PolicyRule>,
+    sparse_keep: f64,
     zstd_level: i32,
     chunk_elements: u64,
     threads: Option<usize>,
@@ -119,6 +147,7 @@ impl Default for ModelDeltaCompressorBuilder {
         ModelDeltaCompressorBuilder {
             mode: Mode::Lossless,
             rules: Vec::new(),
+            sparse_keep: 0.1,
             zstd_level: DEFAULT_ZSTD_LEVEL,
             chunk_elements: DEFAULT_CHUNK_ELEMENTS,
             threads: None,
@@ -136,6 +165,12 @@ impl ModelDeltaCompressorBuilder {
     /// Adds a policy rule; the first matching rule wins, before the default mode.
     pub fn rule(mut self, pattern: impl Into<String>, mode: Mode) -> Self {
         self.rules.push(PolicyRule { pattern: pattern.into(), mode });
+        self
+    }
+
+    /// Fraction of each chunk's elements the sparse mode keeps (0 < keep <= 1; default 0.1).
+    pub fn sparse_keep(mut self, keep: f64) -> Self {
+        self.sparse_keep = keep;
         self
     }
 
@@ -160,6 +195,9 @@ impl ModelDeltaCompressorBuilder {
     /// Checks the configuration and builds the compressor.
     pub fn build(self) -> Result<ModelDeltaCompressor, DeltaError> {
         let invalid = |reason: String| DeltaError::InvalidConfig { reason };
+        if !(self.sparse_keep > 0.0 && self.sparse_keep <= 1.0) {
+            return Err(invalid(format!("sparse keep {} is not in (0, 1]", self.sparse_keep)));
+        }
         if !(-7..=22).contains(&self.zstd_level) {
             return Err(invalid(format!("zstd level {} is not in -7..=22", self.zstd_level)));
         }
@@ -180,10 +218,33 @@ impl ModelDeltaCompressorBuilder {
         Ok(ModelDeltaCompressor {
             mode: self.mode,
             rules: self.rules,
+            sparse_keep: self.sparse_keep,
             zstd_level: self.zstd_level,
             chunk_elements: self.chunk_elements,
             pool,
         })
+    }
+}
+
+/// A part encoded into its frame.
+struct EncodedPart {
+    part: PartRef,
+    frame: Vec<u8>,
+    /// Error sums of lossy chunks.
+    errors: Option<lossy::ErrorSums>,
+}
+
+/// Parameters of lossy chunk `chunk` of `t`.
+fn lossy_params(t: &CheckedTensor, chunk: u64) -> lossy::LossyParams {
+    let (begin, end) = t.chunk_range(chunk);
+    lossy::LossyParams {
+        method: t.method,
+        dtype: t.dtype,
+        keep: t.keep,
+        scale: t.scale,
+        begin,
+        end,
+        row_len: t.row_len,
     }
 }
 
@@ -237,14 +298,25 @@ impl ModelDeltaCompressor {
         }
     }
 
-    /// The mode the policy gives a tensor.
+    /// The mode the policy gives a tensor of this name: the first matching rule, else lossless for
+    /// [`LOSSLESS_BY_DEFAULT`] names, else the default mode.
     pub fn mode_for(&self, name: &str) -> Mode {
-        self.rules.iter().find(|r| glob_matches(&r.pattern, name)).map_or(self.mode, |r| r.mode)
+        if let Some(rule) = self.rules.iter().find(|r| glob_matches(&r.pattern, name)) {
+            return rule.mode;
+        }
+        if LOSSLESS_BY_DEFAULT.iter().any(|p| glob_matches(p, name)) {
+            return Mode::Lossless;
+        }
+        self.mode
     }
 
-    /// The method for a changed float tensor with a base of the same shape.
+    /// The method for a changed float tensor with a base of the same shape: lossy modes apply to
+    /// matrices only (vectors are biases and scales).
     fn method_for(&self, t: &crate::safetensors::TensorInfo) -> Method {
-        self.mode_for(&t.name).method()
+        match self.mode_for(&t.name) {
+            mode if mode.is_lossy() && t.shape.len() < 2 => Method::Delta,
+            mode => mode.method(),
+        }
     }
 
     /// [`Compressor::encode`] with a callback told the number of target bytes done after each part.
@@ -308,6 +380,13 @@ impl ModelDeltaCompressor {
                         method,
                         base_offset,
                         base_bytes: base_bytes.filter(|&b| b != t.byte_len()),
+                        keep: (method == Method::Sparse).then_some(self.sparse_keep),
+                        scale: match (method, matched) {
+                            (Method::OneBit, Some((b, (base_file, layout)))) => {
+                                Some(lossy::mean_abs_delta(t.dtype, layout.tensor_bytes(base_file, b), target_bytes))
+                            }
+                            _ => None,
+                        },
                     }
                 })
                 .collect()
@@ -356,6 +435,7 @@ impl ModelDeltaCompressor {
         let mut parts = part_refs(&tensors);
         let mut seq = 0u32;
         let mut done = 0u64;
+        let mut error_sums = vec![lossy::ErrorSums::default(); tensors.len() + 1];
         run_ordered(
             self.pool.as_deref(),
             self.window(),
@@ -365,7 +445,7 @@ impl ModelDeltaCompressor {
                 Ok(next)
             },
             |(seq, part)| self.encode_part(&tensors, &sources, seq, part),
-            |(part, frame)| {
+            |EncodedPart { part, frame, errors }| {
                 out.write_all(&frame).map_err(|e| DeltaError::io("writing the archive", e))?;
                 report.output_bytes += frame.len() as u64;
                 let (slot, raw) = match part {
@@ -377,6 +457,10 @@ impl ModelDeltaCompressor {
                     }
                 };
                 report.parts[slot].stored_bytes += frame.len() as u64;
+                if let Some(e) = errors {
+                    error_sums[slot].add(e);
+                    report.parts[slot].relative_error = Some(error_sums[slot].relative());
+                }
                 done += raw;
                 progress(done);
                 Ok(())
@@ -392,13 +476,14 @@ impl ModelDeltaCompressor {
         src: &Sources<'_>,
         seq: u32,
         part: PartRef,
-    ) -> Result<(PartRef, Vec<u8>), DeltaError> {
+    ) -> Result<EncodedPart, DeltaError> {
         let mut payload = Vec::new();
-        let raw = match part {
+        let mut errors = None;
+        let sha = match part {
             PartRef::Header => {
                 let header = &src.target[..src.target_data_start as usize];
                 encode_section(header, self.zstd_level, &mut payload)?;
-                header
+                Sha256::digest(header)
             }
             PartRef::Chunk { tensor, chunk } => {
                 let t = &tensors[tensor];
@@ -416,7 +501,7 @@ impl ModelDeltaCompressor {
                     _ => &[][..],
                 };
                 match t.method {
-                    Method::Reference => {}
+                    Method::Reference => Sha256::digest(target),
                     Method::Delta | Method::Whole => {
                         let split = base.len();
                         if split > 0 {
@@ -425,13 +510,18 @@ impl ModelDeltaCompressor {
                         if split < target.len() {
                             encode_whole(t.dtype, &target[split..], self.zstd_level, &mut payload)?;
                         }
+                        Sha256::digest(target)
+                    }
+                    Method::Sparse | Method::Int8 | Method::Int4 | Method::OneBit => {
+                        let params = lossy_params(t, chunk);
+                        let mut recon = vec![0u8; target.len()];
+                        errors = Some(lossy::encode(&params, base, target, self.zstd_level, &mut payload, &mut recon)?);
+                        Sha256::digest(&recon)
                     }
                 }
-                target
             }
         };
-        let sha = Sha256::digest(raw);
-        Ok((part, format::frame_bytes(seq, &sha, &payload)?))
+        Ok(EncodedPart { part, frame: format::frame_bytes(seq, &sha, &payload)?, errors })
     }
 
     /// [`Compressor::decode`] with a callback told the number of bytes written after each part.
@@ -541,6 +631,7 @@ pub fn inspect(archive: &mut dyn Read) -> Result<ArchiveSummary, DeltaError> {
             relative_error: None,
         })
         .collect();
+    let mut sums = vec![lossy::ErrorSums::default(); tensors.len()];
     for (seq, part) in part_refs(&tensors).enumerate() {
         let (name, raw_len) = part_name_and_len(&tensors, part, manifest.header_len);
         let seq = u32::try_from(seq).map_err(|_| DeltaError::corrupt(&name, "too many parts"))?;
@@ -550,6 +641,10 @@ pub fn inspect(archive: &mut dyn Read) -> Result<ArchiveSummary, DeltaError> {
         }
         if let PartRef::Chunk { tensor, .. } = part {
             summaries[tensor].stored_bytes += (format::FRAME_HEAD_LEN + frame.payload.len() + 32) as u64;
+            if tensors[tensor].method.is_lossy() {
+                sums[tensor].add(lossy::read_sums(&mut frame.payload.as_slice(), &name)?);
+                summaries[tensor].relative_error = Some(sums[tensor].relative());
+            }
         }
     }
     format::expect_end(&mut input)?;
@@ -665,6 +760,11 @@ fn decode_part<'a>(
                     if split < out.len() {
                         decode_whole(t.dtype, &mut payload, &mut out[split..], name)?;
                     }
+                    PartBytes::Owned(out)
+                }
+                Method::Sparse | Method::Int8 | Method::Int4 | Method::OneBit => {
+                    let mut out = buffers.take(n * width);
+                    lossy::decode(&lossy_params(t, chunk), base_chunk, &mut payload, &mut out, name)?;
                     PartBytes::Owned(out)
                 }
             };

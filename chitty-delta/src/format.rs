@@ -42,6 +42,15 @@ pub enum Method {
     Delta,
     /// No usable base tensor (new, reshaped, other dtype, or not a float): the bytes, compressed.
     Whole,
+    /// Lossy: the largest deltas by magnitude kept exactly, the rest dropped.
+    Sparse,
+    /// Lossy: the delta quantized to 8 bits with one absmax scale per row.
+    Int8,
+    /// Lossy: the delta quantized to 4 bits with one absmax scale per row.
+    Int4,
+    /// Lossy: the sign of the delta and one scale per matrix (BitDelta).
+    #[serde(rename = "1bit")]
+    OneBit,
 }
 
 impl Method {
@@ -51,6 +60,10 @@ impl Method {
             Method::Reference => "reference",
             Method::Delta => "delta-planes+zstd",
             Method::Whole => "whole-planes+zstd",
+            Method::Sparse => "sparse",
+            Method::Int8 => "int8",
+            Method::Int4 => "int4",
+            Method::OneBit => "1bit",
         }
     }
 
@@ -61,7 +74,7 @@ impl Method {
 
     /// Whether reconstruction differs from the target.
     pub fn is_lossy(self) -> bool {
-        false
+        matches!(self, Method::Sparse | Method::Int8 | Method::Int4 | Method::OneBit)
     }
 }
 
@@ -94,6 +107,12 @@ pub(crate) struct TensorRecord {
     /// absent means all of them. The rest is stored whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) base_bytes: Option<u64>,
+    /// Sparse: the fraction of elements kept per chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) keep: Option<f64>,
+    /// 1-bit: the scale of the matrix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) scale: Option<f32>,
 }
 
 /// Everything known about the archive before its frames.
@@ -121,6 +140,10 @@ pub(crate) struct CheckedTensor {
     /// Elements per chunk (whole rows when a row fits a chunk).
     pub(crate) chunk_len: u64,
     pub(crate) chunks: u64,
+    /// Elements per row (the unit of a quantization scale).
+    pub(crate) row_len: u64,
+    pub(crate) keep: f64,
+    pub(crate) scale: f32,
 }
 
 impl CheckedTensor {
@@ -203,6 +226,16 @@ impl Manifest {
                 }
                 _ => return Err(bad_tensor("method and base reference disagree")),
             }
+            let keep = t.keep.unwrap_or(0.0);
+            let scale = t.scale.unwrap_or(0.0);
+            let params_ok = match t.method {
+                Method::Sparse => keep > 0.0 && keep <= 1.0 && t.scale.is_none(),
+                Method::OneBit => scale.is_finite() && scale >= 0.0 && t.keep.is_none(),
+                _ => t.keep.is_none() && t.scale.is_none(),
+            };
+            if !params_ok {
+                return Err(bad_tensor("lossy parameters do not fit the method"));
+            }
             let row_len = row_len(&t.shape);
             let chunk_len = chunk_len(self.chunk_elements, row_len);
             let elements = bytes / dtype.size_bytes();
@@ -216,6 +249,9 @@ impl Manifest {
                 base_elements: if t.method.uses_base() { base_bytes / dtype.size_bytes() } else { 0 },
                 chunk_len,
                 chunks,
+                row_len,
+                keep,
+                scale,
             });
         }
         if total != self.target_len {

@@ -32,12 +32,13 @@ mod compressor;
 mod error;
 pub mod files;
 mod format;
+mod lossy;
 mod pipeline;
 pub mod safetensors;
 mod transform;
 
 pub use compressor::{
-    ArchiveSummary, DEFAULT_CHUNK_ELEMENTS, DEFAULT_ZSTD_LEVEL, Mode, ModelDeltaCompressor,
+    ArchiveSummary, DEFAULT_CHUNK_ELEMENTS, DEFAULT_ZSTD_LEVEL, LOSSLESS_BY_DEFAULT, Mode, ModelDeltaCompressor,
     ModelDeltaCompressorBuilder, PolicyRule, TensorSummary, glob_matches, inspect,
 };
 pub use error::DeltaError;

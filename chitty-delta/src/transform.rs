@@ -58,7 +58,6 @@ pub(crate) fn diff16(base: &[u8], target: &[u8], lo: &mut [u8], hi: &mut [u8]) {
 }
 
 /// Inverse of [`diff16`]: rebuilds 16-bit elements into `out` from `base` and the planes.
-#[cfg(test)]
 pub(crate) fn undiff16(base: &[u8], lo: &[u8], hi: &[u8], out: &mut [u8]) {
     let elems = out.chunks_exact_mut(2).zip(base.chunks_exact(2));
     for (((o, b), &l), &h) in elems.zip(lo).zip(hi) {
