@@ -252,6 +252,10 @@ async fn start(shared: Arc<Shared>, router: Router, base_path: &str) -> Result<M
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
     // Graceful: the listener closes at once (new connections are refused), idle keep-alive connections
     // close, and responses in flight finish.
+    // Events go out one small write at a time: without TCP_NODELAY, Nagle and delayed ACKs stall streams.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         let _ = stopped.await;
     });
