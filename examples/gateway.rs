@@ -50,7 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let file = if args.config.exists() {
         GatewayFile::load(&args.config)?
-    } else if args.config == PathBuf::from(DEFAULT_CONFIG) {
+    } else if args.config.as_path() == std::path::Path::new(DEFAULT_CONFIG) {
         tracing::info!("{DEFAULT_CONFIG} not found; using the embedded default configuration");
         GatewayFile::parse(EMBEDDED_CONFIG)?
     } else {
