@@ -157,7 +157,18 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
         }
         Ok(result) => result?,
     };
-    serde_json::from_slice(&body).map_err(|e| malformed(provider, "JSON body", e))
+    serde_json::from_slice(&body).map_err(|parse_error| {
+        // Some compatible servers answer 200 with an error envelope.
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(json) if json.get("error").is_some_and(|e| !e.is_null()) => Error::Upstream {
+                provider: provider.to_owned(),
+                status: None,
+                message: error_message(&body).unwrap_or_else(|| json.to_string()),
+                retry_after: None,
+            },
+            _ => malformed(provider, "JSON body", parse_error),
+        }
+    })
 }
 
 /// Sends, then reads the JSON answer, all within `timeout`.
@@ -256,6 +267,21 @@ mod tests {
         assert_eq!(error_message(br#"{"detail":"nope"}"#).as_deref(), Some("nope"));
         assert_eq!(error_message(b"  upstream exploded \n").as_deref(), Some("upstream exploded"));
         assert_eq!(error_message(b""), None);
+    }
+
+    #[tokio::test]
+    async fn a_200_with_an_error_envelope_is_an_upstream_error() {
+        let response = |body: &'static str| reqwest::Response::from(http::Response::new(body));
+        let err =
+            read_json::<serde_json::Value>("p", Duration::from_secs(1), response(r#"{"error":{"message":"quota"}}"#))
+                .await;
+        assert!(matches!(err, Ok(_)), "any JSON value parses as a Value");
+        let err = read_json::<Vec<u8>>("p", Duration::from_secs(1), response(r#"{"error":{"message":"quota"}}"#))
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, Error::Upstream { status: None, message, .. } if message == "quota"), "{err:?}");
+        let err = read_json::<Vec<u8>>("p", Duration::from_secs(1), response("{not json")).await.unwrap_err();
+        assert!(err.to_string().contains("malformed JSON body"), "{err}");
     }
 
     #[test]
