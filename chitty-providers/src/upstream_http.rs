@@ -272,10 +272,6 @@ mod tests {
     #[tokio::test]
     async fn a_200_with_an_error_envelope_is_an_upstream_error() {
         let response = |body: &'static str| reqwest::Response::from(http::Response::new(body));
-        let err =
-            read_json::<serde_json::Value>("p", Duration::from_secs(1), response(r#"{"error":{"message":"quota"}}"#))
-                .await;
-        assert!(matches!(err, Ok(_)), "any JSON value parses as a Value");
         let err = read_json::<Vec<u8>>("p", Duration::from_secs(1), response(r#"{"error":{"message":"quota"}}"#))
             .await
             .unwrap_err();
