@@ -402,17 +402,17 @@ fn random_workloads_match_the_in_memory_store_exactly() {
     }
 }
 
-/// A gateway assembled as the example does with `backend = "redis"` and the Prometheus sink: the second
+/// A gateway assembled as the example does with `backend = "redis"` and `/metrics`, over HTTP: the second
 /// identical request is a cache hit from Redis, spend lands in Redis, and the metrics say so.
-#[cfg(all(feature = "prometheus", feature = "memory"))]
+#[cfg(all(feature = "prometheus", feature = "server"))]
 #[tokio::test]
 async fn a_gateway_on_redis_backends_caches_charges_and_counts() {
-    use chitty_core::gateway::{Gateway, GatewayConfig, ModelConfig, RequestContext, RouteConfig, TenantConfig};
-    use chitty_core::keys::{CacheDirective, CachePolicy};
-    use chitty_core::wire::{ChatCompletionRequest, ChatMessage};
-    use chitty_core::{CacheStatus, ModelPrice};
-    use chitty_providers::prometheus::{PrometheusSink, Registry, encode_text};
-    use chitty_providers::runtime::TokioRuntimeExt;
+    use chitty_core::gateway::{Gateway, GatewayConfig, ModelConfig, RouteConfig, TenantConfig};
+    use chitty_core::keys::CachePolicy;
+    use chitty_core::{Clock, ModelPrice};
+    use chitty_providers::prometheus::{PrometheusSink, Registry, metrics_router};
+    use chitty_providers::runtime::{SystemClock, TokioRuntimeExt};
+    use chitty_providers::server::{ServerOptions, router};
     use chitty_testkit::mock::MockProvider;
 
     let Some(url) = redis_url() else { return };
@@ -432,11 +432,12 @@ async fn a_gateway_on_redis_backends_caches_charges_and_counts() {
         }],
         ..Default::default()
     };
+
+    // What the example does for `backend = "redis"` and `/metrics`.
     let connection = RedisConnection::connect(&url).await.unwrap();
     let budgets = Arc::new(RedisBudgetStore::new(connection.clone(), &prefix));
     let mut registry = Registry::default();
-    let model_names: Vec<String> = config.models.iter().map(|m| m.name.clone()).collect();
-    let metrics = Arc::new(PrometheusSink::new(&mut registry, &model_names));
+    let metrics = Arc::new(PrometheusSink::new(&mut registry, config.models.iter().map(|m| m.name.as_str())));
     let gateway = Gateway::builder(config)
         .provider(Arc::new(MockProvider::new("mock")))
         .cache(Arc::new(RedisCache::new(connection.clone(), &prefix)))
@@ -446,31 +447,50 @@ async fn a_gateway_on_redis_backends_caches_charges_and_counts() {
         .build()
         .await
         .unwrap();
+    let app = router(gateway, ServerOptions::default()).merge(metrics_router(Arc::new(registry)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let ctx = RequestContext::new(gateway.authenticate("sk-redis").unwrap(), "r1", CacheDirective::Default);
-    let request = ChatCompletionRequest {
-        model: "chat".into(),
-        messages: vec![ChatMessage::user(format!("hello {prefix}"))],
-        temperature: Some(0.0),
-        ..Default::default()
-    };
-    let first = gateway.chat(&ctx, request.clone()).await.unwrap();
-    let second = gateway.chat(&ctx, request).await.unwrap();
-    assert_eq!((first.meta.cache, second.meta.cache), (CacheStatus::Miss, CacheStatus::Hit));
-    assert_eq!(first.body.choices[0].message, second.body.choices[0].message);
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({
+        "model": "chat",
+        "messages": [{"role": "user", "content": format!("hello {prefix}")}],
+        "temperature": 0
+    });
+    let mut answers = Vec::new();
+    let mut cost = 0u64;
+    for expected in ["miss", "hit"] {
+        let response = client
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .bearer_auth("sk-redis")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-chitty-cache"], expected);
+        if let Some(c) = response.headers().get("x-chitty-cost-nano-usd") {
+            cost += c.to_str().unwrap().parse::<u64>().unwrap();
+        }
+        let json: serde_json::Value = response.json().await.unwrap();
+        answers.push(json["choices"][0]["message"]["content"].clone());
+    }
+    assert_eq!(answers[0], answers[1], "the hit is the stored answer");
 
-    let now = chitty_core::Clock::now(&chitty_providers::runtime::SystemClock);
-    let balance = budgets.balance(&tenant_id, now).await.unwrap();
+    let balance = budgets.balance(&tenant_id, SystemClock.now()).await.unwrap();
     assert_eq!(balance.limit, NanoUsd::ONE_USD, "the builder pushed the tenant's limit into Redis");
-    assert_eq!((balance.spent, balance.reserved), (first.meta.cost, NanoUsd(0)));
+    assert_eq!((balance.spent, balance.reserved), (NanoUsd(cost), NanoUsd(0)), "only the miss was charged");
     assert!(balance.spent > NanoUsd(0));
 
-    let text = encode_text(&registry).unwrap();
+    let text = client.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
     for cache in ["miss", "hit"] {
         let line = format!(
             r#"chitty_requests_total{{model="chat",endpoint="chat.completions",status="200",cache="{cache}"}} 1"#
         );
         assert!(text.lines().any(|l| l == line), "missing {line} in:\n{text}");
     }
+    assert!(text.contains(&format!("chitty_cost_nano_usd_total{{model=\"chat\"}} {cost}\n")), "{text}");
+    server.abort();
     remove_keys(&connection, &prefix).await;
 }
