@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::response::IntoResponse;
+use axum::serve::ListenerExt;
 use chitty::core::gateway::{Gateway, PrefixConfig};
 use chitty::core::keys::CachePolicy;
 use chitty::core::{ModelPrice, Provider};
@@ -125,6 +126,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = ServerOptions { body_limit: file.server.body_limit_bytes, ..ServerOptions::default() };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    // SSE writes small frames: without TCP_NODELAY each one can wait for the peer's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     println!(
         "chitty gateway listening on http://{local}  (models: chitty-mock, chitty-mock-embed; key: sk-chitty-demo)"
     );

@@ -1,6 +1,7 @@
 //! The gateway's decisions, end to end in process: virtual time, the deterministic mock provider and the
 //! in-memory backends.
 
+#![cfg(feature = "memory")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! The in-memory backends pass the testkit's conformance suites.
 
+#![cfg(feature = "memory")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;

@@ -14,8 +14,13 @@
 //! # async fn run(gateway: chitty_core::gateway::Gateway) -> std::io::Result<()> {
 //! use chitty_providers::server::{router, ServerOptions, shutdown_signal};
 //!
+//! use axum::serve::ListenerExt;
+//!
 //! let app = router(gateway, ServerOptions::default());
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // SSE frames are small: disable Nagle so each one leaves at once.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?.tap_io(|tcp| {
+//!     let _ = tcp.set_nodelay(true);
+//! });
 //! axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
 //! # }
 //! ```
