@@ -1,8 +1,8 @@
 //! Redis backends shared by every gateway replica: a [`RedisCache`] and a [`RedisBudgetStore`].
 //!
 //! Both run over one [`RedisConnection`] (a redis-rs `ConnectionManager`: one multiplexed connection
-//! that reconnects by itself), and keep every key under a configurable prefix, so several gateways or
-//! test runs can share one server.
+//! that reconnects by itself), and keep every key under a configurable prefix: the replicas of one gateway
+//! use the same prefix, different gateways or test runs different ones.
 //!
 //! ```no_run
 //! # async fn demo() -> chitty_core::Result<()> {
@@ -30,7 +30,8 @@
 //! | `{prefix}:budget:{tenant}:seq` | string (`INCR`) | the last reservation id |
 //!
 //! The `{tenant}` braces are a Redis Cluster hash tag, so one tenant's keys share a slot and one script
-//! may touch them all.
+//! may touch them all. The layout is Cluster-ready; the connection itself talks to one node (a primary, or a
+//! Cluster-aware proxy), as redis-rs' cluster client is not built in.
 
 mod budget;
 mod cache;
@@ -116,12 +117,10 @@ impl RedisConnection {
 
     /// Connects to `url` with explicit timeouts and reconnect policy.
     pub async fn connect_with_config(url: &str, config: ConnectionManagerConfig) -> Result<RedisConnection> {
-        // Parse errors from redis-rs describe the problem without quoting the URL.
         let info = url.into_connection_info().map_err(|e| {
-            Error::backend(
-                BACKEND,
-                RedisBackendError { operation: "parse URL", endpoint: "(unparsed)".into(), detail: e.to_string() },
-            )
+            // redis-rs does not quote the URL in parse errors; the replace keeps it that way if that changes.
+            let detail = e.to_string().replace(url, "(the URL)");
+            Error::backend(BACKEND, RedisBackendError { operation: "parse URL", endpoint: "(unparsed)".into(), detail })
         })?;
         let settings = info.redis_settings();
         let endpoint = Endpoint {
