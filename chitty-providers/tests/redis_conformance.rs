@@ -289,116 +289,122 @@ async fn credentials_never_show_in_debug_or_errors() {
     }
 }
 
-/// One step of a random budget workload.
-#[derive(Debug, Clone)]
-enum Op {
-    SetLimit(u64),
-    Reserve { min: u64, max: u64, lease_ms: u64 },
-    Settle { index: usize, actual: u64 },
-    Release { index: usize },
-    Advance(u64),
-}
+/// Random workloads against Redis and the in-memory store, step by step.
+#[cfg(feature = "memory")]
+mod differential {
+    use super::*;
 
-fn amount() -> impl proptest::strategy::Strategy<Value = u64> {
-    use proptest::prelude::*;
-    // Small sums, amounts around 2^53 (where doubles stop being exact) and the whole u64 range.
-    prop_oneof![0..5_000u64, ((1u64 << 53) - 4)..((1u64 << 53) + 4), any::<u64>(), (u64::MAX - 4)..=u64::MAX]
-}
-
-fn op() -> impl proptest::strategy::Strategy<Value = Op> {
-    use proptest::prelude::*;
-    prop_oneof![
-        1 => amount().prop_map(Op::SetLimit),
-        4 => (amount(), amount(), 1..3_000u64).prop_map(|(a, b, lease_ms)| Op::Reserve {
-            min: a.min(b),
-            max: a.max(b),
-            lease_ms
-        }),
-        2 => (0..16usize, amount()).prop_map(|(index, actual)| Op::Settle { index, actual }),
-        1 => (0..16usize).prop_map(|index| Op::Release { index }),
-        1 => (0..2_000u64).prop_map(Op::Advance),
-    ]
-}
-
-/// The outcome of one operation, comparable across stores (reservation ids differ by design).
-#[derive(Debug, PartialEq, Eq)]
-enum Outcome {
-    Done,
-    Granted(NanoUsd, Timestamp),
-    Settled(Settlement),
-    Exhausted(NanoUsd, NanoUsd),
-    NotFound,
-    Other(String),
-}
-
-fn outcome<T>(result: Result<T>, ok: impl FnOnce(T) -> Outcome) -> Outcome {
-    match result {
-        Ok(v) => ok(v),
-        Err(Error::BudgetExhausted { needed, remaining }) => Outcome::Exhausted(needed, remaining),
-        Err(Error::ReservationNotFound { .. }) => Outcome::NotFound,
-        Err(e) => Outcome::Other(e.to_string()),
+    /// One step of a random budget workload.
+    #[derive(Debug, Clone)]
+    enum Op {
+        SetLimit(u64),
+        Reserve { min: u64, max: u64, lease_ms: u64 },
+        Settle { index: usize, actual: u64 },
+        Release { index: usize },
+        Advance(u64),
     }
-}
 
-/// Runs `ops` against `store`, returning every outcome and the balance after each step.
-async fn replay(store: &dyn BudgetStore, tenant: &str, ops: &[Op]) -> Vec<(Outcome, Balance)> {
-    let mut now = Timestamp(1_000_000);
-    let mut reservations: Vec<Reservation> = Vec::new();
-    let mut trace = Vec::new();
-    for op in ops {
-        let result = match op {
-            Op::SetLimit(limit) => outcome(store.set_limit(tenant, NanoUsd(*limit)).await, |()| Outcome::Done),
-            Op::Reserve { min, max, lease_ms } => {
-                let request = req(tenant, *min, *max, Duration::from_millis(*lease_ms), now);
-                outcome(store.reserve(request).await, |r| {
-                    let granted = Outcome::Granted(r.amount, r.expires_at);
-                    reservations.push(r);
-                    granted
-                })
-            }
-            Op::Settle { index, actual } => match reservations.get(*index) {
-                Some(r) => outcome(store.settle(r, NanoUsd(*actual), now).await, Outcome::Settled),
-                None => Outcome::Done,
-            },
-            Op::Release { index } => match reservations.get(*index) {
-                Some(r) => outcome(store.release(r, now).await, |()| Outcome::Done),
-                None => Outcome::Done,
-            },
-            Op::Advance(ms) => {
-                now = now.plus(Duration::from_millis(*ms));
-                Outcome::Done
-            }
-        };
-        trace.push((result, store.balance(tenant, now).await.expect("balance")));
+    fn amount() -> impl proptest::strategy::Strategy<Value = u64> {
+        use proptest::prelude::*;
+        // Small sums, amounts around 2^53 (where doubles stop being exact) and the whole u64 range.
+        prop_oneof![0..5_000u64, ((1u64 << 53) - 4)..((1u64 << 53) + 4), any::<u64>(), (u64::MAX - 4)..=u64::MAX]
     }
-    trace
-}
 
-#[test]
-fn random_workloads_match_the_in_memory_store_exactly() {
-    use proptest::test_runner::{Config, TestRunner};
-    let Some(url) = redis_url() else { return };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let prefix = unique_prefix("differential");
-    let connection = runtime.block_on(RedisConnection::connect(&url)).unwrap();
-    let redis_store = RedisBudgetStore::new(connection.clone(), &prefix);
-    let mut runner = TestRunner::new(Config { cases: 96, ..Config::default() });
-    let ops = proptest::collection::vec(op(), 1..48);
-    let result = runner.run(&ops, |ops| {
-        runtime.block_on(async {
-            let tenant = budget::unique_tenant("diff");
-            let memory = chitty_providers::memory::MemoryBudgetStore::new();
-            let expected = replay(&memory, &tenant, &ops).await;
-            let actual = replay(&redis_store, &tenant, &ops).await;
-            for (step, (e, a)) in expected.iter().zip(&actual).enumerate() {
-                proptest::prop_assert_eq!(e, a, "step {} ({:?}) differs", step, ops[step]);
-            }
-            Ok(())
-        })
-    });
-    runtime.block_on(remove_keys(&connection, &prefix));
-    if let Err(e) = result {
-        panic!("{e}");
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            1 => amount().prop_map(Op::SetLimit),
+            4 => (amount(), amount(), 1..3_000u64).prop_map(|(a, b, lease_ms)| Op::Reserve {
+                min: a.min(b),
+                max: a.max(b),
+                lease_ms
+            }),
+            2 => (0..16usize, amount()).prop_map(|(index, actual)| Op::Settle { index, actual }),
+            1 => (0..16usize).prop_map(|index| Op::Release { index }),
+            1 => (0..2_000u64).prop_map(Op::Advance),
+        ]
+    }
+
+    /// The outcome of one operation, comparable across stores (reservation ids differ by design).
+    #[derive(Debug, PartialEq, Eq)]
+    enum Outcome {
+        Done,
+        Granted(NanoUsd, Timestamp),
+        Settled(Settlement),
+        Exhausted(NanoUsd, NanoUsd),
+        NotFound,
+        Other(String),
+    }
+
+    fn outcome<T>(result: Result<T>, ok: impl FnOnce(T) -> Outcome) -> Outcome {
+        match result {
+            Ok(v) => ok(v),
+            Err(Error::BudgetExhausted { needed, remaining }) => Outcome::Exhausted(needed, remaining),
+            Err(Error::ReservationNotFound { .. }) => Outcome::NotFound,
+            Err(e) => Outcome::Other(e.to_string()),
+        }
+    }
+
+    /// Runs `ops` against `store`, returning every outcome and the balance after each step.
+    async fn replay(store: &dyn BudgetStore, tenant: &str, ops: &[Op]) -> Vec<(Outcome, Balance)> {
+        let mut now = Timestamp(1_000_000);
+        let mut reservations: Vec<Reservation> = Vec::new();
+        let mut trace = Vec::new();
+        for op in ops {
+            let result = match op {
+                Op::SetLimit(limit) => outcome(store.set_limit(tenant, NanoUsd(*limit)).await, |()| Outcome::Done),
+                Op::Reserve { min, max, lease_ms } => {
+                    let request = req(tenant, *min, *max, Duration::from_millis(*lease_ms), now);
+                    outcome(store.reserve(request).await, |r| {
+                        let granted = Outcome::Granted(r.amount, r.expires_at);
+                        reservations.push(r);
+                        granted
+                    })
+                }
+                Op::Settle { index, actual } => match reservations.get(*index) {
+                    Some(r) => outcome(store.settle(r, NanoUsd(*actual), now).await, Outcome::Settled),
+                    None => Outcome::Done,
+                },
+                Op::Release { index } => match reservations.get(*index) {
+                    Some(r) => outcome(store.release(r, now).await, |()| Outcome::Done),
+                    None => Outcome::Done,
+                },
+                Op::Advance(ms) => {
+                    now = now.plus(Duration::from_millis(*ms));
+                    Outcome::Done
+                }
+            };
+            trace.push((result, store.balance(tenant, now).await.expect("balance")));
+        }
+        trace
+    }
+
+    #[test]
+    fn random_workloads_match_the_in_memory_store_exactly() {
+        use proptest::test_runner::{Config, TestRunner};
+        let Some(url) = redis_url() else { return };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let prefix = unique_prefix("differential");
+        let connection = runtime.block_on(RedisConnection::connect(&url)).unwrap();
+        let redis_store = RedisBudgetStore::new(connection.clone(), &prefix);
+        let mut runner = TestRunner::new(Config { cases: 96, ..Config::default() });
+        let ops = proptest::collection::vec(op(), 1..48);
+        let result = runner.run(&ops, |ops| {
+            runtime.block_on(async {
+                let tenant = budget::unique_tenant("diff");
+                let memory = chitty_providers::memory::MemoryBudgetStore::new();
+                let expected = replay(&memory, &tenant, &ops).await;
+                let actual = replay(&redis_store, &tenant, &ops).await;
+                for (step, (e, a)) in expected.iter().zip(&actual).enumerate() {
+                    proptest::prop_assert_eq!(e, a, "step {} ({:?}) differs", step, ops[step]);
+                }
+                Ok(())
+            })
+        });
+        runtime.block_on(remove_keys(&connection, &prefix));
+        if let Err(e) = result {
+            panic!("{e}");
+        }
     }
 }
 
