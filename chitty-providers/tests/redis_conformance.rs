@@ -500,3 +500,38 @@ async fn a_gateway_on_redis_backends_caches_charges_and_counts() {
     server.abort();
     remove_keys(&connection, &prefix).await;
 }
+
+#[tokio::test]
+async fn a_killed_connection_fails_as_a_backend_error_then_reconnects() {
+    let Some(url) = redis_url() else { return };
+    let connection = RedisConnection::connect(&url).await.unwrap();
+    let prefix = unique_prefix("reconnect");
+    let store = RedisBudgetStore::new(connection.clone(), &prefix);
+    let tenant = budget::unique_tenant("rc");
+    let now = Timestamp(1_000_000);
+    store.set_limit(&tenant, NanoUsd(1_000)).await.unwrap();
+    let r = store.reserve(req(&tenant, 400, 400, Duration::from_secs(60), now)).await.unwrap();
+
+    // Kill only this test's own connection, from a second one.
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut connection.manager()).await.unwrap();
+    let killer = RedisConnection::connect(&url).await.unwrap();
+    let killed: i64 =
+        redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id).query_async(&mut killer.manager()).await.unwrap();
+    assert_eq!(killed, 1);
+
+    let mut failures = 0;
+    let balance = loop {
+        match store.balance(&tenant, now).await {
+            Ok(b) => break b,
+            Err(Error::Backend { backend: "redis", .. }) if failures < 50 => {
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("expected a redis backend error or a balance, got {e:?}"),
+        }
+    };
+    assert_eq!((balance.limit, balance.reserved), (NanoUsd(1_000), NanoUsd(400)), "state survives the reconnect");
+    store.settle(&r, NanoUsd(100), now).await.unwrap();
+    assert_eq!(store.balance(&tenant, now).await.unwrap().spent, NanoUsd(100));
+    remove_keys(&connection, &prefix).await;
+}
