@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::response::IntoResponse;
 use axum::serve::ListenerExt;
 use chitty::core::gateway::{Gateway, PrefixConfig};
 use chitty::core::keys::CachePolicy;
@@ -20,7 +19,7 @@ use chitty::core::{ModelPrice, Provider};
 use chitty::providers::config::GatewayFile;
 use chitty::providers::memory::{MemoryBudgetStore, MemoryCache};
 use chitty::providers::openai::OpenAiProvider;
-use chitty::providers::prometheus::{PrometheusSink, encode_text};
+use chitty::providers::prometheus::{PrometheusSink, Registry, metrics_router};
 use chitty::providers::redis::{RedisBudgetStore, RedisCache, RedisConnection};
 use chitty::providers::runtime::TokioRuntimeExt;
 use chitty::providers::server::{ServerOptions, router, shutdown_signal};
@@ -90,7 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Metrics label only configured model names, so user-chosen names cannot blow up cardinality.
-    let mut registry = prometheus_client::registry::Registry::default();
+    let mut registry = Registry::default();
     let sink = PrometheusSink::new(&mut registry, config.models.iter().map(|m| m.name.clone()));
     let registry = Arc::new(registry);
 
@@ -148,21 +147,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!();
 
-    let metrics = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let registry = Arc::clone(&registry);
-            async move {
-                match encode_text(&registry) {
-                    Ok(text) => {
-                        ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-                    }
-                    Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-                }
-            }
-        }),
-    );
-    let app = router(gateway, options).merge(metrics);
+    let app = router(gateway, options).merge(metrics_router(registry));
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("shut down: in-flight requests drained");
     drop(mocks);

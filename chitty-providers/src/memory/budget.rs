@@ -44,7 +44,7 @@ impl Ledger {
 /// An atomic in-memory budget ledger.
 ///
 /// ```
-/// # futures::executor::block_on(async {
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// use std::time::Duration;
 /// use chitty_core::{BudgetStore, NanoUsd, ReserveRequest, Timestamp};
 /// use chitty_providers::memory::MemoryBudgetStore;
