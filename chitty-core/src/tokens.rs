@@ -34,6 +34,34 @@ pub fn estimate_text(text: &str) -> u64 {
     text.len() as u64 + 1
 }
 
+/// Counts bytes written, so a JSON length is measured without building the string.
+struct ByteCounter(u64);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The length of `value` as compact JSON (0 if it cannot be serialized, which plain JSON data never fails).
+fn json_len(value: &impl serde::Serialize) -> u64 {
+    let mut counter = ByteCounter(0);
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        Err(_) => 0,
+    }
+}
+
+/// [`estimate_text`] of `value`'s compact JSON text, without building the text.
+fn estimate_json(value: &impl serde::Serialize) -> u64 {
+    json_len(value) + 1
+}
+
 fn estimate_content(content: &MessageContent) -> u64 {
     match content {
         MessageContent::Text(t) => estimate_text(t),
@@ -41,10 +69,7 @@ fn estimate_content(content: &MessageContent) -> u64 {
             .iter()
             .map(|p| match &p.text {
                 Some(t) if p.kind == "text" => estimate_text(t),
-                _ => {
-                    let serialized = serde_json::to_string(&p.extra).map(|s| s.len() as u64).unwrap_or(0);
-                    NON_TEXT_PART_TOKENS.max(serialized)
-                }
+                _ => NON_TEXT_PART_TOKENS.max(json_len(&p.extra)),
             })
             .sum(),
     }
@@ -81,10 +106,10 @@ pub fn estimate_chat_prompt(req: &ChatCompletionRequest) -> u64 {
     let mut t = REPLY_PRIMING_TOKENS + req.messages.iter().map(estimate_message).sum::<u64>();
     // Tool and schema definitions are rendered into the prompt; their JSON text bounds what they cost.
     if let Some(tools) = &req.tools {
-        t += serde_json::to_string(tools).map(|s| estimate_text(&s)).unwrap_or(0) + 16;
+        t += estimate_json(tools) + 16;
     }
     if let Some(rf) = &req.response_format {
-        t += serde_json::to_string(rf).map(|s| estimate_text(&s)).unwrap_or(0);
+        t += estimate_json(rf);
     }
     t
 }
@@ -106,5 +131,26 @@ pub fn estimate_embedding_input(input: &EmbeddingInput) -> u64 {
         EmbeddingInput::Texts(v) => v.iter().map(|t| estimate_text(t)).sum(),
         EmbeddingInput::Tokens(v) => v.len() as u64,
         EmbeddingInput::TokenLists(v) => v.iter().map(|l| l.len() as u64).sum(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_are_charged_their_json_length() {
+        let req: ChatCompletionRequest = serde_json::from_value(serde_json::json!({
+            "model": "m",
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            "response_format": {"type": "json_object"}
+        }))
+        .unwrap();
+        let tools = serde_json::to_string(req.tools.as_ref().unwrap()).unwrap();
+        let format = serde_json::to_string(req.response_format.as_ref().unwrap()).unwrap();
+        let message = PER_MESSAGE_TOKENS + 1 + NON_TEXT_PART_TOKENS;
+        let expected = REPLY_PRIMING_TOKENS + message + estimate_text(&tools) + 16 + estimate_text(&format);
+        assert_eq!(estimate_chat_prompt(&req), expected);
     }
 }
