@@ -48,7 +48,9 @@ impl MappedFile {
             // SAFETY: the file is opened read-only and mapped privately; concurrent modification by
             // another process is the caller's documented responsibility (see above).
             #[allow(unsafe_code)]
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| DeltaError::io(context(), e))?;
+            // Populating the page tables up front costs less than one fault per page in the workers.
+            let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+                .map_err(|e| DeltaError::io(context(), e))?;
             Some(map)
         };
         Ok(MappedFile { map, path: path.to_owned() })
