@@ -64,13 +64,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let addr = std::env::var("WEBHOOK_ADDR").unwrap_or_else(|_| "127.0.0.1:8081".to_owned());
     let (router, processor, deliveries) = build_app(&secret)?;
-    let worker = tokio::spawn(processor.clone().run(deliveries));
+    // Handlers run on their own thread and runtime, so parsing and handler work never delays an ack.
+    let worker = {
+        let processor = processor.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new()
+            .name("webhook-worker".into())
+            .spawn(move || runtime.block_on(processor.run(deliveries)))?
+    };
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     tracing::info!("listening on http://{addr}{WEBHOOK_PATH}");
     axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
     // The server (and with it the queue's sender) is gone: the worker drains what is queued.
-    worker.await?;
+    if worker.join().is_err() {
+        return Err("the worker thread panicked".into());
+    }
     tracing::info!(stats = ?processor.stats(), "stopped");
     Ok(())
 }

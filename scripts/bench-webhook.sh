@@ -6,14 +6,15 @@
 #   scripts/bench-webhook.sh                 # 30 s at ~2,000/s
 #   DURATION=60s CONNECTIONS=42 DELAY_MS=20 scripts/bench-webhook.sh
 #
-# The rate is CONNECTIONS / (DELAY_MS + latency): each connection waits DELAY_MS between requests.
+# The rate is CONNECTIONS / (DELAY_MS + latency): each connection waits a random time (exponential,
+# mean DELAY_MS) between requests, so arrivals are Poisson-like rather than in bursts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION="${DURATION:-30s}"
 CONNECTIONS="${CONNECTIONS:-42}"
 DELAY_MS="${DELAY_MS:-20}"
-PORT="${PORT:-18081}"
+PORT="${PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 BODY_BYTES="${BODY_BYTES:-25600}"
 SECRET="bench-webhook-secret-$$"
 WORK="$(mktemp -d)"
@@ -62,8 +63,13 @@ function request()
     ["X-Hub-Signature-256"] = signature,
   }, body)
 end
+function init(args)
+  math.randomseed(os.time() * 1000 + tid)
+end
+-- Exponential waits (mean DELAY_MS) make arrivals Poisson-like; a fixed wait keeps all connections
+-- in phase and turns the load into bursts of CONNECTIONS requests at once.
 function delay()
-  return $DELAY_MS
+  return math.floor(-math.log(1 - math.random()) * $DELAY_MS + 0.5)
 end
 function done(summary, latency, requests)
   local seconds = summary.duration / 1e6
@@ -78,23 +84,34 @@ LUA
 GITHUB_WEBHOOK_SECRET="$SECRET" WEBHOOK_ADDR="127.0.0.1:$PORT" RUST_LOG=warn \
   target/release/examples/webhook &
 SERVER_PID=$!
-for _ in $(seq 50); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+# The endpoint must be ours and answer a signed delivery with 202 before any load is sent.
+ready=""
+for _ in $(seq 100); do
+  kill -0 "$SERVER_PID" 2>/dev/null || { echo "the webhook example exited (is port $PORT taken?)" >&2; exit 1; }
+  status="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/api/github/webhooks" \
+    -H 'Content-Type: application/json' -H 'X-GitHub-Event: pull_request' -H "X-GitHub-Delivery: ready-$$" \
+    -H "X-Hub-Signature-256: $(cat "$WORK/signature")" --data-binary @"$WORK/body.json" || true)"
+  if [ "$status" = 202 ]; then ready=1; break; fi
   sleep 0.1
 done
+[ -n "$ready" ] || { echo "the webhook example did not answer 202 on port $PORT" >&2; exit 1; }
 
 echo "warm-up (3 s)" >&2
 wrk -t1 -c"$CONNECTIONS" -d3s -s "$WORK/deliveries.lua" "http://127.0.0.1:$PORT" >/dev/null
-echo "measuring ($DURATION, $CONNECTIONS connections, ${DELAY_MS} ms between requests per connection, ${BODY_BYTES}-byte bodies)" >&2
+echo "measuring ($DURATION, $CONNECTIONS connections, mean ${DELAY_MS} ms between requests per connection, ${BODY_BYTES}-byte bodies)" >&2
 result="$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s "$WORK/deliveries.lua" "http://127.0.0.1:$PORT")"
 echo "$result"
 summary="$(echo "$result" | grep -E '^(requests|ack_latency_us)=?')"
+if ! echo "$summary" | grep -q 'non2xx=0 socket_errors=0'; then
+  echo "some deliveries were not acknowledged with 2xx; the figures are not valid" >&2
+  exit 1
+fi
 
 cat <<MD
 
 ### Webhook ack latency over HTTP ($(date -u +%Y-%m-%d))
 
-\`scripts/bench-webhook.sh\` (DURATION=$DURATION CONNECTIONS=$CONNECTIONS DELAY_MS=$DELAY_MS, wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), release build of \`examples/webhook.rs\`, in-memory de-duplication, in-process queue, ${BODY_BYTES}-byte signed \`pull_request\` bodies, a fresh delivery GUID per request). Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load generator on the same machine.
+\`scripts/bench-webhook.sh\` (DURATION=$DURATION CONNECTIONS=$CONNECTIONS mean DELAY_MS=$DELAY_MS, wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), release build of \`examples/webhook.rs\`, in-memory de-duplication, in-process queue, ${BODY_BYTES}-byte signed \`pull_request\` bodies, a fresh delivery GUID per request). Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load generator on the same machine.
 
 \`\`\`
 $summary
