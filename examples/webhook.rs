@@ -64,7 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let addr = std::env::var("WEBHOOK_ADDR").unwrap_or_else(|_| "127.0.0.1:8081".to_owned());
     let (router, processor, deliveries) = build_app(&secret)?;
-    // Handlers run on their own thread and runtime, so parsing and handler work never delays an ack.
+    // Handlers run on their own thread and runtime: parsing and handler work stay off the threads that ack.
     let worker = {
         let processor = processor.clone();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
