@@ -216,7 +216,9 @@ impl JetStreamConsumer {
                     durable_name: Some(config.consumer.clone()),
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: config.ack_wait,
-                    max_deliver: config.max_deliver,
+                    // Unlimited on the server: the consumer enforces `max_deliver` itself, so that a
+                    // delivery whose dead letter could not be published is redelivered, not stranded.
+                    max_deliver: -1,
                     ..Default::default()
                 },
             )
@@ -264,8 +266,8 @@ impl JetStreamConsumer {
                 // Terminate only once the dead letter is stored; otherwise redelivery keeps it alive.
                 Ok(()) => message.ack_with(AckKind::Term).await,
                 Err(publish_error) => {
-                    tracing::error!(error = %publish_error, "could not publish a dead letter; leaving the delivery for redelivery");
-                    Ok(())
+                    tracing::error!(error = %publish_error, "could not publish a dead letter; the delivery will be redelivered");
+                    message.ack_with(AckKind::Nak(Some(config.retry.max_backoff))).await
                 }
             },
         };
