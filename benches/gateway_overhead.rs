@@ -5,7 +5,9 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use chitty::core::gateway::{Gateway, GatewayConfig, ModelConfig, RequestContext, RouteConfig, TenantConfig, api_key_digest};
+use chitty::core::gateway::{
+    Gateway, GatewayConfig, ModelConfig, RequestContext, RouteConfig, TenantConfig, api_key_digest,
+};
 use chitty::core::keys::{CacheDirective, CachePolicy, CacheScope, chat_key};
 use chitty::core::wire::{ChatCompletionRequest, ChatMessage};
 use chitty::core::{ModelPrice, NanoUsd};
@@ -26,7 +28,10 @@ fn gateway(rt: &tokio::runtime::Runtime) -> Gateway {
             cache: CachePolicy::Always,
             ..ModelConfig::new("chitty-mock")
         }],
-        tenants: vec![TenantConfig { budget_nano_usd: Some(NanoUsd::from_usd(1_000_000)), ..TenantConfig::new("bench", &api_key_digest("sk-bench")) }],
+        tenants: vec![TenantConfig {
+            budget_nano_usd: Some(NanoUsd::from_usd(1_000_000)),
+            ..TenantConfig::new("bench", &api_key_digest("sk-bench"))
+        }],
         ..Default::default()
     };
     rt.block_on(
@@ -86,9 +91,17 @@ fn bench(c: &mut Criterion) {
         )
     });
 
+    // The key of the hit request alone, to see what a hit costs besides hashing.
+    let hot_size = serde_json::to_vec(&hot).expect("serialize").len();
+    c.bench_function(&format!("cache_key/chat_{hot_size}B"), |b| {
+        b.iter(|| black_box(chat_key(CacheScope::Tenant("bench"), black_box(&hot))))
+    });
+
     let two_kb = request(2048, 7);
     let size = serde_json::to_vec(&two_kb).expect("serialize").len();
-    c.bench_function(&format!("cache_key/chat_{size}B"), |b| b.iter(|| black_box(chat_key(CacheScope::Tenant("bench"), black_box(&two_kb)))));
+    c.bench_function(&format!("cache_key/chat_{size}B"), |b| {
+        b.iter(|| black_box(chat_key(CacheScope::Tenant("bench"), black_box(&two_kb))))
+    });
 
     // The mock provider alone, to subtract from the miss path.
     let mock = MockProvider::new("mock");
