@@ -344,15 +344,13 @@ fn run(command: Command) -> Result<(), Failure> {
                 );
             }
             let best = study.transforms.iter().min_by_key(|t| t.best_bytes()).map(|t| t.name).unwrap_or("-");
-            // What the lossless mode stores (packed codes for 16-bit dtypes, byte planes for 32-bit) and the
-            // plain recipe, summed over dtypes, as % of the changed tensors.
+            // What the lossless mode stores and the plain recipe, summed over dtypes, as % of the changed
+            // tensors.
             let sum = |pick: &dyn Fn(&chitty::delta::analysis::TransformStudy) -> bool,
                        f: &dyn Fn(&chitty::delta::analysis::TransformStudy) -> f64| {
                 pct(study.transforms.iter().filter(|t| pick(t)).map(f).sum())
             };
-            let ours = |t: &chitty::delta::analysis::TransformStudy| {
-                t.name == "intdiff-packed" || (t.name == "intdiff" && t.dtype.size_bytes() == 4)
-            };
+            let ours = |t: &chitty::delta::analysis::TransformStudy| t.name == "intdiff-packed";
             let recipe = |t: &chitty::delta::analysis::TransformStudy| t.name == "xor-exp|sign-mant";
             println!(
                 "result=ok op=analyze best={best} compared_bytes={} packed_h0_pct={:.2} packed_best_pct={:.2} \

@@ -6,9 +6,9 @@
 //! - `xor-exp|sign-mant` (the plain recipe): XOR, rotated left by one bit so that one plane holds the
 //!   exponent bits and the others the sign and mantissa;
 //! - `intdiff`: the zigzag ordered-integer (sign-magnitude) difference in byte planes;
-//! - `intdiff-packed` (16-bit dtypes): the same numbers as 2-, 4- or 8-bit codes packed into bytes, with
-//!   escapes for larger ones, what the lossless mode stores: packing several small codes per byte lets
-//!   zstd's Huffman stage go below one bit per element.
+//! - `intdiff-packed`: the same numbers (for 32-bit dtypes their high 16 bits, after two low byte planes)
+//!   as 2-, 4- or 8-bit codes packed into bytes, with escapes for larger ones, what the lossless mode
+//!   stores: packing several small codes per byte lets zstd's Huffman stage go below one bit per element.
 //!
 //! ```
 //! use chitty_delta::analysis::study_transforms;
@@ -125,9 +125,6 @@ pub fn study_transforms(base: &[u8], target: &[u8], levels: &[i32]) -> Result<Pa
             continue;
         }
         for kind in [Kind::Xor, Kind::XorExpSignMant, Kind::IntDiff, Kind::IntDiffPacked] {
-            if matches!(kind, Kind::IntDiffPacked) && dtype.size_bytes() != 2 {
-                continue;
-            }
             transforms.push(study_one(kind, dtype, &pieces, levels));
         }
     }
@@ -174,11 +171,19 @@ fn planes_of(kind: Kind, dtype: Dtype, base: &[u8], target: &[u8]) -> Vec<Vec<u8
     match kind {
         Kind::IntDiffPacked => {
             let mut z = vec![0u16; n];
-            transform::diff16_z(base, target, &mut z);
+            let mut low = Vec::new();
+            if width == 2 {
+                transform::diff16_z(base, target, &mut z);
+            } else {
+                let (mut p0, mut p1) = (vec![0u8; n], vec![0u8; n]);
+                transform::diff32_split(base, target, &mut p0, &mut p1, &mut z);
+                low = vec![p0, p1];
+            }
             let k = transform::choose_code_bits(&z);
             let (mut packed, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new());
             transform::pack_codes(&z, k, &mut packed, &mut lo, &mut hi);
-            return vec![packed, lo, hi];
+            low.extend([packed, lo, hi]);
+            return low;
         }
         Kind::IntDiff => match &mut planes[..] {
             [lo, hi] => transform::diff16(base, target, lo, hi),
@@ -230,7 +235,10 @@ fn entropy_bytes(histogram: &[u64]) -> f64 {
 fn plane_names(kind: Kind, width: usize) -> Vec<String> {
     match (kind, width) {
         (Kind::XorExpSignMant, 2) => vec!["sign+mantissa".into(), "exponent".into()],
-        (Kind::IntDiffPacked, _) => vec!["codes".into(), "escape low".into(), "escape high".into()],
+        (Kind::IntDiffPacked, 2) => vec!["codes".into(), "escape low".into(), "escape high".into()],
+        (Kind::IntDiffPacked, _) => {
+            vec!["byte 0".into(), "byte 1".into(), "high codes".into(), "escape low".into(), "escape high".into()]
+        }
         (Kind::XorExpSignMant, _) => {
             vec!["sign+mantissa 0".into(), "mantissa 1".into(), "mantissa 2".into(), "exponent".into()]
         }
@@ -240,7 +248,10 @@ fn plane_names(kind: Kind, width: usize) -> Vec<String> {
 
 fn study_one(kind: Kind, dtype: Dtype, pieces: &[(&[u8], &[u8])], levels: &[i32]) -> TransformStudy {
     let width = dtype.size_bytes() as usize;
-    let plane_count = if matches!(kind, Kind::IntDiffPacked) { 3 } else { width };
+    let plane_count = match kind {
+        Kind::IntDiffPacked => width + 1,
+        _ => width,
+    };
     let work: Vec<(&[u8], &[u8])> =
         pieces.iter().flat_map(|&(b, t)| chunks(dtype, b, t).into_iter().map(|(_, b, t)| (b, t))).collect();
     struct Partial {

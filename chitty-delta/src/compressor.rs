@@ -791,7 +791,8 @@ fn decode_part<'a>(
 /// Appends the lossless delta of `target` against `base` (same length) to `payload`.
 ///
 /// 16-bit floats: a code-width byte, then the packed codes and the two escape planes (see
-/// [`transform::pack_codes`]); 32-bit floats: the four byte planes.
+/// [`transform::pack_codes`]); 32-bit floats: the two low byte planes, then the high 16 bits the same way
+/// as 16-bit numbers.
 fn encode_delta(width: usize, base: &[u8], target: &[u8], level: i32, payload: &mut Vec<u8>) -> Result<(), DeltaError> {
     let n = target.len() / width;
     if width == 2 {
@@ -799,51 +800,68 @@ fn encode_delta(width: usize, base: &[u8], target: &[u8], level: i32, payload: &
             s.z.clear();
             s.z.resize(n, 0);
             transform::diff16_z(base, target, &mut s.z);
-            let k = transform::choose_code_bits(&s.z);
-            s.esc_lo.clear();
-            s.esc_hi.clear();
-            transform::pack_codes(&s.z, k, &mut s.packed, &mut s.esc_lo, &mut s.esc_hi);
-            payload.push(k);
-            for plane in [&s.packed, &s.esc_lo, &s.esc_hi] {
-                encode_section(plane, level, payload)?;
-            }
-            Ok(())
+            encode_codes(s, level, payload)
         })?;
     } else {
-        let mut planes = vec![vec![0u8; n]; width];
-        transform::diff32(base, target, &mut planes);
-        for plane in &planes {
-            encode_section(plane, level, payload)?;
-        }
+        let (mut p0, mut p1) = (vec![0u8; n], vec![0u8; n]);
+        SCRATCH.with_borrow_mut(|s| -> Result<(), DeltaError> {
+            s.z.clear();
+            s.z.resize(n, 0);
+            transform::diff32_split(base, target, &mut p0, &mut p1, &mut s.z);
+            encode_section(&p0, level, payload)?;
+            encode_section(&p1, level, payload)?;
+            encode_codes(s, level, payload)
+        })?;
     }
+    Ok(())
+}
+
+/// Appends the code width, the packed codes of `s.z` and the two escape planes.
+fn encode_codes(s: &mut Scratch, level: i32, payload: &mut Vec<u8>) -> Result<(), DeltaError> {
+    let k = transform::choose_code_bits(&s.z);
+    s.esc_lo.clear();
+    s.esc_hi.clear();
+    transform::pack_codes(&s.z, k, &mut s.packed, &mut s.esc_lo, &mut s.esc_hi);
+    payload.push(k);
+    for plane in [&s.packed, &s.esc_lo, &s.esc_hi] {
+        encode_section(plane, level, payload)?;
+    }
+    Ok(())
+}
+
+/// Reads what [`encode_codes`] wrote into `s.z` (`n` numbers).
+fn decode_codes(s: &mut Scratch, payload: &mut &[u8], n: usize, part: &str) -> Result<(), DeltaError> {
+    let k = take(payload, 1, part)?[0];
+    if !transform::CODE_BITS.contains(&k) {
+        return Err(DeltaError::corrupt(part, format!("code width {k}")));
+    }
+    read_plane_into(payload, n.div_ceil(8 / usize::from(k)), &mut s.packed, part)?;
+    s.z.clear();
+    s.z.resize(n, 0);
+    let escapes = transform::unpack_codes(&s.packed, k, &mut s.z);
+    read_plane_into(payload, escapes, &mut s.esc_lo, part)?;
+    read_plane_into(payload, escapes, &mut s.esc_hi, part)?;
+    transform::apply_escapes(&mut s.z, k, &s.esc_lo, &s.esc_hi);
     Ok(())
 }
 
 /// Inverse of [`encode_delta`], writing into `out` (as long as `base`).
 fn decode_delta(width: usize, base: &[u8], payload: &mut &[u8], out: &mut [u8], part: &str) -> Result<(), DeltaError> {
     let n = out.len() / width;
-    if width == 2 {
-        let k = take(payload, 1, part)?[0];
-        if !transform::CODE_BITS.contains(&k) {
-            return Err(DeltaError::corrupt(part, format!("code width {k}")));
-        }
-        let packed_len = n.div_ceil(8 / usize::from(k));
-        SCRATCH.with_borrow_mut(|s| -> Result<(), DeltaError> {
-            read_plane_into(payload, packed_len, &mut s.packed, part)?;
-            s.z.clear();
-            s.z.resize(n, 0);
-            let escapes = transform::unpack_codes(&s.packed, k, &mut s.z);
-            read_plane_into(payload, escapes, &mut s.esc_lo, part)?;
-            read_plane_into(payload, escapes, &mut s.esc_hi, part)?;
-            transform::apply_escapes(&mut s.z, k, &s.esc_lo, &s.esc_hi);
+    SCRATCH.with_borrow_mut(|s| -> Result<(), DeltaError> {
+        if width == 2 {
+            decode_codes(s, payload, n, part)?;
             transform::undiff16_z(base, &s.z, out);
-            Ok(())
-        })?;
-    } else {
-        let planes = read_planes(payload, 4, n, part)?;
-        transform::undiff32(base, [&planes[0], &planes[1], &planes[2], &planes[3]], out);
-    }
-    Ok(())
+        } else {
+            let mut p0 = Vec::new();
+            let mut p1 = Vec::new();
+            read_plane_into(payload, n, &mut p0, part)?;
+            read_plane_into(payload, n, &mut p1, part)?;
+            decode_codes(s, payload, n, part)?;
+            transform::undiff32_split(base, &p0, &p1, &s.z, out);
+        }
+        Ok(())
+    })
 }
 
 /// Appends `target` stored whole: floats as exponent / sign-mantissa byte planes, others as bytes.

@@ -215,11 +215,20 @@ pub(crate) fn pack_codes(z: &[u16], k: u8, packed: &mut Vec<u8>, esc_lo: &mut Ve
         }
         _ => packed.extend(z.iter().map(|&v| code(v))),
     }
-    for &v in z.iter().filter(|&&v| v >= max) {
-        let e = v - max;
-        esc_lo.push(e as u8);
-        esc_hi.push((e >> 8) as u8);
+    // Branch-free: every element writes a slot, only escapes advance (escapes can be common at k = 2).
+    let (lo_at, hi_at) = (esc_lo.len(), esc_hi.len());
+    esc_lo.resize(lo_at + z.len() + 1, 0);
+    esc_hi.resize(hi_at + z.len() + 1, 0);
+    let (lo, hi) = (&mut esc_lo[lo_at..], &mut esc_hi[hi_at..]);
+    let mut j = 0;
+    for &v in z {
+        let e = v.wrapping_sub(max);
+        lo[j] = e as u8;
+        hi[j] = (e >> 8) as u8;
+        j += usize::from(v >= max);
     }
+    esc_lo.truncate(lo_at + j);
+    esc_hi.truncate(hi_at + j);
 }
 
 /// Unpacks `z.len()` codes of `k` bits from `packed` (which must hold exactly enough bytes), escapes not
@@ -254,15 +263,19 @@ pub(crate) fn unpack_codes(packed: &[u8], k: u8, z: &mut [u16]) -> usize {
 
 /// Adds the escapes to the codes equal to `2^k - 1` (as many as the escape planes hold).
 pub(crate) fn apply_escapes(z: &mut [u16], k: u8, esc_lo: &[u8], esc_hi: &[u8]) {
-    if esc_lo.is_empty() {
+    let count = esc_lo.len().min(esc_hi.len());
+    if count == 0 {
         return;
     }
     let max = (1u16 << k) - 1;
-    let mut escapes = esc_lo.iter().zip(esc_hi);
-    for v in z.iter_mut().filter(|v| **v == max) {
-        if let Some((&lo, &hi)) = escapes.next() {
-            *v = max.wrapping_add(u16::from_le_bytes([lo, hi]));
-        }
+    // Branch-free: every code reads the next escape (clamped to the last), only escapes consume one.
+    let mut j = 0;
+    for v in z.iter_mut() {
+        let at = j.min(count - 1);
+        let is_escape = *v == max && j < count;
+        let e = u16::from_le_bytes([esc_lo[at], esc_hi[at]]);
+        *v = if is_escape { max.wrapping_add(e) } else { *v };
+        j += usize::from(is_escape);
     }
 }
 
@@ -276,6 +289,28 @@ pub(crate) fn diff32(base: &[u8], target: &[u8], planes: &mut [Vec<u8>]) {
         let b = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         let z = zigzag32(ordered32(t).wrapping_sub(ordered32(b))).to_le_bytes();
         (*o0, *o1, *o2, *o3) = (z[0], z[1], z[2], z[3]);
+    }
+}
+
+/// The zigzag ordered-integer difference of 32-bit `target` against `base`: the low 16 bits as two byte
+/// planes, the high 16 bits as numbers (which [`pack_codes`] packs: they are mostly zero).
+pub(crate) fn diff32_split(base: &[u8], target: &[u8], p0: &mut [u8], p1: &mut [u8], high: &mut [u16]) {
+    let elems = target.chunks_exact(4).zip(base.chunks_exact(4));
+    for (((t, b), (o0, o1)), h) in elems.zip(p0.iter_mut().zip(p1.iter_mut())).zip(high.iter_mut()) {
+        let t = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
+        let b = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let z = zigzag32(ordered32(t).wrapping_sub(ordered32(b)));
+        (*o0, *o1, *h) = (z as u8, (z >> 8) as u8, (z >> 16) as u16);
+    }
+}
+
+/// Inverse of [`diff32_split`].
+pub(crate) fn undiff32_split(base: &[u8], p0: &[u8], p1: &[u8], high: &[u16], out: &mut [u8]) {
+    let ins = p0.iter().zip(p1).zip(high);
+    for ((o, b), ((&a0, &a1), &h)) in out.chunks_exact_mut(4).zip(base.chunks_exact(4)).zip(ins) {
+        let b = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let d = unzigzag32(u32::from(a0) | u32::from(a1) << 8 | u32::from(h) << 16);
+        o.copy_from_slice(&ordered32(ordered32(b).wrapping_add(d)).to_le_bytes());
     }
 }
 
@@ -414,6 +449,12 @@ mod tests {
         assert_eq!(planes[1][0], 0);
         let mut out = vec![0; target.len()];
         undiff32(&base, [&planes[0], &planes[1], &planes[2], &planes[3]], &mut out);
+        assert_eq!(out, target);
+        let (mut p0, mut p1, mut high) = (vec![0; n], vec![0; n], vec![0u16; n]);
+        diff32_split(&base, &target, &mut p0, &mut p1, &mut high);
+        assert_eq!(high[0], 0, "a one-unit change stays in the low bytes");
+        let mut out = vec![0; target.len()];
+        undiff32_split(&base, &p0, &p1, &high, &mut out);
         assert_eq!(out, target);
         let mut rot = vec![vec![0; n]; 4];
         rotate_split(4, &target, &mut rot);
