@@ -112,6 +112,14 @@ fn wrong_shapes_are_typed_errors() {
     assert!(matches!(WebhookEvent::parse("pull_request", missing_number), Err(Error::InvalidPayload { .. })));
     assert!(matches!(WebhookEvent::parse("star", b"[1,2]"), Err(Error::InvalidPayload { .. })));
     assert!(matches!(WebhookEvent::parse("ping", b"{\"zen\":"), Err(Error::InvalidPayload { .. })));
+    let Err(Error::InvalidPayload { reason }) = WebhookEvent::parse("ping", br#"{"hook_id":1}"#) else { panic!() };
+    assert!(reason.contains("missing field `zen`"), "{reason}");
+    let Err(Error::InvalidPayload { reason }) = WebhookEvent::parse("ping", br#"{"zen":"a","zen":"b"}"#) else {
+        panic!()
+    };
+    assert!(reason.contains("duplicate field `zen`"), "{reason}");
+    let escaped_key = WebhookEvent::parse("ping", br#"{"z\u0065n":"escaped keys are keys too"}"#).unwrap();
+    assert!(matches!(escaped_key, WebhookEvent::Ping(ping) if ping.zen == "escaped keys are keys too"));
     let huge = br#"{"zen":"z","hook_id":184467440737095516150}"#;
     assert!(matches!(WebhookEvent::parse("ping", huge), Err(Error::InvalidPayload { .. })));
 }

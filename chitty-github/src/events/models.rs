@@ -1,21 +1,99 @@
 //! The payload types. Each keeps the fields handlers commonly need as typed fields and every other
 //! field in `extra`, so nothing GitHub sends is lost and new fields never break parsing.
 
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Fields of a payload object that have no typed field.
 pub type Extra = Map<String, Value>;
 
+/// An object key, borrowed from the input when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(key)))
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(key.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, key: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(key)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// A field that must be present.
+fn required<T, E: de::Error>(value: Option<T>, key: &'static str) -> Result<T, E> {
+    value.ok_or_else(|| E::missing_field(key))
+}
+
+/// A field that takes its default when absent.
+fn optional<T: Default, E>(value: Option<T>, _key: &'static str) -> Result<T, E> {
+    Ok(value.unwrap_or_default())
+}
+
+/// Implements `Deserialize` in one pass over the object: known keys into typed fields, every other
+/// key into `extra`. (`#[serde(flatten)]` buffers each nested object again at every level, which
+/// made parsing GitHub's deeply nested payloads several times slower.)
+macro_rules! deserialize_with_extra {
+    ($name:ident { $($presence:ident $field:ident: $key:literal),* $(,)? }) => {
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct ObjectVisitor;
+                impl<'de> Visitor<'de> for ObjectVisitor {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str(concat!("a GitHub ", stringify!($name), " object"))
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$name, A::Error> {
+                        $(let mut $field = None;)*
+                        let mut extra = Extra::new();
+                        while let Some(key) = map.next_key::<Key<'de>>()? {
+                            match key.0.as_ref() {
+                                $($key => {
+                                    if $field.is_some() {
+                                        return Err(<A::Error as de::Error>::duplicate_field($key));
+                                    }
+                                    $field = Some(map.next_value()?);
+                                })*
+                                _ => {
+                                    let value: Value = map.next_value()?;
+                                    extra.insert(key.0.into_owned(), value);
+                                }
+                            }
+                        }
+                        Ok($name { $($field: $presence::<_, A::Error>($field, $key)?,)* extra })
+                    }
+                }
+                deserializer.deserialize_map(ObjectVisitor)
+            }
+        }
+    };
+}
+
 /// A user, organization or bot account.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Account {
     /// Login (`octocat`, `my-app[bot]`).
     pub login: String,
     /// Numeric id.
     pub id: u64,
     /// `User`, `Organization` or `Bot`.
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type")]
     pub kind: Option<String>,
     /// Other fields.
     #[serde(flatten)]
@@ -23,7 +101,7 @@ pub struct Account {
 }
 
 /// A repository, as embedded in most payloads.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Repository {
     /// Numeric id.
     pub id: u64,
@@ -32,15 +110,12 @@ pub struct Repository {
     /// `owner/name`.
     pub full_name: String,
     /// Whether it is private.
-    #[serde(default)]
     pub private: bool,
     /// The owning account.
     pub owner: Account,
     /// Default branch (`main`).
-    #[serde(default)]
     pub default_branch: Option<String>,
     /// Web address.
-    #[serde(default)]
     pub html_url: Option<String>,
     /// Other fields.
     #[serde(flatten)]
@@ -48,7 +123,7 @@ pub struct Repository {
 }
 
 /// The short repository form in installation payloads.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RepositorySummary {
     /// Numeric id.
     pub id: u64,
@@ -57,7 +132,6 @@ pub struct RepositorySummary {
     /// `owner/name`.
     pub full_name: String,
     /// Whether it is private.
-    #[serde(default)]
     pub private: bool,
     /// Other fields.
     #[serde(flatten)]
@@ -65,7 +139,7 @@ pub struct RepositorySummary {
 }
 
 /// The installation reference carried by events sent to an App.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InstallationRef {
     /// Installation id, used to mint an installation token.
     pub id: u64,
@@ -75,23 +149,19 @@ pub struct InstallationRef {
 }
 
 /// A full installation, in `installation` and `installation_repositories` payloads.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Installation {
     /// Installation id.
     pub id: u64,
     /// The account the App is installed on.
     pub account: Account,
     /// The App's id.
-    #[serde(default)]
     pub app_id: Option<u64>,
     /// `all` or `selected`.
-    #[serde(default)]
     pub repository_selection: Option<String>,
     /// Granted permissions (`issues: write`, …).
-    #[serde(default)]
     pub permissions: Map<String, Value>,
     /// Subscribed events.
-    #[serde(default)]
     pub events: Vec<String>,
     /// Other fields.
     #[serde(flatten)]
@@ -99,14 +169,13 @@ pub struct Installation {
 }
 
 /// A label.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Label {
     /// Numeric id.
     pub id: u64,
     /// Name.
     pub name: String,
     /// Hex colour without `#`.
-    #[serde(default)]
     pub color: Option<String>,
     /// Other fields.
     #[serde(flatten)]
@@ -114,7 +183,7 @@ pub struct Label {
 }
 
 /// An issue (also the issue side of a pull request in `issue_comment`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Issue {
     /// Numeric id.
     pub id: u64,
@@ -123,20 +192,16 @@ pub struct Issue {
     /// Title.
     pub title: String,
     /// Body, when there is one.
-    #[serde(default)]
     pub body: Option<String>,
     /// `open` or `closed`.
     pub state: String,
     /// Author.
     pub user: Account,
     /// Labels.
-    #[serde(default)]
     pub labels: Vec<Label>,
     /// Present when the issue is a pull request.
-    #[serde(default)]
     pub pull_request: Option<Value>,
     /// Web address.
-    #[serde(default)]
     pub html_url: Option<String>,
     /// Other fields.
     #[serde(flatten)]
@@ -144,10 +209,9 @@ pub struct Issue {
 }
 
 /// One side of a pull request (head or base).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PullRequestRef {
     /// `owner:branch`.
-    #[serde(default)]
     pub label: Option<String>,
     /// Branch name.
     #[serde(rename = "ref")]
@@ -155,7 +219,6 @@ pub struct PullRequestRef {
     /// Commit SHA.
     pub sha: String,
     /// The repository (absent when a fork was deleted).
-    #[serde(default)]
     pub repo: Option<Repository>,
     /// Other fields.
     #[serde(flatten)]
@@ -163,7 +226,7 @@ pub struct PullRequestRef {
 }
 
 /// A pull request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PullRequest {
     /// Numeric id.
     pub id: u64,
@@ -172,15 +235,12 @@ pub struct PullRequest {
     /// Title.
     pub title: String,
     /// Description, when there is one.
-    #[serde(default)]
     pub body: Option<String>,
     /// `open` or `closed`.
     pub state: String,
     /// Whether it is a draft.
-    #[serde(default)]
     pub draft: Option<bool>,
     /// Whether it was merged.
-    #[serde(default)]
     pub merged: Option<bool>,
     /// Author.
     pub user: Account,
@@ -189,10 +249,8 @@ pub struct PullRequest {
     /// The branch merged into.
     pub base: PullRequestRef,
     /// Labels.
-    #[serde(default)]
     pub labels: Vec<Label>,
     /// Web address.
-    #[serde(default)]
     pub html_url: Option<String>,
     /// Other fields.
     #[serde(flatten)]
@@ -200,7 +258,7 @@ pub struct PullRequest {
 }
 
 /// A comment on an issue or pull request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Comment {
     /// Numeric id.
     pub id: u64,
@@ -209,7 +267,6 @@ pub struct Comment {
     /// Author.
     pub user: Account,
     /// Web address.
-    #[serde(default)]
     pub html_url: Option<String>,
     /// Other fields.
     #[serde(flatten)]
@@ -217,15 +274,13 @@ pub struct Comment {
 }
 
 /// A commit author or committer in a push.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CommitAuthor {
     /// Name.
     pub name: String,
     /// Email address, when shared.
-    #[serde(default)]
     pub email: Option<String>,
     /// GitHub login, when the email maps to one.
-    #[serde(default)]
     pub username: Option<String>,
     /// Other fields.
     #[serde(flatten)]
@@ -233,25 +288,21 @@ pub struct CommitAuthor {
 }
 
 /// A commit in a push.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PushCommit {
     /// SHA.
     pub id: String,
     /// Message.
     pub message: String,
     /// ISO 8601 time.
-    #[serde(default)]
     pub timestamp: Option<String>,
     /// Author.
     pub author: CommitAuthor,
     /// Paths added.
-    #[serde(default)]
     pub added: Vec<String>,
     /// Paths removed.
-    #[serde(default)]
     pub removed: Vec<String>,
     /// Paths modified.
-    #[serde(default)]
     pub modified: Vec<String>,
     /// Other fields.
     #[serde(flatten)]
@@ -259,23 +310,19 @@ pub struct PushCommit {
 }
 
 /// A check suite.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CheckSuite {
     /// Numeric id.
     pub id: u64,
     /// Branch, absent for suites on tags or forks.
-    #[serde(default)]
     pub head_branch: Option<String>,
     /// Commit SHA.
     pub head_sha: String,
     /// `requested`, `in_progress`, `completed`, ….
-    #[serde(default)]
     pub status: Option<String>,
     /// `success`, `failure`, …, once completed.
-    #[serde(default)]
     pub conclusion: Option<String>,
     /// Pull requests the suite's head belongs to.
-    #[serde(default)]
     pub pull_requests: Vec<Value>,
     /// Other fields.
     #[serde(flatten)]
@@ -283,18 +330,16 @@ pub struct CheckSuite {
 }
 
 /// A webhook's configuration, in `ping`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hook {
     /// Hook id.
     pub id: u64,
     /// `Repository`, `Organization` or `App`.
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type")]
     pub kind: Option<String>,
     /// Whether it is active.
-    #[serde(default)]
     pub active: bool,
     /// Subscribed events.
-    #[serde(default)]
     pub events: Vec<String>,
     /// Other fields.
     #[serde(flatten)]
@@ -302,7 +347,7 @@ pub struct Hook {
 }
 
 /// `push`: commits pushed to a branch or tag.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PushEvent {
     /// Full ref (`refs/heads/main`).
     #[serde(rename = "ref")]
@@ -312,26 +357,20 @@ pub struct PushEvent {
     /// SHA after the push.
     pub after: String,
     /// Whether the ref was created.
-    #[serde(default)]
     pub created: bool,
     /// Whether the ref was deleted.
-    #[serde(default)]
     pub deleted: bool,
     /// Whether it was a force push.
-    #[serde(default)]
     pub forced: bool,
     /// Pushed commits (at most 2048).
-    #[serde(default)]
     pub commits: Vec<PushCommit>,
     /// The most recent commit.
-    #[serde(default)]
     pub head_commit: Option<PushCommit>,
     /// Repository.
     pub repository: Repository,
     /// Who pushed.
     pub sender: Account,
     /// The App installation, for App deliveries.
-    #[serde(default)]
     pub installation: Option<InstallationRef>,
     /// Other fields.
     #[serde(flatten)]
@@ -339,7 +378,7 @@ pub struct PushEvent {
 }
 
 /// `pull_request`: a pull request was opened, edited, synchronized, closed, ….
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PullRequestEvent {
     /// `opened`, `synchronize`, `closed`, ….
     pub action: String,
@@ -352,7 +391,6 @@ pub struct PullRequestEvent {
     /// Who acted.
     pub sender: Account,
     /// The App installation, for App deliveries.
-    #[serde(default)]
     pub installation: Option<InstallationRef>,
     /// Other fields (`changes`, `label`, `requested_reviewer`, …).
     #[serde(flatten)]
@@ -360,7 +398,7 @@ pub struct PullRequestEvent {
 }
 
 /// `issues`: an issue was opened, edited, labeled, closed, ….
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IssuesEvent {
     /// `opened`, `labeled`, `closed`, ….
     pub action: String,
@@ -371,7 +409,6 @@ pub struct IssuesEvent {
     /// Who acted.
     pub sender: Account,
     /// The App installation, for App deliveries.
-    #[serde(default)]
     pub installation: Option<InstallationRef>,
     /// Other fields (`label`, `changes`, `assignee`, …).
     #[serde(flatten)]
@@ -379,7 +416,7 @@ pub struct IssuesEvent {
 }
 
 /// `issue_comment`: a comment on an issue or pull request was created, edited or deleted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IssueCommentEvent {
     /// `created`, `edited` or `deleted`.
     pub action: String,
@@ -392,7 +429,6 @@ pub struct IssueCommentEvent {
     /// Who acted.
     pub sender: Account,
     /// The App installation, for App deliveries.
-    #[serde(default)]
     pub installation: Option<InstallationRef>,
     /// Other fields.
     #[serde(flatten)]
@@ -400,14 +436,13 @@ pub struct IssueCommentEvent {
 }
 
 /// `installation`: the App was installed, uninstalled, suspended, ….
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InstallationEvent {
     /// `created`, `deleted`, `suspend`, `unsuspend`, `new_permissions_accepted`.
     pub action: String,
     /// The installation.
     pub installation: Installation,
     /// Repositories the installation can access, when listed.
-    #[serde(default)]
     pub repositories: Option<Vec<RepositorySummary>>,
     /// Who acted.
     pub sender: Account,
@@ -417,7 +452,7 @@ pub struct InstallationEvent {
 }
 
 /// `installation_repositories`: repositories were added to or removed from an installation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InstallationRepositoriesEvent {
     /// `added` or `removed`.
     pub action: String,
@@ -426,10 +461,8 @@ pub struct InstallationRepositoriesEvent {
     /// `all` or `selected`.
     pub repository_selection: String,
     /// Repositories added.
-    #[serde(default)]
     pub repositories_added: Vec<RepositorySummary>,
     /// Repositories removed.
-    #[serde(default)]
     pub repositories_removed: Vec<RepositorySummary>,
     /// Who acted.
     pub sender: Account,
@@ -439,7 +472,7 @@ pub struct InstallationRepositoriesEvent {
 }
 
 /// `check_suite`: a check suite was requested, rerequested or completed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CheckSuiteEvent {
     /// `requested`, `rerequested` or `completed`.
     pub action: String,
@@ -450,7 +483,6 @@ pub struct CheckSuiteEvent {
     /// Who acted.
     pub sender: Account,
     /// The App installation, for App deliveries.
-    #[serde(default)]
     pub installation: Option<InstallationRef>,
     /// Other fields.
     #[serde(flatten)]
@@ -458,23 +490,206 @@ pub struct CheckSuiteEvent {
 }
 
 /// `ping`: sent when a webhook is created, to check the endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PingEvent {
     /// A GitHub zen saying.
     pub zen: String,
     /// The hook's id.
-    #[serde(default)]
     pub hook_id: Option<u64>,
     /// The hook's configuration.
-    #[serde(default)]
     pub hook: Option<Hook>,
     /// Repository, for repository hooks.
-    #[serde(default)]
     pub repository: Option<Repository>,
     /// Who created the hook.
-    #[serde(default)]
     pub sender: Option<Account>,
     /// Other fields.
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(Account {
+    required login: "login",
+    required id: "id",
+    optional kind: "type",
+});
+
+deserialize_with_extra!(Repository {
+    required id: "id",
+    required name: "name",
+    required full_name: "full_name",
+    optional private: "private",
+    required owner: "owner",
+    optional default_branch: "default_branch",
+    optional html_url: "html_url",
+});
+
+deserialize_with_extra!(RepositorySummary {
+    required id: "id",
+    required name: "name",
+    required full_name: "full_name",
+    optional private: "private",
+});
+
+deserialize_with_extra!(InstallationRef {
+    required id: "id",
+});
+
+deserialize_with_extra!(Installation {
+    required id: "id",
+    required account: "account",
+    optional app_id: "app_id",
+    optional repository_selection: "repository_selection",
+    optional permissions: "permissions",
+    optional events: "events",
+});
+
+deserialize_with_extra!(Label {
+    required id: "id",
+    required name: "name",
+    optional color: "color",
+});
+
+deserialize_with_extra!(Issue {
+    required id: "id",
+    required number: "number",
+    required title: "title",
+    optional body: "body",
+    required state: "state",
+    required user: "user",
+    optional labels: "labels",
+    optional pull_request: "pull_request",
+    optional html_url: "html_url",
+});
+
+deserialize_with_extra!(PullRequestRef {
+    optional label: "label",
+    required branch: "ref",
+    required sha: "sha",
+    optional repo: "repo",
+});
+
+deserialize_with_extra!(PullRequest {
+    required id: "id",
+    required number: "number",
+    required title: "title",
+    optional body: "body",
+    required state: "state",
+    optional draft: "draft",
+    optional merged: "merged",
+    required user: "user",
+    required head: "head",
+    required base: "base",
+    optional labels: "labels",
+    optional html_url: "html_url",
+});
+
+deserialize_with_extra!(Comment {
+    required id: "id",
+    required body: "body",
+    required user: "user",
+    optional html_url: "html_url",
+});
+
+deserialize_with_extra!(CommitAuthor {
+    required name: "name",
+    optional email: "email",
+    optional username: "username",
+});
+
+deserialize_with_extra!(PushCommit {
+    required id: "id",
+    required message: "message",
+    optional timestamp: "timestamp",
+    required author: "author",
+    optional added: "added",
+    optional removed: "removed",
+    optional modified: "modified",
+});
+
+deserialize_with_extra!(CheckSuite {
+    required id: "id",
+    optional head_branch: "head_branch",
+    required head_sha: "head_sha",
+    optional status: "status",
+    optional conclusion: "conclusion",
+    optional pull_requests: "pull_requests",
+});
+
+deserialize_with_extra!(Hook {
+    required id: "id",
+    optional kind: "type",
+    optional active: "active",
+    optional events: "events",
+});
+
+deserialize_with_extra!(PushEvent {
+    required git_ref: "ref",
+    required before: "before",
+    required after: "after",
+    optional created: "created",
+    optional deleted: "deleted",
+    optional forced: "forced",
+    optional commits: "commits",
+    optional head_commit: "head_commit",
+    required repository: "repository",
+    required sender: "sender",
+    optional installation: "installation",
+});
+
+deserialize_with_extra!(PullRequestEvent {
+    required action: "action",
+    required number: "number",
+    required pull_request: "pull_request",
+    required repository: "repository",
+    required sender: "sender",
+    optional installation: "installation",
+});
+
+deserialize_with_extra!(IssuesEvent {
+    required action: "action",
+    required issue: "issue",
+    required repository: "repository",
+    required sender: "sender",
+    optional installation: "installation",
+});
+
+deserialize_with_extra!(IssueCommentEvent {
+    required action: "action",
+    required issue: "issue",
+    required comment: "comment",
+    required repository: "repository",
+    required sender: "sender",
+    optional installation: "installation",
+});
+
+deserialize_with_extra!(InstallationEvent {
+    required action: "action",
+    required installation: "installation",
+    optional repositories: "repositories",
+    required sender: "sender",
+});
+
+deserialize_with_extra!(InstallationRepositoriesEvent {
+    required action: "action",
+    required installation: "installation",
+    required repository_selection: "repository_selection",
+    optional repositories_added: "repositories_added",
+    optional repositories_removed: "repositories_removed",
+    required sender: "sender",
+});
+
+deserialize_with_extra!(CheckSuiteEvent {
+    required action: "action",
+    required check_suite: "check_suite",
+    required repository: "repository",
+    required sender: "sender",
+    optional installation: "installation",
+});
+
+deserialize_with_extra!(PingEvent {
+    required zen: "zen",
+    optional hook_id: "hook_id",
+    optional hook: "hook",
+    optional repository: "repository",
+    optional sender: "sender",
+});
