@@ -5,8 +5,9 @@
 //! GITHUB_WEBHOOK_SECRET=change-me cargo run --release --example webhook --features github
 //! ```
 //!
-//! Listens on 127.0.0.1:8081 (override with `WEBHOOK_ADDR`) at `/api/github/webhooks`. The logs
-//! follow `RUST_LOG` (default `info`).
+//! Listens on 127.0.0.1:8081 (override with `WEBHOOK_ADDR`) at `/api/github/webhooks`. During a
+//! secret rotation, set `GITHUB_WEBHOOK_SECRET_PREVIOUS` to the old secret as well. The logs follow
+//! `RUST_LOG` (default `info`).
 
 use std::sync::Arc;
 
@@ -22,10 +23,12 @@ pub const WEBHOOK_PATH: &str = "/api/github/webhooks";
 /// Deliveries held between the intake and the worker; beyond this the endpoint answers 503.
 const QUEUE_CAPACITY: usize = 10_000;
 
-/// The endpoint's router, the processor, and the queue it consumes.
-pub fn build_app(secret: &str) -> chitty_github::Result<(axum::Router, Arc<Processor>, QueueReceiver)> {
+/// The endpoint's router, the processor, and the queue it consumes. Signatures made with any of
+/// `secrets` are accepted (the current one first, then one being rotated out).
+pub fn build_app(secrets: &[&str]) -> chitty_github::Result<(axum::Router, Arc<Processor>, QueueReceiver)> {
     let (queue, deliveries) = InProcessQueue::bounded(QUEUE_CAPACITY);
-    let intake = WebhookIntake::builder([WebhookSecret::new(secret)]).sink(Arc::new(queue)).build()?;
+    let secrets = secrets.iter().map(WebhookSecret::new);
+    let intake = WebhookIntake::builder(secrets).sink(Arc::new(queue)).build()?;
     let processor = Processor::builder()
         .on(
             "ping",
@@ -62,8 +65,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "GITHUB_WEBHOOK_SECRET is not set: export the secret configured on the GitHub webhook or App".into()
         );
     };
+    // While a secret is being rotated, the previous one is still accepted.
+    let previous = std::env::var("GITHUB_WEBHOOK_SECRET_PREVIOUS").ok().filter(|s| !s.is_empty());
+    let mut secrets = vec![secret.as_str()];
+    secrets.extend(previous.as_deref());
     let addr = std::env::var("WEBHOOK_ADDR").unwrap_or_else(|_| "127.0.0.1:8081".to_owned());
-    let (router, processor, deliveries) = build_app(&secret)?;
+    let (router, processor, deliveries) = build_app(&secrets)?;
     // Handlers run on their own thread and runtime: parsing and handler work stay off the threads that ack.
     let worker = {
         let processor = processor.clone();

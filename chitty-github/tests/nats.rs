@@ -262,3 +262,44 @@ async fn a_delivery_that_keeps_failing_is_dead_lettered_with_its_last_error() {
     assert_eq!(dlq.info().await.unwrap().state.messages, 2, "dead letters are stored durably");
     cleanup(&queue).await;
 }
+
+#[tokio::test]
+async fn the_intake_enqueues_to_jetstream_and_a_consumer_processes_the_delivery() {
+    let Some(url) = nats_url() else { return };
+    let queue = JetStreamQueue::connect(&url, config(Duration::from_secs(5), 3)).await.unwrap();
+    let intake = chitty_github::intake::WebhookIntake::builder([common::secret()])
+        .sink(Arc::new(queue.clone()))
+        .build()
+        .unwrap();
+    let body = fixture("pull_request.opened.json");
+    let outcome = intake.handle(common::signed_request("pull_request", "0f6e7a3c-guid", body.clone())).await;
+    assert_eq!(outcome.status(), 202, "{outcome:?}");
+    let duplicate = intake.handle(common::signed_request("pull_request", "0f6e7a3c-guid", body)).await;
+    assert!(matches!(duplicate, chitty_github::intake::IntakeOutcome::Duplicate { .. }));
+
+    let titles = Arc::new(Mutex::new(Vec::new()));
+    let sink = titles.clone();
+    let processor = Arc::new(
+        Processor::builder()
+            .on(
+                "pull_request.opened",
+                handler_fn(move |context: EventContext| {
+                    let sink = sink.clone();
+                    async move {
+                        if let chitty_github::events::WebhookEvent::PullRequest(pr) = context.event.as_ref() {
+                            sink.lock().unwrap().push(pr.pull_request.title.clone());
+                        }
+                        Ok(())
+                    }
+                }),
+            )
+            .build(),
+    );
+    let consumer = JetStreamConsumer::new(&queue, processor).await.unwrap();
+    let worker = tokio::spawn(async move { consumer.run().await });
+    eventually("the delivery", Duration::from_secs(10), || !titles.lock().unwrap().is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    worker.abort();
+    assert_eq!(*titles.lock().unwrap(), ["Update the README with new information."]);
+    cleanup(&queue).await;
+}

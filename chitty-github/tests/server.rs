@@ -30,7 +30,7 @@ async fn send(router: &Router, request: http::Request<Body>) -> (StatusCode, htt
 
 #[tokio::test]
 async fn the_example_router_accepts_a_signed_ping_and_the_worker_processes_it() {
-    let (router, processor, deliveries) = example::build_app(SECRET).unwrap();
+    let (router, processor, deliveries) = example::build_app(&["a newer secret", SECRET]).unwrap();
     let body = fixture("ping.json");
     // The same request as the README's curl: JSON body, event, delivery GUID, signature.
     let request = signed_builder("ping", "d9a1c4f0-5bd1-11ee-8c99-0242ac120002", &body)
