@@ -92,7 +92,7 @@ if [ "$SKIP_BUILD" != 1 ]; then
     cargo build --release --example gateway --example static_upstream >&2 || die "build failed"
 fi
 BIN="$ROOT/target/release/examples"
-[ -x "$BIN/gateway" ] && [ -x "$BIN/static_upstream" ] || die "release examples missing in $BIN"
+if [ ! -x "$BIN/gateway" ] || [ ! -x "$BIN/static_upstream" ]; then die "release examples missing in $BIN"; fi
 
 for port in "$UPSTREAM_PORT" "$GATEWAY_PORT" "$NGINX_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -216,7 +216,10 @@ code=$(curl -s -o "$WORK/check.json" -w '%{http_code}' "${HEADERS[@]}" -d "$BODY
 [ "$code" = 200 ] || { cat "$WORK/check.json" "$WORK/gateway.log" >&2; die "gateway answered $code to the benchmark request"; }
 
 cpu_ticks() { # pid -> user + system clock ticks (0 when there is no such process)
-    [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
+    if [ -z "${1:-}" ] || [ ! -r "/proc/$1/stat" ]; then
+        echo 0
+        return
+    fi
     sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
 }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
@@ -253,7 +256,6 @@ for round in $(seq 1 "$ROUNDS"); do
             "$(($(cpu_ticks "${NGINX_WORKER_PID:-}") - n0))" >"$WORK/cpu-$side-$round"
     done
 done
-RATE_HOT_KB=$(rss_kb "$GATEWAY_PID")
 
 # Per side: mean over rounds of p50 and p99 (µs), req/s, and the share of 200 answers.
 side_stats() { # side -> "p50 p99 rps ok"
@@ -279,7 +281,7 @@ ADD_P99=$(minus "$G_P99" "$D_P99")
 G_CPU_US=$(cpu_per_request gateway 1)
 U_CPU_US=$(cpu_per_request direct 2)
 if [ "$NGINX" = 1 ]; then
-    read -r N_P50 N_P99 N_RPS N_OK <<<"$(side_stats nginx)"
+    read -r N_P50 N_P99 _ N_OK <<<"$(side_stats nginx)"
     N_CPU_US=$(cpu_per_request nginx 3)
 fi
 
