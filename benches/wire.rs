@@ -44,6 +44,14 @@ fn bench(c: &mut Criterion) {
     c.bench_function("wire/write_chat_response", |b| {
         b.iter(|| black_box(serde_json::to_vec(black_box(&parsed)).expect("write")))
     });
+    // `to_vec` starts at 128 bytes and doubles; a buffer sized for a typical entry skips the regrowth.
+    c.bench_function("wire/write_chat_response_presized", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(1024);
+            serde_json::to_writer(&mut out, black_box(&parsed)).expect("write");
+            black_box(out)
+        })
+    });
 
     let full = fixtures::CHAT_REQUEST_FULL.as_bytes();
     c.bench_function("wire/parse_chat_request_full", |b| {
