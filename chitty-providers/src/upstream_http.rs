@@ -63,7 +63,10 @@ pub(crate) fn parse_headers(provider: &str, headers: &[(String, String)]) -> Res
 /// A pooled client for upstream calls (HTTP/1.1 and HTTP/2, rustls).
 pub(crate) fn default_client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(90))
+        // A burst (say 1,000 streams) must not leave a thousand idle connections and their buffers behind:
+        // keep enough warm connections for steady traffic and let the rest close soon.
+        .pool_max_idle_per_host(64)
+        .pool_idle_timeout(Duration::from_secs(15))
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
         .build()
