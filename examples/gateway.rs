@@ -27,6 +27,10 @@ use chitty_testkit::mock::MockProvider;
 use chitty_testkit::mock_upstream::{MockOpenAi, MockServer};
 use clap::Parser;
 
+/// jemalloc returns freed memory to the OS (configured in `.cargo/config.toml`); glibc would keep a burst's peak.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const DEFAULT_CONFIG: &str = "examples/gateway.toml";
 const EMBEDDED_CONFIG: &str = include_str!("gateway.toml");
 
