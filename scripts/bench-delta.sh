@@ -48,8 +48,14 @@ echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "pair: $base -> $target ($target_bytes bytes, $dtype, delta scale $scale)"
 echo
 
+# Inputs are read into the page cache first: the figures are for warm files (this VM's cache drops pages,
+# and a cold read of 2 GB from its disk takes longer than the work itself).
+warm() { cat "$@" > /dev/null; }
+warm "$base" "$target"
 c=$(timed "$bin" compress "$base" "$target" -o "$archive")
+warm "$base" "$archive"
 v=$(timed "$bin" verify "$base" "$archive")
+warm "$base" "$archive"
 d=$(timed "$bin" decompress "$base" "$archive" -o "$restored")
 cmp -s "$restored" "$target" && same=yes || same=NO
 a=$("$bin" analyze "$base" "$target" --levels 1,3 | tail -n 1)

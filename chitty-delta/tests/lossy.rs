@@ -102,7 +102,11 @@ fn lossy_archives_meet_the_corruption_clauses() {
     let other = generate_pair(&ModelPairSpec::tiny(45).dtype(FloatDtype::F32));
     for mode in [Mode::Sparse, Mode::Int8, Mode::Int4, Mode::OneBit] {
         let c = ModelDeltaCompressor::builder().mode(mode).chunk_elements(128).build().unwrap();
-        suite::flipped_bytes_are_detected(&c, Some(&pair.base), &pair.target, 60);
+        // Byte flips on two payload layouts (bitmap + planes, scales + nibbles) keep this fast; the
+        // frame checks that catch them do not depend on the mode. Truncation and bases: all modes.
+        if matches!(mode, Mode::Sparse | Mode::Int4) {
+            suite::flipped_bytes_are_detected(&c, Some(&pair.base), &pair.target, 40);
+        }
         suite::truncation_is_detected(&c, Some(&pair.base), &pair.target, 60);
         suite::wrong_base_is_refused(&c, &pair.base, &other.base, &pair.target);
         suite::missing_base_is_refused(&c, &pair.base, &pair.target);
