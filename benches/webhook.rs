@@ -5,6 +5,8 @@
 //!
 //! ```sh
 //! cargo bench --bench webhook --features github
+//! # Per-core figures on a shared machine: time on a CPU of the bench thread instead of wall time.
+//! CHITTY_BENCH_CLOCK=thread-cpu cargo bench --bench webhook --features github
 //! ```
 
 // A bench has no caller to report to: a setup failure aborts it.
@@ -19,7 +21,8 @@ use chitty_github::events::WebhookEvent;
 use chitty_github::intake::{IntakeOutcome, WebhookIntake};
 use chitty_github::queue::InProcessQueue;
 use chitty_github::signature::{SignatureVerifier, WebhookSecret};
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use http::{HeaderMap, HeaderValue};
 
 const SECRET: &str = "bench-webhook-secret";
@@ -40,10 +43,10 @@ fn payload(size: usize) -> Bytes {
     Bytes::from(body)
 }
 
-fn verification(c: &mut Criterion) {
+fn verification<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     let secret = WebhookSecret::new(SECRET);
     let verifier = SignatureVerifier::new([secret.clone()]).expect("one secret");
-    let mut group = c.benchmark_group("webhook_verify");
+    let mut group = c.benchmark_group(format!("webhook_verify{clock}"));
     for (label, size) in [("1KB", 1024), ("25KB", 25 * 1024), ("1MB", 1024 * 1024)] {
         let body = payload(size);
         let signature = secret.sign(&body);
@@ -55,7 +58,7 @@ fn verification(c: &mut Criterion) {
     group.finish();
 }
 
-fn intake(c: &mut Criterion) {
+fn intake<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let secret = WebhookSecret::new(SECRET);
     let (queue, mut receiver) = InProcessQueue::bounded(1024);
@@ -65,7 +68,7 @@ fn intake(c: &mut Criterion) {
         .dedup_ttl(Duration::from_secs(1))
         .build()
         .expect("intake");
-    let mut group = c.benchmark_group("webhook_intake");
+    let mut group = c.benchmark_group(format!("webhook_intake{clock}"));
     group.throughput(Throughput::Elements(1));
     let mut n: u64 = 0;
     for (label, size) in [("verify_parse_dedup_enqueue_8KB", 8 * 1024), ("verify_parse_dedup_enqueue_25KB", 25 * 1024)]
@@ -92,14 +95,14 @@ fn intake(c: &mut Criterion) {
 
 /// What the worker does with each delivery before handlers run: the typed parse of a realistic
 /// `pull_request` payload padded to 25 KB in the description.
-fn typed_parse(c: &mut Criterion) {
+fn typed_parse<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/chitty-github/tests/fixtures/pull_request.opened.json");
     let mut payload: serde_json::Value = serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json");
     payload["pull_request"]["body"] = serde_json::Value::from("");
     let base = serde_json::to_vec(&payload).expect("json").len();
     payload["pull_request"]["body"] = serde_json::Value::from("x".repeat(25 * 1024 - base));
     let body = serde_json::to_vec(&payload).expect("json");
-    let mut group = c.benchmark_group("webhook_parse");
+    let mut group = c.benchmark_group(format!("webhook_parse{clock}"));
     group.throughput(Throughput::Elements(1));
     group.bench_function(format!("pull_request_{}KB", body.len() / 1024), |b| {
         b.iter(|| black_box(WebhookEvent::parse("pull_request", black_box(&body)).expect("parses")))
@@ -107,5 +110,58 @@ fn typed_parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, verification, intake, typed_parse);
-criterion_main!(benches);
+/// Time the bench thread spent on a CPU (`CLOCK_THREAD_CPUTIME_ID`): figures per core even when
+/// other processes compete for the machine's cores. Every measured step runs on the bench thread
+/// (the intake on a current-thread runtime), so nothing is left out.
+#[cfg(unix)]
+struct ThreadCpuTime;
+
+#[cfg(unix)]
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_time()
+    }
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu_time().saturating_sub(start)
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        // Values are nanoseconds, as for wall time.
+        static WALL_TIME: WallTime = WallTime;
+        WALL_TIME.formatter()
+    }
+}
+
+#[cfg(unix)]
+fn thread_cpu_time() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(now.tv_sec.unsigned_abs(), u32::try_from(now.tv_nsec).unwrap_or(0))
+}
+
+fn run<M: Measurement>(mut criterion: Criterion<M>, clock: &str) {
+    verification(&mut criterion, clock);
+    intake(&mut criterion, clock);
+    typed_parse(&mut criterion, clock);
+    criterion.final_summary();
+}
+
+fn main() {
+    match std::env::var("CHITTY_BENCH_CLOCK").as_deref() {
+        #[cfg(unix)]
+        Ok("thread-cpu") => {
+            run(Criterion::default().with_measurement(ThreadCpuTime).configure_from_args(), "_thread_cpu")
+        }
+        _ => run(Criterion::default().configure_from_args(), ""),
+    }
+}
