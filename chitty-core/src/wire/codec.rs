@@ -1,13 +1,12 @@
 //! Hand-rolled serde impls for wire objects that keep unknown fields in `extra`.
 //!
-//! `#[serde(flatten)]` deserializes by buffering the whole object into serde's private `Content` tree and
-//! then deserializing every field a second time from it, several times slower than a plain struct.
-//! [`wire_object!`] generates impls that visit the map once: known keys fill their fields, every other key
-//! goes into `extra`. Serialization writes the known fields in declaration order and then `extra`, which is
-//! exactly what the derive with `flatten` wrote.
+//! `#[serde(flatten)]` deserializes by first buffering the whole object into serde's private `Content` tree
+//! (an allocation per key and value) and then deserializing every field again from that buffer; untagged
+//! enums buffer the same way and retry each variant. [`wire_object!`] generates impls that visit the map
+//! once: known keys fill their fields, every other key goes into `extra`. Serialization writes the known
+//! fields in declaration order and then `extra`, which is exactly what the derive with `flatten` wrote.
 
 use std::fmt;
-
 use std::marker::PhantomData;
 
 use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
@@ -33,15 +32,15 @@ macro_rules! wire_object {
     (@write $map:ident, $value:expr, $key:expr, default) => { $map.serialize_entry($key, &$value)? };
     (@write $map:ident, $value:expr, $key:expr, nullable) => { $map.serialize_entry($key, &$value)? };
     (@finish $err:ident, $slot:ident, $key:expr, required) => {
-        $slot.ok_or_else(|| <$err::Error as serde::de::Error>::missing_field($key))?
+        $slot.ok_or_else(|| <$err::Error as ::serde::de::Error>::missing_field($key))?
     };
     (@finish $err:ident, $slot:ident, $key:expr, default) => { $slot.unwrap_or_default() };
     (@finish $err:ident, $slot:ident, $key:expr, optional) => { $slot.unwrap_or_default() };
     (@finish $err:ident, $slot:ident, $key:expr, nullable) => { $slot.unwrap_or_default() };
     ($name:ident { $($field:ident $(as $key:literal)?: $kind:ident),* $(,)? }) => {
-        impl serde::Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                use serde::ser::SerializeMap as _;
+        impl ::serde::Serialize for $name {
+            fn serialize<S: ::serde::Serializer>(&self, serializer: S) -> ::core::result::Result<S::Ok, S::Error> {
+                use ::serde::ser::SerializeMap as _;
                 let mut map = serializer.serialize_map(None)?;
                 $( wire_object!(@write map, self.$field, wire_object!(@key $field $($key)?), $kind); )*
                 for (key, value) in &self.extra {
@@ -51,25 +50,28 @@ macro_rules! wire_object {
             }
         }
 
-        impl<'de> serde::Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> ::core::result::Result<Self, D::Error> {
                 struct ObjectVisitor;
 
-                impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
+                impl<'de> ::serde::de::Visitor<'de> for ObjectVisitor {
                     type Value = $name;
 
-                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    fn expecting(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                         f.write_str(concat!("struct ", stringify!($name)))
                     }
 
-                    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<$name, A::Error> {
+                    fn visit_map<A>(self, mut map: A) -> ::core::result::Result<$name, A::Error>
+                    where
+                        A: ::serde::de::MapAccess<'de>,
+                    {
                         $( let mut $field = None; )*
                         let mut extra = $crate::wire::Extra::new();
                         while let Some(key) = map.next_key::<$crate::wire::codec::MapKey<'de>>()? {
                             match key.as_str() {
                                 $( wire_object!(@key $field $($key)?) => {
                                     if $field.is_some() {
-                                        return Err(<A::Error as serde::de::Error>::duplicate_field(
+                                        return Err(<A::Error as ::serde::de::Error>::duplicate_field(
                                             wire_object!(@key $field $($key)?),
                                         ));
                                     }
