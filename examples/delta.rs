@@ -229,12 +229,9 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Decompress { base, archive, output, threads } => {
             let c = compressor(Mode::Lossless, &[], 1, threads)?;
-            let bar = progress_bar(0, "decompress");
+            let bar = progress_bar(files::archive_target_len(&archive)?, "decompress");
             let start = Instant::now();
-            let report = files::decompress_file(&c, Some(&base), &archive, &output, &mut |n| {
-                bar.set_length(n.max(bar.length().unwrap_or(0)));
-                bar.set_position(n);
-            })?;
+            let report = files::decompress_file(&c, Some(&base), &archive, &output, &mut |n| bar.set_position(n))?;
             let secs = start.elapsed().as_secs_f64();
             bar.finish_and_clear();
             println!(
@@ -248,9 +245,11 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Verify { base, archive, threads } => {
             let c = compressor(Mode::Lossless, &[], 1, threads)?;
+            let bar = progress_bar(files::archive_target_len(&archive)?, "verify");
             let start = Instant::now();
-            let report = files::verify_file(&c, Some(&base), &archive, &mut |_| {})?;
+            let report = files::verify_file(&c, Some(&base), &archive, &mut |n| bar.set_position(n))?;
             let secs = start.elapsed().as_secs_f64();
+            bar.finish_and_clear();
             println!(
                 "result=ok op=verify input_bytes={} output_bytes={} parts_verified={} seconds={:.3} gb_per_s={:.3}",
                 report.input_bytes,

@@ -902,10 +902,11 @@ thread_local! {
 struct BufferPool(std::sync::Mutex<Vec<Vec<u8>>>);
 
 impl BufferPool {
-    /// A zeroed buffer of `len` bytes, reusing a returned one when there is one.
+    /// A buffer of `len` bytes, reusing a returned one when there is one. Its contents are stale: every
+    /// decoder overwrites all of it (and the part's SHA-256 would catch one that did not).
     fn take(&self, len: usize) -> Vec<u8> {
         let mut buf = self.0.lock().ok().and_then(|mut v| v.pop()).unwrap_or_default();
-        buf.clear();
+        buf.truncate(len);
         buf.resize(len, 0);
         buf
     }

@@ -163,6 +163,11 @@ pub fn verify_file(
     compressor.decode_with_progress(base.as_ref().map(MappedFile::bytes), &mut input, &mut std::io::sink(), progress)
 }
 
+/// The size of the file `archive` rebuilds, read from its manifest only (for progress bars).
+pub fn archive_target_len(archive: &Path) -> Result<u64, DeltaError> {
+    crate::format::read_preamble(&mut open_archive(archive)?).map(|m| m.target_len)
+}
+
 /// Reads the manifest and every frame of `archive` (checking each frame's own checksum, no base needed).
 pub fn inspect_file(archive: &Path) -> Result<ArchiveSummary, DeltaError> {
     inspect(&mut open_archive(archive)?)
