@@ -22,7 +22,7 @@
 # NGINX_PORT (19190), NGINX (1: use nginx as the reference proxy when installed; 0: skip),
 # GATEWAY_WORKERS / UPSTREAM_WORKERS (Tokio worker threads; default one per core), GATEWAY_ENV (extra
 # environment for the gateway only, e.g. "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
-# SKIP_BUILD (0).
+# GATEWAY_BIN (another build of the gateway example to compare), SKIP_BUILD (0).
 # Nothing is pinned to CPUs or reniced: the gateway, the upstream and the load generator share the
 # machine's cores with whatever else runs.
 set -euo pipefail
@@ -44,6 +44,7 @@ NGINX=${NGINX:-1}
 GATEWAY_WORKERS=${GATEWAY_WORKERS:-}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-}
 GATEWAY_ENV=${GATEWAY_ENV:-}
+GATEWAY_BIN=${GATEWAY_BIN:-}
 SKIP_BUILD=${SKIP_BUILD:-0}
 
 # Targets of issue 3 (µs and MB). "Back near idle" is read as within NEAR_IDLE_MB of the idle RSS.
@@ -92,7 +93,8 @@ if [ "$SKIP_BUILD" != 1 ]; then
     cargo build --release --example gateway --example static_upstream >&2 || die "build failed"
 fi
 BIN="$ROOT/target/release/examples"
-if [ ! -x "$BIN/gateway" ] || [ ! -x "$BIN/static_upstream" ]; then die "release examples missing in $BIN"; fi
+GATEWAY_BIN=${GATEWAY_BIN:-$BIN/gateway}
+if [ ! -x "$GATEWAY_BIN" ] || [ ! -x "$BIN/static_upstream" ]; then die "release examples missing in $BIN"; fi
 
 for port in "$UPSTREAM_PORT" "$GATEWAY_PORT" "$NGINX_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -160,7 +162,7 @@ wait_healthy "http://127.0.0.1:$UPSTREAM_PORT/healthz" "$UPSTREAM_PID" "static u
 # The example's runtime is `#[tokio::main]`, which reads TOKIO_WORKER_THREADS.
 # GATEWAY_ENV is split into words on purpose: it holds VAR=value pairs.
 # shellcheck disable=SC2086
-env ${GATEWAY_WORKERS:+TOKIO_WORKER_THREADS="$GATEWAY_WORKERS"} $GATEWAY_ENV "$BIN/gateway" --config "$WORK/gateway.toml" \
+env ${GATEWAY_WORKERS:+TOKIO_WORKER_THREADS="$GATEWAY_WORKERS"} $GATEWAY_ENV "$GATEWAY_BIN" --config "$WORK/gateway.toml" \
     >"$WORK/gateway.log" 2>&1 &
 GATEWAY_PID=$!
 PIDS+=("$GATEWAY_PID")
@@ -350,8 +352,8 @@ AFTER_GROWTH_MB=$(awk -v a="$AFTER_KB" -v i="$IDLE_KB" 'BEGIN {printf "%.1f", (a
 
 echo
 echo "chitty gateway end-to-end benchmark: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average before the summary $(cut -d' ' -f1-3 /proc/loadavg)"
-[ -z "$GATEWAY_ENV$GATEWAY_WORKERS$UPSTREAM_WORKERS" ] ||
-    echo "settings: GATEWAY_ENV='$GATEWAY_ENV' GATEWAY_WORKERS='$GATEWAY_WORKERS' UPSTREAM_WORKERS='$UPSTREAM_WORKERS'"
+[ -z "$GATEWAY_ENV$GATEWAY_WORKERS$UPSTREAM_WORKERS" ] && [ "$GATEWAY_BIN" = "$BIN/gateway" ] ||
+    echo "settings: GATEWAY_BIN='$GATEWAY_BIN' GATEWAY_ENV='$GATEWAY_ENV' GATEWAY_WORKERS='$GATEWAY_WORKERS' UPSTREAM_WORKERS='$UPSTREAM_WORKERS'"
 echo "fixed rate: $RATE req/s, ${DURATION} s x $ROUNDS rounds per side over $RATE_CONNECTIONS connections (oha $(oha --version | awk '{print $2}')), same body, sides alternating: ${SIDES[*]}"
 echo
 echo "| measure | direct | gateway | gateway − direct | target | verdict |"
