@@ -215,3 +215,59 @@ pub fn run_all(c: &dyn Compressor, base: Option<&[u8]>, other_base: Option<&[u8]
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use chitty_core::{DecodeReport, EncodeReport, Result};
+
+    use super::*;
+
+    /// Stores the target behind its length, with no checksum: it writes damaged bytes unverified.
+    #[derive(Debug)]
+    struct Unchecked;
+
+    impl Compressor for Unchecked {
+        fn format(&self) -> &str {
+            "unchecked"
+        }
+
+        fn encode(&self, _: Option<&[u8]>, target: &[u8], out: &mut dyn Write) -> Result<EncodeReport> {
+            out.write_all(&(target.len() as u64).to_le_bytes())?;
+            out.write_all(target)?;
+            Ok(EncodeReport { input_bytes: target.len() as u64, output_bytes: target.len() as u64 + 8, parts: vec![] })
+        }
+
+        fn decode(&self, _: Option<&[u8]>, archive: &mut dyn Read, out: &mut dyn Write) -> Result<DecodeReport> {
+            let mut all = Vec::new();
+            archive.read_to_end(&mut all)?;
+            let corrupt = || Error::Corrupt { part: "body".into(), reason: "length".into() };
+            let len = all.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).ok_or_else(corrupt)?;
+            if all.len() as u64 != len + 8 {
+                return Err(corrupt());
+            }
+            out.write_all(&all[8..])?;
+            Ok(DecodeReport { input_bytes: all.len() as u64, output_bytes: len, parts_verified: 1 })
+        }
+    }
+
+    #[test]
+    fn the_suite_passes_what_it_should() {
+        round_trip(&Unchecked, None, b"hello world");
+        truncation_is_detected(&Unchecked, None, b"hello world", 16);
+    }
+
+    #[test]
+    #[should_panic(expected = "not a prefix of the correct output")]
+    fn the_suite_catches_a_compressor_that_writes_unverified_bytes() {
+        flipped_bytes_are_detected(&Unchecked, None, b"hello world", 16);
+    }
+
+    #[test]
+    #[should_panic(expected = "wrong base: decode succeeded")]
+    fn the_suite_catches_a_compressor_that_ignores_its_base() {
+        // The output is right (the base is ignored), but a different base must still be refused.
+        wrong_base_is_refused(&Unchecked, b"base one", b"base two", b"target");
+    }
+}
