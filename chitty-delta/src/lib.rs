@@ -10,6 +10,15 @@
 //! naming the part, never wrong output. `docs/delta.md` specifies the format and shows the measurements
 //! behind the transform.
 //!
+//! - Lossless (default): the sign-magnitude integer difference against the base, packed as small codes
+//!   and zstd-compressed per plane; identical tensors are references, new or reshaped ones stored whole,
+//!   resized ones a delta on their common rows.
+//! - Lossy ([`Mode::Sparse`], [`Mode::Int8`], [`Mode::Int4`], [`Mode::OneBit`]) for changed matrices, with
+//!   the relative Frobenius error of each tensor in its [`chitty_core::PartReport`], and a per-tensor
+//!   policy of glob rules ([`ModelDeltaCompressorBuilder::rule`]).
+//! - [`safetensors`] validates headers as untrusted input; [`analysis`] measures candidate transforms;
+//!   [`files`] maps inputs and writes outputs atomically.
+//!
 //! ```
 //! use chitty_core::Compressor;
 //! use chitty_delta::ModelDeltaCompressor;
