@@ -3,22 +3,26 @@
 # pull_request payloads (a fresh X-GitHub-Delivery per request, so each one is verified, claimed and
 # enqueued) with wrk, and prints ack latency p50/p99 and req/s. Target: p99 <= 1 ms.
 #
-#   scripts/bench-webhook.sh                 # 30 s at ~2,000/s
-#   DURATION=60s CONNECTIONS=42 DELAY_MS=20 scripts/bench-webhook.sh
+#   scripts/bench-webhook.sh                 # 2 rounds of 20 s at ~2,000/s
+#   DURATION=60s ROUNDS=1 CONNECTIONS=42 DELAY_MS=20 scripts/bench-webhook.sh
+#
+# For reference, the same load also goes to nginx answering 202 without doing anything (when nginx
+# is installed), alternating with the example: the floor that the machine, loopback and wrk give.
 #
 # The rate is CONNECTIONS / (DELAY_MS + latency): each connection waits a random time (exponential,
 # mean DELAY_MS) between requests, so arrivals are Poisson-like rather than in bursts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION="${DURATION:-30s}"
+DURATION="${DURATION:-20s}"
+ROUNDS="${ROUNDS:-2}"
 CONNECTIONS="${CONNECTIONS:-42}"
 DELAY_MS="${DELAY_MS:-20}"
 PORT="${PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 BODY_BYTES="${BODY_BYTES:-25600}"
 SECRET="bench-webhook-secret-$$"
 WORK="$(mktemp -d)"
-trap 'kill "${SERVER_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill "${SERVER_PID:-}" "${NGINX_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 if ! command -v wrk >/dev/null; then
   echo "installing wrk" >&2
@@ -96,24 +100,60 @@ for _ in $(seq 100); do
 done
 [ -n "$ready" ] || { echo "the webhook example did not answer 202 on port $PORT" >&2; exit 1; }
 
-echo "warm-up (3 s)" >&2
-wrk -t1 -c"$CONNECTIONS" -d3s -s "$WORK/deliveries.lua" "http://127.0.0.1:$PORT" >/dev/null
-echo "measuring ($DURATION, $CONNECTIONS connections, mean ${DELAY_MS} ms between requests per connection, ${BODY_BYTES}-byte bodies)" >&2
-result="$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s "$WORK/deliveries.lua" "http://127.0.0.1:$PORT")"
-echo "$result"
-summary="$(echo "$result" | grep -E '^(requests|ack_latency_us)=?')"
-if ! echo "$summary" | grep -q 'non2xx=0 socket_errors=0'; then
-  echo "some deliveries were not acknowledged with 2xx; the figures are not valid" >&2
-  exit 1
+NGINX_PORT=""
+if command -v nginx >/dev/null; then
+  NGINX_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx-body;
+  client_max_body_size 30m;
+  client_body_buffer_size 64k;
+  server { listen 127.0.0.1:$NGINX_PORT; location / { return 202 '{"status":"accepted"}'; } }
+}
+NGINX
+  nginx -c "$WORK/nginx.conf" -p "$WORK" &
+  NGINX_PID=$!
+  sleep 0.5
 fi
+
+# Prints "requests=… rps=… non2xx=…" and "ack_latency_us p50=… p99=…" for one run against $1.
+measure() {
+  local result
+  result="$(wrk -t1 -c"$CONNECTIONS" -d"$2" -s "$WORK/deliveries.lua" "http://127.0.0.1:$1")"
+  echo "$result" | grep -E '^(requests=|ack_latency_us )'
+}
+
+echo "warm-up (3 s)" >&2
+measure "$PORT" 3s >/dev/null
+echo "measuring: $ROUNDS round(s) of $DURATION, $CONNECTIONS connections, mean ${DELAY_MS} ms between requests per connection, ${BODY_BYTES}-byte bodies" >&2
+report=""
+for round in $(seq "$ROUNDS"); do
+  ours="$(measure "$PORT" "$DURATION")"
+  echo "round $round webhook example: $ours" | tr '\n' ' ' >&2; echo >&2
+  if ! echo "$ours" | grep -q 'non2xx=0 socket_errors=0'; then
+    echo "some deliveries were not acknowledged with 2xx; the figures are not valid" >&2
+    exit 1
+  fi
+  report+="round $round, webhook example:"$'\n'"$ours"$'\n'
+  if [ -n "$NGINX_PORT" ]; then
+    floor="$(measure "$NGINX_PORT" "$DURATION")"
+    echo "round $round nginx return 202: $floor" | tr '\n' ' ' >&2; echo >&2
+    report+="round $round, nginx return 202 (reference):"$'\n'"$floor"$'\n'
+  fi
+done
 
 cat <<MD
 
 ### Webhook ack latency over HTTP ($(date -u +%Y-%m-%d))
 
-\`scripts/bench-webhook.sh\` (DURATION=$DURATION CONNECTIONS=$CONNECTIONS mean DELAY_MS=$DELAY_MS, wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), release build of \`examples/webhook.rs\`, in-memory de-duplication, in-process queue, ${BODY_BYTES}-byte signed \`pull_request\` bodies, a fresh delivery GUID per request). Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load generator on the same machine.
+\`scripts/bench-webhook.sh\` (DURATION=$DURATION ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS mean DELAY_MS=$DELAY_MS, wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), release build of \`examples/webhook.rs\`, in-memory de-duplication, in-process queue, ${BODY_BYTES}-byte signed \`pull_request\` bodies, a fresh delivery GUID per request). Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load generator on the same machine; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg).
 
 \`\`\`
-$summary
-\`\`\`
+$report\`\`\`
 MD
