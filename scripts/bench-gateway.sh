@@ -342,7 +342,7 @@ kill -0 "$GATEWAY_PID" 2>/dev/null || die "the gateway exited during the run"
 AFTER_KB=$(rss_kb "$GATEWAY_PID")
 HWM_KB=$(hwm_kb "$GATEWAY_PID")
 # Upstream connections the gateway's client pool still keeps open (idle) after the streams.
-POOLED_AFTER=$(ss -Htn state established "( dport = :$UPSTREAM_PORT )" 2>/dev/null | wc -l)
+POOLED_AFTER=$(ss -Htnp state established "( dport = :$UPSTREAM_PORT )" 2>/dev/null | grep -c "pid=$GATEWAY_PID," || true)
 
 # ---------------------------------------------------------------- summary
 verdict() { awk -v v="$1" -v t="$2" 'BEGIN {print (v <= t) ? "PASS" : "MISS"}'; }
@@ -384,4 +384,4 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "$line"
 done
 echo "streams: $BYTES_PER_STREAM bytes each; RSS before the streams $(mb "$BEFORE_STREAMS_KB") MB, VmHWM (peak over the whole run) $(mb "$HWM_KB") MB;" \
-    "upstream connections still open ${SETTLE_SECS} s after the streams: $POOLED_AFTER"
+    "gateway → upstream connections still open ${SETTLE_SECS} s after the streams: $POOLED_AFTER"
