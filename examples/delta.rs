@@ -101,6 +101,14 @@ enum Command {
     },
 }
 
+/// Prints a line to stdout; a closed pipe (`delta inspect … | head`) is not an error worth a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// A failure with the exit code a script can rely on.
 struct Failure {
     code: u8,
@@ -130,7 +138,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("error: {}", f.message);
-            println!("result=error exit_code={}", f.code);
+            out!("result=error exit_code={}", f.code);
             ExitCode::from(f.code)
         }
     }
@@ -209,7 +217,7 @@ fn run(command: Command) -> Result<(), Failure> {
             if verbose {
                 for p in &report.parts {
                     let err = p.relative_error.map(|e| format!(" rel_error={e:.4}")).unwrap_or_default();
-                    println!("{:<60} {:<20} {:>12} -> {:>12}{err}", p.name, p.method, p.original_bytes, p.stored_bytes);
+                    out!("{:<60} {:<20} {:>12} -> {:>12}{err}", p.name, p.method, p.original_bytes, p.stored_bytes);
                 }
             }
             let worst = report
@@ -217,7 +225,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 .iter()
                 .filter_map(|p| p.relative_error)
                 .fold(None, |a: Option<f64>, e| Some(a.map_or(e, |a| a.max(e))));
-            println!(
+            out!(
                 "result=ok op=compress input_bytes={} output_bytes={} ratio={:.4} seconds={:.3} gb_per_s={:.3}{}",
                 report.input_bytes,
                 report.output_bytes,
@@ -234,7 +242,7 @@ fn run(command: Command) -> Result<(), Failure> {
             let report = files::decompress_file(&c, Some(&base), &archive, &output, &mut |n| bar.set_position(n))?;
             let secs = start.elapsed().as_secs_f64();
             bar.finish_and_clear();
-            println!(
+            out!(
                 "result=ok op=decompress input_bytes={} output_bytes={} parts_verified={} seconds={:.3} gb_per_s={:.3}",
                 report.input_bytes,
                 report.output_bytes,
@@ -250,7 +258,7 @@ fn run(command: Command) -> Result<(), Failure> {
             let report = files::verify_file(&c, Some(&base), &archive, &mut |n| bar.set_position(n))?;
             let secs = start.elapsed().as_secs_f64();
             bar.finish_and_clear();
-            println!(
+            out!(
                 "result=ok op=verify input_bytes={} output_bytes={} parts_verified={} seconds={:.3} gb_per_s={:.3}",
                 report.input_bytes,
                 report.output_bytes,
@@ -261,13 +269,19 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Inspect { archive } => {
             let s = files::inspect_file(&archive)?;
-            println!("format {} v{}; base: {}", s.format, s.version, s.base.as_deref().unwrap_or("none"));
-            println!(
+            out!("format {} v{}; base: {}", s.format, s.version, s.base.as_deref().unwrap_or("none"));
+            out!(
                 "{:<60} {:>6} {:<20} {:>12} {:>12} {:>7} {:>9}",
-                "tensor", "dtype", "method", "bytes", "stored", "ratio", "rel_err"
+                "tensor",
+                "dtype",
+                "method",
+                "bytes",
+                "stored",
+                "ratio",
+                "rel_err"
             );
             for t in &s.tensors {
-                println!(
+                out!(
                     "{:<60} {:>6} {:<20} {:>12} {:>12} {:>6.2}% {:>9}",
                     t.name,
                     t.dtype,
@@ -278,7 +292,7 @@ fn run(command: Command) -> Result<(), Failure> {
                     t.relative_error.map(|e| format!("{e:.5}")).unwrap_or_else(|| "-".to_owned()),
                 );
             }
-            println!(
+            out!(
                 "result=ok op=inspect tensors={} target_bytes={} archive_bytes={} ratio={:.4}",
                 s.tensors.len(),
                 s.target_bytes,
@@ -297,7 +311,7 @@ fn run(command: Command) -> Result<(), Failure> {
             let start = Instant::now();
             let sizes = write_pair(&spec, &base_out, &target_out)
                 .map_err(|e| Failure { code: 6, message: format!("writing the pair: {e}") })?;
-            println!(
+            out!(
                 "result=ok op=generate base_bytes={} target_bytes={} hidden={} layers={} seconds={:.1}",
                 sizes.base_bytes,
                 sizes.target_bytes,
@@ -314,14 +328,14 @@ fn run(command: Command) -> Result<(), Failure> {
             let (base, target) = (MappedFile::open(&base)?, MappedFile::open(&target)?);
             let study = study_transforms(base.bytes(), target.bytes(), &levels)?;
             let pct = |b: f64| 100.0 * b / study.compared_bytes.max(1) as f64;
-            println!("compared tensors: {} bytes of a {}-byte target", study.compared_bytes, study.target_bytes);
+            out!("compared tensors: {} bytes of a {}-byte target", study.compared_bytes, study.target_bytes);
             let level_heads: Vec<String> = levels.iter().map(|l| format!("zstd-{l}")).collect();
-            println!("| dtype | transform | plane | H0 % | {} | best % |", level_heads.join(" % | ") + " %");
+            out!("| dtype | transform | plane | H0 % | {} | best % |", level_heads.join(" % | ") + " %");
             for t in &study.transforms {
                 for p in &t.planes {
                     let sizes: Vec<String> =
                         p.zstd_bytes.iter().map(|&(_, b)| format!("{:.2}", pct(b as f64))).collect();
-                    println!(
+                    out!(
                         "| {} | {} | {} | {:.2} | {} | {:.2} |",
                         t.dtype,
                         t.name,
@@ -332,7 +346,7 @@ fn run(command: Command) -> Result<(), Failure> {
                     );
                 }
                 let totals: Vec<String> = levels.iter().map(|&l| format!("{:.2}", pct(t.bytes_at(l) as f64))).collect();
-                println!(
+                out!(
                     "| {} | {} | **total** | {:.2}{} | {} | {:.2} |",
                     t.dtype,
                     t.name,
@@ -351,7 +365,7 @@ fn run(command: Command) -> Result<(), Failure> {
             };
             let ours = |t: &chitty::delta::analysis::TransformStudy| t.name == "intdiff-packed";
             let recipe = |t: &chitty::delta::analysis::TransformStudy| t.name == "xor-exp|sign-mant";
-            println!(
+            out!(
                 "result=ok op=analyze best={best} compared_bytes={} packed_h0_pct={:.2} packed_best_pct={:.2} \
                  recipe_h0_pct={:.2} recipe_zstd3_pct={:.2} recipe_file_bytes={} recipe_ratio={:.4} target_bytes={}",
                 study.compared_bytes,
