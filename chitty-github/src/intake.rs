@@ -263,7 +263,11 @@ impl WebhookIntake {
             BodyEncoding::Json => body,
             BodyEncoding::Form => form_payload(&body)?,
         };
-        let action = PayloadEnvelope::read(&payload)?.action.map(|action| action.into_owned());
+        // The action travels in queue headers: anything but a plain token stays in the payload only.
+        let action = PayloadEnvelope::read(&payload)?
+            .action
+            .filter(|action| is_action_token(action))
+            .map(|action| action.into_owned());
         Ok(Delivery {
             id: id.to_owned(),
             event: event.to_owned(),
@@ -352,6 +356,11 @@ fn check_token(value: &str, name: &'static str, allowed: impl Fn(u8) -> bool) ->
     } else {
         Err(Error::InvalidHeader { name, reason: "unexpected characters" })
     }
+}
+
+/// GitHub's actions are short snake_case words (`opened`, `ready_for_review`).
+fn is_action_token(action: &str) -> bool {
+    (1..=64).contains(&action.len()) && action.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// The `payload` field of GitHub's `application/x-www-form-urlencoded` body.

@@ -238,3 +238,14 @@ async fn memory_store_sweeps_expired_keys() {
     }
     assert!(store.len() < 2_100, "expired keys were swept: {}", store.len());
 }
+
+#[tokio::test]
+async fn an_action_that_is_not_a_plain_word_stays_out_of_the_queue_headers() {
+    let (intake, mut receiver) = intake();
+    let body = Bytes::from_static(b"{\"action\":\"opened\\r\\nx-injected: 1\",\"zen\":\"z\"}");
+    let outcome = intake.handle(signed_request("star", GUID, body.clone())).await;
+    assert!(matches!(&outcome, IntakeOutcome::Accepted { route, .. } if route == "star"), "{outcome:?}");
+    let message = receiver.recv().await.unwrap();
+    assert!(message.headers.iter().all(|(name, value)| name != "x-chitty-action" && !value.contains('\n')));
+    assert_eq!(message.payload, body, "the payload keeps it");
+}
