@@ -372,7 +372,8 @@ fn run(command: Command) -> Result<(), Failure> {
                 sum(&ours, &|t| t.entropy_bytes()),
                 sum(&ours, &|t| t.best_bytes() as f64),
                 sum(&recipe, &|t| t.entropy_bytes()),
-                sum(&recipe, &|t| t.bytes_at(3) as f64),
+                // zstd-3 is the recipe's level: without it in --levels there is no figure (-1).
+                if levels.contains(&3) { sum(&recipe, &|t| t.bytes_at(3) as f64) } else { -1.0 },
                 study.recipe_file_bytes,
                 study.recipe_file_bytes as f64 / study.target_bytes.max(1) as f64,
                 study.target_bytes
