@@ -101,7 +101,7 @@ pub struct ModelPairSpec {
 }
 
 impl ModelPairSpec {
-    /// About 13 KB per file (BF16): for suites that decode thousands of times.
+    /// About 18 KB per file (BF16): for suites that decode thousands of times.
     pub fn tiny(seed: u64) -> Self {
         ModelPairSpec {
             dtype: FloatDtype::BF16,
@@ -117,7 +117,7 @@ impl ModelPairSpec {
         }
     }
 
-    /// About 1.3 MB per file (BF16): for integration tests.
+    /// About 1.5 MB per file (BF16): for integration tests.
     pub fn small(seed: u64) -> Self {
         ModelPairSpec {
             hidden: 128,
