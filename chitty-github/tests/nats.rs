@@ -303,3 +303,23 @@ async fn the_intake_enqueues_to_jetstream_and_a_consumer_processes_the_delivery(
     assert_eq!(*titles.lock().unwrap(), ["Update the README with new information."]);
     cleanup(&queue).await;
 }
+
+#[tokio::test]
+async fn control_characters_never_reach_the_header_block() {
+    let Some(url) = nats_url() else { return };
+    let queue = JetStreamQueue::connect(&url, config(Duration::from_secs(5), 3)).await.unwrap();
+    let mut message = delivery(1).into_message();
+    message.headers.push(("x-note".into(), "a\r\nx-injected: 1".into()));
+    queue.record(Event::Message(message.clone())).await.unwrap();
+    message.id = "bad\r\nid".into();
+    let refused = queue.record(Event::Message(message)).await.unwrap_err();
+    assert!(matches!(refused, chitty_core::Error::InvalidInput { .. }), "{refused:?}");
+
+    let stream = queue.context().get_stream(&queue.config().stream).await.unwrap();
+    let stored = stream.get_raw_message(1).await.unwrap();
+    assert!(stored.headers.get("x-note").is_none());
+    assert!(stored.headers.get("x-injected").is_none());
+    assert_eq!(stored.headers.get("x-github-delivery").map(|v| v.to_string()).as_deref(), Some("guid-1"));
+    assert_eq!(stream.cached_info().state.messages, 1);
+    cleanup(&queue).await;
+}

@@ -154,9 +154,18 @@ impl JetStreamQueue {
 
     /// Publishes `message` to `subject` and waits for the stream to store it.
     async fn publish(&self, subject: String, message: &Message) -> Result<()> {
+        // Headers are written as text lines: a control character would corrupt or inject headers.
+        let header_safe = |text: &str| !text.is_empty() && !text.bytes().any(|b| b.is_ascii_control());
+        if !header_safe(&message.id) || !header_safe(&subject) || subject.contains(' ') {
+            return Err(Error::invalid_payload("a queue message id or subject is empty or has control characters"));
+        }
         let mut headers = HeaderMap::new();
         for (name, value) in &message.headers {
-            headers.append(name.as_str(), value.as_str());
+            if header_safe(name) && !name.contains(':') && (value.is_empty() || header_safe(value)) {
+                headers.append(name.as_str(), value.as_str());
+            } else {
+                tracing::warn!(header = %name.escape_debug(), "dropped a queue message header with control characters");
+            }
         }
         // The server drops a second publish of the same key within the duplicate window.
         headers.insert(async_nats::header::NATS_MESSAGE_ID, message.id.as_str());
