@@ -147,7 +147,7 @@ impl Gateway {
         let mut cache_status = if key.is_some() { CacheStatus::Miss } else { CacheStatus::Bypass };
         if let (Some(k), true) = (&key, may_read) {
             if let Some(bytes) = self.cache_get(k).await {
-                match serde_json::from_slice::<ChatCompletionResponse>(&bytes) {
+                match super::parse_cached::<ChatCompletionResponse>(&bytes) {
                     Ok(resp) => {
                         let event = self.request_event(
                             ctx,

@@ -7,6 +7,27 @@ use bytes::Bytes;
 use chitty_core::keys::CacheKey;
 use chitty_core::{Cache, Result};
 
+/// Keys are SHA-256 digests, already uniform: hashing them again (moka's default SipHash) is wasted work.
+#[derive(Default)]
+struct PassThroughHasher(u64);
+
+impl std::hash::Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `CacheKey` hashes as its 32 bytes (plus a length prefix); fold every word so any input still mixes.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+}
+
+type DigestHasher = std::hash::BuildHasherDefault<PassThroughHasher>;
+
 /// Bytes charged per entry on top of its value (key, TTL and bookkeeping).
 const ENTRY_OVERHEAD: u32 = 96;
 
@@ -51,7 +72,7 @@ impl moka::Expiry<CacheKey, Entry> for PerEntryTtl {
 /// ```
 #[derive(Clone)]
 pub struct MemoryCache {
-    inner: moka::future::Cache<CacheKey, Entry>,
+    inner: moka::future::Cache<CacheKey, Entry, DigestHasher>,
     max_bytes: u64,
 }
 
@@ -73,7 +94,7 @@ impl MemoryCache {
                 u32::try_from(e.value.len()).unwrap_or(u32::MAX).saturating_add(ENTRY_OVERHEAD)
             })
             .expire_after(PerEntryTtl)
-            .build();
+            .build_with_hasher(DigestHasher::default());
         MemoryCache { inner, max_bytes }
     }
 
