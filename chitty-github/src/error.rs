@@ -95,6 +95,14 @@ pub enum Error {
         /// The panic message, when it was a string.
         message: String,
     },
+    /// A handler did not finish within the configured handler timeout; it was dropped.
+    #[error("handler for `{route}` timed out after {} ms", timeout.as_millis())]
+    HandlerTimedOut {
+        /// The route the handler was registered under.
+        route: String,
+        /// The timeout that elapsed.
+        timeout: Duration,
+    },
     /// A backend (idempotency store, queue, dead-letter sink) failed.
     #[error("{backend} error: {source}")]
     Backend {
@@ -129,9 +137,10 @@ impl Error {
             | Error::InvalidPayload { .. } => StatusCode::BAD_REQUEST,
             Error::MalformedSignature { .. } | Error::SignatureMismatch => StatusCode::UNAUTHORIZED,
             Error::Backpressure { .. } | Error::Backend { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Error::InvalidConfig { .. } | Error::HandlerFailed { .. } | Error::HandlerPanicked { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Error::InvalidConfig { .. }
+            | Error::HandlerFailed { .. }
+            | Error::HandlerPanicked { .. }
+            | Error::HandlerTimedOut { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -52,6 +52,7 @@ use async_trait::async_trait;
 use chitty_core::{BoxError, Event, EventSink, Message, Timer};
 use chitty_providers::runtime::TokioTimer;
 use futures::FutureExt;
+use futures::future::{self, Either};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -200,6 +201,7 @@ pub struct ProcessorBuilder {
     retry: RetryPolicy,
     timer: Arc<dyn Timer>,
     dead_letter: Arc<dyn EventSink>,
+    handler_timeout: Option<Duration>,
 }
 
 impl ProcessorBuilder {
@@ -227,6 +229,13 @@ impl ProcessorBuilder {
         self
     }
 
+    /// Drops a handler that runs longer than `timeout` and counts it as a failure (default: no
+    /// limit). Measured on the processor's timer.
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = Some(timeout);
+        self
+    }
+
     /// The timer backoffs wait on (default: tokio's; a [`chitty_core::ManualTimer`] in tests).
     pub fn timer(mut self, timer: Arc<dyn Timer>) -> Self {
         self.timer = timer;
@@ -248,6 +257,7 @@ impl ProcessorBuilder {
             retry: self.retry,
             timer: self.timer,
             dead_letter: self.dead_letter,
+            handler_timeout: self.handler_timeout,
             counters: Counters::default(),
         }
     }
@@ -289,6 +299,7 @@ pub struct Processor {
     retry: RetryPolicy,
     timer: Arc<dyn Timer>,
     dead_letter: Arc<dyn EventSink>,
+    handler_timeout: Option<Duration>,
     counters: Counters,
 }
 
@@ -298,6 +309,7 @@ impl fmt::Debug for Processor {
             .field("routes", &self.routes.keys().collect::<Vec<_>>())
             .field("concurrency", &self.concurrency)
             .field("retry", &self.retry)
+            .field("handler_timeout", &self.handler_timeout)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -312,6 +324,7 @@ impl Processor {
             retry: RetryPolicy::default(),
             timer: Arc::new(TokioTimer),
             dead_letter: Arc::new(LogDeadLetters),
+            handler_timeout: None,
         }
     }
 
@@ -347,7 +360,19 @@ impl Processor {
 
     /// Runs one handler, turning a panic into [`Error::HandlerPanicked`].
     async fn run_handler(&self, route: &str, handler: &dyn Handler, context: EventContext) -> Result<(), Error> {
-        let result = AssertUnwindSafe(handler.handle(context)).catch_unwind().await;
+        let work = AssertUnwindSafe(handler.handle(context)).catch_unwind();
+        let result = match self.handler_timeout {
+            None => work.await,
+            Some(limit) => match future::select(Box::pin(work), self.timer.sleep(limit)).await {
+                Either::Left((result, _)) => result,
+                Either::Right(((), _)) => {
+                    self.counters.handler_failures.fetch_add(1, Ordering::Relaxed);
+                    let error = Error::HandlerTimedOut { route: route.to_owned(), timeout: limit };
+                    tracing::warn!(route = %route, error = %error, "webhook handler failed");
+                    return Err(error);
+                }
+            },
+        };
         let error = match result {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(error)) => Error::HandlerFailed { route: route.to_owned(), message: error.to_string() },

@@ -265,3 +265,29 @@ async fn process_once_reports_the_first_failure_for_redelivering_queues() {
     assert!(matches!(processor.process_once(pr_opened()).await, Err(Error::HandlerFailed { .. })));
     assert_eq!(processor.process_once(pr_opened()).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn a_handler_that_hangs_is_timed_out_on_the_injected_timer() {
+    let clock = ManualClock::new(Timestamp(0));
+    let (dead, mut dead_letters) = dead_letter_queue();
+    let processor = Processor::builder()
+        .on(
+            "pull_request",
+            handler_fn(|_context: EventContext| async move {
+                futures::future::pending::<()>().await;
+                Ok(())
+            }),
+        )
+        .handler_timeout(Duration::from_secs(30))
+        .retry(policy(2))
+        .timer(Arc::new(ManualTimer::new(clock.clone())))
+        .dead_letter(dead)
+        .build();
+    let outcome = processor.process(pr_opened()).await;
+    let ProcessOutcome::DeadLettered { error, attempts: 2 } = outcome else { panic!("{outcome:?}") };
+    assert!(matches!(error, Error::HandlerTimedOut { timeout, .. } if timeout == Duration::from_secs(30)));
+    // Two 30 s timeouts and one 1 s backoff, on virtual time.
+    assert_eq!(clock.now(), Timestamp(61_000));
+    assert!(dead_letters.recv().await.is_some());
+    assert_eq!(processor.stats().handler_failures, 2);
+}
