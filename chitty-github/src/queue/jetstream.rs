@@ -49,7 +49,7 @@ pub struct JetStreamConfig {
     /// `<prefix>.dead_letter.github.<event>`.
     pub dead_letter_stream: String,
     /// How long a delivery may stay unacked before it is redelivered (default 30 s): longer than
-    /// the slowest handler.
+    /// the slowest handler (bound that with [`crate::processor::ProcessorBuilder::handler_timeout`]).
     pub ack_wait: Duration,
     /// Deliveries of one message, the first included, before it is dead-lettered (default 5).
     pub max_deliver: i64,
