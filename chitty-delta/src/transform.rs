@@ -215,20 +215,11 @@ pub(crate) fn pack_codes(z: &[u16], k: u8, packed: &mut Vec<u8>, esc_lo: &mut Ve
         }
         _ => packed.extend(z.iter().map(|&v| code(v))),
     }
-    // Branch-free: every element writes a slot, only escapes advance (escapes can be common at k = 2).
-    let (lo_at, hi_at) = (esc_lo.len(), esc_hi.len());
-    esc_lo.resize(lo_at + z.len() + 1, 0);
-    esc_hi.resize(hi_at + z.len() + 1, 0);
-    let (lo, hi) = (&mut esc_lo[lo_at..], &mut esc_hi[hi_at..]);
-    let mut j = 0;
-    for &v in z {
-        let e = v.wrapping_sub(max);
-        lo[j] = e as u8;
-        hi[j] = (e >> 8) as u8;
-        j += usize::from(v >= max);
+    for &v in z.iter().filter(|&&v| v >= max) {
+        let e = v - max;
+        esc_lo.push(e as u8);
+        esc_hi.push((e >> 8) as u8);
     }
-    esc_lo.truncate(lo_at + j);
-    esc_hi.truncate(hi_at + j);
 }
 
 /// Unpacks `z.len()` codes of `k` bits from `packed` (which must hold exactly enough bytes), escapes not
@@ -263,19 +254,17 @@ pub(crate) fn unpack_codes(packed: &[u8], k: u8, z: &mut [u16]) -> usize {
 
 /// Adds the escapes to the codes equal to `2^k - 1` (as many as the escape planes hold).
 pub(crate) fn apply_escapes(z: &mut [u16], k: u8, esc_lo: &[u8], esc_hi: &[u8]) {
-    let count = esc_lo.len().min(esc_hi.len());
-    if count == 0 {
-        return;
-    }
     let max = (1u16 << k) - 1;
-    // Branch-free: every code reads the next escape (clamped to the last), only escapes consume one.
-    let mut j = 0;
-    for v in z.iter_mut() {
-        let at = j.min(count - 1);
-        let is_escape = *v == max && j < count;
-        let e = u16::from_le_bytes([esc_lo[at], esc_hi[at]]);
-        *v = if is_escape { max.wrapping_add(e) } else { *v };
-        j += usize::from(is_escape);
+    let mut escapes = esc_lo.iter().zip(esc_hi);
+    // Escapes are a few per cent of elements: skip the blocks without any (a vectorised test).
+    for block in z.chunks_mut(BLOCK) {
+        if !block.iter().fold(false, |any, &v| any | (v == max)) {
+            continue;
+        }
+        for v in block.iter_mut().filter(|v| **v == max) {
+            let Some((&lo, &hi)) = escapes.next() else { return };
+            *v = max.wrapping_add(u16::from_le_bytes([lo, hi]));
+        }
     }
 }
 
