@@ -689,23 +689,36 @@ impl Gateway {
         })
     }
 
+    /// Reports a request that failed before any provider answered.
+    async fn emit_failure(
+        &self,
+        ctx: &RequestContext,
+        model: &str,
+        endpoint: Endpoint,
+        started: Timestamp,
+        error: &Error,
+        stream: bool,
+    ) {
+        let event = self.request_event(
+            ctx,
+            model,
+            endpoint,
+            started,
+            None,
+            CacheStatus::Bypass,
+            error.status(),
+            None,
+            NanoUsd::ZERO,
+            stream,
+        );
+        self.emit(event).await;
+    }
+
     async fn run<O: Op>(&self, ctx: &RequestContext, req: O::Req) -> Result<Reply<O::Resp>> {
         let started = self.now();
         let result = self.run_inner::<O>(ctx, &req, started).await;
         if let Err(e) = &result {
-            let event = self.request_event(
-                ctx,
-                O::model(&req),
-                O::ENDPOINT,
-                started,
-                None,
-                CacheStatus::Bypass,
-                e.status(),
-                None,
-                NanoUsd::ZERO,
-                false,
-            );
-            self.emit(event).await;
+            self.emit_failure(ctx, O::model(&req), O::ENDPOINT, started, e, false).await;
         }
         result
     }

@@ -65,6 +65,14 @@ fn check_cap(cap: Option<u32>, param: &str) -> Result<()> {
     Ok(())
 }
 
+/// The sampling parameters chat and legacy completions share.
+fn check_sampling(temperature: Option<f64>, top_p: Option<f64>, n: Option<u32>, max_tokens: Option<u32>) -> Result<()> {
+    check_range(temperature, 0.0, 2.0, "temperature")?;
+    check_range(top_p, 0.0, 1.0, "top_p")?;
+    check_n(n)?;
+    check_cap(max_tokens, "max_tokens")
+}
+
 pub(crate) struct ChatOp;
 
 impl Op for ChatOp {
@@ -82,10 +90,7 @@ impl Op for ChatOp {
         if req.messages.is_empty() {
             return Err(Error::invalid_request("`messages` must contain at least one message", Some("messages")));
         }
-        check_range(req.temperature, 0.0, 2.0, "temperature")?;
-        check_range(req.top_p, 0.0, 1.0, "top_p")?;
-        check_n(req.n)?;
-        check_cap(req.max_tokens, "max_tokens")?;
+        check_sampling(req.temperature, req.top_p, req.n, req.max_tokens)?;
         check_cap(req.max_completion_tokens, "max_completion_tokens")?;
         if req.stream_options.is_some() && !req.is_stream() {
             return Err(Error::invalid_request(
@@ -161,10 +166,7 @@ impl Op for CompletionOp {
     }
 
     fn validate(req: &Self::Req) -> Result<()> {
-        check_range(req.temperature, 0.0, 2.0, "temperature")?;
-        check_range(req.top_p, 0.0, 1.0, "top_p")?;
-        check_n(req.n)?;
-        check_cap(req.max_tokens, "max_tokens")?;
+        check_sampling(req.temperature, req.top_p, req.n, req.max_tokens)?;
         if req.stream == Some(true) {
             return Err(Error::invalid_request(
                 "streaming legacy completions is not supported; use /v1/chat/completions",

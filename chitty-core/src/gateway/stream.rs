@@ -114,19 +114,7 @@ impl Gateway {
         let started = self.now();
         let result = self.chat_stream_inner(ctx, &request, started).await;
         if let Err(e) = &result {
-            let event = self.request_event(
-                ctx,
-                &request.model,
-                Endpoint::ChatCompletions,
-                started,
-                None,
-                CacheStatus::Bypass,
-                e.status(),
-                None,
-                NanoUsd::ZERO,
-                true,
-            );
-            self.emit(event).await;
+            self.emit_failure(ctx, &request.model, Endpoint::ChatCompletions, started, e, true).await;
         }
         result
     }

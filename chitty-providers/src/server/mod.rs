@@ -211,21 +211,41 @@ async fn chat(
     result.unwrap_or_else(|e| ApiError::new(e, &id).into_response())
 }
 
+/// A non-streamed JSON endpoint: authenticate, parse the body, call the gateway, answer with headers.
+async fn json_endpoint<Req, Resp, Call, Fut>(
+    state: Arc<AppState>,
+    options: &ServerOptions,
+    headers: &HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+    call: Call,
+) -> Response
+where
+    Req: DeserializeOwned,
+    Resp: serde::Serialize,
+    Call: FnOnce(Gateway, RequestContext, Req) -> Fut,
+    Fut: std::future::Future<Output = Result<chitty_core::gateway::Reply<Resp>>>,
+{
+    let id = request_id(headers);
+    let result = async {
+        let ctx = context(&state.gateway, headers, &id)?;
+        let request: Req = parse(body).map_err(|e| with_limit(e, options))?;
+        let reply = call(state.gateway.clone(), ctx, request).await?;
+        Ok::<_, Error>(json_response(&reply.meta, &id, &reply.body))
+    }
+    .await;
+    result.unwrap_or_else(|e| ApiError::new(e, &id).into_response())
+}
+
 async fn completions(
     State(state): State<Arc<AppState>>,
     axum::Extension(options): axum::Extension<ServerOptions>,
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Response {
-    let id = request_id(&headers);
-    let result = async {
-        let ctx = context(&state.gateway, &headers, &id)?;
-        let request: CompletionRequest = parse(body).map_err(|e| with_limit(e, &options))?;
-        let reply = state.gateway.completion(&ctx, request).await?;
-        Ok::<_, Error>(json_response(&reply.meta, &id, &reply.body))
-    }
-    .await;
-    result.unwrap_or_else(|e| ApiError::new(e, &id).into_response())
+    json_endpoint(state, &options, &headers, body, |gateway, ctx, request: CompletionRequest| async move {
+        gateway.completion(&ctx, request).await
+    })
+    .await
 }
 
 async fn embeddings(
@@ -234,15 +254,10 @@ async fn embeddings(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Response {
-    let id = request_id(&headers);
-    let result = async {
-        let ctx = context(&state.gateway, &headers, &id)?;
-        let request: EmbeddingRequest = parse(body).map_err(|e| with_limit(e, &options))?;
-        let reply = state.gateway.embeddings(&ctx, request).await?;
-        Ok::<_, Error>(json_response(&reply.meta, &id, &reply.body))
-    }
-    .await;
-    result.unwrap_or_else(|e| ApiError::new(e, &id).into_response())
+    json_endpoint(state, &options, &headers, body, |gateway, ctx, request: EmbeddingRequest| async move {
+        gateway.embeddings(&ctx, request).await
+    })
+    .await
 }
 
 async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
