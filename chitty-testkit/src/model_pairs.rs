@@ -440,10 +440,11 @@ mod tests {
     #[test]
     fn most_bf16_elements_keep_their_exponent() {
         let pair = generate_pair(&ModelPairSpec::small(5));
-        let len = u64::from_le_bytes(pair.base[..8].try_into().unwrap()) as usize;
-        // The embedding comes first and its first rows are fine-tuned in place.
+        let data = |f: &[u8]| 8 + u64::from_le_bytes(f[..8].try_into().unwrap()) as usize;
+        // The embedding comes first in the data and its first rows are fine-tuned in place.
         let n = 512 * 128;
-        let (b, t) = (&pair.base[8 + len..8 + len + 2 * n], &pair.target[8 + len..8 + len + 2 * n]);
+        let (bs, ts) = (data(&pair.base), data(&pair.target));
+        let (b, t) = (&pair.base[bs..bs + 2 * n], &pair.target[ts..ts + 2 * n]);
         let mut same_exp = 0;
         let mut same = 0;
         for (x, y) in b.chunks_exact(2).zip(t.chunks_exact(2)) {
