@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs the examples CI does not already drive (parity runs `gateway`; a test drives `webhook`'s router):
+# `in_process`, the `delta` CLI end to end, and `static_upstream` answering one request.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "examples: in_process"
+cargo run --quiet --example in_process
+
+echo "examples: delta (generate, compress, inspect, verify, decompress, compare)"
+cargo build --quiet --example delta --features delta
+delta=./target/debug/examples/delta
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$delta" generate --bytes 8M "$work/base.safetensors" "$work/ft.safetensors" >/dev/null
+"$delta" compress "$work/base.safetensors" "$work/ft.safetensors" -o "$work/ft.delta" | tail -1
+"$delta" inspect "$work/ft.delta" >/dev/null
+"$delta" verify "$work/base.safetensors" "$work/ft.delta" | tail -1
+"$delta" decompress "$work/base.safetensors" "$work/ft.delta" -o "$work/back.safetensors" | tail -1
+cmp "$work/ft.safetensors" "$work/back.safetensors"
+set +e
+"$delta" decompress "$work/ft.safetensors" "$work/ft.delta" -o "$work/wrong.safetensors" >/dev/null 2>&1
+code=$?
+set -e
+if [ "$code" != 5 ]; then echo "examples: delta with the wrong base exited $code, expected 5" >&2; exit 1; fi
+if [ -e "$work/wrong.safetensors" ]; then echo "examples: a failed decompress left a file behind" >&2; exit 1; fi
+
+echo "examples: static_upstream"
+cargo build --quiet --example static_upstream
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+./target/debug/examples/static_upstream --addr "127.0.0.1:$port" >/dev/null 2>&1 &
+upstream=$!
+trap 'kill $upstream 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 1 50); do
+  if curl -fsS "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: application/json' \
+      -d '{"model":"m","messages":[{"role":"user","content":"hi"}]}' -o "$work/answer.json" 2>/dev/null; then break; fi
+  sleep 0.1
+done
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["object"]=="chat.completion" and d["usage"]["total_tokens"]>0' "$work/answer.json"
+echo "examples: ok"
