@@ -2,6 +2,9 @@
 //!
 //! `cargo bench --bench gateway_overhead`
 
+// A bench that cannot set up aborts, as a test would.
+#![allow(clippy::expect_used)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 

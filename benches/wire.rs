@@ -3,6 +3,9 @@
 //!
 //! `cargo bench --bench wire`
 
+// A bench that cannot set up aborts, as a test would.
+#![allow(clippy::expect_used)]
+
 use std::hint::black_box;
 
 use chitty::core::wire::{ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage};

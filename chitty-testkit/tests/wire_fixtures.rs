@@ -1,5 +1,7 @@
 //! Every fixture parses into chitty's wire types and serializes back without losing a field.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use chitty_core::wire::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChunkAccumulator, CompletionRequest,
     CompletionResponse, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EncodingFormat, ErrorEnvelope,
