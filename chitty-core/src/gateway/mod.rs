@@ -173,6 +173,19 @@ pub struct ReplyMeta {
     pub max_tokens_set: Option<u32>,
 }
 
+impl ReplyMeta {
+    /// What a cache hit reports: no provider, nothing reserved or charged.
+    pub fn hit() -> ReplyMeta {
+        ReplyMeta {
+            cache: CacheStatus::Hit,
+            provider: None,
+            reserved: NanoUsd::ZERO,
+            cost: NanoUsd::ZERO,
+            max_tokens_set: None,
+        }
+    }
+}
+
 /// A response and what the gateway did to get it.
 #[derive(Debug, Clone)]
 pub struct Reply<T> {
@@ -747,13 +760,7 @@ impl Gateway {
                             false,
                         );
                         self.emit(event).await;
-                        let meta = ReplyMeta {
-                            cache: CacheStatus::Hit,
-                            provider: None,
-                            reserved: NanoUsd::ZERO,
-                            cost: NanoUsd::ZERO,
-                            max_tokens_set: None,
-                        };
+                        let meta = ReplyMeta::hit();
                         return Ok(Reply { body, meta });
                     }
                     Err(e) => tracing::warn!(error = %e, "cache entry did not parse; treating as a miss"),

@@ -151,13 +151,7 @@ impl Gateway {
                         );
                         self.emit(event).await;
                         let chunks = resp.to_chunks(REPLAY_PIECE_BYTES, forward_usage);
-                        let meta = ReplyMeta {
-                            cache: CacheStatus::Hit,
-                            provider: None,
-                            reserved: NanoUsd::ZERO,
-                            cost: NanoUsd::ZERO,
-                            max_tokens_set: None,
-                        };
+                        let meta = ReplyMeta::hit();
                         return Ok(StreamReply {
                             meta,
                             chunks: Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))),
