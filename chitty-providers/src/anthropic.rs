@@ -161,28 +161,11 @@ impl AnthropicProvider {
 }
 
 impl AnthropicProviderBuilder {
-    /// The API's base URL without `/v1`, e.g. `https://api.anthropic.com`.
-    pub fn with_base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = url.into();
-        self
-    }
-
-    /// The API key, sent as `x-api-key` (never logged or printed).
-    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
-        self.api_key = Some(ApiKey::new(key));
-        self
-    }
-
-    /// The API key from the environment variable `var`; fails naming the variable when it is unset.
-    pub fn with_api_key_from_env(self, var: &str) -> Result<Self> {
-        match std::env::var(var) {
-            Ok(key) if !key.is_empty() => Ok(self.with_api_key(key)),
-            _ => Err(Error::InvalidInput {
-                what: format!("provider `{}` configuration", self.name),
-                reason: format!("the environment variable `{var}` is not set"),
-            }),
-        }
-    }
+    upstream_http::shared_builder_setters!(
+        base_url: "The API's base URL without `/v1`, e.g. `https://api.anthropic.com`.",
+        api_key: "The API key, sent as `x-api-key` (never logged or printed).",
+        header: "A header sent with every request (e.g. `anthropic-beta`); validated by [`Self::build`].",
+    );
 
     /// The `anthropic-version` header (default [`DEFAULT_API_VERSION`]).
     pub fn with_api_version(mut self, version: impl Into<String>) -> Self {
@@ -190,33 +173,9 @@ impl AnthropicProviderBuilder {
         self
     }
 
-    /// A header sent with every request (e.g. `anthropic-beta`); validated by [`Self::build`].
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
     /// `max_tokens` for requests that set no output cap.
     pub fn with_default_max_tokens(mut self, max_tokens: u32) -> Self {
         self.default_max_tokens = max_tokens;
-        self
-    }
-
-    /// How long a request may take: a whole non-streamed answer, or a stream's response headers.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// How long a stream may stay silent between two reads (defaults to the request timeout).
-    pub fn with_stream_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.stream_idle_timeout = Some(timeout);
-        self
-    }
-
-    /// Shares an existing client (and its connection pool) instead of building one.
-    pub fn with_client(mut self, client: reqwest::Client) -> Self {
-        self.client = Some(client);
         self
     }
 

@@ -134,45 +134,15 @@ impl OllamaProvider {
 }
 
 impl OllamaProviderBuilder {
-    /// Ollama's base URL, e.g. `http://gpu-box:11434`.
-    pub fn with_base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = url.into();
-        self
-    }
-
-    /// A key sent as `Authorization: Bearer …`, for Ollama behind an authenticating proxy or hosted.
-    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
-        self.api_key = Some(ApiKey::new(key));
-        self
-    }
-
-    /// A header sent with every request; validated by [`Self::build`].
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    /// How long a request may take: a whole non-streamed answer, or a stream's response headers.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// How long a stream may stay silent between two reads (defaults to the request timeout).
-    pub fn with_stream_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.stream_idle_timeout = Some(timeout);
-        self
-    }
+    upstream_http::shared_builder_setters!(
+        base_url: "Ollama's base URL, e.g. `http://gpu-box:11434`.",
+        api_key: "A key sent as `Authorization: Bearer …`, for Ollama behind an authenticating proxy or hosted.",
+        header: "A header sent with every request; validated by [`Self::build`].",
+    );
 
     /// Ollama's `keep_alive` (how long the model stays loaded, e.g. `"10m"`), sent with every request.
     pub fn with_keep_alive(mut self, keep_alive: impl Into<String>) -> Self {
         self.keep_alive = Some(keep_alive.into());
-        self
-    }
-
-    /// Shares an existing client (and its connection pool) instead of building one.
-    pub fn with_client(mut self, client: reqwest::Client) -> Self {
-        self.client = Some(client);
         self
     }
 

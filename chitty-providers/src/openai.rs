@@ -186,46 +186,11 @@ impl OpenAiProvider {
 }
 
 impl OpenAiProviderBuilder {
-    /// The API's base URL, `/v1` included, e.g. `http://localhost:8000/v1` for vLLM.
-    pub fn with_base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = url.into();
-        self
-    }
-
-    /// The API key, sent as `Authorization: Bearer …` (never logged or printed).
-    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
-        self.api_key = Some(ApiKey::new(key));
-        self
-    }
-
-    /// The API key from the environment variable `var`; fails naming the variable when it is unset.
-    pub fn with_api_key_from_env(self, var: &str) -> Result<Self> {
-        match std::env::var(var) {
-            Ok(key) if !key.is_empty() => Ok(self.with_api_key(key)),
-            _ => Err(Error::InvalidInput {
-                what: format!("provider `{}` configuration", self.name),
-                reason: format!("the environment variable `{var}` is not set"),
-            }),
-        }
-    }
-
-    /// A header sent with every request (e.g. `OpenAI-Organization`); validated by [`Self::build`].
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    /// How long a request may take: a whole non-streamed answer, or a stream's response headers.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// How long a stream may stay silent between two reads (defaults to the request timeout).
-    pub fn with_stream_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.stream_idle_timeout = Some(timeout);
-        self
-    }
+    upstream_http::shared_builder_setters!(
+        base_url: "The API's base URL, `/v1` included, e.g. `http://localhost:8000/v1` for vLLM.",
+        api_key: "The API key, sent as `Authorization: Bearer …` (never logged or printed).",
+        header: "A header sent with every request (e.g. `OpenAI-Organization`); validated by [`Self::build`].",
+    );
 
     /// The largest server-sent event accepted from the upstream.
     pub fn with_max_event_bytes(mut self, bytes: usize) -> Self {
@@ -243,12 +208,6 @@ impl OpenAiProviderBuilder {
     /// Declares what the upstream supports (default: everything), e.g. an embeddings-only server.
     pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
         self.capabilities = capabilities;
-        self
-    }
-
-    /// Shares an existing client (and its connection pool) instead of building one.
-    pub fn with_client(mut self, client: reqwest::Client) -> Self {
-        self.client = Some(client);
         self
     }
 

@@ -254,6 +254,60 @@ pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// The setters every HTTP provider builder shares, over the fields they all name alike (`name`, `base_url`,
+/// `api_key`, `headers`, `timeout`, `stream_idle_timeout`, `client`); the doc lines that differ are arguments.
+macro_rules! shared_builder_setters {
+    (base_url: $base_url_doc:literal, api_key: $api_key_doc:literal, header: $header_doc:literal $(,)?) => {
+        #[doc = $base_url_doc]
+        pub fn with_base_url(mut self, url: impl Into<String>) -> Self {
+            self.base_url = url.into();
+            self
+        }
+
+        #[doc = $api_key_doc]
+        pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+            self.api_key = Some($crate::upstream_http::ApiKey::new(key));
+            self
+        }
+
+        /// The API key from the environment variable `var`; fails naming the variable when it is unset.
+        pub fn with_api_key_from_env(self, var: &str) -> chitty_core::Result<Self> {
+            match std::env::var(var) {
+                Ok(key) if !key.is_empty() => Ok(self.with_api_key(key)),
+                _ => Err(chitty_core::Error::InvalidInput {
+                    what: format!("provider `{}` configuration", self.name),
+                    reason: format!("the environment variable `{var}` is not set"),
+                }),
+            }
+        }
+
+        #[doc = $header_doc]
+        pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+            self.headers.push((name.into(), value.into()));
+            self
+        }
+
+        /// How long a request may take: a whole non-streamed answer, or a stream's response headers.
+        pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.timeout = timeout;
+            self
+        }
+
+        /// How long a stream may stay silent between two reads (defaults to the request timeout).
+        pub fn with_stream_idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.stream_idle_timeout = Some(timeout);
+            self
+        }
+
+        /// Shares an existing client (and its connection pool) instead of building one.
+        pub fn with_client(mut self, client: reqwest::Client) -> Self {
+            self.client = Some(client);
+            self
+        }
+    };
+}
+pub(crate) use shared_builder_setters;
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
