@@ -138,9 +138,16 @@ fn parse<T: DeserializeOwned>(body: std::result::Result<Bytes, BytesRejection>) 
         _ => Error::invalid_request(format!("could not read the request body: {rejection}"), None),
     })?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        let param = e.to_string().split('`').nth(1).map(str::to_owned);
-        Error::InvalidRequest { message: format!("invalid JSON body: {e}"), param: param.filter(|p| !p.contains(' ')) }
+        let message = e.to_string();
+        Error::InvalidRequest { param: missing_field(&message), message: format!("invalid JSON body: {message}") }
     })
+}
+
+/// The parameter a serde error names, when it names one: only "missing field `x`" does reliably (in other
+/// messages the backticked word is a value, such as an unknown variant).
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.split('`').next().filter(|p| !p.is_empty()).map(str::to_owned)
 }
 
 fn meta_headers(meta: &ReplyMeta, request_id: &str, with_cost: bool) -> HeaderMap {
@@ -292,5 +299,17 @@ fn with_limit(e: Error, options: &ServerOptions) -> Error {
     match e {
         Error::PayloadTooLarge { .. } => Error::PayloadTooLarge { limit: options.body_limit as u64 },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_field;
+
+    #[test]
+    fn only_missing_fields_name_a_param() {
+        assert_eq!(missing_field("missing field `messages` at line 1 column 17").as_deref(), Some("messages"));
+        assert_eq!(missing_field("unknown variant `foo`, expected `float` or `base64` at line 1 column 9"), None);
+        assert_eq!(missing_field("invalid type: string \"x\", expected a sequence at line 1 column 3"), None);
     }
 }
