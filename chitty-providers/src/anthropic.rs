@@ -54,9 +54,10 @@ use chitty_core::wire::{
 };
 use chitty_core::{Capabilities, Capability, ChunkStream, Error, Provider, Result};
 use futures::StreamExt;
-use reqwest::header::HeaderMap;
+use http::header::HeaderMap;
 use serde_json::{Value, json};
 
+use crate::http_client::UpstreamClient;
 use crate::sse::{self, SseError, SseEvent};
 use crate::upstream_http::{self, ApiKey};
 
@@ -77,12 +78,13 @@ const FORWARDED_EXTRA: [&str; 4] = ["top_k", "thinking", "metadata", "service_ti
 pub struct AnthropicProvider {
     name: String,
     base_url: String,
+    messages_url: http::Uri,
     headers: HeaderMap,
     timeout: Duration,
     stream_idle_timeout: Duration,
     max_event_bytes: usize,
     default_max_tokens: u32,
-    client: reqwest::Client,
+    client: UpstreamClient,
 }
 
 impl fmt::Debug for AnthropicProvider {
@@ -110,7 +112,7 @@ pub struct AnthropicProviderBuilder {
     stream_idle_timeout: Option<Duration>,
     max_event_bytes: usize,
     default_max_tokens: u32,
-    client: Option<reqwest::Client>,
+    client: Option<UpstreamClient>,
 }
 
 impl fmt::Debug for AnthropicProviderBuilder {
@@ -155,8 +157,8 @@ impl AnthropicProvider {
         builder
     }
 
-    fn post(&self, body: &Value) -> reqwest::RequestBuilder {
-        self.client.post(format!("{}/v1/messages", self.base_url)).headers(self.headers.clone()).json(body)
+    fn post(&self, body: &Value) -> Result<http::Request<bytes::Bytes>> {
+        upstream_http::post_json(&self.messages_url, &self.headers, body)
     }
 }
 
@@ -189,10 +191,12 @@ impl AnthropicProviderBuilder {
         }
         let client = match self.client {
             Some(c) => c,
-            None => upstream_http::default_client()?,
+            None => UpstreamClient::new()?,
         };
+        let base_url = upstream_http::trim_base_url(&self.base_url);
         Ok(AnthropicProvider {
-            base_url: upstream_http::trim_base_url(&self.base_url),
+            messages_url: upstream_http::endpoint(&self.name, &base_url, "/v1/messages")?,
+            base_url,
             name: self.name,
             headers,
             timeout: self.timeout,
@@ -216,14 +220,14 @@ impl Provider for AnthropicProvider {
 
     async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatCompletionResponse> {
         let body = to_messages_request(&request, self.default_max_tokens, false)?;
-        let answer: Value = upstream_http::call_json(&self.name, self.timeout, self.post(&body)).await?;
+        let answer: Value = upstream_http::call_json(&self.name, self.timeout, &self.client, self.post(&body)?).await?;
         from_messages_response(&self.name, &answer)
     }
 
     async fn chat_stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream> {
         let body = to_messages_request(&request, self.default_max_tokens, true)?;
-        let response = upstream_http::send(&self.name, self.timeout, self.post(&body)).await?;
-        let events = sse::decode(response.bytes_stream(), self.max_event_bytes);
+        let response = upstream_http::send(&self.name, self.timeout, &self.client, self.post(&body)?).await?;
+        let events = sse::decode(upstream_http::body_stream(response), self.max_event_bytes);
         Ok(chunk_stream(self.name.clone(), self.stream_idle_timeout, events))
     }
 }

@@ -9,6 +9,8 @@
 //! - `openai`: [`openai::OpenAiProvider`], any OpenAI-compatible upstream over HTTP, with the [`sse`] decoder.
 //! - `anthropic`: [`anthropic::AnthropicProvider`], Anthropic's Messages API translated to and from OpenAI's.
 //! - `ollama`: [`ollama::OllamaProvider`], Ollama's native API with NDJSON streaming.
+//! - `upstream-http` (enabled by each of the three above): [`http_client::UpstreamClient`], the pooled HTTP
+//!   client they share.
 //! - `redis`: [`redis::RedisCache`] and [`redis::RedisBudgetStore`], shared by every gateway replica (each budget
 //!   operation is one atomic Lua script).
 //! - `prometheus`: [`prometheus::PrometheusSink`], request, token, cost and upstream metrics in a host's registry.
@@ -26,6 +28,8 @@ pub mod server;
 
 #[cfg(feature = "anthropic")]
 pub mod anthropic;
+#[cfg(feature = "upstream-http")]
+pub mod http_client;
 #[cfg(feature = "ollama")]
 pub mod ollama;
 #[cfg(feature = "openai")]
@@ -36,5 +40,5 @@ pub mod prometheus;
 pub mod redis;
 #[cfg(any(feature = "openai", feature = "anthropic"))]
 pub mod sse;
-#[cfg(any(feature = "openai", feature = "anthropic", feature = "ollama"))]
+#[cfg(feature = "upstream-http")]
 mod upstream_http;

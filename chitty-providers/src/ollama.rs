@@ -41,9 +41,10 @@ use chitty_core::wire::{
 };
 use chitty_core::{BoxError, Capabilities, ChunkStream, Error, Provider, Result};
 use futures::{Stream, StreamExt};
-use reqwest::header::{AUTHORIZATION, HeaderMap};
+use http::header::{AUTHORIZATION, HeaderMap};
 use serde_json::{Value, json};
 
+use crate::http_client::UpstreamClient;
 use crate::upstream_http::{self, ApiKey};
 
 /// Where Ollama listens by default.
@@ -58,11 +59,20 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 pub struct OllamaProvider {
     name: String,
     base_url: String,
+    endpoints: Endpoints,
     headers: HeaderMap,
     timeout: Duration,
     stream_idle_timeout: Duration,
     keep_alive: Option<String>,
-    client: reqwest::Client,
+    client: UpstreamClient,
+}
+
+/// Ollama's endpoint URLs, parsed once when the provider is built.
+#[derive(Clone)]
+struct Endpoints {
+    chat: http::Uri,
+    generate: http::Uri,
+    embed: http::Uri,
 }
 
 impl fmt::Debug for OllamaProvider {
@@ -88,7 +98,7 @@ pub struct OllamaProviderBuilder {
     timeout: Duration,
     stream_idle_timeout: Option<Duration>,
     keep_alive: Option<String>,
-    client: Option<reqwest::Client>,
+    client: Option<UpstreamClient>,
 }
 
 impl fmt::Debug for OllamaProviderBuilder {
@@ -128,8 +138,9 @@ impl OllamaProvider {
         }
     }
 
-    fn post(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
-        self.client.post(format!("{}{path}", self.base_url)).headers(self.headers.clone()).json(body)
+    async fn call(&self, url: &http::Uri, body: &Value) -> Result<Value> {
+        let request = upstream_http::post_json(url, &self.headers, body)?;
+        upstream_http::call_json(&self.name, self.timeout, &self.client, request).await
     }
 }
 
@@ -154,10 +165,15 @@ impl OllamaProviderBuilder {
         }
         let client = match self.client {
             Some(c) => c,
-            None => upstream_http::default_client()?,
+            None => UpstreamClient::new()?,
         };
+        let base_url = upstream_http::trim_base_url(&self.base_url);
+        let url = |path: &str| upstream_http::endpoint(&self.name, &base_url, path);
+        let endpoints =
+            Endpoints { chat: url("/api/chat")?, generate: url("/api/generate")?, embed: url("/api/embed")? };
         Ok(OllamaProvider {
-            base_url: upstream_http::trim_base_url(&self.base_url),
+            endpoints,
+            base_url,
             name: self.name,
             headers,
             timeout: self.timeout,
@@ -180,14 +196,15 @@ impl Provider for OllamaProvider {
 
     async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatCompletionResponse> {
         let body = self.with_keep_alive(to_chat_request(&request, false)?);
-        let answer: Value = upstream_http::call_json(&self.name, self.timeout, self.post("/api/chat", &body)).await?;
+        let answer = self.call(&self.endpoints.chat, &body).await?;
         from_chat_response(&self.name, &answer)
     }
 
     async fn chat_stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream> {
         let body = self.with_keep_alive(to_chat_request(&request, true)?);
-        let response = upstream_http::send(&self.name, self.timeout, self.post("/api/chat", &body)).await?;
-        let lines = ndjson_lines(response.bytes_stream());
+        let http_request = upstream_http::post_json(&self.endpoints.chat, &self.headers, &body)?;
+        let response = upstream_http::send(&self.name, self.timeout, &self.client, http_request).await?;
+        let lines = ndjson_lines(upstream_http::body_stream(response));
         Ok(chunk_stream(self.name.clone(), request.model, self.stream_idle_timeout, lines))
     }
 
@@ -211,8 +228,7 @@ impl Provider for OllamaProvider {
             o.insert("suffix".into(), json!(suffix));
         }
         let body = self.with_keep_alive(body);
-        let answer: Value =
-            upstream_http::call_json(&self.name, self.timeout, self.post("/api/generate", &body)).await?;
+        let answer = self.call(&self.endpoints.generate, &body).await?;
         let mut text = str_field(&answer, "response").to_owned();
         if request.echo == Some(true) {
             text.insert_str(0, &prompt);
@@ -246,7 +262,7 @@ impl Provider for OllamaProvider {
             o.insert("dimensions".into(), json!(d));
         }
         let body = self.with_keep_alive(body);
-        let answer: Value = upstream_http::call_json(&self.name, self.timeout, self.post("/api/embed", &body)).await?;
+        let answer = self.call(&self.endpoints.embed, &body).await?;
         let vectors: Vec<Vec<f32>> =
             answer.get("embeddings").cloned().and_then(|v| serde_json::from_value(v).ok()).ok_or_else(|| {
                 upstream_http::malformed(&self.name, "embeddings", "no `embeddings` list of float lists")

@@ -230,7 +230,7 @@ impl SseDecoder {
     }
 }
 
-/// Decodes a byte stream (e.g. `reqwest::Response::bytes_stream()`) into events, ending after the
+/// Decodes a byte stream (e.g. an HTTP response body) into events, ending after the
 /// first error.
 pub fn decode<S, E>(bytes: S, max_event_bytes: usize) -> impl Stream<Item = Result<SseEvent, SseError>>
 where

@@ -1,19 +1,26 @@
-//! HTTP plumbing the upstream providers share: the pooled client, timeouts, and turning HTTP failures
-//! into chitty-core's typed errors with the upstream's own message kept.
+//! HTTP plumbing the upstream providers share: requests, timeouts, and turning HTTP failures into
+//! chitty-core's typed errors with the upstream's own message kept.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use chitty_core::{Error, Result};
-use futures::StreamExt;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use futures::Stream;
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
+
+use crate::http_client::{BoxError, ResponseBody, UpstreamClient};
 
 /// How much of an error body is read, and how much of a non-JSON one is quoted in the message.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 const QUOTED_BODY_CHARS: usize = 512;
 /// The largest non-streamed answer accepted: far above any real completion or embedding batch.
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// An upstream's answer, headers received, body still to read.
+pub(crate) type Response = http::Response<ResponseBody>;
 
 /// An API key: sent in a header marked sensitive, never printed.
 #[derive(Clone)]
@@ -24,7 +31,7 @@ impl ApiKey {
         ApiKey(key.into())
     }
 
-    /// The key as a header value (`prefix` + key), marked sensitive so that reqwest never logs it.
+    /// The key as a header value (`prefix` + key), marked sensitive so that no HTTP layer logs it.
     pub(crate) fn header_value(&self, prefix: &str) -> Result<HeaderValue> {
         let mut value = HeaderValue::from_str(&format!("{prefix}{}", self.0)).map_err(|_| Error::InvalidInput {
             what: "API key".to_owned(),
@@ -41,9 +48,11 @@ impl fmt::Debug for ApiKey {
     }
 }
 
-/// Extra headers sent with every request, given as strings and validated when the provider is built.
+/// Extra headers sent with every request, given as strings and validated when the provider is built;
+/// `Content-Type: application/json` is added, as every request body is JSON.
 pub(crate) fn parse_headers(provider: &str, headers: &[(String, String)]) -> Result<HeaderMap> {
     let mut map = HeaderMap::new();
+    map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     for (name, value) in headers {
         let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| Error::InvalidInput {
             what: format!("provider `{provider}` configuration"),
@@ -60,30 +69,41 @@ pub(crate) fn parse_headers(provider: &str, headers: &[(String, String)]) -> Res
     Ok(map)
 }
 
-/// A pooled client for upstream calls (HTTP/1.1 and HTTP/2, rustls).
-pub(crate) fn default_client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        // A burst (say 1,000 streams) must not leave a thousand idle connections and their buffers behind:
-        // keep enough warm connections for steady traffic and let the rest close soon.
-        .pool_max_idle_per_host(64)
-        .pool_idle_timeout(Duration::from_secs(15))
-        .connect_timeout(Duration::from_secs(10))
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| Error::backend("http client", e))
-}
-
 /// Base URL without its trailing slashes, so that paths can be appended with `/`.
 pub(crate) fn trim_base_url(url: &str) -> String {
     url.trim_end_matches('/').to_owned()
 }
 
-/// The error for a failed request that got no HTTP status (connection refused, reset, TLS …).
-pub(crate) fn transport_error(provider: &str, timeout: Duration, e: &reqwest::Error) -> Error {
-    if e.is_timeout() {
-        return Error::UpstreamTimeout { provider: provider.to_owned(), timeout };
+/// `base_url` + `path` as an absolute `http` or `https` URI, checked once when a provider is built.
+pub(crate) fn endpoint(provider: &str, base_url: &str, path: &str) -> Result<http::Uri> {
+    let invalid = |reason: String| Error::InvalidInput { what: format!("provider `{provider}` base URL"), reason };
+    let uri = http::Uri::try_from(format!("{base_url}{path}"))
+        .map_err(|e| invalid(format!("`{base_url}` is not a URL: {e}")))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(_)) => Ok(uri),
+        _ => Err(invalid(format!("`{base_url}` must be an absolute http:// or https:// URL"))),
     }
-    Error::Upstream { provider: provider.to_owned(), status: None, message: describe(e), retry_after: None }
+}
+
+/// A POST of `body` as JSON to `uri` with `headers`.
+pub(crate) fn post_json(
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    body: &impl serde::Serialize,
+) -> Result<http::Request<Bytes>> {
+    // Most request bodies are a few hundred bytes: one allocation instead of regrowing from serde_json's 128.
+    let mut bytes = Vec::with_capacity(512);
+    serde_json::to_writer(&mut bytes, body).map_err(|e| Error::backend("request body", e))?;
+    let mut request = http::Request::new(Bytes::from(bytes));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = uri.clone();
+    *request.headers_mut() = headers.clone();
+    Ok(request)
+}
+
+/// The error for a failed request that got no HTTP status (connection refused, reset, TLS …).
+pub(crate) fn transport_error(provider: &str, e: &BoxError) -> Error {
+    Error::Upstream { provider: provider.to_owned(), status: None, message: describe(&**e), retry_after: None }
 }
 
 /// An error and its sources as one line, without the request URL that reqwest appends (a URL may carry
@@ -115,20 +135,26 @@ pub(crate) fn malformed(provider: &str, what: &str, detail: impl fmt::Display) -
     }
 }
 
+fn timed_out(provider: &str, timeout: Duration) -> Error {
+    Error::UpstreamTimeout { provider: provider.to_owned(), timeout }
+}
+
 /// Sends `request` and waits for the response headers within `timeout`; a non-2xx status becomes
 /// [`Error::Upstream`] with the upstream's message and `Retry-After`.
 pub(crate) async fn send(
     provider: &str,
     timeout: Duration,
-    request: reqwest::RequestBuilder,
-) -> Result<reqwest::Response> {
-    let response = match tokio::time::timeout(timeout, request.send()).await {
-        Err(_) => {
-            return Err(Error::UpstreamTimeout { provider: provider.to_owned(), timeout });
-        }
-        Ok(Err(e)) => return Err(transport_error(provider, timeout, &e)),
-        Ok(Ok(r)) => r,
-    };
+    client: &UpstreamClient,
+    request: http::Request<Bytes>,
+) -> Result<Response> {
+    match tokio::time::timeout(timeout, send_unbounded(provider, client, request)).await {
+        Err(_) => Err(timed_out(provider, timeout)),
+        Ok(result) => result,
+    }
+}
+
+async fn send_unbounded(provider: &str, client: &UpstreamClient, request: http::Request<Bytes>) -> Result<Response> {
+    let response = client.send(request).await.map_err(|e| transport_error(provider, &e))?;
     if response.status().is_success() {
         return Ok(response);
     }
@@ -136,37 +162,45 @@ pub(crate) async fn send(
 }
 
 /// Reads a whole JSON body within `timeout`, refusing bodies over [`MAX_BODY_BYTES`].
-pub(crate) async fn read_json<T: DeserializeOwned>(
-    provider: &str,
-    timeout: Duration,
-    response: reqwest::Response,
-) -> Result<T> {
-    let read = async {
-        let mut body = Vec::new();
-        let mut chunks = response.bytes_stream();
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| transport_error(provider, timeout, &e))?;
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                let why = format!("the body exceeds {MAX_BODY_BYTES} bytes");
-                return Err(malformed(provider, "answer", why));
-            }
-            body.extend_from_slice(&chunk);
+pub(crate) async fn read_json<T: DeserializeOwned>(provider: &str, timeout: Duration, response: Response) -> Result<T> {
+    match tokio::time::timeout(timeout, read_json_unbounded(provider, response)).await {
+        Err(_) => Err(timed_out(provider, timeout)),
+        Ok(result) => result,
+    }
+}
+
+async fn read_json_unbounded<T: DeserializeOwned>(provider: &str, response: Response) -> Result<T> {
+    let mut incoming = response.into_body();
+    // A small answer arrives in one frame: it is parsed where it lies, without a copy.
+    let mut first: Option<Bytes> = None;
+    let mut joined = bytes::BytesMut::new();
+    while let Some(frame) = incoming.frame().await {
+        let frame = frame.map_err(|e| transport_error(provider, &e))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if first.as_ref().map_or(0, Bytes::len) + joined.len() + data.len() > MAX_BODY_BYTES {
+            return Err(malformed(provider, "answer", format!("the body exceeds {MAX_BODY_BYTES} bytes")));
         }
-        Ok(body)
-    };
-    let body = match tokio::time::timeout(timeout, read).await {
-        Err(_) => {
-            return Err(Error::UpstreamTimeout { provider: provider.to_owned(), timeout });
+        if first.is_none() && joined.is_empty() {
+            first = Some(data);
+            continue;
         }
-        Ok(result) => result?,
-    };
-    serde_json::from_slice(&body).map_err(|parse_error| {
+        if let Some(head) = first.take() {
+            joined.extend_from_slice(&head);
+        }
+        joined.extend_from_slice(&data);
+    }
+    let body = first.unwrap_or_else(|| joined.freeze());
+    parse_json(provider, &body)
+}
+
+fn parse_json<T: DeserializeOwned>(provider: &str, body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(|parse_error| {
         // Some compatible servers answer 200 with an error envelope.
-        match serde_json::from_slice::<serde_json::Value>(&body) {
+        match serde_json::from_slice::<serde_json::Value>(body) {
             Ok(json) if json.get("error").is_some_and(|e| !e.is_null()) => Error::Upstream {
                 provider: provider.to_owned(),
                 status: None,
-                message: error_message(&body).unwrap_or_else(|| json.to_string()),
+                message: error_message(body).unwrap_or_else(|| json.to_string()),
                 retry_after: None,
             },
             _ => malformed(provider, "JSON body", parse_error),
@@ -178,27 +212,47 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
 pub(crate) async fn call_json<T: DeserializeOwned>(
     provider: &str,
     timeout: Duration,
-    request: reqwest::RequestBuilder,
+    client: &UpstreamClient,
+    request: http::Request<Bytes>,
 ) -> Result<T> {
     let work = async {
-        let response = send(provider, timeout, request).await?;
-        read_json(provider, timeout, response).await
+        let response = send_unbounded(provider, client, request).await?;
+        read_json_unbounded(provider, response).await
     };
+    // One timer for the whole exchange.
     match tokio::time::timeout(timeout, work).await {
-        Err(_) => Err(Error::UpstreamTimeout { provider: provider.to_owned(), timeout }),
+        Err(_) => Err(timed_out(provider, timeout)),
         Ok(result) => result,
     }
 }
 
-async fn status_error(provider: &str, response: reqwest::Response) -> Error {
+/// The body of a streamed answer as it arrives.
+pub(crate) fn body_stream(
+    response: Response,
+) -> impl Stream<Item = std::result::Result<Bytes, BoxError>> + Send + Unpin {
+    response.into_body().into_data_stream()
+}
+
+/// Whether the answer is a JSON document (rather than the event stream that was asked for).
+pub(crate) fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+async fn status_error(provider: &str, response: Response) -> Error {
     let status = response.status();
     let retry_after = retry_after(response.headers());
     let mut body = Vec::new();
-    let mut chunks = response.bytes_stream();
+    let mut incoming = response.into_body();
     // A slow or endless error body must not hold the caller: read a bounded prefix, briefly.
     let read = async {
-        while let Some(Ok(chunk)) = chunks.next().await {
-            body.extend_from_slice(&chunk);
+        while let Some(Ok(frame)) = incoming.frame().await {
+            if let Ok(data) = frame.into_data() {
+                body.extend_from_slice(&data);
+            }
             if body.len() >= ERROR_BODY_LIMIT {
                 break;
             }
@@ -299,9 +353,10 @@ macro_rules! shared_builder_setters {
             self
         }
 
-        /// Shares an existing client (and its connection pool) instead of building one.
-        pub fn with_client(mut self, client: reqwest::Client) -> Self {
-            self.client = Some(client);
+        /// Shares a client (and its connection pools) instead of building one: an
+        /// [`UpstreamClient`](crate::http_client::UpstreamClient), or a `reqwest::Client` for its proxy or TLS settings.
+        pub fn with_client(mut self, client: impl Into<$crate::http_client::UpstreamClient>) -> Self {
+            self.client = Some(client.into());
             self
         }
     };
@@ -328,7 +383,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_200_with_an_error_envelope_is_an_upstream_error() {
-        let response = |body: &'static str| reqwest::Response::from(http::Response::new(body));
+        let response = |body: &'static str| {
+            http::Response::new(http_body_util::Full::new(Bytes::from(body)).map_err(BoxError::from).boxed_unsync())
+        };
         let err = read_json::<Vec<u8>>("p", Duration::from_secs(1), response(r#"{"error":{"message":"quota"}}"#))
             .await
             .unwrap_err();

@@ -47,6 +47,54 @@ async fn passes_the_conformance_suite() {
 }
 
 #[tokio::test]
+async fn passes_the_conformance_suite_through_a_callers_reqwest_client() {
+    let server = upstream().await;
+    let provider = OpenAiProvider::builder("openai-mock-reqwest")
+        .with_base_url(server.base_url())
+        .with_api_key("sk-upstream-test")
+        .with_timeout(Duration::from_secs(5))
+        .with_client(reqwest::Client::new())
+        .build()
+        .unwrap();
+    ProviderSuite::new(&provider, "chitty-mock")
+        .with_embedding_model("chitty-mock-embed")
+        .with_faults(server.faults())
+        .run()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_serves_providers_on_runtimes_of_their_own() {
+    let server = upstream().await;
+    let client = chitty_providers::http_client::UpstreamClient::builder().pool_max_idle_per_host(2).build().unwrap();
+    let provider = OpenAiProvider::builder("shared")
+        .with_base_url(server.base_url())
+        .with_api_key("sk-upstream-test")
+        .with_client(client)
+        .build()
+        .unwrap();
+    // Each thread's current-thread runtime gets its own pool from the same client.
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let provider = provider.clone();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(async {
+                    for _ in 0..3 {
+                        let answer = provider.chat(chat_request("chitty-mock")).await.unwrap();
+                        assert!(!answer.choices[0].message.text_content().is_empty());
+                    }
+                });
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(provider.chat(chat_request("chitty-mock")).await.is_ok(), "the test's own runtime still works");
+}
+
+#[tokio::test]
 async fn mock_provider_passes_the_conformance_suite() {
     let provider = MockProvider::new("mock");
     ProviderSuite::new(&provider, "chitty-mock").run().await;

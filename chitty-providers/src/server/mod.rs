@@ -35,7 +35,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -110,10 +110,22 @@ pub async fn shutdown_signal() {
 
 fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get("x-request-id")
+        .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| format!("req_{:024x}", rand::random::<u128>() >> 32), str::to_owned)
+        .map_or_else(new_request_id, str::to_owned)
+}
+
+/// `req_` and 96 random bits in hex.
+fn new_request_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = rand::random::<u128>() >> 32;
+    let mut id = String::with_capacity(28);
+    id.push_str("req_");
+    for nibble in (0..24).rev() {
+        id.push(char::from(HEX[((bits >> (nibble * 4)) & 0xf) as usize]));
+    }
+    id
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -150,24 +162,28 @@ fn missing_field(message: &str) -> Option<String> {
     rest.split('`').next().filter(|p| !p.is_empty()).map(str::to_owned)
 }
 
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_CHITTY_CACHE: HeaderName = HeaderName::from_static("x-chitty-cache");
+const X_CHITTY_RESERVED: HeaderName = HeaderName::from_static("x-chitty-reserved-nano-usd");
+const X_CHITTY_COST: HeaderName = HeaderName::from_static("x-chitty-cost-nano-usd");
+const X_CHITTY_MAX_TOKENS: HeaderName = HeaderName::from_static("x-chitty-max-tokens");
+const X_CHITTY_PROVIDER: HeaderName = HeaderName::from_static("x-chitty-provider");
+
 fn meta_headers(meta: &ReplyMeta, request_id: &str, with_cost: bool) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(name, v);
-        }
-    };
-    set("x-request-id", request_id.to_owned());
-    set("x-chitty-cache", meta.cache.as_str().to_owned());
-    set("x-chitty-reserved-nano-usd", meta.reserved.0.to_string());
+    let mut h = HeaderMap::with_capacity(8);
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(X_REQUEST_ID, v);
+    }
+    h.insert(X_CHITTY_CACHE, HeaderValue::from_static(meta.cache.as_str()));
+    h.insert(X_CHITTY_RESERVED, HeaderValue::from(meta.reserved.0));
     if with_cost {
-        set("x-chitty-cost-nano-usd", meta.cost.0.to_string());
+        h.insert(X_CHITTY_COST, HeaderValue::from(meta.cost.0));
     }
     if let Some(cap) = meta.max_tokens_set {
-        set("x-chitty-max-tokens", cap.to_string());
+        h.insert(X_CHITTY_MAX_TOKENS, HeaderValue::from(cap));
     }
-    if let Some(p) = &meta.provider {
-        set("x-chitty-provider", p.clone());
+    if let Some(v) = meta.provider.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
+        h.insert(X_CHITTY_PROVIDER, v);
     }
     h
 }
@@ -273,7 +289,7 @@ async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
         Ok(ctx) => {
             let mut response = axum::Json(state.gateway.models(&ctx.tenant)).into_response();
             if let Ok(v) = HeaderValue::from_str(&id) {
-                response.headers_mut().insert("x-request-id", v);
+                response.headers_mut().insert(X_REQUEST_ID, v);
             }
             response
         }
@@ -304,7 +320,18 @@ fn with_limit(e: Error, options: &ServerOptions) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::missing_field;
+    use super::{missing_field, new_request_id};
+
+    #[test]
+    fn generated_request_ids_are_96_random_bits_in_hex() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let hex = id.strip_prefix("req_").unwrap();
+            assert_eq!(hex.len(), 24, "{id}");
+            assert!(hex.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{id}");
+        }
+    }
 
     #[test]
     fn only_missing_fields_name_a_param() {
