@@ -8,10 +8,11 @@ use chitty_core::{Compressor, DecodeReport, EncodeReport, PartReport};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::codec::{decode_section, encode_section, take};
+use crate::codec::{decode_section, encode_literal_section, encode_section, take};
 use crate::error::DeltaError;
 use crate::format::{self, BaseFingerprint, CheckedTensor, FORMAT, Manifest, Method, RawFrame, TensorRecord, VERSION};
 use crate::lossy;
+use crate::packed16;
 use crate::pipeline::run_ordered;
 use crate::safetensors::{Dtype, MAX_HEADER_LEN, SafetensorsLayout};
 use crate::transform;
@@ -797,10 +798,16 @@ fn encode_delta(width: usize, base: &[u8], target: &[u8], level: i32, payload: &
     let n = target.len() / width;
     if width == 2 {
         SCRATCH.with_borrow_mut(|s| -> Result<(), DeltaError> {
-            s.z.clear();
-            s.z.resize(n, 0);
-            transform::diff16_z(base, target, &mut s.z);
-            encode_codes(s, level, payload)
+            let k = packed16::choose_code_bits16(base, target);
+            s.packed.clear();
+            s.esc_lo.clear();
+            s.esc_hi.clear();
+            packed16::pack16(k, base, target, &mut s.packed, &mut s.esc_lo, &mut s.esc_hi);
+            payload.push(k);
+            for plane in [&s.packed, &s.esc_lo, &s.esc_hi] {
+                encode_literal_section(plane, level, payload)?;
+            }
+            Ok(())
         })?;
     } else {
         let (mut p0, mut p1) = (vec![0u8; n], vec![0u8; n]);
@@ -808,8 +815,8 @@ fn encode_delta(width: usize, base: &[u8], target: &[u8], level: i32, payload: &
             s.z.clear();
             s.z.resize(n, 0);
             transform::diff32_split(base, target, &mut p0, &mut p1, &mut s.z);
-            encode_section(&p0, level, payload)?;
-            encode_section(&p1, level, payload)?;
+            encode_literal_section(&p0, level, payload)?;
+            encode_literal_section(&p1, level, payload)?;
             encode_codes(s, level, payload)
         })?;
     }
@@ -824,7 +831,7 @@ fn encode_codes(s: &mut Scratch, level: i32, payload: &mut Vec<u8>) -> Result<()
     transform::pack_codes(&s.z, k, &mut s.packed, &mut s.esc_lo, &mut s.esc_hi);
     payload.push(k);
     for plane in [&s.packed, &s.esc_lo, &s.esc_hi] {
-        encode_section(plane, level, payload)?;
+        encode_literal_section(plane, level, payload)?;
     }
     Ok(())
 }
@@ -850,8 +857,7 @@ fn decode_delta(width: usize, base: &[u8], payload: &mut &[u8], out: &mut [u8], 
     let n = out.len() / width;
     SCRATCH.with_borrow_mut(|s| -> Result<(), DeltaError> {
         if width == 2 {
-            decode_codes(s, payload, n, part)?;
-            transform::undiff16_z(base, &s.z, out);
+            decode_codes16(s, base, payload, out, part)?;
         } else {
             let mut p0 = Vec::new();
             let mut p1 = Vec::new();
@@ -862,6 +868,31 @@ fn decode_delta(width: usize, base: &[u8], payload: &mut &[u8], out: &mut [u8], 
         }
         Ok(())
     })
+}
+
+/// Reads the code width, codes and escapes of a 16-bit delta and rebuilds `out` from them and `base`.
+fn decode_codes16(
+    s: &mut Scratch,
+    base: &[u8],
+    payload: &mut &[u8],
+    out: &mut [u8],
+    part: &str,
+) -> Result<(), DeltaError> {
+    let n = out.len() / 2;
+    let k = take(payload, 1, part)?[0];
+    if !transform::CODE_BITS.contains(&k) {
+        return Err(DeltaError::corrupt(part, format!("code width {k}")));
+    }
+    read_plane_into(payload, n.div_ceil(8 / usize::from(k)), &mut s.packed, part)?;
+    // At most one escape per element; the codes say how many there are, checked below.
+    s.esc_lo.clear();
+    decode_section(payload, n, &mut s.esc_lo, part)?;
+    read_plane_into(payload, s.esc_lo.len(), &mut s.esc_hi, part)?;
+    let escapes = packed16::unpack16(k, base, &s.packed, &s.esc_lo, &s.esc_hi, out);
+    if escapes != s.esc_lo.len() {
+        return Err(DeltaError::corrupt(part, format!("{escapes} escape codes but {} escapes", s.esc_lo.len())));
+    }
+    Ok(())
 }
 
 /// Appends `target` stored whole: floats as exponent / sign-mantissa byte planes, others as bytes.

@@ -42,6 +42,7 @@ mod error;
 pub mod files;
 mod format;
 mod lossy;
+mod packed16;
 mod pipeline;
 pub mod safetensors;
 mod transform;
