@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use chitty::core::gateway::{Gateway, PrefixConfig};
 use chitty::core::keys::CachePolicy;
 use chitty::core::{ModelPrice, Provider};
@@ -22,7 +21,7 @@ use chitty::providers::openai::OpenAiProvider;
 use chitty::providers::prometheus::{PrometheusSink, Registry, metrics_router};
 use chitty::providers::redis::{RedisBudgetStore, RedisCache, RedisConnection};
 use chitty::providers::runtime::TokioRuntimeExt;
-use chitty::providers::server::{ServerOptions, router, shutdown_signal};
+use chitty::providers::server::{PerCoreServer, ServerOptions, router, shutdown_signal};
 use chitty_testkit::mock::MockProvider;
 use chitty_testkit::mock_upstream::{MockOpenAi, MockServer};
 use clap::Parser;
@@ -43,9 +42,14 @@ struct Args {
     /// Configuration file.
     #[arg(long, default_value = DEFAULT_CONFIG)]
     config: PathBuf,
+    /// Threads serving HTTP (overrides the file's `server.workers`; default one per core).
+    #[arg(long, env = "CHITTY_WORKERS")]
+    workers: Option<usize>,
 }
 
-#[tokio::main]
+// HTTP is served on threads of its own (PerCoreServer); this runtime only runs the mock upstream and the
+// Redis connections.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -127,16 +131,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => file.server.addr.parse().map_err(|e| format!("server.addr `{}`: {e}", file.server.addr))?,
     };
     let options = ServerOptions { body_limit: file.server.body_limit_bytes, ..ServerOptions::default() };
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    // SSE writes small frames: without TCP_NODELAY each one can wait for the peer's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
+    let workers = args
+        .workers
+        .or(file.server.workers)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    let server = PerCoreServer::bind(addr, workers)?;
+    let local = server.local_addr();
     println!(
-        "chitty gateway listening on http://{local}  (models: chitty-mock, chitty-mock-embed; key: sk-chitty-demo)"
+        "chitty gateway listening on http://{local} with {workers} worker thread(s)  (models: chitty-mock, chitty-mock-embed; key: sk-chitty-demo)"
     );
     println!();
     println!("  curl http://{local}/v1/chat/completions \\");
@@ -152,7 +154,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!();
 
     let app = router(gateway, options).merge(metrics_router(registry));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    server.serve(app, shutdown_signal()).await?;
     tracing::info!("shut down: in-flight requests drained");
     drop(mocks);
     Ok(())

@@ -109,11 +109,14 @@ pub struct ServerSection {
     pub addr: String,
     /// Largest request body, bytes.
     pub body_limit_bytes: usize,
+    /// Threads serving HTTP, each with its own runtime and socket ([`crate::server::PerCoreServer`]); unset
+    /// means one per core.
+    pub workers: Option<usize>,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
-        ServerSection { addr: "127.0.0.1:8080".into(), body_limit_bytes: 8 * 1024 * 1024 }
+        ServerSection { addr: "127.0.0.1:8080".into(), body_limit_bytes: 8 * 1024 * 1024, workers: None }
     }
 }
 

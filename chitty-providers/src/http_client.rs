@@ -89,8 +89,8 @@ impl Default for UpstreamClientBuilder {
     fn default() -> Self {
         UpstreamClientBuilder {
             // A burst (say 1,000 streams) must not leave a thousand idle connections and their buffers behind:
-            // keep enough warm connections for steady traffic and let the rest close soon.
-            pool_max_idle_per_host: 64,
+            // keep enough warm connections for steady traffic (per thread) and let the rest close soon.
+            pool_max_idle_per_host: 32,
             pool_idle_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(10),
             honour_proxy_env: true,
@@ -99,7 +99,7 @@ impl Default for UpstreamClientBuilder {
 }
 
 impl UpstreamClientBuilder {
-    /// Idle connections kept per upstream host, in each pool (default 64).
+    /// Idle connections kept per upstream host, in each thread's pool (default 32).
     pub fn pool_max_idle_per_host(mut self, connections: usize) -> Self {
         self.pool_max_idle_per_host = connections;
         self
@@ -164,7 +164,7 @@ impl UpstreamClient {
         UpstreamClient::builder().build()
     }
 
-    /// A builder with the defaults: 64 idle connections per host for 15 s, a 10 s connect timeout.
+    /// A builder with the defaults: 32 idle connections per host and thread for 15 s, a 10 s connect timeout.
     pub fn builder() -> UpstreamClientBuilder {
         UpstreamClientBuilder::default()
     }

@@ -279,3 +279,50 @@ async fn graceful_shutdown_drains_in_flight_streams() {
     let refused = s.http.get(format!("{base}/healthz")).send().await;
     assert!(refused.is_err(), "no new connections after shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_core_server_shares_one_gateway_and_drains_on_shutdown() {
+    use chitty_providers::server::PerCoreServer;
+
+    let s = stack(1 << 20, |_| {}).await;
+    s.upstream.faults().set_event_delay(Duration::from_millis(20));
+    let server = PerCoreServer::bind("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+    assert_eq!(server.threads(), 3);
+    let base = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = router(s.gateway.clone(), ServerOptions::default());
+    let serving = tokio::spawn(server.serve(app, async {
+        let _ = stopped.await;
+    }));
+
+    // Fresh connections land on different threads; every answer comes from the one shared gateway and budget.
+    let before = s.budgets.balance("acme", s.gateway.now()).await.unwrap().spent;
+    let chat = json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}], "temperature": 1.0});
+    for _ in 0..12 {
+        let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        let r = fresh.post(format!("{base}/v1/chat/completions")).bearer_auth("sk-acme").json(&chat).send().await;
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    let spent = s.budgets.balance("acme", s.gateway.now()).await.unwrap().spent;
+    assert!(spent > before, "the shared budget store was charged");
+
+    let req = json!({"model": "chat", "messages": [{"role": "user", "content": "drain me"}], "stream": true, "temperature": 0.9});
+    let r = s.http.post(format!("{base}/v1/chat/completions")).bearer_auth("sk-acme").json(&req).send().await.unwrap();
+    let mut body = r.bytes_stream();
+    let mut text = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
+    stop.send(()).unwrap();
+    while let Some(chunk) = body.next().await {
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    assert!(text.trim_end().ends_with("data: [DONE]"), "the stream ran to its end after shutdown began: {text}");
+    tokio::time::timeout(Duration::from_secs(5), serving).await.unwrap().unwrap().unwrap();
+    let refused = reqwest::Client::new().get(format!("{base}/healthz")).send().await;
+    assert!(refused.is_err(), "no new connections after shutdown");
+}
+
+#[test]
+fn per_core_server_refuses_an_address_in_use_by_another_socket() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = chitty_providers::server::PerCoreServer::bind(taken.local_addr().unwrap(), 2).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+}

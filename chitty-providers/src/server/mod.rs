@@ -24,7 +24,11 @@
 //! axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
 //! # }
 //! ```
+//!
+//! [`PerCoreServer`] serves the same router on one current-thread runtime per core instead, so that each
+//! request stays on the thread that accepted it.
 
+mod per_core;
 mod response;
 
 use std::convert::Infallible;
@@ -46,6 +50,7 @@ use chitty_core::{Error, Result};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
+pub use per_core::PerCoreServer;
 pub use response::ApiError;
 
 /// Server settings.
