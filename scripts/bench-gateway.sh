@@ -20,7 +20,8 @@
 # RATE_CONNECTIONS (32), MAX_CONNECTIONS (64), MAX_DURATION (10), STREAMS (1000), STREAM_CHUNKS (50),
 # CHUNK_DELAY_MS (200), SETTLE_SECS (10), UPSTREAM_PORT (19100), GATEWAY_PORT (19180),
 # NGINX_PORT (19190), NGINX (1: use nginx as the reference proxy when installed; 0: skip),
-# GATEWAY_WORKERS / UPSTREAM_WORKERS (Tokio worker threads; default one per core), GATEWAY_ENV (extra
+# GATEWAY_WORKERS (the gateway's serving threads, CHITTY_WORKERS; default one per core), UPSTREAM_WORKERS
+# (the static upstream's Tokio worker threads; default one per core), GATEWAY_ENV (extra
 # environment for the gateway only, e.g. "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
 # GATEWAY_BIN (another build of the gateway example to compare), SKIP_BUILD (0).
 # Nothing is pinned to CPUs or reniced: the gateway, the upstream and the load generator share the
@@ -159,10 +160,10 @@ UPSTREAM_PID=$!
 PIDS+=("$UPSTREAM_PID")
 wait_healthy "http://127.0.0.1:$UPSTREAM_PORT/healthz" "$UPSTREAM_PID" "static upstream"
 
-# The example's runtime is `#[tokio::main]`, which reads TOKIO_WORKER_THREADS.
+# The example serves HTTP on CHITTY_WORKERS threads, each with its own runtime (PerCoreServer).
 # GATEWAY_ENV is split into words on purpose: it holds VAR=value pairs.
 # shellcheck disable=SC2086
-env ${GATEWAY_WORKERS:+TOKIO_WORKER_THREADS="$GATEWAY_WORKERS"} $GATEWAY_ENV "$GATEWAY_BIN" --config "$WORK/gateway.toml" \
+env ${GATEWAY_WORKERS:+CHITTY_WORKERS="$GATEWAY_WORKERS"} $GATEWAY_ENV "$GATEWAY_BIN" --config "$WORK/gateway.toml" \
     >"$WORK/gateway.log" 2>&1 &
 GATEWAY_PID=$!
 PIDS+=("$GATEWAY_PID")
