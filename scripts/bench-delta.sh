@@ -6,7 +6,7 @@
 #   symbols, throughput, CPU seconds and peak RSS (/usr/bin/time -v).
 #
 # Usage: scripts/bench-delta.sh [SIZE] [DTYPE] [DELTA_SCALE]     (defaults: 1G bf16 1e-3)
-# Environment: SKIP_ZIPNN=1 skips zipnn; KEEP=1 keeps the archives.
+# Environment: SKIP_ZIPNN=1 skips zipnn; KEEP=1 keeps the archives; CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +21,7 @@ archive="$dir/ft-$dtype-$size-$scale.delta"
 restored="$dir/ft-$dtype-$size-$scale.restored"
 
 cargo build --release --example delta --features delta >&2
-bin=target/release/examples/delta
+bin=${CARGO_TARGET_DIR:-target}/release/examples/delta
 
 if [ ! -f "$target" ]; then
   "$bin" generate --bytes "$size" --dtype "$dtype" --delta-scale "$scale" "$base" "$target" >&2
