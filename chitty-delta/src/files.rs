@@ -50,8 +50,7 @@ impl MappedFile {
             #[allow(unsafe_code)]
             // Not populated: MAP_POPULATE filled 1 GB of page tables page by page on the calling thread
             // (0.2 s before any work); the workers' faults map whole page-cache folios, in parallel.
-            let map = unsafe { memmap2::MmapOptions::new().map(&file) }
-                .map_err(|e| DeltaError::io(context(), e))?;
+            let map = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(|e| DeltaError::io(context(), e))?;
             Some(map)
         };
         Ok(MappedFile { map, path: path.to_owned() })
