@@ -100,7 +100,10 @@ else
   if ! "$venv/bin/python" -c 'import zipnn' 2>/dev/null; then
     echo "| zipnn delta | not measured: \`pip install zipnn\` failed here | | | | | |"
   else
-    z=$(timed "$venv/bin/python" - "$base" "$target" "$dtype" <<'PY'
+    # The program goes through a file: `timed` runs its command in the background, where a here-document
+    # on stdin arrived empty (python then ran nothing and printed nothing).
+    py=$(mktemp --suffix=.py)
+    cat > "$py" <<'PY'
 # zipnn's delta mode XORs equal-length byte buffers, so it runs per tensor: against the base tensor of the
 # same name and size, else (resized, new tensors) against zeros, which is its plain byte-grouped mode
 # (its non-delta bytearray path did not round-trip in 0.5.4 here). The header counts raw.
@@ -135,7 +138,8 @@ for name, info in th.items():
     total += len(comp)
 print(f"result=ok op=zipnn output_bytes={total} compress_s={c_time:.2f} decompress_s={d_time:.2f} round_trip={'yes' if ok else 'NO'}")
 PY
-)
+    z=$(timed "$venv/bin/python" "$py" "$base" "$target" "$dtype")
+    rm -f "$py"
     zb=$(field output_bytes "$z")
     echo "| zipnn $("$venv/bin/pip" show zipnn 2>/dev/null | awk '/^Version/ {print $2}') delta (per tensor) | $zb | $(pct "$zb") | - | $(gbps "$target_bytes" "$(field compress_s "$z")") GB/s | $(gbps "$target_bytes" "$(field decompress_s "$z")") GB/s (round trip $(field round_trip "$z")) | $(field peak_rss_mb "$z") MB |"
   fi
