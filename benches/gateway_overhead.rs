@@ -94,6 +94,26 @@ fn bench(c: &mut Criterion) {
         )
     });
 
+    // The same two paths answered as JSON bytes (`chat_json`, what the HTTP server sends): no parse of the cached
+    // entry beyond its shape and usage, no encoding for the client.
+    c.bench_function("gateway/chat_json_miss_512B", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                salt += 1;
+                request(512, salt)
+            },
+            |req| async { black_box(gw.chat_json(&ctx, req).await.expect("chat")) },
+            BatchSize::SmallInput,
+        )
+    });
+    c.bench_function("gateway/chat_json_hit_512B", |b| {
+        b.to_async(&rt).iter_batched(
+            || hot.clone(),
+            |req| async { black_box(gw.chat_json(&ctx, req).await.expect("chat")) },
+            BatchSize::SmallInput,
+        )
+    });
+
     // The key of the hit request alone, to see what a hit costs besides hashing.
     let hot_size = serde_json::to_vec(&hot).expect("serialize").len();
     c.bench_function(&format!("cache_key/chat_{hot_size}B"), |b| {

@@ -7,8 +7,8 @@ use futures::stream::BoxStream;
 
 use crate::error::{Error, Result};
 use crate::wire::{
-    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse,
-    EmbeddingRequest, EmbeddingResponse,
+    ChatCompletionChunk, ChatCompletionJson, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
+    CompletionResponse, EmbeddingRequest, EmbeddingResponse,
 };
 
 /// A stream of chat completion chunks from a provider.
@@ -119,6 +119,14 @@ pub trait Provider: Send + Sync + Debug + 'static {
 
     /// A chat completion.
     async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatCompletionResponse>;
+
+    /// A chat completion as JSON, for callers that forward it without re-encoding (the HTTP server). The default
+    /// encodes [`Provider::chat`]'s answer; an HTTP provider can return the upstream's own bytes, checked by
+    /// [`ChatCompletionJson::parse`]. Both must describe the same completion.
+    async fn chat_json(&self, request: ChatCompletionRequest) -> Result<ChatCompletionJson> {
+        let response = self.chat(request).await?;
+        ChatCompletionJson::from_response(&response).map_err(|e| Error::backend("encode a chat completion", e))
+    }
 
     /// A streamed chat completion.
     async fn chat_stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream> {

@@ -37,8 +37,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chitty_core::wire::{
-    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse,
-    EmbeddingRequest, EmbeddingResponse, EmbeddingVector, StreamOptions,
+    ChatCompletionChunk, ChatCompletionJson, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
+    CompletionResponse, EmbeddingRequest, EmbeddingResponse, EmbeddingVector, StreamOptions,
 };
 use chitty_core::{Capabilities, Capability, ChunkStream, Error, Provider, Result};
 use futures::StreamExt;
@@ -252,6 +252,15 @@ impl Provider for OpenAiProvider {
         request.stream_options = None;
         let http = self.post(&self.endpoints.chat, &request)?;
         upstream_http::call_json(&self.name, self.timeout, &self.client, http).await
+    }
+
+    async fn chat_json(&self, mut request: ChatCompletionRequest) -> Result<ChatCompletionJson> {
+        self.ensure(Capability::Chat)?;
+        self.ensure_tools(&request)?;
+        request.stream = None;
+        request.stream_options = None;
+        let http = self.post(&self.endpoints.chat, &request)?;
+        upstream_http::call_chat_json(&self.name, self.timeout, &self.client, http).await
     }
 
     async fn chat_stream(&self, mut request: ChatCompletionRequest) -> Result<ChunkStream> {

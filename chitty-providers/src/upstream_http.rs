@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use chitty_core::wire::ChatCompletionJson;
 use chitty_core::{Error, Result};
 use futures::Stream;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
@@ -170,8 +171,14 @@ pub(crate) async fn read_json<T: DeserializeOwned>(provider: &str, timeout: Dura
 }
 
 async fn read_json_unbounded<T: DeserializeOwned>(provider: &str, response: Response) -> Result<T> {
+    let body = read_body(provider, response).await?;
+    parse_json(provider, &body)
+}
+
+/// The whole body, refusing bodies over [`MAX_BODY_BYTES`].
+async fn read_body(provider: &str, response: Response) -> Result<Bytes> {
     let mut incoming = response.into_body();
-    // A small answer arrives in one frame: it is parsed where it lies, without a copy.
+    // A small answer arrives in one frame: it is kept where it lies, without a copy.
     let mut first: Option<Bytes> = None;
     let mut joined = bytes::BytesMut::new();
     while let Some(frame) = incoming.frame().await {
@@ -189,23 +196,43 @@ async fn read_json_unbounded<T: DeserializeOwned>(provider: &str, response: Resp
         }
         joined.extend_from_slice(&data);
     }
-    let body = first.unwrap_or_else(|| joined.freeze());
-    parse_json(provider, &body)
+    Ok(first.unwrap_or_else(|| joined.freeze()))
+}
+
+/// Sends, then reads a chat completion as checked JSON, all within `timeout`.
+pub(crate) async fn call_chat_json(
+    provider: &str,
+    timeout: Duration,
+    client: &UpstreamClient,
+    request: http::Request<Bytes>,
+) -> Result<ChatCompletionJson> {
+    let work = async {
+        let response = send_unbounded(provider, client, request).await?;
+        let body = read_body(provider, response).await?;
+        ChatCompletionJson::parse(body.clone()).map_err(|e| unparsable(provider, &body, e))
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Err(_) => Err(timed_out(provider, timeout)),
+        Ok(result) => result,
+    }
 }
 
 fn parse_json<T: DeserializeOwned>(provider: &str, body: &[u8]) -> Result<T> {
-    serde_json::from_slice(body).map_err(|parse_error| {
-        // Some compatible servers answer 200 with an error envelope.
-        match serde_json::from_slice::<serde_json::Value>(body) {
-            Ok(json) if json.get("error").is_some_and(|e| !e.is_null()) => Error::Upstream {
-                provider: provider.to_owned(),
-                status: None,
-                message: error_message(body).unwrap_or_else(|| json.to_string()),
-                retry_after: None,
-            },
-            _ => malformed(provider, "JSON body", parse_error),
-        }
-    })
+    serde_json::from_slice(body).map_err(|parse_error| unparsable(provider, body, parse_error))
+}
+
+/// The error for a 2xx body that is not the expected document.
+fn unparsable(provider: &str, body: &[u8], parse_error: serde_json::Error) -> Error {
+    // Some compatible servers answer 200 with an error envelope.
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(json) if json.get("error").is_some_and(|e| !e.is_null()) => Error::Upstream {
+            provider: provider.to_owned(),
+            status: None,
+            message: error_message(body).unwrap_or_else(|| json.to_string()),
+            retry_after: None,
+        },
+        _ => malformed(provider, "JSON body", parse_error),
+    }
 }
 
 /// Sends, then reads the JSON answer, all within `timeout`.

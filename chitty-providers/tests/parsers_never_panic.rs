@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chitty_core::keys::{CacheScope, chat_key};
-use chitty_core::wire::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest};
+use chitty_core::wire::{
+    ChatCompletionJson, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, EmbeddingRequest,
+};
 use chitty_providers::config::GatewayFile;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -65,8 +67,59 @@ fn a_float_that_a_best_effort_parse_rounds_keeps_its_cache_key() {
     check_chat(body);
 }
 
+/// A chat completion with one field (at the top, in a choice or in a message) removed or replaced.
+fn mutated_chat_completion() -> impl Strategy<Value = Value> {
+    let base = json!({
+        "id": "c1", "object": "chat.completion", "created": 1, "model": "m", "system_fingerprint": "fp",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"},
+            {"index": 1, "message": {"role": "assistant", "content": null, "tool_calls": []}, "finish_reason": null}
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+    });
+    let place = prop_oneof![Just("/"), Just("/choices/0/"), Just("/choices/1/"), Just("/choices/0/message/")];
+    let key = prop::sample::select(vec![
+        "id",
+        "object",
+        "created",
+        "model",
+        "choices",
+        "usage",
+        "system_fingerprint",
+        "index",
+        "message",
+        "finish_reason",
+        "role",
+        "content",
+        "tool_calls",
+        "extra",
+    ]);
+    (place, key, prop::option::of(json_value())).prop_map(move |(place, key, replacement)| {
+        let mut v = base.clone();
+        if let Some(Value::Object(target)) = v.pointer_mut(place.trim_end_matches('/')) {
+            match replacement {
+                Some(r) => target.insert(key.to_owned(), r),
+                None => target.remove(key),
+            };
+        }
+        v
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_checked_json_answer_accepts_every_typed_answer(value in mutated_chat_completion()) {
+        let bytes = serde_json::to_vec(&value).unwrap();
+        let light = ChatCompletionJson::parse(bytes::Bytes::from(bytes.clone()));
+        if let Ok(typed) = serde_json::from_slice::<ChatCompletionResponse>(&bytes) {
+            let light = light.expect("the light check refused what the typed parse accepts");
+            prop_assert_eq!(light.usage(), typed.usage.as_ref());
+            let complete = !typed.choices.is_empty() && typed.choices.iter().all(|c| c.finish_reason.is_some());
+            prop_assert_eq!(light.is_complete(), complete);
+        }
+    }
 
     #[test]
     fn request_bodies_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {

@@ -371,3 +371,45 @@ async fn the_mock_upstream_speaks_openai_on_the_wire() {
     let envelope: serde_json::Value = response.json().await.unwrap();
     assert_eq!(envelope["error"]["type"], "rate_limit_error");
 }
+
+/// Answers `chat` from the upstream but `chat_json` from a fixed, different completion.
+#[derive(Debug)]
+struct DisagreeingJson(OpenAiProvider);
+
+#[async_trait::async_trait]
+impl Provider for DisagreeingJson {
+    fn name(&self) -> &str {
+        "disagreeing-json"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::of(&[Capability::Chat])
+    }
+    async fn chat(
+        &self,
+        request: ChatCompletionRequest,
+    ) -> chitty_core::Result<chitty_core::wire::ChatCompletionResponse> {
+        self.0.chat(request).await
+    }
+    async fn chat_json(
+        &self,
+        request: ChatCompletionRequest,
+    ) -> chitty_core::Result<chitty_core::wire::ChatCompletionJson> {
+        let mut answer = self.0.chat(request).await?;
+        answer.choices[0].message = ChatMessage::assistant("something else");
+        Ok(chitty_core::wire::ChatCompletionJson::from_response(&answer).unwrap())
+    }
+}
+
+#[tokio::test]
+async fn the_suite_fails_a_provider_whose_json_answer_differs() {
+    let server = upstream().await;
+    let base = server.base_url().to_owned();
+    let run = tokio::spawn(async move {
+        let inner =
+            OpenAiProvider::builder("inner").with_base_url(base).with_api_key("sk-upstream-test").build().unwrap();
+        ProviderSuite::new(&DisagreeingJson(inner), "chitty-mock").run().await;
+    });
+    let err = run.await.unwrap_err();
+    assert!(err.is_panic());
+    drop(server);
+}

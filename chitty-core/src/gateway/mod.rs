@@ -81,17 +81,10 @@ use crate::money::NanoUsd;
 use crate::provider::{Capability, Provider};
 use crate::time::{Clock, Spawner, Timer, Timestamp};
 use crate::wire::{
-    ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse, EmbeddingRequest,
-    EmbeddingResponse, Extra, ModelList, ModelObject, Usage,
+    ChatCompletionJson, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse,
+    EmbeddingRequest, EmbeddingResponse, Extra, ModelList, ModelObject, Usage,
 };
-use ops::{ChatOp, CompletionOp, EmbeddingOp, Op};
-
-/// Parses a cached entry. Validating UTF-8 once up front and parsing as `str` is measurably faster than
-/// `from_slice`, which re-checks every string it reads.
-fn parse_cached<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-    serde_json::from_str(text).map_err(|e| e.to_string())
-}
+use ops::{ChatOp, CompletionOp, EmbeddingOp, Op, TypedChatOp};
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (counters and small state machines).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -505,7 +498,17 @@ impl Gateway {
         ctx: &RequestContext,
         request: ChatCompletionRequest,
     ) -> Result<Reply<ChatCompletionResponse>> {
-        self.run::<ChatOp>(ctx, request).await
+        self.run::<TypedChatOp>(ctx, request).await
+    }
+
+    /// A chat completion as JSON bytes, to forward without re-encoding (the HTTP server's answer): the upstream's
+    /// own bytes from providers that keep them, or the cache entry as stored. Same pipeline as [`Gateway::chat`].
+    pub async fn chat_json(
+        &self,
+        ctx: &RequestContext,
+        request: ChatCompletionRequest,
+    ) -> Result<Reply<ChatCompletionJson>> {
+        self.run::<ChatOp<ChatCompletionJson>>(ctx, request).await
     }
 
     /// A legacy completion.
@@ -578,14 +581,12 @@ impl Gateway {
         }
     }
 
-    async fn cache_put(&self, key: &CacheKey, model: &ModelConfig, value: &impl serde::Serialize) {
+    async fn cache_put(&self, key: &CacheKey, model: &ModelConfig, entry: std::result::Result<Bytes, String>) {
         let Some(cache) = &self.inner.cache else { return };
         let ttl = Duration::from_secs(model.cache_ttl_secs.unwrap_or(self.inner.defaults.cache_ttl_secs));
-        // Most answers are under 1 KiB: one allocation instead of regrowing from serde_json's 128 bytes.
-        let mut bytes = Vec::with_capacity(1024);
-        match serde_json::to_writer(&mut bytes, value) {
-            Ok(()) => {
-                if let Err(e) = cache.put(key, Bytes::from(bytes), ttl).await {
+        match entry {
+            Ok(bytes) => {
+                if let Err(e) = cache.put(key, bytes, ttl).await {
                     tracing::warn!(error = %e, "cache store failed");
                 }
             }
@@ -743,7 +744,7 @@ impl Gateway {
         let mut cache_status = if key.is_some() { CacheStatus::Miss } else { CacheStatus::Bypass };
         if let (Some(k), true) = (&key, may_read) {
             if let Some(bytes) = self.cache_get(k).await {
-                match parse_cached::<O::Resp>(&bytes) {
+                match O::decode(bytes) {
                     Ok(resp) => {
                         let usage = O::usage(&resp);
                         let body = O::for_client(resp, req)?;
@@ -798,7 +799,7 @@ impl Gateway {
         if let Some(k) = &key
             && O::complete(&resp)
         {
-            self.cache_put(k, &model.config, &resp).await;
+            self.cache_put(k, &model.config, O::encode(&resp)).await;
         }
         let body = O::for_client(resp, req)?;
         let event = self.request_event(

@@ -1,9 +1,12 @@
 //! What differs between the endpoints, so one request pipeline serves them all.
 
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::sync::Arc;
 
 use super::config::{ModelKind, OutputCapField};
 use crate::error::{Error, Result};
@@ -12,14 +15,14 @@ use crate::keys::{self, CacheKey, CachePolicy, CacheScope};
 use crate::provider::{Capability, Provider};
 use crate::tokens;
 use crate::wire::{
-    ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse, EmbeddingRequest,
-    EmbeddingResponse, EncodingFormat, Usage,
+    ChatCompletionJson, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse,
+    EmbeddingRequest, EmbeddingResponse, EncodingFormat, Usage,
 };
 
 /// One endpoint's request and response types and the few decisions that depend on them.
 pub(crate) trait Op: Send + Sync + 'static {
     type Req: Clone + Send + Sync + 'static;
-    type Resp: Serialize + DeserializeOwned + Send + 'static;
+    type Resp: Send + 'static;
     const ENDPOINT: Endpoint;
     const CAPABILITY: Capability;
     const KIND: ModelKind;
@@ -38,6 +41,79 @@ pub(crate) trait Op: Send + Sync + 'static {
     fn for_client(resp: Self::Resp, req: &Self::Req) -> Result<Self::Resp>;
     /// Whether a response is complete enough to cache.
     fn complete(resp: &Self::Resp) -> bool;
+    /// The response as a cache entry (its JSON).
+    fn encode(resp: &Self::Resp) -> std::result::Result<Bytes, String>;
+    /// A cache entry back as a response.
+    fn decode(entry: Bytes) -> std::result::Result<Self::Resp, String>;
+}
+
+/// JSON of a typed response, for the cache.
+fn encode_json(value: &impl Serialize) -> std::result::Result<Bytes, String> {
+    // Most answers are under 1 KiB: one allocation instead of regrowing from serde_json's 128 bytes.
+    let mut bytes = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut bytes, value).map_err(|e| e.to_string())?;
+    Ok(Bytes::from(bytes))
+}
+
+/// A typed response from a cache entry. Validating UTF-8 once up front and parsing as `str` is measurably faster
+/// than `from_slice`, which re-checks every string it reads.
+pub(crate) fn decode_json<T: DeserializeOwned>(entry: &[u8]) -> std::result::Result<T, String> {
+    let text = std::str::from_utf8(entry).map_err(|e| e.to_string())?;
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
+/// How a chat answer comes back: typed ([`ChatCompletionResponse`]) or as JSON ([`ChatCompletionJson`]).
+pub(crate) trait ChatAnswer: Send + Sized + 'static {
+    fn call(provider: Arc<dyn Provider>, req: ChatCompletionRequest) -> BoxFuture<'static, Result<Self>>;
+    fn usage(&self) -> Option<Usage>;
+    fn complete(&self) -> bool;
+    fn encode(&self) -> std::result::Result<Bytes, String>;
+    fn decode(entry: Bytes) -> std::result::Result<Self, String>;
+}
+
+impl ChatAnswer for ChatCompletionResponse {
+    fn call(provider: Arc<dyn Provider>, req: ChatCompletionRequest) -> BoxFuture<'static, Result<Self>> {
+        Box::pin(async move { provider.chat(req).await })
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage.clone()
+    }
+
+    fn complete(&self) -> bool {
+        !self.choices.is_empty() && self.choices.iter().all(|c| c.finish_reason.is_some())
+    }
+
+    fn encode(&self) -> std::result::Result<Bytes, String> {
+        encode_json(self)
+    }
+
+    fn decode(entry: Bytes) -> std::result::Result<Self, String> {
+        decode_json(&entry)
+    }
+}
+
+impl ChatAnswer for ChatCompletionJson {
+    fn call(provider: Arc<dyn Provider>, req: ChatCompletionRequest) -> BoxFuture<'static, Result<Self>> {
+        Box::pin(async move { provider.chat_json(req).await })
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage().cloned()
+    }
+
+    fn complete(&self) -> bool {
+        self.is_complete()
+    }
+
+    fn encode(&self) -> std::result::Result<Bytes, String> {
+        // The entry is the JSON itself: a reference count, not a copy.
+        Ok(self.json().clone())
+    }
+
+    fn decode(entry: Bytes) -> std::result::Result<Self, String> {
+        ChatCompletionJson::parse(entry).map_err(|e| e.to_string())
+    }
 }
 
 fn check_range(value: Option<f64>, lo: f64, hi: f64, param: &str) -> Result<()> {
@@ -73,11 +149,15 @@ fn check_sampling(temperature: Option<f64>, top_p: Option<f64>, n: Option<u32>, 
     check_cap(max_tokens, "max_tokens")
 }
 
-pub(crate) struct ChatOp;
+/// Chat completions, answered typed or as JSON (`A`).
+pub(crate) struct ChatOp<A = ChatCompletionResponse>(PhantomData<fn() -> A>);
 
-impl Op for ChatOp {
+/// Chat completions answered typed.
+pub(crate) type TypedChatOp = ChatOp<ChatCompletionResponse>;
+
+impl<A: ChatAnswer> Op for ChatOp<A> {
     type Req = ChatCompletionRequest;
-    type Resp = ChatCompletionResponse;
+    type Resp = A;
     const ENDPOINT: Endpoint = Endpoint::ChatCompletions;
     const CAPABILITY: Capability = Capability::Chat;
     const KIND: ModelKind = ModelKind::Chat;
@@ -133,11 +213,11 @@ impl Op for ChatOp {
     fn call(provider: Arc<dyn Provider>, mut req: Self::Req) -> BoxFuture<'static, Result<Self::Resp>> {
         req.stream = None;
         req.stream_options = None;
-        Box::pin(async move { provider.chat(req).await })
+        A::call(provider, req)
     }
 
     fn usage(resp: &Self::Resp) -> Option<Usage> {
-        resp.usage.clone()
+        resp.usage()
     }
 
     fn for_client(resp: Self::Resp, _req: &Self::Req) -> Result<Self::Resp> {
@@ -145,7 +225,15 @@ impl Op for ChatOp {
     }
 
     fn complete(resp: &Self::Resp) -> bool {
-        !resp.choices.is_empty() && resp.choices.iter().all(|c| c.finish_reason.is_some())
+        resp.complete()
+    }
+
+    fn encode(resp: &Self::Resp) -> std::result::Result<Bytes, String> {
+        resp.encode()
+    }
+
+    fn decode(entry: Bytes) -> std::result::Result<Self::Resp, String> {
+        A::decode(entry)
     }
 }
 
@@ -220,6 +308,14 @@ impl Op for CompletionOp {
     fn complete(resp: &Self::Resp) -> bool {
         !resp.choices.is_empty() && resp.choices.iter().all(|c| c.finish_reason.is_some())
     }
+
+    fn encode(resp: &Self::Resp) -> std::result::Result<Bytes, String> {
+        encode_json(resp)
+    }
+
+    fn decode(entry: Bytes) -> std::result::Result<Self::Resp, String> {
+        decode_json(&entry)
+    }
 }
 
 pub(crate) struct EmbeddingOp;
@@ -289,5 +385,13 @@ impl Op for EmbeddingOp {
 
     fn complete(resp: &Self::Resp) -> bool {
         !resp.data.is_empty()
+    }
+
+    fn encode(resp: &Self::Resp) -> std::result::Result<Bytes, String> {
+        encode_json(resp)
+    }
+
+    fn decode(entry: Bytes) -> std::result::Result<Self::Resp, String> {
+        decode_json(&entry)
     }
 }

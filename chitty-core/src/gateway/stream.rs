@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use super::ops::{ChatOp, Op};
+use super::ops::{Op, TypedChatOp, decode_json};
 use super::{Gateway, ReplyMeta, RequestContext};
 use crate::budget::Reservation;
 use crate::error::{Error, Result};
@@ -68,9 +68,9 @@ impl Finish {
         let response = acc.finish();
         if let Some(key) = &self.key
             && completed
-            && ChatOp::complete(&response)
+            && TypedChatOp::complete(&response)
         {
-            self.gateway.cache_put(key, &self.config, &response).await;
+            self.gateway.cache_put(key, &self.config, TypedChatOp::encode(&response)).await;
         }
         let event = self.gateway.request_event(
             &self.ctx,
@@ -128,14 +128,14 @@ impl Gateway {
         if !req.is_stream() {
             return Err(Error::invalid_request("chat_stream needs `stream: true`", Some("stream")));
         }
-        let model = self.resolve::<ChatOp>(ctx, req)?;
+        let model = self.resolve::<TypedChatOp>(ctx, req)?;
         self.rate_limit(&ctx.tenant)?;
         let forward_usage = req.wants_stream_usage();
-        let (key, may_read) = self.cache_plan::<ChatOp>(ctx, model, req);
+        let (key, may_read) = self.cache_plan::<TypedChatOp>(ctx, model, req);
         let mut cache_status = if key.is_some() { CacheStatus::Miss } else { CacheStatus::Bypass };
         if let (Some(k), true) = (&key, may_read) {
             if let Some(bytes) = self.cache_get(k).await {
-                match super::parse_cached::<ChatCompletionResponse>(&bytes) {
+                match decode_json::<ChatCompletionResponse>(&bytes) {
                     Ok(resp) => {
                         let event = self.request_event(
                             ctx,
@@ -163,14 +163,15 @@ impl Gateway {
         } else if key.is_some() {
             cache_status = CacheStatus::Bypass;
         }
-        let prompt = ChatOp::prompt_tokens(req);
-        let held =
-            self.reserve(&ctx.tenant, &model.config, prompt, ChatOp::output_cap(req), ChatOp::choices(req)).await?;
+        let prompt = TypedChatOp::prompt_tokens(req);
+        let held = self
+            .reserve(&ctx.tenant, &model.config, prompt, TypedChatOp::output_cap(req), TypedChatOp::choices(req))
+            .await?;
         let cap = held.cap_set.map(|c| (model.config.output_cap_field, c));
         let opened = self
             .route(model, Capability::ChatStream, |route| {
                 let mut upstream = req.clone();
-                ChatOp::prepare_upstream(&mut upstream, model.upstream_name(route, &req.model), cap);
+                TypedChatOp::prepare_upstream(&mut upstream, model.upstream_name(route, &req.model), cap);
                 let provider = Arc::clone(&route.provider);
                 Box::pin(async move { provider.chat_stream(upstream).await })
             })

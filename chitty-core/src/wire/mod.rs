@@ -5,12 +5,14 @@
 //! by a small macro (`codec.rs`) that reads each object in one pass, instead of `#[serde(flatten)]`.
 
 mod chat;
+mod chat_json;
 mod codec;
 mod completions;
 mod embeddings;
 mod models;
 
 pub use chat::*;
+pub use chat_json::ChatCompletionJson;
 pub use completions::*;
 pub use embeddings::*;
 pub use models::*;

@@ -195,13 +195,15 @@ fn meta_headers(meta: &ReplyMeta, request_id: &str, with_cost: bool) -> HeaderMa
 
 fn json_response<T: serde::Serialize>(meta: &ReplyMeta, request_id: &str, body: &T) -> Response {
     match serde_json::to_vec(body) {
-        Ok(bytes) => {
-            let mut headers = meta_headers(meta, request_id, true);
-            headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            (headers, bytes).into_response()
-        }
+        Ok(bytes) => json_bytes_response(meta, request_id, Bytes::from(bytes)),
         Err(e) => ApiError::new(Error::backend("serialize", e), request_id).into_response(),
     }
+}
+
+fn json_bytes_response(meta: &ReplyMeta, request_id: &str, json: Bytes) -> Response {
+    let mut headers = meta_headers(meta, request_id, true);
+    headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    (headers, json).into_response()
 }
 
 async fn chat(
@@ -231,8 +233,8 @@ async fn chat(
             let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(options.keep_alive));
             Ok((headers, sse).into_response())
         } else {
-            let reply = state.gateway.chat(&ctx, request).await?;
-            Ok(json_response(&reply.meta, &id, &reply.body))
+            let reply = state.gateway.chat_json(&ctx, request).await?;
+            Ok(json_bytes_response(&reply.meta, &id, reply.body.into_json()))
         }
     }
     .await;
