@@ -20,7 +20,9 @@
 # RATE_CONNECTIONS (32), MAX_CONNECTIONS (64), MAX_DURATION (10), STREAMS (1000), STREAM_CHUNKS (50),
 # CHUNK_DELAY_MS (200), SETTLE_SECS (10), UPSTREAM_PORT (19100), GATEWAY_PORT (19180),
 # NGINX_PORT (19190), NGINX (1: use nginx as the reference proxy when installed; 0: skip),
-# GATEWAY_WORKERS (the gateway's serving threads, CHITTY_WORKERS; default one per core), UPSTREAM_WORKERS
+# GATEWAY_WORKERS (the gateway's serving threads, CHITTY_WORKERS; default 1, like the nginx reference's one
+# worker, because the upstream and the load generator need the other core; empty: the example's default of
+# one per core), UPSTREAM_WORKERS
 # (the static upstream's Tokio worker threads; default one per core), GATEWAY_ENV (extra
 # environment for the gateway only, e.g. "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
 # GATEWAY_BIN (another build of the gateway example to compare), SKIP_BUILD (0).
@@ -42,7 +44,7 @@ UPSTREAM_PORT=${UPSTREAM_PORT:-19100}
 GATEWAY_PORT=${GATEWAY_PORT:-19180}
 NGINX_PORT=${NGINX_PORT:-19190}
 NGINX=${NGINX:-1}
-GATEWAY_WORKERS=${GATEWAY_WORKERS:-}
+GATEWAY_WORKERS=${GATEWAY_WORKERS-1}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-}
 GATEWAY_ENV=${GATEWAY_ENV:-}
 GATEWAY_BIN=${GATEWAY_BIN:-}
@@ -353,8 +355,9 @@ AFTER_GROWTH_MB=$(awk -v a="$AFTER_KB" -v i="$IDLE_KB" 'BEGIN {printf "%.1f", (a
 
 echo
 echo "chitty gateway end-to-end benchmark: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average before the summary $(cut -d' ' -f1-3 /proc/loadavg)"
-[ -z "$GATEWAY_ENV$GATEWAY_WORKERS$UPSTREAM_WORKERS" ] && [ "$GATEWAY_BIN" = "$BIN/gateway" ] ||
+[ -z "$GATEWAY_ENV$UPSTREAM_WORKERS" ] && [ "$GATEWAY_WORKERS" = 1 ] && [ "$GATEWAY_BIN" = "$BIN/gateway" ] ||
     echo "settings: GATEWAY_BIN='$GATEWAY_BIN' GATEWAY_ENV='$GATEWAY_ENV' GATEWAY_WORKERS='$GATEWAY_WORKERS' UPSTREAM_WORKERS='$UPSTREAM_WORKERS'"
+echo "gateway serving threads: ${GATEWAY_WORKERS:-one per core ($(nproc))}"
 echo "fixed rate: $RATE req/s, ${DURATION} s x $ROUNDS rounds per side over $RATE_CONNECTIONS connections (oha $(oha --version | awk '{print $2}')), same body, sides alternating: ${SIDES[*]}"
 echo
 echo "| measure | direct | gateway | gateway − direct | target | verdict |"
