@@ -266,18 +266,7 @@ async fn graceful_shutdown_drains_in_flight_streams() {
             })
             .await
     });
-    let req = json!({"model": "chat", "messages": [{"role": "user", "content": "drain me"}], "stream": true, "temperature": 0.9});
-    let r = s.http.post(format!("{base}/v1/chat/completions")).bearer_auth("sk-acme").json(&req).send().await.unwrap();
-    let mut body = r.bytes_stream();
-    let mut text = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
-    stop.send(()).unwrap();
-    while let Some(chunk) = body.next().await {
-        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
-    }
-    assert!(text.trim_end().ends_with("data: [DONE]"), "the stream ran to its end after shutdown began: {text}");
-    tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap().unwrap();
-    let refused = s.http.get(format!("{base}/healthz")).send().await;
-    assert!(refused.is_err(), "no new connections after shutdown");
+    assert_stream_drains_on_shutdown(&s.http, &base, stop, server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,18 +295,7 @@ async fn per_core_server_shares_one_gateway_and_drains_on_shutdown() {
     let spent = s.budgets.balance("acme", s.gateway.now()).await.unwrap().spent;
     assert!(spent > before, "the shared budget store was charged");
 
-    let req = json!({"model": "chat", "messages": [{"role": "user", "content": "drain me"}], "stream": true, "temperature": 0.9});
-    let r = s.http.post(format!("{base}/v1/chat/completions")).bearer_auth("sk-acme").json(&req).send().await.unwrap();
-    let mut body = r.bytes_stream();
-    let mut text = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
-    stop.send(()).unwrap();
-    while let Some(chunk) = body.next().await {
-        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
-    }
-    assert!(text.trim_end().ends_with("data: [DONE]"), "the stream ran to its end after shutdown began: {text}");
-    tokio::time::timeout(Duration::from_secs(5), serving).await.unwrap().unwrap().unwrap();
-    let refused = reqwest::Client::new().get(format!("{base}/healthz")).send().await;
-    assert!(refused.is_err(), "no new connections after shutdown");
+    assert_stream_drains_on_shutdown(&s.http, &base, stop, serving).await;
 }
 
 #[test]
@@ -325,4 +303,27 @@ fn per_core_server_refuses_an_address_in_use_by_another_socket() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let err = chitty_providers::server::PerCoreServer::bind(taken.local_addr().unwrap(), 2).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+}
+
+/// Opens a stream, asks the server to shut down mid-stream, and checks that the stream still runs to its end,
+/// that the server then stops within 5 s, and that it accepts no new connection.
+async fn assert_stream_drains_on_shutdown(
+    http: &reqwest::Client,
+    base: &str,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let req = json!({"model": "chat", "messages": [{"role": "user", "content": "drain me"}], "stream": true, "temperature": 0.9});
+    let r = http.post(format!("{base}/v1/chat/completions")).bearer_auth("sk-acme").json(&req).send().await.unwrap();
+    let mut body = r.bytes_stream();
+    let mut text = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
+    stop.send(()).unwrap();
+    while let Some(chunk) = body.next().await {
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    assert!(text.trim_end().ends_with("data: [DONE]"), "the stream ran to its end after shutdown began: {text}");
+    tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap().unwrap();
+    // A fresh client: a pooled connection from before the shutdown would not show whether new ones are refused.
+    let refused = reqwest::Client::new().get(format!("{base}/healthz")).send().await;
+    assert!(refused.is_err(), "no new connections after shutdown");
 }
