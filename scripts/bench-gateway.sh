@@ -7,8 +7,8 @@
 #   1. Latency added by the gateway. The same request body goes at a fixed rate (default 2,000 req/s,
 #      15 s per run) to the static upstream directly and through the gateway. Runs alternate direct,
 #      gateway, direct, gateway so that noise on the machine hits both. Added p50/p99 = gateway − direct
-#      (oha, latency measured from send). When nginx is installed, the same runs also go through nginx
-#      as a reference reverse proxy. That shows what one extra loopback hop costs on this machine.
+#      (oha, latency measured from send). The same runs also go through nginx (installed when missing) as a
+#      reference reverse proxy. That shows what one extra loopback hop costs on this machine.
 #   2. The most requests/s each side reaches, unthrottled at a fixed concurrency (wrk when installed,
 #      else oha).
 #   3. The gateway's RSS (VmRSS): idle after start, the peak while 1,000 SSE streams are held open, and
@@ -19,7 +19,8 @@
 # Settings (environment): RATE (2000), DURATION (15, seconds per fixed-rate run), ROUNDS (2 pairs),
 # RATE_CONNECTIONS (32), MAX_CONNECTIONS (64), MAX_DURATION (10), STREAMS (1000), STREAM_CHUNKS (50),
 # CHUNK_DELAY_MS (200), SETTLE_SECS (10), UPSTREAM_PORT (19100), GATEWAY_PORT (19180),
-# NGINX_PORT (19190), NGINX (1: use nginx as the reference proxy when installed; 0: skip),
+# NGINX_PORT (19190), NGINX (1: use nginx as the reference proxy, installing nginx-light with apt-get if it is
+# missing; 0: skip),
 # GATEWAY_WORKERS (the gateway's serving threads, CHITTY_WORKERS; default 1, like the nginx reference's one
 # worker, because the upstream and the load generator need the other core; empty: the example's default of
 # one per core), UPSTREAM_WORKERS
@@ -75,6 +76,10 @@ fi
 if ! command -v wrk >/dev/null && command -v apt-get >/dev/null; then
     log "installing wrk (apt-get)"
     { apt-get update -qq && apt-get install -y -qq wrk; } >&2 || log "wrk not installed; oha measures max req/s"
+fi
+if [ "$NGINX" = 1 ] && ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && command -v apt-get >/dev/null; then
+    log "installing nginx-light (apt-get), the reference proxy"
+    { apt-get update -qq && apt-get install -y -qq nginx-light; } >&2 || log "nginx not installed; no reference proxy"
 fi
 command -v jq >/dev/null || die "jq is needed to read oha's JSON output"
 # oha has called its JSON switch `--output-format json` since 1.5 and `--json` before.
