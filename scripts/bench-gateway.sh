@@ -73,13 +73,14 @@ if ! command -v oha >/dev/null; then
     log "installing oha (cargo install oha --locked)"
     cargo install oha --locked >&2 || die "could not install oha"
 fi
-if ! command -v wrk >/dev/null && command -v apt-get >/dev/null; then
-    log "installing wrk (apt-get)"
-    { apt-get update -qq && apt-get install -y -qq wrk; } >&2 || log "wrk not installed; oha measures max req/s"
-fi
-if [ "$NGINX" = 1 ] && ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && command -v apt-get >/dev/null; then
-    log "installing nginx-light (apt-get), the reference proxy"
-    { apt-get update -qq && apt-get install -y -qq nginx-light; } >&2 || log "nginx not installed; no reference proxy"
+# wrk measures max req/s (oha does when it is missing); nginx is the reference proxy. One apt-get for both.
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+[ "$NGINX" != 1 ] || command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+    log "installing ${missing[*]} (apt-get)"
+    { apt-get update -qq && apt-get install -y -qq "${missing[@]}"; } >&2 ||
+        log "could not install ${missing[*]}: without wrk oha measures max req/s; without nginx there is no reference proxy"
 fi
 command -v jq >/dev/null || die "jq is needed to read oha's JSON output"
 # oha has called its JSON switch `--output-format json` since 1.5 and `--json` before.
@@ -360,8 +361,8 @@ AFTER_GROWTH_MB=$(awk -v a="$AFTER_KB" -v i="$IDLE_KB" 'BEGIN {printf "%.1f", (a
 
 echo
 echo "chitty gateway end-to-end benchmark: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average before the summary $(cut -d' ' -f1-3 /proc/loadavg)"
-[ -z "$GATEWAY_ENV$UPSTREAM_WORKERS" ] && [ "$GATEWAY_WORKERS" = 1 ] && [ "$GATEWAY_BIN" = "$BIN/gateway" ] ||
-    echo "settings: GATEWAY_BIN='$GATEWAY_BIN' GATEWAY_ENV='$GATEWAY_ENV' GATEWAY_WORKERS='$GATEWAY_WORKERS' UPSTREAM_WORKERS='$UPSTREAM_WORKERS'"
+[ -z "$GATEWAY_ENV$UPSTREAM_WORKERS" ] && [ "$GATEWAY_BIN" = "$BIN/gateway" ] ||
+    echo "settings: GATEWAY_BIN='$GATEWAY_BIN' GATEWAY_ENV='$GATEWAY_ENV' UPSTREAM_WORKERS='$UPSTREAM_WORKERS'"
 echo "gateway serving threads: ${GATEWAY_WORKERS:-one per core ($(nproc))}"
 echo "fixed rate: $RATE req/s, ${DURATION} s x $ROUNDS rounds per side over $RATE_CONNECTIONS connections (oha $(oha --version | awk '{print $2}')), same body, sides alternating: ${SIDES[*]}"
 echo
