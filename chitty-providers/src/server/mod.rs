@@ -174,8 +174,10 @@ const X_CHITTY_COST: HeaderName = HeaderName::from_static("x-chitty-cost-nano-us
 const X_CHITTY_MAX_TOKENS: HeaderName = HeaderName::from_static("x-chitty-max-tokens");
 const X_CHITTY_PROVIDER: HeaderName = HeaderName::from_static("x-chitty-provider");
 
-fn meta_headers(meta: &ReplyMeta, request_id: &str, with_cost: bool) -> HeaderMap {
-    let mut h = HeaderMap::with_capacity(8);
+/// Adds the gateway's headers to `h`: written into the response's own map, since building a map and merging it
+/// in costs a second set of hashing and allocation per request.
+fn insert_meta_headers(h: &mut HeaderMap, meta: &ReplyMeta, request_id: &str, with_cost: bool) {
+    h.reserve(8);
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert(X_REQUEST_ID, v);
     }
@@ -190,7 +192,6 @@ fn meta_headers(meta: &ReplyMeta, request_id: &str, with_cost: bool) -> HeaderMa
     if let Some(v) = meta.provider.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
         h.insert(X_CHITTY_PROVIDER, v);
     }
-    h
 }
 
 fn json_response<T: serde::Serialize>(meta: &ReplyMeta, request_id: &str, body: &T) -> Response {
@@ -201,9 +202,11 @@ fn json_response<T: serde::Serialize>(meta: &ReplyMeta, request_id: &str, body: 
 }
 
 fn json_bytes_response(meta: &ReplyMeta, request_id: &str, json: Bytes) -> Response {
-    let mut headers = meta_headers(meta, request_id, true);
+    let mut response = Response::new(axum::body::Body::from(json));
+    let headers = response.headers_mut();
     headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    (headers, json).into_response()
+    insert_meta_headers(headers, meta, request_id, true);
+    response
 }
 
 async fn chat(
@@ -218,7 +221,6 @@ async fn chat(
         let request: ChatCompletionRequest = parse(body).map_err(|e| with_limit(e, &options))?;
         if request.is_stream() {
             let reply = state.gateway.chat_stream(&ctx, request).await?;
-            let headers = meta_headers(&reply.meta, &id, false);
             let events = reply
                 .chunks
                 .map(|item| {
@@ -231,7 +233,9 @@ async fn chat(
                 })
                 .chain(futures::stream::once(async { Ok(SseEvent::default().data("[DONE]")) }));
             let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(options.keep_alive));
-            Ok((headers, sse).into_response())
+            let mut response = sse.into_response();
+            insert_meta_headers(response.headers_mut(), &reply.meta, &id, false);
+            Ok(response)
         } else {
             let reply = state.gateway.chat_json(&ctx, request).await?;
             Ok(json_bytes_response(&reply.meta, &id, reply.body.into_json()))
