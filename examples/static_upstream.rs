@@ -8,6 +8,11 @@
 //! streams can be held open), the usage chunk when `stream_options.include_usage` is set, then `data: [DONE]`.
 //! `GET /v1/models` and `GET /healthz` answer too. Responses are built from bytes prepared at start, so the
 //! upstream costs as little as possible of the machine it shares with the gateway and the load generator.
+//!
+//! With `--forward URL` it is a bare pass-through proxy instead: each request's body and `Content-Type` go to
+//! `URL` + path, and the answer comes back as it is, served by the gateway's own [`PerCoreServer`] over the
+//! hyper-util pooling client the gateway's providers use. The benchmark runs it next to the gateway to show
+//! what the HTTP stack alone costs, without authentication, budgets, parsing or metrics.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,7 +26,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
+use chitty::providers::server::{PerCoreServer, shutdown_signal};
 use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 /// A canned OpenAI-compatible upstream for benchmarks.
@@ -36,9 +46,12 @@ struct Args {
     /// Pause between two streamed chunks, milliseconds (0: the whole stream is sent at once).
     #[arg(long, default_value_t = 0)]
     chunk_delay_ms: u64,
-    /// Tokio worker threads (default: one per core).
+    /// Tokio worker threads (default: one per core); with `--forward`, serving threads.
     #[arg(long)]
     workers: Option<usize>,
+    /// Forward every request to this base URL (e.g. `http://127.0.0.1:9100`) instead of answering.
+    #[arg(long)]
+    forward: Option<http::Uri>,
 }
 
 /// The prepared pieces of every answer; the model name is spliced in per request.
@@ -157,13 +170,70 @@ async fn models() -> impl IntoResponse {
     )
 }
 
+/// The pass-through proxy's state: the pooled client and where it forwards to.
+#[derive(Clone)]
+struct Forward {
+    client: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+}
+
+async fn forward(State(to): State<Forward>, request: axum::extract::Request) -> Response {
+    let bad_gateway = |e: &dyn std::fmt::Display| (StatusCode::BAD_GATEWAY, e.to_string()).into_response();
+    let (parts, body) = request.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return bad_gateway(&e),
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut upstream = http::Request::new(Full::new(body));
+    *upstream.method_mut() = parts.method;
+    *upstream.uri_mut() = match format!("{}{path}", to.base).parse() {
+        Ok(uri) => uri,
+        Err(e) => return bad_gateway(&e),
+    };
+    if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
+        upstream.headers_mut().insert(header::CONTENT_TYPE, content_type.clone());
+    }
+    match to.client.request(upstream).await {
+        Ok(response) => response.map(Body::new),
+        Err(e) => bad_gateway(&e),
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let Some(base) = &args.forward {
+        return serve_forward(&args, base);
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = args.workers {
         runtime.worker_threads(workers);
     }
     runtime.enable_all().build()?.block_on(serve(args))
+}
+
+/// The pass-through proxy on the gateway's serving layout (one current-thread runtime per serving thread).
+fn serve_forward(args: &Args, base: &http::Uri) -> Result<(), Box<dyn std::error::Error>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new()).build(connector);
+    let base = base.to_string().trim_end_matches('/').to_owned();
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(forward)
+        .with_state(Forward { client, base: base.clone() });
+    let server = PerCoreServer::bind(args.addr, args.workers.unwrap_or(1))?;
+    println!(
+        "pass-through proxy listening on http://{} to {base} ({} thread(s))",
+        server.local_addr(),
+        server.threads()
+    );
+    // The serving threads have runtimes of their own; this one only waits for the signal.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(server.serve(app, shutdown_signal()))?;
+    Ok(())
 }
 
 async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {

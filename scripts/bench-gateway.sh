@@ -8,7 +8,10 @@
 #      15 s per run) to the static upstream directly and through the gateway. Runs alternate direct,
 #      gateway, direct, gateway so that noise on the machine hits both. Added p50/p99 = gateway − direct
 #      (oha, latency measured from send). The same runs also go through nginx (installed when missing) as a
-#      reference reverse proxy. That shows what one extra loopback hop costs on this machine.
+#      reference reverse proxy. That shows what one extra loopback hop costs on this machine. They also go
+#      through a bare pass-through proxy (`static_upstream --forward`) on the gateway's own HTTP stack
+#      (PerCoreServer, axum, hyper-util's client, same thread count) without the gateway's work: the
+#      difference between it and the gateway is what authentication, budgets, parsing and metrics add.
 #   2. The most requests/s each side reaches, unthrottled at a fixed concurrency (wrk when installed,
 #      else oha).
 #   3. The gateway's RSS (VmRSS): idle after start, the peak while 1,000 SSE streams are held open, and
@@ -19,7 +22,7 @@
 # Settings (environment): RATE (2000), DURATION (15, seconds per fixed-rate run), ROUNDS (2 pairs),
 # RATE_CONNECTIONS (32), MAX_CONNECTIONS (64), MAX_DURATION (10), STREAMS (1000), STREAM_CHUNKS (50),
 # CHUNK_DELAY_MS (200), SETTLE_SECS (10), UPSTREAM_PORT (19100), GATEWAY_PORT (19180),
-# NGINX_PORT (19190), NGINX (1: use nginx as the reference proxy, installing nginx-light with apt-get if it is
+# NGINX_PORT (19190), PASSTHROUGH_PORT (19185), PASSTHROUGH (1: run the pass-through proxy; 0: skip), NGINX (1: use nginx as the reference proxy, installing nginx-light with apt-get if it is
 # missing; 0: skip),
 # GATEWAY_WORKERS (the gateway's serving threads, CHITTY_WORKERS; default 1, like the nginx reference's one
 # worker, because the upstream and the load generator need the other core; empty: the example's default of
@@ -44,6 +47,8 @@ SETTLE_SECS=${SETTLE_SECS:-10}
 UPSTREAM_PORT=${UPSTREAM_PORT:-19100}
 GATEWAY_PORT=${GATEWAY_PORT:-19180}
 NGINX_PORT=${NGINX_PORT:-19190}
+PASSTHROUGH_PORT=${PASSTHROUGH_PORT:-19185}
+PASSTHROUGH=${PASSTHROUGH:-1}
 NGINX=${NGINX:-1}
 GATEWAY_WORKERS=${GATEWAY_WORKERS-1}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-}
@@ -105,9 +110,9 @@ BIN="$ROOT/target/release/examples"
 GATEWAY_BIN=${GATEWAY_BIN:-$BIN/gateway}
 if [ ! -x "$GATEWAY_BIN" ] || [ ! -x "$BIN/static_upstream" ]; then die "release examples missing in $BIN"; fi
 
-for port in "$UPSTREAM_PORT" "$GATEWAY_PORT" "$NGINX_PORT"; do
+for port in "$UPSTREAM_PORT" "$GATEWAY_PORT" "$NGINX_PORT" "$PASSTHROUGH_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        die "port $port is in use (set UPSTREAM_PORT / GATEWAY_PORT / NGINX_PORT)"
+        die "port $port is in use (set UPSTREAM_PORT / GATEWAY_PORT / NGINX_PORT / PASSTHROUGH_PORT)"
     fi
 done
 
@@ -210,11 +215,20 @@ EOF
     NGINX_WORKER_PID=$(pgrep -P "$NGINX_PID" | head -1)
     SIDES=(direct nginx gateway)
 fi
+if [ "$PASSTHROUGH" = 1 ]; then
+    "$BIN/static_upstream" --addr "127.0.0.1:$PASSTHROUGH_PORT" --forward "http://127.0.0.1:$UPSTREAM_PORT" \
+        --workers "${GATEWAY_WORKERS:-$(nproc)}" >"$WORK/passthrough.log" 2>&1 &
+    PASSTHROUGH_PID=$!
+    PIDS+=("$PASSTHROUGH_PID")
+    wait_healthy "http://127.0.0.1:$PASSTHROUGH_PORT/healthz" "$PASSTHROUGH_PID" "pass-through proxy"
+    SIDES=("${SIDES[@]:0:${#SIDES[@]}-1}" passthrough gateway)
+fi
 
 url_of() {
     case $1 in
     direct) echo "http://127.0.0.1:$UPSTREAM_PORT/v1/chat/completions" ;;
     nginx) echo "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
+    passthrough) echo "http://127.0.0.1:$PASSTHROUGH_PORT/v1/chat/completions" ;;
     gateway) echo "http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions" ;;
     esac
 }
@@ -261,10 +275,12 @@ for round in $(seq 1 "$ROUNDS"); do
         g0=$(cpu_ticks "$GATEWAY_PID")
         u0=$(cpu_ticks "$UPSTREAM_PID")
         n0=$(cpu_ticks "${NGINX_WORKER_PID:-}")
+        p0=$(cpu_ticks "${PASSTHROUGH_PID:-}")
         oha_run "$WORK/rate-$side-$round.json" "$(url_of "$side")" -z "${DURATION}s" -q "$RATE" \
             -c "$RATE_CONNECTIONS" -d "$BODY"
         echo "$(($(cpu_ticks "$GATEWAY_PID") - g0)) $(($(cpu_ticks "$UPSTREAM_PID") - u0))" \
-            "$(($(cpu_ticks "${NGINX_WORKER_PID:-}") - n0))" >"$WORK/cpu-$side-$round"
+            "$(($(cpu_ticks "${NGINX_WORKER_PID:-}") - n0))" "$(($(cpu_ticks "${PASSTHROUGH_PID:-}") - p0))" \
+            >"$WORK/cpu-$side-$round"
     done
 done
 
@@ -277,7 +293,8 @@ side_stats() { # side -> "p50 p99 rps ok"
                   / ([.[].statusCodeDistribution | to_entries[].value] | add // 1)) ]
               | map(tostring) | join(" ")' "$WORK"/rate-"$1"-*.json
 }
-# CPU time (µs) per request of one process over one side's runs (column 1 gateway, 2 upstream, 3 nginx).
+# CPU time (µs) per request of one process over one side's runs (column 1 gateway, 2 upstream, 3 nginx,
+# 4 pass-through).
 cpu_per_request() { # side column
     local ticks requests
     ticks=$(cat "$WORK"/cpu-"$1"-* | awk -v c="$2" '{t += $c} END {print t}')
@@ -294,6 +311,10 @@ U_CPU_US=$(cpu_per_request direct 2)
 if [ "$NGINX" = 1 ]; then
     read -r N_P50 N_P99 _ N_OK <<<"$(side_stats nginx)"
     N_CPU_US=$(cpu_per_request nginx 3)
+fi
+if [ "$PASSTHROUGH" = 1 ]; then
+    read -r P_P50 P_P99 _ P_OK <<<"$(side_stats passthrough)"
+    P_CPU_US=$(cpu_per_request passthrough 4)
 fi
 
 # ---------------------------------------------------------------- max throughput
@@ -383,6 +404,15 @@ if [ "$NGINX" = 1 ]; then
         "adds p50 $(minus "$N_P50" "$D_P50") µs, p99 $(minus "$N_P99" "$D_P99") µs" \
         "(nginx p50 $(int "$N_P50") µs, p99 $(int "$N_P99") µs, $(pct "$N_OK") 200s);" \
         "CPU per request $N_CPU_US µs; max ${MAX[nginx]} req/s"
+fi
+if [ "$PASSTHROUGH" = 1 ]; then
+    echo
+    echo "HTTP stack alone, same runs: the pass-through proxy (static_upstream --forward, ${GATEWAY_WORKERS:-$(nproc)} thread(s))" \
+        "adds p50 $(minus "$P_P50" "$D_P50") µs, p99 $(minus "$P_P99" "$D_P99") µs" \
+        "(p50 $(int "$P_P50") µs, p99 $(int "$P_P99") µs, $(pct "$P_OK") 200s);" \
+        "CPU per request $P_CPU_US µs; max ${MAX[passthrough]} req/s."
+    echo "The gateway's own work (gateway − pass-through) adds p50 $(minus "$G_P50" "$P_P50") µs, p99 $(minus "$G_P99" "$P_P99") µs," \
+        "CPU per request $(minus "$G_CPU_US" "$P_CPU_US") µs."
 fi
 echo
 echo "per round (µs, p50/p99):"

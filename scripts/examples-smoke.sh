@@ -37,4 +37,18 @@ for _ in $(seq 1 50); do
   sleep 0.1
 done
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["object"]=="chat.completion" and d["usage"]["total_tokens"]>0' "$work/answer.json"
+
+echo "examples: static_upstream --forward (the benchmark's pass-through proxy)"
+proxy_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+./target/debug/examples/static_upstream --addr "127.0.0.1:$proxy_port" --forward "http://127.0.0.1:$port" >/dev/null 2>&1 &
+proxy=$!
+trap 'kill $upstream $proxy 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 1 50); do
+  if curl -fsS "http://127.0.0.1:$proxy_port/v1/chat/completions" -H 'Content-Type: application/json' \
+      -d '{"model":"through","messages":[{"role":"user","content":"hi"}]}' -o "$work/forwarded.json" 2>/dev/null; then break; fi
+  sleep 0.1
+done
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["model"]=="through" and d["usage"]["total_tokens"]>0' "$work/forwarded.json"
+code=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$proxy_port/v1/chat/completions" -d '{')
+if [ "$code" != 400 ]; then echo "examples: the upstream's 400 came through the proxy as $code" >&2; exit 1; fi
 echo "examples: ok"
