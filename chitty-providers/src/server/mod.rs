@@ -71,11 +71,14 @@ impl Default for ServerOptions {
 #[derive(Clone)]
 struct AppState {
     gateway: Gateway,
+    // Kept in the state rather than an `Extension` layer, which would insert it into every request.
+    options: ServerOptions,
 }
 
 /// The gateway's routes. Mount it in a host app or serve it directly.
 pub fn router(gateway: Gateway, options: ServerOptions) -> Router {
-    let state = Arc::new(AppState { gateway });
+    let body_limit = options.body_limit;
+    let state = Arc::new(AppState { gateway, options });
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
@@ -83,9 +86,8 @@ pub fn router(gateway: Gateway, options: ServerOptions) -> Router {
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(options.body_limit))
+        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
-        .layer(axum::Extension(options))
 }
 
 /// Resolves on SIGINT or SIGTERM: pass it to `axum::serve(..).with_graceful_shutdown`, which stops accepting
@@ -211,14 +213,13 @@ fn json_bytes_response(meta: &ReplyMeta, request_id: &str, json: Bytes) -> Respo
 
 async fn chat(
     State(state): State<Arc<AppState>>,
-    axum::Extension(options): axum::Extension<ServerOptions>,
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Response {
     let id = request_id(&headers);
     let result = async {
         let ctx = context(&state.gateway, &headers, &id)?;
-        let request: ChatCompletionRequest = parse(body).map_err(|e| with_limit(e, &options))?;
+        let request: ChatCompletionRequest = parse(body).map_err(|e| with_limit(e, &state.options))?;
         if request.is_stream() {
             let reply = state.gateway.chat_stream(&ctx, request).await?;
             let events = reply
@@ -232,7 +233,7 @@ async fn chat(
                     Ok::<_, Infallible>(SseEvent::default().data(data.unwrap_or_default()))
                 })
                 .chain(futures::stream::once(async { Ok(SseEvent::default().data("[DONE]")) }));
-            let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(options.keep_alive));
+            let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(state.options.keep_alive));
             let mut response = sse.into_response();
             insert_meta_headers(response.headers_mut(), &reply.meta, &id, false);
             Ok(response)
@@ -248,7 +249,6 @@ async fn chat(
 /// A non-streamed JSON endpoint: authenticate, parse the body, call the gateway, answer with headers.
 async fn json_endpoint<Req, Resp, Call, Fut>(
     state: Arc<AppState>,
-    options: &ServerOptions,
     headers: &HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
     call: Call,
@@ -262,7 +262,7 @@ where
     let id = request_id(headers);
     let result = async {
         let ctx = context(&state.gateway, headers, &id)?;
-        let request: Req = parse(body).map_err(|e| with_limit(e, options))?;
+        let request: Req = parse(body).map_err(|e| with_limit(e, &state.options))?;
         let reply = call(state.gateway.clone(), ctx, request).await?;
         Ok::<_, Error>(json_response(&reply.meta, &id, &reply.body))
     }
@@ -272,11 +272,10 @@ where
 
 async fn completions(
     State(state): State<Arc<AppState>>,
-    axum::Extension(options): axum::Extension<ServerOptions>,
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Response {
-    json_endpoint(state, &options, &headers, body, |gateway, ctx, request: CompletionRequest| async move {
+    json_endpoint(state, &headers, body, |gateway, ctx, request: CompletionRequest| async move {
         gateway.completion(&ctx, request).await
     })
     .await
@@ -284,11 +283,10 @@ async fn completions(
 
 async fn embeddings(
     State(state): State<Arc<AppState>>,
-    axum::Extension(options): axum::Extension<ServerOptions>,
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Response {
-    json_endpoint(state, &options, &headers, body, |gateway, ctx, request: EmbeddingRequest| async move {
+    json_endpoint(state, &headers, body, |gateway, ctx, request: EmbeddingRequest| async move {
         gateway.embeddings(&ctx, request).await
     })
     .await
