@@ -11,8 +11,9 @@
 //!
 //! With `--forward URL` it is a bare pass-through proxy instead: each request's body and `Content-Type` go to
 //! `URL` + path, and the answer comes back as it is, served by the gateway's own [`PerCoreServer`] over the
-//! hyper-util pooling client the gateway's providers use. The benchmark runs it next to the gateway to show
-//! what the HTTP stack alone costs, without authentication, budgets, parsing or metrics.
+//! hyper-util pooling client the gateway's providers use (here with a plain-HTTP connector, no TLS layer). The
+//! benchmark runs it next to the gateway to show what the HTTP stack alone costs, without authentication,
+//! budgets, parsing or metrics. It is a benchmark tool: bodies are read whole, with no size limit.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
