@@ -22,8 +22,8 @@
 # Settings (environment): RATE (2000), DURATION (15, seconds per fixed-rate run), ROUNDS (2 pairs),
 # RATE_CONNECTIONS (32), MAX_CONNECTIONS (64), MAX_DURATION (10), STREAMS (1000), STREAM_CHUNKS (50),
 # CHUNK_DELAY_MS (200), SETTLE_SECS (10), UPSTREAM_PORT (19100), GATEWAY_PORT (19180),
-# NGINX_PORT (19190), PASSTHROUGH_PORT (19185), PASSTHROUGH (1: run the pass-through proxy; 0: skip), NGINX (1: use nginx as the reference proxy, installing nginx-light with apt-get if it is
-# missing; 0: skip),
+# NGINX_PORT (19190), PASSTHROUGH_PORT (19185), PASSTHROUGH (1: run the pass-through proxy; 0: skip),
+# NGINX (1: use nginx as the reference proxy, installing nginx-light with apt-get if it is missing; 0: skip),
 # GATEWAY_WORKERS (the gateway's serving threads, CHITTY_WORKERS; default 1, like the nginx reference's one
 # worker, because the upstream and the load generator need the other core; empty: the example's default of
 # one per core), UPSTREAM_WORKERS
@@ -51,6 +51,8 @@ PASSTHROUGH_PORT=${PASSTHROUGH_PORT:-19185}
 PASSTHROUGH=${PASSTHROUGH:-1}
 NGINX=${NGINX:-1}
 GATEWAY_WORKERS=${GATEWAY_WORKERS-1}
+# The pass-through proxy serves on as many threads as the gateway.
+PASSTHROUGH_THREADS=${GATEWAY_WORKERS:-$(nproc)}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-}
 GATEWAY_ENV=${GATEWAY_ENV:-}
 GATEWAY_BIN=${GATEWAY_BIN:-}
@@ -182,7 +184,6 @@ GATEWAY_PID=$!
 PIDS+=("$GATEWAY_PID")
 wait_healthy "http://127.0.0.1:$GATEWAY_PORT/healthz" "$GATEWAY_PID" "gateway"
 
-SIDES=(direct gateway)
 if [ "$NGINX" = 1 ]; then
     mkdir -p "$WORK/nginx"
     # One worker, keep-alive to the upstream, no buffering, no logs: a lean reverse proxy.
@@ -213,16 +214,18 @@ EOF
     PIDS+=("$NGINX_PID")
     wait_healthy "http://127.0.0.1:$NGINX_PORT/healthz" "$NGINX_PID" "nginx"
     NGINX_WORKER_PID=$(pgrep -P "$NGINX_PID" | head -1)
-    SIDES=(direct nginx gateway)
 fi
 if [ "$PASSTHROUGH" = 1 ]; then
     "$BIN/static_upstream" --addr "127.0.0.1:$PASSTHROUGH_PORT" --forward "http://127.0.0.1:$UPSTREAM_PORT" \
-        --workers "${GATEWAY_WORKERS:-$(nproc)}" >"$WORK/passthrough.log" 2>&1 &
+        --workers "$PASSTHROUGH_THREADS" >"$WORK/passthrough.log" 2>&1 &
     PASSTHROUGH_PID=$!
     PIDS+=("$PASSTHROUGH_PID")
     wait_healthy "http://127.0.0.1:$PASSTHROUGH_PORT/healthz" "$PASSTHROUGH_PID" "pass-through proxy"
-    SIDES=("${SIDES[@]:0:${#SIDES[@]}-1}" passthrough gateway)
 fi
+SIDES=(direct)
+[ "$NGINX" != 1 ] || SIDES+=(nginx)
+[ "$PASSTHROUGH" != 1 ] || SIDES+=(passthrough)
+SIDES+=(gateway)
 
 url_of() {
     case $1 in
@@ -407,7 +410,7 @@ if [ "$NGINX" = 1 ]; then
 fi
 if [ "$PASSTHROUGH" = 1 ]; then
     echo
-    echo "HTTP stack alone, same runs: the pass-through proxy (static_upstream --forward, ${GATEWAY_WORKERS:-$(nproc)} thread(s))" \
+    echo "HTTP stack alone, same runs: the pass-through proxy (static_upstream --forward, $PASSTHROUGH_THREADS thread(s))" \
         "adds p50 $(minus "$P_P50" "$D_P50") µs, p99 $(minus "$P_P99" "$D_P99") µs" \
         "(p50 $(int "$P_P50") µs, p99 $(int "$P_P99") µs, $(pct "$P_OK") 200s);" \
         "CPU per request $P_CPU_US µs; max ${MAX[passthrough]} req/s."

@@ -25,30 +25,37 @@ set -e
 if [ "$code" != 5 ]; then echo "examples: delta with the wrong base exited $code, expected 5" >&2; exit 1; fi
 if [ -e "$work/wrong.safetensors" ]; then echo "examples: a failed decompress left a file behind" >&2; exit 1; fi
 
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# Posts a chat request for `model` to the server at `port` until it answers (at most 5 s) and checks that the
+# answer is a chat completion for that model with usage.
+chat_answers() { # port model
+  local out="$work/answer-$1.json"
+  for _ in $(seq 1 50); do
+    if curl -fsS "http://127.0.0.1:$1/v1/chat/completions" -H 'Content-Type: application/json' \
+        -d "{\"model\":\"$2\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}" -o "$out" 2>/dev/null; then
+      python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["object"]=="chat.completion" and d["model"]==sys.argv[2] and d["usage"]["total_tokens"]>0, d' "$out" "$2"
+      return
+    fi
+    sleep 0.1
+  done
+  echo "examples: nothing answered a chat request on port $1 within 5 s" >&2
+  exit 1
+}
+
 echo "examples: static_upstream"
 cargo build --quiet --example static_upstream
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 ./target/debug/examples/static_upstream --addr "127.0.0.1:$port" >/dev/null 2>&1 &
 upstream=$!
 trap 'kill $upstream 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 1 50); do
-  if curl -fsS "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: application/json' \
-      -d '{"model":"m","messages":[{"role":"user","content":"hi"}]}' -o "$work/answer.json" 2>/dev/null; then break; fi
-  sleep 0.1
-done
-python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["object"]=="chat.completion" and d["usage"]["total_tokens"]>0' "$work/answer.json"
+chat_answers "$port" m
 
 echo "examples: static_upstream --forward (the benchmark's pass-through proxy)"
-proxy_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+proxy_port=$(free_port)
 ./target/debug/examples/static_upstream --addr "127.0.0.1:$proxy_port" --forward "http://127.0.0.1:$port" >/dev/null 2>&1 &
 proxy=$!
 trap 'kill $upstream $proxy 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 1 50); do
-  if curl -fsS "http://127.0.0.1:$proxy_port/v1/chat/completions" -H 'Content-Type: application/json' \
-      -d '{"model":"through","messages":[{"role":"user","content":"hi"}]}' -o "$work/forwarded.json" 2>/dev/null; then break; fi
-  sleep 0.1
-done
-python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["model"]=="through" and d["usage"]["total_tokens"]>0' "$work/forwarded.json"
+chat_answers "$proxy_port" through
 code=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$proxy_port/v1/chat/completions" -d '{')
 if [ "$code" != 400 ]; then echo "examples: the upstream's 400 came through the proxy as $code" >&2; exit 1; fi
 echo "examples: ok"
