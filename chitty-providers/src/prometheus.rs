@@ -29,12 +29,12 @@
 //! to [`PrometheusSink::new`] are labelled by name, every other one as `other`. Providers come from the
 //! configuration; endpoints, cache outcomes and token kinds are fixed sets; statuses are HTTP codes.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use chitty_core::{Error, Event, EventSink, Result};
+use chitty_core::{Endpoint, Error, Event, EventSink, Result};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -94,8 +94,39 @@ pub struct PrometheusSink {
     upstream_failures: Family<ProviderLabels, Counter>,
     circuit_opened: Family<ProviderLabels, Counter>,
     duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
-    models: Arc<HashSet<Arc<str>>>,
-    other: Arc<str>,
+    models: Arc<HashMap<Arc<str>, ModelSeries>>,
+    other: Arc<ModelSeries>,
+}
+
+/// The series of one model label, taken from their families on first use: recording a request then costs
+/// one family lookup (its status and cache outcome vary) instead of five. Clones of a metric share its value.
+struct ModelSeries {
+    label: Arc<str>,
+    prompt_tokens: OnceLock<Counter>,
+    completion_tokens: OnceLock<Counter>,
+    cost: OnceLock<Counter>,
+    /// One per [`Endpoint`], in [`endpoint_index`] order.
+    duration: [OnceLock<Histogram>; 3],
+}
+
+impl ModelSeries {
+    fn new(label: Arc<str>) -> ModelSeries {
+        ModelSeries {
+            label,
+            prompt_tokens: OnceLock::new(),
+            completion_tokens: OnceLock::new(),
+            cost: OnceLock::new(),
+            duration: [OnceLock::new(), OnceLock::new(), OnceLock::new()],
+        }
+    }
+}
+
+fn endpoint_index(endpoint: Endpoint) -> usize {
+    match endpoint {
+        Endpoint::ChatCompletions => 0,
+        Endpoint::Completions => 1,
+        Endpoint::Embeddings => 2,
+    }
 }
 
 impl fmt::Debug for PrometheusSink {
@@ -119,8 +150,16 @@ impl PrometheusSink {
             upstream_failures: Family::default(),
             circuit_opened: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
-            models: Arc::new(models.into_iter().map(|m| Arc::from(m.as_ref())).collect()),
-            other: Arc::from(OTHER_MODEL),
+            models: Arc::new(
+                models
+                    .into_iter()
+                    .map(|m| {
+                        let label: Arc<str> = Arc::from(m.as_ref());
+                        (label.clone(), ModelSeries::new(label))
+                    })
+                    .collect(),
+            ),
+            other: Arc::new(ModelSeries::new(Arc::from(OTHER_MODEL))),
         };
         // prometheus-client appends `_total` to counters and the unit to the histogram's name.
         registry.register("chitty_requests", "Finished gateway requests", sink.requests.clone());
@@ -142,8 +181,8 @@ impl PrometheusSink {
     }
 
     /// The `model` label for `model`: itself if allow-listed, else [`OTHER_MODEL`].
-    fn model_label(&self, model: &str) -> Arc<str> {
-        self.models.get(model).unwrap_or(&self.other).clone()
+    fn model_series(&self, model: &str) -> &ModelSeries {
+        self.models.get(model).unwrap_or(&self.other)
     }
 }
 
@@ -152,7 +191,8 @@ impl EventSink for PrometheusSink {
     async fn record(&self, event: Event) -> Result<()> {
         match event {
             Event::Request(r) => {
-                let model = self.model_label(&r.model);
+                let series = self.model_series(&r.model);
+                let model = &series.label;
                 let endpoint = r.endpoint.as_str();
                 self.requests
                     .get_or_create(&RequestLabels {
@@ -162,14 +202,14 @@ impl EventSink for PrometheusSink {
                         cache: r.cache.as_str(),
                     })
                     .inc();
-                self.tokens
-                    .get_or_create(&TokenLabels { model: model.clone(), kind: "prompt" })
-                    .inc_by(r.prompt_tokens);
-                self.tokens
-                    .get_or_create(&TokenLabels { model: model.clone(), kind: "completion" })
-                    .inc_by(r.completion_tokens);
-                self.cost.get_or_create(&ModelLabels { model: model.clone() }).inc_by(r.cost.0);
-                self.duration.get_or_create(&DurationLabels { model, endpoint }).observe(r.latency.as_secs_f64());
+                let tokens = |kind| self.tokens.get_or_create(&TokenLabels { model: model.clone(), kind }).clone();
+                series.prompt_tokens.get_or_init(|| tokens("prompt")).inc_by(r.prompt_tokens);
+                series.completion_tokens.get_or_init(|| tokens("completion")).inc_by(r.completion_tokens);
+                let cost = || self.cost.get_or_create(&ModelLabels { model: model.clone() }).clone();
+                series.cost.get_or_init(cost).inc_by(r.cost.0);
+                let duration =
+                    || self.duration.get_or_create(&DurationLabels { model: model.clone(), endpoint }).clone();
+                series.duration[endpoint_index(r.endpoint)].get_or_init(duration).observe(r.latency.as_secs_f64());
             }
             Event::UpstreamFailure { provider, .. } => {
                 self.upstream_failures.get_or_create(&ProviderLabels { provider: provider.into() }).inc();
