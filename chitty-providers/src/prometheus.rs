@@ -180,7 +180,7 @@ impl PrometheusSink {
         sink
     }
 
-    /// The `model` label for `model`: itself if allow-listed, else [`OTHER_MODEL`].
+    /// The series labelled `model` if it is allow-listed, else those labelled [`OTHER_MODEL`].
     fn model_series(&self, model: &str) -> &ModelSeries {
         self.models.get(model).unwrap_or(&self.other)
     }
