@@ -29,7 +29,9 @@
 # one per core), UPSTREAM_WORKERS
 # (the static upstream's Tokio worker threads; default one per core), GATEWAY_ENV (extra
 # environment for the gateway only, e.g. "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
-# GATEWAY_BIN (another build of the gateway example to compare), SKIP_BUILD (0).
+# GATEWAY_BIN (another build of the gateway example to measure instead), COMPARE_BIN (a second build of the
+# gateway example, e.g. the commit before a change, run as one more side, `compare`, on COMPARE_PORT (19181)
+# in the same alternating rounds: an A/B that the machine's drift hits equally), SKIP_BUILD (0).
 # Nothing is pinned to CPUs or reniced: the gateway, the upstream and the load generator share the
 # machine's cores with whatever else runs.
 set -euo pipefail
@@ -48,6 +50,8 @@ UPSTREAM_PORT=${UPSTREAM_PORT:-19100}
 GATEWAY_PORT=${GATEWAY_PORT:-19180}
 NGINX_PORT=${NGINX_PORT:-19190}
 PASSTHROUGH_PORT=${PASSTHROUGH_PORT:-19185}
+COMPARE_PORT=${COMPARE_PORT:-19181}
+COMPARE_BIN=${COMPARE_BIN:-}
 PASSTHROUGH=${PASSTHROUGH:-1}
 NGINX=${NGINX:-1}
 GATEWAY_WORKERS=${GATEWAY_WORKERS-1}
@@ -111,10 +115,11 @@ fi
 BIN="$ROOT/target/release/examples"
 GATEWAY_BIN=${GATEWAY_BIN:-$BIN/gateway}
 if [ ! -x "$GATEWAY_BIN" ] || [ ! -x "$BIN/static_upstream" ]; then die "release examples missing in $BIN"; fi
+[ -z "$COMPARE_BIN" ] || [ -x "$COMPARE_BIN" ] || die "COMPARE_BIN $COMPARE_BIN is not an executable"
 
-for port in "$UPSTREAM_PORT" "$GATEWAY_PORT" "$NGINX_PORT" "$PASSTHROUGH_PORT"; do
+for port in "$UPSTREAM_PORT" "$GATEWAY_PORT" "$NGINX_PORT" "$PASSTHROUGH_PORT" "$COMPARE_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        die "port $port is in use (set UPSTREAM_PORT / GATEWAY_PORT / NGINX_PORT / PASSTHROUGH_PORT)"
+        die "port $port is in use (set UPSTREAM_PORT / GATEWAY_PORT / NGINX_PORT / PASSTHROUGH_PORT / COMPARE_PORT)"
     fi
 done
 
@@ -183,6 +188,14 @@ env ${GATEWAY_WORKERS:+CHITTY_WORKERS="$GATEWAY_WORKERS"} $GATEWAY_ENV "$GATEWAY
 GATEWAY_PID=$!
 PIDS+=("$GATEWAY_PID")
 wait_healthy "http://127.0.0.1:$GATEWAY_PORT/healthz" "$GATEWAY_PID" "gateway"
+if [ -n "$COMPARE_BIN" ]; then
+    # shellcheck disable=SC2086
+    env ${GATEWAY_WORKERS:+CHITTY_WORKERS="$GATEWAY_WORKERS"} $GATEWAY_ENV "$COMPARE_BIN" --config "$WORK/gateway.toml" \
+        --addr "127.0.0.1:$COMPARE_PORT" >"$WORK/compare.log" 2>&1 &
+    COMPARE_PID=$!
+    PIDS+=("$COMPARE_PID")
+    wait_healthy "http://127.0.0.1:$COMPARE_PORT/healthz" "$COMPARE_PID" "compared gateway build"
+fi
 
 if [ "$NGINX" = 1 ]; then
     mkdir -p "$WORK/nginx"
@@ -226,6 +239,7 @@ SIDES=(direct)
 [ "$NGINX" != 1 ] || SIDES+=(nginx)
 [ "$PASSTHROUGH" != 1 ] || SIDES+=(passthrough)
 SIDES+=(gateway)
+[ -z "$COMPARE_BIN" ] || SIDES+=(compare)
 
 url_of() {
     case $1 in
@@ -233,6 +247,7 @@ url_of() {
     nginx) echo "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
     passthrough) echo "http://127.0.0.1:$PASSTHROUGH_PORT/v1/chat/completions" ;;
     gateway) echo "http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions" ;;
+    compare) echo "http://127.0.0.1:$COMPARE_PORT/v1/chat/completions" ;;
     esac
 }
 GATEWAY_URL=$(url_of gateway)
@@ -279,11 +294,12 @@ for round in $(seq 1 "$ROUNDS"); do
         u0=$(cpu_ticks "$UPSTREAM_PID")
         n0=$(cpu_ticks "${NGINX_WORKER_PID:-}")
         p0=$(cpu_ticks "${PASSTHROUGH_PID:-}")
+        c0=$(cpu_ticks "${COMPARE_PID:-}")
         oha_run "$WORK/rate-$side-$round.json" "$(url_of "$side")" -z "${DURATION}s" -q "$RATE" \
             -c "$RATE_CONNECTIONS" -d "$BODY"
         echo "$(($(cpu_ticks "$GATEWAY_PID") - g0)) $(($(cpu_ticks "$UPSTREAM_PID") - u0))" \
             "$(($(cpu_ticks "${NGINX_WORKER_PID:-}") - n0))" "$(($(cpu_ticks "${PASSTHROUGH_PID:-}") - p0))" \
-            >"$WORK/cpu-$side-$round"
+            "$(($(cpu_ticks "${COMPARE_PID:-}") - c0))" >"$WORK/cpu-$side-$round"
     done
 done
 
@@ -297,7 +313,7 @@ side_stats() { # side -> "p50 p99 rps ok"
               | map(tostring) | join(" ")' "$WORK"/rate-"$1"-*.json
 }
 # CPU time (µs) per request of one process over one side's runs (column 1 gateway, 2 upstream, 3 nginx,
-# 4 pass-through).
+# 4 pass-through, 5 the compared build).
 cpu_per_request() { # side column
     local ticks requests
     ticks=$(cat "$WORK"/cpu-"$1"-* | awk -v c="$2" '{t += $c} END {print t}')
@@ -318,6 +334,10 @@ fi
 if [ "$PASSTHROUGH" = 1 ]; then
     read -r P_P50 P_P99 _ P_OK <<<"$(side_stats passthrough)"
     P_CPU_US=$(cpu_per_request passthrough 4)
+fi
+if [ -n "$COMPARE_BIN" ]; then
+    read -r C_P50 C_P99 _ C_OK <<<"$(side_stats compare)"
+    C_CPU_US=$(cpu_per_request compare 5)
 fi
 
 # ---------------------------------------------------------------- max throughput
@@ -385,8 +405,8 @@ AFTER_GROWTH_MB=$(awk -v a="$AFTER_KB" -v i="$IDLE_KB" 'BEGIN {printf "%.1f", (a
 
 echo
 echo "chitty gateway end-to-end benchmark: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average before the summary $(cut -d' ' -f1-3 /proc/loadavg)"
-[ -z "$GATEWAY_ENV$UPSTREAM_WORKERS" ] && [ "$GATEWAY_BIN" = "$BIN/gateway" ] ||
-    echo "settings: GATEWAY_BIN='$GATEWAY_BIN' GATEWAY_ENV='$GATEWAY_ENV' UPSTREAM_WORKERS='$UPSTREAM_WORKERS'"
+[ -z "$GATEWAY_ENV$UPSTREAM_WORKERS$COMPARE_BIN" ] && [ "$GATEWAY_BIN" = "$BIN/gateway" ] ||
+    echo "settings: GATEWAY_BIN='$GATEWAY_BIN' COMPARE_BIN='$COMPARE_BIN' GATEWAY_ENV='$GATEWAY_ENV' UPSTREAM_WORKERS='$UPSTREAM_WORKERS'"
 echo "gateway serving threads: ${GATEWAY_WORKERS:-one per core ($(nproc))}"
 echo "fixed rate: $RATE req/s, ${DURATION} s x $ROUNDS rounds per side over $RATE_CONNECTIONS connections (oha $(oha --version | awk '{print $2}')), same body, sides alternating: ${SIDES[*]}"
 echo
@@ -416,6 +436,14 @@ if [ "$PASSTHROUGH" = 1 ]; then
         "CPU per request $P_CPU_US µs; max ${MAX[passthrough]} req/s."
     echo "The gateway's own work (gateway − pass-through) adds p50 $(minus "$G_P50" "$P_P50") µs, p99 $(minus "$G_P99" "$P_P99") µs," \
         "CPU per request $(minus "$G_CPU_US" "$P_CPU_US") µs."
+fi
+if [ -n "$COMPARE_BIN" ]; then
+    echo
+    echo "compared build, same runs: $COMPARE_BIN adds p50 $(minus "$C_P50" "$D_P50") µs, p99 $(minus "$C_P99" "$D_P99") µs" \
+        "(p50 $(int "$C_P50") µs, p99 $(int "$C_P99") µs, $(pct "$C_OK") 200s); CPU per request $C_CPU_US µs;" \
+        "max ${MAX[compare]} req/s."
+    echo "gateway − compared build: p50 $(minus "$G_P50" "$C_P50") µs, p99 $(minus "$G_P99" "$C_P99") µs," \
+        "CPU per request $(minus "$G_CPU_US" "$C_CPU_US") µs (negative: the gateway build is the faster)."
 fi
 echo
 echo "per round (µs, p50/p99):"
