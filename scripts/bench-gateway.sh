@@ -180,21 +180,22 @@ UPSTREAM_PID=$!
 PIDS+=("$UPSTREAM_PID")
 wait_healthy "http://127.0.0.1:$UPSTREAM_PORT/healthz" "$UPSTREAM_PID" "static upstream"
 
-# The example serves HTTP on CHITTY_WORKERS threads, each with its own runtime (PerCoreServer).
-# GATEWAY_ENV is split into words on purpose: it holds VAR=value pairs.
-# shellcheck disable=SC2086
-env ${GATEWAY_WORKERS:+CHITTY_WORKERS="$GATEWAY_WORKERS"} $GATEWAY_ENV "$GATEWAY_BIN" --config "$WORK/gateway.toml" \
-    >"$WORK/gateway.log" 2>&1 &
-GATEWAY_PID=$!
-PIDS+=("$GATEWAY_PID")
-wait_healthy "http://127.0.0.1:$GATEWAY_PORT/healthz" "$GATEWAY_PID" "gateway"
-if [ -n "$COMPARE_BIN" ]; then
+# The example serves HTTP on CHITTY_WORKERS threads, each with its own runtime (PerCoreServer). Both gateway
+# builds start the same way, each on its own port; the started process's pid lands in STARTED_PID.
+start_gateway() { # binary port name
+    # GATEWAY_ENV is split into words on purpose: it holds VAR=value pairs.
     # shellcheck disable=SC2086
-    env ${GATEWAY_WORKERS:+CHITTY_WORKERS="$GATEWAY_WORKERS"} $GATEWAY_ENV "$COMPARE_BIN" --config "$WORK/gateway.toml" \
-        --addr "127.0.0.1:$COMPARE_PORT" >"$WORK/compare.log" 2>&1 &
-    COMPARE_PID=$!
-    PIDS+=("$COMPARE_PID")
-    wait_healthy "http://127.0.0.1:$COMPARE_PORT/healthz" "$COMPARE_PID" "compared gateway build"
+    env ${GATEWAY_WORKERS:+CHITTY_WORKERS="$GATEWAY_WORKERS"} $GATEWAY_ENV "$1" --config "$WORK/gateway.toml" \
+        --addr "127.0.0.1:$2" >"$WORK/$3.log" 2>&1 &
+    STARTED_PID=$!
+    PIDS+=("$STARTED_PID")
+    wait_healthy "http://127.0.0.1:$2/healthz" "$STARTED_PID" "$3"
+}
+start_gateway "$GATEWAY_BIN" "$GATEWAY_PORT" gateway
+GATEWAY_PID=$STARTED_PID
+if [ -n "$COMPARE_BIN" ]; then
+    start_gateway "$COMPARE_BIN" "$COMPARE_PORT" compare
+    COMPARE_PID=$STARTED_PID
 fi
 
 if [ "$NGINX" = 1 ]; then

@@ -138,6 +138,48 @@ async fn a_thousand_client_model_names_make_one_series() {
     assert_eq!(samples(&text, "chitty_cost_nano_usd_total"), [r#"chitty_cost_nano_usd_total{model="other"} 1000"#]);
 }
 
+#[tokio::test]
+async fn each_endpoint_has_its_own_duration_series_and_clones_share_them() {
+    let mut registry = Registry::default();
+    let sink = PrometheusSink::new(&mut registry, ["m"]);
+    let clone = sink.clone();
+    let at = |endpoint, latency_ms| {
+        let Event::Request(mut r) = request("m", 200, CacheStatus::Miss, latency_ms, 1) else { unreachable!() };
+        r.endpoint = endpoint;
+        Event::Request(r)
+    };
+    sink.record(at(Endpoint::ChatCompletions, 1)).await.unwrap();
+    clone.record(at(Endpoint::ChatCompletions, 2)).await.unwrap();
+    sink.record(at(Endpoint::Completions, 3)).await.unwrap();
+    clone.record(at(Endpoint::Embeddings, 4)).await.unwrap();
+    let text = encode_text(&registry).unwrap();
+    let mut counts = samples(&text, "chitty_request_duration_seconds_count");
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        [
+            r#"chitty_request_duration_seconds_count{model="m",endpoint="chat.completions"} 2"#,
+            r#"chitty_request_duration_seconds_count{model="m",endpoint="completions"} 1"#,
+            r#"chitty_request_duration_seconds_count{model="m",endpoint="embeddings"} 1"#,
+        ],
+        "{text}"
+    );
+    assert!(
+        text.contains("chitty_request_duration_seconds_sum{model=\"m\",endpoint=\"embeddings\"} 0.004\n"),
+        "{text}"
+    );
+    assert_eq!(samples(&text, "chitty_cost_nano_usd_total"), [r#"chitty_cost_nano_usd_total{model="m"} 4"#]);
+    let mut tokens = samples(&text, "chitty_tokens_total");
+    tokens.sort_unstable();
+    assert_eq!(
+        tokens,
+        [
+            r#"chitty_tokens_total{model="m",kind="completion"} 20"#,
+            r#"chitty_tokens_total{model="m",kind="prompt"} 40"#
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_conformance_and_concurrent_writers_count_exactly() {
     let mut registry = Registry::default();
