@@ -11,9 +11,9 @@
 //!
 //! With `--forward URL` it is a bare pass-through proxy instead: each request's body and `Content-Type` go to
 //! `URL` + path, and the answer comes back as it is, served by the gateway's own [`PerCoreServer`] over the
-//! hyper-util pooling client the gateway's providers use (here with a plain-HTTP connector, no TLS layer). The
-//! benchmark runs it next to the gateway to show what the HTTP stack alone costs, without authentication,
-//! budgets, parsing or metrics. It is a benchmark tool: bodies are read whole, with no size limit.
+//! [`UpstreamClient`] the gateway's providers use. The benchmark runs it next to the gateway to show what the
+//! HTTP stack alone costs, without authentication, budgets, parsing or metrics. It is a benchmark tool: bodies
+//! are read whole, with no size limit.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,12 +27,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
+use chitty::providers::http_client::UpstreamClient;
 use chitty::providers::server::{PerCoreServer, shutdown_signal};
 use clap::Parser;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::BodyExt;
 use serde_json::Value;
 
 /// A canned OpenAI-compatible upstream for benchmarks.
@@ -174,7 +172,7 @@ async fn models() -> impl IntoResponse {
 /// The pass-through proxy's state: the pooled client and where it forwards to.
 #[derive(Clone)]
 struct Forward {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: UpstreamClient,
     base: String,
 }
 
@@ -186,7 +184,7 @@ async fn forward(State(to): State<Forward>, request: axum::extract::Request) -> 
         Err(e) => return bad_gateway(&e),
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut upstream = http::Request::new(Full::new(body));
+    let mut upstream = http::Request::new(body);
     *upstream.method_mut() = parts.method;
     *upstream.uri_mut() = match format!("{}{path}", to.base).parse() {
         Ok(uri) => uri,
@@ -195,7 +193,7 @@ async fn forward(State(to): State<Forward>, request: axum::extract::Request) -> 
     if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
         upstream.headers_mut().insert(header::CONTENT_TYPE, content_type.clone());
     }
-    match to.client.request(upstream).await {
+    match to.client.send(upstream).await {
         Ok(response) => response.map(Body::new),
         Err(e) => bad_gateway(&e),
     }
@@ -215,9 +213,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// The pass-through proxy on the gateway's serving layout (one current-thread runtime per serving thread).
 fn serve_forward(args: &Args, base: &http::Uri) -> Result<(), Box<dyn std::error::Error>> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new()).build(connector);
+    let client = UpstreamClient::builder().honour_proxy_env(false).build()?;
     let base = base.to_string().trim_end_matches('/').to_owned();
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))

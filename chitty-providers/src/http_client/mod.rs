@@ -1,11 +1,17 @@
 //! [`UpstreamClient`]: the pooled HTTP client the upstream providers share.
 //!
-//! By default it is hyper-util's pooling client over rustls (aws-lc-rs and the platform's certificate
-//! verifier), HTTP/1.1, and HTTP/2 where TLS negotiates it. It keeps **one connection pool per thread**
-//! that calls it: on a multi-thread runtime that is one per worker, and a server that runs one
-//! current-thread runtime per core ([`crate::server::serve_per_core`]) never hands a request to another
-//! thread. reqwest, which the client used before, re-parsed each request's URL twice in its redirect
-//! layer and cost a fifth of the gateway's CPU per proxied request (`docs/benchmarks.md`).
+//! By default it keeps **one connection pool per thread** that calls it: on a multi-thread runtime that is
+//! one per worker, and a server that runs one current-thread runtime per core
+//! ([`crate::server::serve_per_core`]) never hands a request to another thread.
+//! - `http://` upstreams (vLLM, llama.cpp, Ollama on a private network) get HTTP/1.1 over hyper's own
+//!   connections, kept idle per upstream and reused once a response body has been read to its end. A body
+//!   dropped before its end closes its connection, which cancels the upstream's work.
+//! - `https://` upstreams go through hyper-util's pooling client over rustls (aws-lc-rs and the platform's
+//!   certificate verifier), with HTTP/2 where TLS negotiates it.
+//!
+//! reqwest, which the client used before, re-parsed each request's URL twice in its redirect layer and cost
+//! a fifth of the gateway's CPU per proxied request; hyper-util's pool costs about a ninth on plain HTTP
+//! (`docs/benchmarks.md`).
 //!
 //! When `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` (or their lower-case forms) is set, the default
 //! client is a `reqwest::Client` instead, which speaks to proxies and honours `NO_PROXY`. A host can
@@ -37,9 +43,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+mod plain;
+use plain::{IdleConnections, PlainSettings};
+
 pub(crate) use chitty_core::BoxError;
-/// A response body from either transport.
-pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+/// The body of a response from [`UpstreamClient::send`], whichever transport carried it.
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 type HyperClient = Client<Connector, Full<Bytes>>;
@@ -62,7 +71,7 @@ enum Transport {
 impl fmt::Debug for UpstreamClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let transport = match &self.transport {
-            Transport::Hyper(_) => "hyper-util, a pool per thread",
+            Transport::Hyper(_) => "hyper, a pool per thread",
             Transport::Reqwest(_) => "reqwest",
         };
         f.debug_struct("UpstreamClient").field("transport", &transport).finish()
@@ -154,7 +163,12 @@ impl UpstreamClientBuilder {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
         let shared = builder.build(connector.clone());
-        Ok(UpstreamClient { transport: Transport::Hyper(Arc::new(HyperPools { builder, connector, shared })) })
+        let plain = PlainSettings {
+            max_idle_per_host: self.pool_max_idle_per_host,
+            idle_timeout: self.pool_idle_timeout,
+            connect_timeout: self.connect_timeout,
+        };
+        Ok(UpstreamClient { transport: Transport::Hyper(Arc::new(HyperPools { builder, connector, shared, plain })) })
     }
 }
 
@@ -169,16 +183,18 @@ impl UpstreamClient {
         UpstreamClientBuilder::default()
     }
 
-    /// Sends `request` and returns the response once its headers arrived (timeouts are the caller's).
-    pub(crate) async fn send(
+    /// Sends `request` (an absolute `http://` or `https://` URI) through this thread's pool and returns the
+    /// response once its headers arrived; any status is a response, and timeouts are the caller's. The
+    /// providers use it; so can a host's own [`Provider`](chitty_core::Provider) or proxy route.
+    ///
+    /// Read the body to its end (or drop it once it has arrived whole) to give the connection back; a body
+    /// dropped earlier closes its connection.
+    pub async fn send(
         &self,
         request: http::Request<Bytes>,
     ) -> std::result::Result<http::Response<ResponseBody>, BoxError> {
         match &self.transport {
-            Transport::Hyper(pools) => {
-                let response = pools.request(request.map(Full::new)).await?;
-                Ok(response.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
-            }
+            Transport::Hyper(pools) => pools.send(request).await,
             Transport::Reqwest(client) => {
                 let request = reqwest::Request::try_from(request.map(reqwest::Body::from))?;
                 let response = http::Response::from(client.execute(request).await?);
@@ -188,37 +204,70 @@ impl UpstreamClient {
     }
 }
 
-/// The hyper transport: a template to build per-thread pools from, and a shared pool for threads that are
-/// shutting down (whose thread-locals are gone).
+/// The hyper transport: plain `http://` goes over [`plain`]'s HTTP/1.1 connections; `https://` over
+/// hyper-util's client, from a template to build per-thread pools from, and a shared pool for threads that
+/// are shutting down (whose thread-locals are gone).
 struct HyperPools {
     builder: hyper_util::client::legacy::Builder,
     connector: Connector,
     shared: HyperClient,
+    plain: PlainSettings,
+}
+
+/// One client's pools on one thread.
+struct ThreadPools {
+    owner: Weak<HyperPools>,
+    tls: HyperClient,
+    plain: IdleConnections,
 }
 
 thread_local! {
-    /// This thread's pool of each live client, found by pointer (a thread rarely holds more than a few).
-    static POOLS: RefCell<Vec<(Weak<HyperPools>, HyperClient)>> = const { RefCell::new(Vec::new()) };
+    /// This thread's pools of each live client, found by pointer (a thread rarely holds more than a few).
+    static POOLS: RefCell<Vec<ThreadPools>> = const { RefCell::new(Vec::new()) };
 }
 
 impl HyperPools {
-    fn request(self: &Arc<Self>, request: http::Request<Full<Bytes>>) -> hyper_util::client::legacy::ResponseFuture {
-        match POOLS.try_with(|pools| self.local_pool(&mut pools.borrow_mut())) {
-            Ok(client) => client.request(request),
-            Err(_) => self.shared.request(request),
+    async fn send(
+        self: &Arc<Self>,
+        request: http::Request<Bytes>,
+    ) -> std::result::Result<http::Response<ResponseBody>, BoxError> {
+        if request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
+            return plain::send(self, request).await;
+        }
+        let response = self.tls_request(request.map(Full::new)).await?;
+        Ok(response.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+    }
+
+    fn tls_request(
+        self: &Arc<Self>,
+        request: http::Request<Full<Bytes>>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
+        match self.with_thread_pools(|pools| pools.tls.clone()) {
+            Some(client) => client.request(request),
+            None => self.shared.request(request),
         }
     }
 
-    /// This thread's pool, made on first use.
-    fn local_pool(self: &Arc<Self>, pools: &mut Vec<(Weak<HyperPools>, HyperClient)>) -> HyperClient {
+    /// Runs `f` on this thread's pools of this client, made on first use; `None` when the thread's locals are
+    /// gone (the thread is exiting) or already borrowed further up the stack.
+    fn with_thread_pools<R>(self: &Arc<Self>, f: impl FnOnce(&mut ThreadPools) -> R) -> Option<R> {
         let me = Arc::as_ptr(self);
-        if let Some((_, client)) = pools.iter().find(|(w, _)| std::ptr::eq(w.as_ptr(), me)) {
-            return client.clone();
-        }
-        // Pools of dropped clients go when a new one is made, so a thread never accumulates them.
-        pools.retain(|(w, _)| w.strong_count() > 0);
-        let client = self.builder.build(self.connector.clone());
-        pools.push((Arc::downgrade(self), client.clone()));
-        client
+        POOLS
+            .try_with(|pools| {
+                let mut pools = pools.try_borrow_mut().ok()?;
+                let index = match pools.iter().position(|p| std::ptr::eq(p.owner.as_ptr(), me)) {
+                    Some(index) => index,
+                    None => {
+                        // Pools of dropped clients go when a new one is made, so a thread never accumulates them.
+                        pools.retain(|p| p.owner.strong_count() > 0);
+                        let tls = self.builder.build(self.connector.clone());
+                        pools.push(ThreadPools { owner: Arc::downgrade(self), tls, plain: IdleConnections::default() });
+                        pools.len() - 1
+                    }
+                };
+                Some(f(&mut pools[index]))
+            })
+            .ok()
+            .flatten()
     }
 }

@@ -1,0 +1,582 @@
+//! The direct transport's path to plain `http://` upstreams (vLLM, llama.cpp, Ollama on a private network):
+//! hyper's own HTTP/1.1 connections, kept idle in a list per thread and upstream.
+//!
+//! hyper-util's pooled client spent about 11k of the gateway's 90k instructions per proxied request on its
+//! side of the exchange (callgrind, `docs/benchmarks.md`): a pool checkout and return through a mutex and a
+//! hash map on `(scheme, authority)`, the `Host` header formatted anew, a task spawned per request to watch
+//! for the connection going idle. Here a request pops the most recently used idle connection of its upstream
+//! off this thread's list, its `Host` value is kept with the list, and the connection goes back when the
+//! response body ends. `https://` upstreams keep hyper-util's client, which negotiates HTTP/2 over TLS.
+//!
+//! A connection is reused only once its response has arrived whole; a body dropped before that closes the
+//! connection, which is also how a cancelled stream cancels its upstream request.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HOST, HeaderValue};
+use http::uri::{Authority, PathAndQuery};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+
+use super::{BoxError, HyperPools, ResponseBody};
+
+type Sender = http1::SendRequest<Full<Bytes>>;
+
+/// How the plain path pools connections; the builder's settings.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PlainSettings {
+    pub(super) max_idle_per_host: usize,
+    pub(super) idle_timeout: Duration,
+    pub(super) connect_timeout: Duration,
+}
+
+/// This thread's idle connections of one client, per upstream.
+#[derive(Default)]
+pub(super) struct IdleConnections {
+    upstreams: Vec<UpstreamIdle>,
+}
+
+/// The idle connections to one upstream (`host:port`, compared as written), most recently used last.
+struct UpstreamIdle {
+    authority: Authority,
+    host: HeaderValue,
+    idle: Vec<Connection>,
+}
+
+/// A connection's sender and the state it shares with the task that drives it.
+struct Connection {
+    sender: Sender,
+    state: Arc<ConnectionState>,
+}
+
+/// Whether a connection is in use, idle (and since when), or closed by its idle timer. Both the pool and
+/// the connection's task change it, so that a connection is never closed as it is taken for a request.
+struct ConnectionState(AtomicU64);
+
+/// The state values besides "idle since N ms after [`clock_origin`] (plus one)".
+const IN_USE: u64 = 0;
+const CLOSED: u64 = u64::MAX;
+
+/// The instant idle times are counted from; one per process.
+fn clock_origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn idle_stamp(now: Instant) -> u64 {
+    // Saturates after 584 million years; `+ 1` keeps the stamp of the first millisecond apart from IN_USE.
+    u64::try_from(now.duration_since(clock_origin()).as_millis()).unwrap_or(CLOSED - 1).min(CLOSED - 2) + 1
+}
+
+impl ConnectionState {
+    /// Marks an idle connection as taken; false when its idle timer closed it first.
+    fn take(&self) -> bool {
+        let current = self.0.load(Ordering::Acquire);
+        current != CLOSED && self.0.compare_exchange(current, IN_USE, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    fn set_idle(&self, now: Instant) {
+        self.0.store(idle_stamp(now), Ordering::Release);
+    }
+
+    /// Marks the connection closed when it has been idle for `timeout`; true when the caller must close it.
+    fn close_if_idle_for(&self, timeout: Duration, now: Instant) -> bool {
+        let current = self.0.load(Ordering::Acquire);
+        if current == IN_USE || current == CLOSED {
+            return false;
+        }
+        let idle_for = idle_stamp(now).saturating_sub(current);
+        u128::from(idle_for) >= timeout.as_millis()
+            && self.0.compare_exchange(current, CLOSED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+}
+
+impl IdleConnections {
+    /// The most recently used idle connection to `authority` that its idle timer has not closed, and the
+    /// upstream's `Host` value when it is known.
+    fn take(&mut self, authority: &Authority) -> (Option<Connection>, Option<HeaderValue>) {
+        let Some(upstream) = self.upstreams.iter_mut().find(|u| u.authority.as_str() == authority.as_str()) else {
+            return (None, None);
+        };
+        while let Some(connection) = upstream.idle.pop() {
+            if !connection.sender.is_closed() && connection.state.take() {
+                return (Some(connection), Some(upstream.host.clone()));
+            }
+        }
+        (None, Some(upstream.host.clone()))
+    }
+
+    /// Keeps `connection` for the next request to `authority`, unless `max_idle` are kept already.
+    fn put(&mut self, authority: Authority, connection: Connection, max_idle: usize, now: Instant) {
+        let index = match self.upstreams.iter().position(|u| u.authority.as_str() == authority.as_str()) {
+            Some(index) => index,
+            None => {
+                let Ok(host) = host_header(&authority) else { return };
+                self.upstreams.push(UpstreamIdle { authority, host, idle: Vec::new() });
+                self.upstreams.len() - 1
+            }
+        };
+        let idle = &mut self.upstreams[index].idle;
+        if idle.len() >= max_idle {
+            // Connections that closed while idle (the upstream's keep-alive timeout, the idle timer) make room.
+            idle.retain(|c| !c.sender.is_closed());
+        }
+        if idle.len() < max_idle {
+            connection.state.set_idle(now);
+            idle.push(connection);
+        }
+    }
+}
+
+/// `Host` as the URI names it, without user information.
+fn host_header(authority: &Authority) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let host_and_port = authority.as_str().rsplit('@').next().unwrap_or_default();
+    HeaderValue::from_str(host_and_port)
+}
+
+/// Sends `request` (an absolute `http://` URI) over a pooled HTTP/1.1 connection of this thread.
+pub(super) async fn send(
+    pools: &Arc<HyperPools>,
+    request: http::Request<Bytes>,
+) -> Result<http::Response<ResponseBody>, BoxError> {
+    let (mut parts, body) = request.into_parts();
+    let authority = parts.uri.authority().cloned().ok_or("the request URI names no host")?;
+    parts.uri = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")).into();
+    let mut request = http::Request::from_parts(parts, Full::new(body));
+    let settings = pools.plain;
+    loop {
+        let (idle, host) = pools.with_thread_pools(|pools| pools.plain.take(&authority)).unwrap_or((None, None));
+        if !request.headers().contains_key(HOST) {
+            request.headers_mut().insert(HOST, host.map_or_else(|| host_header(&authority), Ok)?);
+        }
+        let reused = idle.is_some();
+        let mut connection = match idle {
+            Some(connection) => connection,
+            None => connect(&authority, settings).await?,
+        };
+        if reused && connection.sender.ready().await.is_err() {
+            // Closed between the check in `take` and now: the request was not sent, so try the next one.
+            continue;
+        }
+        match connection.sender.try_send_request(request).await {
+            Ok(response) => {
+                let lease = Lease { connection, pools: Arc::downgrade(pools), authority };
+                return Ok(response.map(|body| PooledBody { body, lease: Some(lease) }.boxed_unsync()));
+            }
+            Err(mut failed) => match failed.take_message() {
+                // Not written to the wire: an idle connection the upstream had just closed. A fresh one is
+                // tried, as hyper-util's client does; a request that failed on a fresh connection is not.
+                Some(unsent) if reused => request = unsent,
+                _ => return Err(Box::new(failed.into_error())),
+            },
+        }
+    }
+}
+
+/// Opens a connection to `authority` and spawns the task that drives it.
+async fn connect(authority: &Authority, settings: PlainSettings) -> Result<Connection, BoxError> {
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(80);
+    let stream =
+        match tokio::time::timeout(settings.connect_timeout, tokio::net::TcpStream::connect((host, port))).await {
+            // The provider's name identifies the upstream in the error; the address is left out, like the URL.
+            Ok(connected) => connected.map_err(|e| format!("connecting to the upstream: {e}"))?,
+            Err(_) => {
+                return Err(format!("connecting to the upstream timed out after {:?}", settings.connect_timeout).into());
+            }
+        };
+    stream.set_nodelay(true)?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    let state = Arc::new(ConnectionState(AtomicU64::new(IN_USE)));
+    tokio::spawn(drive(connection, Arc::clone(&state), settings.idle_timeout));
+    Ok(Connection { sender, state })
+}
+
+/// Runs a connection until the upstream closes it, every sender is gone, or it stays idle for `idle_timeout`.
+async fn drive(
+    connection: http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>,
+    state: Arc<ConnectionState>,
+    idle_timeout: Duration,
+) {
+    let mut connection = std::pin::pin!(connection);
+    let mut timer = std::pin::pin!(tokio::time::sleep(idle_timeout));
+    let mut armed = false;
+    std::future::poll_fn(|cx| {
+        // An error here reaches the request it belongs to through its response; nothing is left to report.
+        if connection.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        // Once armed, the timer wakes this task when it fires: it is not polled on every exchange.
+        if armed && !timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                armed = true;
+                return Poll::Pending;
+            }
+            // Returning drops the connection, which closes its socket.
+            if state.close_if_idle_for(idle_timeout, Instant::now()) {
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
+        }
+    })
+    .await;
+}
+
+/// A connection lent to one exchange, and where it goes back to.
+struct Lease {
+    connection: Connection,
+    pools: Weak<HyperPools>,
+    authority: Authority,
+}
+
+/// A response body that gives its connection back to the pool once it has been read to the end.
+struct PooledBody {
+    body: Incoming,
+    lease: Option<Lease>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        let Some(lease) = self.lease.take() else { return };
+        let Some(pools) = lease.pools.upgrade() else { return };
+        let max_idle = pools.plain.max_idle_per_host;
+        // The pool of the thread that finished the body; on a per-core server that is the one that sent it.
+        let _ = pools.with_thread_pools(|thread| {
+            thread.plain.put(lease.authority, lease.connection, max_idle, Instant::now());
+        });
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        match &frame {
+            Some(Ok(_)) if !self.body.is_end_stream() => {}
+            // A broken exchange leaves the connection in an unknown state: it is not reused.
+            Some(Err(_)) => self.lease = None,
+            _ => self.release(),
+        }
+        Poll::Ready(frame.map(|f| f.map_err(|e| -> BoxError { Box::new(e) })))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if self.lease.is_none() {
+            return;
+        }
+        // A body whose last bytes have arrived may be dropped before its end was polled: an event stream is
+        // dropped at its `data: [DONE]`. Without waiting, what is left is read; if the end comes, the
+        // connection goes back, otherwise (more to come, an error) it closes with the lease.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for _ in 0..16 {
+            if self.body.is_end_stream() {
+                return self.release();
+            }
+            match Pin::new(&mut self.body).poll_frame(&mut cx) {
+                Poll::Ready(None) => return self.release(),
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Err(_))) | Poll::Pending => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::super::UpstreamClient;
+    use super::*;
+
+    /// How the test upstream answers.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Answer {
+        /// `200` with a `Content-Length` body, keeping the connection open.
+        KeepAlive,
+        /// The same, then the socket is closed without a `Connection: close` header.
+        ThenClose,
+        /// Chunked: the head and one chunk, then silence until the client goes.
+        StalledStream,
+        /// Chunked: the head, one chunk and the end at once, keeping the connection open.
+        WholeStream,
+    }
+
+    const BODY: &str = r#"{"ok":true}"#;
+
+    /// A loopback HTTP/1.1 upstream that counts the connections it accepted and saw closed, and keeps the
+    /// head of every request.
+    struct TestUpstream {
+        port: u16,
+        accepted: Arc<AtomicUsize>,
+        closed: Arc<AtomicUsize>,
+        heads: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl TestUpstream {
+        async fn start(answer: Answer, delay: Duration) -> TestUpstream {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+            let heads = Arc::new(Mutex::new(Vec::new()));
+            let upstream =
+                TestUpstream { port, accepted: accepted.clone(), closed: closed.clone(), heads: heads.clone() };
+            tokio::spawn(async move {
+                loop {
+                    let (socket, _) = listener.accept().await.unwrap();
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(serve(socket, answer, delay, closed.clone(), heads.clone()));
+                }
+            });
+            upstream
+        }
+
+        fn url(&self) -> String {
+            format!("http://127.0.0.1:{}/v1/chat/completions", self.port)
+        }
+
+        fn accepted(&self) -> usize {
+            self.accepted.load(Ordering::SeqCst)
+        }
+
+        /// Waits up to 3 s for `n` connections to have been closed by the client; the count reached.
+        async fn wait_closed(&self, n: usize) -> usize {
+            for _ in 0..300 {
+                if self.closed.load(Ordering::SeqCst) >= n {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.closed.load(Ordering::SeqCst)
+        }
+    }
+
+    async fn serve(
+        mut socket: TcpStream,
+        answer: Answer,
+        delay: Duration,
+        closed: Arc<AtomicUsize>,
+        heads: Arc<Mutex<Vec<String>>>,
+    ) {
+        let mut buffer = Vec::new();
+        loop {
+            let head_end = loop {
+                if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break end + 4;
+                }
+                let mut chunk = [0u8; 4096];
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => {
+                        closed.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+            let length: usize =
+                head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+            while buffer.len() < head_end + length {
+                let mut chunk = [0u8; 4096];
+                let n = socket.read(&mut chunk).await.unwrap();
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+            buffer.drain(..head_end + length);
+            heads.lock().unwrap().push(head);
+            tokio::time::sleep(delay).await;
+            if answer == Answer::StalledStream {
+                let start = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                socket.write_all(format!("{start}6\r\ndata: \r\n").as_bytes()).await.unwrap();
+                let mut rest = [0u8; 64];
+                while matches!(socket.read(&mut rest).await, Ok(n) if n > 0) {}
+                closed.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            if answer == Answer::WholeStream {
+                let start = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                socket.write_all(format!("{start}6\r\ndata: \r\n0\r\n\r\n").as_bytes()).await.unwrap();
+                continue;
+            }
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
+                BODY.len()
+            );
+            socket.write_all(response.as_bytes()).await.unwrap();
+            if answer == Answer::ThenClose {
+                return;
+            }
+        }
+    }
+
+    fn post(url: &str) -> http::Request<Bytes> {
+        let mut request = http::Request::new(Bytes::from_static(b"{\"model\":\"m\"}"));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = url.parse().unwrap();
+        request
+    }
+
+    /// Sends one request and reads its whole body.
+    async fn exchange(client: &UpstreamClient, url: &str) -> String {
+        let response = client.send(post(url)).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_in_turn_share_one_connection_and_name_the_host() {
+        let upstream = TestUpstream::start(Answer::KeepAlive, Duration::ZERO).await;
+        let client = UpstreamClient::builder().honour_proxy_env(false).build().unwrap();
+        for _ in 0..5 {
+            assert_eq!(exchange(&client, &upstream.url()).await, BODY);
+        }
+        assert_eq!(upstream.accepted(), 1, "every request after the first reuses the connection");
+        let heads = upstream.heads.lock().unwrap().clone();
+        assert_eq!(heads.len(), 5);
+        for head in heads {
+            assert!(head.starts_with("post /v1/chat/completions http/1.1\r\n"), "origin-form: {head}");
+            assert!(head.contains(&format!("\r\nhost: 127.0.0.1:{}\r\n", upstream.port)), "{head}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_closes_its_connection() {
+        let upstream = TestUpstream::start(Answer::StalledStream, Duration::ZERO).await;
+        let client = UpstreamClient::builder().honour_proxy_env(false).build().unwrap();
+        let response = client.send(post(&upstream.url())).await.unwrap();
+        let mut body = response.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"data: ");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(upstream.closed.load(Ordering::SeqCst), 0, "open while the stream is read");
+        drop(body);
+        assert_eq!(upstream.wait_closed(1).await, 1, "the upstream sees the cancelled stream go");
+        let _next = client.send(post(&upstream.url())).await.unwrap();
+        assert_eq!(upstream.accepted(), 2, "a half-read connection is never reused");
+    }
+
+    #[tokio::test]
+    async fn a_stream_dropped_once_it_has_arrived_whole_gives_its_connection_back() {
+        let upstream = TestUpstream::start(Answer::WholeStream, Duration::ZERO).await;
+        let client = UpstreamClient::builder().honour_proxy_env(false).build().unwrap();
+        for _ in 0..3 {
+            let mut body = client.send(post(&upstream.url())).await.unwrap().into_body();
+            assert_eq!(&body.frame().await.unwrap().unwrap().into_data().unwrap()[..], b"data: ");
+            // As a provider stops at `data: [DONE]`: the rest has arrived, its end is not polled.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            drop(body);
+        }
+        assert_eq!(upstream.accepted(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_reused() {
+        let upstream = TestUpstream::start(Answer::ThenClose, Duration::ZERO).await;
+        let client = UpstreamClient::builder().honour_proxy_env(false).build().unwrap();
+        for _ in 0..3 {
+            assert_eq!(exchange(&client, &upstream.url()).await, BODY);
+            // Time for the connection's task to read the upstream's close, as it would between real requests.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(upstream.accepted(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_closes_after_the_idle_timeout() {
+        let upstream = TestUpstream::start(Answer::KeepAlive, Duration::ZERO).await;
+        let timeout = Duration::from_millis(100);
+        let client = UpstreamClient::builder().honour_proxy_env(false).pool_idle_timeout(timeout).build().unwrap();
+        let started = Instant::now();
+        exchange(&client, &upstream.url()).await;
+        assert_eq!(upstream.wait_closed(1).await, 1, "the idle connection is closed");
+        assert!(started.elapsed() >= timeout, "not before the timeout: {:?}", started.elapsed());
+        exchange(&client, &upstream.url()).await;
+        assert_eq!(upstream.accepted(), 2, "the closed connection is not taken again");
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_idle_limit_close_when_their_answers_end() {
+        // Answers 100 ms late, so that three requests at once need three connections.
+        let upstream = TestUpstream::start(Answer::KeepAlive, Duration::from_millis(100)).await;
+        let client = UpstreamClient::builder().honour_proxy_env(false).pool_max_idle_per_host(1).build().unwrap();
+        let url = upstream.url();
+        let answers = futures::future::join_all((0..3).map(|_| exchange(&client, &url))).await;
+        assert!(answers.iter().all(|a| a == BODY));
+        assert_eq!(upstream.accepted(), 3);
+        assert_eq!(upstream.wait_closed(2).await, 2, "one connection stays idle, two close");
+        exchange(&client, &url).await;
+        assert_eq!(upstream.accepted(), 3, "the idle one is reused");
+    }
+
+    #[tokio::test]
+    async fn the_https_path_pools_connections_too() {
+        // hyper-util's client, which serves `https://`, speaks plain HTTP as well: checked here without TLS.
+        let upstream = TestUpstream::start(Answer::KeepAlive, Duration::ZERO).await;
+        let client = UpstreamClient::builder().honour_proxy_env(false).build().unwrap();
+        let super::super::Transport::Hyper(pools) = &client.transport else { panic!("the direct transport") };
+        for _ in 0..3 {
+            let response = pools.tls_request(post(&upstream.url()).map(Full::new)).await.unwrap();
+            assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), BODY);
+        }
+        assert_eq!(upstream.accepted(), 1);
+        assert!(upstream.heads.lock().unwrap()[0].contains(&format!("host: 127.0.0.1:{}", upstream.port)));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so_without_the_address() {
+        let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+        let client = UpstreamClient::builder().honour_proxy_env(false).build().unwrap();
+        let err = client.send(post(&format!("http://127.0.0.1:{port}/v1/x"))).await.unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("connecting to the upstream: ") && message.contains("refused"), "{message}");
+        assert!(!message.contains(&port.to_string()), "{message}");
+    }
+
+    #[test]
+    fn an_idle_connection_is_either_taken_or_closed_never_both() {
+        let origin = clock_origin();
+        let state = ConnectionState(AtomicU64::new(IN_USE));
+        assert!(!state.close_if_idle_for(Duration::ZERO, origin), "a connection in use is never closed");
+        state.set_idle(origin);
+        assert!(!state.close_if_idle_for(Duration::from_secs(1), origin + Duration::from_millis(999)));
+        assert!(state.close_if_idle_for(Duration::from_secs(1), origin + Duration::from_secs(1)));
+        assert!(!state.take(), "a closed connection cannot be taken");
+        let state = ConnectionState(AtomicU64::new(IN_USE));
+        state.set_idle(origin);
+        assert!(state.take());
+        assert!(!state.close_if_idle_for(Duration::ZERO, origin + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn the_host_header_leaves_out_user_information() {
+        let authority: Authority = "user:secret@vllm.internal:8000".parse().unwrap();
+        assert_eq!(host_header(&authority).unwrap(), "vllm.internal:8000");
+        assert_eq!(host_header(&"[::1]:11434".parse().unwrap()).unwrap(), "[::1]:11434");
+    }
+}
