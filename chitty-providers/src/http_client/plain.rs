@@ -8,8 +8,9 @@
 //! off this thread's list, its `Host` value is kept with the list, and the connection goes back when the
 //! response body ends. `https://` upstreams keep hyper-util's client, which negotiates HTTP/2 over TLS.
 //!
-//! A connection is reused only once its response has arrived whole; a body dropped before that closes the
-//! connection, which is also how a cancelled stream cancels its upstream request.
+//! A connection is reused only once its response has arrived whole. A body dropped with data still to come
+//! closes its connection, which is also how a cancelled stream cancels its upstream request; one dropped
+//! with only the end to come waits up to [`END_GRACE`] for it.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -168,7 +169,7 @@ pub(super) async fn send(
         match connection.sender.try_send_request(request).await {
             Ok(response) => {
                 let lease = Lease { connection, pools: Arc::downgrade(pools), authority };
-                return Ok(response.map(|body| PooledBody { body, lease: Some(lease) }.boxed_unsync()));
+                return Ok(response.map(|body| PooledBody { body: Some(body), lease: Some(lease) }.boxed_unsync()));
             }
             Err(mut failed) => match failed.take_message() {
                 // Not written to the wire: an idle connection the upstream had just closed. A fresh one is
@@ -239,22 +240,27 @@ struct Lease {
     authority: Authority,
 }
 
-/// A response body that gives its connection back to the pool once it has been read to the end.
-struct PooledBody {
-    body: Incoming,
-    lease: Option<Lease>,
-}
-
-impl PooledBody {
-    fn release(&mut self) {
-        let Some(lease) = self.lease.take() else { return };
-        let Some(pools) = lease.pools.upgrade() else { return };
+impl Lease {
+    /// Puts the connection in the idle list of the thread that finished the body; on a per-core server that
+    /// is the thread that sent the request.
+    fn release(self) {
+        let Some(pools) = self.pools.upgrade() else { return };
         let max_idle = pools.plain.max_idle_per_host;
-        // The pool of the thread that finished the body; on a per-core server that is the one that sent it.
         let _ = pools.with_thread_pools(|thread| {
-            thread.plain.put(lease.authority, lease.connection, max_idle, Instant::now());
+            thread.plain.put(self.authority, self.connection, max_idle, Instant::now());
         });
     }
+}
+
+/// How long a body dropped at its last event may wait for the end of the response (an event stream's
+/// terminating chunk often comes in its own packet) before its connection is closed instead of kept.
+const END_GRACE: Duration = Duration::from_millis(50);
+
+/// A response body that gives its connection back to the pool once the response has arrived whole.
+struct PooledBody {
+    /// `None` only once dropped.
+    body: Option<Incoming>,
+    lease: Option<Lease>,
 }
 
 impl Body for PooledBody {
@@ -262,44 +268,55 @@ impl Body for PooledBody {
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        let Some(body) = self.body.as_mut() else { return Poll::Ready(None) };
+        let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+        let ended = body.is_end_stream();
         match &frame {
-            Some(Ok(_)) if !self.body.is_end_stream() => {}
+            Some(Ok(_)) if !ended => {}
             // A broken exchange leaves the connection in an unknown state: it is not reused.
             Some(Err(_)) => self.lease = None,
-            _ => self.release(),
+            _ => {
+                if let Some(lease) = self.lease.take() {
+                    lease.release();
+                }
+            }
         }
         Poll::Ready(frame.map(|f| f.map_err(|e| -> BoxError { Box::new(e) })))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.body.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        self.body.as_ref().map(Incoming::size_hint).unwrap_or_default()
     }
 }
 
 impl Drop for PooledBody {
     fn drop(&mut self) {
-        if self.lease.is_none() {
-            return;
-        }
-        // A body whose last bytes have arrived may be dropped before its end was polled: an event stream is
-        // dropped at its `data: [DONE]`. Without waiting, what is left is read; if the end comes, the
-        // connection goes back, otherwise (more to come, an error) it closes with the lease.
+        let (Some(lease), Some(mut body)) = (self.lease.take(), self.body.take()) else { return };
+        // A provider drops an event stream at its `data: [DONE]`, before the end of the response was polled.
+        // If only the end is left, the connection is kept; if more data is, the reader gave up mid-stream and
+        // the connection closes, so that the upstream stops generating.
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        for _ in 0..16 {
-            if self.body.is_end_stream() {
-                return self.release();
+        loop {
+            if body.is_end_stream() {
+                return lease.release();
             }
-            match Pin::new(&mut self.body).poll_frame(&mut cx) {
-                Poll::Ready(None) => return self.release(),
-                Poll::Ready(Some(Ok(_))) => {}
-                Poll::Ready(Some(Err(_))) | Poll::Pending => return,
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Ready(None) => return lease.release(),
+                Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {}
+                Poll::Ready(Some(_)) => return,
+                Poll::Pending => break,
             }
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            if let Ok(None) = tokio::time::timeout(END_GRACE, body.frame()).await {
+                lease.release();
+            }
+        });
     }
 }
 
@@ -324,8 +341,8 @@ mod tests {
         ThenClose,
         /// Chunked: the head and one chunk, then silence until the client goes.
         StalledStream,
-        /// Chunked: the head, one chunk and the end at once, keeping the connection open.
-        WholeStream,
+        /// Chunked: the head and one chunk, the end 20 ms later, keeping the connection open.
+        LateEnd,
     }
 
     const BODY: &str = r#"{"ok":true}"#;
@@ -418,9 +435,11 @@ mod tests {
                 closed.fetch_add(1, Ordering::SeqCst);
                 return;
             }
-            if answer == Answer::WholeStream {
+            if answer == Answer::LateEnd {
                 let start = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-                socket.write_all(format!("{start}6\r\ndata: \r\n0\r\n\r\n").as_bytes()).await.unwrap();
+                socket.write_all(format!("{start}6\r\ndata: \r\n").as_bytes()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                socket.write_all(b"0\r\n\r\n").await.unwrap();
                 continue;
             }
             let response = format!(
@@ -482,15 +501,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stream_dropped_once_it_has_arrived_whole_gives_its_connection_back() {
-        let upstream = TestUpstream::start(Answer::WholeStream, Duration::ZERO).await;
+    async fn a_stream_dropped_just_before_its_end_arrives_gives_its_connection_back() {
+        let upstream = TestUpstream::start(Answer::LateEnd, Duration::ZERO).await;
         let client = UpstreamClient::builder().honour_proxy_env(false).build().unwrap();
         for _ in 0..3 {
             let mut body = client.send(post(&upstream.url())).await.unwrap().into_body();
             assert_eq!(&body.frame().await.unwrap().unwrap().into_data().unwrap()[..], b"data: ");
-            // As a provider stops at `data: [DONE]`: the rest has arrived, its end is not polled.
-            tokio::time::sleep(Duration::from_millis(10)).await;
             drop(body);
+            // The end comes 20 ms later, within the grace a dropped body waits for it.
+            tokio::time::sleep(END_GRACE).await;
         }
         assert_eq!(upstream.accepted(), 1);
     }
