@@ -71,6 +71,7 @@ fn clock_origin() -> Instant {
     *ORIGIN.get_or_init(Instant::now)
 }
 
+/// `now` as an idle state value: milliseconds since [`clock_origin`], plus one.
 fn idle_stamp(now: Instant) -> u64 {
     // Saturates after 584 million years; `+ 1` keeps the stamp of the first millisecond apart from IN_USE.
     u64::try_from(now.duration_since(clock_origin()).as_millis()).unwrap_or(CLOSED - 1).min(CLOSED - 2) + 1
