@@ -189,6 +189,22 @@ impl UpstreamClient {
     ///
     /// Read the body to its end (or drop it once it has arrived whole) to give the connection back; a body
     /// dropped earlier closes its connection.
+    ///
+    /// ```no_run
+    /// use bytes::Bytes;
+    /// use http_body_util::BodyExt;
+    /// use chitty_providers::http_client::UpstreamClient;
+    ///
+    /// # async fn models() -> Result<(), chitty_core::BoxError> {
+    /// let client = UpstreamClient::new()?;
+    /// let request = http::Request::get("http://127.0.0.1:8000/v1/models").body(Bytes::new())?;
+    /// let response = client.send(request).await?;
+    /// let status = response.status();
+    /// let body = response.into_body().collect().await?.to_bytes();
+    /// println!("{status}: {} bytes", body.len());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn send(
         &self,
         request: http::Request<Bytes>,
