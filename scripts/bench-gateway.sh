@@ -31,7 +31,10 @@
 # environment for the gateway only, e.g. "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
 # GATEWAY_BIN (another build of the gateway example to measure instead), COMPARE_BIN (a second build of the
 # gateway example, e.g. the commit before a change, run as one more side, `compare`, on COMPARE_PORT (19181)
-# in the same alternating rounds: an A/B that the machine's drift hits equally), SKIP_BUILD (0).
+# in the same alternating rounds: an A/B that the machine's drift hits equally), NOISE_SPREAD_PCT (25) and
+# NOISE_TAIL_RATIO (10): the run is reported as noisy, next to its latency verdicts, when a side's p50 moves by
+# more than NOISE_SPREAD_PCT % between rounds or the direct side's p99 exceeds NOISE_TAIL_RATIO times its p50
+# in a round, SKIP_BUILD (0).
 # Nothing is pinned to CPUs or reniced: the gateway, the upstream and the load generator share the
 # machine's cores with whatever else runs.
 set -euo pipefail
@@ -68,6 +71,8 @@ TARGET_P99_US=500
 TARGET_IDLE_MB=30
 TARGET_STREAMS_MB=150
 NEAR_IDLE_MB=${NEAR_IDLE_MB:-10}
+NOISE_SPREAD_PCT=${NOISE_SPREAD_PCT:-25}
+NOISE_TAIL_RATIO=${NOISE_TAIL_RATIO:-10}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -400,6 +405,18 @@ POOLED_AFTER=$(ss -Htnp state established "( dport = :$UPSTREAM_PORT )" 2>/dev/n
 
 # ---------------------------------------------------------------- summary
 verdict() { awk -v v="$1" -v t="$2" 'BEGIN {print (v <= t) ? "PASS" : "MISS"}'; }
+# A burst on the machine moves one side's rounds apart, or stretches the direct side's tail: a PASS or MISS
+# measured through one is marked, so that it is not read as the gateway's.
+NOISE=()
+for side in "${SIDES[@]}"; do
+    spread=$(jq -s -r 'map(.latencyPercentiles.p50) | (max - min) / min * 100 | floor' "$WORK"/rate-"$side"-*.json)
+    [ "$spread" -le "$NOISE_SPREAD_PCT" ] || NOISE+=("$side p50 moved $spread % between rounds")
+done
+tail_ratio=$(jq -s -r 'map(.latencyPercentiles.p99 / .latencyPercentiles.p50) | max | floor' "$WORK"/rate-direct-*.json)
+[ "$tail_ratio" -le "$NOISE_TAIL_RATIO" ] || NOISE+=("direct p99 reached ${tail_ratio}x its p50")
+latency_verdict() { # value target
+    if [ ${#NOISE[@]} -eq 0 ]; then verdict "$1" "$2"; else echo "$(verdict "$1" "$2") (noisy run)"; fi
+}
 pct() { awk -v v="$1" 'BEGIN {printf "%.2f%%", v * 100}'; }
 int() { awk -v v="$1" 'BEGIN {printf "%.0f", v}'; }
 AFTER_GROWTH_MB=$(awk -v a="$AFTER_KB" -v i="$IDLE_KB" 'BEGIN {printf "%.1f", (a - i) / 1024}')
@@ -413,8 +430,8 @@ echo "fixed rate: $RATE req/s, ${DURATION} s x $ROUNDS rounds per side over $RAT
 echo
 echo "| measure | direct | gateway | gateway − direct | target | verdict |"
 echo "|---|---|---|---|---|---|"
-echo "| p50 latency at $RATE req/s (µs) | $(int "$D_P50") | $(int "$G_P50") | **$ADD_P50** | ≤ $TARGET_P50_US | $(verdict "$ADD_P50" "$TARGET_P50_US") |"
-echo "| p99 latency at $RATE req/s (µs) | $(int "$D_P99") | $(int "$G_P99") | **$ADD_P99** | ≤ $TARGET_P99_US | $(verdict "$ADD_P99" "$TARGET_P99_US") |"
+echo "| p50 latency at $RATE req/s (µs) | $(int "$D_P50") | $(int "$G_P50") | **$ADD_P50** | ≤ $TARGET_P50_US | $(latency_verdict "$ADD_P50" "$TARGET_P50_US") |"
+echo "| p99 latency at $RATE req/s (µs) | $(int "$D_P99") | $(int "$G_P99") | **$ADD_P99** | ≤ $TARGET_P99_US | $(latency_verdict "$ADD_P99" "$TARGET_P99_US") |"
 echo "| req/s held (share of 200s) | $(int "$D_RPS") ($(pct "$D_OK")) | $(int "$G_RPS") ($(pct "$G_OK")) | | $RATE | - |"
 echo "| CPU per request at $RATE req/s (µs) | $U_CPU_US (upstream) | $G_CPU_US | | - | - |"
 echo "| max req/s, $MAX_CONNECTIONS connections ($(cut -d' ' -f1 <<<"$MAX_TOOL")) | ${MAX[direct]} | ${MAX[gateway]} | $(awk -v g="${MAX[gateway]}" -v d="${MAX[direct]}" 'BEGIN {printf "%.2fx of direct", g / d}') | - | - |"
@@ -422,6 +439,11 @@ echo "| gateway RSS idle after start (MB) | | $(mb "$IDLE_KB") | | ≤ $TARGET_I
 echo "| gateway RSS after the rate and max runs (MB) | | $(mb "$WARM_IDLE_KB") | | - | - |"
 echo "| gateway RSS peak, $STREAMS concurrent streams (MB) | | $(mb "$PEAK_KB") | $STREAMS_OK/$STREAMS streams ok, $PEAK_CONNS open at once, ${STREAMS_SECS} s each | ≤ $TARGET_STREAMS_MB | $(verdict "$(mb "$PEAK_KB")" "$TARGET_STREAMS_MB") |"
 echo "| gateway RSS ${SETTLE_SECS} s after the streams (MB) | | $(mb "$AFTER_KB") | +$AFTER_GROWTH_MB over idle | ≤ idle + $NEAR_IDLE_MB | $(verdict "$AFTER_GROWTH_MB" "$NEAR_IDLE_MB") |"
+if [ ${#NOISE[@]} -gt 0 ]; then
+    echo
+    joined=$(printf '%s; ' "${NOISE[@]}")
+    echo "noisy run: ${joined%; }. Compare the sides within a round (below), or run again on a quieter machine."
+fi
 if [ "$NGINX" = 1 ]; then
     echo
     echo "reference proxy, same runs: nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///') (1 worker, upstream keep-alive)" \
