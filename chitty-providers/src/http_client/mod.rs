@@ -4,13 +4,13 @@
 //! one per worker, and a server that runs one current-thread runtime per core
 //! ([`crate::server::serve_per_core`]) never hands a request to another thread.
 //! - `http://` upstreams (vLLM, llama.cpp, Ollama on a private network) get HTTP/1.1 over hyper's own
-//!   connections, kept idle per upstream and reused once a response body has been read to its end. A body
-//!   dropped before its end closes its connection, which cancels the upstream's work.
+//!   connections, kept idle per upstream and reused once a response has arrived whole. A body dropped with
+//!   data still to come closes its connection (within 50 ms), which cancels the upstream's work.
 //! - `https://` upstreams go through hyper-util's pooling client over rustls (aws-lc-rs and the platform's
 //!   certificate verifier), with HTTP/2 where TLS negotiates it.
 //!
 //! reqwest, which the client used before, re-parsed each request's URL twice in its redirect layer and cost
-//! a fifth of the gateway's CPU per proxied request; hyper-util's pool costs about a ninth on plain HTTP
+//! a fifth of the gateway's CPU per proxied request; hyper-util's pool cost about an eighth on plain HTTP
 //! (`docs/benchmarks.md`).
 //!
 //! When `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` (or their lower-case forms) is set, the default
@@ -120,7 +120,7 @@ impl UpstreamClientBuilder {
         self
     }
 
-    /// How long a TCP connect may take (default 10 s).
+    /// How long a TCP connect may take, per address a name resolves to (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -155,7 +155,7 @@ impl UpstreamClientBuilder {
             .map_err(|e| Error::backend("TLS certificate verifier", e))?
             .https_or_http()
             .enable_all_versions()
-            .wrap_connector(http);
+            .wrap_connector(http.clone());
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
@@ -166,7 +166,7 @@ impl UpstreamClientBuilder {
         let plain = PlainSettings {
             max_idle_per_host: self.pool_max_idle_per_host,
             idle_timeout: self.pool_idle_timeout,
-            connect_timeout: self.connect_timeout,
+            connector: http,
         };
         Ok(UpstreamClient { transport: Transport::Hyper(Arc::new(HyperPools { builder, connector, shared, plain })) })
     }

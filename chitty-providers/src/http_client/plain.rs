@@ -24,18 +24,23 @@ use http::uri::{Authority, PathAndQuery};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
+use tower_service::Service;
 
 use super::{BoxError, HyperPools, ResponseBody};
+use crate::upstream_http::describe;
 
 type Sender = http1::SendRequest<Full<Bytes>>;
 
 /// How the plain path pools connections; the builder's settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct PlainSettings {
     pub(super) max_idle_per_host: usize,
+    /// Zero keeps no connection idle.
     pub(super) idle_timeout: Duration,
-    pub(super) connect_timeout: Duration,
+    /// hyper-util's connector: name resolution, a connect timeout per address, IPv6/IPv4 fallback, no delay.
+    pub(super) connector: HttpConnector,
 }
 
 /// This thread's idle connections of one client, per upstream.
@@ -78,41 +83,83 @@ fn idle_stamp(now: Instant) -> u64 {
 }
 
 impl ConnectionState {
-    /// Marks an idle connection as taken; false when its idle timer closed it first.
-    fn take(&self) -> bool {
+    /// Marks an idle connection as taken; false when its idle timer closed it first, or when it has been
+    /// idle for `timeout` already (it is marked closed then, and closes as its sender goes).
+    fn take(&self, timeout: Duration, now: Instant) -> bool {
         let current = self.0.load(Ordering::Acquire);
-        current != CLOSED && self.0.compare_exchange(current, IN_USE, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        if current == CLOSED || current == IN_USE {
+            return false;
+        }
+        let next = if idle_for(current, now) >= timeout { CLOSED } else { IN_USE };
+        self.0.compare_exchange(current, next, Ordering::AcqRel, Ordering::Acquire).is_ok() && next == IN_USE
     }
 
     fn set_idle(&self, now: Instant) {
         self.0.store(idle_stamp(now), Ordering::Release);
     }
 
-    /// Marks the connection closed when it has been idle for `timeout`; true when the caller must close it.
-    fn close_if_idle_for(&self, timeout: Duration, now: Instant) -> bool {
+    /// Marks the connection closed when it has been idle for `timeout`: `None` when the caller must close
+    /// it, otherwise how long until it may have been (the whole timeout while it is in use).
+    fn close_if_idle_for(&self, timeout: Duration, now: Instant) -> Option<Duration> {
         let current = self.0.load(Ordering::Acquire);
-        if current == IN_USE || current == CLOSED {
-            return false;
+        if current == CLOSED {
+            return None;
         }
-        let idle_for = idle_stamp(now).saturating_sub(current);
-        u128::from(idle_for) >= timeout.as_millis()
-            && self.0.compare_exchange(current, CLOSED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        if current == IN_USE {
+            return Some(timeout);
+        }
+        let idle = idle_for(current, now);
+        if idle < timeout {
+            return Some(timeout - idle);
+        }
+        match self.0.compare_exchange(current, CLOSED, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => None,
+            // Taken (or put back) in between: look again after a whole timeout.
+            Err(_) => Some(timeout),
+        }
     }
 }
 
+/// How long a connection with idle state `stamp` has been idle at `now`.
+fn idle_for(stamp: u64, now: Instant) -> Duration {
+    Duration::from_millis(idle_stamp(now).saturating_sub(stamp))
+}
+
 impl IdleConnections {
-    /// The most recently used idle connection to `authority` that its idle timer has not closed, and the
-    /// upstream's `Host` value when it is known.
-    fn take(&mut self, authority: &Authority) -> (Option<Connection>, Option<HeaderValue>) {
+    /// The most recently used idle connection to `authority` younger than `timeout`, preferring one that is
+    /// ready for a request (`true`) to one still finishing its last exchange (`false`); and the upstream's
+    /// `Host` value when it is known. Closed and expired connections are dropped on the way.
+    fn take(
+        &mut self,
+        authority: &Authority,
+        timeout: Duration,
+        now: Instant,
+    ) -> (Option<(Connection, bool)>, Option<HeaderValue>) {
         let Some(upstream) = self.upstreams.iter_mut().find(|u| u.authority.as_str() == authority.as_str()) else {
             return (None, None);
         };
-        while let Some(connection) = upstream.idle.pop() {
-            if !connection.sender.is_closed() && connection.state.take() {
-                return (Some(connection), Some(upstream.host.clone()));
+        let host = Some(upstream.host.clone());
+        let mut index = upstream.idle.len();
+        while index > 0 {
+            index -= 1;
+            let sender = &upstream.idle[index].sender;
+            if sender.is_closed() {
+                upstream.idle.remove(index);
+            } else if sender.is_ready() {
+                let connection = upstream.idle.remove(index);
+                if connection.state.take(timeout, now) {
+                    return (Some((connection, true)), host);
+                }
             }
         }
-        (None, Some(upstream.host.clone()))
+        // Every one left is still ending an exchange: on a multi-thread runtime its task may be doing so on
+        // another worker.
+        while let Some(connection) = upstream.idle.pop() {
+            if connection.state.take(timeout, now) {
+                return (Some((connection, false)), host);
+            }
+        }
+        (None, host)
     }
 
     /// Keeps `connection` for the next request to `authority`, unless `max_idle` are kept already.
@@ -121,6 +168,8 @@ impl IdleConnections {
             Some(index) => index,
             None => {
                 let Ok(host) = host_header(&authority) else { return };
+                // Upstreams with nothing idle go, so that a client sent to many hosts does not collect them.
+                self.upstreams.retain(|u| !u.idle.is_empty());
                 self.upstreams.push(UpstreamIdle { authority, host, idle: Vec::new() });
                 self.upstreams.len() - 1
             }
@@ -137,10 +186,14 @@ impl IdleConnections {
     }
 }
 
-/// `Host` as the URI names it, without user information.
+/// `Host` as the URI names it, without user information or the default port (as hyper-util writes it).
 fn host_header(authority: &Authority) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
     let host_and_port = authority.as_str().rsplit('@').next().unwrap_or_default();
-    HeaderValue::from_str(host_and_port)
+    let host = match authority.port_u16() {
+        Some(80) => host_and_port.strip_suffix(":80").unwrap_or(host_and_port),
+        _ => host_and_port,
+    };
+    HeaderValue::from_str(host)
 }
 
 /// Sends `request` (an absolute `http://` URI) over a pooled HTTP/1.1 connection of this thread.
@@ -149,24 +202,34 @@ pub(super) async fn send(
     request: http::Request<Bytes>,
 ) -> Result<http::Response<ResponseBody>, BoxError> {
     let (mut parts, body) = request.into_parts();
+    if !matches!(parts.version, http::Version::HTTP_10 | http::Version::HTTP_11) {
+        return Err(
+            format!("{:?} was asked for; plain http:// upstreams are spoken to in HTTP/1.1", parts.version).into()
+        );
+    }
     let authority = parts.uri.authority().cloned().ok_or("the request URI names no host")?;
     parts.uri = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")).into();
     let mut request = http::Request::from_parts(parts, Full::new(body));
-    let settings = pools.plain;
+    let settings = &pools.plain;
     loop {
-        let (idle, host) = pools.with_thread_pools(|pools| pools.plain.take(&authority)).unwrap_or((None, None));
+        let now = Instant::now();
+        let (idle, host) = pools
+            .with_thread_pools(|pools| pools.plain.take(&authority, settings.idle_timeout, now))
+            .unwrap_or((None, None));
         if !request.headers().contains_key(HOST) {
             request.headers_mut().insert(HOST, host.map_or_else(|| host_header(&authority), Ok)?);
         }
         let reused = idle.is_some();
         let mut connection = match idle {
-            Some(connection) => connection,
+            Some((connection, true)) => connection,
+            Some((mut connection, false)) => match tokio::time::timeout(READY_WAIT, connection.sender.ready()).await {
+                Ok(Ok(())) => connection,
+                // Closed, or still busy with its last exchange (an answer that came before the request was
+                // written whole): it closes as it goes, and the next one or a fresh one is taken.
+                _ => continue,
+            },
             None => connect(&authority, settings).await?,
         };
-        if reused && connection.sender.ready().await.is_err() {
-            // Closed between the check in `take` and now: the request was not sent, so try the next one.
-            continue;
-        }
         match connection.sender.try_send_request(request).await {
             Ok(response) => {
                 let lease = Lease { connection, pools: Arc::downgrade(pools), authority };
@@ -183,19 +246,16 @@ pub(super) async fn send(
 }
 
 /// Opens a connection to `authority` and spawns the task that drives it.
-async fn connect(authority: &Authority, settings: PlainSettings) -> Result<Connection, BoxError> {
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
-    let port = authority.port_u16().unwrap_or(80);
-    let stream =
-        match tokio::time::timeout(settings.connect_timeout, tokio::net::TcpStream::connect((host, port))).await {
-            // The provider's name identifies the upstream in the error; the address is left out, like the URL.
-            Ok(connected) => connected.map_err(|e| format!("connecting to the upstream: {e}"))?,
-            Err(_) => {
-                return Err(format!("connecting to the upstream timed out after {:?}", settings.connect_timeout).into());
-            }
-        };
-    stream.set_nodelay(true)?;
-    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+async fn connect(authority: &Authority, settings: &PlainSettings) -> Result<Connection, BoxError> {
+    let uri = http::Uri::builder().scheme("http").authority(authority.clone()).path_and_query("/").build()?;
+    // The provider's name identifies the upstream in the error; the address is left out, like the URL.
+    let io = settings
+        .connector
+        .clone()
+        .call(uri)
+        .await
+        .map_err(|e| format!("connecting to the upstream: {}", describe(&e)))?;
+    let (sender, connection) = http1::handshake(io).await?;
     let state = Arc::new(ConnectionState(AtomicU64::new(IN_USE)));
     tokio::spawn(drive(connection, Arc::clone(&state), settings.idle_timeout));
     Ok(Connection { sender, state })
@@ -208,6 +268,11 @@ async fn drive(
     idle_timeout: Duration,
 ) {
     let mut connection = std::pin::pin!(connection);
+    if idle_timeout.is_zero() {
+        // Never kept idle (see `put`): no timer needed.
+        let _ = connection.await;
+        return;
+    }
     let mut timer = std::pin::pin!(tokio::time::sleep(idle_timeout));
     let mut armed = false;
     std::future::poll_fn(|cx| {
@@ -225,10 +290,10 @@ async fn drive(
                 return Poll::Pending;
             }
             // Returning drops the connection, which closes its socket.
-            if state.close_if_idle_for(idle_timeout, Instant::now()) {
+            let Some(next_check) = state.close_if_idle_for(idle_timeout, Instant::now()) else {
                 return Poll::Ready(());
-            }
-            timer.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
+            };
+            timer.as_mut().reset(tokio::time::Instant::now() + next_check);
         }
     })
     .await;
@@ -246,12 +311,17 @@ impl Lease {
     /// is the thread that sent the request.
     fn release(self) {
         let Some(pools) = self.pools.upgrade() else { return };
-        let max_idle = pools.plain.max_idle_per_host;
+        // A zero idle timeout keeps nothing idle.
+        let max_idle = if pools.plain.idle_timeout.is_zero() { 0 } else { pools.plain.max_idle_per_host };
         let _ = pools.with_thread_pools(|thread| {
             thread.plain.put(self.authority, self.connection, max_idle, Instant::now());
         });
     }
 }
+
+/// How long a request waits for an idle connection that is still ending its last exchange before it takes
+/// another one instead.
+const READY_WAIT: Duration = Duration::from_millis(20);
 
 /// How long a body dropped at its last event may wait for the end of the response (an event stream's
 /// terminating chunk often comes in its own packet) before its connection is closed instead of kept.
@@ -342,8 +412,10 @@ mod tests {
         ThenClose,
         /// Chunked: the head and one chunk, then silence until the client goes.
         StalledStream,
-        /// Chunked: the head and one chunk, the end 20 ms later, keeping the connection open.
+        /// Chunked: the head and one chunk, the end 5 ms later, keeping the connection open.
         LateEnd,
+        /// Chunked: the head, then five chunks 40 ms apart and the end, keeping the connection open.
+        SlowStream,
     }
 
     const BODY: &str = r#"{"ok":true}"#;
@@ -368,6 +440,8 @@ mod tests {
             tokio::spawn(async move {
                 loop {
                     let (socket, _) = listener.accept().await.unwrap();
+                    // Each write goes out at once: the tests time the upstream's answers.
+                    socket.set_nodelay(true).unwrap();
                     accepted.fetch_add(1, Ordering::SeqCst);
                     tokio::spawn(serve(socket, answer, delay, closed.clone(), heads.clone()));
                 }
@@ -439,7 +513,17 @@ mod tests {
             if answer == Answer::LateEnd {
                 let start = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
                 socket.write_all(format!("{start}6\r\ndata: \r\n").as_bytes()).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                socket.write_all(b"0\r\n\r\n").await.unwrap();
+                continue;
+            }
+            if answer == Answer::SlowStream {
+                let start = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                socket.write_all(start.as_bytes()).await.unwrap();
+                for _ in 0..5 {
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                    socket.write_all(b"1\r\nx\r\n").await.unwrap();
+                }
                 socket.write_all(b"0\r\n\r\n").await.unwrap();
                 continue;
             }
@@ -509,10 +593,46 @@ mod tests {
             let mut body = client.send(post(&upstream.url())).await.unwrap().into_body();
             assert_eq!(&body.frame().await.unwrap().unwrap().into_data().unwrap()[..], b"data: ");
             drop(body);
-            // The end comes 20 ms later, within the grace a dropped body waits for it.
+            // The end comes 5 ms later, within the grace a dropped body waits for it.
             tokio::time::sleep(END_GRACE).await;
         }
         assert_eq!(upstream.accepted(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_idle_timer_leaves_a_slow_exchange_alone() {
+        let upstream = TestUpstream::start(Answer::SlowStream, Duration::ZERO).await;
+        let timeout = Duration::from_millis(30);
+        let client = UpstreamClient::builder().honour_proxy_env(false).pool_idle_timeout(timeout).build().unwrap();
+        // 200 ms of a stream that is silent for 40 ms at a time, longer than the idle timeout.
+        assert_eq!(exchange(&client, &upstream.url()).await, "xxxxx");
+        assert_eq!(upstream.closed.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bodies_read_on_other_threads_give_their_connections_back() {
+        let upstream = TestUpstream::start(Answer::KeepAlive, Duration::ZERO).await;
+        let client = UpstreamClient::builder().honour_proxy_env(false).build().unwrap();
+        for _ in 0..10 {
+            let (client, url) = (client.clone(), upstream.url());
+            // Each exchange runs as a task of its own, on whichever worker takes it.
+            tokio::spawn(async move { exchange(&client, &url).await }).await.unwrap();
+        }
+        // At most one connection per worker thread's pool.
+        assert!(upstream.accepted() <= 2, "{} connections for 10 requests in turn", upstream.accepted());
+    }
+
+    #[tokio::test]
+    async fn versions_other_than_http_1_are_refused_before_any_connection() {
+        let upstream = TestUpstream::start(Answer::KeepAlive, Duration::ZERO).await;
+        let client = UpstreamClient::builder().honour_proxy_env(false).build().unwrap();
+        for version in [http::Version::HTTP_09, http::Version::HTTP_2, http::Version::HTTP_3] {
+            let mut request = post(&upstream.url());
+            *request.version_mut() = version;
+            let err = client.send(request).await.unwrap_err();
+            assert!(err.to_string().contains("HTTP/1.1"), "{err}");
+        }
+        assert_eq!(upstream.accepted(), 0);
     }
 
     #[tokio::test]
@@ -580,17 +700,23 @@ mod tests {
 
     #[test]
     fn an_idle_connection_is_either_taken_or_closed_never_both() {
-        let origin = clock_origin();
+        let (origin, second) = (clock_origin(), Duration::from_secs(1));
         let state = ConnectionState(AtomicU64::new(IN_USE));
-        assert!(!state.close_if_idle_for(Duration::ZERO, origin), "a connection in use is never closed");
+        assert_eq!(state.close_if_idle_for(second, origin), Some(second), "a connection in use is never closed");
+        assert!(!state.take(second, origin), "nor taken twice");
         state.set_idle(origin);
-        assert!(!state.close_if_idle_for(Duration::from_secs(1), origin + Duration::from_millis(999)));
-        assert!(state.close_if_idle_for(Duration::from_secs(1), origin + Duration::from_secs(1)));
-        assert!(!state.take(), "a closed connection cannot be taken");
+        let at = |ms| origin + Duration::from_millis(ms);
+        assert_eq!(state.close_if_idle_for(second, at(400)), Some(Duration::from_millis(600)), "checked again at 1 s");
+        assert_eq!(state.close_if_idle_for(second, at(1000)), None);
+        assert!(!state.take(second, at(1000)), "a closed connection cannot be taken");
         let state = ConnectionState(AtomicU64::new(IN_USE));
         state.set_idle(origin);
-        assert!(state.take());
-        assert!(!state.close_if_idle_for(Duration::ZERO, origin + Duration::from_secs(60)));
+        assert!(state.take(second, at(999)));
+        assert_eq!(state.close_if_idle_for(second, at(60_000)), Some(second), "taken: left alone");
+        let state = ConnectionState(AtomicU64::new(IN_USE));
+        state.set_idle(origin);
+        assert!(!state.take(second, at(1000)), "idle for the whole timeout: not taken, even before its timer fires");
+        assert_eq!(state.close_if_idle_for(second, at(1000)), None, "and marked closed");
     }
 
     #[test]
@@ -598,5 +724,7 @@ mod tests {
         let authority: Authority = "user:secret@vllm.internal:8000".parse().unwrap();
         assert_eq!(host_header(&authority).unwrap(), "vllm.internal:8000");
         assert_eq!(host_header(&"[::1]:11434".parse().unwrap()).unwrap(), "[::1]:11434");
+        assert_eq!(host_header(&"llama.internal:80".parse().unwrap()).unwrap(), "llama.internal", "default port");
+        assert_eq!(host_header(&"[::1]:80".parse().unwrap()).unwrap(), "[::1]");
     }
 }
