@@ -76,6 +76,8 @@ NOISE_TAIL_RATIO=${NOISE_TAIL_RATIO:-10}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=scripts/lib/gateway-bench.sh
+. "$ROOT/scripts/lib/gateway-bench.sh"
 
 die() {
     echo "bench-gateway: $*" >&2
@@ -149,35 +151,7 @@ wait_healthy() { # url pid name
 }
 
 KEY="sk-chitty-bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-KEY_SHA256=$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)
-cat >"$WORK/gateway.toml" <<EOF
-# Written by scripts/bench-gateway.sh: every request goes to the static upstream (cache off).
-[server]
-addr = "127.0.0.1:$GATEWAY_PORT"
-
-[cache]
-backend = "memory"
-
-[budgets]
-backend = "memory"
-
-[[providers]]
-name = "static"
-kind = "openai"
-base_url = "http://127.0.0.1:$UPSTREAM_PORT/v1"
-
-[[models]]
-name = "bench"
-routes = [{ provider = "static", model = "bench" }]
-price = { input = "0.15", output = "0.60" }
-cache = "off"
-max_output_tokens = 256
-
-[[tenants]]
-id = "bench"
-key_sha256 = ["$KEY_SHA256"]
-budget_usd = "1000000000"
-EOF
+write_gateway_bench_config "$WORK/gateway.toml" "$GATEWAY_PORT" "$UPSTREAM_PORT" "$KEY"
 
 "$BIN/static_upstream" --addr "127.0.0.1:$UPSTREAM_PORT" --stream-chunks "$STREAM_CHUNKS" \
     --chunk-delay-ms "$CHUNK_DELAY_MS" ${UPSTREAM_WORKERS:+--workers "$UPSTREAM_WORKERS"} >"$WORK/upstream.log" 2>&1 &
@@ -257,7 +231,7 @@ url_of() {
     esac
 }
 GATEWAY_URL=$(url_of gateway)
-BODY='{"model":"bench","messages":[{"role":"system","content":"You are a terse assistant."},{"role":"user","content":"Say hello in five words."}],"temperature":0.2}'
+BODY=$GATEWAY_BENCH_BODY
 STREAM_BODY='{"model":"bench","stream":true,"messages":[{"role":"user","content":"Stream me fifty tokens."}]}'
 HEADERS=(-H "Content-Type: application/json" -H "Authorization: Bearer $KEY")
 

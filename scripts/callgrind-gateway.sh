@@ -5,13 +5,15 @@
 #
 #   scripts/callgrind-gateway.sh [GATEWAY_BIN] [OUT_DIR]
 #
-# It starts `static_upstream` and the gateway (under callgrind, CHITTY_WORKERS=1) with the same kind of
-# configuration as scripts/bench-gateway.sh (one openai provider, cache off, one tenant), sends WARMUP requests
+# It starts `static_upstream` and the gateway (under callgrind, CHITTY_WORKERS=1) with the configuration and
+# request body of scripts/bench-gateway.sh (scripts/lib/gateway-bench.sh), sends WARMUP requests
 # with oha, zeroes the counters, sends REQUESTS more over CONNECTIONS connections, dumps, and prints the total
 # divided by REQUESTS. The dump stays in OUT_DIR for `callgrind_annotate`. Settings (environment): WARMUP (200),
 # REQUESTS (2000), CONNECTIONS (32), UPSTREAM_PORT (19200), GATEWAY_PORT (19280).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib/gateway-bench.sh
+. "$ROOT/scripts/lib/gateway-bench.sh"
 BIN=${1:-$ROOT/target/release/examples/gateway}
 OUT=${2:-$(mktemp -d -t chitty-callgrind.XXXXXX)}
 WARMUP=${WARMUP:-200}
@@ -33,28 +35,7 @@ done
 mkdir -p "$OUT"
 
 KEY="sk-chitty-callgrind-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-cat >"$OUT/gateway.toml" <<TOML
-[server]
-addr = "127.0.0.1:$GATEWAY_PORT"
-[cache]
-backend = "memory"
-[budgets]
-backend = "memory"
-[[providers]]
-name = "static"
-kind = "openai"
-base_url = "http://127.0.0.1:$UPSTREAM_PORT/v1"
-[[models]]
-name = "bench"
-routes = [{ provider = "static", model = "bench" }]
-price = { input = "0.15", output = "0.60" }
-cache = "off"
-max_output_tokens = 256
-[[tenants]]
-id = "bench"
-key_sha256 = ["$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)"]
-budget_usd = "1000000000"
-TOML
+write_gateway_bench_config "$OUT/gateway.toml" "$GATEWAY_PORT" "$UPSTREAM_PORT" "$KEY"
 
 PIDS=()
 cleanup() {
@@ -73,10 +54,9 @@ for _ in $(seq 1 300); do
     kill -0 "$GATEWAY_PID" 2>/dev/null || { cat "$OUT/gateway.log" >&2; die "the gateway exited"; }
     sleep 0.2
 done
-BODY='{"model":"bench","messages":[{"role":"system","content":"You are a terse assistant."},{"role":"user","content":"Say hello in five words."}],"temperature":0.2}'
 send() { # count
     oha --no-tui -n "$1" -c "$CONNECTIONS" -m POST -H "Content-Type: application/json" -H "Authorization: Bearer $KEY" \
-        -d "$BODY" "http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions" >"$OUT/oha.txt" || die "oha failed"
+        -d "$GATEWAY_BENCH_BODY" "http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions" >"$OUT/oha.txt" || die "oha failed"
     grep -Eq "Success rate:[[:space:]]+100.00%" "$OUT/oha.txt" || { cat "$OUT/oha.txt" >&2; die "not every request succeeded"; }
 }
 send "$WARMUP"

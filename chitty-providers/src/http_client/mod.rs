@@ -164,7 +164,8 @@ impl UpstreamClientBuilder {
             .timer(TokioTimer::new());
         let shared = builder.build(connector.clone());
         let plain = PlainSettings {
-            max_idle_per_host: self.pool_max_idle_per_host,
+            // A zero idle timeout keeps nothing idle.
+            max_idle_per_host: if self.pool_idle_timeout.is_zero() { 0 } else { self.pool_max_idle_per_host },
             idle_timeout: self.pool_idle_timeout,
             connector: http,
         };

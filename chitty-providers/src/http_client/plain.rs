@@ -36,8 +36,8 @@ type Sender = http1::SendRequest<Full<Bytes>>;
 /// How the plain path pools connections; the builder's settings.
 #[derive(Debug, Clone)]
 pub(super) struct PlainSettings {
+    /// Zero when `idle_timeout` is zero.
     pub(super) max_idle_per_host: usize,
-    /// Zero keeps no connection idle.
     pub(super) idle_timeout: Duration,
     /// hyper-util's connector: name resolution, a connect timeout per address, IPv6/IPv4 fallback, no delay.
     pub(super) connector: HttpConnector,
@@ -311,8 +311,7 @@ impl Lease {
     /// is the thread that sent the request.
     fn release(self) {
         let Some(pools) = self.pools.upgrade() else { return };
-        // A zero idle timeout keeps nothing idle.
-        let max_idle = if pools.plain.idle_timeout.is_zero() { 0 } else { pools.plain.max_idle_per_host };
+        let max_idle = pools.plain.max_idle_per_host;
         let _ = pools.with_thread_pools(|thread| {
             thread.plain.put(self.authority, self.connection, max_idle, Instant::now());
         });
@@ -419,6 +418,9 @@ mod tests {
     }
 
     const BODY: &str = r#"{"ok":true}"#;
+    /// The head of every chunked event-stream answer the test upstream gives.
+    const EVENT_STREAM_HEAD: &str =
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
 
     /// A loopback HTTP/1.1 upstream that counts the connections it accepted and saw closed, and keeps the
     /// head of every request.
@@ -503,23 +505,20 @@ mod tests {
             heads.lock().unwrap().push(head);
             tokio::time::sleep(delay).await;
             if answer == Answer::StalledStream {
-                let start = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-                socket.write_all(format!("{start}6\r\ndata: \r\n").as_bytes()).await.unwrap();
+                socket.write_all(format!("{EVENT_STREAM_HEAD}6\r\ndata: \r\n").as_bytes()).await.unwrap();
                 let mut rest = [0u8; 64];
                 while matches!(socket.read(&mut rest).await, Ok(n) if n > 0) {}
                 closed.fetch_add(1, Ordering::SeqCst);
                 return;
             }
             if answer == Answer::LateEnd {
-                let start = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-                socket.write_all(format!("{start}6\r\ndata: \r\n").as_bytes()).await.unwrap();
+                socket.write_all(format!("{EVENT_STREAM_HEAD}6\r\ndata: \r\n").as_bytes()).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 socket.write_all(b"0\r\n\r\n").await.unwrap();
                 continue;
             }
             if answer == Answer::SlowStream {
-                let start = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-                socket.write_all(start.as_bytes()).await.unwrap();
+                socket.write_all(EVENT_STREAM_HEAD.as_bytes()).await.unwrap();
                 for _ in 0..5 {
                     tokio::time::sleep(Duration::from_millis(40)).await;
                     socket.write_all(b"1\r\nx\r\n").await.unwrap();
@@ -536,6 +535,11 @@ mod tests {
                 return;
             }
         }
+    }
+
+    /// A client builder that ignores any proxy set in the test's environment.
+    fn builder() -> super::super::UpstreamClientBuilder {
+        UpstreamClient::builder().honour_proxy_env(false)
     }
 
     fn post(url: &str) -> http::Request<Bytes> {
@@ -556,7 +560,7 @@ mod tests {
     #[tokio::test]
     async fn requests_in_turn_share_one_connection_and_name_the_host() {
         let upstream = TestUpstream::start(Answer::KeepAlive, Duration::ZERO).await;
-        let client = UpstreamClient::builder().honour_proxy_env(false).build().unwrap();
+        let client = builder().build().unwrap();
         for _ in 0..5 {
             assert_eq!(exchange(&client, &upstream.url()).await, BODY);
         }
@@ -572,7 +576,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_dropped_before_its_end_closes_its_connection() {
         let upstream = TestUpstream::start(Answer::StalledStream, Duration::ZERO).await;
-        let client = UpstreamClient::builder().honour_proxy_env(false).build().unwrap();
+        let client = builder().build().unwrap();
         let response = client.send(post(&upstream.url())).await.unwrap();
         let mut body = response.into_body();
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
@@ -588,7 +592,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_dropped_just_before_its_end_arrives_gives_its_connection_back() {
         let upstream = TestUpstream::start(Answer::LateEnd, Duration::ZERO).await;
-        let client = UpstreamClient::builder().honour_proxy_env(false).build().unwrap();
+        let client = builder().build().unwrap();
         for _ in 0..3 {
             let mut body = client.send(post(&upstream.url())).await.unwrap().into_body();
             assert_eq!(&body.frame().await.unwrap().unwrap().into_data().unwrap()[..], b"data: ");
@@ -603,7 +607,7 @@ mod tests {
     async fn the_idle_timer_leaves_a_slow_exchange_alone() {
         let upstream = TestUpstream::start(Answer::SlowStream, Duration::ZERO).await;
         let timeout = Duration::from_millis(30);
-        let client = UpstreamClient::builder().honour_proxy_env(false).pool_idle_timeout(timeout).build().unwrap();
+        let client = builder().pool_idle_timeout(timeout).build().unwrap();
         // 200 ms of a stream that is silent for 40 ms at a time, longer than the idle timeout.
         assert_eq!(exchange(&client, &upstream.url()).await, "xxxxx");
         assert_eq!(upstream.closed.load(Ordering::SeqCst), 0);
@@ -612,7 +616,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bodies_read_on_other_threads_give_their_connections_back() {
         let upstream = TestUpstream::start(Answer::KeepAlive, Duration::ZERO).await;
-        let client = UpstreamClient::builder().honour_proxy_env(false).build().unwrap();
+        let client = builder().build().unwrap();
         for _ in 0..10 {
             let (client, url) = (client.clone(), upstream.url());
             // Each exchange runs as a task of its own, on whichever worker takes it.
@@ -625,7 +629,7 @@ mod tests {
     #[tokio::test]
     async fn versions_other_than_http_1_are_refused_before_any_connection() {
         let upstream = TestUpstream::start(Answer::KeepAlive, Duration::ZERO).await;
-        let client = UpstreamClient::builder().honour_proxy_env(false).build().unwrap();
+        let client = builder().build().unwrap();
         for version in [http::Version::HTTP_09, http::Version::HTTP_2, http::Version::HTTP_3] {
             let mut request = post(&upstream.url());
             *request.version_mut() = version;
@@ -638,7 +642,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_not_reused() {
         let upstream = TestUpstream::start(Answer::ThenClose, Duration::ZERO).await;
-        let client = UpstreamClient::builder().honour_proxy_env(false).build().unwrap();
+        let client = builder().build().unwrap();
         for _ in 0..3 {
             assert_eq!(exchange(&client, &upstream.url()).await, BODY);
             // Time for the connection's task to read the upstream's close, as it would between real requests.
@@ -651,7 +655,7 @@ mod tests {
     async fn an_idle_connection_closes_after_the_idle_timeout() {
         let upstream = TestUpstream::start(Answer::KeepAlive, Duration::ZERO).await;
         let timeout = Duration::from_millis(100);
-        let client = UpstreamClient::builder().honour_proxy_env(false).pool_idle_timeout(timeout).build().unwrap();
+        let client = builder().pool_idle_timeout(timeout).build().unwrap();
         let started = Instant::now();
         exchange(&client, &upstream.url()).await;
         assert_eq!(upstream.wait_closed(1).await, 1, "the idle connection is closed");
@@ -661,10 +665,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_zero_idle_timeout_keeps_no_connection() {
+        let upstream = TestUpstream::start(Answer::KeepAlive, Duration::ZERO).await;
+        let client = builder().pool_idle_timeout(Duration::ZERO).build().unwrap();
+        for _ in 0..3 {
+            assert_eq!(exchange(&client, &upstream.url()).await, BODY);
+        }
+        assert_eq!(upstream.accepted(), 3);
+        assert_eq!(upstream.wait_closed(3).await, 3, "each closes once its answer is read");
+    }
+
+    #[tokio::test]
     async fn connections_beyond_the_idle_limit_close_when_their_answers_end() {
         // Answers 100 ms late, so that three requests at once need three connections.
         let upstream = TestUpstream::start(Answer::KeepAlive, Duration::from_millis(100)).await;
-        let client = UpstreamClient::builder().honour_proxy_env(false).pool_max_idle_per_host(1).build().unwrap();
+        let client = builder().pool_max_idle_per_host(1).build().unwrap();
         let url = upstream.url();
         let answers = futures::future::join_all((0..3).map(|_| exchange(&client, &url))).await;
         assert!(answers.iter().all(|a| a == BODY));
@@ -678,7 +693,7 @@ mod tests {
     async fn the_https_path_pools_connections_too() {
         // hyper-util's client, which serves `https://`, speaks plain HTTP as well: checked here without TLS.
         let upstream = TestUpstream::start(Answer::KeepAlive, Duration::ZERO).await;
-        let client = UpstreamClient::builder().honour_proxy_env(false).build().unwrap();
+        let client = builder().build().unwrap();
         let super::super::Transport::Hyper(pools) = &client.transport else { panic!("the direct transport") };
         for _ in 0..3 {
             let response = pools.tls_request(post(&upstream.url()).map(Full::new)).await.unwrap();
@@ -691,7 +706,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_connection_says_so_without_the_address() {
         let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-        let client = UpstreamClient::builder().honour_proxy_env(false).build().unwrap();
+        let client = builder().build().unwrap();
         let err = client.send(post(&format!("http://127.0.0.1:{port}/v1/x"))).await.unwrap_err();
         let message = err.to_string();
         assert!(message.starts_with("connecting to the upstream: ") && message.contains("refused"), "{message}");
