@@ -46,7 +46,7 @@ pub use compressor::{Compressor, DecodeReport, EncodeReport, PartReport};
 pub use error::{BoxError, Error, Result};
 pub use events::{CacheStatus, DiscardSink, Endpoint, Event, EventSink, Message, RequestEvent};
 pub use money::{ModelPrice, NanoUsd};
-pub use provider::{Capabilities, Capability, ChunkStream, Provider};
+pub use provider::{Capabilities, Capability, ChunkStream, CompletionChunkStream, Provider};
 pub use time::{Clock, ManualClock, ManualTimer, Spawner, Timer, Timestamp};
 
 #[cfg(test)]

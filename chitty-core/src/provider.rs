@@ -14,6 +14,9 @@ use crate::wire::{
 /// A stream of chat completion chunks from a provider.
 pub type ChunkStream = BoxStream<'static, Result<ChatCompletionChunk>>;
 
+/// A stream of legacy completion chunks (`text_completion` objects holding pieces of text) from a provider.
+pub type CompletionChunkStream = BoxStream<'static, Result<CompletionResponse>>;
+
 /// One thing a provider can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -24,6 +27,8 @@ pub enum Capability {
     ChatStream,
     /// Legacy text completions.
     Completions,
+    /// Streamed legacy text completions.
+    CompletionsStream,
     /// Embeddings.
     Embeddings,
     /// Tool definitions and tool calls in chat.
@@ -32,8 +37,14 @@ pub enum Capability {
 
 impl Capability {
     /// Every capability, in a fixed order.
-    pub const ALL: [Capability; 5] =
-        [Capability::Chat, Capability::ChatStream, Capability::Completions, Capability::Embeddings, Capability::Tools];
+    pub const ALL: [Capability; 6] = [
+        Capability::Chat,
+        Capability::ChatStream,
+        Capability::Completions,
+        Capability::CompletionsStream,
+        Capability::Embeddings,
+        Capability::Tools,
+    ];
 
     const fn bit(self) -> u8 {
         match self {
@@ -42,6 +53,7 @@ impl Capability {
             Capability::Completions => 4,
             Capability::Embeddings => 8,
             Capability::Tools => 16,
+            Capability::CompletionsStream => 32,
         }
     }
 }
@@ -52,6 +64,7 @@ impl fmt::Display for Capability {
             Capability::Chat => "chat completions",
             Capability::ChatStream => "streamed chat completions",
             Capability::Completions => "legacy completions",
+            Capability::CompletionsStream => "streamed legacy completions",
             Capability::Embeddings => "embeddings",
             Capability::Tools => "tools",
         })
@@ -102,9 +115,9 @@ impl Debug for Capabilities {
 ///
 /// Contract:
 /// - Requests arrive with `model` already set to the upstream model name; the provider sends it as is.
-/// - `chat_stream` yields chunks in order and, whenever the upstream reports usage, ends with a chunk that
-///   carries `usage` and no choices, whatever the request's `stream_options` say: budgets settle from it.
-///   The gateway forwards that chunk only to clients that asked for it.
+/// - `chat_stream` and `completion_stream` yield chunks in order and, whenever the upstream reports usage, end
+///   with a chunk that carries `usage` and no choices, whatever the request's `stream_options` say: budgets
+///   settle from it. The gateway forwards that chunk only to clients that asked for it.
 /// - Failures are [`Error::Upstream`] (with the upstream's status and message), [`Error::UpstreamTimeout`], or
 ///   [`Error::Unsupported`] for a capability the provider does not declare. Dropping a stream cancels the
 ///   upstream request.
@@ -138,6 +151,12 @@ pub trait Provider: Send + Sync + Debug + 'static {
     async fn completion(&self, request: CompletionRequest) -> Result<CompletionResponse> {
         let _ = request;
         Err(Error::Unsupported { provider: self.name().to_owned(), capability: Capability::Completions })
+    }
+
+    /// A streamed legacy completion: `text_completion` chunks, each holding a piece of a choice's text.
+    async fn completion_stream(&self, request: CompletionRequest) -> Result<CompletionChunkStream> {
+        let _ = request;
+        Err(Error::Unsupported { provider: self.name().to_owned(), capability: Capability::CompletionsStream })
     }
 
     /// Embeddings, always returned as floats (the gateway re-encodes for the client).

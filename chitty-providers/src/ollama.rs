@@ -4,8 +4,8 @@
 //! Chat requests become `/api/chat` calls (sampling parameters in `options`, `max_tokens` as
 //! `num_predict`, images from data URLs as base64 `images`, tools as given, tool-call arguments as JSON
 //! objects, `response_format` as `format`); streams are read as NDJSON and turned into chat-completion
-//! chunks that end with a usage chunk built from `prompt_eval_count` and `eval_count`. Legacy completions
-//! go to `/api/generate` and embeddings to `/api/embed`. Ollama has no `tool_choice`: `"none"` sends no
+//! chunks that end with a usage chunk built from `prompt_eval_count` and `eval_count`. Legacy completions,
+//! plain and streamed, go to `/api/generate` and embeddings to `/api/embed`. Ollama has no `tool_choice`: `"none"` sends no
 //! tools, any other choice sends them all.
 //!
 //! ```no_run
@@ -39,7 +39,8 @@ use chitty_core::wire::{
     EmbeddingResponse, EmbeddingUsage, EmbeddingVector, Extra, FunctionCall, FunctionCallDelta, MessageContent,
     PromptInput, Role, StopSequences, ToolCall, ToolCallDelta, Usage,
 };
-use chitty_core::{BoxError, Capabilities, ChunkStream, Error, Provider, Result};
+use chitty_core::{BoxError, Capabilities, ChunkStream, CompletionChunkStream, Error, Provider, Result};
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use http::header::{AUTHORIZATION, HeaderMap};
 use serde_json::{Value, json};
@@ -209,25 +210,7 @@ impl Provider for OllamaProvider {
     }
 
     async fn completion(&self, request: CompletionRequest) -> Result<CompletionResponse> {
-        let prompt = match &request.prompt {
-            PromptInput::Text(t) => t.clone(),
-            PromptInput::Texts(v) if v.len() == 1 => v[0].clone(),
-            _ => return Err(Error::invalid_request("Ollama completes one text prompt at a time", Some("prompt"))),
-        };
-        if request.n.is_some_and(|n| n > 1) {
-            return Err(Error::invalid_request("Ollama generates one completion per request (`n` > 1)", Some("n")));
-        }
-        let mut options = serde_json::Map::new();
-        put(&mut options, "temperature", request.temperature.map(Value::from));
-        put(&mut options, "top_p", request.top_p.map(Value::from));
-        put(&mut options, "seed", request.seed.map(Value::from));
-        put(&mut options, "num_predict", Some(Value::from(request.max_tokens.unwrap_or(16))));
-        put(&mut options, "stop", request.stop.as_ref().map(stop_list));
-        let mut body = json!({"model": request.model, "prompt": prompt, "stream": false, "options": options});
-        if let (Some(suffix), Some(o)) = (&request.suffix, body.as_object_mut()) {
-            o.insert("suffix".into(), json!(suffix));
-        }
-        let body = self.with_keep_alive(body);
+        let (body, prompt) = self.generate_request(&request, false)?;
         let answer = self.call(&self.endpoints.generate, &body).await?;
         let mut text = str_field(&answer, "response").to_owned();
         if request.echo == Some(true) {
@@ -249,6 +232,15 @@ impl Provider for OllamaProvider {
             system_fingerprint: None,
             extra: Extra::new(),
         })
+    }
+
+    async fn completion_stream(&self, request: CompletionRequest) -> Result<CompletionChunkStream> {
+        let (body, prompt) = self.generate_request(&request, true)?;
+        let http_request = upstream_http::post_json(&self.endpoints.generate, &self.headers, &body)?;
+        let response = upstream_http::send(&self.name, self.timeout, &self.client, http_request).await?;
+        let lines = ndjson_lines(upstream_http::body_stream(response));
+        let echo = (request.echo == Some(true)).then_some(prompt);
+        Ok(completion_chunk_stream(self.name.clone(), request.model, echo, self.stream_idle_timeout, lines))
     }
 
     async fn embeddings(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {
@@ -292,6 +284,29 @@ impl Provider for OllamaProvider {
 }
 
 impl OllamaProvider {
+    /// The `/api/generate` body for a legacy completion, and its one text prompt.
+    fn generate_request(&self, request: &CompletionRequest, stream: bool) -> Result<(Value, String)> {
+        let prompt = match &request.prompt {
+            PromptInput::Text(t) => t.clone(),
+            PromptInput::Texts(v) if v.len() == 1 => v[0].clone(),
+            _ => return Err(Error::invalid_request("Ollama completes one text prompt at a time", Some("prompt"))),
+        };
+        if request.n.is_some_and(|n| n > 1) {
+            return Err(Error::invalid_request("Ollama generates one completion per request (`n` > 1)", Some("n")));
+        }
+        let mut options = serde_json::Map::new();
+        put(&mut options, "temperature", request.temperature.map(Value::from));
+        put(&mut options, "top_p", request.top_p.map(Value::from));
+        put(&mut options, "seed", request.seed.map(Value::from));
+        put(&mut options, "num_predict", Some(Value::from(request.max_tokens.unwrap_or(16))));
+        put(&mut options, "stop", request.stop.as_ref().map(stop_list));
+        let mut body = json!({"model": request.model, "prompt": prompt, "stream": stream, "options": options});
+        if let (Some(suffix), Some(o)) = (&request.suffix, body.as_object_mut()) {
+            o.insert("suffix".into(), json!(suffix));
+        }
+        Ok((self.with_keep_alive(body), prompt))
+    }
+
     fn with_keep_alive(&self, mut body: Value) -> Value {
         if let (Some(k), Some(o)) = (&self.keep_alive, body.as_object_mut()) {
             o.insert("keep_alive".into(), json!(k));
@@ -560,44 +575,37 @@ where
     })
 }
 
-fn chunk_stream<S>(provider: String, model: String, idle: Duration, lines: S) -> ChunkStream
+/// Reads Ollama's NDJSON stream: each line becomes at most one chunk through `chunk_of` (given the line and
+/// whether it is the `"done": true` one), the done line is followed by `usage_chunk` with its counts, and an
+/// error line, garbage, silence beyond `idle` or an early end ends the stream with an error item.
+fn ndjson_chunks<C, S, F, U>(
+    provider: String,
+    idle: Duration,
+    lines: S,
+    chunk_of: F,
+    usage_chunk: U,
+) -> BoxStream<'static, Result<C>>
 where
+    C: Send + 'static,
     S: Stream<Item = std::result::Result<Bytes, LineError>> + Send + 'static,
+    F: FnMut(&Value, bool) -> Option<C> + Send + 'static,
+    U: Fn(Usage) -> C + Send + 'static,
 {
-    struct State<S> {
+    struct State<S, F, U> {
         provider: String,
         idle: Duration,
         lines: std::pin::Pin<Box<S>>,
-        head: ChatCompletionChunk,
-        tools: usize,
-        started: bool,
+        chunk_of: F,
+        usage_chunk: U,
         pending_usage: Option<Usage>,
         finished: bool,
     }
-    let head = ChatCompletionChunk {
-        id: next_id("chatcmpl-ollama"),
-        object: "chat.completion.chunk".to_owned(),
-        created: upstream_http::unix_now(),
-        model,
-        choices: Vec::new(),
-        usage: None,
-        system_fingerprint: None,
-        extra: Extra::new(),
-    };
-    let state = State {
-        provider,
-        idle,
-        lines: Box::pin(lines),
-        head,
-        tools: 0,
-        started: false,
-        pending_usage: None,
-        finished: false,
-    };
+    let state =
+        State { provider, idle, lines: Box::pin(lines), chunk_of, usage_chunk, pending_usage: None, finished: false };
     Box::pin(futures::stream::unfold(state, |mut st| async move {
         if let Some(usage) = st.pending_usage.take() {
             st.finished = true;
-            return Some((Ok(ChatCompletionChunk { usage: Some(usage), ..st.head.clone() }), st));
+            return Some((Ok((st.usage_chunk)(usage)), st));
         }
         if st.finished {
             return None;
@@ -628,51 +636,119 @@ where
                 let err = Error::Upstream { provider: st.provider.clone(), status: None, message, retry_after: None };
                 return Some((Err(err), st));
             }
-            let message = value.get("message").cloned().unwrap_or_default();
-            let text = str_field(&message, "content");
-            let calls = tool_calls_of(&message, st.tools);
             let done = value.get("done").and_then(Value::as_bool).unwrap_or(false);
-            let mut delta = ChunkDelta::default();
-            if !st.started {
-                st.started = true;
-                delta.role = Some(Role::Assistant);
-                delta.content = Some(String::new());
-            }
-            if !text.is_empty() {
-                delta.content = Some(text.to_owned());
-            }
-            if !calls.is_empty() {
-                let first = st.tools;
-                st.tools += calls.len();
-                delta.tool_calls = Some(
-                    calls
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, c)| ToolCallDelta {
-                            index: u32::try_from(first + i).unwrap_or(u32::MAX),
-                            id: Some(c.id),
-                            kind: Some(c.kind),
-                            function: Some(FunctionCallDelta {
-                                name: Some(c.function.name),
-                                arguments: Some(c.function.arguments),
-                                extra: Extra::new(),
-                            }),
-                            extra: Extra::new(),
-                        })
-                        .collect(),
-                );
-            }
-            let finish = done.then(|| done_reason(&value, st.tools > 0));
             if done {
                 st.pending_usage = Some(usage_of(&value));
             }
-            if delta == ChunkDelta::default() && finish.is_none() {
-                continue;
+            if let Some(chunk) = (st.chunk_of)(&value, done) {
+                return Some((Ok(chunk), st));
             }
-            let choice = ChunkChoice { index: 0, delta, finish_reason: finish, logprobs: None, extra: Extra::new() };
-            return Some((Ok(ChatCompletionChunk { choices: vec![choice], ..st.head.clone() }), st));
+            if let Some(usage) = st.pending_usage.take() {
+                st.finished = true;
+                return Some((Ok((st.usage_chunk)(usage)), st));
+            }
         }
     }))
+}
+
+/// `/api/chat` stream lines as chat-completion chunks.
+fn chunk_stream<S>(provider: String, model: String, idle: Duration, lines: S) -> ChunkStream
+where
+    S: Stream<Item = std::result::Result<Bytes, LineError>> + Send + 'static,
+{
+    let head = ChatCompletionChunk {
+        id: next_id("chatcmpl-ollama"),
+        object: "chat.completion.chunk".to_owned(),
+        created: upstream_http::unix_now(),
+        model,
+        choices: Vec::new(),
+        usage: None,
+        system_fingerprint: None,
+        extra: Extra::new(),
+    };
+    let usage_head = head.clone();
+    let mut tools = 0;
+    let mut started = false;
+    let chunk_of = move |value: &Value, done: bool| {
+        let message = value.get("message").cloned().unwrap_or_default();
+        let text = str_field(&message, "content");
+        let calls = tool_calls_of(&message, tools);
+        let mut delta = ChunkDelta::default();
+        if !started {
+            started = true;
+            delta.role = Some(Role::Assistant);
+            delta.content = Some(String::new());
+        }
+        if !text.is_empty() {
+            delta.content = Some(text.to_owned());
+        }
+        if !calls.is_empty() {
+            let first = tools;
+            tools += calls.len();
+            delta.tool_calls = Some(
+                calls
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, c)| ToolCallDelta {
+                        index: u32::try_from(first + i).unwrap_or(u32::MAX),
+                        id: Some(c.id),
+                        kind: Some(c.kind),
+                        function: Some(FunctionCallDelta {
+                            name: Some(c.function.name),
+                            arguments: Some(c.function.arguments),
+                            extra: Extra::new(),
+                        }),
+                        extra: Extra::new(),
+                    })
+                    .collect(),
+            );
+        }
+        let finish = done.then(|| done_reason(value, tools > 0));
+        if delta == ChunkDelta::default() && finish.is_none() {
+            return None;
+        }
+        let choice = ChunkChoice { index: 0, delta, finish_reason: finish, logprobs: None, extra: Extra::new() };
+        Some(ChatCompletionChunk { choices: vec![choice], ..head.clone() })
+    };
+    let usage_chunk = move |usage: Usage| ChatCompletionChunk { usage: Some(usage), ..usage_head.clone() };
+    ndjson_chunks(provider, idle, lines, chunk_of, usage_chunk)
+}
+
+/// `/api/generate` stream lines as legacy-completion chunks; `echo` is sent first when the client asked for it.
+fn completion_chunk_stream<S>(
+    provider: String,
+    model: String,
+    echo: Option<String>,
+    idle: Duration,
+    lines: S,
+) -> CompletionChunkStream
+where
+    S: Stream<Item = std::result::Result<Bytes, LineError>> + Send + 'static,
+{
+    let head = CompletionResponse {
+        id: next_id("cmpl-ollama"),
+        object: "text_completion".to_owned(),
+        created: upstream_http::unix_now(),
+        model,
+        choices: Vec::new(),
+        usage: None,
+        system_fingerprint: None,
+        extra: Extra::new(),
+    };
+    let usage_head = head.clone();
+    let mut echo = echo;
+    let chunk_of = move |value: &Value, done: bool| {
+        let mut text = echo.take().unwrap_or_default();
+        text.push_str(str_field(value, "response"));
+        if text.is_empty() && !done {
+            return None;
+        }
+        let finish_reason = done.then(|| done_reason(value, false));
+        let choice = CompletionChoice { text, index: 0, finish_reason, logprobs: None, extra: Extra::new() };
+        Some(CompletionResponse { choices: vec![choice], ..head.clone() })
+    };
+    let usage_chunk = move |usage: Usage| CompletionResponse { usage: Some(usage), ..usage_head.clone() };
+    ndjson_chunks(provider, idle, lines, chunk_of, usage_chunk)
 }
 
 fn interrupted(provider: &str, why: &str) -> Error {

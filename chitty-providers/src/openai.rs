@@ -5,10 +5,10 @@
 //! `extra` maps), over one pooled [`UpstreamClient`]. Errors keep the upstream's status, message and
 //! `Retry-After`; a request that gets no answer within the timeout is [`Error::UpstreamTimeout`].
 //!
-//! Streams are always requested with `stream_options.include_usage = true`, so the stream ends with a
-//! usage chunk and spend is settled from the upstream's own count. The provider passes that chunk on
-//! whatever the caller's request said; the gateway forwards it to clients that asked for it (see the
-//! [`Provider`] contract). A stream that ends without `data: [DONE]` ends with an error item, never a
+//! Streams (chat and legacy completions) are always requested with `stream_options.include_usage = true`,
+//! so the stream ends with a usage chunk and spend is settled from the upstream's own count. The provider
+//! passes that chunk on whatever the caller's request said; the gateway forwards it to clients that asked
+//! for it (see the [`Provider`] contract). A stream that ends without `data: [DONE]` ends with an error item, never a
 //! clean end, and dropping the stream closes the upstream request. A server that ignores `stream` and
 //! answers with one JSON body has its answer replayed as chunks.
 //!
@@ -37,12 +37,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chitty_core::wire::{
-    ChatCompletionChunk, ChatCompletionJson, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
-    CompletionResponse, EmbeddingRequest, EmbeddingResponse, EmbeddingVector, StreamOptions,
+    ChatCompletionJson, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse,
+    EmbeddingRequest, EmbeddingResponse, EmbeddingVector, StreamChunk, StreamOptions,
 };
-use chitty_core::{Capabilities, Capability, ChunkStream, Error, Provider, Result};
+use chitty_core::{Capabilities, Capability, ChunkStream, CompletionChunkStream, Error, Provider, Result};
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use http::header::{AUTHORIZATION, HeaderMap};
+use serde::de::DeserializeOwned;
 
 use crate::http_client::UpstreamClient;
 use crate::sse::{self, SseError, SseEvent};
@@ -180,6 +182,26 @@ impl OpenAiProvider {
         }
         Ok(())
     }
+
+    /// Sends a streaming request and relays its events as chunks. Some compatible servers ignore `stream` and
+    /// answer whole: `replay` turns such an answer into the chunks that would have produced it.
+    async fn open_stream<A, C>(
+        &self,
+        http: http::Request<bytes::Bytes>,
+        replay: impl FnOnce(A) -> Vec<C>,
+    ) -> Result<BoxStream<'static, Result<C>>>
+    where
+        A: DeserializeOwned,
+        C: StreamChunk + DeserializeOwned,
+    {
+        let response = upstream_http::send(&self.name, self.timeout, &self.client, http).await?;
+        if upstream_http::is_json(&response) {
+            let answer: A = upstream_http::read_json(&self.name, self.timeout, response).await?;
+            return Ok(Box::pin(futures::stream::iter(replay(answer).into_iter().map(Ok))));
+        }
+        let events = sse::decode(upstream_http::body_stream(response), self.max_event_bytes);
+        Ok(chunk_stream(self.name.clone(), self.stream_idle_timeout, events))
+    }
 }
 
 impl OpenAiProviderBuilder {
@@ -271,15 +293,7 @@ impl Provider for OpenAiProvider {
             request.stream_options.get_or_insert_with(StreamOptions::default).include_usage = Some(true);
         }
         let http = self.post(&self.endpoints.chat, &request)?;
-        let response = upstream_http::send(&self.name, self.timeout, &self.client, http).await?;
-        if upstream_http::is_json(&response) {
-            // Some compatible servers ignore `stream` and answer whole: replay the answer as chunks.
-            let answer: ChatCompletionResponse = upstream_http::read_json(&self.name, self.timeout, response).await?;
-            let chunks = answer.to_chunks(1, answer.usage.is_some());
-            return Ok(Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))));
-        }
-        let events = sse::decode(upstream_http::body_stream(response), self.max_event_bytes);
-        Ok(chunk_stream(self.name.clone(), self.stream_idle_timeout, events))
+        self.open_stream(http, |answer: ChatCompletionResponse| answer.to_chunks(1, answer.usage.is_some())).await
     }
 
     async fn completion(&self, mut request: CompletionRequest) -> Result<CompletionResponse> {
@@ -288,6 +302,16 @@ impl Provider for OpenAiProvider {
         request.stream_options = None;
         let http = self.post(&self.endpoints.completions, &request)?;
         upstream_http::call_json(&self.name, self.timeout, &self.client, http).await
+    }
+
+    async fn completion_stream(&self, mut request: CompletionRequest) -> Result<CompletionChunkStream> {
+        self.ensure(Capability::CompletionsStream)?;
+        request.stream = Some(true);
+        if self.stream_usage {
+            request.stream_options.get_or_insert_with(StreamOptions::default).include_usage = Some(true);
+        }
+        let http = self.post(&self.endpoints.completions, &request)?;
+        self.open_stream(http, |answer: CompletionResponse| answer.to_chunks(1, answer.usage.is_some())).await
     }
 
     async fn embeddings(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {
@@ -304,18 +328,19 @@ impl Provider for OpenAiProvider {
     }
 }
 
-/// Turns decoded server-sent events into chat chunks: stops at `[DONE]`, and ends with an error item
-/// when the upstream reports an error mid-stream, sends something unparsable, goes silent for longer
-/// than `idle`, or closes the connection before `[DONE]`.
-fn chunk_stream<S>(provider: String, idle: Duration, events: S) -> ChunkStream
+/// Turns decoded server-sent events into chunks (chat or legacy completion): stops at `[DONE]`, and ends
+/// with an error item when the upstream reports an error mid-stream, sends something unparsable, goes silent
+/// for longer than `idle`, or closes the connection before `[DONE]`.
+fn chunk_stream<C, S>(provider: String, idle: Duration, events: S) -> BoxStream<'static, Result<C>>
 where
+    C: StreamChunk + DeserializeOwned,
     S: futures::Stream<Item = Result<SseEvent, SseError>> + Send + 'static,
 {
-    struct State<S> {
+    struct State<C, S> {
         provider: String,
         idle: Duration,
         events: std::pin::Pin<Box<S>>,
-        held_usage: Option<ChatCompletionChunk>,
+        held_usage: Option<C>,
         finished: bool,
     }
     let state = State { provider, idle, events: Box::pin(events), held_usage: None, finished: false };
@@ -360,20 +385,10 @@ where
 
 /// Holds usage back until `[DONE]`, so that the stream ends with exactly one usage-only chunk even from
 /// servers that attach usage to a content chunk or repeat it.
-fn hold_usage(held: &mut Option<ChatCompletionChunk>, mut chunk: ChatCompletionChunk) -> Option<ChatCompletionChunk> {
-    let Some(usage) = chunk.usage.take() else { return Some(chunk) };
-    let usage_chunk = ChatCompletionChunk {
-        id: chunk.id.clone(),
-        object: chunk.object.clone(),
-        created: chunk.created,
-        model: chunk.model.clone(),
-        choices: Vec::new(),
-        usage: Some(usage),
-        system_fingerprint: chunk.system_fingerprint.clone(),
-        extra: chunk.extra.clone(),
-    };
-    *held = Some(usage_chunk);
-    (!chunk.choices.is_empty()).then_some(chunk)
+fn hold_usage<C: StreamChunk>(held: &mut Option<C>, mut chunk: C) -> Option<C> {
+    let Some(usage) = chunk.take_usage() else { return Some(chunk) };
+    *held = Some(chunk.usage_only(usage));
+    chunk.has_choices().then_some(chunk)
 }
 
 fn interrupted(provider: &str, why: &str) -> Error {
@@ -385,8 +400,8 @@ fn interrupted(provider: &str, why: &str) -> Error {
     }
 }
 
-fn parse_chunk(provider: &str, data: &str) -> Result<ChatCompletionChunk> {
-    serde_json::from_str::<ChatCompletionChunk>(data).map_err(|parse_error| {
+fn parse_chunk<C: DeserializeOwned>(provider: &str, data: &str) -> Result<C> {
+    serde_json::from_str::<C>(data).map_err(|parse_error| {
         // An error mid-stream arrives as an event holding OpenAI's error envelope.
         match serde_json::from_str::<serde_json::Value>(data) {
             Ok(json) if json.get("error").is_some() => Error::Upstream {
@@ -404,6 +419,9 @@ fn parse_chunk(provider: &str, data: &str) -> Result<ChatCompletionChunk> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use chitty_core::wire::ChatCompletionChunk;
+
+    type Chat = ChatCompletionChunk;
 
     #[test]
     fn a_bad_base_url_is_refused_when_built() {
@@ -428,8 +446,11 @@ mod tests {
 
     #[tokio::test]
     async fn done_ends_the_stream_cleanly() {
-        let s =
-            chunk_stream("p".into(), Duration::from_secs(1), futures::stream::iter(events(&[CHUNK, "[DONE]", CHUNK])));
+        let s = chunk_stream::<Chat, _>(
+            "p".into(),
+            Duration::from_secs(1),
+            futures::stream::iter(events(&[CHUNK, "[DONE]", CHUNK])),
+        );
         let items: Vec<_> = s.collect().await;
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].as_ref().unwrap().choices[0].delta.content.as_deref(), Some("hi"));
@@ -442,7 +463,7 @@ mod tests {
             (vec![CHUNK, r#"{"error":{"message":"overloaded","type":"server_error"}}"#], "overloaded"),
             (vec!["{not json"], "malformed stream chunk"),
         ] {
-            let s = chunk_stream("p".into(), Duration::from_secs(1), futures::stream::iter(events(&input)));
+            let s = chunk_stream::<Chat, _>("p".into(), Duration::from_secs(1), futures::stream::iter(events(&input)));
             let items: Vec<_> = s.collect().await;
             let last = items.last().unwrap().as_ref().unwrap_err();
             assert!(matches!(last, Error::Upstream { status: None, .. }));
@@ -455,8 +476,8 @@ mod tests {
         let with_usage = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
         let usage_only = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
         for input in [vec![CHUNK, with_usage, "[DONE]"], vec![CHUNK, with_usage, usage_only, "[DONE]"]] {
-            let s = chunk_stream("p".into(), Duration::from_secs(1), futures::stream::iter(events(&input)));
-            let items: Vec<ChatCompletionChunk> = s.map(Result::unwrap).collect().await;
+            let s = chunk_stream::<Chat, _>("p".into(), Duration::from_secs(1), futures::stream::iter(events(&input)));
+            let items: Vec<Chat> = s.map(Result::unwrap).collect().await;
             assert_eq!(items.len(), 3, "{items:?}");
             assert!(items[..2].iter().all(|c| c.usage.is_none() && !c.choices.is_empty()));
             assert_eq!(items[1].choices[0].finish_reason.as_deref(), Some("stop"));
@@ -466,9 +487,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn legacy_completion_streams_parse_and_end_with_one_usage_chunk() {
+        let piece = r#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"text":"Once","index":0,"logprobs":null,"finish_reason":null}]}"#;
+        let last = r#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"text":" more","index":0,"logprobs":null,"finish_reason":"length"}],"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}"#;
+        let s = chunk_stream::<CompletionResponse, _>(
+            "p".into(),
+            Duration::from_secs(1),
+            futures::stream::iter(events(&[piece, last, "[DONE]"])),
+        );
+        let items: Vec<CompletionResponse> = s.map(Result::unwrap).collect().await;
+        let texts: Vec<&str> = items.iter().flat_map(|c| &c.choices).map(|c| c.text.as_str()).collect();
+        assert_eq!(texts, ["Once", " more"]);
+        assert_eq!(items[1].choices[0].finish_reason.as_deref(), Some("length"));
+        assert!(items[..2].iter().all(|c| c.usage.is_none()));
+        assert!(items[2].choices.is_empty() && items[2].usage.as_ref().unwrap().total_tokens == 6);
+        assert_eq!(items[2].object, "text_completion");
+    }
+
+    #[tokio::test]
     async fn silence_beyond_the_idle_timeout_is_a_timeout() {
         let silent = futures::stream::pending::<Result<SseEvent, SseError>>();
-        let s = chunk_stream("p".into(), Duration::from_millis(20), silent);
+        let s = chunk_stream::<Chat, _>("p".into(), Duration::from_millis(20), silent);
         let items: Vec<_> = s.collect().await;
         assert!(matches!(items[..], [Err(Error::UpstreamTimeout { .. })]));
     }

@@ -12,8 +12,8 @@ use chitty_core::gateway::{
 };
 use chitty_core::keys::{CacheDirective, CachePolicy};
 use chitty_core::wire::{
-    ChatCompletionRequest, ChatMessage, ChunkAccumulator, CompletionRequest, EmbeddingInput, EmbeddingRequest,
-    EmbeddingVector, EncodingFormat, PromptInput, StreamOptions,
+    ChatCompletionRequest, ChatMessage, ChunkAccumulator, CompletionAccumulator, CompletionRequest, EmbeddingInput,
+    EmbeddingRequest, EmbeddingVector, EncodingFormat, PromptInput, StreamOptions,
 };
 use chitty_core::{
     BudgetStore, CacheStatus, Error, Event, ManualClock, ManualTimer, ModelPrice, NanoUsd, Provider, Timestamp,
@@ -466,6 +466,68 @@ async fn embeddings_and_completions() {
     let request_events = h.events.events().into_iter().filter(|e| matches!(e, Event::Request(_))).count();
     assert_eq!(request_events, 3);
     assert!(h.primary.capabilities().contains(chitty_core::Capability::Embeddings));
+}
+
+#[tokio::test]
+async fn legacy_completions_stream_settle_cache_and_replay() {
+    let h = harness(|_| {}).await;
+    let acme = h.ctx("sk-acme");
+    let plain = CompletionRequest {
+        model: "chat".into(),
+        prompt: PromptInput::Text("Stream a legacy completion".into()),
+        max_tokens: Some(12),
+        temperature: Some(0.0),
+        ..Default::default()
+    };
+    let streamed = CompletionRequest { stream: Some(true), ..plain.clone() };
+    let with_usage = Some(StreamOptions { include_usage: Some(true), ..Default::default() });
+    let spent_before = h.balance("acme").await.spent;
+
+    // A miss streams from the provider: no usage chunk unless asked, settled from the upstream's usage.
+    let reply = h.gateway.completion_stream(&acme, streamed.clone()).await.unwrap();
+    assert_eq!(reply.meta.cache, CacheStatus::Miss);
+    let chunks: Vec<_> = reply.chunks.map(Result::unwrap).collect().await;
+    assert!(chunks.len() > 2, "a word per chunk: {chunks:?}");
+    assert!(chunks.iter().all(|c| c.usage.is_none() && c.object == "text_completion"));
+    let mut acc = CompletionAccumulator::default();
+    chunks.iter().for_each(|c| acc.push(c));
+    let text = acc.finish().choices[0].text.clone();
+    let b = h.balance("acme").await;
+    assert_eq!(b.reserved, NanoUsd::ZERO);
+    let charged = b.spent.saturating_sub(spent_before);
+    assert!(charged > NanoUsd::ZERO, "the stream was charged");
+
+    // The finished stream was cached: the plain request is a hit with the same text and costs nothing more.
+    let hit = h.gateway.completion(&acme, plain.clone()).await.unwrap();
+    assert_eq!(hit.meta.cache, CacheStatus::Hit);
+    assert_eq!(hit.body.choices[0].text, text);
+    assert_eq!(hit.meta.cost, NanoUsd::ZERO, "hits are free");
+    let usage = hit.body.usage.clone().unwrap();
+    assert_eq!(charged, PRICE.cost_of_usage(&usage), "the stream settled from the usage it reported");
+
+    // A cached answer is replayed as chunks, ending with usage when asked.
+    let asked = CompletionRequest { stream_options: with_usage.clone(), ..streamed };
+    let reply = h.gateway.completion_stream(&acme, asked).await.unwrap();
+    assert_eq!(reply.meta.cache, CacheStatus::Hit);
+    let chunks: Vec<_> = reply.chunks.map(Result::unwrap).collect().await;
+    let last = chunks.last().unwrap();
+    assert!(last.choices.is_empty() && last.usage.as_ref() == Some(&usage), "the usage chunk comes last");
+    let replayed: String = chunks.iter().flat_map(|c| &c.choices).map(|c| c.text.as_str()).collect();
+    assert_eq!(replayed, text);
+    assert_eq!(h.primary.calls(), 1, "one upstream call for all three requests");
+
+    // `stream_options` without `stream` is refused, as OpenAI does; `stream: false` is refused by the stream call.
+    let err = h.gateway.completion(&acme, CompletionRequest { stream_options: with_usage, ..plain.clone() }).await;
+    assert_eq!(err.unwrap_err().param(), Some("stream_options"));
+    let err = h.gateway.completion_stream(&acme, plain).await.unwrap_err();
+    assert_eq!(err.param(), Some("stream"));
+    let streams: Vec<u16> = h
+        .events
+        .events()
+        .into_iter()
+        .filter_map(|e| if let Event::Request(r) = e { r.stream.then_some(r.status) } else { None })
+        .collect();
+    assert_eq!(streams, [200, 200, 400], "every stream is reported, the refused one too");
 }
 
 #[tokio::test]

@@ -218,6 +218,34 @@ async fn streams_are_server_sent_events_ending_with_done() {
     assert!(usage["choices"].as_array().unwrap().is_empty() && usage["usage"]["total_tokens"].as_u64().unwrap() > 0);
 }
 
+#[tokio::test]
+async fn legacy_completions_stream_as_server_sent_events() {
+    let s = stack(1 << 20, |_| {}).await;
+    let plain = json!({"model": "chat", "prompt": "Tell me a story", "max_tokens": 12, "temperature": 0.8});
+    let whole: Value = s.post("/v1/completions", "sk-acme").json(&plain).send().await.unwrap().json().await.unwrap();
+
+    let mut streamed = plain.clone();
+    streamed["stream"] = json!(true);
+    let r = s.post("/v1/completions", "sk-acme").json(&streamed).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let text = r.text().await.unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.trim().is_empty()).collect();
+    assert_eq!(*events.last().unwrap(), "data: [DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+        .collect();
+    assert!(chunks.len() > 2, "{text}");
+    assert!(chunks.iter().all(|c| c["object"] == "text_completion" && c.get("usage").is_none_or(Value::is_null)));
+    let joined: String = chunks.iter().map(|c| c["choices"][0]["text"].as_str().unwrap()).collect();
+    assert_eq!(joined, whole["choices"][0]["text"].as_str().unwrap(), "the pieces make the plain answer");
+    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], whole["choices"][0]["finish_reason"]);
+    // Upstream, the stream asked for usage whatever the client said, so that spend is exact.
+    let sent = s.upstream.last_request().unwrap().body;
+    assert_eq!((sent["stream"].clone(), sent["stream_options"]["include_usage"].clone()), (json!(true), json!(true)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_disconnects_cancels_the_upstream_and_settles() {
     let s = stack(1 << 20, |_| {}).await;

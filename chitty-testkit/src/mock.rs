@@ -37,7 +37,7 @@ use chitty_core::wire::{
     CompletionResponse, Embedding, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage,
     EmbeddingVector, Extra, FunctionCall, MessageContent, PromptInput, Role, ToolCall, Usage,
 };
-use chitty_core::{Capabilities, Capability, ChunkStream, Error, Provider, Result, tokens};
+use chitty_core::{Capabilities, Capability, ChunkStream, CompletionChunkStream, Error, Provider, Result, tokens};
 use sha2::{Digest, Sha256};
 
 const VOCABULARY: [&str; 48] = [
@@ -313,6 +313,45 @@ impl MockProvider {
             extra: Extra::new(),
         }
     }
+
+    /// The deterministic legacy completion of `request`.
+    fn answer_completion(request: CompletionRequest) -> CompletionResponse {
+        let prompts: Vec<String> = match &request.prompt {
+            PromptInput::Text(t) => vec![t.clone()],
+            PromptInput::Texts(v) => v.clone(),
+            PromptInput::Tokens(t) => vec![format!("{t:?}")],
+            PromptInput::TokenLists(v) => v.iter().map(|t| format!("{t:?}")).collect(),
+        };
+        let cap = Some(request.max_tokens.unwrap_or(16));
+        let mut choices = Vec::new();
+        let mut completion_tokens = 0;
+        for (i, p) in prompts.iter().enumerate() {
+            let (mut text, n, finish) = capped_text(&answer_words(p), cap);
+            if request.echo == Some(true) {
+                text = format!("{p}{text}");
+            }
+            completion_tokens += n;
+            choices.push(CompletionChoice {
+                text,
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+                finish_reason: Some(finish.to_owned()),
+                logprobs: None,
+                extra: Extra::new(),
+            });
+        }
+        let digest: [u8; 32] = Sha256::digest(prompts.concat().as_bytes()).into();
+        let prompt_tokens = reported_prompt_tokens(tokens::estimate_completion_prompt(&request.prompt));
+        CompletionResponse {
+            id: MockProvider::completion_id(&digest, "cmpl-mock"),
+            object: "text_completion".to_owned(),
+            created: 1_700_000_000,
+            model: request.model,
+            choices,
+            usage: Some(Usage::new(prompt_tokens, completion_tokens)),
+            system_fingerprint: None,
+            extra: Extra::new(),
+        }
+    }
 }
 
 #[async_trait]
@@ -340,41 +379,14 @@ impl Provider for MockProvider {
 
     async fn completion(&self, request: CompletionRequest) -> Result<CompletionResponse> {
         self.begin(Capability::Completions).await?;
-        let prompts: Vec<String> = match &request.prompt {
-            PromptInput::Text(t) => vec![t.clone()],
-            PromptInput::Texts(v) => v.clone(),
-            PromptInput::Tokens(t) => vec![format!("{t:?}")],
-            PromptInput::TokenLists(v) => v.iter().map(|t| format!("{t:?}")).collect(),
-        };
-        let cap = Some(request.max_tokens.unwrap_or(16));
-        let mut choices = Vec::new();
-        let mut completion_tokens = 0;
-        for (i, p) in prompts.iter().enumerate() {
-            let (mut text, n, finish) = capped_text(&answer_words(p), cap);
-            if request.echo == Some(true) {
-                text = format!("{p}{text}");
-            }
-            completion_tokens += n;
-            choices.push(CompletionChoice {
-                text,
-                index: u32::try_from(i).unwrap_or(u32::MAX),
-                finish_reason: Some(finish.to_owned()),
-                logprobs: None,
-                extra: Extra::new(),
-            });
-        }
-        let digest: [u8; 32] = Sha256::digest(prompts.concat().as_bytes()).into();
-        let prompt_tokens = reported_prompt_tokens(tokens::estimate_completion_prompt(&request.prompt));
-        Ok(CompletionResponse {
-            id: MockProvider::completion_id(&digest, "cmpl-mock"),
-            object: "text_completion".to_owned(),
-            created: 1_700_000_000,
-            model: request.model,
-            choices,
-            usage: Some(Usage::new(prompt_tokens, completion_tokens)),
-            system_fingerprint: None,
-            extra: Extra::new(),
-        })
+        Ok(MockProvider::answer_completion(request))
+    }
+
+    async fn completion_stream(&self, request: CompletionRequest) -> Result<CompletionChunkStream> {
+        self.begin(Capability::CompletionsStream).await?;
+        // A word per chunk and the usage chunk last, as for chat.
+        let chunks = MockProvider::answer_completion(request).to_chunks(1, true);
+        Ok(Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))))
     }
 
     async fn embeddings(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use chitty_core::wire::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, ChunkAccumulator,
-    CompletionRequest, EmbeddingInput, EmbeddingRequest, Extra, FunctionDefinition, PromptInput, Role, StreamOptions,
-    Tool,
+    CompletionAccumulator, CompletionRequest, EmbeddingInput, EmbeddingRequest, Extra, FunctionDefinition, PromptInput,
+    Role, StreamOptions, Tool,
 };
 use chitty_core::{Capability, Error, Provider};
 use futures::StreamExt;
@@ -81,6 +81,9 @@ impl<'a> ProviderSuite<'a> {
         if caps.contains(Capability::Completions) {
             completion_answers_with_usage(p, chat).await;
         }
+        if caps.contains(Capability::Completions) && caps.contains(Capability::CompletionsStream) {
+            completion_stream_matches_completion(p, chat).await;
+        }
         if caps.contains(Capability::Embeddings) {
             embeddings_keep_order_and_dimensions(p, &self.embedding_model).await;
         }
@@ -89,6 +92,9 @@ impl<'a> ProviderSuite<'a> {
             upstream_errors_keep_status(p, chat, faults).await;
             if caps.contains(Capability::ChatStream) {
                 cut_stream_ends_with_error(p, chat, faults).await;
+            }
+            if caps.contains(Capability::CompletionsStream) {
+                cut_completion_stream_ends_with_error(p, chat, faults).await;
             }
             malformed_answers_are_errors(p, chat, faults).await;
         }
@@ -259,16 +265,21 @@ pub async fn tools_round_trip(provider: &dyn Provider, model: &str) {
     assert!(answer.choices[0].message.tool_calls.is_none(), "{name}: answered the tool result with another call");
 }
 
-/// A legacy completion answers with text and usage.
-pub async fn completion_answers_with_usage(provider: &dyn Provider, model: &str) {
-    let name = provider.name();
-    let request = CompletionRequest {
+/// The deterministic legacy completion request the completion checks start from.
+pub fn completion_request(model: &str) -> CompletionRequest {
+    CompletionRequest {
         model: model.to_owned(),
         prompt: PromptInput::Text("Once upon a time".to_owned()),
         max_tokens: Some(16),
         temperature: Some(0.0),
         ..Default::default()
-    };
+    }
+}
+
+/// A legacy completion answers with text and usage.
+pub async fn completion_answers_with_usage(provider: &dyn Provider, model: &str) {
+    let name = provider.name();
+    let request = completion_request(model);
     let answer = provider.completion(request).await.unwrap_or_else(|e| panic!("{name}: completion failed: {e}"));
     assert_eq!(answer.object, "text_completion", "{name}: object");
     let choice = answer.choices.first().unwrap_or_else(|| panic!("{name}: completion without choices"));
@@ -276,6 +287,57 @@ pub async fn completion_answers_with_usage(provider: &dyn Provider, model: &str)
     assert!(choice.finish_reason.is_some(), "{name}: no finish_reason");
     let usage = answer.usage.unwrap_or_else(|| panic!("{name}: completion without usage"));
     assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0, "{name}: usage {usage:?}");
+}
+
+/// A streamed legacy completion is `text_completion` chunks of one id whose pieces of text concatenate to the
+/// non-streamed answer, ending with exactly one usage chunk (with or without `include_usage`) that matches the
+/// non-streamed usage.
+pub async fn completion_stream_matches_completion(provider: &dyn Provider, model: &str) {
+    let name = provider.name();
+    let plain = provider
+        .completion(completion_request(model))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: completion failed: {e}"));
+    let collect = |request: CompletionRequest| async move {
+        let mut stream = provider
+            .completion_stream(request)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: completion_stream failed: {e}"));
+        let mut chunks = Vec::new();
+        while let Some(item) = stream.next().await {
+            chunks.push(item.unwrap_or_else(|e| panic!("{name}: stream item failed: {e}")));
+        }
+        chunks
+    };
+    let chunks = collect(CompletionRequest { stream: Some(true), ..completion_request(model) }).await;
+    assert!(chunks.len() >= 2, "{name}: a stream of {} chunks", chunks.len());
+    for chunk in &chunks {
+        assert_eq!(chunk.object, "text_completion", "{name}: chunk object");
+        assert!(!chunk.id.is_empty() && chunk.id == chunks[0].id, "{name}: chunks of one stream share one id");
+    }
+    let last = chunks.last().unwrap_or_else(|| panic!("{name}: empty stream"));
+    assert!(
+        last.choices.is_empty() && last.usage.is_some(),
+        "{name}: the stream must end with a usage chunk: {last:?}"
+    );
+    assert_eq!(chunks.iter().filter(|c| c.usage.is_some()).count(), 1, "{name}: exactly one chunk carries usage");
+    let asked = CompletionRequest {
+        stream: Some(true),
+        stream_options: Some(StreamOptions { include_usage: Some(true), ..Default::default() }),
+        ..completion_request(model)
+    };
+    let asked = collect(asked).await;
+    assert_eq!(asked.iter().filter(|c| c.usage.is_some()).count(), 1, "{name}: usage chunks when asked");
+    assert_eq!(asked.last().and_then(|c| c.usage.clone()), last.usage, "{name}: usage differs when asked");
+
+    let mut acc = CompletionAccumulator::default();
+    chunks.iter().for_each(|c| acc.push(c));
+    let streamed = acc.finish();
+    assert_eq!(streamed.choices.len(), plain.choices.len(), "{name}: choices");
+    assert_eq!(streamed.choices[0].text, plain.choices[0].text, "{name}: streamed text differs from the plain answer");
+    assert_eq!(streamed.choices[0].finish_reason, plain.choices[0].finish_reason, "{name}: finish_reason");
+    let (su, pu) = (streamed.usage.unwrap_or_default(), plain.usage.unwrap_or_default());
+    assert_eq!((su.prompt_tokens, su.completion_tokens), (pu.prompt_tokens, pu.completion_tokens), "{name}: usage");
 }
 
 /// One float embedding per input, in input order, each of the same length; `dimensions` is honoured;
@@ -336,6 +398,10 @@ pub async fn undeclared_capabilities_are_unsupported(provider: &dyn Provider, ch
         let request = CompletionRequest { model: chat_model.to_owned(), ..Default::default() };
         expect_unsupported(Capability::Completions, provider.completion(request).await.map(drop));
     }
+    if !caps.contains(Capability::CompletionsStream) {
+        let request = CompletionRequest { stream: Some(true), ..completion_request(chat_model) };
+        expect_unsupported(Capability::CompletionsStream, provider.completion_stream(request).await.map(drop));
+    }
     if !caps.contains(Capability::Embeddings) {
         let request = EmbeddingRequest { model: embedding_model.to_owned(), ..Default::default() };
         expect_unsupported(Capability::Embeddings, provider.embeddings(request).await.map(drop));
@@ -386,10 +452,30 @@ pub async fn cut_stream_ends_with_error(provider: &dyn Provider, model: &str, fa
     let name = provider.name();
     faults.push(Fault::CutStream { after_events: 2 });
     let request = ChatCompletionRequest { stream: Some(true), ..chat_request(model) };
-    let mut stream = match provider.chat_stream(request).await {
+    let stream = match provider.chat_stream(request).await {
         Ok(s) => s,
         Err(e) => panic!("{name}: the cut should come mid-stream, yet chat_stream failed: {e}"),
     };
+    expect_error_end(name, stream).await;
+}
+
+/// A streamed legacy completion whose connection drops midway ends with an error item, never a clean end.
+pub async fn cut_completion_stream_ends_with_error(provider: &dyn Provider, model: &str, faults: &Faults) {
+    let name = provider.name();
+    faults.push(Fault::CutStream { after_events: 2 });
+    let request = CompletionRequest { stream: Some(true), ..completion_request(model) };
+    let stream = match provider.completion_stream(request).await {
+        Ok(s) => s,
+        Err(e) => panic!("{name}: the cut should come mid-stream, yet completion_stream failed: {e}"),
+    };
+    expect_error_end(name, stream).await;
+}
+
+/// Drains `stream` and checks that it ends with an upstream error and nothing but its last item failed.
+async fn expect_error_end<T: std::fmt::Debug>(
+    name: &str,
+    mut stream: futures::stream::BoxStream<'_, Result<T, Error>>,
+) {
     let mut items = Vec::new();
     while let Some(item) = stream.next().await {
         items.push(item);

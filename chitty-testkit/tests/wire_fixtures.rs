@@ -3,9 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chitty_core::wire::{
-    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChunkAccumulator, CompletionRequest,
-    CompletionResponse, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EncodingFormat, ErrorEnvelope,
-    MessageContent, ModelList, Role, StopSequences,
+    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChunkAccumulator, ChunkChoice,
+    CompletionAccumulator, CompletionRequest, CompletionResponse, EmbeddingInput, EmbeddingRequest, EmbeddingResponse,
+    EncodingFormat, ErrorEnvelope, MessageContent, ModelList, Role, StopSequences,
 };
 use chitty_testkit::fixtures::{self, without_nulls};
 use serde::Serialize;
@@ -84,6 +84,42 @@ fn replaying_a_response_as_chunks_gives_it_back() {
             assert_eq!(back.choices[0].finish_reason, r.choices[0].finish_reason);
             assert_eq!(back.usage, r.usage);
         }
+    }
+}
+
+#[test]
+fn replays_keep_log_probabilities_and_streamed_ones_are_concatenated() {
+    let mut chat: ChatCompletionResponse = serde_json::from_str(fixtures::CHAT_RESPONSE).unwrap();
+    let token =
+        |t: &str, p: f64| serde_json::json!({"token": t, "logprob": p, "bytes": t.as_bytes(), "top_logprobs": []});
+    chat.choices[0].logprobs =
+        Some(serde_json::json!({"content": [token("Hello", -0.1), token("!", -0.3)], "refusal": null}));
+    let mut acc = ChunkAccumulator::default();
+    chat.to_chunks(5, false).iter().for_each(|c| acc.push(c));
+    assert_eq!(acc.finish().choices[0].logprobs, chat.choices[0].logprobs);
+
+    // A stream sends one token's log-probability per chunk; the pieces make the non-streamed object.
+    let mut acc = ChunkAccumulator::default();
+    for (i, chunk) in chat.to_chunks(1, false).into_iter().enumerate().take(2) {
+        let piece = serde_json::json!({"content": [token(&i.to_string(), -1.0)], "refusal": null});
+        acc.push(&ChatCompletionChunk {
+            choices: vec![ChunkChoice { logprobs: Some(piece), ..chunk.choices[0].clone() }],
+            ..chunk
+        });
+    }
+    let merged = acc.finish().choices[0].logprobs.clone().unwrap();
+    assert_eq!(merged["content"].as_array().unwrap().len(), 2);
+    assert_eq!(merged["content"][1]["token"], "1");
+
+    let mut legacy: CompletionResponse = serde_json::from_str(fixtures::COMPLETION_RESPONSE).unwrap();
+    legacy.choices[0].logprobs =
+        Some(serde_json::json!({"tokens": ["\n", "This"], "token_logprobs": [-0.5, -0.25], "text_offset": [0, 2]}));
+    for piece in [1, 4, 100] {
+        let mut acc = CompletionAccumulator::default();
+        legacy.to_chunks(piece, true).iter().for_each(|c| acc.push(c));
+        let mut back = acc.finish();
+        back.extra = legacy.extra.clone();
+        assert_eq!(back, legacy, "piece size {piece}");
     }
 }
 

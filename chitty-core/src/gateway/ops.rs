@@ -57,7 +57,7 @@ fn encode_json(value: &impl Serialize) -> std::result::Result<Bytes, String> {
 
 /// A typed response from a cache entry. Validating UTF-8 once up front and parsing as `str` is measurably faster
 /// than `from_slice`, which re-checks every string it reads.
-pub(crate) fn decode_json<T: DeserializeOwned>(entry: &[u8]) -> std::result::Result<T, String> {
+fn decode_json<T: DeserializeOwned>(entry: &[u8]) -> std::result::Result<T, String> {
     let text = std::str::from_utf8(entry).map_err(|e| e.to_string())?;
     serde_json::from_str(text).map_err(|e| e.to_string())
 }
@@ -141,6 +141,17 @@ fn check_cap(cap: Option<u32>, param: &str) -> Result<()> {
     Ok(())
 }
 
+/// OpenAI refuses `stream_options` on a request that does not stream.
+fn check_stream_options(has_options: bool, streams: bool) -> Result<()> {
+    if has_options && !streams {
+        return Err(Error::invalid_request(
+            "`stream_options` is only allowed when `stream` is true",
+            Some("stream_options"),
+        ));
+    }
+    Ok(())
+}
+
 /// The sampling parameters chat and legacy completions share.
 fn check_sampling(temperature: Option<f64>, top_p: Option<f64>, n: Option<u32>, max_tokens: Option<u32>) -> Result<()> {
     check_range(temperature, 0.0, 2.0, "temperature")?;
@@ -172,13 +183,7 @@ impl<A: ChatAnswer> Op for ChatOp<A> {
         }
         check_sampling(req.temperature, req.top_p, req.n, req.max_tokens)?;
         check_cap(req.max_completion_tokens, "max_completion_tokens")?;
-        if req.stream_options.is_some() && !req.is_stream() {
-            return Err(Error::invalid_request(
-                "`stream_options` is only allowed when `stream` is true",
-                Some("stream_options"),
-            ));
-        }
-        Ok(())
+        check_stream_options(req.stream_options.is_some(), req.is_stream())
     }
 
     fn cacheable(policy: CachePolicy, req: &Self::Req) -> bool {
@@ -255,13 +260,7 @@ impl Op for CompletionOp {
 
     fn validate(req: &Self::Req) -> Result<()> {
         check_sampling(req.temperature, req.top_p, req.n, req.max_tokens)?;
-        if req.stream == Some(true) {
-            return Err(Error::invalid_request(
-                "streaming legacy completions is not supported; use /v1/chat/completions",
-                Some("stream"),
-            ));
-        }
-        Ok(())
+        check_stream_options(req.stream_options.is_some(), req.is_stream())
     }
 
     fn cacheable(policy: CachePolicy, req: &Self::Req) -> bool {
@@ -293,7 +292,9 @@ impl Op for CompletionOp {
         upstream_model.clone_into(&mut req.model);
     }
 
-    fn call(provider: Arc<dyn Provider>, req: Self::Req) -> BoxFuture<'static, Result<Self::Resp>> {
+    fn call(provider: Arc<dyn Provider>, mut req: Self::Req) -> BoxFuture<'static, Result<Self::Resp>> {
+        req.stream = None;
+        req.stream_options = None;
         Box::pin(async move { provider.completion(req).await })
     }
 

@@ -1,33 +1,145 @@
-//! Streamed chat completions: forwarded chunk by chunk, settled when the stream ends or is dropped.
+//! Streamed answers (chat and legacy completions): forwarded chunk by chunk, settled when the stream ends or is
+//! dropped.
 
 use std::sync::Arc;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 
-use super::ops::{Op, TypedChatOp, decode_json};
+use super::ops::{CompletionOp, Op, TypedChatOp};
 use super::{Gateway, ReplyMeta, RequestContext};
 use crate::budget::Reservation;
 use crate::error::{Error, Result};
-use crate::events::{CacheStatus, Endpoint};
+use crate::events::CacheStatus;
 use crate::keys::CacheKey;
 use crate::money::NanoUsd;
-use crate::provider::{Capability, ChunkStream};
+use crate::provider::{Capability, Provider};
 use crate::time::Timestamp;
 use crate::tokens;
-use crate::wire::{ChatCompletionRequest, ChatCompletionResponse, ChunkAccumulator};
+use crate::wire::{
+    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChunkAccumulator, CompletionAccumulator,
+    CompletionRequest, CompletionResponse, StreamChunk, Usage,
+};
 
 /// Bytes of text per replayed chunk when a cached answer is streamed.
 const REPLAY_PIECE_BYTES: usize = 24;
 
-/// A streamed answer: headers' worth of metadata now, chunks as they come.
-pub struct StreamReply {
+/// What streaming differs in between chat and legacy completions.
+pub(crate) trait StreamOp: Op {
+    /// One chunk of the stream.
+    type Chunk: StreamChunk;
+    /// Folds chunks back into [`Op::Resp`].
+    type Acc: Default + Send + 'static;
+    const STREAM_CAPABILITY: Capability;
+
+    fn is_stream(req: &Self::Req) -> bool;
+    fn wants_usage(req: &Self::Req) -> bool;
+    fn open(
+        provider: Arc<dyn Provider>,
+        req: Self::Req,
+    ) -> BoxFuture<'static, Result<BoxStream<'static, Result<Self::Chunk>>>>;
+    fn push(acc: &mut Self::Acc, chunk: &Self::Chunk);
+    fn acc_usage(acc: &Self::Acc) -> Option<&Usage>;
+    /// Bytes generated so far, for settling a stream that reported no usage.
+    fn generated_len(acc: &Self::Acc) -> usize;
+    fn finish(acc: Self::Acc) -> Self::Resp;
+    /// A cached answer as the chunks that would have produced it.
+    fn replay(resp: &Self::Resp, include_usage: bool) -> Vec<Self::Chunk>;
+}
+
+impl StreamOp for TypedChatOp {
+    type Chunk = ChatCompletionChunk;
+    type Acc = ChunkAccumulator;
+    const STREAM_CAPABILITY: Capability = Capability::ChatStream;
+
+    fn is_stream(req: &ChatCompletionRequest) -> bool {
+        req.is_stream()
+    }
+
+    fn wants_usage(req: &ChatCompletionRequest) -> bool {
+        req.wants_stream_usage()
+    }
+
+    fn open(
+        provider: Arc<dyn Provider>,
+        req: ChatCompletionRequest,
+    ) -> BoxFuture<'static, Result<BoxStream<'static, Result<ChatCompletionChunk>>>> {
+        Box::pin(async move { provider.chat_stream(req).await })
+    }
+
+    fn push(acc: &mut ChunkAccumulator, chunk: &ChatCompletionChunk) {
+        acc.push(chunk);
+    }
+
+    fn acc_usage(acc: &ChunkAccumulator) -> Option<&Usage> {
+        acc.usage()
+    }
+
+    fn generated_len(acc: &ChunkAccumulator) -> usize {
+        acc.generated_text_len()
+    }
+
+    fn finish(acc: ChunkAccumulator) -> ChatCompletionResponse {
+        acc.finish()
+    }
+
+    fn replay(resp: &ChatCompletionResponse, include_usage: bool) -> Vec<ChatCompletionChunk> {
+        resp.to_chunks(REPLAY_PIECE_BYTES, include_usage)
+    }
+}
+
+impl StreamOp for CompletionOp {
+    type Chunk = CompletionResponse;
+    type Acc = CompletionAccumulator;
+    const STREAM_CAPABILITY: Capability = Capability::CompletionsStream;
+
+    fn is_stream(req: &CompletionRequest) -> bool {
+        req.is_stream()
+    }
+
+    fn wants_usage(req: &CompletionRequest) -> bool {
+        req.wants_stream_usage()
+    }
+
+    fn open(
+        provider: Arc<dyn Provider>,
+        req: CompletionRequest,
+    ) -> BoxFuture<'static, Result<BoxStream<'static, Result<CompletionResponse>>>> {
+        Box::pin(async move { provider.completion_stream(req).await })
+    }
+
+    fn push(acc: &mut CompletionAccumulator, chunk: &CompletionResponse) {
+        acc.push(chunk);
+    }
+
+    fn acc_usage(acc: &CompletionAccumulator) -> Option<&Usage> {
+        acc.usage()
+    }
+
+    fn generated_len(acc: &CompletionAccumulator) -> usize {
+        acc.generated_text_len()
+    }
+
+    fn finish(acc: CompletionAccumulator) -> CompletionResponse {
+        acc.finish()
+    }
+
+    fn replay(resp: &CompletionResponse, include_usage: bool) -> Vec<CompletionResponse> {
+        resp.to_chunks(REPLAY_PIECE_BYTES, include_usage)
+    }
+}
+
+/// A streamed answer: headers' worth of metadata now, chunks as they come. `C` is [`ChatCompletionChunk`] for
+/// chat and [`CompletionResponse`] for legacy completions.
+pub struct StreamReply<C = ChatCompletionChunk> {
     /// Cache and budget details known before the first chunk (`cost` is zero until the end).
     pub meta: ReplyMeta,
     /// The chunks to send to the client. Dropping it cancels the upstream and settles for what was produced.
-    pub chunks: ChunkStream,
+    pub chunks: BoxStream<'static, Result<C>>,
 }
 
-impl std::fmt::Debug for StreamReply {
+impl<C> std::fmt::Debug for StreamReply<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StreamReply").field("meta", &self.meta).finish_non_exhaustive()
     }
@@ -49,33 +161,33 @@ struct Finish {
 
 impl Finish {
     /// The cost of what was produced: reported usage when there is any, else an upper estimate capped by the reservation.
-    fn cost(&self, acc: &ChunkAccumulator) -> NanoUsd {
+    fn cost(&self, usage: Option<&Usage>, generated_len: usize) -> NanoUsd {
         let price = &self.config.price;
-        match acc.usage() {
+        match usage {
             Some(u) => price.cost_of_usage(u),
             None => {
-                let produced = tokens::estimate_text("") + acc.generated_text_len() as u64;
+                let produced = tokens::estimate_text("") + generated_len as u64;
                 let estimate = price.cost(self.prompt_estimate, produced);
                 self.reservation.as_ref().map_or(estimate, |r| estimate.min(r.amount))
             }
         }
     }
 
-    async fn run(self, acc: ChunkAccumulator, completed: bool, status: u16) {
-        let cost = self.cost(&acc);
+    async fn run<O: StreamOp>(self, acc: O::Acc, completed: bool, status: u16) {
+        let usage = O::acc_usage(&acc).cloned();
+        let cost = self.cost(usage.as_ref(), O::generated_len(&acc));
         let charged = self.gateway.settle(self.reservation.as_ref(), cost).await;
-        let usage = acc.usage().cloned();
-        let response = acc.finish();
+        let response = O::finish(acc);
         if let Some(key) = &self.key
             && completed
-            && TypedChatOp::complete(&response)
+            && O::complete(&response)
         {
-            self.gateway.cache_put(key, &self.config, TypedChatOp::encode(&response)).await;
+            self.gateway.cache_put(key, &self.config, O::encode(&response)).await;
         }
         let event = self.gateway.request_event(
             &self.ctx,
             &self.model,
-            Endpoint::ChatCompletions,
+            O::ENDPOINT,
             self.started,
             Some(self.provider.clone()),
             self.cache_status,
@@ -89,20 +201,20 @@ impl Finish {
 }
 
 /// Stream state; settles on drop if the stream did not reach its end.
-struct Relay {
-    upstream: ChunkStream,
-    acc: ChunkAccumulator,
+struct Relay<O: StreamOp> {
+    upstream: BoxStream<'static, Result<O::Chunk>>,
+    acc: O::Acc,
     forward_usage: bool,
     finish: Option<Finish>,
 }
 
-impl Drop for Relay {
+impl<O: StreamOp> Drop for Relay<O> {
     fn drop(&mut self) {
         if let Some(finish) = self.finish.take() {
             // The client went away mid-stream: settle for what was produced, off the dropped task.
             let acc = std::mem::take(&mut self.acc);
             let spawner = finish.gateway.inner.spawner.clone();
-            spawner.spawn(Box::pin(finish.run(acc, false, 499)));
+            spawner.spawn(Box::pin(finish.run::<O>(acc, false, 499)));
         }
     }
 }
@@ -111,49 +223,62 @@ impl Gateway {
     /// A streamed chat completion. Errors before the first chunk (unknown model, budget, every route failing)
     /// come back as `Err`; errors after it arrive as the stream's last item.
     pub async fn chat_stream(&self, ctx: &RequestContext, request: ChatCompletionRequest) -> Result<StreamReply> {
+        self.stream::<TypedChatOp>(ctx, request).await
+    }
+
+    /// A streamed legacy completion, chunk by chunk as OpenAI streams them (`text_completion` objects holding
+    /// pieces of text). Same pipeline, cache and settlement as [`Gateway::chat_stream`].
+    pub async fn completion_stream(
+        &self,
+        ctx: &RequestContext,
+        request: CompletionRequest,
+    ) -> Result<StreamReply<CompletionResponse>> {
+        self.stream::<CompletionOp>(ctx, request).await
+    }
+
+    async fn stream<O: StreamOp>(&self, ctx: &RequestContext, request: O::Req) -> Result<StreamReply<O::Chunk>> {
         let started = self.now();
-        let result = self.chat_stream_inner(ctx, &request, started).await;
+        let result = self.stream_inner::<O>(ctx, &request, started).await;
         if let Err(e) = &result {
-            self.emit_failure(ctx, &request.model, Endpoint::ChatCompletions, started, e, true).await;
+            self.emit_failure(ctx, O::model(&request), O::ENDPOINT, started, e, true).await;
         }
         result
     }
 
-    async fn chat_stream_inner(
+    async fn stream_inner<O: StreamOp>(
         &self,
         ctx: &RequestContext,
-        req: &ChatCompletionRequest,
+        req: &O::Req,
         started: Timestamp,
-    ) -> Result<StreamReply> {
-        if !req.is_stream() {
-            return Err(Error::invalid_request("chat_stream needs `stream: true`", Some("stream")));
+    ) -> Result<StreamReply<O::Chunk>> {
+        if !O::is_stream(req) {
+            return Err(Error::invalid_request("a streamed answer needs `stream: true`", Some("stream")));
         }
-        let model = self.resolve::<TypedChatOp>(ctx, req)?;
+        let model = self.resolve::<O>(ctx, req)?;
         self.rate_limit(&ctx.tenant)?;
-        let forward_usage = req.wants_stream_usage();
-        let (key, may_read) = self.cache_plan::<TypedChatOp>(ctx, model, req);
+        let forward_usage = O::wants_usage(req);
+        let (key, may_read) = self.cache_plan::<O>(ctx, model, req);
         let mut cache_status = if key.is_some() { CacheStatus::Miss } else { CacheStatus::Bypass };
         if let (Some(k), true) = (&key, may_read) {
             if let Some(bytes) = self.cache_get(k).await {
-                match decode_json::<ChatCompletionResponse>(&bytes) {
+                match O::decode(bytes) {
                     Ok(resp) => {
                         let event = self.request_event(
                             ctx,
-                            &req.model,
-                            Endpoint::ChatCompletions,
+                            O::model(req),
+                            O::ENDPOINT,
                             started,
                             None,
                             CacheStatus::Hit,
                             200,
-                            resp.usage.as_ref(),
+                            O::usage(&resp).as_ref(),
                             NanoUsd::ZERO,
                             true,
                         );
                         self.emit(event).await;
-                        let chunks = resp.to_chunks(REPLAY_PIECE_BYTES, forward_usage);
-                        let meta = ReplyMeta::hit();
+                        let chunks = O::replay(&resp, forward_usage);
                         return Ok(StreamReply {
-                            meta,
+                            meta: ReplyMeta::hit(),
                             chunks: Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))),
                         });
                     }
@@ -163,17 +288,14 @@ impl Gateway {
         } else if key.is_some() {
             cache_status = CacheStatus::Bypass;
         }
-        let prompt = TypedChatOp::prompt_tokens(req);
-        let held = self
-            .reserve(&ctx.tenant, &model.config, prompt, TypedChatOp::output_cap(req), TypedChatOp::choices(req))
-            .await?;
+        let prompt = O::prompt_tokens(req);
+        let held = self.reserve(&ctx.tenant, &model.config, prompt, O::output_cap(req), O::choices(req)).await?;
         let cap = held.cap_set.map(|c| (model.config.output_cap_field, c));
         let opened = self
-            .route(model, Capability::ChatStream, |route| {
+            .route(model, O::STREAM_CAPABILITY, |route| {
                 let mut upstream = req.clone();
-                TypedChatOp::prepare_upstream(&mut upstream, model.upstream_name(route, &req.model), cap);
-                let provider = Arc::clone(&route.provider);
-                Box::pin(async move { provider.chat_stream(upstream).await })
+                O::prepare_upstream(&mut upstream, model.upstream_name(route, O::model(req)), cap);
+                O::open(Arc::clone(&route.provider), upstream)
             })
             .await;
         let (upstream, provider) = match opened {
@@ -190,14 +312,14 @@ impl Gateway {
             cost: NanoUsd::ZERO,
             max_tokens_set: held.cap_set,
         };
-        let relay = Relay {
+        let relay = Relay::<O> {
             upstream,
-            acc: ChunkAccumulator::default(),
+            acc: O::Acc::default(),
             forward_usage,
             finish: Some(Finish {
                 gateway: self.clone(),
                 ctx: ctx.clone(),
-                model: req.model.clone(),
+                model: O::model(req).to_owned(),
                 config: Arc::clone(&model.config),
                 provider,
                 reservation: held.reservation,
@@ -211,12 +333,12 @@ impl Gateway {
             loop {
                 match relay.upstream.next().await {
                     Some(Ok(mut chunk)) => {
-                        relay.acc.push(&chunk);
-                        if chunk.usage.is_some() && !relay.forward_usage {
-                            if chunk.choices.is_empty() {
+                        O::push(&mut relay.acc, &chunk);
+                        if chunk.usage().is_some() && !relay.forward_usage {
+                            if !chunk.has_choices() {
                                 continue;
                             }
-                            chunk.usage = None;
+                            chunk.take_usage();
                         }
                         return Some((Ok(chunk), relay));
                     }
@@ -224,7 +346,7 @@ impl Gateway {
                         let finish = relay.finish.take()?;
                         let acc = std::mem::take(&mut relay.acc);
                         let status = e.status();
-                        finish.run(acc, false, status).await;
+                        finish.run::<O>(acc, false, status).await;
                         // Nothing may follow an error item.
                         relay.upstream = Box::pin(futures::stream::empty());
                         return Some((Err(e), relay));
@@ -232,7 +354,7 @@ impl Gateway {
                     None => {
                         let finish = relay.finish.take()?;
                         let acc = std::mem::take(&mut relay.acc);
-                        finish.run(acc, true, 200).await;
+                        finish.run::<O>(acc, true, 200).await;
                         return None;
                     }
                 }

@@ -528,7 +528,10 @@ impl ChatCompletionResponse {
                 let delta = ChunkDelta { role, content: Some(String::new()), ..Default::default() };
                 out.push(chunk(vec![delta_choice(delta, None)], None));
             }
-            out.push(chunk(vec![delta_choice(ChunkDelta::default(), choice.finish_reason.clone())], None));
+            // The last chunk of a choice carries its log-probabilities whole, so a replay loses none.
+            let mut last = delta_choice(ChunkDelta::default(), choice.finish_reason.clone());
+            last.logprobs.clone_from(&choice.logprobs);
+            out.push(chunk(vec![last], None));
         }
         if include_usage {
             out.push(chunk(Vec::new(), self.usage.clone()));
@@ -611,6 +614,7 @@ impl ChunkAccumulator {
                     }
                 }
             }
+            super::merge_logprobs(&mut choice.logprobs, c.logprobs.as_ref());
             if c.finish_reason.is_some() {
                 choice.finish_reason.clone_from(&c.finish_reason);
             }

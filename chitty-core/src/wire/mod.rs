@@ -77,6 +77,94 @@ pub struct PromptTokensDetails {
 
 wire_object!(PromptTokensDetails { cached_tokens: optional });
 
+/// One chunk of a streamed answer: a [`ChatCompletionChunk`], or a [`CompletionResponse`] holding a piece of a
+/// streamed legacy completion. Relaying a stream needs only its usage and whether it carries choices.
+pub trait StreamChunk: Send + 'static {
+    /// Usage carried by this chunk.
+    fn usage(&self) -> Option<&Usage>;
+    /// Removes the usage from this chunk and returns it.
+    fn take_usage(&mut self) -> Option<Usage>;
+    /// Whether the chunk carries choices (the final usage chunk carries none).
+    fn has_choices(&self) -> bool;
+    /// A chunk with this one's id, model and timestamp, no choices, and `usage`.
+    fn usage_only(&self, usage: Usage) -> Self;
+}
+
+impl StreamChunk for ChatCompletionChunk {
+    fn usage(&self) -> Option<&Usage> {
+        self.usage.as_ref()
+    }
+
+    fn take_usage(&mut self) -> Option<Usage> {
+        self.usage.take()
+    }
+
+    fn has_choices(&self) -> bool {
+        !self.choices.is_empty()
+    }
+
+    fn usage_only(&self, usage: Usage) -> Self {
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: self.object.clone(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: Vec::new(),
+            usage: Some(usage),
+            system_fingerprint: self.system_fingerprint.clone(),
+            extra: self.extra.clone(),
+        }
+    }
+}
+
+impl StreamChunk for CompletionResponse {
+    fn usage(&self) -> Option<&Usage> {
+        self.usage.as_ref()
+    }
+
+    fn take_usage(&mut self) -> Option<Usage> {
+        self.usage.take()
+    }
+
+    fn has_choices(&self) -> bool {
+        !self.choices.is_empty()
+    }
+
+    fn usage_only(&self, usage: Usage) -> Self {
+        CompletionResponse {
+            id: self.id.clone(),
+            object: self.object.clone(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: Vec::new(),
+            usage: Some(usage),
+            system_fingerprint: self.system_fingerprint.clone(),
+            extra: self.extra.clone(),
+        }
+    }
+}
+
+/// Adds a stream chunk's `logprobs` to what a choice has so far. Both OpenAI shapes are objects of arrays that
+/// streams split (chat: `content`, `refusal`; legacy: `tokens`, `token_logprobs`, `top_logprobs`,
+/// `text_offset`), so arrays are concatenated and any other value is kept from its first appearance.
+fn merge_logprobs(acc: &mut Option<serde_json::Value>, piece: Option<&serde_json::Value>) {
+    use serde_json::Value;
+    let Some(Value::Object(piece)) = piece else { return };
+    if !matches!(acc, Some(Value::Object(_))) {
+        *acc = Some(Value::Object(Extra::new()));
+    }
+    let Some(Value::Object(acc)) = acc else { return };
+    for (key, value) in piece {
+        match (acc.get_mut(key), value) {
+            (Some(Value::Array(have)), Value::Array(more)) => have.extend(more.iter().cloned()),
+            (None | Some(Value::Null), _) => {
+                acc.insert(key.clone(), value.clone());
+            }
+            _ => {}
+        }
+    }
+}
+
 /// `stream_options` on streaming requests.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StreamOptions {

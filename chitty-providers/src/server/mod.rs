@@ -1,7 +1,7 @@
 //! The OpenAI-compatible HTTP server: a thin axum adapter over [`chitty_core::gateway::Gateway`].
 //!
 //! [`router`] returns an [`axum::Router`] a host application mounts or serves:
-//! `POST /v1/chat/completions` (plain and SSE), `POST /v1/completions`, `POST /v1/embeddings`,
+//! `POST /v1/chat/completions` and `POST /v1/completions` (plain and SSE), `POST /v1/embeddings`,
 //! `GET /v1/models` (only the caller's models) and `GET /healthz`.
 //!
 //! Every response carries `x-request-id`; answers carry `x-chitty-cache: hit | miss | bypass`,
@@ -43,7 +43,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chitty_core::gateway::{Gateway, ReplyMeta, RequestContext};
+use chitty_core::gateway::{Gateway, ReplyMeta, RequestContext, StreamReply};
 use chitty_core::keys::CacheDirective;
 use chitty_core::wire::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest};
 use chitty_core::{Error, Result};
@@ -222,21 +222,7 @@ async fn chat(
         let request: ChatCompletionRequest = parse(body).map_err(|e| with_limit(e, &state.options))?;
         if request.is_stream() {
             let reply = state.gateway.chat_stream(&ctx, request).await?;
-            let events = reply
-                .chunks
-                .map(|item| {
-                    let data = match item {
-                        Ok(chunk) => serde_json::to_string(&chunk),
-                        // OpenAI reports a failure after the first chunk as an error object in the stream.
-                        Err(e) => serde_json::to_string(&e.to_envelope()),
-                    };
-                    Ok::<_, Infallible>(SseEvent::default().data(data.unwrap_or_default()))
-                })
-                .chain(futures::stream::once(async { Ok(SseEvent::default().data("[DONE]")) }));
-            let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(state.options.keep_alive));
-            let mut response = sse.into_response();
-            insert_meta_headers(response.headers_mut(), &reply.meta, &id, false);
-            Ok(response)
+            Ok(sse_response(reply, &id, &state.options))
         } else {
             let reply = state.gateway.chat_json(&ctx, request).await?;
             Ok(json_bytes_response(&reply.meta, &id, reply.body.into_json()))
@@ -244,6 +230,29 @@ async fn chat(
     }
     .await;
     result.unwrap_or_else(|e| ApiError::new(e, &id).into_response())
+}
+
+/// A streamed answer as server-sent events ending with `data: [DONE]`, with keep-alive comments on quiet streams.
+fn sse_response<C: serde::Serialize + Send + 'static>(
+    reply: StreamReply<C>,
+    request_id: &str,
+    options: &ServerOptions,
+) -> Response {
+    let events = reply
+        .chunks
+        .map(|item| {
+            let data = match item {
+                Ok(chunk) => serde_json::to_string(&chunk),
+                // OpenAI reports a failure after the first chunk as an error object in the stream.
+                Err(e) => serde_json::to_string(&e.to_envelope()),
+            };
+            Ok::<_, Infallible>(SseEvent::default().data(data.unwrap_or_default()))
+        })
+        .chain(futures::stream::once(async { Ok(SseEvent::default().data("[DONE]")) }));
+    let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(options.keep_alive));
+    let mut response = sse.into_response();
+    insert_meta_headers(response.headers_mut(), &reply.meta, request_id, false);
+    response
 }
 
 /// A non-streamed JSON endpoint: authenticate, parse the body, call the gateway, answer with headers.
@@ -275,10 +284,20 @@ async fn completions(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Response {
-    json_endpoint(state, &headers, body, |gateway, ctx, request: CompletionRequest| async move {
-        gateway.completion(&ctx, request).await
-    })
-    .await
+    let id = request_id(&headers);
+    let result = async {
+        let ctx = context(&state.gateway, &headers, &id)?;
+        let request: CompletionRequest = parse(body).map_err(|e| with_limit(e, &state.options))?;
+        if request.is_stream() {
+            let reply = state.gateway.completion_stream(&ctx, request).await?;
+            Ok(sse_response(reply, &id, &state.options))
+        } else {
+            let reply = state.gateway.completion(&ctx, request).await?;
+            Ok::<_, Error>(json_response(&reply.meta, &id, &reply.body))
+        }
+    }
+    .await;
+    result.unwrap_or_else(|e| ApiError::new(e, &id).into_response())
 }
 
 async fn embeddings(

@@ -295,8 +295,15 @@ async fn generate(
         whole["response"] = json!(text);
         return super::json_response(&whole, admitted.fault.as_ref());
     }
-    let lines =
-        vec![line(&json!({"model": model, "created_at": CREATED_AT, "response": text, "done": false})), line(&done)];
+    // A word per line, as Ollama streams tokens.
+    let mut lines: Vec<Bytes> = answer
+        .to_chunks(1, false)
+        .iter()
+        .flat_map(|c| &c.choices)
+        .filter(|c| !c.text.is_empty())
+        .map(|c| line(&json!({"model": model, "created_at": CREATED_AT, "response": c.text, "done": false})))
+        .collect();
+    lines.push(line(&done));
     super::stream_response(shared.clone(), futures::stream::iter(lines).boxed(), admitted, "application/x-ndjson")
 }
 

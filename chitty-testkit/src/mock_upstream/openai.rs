@@ -9,15 +9,18 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
 use bytes::Bytes;
-use chitty_core::wire::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Extra, ModelList, ModelObject};
+use chitty_core::wire::{
+    ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Extra, ModelList, ModelObject, StreamChunk,
+};
 use chitty_core::{Provider, Result};
 use futures::StreamExt;
+use futures::stream::BoxStream;
 
 use super::{Flavor, MockServer, Shared};
 
 /// A mock of OpenAI's HTTP API that answers from any [`Provider`].
 ///
-/// Streams follow OpenAI: chunks as `data:` events, the usage chunk only when the request set
+/// Chat and legacy-completion streams follow OpenAI: chunks as `data:` events, the usage chunk only when the request set
 /// `stream_options.include_usage`, then `data: [DONE]`; an error from the provider mid-stream becomes
 /// an event holding the error envelope, without `[DONE]`.
 #[derive(Debug)]
@@ -108,10 +111,23 @@ async fn chat(
         };
     }
     let wants_usage = request.wants_stream_usage();
-    let stream = match shared.provider.chat_stream(request).await {
-        Ok(s) => s,
-        Err(e) => return super::provider_error(Flavor::OpenAi, &e),
-    };
+    match shared.provider.chat_stream(request).await {
+        Ok(stream) => sse_response(&shared, stream, wants_usage, admitted),
+        Err(e) => super::provider_error(Flavor::OpenAi, &e),
+    }
+}
+
+/// Chunks as OpenAI streams them: `data:` events, the usage-only chunk only when the client asked for it, then
+/// `data: [DONE]`; a provider error becomes an event holding the error envelope, without `[DONE]`.
+fn sse_response<C>(
+    shared: &Arc<Shared>,
+    stream: BoxStream<'static, Result<C>>,
+    wants_usage: bool,
+    admitted: super::Admitted,
+) -> Response
+where
+    C: StreamChunk + serde::Serialize,
+{
     let frames = futures::stream::unfold((stream, false), move |(mut stream, done)| async move {
         if done {
             return None;
@@ -119,9 +135,7 @@ async fn chat(
         loop {
             match stream.next().await {
                 None => return Some((Bytes::from_static(b"data: [DONE]\n\n"), (stream, true))),
-                Some(Ok(chunk)) if chunk.choices.is_empty() && chunk.usage.is_some() && !wants_usage => {
-                    continue;
-                }
+                Some(Ok(chunk)) if !chunk.has_choices() && chunk.usage().is_some() && !wants_usage => continue,
                 Some(Ok(chunk)) => return Some((super::sse_frame(None, &chunk), (stream, false))),
                 Some(Err(e)) => {
                     return Some((super::sse_frame(None, &e.to_envelope()), (stream, true)));
@@ -147,16 +161,20 @@ async fn completions(
         Ok(r) => r,
         Err(e) => return super::bad_body(Flavor::OpenAi, &e),
     };
-    if request.stream == Some(true) {
-        return super::error_response(
-            Flavor::OpenAi,
-            400,
-            "the mock upstream does not stream legacy completions",
-            None,
-        );
+    if request.stream_options.is_some() && !request.is_stream() {
+        let message = "The 'stream_options' parameter is only allowed when 'stream' is enabled.";
+        return super::error_response(Flavor::OpenAi, 400, message, None);
     }
-    match shared.provider.completion(request).await {
-        Ok(answer) => super::json_response(&answer, admitted.fault.as_ref()),
+    let ignore_stream = matches!(admitted.fault, Some(super::Fault::IgnoreStream));
+    if !request.is_stream() || ignore_stream {
+        return match shared.provider.completion(request).await {
+            Ok(answer) => super::json_response(&answer, admitted.fault.as_ref()),
+            Err(e) => super::provider_error(Flavor::OpenAi, &e),
+        };
+    }
+    let wants_usage = request.wants_stream_usage();
+    match shared.provider.completion_stream(request).await {
+        Ok(stream) => sse_response(&shared, stream, wants_usage, admitted),
         Err(e) => super::provider_error(Flavor::OpenAi, &e),
     }
 }

@@ -45,6 +45,21 @@ test("legacy completions", async () => {
   assert.ok(r.usage.completion_tokens <= 7);
 });
 
+test("streamed legacy completions equal the plain answer", async () => {
+  const prompt = unique("Once upon a time");
+  const plain = await client.completions.create({ model: CHAT, prompt, max_tokens: 12, temperature: 0.5 });
+  const stream = await client.completions.create({
+    model: CHAT, prompt, max_tokens: 12, temperature: 0.5, stream: true, stream_options: { include_usage: true },
+  });
+  const chunks = [];
+  for await (const c of stream) chunks.push(c);
+  assert.ok(chunks.length > 2 && chunks.every((c) => c.object === "text_completion"));
+  assert.equal(chunks.filter((c) => c.choices.length).map((c) => c.choices[0].text).join(""), plain.choices[0].text);
+  const last = chunks.at(-1);
+  assert.deepEqual(last.choices, []);
+  assert.equal(last.usage.completion_tokens, plain.usage.completion_tokens);
+});
+
 test("embeddings: float and base64", async () => {
   // The Node SDK asks for base64 by default and decodes it.
   const b = await client.embeddings.create({ model: EMBED, input: ["alpha", "beta"] });

@@ -63,6 +63,19 @@ def test_legacy_completions():
     assert r.usage.completion_tokens <= 7
 
 
+def test_streamed_legacy_completions_equal_the_plain_answer():
+    prompt = unique("Once upon a time")
+    plain = client.completions.create(model=CHAT, prompt=prompt, max_tokens=12, temperature=0.5)
+    stream = client.completions.create(
+        model=CHAT, prompt=prompt, max_tokens=12, temperature=0.5, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    assert len(chunks) > 2 and all(c.object == "text_completion" for c in chunks)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == plain.choices[0].text
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    assert all(c.usage is None for c in chunks[:-1])
+
+
 def _norm(v):
     return math.sqrt(sum(x * x for x in v))
 
