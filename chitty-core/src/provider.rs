@@ -153,7 +153,9 @@ pub trait Provider: Send + Sync + Debug + 'static {
         Err(Error::Unsupported { provider: self.name().to_owned(), capability: Capability::Completions })
     }
 
-    /// A streamed legacy completion: `text_completion` chunks, each holding a piece of a choice's text.
+    /// A streamed legacy completion: `text_completion` chunks, each holding a piece of a choice's text. The
+    /// gateway calls it only on providers that declare [`Capability::CompletionsStream`]; for one that declares
+    /// only [`Capability::Completions`] it streams the [`Provider::completion`] answer as chunks.
     async fn completion_stream(&self, request: CompletionRequest) -> Result<CompletionChunkStream> {
         let _ = request;
         Err(Error::Unsupported { provider: self.name().to_owned(), capability: Capability::CompletionsStream })

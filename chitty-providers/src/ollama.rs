@@ -203,9 +203,7 @@ impl Provider for OllamaProvider {
 
     async fn chat_stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream> {
         let body = self.with_keep_alive(to_chat_request(&request, true)?);
-        let http_request = upstream_http::post_json(&self.endpoints.chat, &self.headers, &body)?;
-        let response = upstream_http::send(&self.name, self.timeout, &self.client, http_request).await?;
-        let lines = ndjson_lines(upstream_http::body_stream(response));
+        let lines = self.open_ndjson(&self.endpoints.chat, &body).await?;
         Ok(chunk_stream(self.name.clone(), request.model, self.stream_idle_timeout, lines))
     }
 
@@ -236,9 +234,7 @@ impl Provider for OllamaProvider {
 
     async fn completion_stream(&self, request: CompletionRequest) -> Result<CompletionChunkStream> {
         let (body, prompt) = self.generate_request(&request, true)?;
-        let http_request = upstream_http::post_json(&self.endpoints.generate, &self.headers, &body)?;
-        let response = upstream_http::send(&self.name, self.timeout, &self.client, http_request).await?;
-        let lines = ndjson_lines(upstream_http::body_stream(response));
+        let lines = self.open_ndjson(&self.endpoints.generate, &body).await?;
         let echo = (request.echo == Some(true)).then_some(prompt);
         Ok(completion_chunk_stream(self.name.clone(), request.model, echo, self.stream_idle_timeout, lines))
     }
@@ -284,6 +280,17 @@ impl Provider for OllamaProvider {
 }
 
 impl OllamaProvider {
+    /// Sends a streaming request and returns the NDJSON lines of its answer.
+    async fn open_ndjson(
+        &self,
+        url: &http::Uri,
+        body: &Value,
+    ) -> Result<impl Stream<Item = std::result::Result<Bytes, LineError>> + Send + 'static> {
+        let http_request = upstream_http::post_json(url, &self.headers, body)?;
+        let response = upstream_http::send(&self.name, self.timeout, &self.client, http_request).await?;
+        Ok(ndjson_lines(upstream_http::body_stream(response)))
+    }
+
     /// The `/api/generate` body for a legacy completion, and its one text prompt.
     fn generate_request(&self, request: &CompletionRequest, stream: bool) -> Result<(Value, String)> {
         let prompt = match &request.prompt {

@@ -12,14 +12,16 @@ use chitty_core::gateway::{
 };
 use chitty_core::keys::{CacheDirective, CachePolicy};
 use chitty_core::wire::{
-    ChatCompletionRequest, ChatMessage, ChunkAccumulator, CompletionAccumulator, CompletionRequest, EmbeddingInput,
-    EmbeddingRequest, EmbeddingVector, EncodingFormat, PromptInput, StreamOptions,
+    ChatCompletionRequest, ChatCompletionResponse, ChatMessage, ChunkAccumulator, CompletionAccumulator,
+    CompletionChoice, CompletionRequest, CompletionResponse, EmbeddingInput, EmbeddingRequest, EmbeddingVector,
+    EncodingFormat, PromptInput, StreamOptions,
 };
 use chitty_core::{
-    BudgetStore, CacheStatus, Error, Event, ManualClock, ManualTimer, ModelPrice, NanoUsd, Provider, Timestamp,
+    BudgetStore, CacheStatus, Capabilities, Capability, CompletionChunkStream, Error, Event, ManualClock, ManualTimer,
+    ModelPrice, NanoUsd, Provider, Timestamp,
 };
 use chitty_providers::memory::{CollectingSink, MemoryBudgetStore, MemoryCache};
-use chitty_providers::runtime::TokioSpawner;
+use chitty_providers::runtime::{TokioRuntimeExt, TokioSpawner};
 use chitty_testkit::mock::MockProvider;
 use futures::StreamExt;
 
@@ -528,6 +530,121 @@ async fn legacy_completions_stream_settle_cache_and_replay() {
         .filter_map(|e| if let Event::Request(r) = e { r.stream.then_some(r.status) } else { None })
         .collect();
     assert_eq!(streams, [200, 200, 400], "every stream is reported, the refused one too");
+}
+
+/// A gateway with one chat model, `chat`, routed to `provider` (named `p`), and tenant `acme` with a budget.
+async fn single_route_gateway(provider: Arc<dyn Provider>) -> (Gateway, Arc<MemoryBudgetStore>) {
+    let config = GatewayConfig {
+        models: vec![model("chat", &[("p", "up-chat")])],
+        tenants: vec![TenantConfig { budget_nano_usd: Some(NanoUsd::ONE_USD), ..tenant("acme", "sk-acme") }],
+        ..Default::default()
+    };
+    let budgets = Arc::new(MemoryBudgetStore::new());
+    let gateway = Gateway::builder(config)
+        .provider(provider)
+        .cache(Arc::new(MemoryCache::new(1 << 20)))
+        .budgets(budgets.clone())
+        .tokio_runtime()
+        .build()
+        .await
+        .unwrap();
+    (gateway, budgets)
+}
+
+fn legacy(prompt: &str) -> CompletionRequest {
+    CompletionRequest {
+        model: "chat".into(),
+        prompt: PromptInput::Text(prompt.into()),
+        max_tokens: Some(12),
+        temperature: Some(0.0),
+        stream: Some(true),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn providers_that_complete_but_do_not_stream_still_serve_streamed_completions() {
+    let caps = Capabilities::of(&[Capability::Chat, Capability::Completions]);
+    let provider = Arc::new(MockProvider::new("p").with_capabilities(caps));
+    let (gateway, _) = single_route_gateway(provider.clone()).await;
+    let ctx = RequestContext::new(gateway.authenticate("sk-acme").unwrap(), "r", CacheDirective::Default);
+    let expected = provider.completion(CompletionRequest { stream: None, ..legacy("no stream here") }).await.unwrap();
+    let reply = gateway.completion_stream(&ctx, legacy("no stream here")).await.unwrap();
+    let chunks: Vec<_> = reply.chunks.map(Result::unwrap).collect().await;
+    assert!(chunks.iter().all(|c| c.usage.is_none()), "usage only when asked");
+    let text: String = chunks.iter().flat_map(|c| &c.choices).map(|c| c.text.as_str()).collect();
+    assert_eq!(text, expected.choices[0].text);
+    let direct = provider.completion_stream(legacy("x")).await.map(drop);
+    assert!(
+        matches!(direct, Err(Error::Unsupported { capability: Capability::CompletionsStream, .. })),
+        "the provider itself refuses to stream: {direct:?}"
+    );
+}
+
+/// Streams the given legacy-completion chunks, whatever the request.
+#[derive(Debug)]
+struct ScriptedStream(Vec<CompletionResponse>);
+
+#[async_trait::async_trait]
+impl Provider for ScriptedStream {
+    fn name(&self) -> &str {
+        "p"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::of(&[Capability::Completions, Capability::CompletionsStream])
+    }
+
+    async fn chat(&self, _request: ChatCompletionRequest) -> chitty_core::Result<ChatCompletionResponse> {
+        unreachable!("only streams are asked for")
+    }
+
+    async fn completion_stream(&self, _request: CompletionRequest) -> chitty_core::Result<CompletionChunkStream> {
+        Ok(Box::pin(futures::stream::iter(self.0.clone().into_iter().map(Ok))))
+    }
+}
+
+#[tokio::test]
+async fn a_chunk_for_a_choice_the_request_did_not_ask_for_ends_the_stream_with_an_error() {
+    let mut answer = MockProvider::new("m").completion(legacy("index me")).await.unwrap();
+    let good = answer.clone();
+    answer.choices[0].index = u32::MAX;
+    let (gateway, budgets) = single_route_gateway(Arc::new(ScriptedStream(vec![good, answer]))).await;
+    let ctx = RequestContext::new(gateway.authenticate("sk-acme").unwrap(), "r", CacheDirective::Default);
+    let items: Vec<_> = gateway.completion_stream(&ctx, legacy("index me")).await.unwrap().chunks.collect().await;
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert!(items[0].is_ok());
+    let err = items[1].as_ref().unwrap_err();
+    assert!(matches!(err, Error::Upstream { .. }) && err.to_string().contains("choice 4294967295"), "{err}");
+    let balance = budgets.balance("acme", gateway.now()).await.unwrap();
+    assert_eq!(balance.reserved, NanoUsd::ZERO, "settled");
+}
+
+#[tokio::test]
+async fn echoed_prompts_are_not_charged_as_output_when_a_stream_reports_no_usage() {
+    // Two streams without usage, of the same answer, one echoing a long prompt: both settle the same.
+    let prompt = "a long prompt that is echoed back ".repeat(20);
+    let answer = MockProvider::new("m").completion(legacy(&prompt)).await.unwrap();
+    let echoed = CompletionResponse {
+        choices: vec![CompletionChoice {
+            text: format!("{prompt}{}", answer.choices[0].text),
+            ..answer.choices[0].clone()
+        }],
+        ..answer.clone()
+    };
+    let mut spent = Vec::new();
+    for (stream, echo) in [(answer, None), (echoed, Some(true))] {
+        let chunks = stream.to_chunks(4, false);
+        let (gateway, budgets) = single_route_gateway(Arc::new(ScriptedStream(chunks))).await;
+        let ctx = RequestContext::new(gateway.authenticate("sk-acme").unwrap(), "r", CacheDirective::Default);
+        // A cap well above the answer's length, so that the reservation does not cap the estimate.
+        let request = CompletionRequest { echo, max_tokens: Some(1_000), ..legacy(&prompt) };
+        let items: Vec<_> = gateway.completion_stream(&ctx, request).await.unwrap().chunks.collect().await;
+        assert!(items.iter().all(Result::is_ok));
+        spent.push(budgets.balance("acme", gateway.now()).await.unwrap().spent);
+    }
+    assert!(spent[0] > NanoUsd::ZERO);
+    assert_eq!(spent[0], spent[1], "the echo is not output");
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use chitty_providers::openai::OpenAiProvider;
 use chitty_providers::runtime::TokioRuntimeExt;
 use chitty_providers::server::{ServerOptions, router};
 use chitty_testkit::mock::MockProvider;
-use chitty_testkit::mock_upstream::{MockOpenAi, MockServer};
+use chitty_testkit::mock_upstream::{Fault, MockOpenAi, MockServer};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -244,6 +244,28 @@ async fn legacy_completions_stream_as_server_sent_events() {
     // Upstream, the stream asked for usage whatever the client said, so that spend is exact.
     let sent = s.upstream.last_request().unwrap().body;
     assert_eq!((sent["stream"].clone(), sent["stream_options"]["include_usage"].clone()), (json!(true), json!(true)));
+}
+
+#[tokio::test]
+async fn a_legacy_completion_stream_cut_upstream_ends_with_an_error_event_and_is_not_cached() {
+    let s = stack(1 << 20, |_| {}).await;
+    s.upstream.faults().push(Fault::CutStream { after_events: 2 });
+    let req = json!({"model": "chat", "prompt": "cut me off", "max_tokens": 12, "temperature": 0, "stream": true});
+    let r = s.post("/v1/completions", "sk-acme").json(&req).send().await.unwrap();
+    assert_eq!(r.headers()["x-chitty-cache"], "miss");
+    let text = r.text().await.unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.trim().is_empty()).collect();
+    let error: Value = serde_json::from_str(events[events.len() - 2].strip_prefix("data: ").unwrap()).unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("interrupted"), "{text}");
+    let balance = s.budgets.balance("acme", s.gateway.now()).await.unwrap();
+    assert_eq!(balance.reserved, NanoUsd::ZERO, "settled");
+    assert!(balance.spent > NanoUsd::ZERO, "what was produced is charged");
+
+    // The broken answer was not cached: the same request goes upstream again.
+    let mut plain = req.clone();
+    plain["stream"] = json!(false);
+    let r = s.post("/v1/completions", "sk-acme").json(&plain).send().await.unwrap();
+    assert_eq!(r.headers()["x-chitty-cache"], "miss");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ use crate::time::Timestamp;
 use crate::tokens;
 use crate::wire::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChunkAccumulator, CompletionAccumulator,
-    CompletionRequest, CompletionResponse, StreamChunk, Usage,
+    CompletionRequest, CompletionResponse, PromptInput, StreamChunk, Usage,
 };
 
 /// Bytes of text per replayed chunk when a cached answer is streamed.
@@ -31,7 +31,8 @@ pub(crate) trait StreamOp: Op {
     type Chunk: StreamChunk;
     /// Folds chunks back into [`Op::Resp`].
     type Acc: Default + Send + 'static;
-    const STREAM_CAPABILITY: Capability;
+    /// What a route's provider must declare to serve the stream.
+    const ROUTE_CAPABILITY: Capability;
 
     fn is_stream(req: &Self::Req) -> bool;
     fn wants_usage(req: &Self::Req) -> bool;
@@ -43,6 +44,8 @@ pub(crate) trait StreamOp: Op {
     fn acc_usage(acc: &Self::Acc) -> Option<&Usage>;
     /// Bytes generated so far, for settling a stream that reported no usage.
     fn generated_len(acc: &Self::Acc) -> usize;
+    /// Bytes of the generated text that only repeat the prompt (`echo`), not charged as output.
+    fn echoed_len(req: &Self::Req) -> usize;
     fn finish(acc: Self::Acc) -> Self::Resp;
     /// A cached answer as the chunks that would have produced it.
     fn replay(resp: &Self::Resp, include_usage: bool) -> Vec<Self::Chunk>;
@@ -51,7 +54,7 @@ pub(crate) trait StreamOp: Op {
 impl StreamOp for TypedChatOp {
     type Chunk = ChatCompletionChunk;
     type Acc = ChunkAccumulator;
-    const STREAM_CAPABILITY: Capability = Capability::ChatStream;
+    const ROUTE_CAPABILITY: Capability = Capability::ChatStream;
 
     fn is_stream(req: &ChatCompletionRequest) -> bool {
         req.is_stream()
@@ -80,6 +83,10 @@ impl StreamOp for TypedChatOp {
         acc.generated_text_len()
     }
 
+    fn echoed_len(_req: &ChatCompletionRequest) -> usize {
+        0
+    }
+
     fn finish(acc: ChunkAccumulator) -> ChatCompletionResponse {
         acc.finish()
     }
@@ -92,7 +99,8 @@ impl StreamOp for TypedChatOp {
 impl StreamOp for CompletionOp {
     type Chunk = CompletionResponse;
     type Acc = CompletionAccumulator;
-    const STREAM_CAPABILITY: Capability = Capability::CompletionsStream;
+    // A provider that completes but cannot stream is still routed to: its answer is sent as chunks.
+    const ROUTE_CAPABILITY: Capability = Capability::Completions;
 
     fn is_stream(req: &CompletionRequest) -> bool {
         req.is_stream()
@@ -106,7 +114,14 @@ impl StreamOp for CompletionOp {
         provider: Arc<dyn Provider>,
         req: CompletionRequest,
     ) -> BoxFuture<'static, Result<BoxStream<'static, Result<CompletionResponse>>>> {
-        Box::pin(async move { provider.completion_stream(req).await })
+        Box::pin(async move {
+            if provider.capabilities().contains(Capability::CompletionsStream) {
+                return provider.completion_stream(req).await;
+            }
+            let answer = CompletionOp::call(provider, req).await?;
+            let chunks = answer.to_chunks(REPLAY_PIECE_BYTES, true).into_iter().map(Ok);
+            Ok(Box::pin(futures::stream::iter(chunks)) as BoxStream<'static, _>)
+        })
     }
 
     fn push(acc: &mut CompletionAccumulator, chunk: &CompletionResponse) {
@@ -119,6 +134,19 @@ impl StreamOp for CompletionOp {
 
     fn generated_len(acc: &CompletionAccumulator) -> usize {
         acc.generated_text_len()
+    }
+
+    fn echoed_len(req: &CompletionRequest) -> usize {
+        if req.echo != Some(true) {
+            return 0;
+        }
+        // Each choice repeats its prompt; token prompts come back as text of unknown length and count as output.
+        let per_choice = req.n.unwrap_or(1) as usize;
+        match &req.prompt {
+            PromptInput::Text(t) => t.len() * per_choice,
+            PromptInput::Texts(v) => v.iter().map(String::len).sum::<usize>() * per_choice,
+            PromptInput::Tokens(_) | PromptInput::TokenLists(_) => 0,
+        }
     }
 
     fn finish(acc: CompletionAccumulator) -> CompletionResponse {
@@ -156,6 +184,7 @@ struct Finish {
     key: Option<CacheKey>,
     cache_status: CacheStatus,
     prompt_estimate: u64,
+    echoed_len: usize,
     started: Timestamp,
 }
 
@@ -166,7 +195,7 @@ impl Finish {
         match usage {
             Some(u) => price.cost_of_usage(u),
             None => {
-                let produced = tokens::estimate_text("") + generated_len as u64;
+                let produced = tokens::estimate_text("") + generated_len.saturating_sub(self.echoed_len) as u64;
                 let estimate = price.cost(self.prompt_estimate, produced);
                 self.reservation.as_ref().map_or(estimate, |r| estimate.min(r.amount))
             }
@@ -205,6 +234,8 @@ struct Relay<O: StreamOp> {
     upstream: BoxStream<'static, Result<O::Chunk>>,
     acc: O::Acc,
     forward_usage: bool,
+    /// Choices the request can produce; a chunk indexing past them is a broken upstream.
+    choices: u32,
     finish: Option<Finish>,
 }
 
@@ -292,7 +323,7 @@ impl Gateway {
         let held = self.reserve(&ctx.tenant, &model.config, prompt, O::output_cap(req), O::choices(req)).await?;
         let cap = held.cap_set.map(|c| (model.config.output_cap_field, c));
         let opened = self
-            .route(model, O::STREAM_CAPABILITY, |route| {
+            .route(model, O::ROUTE_CAPABILITY, |route| {
                 let mut upstream = req.clone();
                 O::prepare_upstream(&mut upstream, model.upstream_name(route, O::model(req)), cap);
                 O::open(Arc::clone(&route.provider), upstream)
@@ -316,6 +347,7 @@ impl Gateway {
             upstream,
             acc: O::Acc::default(),
             forward_usage,
+            choices: O::choices(req),
             finish: Some(Finish {
                 gateway: self.clone(),
                 ctx: ctx.clone(),
@@ -326,12 +358,29 @@ impl Gateway {
                 key,
                 cache_status,
                 prompt_estimate: prompt,
+                echoed_len: O::echoed_len(req),
                 started,
             }),
         };
         let chunks = futures::stream::unfold(relay, |mut relay| async move {
             loop {
-                match relay.upstream.next().await {
+                let item = match relay.upstream.next().await {
+                    Some(Ok(chunk)) if chunk.max_choice_index().is_some_and(|i| i >= relay.choices) => {
+                        let message = format!(
+                            "stream chunk for choice {} of a request for {} choice(s)",
+                            chunk.max_choice_index().unwrap_or_default(),
+                            relay.choices
+                        );
+                        Some(Err(Error::Upstream {
+                            provider: relay.finish.as_ref().map(|f| f.provider.clone()).unwrap_or_default(),
+                            status: None,
+                            message,
+                            retry_after: None,
+                        }))
+                    }
+                    other => other,
+                };
+                match item {
                     Some(Ok(mut chunk)) => {
                         O::push(&mut relay.acc, &chunk);
                         if chunk.usage().is_some() && !relay.forward_usage {

@@ -460,10 +460,10 @@ wire_object!(FunctionCallDelta { name: optional, arguments: optional });
 
 impl ChatCompletionResponse {
     /// Splits this completion into the stream chunks that would have produced it (used to replay a
-    /// cached answer as SSE). Text is cut after whitespace into pieces of at least `piece_chars` bytes
-    /// (`1`: a word per chunk); concatenating the pieces gives the text back exactly.
-    pub fn to_chunks(&self, piece_chars: usize, include_usage: bool) -> Vec<ChatCompletionChunk> {
-        let piece_chars = piece_chars.max(1);
+    /// cached answer as SSE). Text is cut after whitespace into pieces of at least `piece_bytes` bytes
+    /// (`1`: a word per chunk); concatenating the pieces gives the text back exactly. Each choice's last
+    /// chunk carries its finish reason and its log-probabilities whole (they are not split with the text).
+    pub fn to_chunks(&self, piece_bytes: usize, include_usage: bool) -> Vec<ChatCompletionChunk> {
         let mut out = Vec::new();
         let chunk = |choices: Vec<ChunkChoice>, usage: Option<Usage>| ChatCompletionChunk {
             id: self.id.clone(),
@@ -484,21 +484,15 @@ impl ChatCompletionResponse {
                 extra: Extra::new(),
             };
             let role = Some(choice.message.role.clone());
-            let text = choice.message.text_content();
             let mut first = true;
-            let mut piece = String::new();
-            let mut words = text.split_inclusive(char::is_whitespace).peekable();
-            while let Some(word) = words.next() {
-                piece.push_str(word);
-                if piece.len() >= piece_chars || words.peek().is_none() {
-                    let delta = ChunkDelta {
-                        role: if first { role.clone() } else { None },
-                        content: Some(std::mem::take(&mut piece)),
-                        ..Default::default()
-                    };
-                    first = false;
-                    out.push(chunk(vec![delta_choice(delta, None)], None));
-                }
+            for piece in super::text_pieces(&choice.message.text_content(), piece_bytes) {
+                let delta = ChunkDelta {
+                    role: if first { role.clone() } else { None },
+                    content: Some(piece),
+                    ..Default::default()
+                };
+                first = false;
+                out.push(chunk(vec![delta_choice(delta, None)], None));
             }
             if let Some(calls) = &choice.message.tool_calls {
                 let deltas = calls
@@ -528,7 +522,6 @@ impl ChatCompletionResponse {
                 let delta = ChunkDelta { role, content: Some(String::new()), ..Default::default() };
                 out.push(chunk(vec![delta_choice(delta, None)], None));
             }
-            // The last chunk of a choice carries its log-probabilities whole, so a replay loses none.
             let mut last = delta_choice(ChunkDelta::default(), choice.finish_reason.clone());
             last.logprobs.clone_from(&choice.logprobs);
             out.push(chunk(vec![last], None));
@@ -541,6 +534,8 @@ impl ChatCompletionResponse {
 }
 
 /// Folds stream chunks back into a complete response: the inverse of [`ChatCompletionResponse::to_chunks`].
+/// Choices indexed 65,536 or above are ignored: no request asks for that many, and it bounds the memory a
+/// broken upstream can claim.
 #[derive(Debug, Default)]
 pub struct ChunkAccumulator {
     head: Option<(String, u64, String, Option<String>)>,
@@ -559,6 +554,9 @@ impl ChunkAccumulator {
         }
         for c in &chunk.choices {
             let idx = c.index as usize;
+            if idx >= super::MAX_STREAM_CHOICES {
+                continue;
+            }
             while self.choices.len() <= idx {
                 let index = u32::try_from(self.choices.len()).unwrap_or(u32::MAX);
                 self.choices.push(ChatChoice {
@@ -614,7 +612,7 @@ impl ChunkAccumulator {
                     }
                 }
             }
-            super::merge_logprobs(&mut choice.logprobs, c.logprobs.as_ref());
+            super::merge_logprobs(&mut choice.logprobs, c.logprobs.as_ref(), false);
             if c.finish_reason.is_some() {
                 choice.finish_reason.clone_from(&c.finish_reason);
             }

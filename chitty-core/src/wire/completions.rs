@@ -151,11 +151,11 @@ impl CompletionRequest {
 impl CompletionResponse {
     /// Splits this completion into the stream chunks that would have produced it (used to replay a cached
     /// answer as SSE). A streamed legacy completion is a sequence of `text_completion` objects, each holding a
-    /// piece of a choice's text; text is cut after whitespace into pieces of at least `piece_chars` bytes
-    /// (`1`: a word per chunk), each choice ends with a chunk carrying its `finish_reason`, and with
-    /// `include_usage` a last chunk carries `usage` and no choices.
-    pub fn to_chunks(&self, piece_chars: usize, include_usage: bool) -> Vec<CompletionResponse> {
-        let piece_chars = piece_chars.max(1);
+    /// piece of a choice's text; text is cut after whitespace into pieces of at least `piece_bytes` bytes
+    /// (`1`: a word per chunk). Each choice's last chunk carries its `finish_reason` and its log-probabilities
+    /// whole (they are not split with the text), and with `include_usage` a last chunk carries `usage` and no
+    /// choices.
+    pub fn to_chunks(&self, piece_bytes: usize, include_usage: bool) -> Vec<CompletionResponse> {
         let chunk = |choices: Vec<CompletionChoice>, usage: Option<Usage>| CompletionResponse {
             id: self.id.clone(),
             object: self.object.clone(),
@@ -175,19 +175,12 @@ impl CompletionResponse {
         };
         let mut out = Vec::new();
         for choice in &self.choices {
-            let mut text = String::new();
-            let mut words = choice.text.split_inclusive(char::is_whitespace).peekable();
-            while let Some(word) = words.next() {
-                text.push_str(word);
-                if words.peek().is_none() {
-                    break;
-                }
-                if text.len() >= piece_chars {
-                    out.push(chunk(vec![piece(choice, std::mem::take(&mut text), None)], None));
-                }
+            let mut pieces = super::text_pieces(&choice.text, piece_bytes);
+            // The last piece (empty for an empty answer) carries the finish reason, as OpenAI's last chunk does.
+            let text = pieces.pop().unwrap_or_default();
+            for text in pieces {
+                out.push(chunk(vec![piece(choice, text, None)], None));
             }
-            // The last piece (empty for an empty answer) carries the finish reason, as OpenAI's last chunk does,
-            // and the log-probabilities whole, so a replay loses none.
             let mut last = piece(choice, text, choice.finish_reason.clone());
             last.logprobs.clone_from(&choice.logprobs);
             out.push(chunk(vec![last], None));
@@ -200,7 +193,8 @@ impl CompletionResponse {
 }
 
 /// Folds streamed legacy-completion chunks back into a complete response: the inverse of
-/// [`CompletionResponse::to_chunks`].
+/// [`CompletionResponse::to_chunks`]. Choices indexed 65,536 or above are ignored: no request asks for that
+/// many, and it bounds the memory a broken upstream can claim.
 #[derive(Debug, Default)]
 pub struct CompletionAccumulator {
     head: Option<(String, String, u64, String, Option<String>)>,
@@ -225,6 +219,9 @@ impl CompletionAccumulator {
         }
         for c in &chunk.choices {
             let idx = c.index as usize;
+            if idx >= super::MAX_STREAM_CHOICES {
+                continue;
+            }
             while self.choices.len() <= idx {
                 self.choices.push(CompletionChoice {
                     text: String::new(),
@@ -236,7 +233,7 @@ impl CompletionAccumulator {
             }
             let choice = &mut self.choices[idx];
             choice.text.push_str(&c.text);
-            super::merge_logprobs(&mut choice.logprobs, c.logprobs.as_ref());
+            super::merge_logprobs(&mut choice.logprobs, c.logprobs.as_ref(), true);
             if c.finish_reason.is_some() {
                 choice.finish_reason.clone_from(&c.finish_reason);
             }
@@ -346,7 +343,7 @@ mod tests {
         let logprobs = acc.finish().choices[0].logprobs.clone().unwrap();
         assert_eq!(
             logprobs,
-            serde_json::json!({"tokens": ["a", "b"], "text_offset": [0, 1], "top_logprobs": [{"b": -1.0}]})
+            serde_json::json!({"tokens": ["a", "b"], "text_offset": [0, 1], "top_logprobs": [null, {"b": -1.0}]})
         );
     }
 

@@ -78,87 +78,120 @@ pub struct PromptTokensDetails {
 wire_object!(PromptTokensDetails { cached_tokens: optional });
 
 /// One chunk of a streamed answer: a [`ChatCompletionChunk`], or a [`CompletionResponse`] holding a piece of a
-/// streamed legacy completion. Relaying a stream needs only its usage and whether it carries choices.
-pub trait StreamChunk: Send + 'static {
+/// streamed legacy completion. Relaying a stream needs only its usage and its choice indices. Sealed: the two
+/// chunk types are the only ones.
+pub trait StreamChunk: Send + 'static + sealed::Sealed {
     /// Usage carried by this chunk.
     fn usage(&self) -> Option<&Usage>;
     /// Removes the usage from this chunk and returns it.
     fn take_usage(&mut self) -> Option<Usage>;
     /// Whether the chunk carries choices (the final usage chunk carries none).
     fn has_choices(&self) -> bool;
+    /// The highest choice index in the chunk, if it carries choices.
+    fn max_choice_index(&self) -> Option<u32>;
     /// A chunk with this one's id, model and timestamp, no choices, and `usage`.
     fn usage_only(&self, usage: Usage) -> Self;
 }
 
-impl StreamChunk for ChatCompletionChunk {
-    fn usage(&self) -> Option<&Usage> {
-        self.usage.as_ref()
-    }
-
-    fn take_usage(&mut self) -> Option<Usage> {
-        self.usage.take()
-    }
-
-    fn has_choices(&self) -> bool {
-        !self.choices.is_empty()
-    }
-
-    fn usage_only(&self, usage: Usage) -> Self {
-        ChatCompletionChunk {
-            id: self.id.clone(),
-            object: self.object.clone(),
-            created: self.created,
-            model: self.model.clone(),
-            choices: Vec::new(),
-            usage: Some(usage),
-            system_fingerprint: self.system_fingerprint.clone(),
-            extra: self.extra.clone(),
-        }
-    }
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::ChatCompletionChunk {}
+    impl Sealed for super::CompletionResponse {}
 }
 
-impl StreamChunk for CompletionResponse {
-    fn usage(&self) -> Option<&Usage> {
-        self.usage.as_ref()
-    }
+/// Both chunk types have the same head fields and a `choices` list of items with an `index`.
+macro_rules! stream_chunk {
+    ($ty:ident) => {
+        impl StreamChunk for $ty {
+            fn usage(&self) -> Option<&Usage> {
+                self.usage.as_ref()
+            }
 
-    fn take_usage(&mut self) -> Option<Usage> {
-        self.usage.take()
-    }
+            fn take_usage(&mut self) -> Option<Usage> {
+                self.usage.take()
+            }
 
-    fn has_choices(&self) -> bool {
-        !self.choices.is_empty()
-    }
+            fn has_choices(&self) -> bool {
+                !self.choices.is_empty()
+            }
 
-    fn usage_only(&self, usage: Usage) -> Self {
-        CompletionResponse {
-            id: self.id.clone(),
-            object: self.object.clone(),
-            created: self.created,
-            model: self.model.clone(),
-            choices: Vec::new(),
-            usage: Some(usage),
-            system_fingerprint: self.system_fingerprint.clone(),
-            extra: self.extra.clone(),
+            fn max_choice_index(&self) -> Option<u32> {
+                self.choices.iter().map(|c| c.index).max()
+            }
+
+            fn usage_only(&self, usage: Usage) -> Self {
+                $ty {
+                    id: self.id.clone(),
+                    object: self.object.clone(),
+                    created: self.created,
+                    model: self.model.clone(),
+                    choices: Vec::new(),
+                    usage: Some(usage),
+                    system_fingerprint: self.system_fingerprint.clone(),
+                    extra: self.extra.clone(),
+                }
+            }
+        }
+    };
+}
+
+stream_chunk!(ChatCompletionChunk);
+stream_chunk!(CompletionResponse);
+
+/// Choice indices an accumulator accepts: far more than a request can ask for (`n` ≤ 128 per prompt), and a
+/// bound on the memory a broken or hostile upstream can make it allocate.
+const MAX_STREAM_CHOICES: usize = 1 << 16;
+
+/// Splits `text` after whitespace into pieces of at least `piece_bytes` bytes (the last may be shorter);
+/// concatenated, they give the text back.
+fn text_pieces(text: &str, piece_bytes: usize) -> Vec<String> {
+    let piece_bytes = piece_bytes.max(1);
+    let mut pieces = Vec::new();
+    let mut piece = String::new();
+    for word in text.split_inclusive(char::is_whitespace) {
+        piece.push_str(word);
+        if piece.len() >= piece_bytes {
+            pieces.push(std::mem::take(&mut piece));
         }
     }
+    if !piece.is_empty() {
+        pieces.push(piece);
+    }
+    pieces
 }
 
 /// Adds a stream chunk's `logprobs` to what a choice has so far. Both OpenAI shapes are objects of arrays that
-/// streams split (chat: `content`, `refusal`; legacy: `tokens`, `token_logprobs`, `top_logprobs`,
-/// `text_offset`), so arrays are concatenated and any other value is kept from its first appearance.
-fn merge_logprobs(acc: &mut Option<serde_json::Value>, piece: Option<&serde_json::Value>) {
+/// streams split, so arrays are concatenated and any other value is kept from its first appearance.
+///
+/// With `parallel` (legacy completions: `tokens`, `token_logprobs`, `top_logprobs` and `text_offset` describe
+/// the same tokens), every array keeps the same length: where a piece has `null` or nothing for an array the
+/// others extend, `null`s stand in for its tokens. Without it (chat: `content` and `refusal` list different
+/// tokens), `null` in a piece adds nothing.
+fn merge_logprobs(acc: &mut Option<serde_json::Value>, piece: Option<&serde_json::Value>, parallel: bool) {
     use serde_json::Value;
     let Some(Value::Object(piece)) = piece else { return };
     if !matches!(acc, Some(Value::Object(_))) {
         *acc = Some(Value::Object(Extra::new()));
     }
     let Some(Value::Object(acc)) = acc else { return };
-    for (key, value) in piece {
-        match (acc.get_mut(key), value) {
-            (Some(Value::Array(have)), Value::Array(more)) => have.extend(more.iter().cloned()),
-            (None | Some(Value::Null), _) => {
-                acc.insert(key.clone(), value.clone());
+    let longest = |map: &Extra| map.values().filter_map(Value::as_array).map(Vec::len).max().unwrap_or(0);
+    let (before, added) = if parallel { (longest(acc), longest(piece)) } else { (0, 0) };
+    let keys: std::collections::BTreeSet<String> = acc.keys().chain(piece.keys()).cloned().collect();
+    for key in keys {
+        let more = piece.get(&key).filter(|v| !v.is_null());
+        match (acc.get_mut(&key), more) {
+            (Some(Value::Array(have)), Some(Value::Array(more))) => have.extend(more.iter().cloned()),
+            (Some(Value::Array(have)), None) => have.resize(have.len() + added, Value::Null),
+            (None | Some(Value::Null), Some(Value::Array(more))) => {
+                let mut list = vec![Value::Null; before];
+                list.extend(more.iter().cloned());
+                acc.insert(key, Value::Array(list));
+            }
+            (None | Some(Value::Null), Some(other)) => {
+                acc.insert(key, other.clone());
+            }
+            (None, None) => {
+                acc.insert(key, Value::Null);
             }
             _ => {}
         }
