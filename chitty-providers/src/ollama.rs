@@ -37,7 +37,7 @@ use chitty_core::wire::{
     ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, ChunkChoice,
     ChunkDelta, CompletionChoice, CompletionRequest, CompletionResponse, Embedding, EmbeddingInput, EmbeddingRequest,
     EmbeddingResponse, EmbeddingUsage, EmbeddingVector, Extra, FunctionCall, FunctionCallDelta, MessageContent,
-    PromptInput, Role, StopSequences, ToolCall, ToolCallDelta, Usage,
+    PromptInput, Role, StopSequences, StreamChunk, ToolCall, ToolCallDelta, Usage,
 };
 use chitty_core::{BoxError, Capabilities, ChunkStream, CompletionChunkStream, Error, Provider, Result};
 use futures::stream::BoxStream;
@@ -583,36 +583,35 @@ where
 }
 
 /// Reads Ollama's NDJSON stream: each line becomes at most one chunk through `chunk_of` (given the line and
-/// whether it is the `"done": true` one), the done line is followed by `usage_chunk` with its counts, and an
-/// error line, garbage, silence beyond `idle` or an early end ends the stream with an error item.
-fn ndjson_chunks<C, S, F, U>(
+/// whether it is the `"done": true` one), the done line is followed by a usage chunk with its counts (`head`'s
+/// id and model, no choices), and an error line, garbage, silence beyond `idle` or an early end ends the stream
+/// with an error item.
+fn ndjson_chunks<C, S, F>(
     provider: String,
     idle: Duration,
     lines: S,
+    head: C,
     chunk_of: F,
-    usage_chunk: U,
 ) -> BoxStream<'static, Result<C>>
 where
-    C: Send + 'static,
+    C: StreamChunk,
     S: Stream<Item = std::result::Result<Bytes, LineError>> + Send + 'static,
     F: FnMut(&Value, bool) -> Option<C> + Send + 'static,
-    U: Fn(Usage) -> C + Send + 'static,
 {
-    struct State<S, F, U> {
+    struct State<C, S, F> {
         provider: String,
         idle: Duration,
         lines: std::pin::Pin<Box<S>>,
+        head: C,
         chunk_of: F,
-        usage_chunk: U,
         pending_usage: Option<Usage>,
         finished: bool,
     }
-    let state =
-        State { provider, idle, lines: Box::pin(lines), chunk_of, usage_chunk, pending_usage: None, finished: false };
+    let state = State { provider, idle, lines: Box::pin(lines), head, chunk_of, pending_usage: None, finished: false };
     Box::pin(futures::stream::unfold(state, |mut st| async move {
         if let Some(usage) = st.pending_usage.take() {
             st.finished = true;
-            return Some((Ok((st.usage_chunk)(usage)), st));
+            return Some((Ok(st.head.usage_only(usage)), st));
         }
         if st.finished {
             return None;
@@ -652,7 +651,7 @@ where
             }
             if let Some(usage) = st.pending_usage.take() {
                 st.finished = true;
-                return Some((Ok((st.usage_chunk)(usage)), st));
+                return Some((Ok(st.head.usage_only(usage)), st));
             }
         }
     }))
@@ -717,8 +716,7 @@ where
         let choice = ChunkChoice { index: 0, delta, finish_reason: finish, logprobs: None, extra: Extra::new() };
         Some(ChatCompletionChunk { choices: vec![choice], ..head.clone() })
     };
-    let usage_chunk = move |usage: Usage| ChatCompletionChunk { usage: Some(usage), ..usage_head.clone() };
-    ndjson_chunks(provider, idle, lines, chunk_of, usage_chunk)
+    ndjson_chunks(provider, idle, lines, usage_head, chunk_of)
 }
 
 /// `/api/generate` stream lines as legacy-completion chunks; `echo` is sent first when the client asked for it.
@@ -754,8 +752,7 @@ where
         let choice = CompletionChoice { text, index: 0, finish_reason, logprobs: None, extra: Extra::new() };
         Some(CompletionResponse { choices: vec![choice], ..head.clone() })
     };
-    let usage_chunk = move |usage: Usage| CompletionResponse { usage: Some(usage), ..usage_head.clone() };
-    ndjson_chunks(provider, idle, lines, chunk_of, usage_chunk)
+    ndjson_chunks(provider, idle, lines, usage_head, chunk_of)
 }
 
 fn interrupted(provider: &str, why: &str) -> Error {

@@ -367,7 +367,7 @@ impl Gateway {
                 let item = match relay.upstream.next().await {
                     Some(Ok(chunk)) if chunk.max_choice_index().is_some_and(|i| i >= relay.choices) => {
                         let message = format!(
-                            "stream chunk for choice {} of a request for {} choice(s)",
+                            "malformed stream: a chunk for choice {} of a request for {} choice(s)",
                             chunk.max_choice_index().unwrap_or_default(),
                             relay.choices
                         );

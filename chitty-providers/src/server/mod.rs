@@ -43,7 +43,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chitty_core::gateway::{Gateway, ReplyMeta, RequestContext, StreamReply};
+use chitty_core::gateway::{Gateway, Reply, ReplyMeta, RequestContext, StreamReply};
 use chitty_core::keys::CacheDirective;
 use chitty_core::wire::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest};
 use chitty_core::{Error, Result};
@@ -196,13 +196,6 @@ fn insert_meta_headers(h: &mut HeaderMap, meta: &ReplyMeta, request_id: &str, wi
     }
 }
 
-fn json_response<T: serde::Serialize>(meta: &ReplyMeta, request_id: &str, body: &T) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => json_bytes_response(meta, request_id, Bytes::from(bytes)),
-        Err(e) => ApiError::new(Error::backend("serialize", e), request_id).into_response(),
-    }
-}
-
 fn json_bytes_response(meta: &ReplyMeta, request_id: &str, json: Bytes) -> Response {
     let mut response = Response::new(axum::body::Body::from(json));
     let headers = response.headers_mut();
@@ -216,17 +209,76 @@ async fn chat(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Response {
-    let id = request_id(&headers);
-    let result = async {
-        let ctx = context(&state.gateway, &headers, &id)?;
-        let request: ChatCompletionRequest = parse(body).map_err(|e| with_limit(e, &state.options))?;
+    endpoint(state, &headers, body, |gateway, ctx, request: ChatCompletionRequest| async move {
         if request.is_stream() {
-            let reply = state.gateway.chat_stream(&ctx, request).await?;
-            Ok(sse_response(reply, &id, &state.options))
-        } else {
-            let reply = state.gateway.chat_json(&ctx, request).await?;
-            Ok(json_bytes_response(&reply.meta, &id, reply.body.into_json()))
+            return Ok(Answer::Stream(gateway.chat_stream(&ctx, request).await?));
         }
+        let reply = gateway.chat_json(&ctx, request).await?;
+        Ok(Answer::Json(reply.meta, reply.body.into_json()))
+    })
+    .await
+}
+
+async fn completions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    endpoint(state, &headers, body, |gateway, ctx, request: CompletionRequest| async move {
+        if request.is_stream() {
+            return Ok(Answer::Stream(gateway.completion_stream(&ctx, request).await?));
+        }
+        Answer::json(gateway.completion(&ctx, request).await?)
+    })
+    .await
+}
+
+async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    endpoint(state, &headers, body, |gateway, ctx, request: EmbeddingRequest| async move {
+        Answer::<()>::json(gateway.embeddings(&ctx, request).await?)
+    })
+    .await
+}
+
+/// What an endpoint answers with: a JSON body, or a stream of `C` chunks.
+enum Answer<C> {
+    Json(ReplyMeta, Bytes),
+    Stream(StreamReply<C>),
+}
+
+impl<C> Answer<C> {
+    fn json<T: serde::Serialize>(reply: Reply<T>) -> Result<Answer<C>> {
+        let json = serde_json::to_vec(&reply.body).map_err(|e| Error::backend("serialize", e))?;
+        Ok(Answer::Json(reply.meta, Bytes::from(json)))
+    }
+}
+
+/// One POST endpoint: authenticate, parse the body, call the gateway, answer with the gateway's headers as JSON
+/// or server-sent events; any failure in OpenAI's error envelope.
+async fn endpoint<Req, C, Call, Fut>(
+    state: Arc<AppState>,
+    headers: &HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+    call: Call,
+) -> Response
+where
+    Req: DeserializeOwned,
+    C: serde::Serialize + Send + 'static,
+    Call: FnOnce(Gateway, RequestContext, Req) -> Fut,
+    Fut: std::future::Future<Output = Result<Answer<C>>>,
+{
+    let id = request_id(headers);
+    let result = async {
+        let ctx = context(&state.gateway, headers, &id)?;
+        let request: Req = parse(body).map_err(|e| with_limit(e, &state.options))?;
+        Ok::<_, Error>(match call(state.gateway.clone(), ctx, request).await? {
+            Answer::Json(meta, json) => json_bytes_response(&meta, &id, json),
+            Answer::Stream(reply) => sse_response(reply, &id, &state.options),
+        })
     }
     .await;
     result.unwrap_or_else(|e| ApiError::new(e, &id).into_response())
@@ -253,62 +305,6 @@ fn sse_response<C: serde::Serialize + Send + 'static>(
     let mut response = sse.into_response();
     insert_meta_headers(response.headers_mut(), &reply.meta, request_id, false);
     response
-}
-
-/// A non-streamed JSON endpoint: authenticate, parse the body, call the gateway, answer with headers.
-async fn json_endpoint<Req, Resp, Call, Fut>(
-    state: Arc<AppState>,
-    headers: &HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
-    call: Call,
-) -> Response
-where
-    Req: DeserializeOwned,
-    Resp: serde::Serialize,
-    Call: FnOnce(Gateway, RequestContext, Req) -> Fut,
-    Fut: std::future::Future<Output = Result<chitty_core::gateway::Reply<Resp>>>,
-{
-    let id = request_id(headers);
-    let result = async {
-        let ctx = context(&state.gateway, headers, &id)?;
-        let request: Req = parse(body).map_err(|e| with_limit(e, &state.options))?;
-        let reply = call(state.gateway.clone(), ctx, request).await?;
-        Ok::<_, Error>(json_response(&reply.meta, &id, &reply.body))
-    }
-    .await;
-    result.unwrap_or_else(|e| ApiError::new(e, &id).into_response())
-}
-
-async fn completions(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Response {
-    let id = request_id(&headers);
-    let result = async {
-        let ctx = context(&state.gateway, &headers, &id)?;
-        let request: CompletionRequest = parse(body).map_err(|e| with_limit(e, &state.options))?;
-        if request.is_stream() {
-            let reply = state.gateway.completion_stream(&ctx, request).await?;
-            Ok(sse_response(reply, &id, &state.options))
-        } else {
-            let reply = state.gateway.completion(&ctx, request).await?;
-            Ok::<_, Error>(json_response(&reply.meta, &id, &reply.body))
-        }
-    }
-    .await;
-    result.unwrap_or_else(|e| ApiError::new(e, &id).into_response())
-}
-
-async fn embeddings(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Response {
-    json_endpoint(state, &headers, body, |gateway, ctx, request: EmbeddingRequest| async move {
-        gateway.embeddings(&ctx, request).await
-    })
-    .await
 }
 
 async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {

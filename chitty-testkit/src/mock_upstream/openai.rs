@@ -99,20 +99,59 @@ async fn chat(
     if request.messages.is_empty() {
         return super::error_response(Flavor::OpenAi, 400, "[] is too short - 'messages'", None);
     }
-    if request.stream_options.is_some() && !request.is_stream() {
+    let modes = StreamModes {
+        stream: request.is_stream(),
+        stream_options: request.stream_options.is_some(),
+        wants_usage: request.wants_stream_usage(),
+    };
+    plain_or_stream(
+        &shared,
+        admitted,
+        modes,
+        request,
+        |provider, request| async move { provider.chat(request).await },
+        |provider, request| async move { provider.chat_stream(request).await },
+    )
+    .await
+}
+
+/// How a request that may stream asked to be answered.
+struct StreamModes {
+    stream: bool,
+    stream_options: bool,
+    wants_usage: bool,
+}
+
+/// OpenAI's answer to a request that may stream: `stream_options` refused without `stream`, then the plain
+/// answer (also when [`super::Fault::IgnoreStream`] is scripted) or the stream as server-sent events.
+async fn plain_or_stream<R, T, C, P, PF, S, SF>(
+    shared: &Arc<Shared>,
+    admitted: super::Admitted,
+    modes: StreamModes,
+    request: R,
+    plain: P,
+    streamed: S,
+) -> Response
+where
+    T: serde::Serialize,
+    C: StreamChunk + serde::Serialize,
+    P: FnOnce(Arc<dyn Provider>, R) -> PF,
+    PF: std::future::Future<Output = Result<T>>,
+    S: FnOnce(Arc<dyn Provider>, R) -> SF,
+    SF: std::future::Future<Output = Result<BoxStream<'static, Result<C>>>>,
+{
+    if modes.stream_options && !modes.stream {
         let message = "The 'stream_options' parameter is only allowed when 'stream' is enabled.";
         return super::error_response(Flavor::OpenAi, 400, message, None);
     }
-    let ignore_stream = matches!(admitted.fault, Some(super::Fault::IgnoreStream));
-    if !request.is_stream() || ignore_stream {
-        return match shared.provider.chat(request).await {
+    if !modes.stream || matches!(admitted.fault, Some(super::Fault::IgnoreStream)) {
+        return match plain(Arc::clone(&shared.provider), request).await {
             Ok(answer) => super::json_response(&answer, admitted.fault.as_ref()),
             Err(e) => super::provider_error(Flavor::OpenAi, &e),
         };
     }
-    let wants_usage = request.wants_stream_usage();
-    match shared.provider.chat_stream(request).await {
-        Ok(stream) => sse_response(&shared, stream, wants_usage, admitted),
+    match streamed(Arc::clone(&shared.provider), request).await {
+        Ok(stream) => sse_response(shared, stream, modes.wants_usage, admitted),
         Err(e) => super::provider_error(Flavor::OpenAi, &e),
     }
 }
@@ -161,22 +200,20 @@ async fn completions(
         Ok(r) => r,
         Err(e) => return super::bad_body(Flavor::OpenAi, &e),
     };
-    if request.stream_options.is_some() && !request.is_stream() {
-        let message = "The 'stream_options' parameter is only allowed when 'stream' is enabled.";
-        return super::error_response(Flavor::OpenAi, 400, message, None);
-    }
-    let ignore_stream = matches!(admitted.fault, Some(super::Fault::IgnoreStream));
-    if !request.is_stream() || ignore_stream {
-        return match shared.provider.completion(request).await {
-            Ok(answer) => super::json_response(&answer, admitted.fault.as_ref()),
-            Err(e) => super::provider_error(Flavor::OpenAi, &e),
-        };
-    }
-    let wants_usage = request.wants_stream_usage();
-    match shared.provider.completion_stream(request).await {
-        Ok(stream) => sse_response(&shared, stream, wants_usage, admitted),
-        Err(e) => super::provider_error(Flavor::OpenAi, &e),
-    }
+    let modes = StreamModes {
+        stream: request.is_stream(),
+        stream_options: request.stream_options.is_some(),
+        wants_usage: request.wants_stream_usage(),
+    };
+    plain_or_stream(
+        &shared,
+        admitted,
+        modes,
+        request,
+        |provider, request| async move { provider.completion(request).await },
+        |provider, request| async move { provider.completion_stream(request).await },
+    )
+    .await
 }
 
 async fn embeddings(
