@@ -3,7 +3,10 @@
 //! It listens on `127.0.0.1` at a random port and behaves like `api.github.com` where a client
 //! can tell the difference: App JWTs are checked for shape and lifetime, installation tokens are
 //! minted with an `expires_at`, expire by the injected [`Clock`] and are refused afterwards; every
-//! response carries `x-ratelimit-*` headers from a real budget that runs out; `GET`s carry an
+//! response carries `x-ratelimit-*` headers (with `x-ratelimit-resource`) from real budgets that
+//! run out, one per bucket as GitHub keeps them (`core`, `search`, `code_search`, `graphql`); a
+//! `POST`, `PUT` or `PATCH` without a body and without `Content-Length: 0` gets
+//! `411 Length Required`, as from GitHub's front end; `GET`s carry an
 //! `ETag` and answer `304 Not Modified` (not counted) to a matching `If-None-Match`; JSON arrays
 //! are paginated with `Link` headers. Faults are scripted: secondary rate limits with and without
 //! `Retry-After`, arbitrary statuses, tokens refused right after minting (replication lag), tokens
@@ -50,8 +53,12 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 const DEFAULT_PER_PAGE: usize = 30;
 /// GitHub's largest `per_page`.
 const MAX_PER_PAGE: usize = 100;
-/// Length of the primary rate-limit window.
+/// Length of the primary rate-limit window (and of an installation token's life).
 const RATE_WINDOW: Duration = Duration::from_secs(3600);
+/// Length of the search buckets' windows.
+const SEARCH_WINDOW: Duration = Duration::from_secs(60);
+/// The bucket every REST path spends unless it is a search or GraphQL.
+const CORE: &str = "core";
 /// The path prefix of GitHub Enterprise Server's REST API (`https://HOST/api/v3`).
 pub const GHES_PREFIX: &str = "/api/v3";
 /// GitHub refuses App JWTs that live longer than this.
@@ -145,6 +152,53 @@ struct IssuedToken {
     revoked: bool,
 }
 
+/// One rate-limit bucket's budget (GitHub's `x-ratelimit-resource`).
+#[derive(Debug, Clone)]
+struct Budget {
+    limit: u32,
+    remaining: u32,
+    reset: Option<Timestamp>,
+    window: Duration,
+}
+
+impl Budget {
+    fn new(limit: u32, window: Duration) -> Self {
+        Budget { limit, remaining: limit, reset: None, window }
+    }
+
+    /// GitHub's defaults for an installation: 5,000 an hour for core and GraphQL, 30 searches and
+    /// 10 code searches a minute; other buckets get the core numbers.
+    fn default_for(bucket: &str) -> Self {
+        match bucket {
+            "search" => Budget::new(30, SEARCH_WINDOW),
+            "code_search" => Budget::new(10, SEARCH_WINDOW),
+            _ => Budget::new(5_000, RATE_WINDOW),
+        }
+    }
+
+    /// Starts a new window when the old one has passed.
+    fn refresh(&mut self, now: Timestamp) {
+        if self.reset.is_none_or(|reset| now >= reset) {
+            self.reset = Some(now.plus(self.window));
+            self.remaining = self.limit;
+        }
+    }
+}
+
+/// The bucket a REST path spends, by GitHub's rules: `/search/code` is `code_search`, other
+/// `/search/...` paths `search`, `/graphql` `graphql`, everything else `core`.
+pub fn rate_limit_bucket(path: &str) -> &'static str {
+    if path == "/search/code" {
+        "code_search"
+    } else if path.starts_with("/search/") {
+        "search"
+    } else if path == "/graphql" {
+        "graphql"
+    } else {
+        CORE
+    }
+}
+
 #[derive(Debug)]
 struct MockState {
     requests: Vec<RecordedRequest>,
@@ -153,9 +207,7 @@ struct MockState {
     tokens_minted: u64,
     token_ttl: Duration,
     fresh_token_refusals: u32,
-    rate_limit: u32,
-    rate_remaining: u32,
-    rate_reset: Option<Timestamp>,
+    budgets: HashMap<String, Budget>,
     resources: HashMap<String, Value>,
     next_id: u64,
 }
@@ -170,6 +222,12 @@ impl Shared {
     fn state(&self) -> MutexGuard<'_, MockState> {
         // A panicking test thread must not hide the recorded requests from the others.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl MockState {
+    fn budget(&mut self, bucket: &str) -> &mut Budget {
+        self.budgets.entry(bucket.to_owned()).or_insert_with(|| Budget::default_for(bucket))
     }
 }
 
@@ -206,9 +264,7 @@ impl MockGitHub {
                 tokens_minted: 0,
                 token_ttl: RATE_WINDOW,
                 fresh_token_refusals: 0,
-                rate_limit: 5_000,
-                rate_remaining: 5_000,
-                rate_reset: None,
+                budgets: HashMap::new(),
                 resources: HashMap::new(),
                 next_id: 1,
             }),
@@ -280,24 +336,42 @@ impl MockGitHub {
         }
     }
 
-    /// Sets the primary rate limit per window and refills the budget.
+    /// Sets the `core` rate limit per window and refills its budget.
     pub fn set_rate_limit(&self, limit: u32) {
-        let mut state = self.shared.state();
-        state.rate_limit = limit;
-        state.rate_remaining = limit;
+        self.set_rate_limit_of(CORE, limit);
     }
 
-    /// Empties the primary budget until the current window resets.
+    /// Empties the `core` budget until the current window resets.
     pub fn exhaust_rate_limit(&self) {
+        self.exhaust_rate_limit_of(CORE);
+    }
+
+    /// When the current `core` window resets, if one has started.
+    pub fn rate_limit_reset(&self) -> Option<Timestamp> {
+        self.rate_limit_reset_of(CORE)
+    }
+
+    /// Sets the limit per window of `bucket` (`core`, `search`, `code_search`, `graphql`, …) and
+    /// refills its budget.
+    pub fn set_rate_limit_of(&self, bucket: &str, limit: u32) {
+        let mut state = self.shared.state();
+        let budget = state.budget(bucket);
+        budget.limit = limit;
+        budget.remaining = limit;
+    }
+
+    /// Empties the budget of `bucket` until its current window resets.
+    pub fn exhaust_rate_limit_of(&self, bucket: &str) {
         let now = self.shared.clock.now();
         let mut state = self.shared.state();
-        refresh_window(&mut state, now);
-        state.rate_remaining = 0;
+        let budget = state.budget(bucket);
+        budget.refresh(now);
+        budget.remaining = 0;
     }
 
-    /// When the current primary window resets, if one has started.
-    pub fn rate_limit_reset(&self) -> Option<Timestamp> {
-        self.shared.state().rate_reset
+    /// When the current window of `bucket` resets, if one has started.
+    pub fn rate_limit_reset_of(&self, bucket: &str) -> Option<Timestamp> {
+        self.shared.state().budgets.get(bucket).and_then(|budget| budget.reset)
     }
 
     /// Answers the next REST request (not `/app/...`) with `fault`.
@@ -315,14 +389,6 @@ impl MockGitHub {
             path_prefix: path_prefix.map(str::to_owned),
             remaining: times,
         });
-    }
-}
-
-/// Starts a new window when the old one has passed.
-fn refresh_window(state: &mut MockState, now: Timestamp) {
-    if state.rate_reset.is_none_or(|reset| now >= reset) {
-        state.rate_reset = Some(now.plus(RATE_WINDOW));
-        state.rate_remaining = state.rate_limit;
     }
 }
 
@@ -345,23 +411,33 @@ fn json_response(status: u16, body: &Value) -> Response {
     response
 }
 
+fn empty_response(status: u16) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+}
+
 fn set_header(response: &mut Response, name: &'static str, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         response.headers_mut().insert(name, value);
     }
 }
 
-fn rate_headers(response: &mut Response, state: &MockState) {
-    let reset = state.rate_reset.map(Timestamp::as_secs).unwrap_or_default();
-    set_header(response, "x-ratelimit-limit", &state.rate_limit.to_string());
-    set_header(response, "x-ratelimit-remaining", &state.rate_remaining.to_string());
-    set_header(
-        response,
-        "x-ratelimit-used",
-        &(state.rate_limit - state.rate_remaining.min(state.rate_limit)).to_string(),
-    );
+fn rate_headers(response: &mut Response, bucket: &str, budget: &Budget) {
+    let reset = budget.reset.map(Timestamp::as_secs).unwrap_or_default();
+    set_header(response, "x-ratelimit-limit", &budget.limit.to_string());
+    set_header(response, "x-ratelimit-remaining", &budget.remaining.to_string());
+    set_header(response, "x-ratelimit-used", &(budget.limit - budget.remaining.min(budget.limit)).to_string());
     set_header(response, "x-ratelimit-reset", &reset.to_string());
-    set_header(response, "x-ratelimit-resource", "core");
+    set_header(response, "x-ratelimit-resource", bucket);
+}
+
+/// Whether a request must carry `Content-Length` and does not: GitHub answers 411 to a `POST`,
+/// `PUT` or `PATCH` sent with neither a length nor a chunked body.
+fn lacks_length(parts: &axum::http::request::Parts) -> bool {
+    matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+        && !parts.headers.contains_key(header::TRANSFER_ENCODING)
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
@@ -381,6 +457,9 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     };
     let mut state = shared.state();
     state.requests.push(recorded.clone());
+    if lacks_length(&parts) {
+        return error_response(411, "Length Required");
+    }
     // GitHub Enterprise Server serves the same API under `/api/v3`.
     let (api_root, routed) = match recorded.path.strip_prefix(GHES_PREFIX) {
         Some(rest) if rest.starts_with('/') => {
@@ -403,7 +482,7 @@ fn app_endpoint(state: &mut MockState, request: &RecordedRequest, now: Timestamp
         return error_response(401, message);
     }
     if let Some(fault) = take_fault(state, request) {
-        return fault_response(state, &fault, now);
+        return fault_response(state, &fault, request, now);
     }
     let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
     match (&request.method, segments.as_slice()) {
@@ -480,14 +559,15 @@ fn rest_endpoint(api_root: &str, state: &mut MockState, request: &RecordedReques
     };
 
     if let Some(fault) = take_fault(state, request) {
-        return fault_response(state, &fault, now);
+        return fault_response(state, &fault, request, now);
     }
 
-    refresh_window(state, now);
-    if state.rate_remaining == 0 {
+    let bucket = rate_limit_bucket(&request.path);
+    state.budget(bucket).refresh(now);
+    if state.budget(bucket).remaining == 0 {
         let message = format!("API rate limit exceeded for installation ID {installation}.");
         let mut response = error_response(403, &message);
-        rate_headers(&mut response, state);
+        rate_headers(&mut response, bucket, state.budget(bucket));
         return response;
     }
 
@@ -501,11 +581,12 @@ fn rest_endpoint(api_root: &str, state: &mut MockState, request: &RecordedReques
         let mut not_modified = Response::new(Body::empty());
         *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
         not_modified.headers_mut().insert(header::ETAG, etag);
-        rate_headers(&mut not_modified, state);
+        rate_headers(&mut not_modified, bucket, state.budget(bucket));
         return not_modified;
     }
-    state.rate_remaining = state.rate_remaining.saturating_sub(1);
-    rate_headers(&mut response, state);
+    let budget = state.budget(bucket);
+    budget.remaining = budget.remaining.saturating_sub(1);
+    rate_headers(&mut response, bucket, budget);
     response
 }
 
@@ -526,16 +607,18 @@ fn take_fault(state: &mut MockState, request: &RecordedRequest) -> Option<Fault>
     Some(fault)
 }
 
-fn fault_response(state: &mut MockState, fault: &Fault, now: Timestamp) -> Response {
+fn fault_response(state: &mut MockState, fault: &Fault, request: &RecordedRequest, now: Timestamp) -> Response {
     match fault {
         Fault::Status { status, message } => error_response(*status, message),
         Fault::SecondaryRateLimit { status, retry_after } => {
-            refresh_window(state, now);
+            let bucket = rate_limit_bucket(&request.path);
+            let budget = state.budget(bucket);
+            budget.refresh(now);
             let mut response = error_response(
                 *status,
                 "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
             );
-            rate_headers(&mut response, state);
+            rate_headers(&mut response, bucket, budget);
             if let Some(after) = retry_after {
                 set_header(&mut response, "retry-after", &after.as_secs().to_string());
             }
@@ -606,6 +689,13 @@ fn route(api_root: &str, state: &mut MockState, request: &RecordedRequest) -> Re
             merge(&mut run, &body);
             state.resources.insert(format!("/repos/{owner}/{repo}/check-runs/{id}"), run.clone());
             json_response(201, &run)
+        }
+        (&Method::PUT | &Method::DELETE, ["repos", owner, repo, "issues", number, "lock"]) => {
+            let locked = request.method == Method::PUT;
+            if let Some(issue) = state.resources.get_mut(&format!("/repos/{owner}/{repo}/issues/{number}")) {
+                merge(issue, &json!({ "locked": locked }));
+            }
+            empty_response(204)
         }
         (&Method::PATCH, ["repos", _, _, "check-runs", _]) => match state.resources.get_mut(path) {
             Some(run) => {
@@ -705,6 +795,15 @@ fn rfc3339(at: Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_spend_githubs_buckets() {
+        assert_eq!(rate_limit_bucket("/search/code"), "code_search");
+        assert_eq!(rate_limit_bucket("/search/issues"), "search");
+        assert_eq!(rate_limit_bucket("/graphql"), "graphql");
+        assert_eq!(rate_limit_bucket("/repos/o/r/search/code"), "core");
+        assert_eq!(rate_limit_bucket("/search"), "core");
+    }
 
     #[test]
     fn rfc3339_has_github_shape() {

@@ -305,8 +305,13 @@ impl AppInner {
             if let Some(cached) = &cached {
                 builder = builder.header(header::IF_NONE_MATCH, cached.etag.clone());
             }
-            if let Some(body) = &request.body {
-                builder = builder.header(header::CONTENT_TYPE, "application/json").body(body.clone());
+            match &request.body {
+                Some(body) => builder = builder.header(header::CONTENT_TYPE, "application/json").body(body.clone()),
+                // hyper omits the length of an empty body, and GitHub answers such a POST/PUT/PATCH with 411.
+                None if matches!(request.method, Method::POST | Method::PUT | Method::PATCH) => {
+                    builder = builder.header(header::CONTENT_LENGTH, "0");
+                }
+                None => {}
             }
 
             let sent = match builder.send().await {

@@ -266,3 +266,18 @@ async fn concurrent_mutations_are_serialised_and_spaced() {
     }
     assert!(h.clock.now() >= START.plus(Duration::from_millis(4500)));
 }
+
+#[tokio::test]
+async fn bodiless_mutations_send_content_length_zero() {
+    // The mock answers 411 to a POST, PUT or PATCH with neither a body nor `Content-Length: 0`.
+    let h = Harness::new().await;
+    h.github.set_resource("/repos/o/r/issues/1", json!({ "number": 1, "locked": false }));
+    h.app.installation_token(super::INSTALLATION).await.unwrap();
+    h.repo().send::<(), ()>(Method::PUT, "/repos/o/r/issues/1/lock", None).await.unwrap();
+    assert_eq!(h.github.resource("/repos/o/r/issues/1").unwrap()["locked"], true);
+    for sent in h.github.requests() {
+        if sent.method != Method::GET {
+            assert_eq!(sent.header("content-length"), Some("0"), "{} {}", sent.method, sent.path);
+        }
+    }
+}
