@@ -53,7 +53,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chitty_core::{Clock, Timer};
-use reqwest::{Method, Url};
+use reqwest::Url;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -64,7 +64,9 @@ pub use actions::{
 pub use config::{ClientConfig, DEFAULT_API_VERSION, DEFAULT_BASE_URL, RateLimitPolicy};
 pub use error::{ClientError, RateLimitKind};
 pub use jwt::{AppCredentials, AppJwt, JWT_BACKDATE, JWT_LIFETIME};
-pub use rate_limit::RateLimitSnapshot;
+pub use rate_limit::{RateLimitResource, RateLimitSnapshot};
+/// The HTTP method type [`InstallationClient::send`] takes.
+pub use reqwest::Method;
 pub use token::{InstallationId, InstallationToken};
 
 use transport::{ApiRequest, AppInner, AuthScope};
@@ -240,9 +242,10 @@ impl InstallationClient {
         self.inner.installation_token(self.installation).await
     }
 
-    /// The primary rate limit as of this installation's last answer.
-    pub fn rate_limit(&self) -> Option<RateLimitSnapshot> {
-        self.inner.rate_limit(AuthScope::Installation(self.installation))
+    /// The rate limit of `resource`'s bucket (e.g. [`RateLimitResource::CORE`]) as of this
+    /// installation's last answer from it.
+    pub fn rate_limit(&self, resource: &RateLimitResource) -> Option<RateLimitSnapshot> {
+        self.inner.rate_limit(AuthScope::Installation(self.installation), resource)
     }
 
     /// `GET path` (e.g. `/repos/octo/hello`), revalidated with `ETag` when cached.

@@ -1,5 +1,7 @@
 //! Reading GitHub's rate-limit headers and deciding how long to back off.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::time::Duration;
 
 use chitty_core::Timestamp;
@@ -11,7 +13,72 @@ use super::error::RateLimitKind;
 /// Extra wait past `x-ratelimit-reset`, for clock skew between this host and GitHub.
 const RESET_CUSHION: Duration = Duration::from_secs(1);
 
-/// The primary rate limit as of the last answer.
+/// Longest bucket name taken from `x-ratelimit-resource` (GitHub's are under 30 characters).
+const MAX_RESOURCE_NAME: usize = 64;
+
+/// One of GitHub's rate-limit buckets, as `x-ratelimit-resource` names it: each has its own budget
+/// (`core` 5,000 an hour for an installation, `search` 30 a minute, `code_search` 10 a minute, …).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RateLimitResource(Cow<'static, str>);
+
+impl RateLimitResource {
+    /// Every REST call that is not a search.
+    pub const CORE: RateLimitResource = RateLimitResource(Cow::Borrowed("core"));
+    /// `/search/*` except code search.
+    pub const SEARCH: RateLimitResource = RateLimitResource(Cow::Borrowed("search"));
+    /// `/search/code`.
+    pub const CODE_SEARCH: RateLimitResource = RateLimitResource(Cow::Borrowed("code_search"));
+    /// `/graphql`.
+    pub const GRAPHQL: RateLimitResource = RateLimitResource(Cow::Borrowed("graphql"));
+
+    /// A bucket by name; `None` unless it is 1 to 64 lowercase letters, digits or `_`, as GitHub's are.
+    pub fn new(name: &str) -> Option<Self> {
+        let valid = (1..=MAX_RESOURCE_NAME).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return None;
+        }
+        Some(
+            [Self::CORE, Self::SEARCH, Self::CODE_SEARCH, Self::GRAPHQL]
+                .into_iter()
+                .find(|known| known.as_str() == name)
+                .unwrap_or_else(|| RateLimitResource(Cow::Owned(name.to_owned()))),
+        )
+    }
+
+    /// The bucket a request to `path` (relative to the API root, without the query) spends, by
+    /// GitHub's rules: `/search/code` → code_search, other `/search/...` → search, `/graphql` →
+    /// graphql, everything else → core.
+    pub fn for_path(path: &str) -> Self {
+        if path == "/search/code" {
+            Self::CODE_SEARCH
+        } else if path.starts_with("/search/") {
+            Self::SEARCH
+        } else if path == "/graphql" {
+            Self::GRAPHQL
+        } else {
+            Self::CORE
+        }
+    }
+
+    /// The bucket named by an answer's `x-ratelimit-resource`, if it sent a valid one.
+    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        Self::new(headers.get("x-ratelimit-resource")?.to_str().ok()?.trim())
+    }
+
+    /// The name, as in `x-ratelimit-resource`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RateLimitResource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The rate limit of one bucket as of its last answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitSnapshot {
     /// Requests allowed per window (`x-ratelimit-limit`), if sent.
@@ -107,6 +174,23 @@ mod tests {
             let _ = classify(StatusCode::FORBIDDEN, &map, &retry, now);
             let _ = classify(StatusCode::TOO_MANY_REQUESTS, &map, &reset, now);
         }
+    }
+
+    #[test]
+    fn buckets_follow_githubs_paths_and_names() {
+        assert_eq!(RateLimitResource::for_path("/search/code"), RateLimitResource::CODE_SEARCH);
+        assert_eq!(RateLimitResource::for_path("/search/issues"), RateLimitResource::SEARCH);
+        assert_eq!(RateLimitResource::for_path("/graphql"), RateLimitResource::GRAPHQL);
+        assert_eq!(RateLimitResource::for_path("/repos/o/r/search/code"), RateLimitResource::CORE);
+        assert_eq!(RateLimitResource::for_path("/search"), RateLimitResource::CORE);
+        assert_eq!(RateLimitResource::new("search"), Some(RateLimitResource::SEARCH));
+        assert_eq!(RateLimitResource::new("dependency_snapshots").unwrap().as_str(), "dependency_snapshots");
+        for bad in ["", "Core", "core search", "core\n", &"x".repeat(65)] {
+            assert_eq!(RateLimitResource::new(bad), None, "{bad:?}");
+        }
+        let h = headers(&[("x-ratelimit-resource", " code_search ")]);
+        assert_eq!(RateLimitResource::from_headers(&h), Some(RateLimitResource::CODE_SEARCH));
+        assert_eq!(RateLimitResource::from_headers(&HeaderMap::new()), None);
     }
 
     #[test]

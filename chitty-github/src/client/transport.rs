@@ -16,10 +16,10 @@ use serde::de::DeserializeOwned;
 use super::config::{ClientConfig, RateLimitPolicy};
 use super::error::{ClientError, RateLimitKind};
 use super::jwt::AppCredentials;
-use super::rate_limit::{RateLimitSnapshot, classify};
+use super::rate_limit::{RateLimitResource, RateLimitSnapshot, classify};
 use super::token::{AccessTokenResponse, InstallationId, InstallationToken, TokenCache, parse_expires_at};
 
-/// Whose credential a request carries; rate limits are tracked per scope.
+/// Whose credential a request carries; rate limits are tracked per scope and bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum AuthScope {
     /// The App's JWT (`/app/...` endpoints).
@@ -86,6 +86,9 @@ struct CachedGet {
 /// Time of the last mutation of one installation; the mutex also makes its mutations serial.
 type Pacer = Arc<tokio::sync::Mutex<Option<Timestamp>>>;
 
+/// Most rate-limit buckets remembered per scope (GitHub has about a dozen); a new name past this is not kept.
+const MAX_BUCKETS_PER_SCOPE: usize = 32;
+
 /// Everything one App client shares between its installations.
 pub(crate) struct AppInner {
     pub(crate) credentials: AppCredentials,
@@ -95,7 +98,7 @@ pub(crate) struct AppInner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) timer: Arc<dyn Timer>,
     tokens: TokenCache,
-    limits: Mutex<HashMap<AuthScope, RateLimitSnapshot>>,
+    limits: Mutex<HashMap<AuthScope, HashMap<RateLimitResource, RateLimitSnapshot>>>,
     pacers: Mutex<HashMap<InstallationId, Pacer>>,
     etags: Option<moka::future::Cache<String, Arc<CachedGet>>>,
 }
@@ -197,13 +200,23 @@ impl AppInner {
         }
     }
 
-    /// The last rate-limit headers seen for `scope`.
-    pub(crate) fn rate_limit(&self, scope: AuthScope) -> Option<RateLimitSnapshot> {
-        self.limits.lock().unwrap_or_else(|p| p.into_inner()).get(&scope).copied()
+    /// The last rate-limit headers seen for `scope` from `resource`'s bucket.
+    pub(crate) fn rate_limit(&self, scope: AuthScope, resource: &RateLimitResource) -> Option<RateLimitSnapshot> {
+        self.limits.lock().unwrap_or_else(|p| p.into_inner()).get(&scope)?.get(resource).copied()
     }
 
-    fn record_rate_limit(&self, scope: AuthScope, snapshot: RateLimitSnapshot) {
-        self.limits.lock().unwrap_or_else(|p| p.into_inner()).insert(scope, snapshot);
+    fn record_rate_limit(&self, scope: AuthScope, resource: RateLimitResource, snapshot: RateLimitSnapshot) {
+        let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        let buckets = limits.entry(scope).or_default();
+        if buckets.len() < MAX_BUCKETS_PER_SCOPE || buckets.contains_key(&resource) {
+            buckets.insert(resource, snapshot);
+        }
+    }
+
+    /// The bucket a request to `url` spends, from its path below the API root (GHES's `/api/v3`).
+    fn resource_for(&self, url: &Url) -> RateLimitResource {
+        let root = self.base.path().trim_end_matches('/');
+        RateLimitResource::for_path(url.path().strip_prefix(root).unwrap_or(url.path()))
     }
 
     fn pacer(&self, id: InstallationId) -> Pacer {
@@ -273,14 +286,15 @@ impl AppInner {
     async fn execute_unpaced(&self, scope: AuthScope, request: &ApiRequest) -> Result<ApiResponse, ClientError> {
         let config = &self.config;
         let cache_key = (request.method == Method::GET).then(|| format!("{scope}|{}", request.url));
+        let resource = self.resource_for(&request.url);
         let mut rate_limit_retries = 0u32;
         let mut secondary_backoff = config.secondary_limit_backoff;
         let mut server_retries = 0u32;
         let mut fresh_token_retries = 0u32;
         let mut reminted = false;
         loop {
-            // A spent budget is known from the last answer: wait for the reset instead of spending a 403.
-            if let Some(wait) = self.rate_limit(scope).and_then(|s| s.wait_at(self.clock.now())) {
+            // A spent budget is known from its bucket's last answer: wait for the reset instead of spending a 403.
+            if let Some(wait) = self.rate_limit(scope, &resource).and_then(|s| s.wait_at(self.clock.now())) {
                 self.wait_for_rate_limit(scope, RateLimitKind::Primary, wait).await?;
             }
             let token = match scope {
@@ -343,7 +357,9 @@ impl AppInner {
             };
             let now = self.clock.now();
             if let Some(snapshot) = RateLimitSnapshot::from_headers(&headers) {
-                self.record_rate_limit(scope, snapshot);
+                // GitHub names the bucket it counted; the path's bucket stands in when it does not.
+                let counted = RateLimitResource::from_headers(&headers).unwrap_or_else(|| resource.clone());
+                self.record_rate_limit(scope, counted, snapshot);
             }
             let link = headers.get(header::LINK).and_then(|v| v.to_str().ok()).map(str::to_owned);
 

@@ -2,10 +2,9 @@
 
 use chitty_core::Timestamp;
 use chitty_github::client::{
-    CheckAnnotation, CheckAnnotationLevel, CheckConclusion, CheckRunOutput, CheckRunStatus, CreateCheckRun,
+    CheckAnnotation, CheckAnnotationLevel, CheckConclusion, CheckRunOutput, CheckRunStatus, CreateCheckRun, Method,
     UpdateCheckRun,
 };
-use reqwest::Method;
 use serde_json::json;
 
 use super::Harness;

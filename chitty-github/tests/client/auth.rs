@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use chitty_github::client::{AppCredentials, ClientError, GitHubApp, InstallationId};
+use chitty_github::client::{AppCredentials, ClientError, GitHubApp, InstallationId, Method};
 use chitty_testkit::github_api::Fault;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 

@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use chitty_core::Clock;
-use chitty_github::client::{ClientError, RateLimitKind, RateLimitPolicy};
+use chitty_github::client::{ClientError, Method, RateLimitKind, RateLimitPolicy, RateLimitResource};
 use chitty_testkit::github_api::Fault;
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{Harness, START, api_status};
+
+const CORE: RateLimitResource = RateLimitResource::CORE;
 
 #[tokio::test]
 async fn sends_githubs_headers_and_a_bearer_token() {
@@ -20,7 +21,7 @@ async fn sends_githubs_headers_and_a_bearer_token() {
     assert_eq!(get.header("x-github-api-version"), Some("2022-11-28"));
     assert_eq!(get.header("user-agent"), Some("chitty-tests"));
     assert!(get.credential().unwrap().starts_with("ghs_"));
-    let snapshot = h.repo().rate_limit().unwrap();
+    let snapshot = h.repo().rate_limit(&CORE).unwrap();
     assert_eq!((snapshot.limit, snapshot.remaining), (Some(5000), 4999));
 }
 
@@ -43,7 +44,7 @@ async fn a_spent_primary_budget_waits_for_the_reset_without_wasting_a_request() 
     }
     h.repo().get::<Value>("/repos/o/r/issues/0").await.unwrap();
     h.repo().get::<Value>("/repos/o/r/issues/1").await.unwrap();
-    assert_eq!(h.repo().rate_limit().unwrap().remaining, 0);
+    assert_eq!(h.repo().rate_limit(&CORE).unwrap().remaining, 0);
     let reset = h.github.rate_limit_reset().unwrap();
     let third: Value = h.repo().get("/repos/o/r/issues/2").await.unwrap();
     assert_eq!(third["number"], 2);
@@ -175,12 +176,12 @@ async fn conditional_get_serves_304_from_cache_without_spending_rate_limit() {
     h.github.set_resource("/repos/o/r", json!({ "id": 1, "name": "r" }));
     let first = h.repo().fetch::<Value>("/repos/o/r").await.unwrap();
     assert!(!first.not_modified);
-    let remaining = h.repo().rate_limit().unwrap().remaining;
+    let remaining = h.repo().rate_limit(&CORE).unwrap().remaining;
 
     let second = h.repo().fetch::<Value>("/repos/o/r").await.unwrap();
     assert!(second.not_modified);
     assert_eq!(second.value, first.value);
-    assert_eq!(h.repo().rate_limit().unwrap().remaining, remaining, "a 304 costs nothing");
+    assert_eq!(h.repo().rate_limit(&CORE).unwrap().remaining, remaining, "a 304 costs nothing");
     let revalidation = h.rest_requests().pop().unwrap();
     assert!(revalidation.header("if-none-match").is_some_and(|etag| etag.starts_with('"')));
 
@@ -280,4 +281,52 @@ async fn bodiless_mutations_send_content_length_zero() {
             assert_eq!(sent.header("content-length"), Some("0"), "{} {}", sent.method, sent.path);
         }
     }
+}
+
+#[tokio::test]
+async fn a_spent_search_budget_does_not_hold_back_core_requests() {
+    let wait = RateLimitPolicy::Wait { max_wait: Duration::from_secs(3600) };
+    for policy in [wait, RateLimitPolicy::FailFast] {
+        let h = Harness::with_config(|c| c.rate_limit_policy = policy).await;
+        h.github.set_rate_limit_of("search", 1);
+        h.github.set_resource("/search/issues", json!({ "total_count": 0, "incomplete_results": false, "items": [] }));
+        h.github.set_resource("/repos/o/r", json!({ "id": 1 }));
+        h.repo().get::<Value>("/search/issues?q=is%3Aopen").await.unwrap();
+        let repo: Value = h.repo().get("/repos/o/r").await.unwrap();
+        assert_eq!(repo["id"], 1, "{policy:?}");
+        assert_eq!(h.elapsed(), Duration::ZERO, "{policy:?}: a core request waited for the search bucket");
+        // Each bucket reports its own numbers.
+        let core = h.repo().rate_limit(&CORE).unwrap();
+        assert_eq!((core.limit, core.remaining), (Some(5000), 4999));
+        let search = h.repo().rate_limit(&RateLimitResource::SEARCH).unwrap();
+        assert_eq!((search.limit, search.remaining), (Some(1), 0));
+        assert_eq!(h.repo().rate_limit(&RateLimitResource::CODE_SEARCH), None);
+    }
+}
+
+#[tokio::test]
+async fn a_spent_core_budget_holds_back_core_requests_only() {
+    let h = Harness::new().await;
+    h.github.set_rate_limit(1);
+    h.github.set_rate_limit_of("search", 1);
+    h.github.set_resource("/search/issues", json!({ "total_count": 0, "incomplete_results": false, "items": [] }));
+    h.github.set_resource("/repos/o/r", json!({ "id": 1 }));
+    h.github.set_resource("/repos/o/r/issues/1", json!({ "number": 1 }));
+    h.repo().get::<Value>("/repos/o/r").await.unwrap();
+    let core_reset = h.github.rate_limit_reset().unwrap();
+
+    // Core is spent; a search goes at once.
+    h.repo().get::<Value>("/search/issues?q=a").await.unwrap();
+    assert_eq!(h.elapsed(), Duration::ZERO, "a search waited for the core bucket");
+
+    // Search is spent too: the next search waits for its own (one-minute) reset, not core's.
+    let search_reset = h.github.rate_limit_reset_of("search").unwrap();
+    h.repo().get::<Value>("/search/issues?q=b").await.unwrap();
+    assert!(h.clock.now() >= search_reset && h.clock.now() < core_reset, "{:?}", h.elapsed());
+
+    // A core request still waits for core's reset, without spending a request on a 403.
+    h.repo().get::<Value>("/repos/o/r/issues/1").await.unwrap();
+    assert!(h.clock.now() >= core_reset && h.clock.now() <= core_reset.plus(Duration::from_secs(2)));
+    assert_eq!(h.github.count(Method::GET, "/search/issues"), 2);
+    assert_eq!(h.github.count(Method::GET, "/repos/o/r/issues/1"), 1);
 }
