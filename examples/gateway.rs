@@ -93,6 +93,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             cache: CachePolicy::Deterministic,
             max_output_tokens: 4_096,
             output_cap_field: Default::default(),
+            limits: Default::default(),
         });
     }
 

@@ -39,11 +39,23 @@ pub struct Reservation {
 
 /// What settling a reservation did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Settlement {
-    /// Amount charged.
+    /// Amount charged: the actual cost, or the reservation when the actual cost was higher.
     pub charged: NanoUsd,
     /// Amount returned to the budget (`reserved − charged`, or zero).
     pub refunded: NanoUsd,
+    /// Actual cost above the reservation, which was not charged (zero when the reservation covered it).
+    pub excess: NanoUsd,
+}
+
+impl Settlement {
+    /// Settles `actual` against a reservation of `reserved`: charges at most the reservation, so that spend can
+    /// never pass the limit the reservation was granted under.
+    pub fn capped(reserved: NanoUsd, actual: NanoUsd) -> Settlement {
+        let charged = actual.min(reserved);
+        Settlement { charged, refunded: reserved.saturating_sub(charged), excess: actual.saturating_sub(charged) }
+    }
 }
 
 /// A tenant's budget at one instant.
@@ -69,10 +81,10 @@ impl Balance {
 /// Contract (checked by `chitty_testkit::budget` for every implementation):
 /// - `reserve` is atomic: it grants `min(max, remaining)` if that is at least `min`, else fails with
 ///   [`crate::Error::BudgetExhausted`]; concurrent reservations never together exceed the limit.
-/// - `settle` charges `actual` and frees the reservation; charging more than was reserved is recorded
-///   truthfully (spend is real) and is the caller's bug to avoid. Settling or releasing an unknown or
-///   already-finished reservation fails with [`crate::Error::ReservationNotFound`] and charges nothing, so
-///   a retry can never double-charge.
+/// - `settle` charges `actual`, but never more than the reservation (see [`Settlement::capped`]), and frees
+///   the reservation: spend can never pass the limit, whatever an upstream reports. Settling or releasing an
+///   unknown or already-finished reservation fails with [`crate::Error::ReservationNotFound`] and charges
+///   nothing, so a retry can never double-charge.
 /// - Reservations whose lease expired (by the `now` passed to any later call) are reclaimed.
 /// - A tenant with no limit set has a limit of zero.
 #[async_trait]
@@ -83,7 +95,7 @@ pub trait BudgetStore: Send + Sync + Debug + 'static {
     /// Sets money aside for one call.
     async fn reserve(&self, request: ReserveRequest<'_>) -> Result<Reservation>;
 
-    /// Charges `actual` for a finished call and refunds the rest of its reservation.
+    /// Charges `actual` (at most the reservation) for a finished call and refunds the rest of its reservation.
     async fn settle(&self, reservation: &Reservation, actual: NanoUsd, now: Timestamp) -> Result<Settlement>;
 
     /// Frees a reservation without charging (the call failed before costing anything).

@@ -118,6 +118,20 @@ pub enum Event {
         /// Provider name.
         provider: String,
     },
+    /// An upstream reported usage costing more than the request's reservation. The tenant was charged the
+    /// reservation (spend never passes a limit); the rest was not billed to anyone.
+    BudgetExcess {
+        /// Tenant identifier.
+        tenant: String,
+        /// Public model name.
+        model: String,
+        /// Provider that answered.
+        provider: String,
+        /// What the request had reserved, and was charged.
+        reserved: NanoUsd,
+        /// What the reported usage cost.
+        reported: NanoUsd,
+    },
     /// A message for a queue.
     Message(Message),
 }

@@ -35,8 +35,8 @@ use std::fmt;
 use std::path::Path;
 
 use chitty_core::gateway::{
-    Defaults, GatewayConfig, ModelConfig, ModelKind, OutputCapField, PrefixConfig, RouteConfig, TenantConfig,
-    api_key_digest,
+    Defaults, GatewayConfig, ModelConfig, ModelKind, OutputCapField, PrefixConfig, RequestLimits, RouteConfig,
+    TenantConfig, api_key_digest,
 };
 use chitty_core::keys::CachePolicy;
 use chitty_core::{ModelPrice, NanoUsd};
@@ -199,6 +199,10 @@ pub struct ModelSection {
     /// `max_tokens` (default) or `max_completion_tokens`.
     #[serde(default)]
     pub output_cap_field: OutputCapField,
+    /// `limits = { n = 8, best_of = 4, top_logprobs = 5, dimensions = 3072, inputs = 256 }`: bounds on request
+    /// sizes upstreams turn into work (each defaults to the OpenAI API's own limit).
+    #[serde(default)]
+    pub limits: RequestLimits,
 }
 
 /// `[[prefixes]]`: a model family routed by name prefix (`openai/gpt-4o` → provider `openai`, model `gpt-4o`).
@@ -218,6 +222,9 @@ pub struct PrefixSection {
     /// Most output tokens; the cap when a client sends none.
     #[serde(default)]
     pub max_output_tokens: Option<u32>,
+    /// Bounds on request sizes, as for `[[models]]`.
+    #[serde(default)]
+    pub limits: RequestLimits,
 }
 
 /// `[[tenants]]`.
@@ -423,6 +430,7 @@ impl GatewayFile {
             model.cache = m.cache;
             model.cache_ttl_secs = m.cache_ttl_secs;
             model.output_cap_field = m.output_cap_field;
+            model.limits = m.limits;
             if let Some(max) = m.max_output_tokens {
                 model.max_output_tokens = max;
             }
@@ -440,6 +448,7 @@ impl GatewayFile {
                 cache: p.cache,
                 max_output_tokens: p.max_output_tokens.unwrap_or(4_096),
                 output_cap_field: OutputCapField::MaxTokens,
+                limits: p.limits,
             });
         }
         let mut tenants = Vec::new();
@@ -505,6 +514,7 @@ name = "m"
 routes = [{ provider = "up", model = "m-upstream" }]
 price = { input = "2.50", output = "10", cached_input = "1.25" }
 cache = "always"
+limits = { n = 4, dimensions = 1024 }
 
 [[tenants]]
 id = "t"
@@ -525,6 +535,8 @@ allowed_models = ["m"]
         let config = file.gateway_config().unwrap();
         assert_eq!(config.models[0].price.input_per_mtok, NanoUsd(2_500_000_000));
         assert_eq!(config.models[0].cache, CachePolicy::Always);
+        let limits = config.models[0].limits;
+        assert_eq!((limits.n, limits.dimensions, limits.best_of), (4, 1024, RequestLimits::default().best_of));
         assert_eq!(config.tenants[0].key_sha256, vec![api_key_digest("sk-tenant")]);
         assert_eq!(config.tenants[0].budget_nano_usd, Some(NanoUsd::from_usd(5)));
     }
@@ -535,6 +547,10 @@ allowed_models = ["m"]
         assert!(err.contains("line 2") && err.contains("name"), "{err}");
         let err = GatewayFile::parse("[[models]]\nname = \"m\"\nroutes = []\nbogus = 1\n").unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
+        let err = GatewayFile::parse("[[models]]\nname = \"m\"\nroutes = []\nlimits = { dimension = 8 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dimension") && err.contains("limits"), "a misspelt limit is refused: {err}");
         let err = GatewayFile::parse(
             "[[providers]]\nname = \"p\"\nkind = \"openai\"\napi_key = \"${CHITTY_SURELY_UNSET_VAR}\"\n",
         )

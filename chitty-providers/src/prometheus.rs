@@ -23,6 +23,8 @@
 //! | `chitty_cost_nano_usd_total` | counter | `model` |
 //! | `chitty_upstream_failures_total` | counter | `provider` |
 //! | `chitty_circuit_opened_total` | counter | `provider` |
+//! | `chitty_budget_excess_total` | counter | `model`, `provider`: requests whose reported usage cost more than their reservation (charged the reservation) |
+//! | `chitty_budget_excess_nano_usd_total` | counter | `model`, `provider`: cost reported above reservations, not charged |
 //! | `chitty_request_duration_seconds` | histogram (5 ms … 41 s) | `model`, `endpoint` |
 //!
 //! Label cardinality is bounded: model names come from clients, so only the models on the allow-list given
@@ -75,6 +77,12 @@ struct ProviderLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ModelProviderLabels {
+    model: Arc<str>,
+    provider: Arc<str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DurationLabels {
     model: Arc<str>,
     endpoint: &'static str,
@@ -93,6 +101,8 @@ pub struct PrometheusSink {
     cost: Family<ModelLabels, Counter>,
     upstream_failures: Family<ProviderLabels, Counter>,
     circuit_opened: Family<ProviderLabels, Counter>,
+    budget_excess: Family<ModelProviderLabels, Counter>,
+    budget_excess_cost: Family<ModelProviderLabels, Counter>,
     duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
     models: Arc<HashMap<Arc<str>, ModelSeries>>,
     other: Arc<ModelSeries>,
@@ -149,6 +159,8 @@ impl PrometheusSink {
             cost: Family::default(),
             upstream_failures: Family::default(),
             circuit_opened: Family::default(),
+            budget_excess: Family::default(),
+            budget_excess_cost: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
             models: Arc::new(
                 models
@@ -171,6 +183,16 @@ impl PrometheusSink {
             sink.upstream_failures.clone(),
         );
         registry.register("chitty_circuit_opened", "Circuit breakers opened", sink.circuit_opened.clone());
+        registry.register(
+            "chitty_budget_excess",
+            "Requests whose reported usage cost more than their reservation (the reservation was charged)",
+            sink.budget_excess.clone(),
+        );
+        registry.register(
+            "chitty_budget_excess_nano_usd",
+            "Cost reported by upstreams above reservations and not charged, in nano-USD",
+            sink.budget_excess_cost.clone(),
+        );
         registry.register_with_unit(
             "chitty_request_duration",
             "Time spent in the gateway and upstream per request",
@@ -216,6 +238,12 @@ impl EventSink for PrometheusSink {
             }
             Event::CircuitOpened { provider } => {
                 self.circuit_opened.get_or_create(&ProviderLabels { provider: provider.into() }).inc();
+            }
+            Event::BudgetExcess { model, provider, reserved, reported, .. } => {
+                let labels =
+                    ModelProviderLabels { model: self.model_series(&model).label.clone(), provider: provider.into() };
+                self.budget_excess.get_or_create(&labels).inc();
+                self.budget_excess_cost.get_or_create(&labels).inc_by(reported.saturating_sub(reserved).0);
             }
             // Queue messages and future event kinds carry no metrics here; accepting them is the contract.
             _ => {}

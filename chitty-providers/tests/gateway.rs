@@ -683,6 +683,7 @@ async fn prefix_families_route_by_name_and_respect_allow_lists() {
             cache: CachePolicy::Off,
             max_output_tokens: 200,
             output_cap_field: Default::default(),
+            limits: Default::default(),
         });
         c.tenants.push(TenantConfig { allowed_models: Some(vec!["up/*".into()]), ..tenant("family", "sk-family") });
     })
@@ -704,4 +705,206 @@ async fn prefix_families_route_by_name_and_respect_allow_lists() {
     let emb =
         EmbeddingRequest { model: "up/embedder".into(), input: EmbeddingInput::Text("x".into()), ..Default::default() };
     h.gateway.embeddings(&family, emb).await.unwrap();
+}
+
+fn best_of(prompt: &str, best_of: u32) -> CompletionRequest {
+    CompletionRequest { best_of: Some(best_of), stream: None, max_tokens: Some(16), ..legacy(prompt) }
+}
+
+#[tokio::test]
+async fn best_of_enters_the_worst_case_bound_so_spend_never_passes_the_limit() {
+    // The mock upstream bills every `best_of` candidate, as OpenAI's legacy endpoint does.
+    let h = harness(|c| c.tenants[0].budget_nano_usd = Some(NanoUsd(100_000_000))).await; // $0.10
+    let acme = h.ctx("sk-acme");
+    let prompt = chitty_core::tokens::estimate_completion_prompt(&PromptInput::Text("hi".into()));
+    let reply = h.gateway.completion(&acme, best_of("hi", 20)).await.unwrap();
+    assert_eq!(reply.meta.reserved, PRICE.cost(prompt, 16 * 20), "every candidate is in the worst case");
+    let billed = PRICE.cost_of_usage(reply.body.usage.as_ref().unwrap());
+    assert!(billed > PRICE.cost(prompt, 16), "the upstream billed more than one candidate: {billed:?}");
+    assert_eq!(reply.meta.cost, billed, "covered by the reservation, so charged in full");
+    let b = h.balance("acme").await;
+    assert_eq!((b.spent, b.reserved), (billed, NanoUsd::ZERO));
+
+    // A budget that pays for one candidate but not for twenty: refused before any call.
+    h.budgets.set_limit("acme", b.spent + PRICE.cost(prompt, 16 * 2)).await.unwrap();
+    let calls = h.primary.calls();
+    let err = h.gateway.completion(&acme, best_of("hi again", 20)).await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (429, Some("insufficient_quota")), "{err:?}");
+    assert_eq!(h.primary.calls(), calls, "nothing was sent upstream");
+    let after = h.balance("acme").await;
+    assert!(after.spent <= after.limit, "{after:?}");
+
+    // Out of range, below `n`, or on a stream: 400 naming `best_of`, nothing sent.
+    for (request, says) in [
+        (best_of("x", 1_000), "between 1 and 20"),
+        (best_of("x", 0), "between 1 and 20"),
+        (CompletionRequest { n: Some(3), ..best_of("x", 2) }, "at least `n`"),
+        (CompletionRequest { stream: Some(true), ..best_of("x", 2) }, "cannot be streamed"),
+    ] {
+        let err = h.gateway.completion(&acme, request).await.unwrap_err();
+        assert_eq!((err.status(), err.param()), (400, Some("best_of")), "{err:?}");
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    // On chat, where some upstreams read it as an extension, it is bounded and reserved for the same way.
+    let mut chat_best_of = ChatCompletionRequest { max_tokens: Some(10), ..chat("best of chat") };
+    chat_best_of.extra.insert("best_of".into(), serde_json::json!(4));
+    let reply = h.gateway.chat(&h.ctx("sk-globex"), chat_best_of.clone()).await.unwrap();
+    assert_eq!(reply.meta.reserved, NanoUsd::ZERO, "globex has no budget");
+    chat_best_of.extra.insert("best_of".into(), serde_json::json!("many"));
+    let err = h.gateway.chat(&acme, chat_best_of).await.unwrap_err();
+    assert_eq!((err.status(), err.param()), (400, Some("best_of")));
+    assert_eq!(h.primary.calls(), calls + 1);
+}
+
+#[tokio::test]
+async fn best_of_reservations_are_exact_for_chat_extensions_too() {
+    let h = harness(|_| {}).await;
+    let acme = h.ctx("sk-acme");
+    let mut request = ChatCompletionRequest { max_tokens: Some(10), n: Some(2), ..chat("best of chat") };
+    request.extra.insert("best_of".into(), serde_json::json!(5));
+    let prompt = chitty_core::tokens::estimate_chat_prompt(&request);
+    let reply = h.gateway.chat(&acme, request).await.unwrap();
+    assert_eq!(reply.meta.reserved, PRICE.cost(prompt, 10 * 5), "max(n, best_of) outputs reserved");
+}
+
+/// Answers chat and legacy completions (plain and streamed) with usage far above anything the request allows:
+/// an upstream that bills more than the worst case.
+#[derive(Debug)]
+struct Overbilling;
+
+fn overbilled() -> chitty_core::wire::Usage {
+    chitty_core::wire::Usage::new(1_000_000, 1_000_000_000)
+}
+
+#[async_trait::async_trait]
+impl Provider for Overbilling {
+    fn name(&self) -> &str {
+        "p"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::of(&[Capability::Chat, Capability::Completions, Capability::CompletionsStream])
+    }
+
+    async fn chat(&self, request: ChatCompletionRequest) -> chitty_core::Result<ChatCompletionResponse> {
+        let mut answer = MockProvider::new("m").chat(request).await?;
+        answer.usage = Some(overbilled());
+        Ok(answer)
+    }
+
+    async fn completion_stream(&self, request: CompletionRequest) -> chitty_core::Result<CompletionChunkStream> {
+        let mut answer = MockProvider::new("m").completion(CompletionRequest { stream: None, ..request }).await?;
+        answer.usage = Some(overbilled());
+        Ok(Box::pin(futures::stream::iter(answer.to_chunks(3, true).into_iter().map(Ok))))
+    }
+}
+
+#[tokio::test]
+async fn usage_above_the_reservation_is_charged_as_the_reservation_and_reported() {
+    let limit = NanoUsd(50_000_000); // $0.05
+    let config = GatewayConfig {
+        models: vec![model("chat", &[("p", "up-chat")])],
+        tenants: vec![TenantConfig { budget_nano_usd: Some(limit), ..tenant("acme", "sk-acme") }],
+        ..Default::default()
+    };
+    let budgets = Arc::new(MemoryBudgetStore::new());
+    let events = Arc::new(CollectingSink::new());
+    let gateway = Gateway::builder(config)
+        .provider(Arc::new(Overbilling))
+        .budgets(budgets.clone())
+        .events(events.clone())
+        .tokio_runtime()
+        .build()
+        .await
+        .unwrap();
+    let ctx = RequestContext::new(gateway.authenticate("sk-acme").unwrap(), "r", CacheDirective::Default);
+
+    let reply = gateway.chat(&ctx, ChatCompletionRequest { max_tokens: Some(50), ..chat("bill me") }).await.unwrap();
+    assert!(reply.meta.reserved > NanoUsd::ZERO);
+    assert_eq!(reply.meta.cost, reply.meta.reserved, "charged the reservation, not the reported usage");
+    let spent_plain = budgets.balance("acme", gateway.now()).await.unwrap().spent;
+    assert_eq!(spent_plain, reply.meta.reserved);
+
+    let stream = gateway.completion_stream(&ctx, legacy("bill me too")).await.unwrap();
+    let reserved_stream = stream.meta.reserved;
+    let items: Vec<_> = stream.chunks.collect().await;
+    assert!(items.iter().all(Result::is_ok));
+    let b = budgets.balance("acme", gateway.now()).await.unwrap();
+    assert_eq!(b.spent, spent_plain + reserved_stream, "the stream too is charged its reservation");
+    assert!(b.spent <= limit && b.reserved == NanoUsd::ZERO, "{b:?}");
+
+    let excesses: Vec<_> = events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::BudgetExcess { tenant, model, provider, reserved, reported } => {
+                Some((tenant, model, provider, reserved, reported))
+            }
+            _ => None,
+        })
+        .collect();
+    let full = PRICE.cost_of_usage(&overbilled());
+    assert_eq!(
+        excesses,
+        [
+            ("acme".into(), "chat".into(), "p".into(), reply.meta.reserved, full),
+            ("acme".into(), "chat".into(), "p".into(), reserved_stream, full),
+        ]
+    );
+    let charged: Vec<_> = events
+        .events()
+        .into_iter()
+        .filter_map(|e| if let Event::Request(r) = e { Some(r.cost) } else { None })
+        .collect();
+    assert_eq!(charged, [reply.meta.reserved, reserved_stream], "request events report what was charged");
+}
+
+#[tokio::test]
+async fn request_sizes_over_the_model_limits_are_refused_naming_the_parameter() {
+    let h = harness(|c| {
+        c.models[1].limits.dimensions = 64;
+        c.models[0].limits.n = 4;
+        c.models[0].limits.inputs = 3;
+    })
+    .await;
+    let acme = h.ctx("sk-acme");
+    let embed = |dimensions, items: usize| EmbeddingRequest {
+        model: "embed".into(),
+        input: EmbeddingInput::Texts(vec!["x".into(); items]),
+        dimensions,
+        ..Default::default()
+    };
+    let ok = h.gateway.embeddings(&acme, embed(Some(64), 1)).await.unwrap();
+    assert_eq!(ok.body.data[0].embedding.to_floats().unwrap().len(), 64);
+    let calls = h.primary.calls();
+    let chat_with = |f: fn(&mut ChatCompletionRequest)| {
+        let mut r = chat("limits");
+        f(&mut r);
+        r
+    };
+    let errors = [
+        h.gateway.embeddings(&acme, embed(Some(1_000_000_000), 1)).await.map(drop),
+        h.gateway.embeddings(&acme, embed(Some(65), 1)).await.map(drop),
+        h.gateway.embeddings(&acme, embed(Some(0), 1)).await.map(drop),
+        h.gateway.embeddings(&acme, embed(None, 2_049)).await.map(drop),
+        h.gateway.chat(&acme, chat_with(|r| r.n = Some(5))).await.map(drop),
+        h.gateway.chat(&acme, chat_with(|r| r.top_logprobs = Some(21))).await.map(drop),
+        h.gateway
+            .completion(&acme, CompletionRequest { prompt: PromptInput::Texts(vec!["a".into(); 4]), ..best_of("", 1) })
+            .await
+            .map(drop),
+        h.gateway.completion(&acme, CompletionRequest { logprobs: Some(50), ..best_of("x", 1) }).await.map(drop),
+    ];
+    let params: Vec<_> = errors
+        .iter()
+        .map(|r| {
+            let e = r.as_ref().unwrap_err();
+            assert_eq!(e.status(), 400, "{e:?}");
+            e.param().unwrap_or("-").to_owned()
+        })
+        .collect();
+    assert_eq!(params, ["dimensions", "dimensions", "dimensions", "input", "n", "top_logprobs", "prompt", "logprobs"]);
+    let message = errors[1].as_ref().unwrap_err().to_string();
+    assert!(message.contains("between 1 and 64"), "{message}");
+    assert_eq!(h.primary.calls(), calls, "nothing over a limit reached the provider");
 }

@@ -218,10 +218,15 @@ async fn amounts_above_2_pow_53_nano_usd_stay_exact() {
         Err(Error::BudgetExhausted { needed, remaining }) => assert_eq!((needed, remaining), (NanoUsd(1), NanoUsd(0))),
         other => panic!("expected exhaustion, got {other:?}"),
     }
-    // Overcharging is recorded truthfully and saturates at u64::MAX like NanoUsd.
-    store.settle(&rest, NanoUsd(u64::MAX), now).await.unwrap();
+    // A cost above the reservation is compared exactly (limb by limb) and charged as the reservation.
+    let s = store.settle(&rest, NanoUsd(u64::MAX), now).await.unwrap();
+    assert_eq!((s.charged, s.excess), (rest.amount, NanoUsd(u64::MAX - rest.amount.0)));
     let b = store.balance(&tenant, now).await.unwrap();
-    assert_eq!((b.spent, b.reserved, b.remaining()), (NanoUsd(u64::MAX), NanoUsd(0), NanoUsd(0)));
+    assert_eq!(
+        (b.spent, b.reserved, b.remaining()),
+        (NanoUsd(limit), NanoUsd(0), NanoUsd(0)),
+        "spend stops at the limit"
+    );
     remove_keys(&connection, &prefix).await;
 }
 

@@ -23,6 +23,7 @@ pub async fn run_all(store: &dyn BudgetStore) {
     exhaustion_and_partial_grants(store).await;
     lease_expiry(store).await;
     no_double_charge(store).await;
+    settle_is_capped_at_the_reservation(store).await;
 }
 
 /// Reserve holds money, settle charges the actual cost and refunds the rest, release frees without charging.
@@ -99,6 +100,30 @@ pub async fn no_double_charge(store: &dyn BudgetStore) {
     assert!(matches!(store.settle(&r, NanoUsd(200), now).await, Err(Error::ReservationNotFound { .. })));
     assert!(matches!(store.release(&r, now).await, Err(Error::ReservationNotFound { .. })));
     assert_eq!(store.balance(&t, now).await.expect("balance").spent, NanoUsd(200));
+}
+
+/// An actual cost above the reservation charges the reservation and reports the rest as excess: spend never
+/// passes the limit, whatever an upstream reports.
+pub async fn settle_is_capped_at_the_reservation(store: &dyn BudgetStore) {
+    let t = unique_tenant("cap");
+    let now = Timestamp(1_000_000);
+    store.set_limit(&t, NanoUsd(1_000)).await.expect("set_limit");
+    let r = store.reserve(req(&t, 600, 600, now)).await.expect("reserve");
+    let other = store.reserve(req(&t, 400, 400, now)).await.expect("reserve");
+    let s = store.settle(&r, NanoUsd(16_000), now).await.expect("settle");
+    assert_eq!((s.charged, s.refunded, s.excess), (NanoUsd(600), NanoUsd(0), NanoUsd(15_400)));
+    let s = store.settle(&other, NanoUsd(u64::MAX), now).await.expect("settle");
+    assert_eq!((s.charged, s.excess), (NanoUsd(400), NanoUsd(u64::MAX - 400)));
+    let b = store.balance(&t, now).await.expect("balance");
+    assert_eq!(
+        (b.spent, b.reserved, b.remaining()),
+        (NanoUsd(1_000), NanoUsd(0), NanoUsd(0)),
+        "spend stops at the limit"
+    );
+    let r = store.reserve(req(&t, 0, 0, now)).await.expect("a zero reservation fits");
+    let s = store.settle(&r, NanoUsd(5), now).await.expect("settle");
+    assert_eq!((s.charged, s.excess), (NanoUsd(0), NanoUsd(5)));
+    assert_eq!(store.balance(&t, now).await.expect("balance").spent, NanoUsd(1_000));
 }
 
 /// What [`concurrent_reservations`] observed.

@@ -323,6 +323,8 @@ impl MockProvider {
             PromptInput::TokenLists(v) => v.iter().map(|t| format!("{t:?}")).collect(),
         };
         let cap = Some(request.max_tokens.unwrap_or(16));
+        // Like OpenAI's legacy endpoint, every `best_of` candidate is billed (each is the same text here).
+        let candidates = u64::from(request.best_of.unwrap_or(1).max(1));
         let mut choices = Vec::new();
         let mut completion_tokens = 0;
         for (i, p) in prompts.iter().enumerate() {
@@ -330,7 +332,7 @@ impl MockProvider {
             if request.echo == Some(true) {
                 text = format!("{p}{text}");
             }
-            completion_tokens += n;
+            completion_tokens += n * candidates;
             choices.push(CompletionChoice {
                 text,
                 index: u32::try_from(i).unwrap_or(u32::MAX),

@@ -126,7 +126,7 @@ fn replays_keep_log_probabilities_and_streamed_ones_are_concatenated() {
 #[test]
 fn completions_embeddings_models_errors() {
     let c: CompletionRequest = round_trip(fixtures::COMPLETION_REQUEST);
-    assert!(c.extra.contains_key("best_of"));
+    assert_eq!(c.best_of, Some(1), "best_of is typed: it multiplies what the upstream bills");
     let _: CompletionResponse = round_trip(fixtures::COMPLETION_RESPONSE);
     let e: EmbeddingRequest = round_trip(fixtures::EMBEDDING_REQUEST_TOKENS);
     assert!(matches!(e.input, EmbeddingInput::TokenLists(ref v) if v.len() == 2));

@@ -85,10 +85,40 @@ pub struct ModelConfig {
     /// Which field carries a cap the gateway sets.
     #[serde(default)]
     pub output_cap_field: OutputCapField,
+    /// Bounds on request sizes that upstreams turn into work (`n`, `best_of`, `dimensions`, …).
+    #[serde(default)]
+    pub limits: RequestLimits,
 }
 
 fn default_max_output_tokens() -> u32 {
     4_096
+}
+
+/// Bounds on what a client may ask one upstream call to generate, per model: a request over any of them is
+/// refused with a 400 naming the parameter, before anything is reserved or sent.
+///
+/// The defaults are the OpenAI API's own limits, and for `dimensions` twice the widest embedding models
+/// serve today; lower them for upstreams whose limits are smaller, or to keep single requests cheap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestLimits {
+    /// Most choices per prompt (`n`).
+    pub n: u32,
+    /// Most candidates per prompt (`best_of`, legacy completions; vLLM also reads it on chat). Every candidate
+    /// is generated and billed, so the reservation covers `max(n, best_of)` of them.
+    pub best_of: u32,
+    /// Most top log-probabilities per token (`top_logprobs` on chat, `logprobs` on legacy completions).
+    pub top_logprobs: u32,
+    /// Most embedding dimensions (`dimensions`).
+    pub dimensions: u32,
+    /// Most items in one request's `input` (embeddings) or `prompt` array (legacy completions).
+    pub inputs: u32,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits { n: 128, best_of: 20, top_logprobs: 20, dimensions: 8_192, inputs: 2_048 }
+    }
 }
 
 /// A family of models resolved by prefix: any name `<prefix><upstream>` routes to `provider` as `<upstream>`.
@@ -114,6 +144,9 @@ pub struct PrefixConfig {
     /// Which field carries a cap the gateway sets.
     #[serde(default)]
     pub output_cap_field: OutputCapField,
+    /// Bounds on request sizes for every model of the family.
+    #[serde(default)]
+    pub limits: RequestLimits,
 }
 
 /// A tenant.

@@ -56,8 +56,8 @@ mod stream;
 
 pub use breaker::{Admission, CircuitBreaker};
 pub use config::{
-    Defaults, GatewayConfig, ModelConfig, ModelKind, OutputCapField, PrefixConfig, RouteConfig, TenantConfig,
-    api_key_digest,
+    Defaults, GatewayConfig, ModelConfig, ModelKind, OutputCapField, PrefixConfig, RequestLimits, RouteConfig,
+    TenantConfig, api_key_digest,
 };
 pub use ratelimit::TokenBucket;
 pub use stream::StreamReply;
@@ -72,7 +72,7 @@ use futures::future::{BoxFuture, Either};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::budget::{BudgetStore, Reservation, ReserveRequest};
+use crate::budget::{BudgetStore, Reservation, ReserveRequest, Settlement};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::events::{CacheStatus, DiscardSink, Endpoint, Event, EventSink, RequestEvent};
@@ -342,6 +342,7 @@ impl GatewayBuilder {
                 cache: p.cache,
                 max_output_tokens: p.max_output_tokens,
                 output_cap_field: p.output_cap_field,
+                limits: p.limits,
                 ..ModelConfig::new(format!("{}*", p.prefix))
             };
             let route = Route {
@@ -428,6 +429,7 @@ impl ModelConfig {
             cache_ttl_secs: None,
             max_output_tokens: 4_096,
             output_cap_field: OutputCapField::MaxTokens,
+            limits: RequestLimits::default(),
         }
     }
 }
@@ -558,7 +560,7 @@ impl Gateway {
                 Some("model"),
             ));
         }
-        O::validate(req)?;
+        O::validate(req, &model.config.limits)?;
         Ok(model)
     }
 
@@ -609,13 +611,13 @@ impl Gateway {
         model: &ModelConfig,
         prompt: u64,
         cap: Option<u32>,
-        n: u32,
+        generations: u32,
     ) -> Result<Held> {
         let (Some(store), Some(_)) = (&self.inner.budgets, tenant.budget) else {
             return Ok(Held { reservation: None, cap_set: None });
         };
         let price = &model.price;
-        let n64 = u64::from(n.max(1));
+        let n64 = u64::from(generations.max(1));
         let (min, max) = match cap {
             Some(c) => {
                 let cost = price.cost(prompt, u64::from(c) * n64);
@@ -646,14 +648,38 @@ impl Gateway {
         Ok(Held { reservation: Some(reservation), cap_set })
     }
 
-    /// Charges `cost` (at most what was reserved when usage is unknown) and reports what was charged.
-    async fn settle(&self, reservation: Option<&Reservation>, cost: NanoUsd) -> NanoUsd {
+    /// Charges `cost`, never more than was reserved, and reports what was charged. A cost above the reservation
+    /// (an upstream billing more than the worst case the request allowed) is charged as the reservation and
+    /// reported as [`Event::BudgetExcess`], so spend can never pass a limit.
+    async fn settle(
+        &self,
+        ctx: &RequestContext,
+        model: &str,
+        provider: &str,
+        reservation: Option<&Reservation>,
+        cost: NanoUsd,
+    ) -> NanoUsd {
         let (Some(store), Some(r)) = (&self.inner.budgets, reservation) else { return cost };
-        match store.settle(r, cost, self.now()).await {
+        let capped = Settlement::capped(r.amount, cost);
+        if capped.excess > NanoUsd::ZERO {
+            tracing::warn!(
+                tenant = %r.tenant, model, provider, reserved = r.amount.0, reported = cost.0,
+                "upstream usage cost more than the reservation; charged the reservation"
+            );
+            self.emit(Event::BudgetExcess {
+                tenant: ctx.tenant.id.clone(),
+                model: model.to_owned(),
+                provider: provider.to_owned(),
+                reserved: r.amount,
+                reported: cost,
+            })
+            .await;
+        }
+        match store.settle(r, capped.charged, self.now()).await {
             Ok(s) => s.charged,
             Err(e) => {
                 tracing::error!(error = %e, tenant = %r.tenant, reservation = %r.id, "budget settle failed");
-                cost
+                capped.charged
             }
         }
     }
@@ -772,7 +798,7 @@ impl Gateway {
             cache_status = CacheStatus::Bypass;
         }
         let prompt = O::prompt_tokens(req);
-        let held = self.reserve(&ctx.tenant, &model.config, prompt, O::output_cap(req), O::choices(req)).await?;
+        let held = self.reserve(&ctx.tenant, &model.config, prompt, O::output_cap(req), O::generations(req)).await?;
         let cap = held.cap_set.map(|c| (model.config.output_cap_field, c));
         let outcome = self
             .route(model, O::CAPABILITY, |route| {
@@ -795,7 +821,7 @@ impl Gateway {
             (None, Some(r)) => r.amount,
             (None, None) => NanoUsd::ZERO,
         };
-        let charged = self.settle(held.reservation.as_ref(), cost).await;
+        let charged = self.settle(ctx, O::model(req), &provider, held.reservation.as_ref(), cost).await;
         if let Some(k) = &key
             && O::complete(&resp)
         {

@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::config::{ModelKind, OutputCapField};
+use super::config::{ModelKind, OutputCapField, RequestLimits};
 use crate::error::{Error, Result};
 use crate::events::Endpoint;
 use crate::keys::{self, CacheKey, CachePolicy, CacheScope};
@@ -16,7 +16,7 @@ use crate::provider::{Capability, Provider};
 use crate::tokens;
 use crate::wire::{
     ChatCompletionJson, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse,
-    EmbeddingRequest, EmbeddingResponse, EncodingFormat, Usage,
+    EmbeddingRequest, EmbeddingResponse, EncodingFormat, PromptInput, Usage,
 };
 
 /// One endpoint's request and response types and the few decisions that depend on them.
@@ -28,13 +28,20 @@ pub(crate) trait Op: Send + Sync + 'static {
     const KIND: ModelKind;
 
     fn model(req: &Self::Req) -> &str;
-    fn validate(req: &Self::Req) -> Result<()>;
+    /// Refuses a malformed request, or one over the model's `limits`, naming the parameter.
+    fn validate(req: &Self::Req, limits: &RequestLimits) -> Result<()>;
     fn cacheable(policy: CachePolicy, req: &Self::Req) -> bool;
     fn key(scope: CacheScope<'_>, req: &Self::Req) -> CacheKey;
     fn prompt_tokens(req: &Self::Req) -> u64;
     /// The output cap the client asked for, or the endpoint's implied one; `None` lets the gateway choose.
     fn output_cap(req: &Self::Req) -> Option<u32>;
+    /// Choices the answer carries (stream chunks indexing past them are malformed).
     fn choices(req: &Self::Req) -> u32;
+    /// Outputs the upstream generates and bills, each up to the output cap: at least [`Op::choices`], more when
+    /// candidates are generated and discarded (`best_of`). The worst-case reservation multiplies by this.
+    fn generations(req: &Self::Req) -> u32 {
+        Self::choices(req)
+    }
     fn prepare_upstream(req: &mut Self::Req, upstream_model: &str, cap: Option<(OutputCapField, u32)>);
     fn call(provider: Arc<dyn Provider>, req: Self::Req) -> BoxFuture<'static, Result<Self::Resp>>;
     fn usage(resp: &Self::Resp) -> Option<Usage>;
@@ -125,12 +132,45 @@ fn check_range(value: Option<f64>, lo: f64, hi: f64, param: &str) -> Result<()> 
     }
 }
 
-fn check_n(n: Option<u32>) -> Result<()> {
-    match n {
-        Some(n) if !(1..=128).contains(&n) => {
-            Err(Error::invalid_request(format!("`n` must be between 1 and 128, got {n}"), Some("n")))
-        }
+/// `value` must lie in `1..=max` (`0..=max` when `zero_ok`); the error names `param` and the model's limit.
+fn check_count(value: Option<u32>, max: u32, zero_ok: bool, param: &str) -> Result<()> {
+    let min = u32::from(!zero_ok);
+    match value {
+        Some(v) if v < min || v > max => Err(Error::invalid_request(
+            format!("`{param}` must be between {min} and {max} for this model, got {v}"),
+            Some(param),
+        )),
         _ => Ok(()),
+    }
+}
+
+/// `best_of` (legacy completions, and vLLM's chat extension): at most the model's limit and at least `n`,
+/// and not on a stream (the candidates are ranked once all are complete).
+fn check_best_of(best_of: Option<u32>, n: Option<u32>, streams: bool, limits: &RequestLimits) -> Result<()> {
+    check_count(best_of, limits.best_of, false, "best_of")?;
+    let (Some(best_of), n) = (best_of, n.unwrap_or(1)) else { return Ok(()) };
+    if best_of < n {
+        return Err(Error::invalid_request(
+            format!("`best_of` ({best_of}) must be at least `n` ({n})"),
+            Some("best_of"),
+        ));
+    }
+    if streams && best_of > 1 {
+        return Err(Error::invalid_request("`best_of` greater than 1 cannot be streamed", Some("best_of")));
+    }
+    Ok(())
+}
+
+/// `best_of` as a chat request may carry it (an extension some upstreams read, forwarded as sent): a
+/// non-negative integer, or absent. Anything else is refused, since it would be forwarded unbounded.
+fn chat_best_of(req: &ChatCompletionRequest) -> Result<Option<u32>> {
+    match req.extra.get("best_of") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .map(Some)
+            .ok_or_else(|| Error::invalid_request("`best_of` must be a positive integer", Some("best_of"))),
     }
 }
 
@@ -153,11 +193,28 @@ fn check_stream_options(has_options: bool, streams: bool) -> Result<()> {
 }
 
 /// The sampling parameters chat and legacy completions share.
-fn check_sampling(temperature: Option<f64>, top_p: Option<f64>, n: Option<u32>, max_tokens: Option<u32>) -> Result<()> {
+fn check_sampling(
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    n: Option<u32>,
+    max_tokens: Option<u32>,
+    limits: &RequestLimits,
+) -> Result<()> {
     check_range(temperature, 0.0, 2.0, "temperature")?;
     check_range(top_p, 0.0, 1.0, "top_p")?;
-    check_n(n)?;
+    check_count(n, limits.n, false, "n")?;
     check_cap(max_tokens, "max_tokens")
+}
+
+/// How many items an array `prompt` or `input` holds (one for a single text or token list).
+fn check_items(items: usize, limits: &RequestLimits, param: &str) -> Result<()> {
+    if items > limits.inputs as usize {
+        return Err(Error::invalid_request(
+            format!("`{param}` may hold at most {} items for this model, got {items}", limits.inputs),
+            Some(param),
+        ));
+    }
+    Ok(())
 }
 
 /// Chat completions, answered typed or as JSON (`A`).
@@ -177,12 +234,14 @@ impl<A: ChatAnswer> Op for ChatOp<A> {
         &req.model
     }
 
-    fn validate(req: &Self::Req) -> Result<()> {
+    fn validate(req: &Self::Req, limits: &RequestLimits) -> Result<()> {
         if req.messages.is_empty() {
             return Err(Error::invalid_request("`messages` must contain at least one message", Some("messages")));
         }
-        check_sampling(req.temperature, req.top_p, req.n, req.max_tokens)?;
+        check_sampling(req.temperature, req.top_p, req.n, req.max_tokens, limits)?;
         check_cap(req.max_completion_tokens, "max_completion_tokens")?;
+        check_count(req.top_logprobs, limits.top_logprobs, true, "top_logprobs")?;
+        check_best_of(chat_best_of(req)?, req.n, req.is_stream(), limits)?;
         check_stream_options(req.stream_options.is_some(), req.is_stream())
     }
 
@@ -204,6 +263,12 @@ impl<A: ChatAnswer> Op for ChatOp<A> {
 
     fn choices(req: &Self::Req) -> u32 {
         req.n.unwrap_or(1)
+    }
+
+    fn generations(req: &Self::Req) -> u32 {
+        // `validate` ran first, so a `best_of` present is a valid integer.
+        let best_of = chat_best_of(req).ok().flatten().unwrap_or(1);
+        Self::choices(req).max(best_of)
     }
 
     fn prepare_upstream(req: &mut Self::Req, upstream_model: &str, cap: Option<(OutputCapField, u32)>) {
@@ -244,6 +309,16 @@ impl<A: ChatAnswer> Op for ChatOp<A> {
 
 pub(crate) struct CompletionOp;
 
+/// Prompts in a legacy completion request: each gets its own choices (at least one).
+fn prompt_count(prompt: &PromptInput) -> u32 {
+    let prompts = match prompt {
+        PromptInput::Texts(v) => v.len(),
+        PromptInput::TokenLists(v) => v.len(),
+        PromptInput::Text(_) | PromptInput::Tokens(_) => 1,
+    };
+    u32::try_from(prompts.max(1)).unwrap_or(u32::MAX)
+}
+
 /// OpenAI's default `max_tokens` for legacy completions.
 const LEGACY_DEFAULT_MAX_TOKENS: u32 = 16;
 
@@ -258,8 +333,11 @@ impl Op for CompletionOp {
         &req.model
     }
 
-    fn validate(req: &Self::Req) -> Result<()> {
-        check_sampling(req.temperature, req.top_p, req.n, req.max_tokens)?;
+    fn validate(req: &Self::Req, limits: &RequestLimits) -> Result<()> {
+        check_sampling(req.temperature, req.top_p, req.n, req.max_tokens, limits)?;
+        check_items(prompt_count(&req.prompt) as usize, limits, "prompt")?;
+        check_count(req.logprobs, limits.top_logprobs, true, "logprobs")?;
+        check_best_of(req.best_of, req.n, req.is_stream(), limits)?;
         check_stream_options(req.stream_options.is_some(), req.is_stream())
     }
 
@@ -280,12 +358,12 @@ impl Op for CompletionOp {
     }
 
     fn choices(req: &Self::Req) -> u32 {
-        let prompts = match &req.prompt {
-            crate::wire::PromptInput::Texts(v) => v.len(),
-            crate::wire::PromptInput::TokenLists(v) => v.len(),
-            _ => 1,
-        };
-        req.n.unwrap_or(1).saturating_mul(u32::try_from(prompts.max(1)).unwrap_or(u32::MAX))
+        req.n.unwrap_or(1).saturating_mul(prompt_count(&req.prompt))
+    }
+
+    fn generations(req: &Self::Req) -> u32 {
+        // Every `best_of` candidate is generated and billed; the `n` best of them are returned.
+        req.n.unwrap_or(1).max(req.best_of.unwrap_or(1)).saturating_mul(prompt_count(&req.prompt))
     }
 
     fn prepare_upstream(req: &mut Self::Req, upstream_model: &str, _cap: Option<(OutputCapField, u32)>) {
@@ -332,14 +410,12 @@ impl Op for EmbeddingOp {
         &req.model
     }
 
-    fn validate(req: &Self::Req) -> Result<()> {
+    fn validate(req: &Self::Req, limits: &RequestLimits) -> Result<()> {
         if req.input.is_empty() {
             return Err(Error::invalid_request("`input` must not be empty", Some("input")));
         }
-        if req.input.len() > 2_048 {
-            return Err(Error::invalid_request("`input` may hold at most 2048 items", Some("input")));
-        }
-        Ok(())
+        check_items(req.input.len(), limits, "input")?;
+        check_count(req.dimensions, limits.dimensions, false, "dimensions")
     }
 
     fn cacheable(policy: CachePolicy, _req: &Self::Req) -> bool {

@@ -205,7 +205,8 @@ impl Finish {
     async fn run<O: StreamOp>(self, acc: O::Acc, completed: bool, status: u16) {
         let usage = O::acc_usage(&acc).cloned();
         let cost = self.cost(usage.as_ref(), O::generated_len(&acc));
-        let charged = self.gateway.settle(self.reservation.as_ref(), cost).await;
+        let charged =
+            self.gateway.settle(&self.ctx, &self.model, &self.provider, self.reservation.as_ref(), cost).await;
         let response = O::finish(acc);
         if let Some(key) = &self.key
             && completed
@@ -320,7 +321,7 @@ impl Gateway {
             cache_status = CacheStatus::Bypass;
         }
         let prompt = O::prompt_tokens(req);
-        let held = self.reserve(&ctx.tenant, &model.config, prompt, O::output_cap(req), O::choices(req)).await?;
+        let held = self.reserve(&ctx.tenant, &model.config, prompt, O::output_cap(req), O::generations(req)).await?;
         let cap = held.cap_set.map(|c| (model.config.output_cap_field, c));
         let opened = self
             .route(model, O::ROUTE_CAPABILITY, |route| {

@@ -51,6 +51,8 @@ pub struct CompletionRequest {
     pub top_p: Option<f64>,
     /// Completions per prompt.
     pub n: Option<u32>,
+    /// Candidates generated per prompt, of which the `n` best are returned; the upstream bills every candidate.
+    pub best_of: Option<u32>,
     /// Seed.
     pub seed: Option<i64>,
     /// Stop sequences.
@@ -78,6 +80,7 @@ wire_object!(CompletionRequest {
     temperature: optional,
     top_p: optional,
     n: optional,
+    best_of: optional,
     seed: optional,
     stop: optional,
     echo: optional,

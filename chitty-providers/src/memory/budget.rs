@@ -120,8 +120,9 @@ impl BudgetStore for MemoryBudgetStore {
         let mut l = lock(&ledger);
         l.reclaim_expired(now);
         let amount = l.take(id).ok_or_else(|| Error::ReservationNotFound { id: reservation.id.clone() })?;
-        l.spent = l.spent.saturating_add(actual);
-        Ok(Settlement { charged: actual, refunded: amount.saturating_sub(actual) })
+        let settlement = Settlement::capped(amount, actual);
+        l.spent = l.spent.saturating_add(settlement.charged);
+        Ok(settlement)
     }
 
     async fn release(&self, reservation: &Reservation, now: Timestamp) -> Result<()> {

@@ -27,6 +27,10 @@ pub struct EventCounts {
     pub upstream_failures: u64,
     /// Circuits opened.
     pub circuits_opened: u64,
+    /// Requests whose reported usage cost more than their reservation.
+    pub budget_excesses: u64,
+    /// Nano-USD reported above reservations and not charged.
+    pub budget_excess_nano_usd: u64,
     /// Queue messages.
     pub messages: u64,
 }
@@ -43,6 +47,8 @@ pub struct CountingSink {
     cost: AtomicU64,
     upstream_failures: AtomicU64,
     circuits_opened: AtomicU64,
+    budget_excesses: AtomicU64,
+    budget_excess: AtomicU64,
     messages: AtomicU64,
 }
 
@@ -65,6 +71,8 @@ impl CountingSink {
             cost_nano_usd: r(&self.cost),
             upstream_failures: r(&self.upstream_failures),
             circuits_opened: r(&self.circuits_opened),
+            budget_excesses: r(&self.budget_excesses),
+            budget_excess_nano_usd: r(&self.budget_excess),
             messages: r(&self.messages),
         }
     }
@@ -88,6 +96,10 @@ impl EventSink for CountingSink {
             }
             Event::UpstreamFailure { .. } => add(&self.upstream_failures, 1),
             Event::CircuitOpened { .. } => add(&self.circuits_opened, 1),
+            Event::BudgetExcess { reserved, reported, .. } => {
+                add(&self.budget_excesses, 1);
+                add(&self.budget_excess, reported.saturating_sub(reserved).0);
+            }
             Event::Message(_) => add(&self.messages, 1),
             _ => {}
         }

@@ -88,7 +88,8 @@ return {'ok', id, str(amount)}
     ))
 });
 
-/// `KEYS`: ledger, live, expiry. `ARGV`: now, id, actual. Returns `{'ok', amount}` or `{'missing'}`.
+/// `KEYS`: ledger, live, expiry. `ARGV`: now, id, actual. Charges `min(actual, amount)`, so spend never passes the
+/// limit. Returns `{'ok', amount}` or `{'missing'}`.
 static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{PRELUDE}{}",
@@ -97,8 +98,10 @@ local amount = redis.call('HGET', live, ARGV[2])
 if not amount then return {'missing'} end
 redis.call('HDEL', live, ARGV[2])
 redis.call('ZREM', expiry, ARGV[2])
+local charged = num(ARGV[3])
+if cmp(charged, num(amount)) > 0 then charged = num(amount) end
 local fields = redis.call('HMGET', ledger, 'spent', 'reserved')
-redis.call('HSET', ledger, 'spent', str(add(num(fields[1]), num(ARGV[3]))),
+redis.call('HSET', ledger, 'spent', str(add(num(fields[1]), charged)),
   'reserved', str(sub(num(fields[2]), num(amount))))
 return {'ok', amount}
 "#
@@ -285,7 +288,7 @@ impl BudgetStore for RedisBudgetStore {
         match reply.first().map(String::as_str) {
             Some("ok") => {
                 let amount = self.amount("settle", reply.get(1))?;
-                Ok(Settlement { charged: actual, refunded: amount.saturating_sub(actual) })
+                Ok(Settlement::capped(amount, actual))
             }
             Some("missing") => Err(Error::ReservationNotFound { id: reservation.id.clone() }),
             _ => Err(self.connection.endpoint.error("settle", format!("unexpected script reply {reply:?}"))),
