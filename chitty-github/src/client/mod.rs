@@ -62,7 +62,7 @@ pub use actions::{
     IssueComment, Label, UpdateCheckRun,
 };
 pub use config::{ClientConfig, DEFAULT_API_VERSION, DEFAULT_BASE_URL, RateLimitPolicy};
-pub use error::{ClientError, RateLimitKind};
+pub use error::{ApiErrorDetail, ClientError, RateLimitKind};
 pub use jwt::{AppCredentials, AppJwt, JWT_BACKDATE, JWT_LIFETIME};
 pub use rate_limit::{RateLimitResource, RateLimitSnapshot};
 /// The HTTP method type [`InstallationClient::send`] takes.

@@ -14,7 +14,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use super::config::{ClientConfig, RateLimitPolicy};
-use super::error::{ClientError, RateLimitKind};
+use super::error::{ApiErrorDetail, ClientError, RateLimitKind};
 use super::jwt::AppCredentials;
 use super::rate_limit::{RateLimitResource, RateLimitSnapshot, classify};
 use super::token::{AccessTokenResponse, InstallationId, InstallationToken, TokenCache, parse_expires_at};
@@ -117,17 +117,33 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     base.saturating_mul(2u32.saturating_pow(attempt))
 }
 
-/// GitHub's `message` and `documentation_url` from an error body, if it is GitHub's JSON.
-fn github_message(body: &[u8], status: StatusCode) -> (String, Option<String>) {
+/// GitHub's `message`, `documentation_url` and `errors` from an error body, if it is GitHub's JSON.
+fn github_message(body: &[u8], status: StatusCode) -> GitHubErrorBody {
     #[derive(serde::Deserialize)]
-    struct GitHubErrorBody {
+    struct Wire {
         message: Option<String>,
         documentation_url: Option<String>,
+        // Read loosely: one odd entry must not lose the message.
+        errors: Option<serde_json::Value>,
     }
-    match serde_json::from_slice::<GitHubErrorBody>(body) {
-        Ok(GitHubErrorBody { message: Some(message), documentation_url }) => (message, documentation_url),
-        _ => (status.canonical_reason().unwrap_or("error").to_owned(), None),
+    match serde_json::from_slice::<Wire>(body) {
+        Ok(Wire { message: Some(message), documentation_url, errors }) => {
+            GitHubErrorBody { message, documentation_url, errors: ApiErrorDetail::list_from_json(errors.as_ref()) }
+        }
+        _ => GitHubErrorBody {
+            message: status.canonical_reason().unwrap_or("error").to_owned(),
+            documentation_url: None,
+            errors: Vec::new(),
+        },
     }
+}
+
+/// What GitHub's error body says.
+#[derive(Debug)]
+struct GitHubErrorBody {
+    message: String,
+    documentation_url: Option<String>,
+    errors: Vec<ApiErrorDetail>,
 }
 
 fn bearer(secret: &str) -> Result<HeaderValue, ClientError> {
@@ -381,7 +397,7 @@ impl AppInner {
                 return Ok(ApiResponse { body, link, not_modified: false });
             }
 
-            let (message, documentation_url) = github_message(&body, status);
+            let GitHubErrorBody { message, documentation_url, errors } = github_message(&body, status);
             if status == StatusCode::UNAUTHORIZED {
                 if let (AuthScope::Installation(id), Some(token)) = (scope, &token) {
                     // GitHub may refuse a token for a moment after minting it (replication lag).
@@ -430,6 +446,7 @@ impl AppInner {
                 status: status.as_u16(),
                 message,
                 documentation_url,
+                errors,
             });
         }
     }
@@ -458,10 +475,14 @@ mod tests {
 
     #[test]
     fn error_bodies_fall_back_to_the_reason_phrase() {
-        let (message, doc) =
+        let found =
             github_message(br#"{"message":"Not Found","documentation_url":"https://d"}"#, StatusCode::NOT_FOUND);
-        assert_eq!((message.as_str(), doc.as_deref()), ("Not Found", Some("https://d")));
-        let (message, doc) = github_message(b"<html>", StatusCode::BAD_GATEWAY);
-        assert_eq!((message.as_str(), doc), ("Bad Gateway", None));
+        assert_eq!((found.message.as_str(), found.documentation_url.as_deref()), ("Not Found", Some("https://d")));
+        assert!(found.errors.is_empty());
+        let html = github_message(b"<html>", StatusCode::BAD_GATEWAY);
+        assert_eq!((html.message.as_str(), html.documentation_url), ("Bad Gateway", None));
+        // An `errors` GitHub did not shape as usual keeps the message.
+        let odd = github_message(br#"{"message":"Validation Failed","errors":{"x":1}}"#, StatusCode::BAD_REQUEST);
+        assert_eq!((odd.message.as_str(), odd.errors.len()), ("Validation Failed", 0));
     }
 }

@@ -330,3 +330,21 @@ async fn a_spent_core_budget_holds_back_core_requests_only() {
     assert_eq!(h.github.count(Method::GET, "/search/issues"), 2);
     assert_eq!(h.github.count(Method::GET, "/repos/o/r/issues/1"), 1);
 }
+
+#[tokio::test]
+async fn validation_errors_say_which_field() {
+    let h = Harness::new().await;
+    let err = h.repo().post::<_, Value>("/repos/o/r/issues/1/comments", &json!({ "text": "wrong field" })).await;
+    let err = err.unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("Validation Failed") && shown.contains("body") && shown.contains("missing_field"),
+        "{shown}"
+    );
+    let ClientError::Api { status: 422, errors, .. } = err else { panic!("{err:?}") };
+    let [detail] = errors.as_slice() else { panic!("{errors:?}") };
+    assert_eq!(
+        (detail.resource.as_deref(), detail.field.as_deref(), detail.code.as_deref(), detail.message.as_deref()),
+        (Some("Request"), Some("body"), Some("missing_field"), None)
+    );
+}
