@@ -13,7 +13,9 @@
 //! bar shows on a terminal. The last line of stdout of every command is `key=value` pairs for scripts.
 //!
 //! Exit codes: 0 success; 2 usage error; 3 invalid input (not a valid safetensors file, bad option);
-//! 4 corrupt or truncated archive; 5 wrong or missing base; 6 I/O error; 70 internal error.
+//! 4 corrupt or truncated archive; 5 wrong or missing base; 6 I/O error; 7 the output resolves to an
+//! input (same file, hard link or symlink); 8 the output exists and is not a regular file; 70 internal
+//! error. Both output refusals happen before anything is written.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -121,6 +123,8 @@ impl From<DeltaError> for Failure {
             DeltaError::Corrupt { .. } => 4,
             DeltaError::WrongBase { .. } | DeltaError::MissingBase => 5,
             DeltaError::Io { .. } => 6,
+            DeltaError::OutputIsInput { .. } => 7,
+            DeltaError::OutputNotRegularFile { .. } => 8,
             DeltaError::Internal { .. } => 70,
             _ => 3,
         };

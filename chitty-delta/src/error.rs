@@ -136,6 +136,24 @@ pub enum DeltaError {
         /// What happened.
         reason: String,
     },
+    /// The output path resolves to one of the inputs (the same path, a hard link or a symlink to it):
+    /// replacing it would destroy an input, so nothing was written.
+    #[error("the output {} is the input {}: writing it would destroy that input", output.display(), input.display())]
+    OutputIsInput {
+        /// The output path given.
+        output: std::path::PathBuf,
+        /// The input it resolves to.
+        input: std::path::PathBuf,
+    },
+    /// The output path exists and is not a regular file (a FIFO, a device, a directory, a socket): only
+    /// regular files are replaced, so nothing was written.
+    #[error("the output {} is {kind}, not a regular file", output.display())]
+    OutputNotRegularFile {
+        /// The output path given.
+        output: std::path::PathBuf,
+        /// What it is, e.g. `a FIFO`.
+        kind: &'static str,
+    },
     /// Reading or writing failed.
     #[error("I/O error while {context}: {source}")]
     Io {
@@ -188,6 +206,9 @@ impl From<DeltaError> for chitty_core::Error {
             }
             DeltaError::InvalidConfig { .. } => {
                 chitty_core::Error::InvalidInput { what: "compressor configuration".to_owned(), reason: e.to_string() }
+            }
+            e @ (DeltaError::OutputIsInput { .. } | DeltaError::OutputNotRegularFile { .. }) => {
+                chitty_core::Error::InvalidInput { what: "output path".to_owned(), reason: e.to_string() }
             }
             e @ DeltaError::Io { .. } => chitty_core::Error::backend("io", e),
             e @ DeltaError::Internal { .. } => chitty_core::Error::backend("chitty-delta", e),

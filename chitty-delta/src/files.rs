@@ -5,6 +5,10 @@
 //! over the destination (then the directory is synced), so a reader sees the old file or the complete
 //! new one, never a partial or unverified one: a failed decode leaves no output.
 //!
+//! Before anything is written, an output path that resolves to one of the inputs (the same path, a hard
+//! link, a symlink to it) is refused with [`DeltaError::OutputIsInput`], and one that exists but is not a
+//! regular file (a FIFO, a device, a directory, a socket) with [`DeltaError::OutputNotRegularFile`].
+//!
 //! ```no_run
 //! use chitty_delta::{ModelDeltaCompressor, files};
 //! use std::path::Path;
@@ -17,7 +21,7 @@
 //! # Ok::<(), chitty_delta::DeltaError>(())
 //! ```
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -26,11 +30,79 @@ use chitty_core::{DecodeReport, EncodeReport};
 use crate::compressor::{ArchiveSummary, ModelDeltaCompressor, inspect};
 use crate::error::DeltaError;
 
+/// What makes two paths the same file: device and inode on Unix (hard links and symlinks included), the
+/// canonical path elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileIdentity {
+    #[cfg(unix)]
+    dev_ino: (u64, u64),
+    #[cfg(not(unix))]
+    canonical: PathBuf,
+}
+
+impl FileIdentity {
+    #[cfg(unix)]
+    fn of(_path: &Path, metadata: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity { dev_ino: (metadata.dev(), metadata.ino()) }
+    }
+
+    #[cfg(not(unix))]
+    fn of(path: &Path, _metadata: &fs::Metadata) -> Self {
+        FileIdentity { canonical: fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()) }
+    }
+}
+
+/// An input already opened: its path for messages and the identity of the file actually read.
+#[derive(Debug)]
+struct InputFile {
+    path: PathBuf,
+    identity: FileIdentity,
+}
+
+/// Refuses, before anything is written, an output that resolves to one of `inputs` or that exists and is
+/// not a regular file. An absent output (or a dangling symlink, which the rename replaces) is fine.
+fn check_output(out: &Path, inputs: &[&InputFile]) -> Result<(), DeltaError> {
+    // Follows symlinks: a link to an input, or to a FIFO, is what would be destroyed or misused.
+    let metadata = match fs::metadata(out) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(DeltaError::io(format!("checking the output {}", out.display()), e)),
+    };
+    let identity = FileIdentity::of(out, &metadata);
+    if let Some(input) = inputs.iter().find(|i| i.identity == identity) {
+        return Err(DeltaError::OutputIsInput { output: out.to_owned(), input: input.path.clone() });
+    }
+    if !metadata.is_file() {
+        return Err(DeltaError::OutputNotRegularFile { output: out.to_owned(), kind: file_kind(&metadata) });
+    }
+    Ok(())
+}
+
+/// What a file that is not a regular file is, for messages.
+fn file_kind(metadata: &fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = metadata.file_type();
+        if t.is_fifo() {
+            return "a FIFO";
+        } else if t.is_char_device() {
+            return "a character device";
+        } else if t.is_block_device() {
+            return "a block device";
+        } else if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if metadata.is_dir() { "a directory" } else { "not a regular file" }
+}
+
 /// A read-only memory map of a whole file (empty files need no map).
 #[derive(Debug)]
 pub struct MappedFile {
     map: Option<memmap2::Mmap>,
-    path: PathBuf,
+    input: InputFile,
 }
 
 impl MappedFile {
@@ -41,7 +113,8 @@ impl MappedFile {
     pub fn open(path: &Path) -> Result<Self, DeltaError> {
         let context = || format!("opening {}", path.display());
         let file = File::open(path).map_err(|e| DeltaError::io(context(), e))?;
-        let len = file.metadata().map_err(|e| DeltaError::io(context(), e))?.len();
+        let metadata = file.metadata().map_err(|e| DeltaError::io(context(), e))?;
+        let len = metadata.len();
         let map = if len == 0 {
             None
         } else {
@@ -53,7 +126,8 @@ impl MappedFile {
             let map = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(|e| DeltaError::io(context(), e))?;
             Some(map)
         };
-        Ok(MappedFile { map, path: path.to_owned() })
+        let identity = FileIdentity::of(path, &metadata);
+        Ok(MappedFile { map, input: InputFile { path: path.to_owned(), identity } })
     }
 
     /// The file's bytes.
@@ -63,7 +137,7 @@ impl MappedFile {
 
     /// The path mapped.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.input.path
     }
 }
 
@@ -117,7 +191,7 @@ impl Write for AtomicFile {
     }
 }
 
-/// Compresses `target` (against `base`) into the archive `out`, atomically.
+/// Compresses `target` (against `base`) into the archive `out`, atomically; `out` may not be an input.
 pub fn compress_file(
     compressor: &ModelDeltaCompressor,
     base: Option<&Path>,
@@ -127,6 +201,7 @@ pub fn compress_file(
 ) -> Result<EncodeReport, DeltaError> {
     let base = base.map(MappedFile::open).transpose()?;
     let target = MappedFile::open(target)?;
+    check_output(out, &base.iter().chain([&target]).map(|m| &m.input).collect::<Vec<_>>())?;
     let mut file = AtomicFile::create(out)?;
     let report =
         compressor.encode_with_progress(base.as_ref().map(MappedFile::bytes), target.bytes(), &mut file, progress)?;
@@ -143,7 +218,8 @@ fn commit_unmapping<M: Send>(file: AtomicFile, maps: M) -> Result<(), DeltaError
     })
 }
 
-/// Decodes `archive` (against `base`) into `out`, atomically: on any error `out` is left untouched.
+/// Decodes `archive` (against `base`) into `out`, atomically: on any error `out` is left untouched, and
+/// `out` may not be an input.
 pub fn decompress_file(
     compressor: &ModelDeltaCompressor,
     base: Option<&Path>,
@@ -152,7 +228,8 @@ pub fn decompress_file(
     progress: &mut dyn FnMut(u64),
 ) -> Result<DecodeReport, DeltaError> {
     let base = base.map(MappedFile::open).transpose()?;
-    let mut input = open_archive(archive)?;
+    let (mut input, archive) = open_archive(archive)?;
+    check_output(out, &base.iter().map(|m| &m.input).chain([&archive]).collect::<Vec<_>>())?;
     let mut file = AtomicFile::create(out)?;
     let report =
         compressor.decode_with_progress(base.as_ref().map(MappedFile::bytes), &mut input, &mut file, progress)?;
@@ -168,21 +245,24 @@ pub fn verify_file(
     progress: &mut dyn FnMut(u64),
 ) -> Result<DecodeReport, DeltaError> {
     let base = base.map(MappedFile::open).transpose()?;
-    let mut input = open_archive(archive)?;
+    let (mut input, _) = open_archive(archive)?;
     compressor.decode_with_progress(base.as_ref().map(MappedFile::bytes), &mut input, &mut std::io::sink(), progress)
 }
 
 /// The size of the file `archive` rebuilds, read from its manifest only (for progress bars).
 pub fn archive_target_len(archive: &Path) -> Result<u64, DeltaError> {
-    crate::format::read_preamble(&mut open_archive(archive)?).map(|m| m.target_len)
+    crate::format::read_preamble(&mut open_archive(archive)?.0).map(|m| m.target_len)
 }
 
 /// Reads the manifest and every frame of `archive` (checking each frame's own checksum, no base needed).
 pub fn inspect_file(archive: &Path) -> Result<ArchiveSummary, DeltaError> {
-    inspect(&mut open_archive(archive)?)
+    inspect(&mut open_archive(archive)?.0)
 }
 
-fn open_archive(path: &Path) -> Result<BufReader<File>, DeltaError> {
-    let file = File::open(path).map_err(|e| DeltaError::io(format!("opening {}", path.display()), e))?;
-    Ok(BufReader::with_capacity(1 << 20, file))
+fn open_archive(path: &Path) -> Result<(BufReader<File>, InputFile), DeltaError> {
+    let context = || format!("opening {}", path.display());
+    let file = File::open(path).map_err(|e| DeltaError::io(context(), e))?;
+    let metadata = file.metadata().map_err(|e| DeltaError::io(context(), e))?;
+    let input = InputFile { path: path.to_owned(), identity: FileIdentity::of(path, &metadata) };
+    Ok((BufReader::with_capacity(1 << 20, file), input))
 }

@@ -74,3 +74,39 @@ fn missing_inputs_are_io_errors_naming_the_file() {
     assert!(matches!(&err, DeltaError::Io { context, .. } if context.contains("nope.safetensors")), "{err}");
     assert!(!dir.path().join("x.delta").exists());
 }
+
+#[test]
+fn an_output_that_resolves_to_an_input_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, target) = (dir.path().join("base.safetensors"), dir.path().join("ft.safetensors"));
+    write_pair(&ModelPairSpec::tiny(54), &base, &target).unwrap();
+    let before = fs::read(&base).unwrap();
+    let c = ModelDeltaCompressor::builder().build().unwrap();
+    let link = dir.path().join("link");
+    fs::hard_link(&base, &link).unwrap();
+    for out in [&base, &link] {
+        let err = compress_file(&c, Some(&base), &target, out, &mut |_| {}).unwrap_err();
+        assert!(matches!(&err, DeltaError::OutputIsInput { input, .. } if *input == base), "{err}");
+    }
+    assert_eq!(fs::read(&base).unwrap(), before);
+
+    let archive = dir.path().join("ft.delta");
+    compress_file(&c, Some(&base), &target, &archive, &mut |_| {}).unwrap();
+    let err = decompress_file(&c, Some(&base), &archive, &archive, &mut |_| {}).unwrap_err();
+    assert!(matches!(&err, DeltaError::OutputIsInput { input, .. } if *input == archive), "{err}");
+    let restored = dir.path().join("restored");
+    decompress_file(&c, Some(&base), &archive, &restored, &mut |_| {}).unwrap();
+    assert_eq!(fs::read(&restored).unwrap(), fs::read(&target).unwrap());
+}
+
+#[test]
+fn an_output_that_is_not_a_regular_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, target) = (dir.path().join("base.safetensors"), dir.path().join("ft.safetensors"));
+    write_pair(&ModelPairSpec::tiny(55), &base, &target).unwrap();
+    let c = ModelDeltaCompressor::builder().build().unwrap();
+    let err = compress_file(&c, Some(&base), &target, dir.path(), &mut |_| {}).unwrap_err();
+    assert!(matches!(&err, DeltaError::OutputNotRegularFile { kind: "a directory", .. }), "{err}");
+    let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
