@@ -1,16 +1,18 @@
 //! `delta`: store a fine-tuned safetensors model as a delta against its base, and get it back.
 //!
 //! ```text
-//! cargo run --release --example delta --features delta -- compress BASE TARGET -o OUT [--mode lossless]
-//! cargo run --release --example delta --features delta -- decompress BASE ARCHIVE -o OUT
+//! cargo run --release --example delta --features delta -- compress BASE TARGET -o OUT|- [--mode lossless]
+//! cargo run --release --example delta --features delta -- decompress BASE ARCHIVE -o OUT|-
 //! cargo run --release --example delta --features delta -- inspect ARCHIVE
 //! cargo run --release --example delta --features delta -- verify BASE ARCHIVE
 //! cargo run --release --example delta --features delta -- generate --bytes 1G BASE_OUT TARGET_OUT
 //! cargo run --release --example delta --features delta -- analyze BASE TARGET
 //! ```
 //!
-//! Outputs are atomic (temporary file, fsync, rename): a failed run leaves no partial file. A progress
-//! bar shows on a terminal. The last line of stdout of every command is `key=value` pairs for scripts.
+//! Outputs are atomic (temporary file, fsync, rename): a failed run leaves no partial file. `-o -` streams
+//! to standard output instead (a failed decompress stops after the last verified part). A progress bar
+//! shows on a terminal. The last line of stdout of every command is `key=value` pairs for scripts; with
+//! `-o -` that line and every other report go to stderr, so stdout holds only the data.
 //!
 //! Exit codes: 0 success; 2 usage error; 3 invalid input (not a valid safetensors file, bad option);
 //! 4 corrupt or truncated archive; 5 wrong or missing base; 6 I/O error; 7 the output resolves to an
@@ -19,6 +21,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use chitty::delta::analysis::study_transforms;
@@ -41,6 +44,7 @@ enum Command {
     Compress {
         base: PathBuf,
         target: PathBuf,
+        /// The archive, or `-` for standard output.
         #[arg(short, long)]
         output: PathBuf,
         /// lossless (default), or a lossy mode for changed 2-D weights.
@@ -63,6 +67,7 @@ enum Command {
     Decompress {
         base: PathBuf,
         archive: PathBuf,
+        /// The rebuilt file, or `-` for standard output.
         #[arg(short, long)]
         output: PathBuf,
         #[arg(long)]
@@ -103,12 +108,25 @@ enum Command {
     },
 }
 
-/// Prints a line to stdout; a closed pipe (`delta inspect … | head`) is not an error worth a panic.
+/// Whether stdout carries the data (`-o -`): reports then go to stderr.
+static STDOUT_IS_DATA: AtomicBool = AtomicBool::new(false);
+
+/// Prints a report line to stdout, or to stderr when stdout is the data; a closed pipe (`delta inspect … |
+/// head`) is not an error worth a panic.
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+        if STDOUT_IS_DATA.load(Ordering::Relaxed) {
+            let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+        } else {
+            let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+        }
     }};
+}
+
+/// Whether an output argument means standard output.
+fn is_stdout(output: &Path) -> bool {
+    output.as_os_str() == "-"
 }
 
 /// A failure with the exit code a script can rely on.
@@ -138,6 +156,9 @@ fn usage(message: impl Into<String>) -> Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Compress { output, .. } | Command::Decompress { output, .. } = &cli.command {
+        STDOUT_IS_DATA.store(is_stdout(output), Ordering::Relaxed);
+    }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -215,7 +236,12 @@ fn run(command: Command) -> Result<(), Failure> {
             let c = compressor(parse_mode(&mode)?, &rules, level, threads)?;
             let bar = progress_bar(file_len(&target)?, "compress");
             let start = Instant::now();
-            let report = files::compress_file(&c, Some(&base), &target, &output, &mut |n| bar.set_position(n))?;
+            let progress = &mut |n| bar.set_position(n);
+            let report = if is_stdout(&output) {
+                files::compress_to_stdout(&c, Some(&base), &target, progress)?
+            } else {
+                files::compress_file(&c, Some(&base), &target, &output, progress)?
+            };
             let secs = start.elapsed().as_secs_f64();
             bar.finish_and_clear();
             if verbose {
@@ -243,7 +269,12 @@ fn run(command: Command) -> Result<(), Failure> {
             let c = compressor(Mode::Lossless, &[], 1, threads)?;
             let bar = progress_bar(files::archive_target_len(&archive)?, "decompress");
             let start = Instant::now();
-            let report = files::decompress_file(&c, Some(&base), &archive, &output, &mut |n| bar.set_position(n))?;
+            let progress = &mut |n| bar.set_position(n);
+            let report = if is_stdout(&output) {
+                files::decompress_to_stdout(&c, Some(&base), &archive, progress)?
+            } else {
+                files::decompress_file(&c, Some(&base), &archive, &output, progress)?
+            };
             let secs = start.elapsed().as_secs_f64();
             bar.finish_and_clear();
             out!(

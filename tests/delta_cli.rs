@@ -10,8 +10,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use chitty_testkit::model_pairs::{ModelPairSpec, write_pair};
 
@@ -141,4 +142,70 @@ fn decompress_refuses_an_output_that_is_one_of_its_inputs_and_the_archive_still_
     let o = pair.run(&[&"decompress", &pair.base, &archive, &"-o", &restored]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(fs::read(&restored).unwrap(), fs::read(&pair.target).unwrap());
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn outputs_that_are_not_regular_files_are_refused() {
+    let pair = Pair::tiny(74);
+    let archive = pair.archive("ft.delta", &[]);
+    let fifo = pair.path("fifo");
+    mkfifo(&fifo);
+    let to_fifo = pair.path("symlink-to-fifo");
+    std::os::unix::fs::symlink(&fifo, &to_fifo).unwrap();
+    let dir = pair.path("a-directory");
+    fs::create_dir(&dir).unwrap();
+    for out in [&fifo, &to_fifo, &dir] {
+        let o = pair.run(&[&"compress", &pair.base, &pair.target, &"-o", out]);
+        assert_refused(&o, 8, &[], pair.dir.path());
+        assert!(text(&o.stderr).contains("not a regular file"), "{}", text(&o.stderr));
+        let o = pair.run(&[&"decompress", &pair.base, &archive, &"-o", out]);
+        assert_refused(&o, 8, &[], pair.dir.path());
+    }
+    assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(fs::metadata(&dir).unwrap().is_dir());
+}
+
+#[test]
+fn dash_streams_to_standard_output_and_the_summary_goes_to_standard_error() {
+    let pair = Pair::tiny(75);
+    let archive = pair.archive("ft.delta", &[]);
+    let o = pair.run(&[&"compress", &pair.base, &pair.target, &"-o", &"-"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(o.stdout, fs::read(&archive).unwrap());
+    assert!(last_line(&o.stderr).starts_with("result=ok op=compress"), "{}", text(&o.stderr));
+
+    let o = pair.run(&[&"decompress", &pair.base, &archive, &"-o", &"-"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(o.stdout, fs::read(&pair.target).unwrap());
+    assert!(last_line(&o.stderr).starts_with("result=ok op=decompress"), "{}", text(&o.stderr));
+
+    // A wrong base is found before anything is written, and the error line stays off the data stream.
+    let o = pair.run(&[&"decompress", &pair.target, &archive, &"-o", &"-"]);
+    assert_eq!(o.status.code(), Some(5));
+    assert!(o.stdout.is_empty(), "{}", text(&o.stdout));
+    assert_eq!(last_line(&o.stderr), "result=error exit_code=5");
+    assert!(!pair.path("-").exists());
+}
+
+#[test]
+fn standard_output_that_is_an_input_is_refused_too() {
+    let pair = Pair::tiny(73);
+    let base = fs::read(&pair.base).unwrap();
+    let appending = fs::File::options().append(true).open(&pair.base).unwrap();
+    let o = delta()
+        .current_dir(pair.dir.path())
+        .arg("compress")
+        .arg(&pair.base)
+        .arg(&pair.target)
+        .args(["-o", "-"])
+        .stdout(Stdio::from(appending))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o.stderr));
+    assert_eq!(fs::read(&pair.base).unwrap(), base);
 }

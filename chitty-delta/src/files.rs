@@ -191,6 +191,58 @@ impl Write for AtomicFile {
     }
 }
 
+/// Standard output may not be one of the inputs either (`>> base`): refused before anything is written.
+fn check_stdout(inputs: &[&InputFile]) -> Result<(), DeltaError> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        let context = "checking standard output";
+        // A duplicate of the descriptor gives the metadata of whatever standard output is, safely.
+        let fd = std::io::stdout().as_fd().try_clone_to_owned().map_err(|e| DeltaError::io(context, e))?;
+        let metadata = File::from(fd).metadata().map_err(|e| DeltaError::io(context, e))?;
+        let identity = FileIdentity::of(Path::new("-"), &metadata);
+        if let Some(input) = inputs.iter().find(|i| i.identity == identity) {
+            return Err(DeltaError::OutputIsInput { output: "standard output".into(), input: input.path.clone() });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = inputs;
+    Ok(())
+}
+
+/// Compresses `target` (against `base`) to standard output, streamed as parts are encoded: the format
+/// needs no seeking. Refused before anything is written when standard output is one of the inputs.
+pub fn compress_to_stdout(
+    compressor: &ModelDeltaCompressor,
+    base: Option<&Path>,
+    target: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<EncodeReport, DeltaError> {
+    let base = base.map(MappedFile::open).transpose()?;
+    let target = MappedFile::open(target)?;
+    check_stdout(&base.iter().chain([&target]).map(|m| &m.input).collect::<Vec<_>>())?;
+    let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    compressor.encode_with_progress(base.as_ref().map(MappedFile::bytes), target.bytes(), &mut out, progress)
+}
+
+/// Decodes `archive` (against `base`) to standard output, each part written once verified.
+///
+/// Nothing is written when the header, the manifest or the base is wrong; a part that fails its check
+/// later stops the output after the last verified part, so a consumer must check the result (the exit
+/// status) before trusting what it read. Refused when standard output is one of the inputs.
+pub fn decompress_to_stdout(
+    compressor: &ModelDeltaCompressor,
+    base: Option<&Path>,
+    archive: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<DecodeReport, DeltaError> {
+    let base = base.map(MappedFile::open).transpose()?;
+    let (mut input, archive) = open_archive(archive)?;
+    check_stdout(&base.iter().map(|m| &m.input).chain([&archive]).collect::<Vec<_>>())?;
+    let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    compressor.decode_with_progress(base.as_ref().map(MappedFile::bytes), &mut input, &mut out, progress)
+}
+
 /// Compresses `target` (against `base`) into the archive `out`, atomically; `out` may not be an input.
 pub fn compress_file(
     compressor: &ModelDeltaCompressor,
