@@ -17,7 +17,8 @@
 //! Exit codes: 0 success; 2 usage error; 3 invalid input (not a valid safetensors file, bad option);
 //! 4 corrupt or truncated archive; 5 wrong or missing base; 6 I/O error; 7 the output resolves to an
 //! input (same file, hard link or symlink); 8 the output exists and is not a regular file; 70 internal
-//! error. Both output refusals happen before anything is written.
+//! error; 130 and 143 interrupted by SIGINT or SIGTERM, after removing the temporary output. Both output
+//! refusals happen before anything is written.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -159,6 +160,12 @@ fn main() -> ExitCode {
     if let Command::Compress { output, .. } | Command::Decompress { output, .. } = &cli.command {
         STDOUT_IS_DATA.store(is_stdout(output), Ordering::Relaxed);
     }
+    if matches!(cli.command, Command::Compress { .. } | Command::Decompress { .. })
+        && let Err(f) = remove_temporary_output_on_signals()
+    {
+        eprintln!("error: {}", f.message);
+        return ExitCode::from(f.code);
+    }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -167,6 +174,43 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// On SIGINT or SIGTERM, removes the temporary output and exits 130 or 143 (128 + the signal number): the
+/// default action would kill the process and leave the temporary file behind.
+fn remove_temporary_output_on_signals() -> Result<(), Failure> {
+    let failure = |e: std::io::Error| Failure { code: 70, message: format!("installing signal handlers: {e}") };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(failure)?;
+    #[cfg(unix)]
+    let mut signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Registered here, before any output exists, not lazily in the thread.
+        let _context = runtime.enter();
+        (signal(SignalKind::interrupt()).map_err(failure)?, signal(SignalKind::terminate()).map_err(failure)?)
+    };
+    std::thread::Builder::new()
+        .name("signals".to_owned())
+        .spawn(move || {
+            #[cfg(unix)]
+            let (code, name) = runtime.block_on(async {
+                tokio::select! {
+                    _ = signals.0.recv() => (130u8, "SIGINT"),
+                    _ = signals.1.recv() => (143u8, "SIGTERM"),
+                }
+            });
+            #[cfg(not(unix))]
+            let (code, name) = {
+                let _ = runtime.block_on(tokio::signal::ctrl_c());
+                (130u8, "Ctrl-C")
+            };
+            let removed = files::abandon_pending_outputs();
+            let cleanup = if removed > 0 { "; the temporary output was removed" } else { "" };
+            eprintln!("error: interrupted by {name}{cleanup}");
+            out!("result=error exit_code={code}");
+            std::process::exit(i32::from(code));
+        })
+        .map_err(failure)?;
+    Ok(())
 }
 
 fn progress_bar(total: u64, what: &str) -> ProgressBar {

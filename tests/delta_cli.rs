@@ -12,9 +12,10 @@
 use std::fs;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use chitty_testkit::model_pairs::{ModelPairSpec, write_pair};
+use chitty_testkit::model_pairs::{FloatDtype, ModelPairSpec, write_pair};
 
 /// The `delta` example next to this test's own binary (`target/<profile>/deps/delta_cli-…`).
 fn delta_bin() -> PathBuf {
@@ -208,4 +209,66 @@ fn standard_output_that_is_an_input_is_refused_too() {
         .unwrap();
     assert_eq!(o.status.code(), Some(7), "{}", text(&o.stderr));
     assert_eq!(fs::read(&pair.base).unwrap(), base);
+}
+
+/// Polls `dir` until a temporary output appears (or `child` ends), with a deadline generous enough for a
+/// loaded machine.
+fn wait_for_temporary_file(child: &mut Child, dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while leftovers(dir).is_empty() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("delta ended ({status}) before its temporary file was seen: make the input larger");
+        }
+        assert!(Instant::now() < deadline, "no temporary file within 120 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sigterm_and_sigint_remove_the_temporary_output_and_exit_non_zero() {
+    // Large enough that compressing at level 19 on one thread takes seconds even in a release build.
+    let pair = Pair::new(&ModelPairSpec::with_target_bytes(FloatDtype::BF16, 48 << 20, 76));
+    let out = pair.path("ft.delta");
+    let mut child = delta()
+        .arg("compress")
+        .arg(&pair.base)
+        .arg(&pair.target)
+        .arg("-o")
+        .arg(&out)
+        .args(["--threads", "1", "--level", "19"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_temporary_file(&mut child, pair.dir.path());
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{status}");
+    assert!(leftovers(pair.dir.path()).is_empty(), "{:?}", leftovers(pair.dir.path()));
+    assert!(!out.exists());
+
+    let archive = pair.archive("archive.delta", &[]);
+    let restored = pair.path("restored.safetensors");
+    let mut child = delta()
+        .arg("decompress")
+        .arg(&pair.base)
+        .arg(&archive)
+        .arg("-o")
+        .arg(&restored)
+        .args(["--threads", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_temporary_file(&mut child, pair.dir.path());
+    signal(&child, "INT");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status}");
+    assert!(leftovers(pair.dir.path()).is_empty(), "{:?}", leftovers(pair.dir.path()));
+    assert!(!restored.exists());
 }

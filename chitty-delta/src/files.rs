@@ -8,6 +8,7 @@
 //! Before anything is written, an output path that resolves to one of the inputs (the same path, a hard
 //! link, a symlink to it) is refused with [`DeltaError::OutputIsInput`], and one that exists but is not a
 //! regular file (a FIFO, a device, a directory, a socket) with [`DeltaError::OutputNotRegularFile`].
+//! A process stopped by a signal removes its temporary files with [`abandon_pending_outputs`].
 //!
 //! ```no_run
 //! use chitty_delta::{ModelDeltaCompressor, files};
@@ -24,6 +25,7 @@
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chitty_core::{DecodeReport, EncodeReport};
 
@@ -141,11 +143,52 @@ impl MappedFile {
     }
 }
 
+/// Temporary files of this process's uncommitted [`AtomicFile`]s, so that [`abandon_pending_outputs`] can
+/// remove them from a signal-handling thread.
+static PENDING: Mutex<PendingOutputs> = Mutex::new(PendingOutputs { paths: Vec::new(), abandoned: false });
+
+#[derive(Debug)]
+struct PendingOutputs {
+    paths: Vec<PathBuf>,
+    /// Set by [`abandon_pending_outputs`]: no temporary file is created or committed after it.
+    abandoned: bool,
+}
+
+fn pending() -> MutexGuard<'static, PendingOutputs> {
+    // Every change under the lock is one push, retain or flag, so a poisoned list is still consistent.
+    PENDING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn abandoned(context: String) -> DeltaError {
+    DeltaError::io(context, std::io::Error::new(std::io::ErrorKind::Interrupted, "the process is exiting"))
+}
+
+/// A temporary file's entry in [`PENDING`], removed when its [`AtomicFile`] is committed or dropped.
+#[derive(Debug)]
+struct Registration(PathBuf);
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        pending().paths.retain(|p| *p != self.0);
+    }
+}
+
+/// Removes the temporary file of every [`AtomicFile`] of this process not yet committed, and makes every
+/// later [`AtomicFile::create`] and [`AtomicFile::commit`] fail. For a process about to exit on a signal
+/// (the `delta` CLI calls it on SIGINT and SIGTERM): an interrupted run then leaves neither a temporary
+/// file nor a partial output. Returns how many files it removed.
+pub fn abandon_pending_outputs() -> usize {
+    let mut pending = pending();
+    pending.abandoned = true;
+    pending.paths.iter().filter(|p| fs::remove_file(p).is_ok()).count()
+}
+
 /// A file that appears at its path only when [`AtomicFile::commit`] succeeds.
 #[derive(Debug)]
 pub struct AtomicFile {
     writer: BufWriter<tempfile::NamedTempFile>,
     path: PathBuf,
+    registration: Registration,
 }
 
 impl AtomicFile {
@@ -155,21 +198,43 @@ impl AtomicFile {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
+        let context = || format!("creating a temporary file in {}", dir.display());
+        // Created under the lock, so that abandon_pending_outputs either sees the file or refuses it.
+        let mut pending = pending();
+        if pending.abandoned {
+            return Err(abandoned(context()));
+        }
         let tmp = tempfile::Builder::new()
             .prefix(".chitty-delta-")
             .suffix(".tmp")
             .tempfile_in(dir)
-            .map_err(|e| DeltaError::io(format!("creating a temporary file in {}", dir.display()), e))?;
-        Ok(AtomicFile { writer: BufWriter::with_capacity(1 << 20, tmp), path: path.to_owned() })
+            .map_err(|e| DeltaError::io(context(), e))?;
+        // Absolute, so that removing it does not depend on the working directory at that time.
+        let registered = std::path::absolute(tmp.path()).unwrap_or_else(|_| tmp.path().to_owned());
+        pending.paths.push(registered.clone());
+        Ok(AtomicFile {
+            writer: BufWriter::with_capacity(1 << 20, tmp),
+            path: path.to_owned(),
+            registration: Registration(registered),
+        })
     }
 
     /// Flushes, syncs and renames the file into place, then syncs the directory.
     pub fn commit(self) -> Result<(), DeltaError> {
-        let context = || format!("writing {}", self.path.display());
-        let tmp = self.writer.into_inner().map_err(|e| DeltaError::io(context(), e.into_error()))?;
+        let AtomicFile { writer, path, registration } = self;
+        let context = || format!("writing {}", path.display());
+        let tmp = writer.into_inner().map_err(|e| DeltaError::io(context(), e.into_error()))?;
         tmp.as_file().sync_all().map_err(|e| DeltaError::io(context(), e))?;
-        tmp.persist(&self.path).map_err(|e| DeltaError::io(context(), e.error))?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        {
+            // Renamed under the lock: once outputs are abandoned, none appears.
+            let pending = pending();
+            if pending.abandoned {
+                return Err(abandoned(context()));
+            }
+            tmp.persist(&path).map_err(|e| DeltaError::io(context(), e.error))?;
+        }
+        drop(registration);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // Directory fsync makes the rename durable; some file systems refuse it, which is harmless.
             let _ = File::open(dir).and_then(|d| d.sync_all());
         }
