@@ -27,6 +27,21 @@ pub enum Error {
         /// The cap in bytes.
         limit: u64,
     },
+    /// The request body could not be read to its end (the connection broke, or a read timed out).
+    #[error("the request body could not be read: {source}")]
+    BodyUnreadable {
+        /// The body's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The bodies of requests not yet verified already hold the intake's bound; nothing was read.
+    #[error("too many unverified webhook bytes in flight (bound {limit} bytes); retry after {} s", retry_after.as_secs())]
+    TooManyUnverifiedBytes {
+        /// The bound in bytes.
+        limit: u64,
+        /// Suggested wait.
+        retry_after: Duration,
+    },
     /// The body is neither `application/json` nor `application/x-www-form-urlencoded`.
     #[error("unsupported content type `{content_type}`")]
     UnsupportedContentType {
@@ -134,9 +149,12 @@ impl Error {
             Error::MissingHeader { .. }
             | Error::InvalidHeader { .. }
             | Error::MissingSignature
+            | Error::BodyUnreadable { .. }
             | Error::InvalidPayload { .. } => StatusCode::BAD_REQUEST,
             Error::MalformedSignature { .. } | Error::SignatureMismatch => StatusCode::UNAUTHORIZED,
-            Error::Backpressure { .. } | Error::Backend { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Backpressure { .. } | Error::TooManyUnverifiedBytes { .. } | Error::Backend { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::InvalidConfig { .. }
             | Error::HandlerFailed { .. }
             | Error::HandlerPanicked { .. }
@@ -147,7 +165,9 @@ impl Error {
     /// How long the sender should wait before retrying, when the error says.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::Backpressure { retry_after, .. } => Some(*retry_after),
+            Error::Backpressure { retry_after, .. } | Error::TooManyUnverifiedBytes { retry_after, .. } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -166,6 +186,9 @@ impl From<Error> for chitty_core::Error {
         match error {
             Error::PayloadTooLarge { limit } => chitty_core::Error::PayloadTooLarge { limit },
             Error::Backpressure { sink, retry_after } => chitty_core::Error::Backpressure { sink, retry_after },
+            Error::TooManyUnverifiedBytes { retry_after, .. } => {
+                chitty_core::Error::Backpressure { sink: "github-intake".to_owned(), retry_after }
+            }
             Error::Backend { backend, source } => chitty_core::Error::Backend { backend, source },
             Error::MethodNotAllowed { .. }
             | Error::UnsupportedContentType { .. }
@@ -174,6 +197,7 @@ impl From<Error> for chitty_core::Error {
             | Error::MissingSignature
             | Error::MalformedSignature { .. }
             | Error::SignatureMismatch
+            | Error::BodyUnreadable { .. }
             | Error::InvalidPayload { .. } => chitty_core::Error::InvalidInput {
                 what: "github webhook delivery".to_owned(),
                 reason: error.to_string(),
@@ -199,5 +223,13 @@ mod tests {
         assert!(matches!(core, chitty_core::Error::Backpressure { .. }));
         let core: chitty_core::Error = Error::SignatureMismatch.into();
         assert_eq!(core.status(), 400);
+        let crowded = Error::TooManyUnverifiedBytes { limit: 64, retry_after: Duration::from_secs(1) };
+        assert_eq!(
+            (crowded.status(), crowded.retry_after()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(1)))
+        );
+        assert!(matches!(chitty_core::Error::from(crowded), chitty_core::Error::Backpressure { .. }));
+        let broken = Error::BodyUnreadable { source: "connection closed before message completed".into() };
+        assert_eq!(broken.status(), StatusCode::BAD_REQUEST);
     }
 }

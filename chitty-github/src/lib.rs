@@ -3,9 +3,10 @@
 //! A GitHub App webhook processor to embed in a host service: take deliveries safely and fast,
 //! process them reliably, and act on GitHub as an App.
 //!
-//! The webhook path: [`intake`] (size cap, content type, `X-Hub-Signature-256` checked over the
-//! raw body in constant time by [`signature`], de-duplication by delivery GUID and hook through an
-//! [`idempotency`] store) → a [`queue`] (bounded in-process, or NATS JetStream with feature
+//! The webhook path: [`intake`] (method, size cap, content type, GitHub headers and the signature
+//! header's form checked before a byte of the body is read; a bound on the body bytes held unverified
+//! across all requests; `X-Hub-Signature-256` checked over the raw body in constant time by
+//! [`signature`]; de-duplication by delivery GUID and hook through an [`idempotency`] store) → a [`queue`] (bounded in-process, or NATS JetStream with feature
 //! `nats`) → the [`processor`], which parses typed [`events`] and runs handlers registered by
 //! `event` and `event.action`, with retries, a dead-letter sink and caught panics.
 //!

@@ -1,6 +1,10 @@
-//! The axum adapter (feature `server`): the webhook endpoint as a route mountable at any path,
-//! with the body cap set explicitly through [`DefaultBodyLimit`] (axum's own default is 2 MB,
-//! GitHub sends up to 25 MB).
+//! The axum adapter (feature `server`): the webhook endpoint as a route mountable at any path.
+//!
+//! The handler takes the request with its body unread and hands it to
+//! [`WebhookIntake::handle_stream`]: a request whose headers are already wrong, or for whose body
+//! the bound on unverified bytes has no room, is answered before a byte of its body is read (with
+//! `Connection: close`, so the server does not drain it); otherwise the body is read under the
+//! intake's own size cap (axum's `DefaultBodyLimit` does not apply to it).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -11,7 +15,10 @@
 //! use chitty_github::signature::WebhookSecret;
 //!
 //! let (queue, _deliveries) = InProcessQueue::bounded(1024);
-//! let intake = WebhookIntake::builder([WebhookSecret::new("s3cret")]).sink(Arc::new(queue)).build()?;
+//! let intake = WebhookIntake::builder([WebhookSecret::new("s3cret")])
+//!     .sink(Arc::new(queue))
+//!     .unverified_bytes_in_flight(128 * 1024 * 1024)
+//!     .build()?;
 //! let app: Router = Router::new().route("/api/github/webhooks", webhook_route(Arc::new(intake)));
 //! # Ok::<(), chitty_github::Error>(())
 //! ```
@@ -19,15 +26,12 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 
-use crate::error::Error;
-use crate::intake::{IntakeOutcome, WebhookIntake};
+use crate::intake::WebhookIntake;
 
 /// The webhook endpoint as a `POST` route, for any router state: mount it with
 /// `Router::route(path, webhook_route(intake))`.
@@ -35,8 +39,7 @@ pub fn webhook_route<S>(intake: Arc<WebhookIntake>) -> MethodRouter<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    let limit = intake.max_body_bytes();
-    post(receive).with_state(intake).layer(DefaultBodyLimit::max(limit))
+    post(receive).with_state(intake)
 }
 
 /// A router serving only the webhook endpoint at `path` (which must start with `/`, as axum
@@ -45,17 +48,8 @@ pub fn webhook_router(path: &str, intake: Arc<WebhookIntake>) -> Router {
     Router::new().route(path, webhook_route(intake))
 }
 
-async fn receive(
-    State(intake): State<Arc<WebhookIntake>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let outcome = match body {
-        Ok(body) => intake.handle_parts(&headers, body).await,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            IntakeOutcome::Rejected(Error::PayloadTooLarge { limit: intake.max_body_bytes() as u64 })
-        }
-        Err(rejection) => IntakeOutcome::Rejected(Error::invalid_payload(rejection.body_text())),
-    };
+async fn receive(State(intake): State<Arc<WebhookIntake>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let outcome = intake.handle_stream(&parts.method, &parts.headers, body.into_data_stream()).await;
     outcome.into_response().map(Body::from).into_response()
 }

@@ -249,3 +249,137 @@ async fn an_action_that_is_not_a_plain_word_stays_out_of_the_queue_headers() {
     assert!(message.headers.iter().all(|(name, value)| name != "x-chitty-action" && !value.contains('\n')));
     assert_eq!(message.payload, body, "the payload keeps it");
 }
+
+/// A body that fails the test if it is ever polled.
+fn never_polled() -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::poll_fn(|_| panic!("the body was read"))
+}
+
+#[tokio::test]
+async fn streamed_requests_with_invalid_headers_are_refused_before_the_body_is_read() {
+    let (intake, _receiver) = intake();
+    let body = fixture("ping.json");
+    let cases: [(&str, Option<&str>, StatusCode); 7] = [
+        ("x-github-event", None, StatusCode::BAD_REQUEST),
+        ("x-github-delivery", None, StatusCode::BAD_REQUEST),
+        ("x-hub-signature-256", None, StatusCode::BAD_REQUEST),
+        ("x-hub-signature-256", Some("sha256=abc"), StatusCode::UNAUTHORIZED),
+        ("x-hub-signature-256", Some("sha1=0123456789012345678901234567890123456789"), StatusCode::UNAUTHORIZED),
+        ("content-type", Some("text/plain"), StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        ("content-length", Some("65537"), StatusCode::PAYLOAD_TOO_LARGE),
+    ];
+    for (name, value, status) in cases {
+        let mut request = signed_request("ping", GUID, body.clone());
+        match value {
+            Some(value) => request.headers_mut().insert(name, value.parse().unwrap()),
+            None => request.headers_mut().remove(name),
+        };
+        let outcome = intake.handle_stream(request.method(), request.headers(), never_polled()).await;
+        assert!(matches!(outcome, IntakeOutcome::RejectedUnread(_)), "{name}: {outcome:?}");
+        let response = outcome.into_response();
+        assert_eq!(response.status(), status, "{name} {value:?}");
+        assert_eq!(response.headers()["connection"], "close", "{name}");
+    }
+    assert_eq!(intake.unverified_bytes_in_flight(), 0);
+    let get = http::Request::get("/").body(()).unwrap();
+    let outcome = intake.handle_stream(get.method(), get.headers(), never_polled()).await;
+    assert_eq!(outcome.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn a_streamed_delivery_is_accepted_and_gives_its_room_back() {
+    let (intake, mut receiver) = intake();
+    let body = fixture("pull_request.opened.json");
+    let request = signed_request("pull_request", GUID, body.clone());
+    let chunks: Vec<Result<Bytes, std::io::Error>> = body.chunks(1000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let outcome = intake.handle_stream(request.method(), request.headers(), futures::stream::iter(chunks)).await;
+    assert!(matches!(outcome, IntakeOutcome::Accepted { .. }), "{outcome:?}");
+    assert_eq!(intake.unverified_bytes_in_flight(), 0);
+    assert_eq!(Delivery::from_message(&receiver.recv().await.unwrap()).unwrap().payload, body);
+
+    // A bad signature is found after the read: the connection may stay open.
+    let mut forged = signed_request("ping", "forged", fixture("ping.json"));
+    forged.headers_mut().insert("x-hub-signature-256", WebhookSecret::new("nope").sign(b"x").parse().unwrap());
+    let forged_body = futures::stream::iter([Ok::<_, std::io::Error>(fixture("ping.json"))]);
+    let outcome = intake.handle_stream(forged.method(), forged.headers(), forged_body).await;
+    assert!(matches!(outcome, IntakeOutcome::Rejected(Error::SignatureMismatch)), "{outcome:?}");
+    assert!(outcome.into_response().headers().get("connection").is_none());
+    assert_eq!(intake.unverified_bytes_in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_body_broken_mid_way_is_400_loses_nothing_and_can_be_redelivered() {
+    let (intake, mut receiver) = intake();
+    let body = fixture("ping.json");
+    let request = signed_request("ping", GUID, body.clone());
+    let (first, _) = body.split_at(body.len() / 2);
+    let broken = futures::stream::iter([
+        Ok(Bytes::copy_from_slice(first)),
+        Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before message completed")),
+    ]);
+    let outcome = intake.handle_stream(request.method(), request.headers(), broken).await;
+    assert!(matches!(outcome, IntakeOutcome::RejectedUnread(Error::BodyUnreadable { .. })), "{outcome:?}");
+    assert_eq!(outcome.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(intake.unverified_bytes_in_flight(), 0, "the reservation went back");
+
+    // Nothing was claimed or enqueued, so GitHub's redelivery is taken.
+    let whole = futures::stream::iter([Ok::<_, std::io::Error>(body)]);
+    let outcome = intake.handle_stream(request.method(), request.headers(), whole).await;
+    assert!(matches!(outcome, IntakeOutcome::Accepted { .. }), "{outcome:?}");
+    receiver.close();
+    assert!(receiver.recv().await.is_some());
+    assert!(receiver.recv().await.is_none(), "enqueued once");
+}
+
+#[tokio::test]
+async fn the_unverified_bound_refuses_at_once_and_chunked_bodies_reserve_as_they_grow() {
+    let (queue, _receiver) = InProcessQueue::bounded(16);
+    let intake = WebhookIntake::builder([secret()])
+        .sink(Arc::new(queue))
+        .max_body_bytes(64 * 1024)
+        .unverified_bytes_in_flight(96 * 1024)
+        .build()
+        .unwrap();
+    let body = fixture("ping.json");
+    let mut declared = signed_request("ping", "declared", body.clone());
+    declared.headers_mut().insert("content-length", (64 * 1024).to_string().parse().unwrap());
+    let held = intake.admit(declared.method(), declared.headers()).unwrap();
+    assert_eq!((held.bytes(), intake.unverified_bytes_in_flight()), (64 * 1024, 64 * 1024));
+
+    // Another declared 64 KiB does not fit: refused without waiting and without reading.
+    let outcome = intake.handle_stream(declared.method(), declared.headers(), never_polled()).await;
+    let IntakeOutcome::RejectedUnread(error @ Error::TooManyUnverifiedBytes { .. }) = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(1)));
+    let response = outcome.into_response();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+
+    // A chunked body (no Content-Length) reserves chunk by chunk and is refused when one does not fit.
+    let chunked = signed_request("ping", "chunked", body.clone());
+    assert!(chunked.headers().get("content-length").is_none());
+    let chunks = futures::stream::iter((0..5).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 10 * 1024]))));
+    let outcome = intake.handle_stream(chunked.method(), chunked.headers(), chunks).await;
+    assert!(matches!(outcome, IntakeOutcome::RejectedUnread(Error::TooManyUnverifiedBytes { .. })), "{outcome:?}");
+    assert_eq!(intake.unverified_bytes_in_flight(), 64 * 1024, "the refused body's room went back");
+
+    drop(held);
+    assert_eq!(intake.unverified_bytes_in_flight(), 0);
+    let whole = futures::stream::iter([Ok::<_, std::io::Error>(body)]);
+    let outcome = intake.handle_stream(chunked.method(), chunked.headers(), whole).await;
+    assert!(matches!(outcome, IntakeOutcome::Accepted { .. }), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn the_unverified_bound_must_hold_one_body_of_the_cap() {
+    let (queue, _receiver) = InProcessQueue::bounded(1);
+    let too_small = WebhookIntake::builder([secret()])
+        .sink(Arc::new(queue))
+        .max_body_bytes(1024)
+        .unverified_bytes_in_flight(1023)
+        .build();
+    assert!(matches!(too_small, Err(Error::InvalidConfig { .. })));
+    let (intake, _receiver) = intake();
+    assert_eq!(intake.unverified_bytes_limit(), chitty_github::intake::DEFAULT_UNVERIFIED_BYTES_IN_FLIGHT);
+}

@@ -77,12 +77,12 @@ async fn the_route_mounts_at_any_path_in_a_router_with_state() {
 }
 
 #[tokio::test]
-async fn bodies_over_the_cap_get_413_from_the_explicit_body_limit() {
+async fn bodies_over_the_cap_get_413_however_they_are_sent() {
     let (queue, _deliveries) = InProcessQueue::bounded(8);
     let intake =
         WebhookIntake::builder([secret()]).sink(Arc::new(queue)).max_body_bytes(4 * 1024 * 1024).build().unwrap();
     let router = chitty_github::server::webhook_router("/hooks", Arc::new(intake));
-    // 3 MB is over axum's 2 MB default: accepted only because the limit is set explicitly.
+    // 3 MB is over axum's 2 MB default: the intake's own cap applies, not axum's.
     let mut big = br#"{"zen":"z","padding":""#.to_vec();
     big.resize(3 * 1024 * 1024, b'x');
     big.extend_from_slice(br#""}"#);
@@ -137,4 +137,99 @@ async fn raw_post(addr: std::net::SocketAddr, delivery: &str, body: &[u8]) -> St
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     response
+}
+
+/// Serves `intake` at `/hooks` on 127.0.0.1 with `axum::serve`.
+async fn serve(intake: Arc<WebhookIntake>) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let router = chitty_github::server::webhook_router("/hooks", intake);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (addr, server)
+}
+
+/// Headers of a delivery declaring `length` body bytes, with `signature` as X-Hub-Signature-256.
+fn head(addr: std::net::SocketAddr, delivery: &str, signature: &str, length: usize) -> String {
+    format!(
+        "POST /hooks HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\nx-github-event: ping\r\n\
+         x-github-delivery: {delivery}\r\nx-hub-signature-256: {signature}\r\ncontent-length: {length}\r\n\r\n"
+    )
+}
+
+/// Reads a response until the server closes the connection, failing after five seconds.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    assert!(
+        read.is_ok(),
+        "no answer (or the connection stayed open) within 5 s: {:?}",
+        String::from_utf8_lossy(&response)
+    );
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn invalid_headers_are_refused_before_the_body_is_sent() {
+    use tokio::io::AsyncWriteExt;
+    let (queue, _deliveries) = InProcessQueue::bounded(8);
+    let intake = Arc::new(WebhookIntake::builder([secret()]).sink(Arc::new(queue)).build().unwrap());
+    let (addr, server) = serve(intake).await;
+    // 20 MB declared, under the 25 MB cap, and not one byte of it sent.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head(addr, "guid-early", "sha256=not-hex", 20_000_000).as_bytes()).await.unwrap();
+    let response = read_until_closed(&mut stream).await;
+    server.abort();
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    assert!(response.to_ascii_lowercase().contains("connection: close"), "{response}");
+}
+
+/// Polls `condition` every millisecond, failing after five seconds.
+async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "not within 5 s: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn held_back_bodies_fill_the_unverified_bound_and_the_next_request_gets_503_at_once() {
+    use tokio::io::AsyncWriteExt;
+    const CAP: usize = 64 * 1024;
+    let (queue, mut deliveries) = InProcessQueue::bounded(8);
+    let intake = WebhookIntake::builder([secret()])
+        .sink(Arc::new(queue))
+        .max_body_bytes(CAP)
+        .unverified_bytes_in_flight(4 * CAP)
+        .build()
+        .unwrap();
+    let intake = Arc::new(intake);
+    let (addr, server) = serve(intake.clone()).await;
+    // Well-formed headers, so each passes the early checks and reserves its declared length.
+    let signature = secret().sign(b"never sent");
+    let mut held = Vec::new();
+    for n in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(head(addr, &format!("guid-held-{n}"), &signature, CAP).as_bytes()).await.unwrap();
+        held.push(stream);
+    }
+    eventually("four bodies reserved", || intake.unverified_bytes_in_flight() == 4 * CAP).await;
+
+    let mut next = tokio::net::TcpStream::connect(addr).await.unwrap();
+    next.write_all(head(addr, "guid-next", &signature, 1_000).as_bytes()).await.unwrap();
+    let response = read_until_closed(&mut next).await.to_ascii_lowercase();
+    assert!(response.starts_with("http/1.1 503"), "{response}");
+    assert!(response.contains("retry-after: 1\r\n"), "{response}");
+    assert!(response.contains("connection: close"), "{response}");
+
+    // Closed mid-body, the held requests give their room back.
+    drop(held);
+    eventually("reservations released", || intake.unverified_bytes_in_flight() == 0).await;
+    let accepted = raw_post(addr, "guid-after", &fixture("ping.json")).await;
+    server.abort();
+    assert!(accepted.starts_with("HTTP/1.1 202"), "{accepted}");
+    assert!(deliveries.recv().await.is_some());
 }
