@@ -4,7 +4,11 @@
 //! for installation tokens that it caches per installation and refreshes before they expire (one
 //! exchange however many callers ask at once), and sends REST calls the way GitHub asks integrators to:
 //! it waits out primary and secondary rate limits (or fails fast, by
-//! [`RateLimitPolicy`](crate::client::RateLimitPolicy)), retries 5xx answers only for requests that are
+//! [`RateLimitPolicy`](crate::client::RateLimitPolicy)), each request on the bucket it spends
+//! ([`RateLimitResource`](crate::client::RateLimitResource): core, search, code_search, graphql, …,
+//! as `x-ratelimit-resource` names them), sends `Content-Length: 0` on bodiless mutations (GitHub
+//! answers 411 without it), keeps GitHub's `errors` array in
+//! [`ClientError::Api`](crate::client::ClientError::Api), retries 5xx answers only for requests that are
 //! safe to repeat, never retries other 4xx, revalidates GETs with `ETag` (a 304 costs no rate limit),
 //! follows `Link` pagination, and spaces mutating requests of an installation at least a second apart.
 //! Time comes from an injected [`chitty_core::Clock`] and waiting goes through an injected
