@@ -12,7 +12,8 @@
 //! Outputs are atomic (temporary file, fsync, rename): a failed run leaves no partial file. `-o -` streams
 //! to standard output instead (a failed decompress stops after the last verified part). A progress bar
 //! shows on a terminal. The last line of stdout of every command is `key=value` pairs for scripts; with
-//! `-o -` that line and every other report go to stderr, so stdout holds only the data.
+//! `-o -` that line and every other report go to stderr, so stdout holds only the data. Text read from
+//! files and archives (tensor names, errors naming them) is printed with control characters escaped.
 //!
 //! Exit codes: 0 success; 2 usage error; 3 invalid input (not a valid safetensors file, bad option);
 //! 4 corrupt or truncated archive; 5 wrong or missing base; 6 I/O error; 7 the output resolves to an
@@ -20,6 +21,7 @@
 //! error; 130 and 143 interrupted by SIGINT or SIGTERM, after removing the temporary output. Both output
 //! refusals happen before anything is written.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -125,6 +127,25 @@ macro_rules! out {
     }};
 }
 
+/// `text` with control characters and other non-printables escaped (`\u{1b}`, and `\\` for a backslash),
+/// so that a name read from a file or an archive cannot drive the terminal or reorder what follows.
+fn printable(text: &str) -> Cow<'_, str> {
+    // escape_debug leaves printable characters alone; quotes are fine here.
+    let plain = |c: char| matches!(c, '\'' | '"') || c.escape_debug().len() == 1;
+    if text.chars().all(plain) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if plain(c) {
+            escaped.push(c);
+        } else {
+            escaped.extend(c.escape_debug());
+        }
+    }
+    Cow::Owned(escaped)
+}
+
 /// Whether an output argument means standard output.
 fn is_stdout(output: &Path) -> bool {
     output.as_os_str() == "-"
@@ -163,13 +184,13 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Compress { .. } | Command::Decompress { .. })
         && let Err(f) = remove_temporary_output_on_signals()
     {
-        eprintln!("error: {}", f.message);
+        eprintln!("error: {}", printable(&f.message));
         return ExitCode::from(f.code);
     }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {}", f.message);
+            eprintln!("error: {}", printable(&f.message));
             out!("result=error exit_code={}", f.code);
             ExitCode::from(f.code)
         }
@@ -291,7 +312,13 @@ fn run(command: Command) -> Result<(), Failure> {
             if verbose {
                 for p in &report.parts {
                     let err = p.relative_error.map(|e| format!(" rel_error={e:.4}")).unwrap_or_default();
-                    out!("{:<60} {:<20} {:>12} -> {:>12}{err}", p.name, p.method, p.original_bytes, p.stored_bytes);
+                    out!(
+                        "{:<60} {:<20} {:>12} -> {:>12}{err}",
+                        printable(&p.name),
+                        p.method,
+                        p.original_bytes,
+                        p.stored_bytes
+                    );
                 }
             }
             let worst = report
@@ -348,7 +375,13 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Inspect { archive } => {
             let s = files::inspect_file(&archive)?;
-            out!("format {} v{}; base: {}", s.format, s.version, s.base.as_deref().unwrap_or("none"));
+            // Every text below comes from the archive: escaped.
+            out!(
+                "format {} v{}; base: {}",
+                printable(&s.format),
+                s.version,
+                printable(s.base.as_deref().unwrap_or("none"))
+            );
             out!(
                 "{:<60} {:>6} {:<20} {:>12} {:>12} {:>7} {:>9}",
                 "tensor",
@@ -362,8 +395,8 @@ fn run(command: Command) -> Result<(), Failure> {
             for t in &s.tensors {
                 out!(
                     "{:<60} {:>6} {:<20} {:>12} {:>12} {:>6.2}% {:>9}",
-                    t.name,
-                    t.dtype,
+                    printable(&t.name),
+                    printable(&t.dtype),
                     t.method.as_str(),
                     t.original_bytes,
                     t.stored_bytes,

@@ -272,3 +272,78 @@ fn sigterm_and_sigint_remove_the_temporary_output_and_exit_non_zero() {
     assert!(leftovers(pair.dir.path()).is_empty(), "{:?}", leftovers(pair.dir.path()));
     assert!(!restored.exists());
 }
+
+/// A safetensors file of F32 vectors, built by hand so that names can hold anything.
+fn safetensors(tensors: &[(&str, &str, &[f32])]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, values) in tensors {
+        let begin = data.len();
+        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        header.insert(
+            (*name).to_owned(),
+            serde_json::json!({"dtype": dtype, "shape": [values.len()], "data_offsets": [begin, data.len()]}),
+        );
+    }
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&header);
+    file.extend_from_slice(&data);
+    file
+}
+
+const HOSTILE: &str = "w\u{1b}]0;owned\u{7}\u{1b}[2J\u{202e}gnp.exe\u{9b}31m";
+
+fn assert_no_raw_controls(what: &str, s: &str) {
+    for c in ['\u{1b}', '\u{7}', '\u{202e}', '\u{9b}'] {
+        assert!(!s.contains(c), "{what} holds a raw {:?}: {s:?}", c);
+    }
+}
+
+#[test]
+fn inspect_and_verbose_listings_escape_control_characters_of_archive_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, target, archive) =
+        (dir.path().join("base.safetensors"), dir.path().join("ft.safetensors"), dir.path().join("ft.delta"));
+    fs::write(&base, safetensors(&[("other", "F32", &[1.0, 2.0])])).unwrap();
+    fs::write(&target, safetensors(&[(HOSTILE, "F32", &[1.0, 2.0, 3.0])])).unwrap();
+
+    let o = run_in(dir.path(), &[&"compress", &base, &target, &"-o", &archive, &"--verbose"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_no_raw_controls("compress --verbose", &text(&o.stdout));
+    assert!(text(&o.stdout).contains("w\\u{1b}]0;owned\\u{7}"), "{}", text(&o.stdout));
+
+    let o = run_in(dir.path(), &[&"inspect", &archive]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_no_raw_controls("inspect", &text(&o.stdout));
+    assert!(text(&o.stdout).contains("\\u{202e}gnp.exe"), "{}", text(&o.stdout));
+
+    // The base description comes from the manifest too: a hostile one (checksums recomputed) is escaped.
+    let bytes = fs::read(&archive).unwrap();
+    let len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let manifest = text(&bytes[48..48 + len]);
+    let sha_at = manifest.find("\"header_sha256\":\"").unwrap() + "\"header_sha256\":\"".len();
+    let hostile = format!("{}\\u001b[2J{}", &manifest[..sha_at], &manifest[sha_at..]);
+    let mut forged = bytes[..12].to_vec();
+    forged.extend_from_slice(&(hostile.len() as u32).to_le_bytes());
+    use sha2::Digest as _;
+    forged.extend_from_slice(&sha2::Sha256::digest(hostile.as_bytes()));
+    forged.extend_from_slice(hostile.as_bytes());
+    forged.extend_from_slice(&bytes[48 + len..]);
+    let forged_path = dir.path().join("forged.delta");
+    fs::write(&forged_path, forged).unwrap();
+    let o = run_in(dir.path(), &[&"inspect", &forged_path]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_no_raw_controls("inspect of a hostile base description", &text(&o.stdout));
+    // And errors that name it or a tensor.
+    let o = run_in(dir.path(), &[&"verify", &base, &forged_path]);
+    assert_eq!(o.status.code(), Some(5));
+    assert_no_raw_controls("a wrong-base error", &text(&o.stderr));
+
+    let bad = dir.path().join("bad.safetensors");
+    fs::write(&bad, safetensors(&[(HOSTILE, "X9", &[1.0])])).unwrap();
+    let o = run_in(dir.path(), &[&"compress", &base, &bad, &"-o", &dir.path().join("bad.delta")]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_no_raw_controls("an input error", &text(&o.stderr));
+    assert!(text(&o.stderr).contains("\\u{1b}"), "{}", text(&o.stderr));
+}
