@@ -1,25 +1,27 @@
 //! `delta`: store a fine-tuned safetensors model as a delta against its base, and get it back.
 //!
 //! ```text
-//! cargo run --release --example delta --features delta -- compress BASE TARGET -o OUT|- [--mode lossless]
-//! cargo run --release --example delta --features delta -- decompress BASE ARCHIVE -o OUT|-
+//! cargo run --release --example delta --features delta -- compress BASE TARGET -o OUT|- [--mode lossless] [--mac-key-file KEY]
+//! cargo run --release --example delta --features delta -- decompress BASE ARCHIVE -o OUT|- [--mac-key-file KEY]
 //! cargo run --release --example delta --features delta -- inspect ARCHIVE
-//! cargo run --release --example delta --features delta -- verify BASE ARCHIVE
+//! cargo run --release --example delta --features delta -- verify BASE ARCHIVE [--mac-key-file KEY]
 //! cargo run --release --example delta --features delta -- generate --bytes 1G BASE_OUT TARGET_OUT
 //! cargo run --release --example delta --features delta -- analyze BASE TARGET
 //! ```
 //!
-//! Outputs are atomic (temporary file, fsync, rename): a failed run leaves no partial file. `-o -` streams
-//! to standard output instead (a failed decompress stops after the last verified part). A progress bar
-//! shows on a terminal. The last line of stdout of every command is `key=value` pairs for scripts; with
-//! `-o -` that line and every other report go to stderr, so stdout holds only the data. Text read from
-//! files and archives (tensor names, errors naming them) is printed with control characters escaped.
+//! Outputs are atomic (temporary file, fsync, rename): a failed or interrupted run leaves no partial
+//! file. `-o -` streams to standard output instead (a failed decompress stops after the last verified
+//! part). A progress bar shows on a terminal. The last line of stdout of every command is `key=value`
+//! pairs for scripts; with `-o -` that line and every other report go to stderr, so stdout holds only
+//! the data. Text read from files and archives (tensor names, errors naming them) is printed with
+//! control characters escaped.
 //!
 //! Exit codes: 0 success; 2 usage error; 3 invalid input (not a valid safetensors file, bad option);
 //! 4 corrupt or truncated archive; 5 wrong or missing base; 6 I/O error; 7 the output resolves to an
-//! input (same file, hard link or symlink); 8 the output exists and is not a regular file; 70 internal
-//! error; 130 and 143 interrupted by SIGINT or SIGTERM, after removing the temporary output. Both output
-//! refusals happen before anything is written.
+//! input (same file, hard link or symlink); 8 the output exists and is not a regular file; 9 MAC refused
+//! (wrong key or altered archive, a key given for an archive without a MAC, or an authenticated archive
+//! without its key); 70 internal error; 130 and 143 interrupted by SIGINT or SIGTERM, after removing the
+//! temporary output. Output refusals (7, 8) and MAC presence checks happen before anything is written.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -29,7 +31,7 @@ use std::time::Instant;
 
 use chitty::delta::analysis::study_transforms;
 use chitty::delta::files::{self, MappedFile};
-use chitty::delta::{DeltaError, Mode, ModelDeltaCompressor};
+use chitty::delta::{DeltaError, MacKey, Mode, ModelDeltaCompressor};
 use chitty_testkit::model_pairs::{FloatDtype, ModelPairSpec, write_pair};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -65,6 +67,10 @@ enum Command {
         /// Print one line per tensor.
         #[arg(long)]
         verbose: bool,
+        /// Authenticate the archive with HMAC-SHA256 under the key in this file (all of its bytes, 16 at
+        /// least).
+        #[arg(long, value_name = "PATH")]
+        mac_key_file: Option<PathBuf>,
     },
     /// Rebuild the target from BASE and ARCHIVE, verifying every part.
     Decompress {
@@ -75,6 +81,9 @@ enum Command {
         output: PathBuf,
         #[arg(long)]
         threads: Option<usize>,
+        /// Require and check the archive's MAC under the key in this file.
+        #[arg(long, value_name = "PATH")]
+        mac_key_file: Option<PathBuf>,
     },
     /// Show what an archive holds, per tensor (no base needed).
     Inspect { archive: PathBuf },
@@ -84,6 +93,9 @@ enum Command {
         archive: PathBuf,
         #[arg(long)]
         threads: Option<usize>,
+        /// Require and check the archive's MAC under the key in this file.
+        #[arg(long, value_name = "PATH")]
+        mac_key_file: Option<PathBuf>,
     },
     /// Write a synthetic base / fine-tune pair (for benchmarks and trials).
     Generate {
@@ -165,6 +177,7 @@ impl From<DeltaError> for Failure {
             DeltaError::Io { .. } => 6,
             DeltaError::OutputIsInput { .. } => 7,
             DeltaError::OutputNotRegularFile { .. } => 8,
+            DeltaError::MacMissing | DeltaError::MacKeyNeeded | DeltaError::MacMismatch => 9,
             DeltaError::Internal { .. } => 70,
             _ => 3,
         };
@@ -256,8 +269,12 @@ fn compressor(
     rules: &[(String, Mode)],
     level: i32,
     threads: Option<usize>,
+    mac_key_file: Option<&Path>,
 ) -> Result<ModelDeltaCompressor, Failure> {
     let mut builder = ModelDeltaCompressor::builder().mode(mode).zstd_level(level);
+    if let Some(path) = mac_key_file {
+        builder = builder.mac_key(MacKey::from_file(path)?);
+    }
     for (pattern, mode) in rules {
         builder = builder.rule(pattern.clone(), *mode);
     }
@@ -290,7 +307,7 @@ fn gbps(bytes: u64, seconds: f64) -> f64 {
 
 fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Compress { base, target, output, mode, rules, level, threads, verbose } => {
+        Command::Compress { base, target, output, mode, rules, level, threads, verbose, mac_key_file } => {
             let rules = rules
                 .iter()
                 .map(|r| {
@@ -298,7 +315,7 @@ fn run(command: Command) -> Result<(), Failure> {
                     Ok((p.to_owned(), parse_mode(m)?))
                 })
                 .collect::<Result<Vec<_>, Failure>>()?;
-            let c = compressor(parse_mode(&mode)?, &rules, level, threads)?;
+            let c = compressor(parse_mode(&mode)?, &rules, level, threads, mac_key_file.as_deref())?;
             let bar = progress_bar(file_len(&target)?, "compress");
             let start = Instant::now();
             let progress = &mut |n| bar.set_position(n);
@@ -336,8 +353,15 @@ fn run(command: Command) -> Result<(), Failure> {
                 worst.map(|w| format!(" max_rel_error={w:.5}")).unwrap_or_default(),
             );
         }
-        Command::Decompress { base, archive, output, threads } => {
-            let c = compressor(Mode::Lossless, &[], 1, threads)?;
+        Command::Decompress { base, archive, output, threads, mac_key_file } => {
+            if mac_key_file.is_some() && is_stdout(&output) {
+                // The MAC ends the archive: a stream would carry parts before they are authenticated.
+                return Err(usage(
+                    "--mac-key-file with -o - would write parts before the MAC at the end of the archive is \
+                     checked; decompress to a file (written only once authenticated) instead",
+                ));
+            }
+            let c = compressor(Mode::Lossless, &[], 1, threads, mac_key_file.as_deref())?;
             let bar = progress_bar(files::archive_target_len(&archive)?, "decompress");
             let start = Instant::now();
             let progress = &mut |n| bar.set_position(n);
@@ -357,8 +381,8 @@ fn run(command: Command) -> Result<(), Failure> {
                 gbps(report.output_bytes, secs)
             );
         }
-        Command::Verify { base, archive, threads } => {
-            let c = compressor(Mode::Lossless, &[], 1, threads)?;
+        Command::Verify { base, archive, threads, mac_key_file } => {
+            let c = compressor(Mode::Lossless, &[], 1, threads, mac_key_file.as_deref())?;
             let bar = progress_bar(files::archive_target_len(&archive)?, "verify");
             let start = Instant::now();
             let report = files::verify_file(&c, Some(&base), &archive, &mut |n| bar.set_position(n))?;
@@ -377,10 +401,15 @@ fn run(command: Command) -> Result<(), Failure> {
             let s = files::inspect_file(&archive)?;
             // Every text below comes from the archive: escaped.
             out!(
-                "format {} v{}; base: {}",
+                "format {} v{}; base: {}; mac: {}",
                 printable(&s.format),
                 s.version,
-                printable(s.base.as_deref().unwrap_or("none"))
+                printable(s.base.as_deref().unwrap_or("none")),
+                // Only a known algorithm passes the manifest check, but it is archive text all the same.
+                s.mac.as_deref().map_or(Cow::Borrowed("none"), |m| Cow::Owned(format!(
+                    "{} (not checked: inspect reads no key)",
+                    printable(m)
+                )))
             );
             out!(
                 "{:<60} {:>6} {:<20} {:>12} {:>12} {:>7} {:>9}",

@@ -347,3 +347,58 @@ fn inspect_and_verbose_listings_escape_control_characters_of_archive_text() {
     assert_no_raw_controls("an input error", &text(&o.stderr));
     assert!(text(&o.stderr).contains("\\u{1b}"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn a_mac_key_authenticates_archives_and_its_absence_or_mismatch_has_its_own_exit_code() {
+    let pair = Pair::tiny(77);
+    let key = pair.path("mac.key");
+    fs::write(&key, b"0123456789abcdef0123456789abcdef").unwrap();
+    let other_key = pair.path("other.key");
+    fs::write(&other_key, b"fedcba9876543210fedcba9876543210").unwrap();
+    let keyed = pair.archive("keyed.delta", &["--mac-key-file", key.to_str().unwrap()]);
+    let plain = pair.archive("plain.delta", &[]);
+    let restored = pair.path("restored.safetensors");
+
+    let o = pair.run(&[&"decompress", &pair.base, &keyed, &"-o", &restored, &"--mac-key-file", &key]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(fs::read(&restored).unwrap(), fs::read(&pair.target).unwrap());
+    fs::remove_file(&restored).unwrap();
+    let o = pair.run(&[&"verify", &pair.base, &keyed, &"--mac-key-file", &key]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    for (archive, key, needle) in [
+        (&keyed, None, "needs the key"),
+        (&keyed, Some(&other_key), "MAC mismatch"),
+        (&plain, Some(&key), "carries no MAC"),
+    ] {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"decompress", &pair.base, archive, &"-o", &restored];
+        if let Some(k) = key {
+            args.extend([&"--mac-key-file" as &dyn AsRef<std::ffi::OsStr>, k]);
+        }
+        let o = pair.run(&args);
+        assert_eq!(o.status.code(), Some(9), "{}", text(&o.stderr));
+        assert!(text(&o.stderr).contains(needle), "{}", text(&o.stderr));
+        assert!(!restored.exists());
+        assert!(leftovers(pair.dir.path()).is_empty());
+    }
+    // The key never shows, whatever fails.
+    let o = pair.run(&[&"decompress", &pair.base, &keyed, &"-o", &restored, &"--mac-key-file", &other_key]);
+    assert!(!text(&o.stderr).contains("fedcba98") && !text(&o.stdout).contains("fedcba98"));
+
+    let o = pair.run(&[&"verify", &pair.base, &keyed]);
+    assert_eq!(o.status.code(), Some(9), "{}", text(&o.stderr));
+    // A stream would carry parts before the MAC at the end is checked.
+    let o = pair.run(&[&"decompress", &pair.base, &keyed, &"-o", &"-", &"--mac-key-file", &key]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(o.stdout.is_empty());
+
+    let o = pair.run(&[&"inspect", &keyed]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("hmac-sha256"), "{}", text(&o.stdout));
+
+    let short = pair.path("short.key");
+    fs::write(&short, b"tiny").unwrap();
+    let o = pair.run(&[&"compress", &pair.base, &pair.target, &"-o", &pair.path("x.delta"), &"--mac-key-file", &short]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(!pair.path("x.delta").exists());
+}

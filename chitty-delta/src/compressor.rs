@@ -10,8 +10,11 @@ use sha2::{Digest, Sha256};
 
 use crate::codec::{decode_section, encode_literal_section, encode_section, take};
 use crate::error::DeltaError;
-use crate::format::{self, BaseFingerprint, CheckedTensor, FORMAT, Manifest, Method, RawFrame, TensorRecord, VERSION};
+use crate::format::{
+    self, BaseFingerprint, CheckedTensor, FORMAT, Manifest, Method, RawFrame, TensorRecord, VERSION, VERSION_MAC,
+};
 use crate::lossy;
+use crate::mac::{ArchiveMac, MAC_ALGORITHM, MAC_LEN, MacKey};
 use crate::packed16;
 use crate::pipeline::run_ordered;
 use crate::safetensors::{Dtype, MAX_HEADER_LEN, SafetensorsLayout};
@@ -130,6 +133,7 @@ pub struct ModelDeltaCompressor {
     zstd_level: i32,
     chunk_elements: u64,
     pool: Option<Arc<rayon::ThreadPool>>,
+    mac_key: Option<MacKey>,
 }
 
 /// Builds a [`ModelDeltaCompressor`].
@@ -141,6 +145,7 @@ pub struct ModelDeltaCompressorBuilder {
     zstd_level: i32,
     chunk_elements: u64,
     threads: Option<usize>,
+    mac_key: Option<MacKey>,
 }
 
 impl Default for ModelDeltaCompressorBuilder {
@@ -152,6 +157,7 @@ impl Default for ModelDeltaCompressorBuilder {
             zstd_level: DEFAULT_ZSTD_LEVEL,
             chunk_elements: DEFAULT_CHUNK_ELEMENTS,
             threads: None,
+            mac_key: None,
         }
     }
 }
@@ -193,6 +199,14 @@ impl ModelDeltaCompressorBuilder {
         self
     }
 
+    /// Authenticates archives with HMAC-SHA256 under `key`: encoding appends a MAC (container version 2),
+    /// decoding requires and checks one ([`DeltaError::MacKeyNeeded`], [`DeltaError::MacMissing`],
+    /// [`DeltaError::MacMismatch`]). Without a key, archives carry no MAC and one that does is refused.
+    pub fn mac_key(mut self, key: MacKey) -> Self {
+        self.mac_key = Some(key);
+        self
+    }
+
     /// Checks the configuration and builds the compressor.
     pub fn build(self) -> Result<ModelDeltaCompressor, DeltaError> {
         let invalid = |reason: String| DeltaError::InvalidConfig { reason };
@@ -223,6 +237,7 @@ impl ModelDeltaCompressorBuilder {
             zstd_level: self.zstd_level,
             chunk_elements: self.chunk_elements,
             pool,
+            mac_key: self.mac_key,
         })
     }
 }
@@ -231,6 +246,8 @@ impl ModelDeltaCompressorBuilder {
 struct EncodedPart {
     part: PartRef,
     frame: Vec<u8>,
+    /// SHA-256 of the reconstructed part (also in the frame), for the MAC.
+    sha: [u8; 32],
     /// Error sums of lossy chunks.
     errors: Option<lossy::ErrorSums>,
 }
@@ -394,12 +411,13 @@ impl ModelDeltaCompressor {
         });
         let manifest = Manifest {
             format: FORMAT.to_owned(),
-            version: VERSION,
+            version: if self.mac_key.is_some() { VERSION_MAC } else { VERSION },
             chunk_elements: self.chunk_elements,
             base: fingerprint,
             target_len: target_layout.file_len,
             header_len: target_layout.data_start,
             tensors: records,
+            mac: self.mac_key.as_ref().map(|_| MAC_ALGORITHM.to_owned()),
         };
         let tensors = manifest.check()?;
         let sources = Sources {
@@ -411,6 +429,7 @@ impl ModelDeltaCompressor {
 
         let preamble = format::write_preamble(&manifest)?;
         out.write_all(&preamble).map_err(|e| DeltaError::io("writing the archive", e))?;
+        let mut mac = self.mac_key.as_ref().map(|key| ArchiveMac::new(key, &preamble)).transpose()?;
         let mut report = EncodeReport {
             input_bytes: target.len() as u64,
             output_bytes: preamble.len() as u64,
@@ -446,8 +465,11 @@ impl ModelDeltaCompressor {
                 Ok(next)
             },
             |(seq, part)| self.encode_part(&tensors, &sources, seq, part),
-            |EncodedPart { part, frame, errors }| {
+            |EncodedPart { part, frame, sha, errors }| {
                 out.write_all(&frame).map_err(|e| DeltaError::io("writing the archive", e))?;
+                if let Some(mac) = mac.as_mut() {
+                    mac.part(&sha);
+                }
                 report.output_bytes += frame.len() as u64;
                 let (slot, raw) = match part {
                     PartRef::Header => (0, sources.target_data_start),
@@ -467,6 +489,11 @@ impl ModelDeltaCompressor {
                 Ok(())
             },
         )?;
+        if let Some(mac) = mac {
+            out.write_all(&mac.tag()).map_err(|e| DeltaError::io("writing the archive", e))?;
+            report.output_bytes += MAC_LEN as u64;
+            report.parts[0].stored_bytes += MAC_LEN as u64;
+        }
         out.flush().map_err(|e| DeltaError::io("writing the archive", e))?;
         Ok(report)
     }
@@ -522,7 +549,7 @@ impl ModelDeltaCompressor {
                 }
             }
         };
-        Ok(EncodedPart { part, frame: format::frame_bytes(seq, &sha, &payload)?, errors })
+        Ok(EncodedPart { part, frame: format::frame_bytes(seq, &sha, &payload)?, sha: sha.into(), errors })
     }
 
     /// [`Compressor::decode`] with a callback told the number of bytes written after each part.
@@ -534,8 +561,15 @@ impl ModelDeltaCompressor {
         progress: &mut dyn FnMut(u64),
     ) -> Result<DecodeReport, DeltaError> {
         let mut input = CountingReader { inner: archive, count: 0 };
-        let manifest = format::read_preamble(&mut input)?;
+        let format::Preamble { manifest, bytes: preamble } = format::read_preamble(&mut input)?;
         let tensors = manifest.check()?;
+        // Decided before anything is written: a key always means an authenticated output.
+        let mut mac = match (&self.mac_key, &manifest.mac) {
+            (Some(key), Some(_)) => Some(ArchiveMac::new(key, &preamble)?),
+            (Some(_), None) => return Err(DeltaError::MacMissing),
+            (None, Some(_)) => return Err(DeltaError::MacKeyNeeded),
+            (None, None) => None,
+        };
         let base = check_base(manifest.base.as_ref(), base)?;
         let expected_base = manifest.base.as_ref().map(ToString::to_string).unwrap_or_default();
 
@@ -551,6 +585,9 @@ impl ModelDeltaCompressor {
                 let Some(part) = parts.next() else { return Ok(None) };
                 let (name, raw_len) = part_name_and_len(&tensors, part, header_len);
                 let frame = format::read_frame(&mut input, seq, max_payload(raw_len), &name)?;
+                if let Some(mac) = mac.as_mut() {
+                    mac.part(frame.part_sha());
+                }
                 seq = seq.wrapping_add(1);
                 Ok(Some((part, name, frame)))
             },
@@ -568,6 +605,9 @@ impl ModelDeltaCompressor {
                 Ok(())
             },
         )?;
+        if let Some(mac) = mac {
+            mac.verify(&format::read_mac(&mut input)?)?;
+        }
         format::expect_end(&mut input)?;
         out.flush().map_err(|e| DeltaError::io("writing the output", e))?;
         report.input_bytes = input.count;
@@ -590,6 +630,9 @@ pub struct ArchiveSummary {
     pub archive_bytes: u64,
     /// Elements per chunk.
     pub chunk_elements: u64,
+    /// The MAC the archive ends with (`hmac-sha256`), or `None`; [`inspect`] reads it but, without the
+    /// key, cannot check it.
+    pub mac: Option<String>,
     /// Per tensor, in file order.
     pub tensors: Vec<TensorSummary>,
 }
@@ -617,7 +660,7 @@ pub struct TensorSummary {
 /// decoded), and sums up what each tensor takes.
 pub fn inspect(archive: &mut dyn Read) -> Result<ArchiveSummary, DeltaError> {
     let mut input = CountingReader { inner: archive, count: 0 };
-    let manifest = format::read_preamble(&mut input)?;
+    let manifest = format::read_preamble(&mut input)?.manifest;
     let tensors = manifest.check()?;
     let mut summaries: Vec<TensorSummary> = manifest
         .tensors
@@ -648,6 +691,9 @@ pub fn inspect(archive: &mut dyn Read) -> Result<ArchiveSummary, DeltaError> {
             }
         }
     }
+    if manifest.mac.is_some() {
+        format::read_mac(&mut input)?;
+    }
     format::expect_end(&mut input)?;
     Ok(ArchiveSummary {
         format: manifest.format,
@@ -656,6 +702,7 @@ pub fn inspect(archive: &mut dyn Read) -> Result<ArchiveSummary, DeltaError> {
         target_bytes: manifest.target_len,
         archive_bytes: input.count,
         chunk_elements: manifest.chunk_elements,
+        mac: manifest.mac,
         tensors: summaries,
     })
 }

@@ -124,6 +124,16 @@ pub enum DeltaError {
     /// The archive needs a base and none was given.
     #[error("this archive was made against a base; decoding needs that base")]
     MissingBase,
+    /// A MAC key was given but the archive carries no MAC: it was written without a key, or its MAC was
+    /// removed. Refused, so that a key always means an authenticated output.
+    #[error("the archive carries no MAC but a MAC key was given: it was written without a key, or its MAC was removed")]
+    MacMissing,
+    /// The archive carries a MAC and no key was given to check it.
+    #[error("the archive is authenticated with a keyed MAC (hmac-sha256): decoding it needs the key")]
+    MacKeyNeeded,
+    /// The archive's MAC does not match: the key is wrong, or the archive was altered.
+    #[error("MAC mismatch: the key is wrong or the archive was altered")]
+    MacMismatch,
     /// A configuration value is out of range.
     #[error("invalid configuration: {reason}")]
     InvalidConfig {
@@ -203,6 +213,12 @@ impl From<DeltaError> for chitty_core::Error {
             DeltaError::WrongBase { expected, found } => chitty_core::Error::WrongBase { expected, found },
             DeltaError::MissingBase => {
                 chitty_core::Error::InvalidInput { what: "base".to_owned(), reason: e.to_string() }
+            }
+            DeltaError::MacMismatch => {
+                chitty_core::Error::Corrupt { part: "archive MAC".to_owned(), reason: e.to_string() }
+            }
+            DeltaError::MacMissing | DeltaError::MacKeyNeeded => {
+                chitty_core::Error::InvalidInput { what: "MAC key".to_owned(), reason: e.to_string() }
             }
             DeltaError::InvalidConfig { .. } => {
                 chitty_core::Error::InvalidInput { what: "compressor configuration".to_owned(), reason: e.to_string() }

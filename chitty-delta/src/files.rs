@@ -368,7 +368,7 @@ pub fn verify_file(
 
 /// The size of the file `archive` rebuilds, read from its manifest only (for progress bars).
 pub fn archive_target_len(archive: &Path) -> Result<u64, DeltaError> {
-    crate::format::read_preamble(&mut open_archive(archive)?.0).map(|m| m.target_len)
+    crate::format::read_preamble(&mut open_archive(archive)?.0).map(|p| p.manifest.target_len)
 }
 
 /// Reads the manifest and every frame of `archive` (checking each frame's own checksum, no base needed).

@@ -2,8 +2,12 @@
 //!
 //! ```text
 //! archive  = magic "CHTYDLTA" | version u32 | manifest_len u32 | sha256(manifest) | manifest | frame*
+//!            [ | mac ]                    (version 2 only: HMAC-SHA256, see `crate::mac`)
 //! frame    = seq u32 | payload_len u32 | sha256(reconstructed part) | payload | sha256(frame so far)
 //! ```
+//!
+//! Version 1 archives carry no MAC; version 2 is written only when a MAC key is set, so that an older
+//! reader refuses it by its version instead of reporting its MAC as trailing garbage.
 //!
 //! Integers are little-endian. Part 0 is the target's safetensors header; then every tensor in offset
 //! order, each split into chunks of whole rows. `docs/delta.md` has the full specification.
@@ -14,12 +18,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::DeltaError;
+use crate::mac::{MAC_ALGORITHM, MAC_LEN};
 use crate::safetensors::{Dtype, MAX_HEADER_LEN};
 
 /// The archive's magic bytes.
 pub(crate) const MAGIC: &[u8; 8] = b"CHTYDLTA";
-/// The container version this crate writes and reads.
+/// The container version of archives without a MAC (and of every archive before MACs existed).
 pub(crate) const VERSION: u32 = 1;
+/// The container version of archives that end with a MAC.
+pub(crate) const VERSION_MAC: u32 = 2;
 /// The format name, also in the manifest.
 pub(crate) const FORMAT: &str = "chitty-model-delta";
 /// Largest manifest accepted.
@@ -125,6 +132,10 @@ pub(crate) struct Manifest {
     pub(crate) target_len: u64,
     pub(crate) header_len: u64,
     pub(crate) tensors: Vec<TensorRecord>,
+    /// The MAC that follows the last frame (`hmac-sha256`, version 2 only); absent, version 1 archives
+    /// stay byte for byte what they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) mac: Option<String>,
 }
 
 /// A manifest tensor with its numbers checked.
@@ -182,8 +193,14 @@ impl Manifest {
     /// Checks every number a decoder relies on; the manifest is untrusted input.
     pub(crate) fn check(&self) -> Result<Vec<CheckedTensor>, DeltaError> {
         let bad = |reason: String| DeltaError::corrupt("manifest", reason);
-        if self.format != FORMAT || self.version != VERSION {
-            return Err(bad(format!("format {} version {} is not {FORMAT} {VERSION}", self.format, self.version)));
+        if self.format != FORMAT {
+            return Err(bad(format!("format {} is not {FORMAT}", self.format)));
+        }
+        match (self.version, self.mac.as_deref()) {
+            (VERSION, None) | (VERSION_MAC, Some(MAC_ALGORITHM)) => {}
+            (version, mac) => {
+                return Err(bad(format!("version {version} with MAC {}", mac.unwrap_or("none"))));
+            }
         }
         if self.chunk_elements == 0 || self.chunk_elements > MAX_CHUNK_ELEMENTS {
             return Err(bad(format!("chunk of {} elements", self.chunk_elements)));
@@ -261,7 +278,7 @@ impl Manifest {
     }
 }
 
-/// Serializes the fixed header and the manifest.
+/// Serializes the fixed header and the manifest (the header's version is the manifest's).
 pub(crate) fn write_preamble(manifest: &Manifest) -> Result<Vec<u8>, DeltaError> {
     let json = serde_json::to_vec(manifest)
         .map_err(|e| DeltaError::InvalidConfig { reason: format!("manifest does not serialize: {e}") })?;
@@ -271,15 +288,23 @@ pub(crate) fn write_preamble(manifest: &Manifest) -> Result<Vec<u8>, DeltaError>
         .ok_or_else(|| DeltaError::InvalidConfig { reason: "manifest exceeds 64 MiB".to_owned() })?;
     let mut out = Vec::with_capacity(ARCHIVE_HEADER_LEN + json.len());
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&manifest.version.to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&Sha256::digest(&json));
     out.extend_from_slice(&json);
     Ok(out)
 }
 
+/// The fixed header and the manifest, as read.
+#[derive(Debug)]
+pub(crate) struct Preamble {
+    pub(crate) manifest: Manifest,
+    /// The bytes read (header and manifest JSON): what the MAC covers first.
+    pub(crate) bytes: Vec<u8>,
+}
+
 /// Reads and verifies the fixed header and the manifest.
-pub(crate) fn read_preamble(input: &mut dyn Read) -> Result<Manifest, DeltaError> {
+pub(crate) fn read_preamble(input: &mut dyn Read) -> Result<Preamble, DeltaError> {
     let part = "archive header";
     let mut head = [0u8; ARCHIVE_HEADER_LEN];
     read_exact(input, &mut head, part)?;
@@ -287,7 +312,7 @@ pub(crate) fn read_preamble(input: &mut dyn Read) -> Result<Manifest, DeltaError
         return Err(DeltaError::corrupt(part, "not a chitty model delta archive (bad magic)"));
     }
     let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
-    if version != VERSION {
+    if version != VERSION && version != VERSION_MAC {
         return Err(DeltaError::corrupt(part, format!("unsupported version {version}")));
     }
     let len = u32::from_le_bytes([head[12], head[13], head[14], head[15]]);
@@ -298,7 +323,22 @@ pub(crate) fn read_preamble(input: &mut dyn Read) -> Result<Manifest, DeltaError
     if Sha256::digest(&json)[..] != head[16..48] {
         return Err(DeltaError::corrupt("manifest", "checksum mismatch"));
     }
-    serde_json::from_slice(&json).map_err(|e| DeltaError::corrupt("manifest", format!("invalid JSON: {e}")))
+    let manifest: Manifest =
+        serde_json::from_slice(&json).map_err(|e| DeltaError::corrupt("manifest", format!("invalid JSON: {e}")))?;
+    if manifest.version != version {
+        return Err(DeltaError::corrupt(part, format!("version {version} but the manifest says {}", manifest.version)));
+    }
+    let mut bytes = Vec::with_capacity(ARCHIVE_HEADER_LEN + json.len());
+    bytes.extend_from_slice(&head);
+    bytes.extend_from_slice(&json);
+    Ok(Preamble { manifest, bytes })
+}
+
+/// Reads the MAC that follows the last frame of a version 2 archive.
+pub(crate) fn read_mac(input: &mut dyn Read) -> Result<[u8; MAC_LEN], DeltaError> {
+    let mut mac = [0u8; MAC_LEN];
+    read_exact(input, &mut mac, "archive MAC")?;
+    Ok(mac)
 }
 
 /// A frame as read from the archive, not yet verified.

@@ -16,6 +16,8 @@
 //! - Lossy ([`Mode::Sparse`], [`Mode::Int8`], [`Mode::Int4`], [`Mode::OneBit`]) for changed matrices, with
 //!   the relative Frobenius error of each tensor in its [`chitty_core::PartReport`], and a per-tensor
 //!   policy of glob rules ([`ModelDeltaCompressorBuilder::rule`]).
+//! - The SHA-256 checks find corruption, not tampering: anyone can recompute them. An optional MAC
+//!   ([`ModelDeltaCompressorBuilder::mac_key`], HMAC-SHA256 under a [`MacKey`]) finds tampering.
 //! - [`safetensors`] validates headers as untrusted input; [`analysis`] measures candidate transforms;
 //!   [`files`] maps inputs and writes outputs atomically.
 //!
@@ -42,6 +44,7 @@ mod error;
 pub mod files;
 mod format;
 mod lossy;
+mod mac;
 mod packed16;
 mod pipeline;
 pub mod safetensors;
@@ -53,3 +56,4 @@ pub use compressor::{
 };
 pub use error::DeltaError;
 pub use format::Method;
+pub use mac::MacKey;
