@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 echo "examples: in_process"
 cargo run --quiet --example in_process
 
-echo "examples: delta (generate, compress, inspect, verify, decompress, compare)"
+echo "examples: delta (generate, compress, inspect, verify, decompress, compare, refusals, -o -)"
 cargo build --quiet --example delta --features delta
 delta=./target/debug/examples/delta
 work=$(mktemp -d)
@@ -24,6 +24,13 @@ code=$?
 set -e
 if [ "$code" != 5 ]; then echo "examples: delta with the wrong base exited $code, expected 5" >&2; exit 1; fi
 if [ -e "$work/wrong.safetensors" ]; then echo "examples: a failed decompress left a file behind" >&2; exit 1; fi
+set +e
+"$delta" compress "$work/base.safetensors" "$work/ft.safetensors" -o "$work/base.safetensors" >/dev/null 2>&1
+code=$?
+set -e
+if [ "$code" != 7 ]; then echo "examples: delta with the base as its output exited $code, expected 7" >&2; exit 1; fi
+# The refused run left the base intact: a streamed decompress against it still gives the fine-tune back.
+"$delta" decompress "$work/base.safetensors" "$work/ft.delta" -o - 2>/dev/null | cmp - "$work/ft.safetensors"
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 # Posts a chat request for `model` to the server at `port` until it answers (at most 5 s) and checks that the
