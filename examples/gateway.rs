@@ -21,7 +21,7 @@ use chitty::providers::openai::OpenAiProvider;
 use chitty::providers::prometheus::{PrometheusSink, Registry, metrics_router};
 use chitty::providers::redis::{RedisBudgetStore, RedisCache, RedisConnection};
 use chitty::providers::runtime::TokioRuntimeExt;
-use chitty::providers::server::{PerCoreServer, ServerOptions, router, shutdown_signal};
+use chitty::providers::server::{PerCoreServer, Server, ServerOptions, require_bearer, router, shutdown_signal};
 use chitty_testkit::mock::MockProvider;
 use chitty_testkit::mock_upstream::{MockOpenAi, MockServer};
 use clap::Parser;
@@ -136,8 +136,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .workers
         .or(file.server.workers)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
-    let server = PerCoreServer::bind(addr, workers)?;
+    let server = PerCoreServer::bind(addr, workers)?.with_limits(file.server.connection_limits());
     let local = server.local_addr();
+
+    // `/metrics` names tenants and models: behind a token when one is set, on its own address when one is set.
+    let mut metrics = metrics_router(registry);
+    if let Some(token) = &file.server.metrics_token {
+        metrics = require_bearer(metrics, token.expose());
+    }
+    let mut app = router(gateway, options);
+    let metrics_server = match &file.server.metrics_addr {
+        Some(metrics_addr) => {
+            let listener = tokio::net::TcpListener::bind(metrics_addr)
+                .await
+                .map_err(|e| format!("server.metrics_addr `{metrics_addr}`: {e}"))?;
+            println!("metrics on http://{}/metrics", listener.local_addr()?);
+            let serving = Server::new(file.server.connection_limits());
+            Some(tokio::spawn(async move { serving.serve(listener, metrics, shutdown_signal()).await }))
+        }
+        None => {
+            app = app.merge(metrics);
+            None
+        }
+    };
     println!(
         "chitty gateway listening on http://{local} with {workers} worker thread(s)  (models: chitty-mock, chitty-mock-embed; key: sk-chitty-demo)"
     );
@@ -154,8 +175,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!();
 
-    let app = router(gateway, options).merge(metrics_router(registry));
     server.serve(app, shutdown_signal()).await?;
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.await??;
+    }
     tracing::info!("shut down: in-flight requests drained");
     drop(mocks);
     Ok(())

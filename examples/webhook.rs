@@ -15,7 +15,7 @@ use chitty_github::events::WebhookEvent;
 use chitty_github::intake::WebhookIntake;
 use chitty_github::processor::{EventContext, Processor, handler_fn};
 use chitty_github::queue::{InProcessQueue, QueueReceiver};
-use chitty_github::server::webhook_router;
+use chitty_github::server::{ConnectionLimits, Server, webhook_router};
 use chitty_github::signature::WebhookSecret;
 
 /// Where GitHub posts deliveries.
@@ -82,7 +82,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     tracing::info!("listening on http://{addr}{WEBHOOK_PATH}");
-    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
+    // Header, body and idle timeouts and a connection cap: slow or idle senders cannot hold the server.
+    Server::new(ConnectionLimits::default()).serve(listener, router, shutdown_signal()).await?;
     // The server (and with it the queue's sender) is gone: the worker drains what is queued.
     if worker.join().is_err() {
         return Err("the worker thread panicked".into());

@@ -47,6 +47,14 @@ pub enum Error {
         /// The configured limit in bytes.
         limit: u64,
     },
+    /// The client sent its request body too slowly; the server stopped waiting.
+    #[error("the request body was not received in time ({received} bytes in {} ms)", waited.as_millis())]
+    RequestTimeout {
+        /// Bytes that had arrived.
+        received: u64,
+        /// How long the server waited.
+        waited: Duration,
+    },
     /// The tenant sent more requests than its rate limit allows.
     #[error("rate limit exceeded; retry after {} ms", retry_after.as_millis())]
     RateLimited {
@@ -165,6 +173,7 @@ impl Error {
             Error::ModelNotFound { .. } => 404,
             Error::InvalidRequest { .. } | Error::InvalidInput { .. } | Error::Unsupported { .. } => 400,
             Error::PayloadTooLarge { .. } => 413,
+            Error::RequestTimeout { .. } => 408,
             Error::RateLimited { .. } | Error::BudgetExhausted { .. } => 429,
             Error::Upstream { status: Some(s), .. } if (400..500).contains(s) && *s != 429 => *s,
             Error::Upstream { status: Some(429), .. } => 429,
@@ -186,7 +195,7 @@ impl Error {
             Error::InvalidRequest { .. } | Error::InvalidInput { .. } | Error::Unsupported { .. } => {
                 "invalid_request_error"
             }
-            Error::PayloadTooLarge { .. } => "invalid_request_error",
+            Error::PayloadTooLarge { .. } | Error::RequestTimeout { .. } => "invalid_request_error",
             Error::RateLimited { .. } => "requests",
             Error::BudgetExhausted { .. } => "insufficient_quota",
             Error::Upstream { status: Some(s), .. } if (400..500).contains(s) => "invalid_request_error",
@@ -206,6 +215,7 @@ impl Error {
             Error::ModelNotAllowed { .. } => Some("model_not_allowed"),
             Error::ModelNotFound { .. } => Some("model_not_found"),
             Error::PayloadTooLarge { .. } => Some("request_too_large"),
+            Error::RequestTimeout { .. } => Some("request_timeout"),
             Error::RateLimited { .. } => Some("rate_limit_exceeded"),
             Error::BudgetExhausted { .. } => Some("insufficient_quota"),
             Error::UpstreamTimeout { .. } => Some("upstream_timeout"),
@@ -292,6 +302,8 @@ mod tests {
         assert!(!up4.is_retryable());
         assert_eq!(Error::UpstreamTimeout { provider: "p".into(), timeout: Duration::from_secs(1) }.status(), 504);
         assert_eq!(Error::Unavailable { model: "m".into(), reason: "r".into() }.status(), 503);
+        let slow = Error::RequestTimeout { received: 3, waited: Duration::from_secs(10) };
+        assert_eq!((slow.status(), slow.code()), (408, Some("request_timeout")));
     }
 
     #[test]

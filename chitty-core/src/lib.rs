@@ -7,7 +7,8 @@
 //! This crate performs no network or disk I/O, reads no clock and spawns nothing: time arrives through an
 //! injected [`Clock`], waiting through an injected [`Timer`]. Its dependency tree holds no tokio, reqwest,
 //! hyper, axum or redis (CI checks it). Implementations of the traits live in `chitty-providers`,
-//! `chitty-github` and `chitty-delta`.
+//! `chitty-github` and `chitty-delta`. The one exception is opt-in: feature `serve` adds [`serve`], the
+//! hardened HTTP/1.1 accept loop (tokio and hyper) that the gateway's and the webhook's servers share.
 //!
 //! ```
 //! use chitty_core::keys::{chat_key, CacheScope};
@@ -36,6 +37,8 @@ pub mod gateway;
 pub mod keys;
 pub mod money;
 pub mod provider;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod time;
 pub mod tokens;
 pub mod wire;

@@ -6,6 +6,10 @@
 //! `Connection: close`, so the server does not drain it); otherwise the body is read under the
 //! intake's own size cap (axum's `DefaultBodyLimit` does not apply to it).
 //!
+//!
+//! Serve it with [`Server`] (re-exported from `chitty_core::serve`): its header, body and idle timeouts and
+//! its connection cap keep slow or idle senders from holding the server, which `axum::serve` does not.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use axum::Router;
@@ -32,6 +36,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 
 use crate::intake::WebhookIntake;
+
+pub use chitty_core::serve::{BodyReadTimeout, ConnectionLimits, Server};
 
 /// The webhook endpoint as a `POST` route, for any router state: mount it with
 /// `Router::route(path, webhook_route(intake))`.

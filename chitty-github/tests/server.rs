@@ -233,3 +233,62 @@ async fn held_back_bodies_fill_the_unverified_bound_and_the_next_request_gets_50
     assert!(accepted.starts_with("HTTP/1.1 202"), "{accepted}");
     assert!(deliveries.recv().await.is_some());
 }
+
+#[tokio::test]
+async fn served_with_connection_limits_slow_senders_are_closed_and_excess_connections_get_503() {
+    use chitty_github::server::{ConnectionLimits, Server};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (queue, _deliveries) = InProcessQueue::bounded(8);
+    let intake = Arc::new(WebhookIntake::builder([secret()]).sink(Arc::new(queue)).build().unwrap());
+    let router = chitty_github::server::webhook_router("/hooks", intake);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = ConnectionLimits::default()
+        .with_header_read_timeout(Duration::from_millis(300))
+        .with_body_read_timeout(Duration::from_millis(300), 1_000)
+        .with_max_connections(4);
+    let server = Server::new(limits);
+    let serving = server.clone();
+    let task = tokio::spawn(async move { serving.serve(listener, router, std::future::pending()).await });
+
+    // A forged delivery whose body trickles in (a valid-looking signature, so it is read): closed on time.
+    let body = vec![b' '; 4_000];
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(head(addr, "guid-slow", &secret().sign(&body), body.len()).as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    for chunk in body.chunks(10) {
+        if slow.write_all(chunk).await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), slow.read(&mut buf)).await {
+            answer.extend_from_slice(&buf[..n]);
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 4"), "a body sent too slowly is refused: {answer}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+
+    // Silent connections fill the cap; the next one is answered 503 at once; the silent ones time out.
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    eventually("the cap is reached", || server.open_connections() == 4).await;
+    let mut refused = tokio::net::TcpStream::connect(addr).await.unwrap();
+    refused.write_all(head(addr, "guid-refused", &secret().sign(b"{}"), 2).as_bytes()).await.unwrap();
+    let response = read_until_closed(&mut refused).await;
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    for stream in &mut silent {
+        let closed = read_until_closed(stream).await;
+        assert!(closed.is_empty(), "a silent connection gets no answer, only a close: {closed}");
+    }
+    eventually("the cap frees", || server.open_connections() == 0).await;
+    let accepted = raw_post(addr, "guid-after", br#"{"zen":"ok","hook_id":1}"#).await;
+    assert!(accepted.starts_with("HTTP/1.1 202"), "{accepted}");
+    task.abort();
+}

@@ -112,11 +112,60 @@ pub struct ServerSection {
     /// Threads serving HTTP, each with its own runtime and socket ([`crate::server::PerCoreServer`]); unset
     /// means one per core.
     pub workers: Option<usize>,
+    /// Time allowed for a request head, milliseconds (default 10,000).
+    pub header_read_timeout_ms: Option<u64>,
+    /// Time allowed for a request body before the minimum rate extends it, milliseconds (default 10,000).
+    pub body_read_timeout_ms: Option<u64>,
+    /// Bytes per second a slow body must average past `body_read_timeout_ms` (default 32,768).
+    pub min_body_bytes_per_sec: Option<u64>,
+    /// How long an idle keep-alive connection stays open, milliseconds (default 60,000).
+    pub idle_timeout_ms: Option<u64>,
+    /// Open connections past which new ones are answered 503 (default half the file descriptor limit).
+    pub max_connections: Option<usize>,
+    /// Where `/metrics` is served: its own address (keep it private), or, when unset, the main `addr`.
+    pub metrics_addr: Option<String>,
+    /// A bearer token `/metrics` requires (`${VAR}` allowed); open when unset.
+    pub metrics_token: Option<Secret>,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
-        ServerSection { addr: "127.0.0.1:8080".into(), body_limit_bytes: 8 * 1024 * 1024, workers: None }
+        ServerSection {
+            addr: "127.0.0.1:8080".into(),
+            body_limit_bytes: 8 * 1024 * 1024,
+            workers: None,
+            header_read_timeout_ms: None,
+            body_read_timeout_ms: None,
+            min_body_bytes_per_sec: None,
+            idle_timeout_ms: None,
+            max_connections: None,
+            metrics_addr: None,
+            metrics_token: None,
+        }
+    }
+}
+
+#[cfg(feature = "server")]
+impl ServerSection {
+    /// The connection limits this section sets, the rest at [`crate::server::ConnectionLimits`]'s defaults.
+    pub fn connection_limits(&self) -> crate::server::ConnectionLimits {
+        use std::time::Duration;
+        let mut limits = crate::server::ConnectionLimits::default();
+        if let Some(ms) = self.header_read_timeout_ms {
+            limits = limits.with_header_read_timeout(Duration::from_millis(ms));
+        }
+        if self.body_read_timeout_ms.is_some() || self.min_body_bytes_per_sec.is_some() {
+            let timeout = self.body_read_timeout_ms.map_or(limits.body_read_timeout, Duration::from_millis);
+            limits =
+                limits.with_body_read_timeout(timeout, self.min_body_bytes_per_sec.unwrap_or(limits.min_body_rate));
+        }
+        if let Some(ms) = self.idle_timeout_ms {
+            limits = limits.with_idle_timeout(Duration::from_millis(ms));
+        }
+        if let Some(max) = self.max_connections {
+            limits = limits.with_max_connections(max);
+        }
+        limits
     }
 }
 
@@ -398,6 +447,9 @@ impl GatewayFile {
                 *value = Secret(interpolate(&format!("providers[{i}].headers.{name}"), value.expose())?);
             }
         }
+        if let Some(token) = &file.server.metrics_token {
+            file.server.metrics_token = Some(Secret(interpolate("server.metrics_token", token.expose())?));
+        }
         for (section, name) in [(&mut file.cache, "cache"), (&mut file.budgets, "budgets")] {
             if let Some(url) = &section.url {
                 section.url = Some(Secret(interpolate(&format!("{name}.url"), url.expose())?));
@@ -502,6 +554,9 @@ mod tests {
     const GOOD: &str = r#"
 [server]
 addr = "127.0.0.1:9999"
+idle_timeout_ms = 5000
+max_connections = 100
+metrics_token = "${CHITTY_CONFIG_TEST_KEY}"
 
 [[providers]]
 name = "up"
@@ -529,6 +584,14 @@ allowed_models = ["m"]
         unsafe_env_set("CHITTY_CONFIG_TEST_TENANT", "sk-tenant");
         let file = GatewayFile::parse(GOOD).unwrap();
         assert_eq!(file.server.addr, "127.0.0.1:9999");
+        assert_eq!(file.server.metrics_token.as_ref().unwrap().expose(), "sk-upstream-secret");
+        #[cfg(feature = "server")]
+        {
+            let limits = file.server.connection_limits();
+            let defaults = crate::server::ConnectionLimits::default();
+            assert_eq!((limits.idle_timeout, limits.max_connections), (std::time::Duration::from_secs(5), 100));
+            assert_eq!(limits.header_read_timeout, defaults.header_read_timeout, "unset keys keep their defaults");
+        }
         assert_eq!(file.providers[0].api_key.as_ref().unwrap().expose(), "sk-upstream-secret");
         let debug = format!("{file:?}");
         assert!(!debug.contains("sk-upstream-secret"), "secrets never in Debug: {debug}");

@@ -227,3 +227,33 @@ async fn metrics_router_serves_the_registry_as_openmetrics_text() {
     assert!(body.ends_with("# EOF\n"));
     server.abort();
 }
+
+#[tokio::test]
+async fn metrics_behind_a_bearer_token_refuse_scrapes_without_it() {
+    use chitty_providers::prometheus::metrics_router;
+    use chitty_providers::server::require_bearer;
+
+    let mut registry = Registry::default();
+    let sink = PrometheusSink::new(&mut registry, ["gpt-4o-mini"]);
+    sink.record(request("gpt-4o-mini", 200, CacheStatus::Hit, 1, 0)).await.unwrap();
+    let app = require_bearer(metrics_router(Arc::new(registry)), "scrape-me");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/metrics");
+    for token in [None, Some("wrong"), Some("scrape-m"), Some("scrape-me-too")] {
+        let mut request = http.get(&url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{token:?}");
+        let body = response.text().await.unwrap();
+        assert!(!body.contains("gpt-4o-mini"), "nothing of the registry leaks: {body}");
+    }
+    let response = http.get(&url).bearer_auth("scrape-me").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("gpt-4o-mini"));
+    server.abort();
+}

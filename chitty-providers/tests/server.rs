@@ -12,7 +12,7 @@ use chitty_core::{BudgetStore, ModelPrice, NanoUsd};
 use chitty_providers::memory::{MemoryBudgetStore, MemoryCache};
 use chitty_providers::openai::OpenAiProvider;
 use chitty_providers::runtime::TokioRuntimeExt;
-use chitty_providers::server::{ServerOptions, router};
+use chitty_providers::server::{ConnectionLimits, Server, ServerOptions, router};
 use chitty_testkit::mock::MockProvider;
 use chitty_testkit::mock_upstream::{Fault, MockOpenAi, MockServer};
 use futures::StreamExt;
@@ -70,7 +70,8 @@ async fn stack(body_limit: usize, tweak: impl FnOnce(&mut GatewayConfig)) -> Sta
     let app = router(gateway.clone(), ServerOptions { body_limit, ..ServerOptions::default() });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = Server::new(ConnectionLimits::default());
+    tokio::spawn(async move { server.serve(listener, app, std::future::pending()).await });
     Stack { base, upstream, budgets, gateway, http: reqwest::Client::new() }
 }
 

@@ -10,18 +10,21 @@
 //! codes, including 413 for a body over the limit (8 MB by default). A client that disconnects mid-stream
 //! cancels the upstream request, and the budget settles for what was produced.
 //!
+//! The API key is checked from the headers before any of the body is read: a request without a valid key is
+//! answered 401 and its connection closed, so unauthenticated clients cannot make the server hold bodies.
+//! Likewise a declared `Content-Length` over the limit is answered 413 at once, and a body sent too slowly
+//! (see [`ConnectionLimits`]) 408.
+//!
+//! Serve the router with [`Server`] (re-exported from `chitty_core::serve`), which adds header, body and
+//! idle timeouts and a connection cap to the accept loop; `axum::serve` has none of them:
+//!
 //! ```no_run
 //! # async fn run(gateway: chitty_core::gateway::Gateway) -> std::io::Result<()> {
-//! use chitty_providers::server::{router, ServerOptions, shutdown_signal};
-//!
-//! use axum::serve::ListenerExt;
+//! use chitty_providers::server::{ConnectionLimits, Server, ServerOptions, router, shutdown_signal};
 //!
 //! let app = router(gateway, ServerOptions::default());
-//! // SSE frames are small: disable Nagle so each one leaves at once.
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?.tap_io(|tcp| {
-//!     let _ = tcp.set_nodelay(true);
-//! });
-//! axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! Server::new(ConnectionLimits::default()).serve(listener, app, shutdown_signal()).await
 //! # }
 //! ```
 //!
@@ -36,9 +39,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -50,6 +52,7 @@ use chitty_core::{Error, Result};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
+pub use chitty_core::serve::{BodyReadTimeout, ConnectionLimits, Server};
 pub use per_core::PerCoreServer;
 pub use response::ApiError;
 
@@ -77,7 +80,6 @@ struct AppState {
 
 /// The gateway's routes. Mount it in a host app or serve it directly.
 pub fn router(gateway: Gateway, options: ServerOptions) -> Router {
-    let body_limit = options.body_limit;
     let state = Arc::new(AppState { gateway, options });
     Router::new()
         .route("/v1/chat/completions", post(chat))
@@ -86,8 +88,33 @@ pub fn router(gateway: Gateway, options: ServerOptions) -> Router {
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// `router` behind a bearer token: a request without `Authorization: Bearer <token>` (compared in constant time)
+/// is answered 401. For routes that must not be public, such as `/metrics`, which names tenants and models.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use chitty_providers::server::require_bearer;
+///
+/// // With feature `prometheus`: `require_bearer(metrics_router(registry), token)`.
+/// let metrics: Router = require_bearer(Router::new().route("/metrics", get(|| async { "# EOF\n" })), "scrape-token");
+/// ```
+pub fn require_bearer(router: Router, token: impl Into<String>) -> Router {
+    let token: Arc<str> = Arc::from(token.into());
+    router.layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
+        let token = token.clone();
+        async move {
+            use subtle::ConstantTimeEq;
+            let presented = bearer(request.headers()).unwrap_or_default();
+            if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+                return next.run(request).await;
+            }
+            let id = request_id(request.headers());
+            closing(ApiError::new(Error::InvalidApiKey, &id).into_response())
+        }
+    }))
 }
 
 /// Resolves on SIGINT or SIGTERM: pass it to `axum::serve(..).with_graceful_shutdown`, which stops accepting
@@ -151,12 +178,25 @@ fn context(gateway: &Gateway, headers: &HeaderMap, request_id: &str) -> Result<R
     Ok(RequestContext::new(tenant, request_id, cache))
 }
 
-fn parse<T: DeserializeOwned>(body: std::result::Result<Bytes, BytesRejection>) -> Result<T> {
-    let bytes = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge { limit: 0 },
-        _ => Error::invalid_request(format!("could not read the request body: {rejection}"), None),
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+/// Reads the whole body, at most `limit` bytes: 413 above it, 408 when it arrives too slowly.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if let Some(timeout) = BodyReadTimeout::in_chain(&e) {
+            return Error::RequestTimeout { received: timeout.received, waited: timeout.waited };
+        }
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return Error::PayloadTooLarge { limit: limit as u64 };
+            }
+            source = err.source();
+        }
+        Error::invalid_request(format!("could not read the request body: {e}"), None)
+    })
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
         let message = e.to_string();
         Error::InvalidRequest { param: missing_field(&message), message: format!("invalid JSON body: {message}") }
     })
@@ -204,11 +244,7 @@ fn json_bytes_response(meta: &ReplyMeta, request_id: &str, json: Bytes) -> Respo
     response
 }
 
-async fn chat(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Response {
+async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     endpoint(state, &headers, body, |gateway, ctx, request: ChatCompletionRequest| async move {
         if request.is_stream() {
             return Ok(Answer::Stream(gateway.chat_stream(&ctx, request).await?));
@@ -219,11 +255,7 @@ async fn chat(
     .await
 }
 
-async fn completions(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Response {
+async fn completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     endpoint(state, &headers, body, |gateway, ctx, request: CompletionRequest| async move {
         if request.is_stream() {
             return Ok(Answer::Stream(gateway.completion_stream(&ctx, request).await?));
@@ -233,11 +265,7 @@ async fn completions(
     .await
 }
 
-async fn embeddings(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Response {
+async fn embeddings(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     endpoint(state, &headers, body, |gateway, ctx, request: EmbeddingRequest| async move {
         Answer::<()>::json(gateway.embeddings(&ctx, request).await?)
     })
@@ -257,14 +285,9 @@ impl<C> Answer<C> {
     }
 }
 
-/// One POST endpoint: authenticate, parse the body, call the gateway, answer with the gateway's headers as JSON
-/// or server-sent events; any failure in OpenAI's error envelope.
-async fn endpoint<Req, C, Call, Fut>(
-    state: Arc<AppState>,
-    headers: &HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
-    call: Call,
-) -> Response
+/// One POST endpoint: authenticate from the headers, then read and parse the body, call the gateway, answer
+/// with the gateway's headers as JSON or server-sent events; any failure in OpenAI's error envelope.
+async fn endpoint<Req, C, Call, Fut>(state: Arc<AppState>, headers: &HeaderMap, body: Body, call: Call) -> Response
 where
     Req: DeserializeOwned,
     C: serde::Serialize + Send + 'static,
@@ -272,9 +295,22 @@ where
     Fut: std::future::Future<Output = Result<Answer<C>>>,
 {
     let id = request_id(headers);
+    let limit = state.options.body_limit;
+    // Refused before a byte of the body is read: no key, a wrong key, or a declared length over the limit.
+    let ctx = match context(&state.gateway, headers, &id) {
+        Ok(ctx) => ctx,
+        Err(e) => return closing(ApiError::new(e, &id).into_response()),
+    };
+    if declared_length(headers).is_some_and(|n| n > limit as u64) {
+        return closing(ApiError::new(Error::PayloadTooLarge { limit: limit as u64 }, &id).into_response());
+    }
+    let bytes = match read_body(body, limit).await {
+        Ok(bytes) => bytes,
+        // The rest of the body was not read: close rather than drain it.
+        Err(e) => return closing(ApiError::new(e, &id).into_response()),
+    };
     let result = async {
-        let ctx = context(&state.gateway, headers, &id)?;
-        let request: Req = parse(body).map_err(|e| with_limit(e, &state.options))?;
+        let request: Req = parse(&bytes)?;
         Ok::<_, Error>(match call(state.gateway.clone(), ctx, request).await? {
             Answer::Json(meta, json) => json_bytes_response(&meta, &id, json),
             Answer::Stream(reply) => sse_response(reply, &id, &state.options),
@@ -282,6 +318,17 @@ where
     }
     .await;
     result.unwrap_or_else(|e| ApiError::new(e, &id).into_response())
+}
+
+/// The request's `Content-Length`, if it sent a valid one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(axum::http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Marks a response as the connection's last, for answers sent before the request body was read.
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// A streamed answer as server-sent events ending with `data: [DONE]`, with keep-alive comments on quiet streams.
@@ -333,13 +380,6 @@ async fn not_found(headers: HeaderMap) -> Response {
     .into_response();
     *response.status_mut() = StatusCode::NOT_FOUND;
     response
-}
-
-fn with_limit(e: Error, options: &ServerOptions) -> Error {
-    match e {
-        Error::PayloadTooLarge { .. } => Error::PayloadTooLarge { limit: options.body_limit as u64 },
-        other => other,
-    }
 }
 
 #[cfg(test)]

@@ -6,16 +6,18 @@
 //! keeps a connection pool per thread). On a multi-thread runtime the same request wakes other workers and
 //! crosses threads; on a 2-core machine this layout used about 15 % less CPU per proxied request
 //! (`docs/benchmarks.md`). State shared through the gateway (cache, budgets, rate limits, circuit breakers,
-//! metrics) is the same for every thread.
+//! metrics) is the same for every thread, and so is the connection cap: the threads serve through clones of
+//! one [`Server`], with the header, body and idle timeouts of its [`ConnectionLimits`].
 //!
 //! [`UpstreamClient`]: crate::http_client::UpstreamClient
 //!
 //! ```no_run
 //! # async fn run(gateway: chitty_core::gateway::Gateway) -> std::io::Result<()> {
-//! use chitty_providers::server::{PerCoreServer, ServerOptions, router, shutdown_signal};
+//! use chitty_providers::server::{ConnectionLimits, PerCoreServer, ServerOptions, router, shutdown_signal};
 //!
 //! let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-//! let server = PerCoreServer::bind("127.0.0.1:8080".parse().unwrap(), threads)?;
+//! let server = PerCoreServer::bind("127.0.0.1:8080".parse().unwrap(), threads)?
+//!     .with_limits(ConnectionLimits::default().with_max_connections(10_000));
 //! println!("listening on {}", server.local_addr());
 //! server.serve(router(gateway, ServerOptions::default()), shutdown_signal()).await
 //! # }
@@ -26,7 +28,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::serve::ListenerExt;
+use chitty_core::serve::{ConnectionLimits, Server};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
@@ -35,6 +37,7 @@ use futures::stream::FuturesUnordered;
 pub struct PerCoreServer {
     listeners: Vec<std::net::TcpListener>,
     local_addr: SocketAddr,
+    limits: ConnectionLimits,
 }
 
 /// Connections waiting to be accepted, per socket.
@@ -60,7 +63,13 @@ impl PerCoreServer {
         for _ in 1..threads.max(1) {
             listeners.push(reuse_port_listener(local_addr)?);
         }
-        Ok(PerCoreServer { listeners, local_addr })
+        Ok(PerCoreServer { listeners, local_addr, limits: ConnectionLimits::default() })
+    }
+
+    /// The timeouts and the connection cap (shared by every thread) to serve with; the default otherwise.
+    pub fn with_limits(mut self, limits: ConnectionLimits) -> PerCoreServer {
+        self.limits = limits;
+        self
     }
 
     /// The address the sockets are bound to (with the port chosen when `addr` had port 0).
@@ -74,28 +83,26 @@ impl PerCoreServer {
     }
 
     /// Serves `app` until `shutdown` resolves, then stops accepting and waits until every thread has finished
-    /// its in-flight requests and streams. Connections get `TCP_NODELAY`, since SSE frames are small.
+    /// its in-flight requests and streams. Connections get `TCP_NODELAY`, since SSE frames are small, and the
+    /// [`ConnectionLimits`] of [`Self::with_limits`].
     ///
     /// Returns the first error of a serving thread; a thread that fails or panics stops the others.
     pub async fn serve(self, app: Router, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut threads = FuturesUnordered::new();
+        let server = Server::new(self.limits);
         for (index, listener) in self.listeners.into_iter().enumerate() {
-            let (app, mut stopped) = (app.clone(), stopped.clone());
+            let (app, mut stopped, server) = (app.clone(), stopped.clone(), server.clone());
             let (done, finished) = tokio::sync::oneshot::channel::<io::Result<()>>();
             std::thread::Builder::new().name(format!("chitty-http-{index}")).spawn(move || {
                 let serve = move || -> io::Result<()> {
                     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                     runtime.block_on(async move {
-                        let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
-                            if let Err(e) = tcp.set_nodelay(true) {
-                                tracing::warn!(error = %e, "could not set TCP_NODELAY");
-                            }
-                        });
+                        let listener = tokio::net::TcpListener::from_std(listener)?;
                         let signal = async move {
                             let _ = stopped.wait_for(|stop| *stop).await;
                         };
-                        axum::serve(listener, app).with_graceful_shutdown(signal).await
+                        server.serve(listener, app, signal).await
                     })
                 };
                 let _ = done.send(serve());

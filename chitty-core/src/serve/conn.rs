@@ -1,0 +1,273 @@
+//! One connection: hyper's HTTP/1.1 state machine, plus a watchdog that closes it when it idles or dawdles
+//! over a request head.
+//!
+//! The watchdog reads three facts the connection keeps in atomics: how many requests are in flight (from the
+//! service call until the response body is dropped), when the last one finished, and when the first byte of
+//! a head arrived while none was in flight (marked by the socket wrapper on read).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use super::ConnectionLimits;
+use super::body::RequestBody;
+
+/// `head_started_ms` when no head is being read.
+const NO_HEAD: u64 = u64::MAX;
+
+/// What the watchdog needs to know about a connection, updated by the socket, the service and the bodies.
+struct ConnState {
+    epoch: Instant,
+    in_flight: AtomicU32,
+    served: AtomicU32,
+    /// Milliseconds after `epoch` when the last request finished (0: the accept).
+    quiet_since_ms: AtomicU64,
+    /// Milliseconds after `epoch` when bytes arrived with no request in flight, or [`NO_HEAD`].
+    head_started_ms: AtomicU64,
+    /// Wakes the watchdog when its deadline may have moved earlier (a head started, a response ended).
+    moved: Notify,
+}
+
+impl ConnState {
+    fn new() -> ConnState {
+        ConnState {
+            epoch: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            served: AtomicU32::new(0),
+            quiet_since_ms: AtomicU64::new(0),
+            head_started_ms: AtomicU64::new(NO_HEAD),
+            moved: Notify::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
+    /// Bytes arrived: with nothing in flight they start a head, whose clock starts now.
+    fn on_read(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0 && self.head_started_ms.load(Ordering::Relaxed) == NO_HEAD {
+            self.head_started_ms.store(self.now_ms(), Ordering::Relaxed);
+            self.moved.notify_one();
+        }
+    }
+
+    fn on_request(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.served.fetch_add(1, Ordering::Relaxed);
+        self.head_started_ms.store(NO_HEAD, Ordering::Relaxed);
+    }
+
+    fn on_response_done(&self) {
+        self.quiet_since_ms.store(self.now_ms(), Ordering::Relaxed);
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.head_started_ms.store(NO_HEAD, Ordering::Relaxed);
+            self.moved.notify_one();
+        }
+    }
+
+    /// When the connection must close if nothing changes, or `None` while a request is in flight.
+    fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let head = self.head_started_ms.load(Ordering::Relaxed);
+        Some(if head != NO_HEAD {
+            self.at(head) + limits.header_read_timeout
+        } else if self.served.load(Ordering::Relaxed) == 0 {
+            // A connection that has sent nothing yet is held to the header timeout, not the idle one.
+            self.epoch + limits.header_read_timeout
+        } else {
+            self.at(self.quiet_since_ms.load(Ordering::Relaxed)) + limits.idle_timeout
+        })
+    }
+}
+
+/// Serves one accepted connection until it ends, times out, or the server stops.
+pub(super) async fn serve_connection<S, B>(
+    stream: TcpStream,
+    service: S,
+    limits: ConnectionLimits,
+    mut stopping: watch::Receiver<bool>,
+) where
+    S: tower_service::Service<http::Request<RequestBody>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let state = Arc::new(ConnState::new());
+    let io = TokioIo::new(WatchedStream { stream, state: state.clone() });
+    let service = ConnService { inner: service, state: state.clone(), limits };
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // The watchdog times heads from their first byte; hyper's own timer would also count idle time.
+    http.header_read_timeout(None).keep_alive(true);
+    let conn = http.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut draining = *stopping.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        // While a request is in flight nothing is timed here (its body times itself); look again later.
+        let wake = state.deadline(&limits).unwrap_or_else(|| Instant::now() + limits.idle_timeout);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = state.moved.notified() => {}
+            () = tokio::time::sleep_until(wake) => {
+                if state.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
+                    // Nothing is in flight, so dropping the connection loses no answer.
+                    tracing::debug!("closing a connection that idled or sent its head too slowly");
+                    return;
+                }
+            }
+            changed = stopping.changed(), if !draining => {
+                draining = true;
+                if changed.is_err() || *stopping.borrow() {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// The socket, marking when a head starts arriving.
+struct WatchedStream {
+    stream: TcpStream,
+    state: Arc<ConnState>,
+}
+
+impl AsyncRead for WatchedStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.state.on_read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for WatchedStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The host's service as hyper calls it: request bodies timed, requests counted until their response ends.
+struct ConnService<S> {
+    inner: S,
+    state: Arc<ConnState>,
+    limits: ConnectionLimits,
+}
+
+impl<S, B> hyper::service::Service<http::Request<Incoming>> for ConnService<S>
+where
+    S: tower_service::Service<http::Request<RequestBody>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = http::Response<ResponseBody<B>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        self.state.on_request();
+        let guard = InFlight(self.state.clone());
+        let request =
+            request.map(|body| RequestBody::new(body, self.limits.body_read_timeout, self.limits.min_body_rate));
+        let mut service = self.inner.clone();
+        Box::pin(async move {
+            std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+            let response = service.call(request).await?;
+            Ok(response.map(|body| ResponseBody { inner: body, _in_flight: guard }))
+        })
+    }
+}
+
+/// Counts a request as in flight until dropped.
+struct InFlight(Arc<ConnState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.on_response_done();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request in flight until hyper has sent it (or dropped it).
+    pub(super) struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        _in_flight: InFlight,
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.project().inner.poll_frame(cx).map(|frame| frame.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
