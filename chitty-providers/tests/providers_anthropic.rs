@@ -15,7 +15,11 @@ use chitty_testkit::provider::{ProviderSuite, chat_request, collect_stream};
 use futures::StreamExt;
 
 async fn upstream() -> MockServer {
-    MockAnthropic::new(Arc::new(MockProvider::new("mock"))).with_api_key("sk-ant-test").start().await.unwrap()
+    let server =
+        MockAnthropic::new(Arc::new(MockProvider::new("mock"))).with_api_key("sk-ant-test").start().await.unwrap();
+    // These tests read what the provider sent.
+    server.record_requests(64);
+    server
 }
 
 fn provider(server: &MockServer) -> AnthropicProvider {
@@ -78,10 +82,10 @@ async fn streams_end_with_usage_and_wrong_keys_fail_with_the_upstream_message() 
         other => panic!("{other:?}"),
     }
     // Requests Anthropic cannot express fail before reaching it.
-    let before = server.requests().len();
+    let before = server.received();
     let two = ChatCompletionRequest { n: Some(2), ..chat_request("claude-mock") };
     assert!(matches!(provider.chat(two).await, Err(Error::InvalidRequest { .. })));
-    assert_eq!(server.requests().len(), before);
+    assert_eq!(server.received(), before);
 }
 
 #[tokio::test]

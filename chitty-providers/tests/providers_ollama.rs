@@ -16,7 +16,10 @@ use chitty_testkit::provider::{ProviderSuite, chat_request, collect_stream};
 use futures::StreamExt;
 
 async fn upstream() -> MockServer {
-    MockOllama::serve(Arc::new(MockProvider::new("mock"))).await.unwrap()
+    let server = MockOllama::serve(Arc::new(MockProvider::new("mock"))).await.unwrap();
+    // These tests read what the provider sent.
+    server.record_requests(64);
+    server
 }
 
 fn provider(server: &MockServer) -> OllamaProvider {

@@ -17,12 +17,15 @@ use chitty_testkit::provider::{ProviderSuite, chat_request, collect_stream};
 use futures::StreamExt;
 
 async fn upstream() -> MockServer {
-    MockOpenAi::new(Arc::new(MockProvider::new("mock")))
+    let server = MockOpenAi::new(Arc::new(MockProvider::new("mock")))
         .with_models(["chitty-mock", "chitty-mock-embed"])
         .with_api_key("sk-upstream-test")
         .start()
         .await
-        .unwrap()
+        .unwrap();
+    // These tests read what the provider sent.
+    server.record_requests(64);
+    server
 }
 
 fn provider(server: &MockServer) -> OpenAiProvider {
@@ -255,9 +258,9 @@ async fn declared_capabilities_are_enforced_before_any_request() {
     with_tools.tools =
         Some(vec![serde_json::from_value(serde_json::json!({"type": "function", "function": {"name": "f"}})).unwrap()]);
     assert!(matches!(provider.chat(with_tools).await, Err(Error::Unsupported { capability: Capability::Tools, .. })));
-    let before = server.requests().len();
+    let before = server.received();
     let _ = provider.completion(Default::default()).await;
-    assert_eq!(server.requests().len(), before, "unsupported calls never reach the upstream");
+    assert_eq!(server.received(), before, "unsupported calls never reach the upstream");
 }
 
 #[tokio::test]

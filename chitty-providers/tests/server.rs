@@ -28,6 +28,7 @@ struct Stack {
 
 async fn stack(body_limit: usize, tweak: impl FnOnce(&mut GatewayConfig)) -> Stack {
     let upstream = MockOpenAi::serve(Arc::new(MockProvider::new("mock"))).await.unwrap();
+    upstream.record_requests(16);
     let provider = OpenAiProvider::builder("up").with_base_url(upstream.base_url()).build().unwrap();
     let model = |name: &str, kind| ModelConfig {
         kind,

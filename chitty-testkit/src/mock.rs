@@ -40,6 +40,11 @@ use chitty_core::wire::{
 use chitty_core::{Capabilities, Capability, ChunkStream, CompletionChunkStream, Error, Provider, Result, tokens};
 use sha2::{Digest, Sha256};
 
+/// Most embedding dimensions the mock builds.
+pub const MAX_MOCK_DIMENSIONS: usize = 65_536;
+/// Most floats (dimensions x inputs) one mock embeddings answer holds: 64 MiB.
+pub const MAX_MOCK_FLOATS: usize = 16 * 1024 * 1024;
+
 const VOCABULARY: [&str; 48] = [
     "the",
     "gateway",
@@ -400,6 +405,17 @@ impl Provider for MockProvider {
             EmbeddingInput::TokenLists(v) => v.iter().map(|t| format!("{t:?}")).collect(),
         };
         let dims = request.dimensions.map_or(self.embedding_dims, |d| d as usize);
+        // A client controls both numbers: refuse what would take more than 64 MiB of floats to build.
+        if dims == 0 || dims > MAX_MOCK_DIMENSIONS || dims.saturating_mul(texts.len()) > MAX_MOCK_FLOATS {
+            return Err(Error::invalid_request(
+                format!(
+                    "`dimensions` must be between 1 and {MAX_MOCK_DIMENSIONS}, and dimensions x inputs at most \
+                     {MAX_MOCK_FLOATS} (got {dims} x {})",
+                    texts.len()
+                ),
+                Some("dimensions"),
+            ));
+        }
         let data = texts
             .iter()
             .enumerate()

@@ -1,6 +1,6 @@
 //! The mock Anthropic upstream: the Messages API, answered by translating to and from any [`Provider`].
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -50,16 +50,7 @@ impl MockAnthropic {
 
     /// Binds `127.0.0.1:0` and serves until the returned handle is dropped.
     pub async fn start(self) -> Result<MockServer> {
-        let shared = Arc::new(Shared {
-            provider: self.provider,
-            flavor: Flavor::Anthropic,
-            faults: super::Faults::default(),
-            requests: Mutex::new(Vec::new()),
-            cancelled_streams: Default::default(),
-            completed_streams: Default::default(),
-            api_key: self.api_key,
-            models: Vec::new(),
-        });
+        let shared = Arc::new(Shared::new(self.provider, Flavor::Anthropic, self.api_key, Vec::new()));
         let router = Router::new().route("/v1/messages", post(messages)).with_state(shared.clone());
         super::start(shared, router, "").await
     }

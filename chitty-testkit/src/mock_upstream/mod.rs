@@ -5,8 +5,10 @@
 //! - [`MockAnthropic`]: Anthropic's Messages API (`/v1/messages` plain and SSE).
 //! - [`MockOllama`]: Ollama's native API (`/api/chat` and `/api/generate` with NDJSON streaming, `/api/embed`).
 //!
-//! Each binds `127.0.0.1` on a random port and stops when its [`MockServer`] is dropped. Every request
-//! is recorded ([`MockServer::requests`]); [`Faults`] scripts failures for the next requests: an error
+//! Each binds `127.0.0.1` on a random port and stops when its [`MockServer`] is dropped. Requests are
+//! counted ([`MockServer::received`]) and, when a test asks with [`MockServer::record_requests`], the latest
+//! ones are kept ([`MockServer::requests`]): a mock serving a long-running gateway keeps nothing, so its
+//! memory stays flat. [`Faults`] scripts failures for the next requests: an error
 //! status in the API's own error envelope with `Retry-After`, slow headers, added latency, a stream cut
 //! after some events, a malformed JSON body or a malformed event stream.
 //!
@@ -185,7 +187,8 @@ struct Shared {
     provider: Arc<dyn chitty_core::Provider>,
     flavor: Flavor,
     faults: Faults,
-    requests: Mutex<Vec<RecordedRequest>>,
+    recording: Mutex<Recording>,
+    received: AtomicU64,
     cancelled_streams: AtomicU64,
     completed_streams: AtomicU64,
     api_key: Option<String>,
@@ -212,14 +215,29 @@ impl MockServer {
         &self.shared.faults
     }
 
-    /// Every request received so far, in order.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock_requests(&self.shared).clone()
+    /// Keeps the latest `capacity` requests from now on (zero stops recording and forgets them). Off by default,
+    /// so that a mock serving many requests holds none of them.
+    pub fn record_requests(&self, capacity: usize) {
+        let mut recording = lock_recording(&self.shared);
+        recording.capacity = capacity;
+        while recording.requests.len() > capacity {
+            recording.requests.pop_front();
+        }
     }
 
-    /// The last request received.
+    /// The requests recorded (see [`Self::record_requests`]), oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock_recording(&self.shared).requests.iter().cloned().collect()
+    }
+
+    /// The last request recorded (see [`Self::record_requests`]).
     pub fn last_request(&self) -> Option<RecordedRequest> {
-        lock_requests(&self.shared).last().cloned()
+        lock_recording(&self.shared).requests.back().cloned()
+    }
+
+    /// Requests received so far, recorded or not.
+    pub fn received(&self) -> u64 {
+        self.shared.received.load(Ordering::SeqCst)
     }
 
     /// Streams whose client went away before the last event was sent.
@@ -242,8 +260,57 @@ impl Drop for MockServer {
     }
 }
 
-fn lock_requests(shared: &Shared) -> MutexGuard<'_, Vec<RecordedRequest>> {
-    shared.requests.lock().unwrap_or_else(PoisonError::into_inner)
+/// The latest requests, up to `capacity` (zero: recording is off).
+#[derive(Debug, Default)]
+struct Recording {
+    capacity: usize,
+    requests: VecDeque<RecordedRequest>,
+}
+
+fn lock_recording(shared: &Shared) -> MutexGuard<'_, Recording> {
+    shared.recording.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn new(
+        provider: Arc<dyn chitty_core::Provider>,
+        flavor: Flavor,
+        api_key: Option<String>,
+        models: Vec<String>,
+    ) -> Shared {
+        Shared {
+            provider,
+            flavor,
+            faults: Faults::default(),
+            recording: Mutex::new(Recording::default()),
+            received: AtomicU64::new(0),
+            cancelled_streams: AtomicU64::new(0),
+            completed_streams: AtomicU64::new(0),
+            api_key,
+            models,
+        }
+    }
+
+    /// Counts a request, and keeps it when recording is on.
+    fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
+        self.received.fetch_add(1, Ordering::SeqCst);
+        let mut recording = lock_recording(self);
+        if recording.capacity == 0 {
+            return;
+        }
+        if recording.requests.len() >= recording.capacity {
+            recording.requests.pop_front();
+        }
+        recording.requests.push_back(RecordedRequest {
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect(),
+            body: serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
+        });
+    }
 }
 
 async fn start(shared: Arc<Shared>, router: Router, base_path: &str) -> Result<MockServer> {
@@ -278,15 +345,7 @@ async fn admit(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> std::result::Result<Admitted, Response> {
-    lock_requests(shared).push(RecordedRequest {
-        method: method.to_string(),
-        path: uri.path().to_owned(),
-        headers: headers
-            .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect(),
-        body: serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
-    });
+    shared.record(method, uri, headers, body);
     let (fault, latency, event_delay) = shared.faults.take();
     let mut wait = latency;
     if let Some(Fault::SlowHeaders(d)) = &fault {

@@ -1,6 +1,6 @@
 //! The mock Ollama upstream: the native API with NDJSON streams, answered by any [`Provider`].
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -52,16 +52,7 @@ impl MockOllama {
 
     /// Binds `127.0.0.1:0` and serves until the returned handle is dropped.
     pub async fn start(self) -> Result<MockServer> {
-        let shared = Arc::new(Shared {
-            provider: self.provider,
-            flavor: Flavor::Ollama,
-            faults: super::Faults::default(),
-            requests: Mutex::new(Vec::new()),
-            cancelled_streams: Default::default(),
-            completed_streams: Default::default(),
-            api_key: None,
-            models: self.models,
-        });
+        let shared = Arc::new(Shared::new(self.provider, Flavor::Ollama, None, self.models));
         let router = Router::new()
             .route("/api/chat", post(chat))
             .route("/api/generate", post(generate))

@@ -1,7 +1,6 @@
 //! The mock OpenAI upstream.
 
 use std::sync::Arc;
-use std::sync::Mutex;
 
 use axum::Router;
 use axum::extract::State;
@@ -60,16 +59,7 @@ impl MockOpenAi {
 
     /// Binds `127.0.0.1:0` and serves until the returned handle is dropped.
     pub async fn start(self) -> Result<MockServer> {
-        let shared = Arc::new(Shared {
-            provider: self.provider,
-            flavor: Flavor::OpenAi,
-            faults: super::Faults::default(),
-            requests: Mutex::new(Vec::new()),
-            cancelled_streams: Default::default(),
-            completed_streams: Default::default(),
-            api_key: self.api_key,
-            models: self.models,
-        });
+        let shared = Arc::new(Shared::new(self.provider, Flavor::OpenAi, self.api_key, self.models));
         let router = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/completions", post(completions))
