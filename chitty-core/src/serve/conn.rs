@@ -127,9 +127,15 @@ pub(super) async fn serve_connection<S, B>(
     if draining {
         conn.as_mut().graceful_shutdown();
     }
-    loop {
+    // One timer per connection, moved only when its deadline comes earlier: a later deadline is found when the
+    // timer fires early and looks again, which costs less than re-arming it for every request.
+    let next_check = |state: &ConnState| {
         // While a request is in flight nothing is timed here (its body times itself); look again later.
-        let wake = state.deadline(&limits).unwrap_or_else(|| Instant::now() + limits.idle_timeout);
+        state.deadline(&limits).unwrap_or_else(|| Instant::now() + limits.idle_timeout)
+    };
+    let timer = tokio::time::sleep_until(next_check(&state));
+    tokio::pin!(timer);
+    loop {
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -137,13 +143,19 @@ pub(super) async fn serve_connection<S, B>(
                 }
                 return;
             }
-            () = state.moved.notified() => {}
-            () = tokio::time::sleep_until(wake) => {
+            () = state.moved.notified() => {
+                let wake = next_check(&state);
+                if wake < timer.deadline() {
+                    timer.as_mut().reset(wake);
+                }
+            }
+            () = &mut timer => {
                 if state.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
                     // Nothing is in flight, so dropping the connection loses no answer.
                     tracing::debug!("closing a connection that idled or sent its head too slowly");
                     return;
                 }
+                timer.as_mut().reset(next_check(&state));
             }
             changed = stopping.changed(), if !draining => {
                 draining = true;
