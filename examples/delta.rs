@@ -194,13 +194,9 @@ fn main() -> ExitCode {
     if let Command::Compress { output, .. } | Command::Decompress { output, .. } = &cli.command {
         STDOUT_IS_DATA.store(is_stdout(output), Ordering::Relaxed);
     }
-    if matches!(cli.command, Command::Compress { .. } | Command::Decompress { .. })
-        && let Err(f) = remove_temporary_output_on_signals()
-    {
-        eprintln!("error: {}", printable(&f.message));
-        return ExitCode::from(f.code);
-    }
-    match run(cli.command) {
+    let writes_files = matches!(cli.command, Command::Compress { .. } | Command::Decompress { .. });
+    let outcome = if writes_files { remove_temporary_output_on_signals() } else { Ok(()) };
+    match outcome.and_then(|()| run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("error: {}", printable(&f.message));
@@ -399,17 +395,17 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Inspect { archive } => {
             let s = files::inspect_file(&archive)?;
-            // Every text below comes from the archive: escaped.
+            // Every text below comes from the archive: escaped (the MAC name too, though the manifest
+            // check admits only a known one).
+            let mac = match &s.mac {
+                Some(m) => format!("{} (not checked: inspect reads no key)", printable(m)),
+                None => "none".to_owned(),
+            };
             out!(
-                "format {} v{}; base: {}; mac: {}",
+                "format {} v{}; base: {}; mac: {mac}",
                 printable(&s.format),
                 s.version,
                 printable(s.base.as_deref().unwrap_or("none")),
-                // Only a known algorithm passes the manifest check, but it is archive text all the same.
-                s.mac.as_deref().map_or(Cow::Borrowed("none"), |m| Cow::Owned(format!(
-                    "{} (not checked: inspect reads no key)",
-                    printable(m)
-                )))
             );
             out!(
                 "{:<60} {:>6} {:<20} {:>12} {:>12} {:>7} {:>9}",

@@ -94,7 +94,7 @@ impl Pair {
             .args(extra)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(out.status.success(), "{}: {}", out.status, text(&out.stderr));
         archive
     }
 }
@@ -141,7 +141,7 @@ fn decompress_refuses_an_output_that_is_one_of_its_inputs_and_the_archive_still_
     }
     let restored = pair.path("restored.safetensors");
     let o = pair.run(&[&"decompress", &pair.base, &archive, &"-o", &restored]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(o.status.success(), "{}: {}", o.status, text(&o.stderr));
     assert_eq!(fs::read(&restored).unwrap(), fs::read(&pair.target).unwrap());
 }
 
@@ -176,12 +176,12 @@ fn dash_streams_to_standard_output_and_the_summary_goes_to_standard_error() {
     let pair = Pair::tiny(75);
     let archive = pair.archive("ft.delta", &[]);
     let o = pair.run(&[&"compress", &pair.base, &pair.target, &"-o", &"-"]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(o.status.success(), "{}: {}", o.status, text(&o.stderr));
     assert_eq!(o.stdout, fs::read(&archive).unwrap());
     assert!(last_line(&o.stderr).starts_with("result=ok op=compress"), "{}", text(&o.stderr));
 
     let o = pair.run(&[&"decompress", &pair.base, &archive, &"-o", &"-"]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(o.status.success(), "{}: {}", o.status, text(&o.stderr));
     assert_eq!(o.stdout, fs::read(&pair.target).unwrap());
     assert!(last_line(&o.stderr).starts_with("result=ok op=decompress"), "{}", text(&o.stderr));
 
@@ -309,12 +309,12 @@ fn inspect_and_verbose_listings_escape_control_characters_of_archive_text() {
     fs::write(&target, safetensors(&[(HOSTILE, "F32", &[1.0, 2.0, 3.0])])).unwrap();
 
     let o = run_in(dir.path(), &[&"compress", &base, &target, &"-o", &archive, &"--verbose"]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(o.status.success(), "{}: {}", o.status, text(&o.stderr));
     assert_no_raw_controls("compress --verbose", &text(&o.stdout));
     assert!(text(&o.stdout).contains("w\\u{1b}]0;owned\\u{7}"), "{}", text(&o.stdout));
 
     let o = run_in(dir.path(), &[&"inspect", &archive]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(o.status.success(), "{}: {}", o.status, text(&o.stderr));
     assert_no_raw_controls("inspect", &text(&o.stdout));
     assert!(text(&o.stdout).contains("\\u{202e}gnp.exe"), "{}", text(&o.stdout));
 
@@ -333,7 +333,7 @@ fn inspect_and_verbose_listings_escape_control_characters_of_archive_text() {
     let forged_path = dir.path().join("forged.delta");
     fs::write(&forged_path, forged).unwrap();
     let o = run_in(dir.path(), &[&"inspect", &forged_path]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(o.status.success(), "{}: {}", o.status, text(&o.stderr));
     assert_no_raw_controls("inspect of a hostile base description", &text(&o.stdout));
     // And errors that name it or a tensor.
     let o = run_in(dir.path(), &[&"verify", &base, &forged_path]);
@@ -360,11 +360,11 @@ fn a_mac_key_authenticates_archives_and_its_absence_or_mismatch_has_its_own_exit
     let restored = pair.path("restored.safetensors");
 
     let o = pair.run(&[&"decompress", &pair.base, &keyed, &"-o", &restored, &"--mac-key-file", &key]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(o.status.success(), "{}: {}", o.status, text(&o.stderr));
     assert_eq!(fs::read(&restored).unwrap(), fs::read(&pair.target).unwrap());
     fs::remove_file(&restored).unwrap();
     let o = pair.run(&[&"verify", &pair.base, &keyed, &"--mac-key-file", &key]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(o.status.success(), "{}: {}", o.status, text(&o.stderr));
 
     for (archive, key, needle) in [
         (&keyed, None, "needs the key"),
@@ -393,7 +393,7 @@ fn a_mac_key_authenticates_archives_and_its_absence_or_mismatch_has_its_own_exit
     assert!(o.stdout.is_empty());
 
     let o = pair.run(&[&"inspect", &keyed]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(o.status.success(), "{}: {}", o.status, text(&o.stderr));
     assert!(text(&o.stdout).contains("hmac-sha256"), "{}", text(&o.stdout));
 
     let short = pair.path("short.key");
