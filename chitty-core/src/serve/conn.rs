@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -22,8 +23,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::ConnectionLimits;
 use super::body::RequestBody;
+use super::{ConnectionLimits, HttpService};
 
 /// `head_started_ms` when no head is being read.
 const NO_HEAD: u64 = u64::MAX;
@@ -107,17 +108,12 @@ pub(super) async fn serve_connection<S, B>(
     limits: ConnectionLimits,
     mut stopping: watch::Receiver<bool>,
 ) where
-    S: tower_service::Service<http::Request<RequestBody>, Response = http::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HttpService<B>,
+    B: super::ResponseBody,
 {
     let state = Arc::new(ConnState::new());
     let io = TokioIo::new(WatchedStream { stream, state: state.clone() });
-    let service = ConnService { inner: service, state: state.clone(), limits };
+    let service = ConnService { inner: service, state: state.clone(), limits, body: PhantomData };
     let mut http = hyper::server::conn::http1::Builder::new();
     // The watchdog times heads from their first byte; hyper's own timer would also count idle time.
     http.header_read_timeout(None).keep_alive(true);
@@ -211,23 +207,20 @@ impl AsyncWrite for WatchedStream {
 }
 
 /// The host's service as hyper calls it: request bodies timed, requests counted until their response ends.
-struct ConnService<S> {
+struct ConnService<S, B> {
     inner: S,
     state: Arc<ConnState>,
     limits: ConnectionLimits,
+    /// The response body type, which the service's bound alone does not pin down for the impl.
+    body: PhantomData<fn() -> B>,
 }
 
-impl<S, B> hyper::service::Service<http::Request<Incoming>> for ConnService<S>
+impl<S, B> hyper::service::Service<http::Request<Incoming>> for ConnService<S, B>
 where
-    S: tower_service::Service<http::Request<RequestBody>, Response = http::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HttpService<B>,
+    B: super::ResponseBody,
 {
-    type Response = http::Response<ResponseBody<B>>;
+    type Response = http::Response<GuardedBody<B>>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
@@ -240,7 +233,7 @@ where
         Box::pin(async move {
             std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
             let response = service.call(request).await?;
-            Ok(response.map(|body| ResponseBody { inner: body, _in_flight: guard }))
+            Ok(response.map(|body| GuardedBody { inner: body, _in_flight: guard }))
         })
     }
 }
@@ -256,14 +249,14 @@ impl Drop for InFlight {
 
 pin_project_lite::pin_project! {
     /// A response body that keeps its request in flight until hyper has sent it (or dropped it).
-    pub(super) struct ResponseBody<B> {
+    pub(super) struct GuardedBody<B> {
         #[pin]
         inner: B,
         _in_flight: InFlight,
     }
 }
 
-impl<B> Body for ResponseBody<B>
+impl<B> Body for GuardedBody<B>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

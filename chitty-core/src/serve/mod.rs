@@ -48,6 +48,43 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 pub use body::{BodyReadTimeout, RequestBody};
 
+/// A tower service a [`Server`] can serve (an `axum::Router` is one): it takes requests whose body is a
+/// [`RequestBody`] and never fails (errors are responses).
+pub trait HttpService<B>:
+    tower_service::Service<
+        http::Request<RequestBody>,
+        Response = http::Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> HttpService<B> for S where
+    S: tower_service::Service<
+            http::Request<RequestBody>,
+            Response = http::Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A response body a [`Server`] can send.
+pub trait ResponseBody:
+    http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
+impl<B> ResponseBody for B where
+    B: http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
 /// Timeouts and the connection cap of a [`Server`]. The defaults suit a public API endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -178,13 +215,8 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send,
     ) -> io::Result<()>
     where
-        S: tower_service::Service<http::Request<RequestBody>, Response = http::Response<B>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S: HttpService<B>,
+        B: ResponseBody,
     {
         let (stop, stopping) = watch::channel(false);
         // Each connection task holds a sender; when the last one is dropped, every connection has finished.
