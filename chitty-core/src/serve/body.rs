@@ -70,9 +70,9 @@ impl RequestBody {
     fn deadline(&self) -> Instant {
         let earned = match self.min_rate {
             0 => Duration::ZERO,
-            rate => Duration::from_secs_f64(self.received as f64 / rate as f64),
+            rate => Duration::try_from_secs_f64(self.received as f64 / rate as f64).unwrap_or(Duration::MAX),
         };
-        self.started + self.allowance + earned
+        super::later(self.started, self.allowance.saturating_add(earned))
     }
 }
 

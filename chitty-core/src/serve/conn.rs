@@ -1,9 +1,12 @@
-//! One connection: hyper's HTTP/1.1 state machine, plus a watchdog that closes it when it idles or dawdles
-//! over a request head.
+//! One connection: hyper's HTTP/1.1 state machine on one task, and a watchdog on another that aborts it when
+//! it idles or dawdles over a request head.
 //!
 //! The watchdog reads three facts the connection keeps in atomics: how many requests are in flight (from the
 //! service call until the response body is dropped), when the last one finished, and when the first byte of
-//! a head arrived while none was in flight (marked by the socket wrapper on read).
+//! a head arrived while none was in flight (marked by the socket wrapper on read). It runs apart because the
+//! connection's task is woken several times per request: a timer and a notification polled there on every
+//! wake cost 4 % more instructions per proxied request (callgrind: 85.7k, against 82.1k with `axum::serve`
+//! and 81.2k this way). Nothing wakes it: it sleeps until the earliest moment a deadline could fall.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,11 +23,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::body::RequestBody;
-use super::{ConnectionLimits, HttpService};
+use super::{ConnectionLimits, HttpService, later};
 
 /// `head_started_ms` when no head is being read.
 const NO_HEAD: u64 = u64::MAX;
@@ -38,8 +41,6 @@ struct ConnState {
     quiet_since_ms: AtomicU64,
     /// Milliseconds after `epoch` when bytes arrived with no request in flight, or [`NO_HEAD`].
     head_started_ms: AtomicU64,
-    /// Wakes the watchdog when its deadline may have moved earlier (a head started, a response ended).
-    moved: Notify,
 }
 
 impl ConnState {
@@ -50,7 +51,6 @@ impl ConnState {
             served: AtomicU32::new(0),
             quiet_since_ms: AtomicU64::new(0),
             head_started_ms: AtomicU64::new(NO_HEAD),
-            moved: Notify::new(),
         }
     }
 
@@ -59,14 +59,13 @@ impl ConnState {
     }
 
     fn at(&self, ms: u64) -> Instant {
-        self.epoch + Duration::from_millis(ms)
+        later(self.epoch, Duration::from_millis(ms))
     }
 
     /// Bytes arrived: with nothing in flight they start a head, whose clock starts now.
     fn on_read(&self) {
         if self.in_flight.load(Ordering::Acquire) == 0 && self.head_started_ms.load(Ordering::Relaxed) == NO_HEAD {
             self.head_started_ms.store(self.now_ms(), Ordering::Relaxed);
-            self.moved.notify_one();
         }
     }
 
@@ -80,7 +79,6 @@ impl ConnState {
         self.quiet_since_ms.store(self.now_ms(), Ordering::Relaxed);
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.head_started_ms.store(NO_HEAD, Ordering::Relaxed);
-            self.moved.notify_one();
         }
     }
 
@@ -91,29 +89,57 @@ impl ConnState {
         }
         let head = self.head_started_ms.load(Ordering::Relaxed);
         Some(if head != NO_HEAD {
-            self.at(head) + limits.header_read_timeout
+            later(self.at(head), limits.header_read_timeout)
         } else if self.served.load(Ordering::Relaxed) == 0 {
             // A connection that has sent nothing yet is held to the header timeout, not the idle one.
-            self.epoch + limits.header_read_timeout
+            later(self.epoch, limits.header_read_timeout)
         } else {
-            self.at(self.quiet_since_ms.load(Ordering::Relaxed)) + limits.idle_timeout
+            later(self.at(self.quiet_since_ms.load(Ordering::Relaxed)), limits.idle_timeout)
         })
+    }
+
+    /// When the watchdog must look next so as never to miss a deadline, given that nothing tells it when a
+    /// request starts or ends: whatever happens from now on (a head starting, a response ending) can set no
+    /// deadline earlier than the shorter of the two timeouts from now.
+    fn next_check(&self, limits: &ConnectionLimits) -> Instant {
+        let soonest_new = later(Instant::now(), limits.header_read_timeout.min(limits.idle_timeout));
+        self.deadline(limits).map_or(soonest_new, |due| due.min(soonest_new))
     }
 }
 
-/// Serves one accepted connection until it ends, times out, or the server stops.
-pub(super) async fn serve_connection<S, B>(
+/// Serves one accepted connection on its own task, with a watchdog task that aborts it when it idles or sends
+/// a head too slowly. `keep` (the connection's place under the cap) is dropped when the connection ends.
+pub(super) fn spawn<S, B>(
     stream: TcpStream,
     service: S,
     limits: ConnectionLimits,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
+    keep: impl Send + 'static,
 ) where
     S: HttpService<B>,
     B: super::ResponseBody,
 {
     let state = Arc::new(ConnState::new());
+    let (ended, connection_ended) = oneshot::channel::<()>();
+    let connection = tokio::spawn(serve_connection(stream, service, limits, stopping, state.clone(), (keep, ended)));
+    tokio::spawn(watch_connection(state, limits, connection.abort_handle(), connection_ended));
+}
+
+/// Serves the connection until it ends or the server stops; `keep` is dropped with it, even when aborted.
+async fn serve_connection<S, B>(
+    stream: TcpStream,
+    service: S,
+    limits: ConnectionLimits,
+    mut stopping: watch::Receiver<bool>,
+    state: Arc<ConnState>,
+    keep: impl Send,
+) where
+    S: HttpService<B>,
+    B: super::ResponseBody,
+{
+    let _keep = keep;
     let io = TokioIo::new(WatchedStream { stream, state: state.clone() });
-    let service = ConnService { inner: service, state: state.clone(), limits, body: PhantomData };
+    let service = ConnService { inner: service, state, limits, body: PhantomData };
     let mut http = hyper::server::conn::http1::Builder::new();
     // The watchdog times heads from their first byte; hyper's own timer would also count idle time.
     http.header_read_timeout(None).keep_alive(true);
@@ -123,14 +149,6 @@ pub(super) async fn serve_connection<S, B>(
     if draining {
         conn.as_mut().graceful_shutdown();
     }
-    // One timer per connection, moved only when its deadline comes earlier: a later deadline is found when the
-    // timer fires early and looks again, which costs less than re-arming it for every request.
-    let next_check = |state: &ConnState| {
-        // While a request is in flight nothing is timed here (its body times itself); look again later.
-        state.deadline(&limits).unwrap_or_else(|| Instant::now() + limits.idle_timeout)
-    };
-    let timer = tokio::time::sleep_until(next_check(&state));
-    tokio::pin!(timer);
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -139,24 +157,32 @@ pub(super) async fn serve_connection<S, B>(
                 }
                 return;
             }
-            () = state.moved.notified() => {
-                let wake = next_check(&state);
-                if wake < timer.deadline() {
-                    timer.as_mut().reset(wake);
-                }
-            }
-            () = &mut timer => {
-                if state.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
-                    // Nothing is in flight, so dropping the connection loses no answer.
-                    tracing::debug!("closing a connection that idled or sent its head too slowly");
-                    return;
-                }
-                timer.as_mut().reset(next_check(&state));
-            }
             changed = stopping.changed(), if !draining => {
                 draining = true;
                 if changed.is_err() || *stopping.borrow() {
                     conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Aborts the connection's task once a deadline passes with nothing in flight; returns when it ends.
+async fn watch_connection(
+    state: Arc<ConnState>,
+    limits: ConnectionLimits,
+    connection: tokio::task::AbortHandle,
+    mut connection_ended: oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = &mut connection_ended => return,
+            () = tokio::time::sleep_until(state.next_check(&limits)) => {
+                if state.deadline(&limits).is_some_and(|due| due <= Instant::now()) {
+                    // Nothing is in flight, so dropping the connection loses no answer.
+                    tracing::debug!("closing a connection that idled or sent its head too slowly");
+                    connection.abort();
+                    return;
                 }
             }
         }

@@ -172,6 +172,7 @@ const LINGER_FOR: Duration = Duration::from_millis(500);
 pub struct Server {
     limits: ConnectionLimits,
     open: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
     lingering: Arc<Semaphore>,
     nodelay: bool,
 }
@@ -182,6 +183,7 @@ impl Server {
         Server {
             limits,
             open: Arc::new(AtomicUsize::new(0)),
+            refused: Arc::new(AtomicUsize::new(0)),
             lingering: Arc::new(Semaphore::new(LINGERING_MAX)),
             nodelay: true,
         }
@@ -196,6 +198,11 @@ impl Server {
     /// The limits enforced.
     pub fn limits(&self) -> &ConnectionLimits {
         &self.limits
+    }
+
+    /// Connections refused with a 503 so far because the cap was reached.
+    pub fn refused_connections(&self) -> usize {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Connections open now, across every listener this server (and its clones) serves.
@@ -245,11 +252,8 @@ impl Server {
             {
                 tracing::warn!(error = %e, "could not set TCP_NODELAY");
             }
-            let (service, stopping, alive, limits) = (service.clone(), stopping.clone(), alive.clone(), self.limits);
-            tokio::spawn(async move {
-                conn::serve_connection(stream, service, limits, stopping).await;
-                drop((slot, alive));
-            });
+            let (service, stopping, alive) = (service.clone(), stopping.clone(), alive.clone());
+            conn::spawn(stream, service, self.limits, stopping, (slot, alive));
         }
         drop(listener);
         let _ = stop.send(true);
@@ -271,7 +275,15 @@ impl Server {
     /// Answers 503 on a connection over the cap and closes it, draining what the client sent for a moment so
     /// that the close is not a reset (at most [`LINGERING_MAX`] at a time; beyond that, closed at once).
     fn refuse(&self, mut stream: TcpStream) {
-        tracing::warn!(max = self.limits.max_connections, "connection limit reached; answering 503");
+        // One line per thousand refusals: a flood must not turn into a flood of logs.
+        let refused = self.refused.fetch_add(1, Ordering::Relaxed);
+        if refused.is_multiple_of(1_000) {
+            tracing::warn!(
+                max = self.limits.max_connections,
+                refused_so_far = refused + 1,
+                "connection limit reached; answering new connections 503"
+            );
+        }
         // The answer fits any socket buffer: one non-blocking write sends it whole or the client is gone.
         let _ = stream.try_write(OVER_CAPACITY);
         let Ok(permit) = self.lingering.clone().try_acquire_owned() else { return };
@@ -291,6 +303,11 @@ impl Server {
             let _ = tokio::time::timeout(LINGER_FOR, drain).await;
         });
     }
+}
+
+/// `at + by`, or a time decades away when that overflows (a limit configured as "never").
+fn later(at: tokio::time::Instant, by: Duration) -> tokio::time::Instant {
+    at.checked_add(by).unwrap_or_else(|| at + Duration::from_secs(86_400 * 365 * 30))
 }
 
 /// A connection's place under the cap.
@@ -323,6 +340,13 @@ mod tests {
         assert_eq!(length, body.len());
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["error"]["type"], "server_error");
+    }
+
+    #[test]
+    fn limits_of_never_do_not_overflow_the_clock() {
+        let now = tokio::time::Instant::now();
+        assert!(later(now, Duration::MAX) > now + Duration::from_secs(86_400 * 365));
+        assert_eq!(later(now, Duration::from_secs(1)), now + Duration::from_secs(1));
     }
 
     #[test]
