@@ -13,7 +13,8 @@
 #
 # Settings (environment): SOAK_SECS (300), RATE (200 req/s), SAMPLE_SECS (10), WARMUP_PCT (20),
 # MAX_GROWTH_MB (8), MAX_FAILED_PCT (1: requests answered 5xx or broken off, of all sent), PORT (19280),
-# GATEWAY_WORKERS (the gateway's serving threads; default 1), PROFILE (release, or debug), SKIP_BUILD (0).
+# GATEWAY_WORKERS (the gateway's serving threads; default 1), PROFILE (release, or debug), SKIP_BUILD (0),
+# GATEWAY_BIN (another build of the gateway example to soak, e.g. an older commit's).
 set -euo pipefail
 
 SOAK_SECS=${SOAK_SECS:-300}
@@ -45,7 +46,7 @@ if [ "$SKIP_BUILD" != 1 ]; then
     log "building the example gateway ($PROFILE)"
     cargo build "${profile_flag[@]}" --example gateway >&2 || die "build failed"
 fi
-GATEWAY_BIN="$ROOT/target/$PROFILE/examples/gateway"
+GATEWAY_BIN=${GATEWAY_BIN:-$ROOT/target/$PROFILE/examples/gateway}
 [ -x "$GATEWAY_BIN" ] || die "$GATEWAY_BIN is missing"
 if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then die "port $PORT is in use (set PORT)"; fi
 ulimit -n 65536 2>/dev/null || true

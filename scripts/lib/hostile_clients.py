@@ -12,6 +12,7 @@ connection while they are held, and again after the server has closed the silent
 
 import argparse
 import resource
+import selectors
 import socket
 import time
 
@@ -88,16 +89,19 @@ def silent(args):
     print(f"silent: {len(socks)} idle connections open ({failed} failed to connect), RSS {before:.1f} -> {held:.1f} MB; "
           f"a new client meanwhile: {status} in {ms:.1f} ms")
     deadline = time.monotonic() + args.wait
-    closed = 0
+    open_ones = selectors.DefaultSelector()
     for s in socks:
-        s.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            s.recv(64)
-            closed += 1  # end of stream (or a last answer): the server let go of it
-        except socket.timeout:
-            pass
-        except OSError:
-            closed += 1  # reset by the server
+        s.setblocking(False)
+        open_ones.register(s, selectors.EVENT_READ)
+    closed = 0
+    while closed < len(socks) and time.monotonic() < deadline:
+        for key, _ in open_ones.select(timeout=max(0.0, deadline - time.monotonic())):
+            try:
+                key.fileobj.recv(64)  # end of stream, or a last answer: the server let go of it
+            except OSError:
+                pass  # reset by the server
+            open_ones.unregister(key.fileobj)
+            closed += 1
     status, ms = healthz_ms(args.port)
     print(f"silent: {closed} of {len(socks)} closed by the server within {args.wait:.0f} s; a new client then: "
           f"{status} in {ms:.1f} ms; RSS {rss_mb(args.pid):.1f} MB")
