@@ -120,6 +120,8 @@ pub struct ServerSection {
     pub min_body_bytes_per_sec: Option<u64>,
     /// How long an idle keep-alive connection stays open, milliseconds (default 60,000).
     pub idle_timeout_ms: Option<u64>,
+    /// How long a response may wait for the client to read any of it, milliseconds (default 60,000).
+    pub send_timeout_ms: Option<u64>,
     /// Open connections past which new ones are answered 503 (default half the file descriptor limit).
     pub max_connections: Option<usize>,
     /// Where `/metrics` is served: its own address (keep it private), or, when unset, the main `addr`.
@@ -138,6 +140,7 @@ impl Default for ServerSection {
             body_read_timeout_ms: None,
             min_body_bytes_per_sec: None,
             idle_timeout_ms: None,
+            send_timeout_ms: None,
             max_connections: None,
             metrics_addr: None,
             metrics_token: None,
@@ -161,6 +164,9 @@ impl ServerSection {
         }
         if let Some(ms) = self.idle_timeout_ms {
             limits = limits.with_idle_timeout(Duration::from_millis(ms));
+        }
+        if let Some(ms) = self.send_timeout_ms {
+            limits = limits.with_send_timeout(Duration::from_millis(ms));
         }
         if let Some(max) = self.max_connections {
             limits = limits.with_max_connections(max);
@@ -248,8 +254,8 @@ pub struct ModelSection {
     /// `max_tokens` (default) or `max_completion_tokens`.
     #[serde(default)]
     pub output_cap_field: OutputCapField,
-    /// `limits = { n = 8, best_of = 4, top_logprobs = 5, dimensions = 3072, inputs = 256 }`: bounds on request
-    /// sizes upstreams turn into work (each defaults to the OpenAI API's own limit).
+    /// `limits = { n = 8, best_of = 4, top_logprobs = 5, dimensions = 3072, inputs = 256, generations = 64 }`:
+    /// bounds on request sizes upstreams turn into work (each defaults to the OpenAI API's own limit).
     #[serde(default)]
     pub limits: RequestLimits,
 }
@@ -448,7 +454,12 @@ impl GatewayFile {
             }
         }
         if let Some(token) = &file.server.metrics_token {
-            file.server.metrics_token = Some(Secret(interpolate("server.metrics_token", token.expose())?));
+            let token = interpolate("server.metrics_token", token.expose())?;
+            if token.is_empty() {
+                // An empty token would match a request without one: refuse rather than serve metrics openly.
+                return Err(invalid("server.metrics_token", "is empty; remove it to serve /metrics without a token"));
+            }
+            file.server.metrics_token = Some(Secret(token));
         }
         for (section, name) in [(&mut file.cache, "cache"), (&mut file.budgets, "budgets")] {
             if let Some(url) = &section.url {
@@ -630,6 +641,8 @@ allowed_models = ["m"]
         .unwrap();
         let err = file.gateway_config().unwrap_err().to_string();
         assert!(err.contains("models[0].price.input"), "{err}");
+        let err = GatewayFile::parse("[server]\nmetrics_token = \"\"\n").unwrap_err().to_string();
+        assert!(err.contains("server.metrics_token") && err.contains("empty"), "{err}");
         let file = GatewayFile::parse("[[tenants]]\nid = \"t\"\nkey_sha256 = [\"abc\"]\n").unwrap();
         assert!(file.gateway_config().unwrap_err().to_string().contains("tenants[0].key_sha256[0]"));
     }

@@ -757,6 +757,22 @@ async fn best_of_enters_the_worst_case_bound_so_spend_never_passes_the_limit() {
 }
 
 #[tokio::test]
+async fn both_output_caps_bound_the_reservation_by_the_larger() {
+    // An upstream may read either field: the budget reserves for the larger.
+    let h = harness(|_| {}).await;
+    let acme = h.ctx("sk-acme");
+    let request = ChatCompletionRequest {
+        max_completion_tokens: Some(1),
+        max_tokens: Some(500),
+        temperature: Some(0.5),
+        ..chat("two caps")
+    };
+    let prompt = chitty_core::tokens::estimate_chat_prompt(&request);
+    let reply = h.gateway.chat(&acme, request).await.unwrap();
+    assert_eq!(reply.meta.reserved, PRICE.cost(prompt, 500));
+}
+
+#[tokio::test]
 async fn best_of_reservations_are_exact_for_chat_extensions_too() {
     let h = harness(|_| {}).await;
     let acme = h.ctx("sk-acme");
@@ -904,6 +920,19 @@ async fn request_sizes_over_the_model_limits_are_refused_naming_the_parameter() 
         })
         .collect();
     assert_eq!(params, ["dimensions", "dimensions", "dimensions", "input", "n", "top_logprobs", "prompt", "logprobs"]);
+    // Output lengths other servers read, which would bypass `max_tokens`, are refused by name.
+    for field in ["n_predict", "max_new_tokens", "num_predict", "max_length"] {
+        let mut request = chat("foreign cap");
+        request.extra.insert(field.into(), serde_json::json!(100_000));
+        let err = h.gateway.chat(&acme, request).await.unwrap_err();
+        assert_eq!((err.status(), err.param()), (400, Some(field)), "{err}");
+    }
+    // n times the prompts, over the model's limit on outputs per request.
+    let many = CompletionRequest { n: Some(4), prompt: PromptInput::Texts(vec!["a".into(); 3]), ..best_of("", 4) };
+    let h2 = harness(|c| c.models[0].limits.generations = 8).await;
+    let err = h2.gateway.completion(&h2.ctx("sk-acme"), many).await.unwrap_err();
+    assert_eq!((err.status(), err.param()), (400, Some("n")), "{err}");
+    assert!(err.to_string().contains("12 outputs"), "{err}");
     let message = errors[1].as_ref().unwrap_err().to_string();
     assert!(message.contains("between 1 and 64"), "{message}");
     assert_eq!(h.primary.calls(), calls, "nothing over a limit reached the provider");

@@ -256,4 +256,14 @@ async fn metrics_behind_a_bearer_token_refuse_scrapes_without_it() {
     assert_eq!(response.status(), 200);
     assert!(response.text().await.unwrap().contains("gpt-4o-mini"));
     server.abort();
+
+    // An empty token lets nothing through, least of all a request without one.
+    let app = require_bearer(axum::Router::new().route("/m", axum::routing::get(|| async { "open" })), "");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    for request in [http.get(format!("http://{addr}/m")), http.get(format!("http://{addr}/m")).bearer_auth("")] {
+        assert_eq!(request.send().await.unwrap().status(), 401);
+    }
+    server.abort();
 }

@@ -260,3 +260,58 @@ async fn the_per_core_server_applies_the_same_limits_across_threads() {
     let (_, closed) = read_until_close(&mut holders[0], Duration::from_secs(3)).await;
     assert!(closed);
 }
+
+/// A router answering `GET /big` with `BIG` bytes in one body, served with `limits`.
+const BIG: usize = 8 * 1024 * 1024;
+
+async fn serve_big(limits: ConnectionLimits) -> (SocketAddr, Server) {
+    let app = axum::Router::new().route("/big", axum::routing::get(|| async { vec![b'x'; BIG] }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::new(limits);
+    let serving = server.clone();
+    tokio::spawn(async move { serving.serve(listener, app, std::future::pending()).await });
+    (addr, server)
+}
+
+#[tokio::test]
+async fn a_large_answer_read_slowly_is_sent_whole_despite_a_short_idle_timeout() {
+    // The whole body is handed to hyper at once; sending it to a slow reader takes far longer than the idle
+    // timeout, which must not count while the send is moving.
+    let limits = limits().with_idle_timeout(Duration::from_millis(200)).with_send_timeout(Duration::from_secs(5));
+    let (addr, _server) = serve_big(limits).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"GET /big HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    while received < BIG {
+        // About 2.5 MB/s: some 3 s for the whole answer.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+    }
+    assert!(received > BIG, "the answer was cut after {received} bytes, {:?} in", started.elapsed());
+    assert!(started.elapsed() > Duration::from_millis(600), "the read was not slow: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answer_is_closed_after_the_send_timeout() {
+    let limits = limits().with_idle_timeout(Duration::from_secs(30)).with_send_timeout(Duration::from_millis(400));
+    let (addr, server) = serve_big(limits).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"GET /big HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.open_connections() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Reads nothing: the socket buffers fill and the server's writes stall.
+    while server.open_connections() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.open_connections(), 0, "the stalled connection is still open");
+    let (answer, closed) = read_until_close(&mut client, Duration::from_secs(3)).await;
+    assert!(closed && answer.len() < BIG, "{} bytes, closed: {closed}", answer.len());
+}

@@ -113,11 +113,13 @@ pub struct RequestLimits {
     pub dimensions: u32,
     /// Most items in one request's `input` (embeddings) or `prompt` array (legacy completions).
     pub inputs: u32,
+    /// Most outputs one request may have generated: the larger of `n` and `best_of`, times the prompts.
+    pub generations: u32,
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        RequestLimits { n: 128, best_of: 20, top_logprobs: 20, dimensions: 8_192, inputs: 2_048 }
+        RequestLimits { n: 128, best_of: 20, top_logprobs: 20, dimensions: 8_192, inputs: 2_048, generations: 2_048 }
     }
 }
 

@@ -144,6 +144,39 @@ fn check_count(value: Option<u32>, max: u32, zero_ok: bool, param: &str) -> Resu
     }
 }
 
+/// Output-length settings of other servers (llama.cpp, TGI, Ollama) that a request could carry as extra fields:
+/// forwarded, they would let an upstream generate past `max_tokens`, which is what budgets bound.
+const FOREIGN_OUTPUT_CAPS: [&str; 4] = ["n_predict", "max_new_tokens", "num_predict", "max_length"];
+
+/// Refuses an extra field that sets the output length outside `max_tokens`.
+fn check_foreign_caps(extra: &crate::wire::Extra) -> Result<()> {
+    match FOREIGN_OUTPUT_CAPS.iter().find(|field| extra.contains_key(**field)) {
+        Some(field) => Err(Error::invalid_request(
+            format!(
+                "`{field}` is not accepted: it sets the output length outside `max_tokens`, which budgets bound; use `max_tokens`"
+            ),
+            Some(field),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The outputs one upstream call generates (the larger of `n` and `best_of`, times the prompts), within the
+/// model's limit.
+fn check_generations(generations: u32, limits: &RequestLimits) -> Result<()> {
+    if generations > limits.generations {
+        return Err(Error::invalid_request(
+            format!(
+                "the request asks the upstream for {generations} outputs (the larger of `n` and `best_of`, times the \
+                 prompts); this model allows at most {}",
+                limits.generations
+            ),
+            Some("n"),
+        ));
+    }
+    Ok(())
+}
+
 /// `best_of` (legacy completions, and vLLM's chat extension): at most the model's limit and at least `n`,
 /// and not on a stream (the candidates are ranked once all are complete).
 fn check_best_of(best_of: Option<u32>, n: Option<u32>, streams: bool, limits: &RequestLimits) -> Result<()> {
@@ -242,6 +275,8 @@ impl<A: ChatAnswer> Op for ChatOp<A> {
         check_cap(req.max_completion_tokens, "max_completion_tokens")?;
         check_count(req.top_logprobs, limits.top_logprobs, true, "top_logprobs")?;
         check_best_of(chat_best_of(req)?, req.n, req.is_stream(), limits)?;
+        check_foreign_caps(&req.extra)?;
+        check_generations(Self::generations(req), limits)?;
         check_stream_options(req.stream_options.is_some(), req.is_stream())
     }
 
@@ -258,7 +293,7 @@ impl<A: ChatAnswer> Op for ChatOp<A> {
     }
 
     fn output_cap(req: &Self::Req) -> Option<u32> {
-        req.output_cap()
+        req.output_bound()
     }
 
     fn choices(req: &Self::Req) -> u32 {
@@ -338,6 +373,8 @@ impl Op for CompletionOp {
         check_items(prompt_count(&req.prompt) as usize, limits, "prompt")?;
         check_count(req.logprobs, limits.top_logprobs, true, "logprobs")?;
         check_best_of(req.best_of, req.n, req.is_stream(), limits)?;
+        check_foreign_caps(&req.extra)?;
+        check_generations(Self::generations(req), limits)?;
         check_stream_options(req.stream_options.is_some(), req.is_stream())
     }
 

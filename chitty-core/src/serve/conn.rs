@@ -29,18 +29,36 @@ use tokio::time::Instant;
 use super::body::RequestBody;
 use super::{ConnectionLimits, HttpService, later};
 
-/// `head_started_ms` when no head is being read.
-const NO_HEAD: u64 = u64::MAX;
+/// `head_started_ms` and `send_stalled_ms` when unset.
+const UNSET: u64 = u64::MAX;
+/// Set in `in_flight` by the watchdog when it closes an idle connection: a request arriving after it is not
+/// started.
+const CLOSING: u32 = 1 << 31;
+/// The watchdog never looks again sooner than this (a zero timeout must not make it spin).
+const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Why the watchdog closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overdue {
+    /// Idle too long, or a head sent too slowly: closed only if no request has started meanwhile.
+    Quiet,
+    /// A response the client has not read for the send timeout: closed even with the request in flight.
+    SendStalled,
+}
 
 /// What the watchdog needs to know about a connection, updated by the socket, the service and the bodies.
 struct ConnState {
     epoch: Instant,
+    /// Requests whose response has not been sent (from the service call until the body is dropped), plus
+    /// [`CLOSING`] once the watchdog has decided to close.
     in_flight: AtomicU32,
     served: AtomicU32,
-    /// Milliseconds after `epoch` when the last request finished (0: the accept).
+    /// Milliseconds after `epoch` when the last request finished or its last write went out (0: the accept).
     quiet_since_ms: AtomicU64,
-    /// Milliseconds after `epoch` when bytes arrived with no request in flight, or [`NO_HEAD`].
+    /// Milliseconds after `epoch` when bytes arrived with no request in flight, or [`UNSET`].
     head_started_ms: AtomicU64,
+    /// Milliseconds after `epoch` since when a write has been waiting for the client to read, or [`UNSET`].
+    send_stalled_ms: AtomicU64,
 }
 
 impl ConnState {
@@ -50,12 +68,13 @@ impl ConnState {
             in_flight: AtomicU32::new(0),
             served: AtomicU32::new(0),
             quiet_since_ms: AtomicU64::new(0),
-            head_started_ms: AtomicU64::new(NO_HEAD),
+            head_started_ms: AtomicU64::new(UNSET),
+            send_stalled_ms: AtomicU64::new(UNSET),
         }
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(UNSET - 1)
     }
 
     fn at(&self, ms: u64) -> Instant {
@@ -64,46 +83,79 @@ impl ConnState {
 
     /// Bytes arrived: with nothing in flight they start a head, whose clock starts now.
     fn on_read(&self) {
-        if self.in_flight.load(Ordering::Acquire) == 0 && self.head_started_ms.load(Ordering::Relaxed) == NO_HEAD {
+        if self.in_flight.load(Ordering::Acquire) == 0 && self.head_started_ms.load(Ordering::Relaxed) == UNSET {
             self.head_started_ms.store(self.now_ms(), Ordering::Relaxed);
         }
     }
 
-    fn on_request(&self) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    /// A write could not go out: the client is not reading. The clock starts at the first such write.
+    fn on_write_blocked(&self) {
+        if self.send_stalled_ms.load(Ordering::Relaxed) == UNSET {
+            self.send_stalled_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// A write went out: whatever was stalled moves again, and an idle connection is idle from now.
+    fn on_write_done(&self) {
+        if self.send_stalled_ms.load(Ordering::Relaxed) != UNSET {
+            self.quiet_since_ms.store(self.now_ms(), Ordering::Relaxed);
+            self.send_stalled_ms.store(UNSET, Ordering::Relaxed);
+        }
+    }
+
+    /// A request head arrived. False when the watchdog is closing the connection: the request must not start.
+    fn on_request(&self) -> bool {
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.served.fetch_add(1, Ordering::Relaxed);
-        self.head_started_ms.store(NO_HEAD, Ordering::Relaxed);
+        self.head_started_ms.store(UNSET, Ordering::Relaxed);
+        before & CLOSING == 0
     }
 
     fn on_response_done(&self) {
         self.quiet_since_ms.store(self.now_ms(), Ordering::Relaxed);
-        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.head_started_ms.store(NO_HEAD, Ordering::Relaxed);
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) & !CLOSING == 1 {
+            self.head_started_ms.store(UNSET, Ordering::Relaxed);
         }
     }
 
-    /// When the connection must close if nothing changes, or `None` while a request is in flight.
-    fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
+    /// When the connection must close if nothing changes, and why; `None` while a request is in flight and
+    /// its response is moving.
+    fn deadline(&self, limits: &ConnectionLimits) -> Option<(Instant, Overdue)> {
+        let stalled = self.send_stalled_ms.load(Ordering::Relaxed);
+        if stalled != UNSET {
+            return Some((later(self.at(stalled), limits.send_timeout), Overdue::SendStalled));
+        }
+        if self.in_flight.load(Ordering::Acquire) & !CLOSING > 0 {
             return None;
         }
         let head = self.head_started_ms.load(Ordering::Relaxed);
-        Some(if head != NO_HEAD {
+        let due = if head != UNSET {
             later(self.at(head), limits.header_read_timeout)
         } else if self.served.load(Ordering::Relaxed) == 0 {
             // A connection that has sent nothing yet is held to the header timeout, not the idle one.
             later(self.epoch, limits.header_read_timeout)
         } else {
             later(self.at(self.quiet_since_ms.load(Ordering::Relaxed)), limits.idle_timeout)
-        })
+        };
+        Some((due, Overdue::Quiet))
     }
 
     /// When the watchdog must look next so as never to miss a deadline, given that nothing tells it when a
-    /// request starts or ends: whatever happens from now on (a head starting, a response ending) can set no
-    /// deadline earlier than the shorter of the two timeouts from now.
+    /// request starts or ends: whatever happens from now on (a head starting, a response ending, a write
+    /// stalling) can set no deadline earlier than the shortest of the timeouts from now.
     fn next_check(&self, limits: &ConnectionLimits) -> Instant {
-        let soonest_new = later(Instant::now(), limits.header_read_timeout.min(limits.idle_timeout));
-        self.deadline(limits).map_or(soonest_new, |due| due.min(soonest_new))
+        let shortest = limits.header_read_timeout.min(limits.idle_timeout).min(limits.send_timeout);
+        let soonest_new = later(Instant::now(), shortest.max(MIN_CHECK_INTERVAL));
+        self.deadline(limits).map_or(soonest_new, |(due, _)| due.min(soonest_new))
+    }
+
+    /// Whether the connection may be closed now for `why`: a stalled send always; a quiet connection only if
+    /// no request has started, which [`CLOSING`] then keeps from starting.
+    fn close_for(&self, why: Overdue) -> bool {
+        match why {
+            Overdue::SendStalled => true,
+            Overdue::Quiet => self.in_flight.compare_exchange(0, CLOSING, Ordering::AcqRel, Ordering::Acquire).is_ok(),
+        }
     }
 }
 
@@ -167,7 +219,8 @@ async fn serve_connection<S, B>(
     }
 }
 
-/// Aborts the connection's task once a deadline passes with nothing in flight; returns when it ends.
+/// Aborts the connection's task once a deadline passes (an idle or dawdling connection with nothing in flight,
+/// or a response the client stopped reading); returns when the connection ends.
 async fn watch_connection(
     state: Arc<ConnState>,
     limits: ConnectionLimits,
@@ -178,9 +231,11 @@ async fn watch_connection(
         tokio::select! {
             _ = &mut connection_ended => return,
             () = tokio::time::sleep_until(state.next_check(&limits)) => {
-                if state.deadline(&limits).is_some_and(|due| due <= Instant::now()) {
-                    // Nothing is in flight, so dropping the connection loses no answer.
-                    tracing::debug!("closing a connection that idled or sent its head too slowly");
+                let overdue = state.deadline(&limits).filter(|(due, _)| *due <= Instant::now());
+                if let Some((_, why)) = overdue
+                    && state.close_for(why)
+                {
+                    tracing::debug!(?why, "closing a connection that idled, sent its head too slowly or stopped reading");
                     connection.abort();
                     return;
                 }
@@ -189,7 +244,7 @@ async fn watch_connection(
     }
 }
 
-/// The socket, marking when a head starts arriving.
+/// The socket, marking when a head starts arriving and when writes stall.
 struct WatchedStream {
     stream: TcpStream,
     state: Arc<ConnState>,
@@ -206,9 +261,21 @@ impl AsyncRead for WatchedStream {
     }
 }
 
+impl WatchedStream {
+    fn note_write(&self, polled: &Poll<std::io::Result<usize>>) {
+        match polled {
+            Poll::Pending => self.state.on_write_blocked(),
+            Poll::Ready(Ok(n)) if *n > 0 => self.state.on_write_done(),
+            Poll::Ready(_) => {}
+        }
+    }
+}
+
 impl AsyncWrite for WatchedStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, data)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, data);
+        self.note_write(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -216,7 +283,9 @@ impl AsyncWrite for WatchedStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.note_write(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -251,8 +320,15 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
-        self.state.on_request();
+        let admitted = self.state.on_request();
         let guard = InFlight(self.state.clone());
+        if !admitted {
+            // The watchdog is closing this connection and aborts it in a moment: start nothing.
+            return Box::pin(async move {
+                let _guard = guard;
+                std::future::pending().await
+            });
+        }
         let request =
             request.map(|body| RequestBody::new(body, self.limits.body_read_timeout, self.limits.min_body_rate));
         let mut service = self.inner.clone();

@@ -11,6 +11,9 @@
 //!   [`BodyReadTimeout`] error;
 //! - **idle keep-alive timeout**: a connection with no request in flight is closed after
 //!   [`ConnectionLimits::idle_timeout`];
+//! - **send timeout**: a connection whose client has not read a byte of its response for
+//!   [`ConnectionLimits::send_timeout`] is closed, request in flight or not (a dropped stream settles for what
+//!   was produced);
 //! - **connection cap**: past [`ConnectionLimits::max_connections`] open connections, a new one is accepted,
 //!   answered `503 Service Unavailable` with `Retry-After` and closed at once, instead of being left in the
 //!   accept queue until the process runs out of file descriptors.
@@ -99,6 +102,9 @@ pub struct ConnectionLimits {
     pub min_body_rate: u64,
     /// How long a connection with no request in flight stays open. Default 60 s.
     pub idle_timeout: Duration,
+    /// How long a response may wait for the client to read any of it before the connection is closed. Default
+    /// 60 s.
+    pub send_timeout: Duration,
     /// Open connections beyond which new ones are answered 503 and closed. Default half the process's file
     /// descriptor limit (the other half for upstream connections and files), between 64 and 16,384.
     pub max_connections: usize,
@@ -111,6 +117,7 @@ impl Default for ConnectionLimits {
             body_read_timeout: Duration::from_secs(10),
             min_body_rate: 32 * 1024,
             idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             max_connections: default_max_connections(),
         }
     }
@@ -133,6 +140,12 @@ impl ConnectionLimits {
     /// Sets [`Self::idle_timeout`].
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Self::send_timeout`].
+    pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
         self
     }
 
@@ -284,11 +297,18 @@ impl Server {
                 "connection limit reached; answering new connections 503"
             );
         }
-        // The answer fits any socket buffer: one non-blocking write sends it whole or the client is gone.
-        let _ = stream.try_write(OVER_CAPACITY);
-        let Ok(permit) = self.lingering.clone().try_acquire_owned() else { return };
+        let Ok(permit) = self.lingering.clone().try_acquire_owned() else {
+            // Too many refusals lingering: one attempt without waiting (an accepted socket may not be known
+            // writable to the runtime yet, in which case nothing is sent), then close.
+            let _ = stream.try_write(OVER_CAPACITY);
+            return;
+        };
         tokio::spawn(async move {
             let _permit = permit;
+            // The answer fits any socket buffer: it goes out at once, or the client is gone.
+            if tokio::time::timeout(LINGER_FOR, stream.write_all(OVER_CAPACITY)).await.is_err() {
+                return;
+            }
             let _ = stream.shutdown().await;
             let mut sink = [0u8; 4096];
             let drain = async {

@@ -87,6 +87,15 @@ impl ChatCompletionRequest {
         self.max_completion_tokens.or(self.max_tokens)
     }
 
+    /// The most output tokens an upstream may produce per choice: the larger cap when both fields are set,
+    /// since an upstream may read either. What a budget must reserve for.
+    pub fn output_bound(&self) -> Option<u32> {
+        match (self.max_completion_tokens, self.max_tokens) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Whether the client asked for a streamed answer.
     pub fn is_stream(&self) -> bool {
         self.stream.unwrap_or(false)

@@ -92,7 +92,7 @@ pub fn router(gateway: Gateway, options: ServerOptions) -> Router {
 }
 
 /// `router` behind a bearer token: a request without `Authorization: Bearer <token>` (compared in constant time)
-/// is answered 401. For routes that must not be public, such as `/metrics`, which names tenants and models.
+/// is answered 401. An empty `token` lets nothing through. For routes that must not be public, such as `/metrics`, which names tenants and models.
 ///
 /// ```
 /// use axum::{Router, routing::get};
@@ -108,7 +108,8 @@ pub fn require_bearer(router: Router, token: impl Into<String>) -> Router {
         async move {
             use subtle::ConstantTimeEq;
             let presented = bearer(request.headers()).unwrap_or_default();
-            if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+            // An empty token matches nothing: a request without one must not pass.
+            if !token.is_empty() && bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
                 return next.run(request).await;
             }
             let id = request_id(request.headers());
