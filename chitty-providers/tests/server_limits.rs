@@ -31,7 +31,12 @@ async fn gateway() -> Gateway {
 
 /// The gateway's router served by a [`Server`] with `limits`; returns its address and the server.
 async fn serve(limits: ConnectionLimits) -> (SocketAddr, Server) {
-    let app = router(gateway().await, ServerOptions { body_limit: BODY_LIMIT, ..ServerOptions::default() });
+    serve_app(router(gateway().await, ServerOptions { body_limit: BODY_LIMIT, ..ServerOptions::default() }), limits)
+        .await
+}
+
+/// `app` served by a [`Server`] with `limits` on 127.0.0.1.
+async fn serve_app(app: axum::Router, limits: ConnectionLimits) -> (SocketAddr, Server) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = Server::new(limits);
@@ -265,13 +270,7 @@ async fn the_per_core_server_applies_the_same_limits_across_threads() {
 const BIG: usize = 8 * 1024 * 1024;
 
 async fn serve_big(limits: ConnectionLimits) -> (SocketAddr, Server) {
-    let app = axum::Router::new().route("/big", axum::routing::get(|| async { vec![b'x'; BIG] }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = Server::new(limits);
-    let serving = server.clone();
-    tokio::spawn(async move { serving.serve(listener, app, std::future::pending()).await });
-    (addr, server)
+    serve_app(axum::Router::new().route("/big", axum::routing::get(|| async { vec![b'x'; BIG] })), limits).await
 }
 
 #[tokio::test]
