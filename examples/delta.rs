@@ -163,6 +163,11 @@ fn is_stdout(output: &Path) -> bool {
     output.as_os_str() == "-"
 }
 
+/// `-o PATH` as the library's output: `-` is standard output.
+fn output_of(output: &Path) -> files::Output<'_> {
+    if is_stdout(output) { files::Output::Stdout } else { files::Output::File(output) }
+}
+
 /// A failure with the exit code a script can rely on.
 struct Failure {
     code: u8,
@@ -315,11 +320,7 @@ fn run(command: Command) -> Result<(), Failure> {
             let bar = progress_bar(file_len(&target)?, "compress");
             let start = Instant::now();
             let progress = &mut |n| bar.set_position(n);
-            let report = if is_stdout(&output) {
-                files::compress_to_stdout(&c, Some(&base), &target, progress)?
-            } else {
-                files::compress_file(&c, Some(&base), &target, &output, progress)?
-            };
+            let report = files::compress_to(&c, Some(&base), &target, output_of(&output), progress)?;
             let secs = start.elapsed().as_secs_f64();
             bar.finish_and_clear();
             if verbose {
@@ -361,11 +362,7 @@ fn run(command: Command) -> Result<(), Failure> {
             let bar = progress_bar(files::archive_target_len(&archive)?, "decompress");
             let start = Instant::now();
             let progress = &mut |n| bar.set_position(n);
-            let report = if is_stdout(&output) {
-                files::decompress_to_stdout(&c, Some(&base), &archive, progress)?
-            } else {
-                files::decompress_file(&c, Some(&base), &archive, &output, progress)?
-            };
+            let report = files::decompress_to(&c, Some(&base), &archive, output_of(&output), progress)?;
             let secs = start.elapsed().as_secs_f64();
             bar.finish_and_clear();
             out!(

@@ -275,40 +275,106 @@ fn check_stdout(inputs: &[&InputFile]) -> Result<(), DeltaError> {
     Ok(())
 }
 
-/// Compresses `target` (against `base`) to standard output, streamed as parts are encoded: the format
-/// needs no seeking. Refused before anything is written when standard output is one of the inputs.
-pub fn compress_to_stdout(
+/// Where a compressed or decompressed result goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output<'a> {
+    /// A file, written atomically: on any error it is left untouched. It may not be an input, nor exist as
+    /// anything but a regular file.
+    File(&'a Path),
+    /// Standard output, streamed as parts are done (the format needs no seeking); it may not be an input
+    /// (`>> base`). A decode that fails part-way has written the parts verified before it, so a consumer must
+    /// check the exit status before trusting what it read.
+    Stdout,
+}
+
+impl Output<'_> {
+    /// Checks the output against the `inputs`, then opens it; nothing is written when a check fails.
+    fn open(self, inputs: &[&InputFile]) -> Result<Sink, DeltaError> {
+        match self {
+            Output::File(path) => {
+                check_output(path, inputs)?;
+                Ok(Sink::File(AtomicFile::create(path)?))
+            }
+            Output::Stdout => {
+                check_stdout(inputs)?;
+                Ok(Sink::Stdout(BufWriter::with_capacity(1 << 20, std::io::stdout().lock())))
+            }
+        }
+    }
+}
+
+/// An opened [`Output`].
+enum Sink {
+    File(AtomicFile),
+    Stdout(BufWriter<std::io::StdoutLock<'static>>),
+}
+
+impl Sink {
+    /// Makes the output whole (a file committed, standard output flushed) while another thread drops `maps`:
+    /// unmapping 2 GB of inputs takes the kernel about 0.15 s, which then overlaps the fsync.
+    fn finish<M: Send>(self, maps: M) -> Result<(), DeltaError> {
+        match self {
+            Sink::File(file) => std::thread::scope(|scope| {
+                scope.spawn(move || drop(maps));
+                file.commit()
+            }),
+            Sink::Stdout(mut out) => out.flush().map_err(|e| DeltaError::io("writing standard output", e)),
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::File(file) => file.write(buf),
+            Sink::Stdout(out) => out.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::File(file) => file.flush(),
+            Sink::Stdout(out) => out.flush(),
+        }
+    }
+}
+
+/// Compresses `target` (against `base`) into `output`; the output may not be an input.
+pub fn compress_to(
     compressor: &ModelDeltaCompressor,
     base: Option<&Path>,
     target: &Path,
+    output: Output<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<EncodeReport, DeltaError> {
     let base = base.map(MappedFile::open).transpose()?;
     let target = MappedFile::open(target)?;
-    check_stdout(&base.iter().chain([&target]).map(|m| &m.input).collect::<Vec<_>>())?;
-    let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-    compressor.encode_with_progress(base.as_ref().map(MappedFile::bytes), target.bytes(), &mut out, progress)
+    let mut sink = output.open(&base.iter().chain([&target]).map(|m| &m.input).collect::<Vec<_>>())?;
+    let report =
+        compressor.encode_with_progress(base.as_ref().map(MappedFile::bytes), target.bytes(), &mut sink, progress)?;
+    sink.finish((base, target))?;
+    Ok(report)
 }
 
-/// Decodes `archive` (against `base`) to standard output, each part written once verified.
-///
-/// Nothing is written when the header, the manifest or the base is wrong; a part that fails its check
-/// later stops the output after the last verified part, so a consumer must check the result (the exit
-/// status) before trusting what it read. Refused when standard output is one of the inputs.
-pub fn decompress_to_stdout(
+/// Decodes `archive` (against `base`) into `output`, each part written once verified; the output may not be an
+/// input.
+pub fn decompress_to(
     compressor: &ModelDeltaCompressor,
     base: Option<&Path>,
     archive: &Path,
+    output: Output<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<DecodeReport, DeltaError> {
     let base = base.map(MappedFile::open).transpose()?;
     let (mut input, archive) = open_archive(archive)?;
-    check_stdout(&base.iter().map(|m| &m.input).chain([&archive]).collect::<Vec<_>>())?;
-    let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-    compressor.decode_with_progress(base.as_ref().map(MappedFile::bytes), &mut input, &mut out, progress)
+    let mut sink = output.open(&base.iter().map(|m| &m.input).chain([&archive]).collect::<Vec<_>>())?;
+    let report =
+        compressor.decode_with_progress(base.as_ref().map(MappedFile::bytes), &mut input, &mut sink, progress)?;
+    sink.finish(base)?;
+    Ok(report)
 }
 
-/// Compresses `target` (against `base`) into the archive `out`, atomically; `out` may not be an input.
+/// Compresses `target` (against `base`) into the archive `out`, atomically: [`compress_to`] a file.
 pub fn compress_file(
     compressor: &ModelDeltaCompressor,
     base: Option<&Path>,
@@ -316,27 +382,10 @@ pub fn compress_file(
     out: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<EncodeReport, DeltaError> {
-    let base = base.map(MappedFile::open).transpose()?;
-    let target = MappedFile::open(target)?;
-    check_output(out, &base.iter().chain([&target]).map(|m| &m.input).collect::<Vec<_>>())?;
-    let mut file = AtomicFile::create(out)?;
-    let report =
-        compressor.encode_with_progress(base.as_ref().map(MappedFile::bytes), target.bytes(), &mut file, progress)?;
-    commit_unmapping(file, (base, target))?;
-    Ok(report)
+    compress_to(compressor, base, target, Output::File(out), progress)
 }
 
-/// Commits `file` while another thread drops `maps`: unmapping 2 GB of inputs takes the kernel about
-/// 0.15 s, which then overlaps the fsync instead of following it.
-fn commit_unmapping<M: Send>(file: AtomicFile, maps: M) -> Result<(), DeltaError> {
-    std::thread::scope(|scope| {
-        scope.spawn(move || drop(maps));
-        file.commit()
-    })
-}
-
-/// Decodes `archive` (against `base`) into `out`, atomically: on any error `out` is left untouched, and
-/// `out` may not be an input.
+/// Decodes `archive` (against `base`) into `out`, atomically: [`decompress_to`] a file.
 pub fn decompress_file(
     compressor: &ModelDeltaCompressor,
     base: Option<&Path>,
@@ -344,14 +393,7 @@ pub fn decompress_file(
     out: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<DecodeReport, DeltaError> {
-    let base = base.map(MappedFile::open).transpose()?;
-    let (mut input, archive) = open_archive(archive)?;
-    check_output(out, &base.iter().map(|m| &m.input).chain([&archive]).collect::<Vec<_>>())?;
-    let mut file = AtomicFile::create(out)?;
-    let report =
-        compressor.decode_with_progress(base.as_ref().map(MappedFile::bytes), &mut input, &mut file, progress)?;
-    commit_unmapping(file, base)?;
-    Ok(report)
+    decompress_to(compressor, base, archive, Output::File(out), progress)
 }
 
 /// Decodes `archive` against `base` without writing anything: checks every part.
