@@ -247,7 +247,8 @@ async fn served_with_connection_limits_slow_senders_are_closed_and_excess_connec
     let addr = listener.local_addr().unwrap();
     let limits = ConnectionLimits::default()
         .with_header_read_timeout(Duration::from_millis(300))
-        .with_body_read_timeout(Duration::from_millis(300), 1_000)
+        .with_body_read_timeout(Duration::from_millis(300))
+        .with_min_body_rate(1_000)
         .with_max_connections(4);
     let server = Server::new(limits);
     let serving = server.clone();

@@ -157,10 +157,11 @@ impl ServerSection {
         if let Some(ms) = self.header_read_timeout_ms {
             limits = limits.with_header_read_timeout(Duration::from_millis(ms));
         }
-        if self.body_read_timeout_ms.is_some() || self.min_body_bytes_per_sec.is_some() {
-            let timeout = self.body_read_timeout_ms.map_or(limits.body_read_timeout, Duration::from_millis);
-            limits =
-                limits.with_body_read_timeout(timeout, self.min_body_bytes_per_sec.unwrap_or(limits.min_body_rate));
+        if let Some(ms) = self.body_read_timeout_ms {
+            limits = limits.with_body_read_timeout(Duration::from_millis(ms));
+        }
+        if let Some(rate) = self.min_body_bytes_per_sec {
+            limits = limits.with_min_body_rate(rate);
         }
         if let Some(ms) = self.idle_timeout_ms {
             limits = limits.with_idle_timeout(Duration::from_millis(ms));

@@ -48,7 +48,8 @@ async fn serve_app(app: axum::Router, limits: ConnectionLimits) -> (SocketAddr, 
 fn limits() -> ConnectionLimits {
     ConnectionLimits::default()
         .with_header_read_timeout(Duration::from_millis(400))
-        .with_body_read_timeout(Duration::from_millis(400), 1_000)
+        .with_body_read_timeout(Duration::from_millis(400))
+        .with_min_body_rate(1_000)
         .with_idle_timeout(Duration::from_millis(400))
         .with_max_connections(1_000)
 }
@@ -175,7 +176,7 @@ async fn a_body_sent_too_slowly_is_answered_408_and_closed() {
 #[tokio::test]
 async fn unauthenticated_and_oversized_bodies_are_refused_from_the_headers_without_being_read() {
     // Long body timeouts: any answer that comes while the body is held back was decided from the headers.
-    let patient = limits().with_body_read_timeout(Duration::from_secs(30), 1);
+    let patient = limits().with_body_read_timeout(Duration::from_secs(30)).with_min_body_rate(1);
     let (addr, _server) = serve(patient).await;
     let eight_mb = 8 * 1024 * 1024;
     let mut held = Vec::new();

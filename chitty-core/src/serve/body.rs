@@ -10,7 +10,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-/// The error a handler reading a [`RequestBody`] gets when the client sent it too slowly (answer 408).
+/// The error a handler reading a [`RequestBody`] gets when the client sent it too slowly (answer 408). A
+/// framework may wrap it: look for it in the error's `source()` chain (`downcast_ref::<BodyReadTimeout>()`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyReadTimeout {
     /// Bytes that had arrived.
@@ -26,21 +27,6 @@ impl fmt::Display for BodyReadTimeout {
 }
 
 impl std::error::Error for BodyReadTimeout {}
-
-impl BodyReadTimeout {
-    /// Whether `error`, or any error in its source chain, is a [`BodyReadTimeout`]: how a handler that got a
-    /// framework's wrapped body error tells a slow client from a broken one.
-    pub fn in_chain(error: &(dyn std::error::Error + 'static)) -> Option<BodyReadTimeout> {
-        let mut next = Some(error);
-        while let Some(e) = next {
-            if let Some(timeout) = e.downcast_ref::<BodyReadTimeout>() {
-                return Some(*timeout);
-            }
-            next = e.source();
-        }
-        None
-    }
-}
 
 /// A request body as the [`Server`](super::Server) hands it to the service: the connection's bytes, failing
 /// with [`BodyReadTimeout`] once they arrive slower than the [`ConnectionLimits`](super::ConnectionLimits)

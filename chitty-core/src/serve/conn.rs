@@ -350,7 +350,8 @@ impl Drop for InFlight {
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that keeps its request in flight until hyper has sent it (or dropped it).
+    /// A response body that keeps its request in flight until hyper has taken all of it (or dropped it); what
+    /// hyper then still has to write is watched by the socket wrapper.
     pub(super) struct GuardedBody<B> {
         #[pin]
         inner: B,

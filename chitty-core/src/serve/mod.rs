@@ -130,10 +130,15 @@ impl ConnectionLimits {
         self
     }
 
-    /// Sets [`Self::body_read_timeout`] and [`Self::min_body_rate`] (bytes per second).
-    pub fn with_body_read_timeout(mut self, timeout: Duration, min_rate: u64) -> Self {
+    /// Sets [`Self::body_read_timeout`].
+    pub fn with_body_read_timeout(mut self, timeout: Duration) -> Self {
         self.body_read_timeout = timeout;
-        self.min_body_rate = min_rate;
+        self
+    }
+
+    /// Sets [`Self::min_body_rate`], bytes per second.
+    pub fn with_min_body_rate(mut self, bytes_per_sec: u64) -> Self {
+        self.min_body_rate = bytes_per_sec;
         self
     }
 
@@ -156,7 +161,7 @@ impl ConnectionLimits {
     }
 }
 
-/// Half the soft limit on open files, within 64..=16,384; 4,096 where the limit cannot be read.
+/// Half the soft limit on open files, within 64..=16,384 (16,384 when unlimited); 4,096 off Unix.
 fn default_max_connections() -> usize {
     #[cfg(unix)]
     {
@@ -184,22 +189,29 @@ const LINGER_FOR: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone)]
 pub struct Server {
     limits: ConnectionLimits,
-    open: Arc<AtomicUsize>,
-    refused: Arc<AtomicUsize>,
-    lingering: Arc<Semaphore>,
+    shared: Arc<Shared>,
     nodelay: bool,
+}
+
+/// What the clones of a [`Server`] share.
+#[derive(Debug)]
+struct Shared {
+    /// One permit per connection the cap allows; a connection holds its permit until it ends.
+    open: Arc<Semaphore>,
+    refused: AtomicUsize,
+    /// One permit per refused connection being drained before it is closed.
+    lingering: Arc<Semaphore>,
 }
 
 impl Server {
     /// A server enforcing `limits`, with `TCP_NODELAY` on every connection (SSE frames are small).
     pub fn new(limits: ConnectionLimits) -> Server {
-        Server {
-            limits,
-            open: Arc::new(AtomicUsize::new(0)),
-            refused: Arc::new(AtomicUsize::new(0)),
+        let shared = Shared {
+            open: Arc::new(Semaphore::new(limits.max_connections.min(Semaphore::MAX_PERMITS))),
+            refused: AtomicUsize::new(0),
             lingering: Arc::new(Semaphore::new(LINGERING_MAX)),
-            nodelay: true,
-        }
+        };
+        Server { limits, shared: Arc::new(shared), nodelay: true }
     }
 
     /// Whether connections get `TCP_NODELAY` (default on).
@@ -215,12 +227,12 @@ impl Server {
 
     /// Connections refused with a 503 so far because the cap was reached.
     pub fn refused_connections(&self) -> usize {
-        self.refused.load(Ordering::Relaxed)
+        self.shared.refused.load(Ordering::Relaxed)
     }
 
     /// Connections open now, across every listener this server (and its clones) serves.
     pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+        self.limits.max_connections.min(Semaphore::MAX_PERMITS) - self.shared.open.available_permits()
     }
 
     /// Serves `service` on `listener` until `shutdown` resolves, then stops accepting, lets idle connections
@@ -256,7 +268,7 @@ impl Server {
                     }
                 },
             };
-            let Some(slot) = self.claim_slot() else {
+            let Ok(slot) = self.shared.open.clone().try_acquire_owned() else {
                 self.refuse(stream);
                 continue;
             };
@@ -275,21 +287,11 @@ impl Server {
         Ok(())
     }
 
-    /// One place under the cap, given back when the returned guard drops.
-    fn claim_slot(&self) -> Option<ConnectionSlot> {
-        let before = self.open.fetch_add(1, Ordering::AcqRel);
-        if before >= self.limits.max_connections {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(ConnectionSlot(self.open.clone()))
-    }
-
     /// Answers 503 on a connection over the cap and closes it, draining what the client sent for a moment so
     /// that the close is not a reset (at most [`LINGERING_MAX`] at a time; beyond that, closed at once).
     fn refuse(&self, mut stream: TcpStream) {
         // One line per thousand refusals: a flood must not turn into a flood of logs.
-        let refused = self.refused.fetch_add(1, Ordering::Relaxed);
+        let refused = self.shared.refused.fetch_add(1, Ordering::Relaxed);
         if refused.is_multiple_of(1_000) {
             tracing::warn!(
                 max = self.limits.max_connections,
@@ -297,7 +299,7 @@ impl Server {
                 "connection limit reached; answering new connections 503"
             );
         }
-        let Ok(permit) = self.lingering.clone().try_acquire_owned() else {
+        let Ok(permit) = self.shared.lingering.clone().try_acquire_owned() else {
             // Too many refusals lingering: one attempt without waiting (an accepted socket may not be known
             // writable to the runtime yet, in which case nothing is sent), then close.
             let _ = stream.try_write(OVER_CAPACITY);
@@ -328,15 +330,6 @@ impl Server {
 /// `at + by`, or a time decades away when that overflows (a limit configured as "never").
 fn later(at: tokio::time::Instant, by: Duration) -> tokio::time::Instant {
     at.checked_add(by).unwrap_or_else(|| at + Duration::from_secs(86_400 * 365 * 30))
-}
-
-/// A connection's place under the cap.
-struct ConnectionSlot(Arc<AtomicUsize>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// Errors of one accepted connection (not of the listener), which the loop skips.

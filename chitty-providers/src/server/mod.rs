@@ -182,18 +182,19 @@ fn context(gateway: &Gateway, headers: &HeaderMap, request_id: &str) -> Result<R
 /// Reads the whole body, at most `limit` bytes: 413 above it, 408 when it arrives too slowly.
 async fn read_body(body: Body, limit: usize) -> Result<Bytes> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if let Some(timeout) = BodyReadTimeout::in_chain(&e) {
+        if let Some(timeout) = source_of::<BodyReadTimeout>(&e) {
             return Error::RequestTimeout { received: timeout.received, waited: timeout.waited };
         }
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(err) = source {
-            if err.is::<http_body_util::LengthLimitError>() {
-                return Error::PayloadTooLarge { limit: limit as u64 };
-            }
-            source = err.source();
+        if source_of::<http_body_util::LengthLimitError>(&e).is_some() {
+            return Error::PayloadTooLarge { limit: limit as u64 };
         }
         Error::invalid_request(format!("could not read the request body: {e}"), None)
     })
+}
+
+/// The first error of type `T` in `error`'s source chain (axum wraps what the body reports).
+fn source_of<'a, T: std::error::Error + 'static>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+    std::iter::successors(Some(error), |e| e.source()).find_map(|e| e.downcast_ref::<T>())
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
