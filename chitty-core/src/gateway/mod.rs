@@ -648,9 +648,9 @@ impl Gateway {
         Ok(Held { reservation: Some(reservation), cap_set })
     }
 
-    /// Charges `cost`, never more than was reserved, and reports what was charged. A cost above the reservation
-    /// (an upstream billing more than the worst case the request allowed) is charged as the reservation and
-    /// reported as [`Event::BudgetExcess`], so spend can never pass a limit.
+    /// Settles `cost` and reports what was charged. The store charges no more than was reserved, so spend can
+    /// never pass a limit; a cost above the reservation (an upstream billing more than the worst case the
+    /// request allowed) is also reported as [`Event::BudgetExcess`].
     async fn settle(
         &self,
         ctx: &RequestContext,
@@ -660,8 +660,15 @@ impl Gateway {
         cost: NanoUsd,
     ) -> NanoUsd {
         let (Some(store), Some(r)) = (&self.inner.budgets, reservation) else { return cost };
-        let capped = Settlement::capped(r.amount, cost);
-        if capped.excess > NanoUsd::ZERO {
+        // The store charges at most the reservation (its contract, checked by the conformance suite).
+        let settlement = match store.settle(r, cost, self.now()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, tenant = %r.tenant, reservation = %r.id, "budget settle failed");
+                Settlement::capped(r.amount, cost)
+            }
+        };
+        if settlement.excess > NanoUsd::ZERO {
             tracing::warn!(
                 tenant = %r.tenant, model, provider, reserved = r.amount.0, reported = cost.0,
                 "upstream usage cost more than the reservation; charged the reservation"
@@ -675,13 +682,7 @@ impl Gateway {
             })
             .await;
         }
-        match store.settle(r, capped.charged, self.now()).await {
-            Ok(s) => s.charged,
-            Err(e) => {
-                tracing::error!(error = %e, tenant = %r.tenant, reservation = %r.id, "budget settle failed");
-                capped.charged
-            }
-        }
+        settlement.charged
     }
 
     async fn release(&self, reservation: Option<&Reservation>) {
