@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the examples CI does not already drive (parity runs `gateway`; a test drives `webhook`'s router):
-# `in_process`, the `delta` CLI end to end, and `static_upstream` answering one request.
+# `in_process`, the `delta` CLI end to end, `static_upstream` answering one request, and the gateway serving
+# /metrics on its own address behind a token.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,4 +66,28 @@ trap 'kill $upstream $proxy 2>/dev/null || true; rm -rf "$work"' EXIT
 chat_answers "$proxy_port" through
 code=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$proxy_port/v1/chat/completions" -d '{')
 if [ "$code" != 400 ]; then echo "examples: the upstream's 400 came through the proxy as $code" >&2; exit 1; fi
+echo "examples: gateway with /metrics on its own address behind a token"
+cargo build --quiet --example gateway
+gateway_port=$(free_port)
+metrics_port=$(free_port)
+sed "s|^\[server\]|[server]\nmetrics_addr = \"127.0.0.1:$metrics_port\"\nmetrics_token = \"\${CHITTY_SMOKE_METRICS_TOKEN}\"|" \
+  examples/gateway.toml >"$work/gateway.toml"
+CHITTY_SMOKE_METRICS_TOKEN=scrape-me ./target/debug/examples/gateway --config "$work/gateway.toml" \
+  --addr "127.0.0.1:$gateway_port" >"$work/gateway.log" 2>&1 &
+gateway=$!
+trap 'kill $upstream $proxy $gateway 2>/dev/null || true; rm -rf "$work"' EXIT
+status_of() { curl -sS -o /dev/null -w '%{http_code}' "$@"; }
+for _ in $(seq 1 100); do
+  [ "$(status_of "http://127.0.0.1:$gateway_port/healthz" 2>/dev/null)" = 200 ] && break
+  sleep 0.1
+done
+expect() { # what code url [curl args]
+  local what=$1 want=$2; shift 2
+  local got; got=$(status_of "$@")
+  if [ "$got" != "$want" ]; then echo "examples: $what answered $got, expected $want" >&2; cat "$work/gateway.log" >&2; exit 1; fi
+}
+expect "/metrics on the API address" 404 "http://127.0.0.1:$gateway_port/metrics"
+expect "/metrics without the token" 401 "http://127.0.0.1:$metrics_port/metrics"
+expect "/metrics with a wrong token" 401 -H 'Authorization: Bearer nope' "http://127.0.0.1:$metrics_port/metrics"
+expect "/metrics with the token" 200 -H 'Authorization: Bearer scrape-me' "http://127.0.0.1:$metrics_port/metrics"
 echo "examples: ok"
