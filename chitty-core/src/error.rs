@@ -75,11 +75,14 @@ pub enum Error {
         /// The reservation identifier.
         id: String,
     },
-    /// The upstream provider answered with an error.
+    /// The upstream provider failed: it refused the connection, broke it, answered with an error status,
+    /// or sent an answer that could not be read.
     #[error("upstream `{provider}` failed{}: {message}", status.map(|s| format!(" with status {s}")).unwrap_or_default())]
     Upstream {
         /// Provider name from the configuration.
         provider: String,
+        /// How the call failed; routing retries a broken connection but not a malformed answer.
+        failure: UpstreamFailure,
         /// HTTP status the upstream returned, if it returned one.
         status: Option<u16>,
         /// The upstream's own message.
@@ -154,7 +157,42 @@ pub enum Error {
     },
 }
 
+/// How an upstream call failed, so that routing retries only what another attempt can fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpstreamFailure {
+    /// No connection could be made (refused, DNS, TLS handshake).
+    Connect,
+    /// The connection broke while the request or the answer was in flight.
+    Interrupted,
+    /// The upstream answered with an error status (`status` holds it).
+    Status,
+    /// The answer arrived but could not be read: malformed JSON, a missing field, an unknown event.
+    Decode,
+}
+
 impl Error {
+    /// An upstream that answered with error status `status`.
+    pub fn upstream_status(
+        provider: impl Into<String>,
+        status: u16,
+        message: impl Into<String>,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        Error::Upstream {
+            provider: provider.into(),
+            failure: UpstreamFailure::Status,
+            status: Some(status),
+            message: message.into(),
+            retry_after,
+        }
+    }
+
+    /// An upstream call that failed without an error status (`failure` says how).
+    pub fn upstream(provider: impl Into<String>, failure: UpstreamFailure, message: impl Into<String>) -> Self {
+        Error::Upstream { provider: provider.into(), failure, status: None, message: message.into(), retry_after: None }
+    }
+
     /// Shorthand for [`Error::InvalidRequest`].
     pub fn invalid_request(message: impl Into<String>, param: Option<&str>) -> Self {
         Error::InvalidRequest { message: message.into(), param: param.map(str::to_owned) }
@@ -245,9 +283,10 @@ impl Error {
     /// Whether a different attempt (retry or fallback route) might succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Upstream { status, .. } => match status {
-                None => true,
-                Some(s) => *s == 408 || *s == 409 || *s == 429 || *s >= 500,
+            Error::Upstream { failure, status, .. } => match failure {
+                UpstreamFailure::Connect | UpstreamFailure::Interrupted => true,
+                UpstreamFailure::Decode => false,
+                UpstreamFailure::Status => status.is_none_or(|s| s == 408 || s == 409 || s == 429 || s >= 500),
             },
             Error::UpstreamTimeout { .. } | Error::Unavailable { .. } => true,
             _ => false,
@@ -294,12 +333,17 @@ mod tests {
         assert_eq!(budget.status(), 429);
         assert_eq!(budget.code(), Some("insufficient_quota"));
         assert_eq!(budget.error_type(), "insufficient_quota");
-        let up = Error::Upstream { provider: "p".into(), status: Some(500), message: "x".into(), retry_after: None };
+        let up = Error::upstream_status("p", 500, "x", None);
         assert_eq!(up.status(), 502);
         assert!(up.is_retryable());
-        let up4 = Error::Upstream { provider: "p".into(), status: Some(400), message: "x".into(), retry_after: None };
+        let up4 = Error::upstream_status("p", 400, "x", None);
         assert_eq!(up4.status(), 400);
         assert!(!up4.is_retryable());
+        assert!(Error::upstream("p", UpstreamFailure::Interrupted, "reset").is_retryable());
+        assert!(Error::upstream("p", UpstreamFailure::Connect, "refused").is_retryable());
+        let malformed = Error::upstream("p", UpstreamFailure::Decode, "expected `choices`");
+        assert!(!malformed.is_retryable(), "a malformed answer is not retried like a reset");
+        assert_eq!(malformed.status(), 502);
         assert_eq!(Error::UpstreamTimeout { provider: "p".into(), timeout: Duration::from_secs(1) }.status(), 504);
         assert_eq!(Error::Unavailable { model: "m".into(), reason: "r".into() }.status(), 503);
         let slow = Error::RequestTimeout { received: 3, waited: Duration::from_secs(10) };

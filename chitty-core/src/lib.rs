@@ -46,7 +46,7 @@ pub mod wire;
 pub use budget::{Balance, BudgetStore, BudgetStoreExt, Reservation, ReserveRequest, Settlement};
 pub use cache::{Cache, CacheExt};
 pub use compressor::{Compressor, DecodeReport, EncodeReport, PartReport};
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, Result, UpstreamFailure};
 pub use events::{CacheStatus, DiscardSink, Endpoint, Event, EventSink, Message, RequestEvent};
 pub use money::{ModelPrice, NanoUsd};
 pub use provider::{Capabilities, Capability, ChunkStream, CompletionChunkStream, Provider};

@@ -52,7 +52,7 @@ use chitty_core::wire::{
     ChunkDelta, ContentPart, Extra, FunctionCall, FunctionCallDelta, MessageContent, PromptTokensDetails, Role,
     StopSequences, ToolCall, ToolCallDelta, Usage,
 };
-use chitty_core::{Capabilities, Capability, ChunkStream, Error, Provider, Result};
+use chitty_core::{Capabilities, Capability, ChunkStream, Error, Provider, Result, UpstreamFailure};
 use futures::StreamExt;
 use http::header::HeaderMap;
 use serde_json::{Value, json};
@@ -660,6 +660,7 @@ impl StreamTranslator {
                 };
                 return Err(Error::Upstream {
                     provider: self.provider.clone(),
+                    failure: UpstreamFailure::Status,
                     status,
                     message: upstream_http::error_message(event.data.as_bytes()).unwrap_or_default(),
                     retry_after: None,
@@ -719,12 +720,7 @@ where
 }
 
 fn interrupted(provider: &str, why: &str) -> Error {
-    Error::Upstream {
-        provider: provider.to_owned(),
-        status: None,
-        message: format!("stream interrupted: {why}"),
-        retry_after: None,
-    }
+    Error::upstream(provider, UpstreamFailure::Interrupted, format!("stream interrupted: {why}"))
 }
 
 #[cfg(test)]

@@ -39,7 +39,9 @@ use chitty_core::wire::{
     EmbeddingResponse, EmbeddingUsage, EmbeddingVector, Extra, FunctionCall, FunctionCallDelta, MessageContent,
     PromptInput, Role, StopSequences, StreamChunk, ToolCall, ToolCallDelta, Usage,
 };
-use chitty_core::{BoxError, Capabilities, ChunkStream, CompletionChunkStream, Error, Provider, Result};
+use chitty_core::{
+    BoxError, Capabilities, ChunkStream, CompletionChunkStream, Error, Provider, Result, UpstreamFailure,
+};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use http::header::{AUTHORIZATION, HeaderMap};
@@ -639,7 +641,13 @@ where
             if let Some(message) = value.get("error") {
                 st.finished = true;
                 let message = message.as_str().map_or_else(|| message.to_string(), str::to_owned);
-                let err = Error::Upstream { provider: st.provider.clone(), status: None, message, retry_after: None };
+                let err = Error::Upstream {
+                    provider: st.provider.clone(),
+                    failure: UpstreamFailure::Status,
+                    status: None,
+                    message,
+                    retry_after: None,
+                };
                 return Some((Err(err), st));
             }
             let done = value.get("done").and_then(Value::as_bool).unwrap_or(false);
@@ -756,12 +764,7 @@ where
 }
 
 fn interrupted(provider: &str, why: &str) -> Error {
-    Error::Upstream {
-        provider: provider.to_owned(),
-        status: None,
-        message: format!("stream interrupted: {why}"),
-        retry_after: None,
-    }
+    Error::upstream(provider, UpstreamFailure::Interrupted, format!("stream interrupted: {why}"))
 }
 
 #[cfg(test)]

@@ -40,7 +40,9 @@ use chitty_core::wire::{
     ChatCompletionJson, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse,
     EmbeddingRequest, EmbeddingResponse, EmbeddingVector, StreamChunk, StreamOptions,
 };
-use chitty_core::{Capabilities, Capability, ChunkStream, CompletionChunkStream, Error, Provider, Result};
+use chitty_core::{
+    Capabilities, Capability, ChunkStream, CompletionChunkStream, Error, Provider, Result, UpstreamFailure,
+};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use http::header::{AUTHORIZATION, HeaderMap};
@@ -392,12 +394,7 @@ fn hold_usage<C: StreamChunk>(held: &mut Option<C>, mut chunk: C) -> Option<C> {
 }
 
 fn interrupted(provider: &str, why: &str) -> Error {
-    Error::Upstream {
-        provider: provider.to_owned(),
-        status: None,
-        message: format!("stream interrupted: {why}"),
-        retry_after: None,
-    }
+    Error::upstream(provider, UpstreamFailure::Interrupted, format!("stream interrupted: {why}"))
 }
 
 fn parse_chunk<C: DeserializeOwned>(provider: &str, data: &str) -> Result<C> {
@@ -406,6 +403,7 @@ fn parse_chunk<C: DeserializeOwned>(provider: &str, data: &str) -> Result<C> {
         match serde_json::from_str::<serde_json::Value>(data) {
             Ok(json) if json.get("error").is_some() => Error::Upstream {
                 provider: provider.to_owned(),
+                failure: UpstreamFailure::Status,
                 status: None,
                 message: upstream_http::error_message(data.as_bytes()).unwrap_or_else(|| data.to_owned()),
                 retry_after: None,

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use chitty_core::wire::ChatCompletionJson;
-use chitty_core::{Error, Result};
+use chitty_core::{Error, Result, UpstreamFailure};
 use futures::Stream;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
@@ -104,7 +104,7 @@ pub(crate) fn post_json(
 
 /// The error for a failed request that got no HTTP status (connection refused, reset, TLS …).
 pub(crate) fn transport_error(provider: &str, e: &BoxError) -> Error {
-    Error::Upstream { provider: provider.to_owned(), status: None, message: describe(&**e), retry_after: None }
+    Error::upstream(provider, UpstreamFailure::Interrupted, describe(&**e))
 }
 
 /// An error and its sources as one line, without the request URL that reqwest appends (a URL may carry
@@ -128,12 +128,7 @@ pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// The error for an answer that arrived but could not be understood.
 pub(crate) fn malformed(provider: &str, what: &str, detail: impl fmt::Display) -> Error {
-    Error::Upstream {
-        provider: provider.to_owned(),
-        status: None,
-        message: format!("malformed {what} from upstream: {detail}"),
-        retry_after: None,
-    }
+    Error::upstream(provider, UpstreamFailure::Decode, format!("malformed {what} from upstream: {detail}"))
 }
 
 fn timed_out(provider: &str, timeout: Duration) -> Error {
@@ -227,6 +222,7 @@ fn unparsable(provider: &str, body: &[u8], parse_error: serde_json::Error) -> Er
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(json) if json.get("error").is_some_and(|e| !e.is_null()) => Error::Upstream {
             provider: provider.to_owned(),
+            failure: UpstreamFailure::Status,
             status: None,
             message: error_message(body).unwrap_or_else(|| json.to_string()),
             retry_after: None,
@@ -288,7 +284,7 @@ async fn status_error(provider: &str, response: Response) -> Error {
     let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
     let message = error_message(&body)
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("error without a message").to_owned());
-    Error::Upstream { provider: provider.to_owned(), status: Some(status.as_u16()), message, retry_after }
+    Error::upstream_status(provider, status.as_u16(), message, retry_after)
 }
 
 /// The message inside an error body: OpenAI's and Anthropic's `{"error": {"message"}}`, Ollama's

@@ -37,7 +37,9 @@ use chitty_core::wire::{
     CompletionResponse, Embedding, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage,
     EmbeddingVector, Extra, FunctionCall, MessageContent, PromptInput, Role, ToolCall, Usage,
 };
-use chitty_core::{Capabilities, Capability, ChunkStream, CompletionChunkStream, Error, Provider, Result, tokens};
+use chitty_core::{
+    Capabilities, Capability, ChunkStream, CompletionChunkStream, Error, Provider, Result, UpstreamFailure, tokens,
+};
 use sha2::{Digest, Sha256};
 
 /// Most embedding dimensions the mock builds.
@@ -175,6 +177,7 @@ impl MockProvider {
             None => Ok(()),
             Some(f) => Err(Error::Upstream {
                 provider: self.name.clone(),
+                failure: if f.status == 0 { UpstreamFailure::Interrupted } else { UpstreamFailure::Status },
                 status: (f.status != 0).then_some(f.status),
                 message: f.message,
                 retry_after: None,

@@ -372,12 +372,8 @@ impl Gateway {
                             chunk.max_choice_index().unwrap_or_default(),
                             relay.choices
                         );
-                        Some(Err(Error::Upstream {
-                            provider: relay.finish.as_ref().map(|f| f.provider.clone()).unwrap_or_default(),
-                            status: None,
-                            message,
-                            retry_after: None,
-                        }))
+                        let provider = relay.finish.as_ref().map(|f| f.provider.clone()).unwrap_or_default();
+                        Some(Err(Error::upstream(provider, crate::UpstreamFailure::Decode, message)))
                     }
                     other => other,
                 };

@@ -225,29 +225,24 @@ impl From<ClientError> for chitty_core::Error {
     fn from(error: ClientError) -> Self {
         const PROVIDER: &str = "github";
         match error {
-            ClientError::Api { status, message, errors, .. } => chitty_core::Error::Upstream {
-                provider: PROVIDER.to_owned(),
-                status: Some(status),
-                message: format!("{message}{}", DetailsSummary(&errors)),
-                retry_after: None,
-            },
+            ClientError::Api { status, message, errors, .. } => chitty_core::Error::upstream_status(
+                PROVIDER,
+                status,
+                format!("{message}{}", DetailsSummary(&errors)),
+                None,
+            ),
             // Reported as 429 whichever limit it was, so that callers treat it as retryable.
-            ClientError::RateLimited { retry_after, .. } => chitty_core::Error::Upstream {
-                provider: PROVIDER.to_owned(),
-                status: Some(429),
-                message: error.to_string(),
-                retry_after: Some(retry_after),
-            },
+            ClientError::RateLimited { retry_after, .. } => {
+                chitty_core::Error::upstream_status(PROVIDER, 429, error.to_string(), Some(retry_after))
+            }
             ClientError::Timeout { timeout } => {
                 chitty_core::Error::UpstreamTimeout { provider: PROVIDER.to_owned(), timeout }
             }
-            ClientError::Transport { .. } | ClientError::InvalidResponse { .. } | ClientError::Decode { .. } => {
-                chitty_core::Error::Upstream {
-                    provider: PROVIDER.to_owned(),
-                    status: None,
-                    message: error.to_string(),
-                    retry_after: None,
-                }
+            ClientError::Transport { .. } => {
+                chitty_core::Error::upstream(PROVIDER, chitty_core::UpstreamFailure::Interrupted, error.to_string())
+            }
+            ClientError::InvalidResponse { .. } | ClientError::Decode { .. } => {
+                chitty_core::Error::upstream(PROVIDER, chitty_core::UpstreamFailure::Decode, error.to_string())
             }
             ClientError::InvalidPrivateKey { .. } | ClientError::InvalidConfig { .. } => {
                 chitty_core::Error::InvalidInput {
