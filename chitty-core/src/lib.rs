@@ -41,6 +41,7 @@ pub mod provider;
 pub mod serve;
 pub mod time;
 pub mod tokens;
+pub mod upstream;
 pub mod wire;
 
 pub use budget::{Balance, BudgetStore, BudgetStoreExt, Reservation, ReserveRequest, Settlement};
@@ -50,7 +51,7 @@ pub use error::{BoxError, Error, Result, UpstreamFailure};
 pub use events::{CacheStatus, DiscardSink, Endpoint, Event, EventSink, Message, RequestEvent};
 pub use money::{ModelPrice, NanoUsd};
 pub use provider::{Capabilities, Capability, ChunkStream, CompletionChunkStream, Provider};
-pub use time::{Clock, ManualClock, ManualTimer, Spawner, Timer, Timestamp};
+pub use time::{Clock, ManualClock, ManualTimer, RandomSource, SeededRandom, Spawner, Timer, Timestamp};
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,5 @@
-//! Time as an input: the core never reads the clock or sleeps; it is handed a [`Clock`] and a [`Timer`].
+//! Time and chance as inputs: the core never reads the clock, sleeps or draws random numbers; it is handed a
+//! [`Clock`], a [`Timer`] and a [`RandomSource`].
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -44,6 +45,34 @@ pub trait Timer: Send + Sync + Debug + 'static {
 pub trait Spawner: Send + Sync + Debug + 'static {
     /// Runs `future` to completion independently of the caller.
     fn spawn(&self, future: BoxFuture<'static, ()>);
+}
+
+/// A source of random numbers, injected so that randomised decisions (retry jitter) can be replayed in tests.
+pub trait RandomSource: Send + Sync + Debug + 'static {
+    /// The next uniformly distributed value.
+    fn next_u64(&self) -> u64;
+}
+
+/// A fast deterministic [`RandomSource`] (SplitMix64): the same seed gives the same sequence. Not for secrets.
+#[derive(Debug, Default)]
+pub struct SeededRandom {
+    state: AtomicU64,
+}
+
+impl SeededRandom {
+    /// A sequence starting from `seed`.
+    pub fn new(seed: u64) -> Self {
+        SeededRandom { state: AtomicU64::new(seed) }
+    }
+}
+
+impl RandomSource for SeededRandom {
+    fn next_u64(&self) -> u64 {
+        let mut z = self.state.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
 }
 
 /// A clock that only moves when told to: for tests and simulations.
