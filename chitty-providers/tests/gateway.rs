@@ -18,7 +18,7 @@ use chitty_core::wire::{
 };
 use chitty_core::{
     BudgetStore, CacheStatus, Capabilities, Capability, CompletionChunkStream, Error, Event, ManualClock, ManualTimer,
-    ModelPrice, NanoUsd, Provider, Timestamp,
+    ModelPrice, NanoUsd, Provider, RandomSource, SeededRandom, Timestamp,
 };
 use chitty_providers::memory::{CollectingSink, MemoryBudgetStore, MemoryCache};
 use chitty_providers::runtime::{TokioRuntimeExt, TokioSpawner};
@@ -50,6 +50,9 @@ fn tenant(id: &str, key: &str) -> TenantConfig {
     TenantConfig::new(id, &api_key_digest(key))
 }
 
+/// The seed of the harness's random source: retry waits are replayable.
+const RANDOM_SEED: u64 = 7;
+
 async fn harness(tweak: impl FnOnce(&mut GatewayConfig)) -> Harness {
     let mut config = GatewayConfig {
         models: vec![
@@ -76,6 +79,7 @@ async fn harness(tweak: impl FnOnce(&mut GatewayConfig)) -> Harness {
         .budgets(budgets.clone())
         .events(events.clone())
         .runtime(Arc::new(clock.clone()), Arc::new(ManualTimer::new(clock.clone())), Arc::new(TokioSpawner))
+        .random(Arc::new(SeededRandom::new(RANDOM_SEED)))
         .build()
         .await
         .unwrap();
@@ -301,7 +305,13 @@ async fn retries_with_backoff_on_virtual_time_and_opens_circuits() {
     let t0 = h.clock.now();
     let reply = h.gateway.chat(&acme, chat("retry me")).await.unwrap();
     assert_eq!(reply.meta.provider.as_deref(), Some("primary"));
-    assert_eq!(h.clock.now().since(t0), Duration::from_millis(100 + 200), "exponential backoff, no real sleep");
+    // Full jitter: each wait is drawn below the doubling bound (100 ms, then 200 ms) from the injected source.
+    let draws = SeededRandom::new(RANDOM_SEED);
+    let waits: Vec<Duration> =
+        (0..2).map(|retry| chitty_core::gateway::Defaults::default().backoff(retry, draws.next_u64())).collect();
+    assert!(waits[0] <= Duration::from_millis(100) && waits[1] <= Duration::from_millis(200), "{waits:?}");
+    let slept: u128 = waits.iter().map(Duration::as_millis).sum();
+    assert_eq!(h.clock.now().since(t0).as_millis(), slept, "jittered backoff on virtual time, no real sleep");
 
     // Four consecutive failures open the primary's circuit: later requests skip it.
     for i in 0..4 {

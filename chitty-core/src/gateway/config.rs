@@ -2,6 +2,7 @@
 //!
 //! Plain data with serde, so hosts can load it from any format (chitty-providers reads TOML).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -79,7 +80,8 @@ pub struct ModelConfig {
     /// Cache TTL in seconds (the default's when unset).
     #[serde(default)]
     pub cache_ttl_secs: Option<u64>,
-    /// Most output tokens the model can produce: the cap used when a client sends none.
+    /// Most output tokens the model can produce: the cap used when a client sends none
+    /// ([`DEFAULT_MAX_OUTPUT_TOKENS`] when unset).
     #[serde(default = "default_max_output_tokens")]
     pub max_output_tokens: u32,
     /// Which field carries a cap the gateway sets.
@@ -90,8 +92,28 @@ pub struct ModelConfig {
     pub limits: RequestLimits,
 }
 
+/// The output cap of a model or prefix family whose configuration sets none.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 4_096;
+
 fn default_max_output_tokens() -> u32 {
-    4_096
+    DEFAULT_MAX_OUTPUT_TOKENS
+}
+
+impl ModelConfig {
+    /// A chat model named `name` with no routes yet and default settings.
+    pub fn new(name: impl Into<String>) -> ModelConfig {
+        ModelConfig {
+            name: name.into(),
+            kind: ModelKind::Chat,
+            routes: Vec::new(),
+            price: Default::default(),
+            cache: Default::default(),
+            cache_ttl_secs: None,
+            max_output_tokens: DEFAULT_MAX_OUTPUT_TOKENS,
+            output_cap_field: OutputCapField::MaxTokens,
+            limits: RequestLimits::default(),
+        }
+    }
 }
 
 /// Bounds on what a client may ask one upstream call to generate, per model: a request over any of them is
@@ -140,7 +162,7 @@ pub struct PrefixConfig {
     /// Cache policy.
     #[serde(default)]
     pub cache: CachePolicy,
-    /// Most output tokens; the cap when a client sends none.
+    /// Most output tokens; the cap when a client sends none ([`DEFAULT_MAX_OUTPUT_TOKENS`] when unset).
     #[serde(default = "default_max_output_tokens")]
     pub max_output_tokens: u32,
     /// Which field carries a cap the gateway sets.
@@ -176,6 +198,21 @@ pub struct TenantConfig {
     pub cache_group: Option<String>,
 }
 
+impl TenantConfig {
+    /// A tenant with one key digest, no budget, no rate limit and access to every model.
+    pub fn new(id: impl Into<String>, key_sha256: &str) -> TenantConfig {
+        TenantConfig {
+            id: id.into(),
+            key_sha256: vec![key_sha256.to_owned()],
+            budget_nano_usd: None,
+            allowed_models: None,
+            requests_per_minute: None,
+            burst: None,
+            cache_group: None,
+        }
+    }
+}
+
 impl std::fmt::Debug for TenantConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Key digests are not secrets, but they identify keys: print only how many there are.
@@ -198,9 +235,10 @@ pub struct Defaults {
     pub timeout_ms: u64,
     /// Attempts per route before moving to the next route.
     pub attempts_per_route: u32,
-    /// First retry backoff, milliseconds; doubles per attempt.
+    /// Bound of the first retry's backoff, milliseconds; the bound doubles per retry and each wait is drawn
+    /// uniformly below it (full jitter), so replicas retrying one failing provider do not retry in step.
     pub backoff_base_ms: u64,
-    /// Longest backoff (and longest `Retry-After` honoured), milliseconds.
+    /// Largest backoff bound (and longest `Retry-After` honoured), milliseconds.
     pub backoff_max_ms: u64,
     /// Consecutive failures that open a route's circuit.
     pub breaker_failures: u32,
@@ -236,10 +274,106 @@ impl Defaults {
         Duration::from_millis(self.timeout_ms)
     }
 
-    /// Backoff before retry number `retry` (0-based), capped.
-    pub fn backoff(&self, retry: u32) -> Duration {
-        let ms = self.backoff_base_ms.saturating_mul(1u64 << retry.min(20)).min(self.backoff_max_ms);
-        Duration::from_millis(ms)
+    /// The backoff before retry number `retry` (0-based): full jitter below the doubling bound, drawn by `random`.
+    pub fn backoff(&self, retry: u32, random: u64) -> Duration {
+        let (base, cap) = (Duration::from_millis(self.backoff_base_ms), Duration::from_millis(self.backoff_max_ms));
+        crate::upstream::full_jitter_backoff(base, cap, retry, random)
+    }
+}
+
+/// A configuration mistake, naming the key where it is (`models[2].routes[0].provider`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct ConfigIssue {
+    /// Where: the key path, as a TOML or JSON file would spell it.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn issue(key: impl Into<String>, reason: impl Into<String>) -> ConfigIssue {
+    ConfigIssue { key: key.into(), reason: reason.into() }
+}
+
+impl GatewayConfig {
+    /// Checks everything serde cannot: routes to known `providers`, names defined once, well-formed key
+    /// digests used by one tenant each, allow-lists naming configured models. The one set of rules: the
+    /// builder runs it, and so does the TOML loader, to report a mistake at load time.
+    pub fn validate(&self, providers: &[&str]) -> Result<(), ConfigIssue> {
+        let known = |p: &str| providers.contains(&p);
+        let mut names = HashSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            if m.routes.is_empty() {
+                return Err(issue(
+                    format!("models[{i}].routes"),
+                    format!("model `{}` needs at least one route", m.name),
+                ));
+            }
+            for (j, r) in m.routes.iter().enumerate() {
+                if !known(&r.provider) {
+                    return Err(issue(
+                        format!("models[{i}].routes[{j}].provider"),
+                        format!(
+                            "model `{}` routes to unknown provider `{}` (known: {})",
+                            m.name,
+                            r.provider,
+                            providers.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if !names.insert(m.name.as_str()) {
+                return Err(issue(format!("models[{i}].name"), format!("model `{}` is defined twice", m.name)));
+            }
+        }
+        for (i, p) in self.prefixes.iter().enumerate() {
+            if p.prefix.is_empty() {
+                return Err(issue(format!("prefixes[{i}].prefix"), "a prefix model family needs a non-empty prefix"));
+            }
+            if !known(&p.provider) {
+                return Err(issue(
+                    format!("prefixes[{i}].provider"),
+                    format!("prefix `{}` routes to unknown provider `{}`", p.prefix, p.provider),
+                ));
+            }
+        }
+        let mut tenants = HashSet::new();
+        let mut digests = HashSet::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            if !tenants.insert(t.id.as_str()) {
+                return Err(issue(format!("tenants[{i}].id"), format!("tenant `{}` is defined twice", t.id)));
+            }
+            if t.key_sha256.is_empty() {
+                return Err(issue(format!("tenants[{i}]"), format!("tenant `{}` has no API key digest", t.id)));
+            }
+            for (j, digest) in t.key_sha256.iter().enumerate() {
+                let digest = digest.trim();
+                if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(issue(
+                        format!("tenants[{i}].key_sha256[{j}]"),
+                        "must be 64 hex characters (a SHA-256 digest)",
+                    ));
+                }
+                if !digests.insert(digest.to_ascii_lowercase()) {
+                    return Err(issue(
+                        format!("tenants[{i}].key_sha256[{j}]"),
+                        format!("tenant `{}` reuses another tenant's key", t.id),
+                    ));
+                }
+            }
+            if let Some(allowed) = &t.allowed_models
+                && let Some(unknown) = allowed.iter().find(|a| {
+                    !names.contains(a.as_str())
+                        && !a.strip_suffix('*').is_some_and(|p| self.prefixes.iter().any(|f| f.prefix == p))
+                })
+            {
+                return Err(issue(
+                    format!("tenants[{i}].allowed_models"),
+                    format!("tenant `{}` allows unknown model `{unknown}`", t.id),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

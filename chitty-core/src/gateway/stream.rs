@@ -1,5 +1,5 @@
-//! Streamed answers (chat and legacy completions): forwarded chunk by chunk, settled when the stream ends or is
-//! dropped.
+//! Streamed answers (chat and legacy completions): the pipeline's [`Streamed`] delivery forwards them chunk by
+//! chunk and settles when the stream ends or is dropped.
 
 use std::sync::Arc;
 
@@ -7,15 +7,12 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
-use super::ops::{CompletionOp, Op, TypedChatOp};
-use super::{Gateway, ReplyMeta, RequestContext};
-use crate::budget::Reservation;
+use super::ReplyMeta;
+use super::endpoint::{CompletionEndpoint, EndpointSpec, TypedChatEndpoint};
+use super::pipeline::{Delivery, PendingSettlement};
 use crate::error::{Error, Result};
-use crate::events::CacheStatus;
-use crate::keys::CacheKey;
 use crate::money::NanoUsd;
 use crate::provider::{Capability, Provider};
-use crate::time::Timestamp;
 use crate::tokens;
 use crate::wire::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChunkAccumulator, CompletionAccumulator,
@@ -26,11 +23,11 @@ use crate::wire::{
 const REPLAY_PIECE_BYTES: usize = 24;
 
 /// What streaming differs in between chat and legacy completions.
-pub(crate) trait StreamOp: Op {
+pub(crate) trait StreamSpec: EndpointSpec {
     /// One chunk of the stream.
     type Chunk: StreamChunk;
-    /// Folds chunks back into [`Op::Resp`].
-    type Acc: Default + Send + 'static;
+    /// Folds chunks back into [`EndpointSpec::Resp`].
+    type Accumulator: Default + Send + 'static;
     /// What a route's provider must declare to serve the stream.
     const ROUTE_CAPABILITY: Capability;
 
@@ -40,20 +37,20 @@ pub(crate) trait StreamOp: Op {
         provider: Arc<dyn Provider>,
         req: Self::Req,
     ) -> BoxFuture<'static, Result<BoxStream<'static, Result<Self::Chunk>>>>;
-    fn push(acc: &mut Self::Acc, chunk: &Self::Chunk);
-    fn acc_usage(acc: &Self::Acc) -> Option<&Usage>;
+    fn push(acc: &mut Self::Accumulator, chunk: &Self::Chunk);
+    fn accumulated_usage(acc: &Self::Accumulator) -> Option<&Usage>;
     /// Bytes generated so far, for settling a stream that reported no usage.
-    fn generated_len(acc: &Self::Acc) -> usize;
+    fn generated_len(acc: &Self::Accumulator) -> usize;
     /// Bytes of the generated text that only repeat the prompt (`echo`), not charged as output.
     fn echoed_len(req: &Self::Req) -> usize;
-    fn finish(acc: Self::Acc) -> Self::Resp;
+    fn finish(acc: Self::Accumulator) -> Self::Resp;
     /// A cached answer as the chunks that would have produced it.
     fn replay(resp: &Self::Resp, include_usage: bool) -> Vec<Self::Chunk>;
 }
 
-impl StreamOp for TypedChatOp {
+impl StreamSpec for TypedChatEndpoint {
     type Chunk = ChatCompletionChunk;
-    type Acc = ChunkAccumulator;
+    type Accumulator = ChunkAccumulator;
     const ROUTE_CAPABILITY: Capability = Capability::ChatStream;
 
     fn is_stream(req: &ChatCompletionRequest) -> bool {
@@ -75,7 +72,7 @@ impl StreamOp for TypedChatOp {
         acc.push(chunk);
     }
 
-    fn acc_usage(acc: &ChunkAccumulator) -> Option<&Usage> {
+    fn accumulated_usage(acc: &ChunkAccumulator) -> Option<&Usage> {
         acc.usage()
     }
 
@@ -96,9 +93,9 @@ impl StreamOp for TypedChatOp {
     }
 }
 
-impl StreamOp for CompletionOp {
+impl StreamSpec for CompletionEndpoint {
     type Chunk = CompletionResponse;
-    type Acc = CompletionAccumulator;
+    type Accumulator = CompletionAccumulator;
     // A provider that completes but cannot stream is still routed to: its answer is sent as chunks.
     const ROUTE_CAPABILITY: Capability = Capability::Completions;
 
@@ -118,7 +115,7 @@ impl StreamOp for CompletionOp {
             if provider.capabilities().contains(Capability::CompletionsStream) {
                 return provider.completion_stream(req).await;
             }
-            let answer = CompletionOp::call(provider, req).await?;
+            let answer = CompletionEndpoint::call(provider, req).await?;
             let chunks = answer.to_chunks(REPLAY_PIECE_BYTES, true).into_iter().map(Ok);
             Ok(Box::pin(futures::stream::iter(chunks)) as BoxStream<'static, _>)
         })
@@ -128,7 +125,7 @@ impl StreamOp for CompletionOp {
         acc.push(chunk);
     }
 
-    fn acc_usage(acc: &CompletionAccumulator) -> Option<&Usage> {
+    fn accumulated_usage(acc: &CompletionAccumulator) -> Option<&Usage> {
         acc.usage()
     }
 
@@ -173,238 +170,157 @@ impl<C> std::fmt::Debug for StreamReply<C> {
     }
 }
 
-/// Everything needed to settle, cache and report a stream once it ends.
-struct Finish {
-    gateway: Gateway,
-    ctx: RequestContext,
-    model: String,
-    config: Arc<crate::gateway::ModelConfig>,
-    provider: String,
-    reservation: Option<Reservation>,
-    key: Option<CacheKey>,
-    cache_status: CacheStatus,
-    prompt_estimate: u64,
+/// How a stream that reported no usage is charged: an upper estimate from what it produced.
+struct UsageEstimate {
+    prompt_tokens: u64,
+    /// Bytes of generated text that only repeat the prompt (`echo`), not charged as output.
     echoed_len: usize,
-    started: Timestamp,
 }
 
-impl Finish {
-    /// The cost of what was produced: reported usage when there is any, else an upper estimate capped by the reservation.
-    fn cost(&self, usage: Option<&Usage>, generated_len: usize) -> NanoUsd {
-        let price = &self.config.price;
-        match usage {
-            Some(u) => price.cost_of_usage(u),
-            None => {
-                let produced = tokens::estimate_text("") + generated_len.saturating_sub(self.echoed_len) as u64;
-                let estimate = price.cost(self.prompt_estimate, produced);
-                self.reservation.as_ref().map_or(estimate, |r| estimate.min(r.amount))
-            }
-        }
-    }
-
-    async fn run<O: StreamOp>(self, acc: O::Acc, completed: bool, status: u16) {
-        let usage = O::acc_usage(&acc).cloned();
-        let cost = self.cost(usage.as_ref(), O::generated_len(&acc));
-        let charged =
-            self.gateway.settle(&self.ctx, &self.model, &self.provider, self.reservation.as_ref(), cost).await;
-        let response = O::finish(acc);
-        if let Some(key) = &self.key
-            && completed
-            && O::complete(&response)
-        {
-            self.gateway.cache_put(key, &self.config, O::encode(&response)).await;
-        }
-        let event = self.gateway.request_event(
-            &self.ctx,
-            &self.model,
-            O::ENDPOINT,
-            self.started,
-            Some(self.provider.clone()),
-            self.cache_status,
-            status,
-            usage.as_ref(),
-            charged,
-            true,
-        );
-        self.gateway.emit(event).await;
+impl UsageEstimate {
+    /// The cost of `generated_len` bytes of output, capped by the reservation.
+    fn cost(&self, pending: &PendingSettlement, generated_len: usize) -> NanoUsd {
+        let produced = tokens::estimate_text("") + generated_len.saturating_sub(self.echoed_len) as u64;
+        let estimate = pending.price().cost(self.prompt_tokens, produced);
+        pending.reservation().map_or(estimate, |r| estimate.min(r.amount))
     }
 }
 
-/// Stream state; settles on drop if the stream did not reach its end.
-struct Relay<O: StreamOp> {
-    upstream: BoxStream<'static, Result<O::Chunk>>,
-    acc: O::Acc,
+/// Settles a finished, failed or abandoned stream: reported usage when there is any, else the estimate;
+/// a stream that completed is cached.
+async fn settle_stream<S: StreamSpec>(
+    pending: PendingSettlement,
+    estimate: UsageEstimate,
+    accumulated: S::Accumulator,
+    completed: bool,
+    status: u16,
+) {
+    let usage = S::accumulated_usage(&accumulated).cloned();
+    let cost = match &usage {
+        Some(u) => pending.price().cost_of_usage(u),
+        None => estimate.cost(&pending, S::generated_len(&accumulated)),
+    };
+    let caches = pending.caches();
+    let response = S::finish(accumulated);
+    let entry = (caches && completed && S::complete(&response)).then(|| S::encode(&response));
+    pending.complete(cost, usage.as_ref(), entry, status).await;
+}
+
+/// A stream on its way to the client; settles on drop if it did not reach its end.
+struct StreamRelay<S: StreamSpec> {
+    upstream: BoxStream<'static, Result<S::Chunk>>,
+    accumulated: S::Accumulator,
     forward_usage: bool,
     /// Choices the request can produce; a chunk indexing past them is a broken upstream.
     choices: u32,
-    finish: Option<Finish>,
+    /// Taken when the stream settles, so that it settles once.
+    pending: Option<(PendingSettlement, UsageEstimate)>,
 }
 
-impl<O: StreamOp> Drop for Relay<O> {
+impl<S: StreamSpec> StreamRelay<S> {
+    /// Settles now (the stream ended or failed); later items are none.
+    async fn settle(&mut self, completed: bool, status: u16) {
+        if let Some((pending, estimate)) = self.pending.take() {
+            let accumulated = std::mem::take(&mut self.accumulated);
+            settle_stream::<S>(pending, estimate, accumulated, completed, status).await;
+        }
+    }
+
+    /// The next chunk for the client, or the error that ends the stream.
+    async fn next_item(&mut self) -> Option<Result<S::Chunk>> {
+        loop {
+            let item = match self.upstream.next().await {
+                Some(Ok(chunk)) if chunk.max_choice_index().is_some_and(|i| i >= self.choices) => {
+                    let message = format!(
+                        "malformed stream: a chunk for choice {} of a request for {} choice(s)",
+                        chunk.max_choice_index().unwrap_or_default(),
+                        self.choices
+                    );
+                    let provider = self.pending.as_ref().map(|(p, _)| p.provider().to_owned()).unwrap_or_default();
+                    Some(Err(Error::upstream(provider, crate::UpstreamFailure::Decode, message)))
+                }
+                other => other,
+            };
+            match item {
+                Some(Ok(mut chunk)) => {
+                    S::push(&mut self.accumulated, &chunk);
+                    if chunk.usage().is_some() && !self.forward_usage {
+                        if !chunk.has_choices() {
+                            continue;
+                        }
+                        chunk.take_usage();
+                    }
+                    return Some(Ok(chunk));
+                }
+                Some(Err(e)) => {
+                    self.pending.as_ref()?;
+                    self.settle(false, e.status()).await;
+                    // Nothing may follow an error item.
+                    self.upstream = Box::pin(futures::stream::empty());
+                    return Some(Err(e));
+                }
+                None => {
+                    self.settle(true, 200).await;
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl<S: StreamSpec> Drop for StreamRelay<S> {
     fn drop(&mut self) {
-        if let Some(finish) = self.finish.take() {
+        if let Some((pending, estimate)) = self.pending.take() {
             // The client went away mid-stream: settle for what was produced, off the dropped task.
-            let acc = std::mem::take(&mut self.acc);
-            let spawner = finish.gateway.inner.spawner.clone();
-            spawner.spawn(Box::pin(finish.run::<O>(acc, false, 499)));
+            let accumulated = std::mem::take(&mut self.accumulated);
+            let spawner = pending.gateway().inner.spawner.clone();
+            spawner.spawn(Box::pin(settle_stream::<S>(pending, estimate, accumulated, false, 499)));
         }
     }
 }
 
-impl Gateway {
-    /// A streamed chat completion. Errors before the first chunk (unknown model, budget, every route failing)
-    /// come back as `Err`; errors after it arrive as the stream's last item.
-    pub async fn chat_stream(&self, ctx: &RequestContext, request: ChatCompletionRequest) -> Result<StreamReply> {
-        self.stream::<TypedChatOp>(ctx, request).await
-    }
+/// The streamed delivery: the answer is forwarded as it arrives and settled when it ends.
+pub(super) struct Streamed;
 
-    /// A streamed legacy completion, chunk by chunk as OpenAI streams them (`text_completion` objects holding
-    /// pieces of text). Same pipeline, cache and settlement as [`Gateway::chat_stream`].
-    pub async fn completion_stream(
-        &self,
-        ctx: &RequestContext,
-        request: CompletionRequest,
-    ) -> Result<StreamReply<CompletionResponse>> {
-        self.stream::<CompletionOp>(ctx, request).await
-    }
+impl<S: StreamSpec> Delivery<S> for Streamed {
+    const STREAM: bool = true;
+    const CAPABILITY: Capability = S::ROUTE_CAPABILITY;
+    type Upstream = BoxStream<'static, Result<S::Chunk>>;
+    type Output = StreamReply<S::Chunk>;
 
-    async fn stream<O: StreamOp>(&self, ctx: &RequestContext, request: O::Req) -> Result<StreamReply<O::Chunk>> {
-        let started = self.now();
-        let result = self.stream_inner::<O>(ctx, &request, started).await;
-        if let Err(e) = &result {
-            self.emit_failure(ctx, O::model(&request), O::ENDPOINT, started, e, true).await;
-        }
-        result
-    }
-
-    async fn stream_inner<O: StreamOp>(
-        &self,
-        ctx: &RequestContext,
-        req: &O::Req,
-        started: Timestamp,
-    ) -> Result<StreamReply<O::Chunk>> {
-        if !O::is_stream(req) {
+    fn check(req: &S::Req) -> Result<()> {
+        if !S::is_stream(req) {
             return Err(Error::invalid_request("a streamed answer needs `stream: true`", Some("stream")));
         }
-        let model = self.resolve::<O>(ctx, req)?;
-        self.rate_limit(&ctx.tenant)?;
-        let forward_usage = O::wants_usage(req);
-        let (key, may_read) = self.cache_plan::<O>(ctx, model, req);
-        let mut cache_status = if key.is_some() { CacheStatus::Miss } else { CacheStatus::Bypass };
-        if let (Some(k), true) = (&key, may_read) {
-            if let Some(bytes) = self.cache_get(k).await {
-                match O::decode(bytes) {
-                    Ok(resp) => {
-                        let event = self.request_event(
-                            ctx,
-                            O::model(req),
-                            O::ENDPOINT,
-                            started,
-                            None,
-                            CacheStatus::Hit,
-                            200,
-                            O::usage(&resp).as_ref(),
-                            NanoUsd::ZERO,
-                            true,
-                        );
-                        self.emit(event).await;
-                        let chunks = O::replay(&resp, forward_usage);
-                        return Ok(StreamReply {
-                            meta: ReplyMeta::hit(),
-                            chunks: Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))),
-                        });
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cache entry did not parse; treating as a miss"),
-                }
-            }
-        } else if key.is_some() {
-            cache_status = CacheStatus::Bypass;
-        }
-        let prompt = O::prompt_tokens(req);
-        let held = self.reserve(&ctx.tenant, &model.config, prompt, O::output_cap(req), O::generations(req)).await?;
-        let cap = held.cap_set.map(|c| (model.config.output_cap_field, c));
-        let opened = self
-            .route(model, O::ROUTE_CAPABILITY, |route| {
-                let mut upstream = req.clone();
-                O::prepare_upstream(&mut upstream, model.upstream_name(route, O::model(req)), cap);
-                O::open(Arc::clone(&route.provider), upstream)
-            })
-            .await;
-        let (upstream, provider) = match opened {
-            Ok(v) => v,
-            Err(e) => {
-                self.release(held.reservation.as_ref()).await;
-                return Err(e);
-            }
-        };
-        let meta = ReplyMeta {
-            cache: cache_status,
-            provider: Some(provider.clone()),
-            reserved: held.reservation.as_ref().map_or(NanoUsd::ZERO, |r| r.amount),
-            cost: NanoUsd::ZERO,
-            max_tokens_set: held.cap_set,
-        };
-        let relay = Relay::<O> {
+        Ok(())
+    }
+
+    fn call(provider: Arc<dyn Provider>, req: S::Req) -> BoxFuture<'static, Result<Self::Upstream>> {
+        S::open(provider, req)
+    }
+
+    fn replay(cached: S::Resp, req: &S::Req) -> Result<StreamReply<S::Chunk>> {
+        let chunks = S::replay(&cached, S::wants_usage(req));
+        Ok(StreamReply { meta: ReplyMeta::hit(), chunks: Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))) })
+    }
+
+    async fn deliver(
+        upstream: Self::Upstream,
+        pending: PendingSettlement,
+        req: &S::Req,
+    ) -> Result<StreamReply<S::Chunk>> {
+        let meta = pending.meta();
+        let estimate = UsageEstimate { prompt_tokens: S::prompt_tokens(req), echoed_len: S::echoed_len(req) };
+        let relay = StreamRelay::<S> {
             upstream,
-            acc: O::Acc::default(),
-            forward_usage,
-            choices: O::choices(req),
-            finish: Some(Finish {
-                gateway: self.clone(),
-                ctx: ctx.clone(),
-                model: O::model(req).to_owned(),
-                config: Arc::clone(&model.config),
-                provider,
-                reservation: held.reservation,
-                key,
-                cache_status,
-                prompt_estimate: prompt,
-                echoed_len: O::echoed_len(req),
-                started,
-            }),
+            accumulated: S::Accumulator::default(),
+            forward_usage: S::wants_usage(req),
+            choices: S::choices(req),
+            pending: Some((pending, estimate)),
         };
         let chunks = futures::stream::unfold(relay, |mut relay| async move {
-            loop {
-                let item = match relay.upstream.next().await {
-                    Some(Ok(chunk)) if chunk.max_choice_index().is_some_and(|i| i >= relay.choices) => {
-                        let message = format!(
-                            "malformed stream: a chunk for choice {} of a request for {} choice(s)",
-                            chunk.max_choice_index().unwrap_or_default(),
-                            relay.choices
-                        );
-                        let provider = relay.finish.as_ref().map(|f| f.provider.clone()).unwrap_or_default();
-                        Some(Err(Error::upstream(provider, crate::UpstreamFailure::Decode, message)))
-                    }
-                    other => other,
-                };
-                match item {
-                    Some(Ok(mut chunk)) => {
-                        O::push(&mut relay.acc, &chunk);
-                        if chunk.usage().is_some() && !relay.forward_usage {
-                            if !chunk.has_choices() {
-                                continue;
-                            }
-                            chunk.take_usage();
-                        }
-                        return Some((Ok(chunk), relay));
-                    }
-                    Some(Err(e)) => {
-                        let finish = relay.finish.take()?;
-                        let acc = std::mem::take(&mut relay.acc);
-                        let status = e.status();
-                        finish.run::<O>(acc, false, status).await;
-                        // Nothing may follow an error item.
-                        relay.upstream = Box::pin(futures::stream::empty());
-                        return Some((Err(e), relay));
-                    }
-                    None => {
-                        let finish = relay.finish.take()?;
-                        let acc = std::mem::take(&mut relay.acc);
-                        finish.run::<O>(acc, true, 200).await;
-                        return None;
-                    }
-                }
-            }
+            let item = relay.next_item().await?;
+            Some((item, relay))
         });
         Ok(StreamReply { meta, chunks: Box::pin(chunks) })
     }

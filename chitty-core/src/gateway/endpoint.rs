@@ -1,4 +1,5 @@
-//! What differs between the endpoints, so one request pipeline serves them all.
+//! What differs between the endpoints (chat, legacy completions, embeddings), so that one request pipeline
+//! serves them all.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use crate::wire::{
 };
 
 /// One endpoint's request and response types and the few decisions that depend on them.
-pub(crate) trait Op: Send + Sync + 'static {
+pub(crate) trait EndpointSpec: Send + Sync + 'static {
     type Req: Clone + Send + Sync + 'static;
     type Resp: Send + 'static;
     const ENDPOINT: Endpoint;
@@ -37,7 +38,7 @@ pub(crate) trait Op: Send + Sync + 'static {
     fn output_cap(req: &Self::Req) -> Option<u32>;
     /// Choices the answer carries (stream chunks indexing past them are malformed).
     fn choices(req: &Self::Req) -> u32;
-    /// Outputs the upstream generates and bills, each up to the output cap: at least [`Op::choices`], more when
+    /// Outputs the upstream generates and bills, each up to the output cap: at least [`EndpointSpec::choices`], more when
     /// candidates are generated and discarded (`best_of`). The worst-case reservation multiplies by this.
     fn generations(req: &Self::Req) -> u32 {
         Self::choices(req)
@@ -70,7 +71,7 @@ fn decode_json<T: DeserializeOwned>(entry: &[u8]) -> std::result::Result<T, Stri
 }
 
 /// How a chat answer comes back: typed ([`ChatCompletionResponse`]) or as JSON ([`ChatCompletionJson`]).
-pub(crate) trait ChatAnswer: Send + Sized + 'static {
+pub(crate) trait ChatResponseBody: Send + Sized + 'static {
     fn call(provider: Arc<dyn Provider>, req: ChatCompletionRequest) -> BoxFuture<'static, Result<Self>>;
     fn usage(&self) -> Option<Usage>;
     fn complete(&self) -> bool;
@@ -78,7 +79,7 @@ pub(crate) trait ChatAnswer: Send + Sized + 'static {
     fn decode(entry: Bytes) -> std::result::Result<Self, String>;
 }
 
-impl ChatAnswer for ChatCompletionResponse {
+impl ChatResponseBody for ChatCompletionResponse {
     fn call(provider: Arc<dyn Provider>, req: ChatCompletionRequest) -> BoxFuture<'static, Result<Self>> {
         Box::pin(async move { provider.chat(req).await })
     }
@@ -100,7 +101,7 @@ impl ChatAnswer for ChatCompletionResponse {
     }
 }
 
-impl ChatAnswer for ChatCompletionJson {
+impl ChatResponseBody for ChatCompletionJson {
     fn call(provider: Arc<dyn Provider>, req: ChatCompletionRequest) -> BoxFuture<'static, Result<Self>> {
         Box::pin(async move { provider.chat_json(req).await })
     }
@@ -251,12 +252,12 @@ fn check_items(items: usize, limits: &RequestLimits, param: &str) -> Result<()> 
 }
 
 /// Chat completions, answered typed or as JSON (`A`).
-pub(crate) struct ChatOp<A = ChatCompletionResponse>(PhantomData<fn() -> A>);
+pub(crate) struct ChatEndpoint<A = ChatCompletionResponse>(PhantomData<fn() -> A>);
 
 /// Chat completions answered typed.
-pub(crate) type TypedChatOp = ChatOp<ChatCompletionResponse>;
+pub(crate) type TypedChatEndpoint = ChatEndpoint<ChatCompletionResponse>;
 
-impl<A: ChatAnswer> Op for ChatOp<A> {
+impl<A: ChatResponseBody> EndpointSpec for ChatEndpoint<A> {
     type Req = ChatCompletionRequest;
     type Resp = A;
     const ENDPOINT: Endpoint = Endpoint::ChatCompletions;
@@ -342,7 +343,7 @@ impl<A: ChatAnswer> Op for ChatOp<A> {
     }
 }
 
-pub(crate) struct CompletionOp;
+pub(crate) struct CompletionEndpoint;
 
 /// Prompts in a legacy completion request: each gets its own choices (at least one).
 fn prompt_count(prompt: &PromptInput) -> u32 {
@@ -357,7 +358,7 @@ fn prompt_count(prompt: &PromptInput) -> u32 {
 /// OpenAI's default `max_tokens` for legacy completions.
 const LEGACY_DEFAULT_MAX_TOKENS: u32 = 16;
 
-impl Op for CompletionOp {
+impl EndpointSpec for CompletionEndpoint {
     type Req = CompletionRequest;
     type Resp = CompletionResponse;
     const ENDPOINT: Endpoint = Endpoint::Completions;
@@ -434,9 +435,9 @@ impl Op for CompletionOp {
     }
 }
 
-pub(crate) struct EmbeddingOp;
+pub(crate) struct EmbeddingEndpoint;
 
-impl Op for EmbeddingOp {
+impl EndpointSpec for EmbeddingEndpoint {
     type Req = EmbeddingRequest;
     type Resp = EmbeddingResponse;
     const ENDPOINT: Endpoint = Endpoint::Embeddings;

@@ -1,0 +1,199 @@
+//! [`GatewayBuilder`]: the gateway from a validated [`GatewayConfig`], trait objects and an injected runtime.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::config::{Defaults, GatewayConfig, ModelConfig, RouteConfig};
+use super::ratelimit::TokenBucket;
+use super::routing::{Model, Route};
+use super::tenant::Tenant;
+use super::{CircuitBreaker, Gateway, Inner};
+use crate::budget::BudgetStore;
+use crate::cache::Cache;
+use crate::error::{Error, Result};
+use crate::events::{DiscardSink, EventSink};
+use crate::provider::Provider;
+use crate::time::{Clock, RandomSource, SeededRandom, Spawner, Timer};
+
+/// Builds a [`Gateway`].
+#[must_use]
+pub struct GatewayBuilder {
+    config: GatewayConfig,
+    providers: HashMap<String, Arc<dyn Provider>>,
+    cache: Option<Arc<dyn Cache>>,
+    budgets: Option<Arc<dyn BudgetStore>>,
+    events: Option<Arc<dyn EventSink>>,
+    runtime: Option<Runtime>,
+    random: Option<Arc<dyn RandomSource>>,
+}
+
+/// The injected clock, timer and spawner.
+type Runtime = (Arc<dyn Clock>, Arc<dyn Timer>, Arc<dyn Spawner>);
+
+impl fmt::Debug for GatewayBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayBuilder").field("providers", &self.providers.keys()).finish_non_exhaustive()
+    }
+}
+
+fn config_error(reason: impl Into<String>) -> Error {
+    Error::InvalidInput { what: "gateway configuration".into(), reason: reason.into() }
+}
+
+impl GatewayBuilder {
+    pub(super) fn new(config: GatewayConfig) -> GatewayBuilder {
+        GatewayBuilder {
+            config,
+            providers: HashMap::new(),
+            cache: None,
+            budgets: None,
+            events: None,
+            runtime: None,
+            random: None,
+        }
+    }
+
+    /// Registers a provider under its [`Provider::name`], which routes refer to.
+    pub fn provider(mut self, provider: Arc<dyn Provider>) -> Self {
+        self.providers.insert(provider.name().to_owned(), provider);
+        self
+    }
+
+    /// The response cache (no caching without one).
+    pub fn cache(mut self, cache: Arc<dyn Cache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The budget store (required when any tenant has a budget).
+    pub fn budgets(mut self, budgets: Arc<dyn BudgetStore>) -> Self {
+        self.budgets = Some(budgets);
+        self
+    }
+
+    /// Where request events go (discarded without one).
+    pub fn events(mut self, events: Arc<dyn EventSink>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// The clock, timer and spawner the gateway uses instead of touching the OS.
+    pub fn runtime(mut self, clock: Arc<dyn Clock>, timer: Arc<dyn Timer>, spawner: Arc<dyn Spawner>) -> Self {
+        self.runtime = Some((clock, timer, spawner));
+        self
+    }
+
+    /// The random source that spreads retries (full-jitter backoff). Without one, a [`SeededRandom`] seeded
+    /// from the clock's start time and this gateway's address, which differs between replicas.
+    pub fn random(mut self, random: Arc<dyn RandomSource>) -> Self {
+        self.random = Some(random);
+        self
+    }
+
+    /// Validates the configuration ([`GatewayConfig::validate`]), pushes tenant limits into the budget store
+    /// and builds the gateway.
+    pub async fn build(self) -> Result<Gateway> {
+        let (clock, timer, spawner) =
+            self.runtime.ok_or_else(|| config_error("no runtime: call GatewayBuilder::runtime"))?;
+        let names: Vec<&str> = self.providers.keys().map(String::as_str).collect();
+        self.config.validate(&names).map_err(|issue| config_error(issue.to_string()))?;
+        let provider = |name: &str| {
+            self.providers.get(name).cloned().ok_or_else(|| config_error(format!("unknown provider `{name}`")))
+        };
+        let defaults = self.config.defaults;
+        let mut models = HashMap::new();
+        let mut model_order = Vec::new();
+        for config in self.config.models {
+            let routes = config
+                .routes
+                .iter()
+                .map(|r| Ok(Route::new(provider(&r.provider)?, r.model.clone(), &defaults)))
+                .collect::<Result<Vec<_>>>()?;
+            model_order.push(config.name.clone());
+            models.insert(config.name.clone(), Model { config: Arc::new(config), routes, strip_prefix: None });
+        }
+        let mut prefixes = Vec::new();
+        for p in self.config.prefixes {
+            let route = Route::new(provider(&p.provider)?, String::new(), &defaults);
+            let config = ModelConfig {
+                routes: vec![RouteConfig { provider: p.provider.clone(), model: String::new() }],
+                price: p.price,
+                cache: p.cache,
+                max_output_tokens: p.max_output_tokens,
+                output_cap_field: p.output_cap_field,
+                limits: p.limits,
+                ..ModelConfig::new(format!("{}*", p.prefix))
+            };
+            let strip_prefix = Some(p.prefix.len());
+            prefixes.push((p.prefix, Model { config: Arc::new(config), routes: vec![route], strip_prefix }));
+        }
+        let tenants = tenants(self.config.tenants, self.budgets.is_some())?;
+        if let Some(store) = &self.budgets {
+            let mut seen = std::collections::HashSet::new();
+            for t in tenants.values() {
+                if let (Some(limit), true) = (t.budget, seen.insert(t.id.clone())) {
+                    store.set_limit(&t.id, limit).await?;
+                }
+            }
+        }
+        let random = self.random.unwrap_or_else(|| {
+            // Replicas start at different instants and addresses; tests inject a SeededRandom instead.
+            let address = Arc::as_ptr(&clock).cast::<()>() as usize as u64;
+            Arc::new(SeededRandom::new(clock.now().0 ^ address.rotate_left(32)))
+        });
+        Ok(Gateway {
+            inner: Arc::new(Inner {
+                models,
+                prefixes,
+                model_order,
+                tenants,
+                cache: self.cache,
+                budgets: self.budgets,
+                events: self.events.unwrap_or_else(|| Arc::new(DiscardSink)),
+                clock,
+                timer,
+                spawner,
+                random,
+                defaults,
+            }),
+        })
+    }
+}
+
+/// Tenants by key digest (validated config: each digest is 64 hex characters and used once).
+fn tenants(
+    configs: Vec<super::config::TenantConfig>,
+    has_budget_store: bool,
+) -> Result<HashMap<[u8; 32], Arc<Tenant>>> {
+    let mut tenants = HashMap::new();
+    for t in configs {
+        if t.budget_nano_usd.is_some() && !has_budget_store {
+            return Err(config_error(format!("tenant `{}` has a budget but no budget store is configured", t.id)));
+        }
+        let tenant = Arc::new(Tenant {
+            id: t.id.clone(),
+            budget: t.budget_nano_usd,
+            allowed: t.allowed_models.map(|v| v.into_iter().collect()),
+            limiter: t
+                .requests_per_minute
+                .map(|rpm| Mutex::new(TokenBucket::new(rpm, t.burst.unwrap_or((rpm / 6).max(1))))),
+            cache_group: t.cache_group,
+        });
+        for hex_digest in &t.key_sha256 {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(hex_digest.trim(), &mut digest)
+                .map_err(|_| config_error(format!("tenant `{}`: key_sha256 must be 64 hex characters", t.id)))?;
+            tenants.insert(digest, tenant.clone());
+        }
+    }
+    Ok(tenants)
+}
+
+impl Route {
+    fn new(provider: Arc<dyn Provider>, upstream_model: String, defaults: &Defaults) -> Route {
+        let breaker = CircuitBreaker::new(defaults.breaker_failures, Duration::from_millis(defaults.breaker_open_ms));
+        Route { provider, upstream_model, breaker: Mutex::new(breaker) }
+    }
+}
