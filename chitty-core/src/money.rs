@@ -96,16 +96,63 @@ impl std::str::FromStr for NanoUsd {
     }
 }
 
-/// Prices of one model, each in nano-USD per million tokens.
+/// Prices of one model, each in nano-USD per million tokens. In configuration (serde) they are decimal dollar
+/// strings per million tokens, exact: `{ input = "2.50", output = "10", cached_input = "1.25" }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelPrice {
     /// Price of a million prompt tokens.
+    #[serde(rename = "input", with = "dollar_string")]
     pub input_per_mtok: NanoUsd,
     /// Price of a million generated tokens.
+    #[serde(rename = "output", with = "dollar_string")]
     pub output_per_mtok: NanoUsd,
     /// Price of a million prompt tokens served from the provider's prompt cache; the input price if unset.
-    #[serde(default)]
+    #[serde(
+        rename = "cached_input",
+        default,
+        with = "optional_dollar_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cached_input_per_mtok: Option<NanoUsd>,
+}
+
+/// Serde for an amount as a decimal dollar string (`"2.50"`), the form configuration files use.
+pub mod dollar_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::NanoUsd;
+
+    /// Writes the amount as its `Display` form (`"$2.500000000"`), which reads back exactly.
+    pub fn serialize<S: Serializer>(amount: &NanoUsd, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(amount)
+    }
+
+    /// Reads `"2.50"`, `"$2.50"` or `"10"` exactly; anything else is an error naming the value.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NanoUsd, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// [`dollar_string`] for an optional amount.
+pub mod optional_dollar_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::NanoUsd;
+
+    /// Writes the amount as a dollar string, or nothing.
+    pub fn serialize<S: Serializer>(amount: &Option<NanoUsd>, serializer: S) -> Result<S::Ok, S::Error> {
+        match amount {
+            Some(a) => serializer.collect_str(a),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    /// Reads an optional dollar string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<NanoUsd>, D::Error> {
+        Option::<String>::deserialize(deserializer)?.map(|t| t.parse().map_err(serde::de::Error::custom)).transpose()
+    }
 }
 
 /// `tokens × price_per_mtok / 10⁶`, rounded up so that a reservation never falls short by rounding.

@@ -34,12 +34,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use chitty_core::gateway::{
-    Defaults, GatewayConfig, ModelConfig, ModelKind, OutputCapField, PrefixConfig, RequestLimits, RouteConfig,
-    TenantConfig, api_key_digest,
-};
-use chitty_core::keys::CachePolicy;
-use chitty_core::{ModelPrice, NanoUsd};
+use chitty_core::NanoUsd;
+use chitty_core::gateway::{Defaults, GatewayConfig, ModelConfig, PrefixConfig, TenantConfig, api_key_digest};
 use serde::Deserialize;
 
 /// A configuration problem, naming where it is.
@@ -216,73 +212,6 @@ pub struct ProviderSection {
     pub timeout_secs: Option<u64>,
 }
 
-/// Prices in dollars per million tokens, as decimal strings (`"2.50"`): exact, no floating point.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PriceSection {
-    /// Input.
-    pub input: String,
-    /// Output.
-    pub output: String,
-    /// Cached input.
-    #[serde(default)]
-    pub cached_input: Option<String>,
-}
-
-/// `[[models]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelSection {
-    /// Public name.
-    pub name: String,
-    /// `chat` (default) or `embedding`.
-    #[serde(default)]
-    pub kind: ModelKind,
-    /// Primary then fallbacks.
-    pub routes: Vec<RouteConfig>,
-    /// Prices; free when unset.
-    #[serde(default)]
-    pub price: Option<PriceSection>,
-    /// `off`, `deterministic` (default) or `always`.
-    #[serde(default)]
-    pub cache: CachePolicy,
-    /// Cache TTL, seconds.
-    #[serde(default)]
-    pub cache_ttl_secs: Option<u64>,
-    /// Most output tokens; the cap when a client sends none.
-    #[serde(default)]
-    pub max_output_tokens: Option<u32>,
-    /// `max_tokens` (default) or `max_completion_tokens`.
-    #[serde(default)]
-    pub output_cap_field: OutputCapField,
-    /// `limits = { n = 8, best_of = 4, top_logprobs = 5, dimensions = 3072, inputs = 256, generations = 64 }`:
-    /// bounds on request sizes upstreams turn into work (each defaults to the OpenAI API's own limit).
-    #[serde(default)]
-    pub limits: RequestLimits,
-}
-
-/// `[[prefixes]]`: a model family routed by name prefix (`openai/gpt-4o` → provider `openai`, model `gpt-4o`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PrefixSection {
-    /// The prefix, e.g. `openai/`.
-    pub prefix: String,
-    /// Provider name.
-    pub provider: String,
-    /// Prices for every model of the family; free when unset.
-    #[serde(default)]
-    pub price: Option<PriceSection>,
-    /// Cache policy.
-    #[serde(default)]
-    pub cache: CachePolicy,
-    /// Most output tokens; the cap when a client sends none.
-    #[serde(default)]
-    pub max_output_tokens: Option<u32>,
-    /// Bounds on request sizes, as for `[[models]]`.
-    #[serde(default)]
-    pub limits: RequestLimits,
-}
-
 /// `[[tenants]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -328,12 +257,12 @@ pub struct GatewayFile {
     /// `[[providers]]`.
     #[serde(default)]
     pub providers: Vec<ProviderSection>,
-    /// `[[models]]`.
+    /// `[[models]]`: read as [`ModelConfig`] (prices as dollar strings, `limits`, `output_cap_field`, …).
     #[serde(default)]
-    pub models: Vec<ModelSection>,
-    /// `[[prefixes]]`.
+    pub models: Vec<ModelConfig>,
+    /// `[[prefixes]]`: read as [`PrefixConfig`].
     #[serde(default)]
-    pub prefixes: Vec<PrefixSection>,
+    pub prefixes: Vec<PrefixConfig>,
     /// `[[tenants]]`.
     #[serde(default)]
     pub tenants: Vec<TenantSection>,
@@ -364,19 +293,6 @@ pub fn interpolate(key: &str, value: &str) -> Result<String, ConfigError> {
 
 fn dollars(key: &str, s: &str) -> Result<NanoUsd, ConfigError> {
     s.parse().map_err(|e: chitty_core::money::ParseUsdError| invalid(key, e.to_string()))
-}
-
-fn price(key: &str, p: Option<&PriceSection>) -> Result<ModelPrice, ConfigError> {
-    let Some(p) = p else { return Ok(ModelPrice::default()) };
-    Ok(ModelPrice {
-        input_per_mtok: dollars(&format!("{key}.input"), &p.input)?,
-        output_per_mtok: dollars(&format!("{key}.output"), &p.output)?,
-        cached_input_per_mtok: p
-            .cached_input
-            .as_deref()
-            .map(|c| dollars(&format!("{key}.cached_input"), c))
-            .transpose()?,
-    })
 }
 
 /// Applies a provider section's common settings to any of the provider builders (they share method names).
@@ -470,64 +386,12 @@ impl GatewayFile {
         Ok(file)
     }
 
-    /// The gateway's configuration: prices parsed, tenant keys from the environment hashed, names checked.
+    /// The gateway's configuration: tenant keys from the environment hashed, budgets parsed, and everything
+    /// checked by [`GatewayConfig::validate`] against the file's providers, so a mistake is reported at load.
     pub fn gateway_config(&self) -> Result<GatewayConfig, ConfigError> {
-        let providers: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
-        let mut models = Vec::new();
-        for (i, m) in self.models.iter().enumerate() {
-            if m.routes.is_empty() {
-                return Err(invalid(format!("models[{i}].routes"), "needs at least one route"));
-            }
-            for (j, r) in m.routes.iter().enumerate() {
-                if !providers.contains(&r.provider.as_str()) {
-                    return Err(invalid(
-                        format!("models[{i}].routes[{j}].provider"),
-                        format!("no provider named `{}` (known: {})", r.provider, providers.join(", ")),
-                    ));
-                }
-            }
-            let price = price(&format!("models[{i}].price"), m.price.as_ref())?;
-            let mut model = ModelConfig::new(m.name.clone());
-            model.kind = m.kind;
-            model.routes = m.routes.clone();
-            model.price = price;
-            model.cache = m.cache;
-            model.cache_ttl_secs = m.cache_ttl_secs;
-            model.output_cap_field = m.output_cap_field;
-            model.limits = m.limits;
-            if let Some(max) = m.max_output_tokens {
-                model.max_output_tokens = max;
-            }
-            models.push(model);
-        }
-        let mut prefixes = Vec::new();
-        for (i, p) in self.prefixes.iter().enumerate() {
-            if !providers.contains(&p.provider.as_str()) {
-                return Err(invalid(format!("prefixes[{i}].provider"), format!("no provider named `{}`", p.provider)));
-            }
-            prefixes.push(PrefixConfig {
-                prefix: p.prefix.clone(),
-                provider: p.provider.clone(),
-                price: price(&format!("prefixes[{i}].price"), p.price.as_ref())?,
-                cache: p.cache,
-                max_output_tokens: p.max_output_tokens.unwrap_or(4_096),
-                output_cap_field: OutputCapField::MaxTokens,
-                limits: p.limits,
-            });
-        }
         let mut tenants = Vec::new();
         for (i, t) in self.tenants.iter().enumerate() {
-            let mut keys = Vec::new();
-            for (j, digest) in t.key_sha256.iter().enumerate() {
-                let ok = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
-                if !ok {
-                    return Err(invalid(
-                        format!("tenants[{i}].key_sha256[{j}]"),
-                        "must be 64 hex characters (a SHA-256 digest)",
-                    ));
-                }
-                keys.push(digest.to_ascii_lowercase());
-            }
+            let mut keys: Vec<String> = t.key_sha256.iter().map(|d| d.to_ascii_lowercase()).collect();
             for (j, var) in t.api_key_env.iter().enumerate() {
                 let key = std::env::var(var).map_err(|_| {
                     invalid(format!("tenants[{i}].api_key_env[{j}]"), format!("environment variable {var} is not set"))
@@ -537,30 +401,35 @@ impl GatewayFile {
             if keys.is_empty() {
                 return Err(invalid(format!("tenants[{i}]"), "needs key_sha256 or api_key_env"));
             }
-            let mut tenant = TenantConfig::new(t.id.clone(), &keys[0]);
-            tenant.key_sha256 = keys;
-            tenant.budget_nano_usd =
+            let budget_nano_usd =
                 t.budget_usd.as_deref().map(|b| dollars(&format!("tenants[{i}].budget_usd"), b)).transpose()?;
-            tenant.allowed_models = t.allowed_models.clone();
-            tenant.requests_per_minute = t.requests_per_minute;
-            tenant.burst = t.burst;
-            tenant.cache_group = t.cache_group.clone();
-            if let Some(allowed) = &tenant.allowed_models
-                && let Some(unknown) = allowed.iter().find(|a| {
-                    !self.models.iter().any(|m| &m.name == *a)
-                        && !a.strip_suffix('*').is_some_and(|p| self.prefixes.iter().any(|f| f.prefix == p))
-                })
-            {
-                return Err(invalid(format!("tenants[{i}].allowed_models"), format!("no model named `{unknown}`")));
-            }
-            tenants.push(tenant);
+            tenants.push(TenantConfig {
+                key_sha256: keys,
+                budget_nano_usd,
+                allowed_models: t.allowed_models.clone(),
+                requests_per_minute: t.requests_per_minute,
+                burst: t.burst,
+                cache_group: t.cache_group.clone(),
+                ..TenantConfig::new(t.id.clone(), "")
+            });
         }
-        Ok(GatewayConfig { models, prefixes, tenants, defaults: self.defaults.clone() })
+        let config = GatewayConfig {
+            models: self.models.clone(),
+            prefixes: self.prefixes.clone(),
+            tenants,
+            defaults: self.defaults.clone(),
+        };
+        let providers: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
+        config.validate(&providers).map_err(|issue| invalid(issue.key, issue.reason))?;
+        Ok(config)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use chitty_core::gateway::{OutputCapField, RequestLimits};
+    use chitty_core::keys::CachePolicy;
+
     use super::*;
 
     const GOOD: &str = r#"
@@ -636,12 +505,19 @@ allowed_models = ["m"]
             .unwrap();
         let err = file.gateway_config().unwrap_err().to_string();
         assert!(err.contains("models[0].routes[0].provider") && err.contains("ghost"), "{err}");
-        let file = GatewayFile::parse(
+        let err = GatewayFile::parse(
             "[[providers]]\nname=\"p\"\nkind=\"openai\"\n[[models]]\nname = \"m\"\nroutes = [{ provider = \"p\", model = \"x\" }]\nprice = { input = \"1.5.0\", output = \"1\" }\n",
         )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 7") && err.contains("1.5.0") && err.contains("not a dollar amount"), "{err}");
+        let file = GatewayFile::parse(
+            "[[providers]]\nname=\"p\"\nkind=\"openai\"\n[[prefixes]]\nprefix = \"p/\"\nprovider = \"p\"\noutput_cap_field = \"max_completion_tokens\"\n",
+        )
         .unwrap();
-        let err = file.gateway_config().unwrap_err().to_string();
-        assert!(err.contains("models[0].price.input"), "{err}");
+        let config = file.gateway_config().unwrap();
+        assert_eq!(config.prefixes[0].output_cap_field, OutputCapField::MaxCompletionTokens, "not dropped");
+        assert_eq!(config.prefixes[0].max_output_tokens, chitty_core::gateway::DEFAULT_MAX_OUTPUT_TOKENS);
         let err = GatewayFile::parse("[server]\nmetrics_token = \"\"\n").unwrap_err().to_string();
         assert!(err.contains("server.metrics_token") && err.contains("empty"), "{err}");
         let file = GatewayFile::parse("[[tenants]]\nid = \"t\"\nkey_sha256 = [\"abc\"]\n").unwrap();
