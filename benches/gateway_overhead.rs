@@ -94,7 +94,7 @@ fn bench(c: &mut Criterion) {
         )
     });
 
-    // The same two paths answered as JSON bytes (`chat_json`, what the HTTP server sends): no parse of the cached
+    // The same two paths answered as JSON bytes (`chat_passthrough`, what the HTTP server sends): no parse of the cached
     // entry beyond its shape and usage, no encoding for the client.
     c.bench_function("gateway/chat_json_miss_512B", |b| {
         b.to_async(&rt).iter_batched(
@@ -102,14 +102,14 @@ fn bench(c: &mut Criterion) {
                 salt += 1;
                 request(512, salt)
             },
-            |req| async { black_box(gw.chat_json(&ctx, req).await.expect("chat")) },
+            |req| async { black_box(gw.chat_passthrough(&ctx, req).await.expect("chat")) },
             BatchSize::SmallInput,
         )
     });
     c.bench_function("gateway/chat_json_hit_512B", |b| {
         b.to_async(&rt).iter_batched(
             || hot.clone(),
-            |req| async { black_box(gw.chat_json(&ctx, req).await.expect("chat")) },
+            |req| async { black_box(gw.chat_passthrough(&ctx, req).await.expect("chat")) },
             BatchSize::SmallInput,
         )
     });

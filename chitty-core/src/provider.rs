@@ -133,10 +133,11 @@ pub trait Provider: Send + Sync + Debug + 'static {
     /// A chat completion.
     async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatCompletionResponse>;
 
-    /// A chat completion as JSON, for callers that forward it without re-encoding (the HTTP server). The default
-    /// encodes [`Provider::chat`]'s answer; an HTTP provider can return the upstream's own bytes, checked by
-    /// [`ChatCompletionJson::parse`]. Both must describe the same completion.
-    async fn chat_json(&self, request: ChatCompletionRequest) -> Result<ChatCompletionJson> {
+    /// A chat completion as the upstream's own JSON bytes, passed through to the client without parsing and
+    /// re-encoding them (the HTTP server's fast path). The default encodes [`Provider::chat`]'s answer; an HTTP
+    /// provider returns the bytes it received, checked by [`ChatCompletionJson::parse`]. Both must describe the
+    /// same completion (`chitty_testkit::provider` checks it).
+    async fn chat_passthrough(&self, request: ChatCompletionRequest) -> Result<ChatCompletionJson> {
         let response = self.chat(request).await?;
         ChatCompletionJson::from_response(&response).map_err(|e| Error::backend("encode a chat completion", e))
     }

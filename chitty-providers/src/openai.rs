@@ -278,7 +278,7 @@ impl Provider for OpenAiProvider {
         upstream_http::call_json(&self.name, self.timeout, &self.client, http).await
     }
 
-    async fn chat_json(&self, mut request: ChatCompletionRequest) -> Result<ChatCompletionJson> {
+    async fn chat_passthrough(&self, mut request: ChatCompletionRequest) -> Result<ChatCompletionJson> {
         self.ensure(Capability::Chat)?;
         self.ensure_tools(&request)?;
         request.stream = None;

@@ -186,12 +186,12 @@ async fn caches_deterministic_requests_per_tenant_across_stream_modes() {
 async fn json_answers_share_the_pipeline_and_the_cache_with_typed_ones() {
     let h = harness(|_| {}).await;
     let acme = h.ctx("sk-acme");
-    let miss = h.gateway.chat_json(&acme, chat("as json")).await.unwrap();
+    let miss = h.gateway.chat_passthrough(&acme, chat("as json")).await.unwrap();
     assert_eq!(miss.meta.cache, CacheStatus::Miss);
     assert!(miss.meta.cost > NanoUsd::ZERO && miss.meta.cost <= miss.meta.reserved, "{:?}", miss.meta);
     let spent = h.balance("acme").await.spent;
     assert_eq!(spent, miss.meta.cost, "settled from the usage in the JSON");
-    let hit = h.gateway.chat_json(&acme, chat("as json")).await.unwrap();
+    let hit = h.gateway.chat_passthrough(&acme, chat("as json")).await.unwrap();
     assert_eq!(hit.meta.cache, CacheStatus::Hit);
     assert_eq!(hit.body.json(), miss.body.json(), "a hit answers with the stored bytes");
     assert_eq!(h.primary.calls(), 1);
@@ -201,13 +201,13 @@ async fn json_answers_share_the_pipeline_and_the_cache_with_typed_ones() {
     assert_eq!(typed.meta.cache, CacheStatus::Hit);
     assert_eq!(typed.body, miss.body.to_response().unwrap());
     let typed_miss = h.gateway.chat(&acme, chat("typed first")).await.unwrap();
-    let json_hit = h.gateway.chat_json(&acme, chat("typed first")).await.unwrap();
+    let json_hit = h.gateway.chat_passthrough(&acme, chat("typed first")).await.unwrap();
     assert_eq!((typed_miss.meta.cache, json_hit.meta.cache), (CacheStatus::Miss, CacheStatus::Hit));
     assert_eq!(json_hit.body.to_response().unwrap(), typed_miss.body);
     assert_eq!(h.primary.calls(), 2);
 
     // Errors are the same as the typed call's.
-    let err = h.gateway.chat_json(&acme, ChatCompletionRequest { model: "nope".into(), ..chat("x") }).await;
+    let err = h.gateway.chat_passthrough(&acme, ChatCompletionRequest { model: "nope".into(), ..chat("x") }).await;
     assert_eq!(err.unwrap_err().status(), 404);
 }
 

@@ -375,7 +375,7 @@ async fn the_mock_upstream_speaks_openai_on_the_wire() {
     assert_eq!(envelope["error"]["type"], "rate_limit_error");
 }
 
-/// Answers `chat` from the upstream but `chat_json` from a fixed, different completion.
+/// Answers `chat` from the upstream but `chat_passthrough` from a fixed, different completion.
 #[derive(Debug)]
 struct DisagreeingJson(OpenAiProvider);
 
@@ -393,7 +393,7 @@ impl Provider for DisagreeingJson {
     ) -> chitty_core::Result<chitty_core::wire::ChatCompletionResponse> {
         self.0.chat(request).await
     }
-    async fn chat_json(
+    async fn chat_passthrough(
         &self,
         request: ChatCompletionRequest,
     ) -> chitty_core::Result<chitty_core::wire::ChatCompletionJson> {

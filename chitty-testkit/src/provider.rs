@@ -70,7 +70,7 @@ impl<'a> ProviderSuite<'a> {
         let chat = self.chat_model.as_str();
         if caps.contains(Capability::Chat) {
             chat_answers_with_usage(p, chat).await;
-            chat_json_matches_chat(p, chat).await;
+            chat_passthrough_matches_chat(p, chat).await;
         }
         if caps.contains(Capability::Chat) && caps.contains(Capability::ChatStream) {
             stream_matches_chat(p, chat).await;
@@ -119,18 +119,21 @@ pub async fn chat_answers_with_usage(provider: &dyn Provider, model: &str) {
     check_answer(provider.name(), &answer);
 }
 
-/// `chat_json` describes the completion `chat` gives for the same request: same choices, same usage, and a
+/// `chat_passthrough` describes the completion `chat` gives for the same request: same choices, same usage, and a
 /// document that parses back whole.
-pub async fn chat_json_matches_chat(provider: &dyn Provider, model: &str) {
+pub async fn chat_passthrough_matches_chat(provider: &dyn Provider, model: &str) {
     let name = provider.name();
     let typed = provider.chat(chat_request(model)).await.unwrap_or_else(|e| panic!("{name}: chat failed: {e}"));
-    let json =
-        provider.chat_json(chat_request(model)).await.unwrap_or_else(|e| panic!("{name}: chat_json failed: {e}"));
-    let parsed = json.to_response().unwrap_or_else(|e| panic!("{name}: chat_json is not a chat completion: {e}"));
+    let json = provider
+        .chat_passthrough(chat_request(model))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: chat_passthrough failed: {e}"));
+    let parsed =
+        json.to_response().unwrap_or_else(|e| panic!("{name}: chat_passthrough is not a chat completion: {e}"));
     check_answer(name, &parsed);
-    assert_eq!(parsed.choices, typed.choices, "{name}: chat_json and chat disagree on the choices");
-    assert_eq!(json.usage(), typed.usage.as_ref(), "{name}: chat_json reports other usage than its document");
-    assert_eq!(parsed.usage, typed.usage, "{name}: chat_json and chat disagree on usage");
+    assert_eq!(parsed.choices, typed.choices, "{name}: chat_passthrough and chat disagree on the choices");
+    assert_eq!(json.usage(), typed.usage.as_ref(), "{name}: chat_passthrough reports other usage than its document");
+    assert_eq!(parsed.usage, typed.usage, "{name}: chat_passthrough and chat disagree on usage");
     assert!(json.is_complete(), "{name}: a finished answer is not complete");
 }
 
@@ -437,11 +440,11 @@ pub async fn upstream_errors_keep_status(provider: &dyn Provider, model: &str, f
         assert!(matches!(error, Error::Upstream { status: Some(503), .. }), "{name}: {error:?}");
     }
     faults.push(Fault::Status { status: 429, retry_after: Some(Duration::from_secs(2)) });
-    match provider.chat_json(chat_request(model)).await {
+    match provider.chat_passthrough(chat_request(model)).await {
         Err(Error::Upstream { status: Some(429), retry_after, .. }) => {
-            assert_eq!(retry_after, Some(Duration::from_secs(2)), "{name}: chat_json lost Retry-After");
+            assert_eq!(retry_after, Some(Duration::from_secs(2)), "{name}: chat_passthrough lost Retry-After");
         }
-        other => panic!("{name}: upstream 429 answered chat_json with {other:?}"),
+        other => panic!("{name}: upstream 429 answered chat_passthrough with {other:?}"),
     }
     assert_eq!(faults.pending(), 0, "{name}: a scripted fault was not consumed (a request was not sent?)");
     chat_answers_with_usage(provider, model).await;
@@ -496,9 +499,9 @@ pub async fn malformed_answers_are_errors(provider: &dyn Provider, model: &str, 
         other => panic!("{name}: a malformed body answered {other:?}"),
     }
     faults.push(Fault::MalformedJson);
-    match provider.chat_json(chat_request(model)).await {
+    match provider.chat_passthrough(chat_request(model)).await {
         Err(Error::Upstream { .. }) => {}
-        other => panic!("{name}: a malformed body answered chat_json with {other:?}"),
+        other => panic!("{name}: a malformed body answered chat_passthrough with {other:?}"),
     }
     faults.push(Fault::CutStream { after_events: 0 });
     match provider.chat(chat_request(model)).await {

@@ -103,7 +103,7 @@ impl ChatResponseBody for ChatCompletionResponse {
 
 impl ChatResponseBody for ChatCompletionJson {
     fn call(provider: Arc<dyn Provider>, req: ChatCompletionRequest) -> BoxFuture<'static, Result<Self>> {
-        Box::pin(async move { provider.chat_json(req).await })
+        Box::pin(async move { provider.chat_passthrough(req).await })
     }
 
     fn usage(&self) -> Option<Usage> {

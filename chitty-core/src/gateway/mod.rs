@@ -217,9 +217,10 @@ impl Gateway {
         self.execute::<TypedChatEndpoint, WholeAnswer>(ctx, request).await
     }
 
-    /// A chat completion as JSON bytes, to forward without re-encoding (the HTTP server's answer): the upstream's
-    /// own bytes from providers that keep them, or the cache entry as stored. Same pipeline as [`Gateway::chat`].
-    pub async fn chat_json(
+    /// A chat completion as JSON bytes passed through as they came (the HTTP server's answer): the upstream's
+    /// own bytes ([`Provider::chat_passthrough`](crate::Provider::chat_passthrough)), or the cache entry as
+    /// stored, never parsed and re-encoded. Same pipeline as [`Gateway::chat`].
+    pub async fn chat_passthrough(
         &self,
         ctx: &RequestContext,
         request: ChatCompletionRequest,

@@ -251,7 +251,7 @@ async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body
         if request.is_stream() {
             return Ok(Answer::Stream(gateway.chat_stream(&ctx, request).await?));
         }
-        let reply = gateway.chat_json(&ctx, request).await?;
+        let reply = gateway.chat_passthrough(&ctx, request).await?;
         Ok(Answer::Json(reply.meta, reply.body.into_json()))
     })
     .await
