@@ -62,7 +62,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chitty_core::{BoxError, Clock, Event, EventSink};
-use chitty_providers::runtime::SystemClock;
+use chitty_core::runtime::SystemClock;
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};

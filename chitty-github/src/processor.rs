@@ -50,7 +50,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chitty_core::{BoxError, Event, EventSink, Message, Timer};
-use chitty_providers::runtime::TokioTimer;
+use chitty_core::runtime::TokioTimer;
 use futures::FutureExt;
 use futures::future::{self, Either};
 use tokio::sync::Semaphore;

@@ -147,8 +147,8 @@ impl GitHubAppBuilder {
             .timeout(self.config.request_timeout)
             .build()
             .map_err(|e| ClientError::InvalidConfig { reason: format!("HTTP client: {e}") })?;
-        let clock = self.clock.unwrap_or_else(|| Arc::new(chitty_providers::runtime::SystemClock));
-        let timer = self.timer.unwrap_or_else(|| Arc::new(chitty_providers::runtime::TokioTimer));
+        let clock = self.clock.unwrap_or_else(|| Arc::new(chitty_core::runtime::SystemClock));
+        let timer = self.timer.unwrap_or_else(|| Arc::new(chitty_core::runtime::TokioTimer));
         let inner = AppInner::new(self.credentials, self.config, base, http, clock, timer);
         Ok(GitHubApp { inner: Arc::new(inner) })
     }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chitty_core::{Clock, Timestamp};
-use chitty_providers::runtime::SystemClock;
+use chitty_core::runtime::SystemClock;
 
 use crate::error::Result;
 
