@@ -122,22 +122,6 @@ pub enum Error {
         /// Suggested wait.
         retry_after: Duration,
     },
-    /// An archive or stored value failed validation.
-    #[error("corrupt data in {part}: {reason}")]
-    Corrupt {
-        /// Which part (tensor name, chunk index, header …).
-        part: String,
-        /// What check failed.
-        reason: String,
-    },
-    /// Decoding was given a different base than the one used to encode.
-    #[error("wrong base: the archive was made against {expected}, this base is {found}")]
-    WrongBase {
-        /// Digest recorded in the archive.
-        expected: String,
-        /// Digest of the base given.
-        found: String,
-    },
     /// The input is not of the format this component accepts.
     #[error("invalid input ({what}): {reason}")]
     InvalidInput {
@@ -218,10 +202,7 @@ impl Error {
             Error::Upstream { .. } => 502,
             Error::UpstreamTimeout { .. } => 504,
             Error::Unavailable { .. } | Error::Backpressure { .. } => 503,
-            Error::ReservationNotFound { .. }
-            | Error::Corrupt { .. }
-            | Error::WrongBase { .. }
-            | Error::Backend { .. } => 500,
+            Error::ReservationNotFound { .. } | Error::Backend { .. } => 500,
         }
     }
 
@@ -239,10 +220,7 @@ impl Error {
             Error::Upstream { status: Some(s), .. } if (400..500).contains(s) => "invalid_request_error",
             Error::Upstream { .. } | Error::UpstreamTimeout { .. } | Error::Unavailable { .. } => "upstream_error",
             Error::Backpressure { .. } => "server_error",
-            Error::ReservationNotFound { .. }
-            | Error::Corrupt { .. }
-            | Error::WrongBase { .. }
-            | Error::Backend { .. } => "server_error",
+            Error::ReservationNotFound { .. } | Error::Backend { .. } => "server_error",
         }
     }
 

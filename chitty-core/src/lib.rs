@@ -49,7 +49,7 @@ pub mod wire;
 
 pub use budget::{Balance, BudgetStore, BudgetStoreExt, Reservation, ReserveRequest, Settlement};
 pub use cache::{Cache, CacheExt};
-pub use compressor::{Compressor, DecodeReport, EncodeReport, PartReport};
+pub use compressor::{Compressor, CompressorError, DecodeReport, EncodeReport, PartReport};
 pub use error::{BoxError, Error, Result, UpstreamFailure};
 pub use events::{CacheStatus, DiscardSink, Endpoint, Event, EventSink, Message, RequestEvent};
 pub use money::{ModelPrice, NanoUsd};
