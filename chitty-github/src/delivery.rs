@@ -1,7 +1,7 @@
 //! A verified webhook delivery as it travels through a queue, and its de-duplication key.
 //!
 //! A [`Delivery`] becomes a [`chitty_core::Message`] (subject `github.<event>`, the JSON payload,
-//! the GitHub headers) for any [`chitty_core::EventSink`], and comes back with
+//! the GitHub headers) for any [`crate::queue::DeliveryQueue`], and comes back with
 //! [`Delivery::from_message`] on the consumer side.
 //!
 //! ```
