@@ -188,25 +188,6 @@ impl DeltaError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         DeltaError::Io { context: context.into(), source }
     }
-
-    /// Whether this error is about the safetensors input (as opposed to the archive or I/O).
-    pub fn is_input_error(&self) -> bool {
-        matches!(
-            self,
-            DeltaError::Truncated { .. }
-                | DeltaError::HeaderTooLarge { .. }
-                | DeltaError::HeaderNotUtf8 { .. }
-                | DeltaError::HeaderJson { .. }
-                | DeltaError::InvalidTensorEntry { .. }
-                | DeltaError::DuplicateTensor { .. }
-                | DeltaError::UnknownDtype { .. }
-                | DeltaError::ShapeOverflow { .. }
-                | DeltaError::SpanMismatch { .. }
-                | DeltaError::OffsetsOutOfRange { .. }
-                | DeltaError::Overlap { .. }
-                | DeltaError::Gap { .. }
-        )
-    }
 }
 
 impl From<DeltaError> for CompressorError {
