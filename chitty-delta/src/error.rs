@@ -207,7 +207,9 @@ impl From<DeltaError> for CompressorError {
             e @ (DeltaError::OutputIsInput { .. } | DeltaError::OutputNotRegularFile { .. }) => {
                 CompressorError::InvalidInput { what: "output path".to_owned(), reason: e.to_string() }
             }
-            e @ DeltaError::Internal { .. } => CompressorError::Backend { backend: "chitty-delta", source: Box::new(e) },
+            e @ DeltaError::Internal { .. } => {
+                CompressorError::Backend { backend: "chitty-delta", source: Box::new(e) }
+            }
             other => CompressorError::InvalidInput { what: "safetensors file".to_owned(), reason: other.to_string() },
         }
     }

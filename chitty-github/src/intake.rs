@@ -61,8 +61,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chitty_core::{BoxError, Clock};
 use chitty_core::runtime::SystemClock;
+use chitty_core::{BoxError, Clock};
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};

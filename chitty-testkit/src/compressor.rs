@@ -132,7 +132,9 @@ pub fn flipped_bytes_are_detected(c: &dyn Compressor, base: Option<&[u8]>, targe
             let (written, result) = decode_caught(c, base, &damaged);
             let case = format!("byte {pos} of {} xor {mask:#04x}", archive.len());
             match assert_safe_failure(c, &case, &written, result, &expected) {
-                CompressorError::Corrupt { part, .. } => assert!(!part.is_empty(), "{}: {case}: unnamed part", c.format()),
+                CompressorError::Corrupt { part, .. } => {
+                    assert!(!part.is_empty(), "{}: {case}: unnamed part", c.format())
+                }
                 other => panic!("{}: {case}: expected Corrupt, got {other}", c.format()),
             }
         }
@@ -233,13 +235,23 @@ mod tests {
             "unchecked"
         }
 
-        fn encode(&self, _: Option<&[u8]>, target: &[u8], out: &mut dyn Write) -> Result<EncodeReport, CompressorError> {
+        fn encode(
+            &self,
+            _: Option<&[u8]>,
+            target: &[u8],
+            out: &mut dyn Write,
+        ) -> Result<EncodeReport, CompressorError> {
             out.write_all(&(target.len() as u64).to_le_bytes())?;
             out.write_all(target)?;
             Ok(EncodeReport { input_bytes: target.len() as u64, output_bytes: target.len() as u64 + 8, parts: vec![] })
         }
 
-        fn decode(&self, _: Option<&[u8]>, archive: &mut dyn Read, out: &mut dyn Write) -> Result<DecodeReport, CompressorError> {
+        fn decode(
+            &self,
+            _: Option<&[u8]>,
+            archive: &mut dyn Read,
+            out: &mut dyn Write,
+        ) -> Result<DecodeReport, CompressorError> {
             let mut all = Vec::new();
             archive.read_to_end(&mut all)?;
             let corrupt = || CompressorError::corrupt("body", "length");
