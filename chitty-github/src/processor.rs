@@ -49,14 +49,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chitty_core::{BoxError, Message, Timer};
 use chitty_core::runtime::TokioTimer;
+use chitty_core::{BoxError, Message, Timer};
 use futures::FutureExt;
 use futures::future::{self, Either};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, message_header};
 use crate::error::Error;
 use crate::events::WebhookEvent;
 use crate::queue::{DeliveryQueue, QueueReceiver};
@@ -280,14 +280,10 @@ struct LogDeadLetters;
 #[async_trait]
 impl DeliveryQueue for LogDeadLetters {
     async fn enqueue(&self, message: Message) -> crate::Result<()> {
-        let error = header(&message, HEADER_ERROR).unwrap_or_default();
+        let error = message_header(&message, HEADER_ERROR).unwrap_or_default();
         tracing::error!(subject = %message.subject, id = %message.id, error = %error, "webhook delivery dead-lettered");
         Ok(())
     }
-}
-
-fn header<'m>(message: &'m Message, name: &str) -> Option<&'m str> {
-    message.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 /// Dispatches deliveries to handlers. Share it behind an `Arc`.
