@@ -63,7 +63,7 @@ fn intake<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     let secret = WebhookSecret::new(SECRET);
     let (queue, mut receiver) = InProcessQueue::bounded(1024);
     let intake = WebhookIntake::builder([secret.clone()])
-        .sink(Arc::new(queue))
+        .queue(Arc::new(queue))
         // A short TTL keeps the de-duplication map small over millions of unique deliveries.
         .dedup_ttl(Duration::from_secs(1))
         .build()

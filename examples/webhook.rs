@@ -28,7 +28,7 @@ const QUEUE_CAPACITY: usize = 10_000;
 pub fn build_app(secrets: &[&str]) -> chitty_github::Result<(axum::Router, Arc<Processor>, QueueReceiver)> {
     let (queue, deliveries) = InProcessQueue::bounded(QUEUE_CAPACITY);
     let secrets = secrets.iter().map(WebhookSecret::new);
-    let intake = WebhookIntake::builder(secrets).sink(Arc::new(queue)).build()?;
+    let intake = WebhookIntake::builder(secrets).queue(Arc::new(queue)).build()?;
     let processor = Processor::builder()
         .on(
             "ping",

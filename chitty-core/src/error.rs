@@ -114,30 +114,6 @@ pub enum Error {
         /// The missing capability.
         capability: crate::provider::Capability,
     },
-    /// A queue or sink cannot take more events right now.
-    #[error("`{sink}` is full; retry after {} ms", retry_after.as_millis())]
-    Backpressure {
-        /// Sink name.
-        sink: String,
-        /// Suggested wait.
-        retry_after: Duration,
-    },
-    /// An archive or stored value failed validation.
-    #[error("corrupt data in {part}: {reason}")]
-    Corrupt {
-        /// Which part (tensor name, chunk index, header …).
-        part: String,
-        /// What check failed.
-        reason: String,
-    },
-    /// Decoding was given a different base than the one used to encode.
-    #[error("wrong base: the archive was made against {expected}, this base is {found}")]
-    WrongBase {
-        /// Digest recorded in the archive.
-        expected: String,
-        /// Digest of the base given.
-        found: String,
-    },
     /// The input is not of the format this component accepts.
     #[error("invalid input ({what}): {reason}")]
     InvalidInput {
@@ -217,11 +193,8 @@ impl Error {
             Error::Upstream { status: Some(429), .. } => 429,
             Error::Upstream { .. } => 502,
             Error::UpstreamTimeout { .. } => 504,
-            Error::Unavailable { .. } | Error::Backpressure { .. } => 503,
-            Error::ReservationNotFound { .. }
-            | Error::Corrupt { .. }
-            | Error::WrongBase { .. }
-            | Error::Backend { .. } => 500,
+            Error::Unavailable { .. } => 503,
+            Error::ReservationNotFound { .. } | Error::Backend { .. } => 500,
         }
     }
 
@@ -238,11 +211,7 @@ impl Error {
             Error::BudgetExhausted { .. } => "insufficient_quota",
             Error::Upstream { status: Some(s), .. } if (400..500).contains(s) => "invalid_request_error",
             Error::Upstream { .. } | Error::UpstreamTimeout { .. } | Error::Unavailable { .. } => "upstream_error",
-            Error::Backpressure { .. } => "server_error",
-            Error::ReservationNotFound { .. }
-            | Error::Corrupt { .. }
-            | Error::WrongBase { .. }
-            | Error::Backend { .. } => "server_error",
+            Error::ReservationNotFound { .. } | Error::Backend { .. } => "server_error",
         }
     }
 
@@ -274,7 +243,7 @@ impl Error {
     /// How long the client should wait before retrying, when the error says.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::RateLimited { retry_after } | Error::Backpressure { retry_after, .. } => Some(*retry_after),
+            Error::RateLimited { retry_after } => Some(*retry_after),
             Error::Upstream { retry_after, .. } => *retry_after,
             _ => None,
         }

@@ -138,8 +138,8 @@ pub enum Event {
 
 /// Where events go: metrics, logs, queues.
 ///
-/// Contract: `record` returns promptly: an implementation buffers, or fails fast with
-/// [`crate::Error::Backpressure`] when it cannot take more. It never drops an event silently: an event is
+/// Contract: `record` returns promptly: an implementation buffers, or fails fast with an error when it
+/// cannot take more. It never drops an event silently: an event is
 /// either accepted (and then delivered, or counted as lost in the sink's own metrics) or refused with an
 /// error. Sinks that only care about some events accept and ignore the others.
 #[async_trait]

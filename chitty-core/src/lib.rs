@@ -7,8 +7,9 @@
 //! This crate performs no network or disk I/O, reads no clock and spawns nothing: time arrives through an
 //! injected [`Clock`], waiting through an injected [`Timer`]. Its dependency tree holds no tokio, reqwest,
 //! hyper, axum or redis (CI checks it). Implementations of the traits live in `chitty-providers`,
-//! `chitty-github` and `chitty-delta`. The one exception is opt-in: feature `serve` adds [`serve`], the
-//! hardened HTTP/1.1 accept loop (tokio and hyper) that the gateway's and the webhook's servers share.
+//! `chitty-github` and `chitty-delta`. The exceptions are opt-in: feature `tokio` adds [`runtime`] (the
+//! system clock, the tokio timer and spawner, an OS-seeded random source), and feature `serve` adds [`serve`],
+//! the hardened HTTP/1.1 accept loop (tokio and hyper) that the gateway's and the webhook's servers share.
 //!
 //! ```
 //! use chitty_core::keys::{chat_key, CacheScope};
@@ -37,6 +38,8 @@ pub mod gateway;
 pub mod keys;
 pub mod money;
 pub mod provider;
+#[cfg(feature = "tokio")]
+pub mod runtime;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod time;
@@ -46,7 +49,7 @@ pub mod wire;
 
 pub use budget::{Balance, BudgetStore, BudgetStoreExt, Reservation, ReserveRequest, Settlement};
 pub use cache::{Cache, CacheExt};
-pub use compressor::{Compressor, DecodeReport, EncodeReport, PartReport};
+pub use compressor::{Compressor, CompressorError, DecodeReport, EncodeReport, PartReport};
 pub use error::{BoxError, Error, Result, UpstreamFailure};
 pub use events::{CacheStatus, DiscardSink, Endpoint, Event, EventSink, Message, RequestEvent};
 pub use money::{ModelPrice, NanoUsd};

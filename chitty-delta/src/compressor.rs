@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use chitty_core::{Compressor, DecodeReport, EncodeReport, PartReport};
+use chitty_core::{Compressor, CompressorError, DecodeReport, EncodeReport, PartReport};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -1036,7 +1036,7 @@ impl Compressor for ModelDeltaCompressor {
         FORMAT
     }
 
-    fn encode(&self, base: Option<&[u8]>, target: &[u8], out: &mut dyn Write) -> chitty_core::Result<EncodeReport> {
+    fn encode(&self, base: Option<&[u8]>, target: &[u8], out: &mut dyn Write) -> Result<EncodeReport, CompressorError> {
         Ok(self.encode_with_progress(base, target, out, &mut |_| {})?)
     }
 
@@ -1045,7 +1045,7 @@ impl Compressor for ModelDeltaCompressor {
         base: Option<&[u8]>,
         archive: &mut dyn Read,
         out: &mut dyn Write,
-    ) -> chitty_core::Result<DecodeReport> {
+    ) -> Result<DecodeReport, CompressorError> {
         Ok(self.decode_with_progress(base, archive, out, &mut |_| {})?)
     }
 }

@@ -1,4 +1,7 @@
-//! The one public error type of chitty-delta and its conversion into [`chitty_core::Error`].
+//! The one public error type of chitty-delta and its conversion into [`CompressorError`], the error of the
+//! [`chitty_core::Compressor`] trait.
+
+use chitty_core::CompressorError;
 
 /// What went wrong while reading a safetensors file, encoding or decoding a delta archive.
 ///
@@ -185,52 +188,29 @@ impl DeltaError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         DeltaError::Io { context: context.into(), source }
     }
-
-    /// Whether this error is about the safetensors input (as opposed to the archive or I/O).
-    pub fn is_input_error(&self) -> bool {
-        matches!(
-            self,
-            DeltaError::Truncated { .. }
-                | DeltaError::HeaderTooLarge { .. }
-                | DeltaError::HeaderNotUtf8 { .. }
-                | DeltaError::HeaderJson { .. }
-                | DeltaError::InvalidTensorEntry { .. }
-                | DeltaError::DuplicateTensor { .. }
-                | DeltaError::UnknownDtype { .. }
-                | DeltaError::ShapeOverflow { .. }
-                | DeltaError::SpanMismatch { .. }
-                | DeltaError::OffsetsOutOfRange { .. }
-                | DeltaError::Overlap { .. }
-                | DeltaError::Gap { .. }
-        )
-    }
 }
 
-impl From<DeltaError> for chitty_core::Error {
+impl From<DeltaError> for CompressorError {
     fn from(e: DeltaError) -> Self {
         match e {
-            DeltaError::Corrupt { part, reason } => chitty_core::Error::Corrupt { part, reason },
-            DeltaError::WrongBase { expected, found } => chitty_core::Error::WrongBase { expected, found },
-            DeltaError::MissingBase => {
-                chitty_core::Error::InvalidInput { what: "base".to_owned(), reason: e.to_string() }
-            }
-            DeltaError::MacMismatch => {
-                chitty_core::Error::Corrupt { part: "archive MAC".to_owned(), reason: e.to_string() }
-            }
+            DeltaError::Corrupt { part, reason } => CompressorError::Corrupt { part, reason },
+            DeltaError::WrongBase { expected, found } => CompressorError::WrongBase { expected, found },
+            DeltaError::MissingBase => CompressorError::MissingBase,
+            DeltaError::Io { context, source } => CompressorError::Io { context, source },
+            DeltaError::MacMismatch => CompressorError::corrupt("archive MAC", e.to_string()),
             DeltaError::MacMissing | DeltaError::MacKeyNeeded => {
-                chitty_core::Error::InvalidInput { what: "MAC key".to_owned(), reason: e.to_string() }
+                CompressorError::InvalidInput { what: "MAC key".to_owned(), reason: e.to_string() }
             }
             DeltaError::InvalidConfig { .. } => {
-                chitty_core::Error::InvalidInput { what: "compressor configuration".to_owned(), reason: e.to_string() }
+                CompressorError::InvalidInput { what: "compressor configuration".to_owned(), reason: e.to_string() }
             }
             e @ (DeltaError::OutputIsInput { .. } | DeltaError::OutputNotRegularFile { .. }) => {
-                chitty_core::Error::InvalidInput { what: "output path".to_owned(), reason: e.to_string() }
+                CompressorError::InvalidInput { what: "output path".to_owned(), reason: e.to_string() }
             }
-            e @ DeltaError::Io { .. } => chitty_core::Error::backend("io", e),
-            e @ DeltaError::Internal { .. } => chitty_core::Error::backend("chitty-delta", e),
-            other => {
-                chitty_core::Error::InvalidInput { what: "safetensors file".to_owned(), reason: other.to_string() }
+            e @ DeltaError::Internal { .. } => {
+                CompressorError::Backend { backend: "chitty-delta", source: Box::new(e) }
             }
+            other => CompressorError::InvalidInput { what: "safetensors file".to_owned(), reason: other.to_string() },
         }
     }
 }

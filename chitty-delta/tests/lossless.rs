@@ -84,7 +84,7 @@ fn invalid_targets_are_typed_errors_naming_the_tensor() {
     bad.truncate(bad.len() - 1);
     let err = c.encode(Some(&pair.base), &bad, &mut Vec::new()).unwrap_err();
     assert!(
-        matches!(&err, chitty_core::Error::InvalidInput { reason, .. } if reason.contains("score.weight")),
+        matches!(&err, chitty_core::CompressorError::InvalidInput { reason, .. } if reason.contains("score.weight")),
         "{err}"
     );
 }

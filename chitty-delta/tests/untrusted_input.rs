@@ -103,7 +103,7 @@ proptest! {
         let mut out = Vec::new();
         let result = f.compressor.decode(Some(&f.pair.base), &mut archive.as_slice(), &mut out);
         prop_assert!(
-            matches!(result, Err(chitty_core::Error::Corrupt { .. })),
+            matches!(result, Err(chitty_core::CompressorError::Corrupt { .. })),
             "mutated archive gave {result:?}"
         );
         prop_assert!(f.pair.target.starts_with(&out));

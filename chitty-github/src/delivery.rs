@@ -1,7 +1,7 @@
 //! A verified webhook delivery as it travels through a queue, and its de-duplication key.
 //!
 //! A [`Delivery`] becomes a [`chitty_core::Message`] (subject `github.<event>`, the JSON payload,
-//! the GitHub headers) for any [`chitty_core::EventSink`], and comes back with
+//! the GitHub headers) for any [`crate::queue::DeliveryQueue`], and comes back with
 //! [`Delivery::from_message`] on the consumer side.
 //!
 //! ```
@@ -112,9 +112,7 @@ impl Delivery {
 
     /// The delivery a queue message carries. Fails when the GitHub headers are missing.
     pub fn from_message(message: &Message) -> Result<Self> {
-        let header = |name: &str| {
-            message.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.clone())
-        };
+        let header = |name: &str| message_header(message, name).map(str::to_owned);
         Ok(Delivery {
             id: header(HEADER_DELIVERY).ok_or(Error::MissingHeader { name: "X-GitHub-Delivery" })?,
             event: header(HEADER_EVENT).ok_or(Error::MissingHeader { name: "X-GitHub-Event" })?,
@@ -126,6 +124,11 @@ impl Delivery {
             received_at: message.received_at,
         })
     }
+}
+
+/// The value of header `name` (any case) on a queue message.
+pub(crate) fn message_header<'m>(message: &'m Message, name: &str) -> Option<&'m str> {
+    message.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
 }
 
 /// The de-duplication key for a delivery GUID and the hook (or installation target) that sent it.

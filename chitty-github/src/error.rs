@@ -1,5 +1,4 @@
-//! The one public error type of chitty-github, and its mapping onto HTTP statuses and
-//! [`chitty_core::Error`].
+//! The one public error type of chitty-github, and its mapping onto HTTP statuses.
 
 use std::time::Duration;
 
@@ -87,10 +86,10 @@ pub enum Error {
         reason: String,
     },
     /// The queue cannot take more deliveries right now.
-    #[error("`{sink}` is full; retry after {} ms", retry_after.as_millis())]
+    #[error("`{queue}` is full; retry after {} ms", retry_after.as_millis())]
     Backpressure {
         /// Queue name.
-        sink: String,
+        queue: String,
         /// Suggested wait.
         retry_after: Duration,
     },
@@ -118,7 +117,7 @@ pub enum Error {
         /// The timeout that elapsed.
         timeout: Duration,
     },
-    /// A backend (idempotency store, queue, dead-letter sink) failed.
+    /// A backend (idempotency store, queue, dead-letter queue) failed.
     #[error("{backend} error: {source}")]
     Backend {
         /// Which backend.
@@ -171,40 +170,6 @@ impl Error {
             _ => None,
         }
     }
-
-    /// Maps a sink's error: backpressure stays backpressure, the rest is a backend failure.
-    pub(crate) fn from_sink(sink: &'static str, error: chitty_core::Error) -> Self {
-        match error {
-            chitty_core::Error::Backpressure { sink, retry_after } => Error::Backpressure { sink, retry_after },
-            other => Error::backend(sink, other),
-        }
-    }
-}
-
-impl From<Error> for chitty_core::Error {
-    fn from(error: Error) -> Self {
-        match error {
-            Error::PayloadTooLarge { limit } => chitty_core::Error::PayloadTooLarge { limit },
-            Error::Backpressure { sink, retry_after } => chitty_core::Error::Backpressure { sink, retry_after },
-            Error::TooManyUnverifiedBytes { retry_after, .. } => {
-                chitty_core::Error::Backpressure { sink: "github-intake".to_owned(), retry_after }
-            }
-            Error::Backend { backend, source } => chitty_core::Error::Backend { backend, source },
-            Error::MethodNotAllowed { .. }
-            | Error::UnsupportedContentType { .. }
-            | Error::MissingHeader { .. }
-            | Error::InvalidHeader { .. }
-            | Error::MissingSignature
-            | Error::MalformedSignature { .. }
-            | Error::SignatureMismatch
-            | Error::BodyUnreadable { .. }
-            | Error::InvalidPayload { .. } => chitty_core::Error::InvalidInput {
-                what: "github webhook delivery".to_owned(),
-                reason: error.to_string(),
-            },
-            other => chitty_core::Error::backend("chitty-github", other),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -216,19 +181,14 @@ mod tests {
         assert_eq!(Error::MissingSignature.status(), StatusCode::BAD_REQUEST);
         assert_eq!(Error::SignatureMismatch.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(Error::PayloadTooLarge { limit: 1 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let full = Error::Backpressure { sink: "q".into(), retry_after: Duration::from_secs(1) };
+        let full = Error::Backpressure { queue: "q".into(), retry_after: Duration::from_secs(1) };
         assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(full.retry_after(), Some(Duration::from_secs(1)));
-        let core: chitty_core::Error = full.into();
-        assert!(matches!(core, chitty_core::Error::Backpressure { .. }));
-        let core: chitty_core::Error = Error::SignatureMismatch.into();
-        assert_eq!(core.status(), 400);
         let crowded = Error::TooManyUnverifiedBytes { limit: 64, retry_after: Duration::from_secs(1) };
         assert_eq!(
             (crowded.status(), crowded.retry_after()),
             (StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(1)))
         );
-        assert!(matches!(chitty_core::Error::from(crowded), chitty_core::Error::Backpressure { .. }));
         let broken = Error::BodyUnreadable { source: "connection closed before message completed".into() };
         assert_eq!(broken.status(), StatusCode::BAD_REQUEST);
     }

@@ -5,7 +5,7 @@
 //! all before a byte of the body is read ([`WebhookIntake::admit`]) → room for the body in the
 //! bound on unverified bytes in flight → the body, read under the size cap
 //! ([`WebhookIntake::read_body`]) → signature over the raw body → payload is a JSON object →
-//! de-duplicate by (delivery GUID, hook) → enqueue through an [`EventSink`] → 202.
+//! de-duplicate by (delivery GUID, hook) → enqueue through a [`DeliveryQueue`] → 202.
 //! [`WebhookIntake::handle_stream`] runs them all on a streamed body (the axum route in
 //! `server` uses it); [`WebhookIntake::handle`] takes a body already in memory.
 //!
@@ -25,7 +25,7 @@
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let secret = WebhookSecret::new("It's a Secret to Everybody");
 //! let (queue, mut deliveries) = InProcessQueue::bounded(1024);
-//! let intake = WebhookIntake::builder([secret.clone()]).sink(Arc::new(queue)).build()?;
+//! let intake = WebhookIntake::builder([secret.clone()]).queue(Arc::new(queue)).build()?;
 //!
 //! let body = Bytes::from_static(br#"{"zen":"Speak like a human.","hook_id":1}"#);
 //! let request = http::Request::post("/api/github/webhooks")
@@ -61,8 +61,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chitty_core::{BoxError, Clock, Event, EventSink};
-use chitty_providers::runtime::SystemClock;
+use chitty_core::runtime::SystemClock;
+use chitty_core::{BoxError, Clock};
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -73,6 +73,7 @@ use crate::delivery::{
 use crate::error::{Error, Result};
 use crate::events::PayloadEnvelope;
 use crate::idempotency::{Claim, DEFAULT_TTL, IdempotencyStore, MemoryIdempotencyStore};
+use crate::queue::DeliveryQueue;
 use crate::signature::{SignatureVerifier, WebhookSecret, parse_signature};
 
 /// GitHub caps webhook payloads at 25 MB and does not send larger ones.
@@ -84,7 +85,7 @@ pub const DEFAULT_UNVERIFIED_BYTES_IN_FLIGHT: usize = 64 * 1024 * 1024;
 /// The wait asked of a sender refused for lack of room for unverified bodies (they drain in seconds).
 const UNVERIFIED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Name under which the intake reports sink and store failures.
+/// Name under which the intake reports queue failures.
 const INTAKE: &str = "github-intake";
 
 /// What the intake did with one request.
@@ -199,7 +200,7 @@ impl BodyReservation {
 #[derive(Debug)]
 pub struct WebhookIntakeBuilder {
     secrets: Vec<WebhookSecret>,
-    sink: Option<Arc<dyn EventSink>>,
+    queue: Option<Arc<dyn DeliveryQueue>>,
     store: Option<Arc<dyn IdempotencyStore>>,
     clock: Option<Arc<dyn Clock>>,
     dedup_ttl: Duration,
@@ -209,9 +210,9 @@ pub struct WebhookIntakeBuilder {
 
 impl WebhookIntakeBuilder {
     /// Where accepted deliveries go (required): an [`crate::queue::InProcessQueue`], a JetStream
-    /// queue, or any [`EventSink`].
-    pub fn sink(mut self, sink: Arc<dyn EventSink>) -> Self {
-        self.sink = Some(sink);
+    /// queue, or any [`DeliveryQueue`].
+    pub fn queue(mut self, queue: Arc<dyn DeliveryQueue>) -> Self {
+        self.queue = Some(queue);
         self
     }
 
@@ -246,11 +247,11 @@ impl WebhookIntakeBuilder {
         self
     }
 
-    /// The intake; fails without secrets or a sink, or with a bound on unverified bytes below the body cap.
+    /// The intake; fails without secrets or a queue, or with a bound on unverified bytes below the body cap.
     pub fn build(self) -> Result<WebhookIntake> {
         let verifier = SignatureVerifier::new(self.secrets)?;
-        let sink = self.sink.ok_or_else(|| Error::InvalidConfig {
-            reason: "the webhook intake needs a sink for accepted deliveries".into(),
+        let queue = self.queue.ok_or_else(|| Error::InvalidConfig {
+            reason: "the webhook intake needs a queue for accepted deliveries".into(),
         })?;
         // A semaphore holds at most MAX_PERMITS; no host has that much memory to bound.
         let unverified_limit = self.unverified_bytes_in_flight.min(Semaphore::MAX_PERMITS);
@@ -267,7 +268,7 @@ impl WebhookIntakeBuilder {
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryIdempotencyStore::with_clock(clock.clone())));
         Ok(WebhookIntake {
             verifier,
-            sink,
+            queue,
             store,
             clock,
             dedup_ttl: self.dedup_ttl,
@@ -281,7 +282,7 @@ impl WebhookIntakeBuilder {
 /// Verifies, de-duplicates and enqueues webhook deliveries. Cheap to share behind an `Arc`.
 pub struct WebhookIntake {
     verifier: SignatureVerifier,
-    sink: Arc<dyn EventSink>,
+    queue: Arc<dyn DeliveryQueue>,
     store: Arc<dyn IdempotencyStore>,
     clock: Arc<dyn Clock>,
     dedup_ttl: Duration,
@@ -295,7 +296,7 @@ impl fmt::Debug for WebhookIntake {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookIntake")
             .field("verifier", &self.verifier)
-            .field("sink", &self.sink)
+            .field("queue", &self.queue)
             .field("store", &self.store)
             .field("dedup_ttl", &self.dedup_ttl)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -329,7 +330,7 @@ impl WebhookIntake {
     pub fn builder(secrets: impl IntoIterator<Item = WebhookSecret>) -> WebhookIntakeBuilder {
         WebhookIntakeBuilder {
             secrets: secrets.into_iter().collect(),
-            sink: None,
+            queue: None,
             store: None,
             clock: None,
             dedup_ttl: DEFAULT_TTL,
@@ -514,14 +515,18 @@ impl WebhookIntake {
             }
         }
         let route = delivery.route();
-        match self.sink.record(Event::Message(delivery.into_message())).await {
+        match self.queue.enqueue(delivery.into_message()).await {
             Ok(()) => IntakeOutcome::Accepted { key, route },
-            Err(sink_error) => {
+            Err(queue_error) => {
                 // Not enqueued: give the key back so GitHub's redelivery is taken.
                 if let Err(error) = self.store.release(&key).await {
                     tracing::warn!(key = %key, error = %error, "could not release a delivery key");
                 }
-                let error = Error::from_sink(INTAKE, sink_error);
+                // A full queue asks GitHub to come back later; any other refusal is ours, never the sender's fault.
+                let error = match queue_error {
+                    error @ (Error::Backpressure { .. } | Error::Backend { .. }) => error,
+                    other => Error::backend(INTAKE, other),
+                };
                 tracing::warn!(key = %key, error = %error, "webhook delivery refused by the queue");
                 IntakeOutcome::Rejected(error)
             }

@@ -8,7 +8,7 @@
 //! across all requests; `X-Hub-Signature-256` checked over the raw body in constant time by
 //! [`signature`]; de-duplication by delivery GUID and hook through an [`idempotency`] store) → a [`queue`] (bounded in-process, or NATS JetStream with feature
 //! `nats`) → the [`processor`], which parses typed [`events`] and runs handlers registered by
-//! `event` and `event.action`, with retries, a dead-letter sink and caught panics.
+//! `event` and `event.action`, with retries, a dead-letter queue and caught panics.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -21,7 +21,7 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let secret = WebhookSecret::new("It's a Secret to Everybody");
 //! let (queue, deliveries) = InProcessQueue::bounded(1024);
-//! let intake = WebhookIntake::builder([secret.clone()]).sink(Arc::new(queue)).build()?;
+//! let intake = WebhookIntake::builder([secret.clone()]).queue(Arc::new(queue)).build()?;
 //! let processor = Arc::new(
 //!     Processor::builder()
 //!         .on("ping", handler_fn(|context: EventContext| async move {

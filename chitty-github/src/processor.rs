@@ -1,7 +1,7 @@
 //! The processor: parses queued deliveries into [`WebhookEvent`]s and runs the handlers
 //! registered for the event (`pull_request`), for the event and action (`pull_request.opened`),
 //! and for every event (`*`), with a concurrency limit, retries with backoff on an injected
-//! [`Timer`], panics caught, and a dead-letter sink for what keeps failing.
+//! [`Timer`], panics caught, and a dead-letter queue for what keeps failing.
 //!
 //! Handlers must be idempotent: a delivery can reach them more than once (a retry after another
 //! handler failed, a redelivery after a crash).
@@ -49,17 +49,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chitty_core::{BoxError, Event, EventSink, Message, Timer};
-use chitty_providers::runtime::TokioTimer;
+use chitty_core::runtime::TokioTimer;
+use chitty_core::{BoxError, Message, Timer};
 use futures::FutureExt;
 use futures::future::{self, Either};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, message_header};
 use crate::error::Error;
 use crate::events::WebhookEvent;
-use crate::queue::QueueReceiver;
+use crate::queue::{DeliveryQueue, QueueReceiver};
 
 /// The route that matches every event.
 pub const ANY_EVENT: &str = "*";
@@ -153,7 +153,7 @@ pub enum ProcessOutcome {
     },
     /// No handler matches the event.
     Unhandled,
-    /// Handlers kept failing (or the payload did not parse); the delivery went to the dead-letter sink.
+    /// Handlers kept failing (or the payload did not parse); the delivery went to the dead-letter queue.
     DeadLettered {
         /// The last error.
         error: Error,
@@ -177,7 +177,7 @@ pub struct ProcessorStats {
     pub retries: u64,
     /// Deliveries dead-lettered.
     pub dead_lettered: u64,
-    /// Dead-letter sink refusals (each is also logged at error level).
+    /// Dead-letter queue refusals (each is also logged at error level).
     pub dead_letter_failures: u64,
 }
 
@@ -200,7 +200,7 @@ pub struct ProcessorBuilder {
     concurrency: usize,
     retry: RetryPolicy,
     timer: Arc<dyn Timer>,
-    dead_letter: Arc<dyn EventSink>,
+    dead_letter: Arc<dyn DeliveryQueue>,
     handler_timeout: Option<Duration>,
 }
 
@@ -244,8 +244,8 @@ impl ProcessorBuilder {
 
     /// Where failed deliveries go, with their last error in the `x-chitty-error` header
     /// (default: logged at error level).
-    pub fn dead_letter(mut self, sink: Arc<dyn EventSink>) -> Self {
-        self.dead_letter = sink;
+    pub fn dead_letter(mut self, queue: Arc<dyn DeliveryQueue>) -> Self {
+        self.dead_letter = queue;
         self
     }
 
@@ -273,23 +273,17 @@ impl fmt::Debug for ProcessorBuilder {
     }
 }
 
-/// The default dead-letter sink: an error log line per delivery, so nothing vanishes unnoticed.
+/// The default dead-letter queue: an error log line per delivery, so nothing vanishes unnoticed.
 #[derive(Debug)]
 struct LogDeadLetters;
 
 #[async_trait]
-impl EventSink for LogDeadLetters {
-    async fn record(&self, event: Event) -> chitty_core::Result<()> {
-        if let Event::Message(message) = event {
-            let error = header(&message, HEADER_ERROR).unwrap_or_default();
-            tracing::error!(subject = %message.subject, id = %message.id, error = %error, "webhook delivery dead-lettered");
-        }
+impl DeliveryQueue for LogDeadLetters {
+    async fn enqueue(&self, message: Message) -> crate::Result<()> {
+        let error = message_header(&message, HEADER_ERROR).unwrap_or_default();
+        tracing::error!(subject = %message.subject, id = %message.id, error = %error, "webhook delivery dead-lettered");
         Ok(())
     }
-}
-
-fn header<'m>(message: &'m Message, name: &str) -> Option<&'m str> {
-    message.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 /// Dispatches deliveries to handlers. Share it behind an `Arc`.
@@ -298,7 +292,7 @@ pub struct Processor {
     concurrency: usize,
     retry: RetryPolicy,
     timer: Arc<dyn Timer>,
-    dead_letter: Arc<dyn EventSink>,
+    dead_letter: Arc<dyn DeliveryQueue>,
     handler_timeout: Option<Duration>,
     counters: Counters,
 }
@@ -316,7 +310,7 @@ impl fmt::Debug for Processor {
 }
 
 impl Processor {
-    /// A builder with no handlers, tokio's timer and a logging dead-letter sink.
+    /// A builder with no handlers, tokio's timer and a logging dead-letter queue.
     pub fn builder() -> ProcessorBuilder {
         ProcessorBuilder {
             routes: HashMap::new(),
@@ -481,9 +475,9 @@ impl Processor {
         message.headers.push((HEADER_ERROR.to_owned(), error.to_string()));
         message.headers.push((HEADER_ATTEMPTS.to_owned(), attempts.to_string()));
         let id = message.id.clone();
-        if let Err(sink_error) = self.dead_letter.record(Event::Message(message)).await {
+        if let Err(queue_error) = self.dead_letter.enqueue(message).await {
             self.counters.dead_letter_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(id = %id, error = %error, sink_error = %sink_error, "dead-letter sink refused a failed delivery");
+            tracing::error!(id = %id, error = %error, queue_error = %queue_error, "dead-letter queue refused a failed delivery");
         }
     }
 

@@ -20,7 +20,7 @@
 //!
 //! let (queue, _deliveries) = InProcessQueue::bounded(1024);
 //! let intake = WebhookIntake::builder([WebhookSecret::new("s3cret")])
-//!     .sink(Arc::new(queue))
+//!     .queue(Arc::new(queue))
 //!     .unverified_bytes_in_flight(128 * 1024 * 1024)
 //!     .build()?;
 //! let app: Router = Router::new().route("/api/github/webhooks", webhook_route(Arc::new(intake)));

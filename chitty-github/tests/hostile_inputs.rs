@@ -143,7 +143,7 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let (queue, _receiver) = InProcessQueue::bounded(1024);
         let intake = WebhookIntake::builder([secret()])
-            .sink(Arc::new(queue))
+            .queue(Arc::new(queue))
             .clock(Arc::new(ManualClock::new(Timestamp(0))))
             .build()
             .unwrap();

@@ -12,7 +12,7 @@ use chitty_github::Error;
 use chitty_github::delivery::Delivery;
 use chitty_github::idempotency::MemoryIdempotencyStore;
 use chitty_github::intake::{IntakeOutcome, WebhookIntake};
-use chitty_github::queue::{InProcessQueue, QueueReceiver};
+use chitty_github::queue::{DeliveryQueue, InProcessQueue, QueueReceiver};
 use chitty_github::signature::WebhookSecret;
 use common::{fixture, secret, signed_builder, signed_request};
 use http::StatusCode;
@@ -22,7 +22,7 @@ const GUID: &str = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
 fn intake_with(capacity: usize, clock: ManualClock) -> (WebhookIntake, QueueReceiver) {
     let (queue, receiver) = InProcessQueue::bounded(capacity);
     let intake = WebhookIntake::builder([secret()])
-        .sink(Arc::new(queue.with_retry_after(Duration::from_millis(1500))))
+        .queue(Arc::new(queue.with_retry_after(Duration::from_millis(1500))))
         .clock(Arc::new(clock))
         .max_body_bytes(64 * 1024)
         .build()
@@ -204,13 +204,34 @@ async fn a_full_queue_is_503_with_retry_after_and_the_delivery_can_be_redelivere
     assert!(matches!(retried, IntakeOutcome::Accepted { .. }), "{retried:?}");
 }
 
+/// A queue that refuses every message as if it were malformed.
+#[derive(Debug)]
+struct RefusingQueue;
+
+#[async_trait::async_trait]
+impl DeliveryQueue for RefusingQueue {
+    async fn enqueue(&self, _message: chitty_core::Message) -> chitty_github::Result<()> {
+        Err(Error::invalid_payload("the queue refused the message id"))
+    }
+}
+
+#[tokio::test]
+async fn a_queue_refusal_other_than_backpressure_is_503_never_blamed_on_the_sender() {
+    let intake = WebhookIntake::builder([secret()]).queue(Arc::new(RefusingQueue)).build().unwrap();
+    let refused = intake.handle(signed_request("ping", GUID, fixture("ping.json"))).await;
+    assert!(matches!(refused, IntakeOutcome::Rejected(Error::Backend { .. })), "{refused:?}");
+    let response = refused.into_response();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!response.headers().contains_key("retry-after"));
+}
+
 #[tokio::test]
 async fn other_methods_are_405_and_config_errors_are_typed() {
     let (intake, _receiver) = intake();
     let request = http::Request::get("/").body(Bytes::new()).unwrap();
     assert_eq!(status(&intake, request).await, StatusCode::METHOD_NOT_ALLOWED);
     let (queue, _r) = InProcessQueue::bounded(1);
-    assert!(matches!(WebhookIntake::builder([]).sink(Arc::new(queue)).build(), Err(Error::InvalidConfig { .. })));
+    assert!(matches!(WebhookIntake::builder([]).queue(Arc::new(queue)).build(), Err(Error::InvalidConfig { .. })));
     assert!(matches!(WebhookIntake::builder([secret()]).build(), Err(Error::InvalidConfig { .. })));
     assert!(!format!("{intake:?}").contains(common::SECRET));
 }
@@ -335,7 +356,7 @@ async fn a_body_broken_mid_way_is_400_loses_nothing_and_can_be_redelivered() {
 async fn the_unverified_bound_refuses_at_once_and_chunked_bodies_reserve_as_they_grow() {
     let (queue, _receiver) = InProcessQueue::bounded(16);
     let intake = WebhookIntake::builder([secret()])
-        .sink(Arc::new(queue))
+        .queue(Arc::new(queue))
         .max_body_bytes(64 * 1024)
         .unverified_bytes_in_flight(96 * 1024)
         .build()
@@ -375,7 +396,7 @@ async fn the_unverified_bound_refuses_at_once_and_chunked_bodies_reserve_as_they
 async fn the_unverified_bound_must_hold_one_body_of_the_cap() {
     let (queue, _receiver) = InProcessQueue::bounded(1);
     let too_small = WebhookIntake::builder([secret()])
-        .sink(Arc::new(queue))
+        .queue(Arc::new(queue))
         .max_body_bytes(1024)
         .unverified_bytes_in_flight(1023)
         .build();

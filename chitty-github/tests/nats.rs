@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chitty_core::{BoxError, Event, EventSink, Timestamp};
+use chitty_core::{BoxError, Timestamp};
 use chitty_github::delivery::Delivery;
 use chitty_github::processor::{EventContext, HEADER_ATTEMPTS, HEADER_ERROR, Processor, RetryPolicy, handler_fn};
-use chitty_github::queue::{JetStreamConfig, JetStreamConsumer, JetStreamQueue};
+use chitty_github::queue::{DeliveryQueue, JetStreamConfig, JetStreamConsumer, JetStreamQueue};
 use common::{fixture, unique};
 use futures::StreamExt;
 
@@ -66,7 +66,7 @@ fn delivery(n: usize) -> Delivery {
 }
 
 async fn publish(queue: &JetStreamQueue, n: usize) {
-    queue.record(Event::Message(delivery(n).into_message())).await.unwrap();
+    queue.enqueue(delivery(n).into_message()).await.unwrap();
 }
 
 async fn eventually(what: &str, timeout: Duration, check: impl Fn() -> bool) {
@@ -238,7 +238,7 @@ async fn a_delivery_that_keeps_failing_is_dead_lettered_with_its_last_error() {
     // Also a delivery whose payload can never parse: dead-lettered on its first attempt.
     let mut broken = delivery(8);
     broken.payload = Bytes::from_static(br#"{"action":"opened","issue":"not an issue"}"#);
-    queue.record(Event::Message(broken.into_message())).await.unwrap();
+    queue.enqueue(broken.into_message()).await.unwrap();
 
     let mut letters = Vec::new();
     while letters.len() < 2 {
@@ -268,7 +268,7 @@ async fn the_intake_enqueues_to_jetstream_and_a_consumer_processes_the_delivery(
     let Some(url) = nats_url() else { return };
     let queue = JetStreamQueue::connect(&url, config(Duration::from_secs(5), 3)).await.unwrap();
     let intake = chitty_github::intake::WebhookIntake::builder([common::secret()])
-        .sink(Arc::new(queue.clone()))
+        .queue(Arc::new(queue.clone()))
         .build()
         .unwrap();
     let body = fixture("pull_request.opened.json");
@@ -310,10 +310,10 @@ async fn control_characters_never_reach_the_header_block() {
     let queue = JetStreamQueue::connect(&url, config(Duration::from_secs(5), 3)).await.unwrap();
     let mut message = delivery(1).into_message();
     message.headers.push(("x-note".into(), "a\r\nx-injected: 1".into()));
-    queue.record(Event::Message(message.clone())).await.unwrap();
+    queue.enqueue(message.clone()).await.unwrap();
     message.id = "bad\r\nid".into();
-    let refused = queue.record(Event::Message(message)).await.unwrap_err();
-    assert!(matches!(refused, chitty_core::Error::InvalidInput { .. }), "{refused:?}");
+    let refused = queue.enqueue(message).await.unwrap_err();
+    assert!(matches!(refused, chitty_github::Error::InvalidPayload { .. }), "{refused:?}");
 
     let stream = queue.context().get_stream(&queue.config().stream).await.unwrap();
     let stored = stream.get_raw_message(1).await.unwrap();

@@ -39,7 +39,7 @@ async fn two_intakes_sharing_redis_enqueue_a_delivery_once() {
     for _ in 0..2 {
         let store = RedisIdempotencyStore::connect(&url, prefix.clone()).await.unwrap();
         let intake =
-            WebhookIntake::builder([secret()]).sink(queue.clone()).idempotency_store(Arc::new(store)).build().unwrap();
+            WebhookIntake::builder([secret()]).queue(queue.clone()).idempotency_store(Arc::new(store)).build().unwrap();
         replicas.push(intake);
     }
     let guid = unique("guid").replace('_', "-");

@@ -63,7 +63,7 @@ async fn the_example_router_accepts_a_signed_ping_and_the_worker_processes_it() 
 #[tokio::test]
 async fn the_route_mounts_at_any_path_in_a_router_with_state() {
     let (queue, mut deliveries) = InProcessQueue::bounded(8);
-    let intake = Arc::new(WebhookIntake::builder([secret()]).sink(Arc::new(queue)).build().unwrap());
+    let intake = Arc::new(WebhookIntake::builder([secret()]).queue(Arc::new(queue)).build().unwrap());
     #[derive(Clone)]
     struct HostState;
     let router: Router = Router::new()
@@ -80,7 +80,7 @@ async fn the_route_mounts_at_any_path_in_a_router_with_state() {
 async fn bodies_over_the_cap_get_413_however_they_are_sent() {
     let (queue, _deliveries) = InProcessQueue::bounded(8);
     let intake =
-        WebhookIntake::builder([secret()]).sink(Arc::new(queue)).max_body_bytes(4 * 1024 * 1024).build().unwrap();
+        WebhookIntake::builder([secret()]).queue(Arc::new(queue)).max_body_bytes(4 * 1024 * 1024).build().unwrap();
     let router = chitty_github::server::webhook_router("/hooks", Arc::new(intake));
     // 3 MB is over axum's 2 MB default: the intake's own cap applies, not axum's.
     let mut big = br#"{"zen":"z","padding":""#.to_vec();
@@ -104,7 +104,7 @@ async fn bodies_over_the_cap_get_413_however_they_are_sent() {
 #[tokio::test]
 async fn a_full_queue_answers_503_with_retry_after_over_a_real_socket() {
     let (queue, _deliveries) = InProcessQueue::bounded(1);
-    let intake = WebhookIntake::builder([secret()]).sink(Arc::new(queue)).build().unwrap();
+    let intake = WebhookIntake::builder([secret()]).queue(Arc::new(queue)).build().unwrap();
     let router = chitty_github::server::webhook_router("/hooks", Arc::new(intake));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -175,7 +175,7 @@ async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
 async fn invalid_headers_are_refused_before_the_body_is_sent() {
     use tokio::io::AsyncWriteExt;
     let (queue, _deliveries) = InProcessQueue::bounded(8);
-    let intake = Arc::new(WebhookIntake::builder([secret()]).sink(Arc::new(queue)).build().unwrap());
+    let intake = Arc::new(WebhookIntake::builder([secret()]).queue(Arc::new(queue)).build().unwrap());
     let (addr, server) = serve(intake).await;
     // 20 MB declared, under the 25 MB cap, and not one byte of it sent.
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -201,7 +201,7 @@ async fn held_back_bodies_fill_the_unverified_bound_and_the_next_request_gets_50
     const CAP: usize = 64 * 1024;
     let (queue, mut deliveries) = InProcessQueue::bounded(8);
     let intake = WebhookIntake::builder([secret()])
-        .sink(Arc::new(queue))
+        .queue(Arc::new(queue))
         .max_body_bytes(CAP)
         .unverified_bytes_in_flight(4 * CAP)
         .build()
@@ -241,7 +241,7 @@ async fn served_with_connection_limits_slow_senders_are_closed_and_excess_connec
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let (queue, _deliveries) = InProcessQueue::bounded(8);
-    let intake = Arc::new(WebhookIntake::builder([secret()]).sink(Arc::new(queue)).build().unwrap());
+    let intake = Arc::new(WebhookIntake::builder([secret()]).queue(Arc::new(queue)).build().unwrap());
     let router = chitty_github::server::webhook_router("/hooks", intake);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

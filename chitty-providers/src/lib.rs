@@ -3,7 +3,7 @@
 //! Implementations of chitty-core's traits, each behind a feature.
 //!
 //! - `memory` (default): [`memory`] (moka cache, atomic budget ledger, counting and collecting sinks) and
-//!   [`runtime`] (system clock, tokio timer and spawner).
+//!   [`runtime`] (chitty-core's system clock, tokio timer and spawner, and OS-seeded random source, re-exported).
 //! - `server`: [`server::router`], the OpenAI-compatible HTTP API over a gateway (axum), and [`config`], the TOML
 //!   configuration loader.
 //! - `openai`: [`openai::OpenAiProvider`], any OpenAI-compatible upstream over HTTP, with the [`sse`] decoder.

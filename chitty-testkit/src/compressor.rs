@@ -5,7 +5,7 @@
 //! written only a prefix of the correct output (bytes it verified), or writes the correct output.
 //!
 //! ```
-//! use chitty_core::{Compressor, DecodeReport, EncodeReport, Error, Result};
+//! use chitty_core::{Compressor, CompressorError, DecodeReport, EncodeReport};
 //! use std::io::{Read, Write};
 //!
 //! /// Stores the target whole behind a length and a checksum, ignoring the base.
@@ -13,14 +13,14 @@
 //! struct Stored;
 //! impl Compressor for Stored {
 //!     fn format(&self) -> &str { "stored" }
-//!     fn encode(&self, _: Option<&[u8]>, target: &[u8], out: &mut dyn Write) -> Result<EncodeReport> {
+//!     fn encode(&self, _: Option<&[u8]>, target: &[u8], out: &mut dyn Write) -> Result<EncodeReport, CompressorError> {
 //!         out.write_all(&(target.len() as u64).to_le_bytes())?;
 //!         out.write_all(&sum(target).to_le_bytes())?;
 //!         out.write_all(target)?;
 //!         Ok(EncodeReport { input_bytes: target.len() as u64, output_bytes: target.len() as u64 + 16, parts: vec![] })
 //!     }
-//!     fn decode(&self, _: Option<&[u8]>, archive: &mut dyn Read, out: &mut dyn Write) -> Result<DecodeReport> {
-//!         let corrupt = |reason: &str| Error::Corrupt { part: "body".into(), reason: reason.into() };
+//!     fn decode(&self, _: Option<&[u8]>, archive: &mut dyn Read, out: &mut dyn Write) -> Result<DecodeReport, CompressorError> {
+//!         let corrupt = |reason: &str| CompressorError::corrupt("body", reason);
 //!         let mut all = Vec::new();
 //!         archive.read_to_end(&mut all)?;
 //!         if all.len() < 16 { return Err(corrupt("short")); }
@@ -41,7 +41,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use chitty_core::{Compressor, EncodeReport, Error};
+use chitty_core::{Compressor, CompressorError, EncodeReport};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -58,7 +58,7 @@ pub fn encode(c: &dyn Compressor, base: Option<&[u8]>, target: &[u8]) -> (Vec<u8
 }
 
 /// Decodes, catching panics: `Ok(Ok(..))` on success, `Ok(Err(e))` on a typed error, `Err(written)` never.
-fn decode_caught(c: &dyn Compressor, base: Option<&[u8]>, archive: &[u8]) -> (Vec<u8>, Result<(), Error>) {
+fn decode_caught(c: &dyn Compressor, base: Option<&[u8]>, archive: &[u8]) -> (Vec<u8>, Result<(), CompressorError>) {
     let mut out = Vec::new();
     let mut input = archive;
     let result = catch_unwind(AssertUnwindSafe(|| c.decode(base, &mut input, &mut out)));
@@ -94,9 +94,9 @@ fn assert_safe_failure(
     c: &dyn Compressor,
     case: &str,
     written: &[u8],
-    result: Result<(), Error>,
+    result: Result<(), CompressorError>,
     expected: &[u8],
-) -> Error {
+) -> CompressorError {
     assert!(
         expected.starts_with(written),
         "{}: {case}: wrote {} bytes that are not a prefix of the correct output",
@@ -120,7 +120,7 @@ fn positions(len: usize, samples: usize) -> Vec<usize> {
     p
 }
 
-/// Flipping any one byte of the archive makes decode fail with [`Error::Corrupt`] naming a part, having
+/// Flipping any one byte of the archive makes decode fail with [`CompressorError::Corrupt`] naming a part, having
 /// written only verified bytes. `samples` bounds the positions tried beyond the first and last 256.
 pub fn flipped_bytes_are_detected(c: &dyn Compressor, base: Option<&[u8]>, target: &[u8], samples: usize) {
     let (archive, _) = encode(c, base, target);
@@ -132,7 +132,9 @@ pub fn flipped_bytes_are_detected(c: &dyn Compressor, base: Option<&[u8]>, targe
             let (written, result) = decode_caught(c, base, &damaged);
             let case = format!("byte {pos} of {} xor {mask:#04x}", archive.len());
             match assert_safe_failure(c, &case, &written, result, &expected) {
-                Error::Corrupt { part, .. } => assert!(!part.is_empty(), "{}: {case}: unnamed part", c.format()),
+                CompressorError::Corrupt { part, .. } => {
+                    assert!(!part.is_empty(), "{}: {case}: unnamed part", c.format())
+                }
                 other => panic!("{}: {case}: expected Corrupt, got {other}", c.format()),
             }
         }
@@ -140,7 +142,7 @@ pub fn flipped_bytes_are_detected(c: &dyn Compressor, base: Option<&[u8]>, targe
 }
 
 /// Every truncation of the archive (all of them for short archives, else a spread of `samples`) and
-/// trailing bytes after it are [`Error::Corrupt`], having written only verified bytes.
+/// trailing bytes after it are [`CompressorError::Corrupt`], having written only verified bytes.
 pub fn truncation_is_detected(c: &dyn Compressor, base: Option<&[u8]>, target: &[u8], samples: usize) {
     let (archive, _) = encode(c, base, target);
     let expected = decode(c, base, &archive);
@@ -148,7 +150,7 @@ pub fn truncation_is_detected(c: &dyn Compressor, base: Option<&[u8]>, target: &
         let (written, result) = decode_caught(c, base, &archive[..cut]);
         let case = format!("archive cut to {cut} of {} bytes", archive.len());
         match assert_safe_failure(c, &case, &written, result, &expected) {
-            Error::Corrupt { part, .. } => assert!(!part.is_empty(), "{}: {case}: unnamed part", c.format()),
+            CompressorError::Corrupt { part, .. } => assert!(!part.is_empty(), "{}: {case}: unnamed part", c.format()),
             other => panic!("{}: {case}: expected Corrupt, got {other}", c.format()),
         }
     }
@@ -156,27 +158,27 @@ pub fn truncation_is_detected(c: &dyn Compressor, base: Option<&[u8]>, target: &
     longer.extend_from_slice(b"trailing");
     let (written, result) = decode_caught(c, base, &longer);
     let e = assert_safe_failure(c, "trailing bytes", &written, result, &expected);
-    assert!(matches!(e, Error::Corrupt { .. }), "{}: trailing bytes: expected Corrupt, got {e}", c.format());
+    assert!(matches!(e, CompressorError::Corrupt { .. }), "{}: trailing bytes: expected Corrupt, got {e}", c.format());
 }
 
-/// Decoding against `other_base` instead of `base` is [`Error::WrongBase`], having written only bytes
+/// Decoding against `other_base` instead of `base` is [`CompressorError::WrongBase`], having written only bytes
 /// that are correct.
 pub fn wrong_base_is_refused(c: &dyn Compressor, base: &[u8], other_base: &[u8], target: &[u8]) {
     let (archive, _) = encode(c, Some(base), target);
     let expected = decode(c, Some(base), &archive);
     let (written, result) = decode_caught(c, Some(other_base), &archive);
     let e = assert_safe_failure(c, "wrong base", &written, result, &expected);
-    assert!(matches!(e, Error::WrongBase { .. }), "{}: wrong base: expected WrongBase, got {e}", c.format());
+    assert!(matches!(e, CompressorError::WrongBase { .. }), "{}: wrong base: expected WrongBase, got {e}", c.format());
 }
 
-/// Decoding an archive made against a base without one is [`Error::InvalidInput`], writing nothing.
+/// Decoding an archive made against a base without one is [`CompressorError::MissingBase`], writing nothing.
 pub fn missing_base_is_refused(c: &dyn Compressor, base: &[u8], target: &[u8]) {
     let (archive, _) = encode(c, Some(base), target);
     let (written, result) = decode_caught(c, None, &archive);
     assert!(written.is_empty(), "{}: missing base: wrote {} bytes", c.format(), written.len());
     match result {
-        Err(Error::InvalidInput { .. }) => {}
-        Err(e) => panic!("{}: missing base: expected InvalidInput, got {e}", c.format()),
+        Err(CompressorError::MissingBase) => {}
+        Err(e) => panic!("{}: missing base: expected MissingBase, got {e}", c.format()),
         Ok(()) => panic!("{}: missing base: decode succeeded", c.format()),
     }
 }
@@ -193,7 +195,7 @@ pub fn garbage_is_refused(c: &dyn Compressor, base: Option<&[u8]>) {
         let (written, result) = decode_caught(c, base, input);
         assert!(written.is_empty(), "{}: garbage #{i}: wrote {} bytes", c.format(), written.len());
         match result {
-            Err(Error::Corrupt { .. } | Error::InvalidInput { .. }) => {}
+            Err(CompressorError::Corrupt { .. } | CompressorError::InvalidInput { .. }) => {}
             Err(e) => panic!("{}: garbage #{i}: expected Corrupt or InvalidInput, got {e}", c.format()),
             Ok(()) => panic!("{}: garbage #{i} ({} bytes) decoded", c.format(), input.len()),
         }
@@ -220,7 +222,7 @@ pub fn run_all(c: &dyn Compressor, base: Option<&[u8]>, other_base: Option<&[u8]
 mod tests {
     use std::io::{Read, Write};
 
-    use chitty_core::{DecodeReport, EncodeReport, Result};
+    use chitty_core::{DecodeReport, EncodeReport};
 
     use super::*;
 
@@ -233,16 +235,26 @@ mod tests {
             "unchecked"
         }
 
-        fn encode(&self, _: Option<&[u8]>, target: &[u8], out: &mut dyn Write) -> Result<EncodeReport> {
+        fn encode(
+            &self,
+            _: Option<&[u8]>,
+            target: &[u8],
+            out: &mut dyn Write,
+        ) -> Result<EncodeReport, CompressorError> {
             out.write_all(&(target.len() as u64).to_le_bytes())?;
             out.write_all(target)?;
             Ok(EncodeReport { input_bytes: target.len() as u64, output_bytes: target.len() as u64 + 8, parts: vec![] })
         }
 
-        fn decode(&self, _: Option<&[u8]>, archive: &mut dyn Read, out: &mut dyn Write) -> Result<DecodeReport> {
+        fn decode(
+            &self,
+            _: Option<&[u8]>,
+            archive: &mut dyn Read,
+            out: &mut dyn Write,
+        ) -> Result<DecodeReport, CompressorError> {
             let mut all = Vec::new();
             archive.read_to_end(&mut all)?;
-            let corrupt = || Error::Corrupt { part: "body".into(), reason: "length".into() };
+            let corrupt = || CompressorError::corrupt("body", "length");
             let len = all.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).ok_or_else(corrupt)?;
             if all.len() as u64 != len + 8 {
                 return Err(corrupt());

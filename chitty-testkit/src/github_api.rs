@@ -304,11 +304,6 @@ impl MockGitHub {
             .count()
     }
 
-    /// Forgets the recorded requests (state and scripted faults stay).
-    pub fn clear_requests(&self) {
-        self.shared.state().requests.clear();
-    }
-
     /// Stores `value` at `path` for `GET` (arrays are paginated); replaces what was there.
     pub fn set_resource(&self, path: &str, value: Value) {
         self.shared.state().resources.insert(path.to_owned(), value);

@@ -183,12 +183,6 @@ impl CheckRunOutput {
         CheckRunOutput { title: title.into(), summary: summary.into(), text: None, annotations: Vec::new() }
     }
 
-    /// Sets the details text.
-    pub fn with_text(mut self, text: impl Into<String>) -> Self {
-        self.text = Some(text.into());
-        self
-    }
-
     /// Adds an annotation.
     pub fn with_annotation(mut self, annotation: CheckAnnotation) -> Self {
         self.annotations.push(annotation);
@@ -265,12 +259,6 @@ impl CreateCheckRun {
     /// Sets the start time.
     pub fn with_started_at(mut self, at: Timestamp) -> Self {
         self.started_at = Some(at);
-        self
-    }
-
-    /// Sets the details URL.
-    pub fn with_details_url(mut self, url: impl Into<String>) -> Self {
-        self.details_url = Some(url.into());
         self
     }
 

@@ -43,11 +43,13 @@ pub struct ClientConfig {
     pub secondary_limit_backoff: Duration,
     /// Retries after 5xx answers or broken connections, for requests safe to repeat (default 3).
     pub max_server_error_retries: u32,
-    /// First wait after a 5xx; doubles each time (default 1 s).
+    /// Bound of the first wait after a 5xx, doubling each time; each wait is drawn from 0 to the bound
+    /// (full jitter, default 1 s).
     pub server_error_backoff: Duration,
     /// Retries of a token GitHub refused with 401 right after minting it (default 3).
     pub fresh_token_retries: u32,
-    /// First wait before retrying a freshly minted token; doubles each time (default 500 ms).
+    /// Bound of the first wait before retrying a freshly minted token, doubling each time; each wait is
+    /// drawn from 0 to the bound (full jitter, default 500 ms).
     pub fresh_token_backoff: Duration,
     /// A token younger than this that gets a 401 is assumed not yet replicated (default 30 s).
     pub fresh_token_window: Duration,

@@ -56,7 +56,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chitty_core::{Clock, Timer};
+use chitty_core::{Clock, RandomSource, Timer};
 use reqwest::Url;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -99,6 +99,7 @@ pub struct GitHubAppBuilder {
     config: ClientConfig,
     clock: Option<Arc<dyn Clock>>,
     timer: Option<Arc<dyn Timer>>,
+    random: Option<Arc<dyn RandomSource>>,
 }
 
 impl GitHubAppBuilder {
@@ -132,6 +133,13 @@ impl GitHubAppBuilder {
         self
     }
 
+    /// The random source of retry jitter (default: [`chitty_core::runtime::SystemRandom`]; a
+    /// [`chitty_core::SeededRandom`] in tests).
+    pub fn with_random(mut self, random: Arc<dyn RandomSource>) -> Self {
+        self.random = Some(random);
+        self
+    }
+
     /// Checks the configuration and builds the client.
     pub fn build(self) -> Result<GitHubApp, ClientError> {
         let base = Url::parse(&self.config.base_url)
@@ -147,9 +155,10 @@ impl GitHubAppBuilder {
             .timeout(self.config.request_timeout)
             .build()
             .map_err(|e| ClientError::InvalidConfig { reason: format!("HTTP client: {e}") })?;
-        let clock = self.clock.unwrap_or_else(|| Arc::new(chitty_providers::runtime::SystemClock));
-        let timer = self.timer.unwrap_or_else(|| Arc::new(chitty_providers::runtime::TokioTimer));
-        let inner = AppInner::new(self.credentials, self.config, base, http, clock, timer);
+        let clock = self.clock.unwrap_or_else(|| Arc::new(chitty_core::runtime::SystemClock));
+        let timer = self.timer.unwrap_or_else(|| Arc::new(chitty_core::runtime::TokioTimer));
+        let random = self.random.unwrap_or_else(|| Arc::new(chitty_core::runtime::SystemRandom::new()));
+        let inner = AppInner::new(self.credentials, self.config, base, http, clock, timer, random);
         Ok(GitHubApp { inner: Arc::new(inner) })
     }
 }
@@ -157,7 +166,7 @@ impl GitHubAppBuilder {
 impl GitHubApp {
     /// A builder with [`ClientConfig::default`] (api.github.com, wall clock, tokio timer).
     pub fn builder(credentials: AppCredentials) -> GitHubAppBuilder {
-        GitHubAppBuilder { credentials, config: ClientConfig::default(), clock: None, timer: None }
+        GitHubAppBuilder { credentials, config: ClientConfig::default(), clock: None, timer: None, random: None }
     }
 
     /// A builder from the environment: the issuer from `GITHUB_APP_CLIENT_ID` (or `GITHUB_APP_ID`),

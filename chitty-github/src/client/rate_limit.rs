@@ -129,8 +129,8 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, message: &str, n
     let exhausted = snapshot.is_some_and(|s| s.remaining == 0);
     let kind = if exhausted { RateLimitKind::Primary } else { RateLimitKind::Secondary };
     // GitHub sends Retry-After in seconds; an HTTP-date form falls through to the other hints.
-    if let Some(seconds) = header_u64(headers, "retry-after") {
-        return Some(RateLimitHit { kind, wait: Some(Duration::from_secs(seconds)) });
+    if let Some(wait) = chitty_core::upstream::retry_after(headers) {
+        return Some(RateLimitHit { kind, wait: Some(wait) });
     }
     if let Some(snapshot) = snapshot.filter(|s| s.remaining == 0) {
         return Some(RateLimitHit { kind, wait: Some(snapshot.wait_at(now).unwrap_or(RESET_CUSHION)) });

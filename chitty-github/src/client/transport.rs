@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chitty_core::{Clock, Timer, Timestamp};
+use chitty_core::upstream::{error_message, full_jitter_backoff};
+use chitty_core::{Clock, RandomSource, Timer, Timestamp};
 use futures::future::BoxFuture;
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
@@ -97,6 +98,7 @@ pub(crate) struct AppInner {
     pub(crate) http: reqwest::Client,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) timer: Arc<dyn Timer>,
+    random: Arc<dyn RandomSource>,
     tokens: TokenCache,
     limits: Mutex<HashMap<AuthScope, HashMap<RateLimitResource, RateLimitSnapshot>>>,
     pacers: Mutex<HashMap<InstallationId, Pacer>>,
@@ -112,29 +114,22 @@ impl fmt::Debug for AppInner {
     }
 }
 
-/// `base · 2^attempt`, saturating.
-fn backoff(base: Duration, attempt: u32) -> Duration {
-    base.saturating_mul(2u32.saturating_pow(attempt))
-}
-
-/// GitHub's `message`, `documentation_url` and `errors` from an error body, if it is GitHub's JSON.
+/// GitHub's error body: the message any HTTP client reads (`chitty_core::upstream::error_message`), and
+/// GitHub's own `documentation_url` and `errors`; the reason phrase when the body says nothing.
 fn github_message(body: &[u8], status: StatusCode) -> GitHubErrorBody {
+    /// The GitHub-specific fields of its error schema.
     #[derive(serde::Deserialize)]
     struct Wire {
-        message: Option<String>,
         documentation_url: Option<String>,
         // Read loosely: one odd entry must not lose the message.
         errors: Option<serde_json::Value>,
     }
-    match serde_json::from_slice::<Wire>(body) {
-        Ok(Wire { message: Some(message), documentation_url, errors }) => {
-            GitHubErrorBody { message, documentation_url, errors: ApiErrorDetail::list_from_json(errors.as_ref()) }
-        }
-        _ => GitHubErrorBody {
-            message: status.canonical_reason().unwrap_or("error").to_owned(),
-            documentation_url: None,
-            errors: Vec::new(),
-        },
+    let Wire { documentation_url, errors } =
+        serde_json::from_slice(body).unwrap_or(Wire { documentation_url: None, errors: None });
+    GitHubErrorBody {
+        message: error_message(body).unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
+        documentation_url,
+        errors: ApiErrorDetail::list_from_json(errors.as_ref()),
     }
 }
 
@@ -162,6 +157,7 @@ impl AppInner {
         http: reqwest::Client,
         clock: Arc<dyn Clock>,
         timer: Arc<dyn Timer>,
+        random: Arc<dyn RandomSource>,
     ) -> Self {
         let etags = (config.etag_cache_bytes > 0).then(|| {
             moka::future::Cache::builder()
@@ -178,6 +174,7 @@ impl AppInner {
             http,
             clock,
             timer,
+            random,
             tokens: TokenCache::default(),
             limits: Mutex::new(HashMap::new()),
             pacers: Mutex::new(HashMap::new()),
@@ -282,6 +279,12 @@ impl AppInner {
         result
     }
 
+    /// Full jitter over `base · 2^retry`: replicas retrying the same outage spread out instead of retrying in step.
+    fn backoff(&self, base: Duration, retry: u32) -> Duration {
+        // No cap beyond the configured retry counts, as before jitter.
+        full_jitter_backoff(base, Duration::MAX, retry, self.random.next_u64())
+    }
+
     /// Waits out a rate limit if the policy allows it.
     async fn wait_for_rate_limit(
         &self,
@@ -358,7 +361,7 @@ impl AppInner {
                     // A refused connection never reached GitHub, so even a POST may go again.
                     let may_retry = request.idempotent || error.is_connect();
                     if may_retry && server_retries < config.max_server_error_retries {
-                        let wait = backoff(config.server_error_backoff, server_retries);
+                        let wait = self.backoff(config.server_error_backoff, server_retries);
                         server_retries += 1;
                         let path = request.url.path();
                         tracing::warn!(%scope, method = %request.method, path, "GitHub unreachable; retrying");
@@ -403,7 +406,7 @@ impl AppInner {
                     // GitHub may refuse a token for a moment after minting it (replication lag).
                     let young = now.since(token.minted_at()) < config.fresh_token_window;
                     if young && fresh_token_retries < config.fresh_token_retries {
-                        let wait = backoff(config.fresh_token_backoff, fresh_token_retries);
+                        let wait = self.backoff(config.fresh_token_backoff, fresh_token_retries);
                         fresh_token_retries += 1;
                         tracing::debug!(installation = id.0, "fresh installation token refused; retrying");
                         self.timer.sleep(wait).await;
@@ -433,7 +436,7 @@ impl AppInner {
                 continue;
             } else if status.is_server_error() && request.idempotent && server_retries < config.max_server_error_retries
             {
-                let wait = backoff(config.server_error_backoff, server_retries);
+                let wait = self.backoff(config.server_error_backoff, server_retries);
                 server_retries += 1;
                 let path = request.url.path();
                 tracing::warn!(%scope, status = status.as_u16(), path, "GitHub server error; retrying");
@@ -458,14 +461,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_and_saturates() {
-        assert_eq!(backoff(Duration::from_secs(1), 0), Duration::from_secs(1));
-        assert_eq!(backoff(Duration::from_secs(1), 3), Duration::from_secs(8));
-        assert_eq!(backoff(Duration::MAX, 1), Duration::MAX);
-        assert_eq!(backoff(Duration::from_secs(1), 200), Duration::from_secs(u64::from(u32::MAX)));
-    }
-
-    #[test]
     fn empty_bodies_decode_as_unit_or_none() {
         let empty = ApiResponse { body: Bytes::new(), link: None, not_modified: false };
         empty.json::<()>().unwrap();
@@ -479,8 +474,13 @@ mod tests {
             github_message(br#"{"message":"Not Found","documentation_url":"https://d"}"#, StatusCode::NOT_FOUND);
         assert_eq!((found.message.as_str(), found.documentation_url.as_deref()), ("Not Found", Some("https://d")));
         assert!(found.errors.is_empty());
-        let html = github_message(b"<html>", StatusCode::BAD_GATEWAY);
-        assert_eq!((html.message.as_str(), html.documentation_url), ("Bad Gateway", None));
+        let empty = github_message(b"", StatusCode::BAD_GATEWAY);
+        assert_eq!((empty.message.as_str(), empty.documentation_url), ("Bad Gateway", None));
+        // A proxy's page is quoted (briefly), so the error says who answered.
+        let html = github_message(b"<html>upstream connect error</html>", StatusCode::BAD_GATEWAY);
+        assert_eq!(html.message, "<html>upstream connect error</html>");
+        let other = github_message(br#"{"error":{"message":"not GitHub's shape"}}"#, StatusCode::BAD_GATEWAY);
+        assert_eq!(other.message, "not GitHub's shape");
         // An `errors` GitHub did not shape as usual keeps the message.
         let odd = github_message(br#"{"message":"Validation Failed","errors":{"x":1}}"#, StatusCode::BAD_REQUEST);
         assert_eq!((odd.message.as_str(), odd.errors.len()), ("Validation Failed", 0));

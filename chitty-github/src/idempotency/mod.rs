@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chitty_core::runtime::SystemClock;
 use chitty_core::{Clock, Timestamp};
-use chitty_providers::runtime::SystemClock;
 
 use crate::error::Result;
 

@@ -10,7 +10,7 @@
 //!
 //! # async fn run() -> chitty_github::Result<()> {
 //! let queue = JetStreamQueue::connect("nats://127.0.0.1:4222", JetStreamConfig::default()).await?;
-//! // The intake enqueues through `queue` (an `EventSink`); a worker, possibly elsewhere, consumes:
+//! // The intake enqueues through `queue` (a `DeliveryQueue`); a worker, possibly elsewhere, consumes:
 //! let processor = Arc::new(Processor::builder().build());
 //! let consumer = JetStreamConsumer::new(&queue, processor).await?;
 //! consumer.run().await?;
@@ -25,12 +25,13 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use async_trait::async_trait;
-use chitty_core::{Event, EventSink, Message, Timestamp};
+use chitty_core::{Message, Timestamp};
 use futures::StreamExt;
 
 use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::processor::{HEADER_ATTEMPTS, HEADER_ERROR, Processor, RetryPolicy};
+use crate::queue::DeliveryQueue;
 
 /// Header carrying `received_at` (milliseconds since the epoch) through the stream.
 const HEADER_RECEIVED_AT: &str = "x-chitty-received-at";
@@ -97,7 +98,7 @@ fn nats_error(error: impl Into<chitty_core::BoxError>) -> Error {
     Error::backend(BACKEND, error)
 }
 
-/// The producer side: an [`EventSink`] publishing delivery messages to the stream and waiting for
+/// The producer side: a [`DeliveryQueue`] publishing delivery messages to the stream and waiting for
 /// the server's acknowledgement (so an accepted delivery is stored before the intake answers 202).
 #[derive(Clone)]
 pub struct JetStreamQueue {
@@ -178,15 +179,9 @@ impl JetStreamQueue {
 }
 
 #[async_trait]
-impl EventSink for JetStreamQueue {
-    async fn record(&self, event: Event) -> chitty_core::Result<()> {
-        match event {
-            Event::Message(message) => {
-                self.publish(self.config.subject(&message.subject), &message).await.map_err(Into::into)
-            }
-            // This queue carries deliveries only; other events are accepted and ignored, per the contract.
-            _ => Ok(()),
-        }
+impl DeliveryQueue for JetStreamQueue {
+    async fn enqueue(&self, message: Message) -> Result<()> {
+        self.publish(self.config.subject(&message.subject), &message).await
     }
 }
 

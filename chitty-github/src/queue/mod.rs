@@ -1,15 +1,15 @@
-//! Queues between the intake and the processor.
+//! Queues between the intake and the processor, behind one small trait, [`DeliveryQueue`].
 //!
-//! - [`InProcessQueue`]: a bounded in-process queue. Its sending half is an [`EventSink`] that
-//!   refuses with [`chitty_core::Error::Backpressure`] when full (the intake answers 503 with
-//!   `Retry-After`); nothing is dropped silently.
+//! - [`InProcessQueue`]: a bounded in-process queue. Its sending half refuses with
+//!   [`Error::Backpressure`] when full (the intake answers 503 with `Retry-After`); nothing is
+//!   dropped silently.
 //! - `JetStreamQueue` and `JetStreamConsumer` (feature `nats`): a durable NATS JetStream stream
 //!   with explicit acks, redelivery after a crash, and a dead-letter subject.
 //!
 //! ```
 //! use bytes::Bytes;
-//! use chitty_core::{Event, EventSink, Message, Timestamp};
-//! use chitty_github::queue::InProcessQueue;
+//! use chitty_core::{Message, Timestamp};
+//! use chitty_github::queue::{DeliveryQueue, InProcessQueue};
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let (queue, mut receiver) = InProcessQueue::bounded(1);
@@ -20,19 +20,22 @@
 //!     payload: Bytes::from_static(b"{}"),
 //!     received_at: Timestamp(0),
 //! };
-//! queue.record(Event::Message(message.clone())).await?;
-//! let full = queue.record(Event::Message(message.clone())).await.unwrap_err();
-//! assert!(matches!(full, chitty_core::Error::Backpressure { .. }));
+//! queue.enqueue(message.clone()).await?;
+//! let full = queue.enqueue(message.clone()).await.unwrap_err();
+//! assert!(matches!(full, chitty_github::Error::Backpressure { .. }));
 //! assert_eq!(receiver.recv().await, Some(message));
-//! # Ok::<(), chitty_core::Error>(())
+//! # Ok::<(), chitty_github::Error>(())
 //! # }).unwrap();
 //! ```
 
+use std::fmt::Debug;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chitty_core::{Event, EventSink, Message};
+use chitty_core::Message;
 use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
 
 #[cfg(feature = "nats")]
 mod jetstream;
@@ -41,6 +44,18 @@ pub use self::jetstream::{JetStreamConfig, JetStreamConsumer, JetStreamQueue};
 
 /// Name under which the in-process queue reports backpressure.
 pub const IN_PROCESS_QUEUE: &str = "github-in-process-queue";
+
+/// Where verified deliveries go (from the intake) and failed ones (from the processor's dead-letter path):
+/// a queue of delivery messages (see [`crate::delivery::Delivery::into_message`]).
+///
+/// Contract: `enqueue` returns promptly. The message is then stored, or refused with an error:
+/// [`Error::Backpressure`] with a suggested wait when the queue is full, another error when it is
+/// broken. It is never dropped silently.
+#[async_trait]
+pub trait DeliveryQueue: Send + Sync + Debug + 'static {
+    /// Stores `message`, or says why not.
+    async fn enqueue(&self, message: Message) -> Result<()>;
+}
 
 /// The sending half of a bounded in-process queue of delivery messages.
 #[derive(Debug, Clone)]
@@ -69,13 +84,13 @@ impl InProcessQueue {
     }
 
     /// Enqueues `message` without waiting: fails with backpressure when full.
-    pub fn try_enqueue(&self, message: Message) -> chitty_core::Result<()> {
+    pub fn try_enqueue(&self, message: Message) -> Result<()> {
         self.sender.try_send(message).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => {
-                chitty_core::Error::Backpressure { sink: IN_PROCESS_QUEUE.to_owned(), retry_after: self.retry_after }
+                Error::Backpressure { queue: IN_PROCESS_QUEUE.to_owned(), retry_after: self.retry_after }
             }
             mpsc::error::TrySendError::Closed(_) => {
-                chitty_core::Error::backend(IN_PROCESS_QUEUE, "the queue's receiver was dropped")
+                Error::backend(IN_PROCESS_QUEUE, "the queue's receiver was dropped")
             }
         })
     }
@@ -92,13 +107,9 @@ impl InProcessQueue {
 }
 
 #[async_trait]
-impl EventSink for InProcessQueue {
-    async fn record(&self, event: Event) -> chitty_core::Result<()> {
-        match event {
-            Event::Message(message) => self.try_enqueue(message),
-            // This queue carries deliveries only; other events are accepted and ignored, per the contract.
-            _ => Ok(()),
-        }
+impl DeliveryQueue for InProcessQueue {
+    async fn enqueue(&self, message: Message) -> Result<()> {
+        self.try_enqueue(message)
     }
 }
 

@@ -8,7 +8,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Harness, INSTALLATION, ISSUER, PUBLIC_KEY, START};
+use super::{Harness, INSTALLATION, ISSUER, PUBLIC_KEY, START, jittered};
 
 #[derive(Debug, Deserialize)]
 struct Claims {
@@ -167,7 +167,9 @@ async fn a_401_right_after_minting_is_retried_briefly() {
     assert_eq!(repo["id"], 1);
     assert_eq!(h.github.token_exchanges(INSTALLATION.0), 1, "same token, retried");
     assert_eq!(h.github.count(Method::GET, "/repos/o/r"), 3);
-    assert_eq!(h.elapsed(), Duration::from_millis(500 + 1000), "backoff 500 ms then 1 s on the virtual timer");
+    let waited = jittered(Duration::from_millis(500), &[0, 1]);
+    assert_eq!(h.elapsed(), waited, "jittered backoff on the virtual timer");
+    assert!(waited <= Duration::from_millis(500 + 1000), "at most 500 ms, then 1 s: {waited:?}");
 }
 
 #[tokio::test]

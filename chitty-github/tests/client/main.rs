@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chitty_core::{ManualClock, ManualTimer, Timestamp};
+use chitty_core::upstream::full_jitter_backoff;
+use chitty_core::{ManualClock, ManualTimer, RandomSource, SeededRandom, Timestamp};
 use chitty_github::client::{AppCredentials, ClientConfig, ClientError, GitHubApp, InstallationClient, InstallationId};
 use chitty_testkit::github_api::MockGitHub;
 
@@ -21,6 +22,17 @@ const PUBLIC_KEY: &[u8] = include_bytes!("../fixtures/test-app-public-key.pem");
 const START: Timestamp = Timestamp(1_790_000_000_000);
 const ISSUER: &str = "Iv23liTestClientId";
 const INSTALLATION: InstallationId = InstallationId(42);
+/// Seed of the client's retry jitter, so that waits on the virtual clock are exact.
+const JITTER_SEED: u64 = 0x5eed;
+
+/// What the client's seeded jitter waits in all for retries `retries` (0-based, in the order they
+/// happen) of a backoff starting at `base`; each is at most `base · 2^retry`. In whole milliseconds,
+/// as the virtual clock counts.
+fn jittered(base: Duration, retries: &[u32]) -> Duration {
+    let random = SeededRandom::new(JITTER_SEED);
+    let wait = |retry| full_jitter_backoff(base, Duration::MAX, retry, random.next_u64());
+    retries.iter().map(|&retry| Duration::from_millis(wait(retry).as_millis() as u64)).sum()
+}
 
 /// The mock, a client pointed at it, and the virtual clock both share.
 struct Harness {
@@ -50,6 +62,7 @@ impl Harness {
             .with_config(config)
             .with_clock(Arc::new(clock.clone()))
             .with_timer(Arc::new(ManualTimer::new(clock.clone())))
+            .with_random(Arc::new(SeededRandom::new(JITTER_SEED)))
             .build()
             .unwrap();
         Harness { clock, github, app }

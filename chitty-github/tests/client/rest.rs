@@ -7,7 +7,7 @@ use chitty_github::client::{ClientError, Method, RateLimitKind, RateLimitPolicy,
 use chitty_testkit::github_api::Fault;
 use serde_json::{Value, json};
 
-use super::{Harness, START, api_status};
+use super::{Harness, START, api_status, jittered};
 
 const CORE: RateLimitResource = RateLimitResource::CORE;
 
@@ -156,7 +156,9 @@ async fn server_errors_are_retried_with_backoff_only_when_safe() {
     h.github.inject_on(Some(Method::GET), None, Fault::status(502, "Server Error"), 2);
     h.repo().get::<Value>("/repos/o/r").await.unwrap();
     assert_eq!(h.github.count(Method::GET, "/repos/o/r"), 3);
-    assert_eq!(h.elapsed(), Duration::from_secs(1 + 2));
+    let waited = jittered(Duration::from_secs(1), &[0, 1]);
+    assert_eq!(h.elapsed(), waited, "full jitter drawn from the injected source");
+    assert!(waited <= Duration::from_secs(1 + 2), "each wait is at most 1 s, then 2 s: {waited:?}");
 
     // A comment may have been posted despite the 502: never sent twice.
     h.github.inject(Fault::status(502, "Server Error"));

@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: fixtures, signed requests, and the idempotency-store
-//! conformance checks every store runs.
+//! Helpers shared by the integration tests: fixtures, signed requests, and the conformance checks
+//! every idempotency store and every delivery queue runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code, unreachable_pub)]
 
@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chitty_core::{Message, Timestamp};
 use chitty_github::idempotency::{Claim, IdempotencyStore};
+use chitty_github::queue::DeliveryQueue;
 use chitty_github::signature::WebhookSecret;
 
 pub const SECRET: &str = "It's a Secret to Everybody";
@@ -76,4 +78,31 @@ where
     }))
     .await;
     assert_eq!(claims.iter().filter(|c| **c == Claim::Claimed).count(), 1);
+}
+
+/// Delivery message number `n`: a ping with its own id.
+pub fn queued_message(n: usize) -> Message {
+    Message {
+        subject: "github.ping".into(),
+        id: format!("d3b07384-d9a0-4c9b-8a0d-{n:012}"),
+        headers: vec![("x-github-event".into(), "ping".into())],
+        payload: Bytes::from_static(br#"{"zen":"Keep it logically awesome."}"#),
+        received_at: Timestamp(1_700_000_000_000),
+    }
+}
+
+/// `writers` concurrent writers each enqueue messages 0..`messages` (so every id is sent `writers`
+/// times); a queue sized for the load takes them all without refusing.
+pub async fn concurrent_enqueuers(queue: Arc<dyn DeliveryQueue>, writers: usize, messages: usize) {
+    let tasks = (0..writers).map(|_| {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            for n in 0..messages {
+                queue.enqueue(queued_message(n)).await.unwrap_or_else(|e| panic!("message {n} refused: {e}"));
+            }
+        })
+    });
+    for task in futures::future::join_all(tasks).await {
+        task.expect("writer panicked");
+    }
 }
