@@ -84,13 +84,14 @@ impl RandomSource for SystemRandom {
 
 /// Wires the tokio runtime into a [`crate::gateway::GatewayBuilder`].
 pub trait TokioRuntimeExt {
-    /// Uses [`SystemClock`], [`TokioTimer`] and [`TokioSpawner`].
+    /// Uses [`SystemClock`], [`TokioTimer`], [`TokioSpawner`] and [`SystemRandom`] (retry jitter).
     fn tokio_runtime(self) -> Self;
 }
 
 impl TokioRuntimeExt for crate::gateway::GatewayBuilder {
     fn tokio_runtime(self) -> Self {
         self.runtime(Arc::new(SystemClock), Arc::new(TokioTimer), Arc::new(TokioSpawner))
+            .random(Arc::new(SystemRandom::new()))
     }
 }
 
