@@ -44,8 +44,8 @@ pub mod tokens;
 pub mod upstream;
 pub mod wire;
 
-pub use budget::{Balance, BudgetStore, BudgetStoreExt, Reservation, ReserveRequest, Settlement};
-pub use cache::{Cache, CacheExt};
+pub use budget::{Balance, BudgetStore, Reservation, ReserveRequest, Settlement};
+pub use cache::Cache;
 pub use compressor::{Compressor, DecodeReport, EncodeReport, PartReport};
 pub use error::{BoxError, Error, Result, UpstreamFailure};
 pub use events::{CacheStatus, DiscardSink, Endpoint, Event, EventSink, Message, RequestEvent};
