@@ -1,3 +1,4 @@
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //! # chitty-core
 //!
 //! The no-I/O core of chitty: OpenAI wire types, the five plugin traits ([`Provider`], [`Cache`],

@@ -1,3 +1,4 @@
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //! # chitty-testkit
 //!
 //! Conformance suites that every implementation of chitty's traits runs, mock upstreams, fault injection,

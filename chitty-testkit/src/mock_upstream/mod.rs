@@ -1,4 +1,4 @@
-//! In-process mock upstreams that serve any [`Provider`] over a real HTTP API, with scriptable faults.
+//! In-process mock upstreams that serve any [`Provider`](chitty_core::Provider) over a real HTTP API, with scriptable faults.
 //!
 //! - [`MockOpenAi`]: OpenAI's API (`/v1/chat/completions` plain and SSE, `/v1/completions`,
 //!   `/v1/embeddings` with `float` and `base64`, `/v1/models`).
