@@ -23,11 +23,27 @@ use futures::StreamExt;
 fn main() -> std::process::ExitCode {
     let nats = services::nats_url();
     services::run(vec![
-        trial("deliveries_are_stored_processed_and_acked", &nats, |url| block_on(deliveries_are_stored_processed_and_acked(url))),
-        trial("a_consumer_killed_mid_processing_leaves_the_delivery_for_redelivery_and_it_is_processed_once", &nats, |url| block_on(a_consumer_killed_mid_processing_leaves_the_delivery_for_redelivery_and_it_is_processed_once(url))),
-        trial("a_delivery_that_keeps_failing_is_dead_lettered_with_its_last_error", &nats, |url| block_on(a_delivery_that_keeps_failing_is_dead_lettered_with_its_last_error(url))),
-        trial("the_intake_enqueues_to_jetstream_and_a_consumer_processes_the_delivery", &nats, |url| block_on(the_intake_enqueues_to_jetstream_and_a_consumer_processes_the_delivery(url))),
-        trial("control_characters_never_reach_the_header_block", &nats, |url| block_on(control_characters_never_reach_the_header_block(url))),
+        trial("deliveries_are_stored_processed_and_acked", &nats, |url| {
+            block_on(deliveries_are_stored_processed_and_acked(url))
+        }),
+        trial(
+            "a_consumer_killed_mid_processing_leaves_the_delivery_for_redelivery_and_it_is_processed_once",
+            &nats,
+            |url| {
+                block_on(a_consumer_killed_mid_processing_leaves_the_delivery_for_redelivery_and_it_is_processed_once(
+                    url,
+                ))
+            },
+        ),
+        trial("a_delivery_that_keeps_failing_is_dead_lettered_with_its_last_error", &nats, |url| {
+            block_on(a_delivery_that_keeps_failing_is_dead_lettered_with_its_last_error(url))
+        }),
+        trial("the_intake_enqueues_to_jetstream_and_a_consumer_processes_the_delivery", &nats, |url| {
+            block_on(the_intake_enqueues_to_jetstream_and_a_consumer_processes_the_delivery(url))
+        }),
+        trial("control_characters_never_reach_the_header_block", &nats, |url| {
+            block_on(control_characters_never_reach_the_header_block(url))
+        }),
     ])
 }
 

@@ -15,9 +15,8 @@ fn main() -> std::process::ExitCode {
     #[allow(unused_mut)] // the JetStream trial needs the `nats` feature
     let mut trials = vec![trial("in_process_queue_conforms", &Ok(()), |()| block_on(in_process_queue_conforms()))];
     #[cfg(feature = "nats")]
-    trials.push(trial("jetstream_queue_conforms", &services::nats_url(), |url| {
-        block_on(jetstream_queue_conforms(url))
-    }));
+    trials
+        .push(trial("jetstream_queue_conforms", &services::nats_url(), |url| block_on(jetstream_queue_conforms(url))));
     services::run(trials)
 }
 

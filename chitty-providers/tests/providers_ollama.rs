@@ -91,4 +91,3 @@ async fn dropping_a_stream_cancels_the_upstream_request() {
     }
     assert_eq!(server.cancelled_streams(), 1);
 }
-

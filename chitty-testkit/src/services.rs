@@ -83,10 +83,7 @@ pub fn nats_url() -> Result<String, Unavailable> {
 
 /// The value of environment variable `name` when it is set and not empty, e.g. a real provider's API key.
 pub fn env_var(name: &str, what: &str) -> Result<String, Unavailable> {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| Unavailable::new(format!("set {name} to {what}")))
+    std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| Unavailable::new(format!("set {name} to {what}")))
 }
 
 /// The URL in `var` (or `default`), probed with a TCP connect to its first host.
