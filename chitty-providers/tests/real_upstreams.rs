@@ -11,6 +11,7 @@ use chitty_testkit::provider::{chat_request, collect_stream};
 #[allow(unused_imports)] // which trials exist depends on the features
 use chitty_testkit::services::{self, block_on, env_var, trial};
 
+#[allow(clippy::vec_init_then_push)] // each push depends on a feature
 fn main() -> std::process::ExitCode {
     #[allow(unused_mut)] // which trials exist depends on the features
     let mut trials = Vec::new();

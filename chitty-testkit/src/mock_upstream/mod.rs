@@ -364,6 +364,7 @@ impl Admitted {
     }
 
     /// The body as `T`, or a 400 in the flavor's envelope.
+    #[allow(clippy::result_large_err)] // the error is the response itself, sent at once: boxing buys nothing
     fn json<T: serde::de::DeserializeOwned>(&self) -> std::result::Result<T, Response> {
         serde_json::from_slice(&self.body).map_err(|e| self.error(400, &format!("invalid request body: {e}")))
     }
