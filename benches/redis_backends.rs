@@ -1,5 +1,6 @@
 //! The Redis cache and budget store next to the in-memory ones: one call's latency, and 64 concurrent
-//! reserve+settle pairs (the atomic script's throughput). Redis rows run when `CHITTY_TEST_REDIS_URL` is set.
+//! reserve+settle pairs (the atomic script's throughput). Redis rows run when Redis answers at `CHITTY_TEST_REDIS_URL`
+//! (by default `redis://127.0.0.1:6379`).
 //!
 //! `CHITTY_TEST_REDIS_URL=redis://127.0.0.1:6379 cargo bench --bench redis_backends`
 
@@ -44,8 +45,8 @@ fn backends(rt: &tokio::runtime::Runtime) -> Vec<Backend> {
         budgets: Arc::new(MemoryBudgetStore::new()),
         cache: Arc::new(MemoryCache::new(64 << 20)),
     }];
-    match std::env::var("CHITTY_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => {
+    match chitty_testkit::services::redis_url() {
+        Ok(url) => {
             let connection = rt.block_on(RedisConnection::connect(&url)).expect("connect to Redis");
             // A fixed prefix: reruns reuse the same few keys instead of leaving new ones behind.
             let prefix = "chitty-bench";
@@ -55,7 +56,7 @@ fn backends(rt: &tokio::runtime::Runtime) -> Vec<Backend> {
                 cache: Arc::new(RedisCache::new(connection, prefix)),
             });
         }
-        _ => eprintln!("SKIPPED the Redis rows: set CHITTY_TEST_REDIS_URL (e.g. redis://127.0.0.1:6379)"),
+        Err(unavailable) => eprintln!("SKIPPED the Redis rows: {unavailable}"),
     }
     for backend in &out {
         // A budget no bench run can exhaust.

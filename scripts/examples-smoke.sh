@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the examples CI does not already drive (parity runs `gateway`; a test drives `webhook`'s router):
+# Runs the examples CI does not already drive (parity runs `gateway`; tests drive `webhook`'s router and the
+# `custom_provider` program):
 # `in_process`, the `delta` CLI end to end, `static_upstream` answering one request, and the gateway serving
 # /metrics on its own address behind a token.
 set -euo pipefail

@@ -1,6 +1,6 @@
-//! # chitty
-//!
-//! Facade crate: re-exports chitty-core and, behind features, the implementation crates.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// The README is the crate's documentation, so its example compiles and runs as a doctest.
+#![doc = include_str!("../README.md")]
 
 pub use chitty_core as core;
 #[cfg(feature = "delta")]

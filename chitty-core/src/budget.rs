@@ -104,25 +104,3 @@ pub trait BudgetStore: Send + Sync + Debug + 'static {
     /// The tenant's budget now.
     async fn balance(&self, tenant: &str, now: Timestamp) -> Result<Balance>;
 }
-
-/// Conveniences over any [`BudgetStore`].
-#[async_trait]
-pub trait BudgetStoreExt: BudgetStore {
-    /// What the tenant can still reserve now.
-    async fn remaining(&self, tenant: &str, now: Timestamp) -> Result<NanoUsd> {
-        Ok(self.balance(tenant, now).await?.remaining())
-    }
-
-    /// Reserves exactly `amount` for `lease`.
-    async fn reserve_exact(
-        &self,
-        tenant: &str,
-        amount: NanoUsd,
-        lease: Duration,
-        now: Timestamp,
-    ) -> Result<Reservation> {
-        self.reserve(ReserveRequest { tenant, min: amount, max: amount, lease, now }).await
-    }
-}
-
-impl<B: BudgetStore + ?Sized> BudgetStoreExt for B {}

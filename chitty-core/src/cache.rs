@@ -27,20 +27,3 @@ pub trait Cache: Send + Sync + Debug + 'static {
     /// Stores `value` under `key` for `ttl`.
     async fn put(&self, key: &CacheKey, value: Bytes, ttl: Duration) -> Result<()>;
 }
-
-/// Conveniences over any [`Cache`]: typed values as JSON.
-#[async_trait]
-pub trait CacheExt: Cache {
-    /// The value under `key`, parsed from JSON; an entry that does not parse is treated as absent.
-    async fn get_json<T: serde::de::DeserializeOwned + Send>(&self, key: &CacheKey) -> Result<Option<T>> {
-        Ok(self.get(key).await?.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
-    }
-
-    /// Stores `value` as JSON under `key` for `ttl`.
-    async fn put_json<T: serde::Serialize + Sync>(&self, key: &CacheKey, value: &T, ttl: Duration) -> Result<()> {
-        let bytes = serde_json::to_vec(value).map_err(|e| crate::Error::backend("serialize", e))?;
-        self.put(key, Bytes::from(bytes), ttl).await
-    }
-}
-
-impl<C: Cache + ?Sized> CacheExt for C {}

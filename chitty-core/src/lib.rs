@@ -1,3 +1,4 @@
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //! # chitty-core
 //!
 //! The no-I/O core of chitty: OpenAI wire types, the five plugin traits ([`Provider`], [`Cache`],
@@ -47,8 +48,8 @@ pub mod tokens;
 pub mod upstream;
 pub mod wire;
 
-pub use budget::{Balance, BudgetStore, BudgetStoreExt, Reservation, ReserveRequest, Settlement};
-pub use cache::{Cache, CacheExt};
+pub use budget::{Balance, BudgetStore, Reservation, ReserveRequest, Settlement};
+pub use cache::Cache;
 pub use compressor::{Compressor, CompressorError, DecodeReport, EncodeReport, PartReport};
 pub use error::{BoxError, Error, Result, UpstreamFailure};
 pub use events::{CacheStatus, DiscardSink, Endpoint, Event, EventSink, Message, RequestEvent};

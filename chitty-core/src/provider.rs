@@ -113,6 +113,8 @@ impl Debug for Capabilities {
 
 /// One upstream model API: OpenAI-compatible HTTP, Anthropic, Ollama, or a mock.
 ///
+/// Your own (an in-house model, a rule-based echo) mounted in a running gateway: `examples/custom_provider.rs`.
+///
 /// Contract:
 /// - Requests arrive with `model` already set to the upstream model name; the provider sends it as is.
 /// - `chat_stream` and `completion_stream` yield chunks in order and, whenever the upstream reports usage, end

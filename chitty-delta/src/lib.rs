@@ -1,3 +1,4 @@
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //! # chitty-delta
 //!
 //! Fine-tuned model weights stored as deltas against their base model: lossless (bit-exact) by

@@ -1,3 +1,4 @@
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //! # chitty-github
 //!
 //! A GitHub App webhook processor to embed in a host service: take deliveries safely and fast,

@@ -1,7 +1,7 @@
-//! The JetStream queue against the machine's NATS (`CHITTY_TEST_NATS_URL`): durable delivery,
+//! The JetStream queue against the machine's NATS (`CHITTY_TEST_NATS_URL`, by default
+//! `nats://127.0.0.1:4222`; ignored with the reason when it is unreachable): durable delivery,
 //! explicit acks, redelivery after a consumer is killed mid-processing (handled exactly once by
 //! idempotent handlers), and dead-lettering after `max_deliver` with the last error.
-#![cfg(feature = "nats")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -16,15 +16,35 @@ use chitty_core::{BoxError, Timestamp};
 use chitty_github::delivery::Delivery;
 use chitty_github::processor::{EventContext, HEADER_ATTEMPTS, HEADER_ERROR, Processor, RetryPolicy, handler_fn};
 use chitty_github::queue::{DeliveryQueue, JetStreamConfig, JetStreamConsumer, JetStreamQueue};
+use chitty_testkit::services::{self, block_on, trial};
 use common::{fixture, unique};
 use futures::StreamExt;
 
-fn nats_url() -> Option<String> {
-    let url = std::env::var("CHITTY_TEST_NATS_URL").ok();
-    if url.is_none() {
-        eprintln!("SKIPPED: set CHITTY_TEST_NATS_URL (e.g. nats://127.0.0.1:4222) to run the JetStream tests");
-    }
-    url
+fn main() -> std::process::ExitCode {
+    let nats = services::nats_url();
+    services::run(vec![
+        trial("deliveries_are_stored_processed_and_acked", &nats, |url| {
+            block_on(deliveries_are_stored_processed_and_acked(url))
+        }),
+        trial(
+            "a_consumer_killed_mid_processing_leaves_the_delivery_for_redelivery_and_it_is_processed_once",
+            &nats,
+            |url| {
+                block_on(a_consumer_killed_mid_processing_leaves_the_delivery_for_redelivery_and_it_is_processed_once(
+                    url,
+                ))
+            },
+        ),
+        trial("a_delivery_that_keeps_failing_is_dead_lettered_with_its_last_error", &nats, |url| {
+            block_on(a_delivery_that_keeps_failing_is_dead_lettered_with_its_last_error(url))
+        }),
+        trial("the_intake_enqueues_to_jetstream_and_a_consumer_processes_the_delivery", &nats, |url| {
+            block_on(the_intake_enqueues_to_jetstream_and_a_consumer_processes_the_delivery(url))
+        }),
+        trial("control_characters_never_reach_the_header_block", &nats, |url| {
+            block_on(control_characters_never_reach_the_header_block(url))
+        }),
+    ])
 }
 
 /// A configuration with names no other run uses.
@@ -77,9 +97,7 @@ async fn eventually(what: &str, timeout: Duration, check: impl Fn() -> bool) {
     }
 }
 
-#[tokio::test]
-async fn deliveries_are_stored_processed_and_acked() {
-    let Some(url) = nats_url() else { return };
+async fn deliveries_are_stored_processed_and_acked(url: String) {
     let queue = JetStreamQueue::connect(&url, config(Duration::from_secs(5), 3)).await.unwrap();
     for n in 0..3 {
         publish(&queue, n).await;
@@ -137,9 +155,7 @@ impl Effects {
     }
 }
 
-#[tokio::test]
-async fn a_consumer_killed_mid_processing_leaves_the_delivery_for_redelivery_and_it_is_processed_once() {
-    let Some(url) = nats_url() else { return };
+async fn a_consumer_killed_mid_processing_leaves_the_delivery_for_redelivery_and_it_is_processed_once(url: String) {
     let ack_wait = Duration::from_secs(1);
     let queue = JetStreamQueue::connect(&url, config(ack_wait, 5)).await.unwrap();
     let effects = Arc::new(Effects::default());
@@ -211,9 +227,7 @@ async fn a_consumer_killed_mid_processing_leaves_the_delivery_for_redelivery_and
     cleanup(&queue).await;
 }
 
-#[tokio::test]
-async fn a_delivery_that_keeps_failing_is_dead_lettered_with_its_last_error() {
-    let Some(url) = nats_url() else { return };
+async fn a_delivery_that_keeps_failing_is_dead_lettered_with_its_last_error(url: String) {
     let queue = JetStreamQueue::connect(&url, config(Duration::from_secs(5), 3)).await.unwrap();
     let client = async_nats::connect(&url).await.unwrap();
     let mut dead_letters = client.subscribe(queue.config().dead_letter_subject("issues")).await.unwrap();
@@ -263,9 +277,7 @@ async fn a_delivery_that_keeps_failing_is_dead_lettered_with_its_last_error() {
     cleanup(&queue).await;
 }
 
-#[tokio::test]
-async fn the_intake_enqueues_to_jetstream_and_a_consumer_processes_the_delivery() {
-    let Some(url) = nats_url() else { return };
+async fn the_intake_enqueues_to_jetstream_and_a_consumer_processes_the_delivery(url: String) {
     let queue = JetStreamQueue::connect(&url, config(Duration::from_secs(5), 3)).await.unwrap();
     let intake = chitty_github::intake::WebhookIntake::builder([common::secret()])
         .queue(Arc::new(queue.clone()))
@@ -304,9 +316,7 @@ async fn the_intake_enqueues_to_jetstream_and_a_consumer_processes_the_delivery(
     cleanup(&queue).await;
 }
 
-#[tokio::test]
-async fn control_characters_never_reach_the_header_block() {
-    let Some(url) = nats_url() else { return };
+async fn control_characters_never_reach_the_header_block(url: String) {
     let queue = JetStreamQueue::connect(&url, config(Duration::from_secs(5), 3)).await.unwrap();
     let mut message = delivery(1).into_message();
     message.headers.push(("x-note".into(), "a\r\nx-injected: 1".into()));

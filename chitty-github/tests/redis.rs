@@ -1,5 +1,5 @@
-//! The Redis idempotency store against the machine's Redis (`CHITTY_TEST_REDIS_URL`).
-#![cfg(feature = "redis")]
+//! The Redis idempotency store against the machine's Redis (`CHITTY_TEST_REDIS_URL`, by default
+//! `redis://127.0.0.1:6379`); ignored with the reason when it is unreachable (`harness = false`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,28 +10,29 @@ use std::time::Duration;
 use chitty_github::idempotency::{IdempotencyStore, RedisIdempotencyStore};
 use chitty_github::intake::{IntakeOutcome, WebhookIntake};
 use chitty_github::queue::InProcessQueue;
+use chitty_testkit::services::{self, block_on, trial};
 use common::{fixture, secret, signed_request, unique};
 
-fn redis_url() -> Option<String> {
-    let url = std::env::var("CHITTY_TEST_REDIS_URL").ok();
-    if url.is_none() {
-        eprintln!("SKIPPED: set CHITTY_TEST_REDIS_URL (e.g. redis://127.0.0.1:6379) to run the Redis tests");
-    }
-    url
+fn main() -> std::process::ExitCode {
+    let redis = services::redis_url();
+    services::run(vec![
+        trial("redis_store_passes_the_conformance_checks", &redis, |url| {
+            block_on(redis_store_passes_the_conformance_checks(url))
+        }),
+        trial("two_intakes_sharing_redis_enqueue_a_delivery_once", &redis, |url| {
+            block_on(two_intakes_sharing_redis_enqueue_a_delivery_once(url))
+        }),
+    ])
 }
 
-#[tokio::test]
-async fn redis_store_passes_the_conformance_checks() {
-    let Some(url) = redis_url() else { return };
+async fn redis_store_passes_the_conformance_checks(url: String) {
     let store = Arc::new(RedisIdempotencyStore::connect(&url, unique("chitty-test:delivery:")).await.unwrap());
     assert!(!format!("{store:?}").contains("redis://"));
     let ttl = Duration::from_millis(300);
     common::idempotency_conformance(store, ttl, || tokio::time::sleep(ttl + Duration::from_millis(50))).await;
 }
 
-#[tokio::test]
-async fn two_intakes_sharing_redis_enqueue_a_delivery_once() {
-    let Some(url) = redis_url() else { return };
+async fn two_intakes_sharing_redis_enqueue_a_delivery_once(url: String) {
     let prefix = unique("chitty-test:shared:");
     let (queue, mut receiver) = InProcessQueue::bounded(16);
     let queue = Arc::new(queue);

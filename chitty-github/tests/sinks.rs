@@ -1,5 +1,6 @@
-//! The `DeliveryQueue` conformance checks (`common::concurrent_enqueuers`), run by the in-process
-//! queue and (with `CHITTY_TEST_NATS_URL`) the JetStream queue.
+//! The `DeliveryQueue` conformance checks (`common::concurrent_enqueuers`), run by the in-process queue and the
+//! JetStream queue (on the machine's NATS, `CHITTY_TEST_NATS_URL`, by default `nats://127.0.0.1:4222`; ignored
+//! with the reason when it is unreachable: `harness = false`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -7,8 +8,17 @@ mod common;
 use std::sync::Arc;
 
 use chitty_github::queue::InProcessQueue;
+use chitty_testkit::services::{self, block_on, trial};
 
-#[tokio::test]
+fn main() -> std::process::ExitCode {
+    #[allow(unused_mut)] // the JetStream trial needs the `nats` feature
+    let mut trials = vec![trial("in_process_queue_conforms", &Ok(()), |()| block_on(in_process_queue_conforms()))];
+    #[cfg(feature = "nats")]
+    trials
+        .push(trial("jetstream_queue_conforms", &services::nats_url(), |url| block_on(jetstream_queue_conforms(url))));
+    services::run(trials)
+}
+
 async fn in_process_queue_conforms() {
     let (queue, mut receiver) = InProcessQueue::bounded(1024);
     common::concurrent_enqueuers(Arc::new(queue.clone()), 4, 10).await;
@@ -22,13 +32,8 @@ async fn in_process_queue_conforms() {
 }
 
 #[cfg(feature = "nats")]
-#[tokio::test]
-async fn jetstream_queue_conforms() {
+async fn jetstream_queue_conforms(url: String) {
     use chitty_github::queue::{JetStreamConfig, JetStreamQueue};
-    let Ok(url) = std::env::var("CHITTY_TEST_NATS_URL") else {
-        eprintln!("SKIPPED: set CHITTY_TEST_NATS_URL (e.g. nats://127.0.0.1:4222) to run the JetStream tests");
-        return;
-    };
     let name = common::unique("chitty_sink").to_uppercase();
     let config = JetStreamConfig {
         stream: name.clone(),

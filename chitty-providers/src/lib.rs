@@ -1,3 +1,4 @@
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //! # chitty-providers
 //!
 //! Implementations of chitty-core's traits, each behind a feature.

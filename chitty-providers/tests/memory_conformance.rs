@@ -56,20 +56,3 @@ async fn sinks_conformance() {
     assert_eq!(collecting.take().len(), 4);
     assert!(collecting.events().is_empty());
 }
-
-#[tokio::test]
-async fn ext_traits_work_on_trait_objects() {
-    use chitty_core::{BudgetStoreExt, Cache, CacheExt, NanoUsd, Timestamp};
-    let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new(1 << 20));
-    let key = cache::unique_key();
-    cache.put_json(&key, &vec![1u32, 2, 3], std::time::Duration::from_secs(60)).await.unwrap();
-    assert_eq!(cache.get_json::<Vec<u32>>(&key).await.unwrap(), Some(vec![1, 2, 3]));
-    assert_eq!(cache.get_json::<String>(&key).await.unwrap(), None, "a value of another shape reads as absent");
-
-    let store: Arc<dyn BudgetStore> = Arc::new(MemoryBudgetStore::new());
-    store.set_limit("t", NanoUsd(100)).await.unwrap();
-    let now = Timestamp(0);
-    let r = store.reserve_exact("t", NanoUsd(60), std::time::Duration::from_secs(1), now).await.unwrap();
-    assert_eq!(store.remaining("t", now).await.unwrap(), NanoUsd(40));
-    store.release(&r, now).await.unwrap();
-}

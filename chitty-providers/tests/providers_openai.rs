@@ -273,27 +273,6 @@ async fn invalid_configuration_is_rejected_at_build() {
     assert!(err.to_string().contains("CHITTY_TEST_SURELY_UNSET_VAR"));
 }
 
-/// Talks to the real OpenAI API when `OPENAI_API_KEY` is set.
-#[tokio::test]
-async fn real_openai_when_a_key_is_set() {
-    if std::env::var("OPENAI_API_KEY").map_or(true, |k| k.is_empty()) {
-        eprintln!(
-            "SKIPPED: set OPENAI_API_KEY (and optionally OPENAI_BASE_URL, CHITTY_TEST_OPENAI_MODEL) to test a real upstream"
-        );
-        return;
-    }
-    let provider = OpenAiProvider::from_env("openai").build().unwrap();
-    let model = std::env::var("CHITTY_TEST_OPENAI_MODEL").unwrap_or_else(|_| "gpt-4o-mini".to_owned());
-    let request = ChatCompletionRequest {
-        messages: vec![ChatMessage::user("Reply with the single word: pong")],
-        ..chat_request(&model)
-    };
-    let answer = provider.chat(request.clone()).await.unwrap();
-    assert!(answer.usage.is_some());
-    let chunks = collect_stream(&provider, ChatCompletionRequest { stream: Some(true), ..request }).await;
-    assert!(chunks.last().unwrap().usage.is_some(), "the real stream ends with usage");
-}
-
 #[tokio::test]
 async fn a_whole_json_answer_to_a_stream_request_is_replayed_as_chunks() {
     let server = upstream().await;

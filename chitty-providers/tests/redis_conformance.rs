@@ -1,6 +1,6 @@
 //! The Redis cache and budget store pass the testkit's conformance suites against the machine's Redis
-//! (`CHITTY_TEST_REDIS_URL`, e.g. `redis://127.0.0.1:6379`); without it each test says it was skipped.
-#![cfg(feature = "redis")]
+//! (`CHITTY_TEST_REDIS_URL`, by default `redis://127.0.0.1:6379`); when it is unreachable each test shows as
+//! ignored with the reason (`harness = false`: see `chitty_testkit::services`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -13,15 +13,49 @@ use chitty_core::{
     Balance, BudgetStore, Cache, Error, NanoUsd, Reservation, ReserveRequest, Result, Settlement, Timestamp,
 };
 use chitty_providers::redis::{ConnectionManagerConfig, RedisBudgetStore, RedisCache, RedisConnection};
+use chitty_testkit::services::{self, block_on, block_on_multi_thread, trial};
 use chitty_testkit::{budget, cache};
 use redis::AsyncCommands;
 
-fn redis_url() -> Option<String> {
-    let url = std::env::var("CHITTY_TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
-    if url.is_none() {
-        eprintln!("SKIPPED: set CHITTY_TEST_REDIS_URL (e.g. redis://127.0.0.1:6379) to run the Redis tests");
-    }
-    url
+fn main() -> std::process::ExitCode {
+    let redis = services::redis_url();
+    #[allow(unused_mut)] // which trials follow depends on the features
+    let mut trials = vec![
+        trial("redis_cache_conformance_and_key_layout", &redis, |url| {
+            block_on(redis_cache_conformance_and_key_layout(url))
+        }),
+        trial("redis_budget_conformance", &redis, |url| block_on(redis_budget_conformance(url))),
+        trial("redis_budget_1000_concurrent_reservations_never_overspend", &redis, |url| {
+            block_on_multi_thread(redis_budget_1000_concurrent_reservations_never_overspend(url))
+        }),
+        trial("two_replicas_sharing_redis_never_overspend_together", &redis, |url| {
+            block_on_multi_thread(two_replicas_sharing_redis_never_overspend_together(url))
+        }),
+        trial("amounts_above_2_pow_53_nano_usd_stay_exact", &redis, |url| {
+            block_on(amounts_above_2_pow_53_nano_usd_stay_exact(url))
+        }),
+        trial("leases_follow_the_callers_clock_and_keys_share_one_hash_tag", &redis, |url| {
+            block_on(leases_follow_the_callers_clock_and_keys_share_one_hash_tag(url))
+        }),
+        trial("credentials_never_show_in_errors", &Ok(()), |()| block_on(credentials_never_show_in_errors())),
+        trial("credentials_never_show_in_debug_or_auth_errors", &redis, |url| {
+            block_on(credentials_never_show_in_debug_or_auth_errors(url))
+        }),
+        trial("a_killed_connection_fails_as_a_backend_error_then_reconnects", &redis, |url| {
+            block_on(a_killed_connection_fails_as_a_backend_error_then_reconnects(url))
+        }),
+    ];
+    #[cfg(feature = "memory")]
+    trials.push(trial(
+        "differential::random_workloads_match_the_in_memory_store_exactly",
+        &redis,
+        differential::random_workloads_match_the_in_memory_store_exactly,
+    ));
+    #[cfg(all(feature = "prometheus", feature = "server"))]
+    trials.push(trial("a_gateway_on_redis_backends_caches_charges_and_counts", &redis, |url| {
+        block_on(a_gateway_on_redis_backends_caches_charges_and_counts(url))
+    }));
+    services::run(trials)
 }
 
 /// A key prefix no other test or run uses.
@@ -50,9 +84,7 @@ fn req(tenant: &str, min: u64, max: u64, lease: Duration, now: Timestamp) -> Res
     ReserveRequest { tenant, min: NanoUsd(min), max: NanoUsd(max), lease, now }
 }
 
-#[tokio::test]
-async fn redis_cache_conformance_and_key_layout() {
-    let Some(url) = redis_url() else { return };
+async fn redis_cache_conformance_and_key_layout(url: String) {
     let connection = RedisConnection::connect(&url).await.unwrap();
     let prefix = unique_prefix("cache");
     let c = RedisCache::new(connection.clone(), &prefix);
@@ -84,18 +116,14 @@ async fn redis_cache_conformance_and_key_layout() {
     remove_keys(&connection, &prefix).await;
 }
 
-#[tokio::test]
-async fn redis_budget_conformance() {
-    let Some(url) = redis_url() else { return };
+async fn redis_budget_conformance(url: String) {
     let connection = RedisConnection::connect(&url).await.unwrap();
     let prefix = unique_prefix("budget");
     budget::run_all(&RedisBudgetStore::new(connection.clone(), &prefix)).await;
     remove_keys(&connection, &prefix).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_budget_1000_concurrent_reservations_never_overspend() {
-    let Some(url) = redis_url() else { return };
+async fn redis_budget_1000_concurrent_reservations_never_overspend(url: String) {
     let connection = RedisConnection::connect(&url).await.unwrap();
     let prefix = unique_prefix("concurrent");
     let store: Arc<dyn BudgetStore> = Arc::new(RedisBudgetStore::new(connection.clone(), &prefix));
@@ -139,9 +167,7 @@ impl BudgetStore for RoundRobin {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_sharing_redis_never_overspend_together() {
-    let Some(url) = redis_url() else { return };
+async fn two_replicas_sharing_redis_never_overspend_together(url: String) {
     let prefix = unique_prefix("replicas");
     // Two connections, as two gateway processes would have.
     let a = RedisBudgetStore::new(RedisConnection::connect(&url).await.unwrap(), &prefix);
@@ -192,9 +218,7 @@ async fn two_replicas_sharing_redis_never_overspend_together() {
     remove_keys(&RedisConnection::connect(&url).await.unwrap(), &prefix).await;
 }
 
-#[tokio::test]
-async fn amounts_above_2_pow_53_nano_usd_stay_exact() {
-    let Some(url) = redis_url() else { return };
+async fn amounts_above_2_pow_53_nano_usd_stay_exact(url: String) {
     let connection = RedisConnection::connect(&url).await.unwrap();
     let prefix = unique_prefix("big");
     let store = RedisBudgetStore::new(connection.clone(), &prefix);
@@ -230,9 +254,7 @@ async fn amounts_above_2_pow_53_nano_usd_stay_exact() {
     remove_keys(&connection, &prefix).await;
 }
 
-#[tokio::test]
-async fn leases_follow_the_callers_clock_and_keys_share_one_hash_tag() {
-    let Some(url) = redis_url() else { return };
+async fn leases_follow_the_callers_clock_and_keys_share_one_hash_tag(url: String) {
     let connection = RedisConnection::connect(&url).await.unwrap();
     let prefix = unique_prefix("lease");
     let store = RedisBudgetStore::new(connection.clone(), &prefix);
@@ -262,8 +284,7 @@ async fn leases_follow_the_callers_clock_and_keys_share_one_hash_tag() {
     remove_keys(&connection, &prefix).await;
 }
 
-#[tokio::test]
-async fn credentials_never_show_in_debug_or_errors() {
+async fn credentials_never_show_in_errors() {
     // A refused port: no server needed.
     let config = ConnectionManagerConfig::new()
         .set_number_of_retries(0)
@@ -277,8 +298,9 @@ async fn credentials_never_show_in_debug_or_errors() {
     assert!(text.contains("127.0.0.1:1/3"), "errors name the server: {text}");
     let err = RedisConnection::connect("http://user:hunter2-secret@").await.expect_err("not a Redis URL");
     assert!(!format!("{err} {err:?}").contains("hunter2"));
+}
 
-    let Some(url) = redis_url() else { return };
+async fn credentials_never_show_in_debug_or_auth_errors(url: String) {
     let connection = RedisConnection::connect(&url).await.unwrap();
     let store = RedisBudgetStore::new(connection.clone(), "p");
     let cache = RedisCache::new(connection.clone(), "p");
@@ -384,10 +406,8 @@ mod differential {
         trace
     }
 
-    #[test]
-    fn random_workloads_match_the_in_memory_store_exactly() {
+    pub(super) fn random_workloads_match_the_in_memory_store_exactly(url: String) {
         use proptest::test_runner::{Config, TestRunner};
-        let Some(url) = redis_url() else { return };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let prefix = unique_prefix("differential");
         let connection = runtime.block_on(RedisConnection::connect(&url)).unwrap();
@@ -416,8 +436,7 @@ mod differential {
 /// A gateway assembled as the example does with `backend = "redis"` and `/metrics`, over HTTP: the second
 /// identical request is a cache hit from Redis, spend lands in Redis, and the metrics say so.
 #[cfg(all(feature = "prometheus", feature = "server"))]
-#[tokio::test]
-async fn a_gateway_on_redis_backends_caches_charges_and_counts() {
+async fn a_gateway_on_redis_backends_caches_charges_and_counts(url: String) {
     use chitty_core::gateway::{Gateway, GatewayConfig, ModelConfig, RouteConfig, TenantConfig};
     use chitty_core::keys::CachePolicy;
     use chitty_core::{Clock, ModelPrice};
@@ -426,7 +445,6 @@ async fn a_gateway_on_redis_backends_caches_charges_and_counts() {
     use chitty_providers::server::{ServerOptions, router};
     use chitty_testkit::mock::MockProvider;
 
-    let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("gateway");
     let tenant_id = budget::unique_tenant("gw");
     let config = GatewayConfig {
@@ -506,9 +524,7 @@ async fn a_gateway_on_redis_backends_caches_charges_and_counts() {
     remove_keys(&connection, &prefix).await;
 }
 
-#[tokio::test]
-async fn a_killed_connection_fails_as_a_backend_error_then_reconnects() {
-    let Some(url) = redis_url() else { return };
+async fn a_killed_connection_fails_as_a_backend_error_then_reconnects(url: String) {
     let connection = RedisConnection::connect(&url).await.unwrap();
     let prefix = unique_prefix("reconnect");
     let store = RedisBudgetStore::new(connection.clone(), &prefix);

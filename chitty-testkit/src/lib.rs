@@ -1,3 +1,4 @@
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //! # chitty-testkit
 //!
 //! Conformance suites that every implementation of chitty's traits runs, mock upstreams, fault injection,
@@ -7,6 +8,8 @@
 //!   suite): [`cache`], [`budget`], [`events`], [`provider`] and [`compressor`].
 //! - Mocks: [`mock::MockProvider`] (deterministic, in process), [`mock_upstream`] (OpenAI, Anthropic and Ollama
 //!   over HTTP with fault injection) and [`github_api`] (the GitHub REST API with rate-limit and token faults).
+//! - Services: [`services`] finds the machine's Redis and NATS for tests, and runs service-backed tests so
+//!   that an unreachable service shows them as ignored with the reason, never as passed.
 //! - Data: [`fixtures`] (real-shaped OpenAI JSON) and [`model_pairs`] (base / fine-tune safetensors pairs).
 
 // A failed expectation in a conformance suite is a test failure: panicking is how suites report.
@@ -22,3 +25,4 @@ pub mod mock;
 pub mod mock_upstream;
 pub mod model_pairs;
 pub mod provider;
+pub mod services;

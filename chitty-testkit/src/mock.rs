@@ -107,13 +107,15 @@ pub struct ScriptedFailure {
     pub message: String,
 }
 
+/// Embedding dimensions when a request does not set `dimensions`.
+const EMBEDDING_DIMS: usize = 8;
+
 /// A deterministic mock provider.
 #[derive(Debug)]
 pub struct MockProvider {
     name: String,
     capabilities: Capabilities,
     latency: Duration,
-    embedding_dims: usize,
     failures: Mutex<VecDeque<ScriptedFailure>>,
     calls: AtomicU64,
 }
@@ -125,7 +127,6 @@ impl MockProvider {
             name: name.into(),
             capabilities: Capabilities::all(),
             latency: Duration::ZERO,
-            embedding_dims: 8,
             failures: Mutex::new(VecDeque::new()),
             calls: AtomicU64::new(0),
         }
@@ -140,12 +141,6 @@ impl MockProvider {
     /// Waits `latency` (on the tokio timer) before each answer.
     pub fn with_latency(mut self, latency: Duration) -> MockProvider {
         self.latency = latency;
-        self
-    }
-
-    /// Embedding dimensions when the request does not set `dimensions`.
-    pub fn with_embedding_dims(mut self, dims: usize) -> MockProvider {
-        self.embedding_dims = dims.max(1);
         self
     }
 
@@ -407,7 +402,7 @@ impl Provider for MockProvider {
             EmbeddingInput::Tokens(t) => vec![format!("{t:?}")],
             EmbeddingInput::TokenLists(v) => v.iter().map(|t| format!("{t:?}")).collect(),
         };
-        let dims = request.dimensions.map_or(self.embedding_dims, |d| d as usize);
+        let dims = request.dimensions.map_or(EMBEDDING_DIMS, |d| d as usize);
         // A client controls both numbers: refuse what would take more than 64 MiB of floats to build.
         if dims == 0 || dims > MAX_MOCK_DIMENSIONS || dims.saturating_mul(texts.len()) > MAX_MOCK_FLOATS {
             return Err(Error::invalid_request(

@@ -2,7 +2,7 @@
 //!
 //! Each check is a public async function that panics with a precise message when the provider breaks
 //! the contract, so an implementation's tests are a few lines. [`ProviderSuite::run`] runs all the
-//! checks that apply: the provider's declared [`Capabilities`] decide which features are exercised and
+//! checks that apply: the provider's declared [`Capabilities`](chitty_core::Capabilities) decide which features are exercised and
 //! which must answer [`Error::Unsupported`]; HTTP providers tested against a mock upstream also pass
 //! its [`Faults`] so that error statuses, `Retry-After`, cut streams and malformed answers are checked.
 //!

@@ -3,9 +3,6 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, Uri};
-use axum::response::Response;
 use axum::routing::post;
 use bytes::Bytes;
 use chitty_core::wire::{
@@ -16,7 +13,7 @@ use chitty_core::{Provider, Result};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::{Flavor, MockServer, Shared};
+use super::{Admitted, Answer, Flavor, MockServer, Shared};
 
 /// A mock of Anthropic's Messages API (`POST /v1/messages`, plain and SSE) that answers from any
 /// [`Provider`], translating requests to OpenAI's chat format and answers back.
@@ -56,38 +53,17 @@ impl MockAnthropic {
     }
 }
 
-async fn messages(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let admitted = match super::admit(&shared, &method, &uri, &headers, &body).await {
-        Ok(a) => a,
-        Err(response) => return response,
-    };
-    if headers.get("anthropic-version").is_none() {
-        return super::error_response(Flavor::Anthropic, 400, "anthropic-version header is required", None);
+async fn messages(admitted: Admitted) -> Answer {
+    if admitted.headers.get("anthropic-version").is_none() {
+        return Err(admitted.error(400, "anthropic-version header is required"));
     }
-    let body: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return super::bad_body(Flavor::Anthropic, &e),
-    };
-    let (request, stream) = match to_chat_request(&body) {
-        Ok(r) => r,
-        Err(message) => return super::error_response(Flavor::Anthropic, 400, &message, None),
-    };
+    let body: Value = admitted.json()?;
+    let (request, stream) = to_chat_request(&body).map_err(|message| admitted.error(400, &message))?;
     if !stream {
-        return match shared.provider.chat(request).await {
-            Ok(answer) => super::json_response(&to_message(&answer), admitted.fault.as_ref()),
-            Err(e) => super::provider_error(Flavor::Anthropic, &e),
-        };
+        let answer = admitted.provider().chat(request).await.map_err(|e| admitted.failed(&e))?;
+        return Ok(admitted.answer(&to_message(&answer)));
     }
-    let mut chunks = match shared.provider.chat_stream(request).await {
-        Ok(s) => s,
-        Err(e) => return super::provider_error(Flavor::Anthropic, &e),
-    };
+    let mut chunks = admitted.provider().chat_stream(request).await.map_err(|e| admitted.failed(&e))?;
     // The mock provider answers at once; the events are paced (and faults applied) by `stream_response`.
     let mut acc = ChunkAccumulator::default();
     let mut texts = Vec::new();
@@ -105,7 +81,7 @@ async fn messages(
         }
     }
     let frames = stream_events(acc.finish(), &texts, failure.as_ref());
-    super::stream_response(shared.clone(), futures::stream::iter(frames).boxed(), admitted, "text/event-stream")
+    Ok(super::stream_response(futures::stream::iter(frames).boxed(), admitted, "text/event-stream"))
 }
 
 fn text_of(content: &Value) -> String {

@@ -1,4 +1,4 @@
-//! In-process mock upstreams that serve any [`Provider`] over a real HTTP API, with scriptable faults.
+//! In-process mock upstreams that serve any [`Provider`](chitty_core::Provider) over a real HTTP API, with scriptable faults.
 //!
 //! - [`MockOpenAi`]: OpenAI's API (`/v1/chat/completions` plain and SSE, `/v1/completions`,
 //!   `/v1/embeddings` with `float` and `base64`, `/v1/models`).
@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -332,19 +333,67 @@ async fn start(shared: Arc<Shared>, router: Router, base_path: &str) -> Result<M
     Ok(MockServer { base_url: format!("http://{addr}{base_path}"), shared, shutdown: Some(shutdown) })
 }
 
-/// What a handler does before answering: record, check the key, apply latency and the next fault.
+/// A handler's outcome; the error side is an answer too (an error envelope), so handlers can use `?`.
+type Answer = std::result::Result<Response, Response>;
+
+/// A request that passed [`admit`]: its body, and the fault and event delay it drew. As a handler's extractor it
+/// records the request, checks the key and applies latency and the next fault before the handler runs.
 struct Admitted {
+    shared: Arc<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
     fault: Option<Fault>,
     event_delay: Duration,
 }
 
+impl FromRequest<Arc<Shared>> for Admitted {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, shared: &Arc<Shared>) -> std::result::Result<Admitted, Response> {
+        let (method, uri, headers) = (request.method().clone(), request.uri().clone(), request.headers().clone());
+        let body = Bytes::from_request(request, shared).await.map_err(IntoResponse::into_response)?;
+        let (fault, event_delay) = admit(shared, &method, &uri, &headers, &body).await?;
+        Ok(Admitted { shared: Arc::clone(shared), headers, body, fault, event_delay })
+    }
+}
+
+impl Admitted {
+    /// The backing provider.
+    fn provider(&self) -> &dyn chitty_core::Provider {
+        self.shared.provider.as_ref()
+    }
+
+    /// The body as `T`, or a 400 in the flavor's envelope.
+    #[allow(clippy::result_large_err)] // the error is the response itself, sent at once: boxing buys nothing
+    fn json<T: serde::de::DeserializeOwned>(&self) -> std::result::Result<T, Response> {
+        serde_json::from_slice(&self.body).map_err(|e| self.error(400, &format!("invalid request body: {e}")))
+    }
+
+    /// An error with `status` in the flavor's envelope.
+    fn error(&self, status: u16, message: &str) -> Response {
+        error_response(self.shared.flavor, status, message, None)
+    }
+
+    /// An error the backing provider returned, in the flavor's envelope.
+    fn failed(&self, error: &Error) -> Response {
+        provider_error(self.shared.flavor, error)
+    }
+
+    /// `value` as the JSON answer, cut halfway under [`Fault::CutStream`].
+    fn answer(&self, value: &impl serde::Serialize) -> Response {
+        json_response(value, self.fault.as_ref())
+    }
+}
+
+/// Records the request, applies latency, checks the key and draws the next fault: the fault (unless it answers
+/// at once) and the delay before each stream event.
 async fn admit(
     shared: &Shared,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &Bytes,
-) -> std::result::Result<Admitted, Response> {
+) -> std::result::Result<(Option<Fault>, Duration), Response> {
     shared.record(method, uri, headers, body);
     let (fault, latency, event_delay) = shared.faults.take();
     let mut wait = latency;
@@ -374,7 +423,7 @@ async fn admit(
         Some(Fault::MalformedJson) => {
             Err(raw_response(200, "application/json", Bytes::from_static(b"{\"id\": \"broken\", \"choices\": [")))
         }
-        other => Ok(Admitted { fault: other, event_delay }),
+        other => Ok((other, event_delay)),
     }
 }
 
@@ -474,18 +523,14 @@ impl Drop for StreamGuard {
 
 /// A streamed answer from ready-framed events (`data: …\n\n` or NDJSON lines), with the stream faults
 /// applied: a delay before each event, a garbage event after the first, a cut after some events.
-fn stream_response(
-    shared: Arc<Shared>,
-    frames: BoxStream<'static, Bytes>,
-    admitted: Admitted,
-    content_type: &'static str,
-) -> Response {
-    let garbage: Option<Bytes> = match (&admitted.fault, shared.flavor) {
+fn stream_response(frames: BoxStream<'static, Bytes>, admitted: Admitted, content_type: &'static str) -> Response {
+    let Admitted { shared, fault, event_delay, .. } = admitted;
+    let garbage: Option<Bytes> = match (&fault, shared.flavor) {
         (Some(Fault::MalformedStream), Flavor::Ollama) => Some(Bytes::from_static(b"{\"message\": {\"content\": \n")),
         (Some(Fault::MalformedStream), _) => Some(Bytes::from_static(b"data: {\"choices\": [{\"delta\": \n\n")),
         _ => None,
     };
-    let cut_after = match admitted.fault {
+    let cut_after = match fault {
         Some(Fault::CutStream { after_events }) => Some(after_events),
         _ => None,
     };
@@ -503,7 +548,7 @@ fn stream_response(
         sent: 0,
         garbage,
         cut_after,
-        delay: admitted.event_delay,
+        delay: event_delay,
         guard: StreamGuard { shared, finished: false },
         ended: false,
     };
@@ -552,9 +597,4 @@ fn sse_frame(event: Option<&str>, value: &impl serde::Serialize) -> Bytes {
         Some(name) => Bytes::from(format!("event: {name}\ndata: {json}\n\n")),
         None => Bytes::from(format!("data: {json}\n\n")),
     }
-}
-
-/// A 400 in the flavor's envelope for a body that is not the expected JSON.
-fn bad_body(flavor: Flavor, e: &serde_json::Error) -> Response {
-    error_response(flavor, 400, &format!("invalid request body: {e}"), None)
 }

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -16,7 +14,7 @@ use chitty_core::{Provider, Result};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::{Flavor, MockServer, Shared};
+use super::{Admitted, Answer, Flavor, MockServer, Shared};
 
 /// A mock of Ollama's native API (`/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`) that answers
 /// from any [`Provider`]. Streams (the default when a request omits `stream`, as in Ollama) are NDJSON:
@@ -168,31 +166,12 @@ fn ollama_tool_calls(calls: &[ToolCall]) -> Value {
     )
 }
 
-async fn chat(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let admitted = match super::admit(&shared, &method, &uri, &headers, &body).await {
-        Ok(a) => a,
-        Err(response) => return response,
-    };
-    let body: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return super::bad_body(Flavor::Ollama, &e),
-    };
-    let (request, stream) = match to_chat_request(&body) {
-        Ok(r) => r,
-        Err(message) => return super::error_response(Flavor::Ollama, 400, &message, None),
-    };
+async fn chat(admitted: Admitted) -> Answer {
+    let body: Value = admitted.json()?;
+    let (request, stream) = to_chat_request(&body).map_err(|message| admitted.error(400, &message))?;
     let model = request.model.clone();
     if !stream {
-        let answer = match shared.provider.chat(request).await {
-            Ok(a) => a,
-            Err(e) => return super::provider_error(Flavor::Ollama, &e),
-        };
+        let answer = admitted.provider().chat(request).await.map_err(|e| admitted.failed(&e))?;
         let choice = answer.choices.first();
         let (prompt, output) = counts(answer.usage.as_ref());
         let mut message =
@@ -205,12 +184,9 @@ async fn chat(
             "done_reason": done_reason(choice.and_then(|c| c.finish_reason.as_deref())),
             "prompt_eval_count": prompt, "eval_count": output,
         });
-        return super::json_response(&reply, admitted.fault.as_ref());
+        return Ok(admitted.answer(&reply));
     }
-    let mut chunks = match shared.provider.chat_stream(request).await {
-        Ok(s) => s,
-        Err(e) => return super::provider_error(Flavor::Ollama, &e),
-    };
+    let mut chunks = admitted.provider().chat_stream(request).await.map_err(|e| admitted.failed(&e))?;
     let mut lines = Vec::new();
     let mut acc = ChunkAccumulator::default();
     let mut failed = false;
@@ -243,24 +219,11 @@ async fn chat(
             "done_reason": done_reason(choice.and_then(|c| c.finish_reason.as_deref())),
             "prompt_eval_count": prompt, "eval_count": output})));
     }
-    super::stream_response(shared.clone(), futures::stream::iter(lines).boxed(), admitted, "application/x-ndjson")
+    Ok(super::stream_response(futures::stream::iter(lines).boxed(), admitted, "application/x-ndjson"))
 }
 
-async fn generate(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let admitted = match super::admit(&shared, &method, &uri, &headers, &body).await {
-        Ok(a) => a,
-        Err(response) => return response,
-    };
-    let body: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return super::bad_body(Flavor::Ollama, &e),
-    };
+async fn generate(admitted: Admitted) -> Answer {
+    let body: Value = admitted.json()?;
     let opts = options(&body);
     let model = body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
     let request = CompletionRequest {
@@ -271,10 +234,7 @@ async fn generate(
         stop: stop_of(&opts),
         ..Default::default()
     };
-    let answer = match shared.provider.completion(request).await {
-        Ok(a) => a,
-        Err(e) => return super::provider_error(Flavor::Ollama, &e),
-    };
+    let answer = admitted.provider().completion(request).await.map_err(|e| admitted.failed(&e))?;
     let choice = answer.choices.first();
     let (prompt, output) = counts(answer.usage.as_ref());
     let text = choice.map(|c| c.text.clone()).unwrap_or_default();
@@ -284,7 +244,7 @@ async fn generate(
     if body.get("stream").and_then(Value::as_bool) == Some(false) {
         let mut whole = done;
         whole["response"] = json!(text);
-        return super::json_response(&whole, admitted.fault.as_ref());
+        return Ok(admitted.answer(&whole));
     }
     // A word per line, as Ollama streams tokens.
     let mut lines: Vec<Bytes> = answer
@@ -295,28 +255,15 @@ async fn generate(
         .map(|c| line(&json!({"model": model, "created_at": CREATED_AT, "response": c.text, "done": false})))
         .collect();
     lines.push(line(&done));
-    super::stream_response(shared.clone(), futures::stream::iter(lines).boxed(), admitted, "application/x-ndjson")
+    Ok(super::stream_response(futures::stream::iter(lines).boxed(), admitted, "application/x-ndjson"))
 }
 
-async fn embed(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let admitted = match super::admit(&shared, &method, &uri, &headers, &body).await {
-        Ok(a) => a,
-        Err(response) => return response,
-    };
-    let body: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return super::bad_body(Flavor::Ollama, &e),
-    };
+async fn embed(admitted: Admitted) -> Answer {
+    let body: Value = admitted.json()?;
     let input = match body.get("input") {
         Some(Value::String(s)) => EmbeddingInput::Text(s.clone()),
         Some(Value::Array(v)) => EmbeddingInput::Texts(v.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
-        _ => return super::error_response(Flavor::Ollama, 400, "input is required", None),
+        _ => return Err(admitted.error(400, "input is required")),
     };
     let model = body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
     let request = EmbeddingRequest {
@@ -325,27 +272,21 @@ async fn embed(
         dimensions: body.get("dimensions").and_then(Value::as_u64).map(|d| u32::try_from(d).unwrap_or(u32::MAX)),
         ..Default::default()
     };
-    let answer = match shared.provider.embeddings(request).await {
-        Ok(a) => a,
-        Err(e) => return super::provider_error(Flavor::Ollama, &e),
-    };
+    let answer = admitted.provider().embeddings(request).await.map_err(|e| admitted.failed(&e))?;
     let mut vectors = Vec::new();
     for item in &answer.data {
-        match item.embedding.to_floats() {
-            Ok(v) => vectors.push(v),
-            Err(e) => return super::provider_error(Flavor::Ollama, &e),
-        }
+        vectors.push(item.embedding.to_floats().map_err(|e| admitted.failed(&e))?);
     }
     let reply = json!({"model": model, "embeddings": vectors, "prompt_eval_count": answer.usage.prompt_tokens});
-    super::json_response(&reply, admitted.fault.as_ref())
+    Ok(admitted.answer(&reply))
 }
 
-async fn tags(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    let admitted = match super::admit(&shared, &method, &uri, &headers, &Bytes::new()).await {
-        Ok(a) => a,
-        Err(response) => return response,
-    };
-    let models: Vec<Value> =
-        shared.models.iter().map(|m| json!({"name": m, "model": m, "modified_at": CREATED_AT, "size": 0})).collect();
-    super::json_response(&json!({"models": models}), admitted.fault.as_ref())
+async fn tags(admitted: Admitted) -> Response {
+    let models: Vec<Value> = admitted
+        .shared
+        .models
+        .iter()
+        .map(|m| json!({"name": m, "model": m, "modified_at": CREATED_AT, "size": 0}))
+        .collect();
+    admitted.answer(&json!({"models": models}))
 }

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -15,7 +13,7 @@ use chitty_core::{Provider, Result};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-use super::{Flavor, MockServer, Shared};
+use super::{Admitted, Answer, Fault, Flavor, MockServer, Shared};
 
 /// A mock of OpenAI's HTTP API that answers from any [`Provider`].
 ///
@@ -70,24 +68,11 @@ impl MockOpenAi {
     }
 }
 
-async fn chat(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let admitted = match super::admit(&shared, &method, &uri, &headers, &body).await {
-        Ok(a) => a,
-        Err(response) => return response,
-    };
-    let request: ChatCompletionRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return super::bad_body(Flavor::OpenAi, &e),
-    };
+async fn chat(admitted: Admitted) -> Answer {
+    let request: ChatCompletionRequest = admitted.json()?;
     // OpenAI's own checks, so that a provider sending what OpenAI refuses fails here too.
     if request.messages.is_empty() {
-        return super::error_response(Flavor::OpenAi, 400, "[] is too short - 'messages'", None);
+        return Err(admitted.error(400, "[] is too short - 'messages'"));
     }
     let modes = StreamModes {
         stream: request.is_stream(),
@@ -95,7 +80,6 @@ async fn chat(
         wants_usage: request.wants_stream_usage(),
     };
     plain_or_stream(
-        &shared,
         admitted,
         modes,
         request,
@@ -113,46 +97,40 @@ struct StreamModes {
 }
 
 /// OpenAI's answer to a request that may stream: `stream_options` refused without `stream`, then the plain
-/// answer (also when [`super::Fault::IgnoreStream`] is scripted) or the stream as server-sent events.
+/// answer (also when [`Fault::IgnoreStream`] is scripted) or the stream as server-sent events.
 async fn plain_or_stream<R, T, C, P, PF, S, SF>(
-    shared: &Arc<Shared>,
-    admitted: super::Admitted,
+    admitted: Admitted,
     modes: StreamModes,
     request: R,
     plain: P,
     streamed: S,
-) -> Response
+) -> Answer
 where
     T: serde::Serialize,
     C: StreamChunk + serde::Serialize,
     P: FnOnce(Arc<dyn Provider>, R) -> PF,
-    PF: std::future::Future<Output = Result<T>>,
+    PF: std::future::Future<Output = chitty_core::Result<T>>,
     S: FnOnce(Arc<dyn Provider>, R) -> SF,
-    SF: std::future::Future<Output = Result<BoxStream<'static, Result<C>>>>,
+    SF: std::future::Future<Output = chitty_core::Result<BoxStream<'static, chitty_core::Result<C>>>>,
 {
     if modes.stream_options && !modes.stream {
-        let message = "The 'stream_options' parameter is only allowed when 'stream' is enabled.";
-        return super::error_response(Flavor::OpenAi, 400, message, None);
+        return Err(admitted.error(400, "The 'stream_options' parameter is only allowed when 'stream' is enabled."));
     }
-    if !modes.stream || matches!(admitted.fault, Some(super::Fault::IgnoreStream)) {
-        return match plain(Arc::clone(&shared.provider), request).await {
-            Ok(answer) => super::json_response(&answer, admitted.fault.as_ref()),
-            Err(e) => super::provider_error(Flavor::OpenAi, &e),
-        };
+    let provider = Arc::clone(&admitted.shared.provider);
+    if !modes.stream || matches!(admitted.fault, Some(Fault::IgnoreStream)) {
+        let answer = plain(provider, request).await.map_err(|e| admitted.failed(&e))?;
+        return Ok(admitted.answer(&answer));
     }
-    match streamed(Arc::clone(&shared.provider), request).await {
-        Ok(stream) => sse_response(shared, stream, modes.wants_usage, admitted),
-        Err(e) => super::provider_error(Flavor::OpenAi, &e),
-    }
+    let stream = streamed(provider, request).await.map_err(|e| admitted.failed(&e))?;
+    Ok(sse_response(stream, modes.wants_usage, admitted))
 }
 
 /// Chunks as OpenAI streams them: `data:` events, the usage-only chunk only when the client asked for it, then
 /// `data: [DONE]`; a provider error becomes an event holding the error envelope, without `[DONE]`.
 fn sse_response<C>(
-    shared: &Arc<Shared>,
-    stream: BoxStream<'static, Result<C>>,
+    stream: BoxStream<'static, chitty_core::Result<C>>,
     wants_usage: bool,
-    admitted: super::Admitted,
+    admitted: Admitted,
 ) -> Response
 where
     C: StreamChunk + serde::Serialize,
@@ -172,31 +150,17 @@ where
             }
         }
     });
-    super::stream_response(shared.clone(), frames.boxed(), admitted, "text/event-stream")
+    super::stream_response(frames.boxed(), admitted, "text/event-stream")
 }
 
-async fn completions(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let admitted = match super::admit(&shared, &method, &uri, &headers, &body).await {
-        Ok(a) => a,
-        Err(response) => return response,
-    };
-    let request: CompletionRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return super::bad_body(Flavor::OpenAi, &e),
-    };
+async fn completions(admitted: Admitted) -> Answer {
+    let request: CompletionRequest = admitted.json()?;
     let modes = StreamModes {
         stream: request.is_stream(),
         stream_options: request.stream_options.is_some(),
         wants_usage: request.wants_stream_usage(),
     };
     plain_or_stream(
-        &shared,
         admitted,
         modes,
         request,
@@ -206,43 +170,21 @@ async fn completions(
     .await
 }
 
-async fn embeddings(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let admitted = match super::admit(&shared, &method, &uri, &headers, &body).await {
-        Ok(a) => a,
-        Err(response) => return response,
-    };
-    let mut request: EmbeddingRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return super::bad_body(Flavor::OpenAi, &e),
-    };
+async fn embeddings(admitted: Admitted) -> Answer {
+    let mut request: EmbeddingRequest = admitted.json()?;
     let format = request.encoding_format.take().unwrap_or_default();
-    let mut answer = match shared.provider.embeddings(request).await {
-        Ok(a) => a,
-        Err(e) => return super::provider_error(Flavor::OpenAi, &e),
-    };
+    let mut answer = admitted.provider().embeddings(request).await.map_err(|e| admitted.failed(&e))?;
     for item in &mut answer.data {
-        match item.embedding.encode(format) {
-            Ok(v) => item.embedding = v,
-            Err(e) => return super::provider_error(Flavor::OpenAi, &e),
-        }
+        item.embedding = item.embedding.encode(format).map_err(|e| admitted.failed(&e))?;
     }
-    super::json_response(&answer, admitted.fault.as_ref())
+    Ok(admitted.answer(&answer))
 }
 
-async fn models(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    let admitted = match super::admit(&shared, &method, &uri, &headers, &Bytes::new()).await {
-        Ok(a) => a,
-        Err(response) => return response,
-    };
+async fn models(admitted: Admitted) -> Response {
     let list = ModelList {
         object: "list".to_owned(),
-        data: shared
+        data: admitted
+            .shared
             .models
             .iter()
             .map(|id| ModelObject {
@@ -255,5 +197,5 @@ async fn models(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
             .collect(),
         extra: Extra::new(),
     };
-    super::json_response(&list, admitted.fault.as_ref())
+    admitted.answer(&list)
 }
