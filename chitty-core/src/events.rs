@@ -4,7 +4,6 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
 use crate::error::Result;
 use crate::money::NanoUsd;
@@ -83,22 +82,7 @@ pub struct RequestEvent {
     pub stream: bool,
 }
 
-/// An opaque message for a queue (a webhook delivery, an exported event).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Message {
-    /// Subject or topic, e.g. `github.pull_request`.
-    pub subject: String,
-    /// Unique identifier, used for de-duplication by queues that support it.
-    pub id: String,
-    /// Headers to carry along.
-    pub headers: Vec<(String, String)>,
-    /// The payload.
-    pub payload: Bytes,
-    /// When it was received.
-    pub received_at: Timestamp,
-}
-
-/// Something that happened, for metrics, logs or queues.
+/// Something the gateway did, for metrics and logs.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
@@ -132,8 +116,6 @@ pub enum Event {
         /// What the reported usage cost.
         reported: NanoUsd,
     },
-    /// A message for a queue.
-    Message(Message),
 }
 
 /// Where events go: metrics, logs, queues.

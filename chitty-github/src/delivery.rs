@@ -1,6 +1,6 @@
 //! A verified webhook delivery as it travels through a queue, and its de-duplication key.
 //!
-//! A [`Delivery`] becomes a [`chitty_core::Message`] (subject `github.<event>`, the JSON payload,
+//! A [`Delivery`] becomes a [`Message`] (subject `github.<event>`, the JSON payload,
 //! the GitHub headers) for any [`crate::queue::DeliveryQueue`], and comes back with
 //! [`Delivery::from_message`] on the consumer side.
 //!
@@ -26,9 +26,10 @@
 //! ```
 
 use bytes::Bytes;
-use chitty_core::{Message, Timestamp};
+use chitty_core::Timestamp;
 
 use crate::error::{Error, Result};
+use crate::queue::Message;
 
 /// `X-GitHub-Event`: the event name (`push`, `pull_request`, …).
 pub const HEADER_EVENT: &str = "x-github-event";

@@ -50,7 +50,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chitty_core::runtime::TokioTimer;
-use chitty_core::{BoxError, Message, Timer};
+use chitty_core::{BoxError, Timer};
 use futures::FutureExt;
 use futures::future::{self, Either};
 use tokio::sync::Semaphore;
@@ -59,7 +59,7 @@ use tokio::task::JoinSet;
 use crate::delivery::{Delivery, message_header};
 use crate::error::Error;
 use crate::events::WebhookEvent;
-use crate::queue::{DeliveryQueue, QueueReceiver};
+use crate::queue::{DeliveryQueue, Message, QueueReceiver};
 
 /// The route that matches every event.
 pub const ANY_EVENT: &str = "*";

@@ -210,7 +210,7 @@ struct RefusingQueue;
 
 #[async_trait::async_trait]
 impl DeliveryQueue for RefusingQueue {
-    async fn enqueue(&self, _message: chitty_core::Message) -> chitty_github::Result<()> {
+    async fn enqueue(&self, _message: chitty_github::queue::Message) -> chitty_github::Result<()> {
         Err(Error::invalid_payload("the queue refused the message id"))
     }
 }

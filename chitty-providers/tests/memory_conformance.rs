@@ -46,7 +46,7 @@ async fn sinks_conformance() {
     events::concurrent_writers(counting.clone() as Arc<dyn EventSink>, 8, 100).await;
     let c = counting.counts();
     assert_eq!(c.requests, 1 + 8 * 25);
-    assert_eq!(c.messages, 1 + 8 * 25);
+    assert_eq!(c.budget_excesses, 1 + 8 * 25);
     assert_eq!(c.upstream_failures, 1 + 8 * 25);
     assert_eq!(c.prompt_tokens, 42 * (1 + 8 * 25));
 

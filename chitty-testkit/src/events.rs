@@ -3,8 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use chitty_core::{CacheStatus, Endpoint, Event, EventSink, Message, NanoUsd, RequestEvent, Timestamp};
+use chitty_core::{CacheStatus, Endpoint, Event, EventSink, NanoUsd, RequestEvent, Timestamp};
 
 /// One event of each kind, with realistic values.
 pub fn sample_events() -> Vec<Event> {
@@ -25,13 +24,13 @@ pub fn sample_events() -> Vec<Event> {
         }),
         Event::UpstreamFailure { provider: "mock".into(), model: "chitty-mock".into(), status: 502 },
         Event::CircuitOpened { provider: "mock".into() },
-        Event::Message(Message {
-            subject: "github.ping".into(),
-            id: "d3b07384-d9a0-4c9b-8a0d-000000000001".into(),
-            headers: vec![("x-github-event".into(), "ping".into())],
-            payload: Bytes::from_static(br#"{"zen":"Keep it logically awesome."}"#),
-            received_at: Timestamp(1_700_000_000_000),
-        }),
+        Event::BudgetExcess {
+            tenant: "acme".into(),
+            model: "chitty-mock".into(),
+            provider: "mock".into(),
+            reserved: NanoUsd(1_000),
+            reported: NanoUsd(1_500),
+        },
     ]
 }
 

@@ -25,13 +25,13 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use async_trait::async_trait;
-use chitty_core::{Message, Timestamp};
+use chitty_core::Timestamp;
 use futures::StreamExt;
 
 use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::processor::{HEADER_ATTEMPTS, HEADER_ERROR, Processor, RetryPolicy};
-use crate::queue::DeliveryQueue;
+use crate::queue::{DeliveryQueue, Message};
 
 /// Header carrying `received_at` (milliseconds since the epoch) through the stream.
 const HEADER_RECEIVED_AT: &str = "x-chitty-received-at";

@@ -8,7 +8,8 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use chitty_core::{Message, Timestamp};
+//! use chitty_core::Timestamp;
+//! use chitty_github::queue::Message;
 //! use chitty_github::queue::{DeliveryQueue, InProcessQueue};
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -32,7 +33,8 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chitty_core::Message;
+use bytes::Bytes;
+use chitty_core::Timestamp;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
@@ -41,6 +43,21 @@ use crate::error::{Error, Result};
 mod jetstream;
 #[cfg(feature = "nats")]
 pub use self::jetstream::{JetStreamConfig, JetStreamConsumer, JetStreamQueue};
+
+/// A message on a delivery queue: a webhook delivery as the queue carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Subject or topic, e.g. `github.pull_request`.
+    pub subject: String,
+    /// Unique identifier, used for de-duplication by queues that support it.
+    pub id: String,
+    /// Headers to carry along.
+    pub headers: Vec<(String, String)>,
+    /// The payload.
+    pub payload: Bytes,
+    /// When it was received.
+    pub received_at: Timestamp,
+}
 
 /// Name under which the in-process queue reports backpressure.
 pub const IN_PROCESS_QUEUE: &str = "github-in-process-queue";

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chitty_core::{Message, Timestamp};
+use chitty_core::Timestamp;
 use chitty_github::idempotency::{Claim, IdempotencyStore};
 use chitty_github::queue::DeliveryQueue;
+use chitty_github::queue::Message;
 use chitty_github::signature::WebhookSecret;
 
 pub const SECRET: &str = "It's a Secret to Everybody";

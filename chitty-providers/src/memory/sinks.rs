@@ -31,8 +31,6 @@ pub struct EventCounts {
     pub budget_excesses: u64,
     /// Nano-USD reported above reservations and not charged.
     pub budget_excess_nano_usd: u64,
-    /// Queue messages.
-    pub messages: u64,
 }
 
 /// Counts events with atomic counters; never blocks, never refuses.
@@ -49,7 +47,6 @@ pub struct CountingSink {
     circuits_opened: AtomicU64,
     budget_excesses: AtomicU64,
     budget_excess: AtomicU64,
-    messages: AtomicU64,
 }
 
 impl CountingSink {
@@ -73,7 +70,6 @@ impl CountingSink {
             circuits_opened: r(&self.circuits_opened),
             budget_excesses: r(&self.budget_excesses),
             budget_excess_nano_usd: r(&self.budget_excess),
-            messages: r(&self.messages),
         }
     }
 }
@@ -100,7 +96,6 @@ impl EventSink for CountingSink {
                 add(&self.budget_excesses, 1);
                 add(&self.budget_excess, reported.saturating_sub(reserved).0);
             }
-            Event::Message(_) => add(&self.messages, 1),
             _ => {}
         }
         Ok(())
