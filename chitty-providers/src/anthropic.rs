@@ -59,7 +59,7 @@ use serde_json::{Value, json};
 
 use crate::http_client::UpstreamClient;
 use crate::sse::{self, SseError, SseEvent};
-use crate::upstream_http::{self, ApiKey};
+use crate::http_provider::{self, ApiKey};
 
 /// Anthropic's API, the default base URL (without `/v1`, as Anthropic's SDKs take it).
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -158,12 +158,12 @@ impl AnthropicProvider {
     }
 
     fn post(&self, body: &Value) -> Result<http::Request<bytes::Bytes>> {
-        upstream_http::post_json(&self.messages_url, &self.headers, body)
+        http_provider::post_json(&self.messages_url, &self.headers, body)
     }
 }
 
 impl AnthropicProviderBuilder {
-    upstream_http::shared_builder_setters!(
+    http_provider::shared_builder_setters!(
         base_url: "The API's base URL without `/v1`, e.g. `https://api.anthropic.com`.",
         api_key: "The API key, sent as `x-api-key` (never logged or printed).",
         header: "A header sent with every request (e.g. `anthropic-beta`); validated by [`Self::build`].",
@@ -185,7 +185,7 @@ impl AnthropicProviderBuilder {
     pub fn build(self) -> Result<AnthropicProvider> {
         let mut extra = vec![("anthropic-version".to_owned(), self.api_version.clone())];
         extra.extend(self.headers.iter().cloned());
-        let mut headers = upstream_http::parse_headers(&self.name, &extra)?;
+        let mut headers = http_provider::parse_headers(&self.name, &extra)?;
         if let Some(key) = &self.api_key {
             headers.insert("x-api-key", key.header_value("")?);
         }
@@ -193,9 +193,9 @@ impl AnthropicProviderBuilder {
             Some(c) => c,
             None => UpstreamClient::new()?,
         };
-        let base_url = upstream_http::trim_base_url(&self.base_url);
+        let base_url = http_provider::trim_base_url(&self.base_url);
         Ok(AnthropicProvider {
-            messages_url: upstream_http::endpoint(&self.name, &base_url, "/v1/messages")?,
+            messages_url: http_provider::endpoint(&self.name, &base_url, "/v1/messages")?,
             base_url,
             name: self.name,
             headers,
@@ -220,14 +220,14 @@ impl Provider for AnthropicProvider {
 
     async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatCompletionResponse> {
         let body = to_messages_request(&request, self.default_max_tokens, false)?;
-        let answer: Value = upstream_http::call_json(&self.name, self.timeout, &self.client, self.post(&body)?).await?;
+        let answer: Value = http_provider::call_json(&self.name, self.timeout, &self.client, self.post(&body)?).await?;
         from_messages_response(&self.name, &answer)
     }
 
     async fn chat_stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream> {
         let body = to_messages_request(&request, self.default_max_tokens, true)?;
-        let response = upstream_http::send(&self.name, self.timeout, &self.client, self.post(&body)?).await?;
-        let events = sse::decode(upstream_http::body_stream(response), self.max_event_bytes);
+        let response = http_provider::send(&self.name, self.timeout, &self.client, self.post(&body)?).await?;
+        let events = sse::decode(http_provider::body_stream(response), self.max_event_bytes);
         Ok(chunk_stream(self.name.clone(), self.stream_idle_timeout, events))
     }
 }
@@ -487,7 +487,7 @@ pub(crate) fn from_messages_response(provider: &str, answer: &Value) -> Result<C
     let blocks = answer
         .get("content")
         .and_then(Value::as_array)
-        .ok_or_else(|| upstream_http::malformed(provider, "message", "no `content` array"))?;
+        .ok_or_else(|| http_provider::malformed(provider, "message", "no `content` array"))?;
     let mut text = String::new();
     let mut calls = Vec::new();
     for block in blocks {
@@ -519,7 +519,7 @@ pub(crate) fn from_messages_response(provider: &str, answer: &Value) -> Result<C
     Ok(ChatCompletionResponse {
         id: str_field(answer, "id").to_owned(),
         object: "chat.completion".to_owned(),
-        created: upstream_http::unix_now(),
+        created: http_provider::unix_now(),
         model: str_field(answer, "model").to_owned(),
         choices: vec![ChatChoice {
             index: 0,
@@ -582,7 +582,7 @@ impl StreamTranslator {
 
     fn step(&mut self, event: &SseEvent) -> Result<Step> {
         let data: Value = serde_json::from_str(&event.data)
-            .map_err(|e| upstream_http::malformed(&self.provider, "stream event", e))?;
+            .map_err(|e| http_provider::malformed(&self.provider, "stream event", e))?;
         let kind = data.get("type").and_then(Value::as_str).or(event.event.as_deref()).unwrap_or_default();
         Ok(match kind {
             "message_start" => {
@@ -662,7 +662,7 @@ impl StreamTranslator {
                     provider: self.provider.clone(),
                     failure: UpstreamFailure::Status,
                     status,
-                    message: upstream_http::error_message(event.data.as_bytes()).unwrap_or_default(),
+                    message: chitty_core::upstream::error_message(event.data.as_bytes()).unwrap_or_default(),
                     retry_after: None,
                 });
             }
@@ -686,7 +686,7 @@ where
         provider,
         id: String::new(),
         model: String::new(),
-        created: upstream_http::unix_now(),
+        created: http_provider::unix_now(),
         counts: TokenCounts::default(),
         tool_of_block: HashMap::new(),
         tools: 0,
@@ -701,8 +701,8 @@ where
             let item = match tokio::time::timeout(st.idle, st.events.next()).await {
                 Err(_) => Err(Error::UpstreamTimeout { provider: provider.clone(), timeout: st.idle }),
                 Ok(None) => Err(interrupted(provider, "the stream ended before `message_stop`")),
-                Ok(Some(Err(SseError::Body(e)))) => Err(interrupted(provider, &upstream_http::describe(&*e))),
-                Ok(Some(Err(e))) => Err(upstream_http::malformed(provider, "event stream", e)),
+                Ok(Some(Err(SseError::Body(e)))) => Err(interrupted(provider, &http_provider::describe(&*e))),
+                Ok(Some(Err(e))) => Err(http_provider::malformed(provider, "event stream", e)),
                 Ok(Some(Ok(event))) => match st.translator.step(&event) {
                     Ok(Step::Skip) => continue,
                     Ok(Step::Chunk(c)) => Ok(c),

@@ -41,4 +41,4 @@ pub mod redis;
 #[cfg(any(feature = "openai", feature = "anthropic"))]
 pub mod sse;
 #[cfg(feature = "upstream-http")]
-mod upstream_http;
+mod http_provider;

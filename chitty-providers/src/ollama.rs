@@ -48,7 +48,7 @@ use http::header::{AUTHORIZATION, HeaderMap};
 use serde_json::{Value, json};
 
 use crate::http_client::UpstreamClient;
-use crate::upstream_http::{self, ApiKey};
+use crate::http_provider::{self, ApiKey};
 
 /// Where Ollama listens by default.
 pub const DEFAULT_BASE_URL: &str = "http://localhost:11434";
@@ -142,13 +142,13 @@ impl OllamaProvider {
     }
 
     async fn call(&self, url: &http::Uri, body: &Value) -> Result<Value> {
-        let request = upstream_http::post_json(url, &self.headers, body)?;
-        upstream_http::call_json(&self.name, self.timeout, &self.client, request).await
+        let request = http_provider::post_json(url, &self.headers, body)?;
+        http_provider::call_json(&self.name, self.timeout, &self.client, request).await
     }
 }
 
 impl OllamaProviderBuilder {
-    upstream_http::shared_builder_setters!(
+    http_provider::shared_builder_setters!(
         base_url: "Ollama's base URL, e.g. `http://gpu-box:11434`.",
         api_key: "A key sent as `Authorization: Bearer …`, for Ollama behind an authenticating proxy or hosted.",
         header: "A header sent with every request; validated by [`Self::build`].",
@@ -162,7 +162,7 @@ impl OllamaProviderBuilder {
 
     /// The provider; fails on an invalid header or key.
     pub fn build(self) -> Result<OllamaProvider> {
-        let mut headers = upstream_http::parse_headers(&self.name, &self.headers)?;
+        let mut headers = http_provider::parse_headers(&self.name, &self.headers)?;
         if let Some(key) = &self.api_key {
             headers.insert(AUTHORIZATION, key.header_value("Bearer ")?);
         }
@@ -170,8 +170,8 @@ impl OllamaProviderBuilder {
             Some(c) => c,
             None => UpstreamClient::new()?,
         };
-        let base_url = upstream_http::trim_base_url(&self.base_url);
-        let url = |path: &str| upstream_http::endpoint(&self.name, &base_url, path);
+        let base_url = http_provider::trim_base_url(&self.base_url);
+        let url = |path: &str| http_provider::endpoint(&self.name, &base_url, path);
         let endpoints =
             Endpoints { chat: url("/api/chat")?, generate: url("/api/generate")?, embed: url("/api/embed")? };
         Ok(OllamaProvider {
@@ -219,7 +219,7 @@ impl Provider for OllamaProvider {
         Ok(CompletionResponse {
             id: next_id("cmpl-ollama"),
             object: "text_completion".to_owned(),
-            created: upstream_http::unix_now(),
+            created: http_provider::unix_now(),
             model: request.model,
             choices: vec![CompletionChoice {
                 text,
@@ -255,11 +255,11 @@ impl Provider for OllamaProvider {
         let answer = self.call(&self.endpoints.embed, &body).await?;
         let vectors: Vec<Vec<f32>> =
             answer.get("embeddings").cloned().and_then(|v| serde_json::from_value(v).ok()).ok_or_else(|| {
-                upstream_http::malformed(&self.name, "embeddings", "no `embeddings` list of float lists")
+                http_provider::malformed(&self.name, "embeddings", "no `embeddings` list of float lists")
             })?;
         if vectors.len() != request.input.len() {
             let why = format!("{} embeddings for {} inputs", vectors.len(), request.input.len());
-            return Err(upstream_http::malformed(&self.name, "embeddings", why));
+            return Err(http_provider::malformed(&self.name, "embeddings", why));
         }
         let tokens = answer.get("prompt_eval_count").and_then(Value::as_u64).unwrap_or(0);
         Ok(EmbeddingResponse {
@@ -288,9 +288,9 @@ impl OllamaProvider {
         url: &http::Uri,
         body: &Value,
     ) -> Result<impl Stream<Item = std::result::Result<Bytes, LineError>> + Send + 'static> {
-        let http_request = upstream_http::post_json(url, &self.headers, body)?;
-        let response = upstream_http::send(&self.name, self.timeout, &self.client, http_request).await?;
-        Ok(ndjson_lines(upstream_http::body_stream(response)))
+        let http_request = http_provider::post_json(url, &self.headers, body)?;
+        let response = http_provider::send(&self.name, self.timeout, &self.client, http_request).await?;
+        Ok(ndjson_lines(http_provider::body_stream(response)))
     }
 
     /// The `/api/generate` body for a legacy completion, and its one text prompt.
@@ -345,7 +345,7 @@ fn str_field<'a>(value: &'a Value, key: &str) -> &'a str {
 fn next_id(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{:x}{n:06x}", upstream_http::unix_now())
+    format!("{prefix}-{:x}{n:06x}", http_provider::unix_now())
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -493,7 +493,7 @@ fn tool_calls_of(message: &Value, first_index: usize) -> Vec<ToolCall> {
 /// Translates an `/api/chat` answer into a chat completion.
 pub(crate) fn from_chat_response(provider: &str, answer: &Value) -> Result<ChatCompletionResponse> {
     let message =
-        answer.get("message").ok_or_else(|| upstream_http::malformed(provider, "chat answer", "no `message`"))?;
+        answer.get("message").ok_or_else(|| http_provider::malformed(provider, "chat answer", "no `message`"))?;
     let calls = tool_calls_of(message, 0);
     let text = str_field(message, "content").to_owned();
     let finish = done_reason(answer, !calls.is_empty());
@@ -505,7 +505,7 @@ pub(crate) fn from_chat_response(provider: &str, answer: &Value) -> Result<ChatC
     Ok(ChatCompletionResponse {
         id: next_id("chatcmpl-ollama"),
         object: "chat.completion".to_owned(),
-        created: upstream_http::unix_now(),
+        created: http_provider::unix_now(),
         model: str_field(answer, "model").to_owned(),
         choices: vec![ChatChoice {
             index: 0,
@@ -622,14 +622,14 @@ where
             let line = match tokio::time::timeout(st.idle, st.lines.next()).await {
                 Err(_) => Err(Error::UpstreamTimeout { provider: st.provider.clone(), timeout: st.idle }),
                 Ok(None) => Err(interrupted(&st.provider, "the stream ended before `\"done\": true`")),
-                Ok(Some(Err(LineError::TooLong))) => Err(upstream_http::malformed(
+                Ok(Some(Err(LineError::TooLong))) => Err(http_provider::malformed(
                     &st.provider,
                     "NDJSON stream",
                     format!("a line exceeds {MAX_LINE_BYTES} bytes"),
                 )),
-                Ok(Some(Err(LineError::Body(e)))) => Err(interrupted(&st.provider, &upstream_http::describe(&*e))),
+                Ok(Some(Err(LineError::Body(e)))) => Err(interrupted(&st.provider, &http_provider::describe(&*e))),
                 Ok(Some(Ok(line))) => serde_json::from_slice::<Value>(&line)
-                    .map_err(|e| upstream_http::malformed(&st.provider, "NDJSON line", e)),
+                    .map_err(|e| http_provider::malformed(&st.provider, "NDJSON line", e)),
             };
             let value = match line {
                 Ok(v) => v,
@@ -673,7 +673,7 @@ where
     let head = ChatCompletionChunk {
         id: next_id("chatcmpl-ollama"),
         object: "chat.completion.chunk".to_owned(),
-        created: upstream_http::unix_now(),
+        created: http_provider::unix_now(),
         model,
         choices: Vec::new(),
         usage: None,
@@ -741,7 +741,7 @@ where
     let head = CompletionResponse {
         id: next_id("cmpl-ollama"),
         object: "text_completion".to_owned(),
-        created: upstream_http::unix_now(),
+        created: http_provider::unix_now(),
         model,
         choices: Vec::new(),
         usage: None,

@@ -50,7 +50,7 @@ use serde::de::DeserializeOwned;
 
 use crate::http_client::UpstreamClient;
 use crate::sse::{self, SseError, SseEvent};
-use crate::upstream_http::{self, ApiKey};
+use crate::http_provider::{self, ApiKey};
 
 /// OpenAI's API, the default base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -68,9 +68,9 @@ struct Endpoints {
 impl Endpoints {
     fn parse(provider: &str, base_url: &str) -> Result<Endpoints> {
         Ok(Endpoints {
-            chat: upstream_http::endpoint(provider, base_url, "/chat/completions")?,
-            completions: upstream_http::endpoint(provider, base_url, "/completions")?,
-            embeddings: upstream_http::endpoint(provider, base_url, "/embeddings")?,
+            chat: http_provider::endpoint(provider, base_url, "/chat/completions")?,
+            completions: http_provider::endpoint(provider, base_url, "/completions")?,
+            embeddings: http_provider::endpoint(provider, base_url, "/embeddings")?,
         })
     }
 }
@@ -167,7 +167,7 @@ impl OpenAiProvider {
     }
 
     fn post(&self, url: &http::Uri, body: &impl serde::Serialize) -> Result<http::Request<bytes::Bytes>> {
-        upstream_http::post_json(url, &self.headers, body)
+        http_provider::post_json(url, &self.headers, body)
     }
 
     fn ensure(&self, capability: Capability) -> Result<()> {
@@ -196,18 +196,18 @@ impl OpenAiProvider {
         A: DeserializeOwned,
         C: StreamChunk + DeserializeOwned,
     {
-        let response = upstream_http::send(&self.name, self.timeout, &self.client, http).await?;
-        if upstream_http::is_json(&response) {
-            let answer: A = upstream_http::read_json(&self.name, self.timeout, response).await?;
+        let response = http_provider::send(&self.name, self.timeout, &self.client, http).await?;
+        if http_provider::is_json(&response) {
+            let answer: A = http_provider::read_json(&self.name, self.timeout, response).await?;
             return Ok(Box::pin(futures::stream::iter(replay(answer).into_iter().map(Ok))));
         }
-        let events = sse::decode(upstream_http::body_stream(response), self.max_event_bytes);
+        let events = sse::decode(http_provider::body_stream(response), self.max_event_bytes);
         Ok(chunk_stream(self.name.clone(), self.stream_idle_timeout, events))
     }
 }
 
 impl OpenAiProviderBuilder {
-    upstream_http::shared_builder_setters!(
+    http_provider::shared_builder_setters!(
         base_url: "The API's base URL, `/v1` included, e.g. `http://localhost:8000/v1` for vLLM.",
         api_key: "The API key, sent as `Authorization: Bearer …` (never logged or printed).",
         header: "A header sent with every request (e.g. `OpenAI-Organization`); validated by [`Self::build`].",
@@ -234,7 +234,7 @@ impl OpenAiProviderBuilder {
 
     /// The provider; fails on an invalid header or key.
     pub fn build(self) -> Result<OpenAiProvider> {
-        let mut headers = upstream_http::parse_headers(&self.name, &self.headers)?;
+        let mut headers = http_provider::parse_headers(&self.name, &self.headers)?;
         if let Some(key) = &self.api_key {
             headers.insert(AUTHORIZATION, key.header_value("Bearer ")?);
         }
@@ -242,7 +242,7 @@ impl OpenAiProviderBuilder {
             Some(c) => c,
             None => UpstreamClient::new()?,
         };
-        let base_url = upstream_http::trim_base_url(&self.base_url);
+        let base_url = http_provider::trim_base_url(&self.base_url);
         Ok(OpenAiProvider {
             endpoints: Endpoints::parse(&self.name, &base_url)?,
             base_url,
@@ -275,7 +275,7 @@ impl Provider for OpenAiProvider {
         request.stream = None;
         request.stream_options = None;
         let http = self.post(&self.endpoints.chat, &request)?;
-        upstream_http::call_json(&self.name, self.timeout, &self.client, http).await
+        http_provider::call_json(&self.name, self.timeout, &self.client, http).await
     }
 
     async fn chat_json(&self, mut request: ChatCompletionRequest) -> Result<ChatCompletionJson> {
@@ -284,7 +284,7 @@ impl Provider for OpenAiProvider {
         request.stream = None;
         request.stream_options = None;
         let http = self.post(&self.endpoints.chat, &request)?;
-        upstream_http::call_chat_json(&self.name, self.timeout, &self.client, http).await
+        http_provider::call_chat_json(&self.name, self.timeout, &self.client, http).await
     }
 
     async fn chat_stream(&self, mut request: ChatCompletionRequest) -> Result<ChunkStream> {
@@ -303,7 +303,7 @@ impl Provider for OpenAiProvider {
         request.stream = None;
         request.stream_options = None;
         let http = self.post(&self.endpoints.completions, &request)?;
-        upstream_http::call_json(&self.name, self.timeout, &self.client, http).await
+        http_provider::call_json(&self.name, self.timeout, &self.client, http).await
     }
 
     async fn completion_stream(&self, mut request: CompletionRequest) -> Result<CompletionChunkStream> {
@@ -320,10 +320,10 @@ impl Provider for OpenAiProvider {
         self.ensure(Capability::Embeddings)?;
         let http = self.post(&self.endpoints.embeddings, &request)?;
         let mut response: EmbeddingResponse =
-            upstream_http::call_json(&self.name, self.timeout, &self.client, http).await?;
+            http_provider::call_json(&self.name, self.timeout, &self.client, http).await?;
         for item in &mut response.data {
             let floats =
-                item.embedding.to_floats().map_err(|e| upstream_http::malformed(&self.name, "embedding", e))?;
+                item.embedding.to_floats().map_err(|e| http_provider::malformed(&self.name, "embedding", e))?;
             item.embedding = EmbeddingVector::Float(floats);
         }
         Ok(response)
@@ -361,8 +361,8 @@ where
             };
             let item = match next {
                 None => Err(interrupted(&st.provider, "the stream ended before `data: [DONE]`")),
-                Some(Err(SseError::Body(e))) => Err(interrupted(&st.provider, &upstream_http::describe(&*e))),
-                Some(Err(e)) => Err(upstream_http::malformed(&st.provider, "event stream", e)),
+                Some(Err(SseError::Body(e))) => Err(interrupted(&st.provider, &http_provider::describe(&*e))),
+                Some(Err(e)) => Err(http_provider::malformed(&st.provider, "event stream", e)),
                 Some(Ok(event)) if event.is_done() => {
                     st.finished = true;
                     return st.held_usage.take().map(|usage| (Ok(usage), st));
@@ -405,10 +405,10 @@ fn parse_chunk<C: DeserializeOwned>(provider: &str, data: &str) -> Result<C> {
                 provider: provider.to_owned(),
                 failure: UpstreamFailure::Status,
                 status: None,
-                message: upstream_http::error_message(data.as_bytes()).unwrap_or_else(|| data.to_owned()),
+                message: chitty_core::upstream::error_message(data.as_bytes()).unwrap_or_else(|| data.to_owned()),
                 retry_after: None,
             },
-            _ => upstream_http::malformed(provider, "stream chunk", parse_error),
+            _ => http_provider::malformed(provider, "stream chunk", parse_error),
         }
     })
 }

@@ -28,8 +28,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
-use super::{BoxError, HyperPools, ResponseBody};
-use crate::upstream_http::describe;
+use super::hyper_transport::HyperPools;
+use super::{BoxError, ResponseBody, TransportError, TransportErrorKind};
 
 type Sender = http1::SendRequest<Full<Bytes>>;
 
@@ -200,24 +200,27 @@ fn host_header(authority: &Authority) -> Result<HeaderValue, http::header::Inval
 pub(super) async fn send(
     pools: &Arc<HyperPools>,
     request: http::Request<Bytes>,
-) -> Result<http::Response<ResponseBody>, BoxError> {
+) -> Result<http::Response<ResponseBody>, TransportError> {
+    let refused = |why: String| TransportError::new(TransportErrorKind::Request, why);
     let (mut parts, body) = request.into_parts();
     if !matches!(parts.version, http::Version::HTTP_10 | http::Version::HTTP_11) {
-        return Err(
-            format!("{:?} was asked for; plain http:// upstreams are spoken to in HTTP/1.1", parts.version).into()
-        );
+        return Err(refused(format!(
+            "{:?} was asked for; plain http:// upstreams are spoken to in HTTP/1.1",
+            parts.version
+        )));
     }
-    let authority = parts.uri.authority().cloned().ok_or("the request URI names no host")?;
+    let authority = parts.uri.authority().cloned().ok_or_else(|| refused("the request URI names no host".into()))?;
     parts.uri = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")).into();
     let mut request = http::Request::from_parts(parts, Full::new(body));
-    let settings = &pools.plain;
+    let Some(settings) = pools.plain.as_ref() else { return Err(refused("the plain pool is off".into())) };
     loop {
         let now = Instant::now();
         let (idle, host) = pools
             .with_thread_pools(|pools| pools.plain.take(&authority, settings.idle_timeout, now))
             .unwrap_or((None, None));
         if !request.headers().contains_key(HOST) {
-            request.headers_mut().insert(HOST, host.map_or_else(|| host_header(&authority), Ok)?);
+            let host = host.map_or_else(|| host_header(&authority), Ok).map_err(|e| refused(e.to_string()))?;
+            request.headers_mut().insert(HOST, host);
         }
         let reused = idle.is_some();
         let mut connection = match idle {
@@ -239,23 +242,23 @@ pub(super) async fn send(
                 // Not written to the wire: an idle connection the upstream had just closed. A fresh one is
                 // tried, as hyper-util's client does; a request that failed on a fresh connection is not.
                 Some(unsent) if reused => request = unsent,
-                _ => return Err(Box::new(failed.into_error())),
+                _ => return Err(TransportError::new(TransportErrorKind::Interrupted, failed.into_error())),
             },
         }
     }
 }
 
 /// Opens a connection to `authority` and spawns the task that drives it.
-async fn connect(authority: &Authority, settings: &PlainSettings) -> Result<Connection, BoxError> {
-    let uri = http::Uri::builder().scheme("http").authority(authority.clone()).path_and_query("/").build()?;
-    // The provider's name identifies the upstream in the error; the address is left out, like the URL.
-    let io = settings
-        .connector
-        .clone()
-        .call(uri)
-        .await
-        .map_err(|e| format!("connecting to the upstream: {}", describe(&e)))?;
-    let (sender, connection) = http1::handshake(io).await?;
+async fn connect(authority: &Authority, settings: &PlainSettings) -> Result<Connection, TransportError> {
+    let connect_error = |e| TransportError::new(TransportErrorKind::Connect, e);
+    let uri = http::Uri::builder()
+        .scheme("http")
+        .authority(authority.clone())
+        .path_and_query("/")
+        .build()
+        .map_err(|e| TransportError::new(TransportErrorKind::Request, e))?;
+    let io = settings.connector.clone().call(uri).await.map_err(|e| connect_error(Box::new(e) as BoxError))?;
+    let (sender, connection) = http1::handshake(io).await.map_err(|e| connect_error(Box::new(e) as BoxError))?;
     let state = Arc::new(ConnectionState(AtomicU64::new(IN_USE)));
     tokio::spawn(drive(connection, Arc::clone(&state), settings.idle_timeout));
     Ok(Connection { sender, state })
@@ -311,7 +314,7 @@ impl Lease {
     /// is the thread that sent the request.
     fn release(self) {
         let Some(pools) = self.pools.upgrade() else { return };
-        let max_idle = pools.plain.max_idle_per_host;
+        let Some(max_idle) = pools.plain.as_ref().map(|p| p.max_idle_per_host) else { return };
         let _ = pools.with_thread_pools(|thread| {
             thread.plain.put(self.authority, self.connection, max_idle, Instant::now());
         });
@@ -393,168 +396,31 @@ impl Drop for PooledBody {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use std::sync::Mutex;
-    use std::sync::atomic::AtomicUsize;
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpListener;
 
     use super::super::UpstreamClient;
+    use super::super::test_upstream::{Answer, BODY, TestUpstream, exchange, post};
     use super::*;
 
-    /// How the test upstream answers.
-    #[derive(Clone, Copy, PartialEq)]
-    enum Answer {
-        /// `200` with a `Content-Length` body, keeping the connection open.
-        KeepAlive,
-        /// The same, then the socket is closed without a `Connection: close` header.
-        ThenClose,
-        /// Chunked: the head and one chunk, then silence until the client goes.
-        StalledStream,
-        /// Chunked: the head and one chunk, the end 5 ms later, keeping the connection open.
-        LateEnd,
-        /// Chunked: the head, then five chunks 40 ms apart and the end, keeping the connection open.
-        SlowStream,
+    /// Builds a client over the plain pool from a builder's settings.
+    struct Plain(super::super::UpstreamClientBuilder);
+
+    fn builder() -> Plain {
+        Plain(UpstreamClient::builder())
     }
 
-    const BODY: &str = r#"{"ok":true}"#;
-    /// The head of every chunked event-stream answer the test upstream gives.
-    const EVENT_STREAM_HEAD: &str =
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-
-    /// A loopback HTTP/1.1 upstream that counts the connections it accepted and saw closed, and keeps the
-    /// head of every request.
-    struct TestUpstream {
-        port: u16,
-        accepted: Arc<AtomicUsize>,
-        closed: Arc<AtomicUsize>,
-        heads: Arc<Mutex<Vec<String>>>,
-    }
-
-    impl TestUpstream {
-        async fn start(answer: Answer, delay: Duration) -> TestUpstream {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-            let heads = Arc::new(Mutex::new(Vec::new()));
-            let upstream =
-                TestUpstream { port, accepted: accepted.clone(), closed: closed.clone(), heads: heads.clone() };
-            tokio::spawn(async move {
-                loop {
-                    let (socket, _) = listener.accept().await.unwrap();
-                    // Each write goes out at once: the tests time the upstream's answers.
-                    socket.set_nodelay(true).unwrap();
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    tokio::spawn(serve(socket, answer, delay, closed.clone(), heads.clone()));
-                }
-            });
-            upstream
+    impl Plain {
+        fn pool_idle_timeout(self, timeout: Duration) -> Plain {
+            Plain(self.0.pool_idle_timeout(timeout))
         }
 
-        fn url(&self) -> String {
-            format!("http://127.0.0.1:{}/v1/chat/completions", self.port)
+        fn pool_max_idle_per_host(self, connections: usize) -> Plain {
+            Plain(self.0.pool_max_idle_per_host(connections))
         }
 
-        fn accepted(&self) -> usize {
-            self.accepted.load(Ordering::SeqCst)
+        fn build(self) -> Result<UpstreamClient, chitty_core::Error> {
+            Ok(UpstreamClient::with_transport(super::super::hyper_transport::HyperTransport::new(&self.0, true)?))
         }
-
-        /// Waits up to 3 s for `n` connections to have been closed by the client; the count reached.
-        async fn wait_closed(&self, n: usize) -> usize {
-            for _ in 0..300 {
-                if self.closed.load(Ordering::SeqCst) >= n {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            self.closed.load(Ordering::SeqCst)
-        }
-    }
-
-    async fn serve(
-        mut socket: TcpStream,
-        answer: Answer,
-        delay: Duration,
-        closed: Arc<AtomicUsize>,
-        heads: Arc<Mutex<Vec<String>>>,
-    ) {
-        let mut buffer = Vec::new();
-        loop {
-            let head_end = loop {
-                if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break end + 4;
-                }
-                let mut chunk = [0u8; 4096];
-                match socket.read(&mut chunk).await {
-                    Ok(0) | Err(_) => {
-                        closed.fetch_add(1, Ordering::SeqCst);
-                        return;
-                    }
-                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                }
-            };
-            let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
-            let length: usize =
-                head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
-            while buffer.len() < head_end + length {
-                let mut chunk = [0u8; 4096];
-                let n = socket.read(&mut chunk).await.unwrap();
-                buffer.extend_from_slice(&chunk[..n]);
-            }
-            buffer.drain(..head_end + length);
-            heads.lock().unwrap().push(head);
-            tokio::time::sleep(delay).await;
-            if answer == Answer::StalledStream {
-                socket.write_all(format!("{EVENT_STREAM_HEAD}6\r\ndata: \r\n").as_bytes()).await.unwrap();
-                let mut rest = [0u8; 64];
-                while matches!(socket.read(&mut rest).await, Ok(n) if n > 0) {}
-                closed.fetch_add(1, Ordering::SeqCst);
-                return;
-            }
-            if answer == Answer::LateEnd {
-                socket.write_all(format!("{EVENT_STREAM_HEAD}6\r\ndata: \r\n").as_bytes()).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                socket.write_all(b"0\r\n\r\n").await.unwrap();
-                continue;
-            }
-            if answer == Answer::SlowStream {
-                socket.write_all(EVENT_STREAM_HEAD.as_bytes()).await.unwrap();
-                for _ in 0..5 {
-                    tokio::time::sleep(Duration::from_millis(40)).await;
-                    socket.write_all(b"1\r\nx\r\n").await.unwrap();
-                }
-                socket.write_all(b"0\r\n\r\n").await.unwrap();
-                continue;
-            }
-            let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
-                BODY.len()
-            );
-            socket.write_all(response.as_bytes()).await.unwrap();
-            if answer == Answer::ThenClose {
-                return;
-            }
-        }
-    }
-
-    /// A client builder that ignores any proxy set in the test's environment.
-    fn builder() -> super::super::UpstreamClientBuilder {
-        UpstreamClient::builder().honour_proxy_env(false)
-    }
-
-    fn post(url: &str) -> http::Request<Bytes> {
-        let mut request = http::Request::new(Bytes::from_static(b"{\"model\":\"m\"}"));
-        *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = url.parse().unwrap();
-        request
-    }
-
-    /// Sends one request and reads its whole body.
-    async fn exchange(client: &UpstreamClient, url: &str) -> String {
-        let response = client.send(post(url)).await.unwrap();
-        assert_eq!(response.status(), 200);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        String::from_utf8(body.to_vec()).unwrap()
     }
 
     #[tokio::test]
@@ -637,7 +503,7 @@ mod tests {
             let mut request = post(&upstream.url());
             *request.version_mut() = version;
             let err = client.send(request).await.unwrap_err();
-            assert!(err.to_string().contains("HTTP/1.1"), "{err}");
+            assert!(crate::http_provider::describe(&err).contains("HTTP/1.1"), "{err}");
         }
         assert_eq!(upstream.accepted(), 0);
     }
@@ -693,26 +559,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_https_path_pools_connections_too() {
-        // hyper-util's client, which serves `https://`, speaks plain HTTP as well: checked here without TLS.
-        let upstream = TestUpstream::start(Answer::KeepAlive, Duration::ZERO).await;
-        let client = builder().build().unwrap();
-        let super::super::Transport::Hyper(pools) = &client.transport else { panic!("the direct transport") };
-        for _ in 0..3 {
-            let response = pools.tls_request(post(&upstream.url()).map(Full::new)).await.unwrap();
-            assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), BODY);
-        }
-        assert_eq!(upstream.accepted(), 1);
-        assert!(upstream.heads.lock().unwrap()[0].contains(&format!("host: 127.0.0.1:{}", upstream.port)));
-    }
-
-    #[tokio::test]
     async fn a_refused_connection_says_so_without_the_address() {
         let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
         let client = builder().build().unwrap();
         let err = client.send(post(&format!("http://127.0.0.1:{port}/v1/x"))).await.unwrap_err();
-        let message = err.to_string();
-        assert!(message.starts_with("connecting to the upstream: ") && message.contains("refused"), "{message}");
+        assert_eq!(err.kind(), TransportErrorKind::Connect);
+        let message = crate::http_provider::describe(&err);
+        assert!(message.starts_with("connecting to the upstream") && message.contains("refused"), "{message}");
         assert!(!message.contains(&port.to_string()), "{message}");
     }
 

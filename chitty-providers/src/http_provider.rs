@@ -1,10 +1,11 @@
-//! HTTP plumbing the upstream providers share: requests, timeouts, and turning HTTP failures into
-//! chitty-core's typed errors with the upstream's own message kept.
+//! What the HTTP providers share about requests and answers: building requests, timeouts, reading bodies,
+//! and turning HTTP failures into chitty-core's typed errors with the upstream's own message kept.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use chitty_core::upstream::{error_message, retry_after};
 use chitty_core::wire::ChatCompletionJson;
 use chitty_core::{Error, Result, UpstreamFailure};
 use futures::Stream;
@@ -12,11 +13,10 @@ use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
-use crate::http_client::{BoxError, ResponseBody, UpstreamClient};
+use crate::http_client::{BoxError, ResponseBody, TransportError, TransportErrorKind, UpstreamClient};
 
-/// How much of an error body is read, and how much of a non-JSON one is quoted in the message.
+/// How much of an error body is read.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
-const QUOTED_BODY_CHARS: usize = 512;
 /// The largest non-streamed answer accepted: far above any real completion or embedding batch.
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
@@ -102,25 +102,40 @@ pub(crate) fn post_json(
     Ok(request)
 }
 
-/// The error for a failed request that got no HTTP status (connection refused, reset, TLS …).
-pub(crate) fn transport_error(provider: &str, e: &BoxError) -> Error {
-    Error::upstream(provider, UpstreamFailure::Interrupted, describe(&**e))
+/// The error for an exchange that failed without an HTTP status, by how it failed: a refused connection is
+/// [`UpstreamFailure::Connect`], a reset one [`UpstreamFailure::Interrupted`], an unreadable answer
+/// [`UpstreamFailure::Decode`]; the transport's own timeout is [`Error::UpstreamTimeout`] after `timeout`.
+pub(crate) fn transport_error(provider: &str, timeout: Duration, e: TransportError) -> Error {
+    let failure = match e.kind() {
+        TransportErrorKind::Connect => UpstreamFailure::Connect,
+        TransportErrorKind::Decode => UpstreamFailure::Decode,
+        TransportErrorKind::Timeout => return timed_out(provider, timeout),
+        // Not the upstream's doing: the request was built wrong (a host's transport refused it).
+        TransportErrorKind::Request => return Error::backend("upstream request", e),
+        _ => UpstreamFailure::Interrupted,
+    };
+    Error::upstream(provider, failure, describe(&e))
 }
 
-/// An error and its sources as one line, without the request URL that reqwest appends (a URL may carry
-/// a credential in its query, as Azure's `api-key` does).
+/// The error for a response body that failed while it was read: the transport's kind when it gave one,
+/// otherwise an interruption.
+pub(crate) fn body_error(provider: &str, timeout: Duration, e: BoxError) -> Error {
+    match e.downcast::<TransportError>() {
+        Ok(e) => transport_error(provider, timeout, *e),
+        Err(e) => Error::upstream(provider, UpstreamFailure::Interrupted, describe(&*e)),
+    }
+}
+
+/// An error and its sources as one line. Transports leave the request URL out of their errors (a URL may
+/// carry a credential in its query, as Azure's `api-key` does).
 pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut message = String::new();
     let mut current = Some(e);
     while let Some(err) = current {
-        let mut text = err.to_string();
-        if let Some(url) = err.downcast_ref::<reqwest::Error>().and_then(reqwest::Error::url) {
-            text = text.replace(&format!(" for url ({url})"), "");
-        }
         if !message.is_empty() {
             message.push_str(": ");
         }
-        message.push_str(&text);
+        message.push_str(&err.to_string());
         current = err.source();
     }
     message
@@ -143,14 +158,19 @@ pub(crate) async fn send(
     client: &UpstreamClient,
     request: http::Request<Bytes>,
 ) -> Result<Response> {
-    match tokio::time::timeout(timeout, send_unbounded(provider, client, request)).await {
+    match tokio::time::timeout(timeout, send_unbounded(provider, timeout, client, request)).await {
         Err(_) => Err(timed_out(provider, timeout)),
         Ok(result) => result,
     }
 }
 
-async fn send_unbounded(provider: &str, client: &UpstreamClient, request: http::Request<Bytes>) -> Result<Response> {
-    let response = client.send(request).await.map_err(|e| transport_error(provider, &e))?;
+async fn send_unbounded(
+    provider: &str,
+    timeout: Duration,
+    client: &UpstreamClient,
+    request: http::Request<Bytes>,
+) -> Result<Response> {
+    let response = client.send(request).await.map_err(|e| transport_error(provider, timeout, e))?;
     if response.status().is_success() {
         return Ok(response);
     }
@@ -159,25 +179,25 @@ async fn send_unbounded(provider: &str, client: &UpstreamClient, request: http::
 
 /// Reads a whole JSON body within `timeout`, refusing bodies over [`MAX_BODY_BYTES`].
 pub(crate) async fn read_json<T: DeserializeOwned>(provider: &str, timeout: Duration, response: Response) -> Result<T> {
-    match tokio::time::timeout(timeout, read_json_unbounded(provider, response)).await {
+    match tokio::time::timeout(timeout, read_json_unbounded(provider, timeout, response)).await {
         Err(_) => Err(timed_out(provider, timeout)),
         Ok(result) => result,
     }
 }
 
-async fn read_json_unbounded<T: DeserializeOwned>(provider: &str, response: Response) -> Result<T> {
-    let body = read_body(provider, response).await?;
+async fn read_json_unbounded<T: DeserializeOwned>(provider: &str, timeout: Duration, response: Response) -> Result<T> {
+    let body = read_body(provider, timeout, response).await?;
     parse_json(provider, &body)
 }
 
 /// The whole body, refusing bodies over [`MAX_BODY_BYTES`].
-async fn read_body(provider: &str, response: Response) -> Result<Bytes> {
+async fn read_body(provider: &str, timeout: Duration, response: Response) -> Result<Bytes> {
     let mut incoming = response.into_body();
     // A small answer arrives in one frame: it is kept where it lies, without a copy.
     let mut first: Option<Bytes> = None;
     let mut joined = bytes::BytesMut::new();
     while let Some(frame) = incoming.frame().await {
-        let frame = frame.map_err(|e| transport_error(provider, &e))?;
+        let frame = frame.map_err(|e| body_error(provider, timeout, e))?;
         let Ok(data) = frame.into_data() else { continue };
         if first.as_ref().map_or(0, Bytes::len) + joined.len() + data.len() > MAX_BODY_BYTES {
             return Err(malformed(provider, "answer", format!("the body exceeds {MAX_BODY_BYTES} bytes")));
@@ -202,8 +222,8 @@ pub(crate) async fn call_chat_json(
     request: http::Request<Bytes>,
 ) -> Result<ChatCompletionJson> {
     let work = async {
-        let response = send_unbounded(provider, client, request).await?;
-        let body = read_body(provider, response).await?;
+        let response = send_unbounded(provider, timeout, client, request).await?;
+        let body = read_body(provider, timeout, response).await?;
         ChatCompletionJson::parse(body.clone()).map_err(|e| unparsable(provider, &body, e))
     };
     match tokio::time::timeout(timeout, work).await {
@@ -239,8 +259,8 @@ pub(crate) async fn call_json<T: DeserializeOwned>(
     request: http::Request<Bytes>,
 ) -> Result<T> {
     let work = async {
-        let response = send_unbounded(provider, client, request).await?;
-        read_json_unbounded(provider, response).await
+        let response = send_unbounded(provider, timeout, client, request).await?;
+        read_json_unbounded(provider, timeout, response).await
     };
     // One timer for the whole exchange.
     match tokio::time::timeout(timeout, work).await {
@@ -287,44 +307,6 @@ async fn status_error(provider: &str, response: Response) -> Error {
     Error::upstream_status(provider, status.as_u16(), message, retry_after)
 }
 
-/// The message inside an error body: OpenAI's and Anthropic's `{"error": {"message"}}`, Ollama's
-/// `{"error": "…"}`, FastAPI's `{"detail": …}` or `{"message"}`; otherwise the start of the body.
-pub(crate) fn error_message(body: &[u8]) -> Option<String> {
-    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) {
-        let candidates = [
-            json.pointer("/error/message"),
-            json.get("error").filter(|e| e.is_string()),
-            json.get("message"),
-            json.get("detail"),
-        ];
-        if let Some(found) = candidates.into_iter().flatten().next() {
-            return Some(match found {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            });
-        }
-    }
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
-    }
-    Some(text.chars().take(QUOTED_BODY_CHARS).collect())
-}
-
-/// `retry-after-ms` (OpenAI) or `Retry-After` in seconds. HTTP-date values are ignored: no upstream
-/// we target sends them, and honouring one needs a clock this layer does not read.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
-        && (0.0..1e12).contains(&ms)
-    {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
-    }
-    let secs = header("retry-after")?.parse::<f64>().ok()?;
-    (0.0..1e9).contains(&secs).then(|| Duration::from_secs_f64(secs))
-}
-
 /// Unix seconds now, for translated responses whose upstream format carries no `created` field.
 #[cfg_attr(not(any(feature = "anthropic", feature = "ollama")), allow(dead_code))]
 pub(crate) fn unix_now() -> u64 {
@@ -343,7 +325,7 @@ macro_rules! shared_builder_setters {
 
         #[doc = $api_key_doc]
         pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
-            self.api_key = Some($crate::upstream_http::ApiKey::new(key));
+            self.api_key = Some($crate::http_provider::ApiKey::new(key));
             self
         }
 
@@ -391,19 +373,6 @@ pub(crate) use shared_builder_setters;
 mod tests {
     use super::*;
 
-    #[test]
-    fn error_messages_from_common_envelopes() {
-        assert_eq!(error_message(br#"{"error":{"message":"bad key","type":"x"}}"#).as_deref(), Some("bad key"));
-        assert_eq!(
-            error_message(br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#).as_deref(),
-            Some("Overloaded")
-        );
-        assert_eq!(error_message(br#"{"error":"model not found"}"#).as_deref(), Some("model not found"));
-        assert_eq!(error_message(br#"{"detail":"nope"}"#).as_deref(), Some("nope"));
-        assert_eq!(error_message(b"  upstream exploded \n").as_deref(), Some("upstream exploded"));
-        assert_eq!(error_message(b""), None);
-    }
-
     #[tokio::test]
     async fn a_200_with_an_error_envelope_is_an_upstream_error() {
         let response = |body: &'static str| {
@@ -415,21 +384,6 @@ mod tests {
         assert!(matches!(&err, Error::Upstream { status: None, message, .. } if message == "quota"), "{err:?}");
         let err = read_json::<Vec<u8>>("p", Duration::from_secs(1), response("{not json")).await.unwrap_err();
         assert!(err.to_string().contains("malformed JSON body"), "{err}");
-    }
-
-    #[test]
-    fn retry_after_headers() {
-        let mut h = HeaderMap::new();
-        assert_eq!(retry_after(&h), None);
-        h.insert("retry-after", HeaderValue::from_static("3"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert("retry-after-ms", HeaderValue::from_static("250"));
-        assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
-        let mut h = HeaderMap::new();
-        h.insert("retry-after", HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
-        assert_eq!(retry_after(&h), None);
-        h.insert("retry-after", HeaderValue::from_static("-1"));
-        assert_eq!(retry_after(&h), None);
     }
 
     #[test]
