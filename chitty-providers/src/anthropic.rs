@@ -43,7 +43,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -54,16 +53,15 @@ use chitty_core::wire::{
 };
 use chitty_core::{Capabilities, Capability, ChunkStream, Error, Provider, Result, UpstreamFailure};
 use futures::StreamExt;
-use http::header::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
-use crate::http_client::UpstreamClient;
+use crate::http_provider::{self, HttpUpstream, ProviderBuilder};
 use crate::sse::{self, SseError, SseEvent};
-use crate::http_provider::{self, ApiKey};
 
 /// Anthropic's API, the default base URL (without `/v1`, as Anthropic's SDKs take it).
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
-/// The `anthropic-version` header sent by default.
+/// The `anthropic-version` header sent unless the builder sets another.
 pub const DEFAULT_API_VERSION: &str = "2023-06-01";
 /// `max_tokens` when the request sets no cap (Anthropic requires one).
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
@@ -74,75 +72,30 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 const FORWARDED_EXTRA: [&str; 4] = ["top_k", "thinking", "metadata", "service_tier"];
 
 /// Anthropic's Messages API.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AnthropicProvider {
-    name: String,
-    base_url: String,
+    upstream: HttpUpstream,
     messages_url: http::Uri,
-    headers: HeaderMap,
-    timeout: Duration,
-    stream_idle_timeout: Duration,
+    options: AnthropicOptions,
+}
+
+/// Builds an [`AnthropicProvider`]: the shared settings of [`ProviderBuilder`] and the [`AnthropicOptions`].
+/// The `anthropic-version` header is [`DEFAULT_API_VERSION`] unless set with `with_header`.
+pub type AnthropicProviderBuilder = ProviderBuilder<AnthropicOptions>;
+
+/// What only an [`AnthropicProvider`] is configured with; set through [`AnthropicProviderBuilder`].
+#[derive(Debug, Clone)]
+pub struct AnthropicOptions {
     max_event_bytes: usize,
     default_max_tokens: u32,
-    client: UpstreamClient,
-}
-
-impl fmt::Debug for AnthropicProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Header values may be credentials: only their names are shown.
-        f.debug_struct("AnthropicProvider")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .field("timeout", &self.timeout)
-            .field("default_max_tokens", &self.default_max_tokens)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Builds an [`AnthropicProvider`].
-#[derive(Clone)]
-pub struct AnthropicProviderBuilder {
-    name: String,
-    base_url: String,
-    api_key: Option<ApiKey>,
-    api_version: String,
-    headers: Vec<(String, String)>,
-    timeout: Duration,
-    stream_idle_timeout: Option<Duration>,
-    max_event_bytes: usize,
-    default_max_tokens: u32,
-    client: Option<UpstreamClient>,
-}
-
-impl fmt::Debug for AnthropicProviderBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AnthropicProviderBuilder")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key)
-            .field("api_version", &self.api_version)
-            .field("headers", &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>())
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 impl AnthropicProvider {
     /// A builder for a provider called `name`, pointing at Anthropic's API.
     pub fn builder(name: impl Into<String>) -> AnthropicProviderBuilder {
-        AnthropicProviderBuilder {
-            name: name.into(),
-            base_url: DEFAULT_BASE_URL.to_owned(),
-            api_key: None,
-            api_version: DEFAULT_API_VERSION.to_owned(),
-            headers: Vec::new(),
-            timeout: DEFAULT_TIMEOUT,
-            stream_idle_timeout: None,
-            max_event_bytes: sse::DEFAULT_MAX_EVENT_BYTES,
-            default_max_tokens: DEFAULT_MAX_TOKENS,
-            client: None,
-        }
+        let options =
+            AnthropicOptions { max_event_bytes: sse::DEFAULT_MAX_EVENT_BYTES, default_max_tokens: DEFAULT_MAX_TOKENS };
+        ProviderBuilder::new(name, DEFAULT_BASE_URL, DEFAULT_TIMEOUT, options)
     }
 
     /// A builder configured from `ANTHROPIC_API_KEY` and `ANTHROPIC_BASE_URL`, as Anthropic's SDKs read them.
@@ -156,62 +109,27 @@ impl AnthropicProvider {
         }
         builder
     }
-
-    fn post(&self, body: &Value) -> Result<http::Request<bytes::Bytes>> {
-        http_provider::post_json(&self.messages_url, &self.headers, body)
-    }
 }
 
 impl AnthropicProviderBuilder {
-    http_provider::shared_builder_setters!(
-        base_url: "The API's base URL without `/v1`, e.g. `https://api.anthropic.com`.",
-        api_key: "The API key, sent as `x-api-key` (never logged or printed).",
-        header: "A header sent with every request (e.g. `anthropic-beta`); validated by [`Self::build`].",
-    );
-
-    /// The `anthropic-version` header (default [`DEFAULT_API_VERSION`]).
-    pub fn with_api_version(mut self, version: impl Into<String>) -> Self {
-        self.api_version = version.into();
-        self
-    }
-
     /// `max_tokens` for requests that set no output cap.
     pub fn with_default_max_tokens(mut self, max_tokens: u32) -> Self {
-        self.default_max_tokens = max_tokens;
+        self.options.default_max_tokens = max_tokens;
         self
     }
 
-    /// The provider; fails on an invalid header, key or version.
+    /// The provider, sending the key as `x-api-key`; fails on an invalid header, key or base URL.
     pub fn build(self) -> Result<AnthropicProvider> {
-        let mut extra = vec![("anthropic-version".to_owned(), self.api_version.clone())];
-        extra.extend(self.headers.iter().cloned());
-        let mut headers = http_provider::parse_headers(&self.name, &extra)?;
-        if let Some(key) = &self.api_key {
-            headers.insert("x-api-key", key.header_value("")?);
-        }
-        let client = match self.client {
-            Some(c) => c,
-            None => UpstreamClient::new()?,
-        };
-        let base_url = http_provider::trim_base_url(&self.base_url);
-        Ok(AnthropicProvider {
-            messages_url: http_provider::endpoint(&self.name, &base_url, "/v1/messages")?,
-            base_url,
-            name: self.name,
-            headers,
-            timeout: self.timeout,
-            stream_idle_timeout: self.stream_idle_timeout.unwrap_or(self.timeout),
-            max_event_bytes: self.max_event_bytes,
-            default_max_tokens: self.default_max_tokens,
-            client,
-        })
+        let version = (HeaderName::from_static("anthropic-version"), HeaderValue::from_static(DEFAULT_API_VERSION));
+        let upstream = self.upstream((HeaderName::from_static("x-api-key"), ""), &[version])?;
+        Ok(AnthropicProvider { messages_url: upstream.endpoint("/v1/messages")?, upstream, options: self.options })
     }
 }
 
 #[async_trait]
 impl Provider for AnthropicProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.upstream.name
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -219,16 +137,16 @@ impl Provider for AnthropicProvider {
     }
 
     async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatCompletionResponse> {
-        let body = to_messages_request(&request, self.default_max_tokens, false)?;
-        let answer: Value = http_provider::call_json(&self.name, self.timeout, &self.client, self.post(&body)?).await?;
-        from_messages_response(&self.name, &answer)
+        let body = to_messages_request(&request, self.options.default_max_tokens, false)?;
+        let answer: Value = self.upstream.call_json(&self.messages_url, &body).await?;
+        from_messages_response(&self.upstream.name, &answer)
     }
 
     async fn chat_stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream> {
-        let body = to_messages_request(&request, self.default_max_tokens, true)?;
-        let response = http_provider::send(&self.name, self.timeout, &self.client, self.post(&body)?).await?;
-        let events = sse::decode(http_provider::body_stream(response), self.max_event_bytes);
-        Ok(chunk_stream(self.name.clone(), self.stream_idle_timeout, events))
+        let body = to_messages_request(&request, self.options.default_max_tokens, true)?;
+        let response = self.upstream.open(&self.messages_url, &body).await?;
+        let events = sse::decode(http_provider::body_stream(response), self.options.max_event_bytes);
+        Ok(chunk_stream(self.upstream.name.clone(), self.upstream.timeout, events))
     }
 }
 

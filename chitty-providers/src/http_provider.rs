@@ -23,19 +23,20 @@ const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// An upstream's answer, headers received, body still to read.
 pub(crate) type Response = http::Response<ResponseBody>;
 
-/// An API key: sent in a header marked sensitive, never printed.
+/// A string that is never printed (API keys, header values): sent in a header marked sensitive.
 #[derive(Clone)]
-pub(crate) struct ApiKey(String);
+pub(crate) struct Redacted(String);
 
-impl ApiKey {
-    pub(crate) fn new(key: impl Into<String>) -> ApiKey {
-        ApiKey(key.into())
+impl Redacted {
+    pub(crate) fn new(value: impl Into<String>) -> Redacted {
+        Redacted(value.into())
     }
 
-    /// The key as a header value (`prefix` + key), marked sensitive so that no HTTP layer logs it.
-    pub(crate) fn header_value(&self, prefix: &str) -> Result<HeaderValue> {
+    /// The value as a header value (`prefix` + value), marked sensitive so that no HTTP layer logs it;
+    /// `what` names it in the error (never the value).
+    fn header_value(&self, prefix: &str, what: &str) -> Result<HeaderValue> {
         let mut value = HeaderValue::from_str(&format!("{prefix}{}", self.0)).map_err(|_| Error::InvalidInput {
-            what: "API key".to_owned(),
+            what: what.to_owned(),
             reason: "contains characters that are not allowed in an HTTP header".to_owned(),
         })?;
         value.set_sensitive(true);
@@ -43,40 +44,188 @@ impl ApiKey {
     }
 }
 
-impl fmt::Debug for ApiKey {
+impl fmt::Debug for Redacted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(<redacted>)")
+        f.write_str("<redacted>")
     }
 }
 
-/// Extra headers sent with every request, given as strings and validated when the provider is built;
-/// `Content-Type: application/json` is added, as every request body is JSON.
-pub(crate) fn parse_headers(provider: &str, headers: &[(String, String)]) -> Result<HeaderMap> {
-    let mut map = HeaderMap::new();
-    map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    for (name, value) in headers {
-        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| Error::InvalidInput {
-            what: format!("provider `{provider}` configuration"),
-            reason: format!("`{name}` is not a valid HTTP header name"),
-        })?;
-        let mut value = HeaderValue::from_str(value).map_err(|_| Error::InvalidInput {
-            what: format!("provider `{provider}` configuration"),
-            // The value may be a credential: name the header, never quote the value.
-            reason: format!("the value of header `{name}` is not a valid HTTP header value"),
-        })?;
-        value.set_sensitive(true);
-        map.append(header, value);
-    }
-    Ok(map)
+/// The settings every HTTP provider shares; [`ProviderBuilder`] sets them.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpProviderConfig {
+    name: String,
+    base_url: String,
+    api_key: Option<Redacted>,
+    headers: Vec<(String, Redacted)>,
+    timeout: Duration,
+    client: Option<UpstreamClient>,
 }
 
-/// Base URL without its trailing slashes, so that paths can be appended with `/`.
-pub(crate) fn trim_base_url(url: &str) -> String {
-    url.trim_end_matches('/').to_owned()
+/// Builds an HTTP provider ([`OpenAiProvider`](crate::openai::OpenAiProvider),
+/// [`AnthropicProvider`](crate::anthropic::AnthropicProvider), [`OllamaProvider`](crate::ollama::OllamaProvider)):
+/// the settings they share, and `O`, the options of one of them, set by that provider's own methods.
+#[derive(Debug, Clone)]
+pub struct ProviderBuilder<O> {
+    config: HttpProviderConfig,
+    pub(crate) options: O,
+}
+
+impl<O> ProviderBuilder<O> {
+    /// A builder for a provider called `name`, with its default base URL and timeout and its options.
+    pub(crate) fn new(name: impl Into<String>, base_url: &str, timeout: Duration, options: O) -> ProviderBuilder<O> {
+        let config = HttpProviderConfig {
+            name: name.into(),
+            base_url: base_url.to_owned(),
+            api_key: None,
+            headers: Vec::new(),
+            timeout,
+            client: None,
+        };
+        ProviderBuilder { config, options }
+    }
+
+    /// The base URL paths are appended to: with `/v1` for OpenAI-compatible APIs
+    /// (`http://localhost:8000/v1` for vLLM), without it for Anthropic and Ollama (`http://gpu-box:11434`).
+    pub fn with_base_url(mut self, url: impl Into<String>) -> Self {
+        self.config.base_url = url.into();
+        self
+    }
+
+    /// The API key, sent in the header the provider's API takes (never logged or printed).
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.config.api_key = Some(Redacted::new(key));
+        self
+    }
+
+    /// The API key from the environment variable `var`; fails naming the variable when it is unset.
+    pub fn with_api_key_from_env(self, var: &str) -> Result<Self> {
+        match std::env::var(var) {
+            Ok(key) if !key.is_empty() => Ok(self.with_api_key(key)),
+            _ => Err(Error::InvalidInput {
+                what: format!("provider `{}` configuration", self.config.name),
+                reason: format!("the environment variable `{var}` is not set"),
+            }),
+        }
+    }
+
+    /// A header sent with every request (e.g. `OpenAI-Organization`, `anthropic-beta`); its value is never
+    /// printed, and both are validated when the provider is built.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.headers.push((name.into(), Redacted::new(value)));
+        self
+    }
+
+    /// How long a request may take: a whole non-streamed answer, a stream's response headers, and each
+    /// silence between two reads of a stream.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = timeout;
+        self
+    }
+
+    /// Shares a client (and its connection pools) instead of building one: an [`UpstreamClient`], or a
+    /// `reqwest::Client` for its proxy or TLS settings.
+    pub fn with_client(mut self, client: impl Into<UpstreamClient>) -> Self {
+        self.config.client = Some(client.into());
+        self
+    }
+
+    /// The shared settings as the upstream a provider calls, with the API key sent as `auth` says (header
+    /// name and value prefix) and `defaults` sent unless a header of that name was set; fails on an invalid
+    /// header, key or base URL.
+    pub(crate) fn upstream(
+        &self,
+        auth: (HeaderName, &str),
+        defaults: &[(HeaderName, HeaderValue)],
+    ) -> Result<HttpUpstream> {
+        let config = &self.config;
+        let what = || format!("provider `{}` configuration", config.name);
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (name, value) in &config.headers {
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| Error::InvalidInput {
+                what: what(),
+                reason: format!("`{name}` is not a valid HTTP header name"),
+            })?;
+            // The value may be a credential: the error names the header, never the value.
+            headers.append(header, value.header_value("", &format!("the value of header `{name}`"))?);
+        }
+        for (name, value) in defaults {
+            if !headers.contains_key(name) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        if let Some(key) = &config.api_key {
+            let (name, prefix) = auth;
+            headers.insert(name, key.header_value(prefix, "API key")?);
+        }
+        let client = match &config.client {
+            Some(c) => c.clone(),
+            None => UpstreamClient::new()?,
+        };
+        Ok(HttpUpstream {
+            name: config.name.clone(),
+            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            headers,
+            timeout: config.timeout,
+            client,
+        })
+    }
+}
+
+/// A built provider's upstream: where it is, what every request carries, how long it may take, and the
+/// client that carries it. Header values print as `Sensitive`.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpUpstream {
+    pub(crate) name: String,
+    pub(crate) base_url: String,
+    headers: HeaderMap,
+    pub(crate) timeout: Duration,
+    client: UpstreamClient,
+}
+
+impl HttpUpstream {
+    /// The base URL + `path`, checked once when the provider is built.
+    pub(crate) fn endpoint(&self, path: &str) -> Result<http::Uri> {
+        endpoint(&self.name, &self.base_url, path)
+    }
+
+    /// A POST of `body` as JSON to `uri` with the upstream's headers.
+    pub(crate) fn post(&self, uri: &http::Uri, body: &impl serde::Serialize) -> Result<http::Request<Bytes>> {
+        post_json(uri, &self.headers, body)
+    }
+
+    /// POSTs `body` to `uri` and reads the JSON answer, all within the timeout.
+    pub(crate) async fn call_json<T: DeserializeOwned>(
+        &self,
+        uri: &http::Uri,
+        body: &impl serde::Serialize,
+    ) -> Result<T> {
+        call_json(&self.name, self.timeout, &self.client, self.post(uri, body)?).await
+    }
+
+    /// POSTs `body` to `uri` and reads the answer as a checked chat completion, all within the timeout.
+    pub(crate) async fn call_chat_json(
+        &self,
+        uri: &http::Uri,
+        body: &impl serde::Serialize,
+    ) -> Result<ChatCompletionJson> {
+        call_chat_json(&self.name, self.timeout, &self.client, self.post(uri, body)?).await
+    }
+
+    /// POSTs `body` to `uri` and returns the response once its headers arrived (a stream's), within the
+    /// timeout; a non-2xx status is an error.
+    pub(crate) async fn open(&self, uri: &http::Uri, body: &impl serde::Serialize) -> Result<Response> {
+        send(&self.name, self.timeout, &self.client, self.post(uri, body)?).await
+    }
+
+    /// Reads a whole JSON body within the timeout.
+    pub(crate) async fn read_json<T: DeserializeOwned>(&self, response: Response) -> Result<T> {
+        read_json(&self.name, self.timeout, response).await
+    }
 }
 
 /// `base_url` + `path` as an absolute `http` or `https` URI, checked once when a provider is built.
-pub(crate) fn endpoint(provider: &str, base_url: &str, path: &str) -> Result<http::Uri> {
+fn endpoint(provider: &str, base_url: &str, path: &str) -> Result<http::Uri> {
     let invalid = |reason: String| Error::InvalidInput { what: format!("provider `{provider}` base URL"), reason };
     let uri = http::Uri::try_from(format!("{base_url}{path}"))
         .map_err(|e| invalid(format!("`{base_url}` is not a URL: {e}")))?;
@@ -87,11 +236,7 @@ pub(crate) fn endpoint(provider: &str, base_url: &str, path: &str) -> Result<htt
 }
 
 /// A POST of `body` as JSON to `uri` with `headers`.
-pub(crate) fn post_json(
-    uri: &http::Uri,
-    headers: &HeaderMap,
-    body: &impl serde::Serialize,
-) -> Result<http::Request<Bytes>> {
+fn post_json(uri: &http::Uri, headers: &HeaderMap, body: &impl serde::Serialize) -> Result<http::Request<Bytes>> {
     // Most request bodies are a few hundred bytes: one allocation instead of regrowing from serde_json's 128.
     let mut bytes = Vec::with_capacity(512);
     serde_json::to_writer(&mut bytes, body).map_err(|e| Error::backend("request body", e))?;
@@ -152,7 +297,7 @@ fn timed_out(provider: &str, timeout: Duration) -> Error {
 
 /// Sends `request` and waits for the response headers within `timeout`; a non-2xx status becomes
 /// [`Error::Upstream`] with the upstream's message and `Retry-After`.
-pub(crate) async fn send(
+async fn send(
     provider: &str,
     timeout: Duration,
     client: &UpstreamClient,
@@ -178,7 +323,7 @@ async fn send_unbounded(
 }
 
 /// Reads a whole JSON body within `timeout`, refusing bodies over [`MAX_BODY_BYTES`].
-pub(crate) async fn read_json<T: DeserializeOwned>(provider: &str, timeout: Duration, response: Response) -> Result<T> {
+async fn read_json<T: DeserializeOwned>(provider: &str, timeout: Duration, response: Response) -> Result<T> {
     match tokio::time::timeout(timeout, read_json_unbounded(provider, timeout, response)).await {
         Err(_) => Err(timed_out(provider, timeout)),
         Ok(result) => result,
@@ -215,7 +360,7 @@ async fn read_body(provider: &str, timeout: Duration, response: Response) -> Res
 }
 
 /// Sends, then reads a chat completion as checked JSON, all within `timeout`.
-pub(crate) async fn call_chat_json(
+async fn call_chat_json(
     provider: &str,
     timeout: Duration,
     client: &UpstreamClient,
@@ -252,7 +397,7 @@ fn unparsable(provider: &str, body: &[u8], parse_error: serde_json::Error) -> Er
 }
 
 /// Sends, then reads the JSON answer, all within `timeout`.
-pub(crate) async fn call_json<T: DeserializeOwned>(
+async fn call_json<T: DeserializeOwned>(
     provider: &str,
     timeout: Duration,
     client: &UpstreamClient,
@@ -313,64 +458,11 @@ pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// The setters every HTTP provider builder shares, over the fields they all name alike (`name`, `base_url`,
-/// `api_key`, `headers`, `timeout`, `stream_idle_timeout`, `client`); the doc lines that differ are arguments.
-macro_rules! shared_builder_setters {
-    (base_url: $base_url_doc:literal, api_key: $api_key_doc:literal, header: $header_doc:literal $(,)?) => {
-        #[doc = $base_url_doc]
-        pub fn with_base_url(mut self, url: impl Into<String>) -> Self {
-            self.base_url = url.into();
-            self
-        }
-
-        #[doc = $api_key_doc]
-        pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
-            self.api_key = Some($crate::http_provider::ApiKey::new(key));
-            self
-        }
-
-        /// The API key from the environment variable `var`; fails naming the variable when it is unset.
-        pub fn with_api_key_from_env(self, var: &str) -> chitty_core::Result<Self> {
-            match std::env::var(var) {
-                Ok(key) if !key.is_empty() => Ok(self.with_api_key(key)),
-                _ => Err(chitty_core::Error::InvalidInput {
-                    what: format!("provider `{}` configuration", self.name),
-                    reason: format!("the environment variable `{var}` is not set"),
-                }),
-            }
-        }
-
-        #[doc = $header_doc]
-        pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-            self.headers.push((name.into(), value.into()));
-            self
-        }
-
-        /// How long a request may take: a whole non-streamed answer, or a stream's response headers.
-        pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.timeout = timeout;
-            self
-        }
-
-        /// How long a stream may stay silent between two reads (defaults to the request timeout).
-        pub fn with_stream_idle_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.stream_idle_timeout = Some(timeout);
-            self
-        }
-
-        /// Shares a client (and its connection pools) instead of building one: an
-        /// [`UpstreamClient`](crate::http_client::UpstreamClient), or a `reqwest::Client` for its proxy or TLS settings.
-        pub fn with_client(mut self, client: impl Into<$crate::http_client::UpstreamClient>) -> Self {
-            self.client = Some(client.into());
-            self
-        }
-    };
-}
-pub(crate) use shared_builder_setters;
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use http::header::AUTHORIZATION;
+
     use super::*;
 
     #[tokio::test]
@@ -386,12 +478,33 @@ mod tests {
         assert!(err.to_string().contains("malformed JSON body"), "{err}");
     }
 
+    fn builder() -> ProviderBuilder<()> {
+        ProviderBuilder::new("p", "http://127.0.0.1:9/v1/", Duration::from_secs(1), ())
+    }
+
     #[test]
     fn keys_and_header_values_are_never_printed() {
-        let key = ApiKey::new("sk-secret");
-        assert!(!format!("{key:?}").contains("sk-secret"));
-        let err = parse_headers("p", &[("x-token".into(), "sk-secret\n".into())]).unwrap_err();
-        assert!(!err.to_string().contains("sk-secret"));
-        assert!(parse_headers("p", &[("bad header".into(), "v".into())]).is_err());
+        let configured = builder().with_api_key("sk-secret").with_header("x-token", "tok-secret");
+        let shown = format!("{configured:?}");
+        assert!(!shown.contains("sk-secret") && !shown.contains("tok-secret") && shown.contains("x-token"), "{shown}");
+        let upstream = configured.upstream((http::header::AUTHORIZATION, "Bearer "), &[]).unwrap();
+        let shown = format!("{upstream:?}");
+        assert!(!shown.contains("sk-secret") && !shown.contains("tok-secret") && shown.contains("x-token"), "{shown}");
+        let err = builder().with_header("x-token", "sk-secret\n").upstream((AUTHORIZATION, ""), &[]).unwrap_err();
+        assert!(!err.to_string().contains("sk-secret") && err.to_string().contains("x-token"), "{err}");
+        assert!(builder().with_header("bad header", "v").upstream((AUTHORIZATION, ""), &[]).is_err());
+    }
+
+    #[test]
+    fn a_header_set_by_the_host_replaces_a_default() {
+        let version = (HeaderName::from_static("anthropic-version"), HeaderValue::from_static("2023-06-01"));
+        let upstream = builder().upstream((AUTHORIZATION, ""), std::slice::from_ref(&version)).unwrap();
+        assert_eq!(upstream.headers["anthropic-version"], "2023-06-01");
+        let upstream = builder()
+            .with_header("anthropic-version", "2024-01-01")
+            .upstream((AUTHORIZATION, ""), std::slice::from_ref(&version))
+            .unwrap();
+        assert_eq!(upstream.headers.get_all("anthropic-version").iter().collect::<Vec<_>>(), ["2024-01-01"]);
+        assert_eq!(upstream.base_url, "http://127.0.0.1:9/v1", "trailing slashes go");
     }
 }

@@ -9,8 +9,8 @@
 //! - `openai`: [`openai::OpenAiProvider`], any OpenAI-compatible upstream over HTTP, with the [`sse`] decoder.
 //! - `anthropic`: [`anthropic::AnthropicProvider`], Anthropic's Messages API translated to and from OpenAI's.
 //! - `ollama`: [`ollama::OllamaProvider`], Ollama's native API with NDJSON streaming.
-//! - `upstream-http` (enabled by each of the three above): [`http_client::UpstreamClient`], the pooled HTTP
-//!   client they share.
+//! - `upstream-http` (enabled by each of the three above): [`http_client::UpstreamClient`], the HTTP client
+//!   they share over a swappable transport, and [`http_provider::ProviderBuilder`], the settings they share.
 //! - `redis`: [`redis::RedisCache`] and [`redis::RedisBudgetStore`], shared by every gateway replica (each budget
 //!   operation is one atomic Lua script).
 //! - `prometheus`: [`prometheus::PrometheusSink`], request, token, cost and upstream metrics in a host's registry.
@@ -30,6 +30,8 @@ pub mod server;
 pub mod anthropic;
 #[cfg(feature = "upstream-http")]
 pub mod http_client;
+#[cfg(feature = "upstream-http")]
+pub mod http_provider;
 #[cfg(feature = "ollama")]
 pub mod ollama;
 #[cfg(feature = "openai")]
@@ -40,5 +42,3 @@ pub mod prometheus;
 pub mod redis;
 #[cfg(any(feature = "openai", feature = "anthropic"))]
 pub mod sse;
-#[cfg(feature = "upstream-http")]
-mod http_provider;

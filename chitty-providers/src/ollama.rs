@@ -27,7 +27,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -44,11 +43,10 @@ use chitty_core::{
 };
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
-use http::header::{AUTHORIZATION, HeaderMap};
+use http::header::AUTHORIZATION;
 use serde_json::{Value, json};
 
-use crate::http_client::UpstreamClient;
-use crate::http_provider::{self, ApiKey};
+use crate::http_provider::{self, HttpUpstream, ProviderBuilder};
 
 /// Where Ollama listens by default.
 pub const DEFAULT_BASE_URL: &str = "http://localhost:11434";
@@ -58,77 +56,34 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Ollama's native API.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct OllamaProvider {
-    name: String,
-    base_url: String,
+    upstream: HttpUpstream,
     endpoints: Endpoints,
-    headers: HeaderMap,
-    timeout: Duration,
-    stream_idle_timeout: Duration,
-    keep_alive: Option<String>,
-    client: UpstreamClient,
+    options: OllamaOptions,
 }
 
 /// Ollama's endpoint URLs, parsed once when the provider is built.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 struct Endpoints {
     chat: http::Uri,
     generate: http::Uri,
     embed: http::Uri,
 }
 
-impl fmt::Debug for OllamaProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Header values may be credentials: only their names are shown.
-        f.debug_struct("OllamaProvider")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .field("timeout", &self.timeout)
-            .field("keep_alive", &self.keep_alive)
-            .finish_non_exhaustive()
-    }
-}
+/// Builds an [`OllamaProvider`]: the shared settings of [`ProviderBuilder`] and the [`OllamaOptions`].
+pub type OllamaProviderBuilder = ProviderBuilder<OllamaOptions>;
 
-/// Builds an [`OllamaProvider`].
-#[derive(Clone)]
-pub struct OllamaProviderBuilder {
-    name: String,
-    base_url: String,
-    api_key: Option<ApiKey>,
-    headers: Vec<(String, String)>,
-    timeout: Duration,
-    stream_idle_timeout: Option<Duration>,
+/// What only an [`OllamaProvider`] is configured with; set through [`OllamaProviderBuilder`].
+#[derive(Debug, Clone, Default)]
+pub struct OllamaOptions {
     keep_alive: Option<String>,
-    client: Option<UpstreamClient>,
-}
-
-impl fmt::Debug for OllamaProviderBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OllamaProviderBuilder")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key)
-            .field("headers", &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>())
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 impl OllamaProvider {
     /// A builder for a provider called `name`, pointing at `http://localhost:11434`.
     pub fn builder(name: impl Into<String>) -> OllamaProviderBuilder {
-        OllamaProviderBuilder {
-            name: name.into(),
-            base_url: DEFAULT_BASE_URL.to_owned(),
-            api_key: None,
-            headers: Vec::new(),
-            timeout: DEFAULT_TIMEOUT,
-            stream_idle_timeout: None,
-            keep_alive: None,
-            client: None,
-        }
+        ProviderBuilder::new(name, DEFAULT_BASE_URL, DEFAULT_TIMEOUT, OllamaOptions::default())
     }
 
     /// A builder pointing at `OLLAMA_HOST` when set (`host:port` or a URL, as the Ollama CLI reads it).
@@ -140,57 +95,32 @@ impl OllamaProvider {
             None => builder,
         }
     }
-
-    async fn call(&self, url: &http::Uri, body: &Value) -> Result<Value> {
-        let request = http_provider::post_json(url, &self.headers, body)?;
-        http_provider::call_json(&self.name, self.timeout, &self.client, request).await
-    }
 }
 
 impl OllamaProviderBuilder {
-    http_provider::shared_builder_setters!(
-        base_url: "Ollama's base URL, e.g. `http://gpu-box:11434`.",
-        api_key: "A key sent as `Authorization: Bearer …`, for Ollama behind an authenticating proxy or hosted.",
-        header: "A header sent with every request; validated by [`Self::build`].",
-    );
-
     /// Ollama's `keep_alive` (how long the model stays loaded, e.g. `"10m"`), sent with every request.
     pub fn with_keep_alive(mut self, keep_alive: impl Into<String>) -> Self {
-        self.keep_alive = Some(keep_alive.into());
+        self.options.keep_alive = Some(keep_alive.into());
         self
     }
 
-    /// The provider; fails on an invalid header or key.
+    /// The provider, sending a key (for Ollama behind an authenticating proxy, or hosted) as
+    /// `Authorization: Bearer …`; fails on an invalid header, key or base URL.
     pub fn build(self) -> Result<OllamaProvider> {
-        let mut headers = http_provider::parse_headers(&self.name, &self.headers)?;
-        if let Some(key) = &self.api_key {
-            headers.insert(AUTHORIZATION, key.header_value("Bearer ")?);
-        }
-        let client = match self.client {
-            Some(c) => c,
-            None => UpstreamClient::new()?,
+        let upstream = self.upstream((AUTHORIZATION, "Bearer "), &[])?;
+        let endpoints = Endpoints {
+            chat: upstream.endpoint("/api/chat")?,
+            generate: upstream.endpoint("/api/generate")?,
+            embed: upstream.endpoint("/api/embed")?,
         };
-        let base_url = http_provider::trim_base_url(&self.base_url);
-        let url = |path: &str| http_provider::endpoint(&self.name, &base_url, path);
-        let endpoints =
-            Endpoints { chat: url("/api/chat")?, generate: url("/api/generate")?, embed: url("/api/embed")? };
-        Ok(OllamaProvider {
-            endpoints,
-            base_url,
-            name: self.name,
-            headers,
-            timeout: self.timeout,
-            stream_idle_timeout: self.stream_idle_timeout.unwrap_or(self.timeout),
-            keep_alive: self.keep_alive,
-            client,
-        })
+        Ok(OllamaProvider { upstream, endpoints, options: self.options })
     }
 }
 
 #[async_trait]
 impl Provider for OllamaProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.upstream.name
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -200,13 +130,13 @@ impl Provider for OllamaProvider {
     async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatCompletionResponse> {
         let body = self.with_keep_alive(to_chat_request(&request, false)?);
         let answer = self.call(&self.endpoints.chat, &body).await?;
-        from_chat_response(&self.name, &answer)
+        from_chat_response(&self.upstream.name, &answer)
     }
 
     async fn chat_stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream> {
         let body = self.with_keep_alive(to_chat_request(&request, true)?);
         let lines = self.open_ndjson(&self.endpoints.chat, &body).await?;
-        Ok(chunk_stream(self.name.clone(), request.model, self.stream_idle_timeout, lines))
+        Ok(chunk_stream(self.upstream.name.clone(), request.model, self.upstream.timeout, lines))
     }
 
     async fn completion(&self, request: CompletionRequest) -> Result<CompletionResponse> {
@@ -238,7 +168,7 @@ impl Provider for OllamaProvider {
         let (body, prompt) = self.generate_request(&request, true)?;
         let lines = self.open_ndjson(&self.endpoints.generate, &body).await?;
         let echo = (request.echo == Some(true)).then_some(prompt);
-        Ok(completion_chunk_stream(self.name.clone(), request.model, echo, self.stream_idle_timeout, lines))
+        Ok(completion_chunk_stream(self.upstream.name.clone(), request.model, echo, self.upstream.timeout, lines))
     }
 
     async fn embeddings(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {
@@ -255,11 +185,11 @@ impl Provider for OllamaProvider {
         let answer = self.call(&self.endpoints.embed, &body).await?;
         let vectors: Vec<Vec<f32>> =
             answer.get("embeddings").cloned().and_then(|v| serde_json::from_value(v).ok()).ok_or_else(|| {
-                http_provider::malformed(&self.name, "embeddings", "no `embeddings` list of float lists")
+                http_provider::malformed(&self.upstream.name, "embeddings", "no `embeddings` list of float lists")
             })?;
         if vectors.len() != request.input.len() {
             let why = format!("{} embeddings for {} inputs", vectors.len(), request.input.len());
-            return Err(http_provider::malformed(&self.name, "embeddings", why));
+            return Err(http_provider::malformed(&self.upstream.name, "embeddings", why));
         }
         let tokens = answer.get("prompt_eval_count").and_then(Value::as_u64).unwrap_or(0);
         Ok(EmbeddingResponse {
@@ -282,14 +212,17 @@ impl Provider for OllamaProvider {
 }
 
 impl OllamaProvider {
+    async fn call(&self, url: &http::Uri, body: &Value) -> Result<Value> {
+        self.upstream.call_json(url, body).await
+    }
+
     /// Sends a streaming request and returns the NDJSON lines of its answer.
     async fn open_ndjson(
         &self,
         url: &http::Uri,
         body: &Value,
     ) -> Result<impl Stream<Item = std::result::Result<Bytes, LineError>> + Send + 'static> {
-        let http_request = http_provider::post_json(url, &self.headers, body)?;
-        let response = http_provider::send(&self.name, self.timeout, &self.client, http_request).await?;
+        let response = self.upstream.open(url, body).await?;
         Ok(ndjson_lines(http_provider::body_stream(response)))
     }
 
@@ -317,7 +250,7 @@ impl OllamaProvider {
     }
 
     fn with_keep_alive(&self, mut body: Value) -> Value {
-        if let (Some(k), Some(o)) = (&self.keep_alive, body.as_object_mut()) {
+        if let (Some(k), Some(o)) = (&self.options.keep_alive, body.as_object_mut()) {
             o.insert("keep_alive".into(), json!(k));
         }
         body

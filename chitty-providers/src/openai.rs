@@ -2,7 +2,7 @@
 //! llama.cpp's server, Ollama's `/v1`, or another chitty gateway).
 //!
 //! Requests are forwarded as they arrive (fields chitty does not model travel in the wire types'
-//! `extra` maps), over one pooled [`UpstreamClient`]. Errors keep the upstream's status, message and
+//! `extra` maps), over one pooled [`UpstreamClient`](crate::http_client::UpstreamClient). Errors keep the upstream's status, message and
 //! `Retry-After`; a request that gets no answer within the timeout is [`Error::UpstreamTimeout`].
 //!
 //! Streams (chat and legacy completions) are always requested with `stream_options.include_usage = true`,
@@ -32,7 +32,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,12 +44,11 @@ use chitty_core::{
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use http::header::{AUTHORIZATION, HeaderMap};
+use http::header::AUTHORIZATION;
 use serde::de::DeserializeOwned;
 
-use crate::http_client::UpstreamClient;
+use crate::http_provider::{self, HttpUpstream, ProviderBuilder};
 use crate::sse::{self, SseError, SseEvent};
-use crate::http_provider::{self, ApiKey};
 
 /// OpenAI's API, the default base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -58,95 +56,41 @@ pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The upstream's endpoint URLs, parsed once when the provider is built.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 struct Endpoints {
     chat: http::Uri,
     completions: http::Uri,
     embeddings: http::Uri,
 }
 
-impl Endpoints {
-    fn parse(provider: &str, base_url: &str) -> Result<Endpoints> {
-        Ok(Endpoints {
-            chat: http_provider::endpoint(provider, base_url, "/chat/completions")?,
-            completions: http_provider::endpoint(provider, base_url, "/completions")?,
-            embeddings: http_provider::endpoint(provider, base_url, "/embeddings")?,
-        })
-    }
-}
-
 /// An OpenAI-compatible upstream over HTTP.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct OpenAiProvider {
-    name: String,
-    base_url: String,
+    upstream: HttpUpstream,
     endpoints: Endpoints,
-    headers: HeaderMap,
-    timeout: Duration,
-    stream_idle_timeout: Duration,
+    options: OpenAiOptions,
+}
+
+/// Builds an [`OpenAiProvider`]: the shared settings of [`ProviderBuilder`] and the [`OpenAiOptions`].
+pub type OpenAiProviderBuilder = ProviderBuilder<OpenAiOptions>;
+
+/// What only an [`OpenAiProvider`] is configured with; set through [`OpenAiProviderBuilder`].
+#[derive(Debug, Clone)]
+pub struct OpenAiOptions {
     max_event_bytes: usize,
     stream_usage: bool,
     capabilities: Capabilities,
-    client: UpstreamClient,
-}
-
-impl fmt::Debug for OpenAiProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Header values may be credentials: only their names are shown.
-        f.debug_struct("OpenAiProvider")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .field("timeout", &self.timeout)
-            .field("stream_idle_timeout", &self.stream_idle_timeout)
-            .field("capabilities", &self.capabilities)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Builds an [`OpenAiProvider`].
-#[derive(Clone)]
-pub struct OpenAiProviderBuilder {
-    name: String,
-    base_url: String,
-    api_key: Option<ApiKey>,
-    headers: Vec<(String, String)>,
-    timeout: Duration,
-    stream_idle_timeout: Option<Duration>,
-    max_event_bytes: usize,
-    stream_usage: bool,
-    capabilities: Capabilities,
-    client: Option<UpstreamClient>,
-}
-
-impl fmt::Debug for OpenAiProviderBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OpenAiProviderBuilder")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key)
-            .field("headers", &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>())
-            .field("timeout", &self.timeout)
-            .field("capabilities", &self.capabilities)
-            .finish_non_exhaustive()
-    }
 }
 
 impl OpenAiProvider {
     /// A builder for a provider called `name` (used in logs, metrics and errors), pointing at OpenAI.
     pub fn builder(name: impl Into<String>) -> OpenAiProviderBuilder {
-        OpenAiProviderBuilder {
-            name: name.into(),
-            base_url: DEFAULT_BASE_URL.to_owned(),
-            api_key: None,
-            headers: Vec::new(),
-            timeout: DEFAULT_TIMEOUT,
-            stream_idle_timeout: None,
+        let options = OpenAiOptions {
             max_event_bytes: sse::DEFAULT_MAX_EVENT_BYTES,
             stream_usage: true,
             capabilities: Capabilities::all(),
-            client: None,
-        }
+        };
+        ProviderBuilder::new(name, DEFAULT_BASE_URL, DEFAULT_TIMEOUT, options)
     }
 
     /// A builder configured from `OPENAI_API_KEY` and `OPENAI_BASE_URL`, as the official SDKs read them.
@@ -163,18 +107,14 @@ impl OpenAiProvider {
 
     /// The base URL requests go to (paths such as `/chat/completions` are appended).
     pub fn base_url(&self) -> &str {
-        &self.base_url
-    }
-
-    fn post(&self, url: &http::Uri, body: &impl serde::Serialize) -> Result<http::Request<bytes::Bytes>> {
-        http_provider::post_json(url, &self.headers, body)
+        &self.upstream.base_url
     }
 
     fn ensure(&self, capability: Capability) -> Result<()> {
-        if self.capabilities.contains(capability) {
+        if self.options.capabilities.contains(capability) {
             Ok(())
         } else {
-            Err(Error::Unsupported { provider: self.name.clone(), capability })
+            Err(Error::Unsupported { provider: self.upstream.name.clone(), capability })
         }
     }
 
@@ -189,83 +129,64 @@ impl OpenAiProvider {
     /// answer whole: `replay` turns such an answer into the chunks that would have produced it.
     async fn open_stream<A, C>(
         &self,
-        http: http::Request<bytes::Bytes>,
+        url: &http::Uri,
+        body: &impl serde::Serialize,
         replay: impl FnOnce(A) -> Vec<C>,
     ) -> Result<BoxStream<'static, Result<C>>>
     where
         A: DeserializeOwned,
         C: StreamChunk + DeserializeOwned,
     {
-        let response = http_provider::send(&self.name, self.timeout, &self.client, http).await?;
+        let response = self.upstream.open(url, body).await?;
         if http_provider::is_json(&response) {
-            let answer: A = http_provider::read_json(&self.name, self.timeout, response).await?;
+            let answer: A = self.upstream.read_json(response).await?;
             return Ok(Box::pin(futures::stream::iter(replay(answer).into_iter().map(Ok))));
         }
-        let events = sse::decode(http_provider::body_stream(response), self.max_event_bytes);
-        Ok(chunk_stream(self.name.clone(), self.stream_idle_timeout, events))
+        let events = sse::decode(http_provider::body_stream(response), self.options.max_event_bytes);
+        Ok(chunk_stream(self.upstream.name.clone(), self.upstream.timeout, events))
     }
 }
 
 impl OpenAiProviderBuilder {
-    http_provider::shared_builder_setters!(
-        base_url: "The API's base URL, `/v1` included, e.g. `http://localhost:8000/v1` for vLLM.",
-        api_key: "The API key, sent as `Authorization: Bearer …` (never logged or printed).",
-        header: "A header sent with every request (e.g. `OpenAI-Organization`); validated by [`Self::build`].",
-    );
-
     /// The largest server-sent event accepted from the upstream.
     pub fn with_max_event_bytes(mut self, bytes: usize) -> Self {
-        self.max_event_bytes = bytes;
+        self.options.max_event_bytes = bytes;
         self
     }
 
     /// Whether streams ask the upstream for a usage chunk (default on; turn off only for servers that
     /// reject `stream_options`, at the price of settling streams from estimates).
     pub fn with_stream_usage(mut self, on: bool) -> Self {
-        self.stream_usage = on;
+        self.options.stream_usage = on;
         self
     }
 
     /// Declares what the upstream supports (default: everything), e.g. an embeddings-only server.
     pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
-        self.capabilities = capabilities;
+        self.options.capabilities = capabilities;
         self
     }
 
-    /// The provider; fails on an invalid header or key.
+    /// The provider, sending the key as `Authorization: Bearer …`; fails on an invalid header, key or base URL.
     pub fn build(self) -> Result<OpenAiProvider> {
-        let mut headers = http_provider::parse_headers(&self.name, &self.headers)?;
-        if let Some(key) = &self.api_key {
-            headers.insert(AUTHORIZATION, key.header_value("Bearer ")?);
-        }
-        let client = match self.client {
-            Some(c) => c,
-            None => UpstreamClient::new()?,
+        let upstream = self.upstream((AUTHORIZATION, "Bearer "), &[])?;
+        let endpoints = Endpoints {
+            chat: upstream.endpoint("/chat/completions")?,
+            completions: upstream.endpoint("/completions")?,
+            embeddings: upstream.endpoint("/embeddings")?,
         };
-        let base_url = http_provider::trim_base_url(&self.base_url);
-        Ok(OpenAiProvider {
-            endpoints: Endpoints::parse(&self.name, &base_url)?,
-            base_url,
-            name: self.name,
-            headers,
-            timeout: self.timeout,
-            stream_idle_timeout: self.stream_idle_timeout.unwrap_or(self.timeout),
-            max_event_bytes: self.max_event_bytes,
-            stream_usage: self.stream_usage,
-            capabilities: self.capabilities,
-            client,
-        })
+        Ok(OpenAiProvider { upstream, endpoints, options: self.options })
     }
 }
 
 #[async_trait]
 impl Provider for OpenAiProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.upstream.name
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.capabilities
+        self.options.capabilities
     }
 
     async fn chat(&self, mut request: ChatCompletionRequest) -> Result<ChatCompletionResponse> {
@@ -274,8 +195,7 @@ impl Provider for OpenAiProvider {
         // OpenAI rejects `stream_options` on a request that does not stream.
         request.stream = None;
         request.stream_options = None;
-        let http = self.post(&self.endpoints.chat, &request)?;
-        http_provider::call_json(&self.name, self.timeout, &self.client, http).await
+        self.upstream.call_json(&self.endpoints.chat, &request).await
     }
 
     async fn chat_json(&self, mut request: ChatCompletionRequest) -> Result<ChatCompletionJson> {
@@ -283,47 +203,45 @@ impl Provider for OpenAiProvider {
         self.ensure_tools(&request)?;
         request.stream = None;
         request.stream_options = None;
-        let http = self.post(&self.endpoints.chat, &request)?;
-        http_provider::call_chat_json(&self.name, self.timeout, &self.client, http).await
+        self.upstream.call_chat_json(&self.endpoints.chat, &request).await
     }
 
     async fn chat_stream(&self, mut request: ChatCompletionRequest) -> Result<ChunkStream> {
         self.ensure(Capability::ChatStream)?;
         self.ensure_tools(&request)?;
         request.stream = Some(true);
-        if self.stream_usage {
+        if self.options.stream_usage {
             request.stream_options.get_or_insert_with(StreamOptions::default).include_usage = Some(true);
         }
-        let http = self.post(&self.endpoints.chat, &request)?;
-        self.open_stream(http, |answer: ChatCompletionResponse| answer.to_chunks(1, answer.usage.is_some())).await
+        let replay = |answer: ChatCompletionResponse| answer.to_chunks(1, answer.usage.is_some());
+        self.open_stream(&self.endpoints.chat, &request, replay).await
     }
 
     async fn completion(&self, mut request: CompletionRequest) -> Result<CompletionResponse> {
         self.ensure(Capability::Completions)?;
         request.stream = None;
         request.stream_options = None;
-        let http = self.post(&self.endpoints.completions, &request)?;
-        http_provider::call_json(&self.name, self.timeout, &self.client, http).await
+        self.upstream.call_json(&self.endpoints.completions, &request).await
     }
 
     async fn completion_stream(&self, mut request: CompletionRequest) -> Result<CompletionChunkStream> {
         self.ensure(Capability::CompletionsStream)?;
         request.stream = Some(true);
-        if self.stream_usage {
+        if self.options.stream_usage {
             request.stream_options.get_or_insert_with(StreamOptions::default).include_usage = Some(true);
         }
-        let http = self.post(&self.endpoints.completions, &request)?;
-        self.open_stream(http, |answer: CompletionResponse| answer.to_chunks(1, answer.usage.is_some())).await
+        let replay = |answer: CompletionResponse| answer.to_chunks(1, answer.usage.is_some());
+        self.open_stream(&self.endpoints.completions, &request, replay).await
     }
 
     async fn embeddings(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {
         self.ensure(Capability::Embeddings)?;
-        let http = self.post(&self.endpoints.embeddings, &request)?;
-        let mut response: EmbeddingResponse =
-            http_provider::call_json(&self.name, self.timeout, &self.client, http).await?;
+        let mut response: EmbeddingResponse = self.upstream.call_json(&self.endpoints.embeddings, &request).await?;
         for item in &mut response.data {
-            let floats =
-                item.embedding.to_floats().map_err(|e| http_provider::malformed(&self.name, "embedding", e))?;
+            let floats = item
+                .embedding
+                .to_floats()
+                .map_err(|e| http_provider::malformed(&self.upstream.name, "embedding", e))?;
             item.embedding = EmbeddingVector::Float(floats);
         }
         Ok(response)
