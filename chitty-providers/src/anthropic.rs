@@ -56,8 +56,9 @@ use futures::StreamExt;
 use http::header::{HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
+use crate::framing::sse::{self, SseEvent};
+use crate::framing::{self, interrupted};
 use crate::http_provider::{self, HttpUpstream, ProviderBuilder};
-use crate::sse::{self, SseError, SseEvent};
 
 /// Anthropic's API, the default base URL (without `/v1`, as Anthropic's SDKs take it).
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -145,8 +146,10 @@ impl Provider for AnthropicProvider {
     async fn chat_stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream> {
         let body = to_messages_request(&request, self.options.default_max_tokens, true)?;
         let response = self.upstream.open(&self.messages_url, &body).await?;
-        let events = sse::decode(http_provider::body_stream(response), self.options.max_event_bytes);
-        Ok(chunk_stream(self.upstream.name.clone(), self.upstream.timeout, events))
+        let body = http_provider::body_stream(response);
+        let events =
+            framing::sse_events(&self.upstream.name, self.upstream.timeout, self.options.max_event_bytes, body);
+        Ok(chunk_stream(self.upstream.name.clone(), events))
     }
 }
 
@@ -590,12 +593,11 @@ impl StreamTranslator {
     }
 }
 
-fn chunk_stream<S>(provider: String, idle: Duration, events: S) -> ChunkStream
+fn chunk_stream<S>(provider: String, events: S) -> ChunkStream
 where
-    S: futures::Stream<Item = std::result::Result<SseEvent, SseError>> + Send + 'static,
+    S: futures::Stream<Item = Result<SseEvent>> + Send + 'static,
 {
     struct State<S> {
-        idle: Duration,
         events: std::pin::Pin<Box<S>>,
         translator: StreamTranslator,
         finished: bool,
@@ -609,19 +611,17 @@ where
         tool_of_block: HashMap::new(),
         tools: 0,
     };
-    let state = State { idle, events: Box::pin(events), translator, finished: false };
+    let state = State { events: Box::pin(events), translator, finished: false };
     Box::pin(futures::stream::unfold(state, |mut st| async move {
         if st.finished {
             return None;
         }
         loop {
             let provider = &st.translator.provider;
-            let item = match tokio::time::timeout(st.idle, st.events.next()).await {
-                Err(_) => Err(Error::UpstreamTimeout { provider: provider.clone(), timeout: st.idle }),
-                Ok(None) => Err(interrupted(provider, "the stream ended before `message_stop`")),
-                Ok(Some(Err(SseError::Body(e)))) => Err(interrupted(provider, &http_provider::describe(&*e))),
-                Ok(Some(Err(e))) => Err(http_provider::malformed(provider, "event stream", e)),
-                Ok(Some(Ok(event))) => match st.translator.step(&event) {
+            let item = match st.events.next().await {
+                None => Err(interrupted(provider, "the stream ended before `message_stop`")),
+                Some(Err(e)) => Err(e),
+                Some(Ok(event)) => match st.translator.step(&event) {
                     Ok(Step::Skip) => continue,
                     Ok(Step::Chunk(c)) => Ok(c),
                     Ok(Step::End(c)) => {
@@ -635,10 +635,6 @@ where
             return Some((item, st));
         }
     }))
-}
-
-fn interrupted(provider: &str, why: &str) -> Error {
-    Error::upstream(provider, UpstreamFailure::Interrupted, format!("stream interrupted: {why}"))
 }
 
 #[cfg(test)]
@@ -789,11 +785,12 @@ mod tests {
         assert!(from_messages_response("p", &json!({"type": "message"})).is_err());
     }
 
-    fn sse(events: &[Value]) -> Vec<std::result::Result<SseEvent, SseError>> {
-        events
+    fn sse(events: &[Value]) -> futures::stream::Iter<std::vec::IntoIter<Result<SseEvent>>> {
+        let events: Vec<_> = events
             .iter()
             .map(|e| Ok(SseEvent { event: e["type"].as_str().map(str::to_owned), data: e.to_string(), id: None }))
-            .collect()
+            .collect();
+        futures::stream::iter(events)
     }
 
     #[tokio::test]
@@ -812,8 +809,7 @@ mod tests {
             json!({"type": "message_stop"}),
             json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ignored"}}),
         ]);
-        let items: Vec<_> =
-            chunk_stream("p".into(), Duration::from_secs(1), futures::stream::iter(events)).collect().await;
+        let items: Vec<_> = chunk_stream("p".into(), events).collect().await;
         let chunks: Vec<ChatCompletionChunk> = items.into_iter().map(Result::unwrap).collect();
         let mut acc = chitty_core::wire::ChunkAccumulator::default();
         chunks.iter().for_each(|c| acc.push(c));
@@ -837,15 +833,11 @@ mod tests {
         let start =
             json!({"type": "message_start", "message": {"id": "m", "model": "c", "usage": {"input_tokens": 1}}});
         let overloaded = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
-        let items: Vec<_> =
-            chunk_stream("p".into(), Duration::from_secs(1), futures::stream::iter(sse(&[start.clone(), overloaded])))
-                .collect()
-                .await;
+        let items: Vec<_> = chunk_stream("p".into(), sse(&[start.clone(), overloaded])).collect().await;
         assert!(
             matches!(&items[1], Err(Error::Upstream { status: Some(529), message, .. }) if message == "Overloaded")
         );
-        let items: Vec<_> =
-            chunk_stream("p".into(), Duration::from_secs(1), futures::stream::iter(sse(&[start]))).collect().await;
+        let items: Vec<_> = chunk_stream("p".into(), sse(&[start])).collect().await;
         assert!(
             matches!(&items[1], Err(Error::Upstream { status: None, message, .. }) if message.contains("message_stop"))
         );

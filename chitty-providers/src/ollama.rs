@@ -38,22 +38,19 @@ use chitty_core::wire::{
     EmbeddingResponse, EmbeddingUsage, EmbeddingVector, Extra, FunctionCall, FunctionCallDelta, MessageContent,
     PromptInput, Role, StopSequences, StreamChunk, ToolCall, ToolCallDelta, Usage,
 };
-use chitty_core::{
-    BoxError, Capabilities, ChunkStream, CompletionChunkStream, Error, Provider, Result, UpstreamFailure,
-};
+use chitty_core::{Capabilities, ChunkStream, CompletionChunkStream, Error, Provider, Result, UpstreamFailure};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use http::header::AUTHORIZATION;
 use serde_json::{Value, json};
 
+use crate::framing::{self, interrupted};
 use crate::http_provider::{self, HttpUpstream, ProviderBuilder};
 
 /// Where Ollama listens by default.
 pub const DEFAULT_BASE_URL: &str = "http://localhost:11434";
 /// The default per-request timeout (local models can take a while to load).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-/// The largest NDJSON line accepted from the upstream.
-pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Ollama's native API.
 #[derive(Debug, Clone)]
@@ -136,7 +133,7 @@ impl Provider for OllamaProvider {
     async fn chat_stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream> {
         let body = self.with_keep_alive(to_chat_request(&request, true)?);
         let lines = self.open_ndjson(&self.endpoints.chat, &body).await?;
-        Ok(chunk_stream(self.upstream.name.clone(), request.model, self.upstream.timeout, lines))
+        Ok(chunk_stream(self.upstream.name.clone(), request.model, lines))
     }
 
     async fn completion(&self, request: CompletionRequest) -> Result<CompletionResponse> {
@@ -168,7 +165,7 @@ impl Provider for OllamaProvider {
         let (body, prompt) = self.generate_request(&request, true)?;
         let lines = self.open_ndjson(&self.endpoints.generate, &body).await?;
         let echo = (request.echo == Some(true)).then_some(prompt);
-        Ok(completion_chunk_stream(self.upstream.name.clone(), request.model, echo, self.upstream.timeout, lines))
+        Ok(completion_chunk_stream(self.upstream.name.clone(), request.model, echo, lines))
     }
 
     async fn embeddings(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {
@@ -221,9 +218,9 @@ impl OllamaProvider {
         &self,
         url: &http::Uri,
         body: &Value,
-    ) -> Result<impl Stream<Item = std::result::Result<Bytes, LineError>> + Send + 'static> {
+    ) -> Result<impl Stream<Item = Result<Bytes>> + Send + 'static> {
         let response = self.upstream.open(url, body).await?;
-        Ok(ndjson_lines(http_provider::body_stream(response)))
+        Ok(framing::ndjson_lines(&self.upstream.name, self.upstream.timeout, http_provider::body_stream(response)))
     }
 
     /// The `/api/generate` body for a legacy completion, and its one text prompt.
@@ -453,96 +450,25 @@ pub(crate) fn from_chat_response(provider: &str, answer: &Value) -> Result<ChatC
     })
 }
 
-/// Why reading NDJSON lines failed.
-#[derive(Debug)]
-enum LineError {
-    TooLong,
-    Body(BoxError),
-}
-
-/// Splits a byte stream into non-blank lines at `\n`, trimmed (JSON ignores the whitespace), the last
-/// one terminated or not.
-fn ndjson_lines<S, E>(bytes: S) -> impl Stream<Item = std::result::Result<Bytes, LineError>> + Send
-where
-    S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
-    E: Into<BoxError>,
-{
-    struct State<S> {
-        bytes: S,
-        buffer: Vec<u8>,
-        ended: bool,
-    }
-    fn take_line(buffer: &mut Vec<u8>) -> Option<Bytes> {
-        loop {
-            let pos = buffer.iter().position(|b| *b == b'\n')?;
-            let line: Vec<u8> = buffer.drain(..=pos).collect();
-            let line = line.trim_ascii();
-            if !line.is_empty() {
-                return Some(Bytes::copy_from_slice(line));
-            }
-        }
-    }
-    let state = State { bytes, buffer: Vec::new(), ended: false };
-    futures::stream::unfold(state, |mut st| async move {
-        loop {
-            if let Some(line) = take_line(&mut st.buffer) {
-                return Some((Ok(line), st));
-            }
-            if st.ended {
-                return None;
-            }
-            if st.buffer.len() > MAX_LINE_BYTES {
-                st.ended = true;
-                st.buffer.clear();
-                return Some((Err(LineError::TooLong), st));
-            }
-            match st.bytes.next().await {
-                Some(Ok(chunk)) => st.buffer.extend_from_slice(&chunk),
-                Some(Err(e)) => {
-                    st.ended = true;
-                    st.buffer.clear();
-                    return Some((Err(LineError::Body(e.into())), st));
-                }
-                None => {
-                    st.ended = true;
-                    let rest = std::mem::take(&mut st.buffer);
-                    let rest = rest.trim_ascii();
-                    if rest.is_empty() {
-                        return None;
-                    }
-                    return Some((Ok(Bytes::copy_from_slice(rest)), st));
-                }
-            }
-        }
-    })
-}
-
 /// Reads Ollama's NDJSON stream: each line becomes at most one chunk through `chunk_of` (given the line and
 /// whether it is the `"done": true` one), the done line is followed by a usage chunk with its counts (`head`'s
 /// id and model, no choices), and an error line, garbage, silence beyond `idle` or an early end ends the stream
 /// with an error item.
-fn ndjson_chunks<C, S, F>(
-    provider: String,
-    idle: Duration,
-    lines: S,
-    head: C,
-    chunk_of: F,
-) -> BoxStream<'static, Result<C>>
+fn ndjson_chunks<C, S, F>(provider: String, lines: S, head: C, chunk_of: F) -> BoxStream<'static, Result<C>>
 where
     C: StreamChunk,
-    S: Stream<Item = std::result::Result<Bytes, LineError>> + Send + 'static,
+    S: Stream<Item = Result<Bytes>> + Send + 'static,
     F: FnMut(&Value, bool) -> Option<C> + Send + 'static,
 {
     struct State<C, S, F> {
         provider: String,
-        idle: Duration,
         lines: std::pin::Pin<Box<S>>,
         head: C,
         chunk_of: F,
         pending_usage: Option<Usage>,
         finished: bool,
     }
-    let state = State { provider, idle, lines: Box::pin(lines), head, chunk_of, pending_usage: None, finished: false };
+    let state = State { provider, lines: Box::pin(lines), head, chunk_of, pending_usage: None, finished: false };
     Box::pin(futures::stream::unfold(state, |mut st| async move {
         if let Some(usage) = st.pending_usage.take() {
             st.finished = true;
@@ -552,16 +478,10 @@ where
             return None;
         }
         loop {
-            let line = match tokio::time::timeout(st.idle, st.lines.next()).await {
-                Err(_) => Err(Error::UpstreamTimeout { provider: st.provider.clone(), timeout: st.idle }),
-                Ok(None) => Err(interrupted(&st.provider, "the stream ended before `\"done\": true`")),
-                Ok(Some(Err(LineError::TooLong))) => Err(http_provider::malformed(
-                    &st.provider,
-                    "NDJSON stream",
-                    format!("a line exceeds {MAX_LINE_BYTES} bytes"),
-                )),
-                Ok(Some(Err(LineError::Body(e)))) => Err(interrupted(&st.provider, &http_provider::describe(&*e))),
-                Ok(Some(Ok(line))) => serde_json::from_slice::<Value>(&line)
+            let line = match st.lines.next().await {
+                None => Err(interrupted(&st.provider, "the stream ended before `\"done\": true`")),
+                Some(Err(e)) => Err(e),
+                Some(Ok(line)) => serde_json::from_slice::<Value>(&line)
                     .map_err(|e| http_provider::malformed(&st.provider, "NDJSON line", e)),
             };
             let value = match line {
@@ -599,9 +519,9 @@ where
 }
 
 /// `/api/chat` stream lines as chat-completion chunks.
-fn chunk_stream<S>(provider: String, model: String, idle: Duration, lines: S) -> ChunkStream
+fn chunk_stream<S>(provider: String, model: String, lines: S) -> ChunkStream
 where
-    S: Stream<Item = std::result::Result<Bytes, LineError>> + Send + 'static,
+    S: Stream<Item = Result<Bytes>> + Send + 'static,
 {
     let head = ChatCompletionChunk {
         id: next_id("chatcmpl-ollama"),
@@ -657,19 +577,13 @@ where
         let choice = ChunkChoice { index: 0, delta, finish_reason: finish, logprobs: None, extra: Extra::new() };
         Some(ChatCompletionChunk { choices: vec![choice], ..head.clone() })
     };
-    ndjson_chunks(provider, idle, lines, usage_head, chunk_of)
+    ndjson_chunks(provider, lines, usage_head, chunk_of)
 }
 
 /// `/api/generate` stream lines as legacy-completion chunks; `echo` is sent first when the client asked for it.
-fn completion_chunk_stream<S>(
-    provider: String,
-    model: String,
-    echo: Option<String>,
-    idle: Duration,
-    lines: S,
-) -> CompletionChunkStream
+fn completion_chunk_stream<S>(provider: String, model: String, echo: Option<String>, lines: S) -> CompletionChunkStream
 where
-    S: Stream<Item = std::result::Result<Bytes, LineError>> + Send + 'static,
+    S: Stream<Item = Result<Bytes>> + Send + 'static,
 {
     let head = CompletionResponse {
         id: next_id("cmpl-ollama"),
@@ -693,16 +607,14 @@ where
         let choice = CompletionChoice { text, index: 0, finish_reason, logprobs: None, extra: Extra::new() };
         Some(CompletionResponse { choices: vec![choice], ..head.clone() })
     };
-    ndjson_chunks(provider, idle, lines, usage_head, chunk_of)
-}
-
-fn interrupted(provider: &str, why: &str) -> Error {
-    Error::upstream(provider, UpstreamFailure::Interrupted, format!("stream interrupted: {why}"))
+    ndjson_chunks(provider, lines, usage_head, chunk_of)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use chitty_core::BoxError;
+
     use super::*;
 
     #[test]
@@ -764,43 +676,15 @@ mod tests {
 
     fn bytes(
         parts: &[&'static str],
-    ) -> impl Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin + use<> {
+    ) -> impl Stream<Item = std::result::Result<Bytes, BoxError>> + Send + Unpin + use<> {
         futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))).collect::<Vec<_>>())
     }
 
-    #[tokio::test]
-    async fn ndjson_lines_split_anywhere() {
-        let lines: Vec<_> = ndjson_lines(bytes(&["{\"a\"", ":1}\r\n\n{\"b\":2}\n", "{\"c\":", "3}"])).collect().await;
-        let lines: Vec<Bytes> = lines.into_iter().map(|l| l.unwrap()).collect();
-        assert_eq!(lines, [&b"{\"a\":1}"[..], b"{\"b\":2}", b"{\"c\":3}"]);
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn any_split_of_an_ndjson_body_yields_the_same_lines(
-            body in proptest::collection::vec(proptest::sample::select(b"{}ab \r\n\xC3\xA9".to_vec()), 0..120),
-            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..8),
-        ) {
-            let read = |pieces: Vec<Vec<u8>>| {
-                let parts = pieces.into_iter().map(|p| Ok::<_, std::io::Error>(Bytes::from(p))).collect::<Vec<_>>();
-                let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-                runtime.block_on(ndjson_lines(futures::stream::iter(parts)).map(|l| l.unwrap()).collect::<Vec<_>>())
-            };
-            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
-            cuts.sort_unstable();
-            let mut pieces = Vec::new();
-            let mut start = 0;
-            for c in cuts {
-                pieces.push(body[start..c].to_vec());
-                start = c;
-            }
-            pieces.push(body[start..].to_vec());
-            let whole = read(vec![body.clone()]);
-            proptest::prop_assert_eq!(read(pieces), whole.clone());
-            for line in &whole {
-                proptest::prop_assert!(!line.contains(&b'\n') && line.trim_ascii().len() == line.len());
-            }
-        }
+    /// The NDJSON lines of a body, as the provider reads them.
+    fn lines(
+        body: impl Stream<Item = std::result::Result<Bytes, BoxError>> + Send + Unpin + 'static,
+    ) -> impl Stream<Item = Result<Bytes>> + Send + 'static {
+        framing::ndjson_lines("p", Duration::from_secs(1), body)
     }
 
     #[tokio::test]
@@ -810,8 +694,7 @@ mod tests {
             "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"lo\"},\"done\":false}\n",
             "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"length\",\"prompt_eval_count\":5,\"eval_count\":2}\n",
         ]);
-        let items: Vec<_> =
-            chunk_stream("p".into(), "m".into(), Duration::from_secs(1), ndjson_lines(body)).collect().await;
+        let items: Vec<_> = chunk_stream("p".into(), "m".into(), lines(body)).collect().await;
         let chunks: Vec<ChatCompletionChunk> = items.into_iter().map(Result::unwrap).collect();
         let mut acc = chitty_core::wire::ChunkAccumulator::default();
         chunks.iter().for_each(|c| acc.push(c));
@@ -829,10 +712,7 @@ mod tests {
             (vec!["{\"error\":\"model 'x' not found\"}\n"], "not found"),
             (vec!["{\"message\": \n"], "malformed"),
         ] {
-            let items: Vec<_> =
-                chunk_stream("p".into(), "m".into(), Duration::from_secs(1), ndjson_lines(bytes(&parts)))
-                    .collect()
-                    .await;
+            let items: Vec<_> = chunk_stream("p".into(), "m".into(), lines(bytes(&parts))).collect().await;
             let last = items.last().unwrap().as_ref().unwrap_err();
             assert!(last.to_string().contains(needle), "{last}");
             assert!(items[..items.len() - 1].iter().all(Result::is_ok));

@@ -47,8 +47,9 @@ use futures::stream::BoxStream;
 use http::header::AUTHORIZATION;
 use serde::de::DeserializeOwned;
 
+use crate::framing::sse::{self, SseEvent};
+use crate::framing::{self, interrupted};
 use crate::http_provider::{self, HttpUpstream, ProviderBuilder};
-use crate::sse::{self, SseError, SseEvent};
 
 /// OpenAI's API, the default base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -142,8 +143,10 @@ impl OpenAiProvider {
             let answer: A = self.upstream.read_json(response).await?;
             return Ok(Box::pin(futures::stream::iter(replay(answer).into_iter().map(Ok))));
         }
-        let events = sse::decode(http_provider::body_stream(response), self.options.max_event_bytes);
-        Ok(chunk_stream(self.upstream.name.clone(), self.upstream.timeout, events))
+        let body = http_provider::body_stream(response);
+        let events =
+            framing::sse_events(&self.upstream.name, self.upstream.timeout, self.options.max_event_bytes, body);
+        Ok(chunk_stream(self.upstream.name.clone(), events))
     }
 }
 
@@ -249,38 +252,28 @@ impl Provider for OpenAiProvider {
 }
 
 /// Turns decoded server-sent events into chunks (chat or legacy completion): stops at `[DONE]`, and ends
-/// with an error item when the upstream reports an error mid-stream, sends something unparsable, goes silent
-/// for longer than `idle`, or closes the connection before `[DONE]`.
-fn chunk_stream<C, S>(provider: String, idle: Duration, events: S) -> BoxStream<'static, Result<C>>
+/// with an error item when the upstream reports an error mid-stream, sends something unparsable, or the
+/// events end (a broken connection, silence, a close before `[DONE]`).
+fn chunk_stream<C, S>(provider: String, events: S) -> BoxStream<'static, Result<C>>
 where
     C: StreamChunk + DeserializeOwned,
-    S: futures::Stream<Item = Result<SseEvent, SseError>> + Send + 'static,
+    S: futures::Stream<Item = Result<SseEvent>> + Send + 'static,
 {
     struct State<C, S> {
         provider: String,
-        idle: Duration,
         events: std::pin::Pin<Box<S>>,
         held_usage: Option<C>,
         finished: bool,
     }
-    let state = State { provider, idle, events: Box::pin(events), held_usage: None, finished: false };
+    let state = State { provider, events: Box::pin(events), held_usage: None, finished: false };
     let stream = futures::stream::unfold(state, |mut st| async move {
         if st.finished {
             return None;
         }
         loop {
-            let next = match tokio::time::timeout(st.idle, st.events.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    st.finished = true;
-                    let err = Error::UpstreamTimeout { provider: st.provider.clone(), timeout: st.idle };
-                    return Some((Err(err), st));
-                }
-            };
-            let item = match next {
+            let item = match st.events.next().await {
                 None => Err(interrupted(&st.provider, "the stream ended before `data: [DONE]`")),
-                Some(Err(SseError::Body(e))) => Err(interrupted(&st.provider, &http_provider::describe(&*e))),
-                Some(Err(e)) => Err(http_provider::malformed(&st.provider, "event stream", e)),
+                Some(Err(e)) => Err(e),
                 Some(Ok(event)) if event.is_done() => {
                     st.finished = true;
                     return st.held_usage.take().map(|usage| (Ok(usage), st));
@@ -309,10 +302,6 @@ fn hold_usage<C: StreamChunk>(held: &mut Option<C>, mut chunk: C) -> Option<C> {
     let Some(usage) = chunk.take_usage() else { return Some(chunk) };
     *held = Some(chunk.usage_only(usage));
     chunk.has_choices().then_some(chunk)
-}
-
-fn interrupted(provider: &str, why: &str) -> Error {
-    Error::upstream(provider, UpstreamFailure::Interrupted, format!("stream interrupted: {why}"))
 }
 
 fn parse_chunk<C: DeserializeOwned>(provider: &str, data: &str) -> Result<C> {
@@ -354,19 +343,17 @@ mod tests {
         }
     }
 
-    fn events(data: &[&str]) -> Vec<Result<SseEvent, SseError>> {
-        data.iter().map(|d| Ok(SseEvent { data: (*d).to_owned(), ..Default::default() })).collect()
+    fn events(data: &[&str]) -> futures::stream::Iter<std::vec::IntoIter<Result<SseEvent>>> {
+        futures::stream::iter(
+            data.iter().map(|d| Ok(SseEvent { data: (*d).to_owned(), ..Default::default() })).collect::<Vec<_>>(),
+        )
     }
 
     const CHUNK: &str = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#;
 
     #[tokio::test]
     async fn done_ends_the_stream_cleanly() {
-        let s = chunk_stream::<Chat, _>(
-            "p".into(),
-            Duration::from_secs(1),
-            futures::stream::iter(events(&[CHUNK, "[DONE]", CHUNK])),
-        );
+        let s = chunk_stream::<Chat, _>("p".into(), events(&[CHUNK, "[DONE]", CHUNK]));
         let items: Vec<_> = s.collect().await;
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].as_ref().unwrap().choices[0].delta.content.as_deref(), Some("hi"));
@@ -379,7 +366,7 @@ mod tests {
             (vec![CHUNK, r#"{"error":{"message":"overloaded","type":"server_error"}}"#], "overloaded"),
             (vec!["{not json"], "malformed stream chunk"),
         ] {
-            let s = chunk_stream::<Chat, _>("p".into(), Duration::from_secs(1), futures::stream::iter(events(&input)));
+            let s = chunk_stream::<Chat, _>("p".into(), events(&input));
             let items: Vec<_> = s.collect().await;
             let last = items.last().unwrap().as_ref().unwrap_err();
             assert!(matches!(last, Error::Upstream { status: None, .. }));
@@ -392,7 +379,7 @@ mod tests {
         let with_usage = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
         let usage_only = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
         for input in [vec![CHUNK, with_usage, "[DONE]"], vec![CHUNK, with_usage, usage_only, "[DONE]"]] {
-            let s = chunk_stream::<Chat, _>("p".into(), Duration::from_secs(1), futures::stream::iter(events(&input)));
+            let s = chunk_stream::<Chat, _>("p".into(), events(&input));
             let items: Vec<Chat> = s.map(Result::unwrap).collect().await;
             assert_eq!(items.len(), 3, "{items:?}");
             assert!(items[..2].iter().all(|c| c.usage.is_none() && !c.choices.is_empty()));
@@ -406,11 +393,7 @@ mod tests {
     async fn legacy_completion_streams_parse_and_end_with_one_usage_chunk() {
         let piece = r#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"text":"Once","index":0,"logprobs":null,"finish_reason":null}]}"#;
         let last = r#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"text":" more","index":0,"logprobs":null,"finish_reason":"length"}],"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}"#;
-        let s = chunk_stream::<CompletionResponse, _>(
-            "p".into(),
-            Duration::from_secs(1),
-            futures::stream::iter(events(&[piece, last, "[DONE]"])),
-        );
+        let s = chunk_stream::<CompletionResponse, _>("p".into(), events(&[piece, last, "[DONE]"]));
         let items: Vec<CompletionResponse> = s.map(Result::unwrap).collect().await;
         let texts: Vec<&str> = items.iter().flat_map(|c| &c.choices).map(|c| c.text.as_str()).collect();
         assert_eq!(texts, ["Once", " more"]);
@@ -422,8 +405,8 @@ mod tests {
 
     #[tokio::test]
     async fn silence_beyond_the_idle_timeout_is_a_timeout() {
-        let silent = futures::stream::pending::<Result<SseEvent, SseError>>();
-        let s = chunk_stream::<Chat, _>("p".into(), Duration::from_millis(20), silent);
+        let silent = futures::stream::pending::<Result<SseEvent>>();
+        let s = chunk_stream::<Chat, _>("p".into(), framing::idle_timeout("p", Duration::from_millis(20), silent));
         let items: Vec<_> = s.collect().await;
         assert!(matches!(items[..], [Err(Error::UpstreamTimeout { .. })]));
     }
