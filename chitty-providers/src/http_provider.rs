@@ -377,7 +377,8 @@ async fn call_chat_json(
     }
 }
 
-fn parse_json<T: DeserializeOwned>(provider: &str, body: &[u8]) -> Result<T> {
+/// `body` as `T`; a body that is not one is an error envelope (a status error) or malformed (a decode error).
+pub(crate) fn parse_json<T: DeserializeOwned>(provider: &str, body: &[u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|parse_error| unparsable(provider, body, parse_error))
 }
 

@@ -42,6 +42,8 @@ use chitty_core::{Capabilities, ChunkStream, CompletionChunkStream, Error, Provi
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use http::header::AUTHORIZATION;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::framing::{self, interrupted};
@@ -126,8 +128,8 @@ impl Provider for OllamaProvider {
 
     async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatCompletionResponse> {
         let body = self.with_keep_alive(to_chat_request(&request, false)?);
-        let answer = self.call(&self.endpoints.chat, &body).await?;
-        from_chat_response(&self.upstream.name, &answer)
+        let answer: ChatAnswer = self.upstream.call_json(&self.endpoints.chat, &body).await?;
+        Ok(from_chat_response(answer))
     }
 
     async fn chat_stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream> {
@@ -138,8 +140,8 @@ impl Provider for OllamaProvider {
 
     async fn completion(&self, request: CompletionRequest) -> Result<CompletionResponse> {
         let (body, prompt) = self.generate_request(&request, false)?;
-        let answer = self.call(&self.endpoints.generate, &body).await?;
-        let mut text = str_field(&answer, "response").to_owned();
+        let answer: GenerateAnswer = self.upstream.call_json(&self.endpoints.generate, &body).await?;
+        let mut text = answer.response;
         if request.echo == Some(true) {
             text.insert_str(0, &prompt);
         }
@@ -151,11 +153,11 @@ impl Provider for OllamaProvider {
             choices: vec![CompletionChoice {
                 text,
                 index: 0,
-                finish_reason: Some(done_reason(&answer, false)),
+                finish_reason: Some(answer.finish.reason(false)),
                 logprobs: None,
                 extra: Extra::new(),
             }],
-            usage: Some(usage_of(&answer)),
+            usage: Some(answer.finish.usage()),
             system_fingerprint: None,
             extra: Extra::new(),
         })
@@ -179,16 +181,13 @@ impl Provider for OllamaProvider {
             o.insert("dimensions".into(), json!(d));
         }
         let body = self.with_keep_alive(body);
-        let answer = self.call(&self.endpoints.embed, &body).await?;
-        let vectors: Vec<Vec<f32>> =
-            answer.get("embeddings").cloned().and_then(|v| serde_json::from_value(v).ok()).ok_or_else(|| {
-                http_provider::malformed(&self.upstream.name, "embeddings", "no `embeddings` list of float lists")
-            })?;
+        let answer: EmbedAnswer = self.upstream.call_json(&self.endpoints.embed, &body).await?;
+        let vectors = answer.embeddings;
         if vectors.len() != request.input.len() {
             let why = format!("{} embeddings for {} inputs", vectors.len(), request.input.len());
             return Err(http_provider::malformed(&self.upstream.name, "embeddings", why));
         }
-        let tokens = answer.get("prompt_eval_count").and_then(Value::as_u64).unwrap_or(0);
+        let tokens = answer.prompt_eval_count.unwrap_or(0);
         Ok(EmbeddingResponse {
             object: "list".to_owned(),
             data: vectors
@@ -209,10 +208,6 @@ impl Provider for OllamaProvider {
 }
 
 impl OllamaProvider {
-    async fn call(&self, url: &http::Uri, body: &Value) -> Result<Value> {
-        self.upstream.call_json(url, body).await
-    }
-
     /// Sends a streaming request and returns the NDJSON lines of its answer.
     async fn open_ndjson(
         &self,
@@ -265,10 +260,6 @@ fn stop_list(stop: &StopSequences) -> Value {
         StopSequences::One(s) => json!([s]),
         StopSequences::Many(v) => json!(v),
     }
-}
-
-fn str_field<'a>(value: &'a Value, key: &str) -> &'a str {
-    value.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
 /// Identifiers for translated answers: Ollama's carry none.
@@ -373,70 +364,185 @@ pub(crate) fn to_chat_request(req: &ChatCompletionRequest, stream: bool) -> Resu
     Ok(body)
 }
 
-fn usage_of(answer: &Value) -> Usage {
-    let count = |k: &str| answer.get(k).and_then(Value::as_u64).unwrap_or(0);
-    Usage::new(count("prompt_eval_count"), count("eval_count"))
+/// What an `/api/chat` answer holds (fields chitty does not read are ignored).
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChatAnswer {
+    model: String,
+    message: AnswerMessage,
+    #[serde(flatten)]
+    finish: Finish,
 }
 
-fn done_reason(answer: &Value, called_tools: bool) -> String {
-    if called_tools {
-        return "tool_calls".to_owned();
-    }
-    match str_field(answer, "done_reason") {
-        "length" => "length",
-        _ => "stop",
-    }
-    .to_owned()
+/// What an `/api/generate` answer holds.
+#[derive(Debug, Deserialize)]
+struct GenerateAnswer {
+    response: String,
+    #[serde(flatten)]
+    finish: Finish,
 }
 
-fn tool_calls_of(message: &Value, first_index: usize) -> Vec<ToolCall> {
+/// What an `/api/embed` answer holds.
+#[derive(Debug, Deserialize)]
+struct EmbedAnswer {
+    embeddings: Vec<Vec<f32>>,
+    #[serde(default)]
+    prompt_eval_count: Option<u64>,
+}
+
+/// One line of an `/api/chat` stream.
+#[derive(Debug, Deserialize)]
+struct ChatLine {
+    message: AnswerMessage,
+    done: bool,
+    #[serde(flatten)]
+    finish: Finish,
+}
+
+/// One line of an `/api/generate` stream.
+#[derive(Debug, Deserialize)]
+struct GenerateLine {
+    response: String,
+    done: bool,
+    #[serde(flatten)]
+    finish: Finish,
+}
+
+/// A line of an error: Ollama ends a failing stream with one.
+#[derive(Debug, Deserialize)]
+struct ErrorLine {
+    error: Value,
+}
+
+/// The assistant's message in a chat answer or line.
+#[derive(Debug, Deserialize)]
+struct AnswerMessage {
+    content: String,
+    #[serde(default)]
+    tool_calls: Option<Vec<AnswerToolCall>>,
+}
+
+/// A tool call; Ollama gives no id before 0.12, and arguments as an object.
+#[derive(Debug, Deserialize)]
+struct AnswerToolCall {
+    #[serde(default)]
+    id: Option<String>,
+    function: AnswerFunction,
+}
+
+/// The function a tool call names.
+#[derive(Debug, Deserialize)]
+struct AnswerFunction {
+    name: String,
+    #[serde(default)]
+    arguments: Option<Value>,
+}
+
+/// Why an answer ended and what it counted, sent with the last line of a stream.
+#[derive(Debug, Default, Deserialize)]
+struct Finish {
+    #[serde(default)]
+    done_reason: Option<String>,
+    #[serde(default)]
+    prompt_eval_count: Option<u64>,
+    #[serde(default)]
+    eval_count: Option<u64>,
+}
+
+impl Finish {
+    fn usage(&self) -> Usage {
+        Usage::new(self.prompt_eval_count.unwrap_or(0), self.eval_count.unwrap_or(0))
+    }
+
+    fn reason(&self, called_tools: bool) -> String {
+        match self.done_reason.as_deref() {
+            _ if called_tools => "tool_calls",
+            Some("length") => "length",
+            _ => "stop",
+        }
+        .to_owned()
+    }
+}
+
+/// A stream line: whether it is the last, and how it finished.
+trait StreamLine: DeserializeOwned + Send + 'static {
+    fn done(&self) -> bool;
+    fn finish(&self) -> &Finish;
+}
+
+impl StreamLine for ChatLine {
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn finish(&self) -> &Finish {
+        &self.finish
+    }
+}
+
+impl StreamLine for GenerateLine {
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn finish(&self) -> &Finish {
+        &self.finish
+    }
+}
+
+/// A stream line as `L`; a line that is not one is Ollama's error line, or malformed.
+fn parse_line<L: StreamLine>(provider: &str, line: &[u8]) -> Result<L> {
+    serde_json::from_slice::<L>(line).map_err(|parse_error| match serde_json::from_slice::<ErrorLine>(line) {
+        Ok(ErrorLine { error }) => Error::Upstream {
+            provider: provider.to_owned(),
+            failure: UpstreamFailure::Status,
+            status: None,
+            message: error.as_str().map_or_else(|| error.to_string(), str::to_owned),
+            retry_after: None,
+        },
+        Err(_) => http_provider::malformed(provider, "NDJSON line", parse_error),
+    })
+}
+
+/// A message's tool calls as OpenAI's, numbered from `first_index` where Ollama gave no id.
+fn tool_calls_of(message: &mut AnswerMessage, first_index: usize) -> Vec<ToolCall> {
     message
-        .get("tool_calls")
-        .and_then(Value::as_array)
+        .tool_calls
+        .take()
+        .unwrap_or_default()
         .into_iter()
-        .flatten()
         .enumerate()
-        .map(|(i, call)| {
-            let function = call.get("function").cloned().unwrap_or_default();
-            let arguments = match function.get("arguments") {
-                Some(Value::String(s)) => s.clone(),
-                Some(v) => v.to_string(),
-                None => "{}".to_owned(),
-            };
-            ToolCall {
-                id: call
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .map_or_else(|| format!("call_{}", first_index + i), str::to_owned),
-                kind: "function".to_owned(),
-                function: FunctionCall {
-                    name: str_field(&function, "name").to_owned(),
-                    arguments,
-                    extra: Extra::new(),
+        .map(|(i, call)| ToolCall {
+            id: call.id.unwrap_or_else(|| format!("call_{}", first_index + i)),
+            kind: "function".to_owned(),
+            function: FunctionCall {
+                name: call.function.name,
+                arguments: match call.function.arguments {
+                    Some(Value::String(s)) => s,
+                    Some(v) => v.to_string(),
+                    None => "{}".to_owned(),
                 },
                 extra: Extra::new(),
-            }
+            },
+            extra: Extra::new(),
         })
         .collect()
 }
 
 /// Translates an `/api/chat` answer into a chat completion.
-pub(crate) fn from_chat_response(provider: &str, answer: &Value) -> Result<ChatCompletionResponse> {
-    let message =
-        answer.get("message").ok_or_else(|| http_provider::malformed(provider, "chat answer", "no `message`"))?;
-    let calls = tool_calls_of(message, 0);
-    let text = str_field(message, "content").to_owned();
-    let finish = done_reason(answer, !calls.is_empty());
+pub(crate) fn from_chat_response(mut answer: ChatAnswer) -> ChatCompletionResponse {
+    let calls = tool_calls_of(&mut answer.message, 0);
+    let text = answer.message.content;
+    let finish = answer.finish.reason(!calls.is_empty());
     let message = ChatMessage {
         content: if text.is_empty() && !calls.is_empty() { None } else { Some(MessageContent::Text(text)) },
         tool_calls: (!calls.is_empty()).then_some(calls),
         ..ChatMessage::assistant("")
     };
-    Ok(ChatCompletionResponse {
+    ChatCompletionResponse {
         id: next_id("chatcmpl-ollama"),
         object: "chat.completion".to_owned(),
         created: http_provider::unix_now(),
-        model: str_field(answer, "model").to_owned(),
+        model: answer.model,
         choices: vec![ChatChoice {
             index: 0,
             message,
@@ -444,21 +550,22 @@ pub(crate) fn from_chat_response(provider: &str, answer: &Value) -> Result<ChatC
             logprobs: None,
             extra: Extra::new(),
         }],
-        usage: Some(usage_of(answer)),
+        usage: Some(answer.finish.usage()),
         system_fingerprint: None,
         extra: Extra::new(),
-    })
+    }
 }
 
 /// Reads Ollama's NDJSON stream: each line becomes at most one chunk through `chunk_of` (given the line and
 /// whether it is the `"done": true` one), the done line is followed by a usage chunk with its counts (`head`'s
 /// id and model, no choices), and an error line, garbage, silence beyond `idle` or an early end ends the stream
 /// with an error item.
-fn ndjson_chunks<C, S, F>(provider: String, lines: S, head: C, chunk_of: F) -> BoxStream<'static, Result<C>>
+fn ndjson_chunks<L, C, S, F>(provider: String, lines: S, head: C, chunk_of: F) -> BoxStream<'static, Result<C>>
 where
+    L: StreamLine,
     C: StreamChunk,
     S: Stream<Item = Result<Bytes>> + Send + 'static,
-    F: FnMut(&Value, bool) -> Option<C> + Send + 'static,
+    F: FnMut(L) -> Option<C> + Send + 'static,
 {
     struct State<C, S, F> {
         provider: String,
@@ -481,33 +588,19 @@ where
             let line = match st.lines.next().await {
                 None => Err(interrupted(&st.provider, "the stream ended before `\"done\": true`")),
                 Some(Err(e)) => Err(e),
-                Some(Ok(line)) => serde_json::from_slice::<Value>(&line)
-                    .map_err(|e| http_provider::malformed(&st.provider, "NDJSON line", e)),
+                Some(Ok(line)) => parse_line::<L>(&st.provider, &line),
             };
-            let value = match line {
-                Ok(v) => v,
+            let line = match line {
+                Ok(line) => line,
                 Err(e) => {
                     st.finished = true;
                     return Some((Err(e), st));
                 }
             };
-            if let Some(message) = value.get("error") {
-                st.finished = true;
-                let message = message.as_str().map_or_else(|| message.to_string(), str::to_owned);
-                let err = Error::Upstream {
-                    provider: st.provider.clone(),
-                    failure: UpstreamFailure::Status,
-                    status: None,
-                    message,
-                    retry_after: None,
-                };
-                return Some((Err(err), st));
+            if line.done() {
+                st.pending_usage = Some(line.finish().usage());
             }
-            let done = value.get("done").and_then(Value::as_bool).unwrap_or(false);
-            if done {
-                st.pending_usage = Some(usage_of(&value));
-            }
-            if let Some(chunk) = (st.chunk_of)(&value, done) {
+            if let Some(chunk) = (st.chunk_of)(line) {
                 return Some((Ok(chunk), st));
             }
             if let Some(usage) = st.pending_usage.take() {
@@ -536,10 +629,9 @@ where
     let usage_head = head.clone();
     let mut tools = 0;
     let mut started = false;
-    let chunk_of = move |value: &Value, done: bool| {
-        let message = value.get("message").cloned().unwrap_or_default();
-        let text = str_field(&message, "content");
-        let calls = tool_calls_of(&message, tools);
+    let chunk_of = move |mut line: ChatLine| {
+        let calls = tool_calls_of(&mut line.message, tools);
+        let text = line.message.content;
         let mut delta = ChunkDelta::default();
         if !started {
             started = true;
@@ -547,7 +639,7 @@ where
             delta.content = Some(String::new());
         }
         if !text.is_empty() {
-            delta.content = Some(text.to_owned());
+            delta.content = Some(text);
         }
         if !calls.is_empty() {
             let first = tools;
@@ -570,7 +662,7 @@ where
                     .collect(),
             );
         }
-        let finish = done.then(|| done_reason(value, tools > 0));
+        let finish = line.done.then(|| line.finish.reason(tools > 0));
         if delta == ChunkDelta::default() && finish.is_none() {
             return None;
         }
@@ -597,13 +689,13 @@ where
     };
     let usage_head = head.clone();
     let mut echo = echo;
-    let chunk_of = move |value: &Value, done: bool| {
+    let chunk_of = move |line: GenerateLine| {
         let mut text = echo.take().unwrap_or_default();
-        text.push_str(str_field(value, "response"));
-        if text.is_empty() && !done {
+        text.push_str(&line.response);
+        if text.is_empty() && !line.done {
             return None;
         }
-        let finish_reason = done.then(|| done_reason(value, false));
+        let finish_reason = line.done.then(|| line.finish.reason(false));
         let choice = CompletionChoice { text, index: 0, finish_reason, logprobs: None, extra: Extra::new() };
         Some(CompletionResponse { choices: vec![choice], ..head.clone() })
     };
@@ -663,15 +755,61 @@ mod tests {
             "message": {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "look", "arguments": {"q": "x"}}}]},
             "done": true, "done_reason": "stop", "prompt_eval_count": 12, "eval_count": 4
         });
-        let r = from_chat_response("p", &answer).unwrap();
+        let r = from_chat_response(serde_json::from_value(answer).unwrap());
         assert_eq!(r.choices[0].finish_reason.as_deref(), Some("tool_calls"));
         assert!(r.choices[0].message.content.is_none());
         let call = &r.choices[0].message.tool_calls.as_ref().unwrap()[0];
         assert_eq!((call.id.as_str(), call.function.arguments.as_str()), ("call_0", r#"{"q":"x"}"#));
         assert_eq!(r.usage.unwrap(), Usage::new(12, 4));
         let length = json!({"model": "m", "message": {"content": "abc"}, "done": true, "done_reason": "length"});
-        assert_eq!(from_chat_response("p", &length).unwrap().choices[0].finish_reason.as_deref(), Some("length"));
-        assert!(from_chat_response("p", &json!({"done": true})).is_err());
+        let length = from_chat_response(serde_json::from_value(length).unwrap());
+        assert_eq!(length.choices[0].finish_reason.as_deref(), Some("length"));
+    }
+
+    fn decode_error<T: serde::de::DeserializeOwned + std::fmt::Debug>(answer: Value, field: &str) {
+        let err = http_provider::parse_json::<T>("p", answer.to_string().as_bytes()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Upstream { failure: UpstreamFailure::Decode, message, .. } if message.contains(&format!("`{field}`"))),
+            "{field}: {err:?}"
+        );
+        assert!(!err.is_retryable(), "a malformed answer is not retried");
+    }
+
+    #[test]
+    fn an_answer_missing_a_required_field_is_a_decode_error_naming_it() {
+        // Each of these used to become an empty message, an empty model name or an empty completion.
+        decode_error::<ChatAnswer>(json!({"model": "m", "message": {"role": "assistant"}, "done": true}), "content");
+        decode_error::<ChatAnswer>(json!({"model": "m", "done": true}), "message");
+        decode_error::<ChatAnswer>(json!({"message": {"content": "hi"}, "done": true}), "model");
+        let nameless =
+            json!({"model": "m", "message": {"content": "", "tool_calls": [{"function": {"arguments": {}}}]}});
+        decode_error::<ChatAnswer>(nameless, "name");
+        decode_error::<GenerateAnswer>(json!({"model": "m", "done": true, "eval_count": 3}), "response");
+        decode_error::<EmbedAnswer>(json!({"model": "m", "prompt_eval_count": 3}), "embeddings");
+    }
+
+    #[test]
+    fn a_stream_line_missing_a_required_field_is_a_decode_error_naming_it() {
+        for (line, field) in [
+            (json!({"message": {"content": "a"}}), "done"),
+            (json!({"message": {"role": "assistant"}, "done": false}), "content"),
+            (json!({"done": false}), "message"),
+        ] {
+            let err = parse_line::<ChatLine>("p", line.to_string().as_bytes()).unwrap_err();
+            assert!(
+                matches!(&err, Error::Upstream { failure: UpstreamFailure::Decode, message, .. } if message.contains(&format!("`{field}`"))),
+                "{field}: {err:?}"
+            );
+        }
+        let err = parse_line::<GenerateLine>("p", br#"{"done": false}"#).unwrap_err();
+        assert!(err.to_string().contains("`response`"), "{err}");
+        let err = parse_line::<GenerateLine>("p", br#"{"error": "model 'x' not found"}"#).unwrap_err();
+        assert!(
+            matches!(&err, Error::Upstream { failure: UpstreamFailure::Status, message, .. } if message == "model 'x' not found")
+        );
+        let unknown =
+            br#"{"model": "m", "created_at": "t", "response": "a", "done": false, "context": [1, 2], "new_field": {}}"#;
+        assert_eq!(parse_line::<GenerateLine>("p", unknown).unwrap().response, "a", "unknown fields are ignored");
     }
 
     fn bytes(
