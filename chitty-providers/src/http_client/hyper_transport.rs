@@ -12,7 +12,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::plain::{IdleConnections, PlainSettings};
 use super::{BoxError, HttpTransport, ResponseBody, TransportError, TransportErrorKind, UpstreamClientBuilder};
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -24,12 +23,10 @@ pub(super) struct HyperTransport {
     pools: Arc<HyperPools>,
 }
 
-pub(super) struct HyperPools {
+struct HyperPools {
     builder: hyper_util::client::legacy::Builder,
     connector: Connector,
     shared: HyperClient,
-    /// The hand-written HTTP/1.1 pool for `http://`, when selected.
-    pub(super) plain: Option<PlainSettings>,
 }
 
 impl fmt::Debug for HyperTransport {
@@ -39,10 +36,9 @@ impl fmt::Debug for HyperTransport {
 }
 
 /// One client's pools on one thread.
-pub(super) struct ThreadPools {
+struct ThreadPools {
     owner: Weak<HyperPools>,
     client: HyperClient,
-    pub(super) plain: IdleConnections,
 }
 
 thread_local! {
@@ -53,7 +49,7 @@ thread_local! {
 impl HyperTransport {
     /// The transport with `settings`' pool sizes and timeouts; fails when the platform's certificate store
     /// cannot be loaded.
-    pub(super) fn new(settings: &UpstreamClientBuilder, plain: bool) -> Result<HyperTransport> {
+    pub(super) fn new(settings: &UpstreamClientBuilder) -> Result<HyperTransport> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -63,7 +59,7 @@ impl HyperTransport {
             .map_err(|e| Error::backend("TLS certificate verifier", e))?
             .https_or_http()
             .enable_all_versions()
-            .wrap_connector(http.clone());
+            .wrap_connector(http);
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_max_idle_per_host(settings.pool_max_idle_per_host)
@@ -71,13 +67,7 @@ impl HyperTransport {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
         let shared = builder.build(connector.clone());
-        let plain = plain.then(|| PlainSettings {
-            // A zero idle timeout keeps nothing idle.
-            max_idle_per_host: if settings.pool_idle_timeout.is_zero() { 0 } else { settings.pool_max_idle_per_host },
-            idle_timeout: settings.pool_idle_timeout,
-            connector: http,
-        });
-        Ok(HyperTransport { pools: Arc::new(HyperPools { builder, connector, shared, plain }) })
+        Ok(HyperTransport { pools: Arc::new(HyperPools { builder, connector, shared }) })
     }
 }
 
@@ -87,9 +77,6 @@ impl HttpTransport for HyperTransport {
         &self,
         request: http::Request<Bytes>,
     ) -> std::result::Result<http::Response<ResponseBody>, TransportError> {
-        if self.pools.plain.is_some() && request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
-            return super::plain::send(&self.pools, request).await;
-        }
         let request = request.map(Full::new);
         let response = match self.pools.with_thread_pools(|pools| pools.client.clone()) {
             Some(client) => client.request(request).await,
@@ -127,7 +114,7 @@ fn classify(e: hyper_util::client::legacy::Error) -> TransportError {
 impl HyperPools {
     /// Runs `f` on this thread's pools of this client, made on first use; `None` when the thread's locals are
     /// gone (the thread is exiting) or already borrowed further up the stack.
-    pub(super) fn with_thread_pools<R>(self: &Arc<Self>, f: impl FnOnce(&mut ThreadPools) -> R) -> Option<R> {
+    fn with_thread_pools<R>(self: &Arc<Self>, f: impl FnOnce(&mut ThreadPools) -> R) -> Option<R> {
         let me = Arc::as_ptr(self);
         POOLS
             .try_with(|pools| {
@@ -138,11 +125,7 @@ impl HyperPools {
                         // Pools of dropped clients go when a new one is made, so a thread never accumulates them.
                         pools.retain(|p| p.owner.strong_count() > 0);
                         let client = self.builder.build(self.connector.clone());
-                        pools.push(ThreadPools {
-                            owner: Arc::downgrade(self),
-                            client,
-                            plain: IdleConnections::default(),
-                        });
+                        pools.push(ThreadPools { owner: Arc::downgrade(self), client });
                         pools.len() - 1
                     }
                 };
@@ -168,7 +151,7 @@ mod tests {
 
     fn client() -> UpstreamClient {
         let settings = UpstreamClient::builder();
-        UpstreamClient::with_transport(HyperTransport::new(&settings, false).unwrap())
+        UpstreamClient::with_transport(HyperTransport::new(&settings).unwrap())
     }
 
     #[tokio::test]

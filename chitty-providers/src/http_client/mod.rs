@@ -38,7 +38,6 @@ use chitty_core::{Error, Result};
 use http_body_util::combinators::UnsyncBoxBody;
 
 mod hyper_transport;
-mod plain;
 mod reqwest_transport;
 #[cfg(test)]
 mod test_upstream;
@@ -190,10 +189,7 @@ impl UpstreamClientBuilder {
                 .map_err(|e| Error::backend("http client", e))?;
             return Ok(UpstreamClient::from(client));
         }
-        // Temporary, for one A/B build: `CHITTY_PLAIN_HTTP_POOL=1` at compile time sends `http://` upstreams
-        // through the hand-written HTTP/1.1 pool instead of hyper-util's.
-        let plain = option_env!("CHITTY_PLAIN_HTTP_POOL").is_some_and(|v| v == "1");
-        let transport = hyper_transport::HyperTransport::new(&self, plain)?;
+        let transport = hyper_transport::HyperTransport::new(&self)?;
         Ok(UpstreamClient::with_transport(transport))
     }
 }

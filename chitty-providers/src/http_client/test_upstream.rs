@@ -17,14 +17,8 @@ use super::UpstreamClient;
 pub(super) enum Answer {
     /// `200` with a `Content-Length` body, keeping the connection open.
     KeepAlive,
-    /// The same, then the socket is closed without a `Connection: close` header.
-    ThenClose,
     /// Chunked: the head and one chunk, then silence until the client goes.
     StalledStream,
-    /// Chunked: the head and one chunk, the end 5 ms later, keeping the connection open.
-    LateEnd,
-    /// Chunked: the head, then five chunks 40 ms apart and the end, keeping the connection open.
-    SlowStream,
     /// The connection closed once the request is read, without an answer.
     Hangup,
     /// Bytes that are not an HTTP response.
@@ -138,29 +132,11 @@ async fn serve(
             closed.fetch_add(1, Ordering::SeqCst);
             return;
         }
-        if answer == Answer::LateEnd {
-            socket.write_all(format!("{EVENT_STREAM_HEAD}6\r\ndata: \r\n").as_bytes()).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            socket.write_all(b"0\r\n\r\n").await.unwrap();
-            continue;
-        }
-        if answer == Answer::SlowStream {
-            socket.write_all(EVENT_STREAM_HEAD.as_bytes()).await.unwrap();
-            for _ in 0..5 {
-                tokio::time::sleep(Duration::from_millis(40)).await;
-                socket.write_all(b"1\r\nx\r\n").await.unwrap();
-            }
-            socket.write_all(b"0\r\n\r\n").await.unwrap();
-            continue;
-        }
         let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
             BODY.len()
         );
         socket.write_all(response.as_bytes()).await.unwrap();
-        if answer == Answer::ThenClose {
-            return;
-        }
     }
 }
 
