@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use chitty::core::Provider;
 use chitty::core::wire::{ChatCompletionChunk, ChatCompletionRequest, ChatMessage};
+use chitty::providers::framing::sse::SseDecoder;
 use chitty::providers::openai::OpenAiProvider;
-use chitty::providers::sse::SseDecoder;
 use chitty_testkit::mock::MockProvider;
 use chitty_testkit::mock_upstream::MockOpenAi;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -43,7 +43,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -54,16 +53,17 @@ use chitty_core::wire::{
 };
 use chitty_core::{Capabilities, Capability, ChunkStream, Error, Provider, Result, UpstreamFailure};
 use futures::StreamExt;
-use http::header::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http_client::UpstreamClient;
-use crate::sse::{self, SseError, SseEvent};
-use crate::upstream_http::{self, ApiKey};
+use crate::framing::sse::{self, SseEvent};
+use crate::framing::{self, interrupted};
+use crate::http_provider::{self, HttpUpstream, ProviderBuilder};
 
 /// Anthropic's API, the default base URL (without `/v1`, as Anthropic's SDKs take it).
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
-/// The `anthropic-version` header sent by default.
+/// The `anthropic-version` header sent unless the builder sets another.
 pub const DEFAULT_API_VERSION: &str = "2023-06-01";
 /// `max_tokens` when the request sets no cap (Anthropic requires one).
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
@@ -74,75 +74,30 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 const FORWARDED_EXTRA: [&str; 4] = ["top_k", "thinking", "metadata", "service_tier"];
 
 /// Anthropic's Messages API.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AnthropicProvider {
-    name: String,
-    base_url: String,
+    upstream: HttpUpstream,
     messages_url: http::Uri,
-    headers: HeaderMap,
-    timeout: Duration,
-    stream_idle_timeout: Duration,
+    options: AnthropicOptions,
+}
+
+/// Builds an [`AnthropicProvider`]: the shared settings of [`ProviderBuilder`] and the [`AnthropicOptions`].
+/// The `anthropic-version` header is [`DEFAULT_API_VERSION`] unless set with `with_header`.
+pub type AnthropicProviderBuilder = ProviderBuilder<AnthropicOptions>;
+
+/// What only an [`AnthropicProvider`] is configured with; set through [`AnthropicProviderBuilder`].
+#[derive(Debug, Clone)]
+pub struct AnthropicOptions {
     max_event_bytes: usize,
     default_max_tokens: u32,
-    client: UpstreamClient,
-}
-
-impl fmt::Debug for AnthropicProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Header values may be credentials: only their names are shown.
-        f.debug_struct("AnthropicProvider")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .field("timeout", &self.timeout)
-            .field("default_max_tokens", &self.default_max_tokens)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Builds an [`AnthropicProvider`].
-#[derive(Clone)]
-pub struct AnthropicProviderBuilder {
-    name: String,
-    base_url: String,
-    api_key: Option<ApiKey>,
-    api_version: String,
-    headers: Vec<(String, String)>,
-    timeout: Duration,
-    stream_idle_timeout: Option<Duration>,
-    max_event_bytes: usize,
-    default_max_tokens: u32,
-    client: Option<UpstreamClient>,
-}
-
-impl fmt::Debug for AnthropicProviderBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AnthropicProviderBuilder")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key)
-            .field("api_version", &self.api_version)
-            .field("headers", &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>())
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 impl AnthropicProvider {
     /// A builder for a provider called `name`, pointing at Anthropic's API.
     pub fn builder(name: impl Into<String>) -> AnthropicProviderBuilder {
-        AnthropicProviderBuilder {
-            name: name.into(),
-            base_url: DEFAULT_BASE_URL.to_owned(),
-            api_key: None,
-            api_version: DEFAULT_API_VERSION.to_owned(),
-            headers: Vec::new(),
-            timeout: DEFAULT_TIMEOUT,
-            stream_idle_timeout: None,
-            max_event_bytes: sse::DEFAULT_MAX_EVENT_BYTES,
-            default_max_tokens: DEFAULT_MAX_TOKENS,
-            client: None,
-        }
+        let options =
+            AnthropicOptions { max_event_bytes: sse::DEFAULT_MAX_EVENT_BYTES, default_max_tokens: DEFAULT_MAX_TOKENS };
+        ProviderBuilder::new(name, DEFAULT_BASE_URL, DEFAULT_TIMEOUT, options)
     }
 
     /// A builder configured from `ANTHROPIC_API_KEY` and `ANTHROPIC_BASE_URL`, as Anthropic's SDKs read them.
@@ -156,62 +111,27 @@ impl AnthropicProvider {
         }
         builder
     }
-
-    fn post(&self, body: &Value) -> Result<http::Request<bytes::Bytes>> {
-        upstream_http::post_json(&self.messages_url, &self.headers, body)
-    }
 }
 
 impl AnthropicProviderBuilder {
-    upstream_http::shared_builder_setters!(
-        base_url: "The API's base URL without `/v1`, e.g. `https://api.anthropic.com`.",
-        api_key: "The API key, sent as `x-api-key` (never logged or printed).",
-        header: "A header sent with every request (e.g. `anthropic-beta`); validated by [`Self::build`].",
-    );
-
-    /// The `anthropic-version` header (default [`DEFAULT_API_VERSION`]).
-    pub fn with_api_version(mut self, version: impl Into<String>) -> Self {
-        self.api_version = version.into();
-        self
-    }
-
     /// `max_tokens` for requests that set no output cap.
     pub fn with_default_max_tokens(mut self, max_tokens: u32) -> Self {
-        self.default_max_tokens = max_tokens;
+        self.options.default_max_tokens = max_tokens;
         self
     }
 
-    /// The provider; fails on an invalid header, key or version.
+    /// The provider, sending the key as `x-api-key`; fails on an invalid header, key or base URL.
     pub fn build(self) -> Result<AnthropicProvider> {
-        let mut extra = vec![("anthropic-version".to_owned(), self.api_version.clone())];
-        extra.extend(self.headers.iter().cloned());
-        let mut headers = upstream_http::parse_headers(&self.name, &extra)?;
-        if let Some(key) = &self.api_key {
-            headers.insert("x-api-key", key.header_value("")?);
-        }
-        let client = match self.client {
-            Some(c) => c,
-            None => UpstreamClient::new()?,
-        };
-        let base_url = upstream_http::trim_base_url(&self.base_url);
-        Ok(AnthropicProvider {
-            messages_url: upstream_http::endpoint(&self.name, &base_url, "/v1/messages")?,
-            base_url,
-            name: self.name,
-            headers,
-            timeout: self.timeout,
-            stream_idle_timeout: self.stream_idle_timeout.unwrap_or(self.timeout),
-            max_event_bytes: self.max_event_bytes,
-            default_max_tokens: self.default_max_tokens,
-            client,
-        })
+        let version = (HeaderName::from_static("anthropic-version"), HeaderValue::from_static(DEFAULT_API_VERSION));
+        let upstream = self.upstream((HeaderName::from_static("x-api-key"), ""), &[version])?;
+        Ok(AnthropicProvider { messages_url: upstream.endpoint("/v1/messages")?, upstream, options: self.options })
     }
 }
 
 #[async_trait]
 impl Provider for AnthropicProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.upstream.name
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -219,16 +139,18 @@ impl Provider for AnthropicProvider {
     }
 
     async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatCompletionResponse> {
-        let body = to_messages_request(&request, self.default_max_tokens, false)?;
-        let answer: Value = upstream_http::call_json(&self.name, self.timeout, &self.client, self.post(&body)?).await?;
-        from_messages_response(&self.name, &answer)
+        let body = to_messages_request(&request, self.options.default_max_tokens, false)?;
+        let answer: MessagesAnswer = self.upstream.call_json(&self.messages_url, &body).await?;
+        Ok(from_messages_response(answer))
     }
 
     async fn chat_stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream> {
-        let body = to_messages_request(&request, self.default_max_tokens, true)?;
-        let response = upstream_http::send(&self.name, self.timeout, &self.client, self.post(&body)?).await?;
-        let events = sse::decode(upstream_http::body_stream(response), self.max_event_bytes);
-        Ok(chunk_stream(self.name.clone(), self.stream_idle_timeout, events))
+        let body = to_messages_request(&request, self.options.default_max_tokens, true)?;
+        let response = self.upstream.open(&self.messages_url, &body).await?;
+        let body = http_provider::body_stream(response);
+        let events =
+            framing::sse_events(&self.upstream.name, self.upstream.timeout, self.options.max_event_bytes, body);
+        Ok(chunk_stream(self.upstream.name.clone(), events))
     }
 }
 
@@ -452,19 +374,18 @@ struct TokenCounts {
 }
 
 impl TokenCounts {
-    fn update(&mut self, usage: &Value) {
-        let get = |k: &str| usage.get(k).and_then(Value::as_u64);
-        if let Some(v) = get("input_tokens") {
-            self.input = v;
-        }
-        if let Some(v) = get("output_tokens") {
-            self.output = v;
-        }
-        if let Some(v) = get("cache_read_input_tokens") {
-            self.cache_read = v;
-        }
-        if let Some(v) = get("cache_creation_input_tokens") {
-            self.cache_creation = v;
+    /// Takes the counts `usage` reports; a stream's later events report only what changed.
+    fn update(&mut self, usage: &UsageAnswer) {
+        let counts = [
+            (&mut self.input, usage.input_tokens),
+            (&mut self.output, usage.output_tokens),
+            (&mut self.cache_read, usage.cache_read_input_tokens),
+            (&mut self.cache_creation, usage.cache_creation_input_tokens),
+        ];
+        for (count, reported) in counts {
+            if let Some(reported) = reported {
+                *count = reported;
+            }
         }
     }
 
@@ -478,60 +399,179 @@ impl TokenCounts {
     }
 }
 
-fn str_field<'a>(value: &'a Value, key: &str) -> &'a str {
-    value.get(key).and_then(Value::as_str).unwrap_or_default()
+/// What the Messages API answers (fields chitty does not read are ignored).
+#[derive(Debug, Deserialize)]
+pub(crate) struct MessagesAnswer {
+    id: String,
+    model: String,
+    content: Vec<ContentBlock>,
+    stop_reason: Option<String>,
+    usage: AnswerUsage,
+}
+
+/// A block of an answer's `content`, or of a stream's `content_block_start`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ContentBlock {
+    Text {
+        text: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        #[serde(default)]
+        input: Option<Value>,
+    },
+    /// Thinking, server-tool and later block types: no OpenAI equivalent.
+    #[serde(other)]
+    Other,
+}
+
+/// A whole answer's usage: both counts required, the cache counts when the upstream caches.
+#[derive(Debug, Deserialize)]
+struct AnswerUsage {
+    input_tokens: u64,
+    output_tokens: u64,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+}
+
+/// Usage as stream events report it: each count when it changed.
+#[derive(Debug, Default, Deserialize)]
+struct UsageAnswer {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+}
+
+impl From<&AnswerUsage> for UsageAnswer {
+    fn from(usage: &AnswerUsage) -> UsageAnswer {
+        UsageAnswer {
+            input_tokens: Some(usage.input_tokens),
+            output_tokens: Some(usage.output_tokens),
+            cache_read_input_tokens: usage.cache_read_input_tokens,
+            cache_creation_input_tokens: usage.cache_creation_input_tokens,
+        }
+    }
+}
+
+/// One event of a Messages API stream; `ping`, `content_block_stop` and later event types are skipped.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum StreamEvent {
+    MessageStart {
+        message: StartedMessage,
+    },
+    ContentBlockStart {
+        index: u64,
+        content_block: ContentBlock,
+    },
+    ContentBlockDelta {
+        index: u64,
+        delta: BlockDelta,
+    },
+    MessageDelta {
+        #[serde(default)]
+        delta: MessageDelta,
+        #[serde(default)]
+        usage: Option<UsageAnswer>,
+    },
+    MessageStop,
+    Error {
+        #[serde(default)]
+        error: Option<StreamError>,
+    },
+    #[serde(other)]
+    Other,
+}
+
+/// `message_start`'s message: who answers, and the usage so far.
+#[derive(Debug, Deserialize)]
+struct StartedMessage {
+    id: String,
+    model: String,
+    #[serde(default)]
+    usage: Option<UsageAnswer>,
+}
+
+/// A `content_block_delta`'s delta; thinking and signature deltas have no OpenAI equivalent.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BlockDelta {
+    TextDelta {
+        text: String,
+    },
+    InputJsonDelta {
+        partial_json: String,
+    },
+    #[serde(other)]
+    Other,
+}
+
+/// A `message_delta`'s delta.
+#[derive(Debug, Default, Deserialize)]
+struct MessageDelta {
+    #[serde(default)]
+    stop_reason: Option<String>,
+}
+
+/// An `error` event's error.
+#[derive(Debug, Deserialize)]
+struct StreamError {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
 }
 
 /// Translates a Messages API answer into a chat completion.
-pub(crate) fn from_messages_response(provider: &str, answer: &Value) -> Result<ChatCompletionResponse> {
-    let blocks = answer
-        .get("content")
-        .and_then(Value::as_array)
-        .ok_or_else(|| upstream_http::malformed(provider, "message", "no `content` array"))?;
+pub(crate) fn from_messages_response(answer: MessagesAnswer) -> ChatCompletionResponse {
     let mut text = String::new();
     let mut calls = Vec::new();
-    for block in blocks {
-        match str_field(block, "type") {
-            "text" => text.push_str(str_field(block, "text")),
-            "tool_use" => calls.push(ToolCall {
-                id: str_field(block, "id").to_owned(),
+    for block in answer.content {
+        match block {
+            ContentBlock::Text { text: t } => text.push_str(&t),
+            ContentBlock::ToolUse { id, name, input } => calls.push(ToolCall {
+                id,
                 kind: "function".to_owned(),
                 function: FunctionCall {
-                    name: str_field(block, "name").to_owned(),
-                    arguments: block.get("input").cloned().unwrap_or_else(|| json!({})).to_string(),
+                    name,
+                    arguments: input.unwrap_or_else(|| json!({})).to_string(),
                     extra: Extra::new(),
                 },
                 extra: Extra::new(),
             }),
-            // Thinking and server-tool blocks have no OpenAI equivalent.
-            _ => {}
+            ContentBlock::Other => {}
         }
     }
     let mut counts = TokenCounts::default();
-    if let Some(u) = answer.get("usage") {
-        counts.update(u);
-    }
+    counts.update(&UsageAnswer::from(&answer.usage));
     let message = ChatMessage {
         content: if text.is_empty() && !calls.is_empty() { None } else { Some(MessageContent::Text(text)) },
         tool_calls: (!calls.is_empty()).then_some(calls),
         ..ChatMessage::assistant("")
     };
-    Ok(ChatCompletionResponse {
-        id: str_field(answer, "id").to_owned(),
+    ChatCompletionResponse {
+        id: answer.id,
         object: "chat.completion".to_owned(),
-        created: upstream_http::unix_now(),
-        model: str_field(answer, "model").to_owned(),
+        created: http_provider::unix_now(),
+        model: answer.model,
         choices: vec![ChatChoice {
             index: 0,
             message,
-            finish_reason: answer.get("stop_reason").and_then(Value::as_str).map(finish_reason),
+            finish_reason: answer.stop_reason.as_deref().map(finish_reason),
             logprobs: None,
             extra: Extra::new(),
         }],
         usage: Some(counts.to_usage()),
         system_fingerprint: None,
         extra: Extra::new(),
-    })
+    }
 }
 
 /// Maps Anthropic's stream events onto chat-completion chunks.
@@ -581,78 +621,60 @@ impl StreamTranslator {
     }
 
     fn step(&mut self, event: &SseEvent) -> Result<Step> {
-        let data: Value = serde_json::from_str(&event.data)
-            .map_err(|e| upstream_http::malformed(&self.provider, "stream event", e))?;
-        let kind = data.get("type").and_then(Value::as_str).or(event.event.as_deref()).unwrap_or_default();
-        Ok(match kind {
-            "message_start" => {
-                let message = data.get("message").cloned().unwrap_or_default();
-                self.id = str_field(&message, "id").to_owned();
-                self.model = str_field(&message, "model").to_owned();
-                if let Some(u) = message.get("usage") {
+        let data: StreamEvent = serde_json::from_str(&event.data)
+            .map_err(|e| http_provider::malformed(&self.provider, "stream event", e))?;
+        Ok(match data {
+            StreamEvent::MessageStart { message } => {
+                self.id = message.id;
+                self.model = message.model;
+                if let Some(u) = &message.usage {
                     self.counts.update(u);
                 }
                 let delta =
                     ChunkDelta { role: Some(Role::Assistant), content: Some(String::new()), ..Default::default() };
                 Step::Chunk(self.chunk(delta, None))
             }
-            "content_block_start" => {
-                let block = data.get("content_block").cloned().unwrap_or_default();
-                match str_field(&block, "type") {
-                    "text" if !str_field(&block, "text").is_empty() => {
-                        let delta =
-                            ChunkDelta { content: Some(str_field(&block, "text").to_owned()), ..Default::default() };
-                        Step::Chunk(self.chunk(delta, None))
-                    }
-                    "tool_use" => {
-                        let index = self.tools;
-                        self.tools += 1;
-                        self.tool_of_block.insert(data.get("index").and_then(Value::as_u64).unwrap_or(0), index);
-                        let id = Some(str_field(&block, "id").to_owned());
-                        let name = Some(str_field(&block, "name").to_owned());
-                        Step::Chunk(self.chunk(self.tool_delta(index, id, name, String::new()), None))
+            StreamEvent::ContentBlockStart { index: block, content_block } => match content_block {
+                ContentBlock::Text { text } if !text.is_empty() => {
+                    Step::Chunk(self.chunk(ChunkDelta { content: Some(text), ..Default::default() }, None))
+                }
+                ContentBlock::ToolUse { id, name, .. } => {
+                    let index = self.tools;
+                    self.tools += 1;
+                    self.tool_of_block.insert(block, index);
+                    Step::Chunk(self.chunk(self.tool_delta(index, Some(id), Some(name), String::new()), None))
+                }
+                _ => Step::Skip,
+            },
+            StreamEvent::ContentBlockDelta { index: block, delta } => match delta {
+                BlockDelta::TextDelta { text } => {
+                    Step::Chunk(self.chunk(ChunkDelta { content: Some(text), ..Default::default() }, None))
+                }
+                BlockDelta::InputJsonDelta { partial_json } => match self.tool_of_block.get(&block) {
+                    Some(&index) if !partial_json.is_empty() => {
+                        Step::Chunk(self.chunk(self.tool_delta(index, None, None, partial_json), None))
                     }
                     _ => Step::Skip,
-                }
-            }
-            "content_block_delta" => {
-                let delta = data.get("delta").cloned().unwrap_or_default();
-                match str_field(&delta, "type") {
-                    "text_delta" => {
-                        let text =
-                            ChunkDelta { content: Some(str_field(&delta, "text").to_owned()), ..Default::default() };
-                        Step::Chunk(self.chunk(text, None))
-                    }
-                    "input_json_delta" => {
-                        let block = data.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        let partial = str_field(&delta, "partial_json");
-                        match self.tool_of_block.get(&block) {
-                            Some(&index) if !partial.is_empty() => {
-                                Step::Chunk(self.chunk(self.tool_delta(index, None, None, partial.to_owned()), None))
-                            }
-                            _ => Step::Skip,
-                        }
-                    }
-                    _ => Step::Skip,
-                }
-            }
-            "message_delta" => {
-                if let Some(u) = data.get("usage") {
+                },
+                BlockDelta::Other => Step::Skip,
+            },
+            StreamEvent::MessageDelta { delta, usage } => {
+                if let Some(u) = &usage {
                     self.counts.update(u);
                 }
-                match data.pointer("/delta/stop_reason").and_then(Value::as_str) {
-                    Some(reason) => Step::Chunk(self.chunk(ChunkDelta::default(), Some(finish_reason(reason)))),
+                match delta.stop_reason {
+                    Some(reason) => Step::Chunk(self.chunk(ChunkDelta::default(), Some(finish_reason(&reason)))),
                     None => Step::Skip,
                 }
             }
-            "message_stop" => {
+            StreamEvent::MessageStop => {
                 let mut last = self.chunk(ChunkDelta::default(), None);
                 last.choices.clear();
                 last.usage = Some(self.counts.to_usage());
                 Step::End(last)
             }
-            "error" => {
-                let status = match data.pointer("/error/type").and_then(Value::as_str) {
+            StreamEvent::Error { error } => {
+                let status = match error.and_then(|e| e.kind).as_deref() {
                     Some("overloaded_error") => Some(529),
                     Some("rate_limit_error") => Some(429),
                     Some("api_error") => Some(500),
@@ -662,22 +684,20 @@ impl StreamTranslator {
                     provider: self.provider.clone(),
                     failure: UpstreamFailure::Status,
                     status,
-                    message: upstream_http::error_message(event.data.as_bytes()).unwrap_or_default(),
+                    message: chitty_core::upstream::error_message(event.data.as_bytes()).unwrap_or_default(),
                     retry_after: None,
                 });
             }
-            // `ping`, `content_block_stop` and event types added later.
-            _ => Step::Skip,
+            StreamEvent::Other => Step::Skip,
         })
     }
 }
 
-fn chunk_stream<S>(provider: String, idle: Duration, events: S) -> ChunkStream
+fn chunk_stream<S>(provider: String, events: S) -> ChunkStream
 where
-    S: futures::Stream<Item = std::result::Result<SseEvent, SseError>> + Send + 'static,
+    S: futures::Stream<Item = Result<SseEvent>> + Send + 'static,
 {
     struct State<S> {
-        idle: Duration,
         events: std::pin::Pin<Box<S>>,
         translator: StreamTranslator,
         finished: bool,
@@ -686,24 +706,22 @@ where
         provider,
         id: String::new(),
         model: String::new(),
-        created: upstream_http::unix_now(),
+        created: http_provider::unix_now(),
         counts: TokenCounts::default(),
         tool_of_block: HashMap::new(),
         tools: 0,
     };
-    let state = State { idle, events: Box::pin(events), translator, finished: false };
+    let state = State { events: Box::pin(events), translator, finished: false };
     Box::pin(futures::stream::unfold(state, |mut st| async move {
         if st.finished {
             return None;
         }
         loop {
             let provider = &st.translator.provider;
-            let item = match tokio::time::timeout(st.idle, st.events.next()).await {
-                Err(_) => Err(Error::UpstreamTimeout { provider: provider.clone(), timeout: st.idle }),
-                Ok(None) => Err(interrupted(provider, "the stream ended before `message_stop`")),
-                Ok(Some(Err(SseError::Body(e)))) => Err(interrupted(provider, &upstream_http::describe(&*e))),
-                Ok(Some(Err(e))) => Err(upstream_http::malformed(provider, "event stream", e)),
-                Ok(Some(Ok(event))) => match st.translator.step(&event) {
+            let item = match st.events.next().await {
+                None => Err(interrupted(provider, "the stream ended before `message_stop`")),
+                Some(Err(e)) => Err(e),
+                Some(Ok(event)) => match st.translator.step(&event) {
                     Ok(Step::Skip) => continue,
                     Ok(Step::Chunk(c)) => Ok(c),
                     Ok(Step::End(c)) => {
@@ -717,10 +735,6 @@ where
             return Some((item, st));
         }
     }))
-}
-
-fn interrupted(provider: &str, why: &str) -> Error {
-    Error::upstream(provider, UpstreamFailure::Interrupted, format!("stream interrupted: {why}"))
 }
 
 #[cfg(test)]
@@ -855,7 +869,7 @@ mod tests {
             "stop_reason": "tool_use",
             "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 7}
         });
-        let r = from_messages_response("p", &answer).unwrap();
+        let r = from_messages_response(serde_json::from_value(answer).unwrap());
         assert_eq!(r.choices[0].finish_reason.as_deref(), Some("tool_calls"));
         assert_eq!(r.choices[0].message.text_content(), "Let me look.");
         let call = &r.choices[0].message.tool_calls.as_ref().unwrap()[0];
@@ -868,14 +882,96 @@ mod tests {
         {
             assert_eq!(finish_reason(reason), finish);
         }
-        assert!(from_messages_response("p", &json!({"type": "message"})).is_err());
     }
 
-    fn sse(events: &[Value]) -> Vec<std::result::Result<SseEvent, SseError>> {
-        events
+    /// The error for an answer, parsed as the provider parses it.
+    fn answer_error(answer: Value) -> Error {
+        http_provider::parse_json::<MessagesAnswer>("p", answer.to_string().as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn an_answer_missing_a_required_field_is_a_decode_error_naming_it() {
+        let whole = json!({
+            "id": "msg_1", "type": "message", "model": "claude", "stop_reason": "end_turn",
+            "content": [{"type": "text", "text": "Hi"}], "usage": {"input_tokens": 3, "output_tokens": 1}
+        });
+        assert!(http_provider::parse_json::<MessagesAnswer>("p", whole.to_string().as_bytes()).is_ok());
+        let mut without_text = whole.clone();
+        without_text["content"][0] = json!({"type": "text"});
+        let mut without_tool_name = whole.clone();
+        without_tool_name["content"][0] = json!({"type": "tool_use", "id": "t", "input": {}});
+        // Each of these used to become an empty message, an empty id or zero tokens.
+        for (answer, field) in [
+            (without_text, "text"),
+            (without_tool_name, "name"),
+            (strip(&whole, "id"), "id"),
+            (strip(&whole, "model"), "model"),
+            (strip(&whole, "content"), "content"),
+            (strip(&whole, "usage"), "usage"),
+        ] {
+            let err = answer_error(answer);
+            assert!(
+                matches!(&err, Error::Upstream { failure: UpstreamFailure::Decode, message, .. } if message.contains(&format!("`{field}`"))),
+                "{field}: {err:?}"
+            );
+            assert!(!err.is_retryable(), "a malformed answer is not retried");
+        }
+        let mut without_input_tokens = whole;
+        without_input_tokens["usage"] = json!({"output_tokens": 1});
+        assert!(answer_error(without_input_tokens).to_string().contains("`input_tokens`"));
+    }
+
+    fn strip(value: &Value, key: &str) -> Value {
+        let mut value = value.clone();
+        value.as_object_mut().unwrap().remove(key);
+        value
+    }
+
+    #[test]
+    fn a_stream_event_missing_a_required_field_is_a_decode_error_naming_it() {
+        let mut translator = StreamTranslator {
+            provider: "p".into(),
+            id: String::new(),
+            model: String::new(),
+            created: 0,
+            counts: TokenCounts::default(),
+            tool_of_block: HashMap::new(),
+            tools: 0,
+        };
+        let mut step = |event: Value| translator.step(&SseEvent { event: None, data: event.to_string(), id: None });
+        for (event, field) in [
+            (json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta"}}), "text"),
+            (json!({"type": "message_start", "message": {"model": "c"}}), "id"),
+            (
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "t"}}),
+                "name",
+            ),
+            (json!({"type": "content_block_delta", "delta": {"type": "text_delta", "text": "x"}}), "index"),
+        ] {
+            let err = step(event).err().unwrap();
+            assert!(
+                matches!(&err, Error::Upstream { failure: UpstreamFailure::Decode, message, .. } if message.contains(&format!("`{field}`"))),
+                "{field}: {err:?}"
+            );
+        }
+        // Unknown event, block and delta types are skipped, as Anthropic asks of clients.
+        for event in [
+            json!({"type": "ping"}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "some_future_event", "x": 1}),
+            json!({"type": "content_block_start", "index": 2, "content_block": {"type": "thinking", "thinking": ""}}),
+            json!({"type": "content_block_delta", "index": 2, "delta": {"type": "signature_delta", "signature": "s"}}),
+        ] {
+            assert!(matches!(step(event), Ok(Step::Skip)));
+        }
+    }
+
+    fn sse(events: &[Value]) -> futures::stream::Iter<std::vec::IntoIter<Result<SseEvent>>> {
+        let events: Vec<_> = events
             .iter()
             .map(|e| Ok(SseEvent { event: e["type"].as_str().map(str::to_owned), data: e.to_string(), id: None }))
-            .collect()
+            .collect();
+        futures::stream::iter(events)
     }
 
     #[tokio::test]
@@ -894,8 +990,7 @@ mod tests {
             json!({"type": "message_stop"}),
             json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ignored"}}),
         ]);
-        let items: Vec<_> =
-            chunk_stream("p".into(), Duration::from_secs(1), futures::stream::iter(events)).collect().await;
+        let items: Vec<_> = chunk_stream("p".into(), events).collect().await;
         let chunks: Vec<ChatCompletionChunk> = items.into_iter().map(Result::unwrap).collect();
         let mut acc = chitty_core::wire::ChunkAccumulator::default();
         chunks.iter().for_each(|c| acc.push(c));
@@ -919,15 +1014,11 @@ mod tests {
         let start =
             json!({"type": "message_start", "message": {"id": "m", "model": "c", "usage": {"input_tokens": 1}}});
         let overloaded = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
-        let items: Vec<_> =
-            chunk_stream("p".into(), Duration::from_secs(1), futures::stream::iter(sse(&[start.clone(), overloaded])))
-                .collect()
-                .await;
+        let items: Vec<_> = chunk_stream("p".into(), sse(&[start.clone(), overloaded])).collect().await;
         assert!(
             matches!(&items[1], Err(Error::Upstream { status: Some(529), message, .. }) if message == "Overloaded")
         );
-        let items: Vec<_> =
-            chunk_stream("p".into(), Duration::from_secs(1), futures::stream::iter(sse(&[start]))).collect().await;
+        let items: Vec<_> = chunk_stream("p".into(), sse(&[start])).collect().await;
         assert!(
             matches!(&items[1], Err(Error::Upstream { status: None, message, .. }) if message.contains("message_stop"))
         );
@@ -989,7 +1080,9 @@ mod tests {
         #[test]
         fn arbitrary_answers_and_events_never_panic(values in proptest::collection::vec(json_value(), 1..8)) {
             for v in &values {
-                let _ = from_messages_response("p", v);
+                if let Ok(answer) = serde_json::from_value::<MessagesAnswer>(v.clone()) {
+                    let _ = from_messages_response(answer);
+                }
             }
             let mut translator = StreamTranslator {
                 provider: "p".into(), id: String::new(), model: String::new(), created: 0,

@@ -295,39 +295,23 @@ fn dollars(key: &str, s: &str) -> Result<NanoUsd, ConfigError> {
     s.parse().map_err(|e: chitty_core::money::ParseUsdError| invalid(key, e.to_string()))
 }
 
-/// Applies a provider section's common settings to any of the provider builders (they share method names).
-#[cfg(any(feature = "openai", feature = "anthropic", feature = "ollama"))]
-macro_rules! configure {
-    ($builder:expr, $section:expr) => {{
-        let section: &ProviderSection = $section;
-        let mut b = $builder;
-        if let Some(url) = &section.base_url {
-            b = b.with_base_url(url.clone());
-        }
-        if let Some(key) = &section.api_key {
-            b = b.with_api_key(key.expose().to_owned());
-        }
-        for (name, value) in &section.headers {
-            b = b.with_header(name.clone(), value.expose().to_owned());
-        }
-        if let Some(secs) = section.timeout_secs {
-            b = b.with_timeout(std::time::Duration::from_secs(secs));
-        }
-        b.build().map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn chitty_core::Provider>)
-    }};
-}
-
 impl ProviderSection {
     /// Builds the provider for the kinds this build includes (`openai`, `anthropic`, `ollama`, each behind its
     /// feature). Other kinds (such as the example's `mock`) are the host application's to build.
     pub fn build(&self) -> Result<std::sync::Arc<dyn chitty_core::Provider>, ConfigError> {
+        #[cfg(any(feature = "openai", feature = "anthropic", feature = "ollama"))]
+        fn shared(provider: impl chitty_core::Provider) -> std::sync::Arc<dyn chitty_core::Provider> {
+            std::sync::Arc::new(provider)
+        }
         let built: Option<chitty_core::Result<std::sync::Arc<dyn chitty_core::Provider>>> = match self.kind.as_str() {
             #[cfg(feature = "openai")]
-            "openai" => Some(configure!(crate::openai::OpenAiProvider::builder(self.name.clone()), self)),
+            "openai" => Some(self.configure(crate::openai::OpenAiProvider::builder(&self.name)).build().map(shared)),
             #[cfg(feature = "anthropic")]
-            "anthropic" => Some(configure!(crate::anthropic::AnthropicProvider::builder(self.name.clone()), self)),
+            "anthropic" => {
+                Some(self.configure(crate::anthropic::AnthropicProvider::builder(&self.name)).build().map(shared))
+            }
             #[cfg(feature = "ollama")]
-            "ollama" => Some(configure!(crate::ollama::OllamaProvider::builder(self.name.clone()), self)),
+            "ollama" => Some(self.configure(crate::ollama::OllamaProvider::builder(&self.name)).build().map(shared)),
             _ => None,
         };
         match built {
@@ -340,6 +324,27 @@ impl ProviderSection {
                 ),
             )),
         }
+    }
+
+    /// This section's URL, key, headers and timeout on the builder of any HTTP provider.
+    #[cfg(any(feature = "openai", feature = "anthropic", feature = "ollama"))]
+    fn configure<O>(
+        &self,
+        mut builder: crate::http_provider::ProviderBuilder<O>,
+    ) -> crate::http_provider::ProviderBuilder<O> {
+        if let Some(url) = &self.base_url {
+            builder = builder.with_base_url(url.clone());
+        }
+        if let Some(key) = &self.api_key {
+            builder = builder.with_api_key(key.expose());
+        }
+        for (name, value) in &self.headers {
+            builder = builder.with_header(name.clone(), value.expose());
+        }
+        if let Some(secs) = self.timeout_secs {
+            builder = builder.with_timeout(std::time::Duration::from_secs(secs));
+        }
+        builder
     }
 }
 

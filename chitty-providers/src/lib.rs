@@ -7,11 +7,12 @@
 //!   [`runtime`] (chitty-core's system clock, tokio timer and spawner, and OS-seeded random source, re-exported).
 //! - `server`: [`server::router`], the OpenAI-compatible HTTP API over a gateway (axum), and [`config`], the TOML
 //!   configuration loader.
-//! - `openai`: [`openai::OpenAiProvider`], any OpenAI-compatible upstream over HTTP, with the [`sse`] decoder.
+//! - `openai`: [`openai::OpenAiProvider`], any OpenAI-compatible upstream over HTTP.
 //! - `anthropic`: [`anthropic::AnthropicProvider`], Anthropic's Messages API translated to and from OpenAI's.
 //! - `ollama`: [`ollama::OllamaProvider`], Ollama's native API with NDJSON streaming.
-//! - `upstream-http` (enabled by each of the three above): [`http_client::UpstreamClient`], the pooled HTTP
-//!   client they share.
+//! - `upstream-http` (enabled by each of the three above): [`http_client::UpstreamClient`], the HTTP client
+//!   they share over a swappable transport, [`http_provider::ProviderBuilder`], the settings they share, and
+//!   [`framing`], the server-sent-event and NDJSON readers of their streams.
 //! - `redis`: [`redis::RedisCache`] and [`redis::RedisBudgetStore`], shared by every gateway replica (each budget
 //!   operation is one atomic Lua script).
 //! - `prometheus`: [`prometheus::PrometheusSink`], request, token, cost and upstream metrics in a host's registry.
@@ -30,7 +31,11 @@ pub mod server;
 #[cfg(feature = "anthropic")]
 pub mod anthropic;
 #[cfg(feature = "upstream-http")]
+pub mod framing;
+#[cfg(feature = "upstream-http")]
 pub mod http_client;
+#[cfg(feature = "upstream-http")]
+pub mod http_provider;
 #[cfg(feature = "ollama")]
 pub mod ollama;
 #[cfg(feature = "openai")]
@@ -39,7 +44,3 @@ pub mod openai;
 pub mod prometheus;
 #[cfg(feature = "redis")]
 pub mod redis;
-#[cfg(any(feature = "openai", feature = "anthropic"))]
-pub mod sse;
-#[cfg(feature = "upstream-http")]
-mod upstream_http;

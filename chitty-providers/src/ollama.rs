@@ -27,7 +27,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -39,96 +38,51 @@ use chitty_core::wire::{
     EmbeddingResponse, EmbeddingUsage, EmbeddingVector, Extra, FunctionCall, FunctionCallDelta, MessageContent,
     PromptInput, Role, StopSequences, StreamChunk, ToolCall, ToolCallDelta, Usage,
 };
-use chitty_core::{
-    BoxError, Capabilities, ChunkStream, CompletionChunkStream, Error, Provider, Result, UpstreamFailure,
-};
+use chitty_core::{Capabilities, ChunkStream, CompletionChunkStream, Error, Provider, Result, UpstreamFailure};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
-use http::header::{AUTHORIZATION, HeaderMap};
+use http::header::AUTHORIZATION;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::http_client::UpstreamClient;
-use crate::upstream_http::{self, ApiKey};
+use crate::framing::{self, interrupted};
+use crate::http_provider::{self, HttpUpstream, ProviderBuilder};
 
 /// Where Ollama listens by default.
 pub const DEFAULT_BASE_URL: &str = "http://localhost:11434";
 /// The default per-request timeout (local models can take a while to load).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-/// The largest NDJSON line accepted from the upstream.
-pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Ollama's native API.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct OllamaProvider {
-    name: String,
-    base_url: String,
+    upstream: HttpUpstream,
     endpoints: Endpoints,
-    headers: HeaderMap,
-    timeout: Duration,
-    stream_idle_timeout: Duration,
-    keep_alive: Option<String>,
-    client: UpstreamClient,
+    options: OllamaOptions,
 }
 
 /// Ollama's endpoint URLs, parsed once when the provider is built.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 struct Endpoints {
     chat: http::Uri,
     generate: http::Uri,
     embed: http::Uri,
 }
 
-impl fmt::Debug for OllamaProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Header values may be credentials: only their names are shown.
-        f.debug_struct("OllamaProvider")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .field("timeout", &self.timeout)
-            .field("keep_alive", &self.keep_alive)
-            .finish_non_exhaustive()
-    }
-}
+/// Builds an [`OllamaProvider`]: the shared settings of [`ProviderBuilder`] and the [`OllamaOptions`].
+pub type OllamaProviderBuilder = ProviderBuilder<OllamaOptions>;
 
-/// Builds an [`OllamaProvider`].
-#[derive(Clone)]
-pub struct OllamaProviderBuilder {
-    name: String,
-    base_url: String,
-    api_key: Option<ApiKey>,
-    headers: Vec<(String, String)>,
-    timeout: Duration,
-    stream_idle_timeout: Option<Duration>,
+/// What only an [`OllamaProvider`] is configured with; set through [`OllamaProviderBuilder`].
+#[derive(Debug, Clone, Default)]
+pub struct OllamaOptions {
     keep_alive: Option<String>,
-    client: Option<UpstreamClient>,
-}
-
-impl fmt::Debug for OllamaProviderBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OllamaProviderBuilder")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key)
-            .field("headers", &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>())
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 impl OllamaProvider {
     /// A builder for a provider called `name`, pointing at `http://localhost:11434`.
     pub fn builder(name: impl Into<String>) -> OllamaProviderBuilder {
-        OllamaProviderBuilder {
-            name: name.into(),
-            base_url: DEFAULT_BASE_URL.to_owned(),
-            api_key: None,
-            headers: Vec::new(),
-            timeout: DEFAULT_TIMEOUT,
-            stream_idle_timeout: None,
-            keep_alive: None,
-            client: None,
-        }
+        ProviderBuilder::new(name, DEFAULT_BASE_URL, DEFAULT_TIMEOUT, OllamaOptions::default())
     }
 
     /// A builder pointing at `OLLAMA_HOST` when set (`host:port` or a URL, as the Ollama CLI reads it).
@@ -140,57 +94,32 @@ impl OllamaProvider {
             None => builder,
         }
     }
-
-    async fn call(&self, url: &http::Uri, body: &Value) -> Result<Value> {
-        let request = upstream_http::post_json(url, &self.headers, body)?;
-        upstream_http::call_json(&self.name, self.timeout, &self.client, request).await
-    }
 }
 
 impl OllamaProviderBuilder {
-    upstream_http::shared_builder_setters!(
-        base_url: "Ollama's base URL, e.g. `http://gpu-box:11434`.",
-        api_key: "A key sent as `Authorization: Bearer …`, for Ollama behind an authenticating proxy or hosted.",
-        header: "A header sent with every request; validated by [`Self::build`].",
-    );
-
     /// Ollama's `keep_alive` (how long the model stays loaded, e.g. `"10m"`), sent with every request.
     pub fn with_keep_alive(mut self, keep_alive: impl Into<String>) -> Self {
-        self.keep_alive = Some(keep_alive.into());
+        self.options.keep_alive = Some(keep_alive.into());
         self
     }
 
-    /// The provider; fails on an invalid header or key.
+    /// The provider, sending a key (for Ollama behind an authenticating proxy, or hosted) as
+    /// `Authorization: Bearer …`; fails on an invalid header, key or base URL.
     pub fn build(self) -> Result<OllamaProvider> {
-        let mut headers = upstream_http::parse_headers(&self.name, &self.headers)?;
-        if let Some(key) = &self.api_key {
-            headers.insert(AUTHORIZATION, key.header_value("Bearer ")?);
-        }
-        let client = match self.client {
-            Some(c) => c,
-            None => UpstreamClient::new()?,
+        let upstream = self.upstream((AUTHORIZATION, "Bearer "), &[])?;
+        let endpoints = Endpoints {
+            chat: upstream.endpoint("/api/chat")?,
+            generate: upstream.endpoint("/api/generate")?,
+            embed: upstream.endpoint("/api/embed")?,
         };
-        let base_url = upstream_http::trim_base_url(&self.base_url);
-        let url = |path: &str| upstream_http::endpoint(&self.name, &base_url, path);
-        let endpoints =
-            Endpoints { chat: url("/api/chat")?, generate: url("/api/generate")?, embed: url("/api/embed")? };
-        Ok(OllamaProvider {
-            endpoints,
-            base_url,
-            name: self.name,
-            headers,
-            timeout: self.timeout,
-            stream_idle_timeout: self.stream_idle_timeout.unwrap_or(self.timeout),
-            keep_alive: self.keep_alive,
-            client,
-        })
+        Ok(OllamaProvider { upstream, endpoints, options: self.options })
     }
 }
 
 #[async_trait]
 impl Provider for OllamaProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.upstream.name
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -199,36 +128,36 @@ impl Provider for OllamaProvider {
 
     async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatCompletionResponse> {
         let body = self.with_keep_alive(to_chat_request(&request, false)?);
-        let answer = self.call(&self.endpoints.chat, &body).await?;
-        from_chat_response(&self.name, &answer)
+        let answer: ChatAnswer = self.upstream.call_json(&self.endpoints.chat, &body).await?;
+        Ok(from_chat_response(answer))
     }
 
     async fn chat_stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream> {
         let body = self.with_keep_alive(to_chat_request(&request, true)?);
         let lines = self.open_ndjson(&self.endpoints.chat, &body).await?;
-        Ok(chunk_stream(self.name.clone(), request.model, self.stream_idle_timeout, lines))
+        Ok(chunk_stream(self.upstream.name.clone(), request.model, lines))
     }
 
     async fn completion(&self, request: CompletionRequest) -> Result<CompletionResponse> {
         let (body, prompt) = self.generate_request(&request, false)?;
-        let answer = self.call(&self.endpoints.generate, &body).await?;
-        let mut text = str_field(&answer, "response").to_owned();
+        let answer: GenerateAnswer = self.upstream.call_json(&self.endpoints.generate, &body).await?;
+        let mut text = answer.response;
         if request.echo == Some(true) {
             text.insert_str(0, &prompt);
         }
         Ok(CompletionResponse {
             id: next_id("cmpl-ollama"),
             object: "text_completion".to_owned(),
-            created: upstream_http::unix_now(),
+            created: http_provider::unix_now(),
             model: request.model,
             choices: vec![CompletionChoice {
                 text,
                 index: 0,
-                finish_reason: Some(done_reason(&answer, false)),
+                finish_reason: Some(answer.finish.reason(false)),
                 logprobs: None,
                 extra: Extra::new(),
             }],
-            usage: Some(usage_of(&answer)),
+            usage: Some(answer.finish.usage()),
             system_fingerprint: None,
             extra: Extra::new(),
         })
@@ -238,7 +167,7 @@ impl Provider for OllamaProvider {
         let (body, prompt) = self.generate_request(&request, true)?;
         let lines = self.open_ndjson(&self.endpoints.generate, &body).await?;
         let echo = (request.echo == Some(true)).then_some(prompt);
-        Ok(completion_chunk_stream(self.name.clone(), request.model, echo, self.stream_idle_timeout, lines))
+        Ok(completion_chunk_stream(self.upstream.name.clone(), request.model, echo, lines))
     }
 
     async fn embeddings(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {
@@ -252,16 +181,13 @@ impl Provider for OllamaProvider {
             o.insert("dimensions".into(), json!(d));
         }
         let body = self.with_keep_alive(body);
-        let answer = self.call(&self.endpoints.embed, &body).await?;
-        let vectors: Vec<Vec<f32>> =
-            answer.get("embeddings").cloned().and_then(|v| serde_json::from_value(v).ok()).ok_or_else(|| {
-                upstream_http::malformed(&self.name, "embeddings", "no `embeddings` list of float lists")
-            })?;
+        let answer: EmbedAnswer = self.upstream.call_json(&self.endpoints.embed, &body).await?;
+        let vectors = answer.embeddings;
         if vectors.len() != request.input.len() {
             let why = format!("{} embeddings for {} inputs", vectors.len(), request.input.len());
-            return Err(upstream_http::malformed(&self.name, "embeddings", why));
+            return Err(http_provider::malformed(&self.upstream.name, "embeddings", why));
         }
-        let tokens = answer.get("prompt_eval_count").and_then(Value::as_u64).unwrap_or(0);
+        let tokens = answer.prompt_eval_count.unwrap_or(0);
         Ok(EmbeddingResponse {
             object: "list".to_owned(),
             data: vectors
@@ -287,10 +213,9 @@ impl OllamaProvider {
         &self,
         url: &http::Uri,
         body: &Value,
-    ) -> Result<impl Stream<Item = std::result::Result<Bytes, LineError>> + Send + 'static> {
-        let http_request = upstream_http::post_json(url, &self.headers, body)?;
-        let response = upstream_http::send(&self.name, self.timeout, &self.client, http_request).await?;
-        Ok(ndjson_lines(upstream_http::body_stream(response)))
+    ) -> Result<impl Stream<Item = Result<Bytes>> + Send + 'static> {
+        let response = self.upstream.open(url, body).await?;
+        Ok(framing::ndjson_lines(&self.upstream.name, self.upstream.timeout, http_provider::body_stream(response)))
     }
 
     /// The `/api/generate` body for a legacy completion, and its one text prompt.
@@ -317,7 +242,7 @@ impl OllamaProvider {
     }
 
     fn with_keep_alive(&self, mut body: Value) -> Value {
-        if let (Some(k), Some(o)) = (&self.keep_alive, body.as_object_mut()) {
+        if let (Some(k), Some(o)) = (&self.options.keep_alive, body.as_object_mut()) {
             o.insert("keep_alive".into(), json!(k));
         }
         body
@@ -337,15 +262,11 @@ fn stop_list(stop: &StopSequences) -> Value {
     }
 }
 
-fn str_field<'a>(value: &'a Value, key: &str) -> &'a str {
-    value.get(key).and_then(Value::as_str).unwrap_or_default()
-}
-
 /// Identifiers for translated answers: Ollama's carry none.
 fn next_id(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{:x}{n:06x}", upstream_http::unix_now())
+    format!("{prefix}-{:x}{n:06x}", http_provider::unix_now())
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -443,70 +364,185 @@ pub(crate) fn to_chat_request(req: &ChatCompletionRequest, stream: bool) -> Resu
     Ok(body)
 }
 
-fn usage_of(answer: &Value) -> Usage {
-    let count = |k: &str| answer.get(k).and_then(Value::as_u64).unwrap_or(0);
-    Usage::new(count("prompt_eval_count"), count("eval_count"))
+/// What an `/api/chat` answer holds (fields chitty does not read are ignored).
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChatAnswer {
+    model: String,
+    message: AnswerMessage,
+    #[serde(flatten)]
+    finish: Finish,
 }
 
-fn done_reason(answer: &Value, called_tools: bool) -> String {
-    if called_tools {
-        return "tool_calls".to_owned();
-    }
-    match str_field(answer, "done_reason") {
-        "length" => "length",
-        _ => "stop",
-    }
-    .to_owned()
+/// What an `/api/generate` answer holds.
+#[derive(Debug, Deserialize)]
+struct GenerateAnswer {
+    response: String,
+    #[serde(flatten)]
+    finish: Finish,
 }
 
-fn tool_calls_of(message: &Value, first_index: usize) -> Vec<ToolCall> {
+/// What an `/api/embed` answer holds.
+#[derive(Debug, Deserialize)]
+struct EmbedAnswer {
+    embeddings: Vec<Vec<f32>>,
+    #[serde(default)]
+    prompt_eval_count: Option<u64>,
+}
+
+/// One line of an `/api/chat` stream.
+#[derive(Debug, Deserialize)]
+struct ChatLine {
+    message: AnswerMessage,
+    done: bool,
+    #[serde(flatten)]
+    finish: Finish,
+}
+
+/// One line of an `/api/generate` stream.
+#[derive(Debug, Deserialize)]
+struct GenerateLine {
+    response: String,
+    done: bool,
+    #[serde(flatten)]
+    finish: Finish,
+}
+
+/// A line of an error: Ollama ends a failing stream with one.
+#[derive(Debug, Deserialize)]
+struct ErrorLine {
+    error: Value,
+}
+
+/// The assistant's message in a chat answer or line.
+#[derive(Debug, Deserialize)]
+struct AnswerMessage {
+    content: String,
+    #[serde(default)]
+    tool_calls: Option<Vec<AnswerToolCall>>,
+}
+
+/// A tool call; Ollama gives no id before 0.12, and arguments as an object.
+#[derive(Debug, Deserialize)]
+struct AnswerToolCall {
+    #[serde(default)]
+    id: Option<String>,
+    function: AnswerFunction,
+}
+
+/// The function a tool call names.
+#[derive(Debug, Deserialize)]
+struct AnswerFunction {
+    name: String,
+    #[serde(default)]
+    arguments: Option<Value>,
+}
+
+/// Why an answer ended and what it counted, sent with the last line of a stream.
+#[derive(Debug, Default, Deserialize)]
+struct Finish {
+    #[serde(default)]
+    done_reason: Option<String>,
+    #[serde(default)]
+    prompt_eval_count: Option<u64>,
+    #[serde(default)]
+    eval_count: Option<u64>,
+}
+
+impl Finish {
+    fn usage(&self) -> Usage {
+        Usage::new(self.prompt_eval_count.unwrap_or(0), self.eval_count.unwrap_or(0))
+    }
+
+    fn reason(&self, called_tools: bool) -> String {
+        match self.done_reason.as_deref() {
+            _ if called_tools => "tool_calls",
+            Some("length") => "length",
+            _ => "stop",
+        }
+        .to_owned()
+    }
+}
+
+/// A stream line: whether it is the last, and how it finished.
+trait StreamLine: DeserializeOwned + Send + 'static {
+    fn done(&self) -> bool;
+    fn finish(&self) -> &Finish;
+}
+
+impl StreamLine for ChatLine {
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn finish(&self) -> &Finish {
+        &self.finish
+    }
+}
+
+impl StreamLine for GenerateLine {
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn finish(&self) -> &Finish {
+        &self.finish
+    }
+}
+
+/// A stream line as `L`; a line that is not one is Ollama's error line, or malformed.
+fn parse_line<L: StreamLine>(provider: &str, line: &[u8]) -> Result<L> {
+    serde_json::from_slice::<L>(line).map_err(|parse_error| match serde_json::from_slice::<ErrorLine>(line) {
+        Ok(ErrorLine { error }) => Error::Upstream {
+            provider: provider.to_owned(),
+            failure: UpstreamFailure::Status,
+            status: None,
+            message: error.as_str().map_or_else(|| error.to_string(), str::to_owned),
+            retry_after: None,
+        },
+        Err(_) => http_provider::malformed(provider, "NDJSON line", parse_error),
+    })
+}
+
+/// A message's tool calls as OpenAI's, numbered from `first_index` where Ollama gave no id.
+fn tool_calls_of(message: &mut AnswerMessage, first_index: usize) -> Vec<ToolCall> {
     message
-        .get("tool_calls")
-        .and_then(Value::as_array)
+        .tool_calls
+        .take()
+        .unwrap_or_default()
         .into_iter()
-        .flatten()
         .enumerate()
-        .map(|(i, call)| {
-            let function = call.get("function").cloned().unwrap_or_default();
-            let arguments = match function.get("arguments") {
-                Some(Value::String(s)) => s.clone(),
-                Some(v) => v.to_string(),
-                None => "{}".to_owned(),
-            };
-            ToolCall {
-                id: call
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .map_or_else(|| format!("call_{}", first_index + i), str::to_owned),
-                kind: "function".to_owned(),
-                function: FunctionCall {
-                    name: str_field(&function, "name").to_owned(),
-                    arguments,
-                    extra: Extra::new(),
+        .map(|(i, call)| ToolCall {
+            id: call.id.unwrap_or_else(|| format!("call_{}", first_index + i)),
+            kind: "function".to_owned(),
+            function: FunctionCall {
+                name: call.function.name,
+                arguments: match call.function.arguments {
+                    Some(Value::String(s)) => s,
+                    Some(v) => v.to_string(),
+                    None => "{}".to_owned(),
                 },
                 extra: Extra::new(),
-            }
+            },
+            extra: Extra::new(),
         })
         .collect()
 }
 
 /// Translates an `/api/chat` answer into a chat completion.
-pub(crate) fn from_chat_response(provider: &str, answer: &Value) -> Result<ChatCompletionResponse> {
-    let message =
-        answer.get("message").ok_or_else(|| upstream_http::malformed(provider, "chat answer", "no `message`"))?;
-    let calls = tool_calls_of(message, 0);
-    let text = str_field(message, "content").to_owned();
-    let finish = done_reason(answer, !calls.is_empty());
+pub(crate) fn from_chat_response(mut answer: ChatAnswer) -> ChatCompletionResponse {
+    let calls = tool_calls_of(&mut answer.message, 0);
+    let text = answer.message.content;
+    let finish = answer.finish.reason(!calls.is_empty());
     let message = ChatMessage {
         content: if text.is_empty() && !calls.is_empty() { None } else { Some(MessageContent::Text(text)) },
         tool_calls: (!calls.is_empty()).then_some(calls),
         ..ChatMessage::assistant("")
     };
-    Ok(ChatCompletionResponse {
+    ChatCompletionResponse {
         id: next_id("chatcmpl-ollama"),
         object: "chat.completion".to_owned(),
-        created: upstream_http::unix_now(),
-        model: str_field(answer, "model").to_owned(),
+        created: http_provider::unix_now(),
+        model: answer.model,
         choices: vec![ChatChoice {
             index: 0,
             message,
@@ -514,102 +550,32 @@ pub(crate) fn from_chat_response(provider: &str, answer: &Value) -> Result<ChatC
             logprobs: None,
             extra: Extra::new(),
         }],
-        usage: Some(usage_of(answer)),
+        usage: Some(answer.finish.usage()),
         system_fingerprint: None,
         extra: Extra::new(),
-    })
-}
-
-/// Why reading NDJSON lines failed.
-#[derive(Debug)]
-enum LineError {
-    TooLong,
-    Body(BoxError),
-}
-
-/// Splits a byte stream into non-blank lines at `\n`, trimmed (JSON ignores the whitespace), the last
-/// one terminated or not.
-fn ndjson_lines<S, E>(bytes: S) -> impl Stream<Item = std::result::Result<Bytes, LineError>> + Send
-where
-    S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
-    E: Into<BoxError>,
-{
-    struct State<S> {
-        bytes: S,
-        buffer: Vec<u8>,
-        ended: bool,
     }
-    fn take_line(buffer: &mut Vec<u8>) -> Option<Bytes> {
-        loop {
-            let pos = buffer.iter().position(|b| *b == b'\n')?;
-            let line: Vec<u8> = buffer.drain(..=pos).collect();
-            let line = line.trim_ascii();
-            if !line.is_empty() {
-                return Some(Bytes::copy_from_slice(line));
-            }
-        }
-    }
-    let state = State { bytes, buffer: Vec::new(), ended: false };
-    futures::stream::unfold(state, |mut st| async move {
-        loop {
-            if let Some(line) = take_line(&mut st.buffer) {
-                return Some((Ok(line), st));
-            }
-            if st.ended {
-                return None;
-            }
-            if st.buffer.len() > MAX_LINE_BYTES {
-                st.ended = true;
-                st.buffer.clear();
-                return Some((Err(LineError::TooLong), st));
-            }
-            match st.bytes.next().await {
-                Some(Ok(chunk)) => st.buffer.extend_from_slice(&chunk),
-                Some(Err(e)) => {
-                    st.ended = true;
-                    st.buffer.clear();
-                    return Some((Err(LineError::Body(e.into())), st));
-                }
-                None => {
-                    st.ended = true;
-                    let rest = std::mem::take(&mut st.buffer);
-                    let rest = rest.trim_ascii();
-                    if rest.is_empty() {
-                        return None;
-                    }
-                    return Some((Ok(Bytes::copy_from_slice(rest)), st));
-                }
-            }
-        }
-    })
 }
 
 /// Reads Ollama's NDJSON stream: each line becomes at most one chunk through `chunk_of` (given the line and
 /// whether it is the `"done": true` one), the done line is followed by a usage chunk with its counts (`head`'s
 /// id and model, no choices), and an error line, garbage, silence beyond `idle` or an early end ends the stream
 /// with an error item.
-fn ndjson_chunks<C, S, F>(
-    provider: String,
-    idle: Duration,
-    lines: S,
-    head: C,
-    chunk_of: F,
-) -> BoxStream<'static, Result<C>>
+fn ndjson_chunks<L, C, S, F>(provider: String, lines: S, head: C, chunk_of: F) -> BoxStream<'static, Result<C>>
 where
+    L: StreamLine,
     C: StreamChunk,
-    S: Stream<Item = std::result::Result<Bytes, LineError>> + Send + 'static,
-    F: FnMut(&Value, bool) -> Option<C> + Send + 'static,
+    S: Stream<Item = Result<Bytes>> + Send + 'static,
+    F: FnMut(L) -> Option<C> + Send + 'static,
 {
     struct State<C, S, F> {
         provider: String,
-        idle: Duration,
         lines: std::pin::Pin<Box<S>>,
         head: C,
         chunk_of: F,
         pending_usage: Option<Usage>,
         finished: bool,
     }
-    let state = State { provider, idle, lines: Box::pin(lines), head, chunk_of, pending_usage: None, finished: false };
+    let state = State { provider, lines: Box::pin(lines), head, chunk_of, pending_usage: None, finished: false };
     Box::pin(futures::stream::unfold(state, |mut st| async move {
         if let Some(usage) = st.pending_usage.take() {
             st.finished = true;
@@ -619,42 +585,22 @@ where
             return None;
         }
         loop {
-            let line = match tokio::time::timeout(st.idle, st.lines.next()).await {
-                Err(_) => Err(Error::UpstreamTimeout { provider: st.provider.clone(), timeout: st.idle }),
-                Ok(None) => Err(interrupted(&st.provider, "the stream ended before `\"done\": true`")),
-                Ok(Some(Err(LineError::TooLong))) => Err(upstream_http::malformed(
-                    &st.provider,
-                    "NDJSON stream",
-                    format!("a line exceeds {MAX_LINE_BYTES} bytes"),
-                )),
-                Ok(Some(Err(LineError::Body(e)))) => Err(interrupted(&st.provider, &upstream_http::describe(&*e))),
-                Ok(Some(Ok(line))) => serde_json::from_slice::<Value>(&line)
-                    .map_err(|e| upstream_http::malformed(&st.provider, "NDJSON line", e)),
+            let line = match st.lines.next().await {
+                None => Err(interrupted(&st.provider, "the stream ended before `\"done\": true`")),
+                Some(Err(e)) => Err(e),
+                Some(Ok(line)) => parse_line::<L>(&st.provider, &line),
             };
-            let value = match line {
-                Ok(v) => v,
+            let line = match line {
+                Ok(line) => line,
                 Err(e) => {
                     st.finished = true;
                     return Some((Err(e), st));
                 }
             };
-            if let Some(message) = value.get("error") {
-                st.finished = true;
-                let message = message.as_str().map_or_else(|| message.to_string(), str::to_owned);
-                let err = Error::Upstream {
-                    provider: st.provider.clone(),
-                    failure: UpstreamFailure::Status,
-                    status: None,
-                    message,
-                    retry_after: None,
-                };
-                return Some((Err(err), st));
+            if line.done() {
+                st.pending_usage = Some(line.finish().usage());
             }
-            let done = value.get("done").and_then(Value::as_bool).unwrap_or(false);
-            if done {
-                st.pending_usage = Some(usage_of(&value));
-            }
-            if let Some(chunk) = (st.chunk_of)(&value, done) {
+            if let Some(chunk) = (st.chunk_of)(line) {
                 return Some((Ok(chunk), st));
             }
             if let Some(usage) = st.pending_usage.take() {
@@ -666,14 +612,14 @@ where
 }
 
 /// `/api/chat` stream lines as chat-completion chunks.
-fn chunk_stream<S>(provider: String, model: String, idle: Duration, lines: S) -> ChunkStream
+fn chunk_stream<S>(provider: String, model: String, lines: S) -> ChunkStream
 where
-    S: Stream<Item = std::result::Result<Bytes, LineError>> + Send + 'static,
+    S: Stream<Item = Result<Bytes>> + Send + 'static,
 {
     let head = ChatCompletionChunk {
         id: next_id("chatcmpl-ollama"),
         object: "chat.completion.chunk".to_owned(),
-        created: upstream_http::unix_now(),
+        created: http_provider::unix_now(),
         model,
         choices: Vec::new(),
         usage: None,
@@ -683,10 +629,9 @@ where
     let usage_head = head.clone();
     let mut tools = 0;
     let mut started = false;
-    let chunk_of = move |value: &Value, done: bool| {
-        let message = value.get("message").cloned().unwrap_or_default();
-        let text = str_field(&message, "content");
-        let calls = tool_calls_of(&message, tools);
+    let chunk_of = move |mut line: ChatLine| {
+        let calls = tool_calls_of(&mut line.message, tools);
+        let text = line.message.content;
         let mut delta = ChunkDelta::default();
         if !started {
             started = true;
@@ -694,7 +639,7 @@ where
             delta.content = Some(String::new());
         }
         if !text.is_empty() {
-            delta.content = Some(text.to_owned());
+            delta.content = Some(text);
         }
         if !calls.is_empty() {
             let first = tools;
@@ -717,31 +662,25 @@ where
                     .collect(),
             );
         }
-        let finish = done.then(|| done_reason(value, tools > 0));
+        let finish = line.done.then(|| line.finish.reason(tools > 0));
         if delta == ChunkDelta::default() && finish.is_none() {
             return None;
         }
         let choice = ChunkChoice { index: 0, delta, finish_reason: finish, logprobs: None, extra: Extra::new() };
         Some(ChatCompletionChunk { choices: vec![choice], ..head.clone() })
     };
-    ndjson_chunks(provider, idle, lines, usage_head, chunk_of)
+    ndjson_chunks(provider, lines, usage_head, chunk_of)
 }
 
 /// `/api/generate` stream lines as legacy-completion chunks; `echo` is sent first when the client asked for it.
-fn completion_chunk_stream<S>(
-    provider: String,
-    model: String,
-    echo: Option<String>,
-    idle: Duration,
-    lines: S,
-) -> CompletionChunkStream
+fn completion_chunk_stream<S>(provider: String, model: String, echo: Option<String>, lines: S) -> CompletionChunkStream
 where
-    S: Stream<Item = std::result::Result<Bytes, LineError>> + Send + 'static,
+    S: Stream<Item = Result<Bytes>> + Send + 'static,
 {
     let head = CompletionResponse {
         id: next_id("cmpl-ollama"),
         object: "text_completion".to_owned(),
-        created: upstream_http::unix_now(),
+        created: http_provider::unix_now(),
         model,
         choices: Vec::new(),
         usage: None,
@@ -750,26 +689,24 @@ where
     };
     let usage_head = head.clone();
     let mut echo = echo;
-    let chunk_of = move |value: &Value, done: bool| {
+    let chunk_of = move |line: GenerateLine| {
         let mut text = echo.take().unwrap_or_default();
-        text.push_str(str_field(value, "response"));
-        if text.is_empty() && !done {
+        text.push_str(&line.response);
+        if text.is_empty() && !line.done {
             return None;
         }
-        let finish_reason = done.then(|| done_reason(value, false));
+        let finish_reason = line.done.then(|| line.finish.reason(false));
         let choice = CompletionChoice { text, index: 0, finish_reason, logprobs: None, extra: Extra::new() };
         Some(CompletionResponse { choices: vec![choice], ..head.clone() })
     };
-    ndjson_chunks(provider, idle, lines, usage_head, chunk_of)
-}
-
-fn interrupted(provider: &str, why: &str) -> Error {
-    Error::upstream(provider, UpstreamFailure::Interrupted, format!("stream interrupted: {why}"))
+    ndjson_chunks(provider, lines, usage_head, chunk_of)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use chitty_core::BoxError;
+
     use super::*;
 
     #[test]
@@ -818,56 +755,74 @@ mod tests {
             "message": {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "look", "arguments": {"q": "x"}}}]},
             "done": true, "done_reason": "stop", "prompt_eval_count": 12, "eval_count": 4
         });
-        let r = from_chat_response("p", &answer).unwrap();
+        let r = from_chat_response(serde_json::from_value(answer).unwrap());
         assert_eq!(r.choices[0].finish_reason.as_deref(), Some("tool_calls"));
         assert!(r.choices[0].message.content.is_none());
         let call = &r.choices[0].message.tool_calls.as_ref().unwrap()[0];
         assert_eq!((call.id.as_str(), call.function.arguments.as_str()), ("call_0", r#"{"q":"x"}"#));
         assert_eq!(r.usage.unwrap(), Usage::new(12, 4));
         let length = json!({"model": "m", "message": {"content": "abc"}, "done": true, "done_reason": "length"});
-        assert_eq!(from_chat_response("p", &length).unwrap().choices[0].finish_reason.as_deref(), Some("length"));
-        assert!(from_chat_response("p", &json!({"done": true})).is_err());
+        let length = from_chat_response(serde_json::from_value(length).unwrap());
+        assert_eq!(length.choices[0].finish_reason.as_deref(), Some("length"));
+    }
+
+    fn decode_error<T: serde::de::DeserializeOwned + std::fmt::Debug>(answer: Value, field: &str) {
+        let err = http_provider::parse_json::<T>("p", answer.to_string().as_bytes()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Upstream { failure: UpstreamFailure::Decode, message, .. } if message.contains(&format!("`{field}`"))),
+            "{field}: {err:?}"
+        );
+        assert!(!err.is_retryable(), "a malformed answer is not retried");
+    }
+
+    #[test]
+    fn an_answer_missing_a_required_field_is_a_decode_error_naming_it() {
+        // Each of these used to become an empty message, an empty model name or an empty completion.
+        decode_error::<ChatAnswer>(json!({"model": "m", "message": {"role": "assistant"}, "done": true}), "content");
+        decode_error::<ChatAnswer>(json!({"model": "m", "done": true}), "message");
+        decode_error::<ChatAnswer>(json!({"message": {"content": "hi"}, "done": true}), "model");
+        let nameless =
+            json!({"model": "m", "message": {"content": "", "tool_calls": [{"function": {"arguments": {}}}]}});
+        decode_error::<ChatAnswer>(nameless, "name");
+        decode_error::<GenerateAnswer>(json!({"model": "m", "done": true, "eval_count": 3}), "response");
+        decode_error::<EmbedAnswer>(json!({"model": "m", "prompt_eval_count": 3}), "embeddings");
+    }
+
+    #[test]
+    fn a_stream_line_missing_a_required_field_is_a_decode_error_naming_it() {
+        for (line, field) in [
+            (json!({"message": {"content": "a"}}), "done"),
+            (json!({"message": {"role": "assistant"}, "done": false}), "content"),
+            (json!({"done": false}), "message"),
+        ] {
+            let err = parse_line::<ChatLine>("p", line.to_string().as_bytes()).unwrap_err();
+            assert!(
+                matches!(&err, Error::Upstream { failure: UpstreamFailure::Decode, message, .. } if message.contains(&format!("`{field}`"))),
+                "{field}: {err:?}"
+            );
+        }
+        let err = parse_line::<GenerateLine>("p", br#"{"done": false}"#).unwrap_err();
+        assert!(err.to_string().contains("`response`"), "{err}");
+        let err = parse_line::<GenerateLine>("p", br#"{"error": "model 'x' not found"}"#).unwrap_err();
+        assert!(
+            matches!(&err, Error::Upstream { failure: UpstreamFailure::Status, message, .. } if message == "model 'x' not found")
+        );
+        let unknown =
+            br#"{"model": "m", "created_at": "t", "response": "a", "done": false, "context": [1, 2], "new_field": {}}"#;
+        assert_eq!(parse_line::<GenerateLine>("p", unknown).unwrap().response, "a", "unknown fields are ignored");
     }
 
     fn bytes(
         parts: &[&'static str],
-    ) -> impl Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin + use<> {
+    ) -> impl Stream<Item = std::result::Result<Bytes, BoxError>> + Send + Unpin + use<> {
         futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))).collect::<Vec<_>>())
     }
 
-    #[tokio::test]
-    async fn ndjson_lines_split_anywhere() {
-        let lines: Vec<_> = ndjson_lines(bytes(&["{\"a\"", ":1}\r\n\n{\"b\":2}\n", "{\"c\":", "3}"])).collect().await;
-        let lines: Vec<Bytes> = lines.into_iter().map(|l| l.unwrap()).collect();
-        assert_eq!(lines, [&b"{\"a\":1}"[..], b"{\"b\":2}", b"{\"c\":3}"]);
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn any_split_of_an_ndjson_body_yields_the_same_lines(
-            body in proptest::collection::vec(proptest::sample::select(b"{}ab \r\n\xC3\xA9".to_vec()), 0..120),
-            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..8),
-        ) {
-            let read = |pieces: Vec<Vec<u8>>| {
-                let parts = pieces.into_iter().map(|p| Ok::<_, std::io::Error>(Bytes::from(p))).collect::<Vec<_>>();
-                let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-                runtime.block_on(ndjson_lines(futures::stream::iter(parts)).map(|l| l.unwrap()).collect::<Vec<_>>())
-            };
-            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
-            cuts.sort_unstable();
-            let mut pieces = Vec::new();
-            let mut start = 0;
-            for c in cuts {
-                pieces.push(body[start..c].to_vec());
-                start = c;
-            }
-            pieces.push(body[start..].to_vec());
-            let whole = read(vec![body.clone()]);
-            proptest::prop_assert_eq!(read(pieces), whole.clone());
-            for line in &whole {
-                proptest::prop_assert!(!line.contains(&b'\n') && line.trim_ascii().len() == line.len());
-            }
-        }
+    /// The NDJSON lines of a body, as the provider reads them.
+    fn lines(
+        body: impl Stream<Item = std::result::Result<Bytes, BoxError>> + Send + Unpin + 'static,
+    ) -> impl Stream<Item = Result<Bytes>> + Send + 'static {
+        framing::ndjson_lines("p", Duration::from_secs(1), body)
     }
 
     #[tokio::test]
@@ -877,8 +832,7 @@ mod tests {
             "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"lo\"},\"done\":false}\n",
             "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"length\",\"prompt_eval_count\":5,\"eval_count\":2}\n",
         ]);
-        let items: Vec<_> =
-            chunk_stream("p".into(), "m".into(), Duration::from_secs(1), ndjson_lines(body)).collect().await;
+        let items: Vec<_> = chunk_stream("p".into(), "m".into(), lines(body)).collect().await;
         let chunks: Vec<ChatCompletionChunk> = items.into_iter().map(Result::unwrap).collect();
         let mut acc = chitty_core::wire::ChunkAccumulator::default();
         chunks.iter().for_each(|c| acc.push(c));
@@ -896,10 +850,7 @@ mod tests {
             (vec!["{\"error\":\"model 'x' not found\"}\n"], "not found"),
             (vec!["{\"message\": \n"], "malformed"),
         ] {
-            let items: Vec<_> =
-                chunk_stream("p".into(), "m".into(), Duration::from_secs(1), ndjson_lines(bytes(&parts)))
-                    .collect()
-                    .await;
+            let items: Vec<_> = chunk_stream("p".into(), "m".into(), lines(bytes(&parts))).collect().await;
             let last = items.last().unwrap().as_ref().unwrap_err();
             assert!(last.to_string().contains(needle), "{last}");
             assert!(items[..items.len() - 1].iter().all(Result::is_ok));

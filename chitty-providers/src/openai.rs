@@ -2,7 +2,7 @@
 //! llama.cpp's server, Ollama's `/v1`, or another chitty gateway).
 //!
 //! Requests are forwarded as they arrive (fields chitty does not model travel in the wire types'
-//! `extra` maps), over one pooled [`UpstreamClient`]. Errors keep the upstream's status, message and
+//! `extra` maps), over one pooled [`UpstreamClient`](crate::http_client::UpstreamClient). Errors keep the upstream's status, message and
 //! `Retry-After`; a request that gets no answer within the timeout is [`Error::UpstreamTimeout`].
 //!
 //! Streams (chat and legacy completions) are always requested with `stream_options.include_usage = true`,
@@ -32,7 +32,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,12 +44,12 @@ use chitty_core::{
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use http::header::{AUTHORIZATION, HeaderMap};
+use http::header::AUTHORIZATION;
 use serde::de::DeserializeOwned;
 
-use crate::http_client::UpstreamClient;
-use crate::sse::{self, SseError, SseEvent};
-use crate::upstream_http::{self, ApiKey};
+use crate::framing::sse::{self, SseEvent};
+use crate::framing::{self, interrupted};
+use crate::http_provider::{self, HttpUpstream, ProviderBuilder};
 
 /// OpenAI's API, the default base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -58,95 +57,41 @@ pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The upstream's endpoint URLs, parsed once when the provider is built.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 struct Endpoints {
     chat: http::Uri,
     completions: http::Uri,
     embeddings: http::Uri,
 }
 
-impl Endpoints {
-    fn parse(provider: &str, base_url: &str) -> Result<Endpoints> {
-        Ok(Endpoints {
-            chat: upstream_http::endpoint(provider, base_url, "/chat/completions")?,
-            completions: upstream_http::endpoint(provider, base_url, "/completions")?,
-            embeddings: upstream_http::endpoint(provider, base_url, "/embeddings")?,
-        })
-    }
-}
-
 /// An OpenAI-compatible upstream over HTTP.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct OpenAiProvider {
-    name: String,
-    base_url: String,
+    upstream: HttpUpstream,
     endpoints: Endpoints,
-    headers: HeaderMap,
-    timeout: Duration,
-    stream_idle_timeout: Duration,
+    options: OpenAiOptions,
+}
+
+/// Builds an [`OpenAiProvider`]: the shared settings of [`ProviderBuilder`] and the [`OpenAiOptions`].
+pub type OpenAiProviderBuilder = ProviderBuilder<OpenAiOptions>;
+
+/// What only an [`OpenAiProvider`] is configured with; set through [`OpenAiProviderBuilder`].
+#[derive(Debug, Clone)]
+pub struct OpenAiOptions {
     max_event_bytes: usize,
     stream_usage: bool,
     capabilities: Capabilities,
-    client: UpstreamClient,
-}
-
-impl fmt::Debug for OpenAiProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Header values may be credentials: only their names are shown.
-        f.debug_struct("OpenAiProvider")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .field("timeout", &self.timeout)
-            .field("stream_idle_timeout", &self.stream_idle_timeout)
-            .field("capabilities", &self.capabilities)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Builds an [`OpenAiProvider`].
-#[derive(Clone)]
-pub struct OpenAiProviderBuilder {
-    name: String,
-    base_url: String,
-    api_key: Option<ApiKey>,
-    headers: Vec<(String, String)>,
-    timeout: Duration,
-    stream_idle_timeout: Option<Duration>,
-    max_event_bytes: usize,
-    stream_usage: bool,
-    capabilities: Capabilities,
-    client: Option<UpstreamClient>,
-}
-
-impl fmt::Debug for OpenAiProviderBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OpenAiProviderBuilder")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key)
-            .field("headers", &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>())
-            .field("timeout", &self.timeout)
-            .field("capabilities", &self.capabilities)
-            .finish_non_exhaustive()
-    }
 }
 
 impl OpenAiProvider {
     /// A builder for a provider called `name` (used in logs, metrics and errors), pointing at OpenAI.
     pub fn builder(name: impl Into<String>) -> OpenAiProviderBuilder {
-        OpenAiProviderBuilder {
-            name: name.into(),
-            base_url: DEFAULT_BASE_URL.to_owned(),
-            api_key: None,
-            headers: Vec::new(),
-            timeout: DEFAULT_TIMEOUT,
-            stream_idle_timeout: None,
+        let options = OpenAiOptions {
             max_event_bytes: sse::DEFAULT_MAX_EVENT_BYTES,
             stream_usage: true,
             capabilities: Capabilities::all(),
-            client: None,
-        }
+        };
+        ProviderBuilder::new(name, DEFAULT_BASE_URL, DEFAULT_TIMEOUT, options)
     }
 
     /// A builder configured from `OPENAI_API_KEY` and `OPENAI_BASE_URL`, as the official SDKs read them.
@@ -163,18 +108,14 @@ impl OpenAiProvider {
 
     /// The base URL requests go to (paths such as `/chat/completions` are appended).
     pub fn base_url(&self) -> &str {
-        &self.base_url
-    }
-
-    fn post(&self, url: &http::Uri, body: &impl serde::Serialize) -> Result<http::Request<bytes::Bytes>> {
-        upstream_http::post_json(url, &self.headers, body)
+        &self.upstream.base_url
     }
 
     fn ensure(&self, capability: Capability) -> Result<()> {
-        if self.capabilities.contains(capability) {
+        if self.options.capabilities.contains(capability) {
             Ok(())
         } else {
-            Err(Error::Unsupported { provider: self.name.clone(), capability })
+            Err(Error::Unsupported { provider: self.upstream.name.clone(), capability })
         }
     }
 
@@ -189,83 +130,66 @@ impl OpenAiProvider {
     /// answer whole: `replay` turns such an answer into the chunks that would have produced it.
     async fn open_stream<A, C>(
         &self,
-        http: http::Request<bytes::Bytes>,
+        url: &http::Uri,
+        body: &impl serde::Serialize,
         replay: impl FnOnce(A) -> Vec<C>,
     ) -> Result<BoxStream<'static, Result<C>>>
     where
         A: DeserializeOwned,
         C: StreamChunk + DeserializeOwned,
     {
-        let response = upstream_http::send(&self.name, self.timeout, &self.client, http).await?;
-        if upstream_http::is_json(&response) {
-            let answer: A = upstream_http::read_json(&self.name, self.timeout, response).await?;
+        let response = self.upstream.open(url, body).await?;
+        if http_provider::is_json(&response) {
+            let answer: A = self.upstream.read_json(response).await?;
             return Ok(Box::pin(futures::stream::iter(replay(answer).into_iter().map(Ok))));
         }
-        let events = sse::decode(upstream_http::body_stream(response), self.max_event_bytes);
-        Ok(chunk_stream(self.name.clone(), self.stream_idle_timeout, events))
+        let body = http_provider::body_stream(response);
+        let events =
+            framing::sse_events(&self.upstream.name, self.upstream.timeout, self.options.max_event_bytes, body);
+        Ok(chunk_stream(self.upstream.name.clone(), events))
     }
 }
 
 impl OpenAiProviderBuilder {
-    upstream_http::shared_builder_setters!(
-        base_url: "The API's base URL, `/v1` included, e.g. `http://localhost:8000/v1` for vLLM.",
-        api_key: "The API key, sent as `Authorization: Bearer …` (never logged or printed).",
-        header: "A header sent with every request (e.g. `OpenAI-Organization`); validated by [`Self::build`].",
-    );
-
     /// The largest server-sent event accepted from the upstream.
     pub fn with_max_event_bytes(mut self, bytes: usize) -> Self {
-        self.max_event_bytes = bytes;
+        self.options.max_event_bytes = bytes;
         self
     }
 
     /// Whether streams ask the upstream for a usage chunk (default on; turn off only for servers that
     /// reject `stream_options`, at the price of settling streams from estimates).
     pub fn with_stream_usage(mut self, on: bool) -> Self {
-        self.stream_usage = on;
+        self.options.stream_usage = on;
         self
     }
 
     /// Declares what the upstream supports (default: everything), e.g. an embeddings-only server.
     pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
-        self.capabilities = capabilities;
+        self.options.capabilities = capabilities;
         self
     }
 
-    /// The provider; fails on an invalid header or key.
+    /// The provider, sending the key as `Authorization: Bearer …`; fails on an invalid header, key or base URL.
     pub fn build(self) -> Result<OpenAiProvider> {
-        let mut headers = upstream_http::parse_headers(&self.name, &self.headers)?;
-        if let Some(key) = &self.api_key {
-            headers.insert(AUTHORIZATION, key.header_value("Bearer ")?);
-        }
-        let client = match self.client {
-            Some(c) => c,
-            None => UpstreamClient::new()?,
+        let upstream = self.upstream((AUTHORIZATION, "Bearer "), &[])?;
+        let endpoints = Endpoints {
+            chat: upstream.endpoint("/chat/completions")?,
+            completions: upstream.endpoint("/completions")?,
+            embeddings: upstream.endpoint("/embeddings")?,
         };
-        let base_url = upstream_http::trim_base_url(&self.base_url);
-        Ok(OpenAiProvider {
-            endpoints: Endpoints::parse(&self.name, &base_url)?,
-            base_url,
-            name: self.name,
-            headers,
-            timeout: self.timeout,
-            stream_idle_timeout: self.stream_idle_timeout.unwrap_or(self.timeout),
-            max_event_bytes: self.max_event_bytes,
-            stream_usage: self.stream_usage,
-            capabilities: self.capabilities,
-            client,
-        })
+        Ok(OpenAiProvider { upstream, endpoints, options: self.options })
     }
 }
 
 #[async_trait]
 impl Provider for OpenAiProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.upstream.name
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.capabilities
+        self.options.capabilities
     }
 
     async fn chat(&self, mut request: ChatCompletionRequest) -> Result<ChatCompletionResponse> {
@@ -274,8 +198,7 @@ impl Provider for OpenAiProvider {
         // OpenAI rejects `stream_options` on a request that does not stream.
         request.stream = None;
         request.stream_options = None;
-        let http = self.post(&self.endpoints.chat, &request)?;
-        upstream_http::call_json(&self.name, self.timeout, &self.client, http).await
+        self.upstream.call_json(&self.endpoints.chat, &request).await
     }
 
     async fn chat_passthrough(&self, mut request: ChatCompletionRequest) -> Result<ChatCompletionJson> {
@@ -283,47 +206,45 @@ impl Provider for OpenAiProvider {
         self.ensure_tools(&request)?;
         request.stream = None;
         request.stream_options = None;
-        let http = self.post(&self.endpoints.chat, &request)?;
-        upstream_http::call_chat_json(&self.name, self.timeout, &self.client, http).await
+        self.upstream.call_chat_json(&self.endpoints.chat, &request).await
     }
 
     async fn chat_stream(&self, mut request: ChatCompletionRequest) -> Result<ChunkStream> {
         self.ensure(Capability::ChatStream)?;
         self.ensure_tools(&request)?;
         request.stream = Some(true);
-        if self.stream_usage {
+        if self.options.stream_usage {
             request.stream_options.get_or_insert_with(StreamOptions::default).include_usage = Some(true);
         }
-        let http = self.post(&self.endpoints.chat, &request)?;
-        self.open_stream(http, |answer: ChatCompletionResponse| answer.to_chunks(1, answer.usage.is_some())).await
+        let replay = |answer: ChatCompletionResponse| answer.to_chunks(1, answer.usage.is_some());
+        self.open_stream(&self.endpoints.chat, &request, replay).await
     }
 
     async fn completion(&self, mut request: CompletionRequest) -> Result<CompletionResponse> {
         self.ensure(Capability::Completions)?;
         request.stream = None;
         request.stream_options = None;
-        let http = self.post(&self.endpoints.completions, &request)?;
-        upstream_http::call_json(&self.name, self.timeout, &self.client, http).await
+        self.upstream.call_json(&self.endpoints.completions, &request).await
     }
 
     async fn completion_stream(&self, mut request: CompletionRequest) -> Result<CompletionChunkStream> {
         self.ensure(Capability::CompletionsStream)?;
         request.stream = Some(true);
-        if self.stream_usage {
+        if self.options.stream_usage {
             request.stream_options.get_or_insert_with(StreamOptions::default).include_usage = Some(true);
         }
-        let http = self.post(&self.endpoints.completions, &request)?;
-        self.open_stream(http, |answer: CompletionResponse| answer.to_chunks(1, answer.usage.is_some())).await
+        let replay = |answer: CompletionResponse| answer.to_chunks(1, answer.usage.is_some());
+        self.open_stream(&self.endpoints.completions, &request, replay).await
     }
 
     async fn embeddings(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {
         self.ensure(Capability::Embeddings)?;
-        let http = self.post(&self.endpoints.embeddings, &request)?;
-        let mut response: EmbeddingResponse =
-            upstream_http::call_json(&self.name, self.timeout, &self.client, http).await?;
+        let mut response: EmbeddingResponse = self.upstream.call_json(&self.endpoints.embeddings, &request).await?;
         for item in &mut response.data {
-            let floats =
-                item.embedding.to_floats().map_err(|e| upstream_http::malformed(&self.name, "embedding", e))?;
+            let floats = item
+                .embedding
+                .to_floats()
+                .map_err(|e| http_provider::malformed(&self.upstream.name, "embedding", e))?;
             item.embedding = EmbeddingVector::Float(floats);
         }
         Ok(response)
@@ -331,38 +252,28 @@ impl Provider for OpenAiProvider {
 }
 
 /// Turns decoded server-sent events into chunks (chat or legacy completion): stops at `[DONE]`, and ends
-/// with an error item when the upstream reports an error mid-stream, sends something unparsable, goes silent
-/// for longer than `idle`, or closes the connection before `[DONE]`.
-fn chunk_stream<C, S>(provider: String, idle: Duration, events: S) -> BoxStream<'static, Result<C>>
+/// with an error item when the upstream reports an error mid-stream, sends something unparsable, or the
+/// events end (a broken connection, silence, a close before `[DONE]`).
+fn chunk_stream<C, S>(provider: String, events: S) -> BoxStream<'static, Result<C>>
 where
     C: StreamChunk + DeserializeOwned,
-    S: futures::Stream<Item = Result<SseEvent, SseError>> + Send + 'static,
+    S: futures::Stream<Item = Result<SseEvent>> + Send + 'static,
 {
     struct State<C, S> {
         provider: String,
-        idle: Duration,
         events: std::pin::Pin<Box<S>>,
         held_usage: Option<C>,
         finished: bool,
     }
-    let state = State { provider, idle, events: Box::pin(events), held_usage: None, finished: false };
+    let state = State { provider, events: Box::pin(events), held_usage: None, finished: false };
     let stream = futures::stream::unfold(state, |mut st| async move {
         if st.finished {
             return None;
         }
         loop {
-            let next = match tokio::time::timeout(st.idle, st.events.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    st.finished = true;
-                    let err = Error::UpstreamTimeout { provider: st.provider.clone(), timeout: st.idle };
-                    return Some((Err(err), st));
-                }
-            };
-            let item = match next {
+            let item = match st.events.next().await {
                 None => Err(interrupted(&st.provider, "the stream ended before `data: [DONE]`")),
-                Some(Err(SseError::Body(e))) => Err(interrupted(&st.provider, &upstream_http::describe(&*e))),
-                Some(Err(e)) => Err(upstream_http::malformed(&st.provider, "event stream", e)),
+                Some(Err(e)) => Err(e),
                 Some(Ok(event)) if event.is_done() => {
                     st.finished = true;
                     return st.held_usage.take().map(|usage| (Ok(usage), st));
@@ -393,10 +304,6 @@ fn hold_usage<C: StreamChunk>(held: &mut Option<C>, mut chunk: C) -> Option<C> {
     chunk.has_choices().then_some(chunk)
 }
 
-fn interrupted(provider: &str, why: &str) -> Error {
-    Error::upstream(provider, UpstreamFailure::Interrupted, format!("stream interrupted: {why}"))
-}
-
 fn parse_chunk<C: DeserializeOwned>(provider: &str, data: &str) -> Result<C> {
     serde_json::from_str::<C>(data).map_err(|parse_error| {
         // An error mid-stream arrives as an event holding OpenAI's error envelope.
@@ -405,10 +312,10 @@ fn parse_chunk<C: DeserializeOwned>(provider: &str, data: &str) -> Result<C> {
                 provider: provider.to_owned(),
                 failure: UpstreamFailure::Status,
                 status: None,
-                message: upstream_http::error_message(data.as_bytes()).unwrap_or_else(|| data.to_owned()),
+                message: chitty_core::upstream::error_message(data.as_bytes()).unwrap_or_else(|| data.to_owned()),
                 retry_after: None,
             },
-            _ => upstream_http::malformed(provider, "stream chunk", parse_error),
+            _ => http_provider::malformed(provider, "stream chunk", parse_error),
         }
     })
 }
@@ -436,19 +343,17 @@ mod tests {
         }
     }
 
-    fn events(data: &[&str]) -> Vec<Result<SseEvent, SseError>> {
-        data.iter().map(|d| Ok(SseEvent { data: (*d).to_owned(), ..Default::default() })).collect()
+    fn events(data: &[&str]) -> futures::stream::Iter<std::vec::IntoIter<Result<SseEvent>>> {
+        futures::stream::iter(
+            data.iter().map(|d| Ok(SseEvent { data: (*d).to_owned(), ..Default::default() })).collect::<Vec<_>>(),
+        )
     }
 
     const CHUNK: &str = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#;
 
     #[tokio::test]
     async fn done_ends_the_stream_cleanly() {
-        let s = chunk_stream::<Chat, _>(
-            "p".into(),
-            Duration::from_secs(1),
-            futures::stream::iter(events(&[CHUNK, "[DONE]", CHUNK])),
-        );
+        let s = chunk_stream::<Chat, _>("p".into(), events(&[CHUNK, "[DONE]", CHUNK]));
         let items: Vec<_> = s.collect().await;
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].as_ref().unwrap().choices[0].delta.content.as_deref(), Some("hi"));
@@ -461,7 +366,7 @@ mod tests {
             (vec![CHUNK, r#"{"error":{"message":"overloaded","type":"server_error"}}"#], "overloaded"),
             (vec!["{not json"], "malformed stream chunk"),
         ] {
-            let s = chunk_stream::<Chat, _>("p".into(), Duration::from_secs(1), futures::stream::iter(events(&input)));
+            let s = chunk_stream::<Chat, _>("p".into(), events(&input));
             let items: Vec<_> = s.collect().await;
             let last = items.last().unwrap().as_ref().unwrap_err();
             assert!(matches!(last, Error::Upstream { status: None, .. }));
@@ -474,7 +379,7 @@ mod tests {
         let with_usage = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
         let usage_only = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
         for input in [vec![CHUNK, with_usage, "[DONE]"], vec![CHUNK, with_usage, usage_only, "[DONE]"]] {
-            let s = chunk_stream::<Chat, _>("p".into(), Duration::from_secs(1), futures::stream::iter(events(&input)));
+            let s = chunk_stream::<Chat, _>("p".into(), events(&input));
             let items: Vec<Chat> = s.map(Result::unwrap).collect().await;
             assert_eq!(items.len(), 3, "{items:?}");
             assert!(items[..2].iter().all(|c| c.usage.is_none() && !c.choices.is_empty()));
@@ -488,11 +393,7 @@ mod tests {
     async fn legacy_completion_streams_parse_and_end_with_one_usage_chunk() {
         let piece = r#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"text":"Once","index":0,"logprobs":null,"finish_reason":null}]}"#;
         let last = r#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"text":" more","index":0,"logprobs":null,"finish_reason":"length"}],"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}"#;
-        let s = chunk_stream::<CompletionResponse, _>(
-            "p".into(),
-            Duration::from_secs(1),
-            futures::stream::iter(events(&[piece, last, "[DONE]"])),
-        );
+        let s = chunk_stream::<CompletionResponse, _>("p".into(), events(&[piece, last, "[DONE]"]));
         let items: Vec<CompletionResponse> = s.map(Result::unwrap).collect().await;
         let texts: Vec<&str> = items.iter().flat_map(|c| &c.choices).map(|c| c.text.as_str()).collect();
         assert_eq!(texts, ["Once", " more"]);
@@ -504,8 +405,8 @@ mod tests {
 
     #[tokio::test]
     async fn silence_beyond_the_idle_timeout_is_a_timeout() {
-        let silent = futures::stream::pending::<Result<SseEvent, SseError>>();
-        let s = chunk_stream::<Chat, _>("p".into(), Duration::from_millis(20), silent);
+        let silent = futures::stream::pending::<Result<SseEvent>>();
+        let s = chunk_stream::<Chat, _>("p".into(), framing::idle_timeout("p", Duration::from_millis(20), silent));
         let items: Vec<_> = s.collect().await;
         assert!(matches!(items[..], [Err(Error::UpstreamTimeout { .. })]));
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chitty_core::wire::{
     ChatCompletionRequest, ChatMessage, EmbeddingInput, EmbeddingRequest, EncodingFormat, StreamOptions,
 };
-use chitty_core::{Capabilities, Capability, Error, Provider};
+use chitty_core::{Capabilities, Capability, Error, Provider, UpstreamFailure};
 use chitty_providers::openai::OpenAiProvider;
 use chitty_testkit::mock::MockProvider;
 use chitty_testkit::mock_upstream::{Fault, MockOpenAi, MockServer};
@@ -214,7 +214,7 @@ async fn timeouts_slow_headers_and_refused_connections() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let gone = OpenAiProvider::builder("openai-mock").with_base_url(base).build().unwrap();
     let err = gone.chat(chat_request("chitty-mock")).await.unwrap_err();
-    assert!(matches!(err, Error::Upstream { status: None, .. }), "{err:?}");
+    assert!(matches!(err, Error::Upstream { failure: UpstreamFailure::Connect, status: None, .. }), "{err:?}");
     assert!(err.is_retryable());
     // The URL is left out of messages: some deployments put credentials in its query.
     assert!(!err.to_string().contains("127.0.0.1"), "{err}");

@@ -490,17 +490,21 @@ async fn expect_error_end<T: std::fmt::Debug>(
     assert!(items[..items.len() - 1].iter().all(Result::is_ok), "{name}: only the last item is an error");
 }
 
-/// A malformed JSON body (and a malformed event in a stream) is an error, not a panic or a garbage answer.
+/// A malformed JSON body (and a malformed event in a stream) is an error that is not retried, not a panic or a
+/// garbage answer.
 pub async fn malformed_answers_are_errors(provider: &dyn Provider, model: &str, faults: &Faults) {
     let name = provider.name();
+    // A malformed answer would be malformed again: routing must not retry it like a reset connection.
     faults.push(Fault::MalformedJson);
     match provider.chat(chat_request(model)).await {
-        Err(Error::Upstream { .. }) => {}
+        Err(e @ Error::Upstream { .. }) => assert!(!e.is_retryable(), "{name}: a malformed body is retryable: {e:?}"),
         other => panic!("{name}: a malformed body answered {other:?}"),
     }
     faults.push(Fault::MalformedJson);
     match provider.chat_passthrough(chat_request(model)).await {
-        Err(Error::Upstream { .. }) => {}
+        Err(e @ Error::Upstream { .. }) => {
+            assert!(!e.is_retryable(), "{name}: a malformed body is retryable in chat_passthrough: {e:?}");
+        }
         other => panic!("{name}: a malformed body answered chat_passthrough with {other:?}"),
     }
     faults.push(Fault::CutStream { after_events: 0 });

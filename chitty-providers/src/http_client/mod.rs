@@ -1,21 +1,19 @@
-//! [`UpstreamClient`]: the pooled HTTP client the upstream providers share.
+//! [`UpstreamClient`]: the HTTP client the upstream providers share, over a swappable [`HttpTransport`].
 //!
-//! By default it keeps **one connection pool per thread** that calls it: on a multi-thread runtime that is
-//! one per worker, and a server that runs one current-thread runtime per core
-//! ([`crate::server::serve_per_core`]) never hands a request to another thread.
-//! - `http://` upstreams (vLLM, llama.cpp, Ollama on a private network) get HTTP/1.1 over hyper's own
-//!   connections, kept idle per upstream and reused once a response has arrived whole. A body dropped with
-//!   data still to come closes its connection (within 50 ms), which cancels the upstream's work.
-//! - `https://` upstreams go through hyper-util's pooling client over rustls (aws-lc-rs and the platform's
-//!   certificate verifier), with HTTP/2 where TLS negotiates it.
+//! - By default every upstream, `http://` and `https://`, goes through hyper-util's pooled client over
+//!   rustls (aws-lc-rs and the platform's certificate verifier), with HTTP/2 where TLS negotiates it. It keeps
+//!   **one pool per thread** that calls it: on a multi-thread runtime one per worker, and a server that runs
+//!   one current-thread runtime per core (`chitty_providers::server::PerCoreServer`) never hands a request
+//!   to another thread.
+//! - When `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` (or their lower-case forms) is set, the default
+//!   transport is reqwest instead, which speaks to proxies and honours `NO_PROXY`. A host can also hand in
+//!   its own `reqwest::Client` ([`UpstreamClient::from`]).
+//! - A host may plug in a transport of its own ([`UpstreamClient::with_transport`]): a test double, a
+//!   client with its own TLS or service mesh settings.
 //!
-//! reqwest, which the client used before, re-parsed each request's URL twice in its redirect layer and cost
-//! a fifth of the gateway's CPU per proxied request; hyper-util's pool cost about an eighth on plain HTTP
-//! (`docs/benchmarks.md`).
-//!
-//! When `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` (or their lower-case forms) is set, the default
-//! client is a `reqwest::Client` instead, which speaks to proxies and honours `NO_PROXY`. A host can
-//! also hand in its own `reqwest::Client` ([`UpstreamClient::from`]).
+//! Cancelling is dropping: a response body dropped before its end closes its connection (HTTP/1.1) or resets
+//! its stream (HTTP/2), which stops the upstream's work. A failure says how it failed
+//! ([`TransportErrorKind`]), so that routing retries a refused or reset connection but not a malformed answer.
 //!
 //! ```
 //! use std::time::Duration;
@@ -30,62 +28,107 @@
 //! # Ok::<(), chitty_core::Error>(())
 //! ```
 
-use std::cell::RefCell;
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use chitty_core::{Error, Result};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-mod plain;
-use plain::{IdleConnections, PlainSettings};
+mod hyper_transport;
+mod reqwest_transport;
+#[cfg(test)]
+mod test_upstream;
 
-pub(crate) use chitty_core::BoxError;
-/// The body of a response from [`UpstreamClient::send`], whichever transport carried it.
+pub use chitty_core::BoxError;
+
+/// The body of a response from [`UpstreamClient::send`], whichever transport carried it; a body error that
+/// is a [`TransportError`] keeps its kind, any other counts as [`TransportErrorKind::Interrupted`].
 pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
-
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-type HyperClient = Client<Connector, Full<Bytes>>;
 
 /// The environment variables that route HTTP through a proxy (reqwest reads the same ones).
 const PROXY_VARIABLES: [&str; 6] = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
 
-/// A pooled HTTP client for upstream calls; cheap to clone (clones share the pools).
-#[derive(Clone)]
-pub struct UpstreamClient {
-    transport: Transport,
+/// What carries upstream requests: one HTTP exchange at a time, cancelled by dropping the response body.
+///
+/// Implementations classify their failures ([`TransportErrorKind`]) and leave timeouts of a whole request
+/// to the caller.
+#[async_trait]
+pub trait HttpTransport: Send + Sync + fmt::Debug + 'static {
+    /// Sends `request` (an absolute `http://` or `https://` URI) and returns the response once its headers
+    /// arrived; any status is a response.
+    async fn send(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> std::result::Result<http::Response<ResponseBody>, TransportError>;
 }
 
-#[derive(Clone)]
-enum Transport {
-    Hyper(Arc<HyperPools>),
-    Reqwest(reqwest::Client),
+/// How an exchange with an upstream failed before an answer could be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// No connection could be made: refused, name resolution, TLS handshake, connect timeout.
+    Connect,
+    /// The request could not be sent as built (an invalid URI or header, an unsupported version).
+    Request,
+    /// The connection broke while the request or the answer was in flight.
+    Interrupted,
+    /// The transport's own timeout elapsed (a host's client with a request timeout).
+    Timeout,
+    /// The answer arrived but is not HTTP the transport can read.
+    Decode,
 }
 
-impl fmt::Debug for UpstreamClient {
+impl fmt::Display for TransportErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let transport = match &self.transport {
-            Transport::Hyper(_) => "hyper, a pool per thread",
-            Transport::Reqwest(_) => "reqwest",
-        };
-        f.debug_struct("UpstreamClient").field("transport", &transport).finish()
+        f.write_str(match self {
+            TransportErrorKind::Connect => "connecting to the upstream failed",
+            TransportErrorKind::Request => "the request could not be sent as built",
+            TransportErrorKind::Interrupted => "the connection to the upstream broke",
+            TransportErrorKind::Timeout => "the transport timed out",
+            TransportErrorKind::Decode => "the upstream's answer is not readable HTTP",
+        })
     }
+}
+
+/// A failed exchange: its [`TransportErrorKind`] and the transport's own error (never the request URL, which
+/// may carry a credential in its query).
+#[derive(Debug, thiserror::Error)]
+#[error("{kind}")]
+pub struct TransportError {
+    kind: TransportErrorKind,
+    #[source]
+    source: BoxError,
+}
+
+impl TransportError {
+    /// An error of `kind` caused by `source`.
+    pub fn new(kind: TransportErrorKind, source: impl Into<BoxError>) -> TransportError {
+        TransportError { kind, source: source.into() }
+    }
+
+    /// How the exchange failed.
+    pub fn kind(&self) -> TransportErrorKind {
+        self.kind
+    }
+}
+
+/// The HTTP client for upstream calls: a shared [`HttpTransport`]; cheap to clone (clones share its pools).
+#[derive(Clone, Debug)]
+pub struct UpstreamClient {
+    transport: Arc<dyn HttpTransport>,
 }
 
 impl From<reqwest::Client> for UpstreamClient {
     /// Sends every request through `client` (its proxies, TLS settings and pool).
     fn from(client: reqwest::Client) -> UpstreamClient {
-        UpstreamClient { transport: Transport::Reqwest(client) }
+        UpstreamClient::with_transport(reqwest_transport::ReqwestTransport::new(client))
     }
 }
 
-/// Builds an [`UpstreamClient`].
+/// Builds an [`UpstreamClient`] over the default transports.
 #[derive(Debug, Clone)]
 pub struct UpstreamClientBuilder {
     pool_max_idle_per_host: usize,
@@ -146,30 +189,8 @@ impl UpstreamClientBuilder {
                 .map_err(|e| Error::backend("http client", e))?;
             return Ok(UpstreamClient::from(client));
         }
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(self.connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .try_with_platform_verifier()
-            .map_err(|e| Error::backend("TLS certificate verifier", e))?
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http.clone());
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_max_idle_per_host(self.pool_max_idle_per_host)
-            .pool_idle_timeout(self.pool_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new());
-        let shared = builder.build(connector.clone());
-        let plain = PlainSettings {
-            // A zero idle timeout keeps nothing idle.
-            max_idle_per_host: if self.pool_idle_timeout.is_zero() { 0 } else { self.pool_max_idle_per_host },
-            idle_timeout: self.pool_idle_timeout,
-            connector: http,
-        };
-        Ok(UpstreamClient { transport: Transport::Hyper(Arc::new(HyperPools { builder, connector, shared, plain })) })
+        let transport = hyper_transport::HyperTransport::new(&self)?;
+        Ok(UpstreamClient::with_transport(transport))
     }
 }
 
@@ -184,12 +205,16 @@ impl UpstreamClient {
         UpstreamClientBuilder::default()
     }
 
-    /// Sends `request` (an absolute `http://` or `https://` URI) through this thread's pool and returns the
-    /// response once its headers arrived; any status is a response, and timeouts are the caller's. The
-    /// providers use it; so can a host's own [`Provider`](chitty_core::Provider) or proxy route.
+    /// A client over a transport of the host's own.
+    pub fn with_transport(transport: impl HttpTransport) -> UpstreamClient {
+        UpstreamClient { transport: Arc::new(transport) }
+    }
+
+    /// Sends `request` (an absolute `http://` or `https://` URI) and returns the response once its headers
+    /// arrived; any status is a response, and timeouts are the caller's. The providers use it; so can a host's
+    /// own [`Provider`](chitty_core::Provider) or proxy route.
     ///
-    /// Read the body to its end (or drop it once it has arrived whole) to give the connection back; a body
-    /// dropped earlier closes its connection.
+    /// Read the body to its end to give the connection back; a body dropped earlier closes its connection.
     ///
     /// ```no_run
     /// use bytes::Bytes;
@@ -209,82 +234,44 @@ impl UpstreamClient {
     pub async fn send(
         &self,
         request: http::Request<Bytes>,
-    ) -> std::result::Result<http::Response<ResponseBody>, BoxError> {
-        match &self.transport {
-            Transport::Hyper(pools) => pools.send(request).await,
-            Transport::Reqwest(client) => {
-                let request = reqwest::Request::try_from(request.map(reqwest::Body::from))?;
-                let response = http::Response::from(client.execute(request).await?);
-                Ok(response.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+    ) -> std::result::Result<http::Response<ResponseBody>, TransportError> {
+        self.transport.send(request).await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// A transport that answers every request itself.
+    #[derive(Debug)]
+    struct Canned;
+
+    #[async_trait]
+    impl HttpTransport for Canned {
+        async fn send(
+            &self,
+            request: http::Request<Bytes>,
+        ) -> std::result::Result<http::Response<ResponseBody>, TransportError> {
+            use http_body_util::{BodyExt, Full};
+            if request.uri().host() == Some("refused.invalid") {
+                return Err(TransportError::new(TransportErrorKind::Connect, "refused"));
             }
-        }
-    }
-}
-
-/// The hyper transport: plain `http://` goes over [`plain`]'s HTTP/1.1 connections; `https://` over
-/// hyper-util's client, from a template to build per-thread pools from, and a shared pool for threads that
-/// are shutting down (whose thread-locals are gone).
-struct HyperPools {
-    builder: hyper_util::client::legacy::Builder,
-    connector: Connector,
-    shared: HyperClient,
-    plain: PlainSettings,
-}
-
-/// One client's pools on one thread.
-struct ThreadPools {
-    owner: Weak<HyperPools>,
-    tls: HyperClient,
-    plain: IdleConnections,
-}
-
-thread_local! {
-    /// This thread's pools of each live client, found by pointer (a thread rarely holds more than a few).
-    static POOLS: RefCell<Vec<ThreadPools>> = const { RefCell::new(Vec::new()) };
-}
-
-impl HyperPools {
-    async fn send(
-        self: &Arc<Self>,
-        request: http::Request<Bytes>,
-    ) -> std::result::Result<http::Response<ResponseBody>, BoxError> {
-        if request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
-            return plain::send(self, request).await;
-        }
-        let response = self.tls_request(request.map(Full::new)).await?;
-        Ok(response.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
-    }
-
-    fn tls_request(
-        self: &Arc<Self>,
-        request: http::Request<Full<Bytes>>,
-    ) -> hyper_util::client::legacy::ResponseFuture {
-        match self.with_thread_pools(|pools| pools.tls.clone()) {
-            Some(client) => client.request(request),
-            None => self.shared.request(request),
+            Ok(http::Response::new(Full::new(request.into_body()).map_err(|never| match never {}).boxed_unsync()))
         }
     }
 
-    /// Runs `f` on this thread's pools of this client, made on first use; `None` when the thread's locals are
-    /// gone (the thread is exiting) or already borrowed further up the stack.
-    fn with_thread_pools<R>(self: &Arc<Self>, f: impl FnOnce(&mut ThreadPools) -> R) -> Option<R> {
-        let me = Arc::as_ptr(self);
-        POOLS
-            .try_with(|pools| {
-                let mut pools = pools.try_borrow_mut().ok()?;
-                let index = match pools.iter().position(|p| std::ptr::eq(p.owner.as_ptr(), me)) {
-                    Some(index) => index,
-                    None => {
-                        // Pools of dropped clients go when a new one is made, so a thread never accumulates them.
-                        pools.retain(|p| p.owner.strong_count() > 0);
-                        let tls = self.builder.build(self.connector.clone());
-                        pools.push(ThreadPools { owner: Arc::downgrade(self), tls, plain: IdleConnections::default() });
-                        pools.len() - 1
-                    }
-                };
-                Some(f(&mut pools[index]))
-            })
-            .ok()
-            .flatten()
+    #[tokio::test]
+    async fn a_hosts_transport_carries_the_requests() {
+        use http_body_util::BodyExt;
+        let client = UpstreamClient::with_transport(Canned);
+        let request = http::Request::post("http://echo.invalid/").body(Bytes::from_static(b"ping")).unwrap();
+        let body = client.send(request).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ping");
+        let request = http::Request::post("http://refused.invalid/").body(Bytes::new()).unwrap();
+        let err = client.send(request).await.unwrap_err();
+        assert_eq!(err.kind(), TransportErrorKind::Connect);
+        assert!(format!("{client:?}").contains("Canned"));
     }
 }

@@ -13,7 +13,7 @@
 //! OpenAI provider's business.
 //!
 //! ```
-//! use chitty_providers::sse::SseDecoder;
+//! use chitty_providers::framing::sse::SseDecoder;
 //!
 //! let mut decoder = SseDecoder::new();
 //! decoder.feed(b": keep-alive\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\nevent: ping\ndata: caf\xC3")?;
@@ -25,7 +25,7 @@
 //! assert!(decoder.next_event().is_none());
 //! let last = decoder.finish()?.unwrap();
 //! assert!(last.is_done());
-//! # Ok::<(), chitty_providers::sse::SseError>(())
+//! # Ok::<(), chitty_providers::framing::sse::SseError>(())
 //! ```
 
 use std::collections::VecDeque;
