@@ -103,4 +103,9 @@ pub trait BudgetStore: Send + Sync + Debug + 'static {
 
     /// The tenant's budget now.
     async fn balance(&self, tenant: &str, now: Timestamp) -> Result<Balance>;
+
+    /// Whether the backend answers (readiness checks); in-process stores always do.
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -26,4 +26,9 @@ pub trait Cache: Send + Sync + Debug + 'static {
 
     /// Stores `value` under `key` for `ttl`.
     async fn put(&self, key: &CacheKey, value: Bytes, ttl: Duration) -> Result<()>;
+
+    /// Whether the backend answers (readiness checks); in-process caches always do.
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
 }

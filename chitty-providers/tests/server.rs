@@ -379,3 +379,30 @@ async fn assert_stream_drains_on_shutdown(
     let refused = reqwest::Client::new().get(format!("{base}/healthz")).send().await;
     assert!(refused.is_err(), "no new connections after shutdown");
 }
+
+#[tokio::test]
+async fn readyz_names_a_model_whose_every_circuit_is_open() {
+    let s = stack(1 << 20, |c| {
+        c.defaults.breaker_failures = 1;
+        c.defaults.attempts_per_route = 1;
+    })
+    .await;
+    let ready = s.http.get(format!("{}/readyz", s.base)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!((body["status"].as_str(), body["failing"].as_array().map(Vec::len)), (Some("ready"), Some(0)));
+
+    s.upstream.faults().fail_next(500, 1);
+    let failed = s
+        .post("/v1/chat/completions", "sk-acme")
+        .json(&json!({"model": "chat", "messages": [{"role": "user", "content": "open the circuit"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 502);
+    let not_ready = s.http.get(format!("{}/readyz", s.base)).send().await.unwrap();
+    assert_eq!(not_ready.status(), 503);
+    let body: Value = not_ready.json().await.unwrap();
+    let failing: Vec<&str> = body["failing"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(failing, ["model `chat`: every route's circuit is open"], "{body}");
+}

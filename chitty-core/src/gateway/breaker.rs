@@ -57,6 +57,11 @@ impl CircuitBreaker {
         }
     }
 
+    /// Whether the circuit is closed (the route takes traffic without waiting for a probe).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed { .. })
+    }
+
     /// Records a success: the circuit closes.
     pub fn on_success(&mut self) {
         self.state = State::Closed { failures: 0 };

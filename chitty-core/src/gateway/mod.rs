@@ -69,6 +69,7 @@ pub use config::{
     PrefixConfig, RequestLimits, RouteConfig, TenantConfig, api_key_digest,
 };
 pub use ratelimit::TokenBucket;
+pub use routing::Readiness;
 pub use stream::StreamReply;
 pub use tenant::{RequestContext, Tenant};
 

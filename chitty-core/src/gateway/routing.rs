@@ -127,3 +127,51 @@ impl Gateway {
         opened
     }
 }
+
+/// Whether a gateway can serve: what `GET /readyz` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Readiness {
+    /// What is not ready, one line each (a backend that does not answer, a model whose every circuit is
+    /// open); empty when ready.
+    pub failing: Vec<String>,
+}
+
+impl Readiness {
+    /// Whether nothing is failing.
+    pub fn is_ready(&self) -> bool {
+        self.failing.is_empty()
+    }
+}
+
+impl Gateway {
+    /// Whether the gateway can serve: the cache and the budget store answer ([`crate::Cache::ping`],
+    /// [`crate::BudgetStore::ping`]), and every configured model has at least one route whose circuit is closed.
+    pub async fn readiness(&self) -> Readiness {
+        let mut failing = Vec::new();
+        if let Some(cache) = &self.inner.cache
+            && let Err(e) = cache.ping().await
+        {
+            // The detail (addresses, backend messages) goes to the log, not to an unauthenticated probe.
+            tracing::warn!(error = %e, "readiness: the cache does not answer");
+            failing.push("cache: not answering".to_owned());
+        }
+        if let Some(budgets) = &self.inner.budgets
+            && let Err(e) = budgets.ping().await
+        {
+            tracing::warn!(error = %e, "readiness: the budget store does not answer");
+            failing.push("budget store: not answering".to_owned());
+        }
+        for name in &self.inner.model_order {
+            let Some(model) = self.inner.models.get(name) else { continue };
+            if !model.routes.iter().any(|r| lock(&r.breaker).is_closed()) {
+                failing.push(format!("model `{name}`: every route's circuit is open"));
+            }
+        }
+        for (prefix, model) in &self.inner.prefixes {
+            if !model.routes.iter().any(|r| lock(&r.breaker).is_closed()) {
+                failing.push(format!("models `{prefix}*`: the route's circuit is open"));
+            }
+        }
+        Readiness { failing }
+    }
+}

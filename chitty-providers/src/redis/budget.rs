@@ -257,6 +257,10 @@ impl RedisBudgetStore {
 
 #[async_trait]
 impl BudgetStore for RedisBudgetStore {
+    async fn ping(&self) -> Result<()> {
+        self.connection.ping().await
+    }
+
     async fn set_limit(&self, tenant: &str, limit: NanoUsd) -> Result<()> {
         let keys = self.keys(tenant)?;
         // `set_limit` has no `now`; zero reclaims nothing, and the next operation reclaims as usual.

@@ -107,4 +107,8 @@ impl Cache for RedisCache {
             .map_err(|e| self.connection.endpoint.error("SET", e))?;
         Ok(())
     }
+
+    async fn ping(&self) -> Result<()> {
+        self.connection.ping().await
+    }
 }

@@ -142,6 +142,15 @@ impl RedisConnection {
     pub fn manager(&self) -> ConnectionManager {
         self.manager.clone()
     }
+
+    /// `PING`: whether the server answers (readiness checks).
+    pub async fn ping(&self) -> Result<()> {
+        let _: String = ::redis::cmd("PING")
+            .query_async(&mut self.manager.clone())
+            .await
+            .map_err(|e| self.endpoint.error("PING", e))?;
+        Ok(())
+    }
 }
 
 /// `{prefix}:`, or nothing for an empty prefix.

@@ -2,7 +2,9 @@
 //!
 //! [`router`] returns an [`axum::Router`] a host application mounts or serves:
 //! `POST /v1/chat/completions` and `POST /v1/completions` (plain and SSE), `POST /v1/embeddings`,
-//! `GET /v1/models` (only the caller's models) and `GET /healthz`.
+//! `GET /v1/models` (only the caller's models), `GET /healthz` (the process is alive) and `GET /readyz` (200 when
+//! the cache and budget backends answer and every model has a route whose circuit is closed; 503 naming what
+//! fails otherwise).
 //!
 //! Every response carries `x-request-id`; answers carry `x-chitty-cache: hit | miss | bypass`,
 //! `x-chitty-reserved-nano-usd`, `x-chitty-cost-nano-usd` (not on streams, whose cost is known at the end)
@@ -87,6 +89,7 @@ pub fn router(gateway: Gateway, options: ServerOptions) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .fallback(not_found)
         .with_state(state)
 }
@@ -368,6 +371,17 @@ async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
         }
         Err(e) => ApiError::new(e, &id).into_response(),
     }
+}
+
+/// `GET /readyz`: 200 when the backends answer and every model has a closed circuit, else 503 naming what fails.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let readiness = state.gateway.readiness().await;
+    let status = if readiness.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({
+        "status": if readiness.is_ready() { "ready" } else { "not ready" },
+        "failing": readiness.failing,
+    });
+    (status, axum::Json(body)).into_response()
 }
 
 async fn not_found(headers: HeaderMap) -> Response {
