@@ -12,16 +12,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use chitty::core::gateway::{Gateway, PrefixConfig};
+use chitty::core::gateway::PrefixConfig;
 use chitty::core::keys::CachePolicy;
 use chitty::core::{ModelPrice, Provider};
-use chitty::providers::config::GatewayFile;
-use chitty::providers::memory::{MemoryBudgetStore, MemoryCache};
+use chitty::providers::config::{GatewayFile, ProviderSection, Secret};
 use chitty::providers::openai::OpenAiProvider;
-use chitty::providers::prometheus::{PrometheusSink, Registry, metrics_router};
-use chitty::providers::redis::{RedisBudgetStore, RedisCache, RedisConnection};
-use chitty::providers::runtime::TokioRuntimeExt;
-use chitty::providers::server::{PerCoreServer, Server, ServerOptions, require_bearer, router, shutdown_signal};
 use chitty_testkit::mock::MockProvider;
 use chitty_testkit::mock_upstream::{MockOpenAi, MockServer};
 use clap::Parser;
@@ -64,101 +59,50 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         return Err(format!("configuration file {} does not exist", args.config.display()).into());
     };
-    let mut config = file.gateway_config()?;
+    let mut file = file;
 
     // Mock upstreams live as long as the gateway: keep their handles.
     let mut mocks: Vec<MockServer> = Vec::new();
-    let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
-    for section in &file.providers {
-        if section.kind == "mock" {
-            let server = MockOpenAi::serve(Arc::new(MockProvider::new(section.name.clone()))).await?;
-            let upstream = OpenAiProvider::builder(section.name.clone()).with_base_url(server.base_url()).build()?;
-            tracing::info!(provider = %section.name, url = %server.base_url(), "started the mock OpenAI upstream");
-            mocks.push(server);
-            providers.push(Arc::new(upstream));
-        } else {
-            providers.push(section.build()?);
-        }
+    let mut host_providers: Vec<Arc<dyn Provider>> = Vec::new();
+    for section in file.providers.iter().filter(|s| s.kind == "mock") {
+        let server = MockOpenAi::serve(Arc::new(MockProvider::new(section.name.clone()))).await?;
+        let upstream = OpenAiProvider::builder(section.name.clone()).with_base_url(server.base_url()).build()?;
+        tracing::info!(provider = %section.name, url = %server.base_url(), "started the mock OpenAI upstream");
+        mocks.push(server);
+        host_providers.push(Arc::new(upstream));
     }
 
-    if std::env::var("OPENAI_API_KEY").is_ok_and(|k| !k.is_empty()) && !providers.iter().any(|p| p.name() == "openai") {
-        let openai = OpenAiProvider::from_env("openai").build()?;
-        tracing::info!(base_url = %openai.base_url(), "OPENAI_API_KEY is set: routing `openai/<model>`");
-        providers.push(Arc::new(openai));
-        config.prefixes.push(PrefixConfig {
+    if let Ok(key) = std::env::var("OPENAI_API_KEY")
+        && !key.is_empty()
+        && !file.providers.iter().any(|p| p.name == "openai")
+    {
+        let base_url = std::env::var("OPENAI_BASE_URL").unwrap_or_else(|_| "https://api.openai.com/v1".into());
+        tracing::info!(%base_url, "OPENAI_API_KEY is set: routing `openai/<model>`");
+        file.providers.push(ProviderSection {
+            name: "openai".into(),
+            kind: "openai".into(),
+            base_url: Some(base_url),
+            api_key: Some(Secret::new(key)),
+            headers: Default::default(),
+            timeout_secs: None,
+        });
+        file.prefixes.push(PrefixConfig {
             prefix: "openai/".into(),
             provider: "openai".into(),
             // Budgets need a price for unknown names: GPT-4o's list price is a conservative default.
             price: ModelPrice::from_micros_per_mtok(2_500_000, 10_000_000),
             cache: CachePolicy::Deterministic,
-            max_output_tokens: 4_096,
+            max_output_tokens: chitty::core::gateway::DEFAULT_MAX_OUTPUT_TOKENS,
             output_cap_field: Default::default(),
             limits: Default::default(),
         });
     }
 
-    // Metrics label only configured model names, so user-chosen names cannot blow up cardinality.
-    let mut registry = Registry::default();
-    let sink = PrometheusSink::new(&mut registry, config.models.iter().map(|m| m.name.clone()));
-    let registry = Arc::new(registry);
-
-    let mut builder = Gateway::builder(config).events(Arc::new(sink)).tokio_runtime();
-    for p in providers {
-        builder = builder.provider(p);
+    let bound = file.build_with(host_providers).await?.bind(args.addr, args.workers)?;
+    let (local, workers) = (bound.local_addr(), bound.workers());
+    if let Some(metrics) = bound.metrics_addr() {
+        println!("metrics on http://{metrics}/metrics");
     }
-    let redis = |section: &'static str, url: Option<&chitty::providers::config::Secret>| {
-        let url = url.map(|u| u.expose().to_owned());
-        async move {
-            let url = url.ok_or_else(|| format!("{section}.url is required for backend \"redis\""))?;
-            RedisConnection::connect(&url).await.map_err(|e| format!("{section}: {e}"))
-        }
-    };
-    builder = match file.cache.backend.as_str() {
-        "memory" => builder.cache(Arc::new(MemoryCache::new(file.cache.max_bytes))),
-        "redis" => builder.cache(Arc::new(RedisCache::new(redis("cache", file.cache.url.as_ref()).await?, "chitty"))),
-        "none" => builder,
-        other => return Err(format!("cache.backend: `{other}` is not one of memory, redis, none").into()),
-    };
-    builder = match file.budgets.backend.as_str() {
-        "memory" => builder.budgets(Arc::new(MemoryBudgetStore::new())),
-        "redis" => builder
-            .budgets(Arc::new(RedisBudgetStore::new(redis("budgets", file.budgets.url.as_ref()).await?, "chitty"))),
-        other => return Err(format!("budgets.backend: `{other}` is not one of memory, redis").into()),
-    };
-    let gateway = builder.build().await?;
-
-    let addr: SocketAddr = match args.addr {
-        Some(a) => a,
-        None => file.server.addr.parse().map_err(|e| format!("server.addr `{}`: {e}", file.server.addr))?,
-    };
-    let options = ServerOptions { body_limit: file.server.body_limit_bytes, ..ServerOptions::default() };
-    let workers = args
-        .workers
-        .or(file.server.workers)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
-    let server = PerCoreServer::bind(addr, workers)?.with_limits(file.server.connection_limits());
-    let local = server.local_addr();
-
-    // `/metrics` names tenants and models: behind a token when one is set, on its own address when one is set.
-    let mut metrics = metrics_router(registry);
-    if let Some(token) = &file.server.metrics_token {
-        metrics = require_bearer(metrics, token.expose());
-    }
-    let mut app = router(gateway, options);
-    let metrics_server = match &file.server.metrics_addr {
-        Some(metrics_addr) => {
-            let listener = tokio::net::TcpListener::bind(metrics_addr)
-                .await
-                .map_err(|e| format!("server.metrics_addr `{metrics_addr}`: {e}"))?;
-            println!("metrics on http://{}/metrics", listener.local_addr()?);
-            let serving = Server::new(file.server.connection_limits());
-            Some(tokio::spawn(async move { serving.serve(listener, metrics, shutdown_signal()).await }))
-        }
-        None => {
-            app = app.merge(metrics);
-            None
-        }
-    };
     println!(
         "chitty gateway listening on http://{local} with {workers} worker thread(s)  (models: chitty-mock, chitty-mock-embed; key: sk-chitty-demo)"
     );
@@ -175,10 +119,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!();
 
-    server.serve(app, shutdown_signal()).await?;
-    if let Some(metrics_server) = metrics_server {
-        metrics_server.await??;
-    }
+    bound.serve().await?;
     tracing::info!("shut down: in-flight requests drained");
     drop(mocks);
     Ok(())

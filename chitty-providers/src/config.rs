@@ -79,6 +79,11 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret read from elsewhere (the environment, a vault).
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
     /// The secret itself, for handing to a client library.
     pub fn expose(&self) -> &str {
         &self.0

@@ -33,6 +33,7 @@
 //! [`PerCoreServer`] serves the same router on one current-thread runtime per core instead, so that each
 //! request stays on the thread that accepted it.
 
+mod app;
 mod per_core;
 mod response;
 
@@ -54,6 +55,7 @@ use chitty_core::{Error, Result};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
+pub use app::{BoundGateway, GatewayApp};
 pub use chitty_core::serve::{BodyReadTimeout, ConnectionLimits, Server};
 pub use per_core::PerCoreServer;
 pub use response::ApiError;

@@ -1,0 +1,213 @@
+//! A running gateway from a configuration file, in three lines:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use chitty_providers::config::GatewayFile;
+//!
+//! let file = GatewayFile::load("gateway.toml".as_ref())?;
+//! let bound = file.build().await?.bind(None, None)?;
+//! bound.serve().await?; // until SIGINT or SIGTERM, in-flight requests drained
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`GatewayFile::build`] makes the providers of the kinds this build knows, the `[cache]` and `[budgets]`
+//! backends, Prometheus metrics (feature `prometheus`) and the router; [`GatewayApp::bind`] binds
+//! `server.addr` (or the address given) with one serving thread per core ([`PerCoreServer`]) and
+//! `server.metrics_addr` if set.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use chitty_core::Provider;
+use chitty_core::gateway::{Gateway, GatewayBuilder};
+use chitty_core::runtime::TokioRuntimeExt;
+
+use super::{PerCoreServer, Server, ServerOptions, router, shutdown_signal};
+use crate::config::{BackendSection, ConfigError, GatewayFile, ServerSection};
+use crate::memory::{MemoryBudgetStore, MemoryCache};
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_owned(), reason: reason.into() }
+}
+
+/// The gateway a [`GatewayFile`] describes, with its routes, not yet bound to an address.
+#[derive(Debug)]
+pub struct GatewayApp {
+    /// The gateway, for in-process calls beside the HTTP API.
+    pub gateway: Gateway,
+    /// The API routes, with `/metrics` merged in unless `server.metrics_addr` gives it an address of its own.
+    pub router: Router,
+    /// `/metrics` for its own address (`server.metrics_addr`), behind `server.metrics_token` if set.
+    pub metrics_router: Option<Router>,
+    server: ServerSection,
+}
+
+impl GatewayFile {
+    /// Builds the gateway this file describes (see the [module docs](self)).
+    pub async fn build(&self) -> Result<GatewayApp, ConfigError> {
+        self.build_with(Vec::new()).await
+    }
+
+    /// [`GatewayFile::build`], with providers the host built itself: each replaces the `[[providers]]` section
+    /// of the same name, which is how kinds this crate does not build (a mock, a host's own) are served.
+    pub async fn build_with(&self, host_providers: Vec<Arc<dyn Provider>>) -> Result<GatewayApp, ConfigError> {
+        let config = self.gateway_config()?;
+        let model_names: Vec<String> = config.models.iter().map(|m| m.name.clone()).collect();
+        let mut builder = Gateway::builder(config).tokio_runtime();
+        for section in &self.providers {
+            if !host_providers.iter().any(|p| p.name() == section.name) {
+                builder = builder.provider(section.build()?);
+            }
+        }
+        for provider in host_providers {
+            builder = builder.provider(provider);
+        }
+        builder = with_cache(builder, &self.cache).await?;
+        builder = with_budgets(builder, &self.budgets).await?;
+        let (builder, metrics) = with_metrics(builder, model_names, &self.server);
+        let gateway = builder.build().await.map_err(|e| invalid("gateway", e.to_string()))?;
+        let options = ServerOptions { body_limit: self.server.body_limit_bytes, ..ServerOptions::default() };
+        let mut api = router(gateway.clone(), options);
+        let metrics_router = match (metrics, &self.server.metrics_addr) {
+            (Some(metrics), None) => {
+                api = api.merge(metrics);
+                None
+            }
+            (metrics, _) => metrics,
+        };
+        Ok(GatewayApp { gateway, router: api, metrics_router, server: self.server.clone() })
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn redis(key: &str, section: &BackendSection) -> Result<crate::redis::RedisConnection, ConfigError> {
+    let url = section.url.as_ref().ok_or_else(|| invalid(key, "`url` is required for backend \"redis\""))?;
+    crate::redis::RedisConnection::connect(url.expose()).await.map_err(|e| invalid(key, e.to_string()))
+}
+
+async fn with_cache(builder: GatewayBuilder, section: &BackendSection) -> Result<GatewayBuilder, ConfigError> {
+    match section.backend.as_str() {
+        "memory" => Ok(builder.cache(Arc::new(MemoryCache::new(section.max_bytes)))),
+        "none" => Ok(builder),
+        #[cfg(feature = "redis")]
+        "redis" => Ok(builder.cache(Arc::new(crate::redis::RedisCache::new(redis("cache", section).await?, "chitty")))),
+        other => Err(invalid(
+            "cache.backend",
+            format!("`{other}` is not a cache backend of this build (memory, none, redis with feature `redis`)"),
+        )),
+    }
+}
+
+async fn with_budgets(builder: GatewayBuilder, section: &BackendSection) -> Result<GatewayBuilder, ConfigError> {
+    match section.backend.as_str() {
+        "memory" => Ok(builder.budgets(Arc::new(MemoryBudgetStore::new()))),
+        #[cfg(feature = "redis")]
+        "redis" => {
+            let store = crate::redis::RedisBudgetStore::new(redis("budgets", section).await?, "chitty");
+            Ok(builder.budgets(Arc::new(store)))
+        }
+        other => Err(invalid(
+            "budgets.backend",
+            format!("`{other}` is not a budget backend of this build (memory, redis with feature `redis`)"),
+        )),
+    }
+}
+
+/// The Prometheus sink and `/metrics` (feature `prometheus`): labels only configured model names, so
+/// client-chosen names cannot blow up cardinality; behind `server.metrics_token` when one is set.
+#[cfg(feature = "prometheus")]
+fn with_metrics(
+    builder: GatewayBuilder,
+    models: Vec<String>,
+    server: &ServerSection,
+) -> (GatewayBuilder, Option<Router>) {
+    use crate::prometheus::{PrometheusSink, Registry, metrics_router};
+    let mut registry = Registry::default();
+    let sink = PrometheusSink::new(&mut registry, models);
+    let mut metrics = metrics_router(Arc::new(registry));
+    if let Some(token) = &server.metrics_token {
+        metrics = super::require_bearer(metrics, token.expose());
+    }
+    (builder.events(Arc::new(sink)), Some(metrics))
+}
+
+#[cfg(not(feature = "prometheus"))]
+fn with_metrics(builder: GatewayBuilder, _: Vec<String>, _: &ServerSection) -> (GatewayBuilder, Option<Router>) {
+    (builder, None)
+}
+
+impl GatewayApp {
+    /// Binds `addr` (or the file's `server.addr`) with `workers` serving threads (or `server.workers`, or one per
+    /// core), and `server.metrics_addr` when set.
+    pub fn bind(self, addr: Option<SocketAddr>, workers: Option<usize>) -> Result<BoundGateway, ConfigError> {
+        let addr = match addr {
+            Some(a) => a,
+            None => {
+                self.server.addr.parse().map_err(|e| invalid("server.addr", format!("`{}`: {e}", self.server.addr)))?
+            }
+        };
+        let workers = workers
+            .or(self.server.workers)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+        let limits = self.server.connection_limits();
+        let server = PerCoreServer::bind(addr, workers)
+            .map_err(|e| invalid("server.addr", format!("cannot listen on {addr}: {e}")))?
+            .with_limits(limits);
+        let metrics = match (&self.server.metrics_addr, self.metrics_router) {
+            (Some(metrics_addr), Some(router)) => {
+                let listener = std::net::TcpListener::bind(metrics_addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|e| invalid("server.metrics_addr", format!("cannot listen on {metrics_addr}: {e}")))?;
+                Some((listener, router))
+            }
+            _ => None,
+        };
+        Ok(BoundGateway { server, router: self.router, metrics, limits, workers })
+    }
+}
+
+/// A [`GatewayApp`] bound to its addresses, ready to serve.
+#[derive(Debug)]
+pub struct BoundGateway {
+    server: PerCoreServer,
+    router: Router,
+    metrics: Option<(std::net::TcpListener, Router)>,
+    limits: super::ConnectionLimits,
+    workers: usize,
+}
+
+impl BoundGateway {
+    /// The API's address (the port chosen when the configuration asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// `/metrics`' own address, when it has one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// Threads serving the API.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Serves until SIGINT or SIGTERM, then lets in-flight requests and streams finish.
+    pub async fn serve(self) -> std::io::Result<()> {
+        let metrics = match self.metrics {
+            Some((listener, router)) => {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let serving = Server::new(self.limits);
+                Some(tokio::spawn(async move { serving.serve(listener, router, shutdown_signal()).await }))
+            }
+            None => None,
+        };
+        self.server.serve(self.router, shutdown_signal()).await?;
+        if let Some(metrics) = metrics {
+            metrics.await.map_err(std::io::Error::other)??;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,87 @@
+//! `chitty-gateway`: the OpenAI-compatible gateway, served from a configuration file.
+//!
+//! ```sh
+//! cargo install chitty            # or: cargo run --release --bin chitty-gateway -- --config gateway.toml
+//! chitty-gateway --config gateway.toml --check   # validate and exit
+//! chitty-gateway --config gateway.toml --addr 0.0.0.0:8080
+//! ```
+//!
+//! The file's format is `chitty_providers::config::GatewayFile` (see `examples/gateway.toml`); providers of
+//! kind `openai`, `anthropic` and `ollama` are built in. Logs go to standard error (`RUST_LOG`, default `info`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chitty::providers::config::GatewayFile;
+use clap::Parser;
+
+/// An OpenAI-compatible LLM gateway built from chitty.
+#[derive(Debug, Parser)]
+#[command(name = "chitty-gateway", version)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, env = "CHITTY_CONFIG", default_value = "chitty.toml")]
+    config: PathBuf,
+    /// Address to listen on (overrides the file's `server.addr`).
+    #[arg(long, env = "CHITTY_ADDR")]
+    addr: Option<SocketAddr>,
+    /// Threads serving HTTP (overrides the file's `server.workers`; default one per core).
+    #[arg(long, env = "CHITTY_WORKERS")]
+    workers: Option<usize>,
+    /// Check the configuration (syntax, names, key digests, provider kinds) and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    // HTTP is served on threads of its own (PerCoreServer); this runtime runs the backends' connections.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("chitty-gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chitty-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let file = GatewayFile::load(&args.config)?;
+    if args.check {
+        let config = file.gateway_config()?;
+        for provider in &file.providers {
+            provider.build()?;
+        }
+        println!(
+            "{}: ok ({} providers, {} models, {} prefixes, {} tenants)",
+            args.config.display(),
+            file.providers.len(),
+            config.models.len(),
+            config.prefixes.len(),
+            config.tenants.len()
+        );
+        return Ok(());
+    }
+    let bound = file.build().await?.bind(args.addr, args.workers)?;
+    if let Some(metrics) = bound.metrics_addr() {
+        tracing::info!(%metrics, "metrics on their own address");
+    }
+    // One plain line on standard output, for scripts that start the gateway on port 0.
+    println!("listening on http://{}", bound.local_addr());
+    tracing::info!(addr = %bound.local_addr(), workers = bound.workers(), "chitty gateway listening");
+    bound.serve().await?;
+    tracing::info!("shut down: in-flight requests drained");
+    Ok(())
+}

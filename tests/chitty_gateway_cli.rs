@@ -1,0 +1,117 @@
+//! The `chitty-gateway` binary: `--version`, `--check` on a good and a bad file, and serving a chat completion
+//! from a configuration file alone.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+
+use chitty::core::gateway::api_key_digest;
+use chitty_testkit::mock::MockProvider;
+use chitty_testkit::mock_upstream::MockOpenAi;
+
+const BIN: &str = env!("CARGO_BIN_EXE_chitty-gateway");
+
+/// Kills the gateway when the test ends, passed or not.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn config(upstream: &str, route_provider: &str) -> String {
+    format!(
+        r#"
+[server]
+addr = "127.0.0.1:0"
+workers = 1
+
+[[providers]]
+name = "up"
+kind = "openai"
+base_url = "{upstream}"
+
+[[models]]
+name = "chat"
+routes = [{{ provider = "{route_provider}", model = "mock-chat" }}]
+price = {{ input = "1", output = "2" }}
+
+[[tenants]]
+id = "t"
+key_sha256 = ["{}"]
+budget_usd = "1"
+"#,
+        api_key_digest("sk-cli")
+    )
+}
+
+fn run(args: &[&str], file: &tempfile::NamedTempFile) -> Output {
+    Command::new(BIN).args(args).arg("--config").arg(file.path()).output().unwrap()
+}
+
+fn file_with(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+#[test]
+fn version_and_check() {
+    let version = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(version.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("chitty-gateway {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let good = run(&["--check"], &file_with(&config("http://127.0.0.1:9/v1", "up")));
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    let said = String::from_utf8_lossy(&good.stdout);
+    assert!(said.contains("ok (1 providers, 1 models, 0 prefixes, 1 tenants)"), "{said}");
+
+    let bad = run(&["--check"], &file_with(&config("http://127.0.0.1:9/v1", "ghost")));
+    assert!(!bad.status.success());
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(said.contains("models[0].routes[0].provider") && said.contains("ghost"), "{said}");
+
+    let missing = Command::new(BIN).args(["--check", "--config", "/nonexistent/chitty.toml"]).output().unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/chitty.toml"));
+}
+
+#[tokio::test]
+async fn serves_from_the_file_alone() {
+    let upstream = MockOpenAi::serve(Arc::new(MockProvider::new("mock"))).await.unwrap();
+    let file = file_with(&config(upstream.base_url(), "up"));
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(file.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _gateway = Running(child);
+    let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+
+    let client = reqwest::Client::new();
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let answer = client
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth("sk-cli")
+        .json(&serde_json::json!({"model": "chat", "messages": [{"role": "user", "content": "hello"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(answer.headers().contains_key("x-chitty-cost-nano-usd"), "budgets are on: the cost is reported");
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["model"], "mock-chat");
+    let refused = client.post(format!("{base}/v1/chat/completions")).bearer_auth("sk-wrong").send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+}
