@@ -87,15 +87,17 @@ async fn serves_from_the_file_alone() {
     let upstream = MockOpenAi::serve(Arc::new(MockProvider::new("mock"))).await.unwrap();
     let file = file_with(&config(upstream.base_url(), "up"));
     let mut child = Command::new(BIN)
-        .arg("--config")
+        .args(["--log-format", "json", "--config"])
         .arg(file.path())
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,chitty::request=info")
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let _gateway = Running(child);
+    let stderr = child.stderr.take().unwrap();
+    let mut gateway = Running(child);
     let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
 
     let client = reqwest::Client::new();
@@ -114,4 +116,25 @@ async fn serves_from_the_file_alone() {
     assert_eq!(body["model"], "mock-chat");
     let refused = client.post(format!("{base}/v1/chat/completions")).bearer_auth("sk-wrong").send().await.unwrap();
     assert_eq!(refused.status(), 401);
+
+    // One JSON log line for the finished request, with its id and cost, and no key anywhere.
+    let _ = gateway.0.kill();
+    let _ = gateway.0.wait();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut logs).unwrap();
+    let requests: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == "chitty::request")
+        .collect();
+    assert_eq!(requests.len(), 1, "{logs}");
+    let logged = &requests[0];
+    assert_eq!(
+        (logged["tenant"].as_str(), logged["model"].as_str(), logged["status"].as_u64()),
+        (Some("t"), Some("chat"), Some(200))
+    );
+    assert_eq!(logged["cache"], "bypass", "not cacheable: no temperature 0");
+    assert!(logged["cost_nano_usd"].as_u64().is_some_and(|c| c > 0), "{logged}");
+    assert!(logged["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{logged}");
+    assert!(!logs.contains("sk-cli") && !logs.contains("sk-wrong") && !logs.contains("hello"), "{logs}");
 }

@@ -58,6 +58,8 @@ impl Endpoint {
 pub struct RequestEvent {
     /// When it finished.
     pub at: Timestamp,
+    /// The request's correlation identifier (`x-request-id`).
+    pub request_id: String,
     /// Tenant identifier.
     pub tenant: String,
     /// Public model name.
@@ -138,5 +140,69 @@ pub struct DiscardSink;
 impl EventSink for DiscardSink {
     async fn record(&self, _event: Event) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Sends every event to each of several sinks, in order (metrics and a request log, say); the first refusal
+/// is returned after every sink has been offered the event.
+#[derive(Debug, Clone, Default)]
+pub struct FanOutSink {
+    sinks: Vec<std::sync::Arc<dyn EventSink>>,
+}
+
+impl FanOutSink {
+    /// A sink over `sinks`.
+    pub fn new(sinks: Vec<std::sync::Arc<dyn EventSink>>) -> FanOutSink {
+        FanOutSink { sinks }
+    }
+}
+
+#[async_trait]
+impl EventSink for FanOutSink {
+    async fn record(&self, event: Event) -> Result<()> {
+        let mut outcome = Ok(());
+        if let Some((last, first)) = self.sinks.split_last() {
+            for sink in first {
+                let result = sink.record(event.clone()).await;
+                outcome = outcome.and(result);
+            }
+            outcome = outcome.and(last.record(event).await);
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Keep(Mutex<Vec<Event>>, bool);
+
+    #[async_trait]
+    impl EventSink for Keep {
+        async fn record(&self, event: Event) -> Result<()> {
+            self.0.lock().unwrap().push(event);
+            if self.1 { Err(crate::Error::backend("test sink", "full")) } else { Ok(()) }
+        }
+    }
+
+    #[test]
+    fn fan_out_offers_every_sink_and_reports_a_refusal() {
+        let (refusing, keeping) =
+            (std::sync::Arc::new(Keep(Mutex::default(), true)), std::sync::Arc::new(Keep::default()));
+        let fan = FanOutSink::new(vec![refusing.clone(), keeping.clone()]);
+        let event = Event::CircuitOpened { provider: "p".into() };
+        let result = futures::executor::block_on(fan.record(event.clone()));
+        assert!(result.is_err(), "the refusal is reported");
+        assert_eq!(*keeping.0.lock().unwrap(), vec![event.clone()], "the next sink still got the event");
+        assert_eq!(*refusing.0.lock().unwrap(), vec![event]);
+        assert!(
+            futures::executor::block_on(FanOutSink::default().record(Event::CircuitOpened { provider: "p".into() }))
+                .is_ok()
+        );
     }
 }

@@ -44,3 +44,4 @@ pub mod openai;
 pub mod prometheus;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod request_log;

@@ -12,6 +12,7 @@ use chitty_testkit::events;
 fn request(model: &str, status: u16, cache: CacheStatus, latency_ms: u64, cost: u64) -> Event {
     Event::Request(RequestEvent {
         at: Timestamp(1_700_000_000_000),
+        request_id: "req-1".into(),
         tenant: "acme".into(),
         model: model.into(),
         endpoint: Endpoint::ChatCompletions,

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! The file's format is `chitty_providers::config::GatewayFile` (see `examples/gateway.toml`); providers of
-//! kind `openai`, `anthropic` and `ollama` are built in. Logs go to standard error (`RUST_LOG`, default `info`).
+//! kind `openai`, `anthropic` and `ollama` are built in. Logs go to standard error (`RUST_LOG`, default `info`;
+//! `--log-format json` for one JSON object per line), one line per finished request on target `chitty::request`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,14 +33,29 @@ struct Args {
     /// Check the configuration (syntax, names, key digests, provider kinds) and exit.
     #[arg(long)]
     check: bool,
+    /// Log lines as `text` or `json` (one JSON object per line; each finished request is one, on target
+    /// `chitty::request`).
+    #[arg(long, env = "CHITTY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
     let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     // HTTP is served on threads of its own (PerCoreServer); this runtime runs the backends' connections.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,

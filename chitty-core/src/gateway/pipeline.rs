@@ -30,6 +30,7 @@ use crate::wire::Usage;
 /// Who asked for what, and since when: what every event of one request reports.
 #[derive(Debug, Clone)]
 pub(super) struct RequestInfo {
+    pub(super) request_id: String,
     pub(super) tenant: Arc<Tenant>,
     /// The public model name as requested.
     pub(super) model: String,
@@ -199,6 +200,7 @@ impl Gateway {
         req: E::Req,
     ) -> Result<D::Output> {
         let info = RequestInfo {
+            request_id: ctx.request_id.clone(),
             tenant: Arc::clone(&ctx.tenant),
             model: E::model(&req).to_owned(),
             endpoint: E::ENDPOINT,
@@ -349,6 +351,7 @@ impl Gateway {
         let now = self.now();
         let event = Event::Request(RequestEvent {
             at: now,
+            request_id: info.request_id.clone(),
             tenant: info.tenant.id.clone(),
             model: info.model.clone(),
             endpoint: info.endpoint,

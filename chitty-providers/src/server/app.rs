@@ -12,7 +12,8 @@
 //! ```
 //!
 //! [`GatewayFile::build`] makes the providers of the kinds this build knows, the `[cache]` and `[budgets]`
-//! backends, Prometheus metrics (feature `prometheus`) and the router; [`GatewayApp::bind`] binds
+//! backends, Prometheus metrics (feature `prometheus`), the request log (one structured line per finished
+//! request on target `chitty::request`, see [`crate::request_log`]) and the router; [`GatewayApp::bind`] binds
 //! `server.addr` (or the address given) with one serving thread per core ([`PerCoreServer`]) and
 //! `server.metrics_addr` if set.
 
@@ -20,9 +21,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use chitty_core::Provider;
 use chitty_core::gateway::{Gateway, GatewayBuilder};
 use chitty_core::runtime::TokioRuntimeExt;
+use chitty_core::{EventSink, FanOutSink, Provider};
 
 use super::{PerCoreServer, Server, ServerOptions, router, shutdown_signal};
 use crate::config::{BackendSection, ConfigError, GatewayFile, ServerSection};
@@ -130,12 +131,18 @@ fn with_metrics(
     if let Some(token) = &server.metrics_token {
         metrics = super::require_bearer(metrics, token.expose());
     }
-    (builder.events(Arc::new(sink)), Some(metrics))
+    (builder.events(with_request_log(Arc::new(sink))), Some(metrics))
 }
 
 #[cfg(not(feature = "prometheus"))]
 fn with_metrics(builder: GatewayBuilder, _: Vec<String>, _: &ServerSection) -> (GatewayBuilder, Option<Router>) {
-    (builder, None)
+    (builder.events(Arc::new(crate::request_log::TracingSink)), None)
+}
+
+/// `sink` and the request log ([`crate::request_log::TracingSink`]: one line per finished request).
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+fn with_request_log(sink: Arc<dyn EventSink>) -> Arc<dyn EventSink> {
+    Arc::new(FanOutSink::new(vec![sink, Arc::new(crate::request_log::TracingSink)]))
 }
 
 impl GatewayApp {
