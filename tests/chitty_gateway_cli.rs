@@ -85,7 +85,10 @@ fn version_and_check() {
 #[tokio::test]
 async fn serves_from_the_file_alone() {
     let upstream = MockOpenAi::serve(Arc::new(MockProvider::new("mock"))).await.unwrap();
-    let file = file_with(&config(upstream.base_url(), "up"));
+    let events = tempfile::NamedTempFile::new().unwrap();
+    let text = config(upstream.base_url(), "up")
+        .replace("workers = 1", &format!("workers = 1\nevent_log = {:?}", events.path().display().to_string()));
+    let file = file_with(&text);
     let mut child = Command::new(BIN)
         .args(["--log-format", "json", "--config"])
         .arg(file.path())
@@ -137,4 +140,11 @@ async fn serves_from_the_file_alone() {
     assert!(logged["cost_nano_usd"].as_u64().is_some_and(|c| c > 0), "{logged}");
     assert!(logged["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{logged}");
     assert!(!logs.contains("sk-cli") && !logs.contains("sk-wrong") && !logs.contains("hello"), "{logs}");
+
+    // The same request in the JSON-lines event log (`server.event_log`), flushed whenever its writer is idle.
+    let written = std::fs::read_to_string(events.path()).unwrap();
+    let lines: Vec<serde_json::Value> = written.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let request = lines.iter().find(|l| l["kind"] == "request").unwrap_or_else(|| panic!("{written}"));
+    assert_eq!((request["model"].as_str(), &request["request_id"]), (Some("chat"), &logged["request_id"]));
+    assert_eq!(request["cost_nano_usd"], logged["cost_nano_usd"]);
 }

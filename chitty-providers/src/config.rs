@@ -129,6 +129,9 @@ pub struct ServerSection {
     pub metrics_addr: Option<String>,
     /// A bearer token `/metrics` requires (`${VAR}` allowed); open when unset.
     pub metrics_token: Option<Secret>,
+    /// A file every event is appended to as one JSON line (requests with their cost, upstream failures,
+    /// opened circuits), for offline analysis; none when unset.
+    pub event_log: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -145,6 +148,7 @@ impl Default for ServerSection {
             max_connections: None,
             metrics_addr: None,
             metrics_token: None,
+            event_log: None,
         }
     }
 }

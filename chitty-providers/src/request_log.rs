@@ -68,3 +68,171 @@ impl EventSink for TracingSink {
         Ok(())
     }
 }
+
+/// Appends every event as one JSON object per line to a file, for offline analysis (cost reports, audits).
+///
+/// Lines are written by a thread of the sink's own, so `record` never waits on the disk; when `capacity`
+/// events are waiting, `record` refuses the next with an error rather than drop it. Dropping the sink writes
+/// what is queued and flushes.
+///
+/// ```
+/// # async fn run() -> chitty_core::Result<()> {
+/// use chitty_providers::request_log::JsonLinesSink;
+///
+/// let dir = std::env::temp_dir().join(format!("chitty-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let sink = JsonLinesSink::create(&dir.join("events.jsonl"), 10_000)?;
+/// # drop(sink); std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct JsonLinesSink {
+    lines: Option<std::sync::mpsc::SyncSender<String>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl JsonLinesSink {
+    /// Appends to `path` (created if missing), holding at most `capacity` events not yet written.
+    pub fn create(path: &std::path::Path, capacity: usize) -> Result<JsonLinesSink> {
+        use std::io::Write;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| chitty_core::Error::backend("event log", e))?;
+        let (lines, queued) = std::sync::mpsc::sync_channel::<String>(capacity.max(1));
+        let writer = std::thread::Builder::new()
+            .name("chitty-event-log".into())
+            .spawn(move || {
+                let mut out = std::io::BufWriter::new(file);
+                while let Ok(line) = queued.recv() {
+                    let written = out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n"));
+                    // Flush when nothing else waits, so the file is current between bursts.
+                    let flushed = match queued.try_recv() {
+                        Ok(next) => out.write_all(next.as_bytes()).and_then(|()| out.write_all(b"\n")),
+                        Err(_) => out.flush(),
+                    };
+                    if let Err(e) = written.and(flushed) {
+                        tracing::error!(error = %e, "event log: write failed; later events are not written");
+                        return;
+                    }
+                }
+                let _ = out.flush();
+            })
+            .map_err(|e| chitty_core::Error::backend("event log", e))?;
+        Ok(JsonLinesSink { lines: Some(lines), writer: Some(writer) })
+    }
+}
+
+impl Drop for JsonLinesSink {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer once it has written what is queued.
+        drop(self.lines.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// An event as the JSON object [`JsonLinesSink`] writes (`kind` says which event it is).
+pub fn event_json(event: &Event) -> serde_json::Value {
+    use serde_json::json;
+    match event {
+        Event::Request(r) => json!({
+            "kind": "request",
+            "at_ms": r.at.0,
+            "request_id": r.request_id,
+            "tenant": r.tenant,
+            "model": r.model,
+            "endpoint": r.endpoint.as_str(),
+            "provider": r.provider,
+            "status": r.status,
+            "cache": r.cache.as_str(),
+            "prompt_tokens": r.prompt_tokens,
+            "completion_tokens": r.completion_tokens,
+            "cost_nano_usd": r.cost.0,
+            "latency_ms": u64::try_from(r.latency.as_millis()).unwrap_or(u64::MAX),
+            "stream": r.stream,
+        }),
+        Event::UpstreamFailure { provider, model, status } => {
+            json!({"kind": "upstream_failure", "provider": provider, "model": model, "status": status})
+        }
+        Event::CircuitOpened { provider } => json!({"kind": "circuit_opened", "provider": provider}),
+        Event::BudgetExcess { tenant, model, provider, reserved, reported } => json!({
+            "kind": "budget_excess", "tenant": tenant, "model": model, "provider": provider,
+            "reserved_nano_usd": reserved.0, "reported_nano_usd": reported.0,
+        }),
+        other => json!({"kind": "other", "debug": format!("{other:?}")}),
+    }
+}
+
+#[async_trait]
+impl EventSink for JsonLinesSink {
+    async fn record(&self, event: Event) -> Result<()> {
+        let Some(lines) = &self.lines else { return Err(chitty_core::Error::backend("event log", "closed")) };
+        match lines.try_send(event_json(&event).to_string()) {
+            Ok(()) => Ok(()),
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                Err(chitty_core::Error::backend("event log", "the writer is behind; event refused"))
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                Err(chitty_core::Error::backend("event log", "the writer stopped after a write error"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use chitty_core::{CacheStatus, Endpoint, NanoUsd, RequestEvent, Timestamp};
+
+    use super::*;
+
+    fn request(id: &str) -> Event {
+        Event::Request(RequestEvent {
+            at: Timestamp(1_700_000_000_000),
+            request_id: id.into(),
+            tenant: "acme".into(),
+            model: "m".into(),
+            endpoint: Endpoint::ChatCompletions,
+            provider: Some("p".into()),
+            cache: CacheStatus::Miss,
+            status: 200,
+            latency: Duration::from_millis(12),
+            prompt_tokens: 3,
+            completion_tokens: 5,
+            cost: NanoUsd(1_234),
+            stream: false,
+        })
+    }
+
+    #[tokio::test]
+    async fn every_event_is_one_json_line_in_order() {
+        let dir =
+            std::env::temp_dir().join(format!("chitty-jsonl-{}-{:?}", std::process::id(), std::thread::current().id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.jsonl");
+        let sink = JsonLinesSink::create(&path, 1_000).unwrap();
+        for i in 0..100 {
+            sink.record(request(&format!("r{i}"))).await.unwrap();
+        }
+        sink.record(Event::CircuitOpened { provider: "p".into() }).await.unwrap();
+        drop(sink);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 101);
+        assert_eq!(lines[0]["request_id"], "r0");
+        assert_eq!(lines[99]["request_id"], "r99");
+        assert_eq!((lines[0]["cost_nano_usd"].as_u64(), lines[0]["latency_ms"].as_u64()), (Some(1_234), Some(12)));
+        assert_eq!(lines[100]["kind"], "circuit_opened");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unwritable_path_is_an_error() {
+        assert!(JsonLinesSink::create(std::path::Path::new("/nonexistent-dir/events.jsonl"), 10).is_err());
+    }
+}

@@ -13,7 +13,8 @@
 //!
 //! [`GatewayFile::build`] makes the providers of the kinds this build knows, the `[cache]` and `[budgets]`
 //! backends, Prometheus metrics (feature `prometheus`), the request log (one structured line per finished
-//! request on target `chitty::request`, see [`crate::request_log`]) and the router; [`GatewayApp::bind`] binds
+//! request on target `chitty::request`, see [`crate::request_log`]), the JSON-lines event log when
+//! `server.event_log` names a file, and the router; [`GatewayApp::bind`] binds
 //! `server.addr` (or the address given) with one serving thread per core ([`PerCoreServer`]) and
 //! `server.metrics_addr` if set.
 
@@ -67,7 +68,7 @@ impl GatewayFile {
         }
         builder = with_cache(builder, &self.cache).await?;
         builder = with_budgets(builder, &self.budgets).await?;
-        let (builder, metrics) = with_metrics(builder, model_names, &self.server);
+        let (builder, metrics) = event_sinks(builder, model_names, &self.server)?;
         let gateway = builder.build().await.map_err(|e| invalid("gateway", e.to_string()))?;
         let options = ServerOptions { body_limit: self.server.body_limit_bytes, ..ServerOptions::default() };
         let mut api = router(gateway.clone(), options);
@@ -119,11 +120,7 @@ async fn with_budgets(builder: GatewayBuilder, section: &BackendSection) -> Resu
 /// The Prometheus sink and `/metrics` (feature `prometheus`): labels only configured model names, so
 /// client-chosen names cannot blow up cardinality; behind `server.metrics_token` when one is set.
 #[cfg(feature = "prometheus")]
-fn with_metrics(
-    builder: GatewayBuilder,
-    models: Vec<String>,
-    server: &ServerSection,
-) -> (GatewayBuilder, Option<Router>) {
+fn metrics(models: Vec<String>, server: &ServerSection) -> (Option<Arc<dyn EventSink>>, Option<Router>) {
     use crate::prometheus::{PrometheusSink, Registry, metrics_router};
     let mut registry = Registry::default();
     let sink = PrometheusSink::new(&mut registry, models);
@@ -131,19 +128,33 @@ fn with_metrics(
     if let Some(token) = &server.metrics_token {
         metrics = super::require_bearer(metrics, token.expose());
     }
-    (builder.events(with_request_log(Arc::new(sink))), Some(metrics))
+    (Some(Arc::new(sink)), Some(metrics))
 }
 
 #[cfg(not(feature = "prometheus"))]
-fn with_metrics(builder: GatewayBuilder, _: Vec<String>, _: &ServerSection) -> (GatewayBuilder, Option<Router>) {
-    (builder.events(Arc::new(crate::request_log::TracingSink)), None)
+fn metrics(_: Vec<String>, _: &ServerSection) -> (Option<Arc<dyn EventSink>>, Option<Router>) {
+    (None, None)
 }
 
-/// `sink` and the request log ([`crate::request_log::TracingSink`]: one line per finished request).
-#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
-fn with_request_log(sink: Arc<dyn EventSink>) -> Arc<dyn EventSink> {
-    Arc::new(FanOutSink::new(vec![sink, Arc::new(crate::request_log::TracingSink)]))
+/// Where events go: the metrics, the request log, and `server.event_log` when set.
+fn event_sinks(
+    builder: GatewayBuilder,
+    models: Vec<String>,
+    server: &ServerSection,
+) -> Result<(GatewayBuilder, Option<Router>), ConfigError> {
+    let (metrics_sink, metrics_router) = metrics(models, server);
+    let mut sinks: Vec<Arc<dyn EventSink>> = metrics_sink.into_iter().collect();
+    sinks.push(Arc::new(crate::request_log::TracingSink));
+    if let Some(path) = &server.event_log {
+        let log = crate::request_log::JsonLinesSink::create(path.as_ref(), EVENT_LOG_QUEUE)
+            .map_err(|e| invalid("server.event_log", format!("`{path}`: {e}")))?;
+        sinks.push(Arc::new(log));
+    }
+    Ok((builder.events(Arc::new(FanOutSink::new(sinks))), metrics_router))
 }
+
+/// Events the event log's writer may fall behind by before it refuses more (about 20 MB of lines).
+const EVENT_LOG_QUEUE: usize = 65_536;
 
 impl GatewayApp {
     /// Binds `addr` (or the file's `server.addr`) with `workers` serving threads (or `server.workers`, or one per
