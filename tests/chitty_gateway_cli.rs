@@ -120,6 +120,13 @@ async fn serves_from_the_file_alone() {
     let refused = client.post(format!("{base}/v1/chat/completions")).bearer_auth("sk-wrong").send().await.unwrap();
     assert_eq!(refused.status(), 401);
 
+    // The event log's writer thread writes soon after the answer, not before it: wait for it, then stop.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(events.path()).unwrap().contains("\"kind\":\"request\"") {
+        assert!(std::time::Instant::now() < deadline, "the event log never got the request");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
     // One JSON log line for the finished request, with its id and cost, and no key anywhere.
     let _ = gateway.0.kill();
     let _ = gateway.0.wait();
@@ -141,7 +148,7 @@ async fn serves_from_the_file_alone() {
     assert!(logged["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{logged}");
     assert!(!logs.contains("sk-cli") && !logs.contains("sk-wrong") && !logs.contains("hello"), "{logs}");
 
-    // The same request in the JSON-lines event log (`server.event_log`), flushed whenever its writer is idle.
+    // The same request in the JSON-lines event log (`server.event_log`).
     let written = std::fs::read_to_string(events.path()).unwrap();
     let lines: Vec<serde_json::Value> = written.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let request = lines.iter().find(|l| l["kind"] == "request").unwrap_or_else(|| panic!("{written}"));
