@@ -40,3 +40,14 @@ CREATE TABLE github_installation_repositories (
 
 CREATE INDEX github_installation_repositories_by_repository
     ON github_installation_repositories (repository_id) WHERE present;
+
+-- The deliveries (X-GitHub-Delivery, kept by GitHub on redelivery) applied to each installation, so a
+-- redelivery is applied once. Installation events are few, so all are kept.
+CREATE TABLE github_installation_deliveries (
+    installation_id  bigint NOT NULL REFERENCES github_installations ON DELETE CASCADE,
+    delivery_id      text NOT NULL,
+    occurred_ms      bigint NOT NULL,
+    received_ms      bigint NOT NULL,
+    applied_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (installation_id, delivery_id)
+);

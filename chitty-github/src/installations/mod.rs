@@ -8,13 +8,17 @@
 //! - **Deletion is a tombstone and wins.** GitHub never reuses an installation id (a reinstall gets
 //!   a new one), so once `deleted` is seen, anything later for that id is a late or redelivered event
 //!   and is ignored, whatever its timestamps. The row stays, with `deleted_at`.
+//! - **A delivery is applied once.** GitHub keeps the `X-GitHub-Delivery` GUID when it redelivers,
+//!   so a change from a delivery already applied to the installation is dropped (this holds past the
+//!   intake's de-duplication window, and for the processor's own retries).
 //! - **Everything else is last-writer-wins by [`EventOrder`]**: GitHub's own time for the change
 //!   (the installation's `updated_at`, or `suspended_at` when later), then the time the delivery was
-//!   received. GitHub's time comes first because it survives redelivery: a redelivered old event
-//!   keeps its old time, so it cannot overwrite a newer one. The receive time only separates changes
-//!   GitHub stamped with the same second. The installation's fields (account, permissions, events,
-//!   selection, suspension) are one unit; each repository is its own unit, and a removed repository
-//!   keeps its order, so a late `created` listing it does not bring it back.
+//!   received. GitHub's time comes first because it is what orders the changes at the source; the
+//!   receive time only separates changes GitHub stamped with the same second (it cannot tell those
+//!   apart when they also arrive out of order: nothing in the payload can). The installation's fields
+//!   (account, permissions, events, selection, suspension) are one unit; each repository is its own
+//!   unit, and a removed repository keeps its order, so a late `created` listing it does not bring it
+//!   back.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -34,7 +38,8 @@
 //!     "repositories": [{"id": 10, "name": "a", "full_name": "octo-org/a", "private": false}],
 //!     "sender": {"login": "octocat", "id": 2}
 //! }"#)?;
-//! let change = InstallationChange::from_event(&created, Timestamp(1)).expect("an installation event");
+//! let change = InstallationChange::from_event(&created, "delivery-guid-1", Timestamp(1))
+//!     .expect("an installation event");
 //! assert_eq!(store.apply(change.clone()).await?, ApplyOutcome::Inserted);
 //! assert_eq!(store.apply(change).await?, ApplyOutcome::Stale); // a redelivery changes nothing
 //!
@@ -58,7 +63,7 @@
 //! # drop(processor);
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -196,6 +201,8 @@ pub enum ChangeKind {
 /// One change to an installation, made from an event by [`InstallationChange::from_event`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstallationChange {
+    /// The delivery it came in (`X-GitHub-Delivery`), so that a redelivery is applied once.
+    pub delivery: String,
     /// Where it stands among the installation's changes.
     pub order: EventOrder,
     /// The installation as the event shows it.
@@ -205,9 +212,9 @@ pub struct InstallationChange {
 }
 
 impl InstallationChange {
-    /// The change an `installation` or `installation_repositories` event makes, ordered by
-    /// GitHub's time in the payload and then `received_at`; `None` for any other event.
-    pub fn from_event(event: &WebhookEvent, received_at: Timestamp) -> Option<Self> {
+    /// The change an `installation` or `installation_repositories` event makes, from delivery
+    /// `delivery` received at `received_at`; `None` for any other event.
+    pub fn from_event(event: &WebhookEvent, delivery: impl Into<String>, received_at: Timestamp) -> Option<Self> {
         let (installation, action, sender, kind) = match event {
             WebhookEvent::Installation(e) => {
                 let kind = if e.action == "deleted" {
@@ -239,7 +246,8 @@ impl InstallationChange {
             "unsuspend" => snapshot.suspension = None,
             _ => {}
         }
-        Some(InstallationChange { order: EventOrder { occurred_at, received_at }, snapshot, kind })
+        let order = EventOrder { occurred_at, received_at };
+        Some(InstallationChange { delivery: delivery.into(), order, snapshot, kind })
     }
 
     /// The installation's id.
@@ -255,7 +263,7 @@ pub enum ApplyOutcome {
     Inserted,
     /// The installation changed.
     Updated,
-    /// Nothing newer: a redelivery, or a change older than what is recorded.
+    /// Nothing newer: a delivery already applied, or a change older than what is recorded.
     Stale,
     /// The installation is now deleted (a tombstone is kept).
     Deleted,
@@ -329,8 +337,13 @@ pub(crate) struct InstallationState {
 }
 
 impl InstallationState {
-    /// The state after `change`, or `None` when nothing changes, and what happened.
-    pub(crate) fn apply(current: Option<&Self>, change: &InstallationChange) -> (Option<Self>, ApplyOutcome) {
+    /// The state after `change`, or `None` when nothing changes, and what happened;
+    /// `already_applied` says whether the change's delivery was applied to this installation before.
+    pub(crate) fn apply(
+        current: Option<&Self>,
+        change: &InstallationChange,
+        already_applied: bool,
+    ) -> (Option<Self>, ApplyOutcome) {
         let Some(current) = current else {
             let mut state = InstallationState {
                 snapshot: change.snapshot.clone(),
@@ -353,6 +366,9 @@ impl InstallationState {
         if current.deleted.is_some() {
             return (None, ApplyOutcome::AfterDeletion);
         }
+        if already_applied {
+            return (None, ApplyOutcome::Stale);
+        }
         let mut state = current.clone();
         match &change.kind {
             ChangeKind::Deleted => {
@@ -365,7 +381,11 @@ impl InstallationState {
                     state.snapshot_order = change.order;
                 }
                 state.merge_repositories(present, removed, change.order);
-                if state == *current { (None, ApplyOutcome::Stale) } else { (Some(state), ApplyOutcome::Updated) }
+                // Orders may move with nothing a caller sees changing (the same repository listed
+                // again, later): that is kept, but reported as stale.
+                let outcome =
+                    if state.record() == current.record() { ApplyOutcome::Stale } else { ApplyOutcome::Updated };
+                ((state != *current).then_some(state), outcome)
             }
         }
     }
@@ -408,7 +428,14 @@ impl InstallationState {
 /// Installations in memory, for tests and single-process Apps.
 #[derive(Debug, Default)]
 pub struct MemoryInstallationStore {
-    installations: Mutex<HashMap<u64, InstallationState>>,
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    installations: HashMap<u64, InstallationState>,
+    /// `(installation, delivery)` pairs applied; installation events are few, so all are kept.
+    applied: HashSet<(u64, String)>,
 }
 
 impl MemoryInstallationStore {
@@ -417,31 +444,36 @@ impl MemoryInstallationStore {
         Self::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, InstallationState>> {
+    fn lock(&self) -> MutexGuard<'_, MemoryState> {
         // A panic elsewhere cannot leave a half-applied change: each change replaces a whole state.
-        self.installations.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 #[async_trait]
 impl InstallationStore for MemoryInstallationStore {
     async fn apply(&self, change: InstallationChange) -> Result<ApplyOutcome> {
-        let mut installations = self.lock();
+        let mut guard = self.lock();
+        let memory = &mut *guard;
         let id = change.installation_id();
-        let (next, outcome) = InstallationState::apply(installations.get(&id), &change);
+        let applied_before = memory.applied.contains(&(id, change.delivery.clone()));
+        let (next, outcome) = InstallationState::apply(memory.installations.get(&id), &change, applied_before);
         if let Some(next) = next {
-            installations.insert(id, next);
+            memory.installations.insert(id, next);
+        }
+        if outcome != ApplyOutcome::AfterDeletion {
+            memory.applied.insert((id, change.delivery));
         }
         Ok(outcome)
     }
 
     async fn get(&self, id: u64) -> Result<Option<InstallationRecord>> {
-        Ok(self.lock().get(&id).map(InstallationState::record))
+        Ok(self.lock().installations.get(&id).map(InstallationState::record))
     }
 
     async fn list(&self) -> Result<Vec<InstallationRecord>> {
         let mut records: Vec<_> =
-            self.lock().values().filter(|s| s.deleted.is_none()).map(InstallationState::record).collect();
+            self.lock().installations.values().filter(|s| s.deleted.is_none()).map(InstallationState::record).collect();
         records.sort_by_key(|r| r.id);
         Ok(records)
     }
@@ -477,7 +509,9 @@ pub fn sync_handler(store: Arc<dyn InstallationStore>) -> InstallationSync {
 #[async_trait]
 impl Handler for InstallationSync {
     async fn handle(&self, context: EventContext) -> Result<(), BoxError> {
-        let Some(change) = InstallationChange::from_event(&context.event, context.delivery.received_at) else {
+        let delivery = &context.delivery;
+        let Some(change) = InstallationChange::from_event(&context.event, delivery.id.as_str(), delivery.received_at)
+        else {
             return Ok(());
         };
         let id = change.installation_id();

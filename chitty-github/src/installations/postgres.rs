@@ -311,9 +311,30 @@ impl InstallationStore for PostgresInstallationStore {
             .await
             .map_err(backend)?;
         let current = Self::load(&mut tx, id).await?;
-        let (next, outcome) = InstallationState::apply(current.as_ref(), &change);
+        let applied_before =
+            sqlx::query("SELECT 1 FROM github_installation_deliveries WHERE installation_id = $1 AND delivery_id = $2")
+                .bind(id)
+                .bind(&change.delivery)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?
+                .is_some();
+        let (next, outcome) = InstallationState::apply(current.as_ref(), &change, applied_before);
         if let Some(next) = next {
             Self::save(&mut tx, &next, current.as_ref()).await?;
+        }
+        if outcome != ApplyOutcome::AfterDeletion && !applied_before {
+            sqlx::query(
+                "INSERT INTO github_installation_deliveries (installation_id, delivery_id, occurred_ms, received_ms) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id)
+            .bind(&change.delivery)
+            .bind(millis(change.order.occurred_at)?)
+            .bind(millis(change.order.received_at)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)?;
         Ok(outcome)
