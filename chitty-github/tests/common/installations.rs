@@ -121,6 +121,23 @@ async fn a_redelivery_is_applied_once(store: Arc<dyn InstallationStore>) {
     // The processor retrying the same delivery, received at the same time.
     assert_eq!(apply(&store, change("installation.created.json", id, "d1", 1)).await, ApplyOutcome::Stale);
     assert_eq!(record(&store, id).await, settled);
+    // Space removed in the same GitHub second it was added: only the GUID tells the addition's
+    // redelivery (received last) from a new addition.
+    assert_eq!(apply(&store, remove_space(id, "d4", 4)).await, ApplyOutcome::Updated);
+    let removed = record(&store, id).await;
+    assert_eq!(repository_ids(&removed), [OCTO_REPO]);
+    let redelivered = change("installation_repositories.added.json", id, "d2", 11);
+    assert_eq!(apply(&store, redelivered).await, ApplyOutcome::Stale);
+    assert_eq!(record(&store, id).await, removed);
+}
+
+/// The added fixture turned into the removal of Space, with the same `updated_at`.
+fn remove_space(id: u64, delivery: &str, received: u64) -> InstallationChange {
+    change_with("installation_repositories.added.json", id, delivery, received, |p| {
+        p["action"] = "removed".into();
+        p["repositories_removed"] = p["repositories_added"].take();
+        p["repositories_added"] = serde_json::json!([]);
+    })
 }
 
 async fn a_late_created_after_deleted_is_ignored(store: Arc<dyn InstallationStore>) {
@@ -241,20 +258,13 @@ async fn new_permissions_survive_a_late_created(store: Arc<dyn InstallationStore
 async fn the_same_github_second_falls_back_to_receipt(store: Arc<dyn InstallationStore>) {
     // The added and removed fixtures of Space carry the same `updated_at`: receipt order decides.
     let id = 1009;
-    let remove_space = |delivery: &str, received| {
-        change_with("installation_repositories.added.json", id, delivery, received, |p| {
-            p["action"] = "removed".into();
-            p["repositories_removed"] = p["repositories_added"].take();
-            p["repositories_added"] = serde_json::json!([]);
-        })
-    };
     apply(&store, change("installation.created.json", id, "d1", 1)).await;
     apply(&store, change("installation_repositories.added.json", id, "d2", 20)).await;
     // Received before the addition, applied after it (a retry): the addition stands.
-    assert_eq!(apply(&store, remove_space("d3", 10)).await, ApplyOutcome::Stale);
+    assert_eq!(apply(&store, remove_space(id, "d3", 10)).await, ApplyOutcome::Stale);
     assert!(repository_ids(&record(&store, id).await).contains(&SPACE));
     // Received after it: the removal stands.
-    assert_eq!(apply(&store, remove_space("d4", 30)).await, ApplyOutcome::Updated);
+    assert_eq!(apply(&store, remove_space(id, "d4", 30)).await, ApplyOutcome::Updated);
     assert!(!repository_ids(&record(&store, id).await).contains(&SPACE));
 }
 
