@@ -21,7 +21,6 @@
 //!   back.
 //!
 //! ```
-//! use std::sync::Arc;
 //! use chitty_core::Timestamp;
 //! use chitty_github::events::WebhookEvent;
 //! use chitty_github::installations::{
@@ -258,6 +257,7 @@ impl InstallationChange {
 
 /// What [`InstallationStore::apply`] did with a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ApplyOutcome {
     /// The installation was unknown; it is recorded now.
     Inserted,
@@ -273,6 +273,7 @@ pub enum ApplyOutcome {
 
 /// An installation as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct InstallationRecord {
     /// Installation id.
     pub id: u64,
