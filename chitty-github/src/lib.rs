@@ -50,8 +50,12 @@
 //! # }).unwrap();
 //! ```
 //!
+//! The App's [`installations`] are kept in sync from `installation` and `installation_repositories`
+//! events by a ready handler, in memory or in PostgreSQL.
+//!
 //! Features: `server` (axum route), `redis` (Redis idempotency store), `nats` (JetStream queue),
-//! `client` (the GitHub App client: JWT, installation tokens, REST calls, actions).
+//! `client` (the GitHub App client: JWT, installation tokens, REST calls, actions), `postgres`
+//! (the PostgreSQL installation store).
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -62,6 +66,7 @@ pub mod delivery;
 pub mod error;
 pub mod events;
 pub mod idempotency;
+pub mod installations;
 pub mod intake;
 pub mod processor;
 pub mod queue;

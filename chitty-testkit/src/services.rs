@@ -1,8 +1,8 @@
 //! Where the machine's services are, for tests that need them, and a test harness that shows a test whose
 //! service is unreachable as ignored, with the reason, instead of as passed.
 //!
-//! Redis and NATS are looked up at `CHITTY_TEST_REDIS_URL` and `CHITTY_TEST_NATS_URL`, or at their default
-//! local addresses when those are unset, and probed with a TCP connect. libtest cannot ignore a test at run
+//! Redis, NATS and PostgreSQL are looked up at `CHITTY_TEST_REDIS_URL`, `CHITTY_TEST_NATS_URL` and
+//! `CHITTY_TEST_POSTGRES_URL`, or at their default local addresses when those are unset, and probed with a TCP connect. libtest cannot ignore a test at run
 //! time, so a service-backed test file sets `harness = false` in its `[[test]]` entry and lists its trials:
 //!
 //! ```no_run
@@ -39,6 +39,10 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const NATS_URL_VAR: &str = "CHITTY_TEST_NATS_URL";
 /// The NATS server tests use when [`NATS_URL_VAR`] is unset.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// The variable naming the PostgreSQL database for tests.
+pub const POSTGRES_URL_VAR: &str = "CHITTY_TEST_POSTGRES_URL";
+/// The PostgreSQL database tests use when [`POSTGRES_URL_VAR`] is unset (trust auth, database `test`).
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// What an ignored trial's name carries before the reason it did not run.
 pub const UNAVAILABLE_MARKER: &str = "[not run:";
 
@@ -79,6 +83,12 @@ pub fn redis_url() -> Result<String, Unavailable> {
 /// The NATS URL for tests ([`NATS_URL_VAR`], else [`DEFAULT_NATS_URL`]) when a server answers there.
 pub fn nats_url() -> Result<String, Unavailable> {
     reachable("NATS", NATS_URL_VAR, DEFAULT_NATS_URL, 4222)
+}
+
+/// The PostgreSQL URL for tests ([`POSTGRES_URL_VAR`], else [`DEFAULT_POSTGRES_URL`]) when a server answers
+/// there.
+pub fn postgres_url() -> Result<String, Unavailable> {
+    reachable("PostgreSQL", POSTGRES_URL_VAR, DEFAULT_POSTGRES_URL, 5432)
 }
 
 /// The value of environment variable `name` when it is set and not empty, e.g. a real provider's API key.
@@ -177,6 +187,10 @@ mod tests {
         assert_eq!(authority("redis://[::1]/0", 6379).as_deref(), Some("[::1]:6379"));
         assert_eq!(authority("redis://[::1]:7000", 6379).as_deref(), Some("[::1]:7000"));
         assert_eq!(authority("redis+unix:///tmp/redis.sock", 6379), None);
+        assert_eq!(authority("postgres://postgres:pw@db:6543/test", 5432).as_deref(), Some("db:6543"));
+        assert_eq!(authority("postgres://postgres@127.0.0.1/test", 5432).as_deref(), Some("127.0.0.1:5432"));
+        // A socket directory in the query: nothing to probe over TCP.
+        assert_eq!(authority("postgresql:///test?host=/var/run/postgresql", 5432), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use chitty_core::Timestamp;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -163,9 +164,59 @@ pub struct Installation {
     pub permissions: Map<String, Value>,
     /// Subscribed events.
     pub events: Vec<String>,
+    /// When the App was installed.
+    pub created_at: Option<GitHubTime>,
+    /// When the installation last changed (permissions, suspension, …).
+    pub updated_at: Option<GitHubTime>,
+    /// When the installation was suspended, while it is.
+    pub suspended_at: Option<GitHubTime>,
+    /// Who suspended the installation, while it is suspended.
+    pub suspended_by: Option<Account>,
     /// Other fields.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// A time in a payload. GitHub writes some as RFC 3339 text (`2019-05-15T15:21:15.000Z`) and, in older
+/// installation payloads, some as Unix seconds (`1557933675`); both read into one [`Timestamp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GitHubTime(pub Timestamp);
+
+impl Serialize for GitHubTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let nanos = i128::from(self.0.0).saturating_mul(1_000_000);
+        let text = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .ok_or_else(|| serde::ser::Error::custom("time out of range"))?;
+        serializer.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for GitHubTime {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TimeVisitor;
+        impl Visitor<'_> for TimeVisitor {
+            type Value = GitHubTime;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an RFC 3339 time or Unix seconds")
+            }
+            fn visit_u64<E: de::Error>(self, secs: u64) -> Result<GitHubTime, E> {
+                Ok(GitHubTime(Timestamp(secs.saturating_mul(1000))))
+            }
+            fn visit_i64<E: de::Error>(self, secs: i64) -> Result<GitHubTime, E> {
+                self.visit_u64(u64::try_from(secs).map_err(|_| E::custom("a time before 1970"))?)
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<GitHubTime, E> {
+                let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| E::custom(format_args!("not an RFC 3339 time: {e}")))?;
+                let millis = u64::try_from(parsed.unix_timestamp_nanos() / 1_000_000)
+                    .map_err(|_| E::custom("a time before 1970"))?;
+                Ok(GitHubTime(Timestamp(millis)))
+            }
+        }
+        deserializer.deserialize_any(TimeVisitor)
+    }
 }
 
 /// A label.
@@ -541,6 +592,10 @@ deserialize_with_extra!(Installation {
     optional repository_selection: "repository_selection",
     optional permissions: "permissions",
     optional events: "events",
+    optional created_at: "created_at",
+    optional updated_at: "updated_at",
+    optional suspended_at: "suspended_at",
+    optional suspended_by: "suspended_by",
 });
 
 deserialize_with_extra!(Label {

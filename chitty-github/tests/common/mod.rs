@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code, unreachable_pub)]
 
+pub mod installations;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
