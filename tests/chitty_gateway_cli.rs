@@ -86,8 +86,10 @@ fn version_and_check() {
 async fn serves_from_the_file_alone() {
     let upstream = MockOpenAi::serve(Arc::new(MockProvider::new("mock"))).await.unwrap();
     let events = tempfile::NamedTempFile::new().unwrap();
-    let text = config(upstream.base_url(), "up")
-        .replace("workers = 1", &format!("workers = 1\nevent_log = {:?}", events.path().display().to_string()));
+    let text = config(upstream.base_url(), "up").replace(
+        "workers = 1",
+        &format!("workers = 1\nrequest_log = true\nevent_log = {:?}", events.path().display().to_string()),
+    );
     let file = file_with(&text);
     let mut child = Command::new(BIN)
         .args(["--log-format", "json", "--config"])

@@ -129,6 +129,10 @@ pub struct ServerSection {
     pub metrics_addr: Option<String>,
     /// A bearer token `/metrics` requires (`${VAR}` allowed); open when unset.
     pub metrics_token: Option<Secret>,
+    /// One structured log line per finished request (target `chitty::request`, see
+    /// [`crate::request_log::TracingSink`]); off by default: formatting a line costs about a third of a proxied
+    /// request's CPU (callgrind: 91.7k → 121.7k instructions with the text formatter).
+    pub request_log: bool,
     /// A file every event is appended to as one JSON line (requests with their cost, upstream failures,
     /// opened circuits), for offline analysis; none when unset.
     pub event_log: Option<String>,
@@ -148,6 +152,7 @@ impl Default for ServerSection {
             max_connections: None,
             metrics_addr: None,
             metrics_token: None,
+            request_log: false,
             event_log: None,
         }
     }

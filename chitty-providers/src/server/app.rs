@@ -12,9 +12,9 @@
 //! ```
 //!
 //! [`GatewayFile::build`] makes the providers of the kinds this build knows, the `[cache]` and `[budgets]`
-//! backends, Prometheus metrics (feature `prometheus`), the request log (one structured line per finished
-//! request on target `chitty::request`, see [`crate::request_log`]), the JSON-lines event log when
-//! `server.event_log` names a file, and the router; [`GatewayApp::bind`] binds
+//! backends, Prometheus metrics (feature `prometheus`), the request log when `server.request_log` is on (one
+//! structured line per finished request on target `chitty::request`, see [`crate::request_log`]), the
+//! JSON-lines event log when `server.event_log` names a file, and the router; [`GatewayApp::bind`] binds
 //! `server.addr` (or the address given) with one serving thread per core ([`PerCoreServer`]) and
 //! `server.metrics_addr` if set.
 
@@ -136,7 +136,8 @@ fn metrics(_: Vec<String>, _: &ServerSection) -> (Option<Arc<dyn EventSink>>, Op
     (None, None)
 }
 
-/// Where events go: the metrics, the request log, and `server.event_log` when set.
+/// Where events go: the metrics, the request log when `server.request_log` is on, and `server.event_log` when
+/// set.
 fn event_sinks(
     builder: GatewayBuilder,
     models: Vec<String>,
@@ -144,7 +145,9 @@ fn event_sinks(
 ) -> Result<(GatewayBuilder, Option<Router>), ConfigError> {
     let (metrics_sink, metrics_router) = metrics(models, server);
     let mut sinks: Vec<Arc<dyn EventSink>> = metrics_sink.into_iter().collect();
-    sinks.push(Arc::new(crate::request_log::TracingSink));
+    if server.request_log {
+        sinks.push(Arc::new(crate::request_log::TracingSink));
+    }
     if let Some(path) = &server.event_log {
         let log = crate::request_log::JsonLinesSink::create(path.as_ref(), EVENT_LOG_QUEUE)
             .map_err(|e| invalid("server.event_log", format!("`{path}`: {e}")))?;
