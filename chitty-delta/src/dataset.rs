@@ -347,12 +347,14 @@ impl DatasetDeltaCompressor {
         }
     }
 
-    /// [`Compressor::encode`] with this crate's error.
-    pub fn encode_dataset(
+    /// [`Compressor::encode`] with this crate's error and a callback told the target bytes read after
+    /// each part.
+    pub fn encode_with_progress(
         &self,
         base: Option<&[u8]>,
         target: &[u8],
         out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
     ) -> Result<EncodeReport, DeltaError> {
         let s = &self.settings;
         let params = ChunkParams {
@@ -394,6 +396,7 @@ impl DatasetDeltaCompressor {
             write(out, &frame)?;
             report.output_bytes += frame.len() as u64;
             report.parts.push(part_report);
+            progress(part.start);
             seq = seq
                 .checked_add(1)
                 .ok_or_else(|| DeltaError::InvalidConfig { reason: "more than 2^32 parts".to_owned() })?;
@@ -469,12 +472,14 @@ impl DatasetDeltaCompressor {
         Ok((frame, report))
     }
 
-    /// [`Compressor::decode`] with this crate's error.
-    pub fn decode_dataset(
+    /// [`Compressor::decode`] with this crate's error and a callback told the bytes written after each
+    /// part.
+    pub fn decode_with_progress(
         &self,
         base: Option<&[u8]>,
         archive: &mut dyn Read,
         out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
     ) -> Result<DecodeReport, DeltaError> {
         let mut input = Counting { inner: archive, count: 0 };
         let (manifest, _): (DatasetManifest, _) = format::read_json_preamble(&mut input)?;
@@ -512,6 +517,7 @@ impl DatasetDeltaCompressor {
             whole.update(&part_out);
             report.output_bytes += part_out.len() as u64;
             report.parts_verified += 1;
+            progress(report.output_bytes);
             seq = seq.checked_add(1).ok_or_else(|| DeltaError::corrupt(&name, "too many parts"))?;
         }
         format::expect_end(&mut input)?;
@@ -782,7 +788,7 @@ impl Compressor for DatasetDeltaCompressor {
     }
 
     fn encode(&self, base: Option<&[u8]>, target: &[u8], out: &mut dyn Write) -> Result<EncodeReport, CompressorError> {
-        Ok(self.encode_dataset(base, target, out)?)
+        Ok(self.encode_with_progress(base, target, out, &mut |_| {})?)
     }
 
     fn decode(
@@ -791,7 +797,7 @@ impl Compressor for DatasetDeltaCompressor {
         archive: &mut dyn Read,
         out: &mut dyn Write,
     ) -> Result<DecodeReport, CompressorError> {
-        Ok(self.decode_dataset(base, archive, out)?)
+        Ok(self.decode_with_progress(base, archive, out, &mut |_| {})?)
     }
 }
 
