@@ -469,7 +469,7 @@ impl DatasetDeltaCompressor {
         let compressed = if part.literals.is_empty() {
             Vec::new()
         } else {
-            compress_with_prefix(&part.literals, prefix, self.settings.zstd_level)
+            compress_with_prefix(&part.literals, prefix, self.settings.zstd_level, part.first_copy.is_none())
                 .map_err(|e| DeltaError::Internal { reason: format!("zstd: {e}") })?
         };
         payload.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
@@ -612,13 +612,17 @@ fn window_log(prefix_len: usize, literal_len: usize) -> u32 {
     (64 - (need - 1).leading_zeros()).clamp(10, WINDOW_LOG_MAX)
 }
 
-fn compress_with_prefix(literals: &[u8], prefix: &[u8], level: i32) -> Result<Vec<u8>, String> {
+/// `long` turns on zstd's long-distance matching: on the 16 MB TSV pairs it stored 30 % less for filtered
+/// rows and 8 % less for an added column (parts with nothing found in the base), but 12 % more for rows
+/// edited in place (parts mixing copies and new bytes), so it is used for parts without copies only.
+fn compress_with_prefix(literals: &[u8], prefix: &[u8], level: i32, long: bool) -> Result<Vec<u8>, String> {
     use zstd::zstd_safe::{CCtx, CParameter};
     let err = |code: usize| zstd::zstd_safe::get_error_name(code).to_owned();
     let mut cctx = CCtx::try_create().ok_or("no zstd context")?;
     cctx.set_parameter(CParameter::CompressionLevel(level)).map_err(err)?;
     cctx.set_parameter(CParameter::WindowLog(window_log(prefix.len(), literals.len()))).map_err(err)?;
     cctx.set_parameter(CParameter::ChecksumFlag(false)).map_err(err)?;
+    cctx.set_parameter(CParameter::EnableLongDistanceMatching(long)).map_err(err)?;
     let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(literals.len()));
     cctx.ref_prefix(prefix).map_err(err)?;
     cctx.compress2(&mut out, literals).map_err(err)?;
@@ -866,7 +870,7 @@ mod tests {
     fn prefix_round_trips() {
         let base = rows(1000);
         let target = rows(1001);
-        let c = compress_with_prefix(&target, &base, 3).unwrap();
+        let c = compress_with_prefix(&target, &base, 3, false).unwrap();
         assert!(c.len() < 200, "{}", c.len());
         let mut out = Vec::new();
         decompress_with_prefix(&c, &base, &mut out, target.len()).unwrap();

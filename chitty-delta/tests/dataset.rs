@@ -51,8 +51,8 @@ fn derived_files_are_small_deltas() {
     let cases = [
         (DatasetEdit::AppendRows { percent: 10 }, 0.04, 0.12),
         (DatasetEdit::EditRows { percent: 1 }, 0.005, 0.02),
-        (DatasetEdit::FilterRows { percent: 10 }, 0.02, 0.06),
-        (DatasetEdit::AddColumn, 0.12, 0.6),
+        (DatasetEdit::FilterRows { percent: 10 }, 0.01, 0.03),
+        (DatasetEdit::AddColumn, 0.1, 0.35),
     ];
     for format in [RowFormat::Csv, RowFormat::JsonLines] {
         let base = generate_rows(format, 20_000, 5);
