@@ -1,13 +1,18 @@
-//! `delta`: store a fine-tuned safetensors model as a delta against its base, and get it back.
+//! `delta`: store a fine-tuned safetensors model, or a derived dataset (CSV, JSON Lines, any file), as a
+//! delta against its base, and get it back.
 //!
 //! ```text
-//! cargo run --release --example delta --features delta -- compress BASE TARGET -o OUT|- [--mode lossless] [--mac-key-file KEY]
+//! cargo run --release --example delta --features delta -- compress BASE TARGET -o OUT|- [--kind auto|model|dataset] [--mode lossless] [--mac-key-file KEY]
 //! cargo run --release --example delta --features delta -- decompress BASE ARCHIVE -o OUT|- [--mac-key-file KEY]
 //! cargo run --release --example delta --features delta -- inspect ARCHIVE
 //! cargo run --release --example delta --features delta -- verify BASE ARCHIVE [--mac-key-file KEY]
 //! cargo run --release --example delta --features delta -- generate --bytes 1G BASE_OUT TARGET_OUT
 //! cargo run --release --example delta --features delta -- analyze BASE TARGET
 //! ```
+//!
+//! `compress --kind auto` (the default) makes a model delta when TARGET is a safetensors file and a dataset
+//! delta otherwise; `decompress` and `verify` read the kind from the archive. Dataset archives take no
+//! `--mode`, `--rule` or MAC key.
 //!
 //! Outputs are atomic (temporary file, fsync, rename): a failed or interrupted run leaves no partial
 //! file. `-o -` streams to standard output instead (a failed decompress stops after the last verified
@@ -30,14 +35,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use chitty::delta::analysis::study_transforms;
+use chitty::delta::files::DeltaFileCodec;
 use chitty::delta::files::{self, MappedFile};
-use chitty::delta::{DeltaError, MacKey, Mode, ModelDeltaCompressor};
+use chitty::delta::{DatasetDeltaCompressor, DeltaError, MacKey, Mode, ModelDeltaCompressor};
 use chitty_testkit::model_pairs::{FloatDtype, ModelPairSpec, write_pair};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
-#[command(name = "delta", about = "Model-weight deltas against a base: compress, decompress, inspect, verify")]
+#[command(
+    name = "delta",
+    about = "Model-weight and dataset deltas against a base: compress, decompress, inspect, verify"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,15 +61,18 @@ enum Command {
         /// The archive, or `-` for standard output.
         #[arg(short, long)]
         output: PathBuf,
-        /// lossless (default), or a lossy mode for changed 2-D weights.
+        /// auto (a model delta for a safetensors TARGET, else a dataset delta), model or dataset.
+        #[arg(long, default_value = "auto")]
+        kind: String,
+        /// lossless (default), or a lossy mode for changed 2-D weights (model deltas only).
         #[arg(long, default_value = "lossless")]
         mode: String,
         /// Per-tensor policy, PATTERN=MODE (glob with `*`); the first match wins. Repeatable.
         #[arg(long = "rule")]
         rules: Vec<String>,
-        /// zstd level of every plane.
-        #[arg(long, default_value_t = chitty::delta::DEFAULT_ZSTD_LEVEL)]
-        level: i32,
+        /// zstd level of every plane (model) or of new bytes (dataset); default: each kind's own.
+        #[arg(long)]
+        level: Option<i32>,
         /// Worker threads (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
@@ -285,6 +297,30 @@ fn compressor(
     Ok(builder.build()?)
 }
 
+/// The compressor that decodes `archive`, from the format its manifest names.
+fn decoder_for(
+    archive: &Path,
+    threads: Option<usize>,
+    mac_key_file: Option<&Path>,
+) -> Result<Box<dyn DeltaFileCodec>, Failure> {
+    if files::archive_format(archive)? == "chitty-dataset-delta" {
+        if mac_key_file.is_some() {
+            return Err(usage("dataset archives carry no MAC: --mac-key-file does not apply"));
+        }
+        return Ok(Box::new(DatasetDeltaCompressor::builder().build()?));
+    }
+    Ok(Box::new(compressor(Mode::Lossless, &[], 1, threads, mac_key_file)?))
+}
+
+/// Whether `path` is framed like a safetensors file (a little-endian header length that fits the file,
+/// then `{`): such a file is a model even when its header is invalid, so that the error says why.
+fn is_safetensors(path: &Path) -> Result<bool, Failure> {
+    let file = MappedFile::open(path)?;
+    let bytes = file.bytes();
+    let header_len = bytes.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    Ok(bytes.get(8) == Some(&b'{') && header_len.is_some_and(|l| l <= bytes.len() as u64 - 8))
+}
+
 fn parse_mode(s: &str) -> Result<Mode, Failure> {
     Mode::parse(s).ok_or_else(|| usage(format!("unknown mode `{s}`")))
 }
@@ -308,7 +344,7 @@ fn gbps(bytes: u64, seconds: f64) -> f64 {
 
 fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Compress { base, target, output, mode, rules, level, threads, verbose, mac_key_file } => {
+        Command::Compress { base, target, output, kind, mode, rules, level, threads, verbose, mac_key_file } => {
             let rules = rules
                 .iter()
                 .map(|r| {
@@ -316,11 +352,29 @@ fn run(command: Command) -> Result<(), Failure> {
                     Ok((p.to_owned(), parse_mode(m)?))
                 })
                 .collect::<Result<Vec<_>, Failure>>()?;
-            let c = compressor(parse_mode(&mode)?, &rules, level, threads, mac_key_file.as_deref())?;
+            let dataset = match kind.as_str() {
+                "model" => false,
+                "dataset" => true,
+                "auto" => !is_safetensors(&target)?,
+                other => return Err(usage(format!("unknown kind `{other}` (auto, model or dataset)"))),
+            };
+            let c: Box<dyn DeltaFileCodec> = if dataset {
+                if mode != "lossless" || !rules.is_empty() || mac_key_file.is_some() {
+                    return Err(usage("dataset deltas are lossless and take no --mode, --rule or --mac-key-file"));
+                }
+                let mut builder = DatasetDeltaCompressor::builder();
+                if let Some(level) = level {
+                    builder = builder.zstd_level(level);
+                }
+                Box::new(builder.build()?)
+            } else {
+                let level = level.unwrap_or(chitty::delta::DEFAULT_ZSTD_LEVEL);
+                Box::new(compressor(parse_mode(&mode)?, &rules, level, threads, mac_key_file.as_deref())?)
+            };
             let bar = progress_bar(file_len(&target)?, "compress");
             let start = Instant::now();
             let progress = &mut |n| bar.set_position(n);
-            let report = files::compress_to(&c, Some(&base), &target, output_of(&output), progress)?;
+            let report = files::compress_to(c.as_ref(), Some(&base), &target, output_of(&output), progress)?;
             let secs = start.elapsed().as_secs_f64();
             bar.finish_and_clear();
             if verbose {
@@ -358,11 +412,11 @@ fn run(command: Command) -> Result<(), Failure> {
                      checked; decompress to a file (written only once authenticated) instead",
                 ));
             }
-            let c = compressor(Mode::Lossless, &[], 1, threads, mac_key_file.as_deref())?;
+            let c = decoder_for(&archive, threads, mac_key_file.as_deref())?;
             let bar = progress_bar(files::archive_target_len(&archive)?, "decompress");
             let start = Instant::now();
             let progress = &mut |n| bar.set_position(n);
-            let report = files::decompress_to(&c, Some(&base), &archive, output_of(&output), progress)?;
+            let report = files::decompress_to(c.as_ref(), Some(&base), &archive, output_of(&output), progress)?;
             let secs = start.elapsed().as_secs_f64();
             bar.finish_and_clear();
             out!(
@@ -375,10 +429,10 @@ fn run(command: Command) -> Result<(), Failure> {
             );
         }
         Command::Verify { base, archive, threads, mac_key_file } => {
-            let c = compressor(Mode::Lossless, &[], 1, threads, mac_key_file.as_deref())?;
+            let c = decoder_for(&archive, threads, mac_key_file.as_deref())?;
             let bar = progress_bar(files::archive_target_len(&archive)?, "verify");
             let start = Instant::now();
-            let report = files::verify_file(&c, Some(&base), &archive, &mut |n| bar.set_position(n))?;
+            let report = files::verify_file(c.as_ref(), Some(&base), &archive, &mut |n| bar.set_position(n))?;
             let secs = start.elapsed().as_secs_f64();
             bar.finish_and_clear();
             out!(
@@ -388,6 +442,15 @@ fn run(command: Command) -> Result<(), Failure> {
                 report.parts_verified,
                 secs,
                 gbps(report.output_bytes, secs)
+            );
+        }
+        Command::Inspect { archive } if files::archive_format(&archive)? == "chitty-dataset-delta" => {
+            // Dataset parts are copies and new bytes, not named tensors: the totals say what there is.
+            let (target_bytes, archive_bytes) = (files::archive_target_len(&archive)?, file_len(&archive)?);
+            out!("format chitty-dataset-delta; per-part details: compress --verbose");
+            out!(
+                "result=ok op=inspect target_bytes={target_bytes} archive_bytes={archive_bytes} ratio={:.4}",
+                archive_bytes as f64 / target_bytes.max(1) as f64
             );
         }
         Command::Inspect { archive } => {

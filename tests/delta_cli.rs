@@ -1,7 +1,7 @@
 //! The `delta` example's command-line contract, through the built binary: outputs that would destroy an
 //! input or are not regular files are refused before anything is written, `-o -` streams to standard
-//! output, SIGINT and SIGTERM leave no temporary file, `inspect` escapes control characters, and the
-//! optional keyed MAC.
+//! output, SIGINT and SIGTERM leave no temporary file, `inspect` escapes control characters, the optional
+//! keyed MAC, and dataset deltas chosen by content.
 //!
 //! The binary is `target/<profile>/examples/delta`, which `cargo test --features delta` builds along with
 //! this test. Selecting this test alone does not build it: `cargo build --features delta --example delta`
@@ -401,4 +401,39 @@ fn a_mac_key_authenticates_archives_and_its_absence_or_mismatch_has_its_own_exit
     let o = pair.run(&[&"compress", &pair.base, &pair.target, &"-o", &pair.path("x.delta"), &"--mac-key-file", &short]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
     assert!(!pair.path("x.delta").exists());
+}
+
+/// A CSV pair is a dataset delta by content (`--kind auto`) and round-trips through the binary; decompress
+/// and verify read the kind from the archive; a wrong base is exit code 5; a MAC key on a dataset is a
+/// usage error.
+#[test]
+fn csv_pairs_are_dataset_deltas() {
+    use chitty_testkit::dataset_pairs::{DatasetEdit, RowFormat, derive, generate_rows};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = generate_rows(RowFormat::Csv, 5_000, 3);
+    let target = derive(&base, RowFormat::Csv, DatasetEdit::EditRows { percent: 1 }, 3);
+    fs::write(d.join("base.csv"), &base).unwrap();
+    fs::write(d.join("target.csv"), &target).unwrap();
+    let out = run_in(d, &[&"compress", &"base.csv", &"target.csv", &"-o", &"t.delta", &"--verbose"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("zstd-prefix"), "{}", text(&out.stdout));
+    let archive_len = fs::metadata(d.join("t.delta")).unwrap().len();
+    assert!(archive_len * 50 < target.len() as u64, "{archive_len} bytes");
+    let out = run_in(d, &[&"decompress", &"base.csv", &"t.delta", &"-o", &"restored.csv"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(fs::read(d.join("restored.csv")).unwrap(), target);
+    let out = run_in(d, &[&"verify", &"base.csv", &"t.delta"]);
+    assert!(last_line(&out.stdout).starts_with("result=ok op=verify"), "{}", text(&out.stdout));
+    let out = run_in(d, &[&"inspect", &"t.delta"]);
+    assert!(last_line(&out.stdout).contains(&format!("archive_bytes={archive_len}")), "{}", text(&out.stdout));
+    let out = run_in(d, &[&"decompress", &"target.csv", &"t.delta", &"-o", &"wrong.csv"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(!d.join("wrong.csv").exists());
+    fs::write(d.join("key"), [7u8; 32]).unwrap();
+    let out = run_in(d, &[&"compress", &"base.csv", &"target.csv", &"-o", &"k.delta", &"--mac-key-file", &"key"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    // `--kind dataset` forces it for any file, here a model pair's files.
+    let out = run_in(d, &[&"compress", &"base.csv", &"target.csv", &"-o", &"k.delta", &"--kind", &"dataset"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }

@@ -341,7 +341,7 @@ impl Write for Sink {
 
 /// Compresses `target` (against `base`) into `output`; the output may not be an input.
 pub fn compress_to(
-    compressor: &ModelDeltaCompressor,
+    compressor: &dyn DeltaFileCodec,
     base: Option<&Path>,
     target: &Path,
     output: Output<'_>,
@@ -359,7 +359,7 @@ pub fn compress_to(
 /// Decodes `archive` (against `base`) into `output`, each part written once verified; the output may not be an
 /// input.
 pub fn decompress_to(
-    compressor: &ModelDeltaCompressor,
+    compressor: &dyn DeltaFileCodec,
     base: Option<&Path>,
     archive: &Path,
     output: Output<'_>,
@@ -376,7 +376,7 @@ pub fn decompress_to(
 
 /// Compresses `target` (against `base`) into the archive `out`, atomically: [`compress_to`] a file.
 pub fn compress_file(
-    compressor: &ModelDeltaCompressor,
+    compressor: &dyn DeltaFileCodec,
     base: Option<&Path>,
     target: &Path,
     out: &Path,
@@ -387,7 +387,7 @@ pub fn compress_file(
 
 /// Decodes `archive` (against `base`) into `out`, atomically: [`decompress_to`] a file.
 pub fn decompress_file(
-    compressor: &ModelDeltaCompressor,
+    compressor: &dyn DeltaFileCodec,
     base: Option<&Path>,
     archive: &Path,
     out: &Path,
@@ -398,7 +398,7 @@ pub fn decompress_file(
 
 /// Decodes `archive` against `base` without writing anything: checks every part.
 pub fn verify_file(
-    compressor: &ModelDeltaCompressor,
+    compressor: &dyn DeltaFileCodec,
     base: Option<&Path>,
     archive: &Path,
     progress: &mut dyn FnMut(u64),
@@ -410,7 +410,89 @@ pub fn verify_file(
 
 /// The size of the file `archive` rebuilds, read from its manifest only (for progress bars).
 pub fn archive_target_len(archive: &Path) -> Result<u64, DeltaError> {
-    crate::format::read_preamble(&mut open_archive(archive)?.0).map(|p| p.manifest.target_len)
+    archive_manifest_field(archive, "target_len")?
+        .as_u64()
+        .ok_or_else(|| DeltaError::corrupt("manifest", "no target length"))
+}
+
+/// The format `archive` is in (`chitty-model-delta`, `chitty-dataset-delta`), read from its manifest only:
+/// which compressor decodes it.
+pub fn archive_format(archive: &Path) -> Result<String, DeltaError> {
+    archive_manifest_field(archive, "format")?
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| DeltaError::corrupt("manifest", "no format name"))
+}
+
+fn archive_manifest_field(archive: &Path, field: &str) -> Result<serde_json::Value, DeltaError> {
+    let (mut manifest, _): (serde_json::Value, _) = crate::format::read_json_preamble(&mut open_archive(archive)?.0)?;
+    Ok(manifest.get_mut(field).map(serde_json::Value::take).unwrap_or_default())
+}
+
+/// A compressor of this crate as the functions above drive it: encoding and decoding with a progress
+/// callback (told the bytes of target read or output written so far) and this crate's error.
+pub trait DeltaFileCodec: chitty_core::Compressor {
+    /// [`chitty_core::Compressor::encode`] with progress.
+    fn encode_with_progress(
+        &self,
+        base: Option<&[u8]>,
+        target: &[u8],
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<EncodeReport, DeltaError>;
+
+    /// [`chitty_core::Compressor::decode`] with progress.
+    fn decode_with_progress(
+        &self,
+        base: Option<&[u8]>,
+        archive: &mut dyn std::io::Read,
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<DecodeReport, DeltaError>;
+}
+
+impl DeltaFileCodec for ModelDeltaCompressor {
+    fn encode_with_progress(
+        &self,
+        base: Option<&[u8]>,
+        target: &[u8],
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<EncodeReport, DeltaError> {
+        ModelDeltaCompressor::encode_with_progress(self, base, target, out, progress)
+    }
+
+    fn decode_with_progress(
+        &self,
+        base: Option<&[u8]>,
+        archive: &mut dyn std::io::Read,
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<DecodeReport, DeltaError> {
+        ModelDeltaCompressor::decode_with_progress(self, base, archive, out, progress)
+    }
+}
+
+impl DeltaFileCodec for crate::DatasetDeltaCompressor {
+    fn encode_with_progress(
+        &self,
+        base: Option<&[u8]>,
+        target: &[u8],
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<EncodeReport, DeltaError> {
+        crate::DatasetDeltaCompressor::encode_with_progress(self, base, target, out, progress)
+    }
+
+    fn decode_with_progress(
+        &self,
+        base: Option<&[u8]>,
+        archive: &mut dyn std::io::Read,
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<DecodeReport, DeltaError> {
+        crate::DatasetDeltaCompressor::decode_with_progress(self, base, archive, out, progress)
+    }
 }
 
 /// Reads the manifest and every frame of `archive` (checking each frame's own checksum, no base needed).

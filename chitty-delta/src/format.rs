@@ -280,6 +280,11 @@ impl Manifest {
 
 /// Serializes the fixed header and the manifest (the header's version is the manifest's).
 pub(crate) fn write_preamble(manifest: &Manifest) -> Result<Vec<u8>, DeltaError> {
+    write_json_preamble(manifest.version, manifest)
+}
+
+/// Serializes the fixed header and any manifest: the container every chitty delta format shares.
+pub(crate) fn write_json_preamble(version: u32, manifest: &impl Serialize) -> Result<Vec<u8>, DeltaError> {
     let json = serde_json::to_vec(manifest)
         .map_err(|e| DeltaError::InvalidConfig { reason: format!("manifest does not serialize: {e}") })?;
     let len = u32::try_from(json.len())
@@ -288,7 +293,7 @@ pub(crate) fn write_preamble(manifest: &Manifest) -> Result<Vec<u8>, DeltaError>
         .ok_or_else(|| DeltaError::InvalidConfig { reason: "manifest exceeds 64 MiB".to_owned() })?;
     let mut out = Vec::with_capacity(ARCHIVE_HEADER_LEN + json.len());
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&manifest.version.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&Sha256::digest(&json));
     out.extend_from_slice(&json);
@@ -305,11 +310,27 @@ pub(crate) struct Preamble {
 
 /// Reads and verifies the fixed header and the manifest.
 pub(crate) fn read_preamble(input: &mut dyn Read) -> Result<Preamble, DeltaError> {
+    let (manifest, bytes): (Manifest, _) = read_json_preamble(input)?;
+    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if manifest.version != version {
+        return Err(DeltaError::corrupt(
+            "archive header",
+            format!("version {version} but the manifest says {}", manifest.version),
+        ));
+    }
+    Ok(Preamble { manifest, bytes })
+}
+
+/// Reads the fixed header and a manifest of any delta format, checking the magic, the version (1 or 2)
+/// and the manifest's checksum. Returns the manifest and the bytes read.
+pub(crate) fn read_json_preamble<M: serde::de::DeserializeOwned>(
+    input: &mut dyn Read,
+) -> Result<(M, Vec<u8>), DeltaError> {
     let part = "archive header";
     let mut head = [0u8; ARCHIVE_HEADER_LEN];
     read_exact(input, &mut head, part)?;
     if &head[..8] != MAGIC {
-        return Err(DeltaError::corrupt(part, "not a chitty model delta archive (bad magic)"));
+        return Err(DeltaError::corrupt(part, "not a chitty delta archive (bad magic)"));
     }
     let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
     if version != VERSION && version != VERSION_MAC {
@@ -323,15 +344,12 @@ pub(crate) fn read_preamble(input: &mut dyn Read) -> Result<Preamble, DeltaError
     if Sha256::digest(&json)[..] != head[16..48] {
         return Err(DeltaError::corrupt("manifest", "checksum mismatch"));
     }
-    let manifest: Manifest =
+    let manifest: M =
         serde_json::from_slice(&json).map_err(|e| DeltaError::corrupt("manifest", format!("invalid JSON: {e}")))?;
-    if manifest.version != version {
-        return Err(DeltaError::corrupt(part, format!("version {version} but the manifest says {}", manifest.version)));
-    }
     let mut bytes = Vec::with_capacity(ARCHIVE_HEADER_LEN + json.len());
     bytes.extend_from_slice(&head);
     bytes.extend_from_slice(&json);
-    Ok(Preamble { manifest, bytes })
+    Ok((manifest, bytes))
 }
 
 /// Reads the MAC that follows the last frame of a version 2 archive.

@@ -1,8 +1,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 //! # chitty-delta
 //!
-//! Fine-tuned model weights stored as deltas against their base model: lossless (bit-exact) by
-//! default, verified part by part, streamed, and parallel.
+//! Fine-tuned model weights and derivative datasets stored as deltas against their base: lossless
+//! (bit-exact) by default, verified part by part, streamed.
+//!
+//! [`DatasetDeltaCompressor`] implements [`chitty_core::Compressor`] for any file against any base file
+//! (CSV, JSON Lines, anything): content-defined chunks found in the base are copies, new bytes are
+//! compressed with zstd against the base region they most likely came from; see [`dataset`].
 //!
 //! [`ModelDeltaCompressor`] implements [`chitty_core::Compressor`] for safetensors files. Base and target
 //! arrive as byte slices (memory-map them: [`files`] does), the archive is written to any
@@ -41,6 +45,7 @@
 pub mod analysis;
 mod codec;
 mod compressor;
+pub mod dataset;
 mod error;
 pub mod files;
 mod format;
@@ -55,6 +60,7 @@ pub use compressor::{
     ArchiveSummary, DEFAULT_CHUNK_ELEMENTS, DEFAULT_ZSTD_LEVEL, LOSSLESS_BY_DEFAULT, Mode, ModelDeltaCompressor,
     ModelDeltaCompressorBuilder, PolicyRule, TensorSummary, glob_matches, inspect,
 };
+pub use dataset::{DatasetDeltaCompressor, DatasetDeltaCompressorBuilder, LineMode};
 pub use error::DeltaError;
 pub use format::Method;
 pub use mac::MacKey;

@@ -10,7 +10,8 @@
 //!   over HTTP with fault injection) and [`github_api`] (the GitHub REST API with rate-limit and token faults).
 //! - Services: [`services`] finds the machine's Redis and NATS for tests, and runs service-backed tests so
 //!   that an unreachable service shows them as ignored with the reason, never as passed.
-//! - Data: [`fixtures`] (real-shaped OpenAI JSON) and [`model_pairs`] (base / fine-tune safetensors pairs).
+//! - Data: [`fixtures`] (real-shaped OpenAI JSON), [`model_pairs`] (base / fine-tune safetensors pairs) and
+//!   [`dataset_pairs`] (base / derivative CSV and JSON Lines files).
 
 // A failed expectation in a conformance suite is a test failure: panicking is how suites report.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -18,6 +19,7 @@
 pub mod budget;
 pub mod cache;
 pub mod compressor;
+pub mod dataset_pairs;
 pub mod events;
 pub mod fixtures;
 pub mod github_api;
