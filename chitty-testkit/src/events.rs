@@ -10,6 +10,7 @@ pub fn sample_events() -> Vec<Event> {
     vec![
         Event::Request(RequestEvent {
             at: Timestamp(1_700_000_000_000),
+            request_id: "req-1".into(),
             tenant: "acme".into(),
             model: "chitty-mock".into(),
             endpoint: Endpoint::ChatCompletions,
