@@ -1018,9 +1018,10 @@ fn read_planes(payload: &mut &[u8], count: usize, len: usize, part: &str) -> Res
         .collect()
 }
 
-struct CountingReader<'a> {
-    inner: &'a mut dyn Read,
-    count: u64,
+/// A reader that counts the bytes read through it (an archive's size, for the reports).
+pub(crate) struct CountingReader<'a> {
+    pub(crate) inner: &'a mut dyn Read,
+    pub(crate) count: u64,
 }
 
 impl Read for CountingReader<'_> {

@@ -504,7 +504,7 @@ impl DatasetDeltaCompressor {
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
     ) -> Result<DecodeReport, DeltaError> {
-        let mut input = Counting { inner: archive, count: 0 };
+        let mut input = crate::compressor::CountingReader { inner: archive, count: 0 };
         let (manifest, _): (DatasetManifest, _) = format::read_json_preamble(&mut input)?;
         manifest.check()?;
         let base = match (&manifest.base, base) {
@@ -794,19 +794,6 @@ fn read_u64(input: &mut &[u8], part: &str) -> Result<u64, DeltaError> {
     let mut a = [0u8; 8];
     a.copy_from_slice(b);
     Ok(u64::from_le_bytes(a))
-}
-
-struct Counting<'a> {
-    inner: &'a mut dyn Read,
-    count: u64,
-}
-
-impl Read for Counting<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
 }
 
 impl Compressor for DatasetDeltaCompressor {

@@ -47,7 +47,7 @@ pub struct GatewayApp {
 }
 
 impl GatewayFile {
-    /// Builds the gateway this file describes (see the [module docs](self)).
+    /// Builds the gateway this file describes: providers, backends, metrics and routes, as a [`GatewayApp`].
     pub async fn build(&self) -> Result<GatewayApp, ConfigError> {
         self.build_with(Vec::new()).await
     }
