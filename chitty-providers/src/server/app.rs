@@ -153,7 +153,12 @@ fn event_sinks(
             .map_err(|e| invalid("server.event_log", format!("`{path}`: {e}")))?;
         sinks.push(Arc::new(log));
     }
-    Ok((builder.events(Arc::new(FanOutSink::new(sinks))), metrics_router))
+    // One sink is used as it is: the fan-out would add a boxed call per event to every request.
+    let sink: Arc<dyn EventSink> = match sinks.len() {
+        1 => sinks.remove(0),
+        _ => Arc::new(FanOutSink::new(sinks)),
+    };
+    Ok((builder.events(sink), metrics_router))
 }
 
 /// Events the event log's writer may fall behind by before it refuses more (about 20 MB of lines).
