@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use chitty_core::{Compressor, CompressorError, DecodeReport, EncodeReport, PartReport};
+use chitty_core::{DecodeReport, EncodeReport, PartReport};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -1032,24 +1032,7 @@ impl Read for CountingReader<'_> {
     }
 }
 
-impl Compressor for ModelDeltaCompressor {
-    fn format(&self) -> &str {
-        FORMAT
-    }
-
-    fn encode(&self, base: Option<&[u8]>, target: &[u8], out: &mut dyn Write) -> Result<EncodeReport, CompressorError> {
-        Ok(self.encode_with_progress(base, target, out, &mut |_| {})?)
-    }
-
-    fn decode(
-        &self,
-        base: Option<&[u8]>,
-        archive: &mut dyn Read,
-        out: &mut dyn Write,
-    ) -> Result<DecodeReport, CompressorError> {
-        Ok(self.decode_with_progress(base, archive, out, &mut |_| {})?)
-    }
-}
+delta_codec_impls!(ModelDeltaCompressor, FORMAT);
 
 #[cfg(test)]
 mod tests {

@@ -43,7 +43,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 
-use chitty_core::{Compressor, CompressorError, DecodeReport, EncodeReport, PartReport};
+use chitty_core::{DecodeReport, EncodeReport, PartReport};
 use fastcdc::v2020::FastCDC;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -796,24 +796,7 @@ fn read_u64(input: &mut &[u8], part: &str) -> Result<u64, DeltaError> {
     Ok(u64::from_le_bytes(a))
 }
 
-impl Compressor for DatasetDeltaCompressor {
-    fn format(&self) -> &str {
-        DATASET_FORMAT
-    }
-
-    fn encode(&self, base: Option<&[u8]>, target: &[u8], out: &mut dyn Write) -> Result<EncodeReport, CompressorError> {
-        Ok(self.encode_with_progress(base, target, out, &mut |_| {})?)
-    }
-
-    fn decode(
-        &self,
-        base: Option<&[u8]>,
-        archive: &mut dyn Read,
-        out: &mut dyn Write,
-    ) -> Result<DecodeReport, CompressorError> {
-        Ok(self.decode_with_progress(base, archive, out, &mut |_| {})?)
-    }
-}
+delta_codec_impls!(DatasetDeltaCompressor, DATASET_FORMAT);
 
 #[cfg(test)]
 mod tests {

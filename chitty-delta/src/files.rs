@@ -29,7 +29,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chitty_core::{DecodeReport, EncodeReport};
 
-use crate::compressor::{ArchiveSummary, ModelDeltaCompressor, inspect};
+use crate::compressor::{ArchiveSummary, inspect};
 use crate::error::DeltaError;
 
 /// What makes two paths the same file: device and inode on Unix (hard links and symlinks included), the
@@ -449,50 +449,6 @@ pub trait DeltaFileCodec: chitty_core::Compressor {
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
     ) -> Result<DecodeReport, DeltaError>;
-}
-
-impl DeltaFileCodec for ModelDeltaCompressor {
-    fn encode_with_progress(
-        &self,
-        base: Option<&[u8]>,
-        target: &[u8],
-        out: &mut dyn Write,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<EncodeReport, DeltaError> {
-        ModelDeltaCompressor::encode_with_progress(self, base, target, out, progress)
-    }
-
-    fn decode_with_progress(
-        &self,
-        base: Option<&[u8]>,
-        archive: &mut dyn std::io::Read,
-        out: &mut dyn Write,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<DecodeReport, DeltaError> {
-        ModelDeltaCompressor::decode_with_progress(self, base, archive, out, progress)
-    }
-}
-
-impl DeltaFileCodec for crate::DatasetDeltaCompressor {
-    fn encode_with_progress(
-        &self,
-        base: Option<&[u8]>,
-        target: &[u8],
-        out: &mut dyn Write,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<EncodeReport, DeltaError> {
-        crate::DatasetDeltaCompressor::encode_with_progress(self, base, target, out, progress)
-    }
-
-    fn decode_with_progress(
-        &self,
-        base: Option<&[u8]>,
-        archive: &mut dyn std::io::Read,
-        out: &mut dyn Write,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<DecodeReport, DeltaError> {
-        crate::DatasetDeltaCompressor::decode_with_progress(self, base, archive, out, progress)
-    }
 }
 
 /// Reads the manifest and every frame of `archive` (checking each frame's own checksum, no base needed).

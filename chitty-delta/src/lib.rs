@@ -42,6 +42,58 @@
 //! ```
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+/// `Compressor` and `files::DeltaFileCodec` for a compressor whose inherent `encode_with_progress` and
+/// `decode_with_progress` do the work: the trait methods only forward (and convert the error).
+macro_rules! delta_codec_impls {
+    ($compressor:ty, $format:expr) => {
+        impl chitty_core::Compressor for $compressor {
+            fn format(&self) -> &str {
+                $format
+            }
+
+            fn encode(
+                &self,
+                base: Option<&[u8]>,
+                target: &[u8],
+                out: &mut dyn std::io::Write,
+            ) -> Result<chitty_core::EncodeReport, chitty_core::CompressorError> {
+                Ok(<$compressor>::encode_with_progress(self, base, target, out, &mut |_| {})?)
+            }
+
+            fn decode(
+                &self,
+                base: Option<&[u8]>,
+                archive: &mut dyn std::io::Read,
+                out: &mut dyn std::io::Write,
+            ) -> Result<chitty_core::DecodeReport, chitty_core::CompressorError> {
+                Ok(<$compressor>::decode_with_progress(self, base, archive, out, &mut |_| {})?)
+            }
+        }
+
+        impl crate::files::DeltaFileCodec for $compressor {
+            fn encode_with_progress(
+                &self,
+                base: Option<&[u8]>,
+                target: &[u8],
+                out: &mut dyn std::io::Write,
+                progress: &mut dyn FnMut(u64),
+            ) -> Result<chitty_core::EncodeReport, crate::DeltaError> {
+                <$compressor>::encode_with_progress(self, base, target, out, progress)
+            }
+
+            fn decode_with_progress(
+                &self,
+                base: Option<&[u8]>,
+                archive: &mut dyn std::io::Read,
+                out: &mut dyn std::io::Write,
+                progress: &mut dyn FnMut(u64),
+            ) -> Result<chitty_core::DecodeReport, crate::DeltaError> {
+                <$compressor>::decode_with_progress(self, base, archive, out, progress)
+            }
+        }
+    };
+}
+
 pub mod analysis;
 mod codec;
 mod compressor;

@@ -187,7 +187,7 @@ impl PendingSettlement {
             gateway.cache_put(key, &self.config, entry).await;
         }
         let outcome = Outcome { provider: Some(self.provider), cache: self.cache_status, status, usage, cost: charged };
-        gateway.record(&self.info, outcome).await;
+        gateway.record(self.info, outcome).await;
         charged
     }
 }
@@ -216,7 +216,7 @@ impl Gateway {
                 usage: None,
                 cost: NanoUsd::ZERO,
             };
-            self.record(&info, failed).await;
+            self.record(info, failed).await;
         }
         result
     }
@@ -240,7 +240,7 @@ impl Gateway {
                 usage: usage.as_ref(),
                 cost: NanoUsd::ZERO,
             };
-            self.record(info, hit).await;
+            self.record(info.clone(), hit).await;
             return D::replay(cached, req);
         }
         let hold = self
@@ -346,14 +346,14 @@ impl Gateway {
         }
     }
 
-    /// Record: the request's event.
-    async fn record(&self, info: &RequestInfo, outcome: Outcome<'_>) {
+    /// Record: the request's event, taking `info`'s strings rather than copying them.
+    async fn record(&self, info: RequestInfo, outcome: Outcome<'_>) {
         let now = self.now();
         let event = Event::Request(RequestEvent {
             at: now,
-            request_id: info.request_id.clone(),
+            request_id: info.request_id,
             tenant: info.tenant.id.clone(),
-            model: info.model.clone(),
+            model: info.model,
             endpoint: info.endpoint,
             provider: outcome.provider,
             cache: outcome.cache,
