@@ -337,7 +337,7 @@ impl ModelDeltaCompressor {
         }
     }
 
-    /// [`Compressor::encode`] with a callback told the number of target bytes done after each part.
+    /// [`Compressor::encode`](chitty_core::Compressor::encode) with a callback told the number of target bytes done after each part.
     pub fn encode_with_progress(
         &self,
         base: Option<&[u8]>,
@@ -552,7 +552,7 @@ impl ModelDeltaCompressor {
         Ok(EncodedPart { part, frame: format::frame_bytes(seq, &sha, &payload)?, sha: sha.into(), errors })
     }
 
-    /// [`Compressor::decode`] with a callback told the number of bytes written after each part.
+    /// [`Compressor::decode`](chitty_core::Compressor::decode) with a callback told the number of bytes written after each part.
     pub fn decode_with_progress(
         &self,
         base: Option<&[u8]>,

@@ -348,7 +348,7 @@ impl DatasetDeltaCompressor {
         }
     }
 
-    /// [`Compressor::encode`] with this crate's error and a callback told the target bytes read after
+    /// [`Compressor::encode`](chitty_core::Compressor::encode) with this crate's error and a callback told the target bytes read after
     /// each part.
     pub fn encode_with_progress(
         &self,
@@ -495,7 +495,7 @@ impl DatasetDeltaCompressor {
         Ok((frame, report))
     }
 
-    /// [`Compressor::decode`] with this crate's error and a callback told the bytes written after each
+    /// [`Compressor::decode`](chitty_core::Compressor::decode) with this crate's error and a callback told the bytes written after each
     /// part.
     pub fn decode_with_progress(
         &self,
