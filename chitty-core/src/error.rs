@@ -122,6 +122,34 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// No such tenant, key or other named record.
+    #[error("{what} `{id}` does not exist")]
+    NotFound {
+        /// What kind of record (`tenant`, `key`).
+        what: &'static str,
+        /// Its identifier.
+        id: String,
+    },
+    /// A record with this identifier (or key digest) already exists.
+    #[error("{what} `{id}` already exists")]
+    Conflict {
+        /// What kind of record.
+        what: &'static str,
+        /// Its identifier.
+        id: String,
+    },
+    /// A backend the request needs (Redis for a shared budget or limit) cannot be reached; retrying later may
+    /// succeed. Answered 503 with `Retry-After`.
+    #[error("{backend} is unavailable")]
+    BackendUnavailable {
+        /// Which backend.
+        backend: &'static str,
+        /// When to try again.
+        retry_after: Duration,
+        /// The backend's error, for logs.
+        #[source]
+        source: BoxError,
+    },
     /// A backend (cache, budget store, sink, file system, HTTP client) failed.
     #[error("{backend} error: {source}")]
     Backend {
@@ -184,7 +212,9 @@ impl Error {
         match self {
             Error::InvalidApiKey => 401,
             Error::ModelNotAllowed { .. } => 403,
-            Error::ModelNotFound { .. } => 404,
+            Error::ModelNotFound { .. } | Error::NotFound { .. } => 404,
+            Error::Conflict { .. } => 409,
+            Error::BackendUnavailable { .. } => 503,
             Error::InvalidRequest { .. } | Error::InvalidInput { .. } | Error::Unsupported { .. } => 400,
             Error::PayloadTooLarge { .. } => 413,
             Error::RequestTimeout { .. } => 408,
@@ -203,6 +233,8 @@ impl Error {
         match self {
             Error::InvalidApiKey => "invalid_request_error",
             Error::ModelNotAllowed { .. } | Error::ModelNotFound { .. } => "invalid_request_error",
+            Error::NotFound { .. } | Error::Conflict { .. } => "invalid_request_error",
+            Error::BackendUnavailable { .. } => "server_error",
             Error::InvalidRequest { .. } | Error::InvalidInput { .. } | Error::Unsupported { .. } => {
                 "invalid_request_error"
             }
@@ -227,6 +259,9 @@ impl Error {
             Error::BudgetExhausted { .. } => Some("insufficient_quota"),
             Error::UpstreamTimeout { .. } => Some("upstream_timeout"),
             Error::Unavailable { .. } => Some("upstream_unavailable"),
+            Error::NotFound { .. } => Some("not_found"),
+            Error::Conflict { .. } => Some("conflict"),
+            Error::BackendUnavailable { .. } => Some("service_unavailable"),
             _ => None,
         }
     }
@@ -243,7 +278,7 @@ impl Error {
     /// How long the client should wait before retrying, when the error says.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::RateLimited { retry_after } => Some(*retry_after),
+            Error::RateLimited { retry_after } | Error::BackendUnavailable { retry_after, .. } => Some(*retry_after),
             Error::Upstream { retry_after, .. } => *retry_after,
             _ => None,
         }
@@ -267,6 +302,7 @@ impl Error {
         let message = match self {
             // Internal details stay in logs; clients get a stable sentence.
             Error::Backend { backend, .. } => format!("internal error in {backend}"),
+            Error::BackendUnavailable { backend, .. } => format!("{backend} is unavailable; retry later"),
             other => other.to_string(),
         };
         ErrorEnvelope {
@@ -315,6 +351,16 @@ mod tests {
         assert_eq!(malformed.status(), 502);
         assert_eq!(Error::UpstreamTimeout { provider: "p".into(), timeout: Duration::from_secs(1) }.status(), 504);
         assert_eq!(Error::Unavailable { model: "m".into(), reason: "r".into() }.status(), 503);
+        let missing = Error::NotFound { what: "tenant", id: "acme".into() };
+        assert_eq!((missing.status(), missing.code()), (404, Some("not_found")));
+        assert_eq!(Error::Conflict { what: "key", id: "k".into() }.status(), 409);
+        let down = Error::BackendUnavailable {
+            backend: "redis",
+            retry_after: Duration::from_secs(1),
+            source: "connection refused to redis://:hunter2@host".into(),
+        };
+        assert_eq!((down.status(), down.retry_after()), (503, Some(Duration::from_secs(1))));
+        assert!(!down.to_envelope().error.message.contains("hunter2"));
         let slow = Error::RequestTimeout { received: 3, waited: Duration::from_secs(10) };
         assert_eq!((slow.status(), slow.code()), (408, Some("request_timeout")));
     }

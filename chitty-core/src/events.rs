@@ -62,6 +62,8 @@ pub struct RequestEvent {
     pub request_id: String,
     /// Tenant identifier.
     pub tenant: String,
+    /// The access-store key used (`key_…`), when the caller used one; never the secret.
+    pub key_id: Option<String>,
     /// Public model name.
     pub model: String,
     /// Endpoint.

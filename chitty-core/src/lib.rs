@@ -30,6 +30,7 @@
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
+pub mod access;
 pub mod budget;
 pub mod cache;
 pub mod compressor;
@@ -48,6 +49,7 @@ pub mod tokens;
 pub mod upstream;
 pub mod wire;
 
+pub use access::{AccessSnapshot, AccessStore, BudgetPeriod, KeyDigest, KeyRecord, TenantRecord, TenantUpdate};
 pub use budget::{Balance, BudgetStore, Reservation, ReserveRequest, Settlement};
 pub use cache::Cache;
 pub use compressor::{Compressor, CompressorError, DecodeReport, EncodeReport, PartReport};
@@ -61,7 +63,7 @@ pub use time::{Clock, ManualClock, ManualTimer, RandomSource, SeededRandom, Spaw
 mod tests {
     use super::*;
 
-    /// The five traits are object-safe and shareable across threads: hosts pick implementations at run time.
+    /// The six plugin traits are object-safe and shareable across threads: hosts pick implementations at run time.
     #[test]
     fn traits_are_object_safe_send_sync() {
         fn shareable<T: ?Sized + Send + Sync + std::fmt::Debug + 'static>() {}
@@ -70,6 +72,7 @@ mod tests {
         shareable::<dyn BudgetStore>();
         shareable::<dyn EventSink>();
         shareable::<dyn Compressor>();
+        shareable::<dyn AccessStore>();
         let _: Option<std::sync::Arc<dyn Cache>> = None;
     }
 }

@@ -37,6 +37,17 @@ impl NanoUsd {
     pub const fn saturating_add(self, other: NanoUsd) -> NanoUsd {
         NanoUsd(self.0.saturating_add(other.0))
     }
+
+    /// The amount as a plain decimal with nine decimals and no `$` (`2.500000000`), as JSON APIs carry it.
+    pub fn decimal(self) -> impl fmt::Display {
+        struct Decimal(u64);
+        impl fmt::Display for Decimal {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}.{:09}", self.0 / 1_000_000_000, self.0 % 1_000_000_000)
+            }
+        }
+        Decimal(self.0)
+    }
 }
 
 impl Add for NanoUsd {
@@ -123,9 +134,9 @@ pub mod dollar_string {
 
     use super::NanoUsd;
 
-    /// Writes the amount as its `Display` form (`"$2.500000000"`), which reads back exactly.
+    /// Writes the amount as a plain decimal (`"2.500000000"`), which reads back exactly.
     pub fn serialize<S: Serializer>(amount: &NanoUsd, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(amount)
+        serializer.collect_str(&amount.decimal())
     }
 
     /// Reads `"2.50"`, `"$2.50"` or `"10"` exactly; anything else is an error naming the value.
@@ -144,7 +155,7 @@ pub mod optional_dollar_string {
     /// Writes the amount as a dollar string, or nothing.
     pub fn serialize<S: Serializer>(amount: &Option<NanoUsd>, serializer: S) -> Result<S::Ok, S::Error> {
         match amount {
-            Some(a) => serializer.collect_str(a),
+            Some(a) => serializer.collect_str(&a.decimal()),
             None => serializer.serialize_none(),
         }
     }
@@ -219,6 +230,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.cost_of_usage(&usage), NanoUsd(60 * 2_500 + 40 * 1_250 + 10 * 10_000));
         assert_eq!(NanoUsd(1_500_000_123).to_string(), "$1.500000123");
+        assert_eq!(NanoUsd(1_500_000_123).decimal().to_string(), "1.500000123");
     }
 
     #[test]

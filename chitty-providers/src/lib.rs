@@ -15,10 +15,14 @@
 //!   [`framing`], the server-sent-event and NDJSON readers of their streams.
 //! - `redis`: [`redis::RedisCache`] and [`redis::RedisBudgetStore`], shared by every gateway replica (each budget
 //!   operation is one atomic Lua script).
+//! - `postgres`: [`postgres::PostgresAccessStore`], tenants and keys in PostgreSQL, with changes pushed to every
+//!   replica through `LISTEN/NOTIFY` ([`access_sync`] keeps a gateway's copy current).
 //! - `prometheus`: [`prometheus::PrometheusSink`], request, token, cost and upstream metrics in a host's registry.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "memory")]
+pub mod access_sync;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "memory")]
@@ -40,6 +44,8 @@ pub mod http_provider;
 pub mod ollama;
 #[cfg(feature = "openai")]
 pub mod openai;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 #[cfg(feature = "redis")]

@@ -1,7 +1,7 @@
 //! [`TracingSink`]: one structured log line per finished request, through `tracing`.
 //!
 //! Each [`Event::Request`] becomes one event on target `chitty::request` with the fields `request_id`,
-//! `tenant`, `model`, `endpoint`, `provider`, `status`, `cache`, `prompt_tokens`, `completion_tokens`,
+//! `tenant`, `key_id` (when an access-store key was used), `model`, `endpoint`, `provider`, `status`, `cache`, `prompt_tokens`, `completion_tokens`,
 //! `cost_nano_usd`, `latency_ms` and `stream` — never a key and never prompt or answer text. With
 //! tracing-subscriber's JSON formatter each is one JSON line (`chitty-gateway --log-format json`). Failed
 //! upstream attempts and opened circuits are logged on `chitty::upstream` at warn level.
@@ -30,12 +30,14 @@ impl EventSink for TracingSink {
             Event::Request(r) => {
                 let latency_ms = u64::try_from(r.latency.as_millis()).unwrap_or(u64::MAX);
                 let provider = r.provider.as_deref().unwrap_or("");
+                let key_id = r.key_id.as_deref().unwrap_or("");
                 macro_rules! request_line {
                     ($level:ident) => {
                         tracing::$level!(
                             target: "chitty::request",
                             request_id = %r.request_id,
                             tenant = %r.tenant,
+                            key_id,
                             model = %r.model,
                             endpoint = r.endpoint.as_str(),
                             provider,
@@ -143,6 +145,7 @@ pub fn event_json(event: &Event) -> serde_json::Value {
             "at_ms": r.at.0,
             "request_id": r.request_id,
             "tenant": r.tenant,
+            "key_id": r.key_id,
             "model": r.model,
             "endpoint": r.endpoint.as_str(),
             "provider": r.provider,
@@ -196,6 +199,7 @@ mod tests {
             at: Timestamp(1_700_000_000_000),
             request_id: id.into(),
             tenant: "acme".into(),
+            key_id: None,
             model: "m".into(),
             endpoint: Endpoint::ChatCompletions,
             provider: Some("p".into()),

@@ -119,7 +119,7 @@ async fn authenticates_by_key_digest_and_checks_models() {
     let h = harness(|_| {}).await;
     assert!(matches!(h.gateway.authenticate("sk-wrong"), Err(Error::InvalidApiKey)));
     assert!(matches!(h.gateway.authenticate(""), Err(Error::InvalidApiKey)));
-    assert_eq!(h.gateway.authenticate("sk-acme").unwrap().id(), "acme");
+    assert_eq!(h.gateway.authenticate("sk-acme").unwrap().tenant.id(), "acme");
 
     let globex = h.ctx("sk-globex");
     let err =
@@ -127,7 +127,7 @@ async fn authenticates_by_key_digest_and_checks_models() {
     assert!(matches!(err, Error::ModelNotAllowed { .. }) && err.status() == 403, "{err:?}");
     let err = h.gateway.chat(&globex, ChatCompletionRequest { model: "nope".into(), ..chat("x") }).await.unwrap_err();
     assert_eq!((err.status(), err.code()), (404, Some("model_not_found")));
-    let ids: Vec<_> = h.gateway.models(&globex.tenant).data.into_iter().map(|m| m.id).collect();
+    let ids: Vec<_> = h.gateway.models(&globex).data.into_iter().map(|m| m.id).collect();
     assert_eq!(ids, ["chat"], "the model list shows only what the tenant may use");
 
     let acme = h.ctx("sk-acme");

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use chitty_core::{BudgetStore, EventSink};
-use chitty_providers::memory::{CollectingSink, CountingSink, MemoryBudgetStore, MemoryCache};
-use chitty_testkit::{budget, cache, events};
+use chitty_providers::memory::{CollectingSink, CountingSink, MemoryAccessStore, MemoryBudgetStore, MemoryCache};
+use chitty_testkit::{access, budget, cache, events};
 
 #[tokio::test]
 async fn memory_cache_conformance() {
@@ -24,6 +24,11 @@ async fn memory_cache_size_bound() {
         c.weighted_size()
     })
     .await;
+}
+
+#[tokio::test]
+async fn memory_access_store_conformance() {
+    access::run_all(&MemoryAccessStore::new()).await;
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ fn request(model: &str, status: u16, cache: CacheStatus, latency_ms: u64, cost: 
         at: Timestamp(1_700_000_000_000),
         request_id: "req-1".into(),
         tenant: "acme".into(),
+        key_id: None,
         model: model.into(),
         endpoint: Endpoint::ChatCompletions,
         provider: Some("openai".into()),

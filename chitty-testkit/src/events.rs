@@ -12,6 +12,7 @@ pub fn sample_events() -> Vec<Event> {
             at: Timestamp(1_700_000_000_000),
             request_id: "req-1".into(),
             tenant: "acme".into(),
+            key_id: None,
             model: "chitty-mock".into(),
             endpoint: Endpoint::ChatCompletions,
             provider: Some("mock".into()),

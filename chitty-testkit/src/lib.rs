@@ -16,6 +16,7 @@
 // A failed expectation in a conformance suite is a test failure: panicking is how suites report.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod access;
 pub mod budget;
 pub mod cache;
 pub mod compressor;

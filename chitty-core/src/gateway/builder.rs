@@ -2,14 +2,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use super::config::{Defaults, GatewayConfig, ModelConfig, RouteConfig};
-use super::ratelimit::TokenBucket;
+use super::directory::{Directory, config_snapshot};
 use super::routing::{Model, Route};
-use super::tenant::Tenant;
 use super::{CircuitBreaker, Gateway, Inner};
+use crate::access::{AccessStore, TenantUpdate};
 use crate::budget::BudgetStore;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
@@ -27,6 +27,7 @@ pub struct GatewayBuilder {
     events: Option<Arc<dyn EventSink>>,
     runtime: Option<Runtime>,
     random: Option<Arc<dyn RandomSource>>,
+    access: Option<Arc<dyn AccessStore>>,
 }
 
 /// The injected clock, timer and spawner.
@@ -52,6 +53,7 @@ impl GatewayBuilder {
             events: None,
             runtime: None,
             random: None,
+            access: None,
         }
     }
 
@@ -70,6 +72,15 @@ impl GatewayBuilder {
     /// The budget store (required when any tenant has a budget).
     pub fn budgets(mut self, budgets: Arc<dyn BudgetStore>) -> Self {
         self.budgets = Some(budgets);
+        self
+    }
+
+    /// The store tenants and keys come from at run time (see [`crate::access`]). The configuration's tenants
+    /// and keys are written into it at build (the configuration wins for the tenants it names), and the
+    /// gateway authenticates against a local copy that [`Gateway::reload_access`] refreshes. Without a store,
+    /// the configuration's tenants are the only ones.
+    pub fn access(mut self, store: Arc<dyn AccessStore>) -> Self {
+        self.access = Some(store);
         self
     }
 
@@ -129,13 +140,25 @@ impl GatewayBuilder {
             let strip_prefix = Some(p.prefix.len());
             prefixes.push((p.prefix, Model { config: Arc::new(config), routes: vec![route], strip_prefix }));
         }
-        let tenants = tenants(self.config.tenants, self.budgets.is_some())?;
-        if let Some(store) = &self.budgets {
-            let mut seen = std::collections::HashSet::new();
-            for t in tenants.values() {
-                if let (Some(limit), true) = (t.budget, seen.insert(t.id.clone())) {
-                    store.set_limit(&t.id, limit).await?;
+        let configured = config_snapshot(&self.config.tenants)?;
+        let snapshot = match &self.access {
+            Some(store) => {
+                seed(store.as_ref(), configured).await?;
+                store.snapshot().await?
+            }
+            None => configured,
+        };
+        let directory = Directory::build(snapshot, None);
+        for t in directory.tenants.values() {
+            match (&self.budgets, t.budget()) {
+                (Some(store), Some(limit)) => store.set_limit(t.id(), limit).await?,
+                (None, Some(_)) => {
+                    return Err(config_error(format!(
+                        "tenant `{}` has a budget but no budget store is configured",
+                        t.id()
+                    )));
                 }
+                (_, None) => {}
             }
         }
         let random = self.random.unwrap_or_else(|| {
@@ -148,7 +171,9 @@ impl GatewayBuilder {
                 models,
                 prefixes,
                 model_order,
-                tenants,
+                directory: RwLock::new(Arc::new(directory)),
+                access: self.access,
+                reload: futures::lock::Mutex::new(()),
                 cache: self.cache,
                 budgets: self.budgets,
                 events: self.events.unwrap_or_else(|| Arc::new(DiscardSink)),
@@ -162,33 +187,34 @@ impl GatewayBuilder {
     }
 }
 
-/// Tenants by key digest (validated config: each digest is 64 hex characters and used once).
-fn tenants(
-    configs: Vec<super::config::TenantConfig>,
-    has_budget_store: bool,
-) -> Result<HashMap<[u8; 32], Arc<Tenant>>> {
-    let mut tenants = HashMap::new();
-    for t in configs {
-        if t.budget_nano_usd.is_some() && !has_budget_store {
-            return Err(config_error(format!("tenant `{}` has a budget but no budget store is configured", t.id)));
-        }
-        let tenant = Arc::new(Tenant {
-            id: t.id.clone(),
-            budget: t.budget_nano_usd,
-            allowed: t.allowed_models.map(|v| v.into_iter().collect()),
-            limiter: t
-                .requests_per_minute
-                .map(|rpm| Mutex::new(TokenBucket::new(rpm, t.burst.unwrap_or((rpm / 6).max(1))))),
-            cache_group: t.cache_group,
-        });
-        for hex_digest in &t.key_sha256 {
-            let mut digest = [0u8; 32];
-            hex::decode_to_slice(hex_digest.trim(), &mut digest)
-                .map_err(|_| config_error(format!("tenant `{}`: key_sha256 must be 64 hex characters", t.id)))?;
-            tenants.insert(digest, tenant.clone());
+/// Writes the configuration's tenants and keys into `store`: a tenant the store has is updated to the
+/// configuration's fields; a key it has is left as it is (it may have been revoked through the API).
+async fn seed(store: &dyn AccessStore, configured: crate::access::AccessSnapshot) -> Result<()> {
+    for tenant in configured.tenants {
+        let id = tenant.id.clone();
+        let update = TenantUpdate {
+            budget: Some(tenant.budget),
+            budget_period: Some(tenant.budget_period),
+            rpm: Some(tenant.rpm),
+            tpm: Some(tenant.tpm),
+            models: Some(tenant.models.clone()),
+        };
+        match store.create_tenant(tenant).await {
+            Err(Error::Conflict { .. }) => {
+                store.update_tenant(&id, &update).await?;
+            }
+            other => {
+                other?;
+            }
         }
     }
-    Ok(tenants)
+    for key in configured.keys {
+        match store.create_key(key).await {
+            Err(Error::Conflict { .. }) | Ok(_) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl Route {

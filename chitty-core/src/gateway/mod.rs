@@ -54,6 +54,7 @@
 mod breaker;
 mod builder;
 mod config;
+mod directory;
 mod endpoint;
 mod pipeline;
 mod ratelimit;
@@ -71,15 +72,15 @@ pub use config::{
 pub use ratelimit::TokenBucket;
 pub use routing::Readiness;
 pub use stream::StreamReply;
-pub use tenant::{RequestContext, Tenant};
+pub use tenant::{ApiKey, Caller, RequestContext, Tenant};
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::access::{AccessStore, KeyDigest};
 use crate::budget::BudgetStore;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
@@ -142,7 +143,11 @@ struct Inner {
     models: HashMap<String, Model>,
     prefixes: Vec<(String, Model)>,
     model_order: Vec<String>,
-    tenants: HashMap<[u8; 32], Arc<Tenant>>,
+    /// The local copy of the access store, swapped whole on reload.
+    directory: RwLock<Arc<directory::Directory>>,
+    access: Option<Arc<dyn AccessStore>>,
+    /// One reload at a time, so an older snapshot never replaces a newer one.
+    reload: futures::lock::Mutex<()>,
     cache: Option<Arc<dyn Cache>>,
     budgets: Option<Arc<dyn BudgetStore>>,
     events: Arc<dyn EventSink>,
@@ -163,7 +168,7 @@ impl fmt::Debug for Gateway {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Gateway")
             .field("models", &self.inner.model_order)
-            .field("tenants", &self.inner.tenants.len())
+            .field("tenants", &self.directory().tenants.len())
             .field("cache", &self.inner.cache)
             .field("budgets", &self.inner.budgets)
             .finish_non_exhaustive()
@@ -176,23 +181,72 @@ impl Gateway {
         GatewayBuilder::new(config)
     }
 
-    /// The tenant owning `api_key`. The key is hashed first and the digest compared in constant time.
-    pub fn authenticate(&self, api_key: &str) -> Result<Arc<Tenant>> {
-        let digest: [u8; 32] = Sha256::digest(api_key.as_bytes()).into();
+    /// The caller owning `api_key`: its tenant and, for a key from an access store, the key. The key is hashed
+    /// first and the digest compared in constant time; a revoked key is unknown, an expired one refused.
+    pub fn authenticate(&self, api_key: &str) -> Result<Caller> {
+        let digest = KeyDigest::of(api_key);
+        let directory = self.directory();
         // The map lookup hashes a digest, which reveals nothing about the key; the final check is constant time.
-        match self.inner.tenants.get_key_value(&digest) {
-            Some((stored, tenant)) if bool::from(stored.ct_eq(&digest)) => Ok(tenant.clone()),
+        match directory.by_digest.get_key_value(&digest) {
+            Some((stored, caller))
+                if bool::from(stored.0.ct_eq(&digest.0))
+                    && caller.key.as_ref().is_none_or(|k| !k.expired(self.now())) =>
+            {
+                Ok(caller.clone())
+            }
             _ => Err(Error::InvalidApiKey),
         }
     }
 
-    /// The models `tenant` may use, in configuration order.
-    pub fn models(&self, tenant: &Tenant) -> ModelList {
+    /// The tenant `id`, as the gateway knows it now.
+    pub fn tenant(&self, id: &str) -> Option<Arc<Tenant>> {
+        self.directory().tenants.get(id).cloned()
+    }
+
+    /// The access store tenants and keys come from, when the gateway has one.
+    pub fn access_store(&self) -> Option<&Arc<dyn AccessStore>> {
+        self.inner.access.as_ref()
+    }
+
+    /// The budget store, when the gateway has one.
+    pub fn budget_store(&self) -> Option<&Arc<dyn BudgetStore>> {
+        self.inner.budgets.as_ref()
+    }
+
+    /// Rebuilds the local copy of tenants and keys from the access store (a no-op without one), and pushes
+    /// changed tenant budgets into the budget store. Call it when the store reports a change; replicas that
+    /// share a store learn of each other's changes this way.
+    pub async fn reload_access(&self) -> Result<()> {
+        let Some(store) = &self.inner.access else { return Ok(()) };
+        let _one_at_a_time = self.inner.reload.lock().await;
+        let snapshot = store.snapshot().await?;
+        let previous = self.directory();
+        let next = directory::Directory::build(snapshot, Some(&previous));
+        if let Some(budgets) = &self.inner.budgets {
+            for tenant in next.tenants.values() {
+                let before = previous.tenants.get(tenant.id()).and_then(|t| t.budget());
+                if let Some(limit) = tenant.budget()
+                    && before != Some(limit)
+                {
+                    budgets.set_limit(tenant.id(), limit).await?;
+                }
+            }
+        }
+        *self.inner.directory.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        Ok(())
+    }
+
+    fn directory(&self) -> Arc<directory::Directory> {
+        Arc::clone(&self.inner.directory.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The models `ctx` may use (its tenant's, narrowed by its key), in configuration order.
+    pub fn models(&self, ctx: &RequestContext) -> ModelList {
         let data = self
             .inner
             .model_order
             .iter()
-            .filter(|m| tenant.may_use(m))
+            .filter(|m| ctx.may_use(m))
             .map(|m| ModelObject {
                 id: m.clone(),
                 object: "model".to_owned(),

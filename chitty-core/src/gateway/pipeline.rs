@@ -32,6 +32,7 @@ use crate::wire::Usage;
 pub(super) struct RequestInfo {
     pub(super) request_id: String,
     pub(super) tenant: Arc<Tenant>,
+    pub(super) key_id: Option<String>,
     /// The public model name as requested.
     pub(super) model: String,
     pub(super) endpoint: Endpoint,
@@ -202,6 +203,7 @@ impl Gateway {
         let info = RequestInfo {
             request_id: ctx.request_id.clone(),
             tenant: Arc::clone(&ctx.tenant),
+            key_id: ctx.key_id().map(str::to_owned),
             model: E::model(&req).to_owned(),
             endpoint: E::ENDPOINT,
             started: self.now(),
@@ -281,7 +283,7 @@ impl Gateway {
             return Err(Error::invalid_request("`model` is required", Some("model")));
         }
         let model = self.find_model(name).ok_or_else(|| Error::ModelNotFound { model: name.to_owned() })?;
-        if !ctx.tenant.may_use(name) {
+        if !ctx.may_use(name) {
             return Err(Error::ModelNotAllowed { model: name.to_owned() });
         }
         // Prefix families serve whatever the upstream model is; only named models declare a kind.
@@ -352,7 +354,8 @@ impl Gateway {
         let event = Event::Request(RequestEvent {
             at: now,
             request_id: info.request_id,
-            tenant: info.tenant.id.clone(),
+            tenant: info.tenant.id().to_owned(),
+            key_id: info.key_id,
             model: info.model,
             endpoint: info.endpoint,
             provider: outcome.provider,

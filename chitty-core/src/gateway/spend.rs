@@ -36,7 +36,7 @@ impl Gateway {
         cap: Option<u32>,
         generations: u32,
     ) -> Result<BudgetHold> {
-        let (Some(store), Some(_)) = (&self.inner.budgets, tenant.budget) else {
+        let (Some(store), Some(_)) = (&self.inner.budgets, tenant.budget()) else {
             return Ok(BudgetHold { reservation: None, cap_set: None });
         };
         let price = &model.price;
@@ -53,7 +53,7 @@ impl Gateway {
         };
         let reservation = store
             .reserve(ReserveRequest {
-                tenant: &tenant.id,
+                tenant: tenant.id(),
                 min,
                 max,
                 lease: Duration::from_secs(self.inner.defaults.lease_secs),
@@ -95,7 +95,7 @@ impl Gateway {
                 "upstream usage cost more than the reservation; charged the reservation"
             );
             self.emit(Event::BudgetExcess {
-                tenant: info.tenant.id.clone(),
+                tenant: info.tenant.id().to_owned(),
                 model: info.model.clone(),
                 provider: provider.to_owned(),
                 reserved: r.amount,

@@ -176,12 +176,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 fn context(gateway: &Gateway, headers: &HeaderMap, request_id: &str) -> Result<RequestContext> {
     let key = bearer(headers).ok_or(Error::InvalidApiKey)?;
-    let tenant = gateway.authenticate(key)?;
+    let caller = gateway.authenticate(key)?;
     let cache = headers
         .get(axum::http::header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
         .map_or(CacheDirective::Default, CacheDirective::from_header);
-    Ok(RequestContext::new(tenant, request_id, cache))
+    Ok(RequestContext::new(caller, request_id, cache))
 }
 
 /// Reads the whole body, at most `limit` bytes: 413 above it, 408 when it arrives too slowly.
@@ -365,7 +365,7 @@ async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
     let id = request_id(&headers);
     match context(&state.gateway, &headers, &id) {
         Ok(ctx) => {
-            let mut response = axum::Json(state.gateway.models(&ctx.tenant)).into_response();
+            let mut response = axum::Json(state.gateway.models(&ctx)).into_response();
             if let Ok(v) = HeaderValue::from_str(&id) {
                 response.headers_mut().insert(X_REQUEST_ID, v);
             }
