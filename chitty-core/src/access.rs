@@ -350,29 +350,27 @@ fn list_within(child: Option<&[String]>, parent: Option<&[String]>) -> bool {
 }
 
 /// Checks that a key delegated from `parent` stays inside it: models a subset of the parent's, a budget no
-/// larger, an expiry no later. The error names the field at fault, as the admin API reports it.
+/// larger, an expiry no later. A field left unset inherits the parent's limit (the gateway checks the whole
+/// chain on every request), so only an explicit widening is refused. The error names the field at fault.
 pub fn check_delegation(parent: &KeyRecord, child: &KeyRecord, now: Timestamp) -> Result<()> {
     if !parent.is_live(now) {
         return Err(Error::invalid_request(format!("key `{}` is revoked or expired", parent.id), Some("id")));
     }
-    if !list_within(child.models.as_deref(), parent.models.as_deref()) {
+    if child.models.is_some() && !list_within(child.models.as_deref(), parent.models.as_deref()) {
         return Err(Error::invalid_request("`models` must be a subset of the parent key's models", Some("models")));
     }
-    if let Some(limit) = parent.budget
-        && child.budget.is_none_or(|b| b > limit)
+    if let (Some(limit), Some(budget)) = (parent.budget, child.budget)
+        && budget > limit
     {
         return Err(Error::invalid_request(
-            format!("`budget_usd` must be set and at most the parent key's {}", limit.decimal()),
+            format!("`budget_usd` must be at most the parent key's {}", limit.decimal()),
             Some("budget_usd"),
         ));
     }
-    if let Some(limit) = parent.expires_at
-        && child.expires_at.is_none_or(|e| e > limit)
+    if let (Some(limit), Some(expiry)) = (parent.expires_at, child.expires_at)
+        && expiry > limit
     {
-        return Err(Error::invalid_request(
-            "`expires_at` must be set and no later than the parent key's",
-            Some("expires_at"),
-        ));
+        return Err(Error::invalid_request("`expires_at` must be no later than the parent key's", Some("expires_at")));
     }
     Ok(())
 }
@@ -487,14 +485,17 @@ mod tests {
         let mut wide = child.clone();
         wide.models = Some(vec!["gpt-4o-mini".into()]);
         assert_eq!(field(&wide).as_deref(), Some("models"));
-        wide.models = None;
-        assert_eq!(field(&wide).as_deref(), Some("models"), "no list means every model: wider than the parent");
+        wide.models = Some(vec!["claude-*".into(), "o1".into()]);
+        assert_eq!(field(&wide).as_deref(), Some("models"));
         let mut rich = child.clone();
         rich.budget = Some(NanoUsd::from_usd(11));
         assert_eq!(field(&rich).as_deref(), Some("budget_usd"));
         let mut late = child.clone();
-        late.expires_at = None;
+        late.expires_at = Some(Timestamp(5_001));
         assert_eq!(field(&late).as_deref(), Some("expires_at"));
+        // Unset fields inherit the parent's limits, which the gateway checks along the chain.
+        let inherit = KeyRecord { models: None, budget: None, expires_at: None, ..child.clone() };
+        check_delegation(&parent, &inherit, now).unwrap();
         let mut revoked = parent.clone();
         revoked.revoked_at = Some(Timestamp(1));
         assert!(check_delegation(&revoked, &child, now).is_err());

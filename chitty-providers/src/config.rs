@@ -204,6 +204,34 @@ impl Default for BackendSection {
     }
 }
 
+/// `[admin]`: the admin API (tenants and keys at run time, see [`crate::server::admin_router`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// SHA-256 digests (hex) of the admin keys; plain admin keys never live in the file.
+    #[serde(default)]
+    pub key_sha256: Vec<String>,
+}
+
+/// `[store]`: where tenants and keys live.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `memory` (one process; the file's tenants and what the admin API adds until restart) or `postgres`
+    /// (feature `postgres`; shared by replicas, changes pushed with `LISTEN/NOTIFY`).
+    pub backend: String,
+    /// Connection URL of the database (`${DATABASE_URL}`).
+    pub url: Option<Secret>,
+    /// Seconds between full reloads, the backstop behind change notifications (default 30).
+    pub refresh_secs: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection { backend: "memory".into(), url: None, refresh_secs: 30 }
+    }
+}
+
 /// `[[providers]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -268,6 +296,12 @@ pub struct GatewayFile {
     /// `[budgets]`.
     #[serde(default)]
     pub budgets: BackendSection,
+    /// `[admin]`: serve the admin API (`/admin/v1/…`) to these keys.
+    #[serde(default)]
+    pub admin: Option<AdminSection>,
+    /// `[store]`: where tenants and keys live.
+    #[serde(default)]
+    pub store: StoreSection,
     /// `[[providers]]`.
     #[serde(default)]
     pub providers: Vec<ProviderSection>,
@@ -402,6 +436,9 @@ impl GatewayFile {
                 section.url = Some(Secret(interpolate(&format!("{name}.url"), url.expose())?));
             }
         }
+        if let Some(url) = &file.store.url {
+            file.store.url = Some(Secret(interpolate("store.url", url.expose())?));
+        }
         Ok(file)
     }
 
@@ -440,7 +477,30 @@ impl GatewayFile {
         };
         let providers: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
         config.validate(&providers).map_err(|issue| invalid(issue.key, issue.reason))?;
+        self.admin_keys(&config)?;
         Ok(config)
+    }
+
+    /// The admin key digests of `[admin]` (none without the section): 64 hex characters each, at least one,
+    /// and none a tenant's key, so a tenant key can never reach the admin API.
+    pub fn admin_keys(&self, config: &GatewayConfig) -> Result<Vec<chitty_core::access::KeyDigest>, ConfigError> {
+        let Some(admin) = &self.admin else { return Ok(Vec::new()) };
+        if admin.key_sha256.is_empty() {
+            return Err(invalid("admin.key_sha256", "needs at least one digest (or remove [admin])"));
+        }
+        let mut digests = Vec::new();
+        for (i, hex_digest) in admin.key_sha256.iter().enumerate() {
+            let key = format!("admin.key_sha256[{i}]");
+            let digest = chitty_core::access::KeyDigest::from_hex(hex_digest)
+                .ok_or_else(|| invalid(key.clone(), "must be 64 hex characters (SHA-256 of the admin key)"))?;
+            let tenant_key =
+                config.tenants.iter().flat_map(|t| &t.key_sha256).any(|d| d.eq_ignore_ascii_case(&digest.to_hex()));
+            if tenant_key {
+                return Err(invalid(key, "is also a tenant's key; admin keys must be kept apart"));
+            }
+            digests.push(digest);
+        }
+        Ok(digests)
     }
 }
 

@@ -161,6 +161,12 @@ impl Gateway {
             tracing::warn!(error = %e, "readiness: the budget store does not answer");
             failing.push("budget store: not answering".to_owned());
         }
+        if let Some(access) = &self.inner.access
+            && let Err(e) = access.ping().await
+        {
+            tracing::warn!(error = %e, "readiness: the access store does not answer");
+            failing.push("access store: not answering".to_owned());
+        }
         for name in &self.inner.model_order {
             let Some(model) = self.inner.models.get(name) else { continue };
             if !model.routes.iter().any(|r| lock(&r.breaker).is_closed()) {

@@ -27,8 +27,9 @@ use chitty_core::runtime::TokioRuntimeExt;
 use chitty_core::{EventSink, FanOutSink, Provider};
 
 use super::{PerCoreServer, Server, ServerOptions, router, shutdown_signal};
-use crate::config::{BackendSection, ConfigError, GatewayFile, ServerSection};
-use crate::memory::{MemoryBudgetStore, MemoryCache};
+use crate::access_sync::AccessSync;
+use crate::config::{BackendSection, ConfigError, GatewayFile, ServerSection, StoreSection};
+use crate::memory::{MemoryAccessStore, MemoryBudgetStore, MemoryCache};
 
 fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.to_owned(), reason: reason.into() }
@@ -44,6 +45,8 @@ pub struct GatewayApp {
     /// `/metrics` for its own address (`server.metrics_addr`), behind `server.metrics_token` if set.
     pub metrics_router: Option<Router>,
     server: ServerSection,
+    /// Keeps the gateway's tenants and keys current while the app lives (with a shared store).
+    access_sync: Option<AccessSync>,
 }
 
 impl GatewayFile {
@@ -56,6 +59,7 @@ impl GatewayFile {
     /// of the same name, which is how kinds this crate does not build (a mock, a host's own) are served.
     pub async fn build_with(&self, host_providers: Vec<Arc<dyn Provider>>) -> Result<GatewayApp, ConfigError> {
         let config = self.gateway_config()?;
+        let config_for_admin = config.clone();
         let model_names: Vec<String> = config.models.iter().map(|m| m.name.clone()).collect();
         let mut builder = Gateway::builder(config).tokio_runtime();
         for section in &self.providers {
@@ -68,10 +72,22 @@ impl GatewayFile {
         }
         builder = with_cache(builder, &self.cache).await?;
         builder = with_budgets(builder, &self.budgets).await?;
+        let admin_keys = self.admin_keys(&config_for_admin)?;
+        let (builder_with_store, changes) = with_store(builder, &self.store, !admin_keys.is_empty()).await?;
+        builder = builder_with_store;
         let (builder, metrics) = event_sinks(builder, model_names, &self.server)?;
         let gateway = builder.build().await.map_err(|e| invalid("gateway", e.to_string()))?;
         let options = ServerOptions { body_limit: self.server.body_limit_bytes, ..ServerOptions::default() };
         let mut api = router(gateway.clone(), options);
+        if !admin_keys.is_empty() {
+            let admin =
+                super::admin_router(gateway.clone(), admin_keys).map_err(|e| invalid("admin", e.to_string()))?;
+            api = api.merge(admin);
+        }
+        let access_sync = changes.map(|changes| {
+            let every = std::time::Duration::from_secs(self.store.refresh_secs.max(1));
+            AccessSync::spawn(gateway.clone(), changes, every)
+        });
         let metrics_router = match (metrics, &self.server.metrics_addr) {
             (Some(metrics), None) => {
                 api = api.merge(metrics);
@@ -79,7 +95,7 @@ impl GatewayFile {
             }
             (metrics, _) => metrics,
         };
-        Ok(GatewayApp { gateway, router: api, metrics_router, server: self.server.clone() })
+        Ok(GatewayApp { gateway, router: api, metrics_router, server: self.server.clone(), access_sync })
     }
 }
 
@@ -113,6 +129,36 @@ async fn with_budgets(builder: GatewayBuilder, section: &BackendSection) -> Resu
         other => Err(invalid(
             "budgets.backend",
             format!("`{other}` is not a budget backend of this build (memory, redis with feature `redis`)"),
+        )),
+    }
+}
+
+/// A change stream a gateway reloads its keys on (`None` inside: only the interval), when it has a shared store.
+type Changes = Option<Option<futures::stream::BoxStream<'static, ()>>>;
+
+/// The access store `[store]` names: none for a file-only gateway without `[admin]`, memory with `[admin]`,
+/// or PostgreSQL (feature `postgres`) with its change notifications.
+async fn with_store(
+    builder: GatewayBuilder,
+    section: &StoreSection,
+    admin: bool,
+) -> Result<(GatewayBuilder, Changes), ConfigError> {
+    match section.backend.as_str() {
+        "memory" if admin => Ok((builder.access(Arc::new(MemoryAccessStore::new())), None)),
+        "memory" => Ok((builder, None)),
+        #[cfg(feature = "postgres")]
+        "postgres" => {
+            let url =
+                section.url.as_ref().ok_or_else(|| invalid("store.url", "is required for backend \"postgres\""))?;
+            let store = crate::postgres::PostgresAccessStore::connect(url.expose())
+                .await
+                .map_err(|e| invalid("store.url", e.to_string()))?;
+            let changes = store.changes().await.map_err(|e| invalid("store.url", e.to_string()))?;
+            Ok((builder.access(Arc::new(store)), Some(Some(changes))))
+        }
+        other => Err(invalid(
+            "store.backend",
+            format!("`{other}` is not a store backend of this build (memory, postgres with feature `postgres`)"),
         )),
     }
 }
@@ -190,7 +236,7 @@ impl GatewayApp {
             }
             _ => None,
         };
-        Ok(BoundGateway { server, router: self.router, metrics, limits, workers })
+        Ok(BoundGateway { server, router: self.router, metrics, limits, workers, _access_sync: self.access_sync })
     }
 }
 
@@ -202,6 +248,7 @@ pub struct BoundGateway {
     metrics: Option<(std::net::TcpListener, Router)>,
     limits: super::ConnectionLimits,
     workers: usize,
+    _access_sync: Option<AccessSync>,
 }
 
 impl BoundGateway {

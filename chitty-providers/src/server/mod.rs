@@ -3,7 +3,7 @@
 //! [`router`] returns an [`axum::Router`] a host application mounts or serves:
 //! `POST /v1/chat/completions` and `POST /v1/completions` (plain and SSE), `POST /v1/embeddings`,
 //! `GET /v1/models` (only the caller's models), `GET /healthz` (the process is alive) and `GET /readyz` (200 when
-//! the cache and budget backends answer and every model has a route whose circuit is closed; 503 naming what
+//! the cache, budget and access-store backends answer and every model has a route whose circuit is closed; 503 naming what
 //! fails otherwise).
 //!
 //! Every response carries `x-request-id`; answers carry `x-chitty-cache: hit | miss | bypass`,
@@ -33,6 +33,7 @@
 //! [`PerCoreServer`] serves the same router on one current-thread runtime per core instead, so that each
 //! request stays on the thread that accepted it.
 
+mod admin;
 mod app;
 mod per_core;
 mod response;
@@ -55,6 +56,7 @@ use chitty_core::{Error, Result};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
+pub use admin::{KEY_PREFIX, admin_router};
 pub use app::{BoundGateway, GatewayApp};
 pub use chitty_core::serve::{BodyReadTimeout, ConnectionLimits, Server};
 pub use per_core::PerCoreServer;
