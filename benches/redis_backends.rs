@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chitty::core::keys::CacheKey;
-use chitty::core::{BudgetStore, Cache, NanoUsd, ReserveRequest, Timestamp};
+use chitty::core::{BudgetAccount, BudgetStore, Cache, NanoUsd, ReserveRequest, Timestamp};
 use chitty::providers::memory::{MemoryBudgetStore, MemoryCache};
 use chitty::providers::redis::{RedisBudgetStore, RedisCache, RedisConnection};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -33,8 +33,22 @@ fn runtime() -> tokio::runtime::Runtime {
 
 async fn reserve_settle(store: &dyn BudgetStore) {
     let now = Timestamp(1_700_000_000_000);
-    let request =
-        ReserveRequest { tenant: TENANT, min: NanoUsd(10), max: NanoUsd(1_000), lease: Duration::from_secs(60), now };
+    // The tenant's account and one key's, as a request through a budgeted key reserves; neither can run out.
+    let accounts = [
+        BudgetAccount { name: chitty::core::budget::TENANT_ACCOUNT, limit: NanoUsd(u64::MAX) },
+        BudgetAccount { name: "key_bench", limit: NanoUsd(u64::MAX) },
+    ];
+    let request = ReserveRequest {
+        tenant: TENANT,
+        accounts: &accounts,
+        period: Timestamp(0),
+        model: "bench-model",
+        key: Some("key_bench"),
+        min: NanoUsd(10),
+        max: NanoUsd(1_000),
+        lease: Duration::from_secs(60),
+        now,
+    };
     let r = store.reserve(request).await.expect("reserve");
     store.settle(&r, NanoUsd(5), now).await.expect("settle");
 }
@@ -57,10 +71,6 @@ fn backends(rt: &tokio::runtime::Runtime) -> Vec<Backend> {
             });
         }
         Err(unavailable) => eprintln!("SKIPPED the Redis rows: {unavailable}"),
-    }
-    for backend in &out {
-        // A budget no bench run can exhaust.
-        rt.block_on(backend.budgets.set_limit(TENANT, NanoUsd(u64::MAX))).expect("set_limit");
     }
     out
 }

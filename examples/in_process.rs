@@ -9,7 +9,7 @@ use chitty::core::gateway::{
 };
 use chitty::core::keys::{CacheDirective, CachePolicy};
 use chitty::core::wire::{ChatCompletionRequest, ChatMessage};
-use chitty::core::{BudgetStore, ModelPrice, NanoUsd};
+use chitty::core::{Balance, BudgetStore, ModelPrice, NanoUsd, Timestamp};
 use chitty::providers::memory::{CountingSink, MemoryBudgetStore, MemoryCache};
 use chitty::providers::runtime::TokioRuntimeExt;
 use chitty_testkit::mock::MockProvider;
@@ -71,7 +71,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!();
 
-    let balance = budgets.balance("demo", gateway.now()).await?;
+    // Limits live with the tenant (configuration or access store); the budget store keeps the spend.
+    let limit = gateway.tenant("demo").and_then(|t| t.budget()).unwrap_or_default();
+    let spend = budgets.spend("demo", Timestamp(0), gateway.now()).await?;
+    let balance = Balance::new(limit, spend.tenant());
     println!("budget:   spent {} of {}, {} left", balance.spent, balance.limit, balance.remaining());
     println!("events:   {:?}", events.counts());
     Ok(())

@@ -1,5 +1,11 @@
-//! The [`BudgetStore`] trait: per-tenant spend that is reserved before a call and settled after it.
+//! The [`BudgetStore`] trait: spend that is reserved before a call and settled after it, against nested
+//! budgets (a tenant's, and each key's inside it) that start again from zero each budget period.
+//!
+//! The store keeps spend, not limits: each reservation names the accounts it must fit in and their limits,
+//! which the gateway reads from its copy of the access store. So a limit changed through the admin API holds
+//! on the next request, and a store that lost its data never turns every limit into zero.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -9,14 +15,35 @@ use crate::error::Result;
 use crate::money::NanoUsd;
 use crate::time::Timestamp;
 
+/// The name of a tenant's own account among its [`BudgetAccount`]s; keys' accounts are named by key id.
+pub const TENANT_ACCOUNT: &str = "";
+
+/// One budget a reservation must fit in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetAccount<'a> {
+    /// [`TENANT_ACCOUNT`] for the tenant's own budget, else the key id whose budget this is.
+    pub name: &'a str,
+    /// The most the account may spend in the period (`NanoUsd(u64::MAX)` for no limit).
+    pub limit: NanoUsd,
+}
+
 /// A request to set money aside for one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReserveRequest<'a> {
-    /// Tenant identifier.
+    /// Tenant identifier: every account below is the tenant's, and they change together atomically.
     pub tenant: &'a str,
+    /// The budgets that must all cover the reservation: the tenant's, and those of the key and its parents.
+    pub accounts: &'a [BudgetAccount<'a>],
+    /// When the tenant's current budget period began (`Timestamp(0)` for a lifetime budget). Spend is kept
+    /// per period, so a new period starts at zero; a reservation settles into the period it was made in.
+    pub period: Timestamp,
+    /// The public model, for the spend report by model.
+    pub model: &'a str,
+    /// The key id, for the spend report by key.
+    pub key: Option<&'a str>,
     /// The least the call can cost; if this much is not available, the reservation fails.
     pub min: NanoUsd,
-    /// The most the call can cost; the store grants `min(max, remaining)`.
+    /// The most the call can cost; the store grants `min(max, the smallest account's remaining)`.
     pub max: NanoUsd,
     /// How long the reservation holds before the store reclaims it (a crashed caller cannot hold budget for ever).
     pub lease: Duration,
@@ -58,10 +85,42 @@ impl Settlement {
     }
 }
 
-/// A tenant's budget at one instant.
+/// One account's spend in a period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccountSpend {
+    /// Settled spend.
+    pub spent: NanoUsd,
+    /// Held by live reservations made in the period.
+    pub reserved: NanoUsd,
+}
+
+/// A tenant's spend in one period.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Spend {
+    /// Each account's spend ([`TENANT_ACCOUNT`] is the tenant's own), for accounts that reserved anything.
+    pub accounts: BTreeMap<String, AccountSpend>,
+    /// Settled spend by public model.
+    pub by_model: BTreeMap<String, NanoUsd>,
+    /// Settled spend by key id (every key that spent, with or without a budget of its own).
+    pub by_key: BTreeMap<String, NanoUsd>,
+}
+
+impl Spend {
+    /// The account's spend (zero when it never reserved in the period).
+    pub fn account(&self, name: &str) -> AccountSpend {
+        self.accounts.get(name).copied().unwrap_or_default()
+    }
+
+    /// The tenant's own account.
+    pub fn tenant(&self) -> AccountSpend {
+        self.account(TENANT_ACCOUNT)
+    }
+}
+
+/// An account's budget at one instant: its limit (from the access store) and its spend (from the budget store).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Balance {
-    /// Total the tenant may spend.
+    /// Total the account may spend in the period.
     pub limit: NanoUsd,
     /// Settled spend.
     pub spent: NanoUsd,
@@ -70,29 +129,35 @@ pub struct Balance {
 }
 
 impl Balance {
+    /// `limit` with `spend`.
+    pub fn new(limit: NanoUsd, spend: AccountSpend) -> Balance {
+        Balance { limit, spent: spend.spent, reserved: spend.reserved }
+    }
+
     /// What can still be reserved: `limit − spent − reserved`.
     pub fn remaining(&self) -> NanoUsd {
         self.limit.saturating_sub(self.spent).saturating_sub(self.reserved)
     }
 }
 
-/// Per-tenant spend.
+/// Spend per tenant, account and period.
 ///
 /// Contract (checked by `chitty_testkit::budget` for every implementation):
-/// - `reserve` is atomic: it grants `min(max, remaining)` if that is at least `min`, else fails with
-///   [`crate::Error::BudgetExhausted`]; concurrent reservations never together exceed the limit.
-/// - `settle` charges `actual`, but never more than the reservation (see [`Settlement::capped`]), and frees
-///   the reservation: spend can never pass the limit, whatever an upstream reports. Settling or releasing an
-///   unknown or already-finished reservation fails with [`crate::Error::ReservationNotFound`] and charges
-///   nothing, so a retry can never double-charge.
+/// - `reserve` is atomic over all of the request's accounts: it grants `min(max, r)`, where `r` is the
+///   smallest `limit − spent − reserved` among them in the request's period, if that is at least `min`, and
+///   adds the grant to each account's reserved; else it fails with [`crate::Error::BudgetExhausted`] and
+///   changes nothing. Concurrent reservations never together take an account past its limit.
+/// - `settle` charges `actual`, but never more than the reservation (see [`Settlement::capped`]), to every
+///   account it was reserved on, in the period it was reserved in, and frees the reservation; the charge
+///   also counts towards the request's model and key in [`Spend::by_model`] and [`Spend::by_key`]. Settling
+///   or releasing an unknown or already-finished reservation fails with
+///   [`crate::Error::ReservationNotFound`] and charges nothing, so a retry can never double-charge.
 /// - Reservations whose lease expired (by the `now` passed to any later call) are reclaimed.
-/// - A tenant with no limit set has a limit of zero.
+/// - A backend that cannot be reached fails with [`crate::Error::BackendUnavailable`], which the gateway
+///   answers 503 with `Retry-After`.
 #[async_trait]
 pub trait BudgetStore: Send + Sync + Debug + 'static {
-    /// Sets a tenant's limit, keeping its spend and live reservations.
-    async fn set_limit(&self, tenant: &str, limit: NanoUsd) -> Result<()>;
-
-    /// Sets money aside for one call.
+    /// Sets money aside for one call on every account of the request.
     async fn reserve(&self, request: ReserveRequest<'_>) -> Result<Reservation>;
 
     /// Charges `actual` (at most the reservation) for a finished call and refunds the rest of its reservation.
@@ -101,8 +166,8 @@ pub trait BudgetStore: Send + Sync + Debug + 'static {
     /// Frees a reservation without charging (the call failed before costing anything).
     async fn release(&self, reservation: &Reservation, now: Timestamp) -> Result<()>;
 
-    /// The tenant's budget now.
-    async fn balance(&self, tenant: &str, now: Timestamp) -> Result<Balance>;
+    /// The tenant's spend in the period that began at `period`.
+    async fn spend(&self, tenant: &str, period: Timestamp, now: Timestamp) -> Result<Spend>;
 
     /// Whether the backend answers (readiness checks); in-process stores always do.
     async fn ping(&self) -> Result<()> {

@@ -269,3 +269,75 @@ async fn an_expired_key_or_one_under_an_expired_parent_is_refused_without_a_relo
     assert!(matches!(gateway.authenticate("sk-parent"), Err(Error::InvalidApiKey)));
     assert!(matches!(gateway.authenticate("sk-child"), Err(Error::InvalidApiKey)), "the parent's expiry binds it");
 }
+
+/// Keys' budgets nest inside their parents' and the tenant's; the spend report adds up to the nano-USD.
+#[tokio::test]
+async fn nested_key_budgets_bind_and_spend_is_reported_by_model_and_key() {
+    use reqwest::Method;
+    let api = Api::start(&config()).await;
+    let (status, _) =
+        api.admin(Method::POST, "/admin/v1/tenants", Some(json!({"id": "spender", "budget_usd": "1"}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, parent) = api
+        .admin(Method::POST, "/admin/v1/tenants/spender/keys", Some(json!({"name": "a", "budget_usd": "0.0002"})))
+        .await;
+    let parent_id = parent["id"].as_str().unwrap().to_owned();
+    let (_, child) = api
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/keys/{parent_id}/delegate"),
+            Some(json!({"name": "b", "budget_usd": "0.0001"})),
+        )
+        .await;
+    let child_id = child["id"].as_str().unwrap().to_owned();
+
+    let chat = |key: String, model: &'static str| {
+        let request = api.http.post(format!("{}/v1/chat/completions", api.base)).bearer_auth(key).json(&json!({
+            "model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "say something short"}]
+        }));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let cost =
+                response.headers().get("x-chitty-cost-nano-usd").map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            let body: Value = response.json().await.unwrap();
+            (status, cost.unwrap_or(0), body)
+        }
+    };
+    let (mut child_cost, mut refused) = (0u64, None);
+    for _ in 0..200 {
+        let (status, cost, body) = chat(child["key"].as_str().unwrap().to_owned(), "chat").await;
+        if status == StatusCode::OK {
+            child_cost += cost;
+        } else {
+            refused = Some((status, body));
+            break;
+        }
+    }
+    let (status, body) = refused.expect("the delegated key's $0.0001 ran out");
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("insufficient_quota")));
+    assert!(child_cost <= 100_000, "the delegated key spent {child_cost} nano-USD of its 100,000");
+
+    // The parent still has what the child did not use of its own $0.0002, and spends on another model.
+    let (mut parent_cost, mut parent_refused) = (0u64, false);
+    for _ in 0..200 {
+        let (status, cost, _) = chat(parent["key"].as_str().unwrap().to_owned(), "other").await;
+        if status != StatusCode::OK {
+            parent_refused = true;
+            break;
+        }
+        parent_cost += cost;
+    }
+    assert!(parent_refused && parent_cost > 0, "the parent spends, then its own budget binds");
+    assert!(child_cost + parent_cost <= 200_000, "parent and child together stay inside the parent's budget");
+
+    let (status, spend) = api.admin(Method::GET, "/admin/v1/tenants/spender/spend", None).await;
+    assert_eq!(status, StatusCode::OK, "{spend}");
+    let nanos = |v: &Value| v.as_str().unwrap().parse::<chitty_core::NanoUsd>().unwrap().0;
+    assert_eq!(nanos(&spend["spent_usd"]), child_cost + parent_cost, "{spend}");
+    assert_eq!(nanos(&spend["reserved_usd"]), 0);
+    assert_eq!(spend["limit_usd"], "1.000000000");
+    assert_eq!((nanos(&spend["by_model"]["chat"]), nanos(&spend["by_model"]["other"])), (child_cost, parent_cost));
+    assert_eq!((nanos(&spend["by_key"][&child_id]), nanos(&spend["by_key"][&parent_id])), (child_cost, parent_cost));
+    assert_eq!((spend["period_start"].as_str(), &spend["period_end"]), (Some("1970-01-01T00:00:00Z"), &Value::Null));
+}

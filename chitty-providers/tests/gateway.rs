@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chitty_core::access::{AccessStore, TenantUpdate};
 use chitty_core::gateway::{
     Gateway, GatewayConfig, ModelConfig, ModelKind, RequestContext, RouteConfig, TenantConfig, api_key_digest,
 };
@@ -20,7 +21,7 @@ use chitty_core::{
     BudgetStore, CacheStatus, Capabilities, Capability, CompletionChunkStream, Error, Event, ManualClock, ManualTimer,
     ModelPrice, NanoUsd, Provider, RandomSource, SeededRandom, Timestamp,
 };
-use chitty_providers::memory::{CollectingSink, MemoryBudgetStore, MemoryCache};
+use chitty_providers::memory::{CollectingSink, MemoryAccessStore, MemoryBudgetStore, MemoryCache};
 use chitty_providers::runtime::{TokioRuntimeExt, TokioSpawner};
 use chitty_testkit::mock::MockProvider;
 use futures::StreamExt;
@@ -34,6 +35,7 @@ struct Harness {
     fallback: Arc<MockProvider>,
     budgets: Arc<MemoryBudgetStore>,
     events: Arc<CollectingSink>,
+    access: Arc<MemoryAccessStore>,
 }
 
 fn model(name: &str, routes: &[(&str, &str)]) -> ModelConfig {
@@ -72,18 +74,20 @@ async fn harness(tweak: impl FnOnce(&mut GatewayConfig)) -> Harness {
     let fallback = Arc::new(MockProvider::new("fallback"));
     let budgets = Arc::new(MemoryBudgetStore::new());
     let events = Arc::new(CollectingSink::new());
+    let access = Arc::new(MemoryAccessStore::new());
     let gateway = Gateway::builder(config)
         .provider(primary.clone())
         .provider(fallback.clone())
         .cache(Arc::new(MemoryCache::new(1 << 24)))
         .budgets(budgets.clone())
+        .access(access.clone())
         .events(events.clone())
         .runtime(Arc::new(clock.clone()), Arc::new(ManualTimer::new(clock.clone())), Arc::new(TokioSpawner))
         .random(Arc::new(SeededRandom::new(RANDOM_SEED)))
         .build()
         .await
         .unwrap();
-    Harness { gateway, clock, primary, fallback, budgets, events }
+    Harness { gateway, clock, primary, fallback, budgets, events, access }
 }
 
 impl Harness {
@@ -91,8 +95,17 @@ impl Harness {
         RequestContext::new(self.gateway.authenticate(key).unwrap(), "req-test", CacheDirective::Default)
     }
 
+    /// The tenant's own budget account now: its limit as the gateway knows it, its spend from the store.
     async fn balance(&self, tenant: &str) -> chitty_core::Balance {
-        self.budgets.balance(tenant, self.clock.now()).await.unwrap()
+        let limit = self.gateway.tenant(tenant).and_then(|t| t.budget()).map_or(u64::MAX, |b| b.0);
+        chitty_testkit::budget::balance(self.budgets.as_ref(), tenant, limit, self.clock.now()).await
+    }
+
+    /// Changes a tenant's limit through the access store, as the admin API does.
+    async fn set_limit(&self, tenant: &str, limit: NanoUsd) {
+        let update = TenantUpdate { budget: Some(Some(limit)), ..TenantUpdate::default() };
+        self.access.update_tenant(tenant, &update).await.unwrap();
+        self.gateway.reload_access().await.unwrap();
     }
 }
 
@@ -240,7 +253,9 @@ async fn reserves_worst_case_clamps_max_tokens_and_settles_from_usage() {
     assert_eq!((b.spent, b.reserved), (reply.meta.cost, NanoUsd::ZERO), "settled from usage, the rest refunded");
 
     // Leave less than the model's max output: the cap shrinks to what the budget pays.
-    h.budgets.set_limit("acme", b.spent + PRICE.cost(prompt, 100)).await.unwrap();
+    h.set_limit("acme", b.spent + PRICE.cost(prompt, 100)).await;
+    // A request authenticates again and sees the new limit.
+    let acme = h.ctx("sk-acme");
     let reply = h
         .gateway
         .chat(&acme, ChatCompletionRequest { temperature: Some(0.5), ..chat("how much does this cost?") })
@@ -250,7 +265,9 @@ async fn reserves_worst_case_clamps_max_tokens_and_settles_from_usage() {
 
     // Too little left for even the minimal answer: 429 insufficient_quota, nothing called.
     let spent = h.balance("acme").await.spent;
-    h.budgets.set_limit("acme", spent + PRICE.cost(prompt, 5)).await.unwrap();
+    h.set_limit("acme", spent + PRICE.cost(prompt, 5)).await;
+    // A request authenticates again and sees the new limit.
+    let acme = h.ctx("sk-acme");
     let calls = h.primary.calls();
     let err = h
         .gateway
@@ -428,13 +445,13 @@ async fn expired_leases_return_budget() {
     let h = harness(|c| c.defaults.lease_secs = 60).await;
     let r = h
         .budgets
-        .reserve(chitty_core::ReserveRequest {
-            tenant: "acme",
-            min: NanoUsd::ONE_USD,
-            max: NanoUsd::ONE_USD,
-            lease: Duration::from_secs(60),
-            now: h.clock.now(),
-        })
+        .reserve(chitty_testkit::budget::request(
+            "acme",
+            &chitty_testkit::budget::tenant_account(NanoUsd::ONE_USD.0),
+            NanoUsd::ONE_USD.0,
+            NanoUsd::ONE_USD.0,
+            h.clock.now(),
+        ))
         .await
         .unwrap();
     let acme = h.ctx("sk-acme");
@@ -626,7 +643,13 @@ async fn a_chunk_for_a_choice_the_request_did_not_ask_for_ends_the_stream_with_a
     assert!(items[0].is_ok());
     let err = items[1].as_ref().unwrap_err();
     assert!(matches!(err, Error::Upstream { .. }) && err.to_string().contains("choice 4294967295"), "{err}");
-    let balance = budgets.balance("acme", gateway.now()).await.unwrap();
+    let balance = chitty_testkit::budget::balance(
+        budgets.as_ref(),
+        "acme",
+        gateway.tenant("acme").unwrap().budget().unwrap().0,
+        gateway.now(),
+    )
+    .await;
     assert_eq!(balance.reserved, NanoUsd::ZERO, "settled");
 }
 
@@ -651,7 +674,16 @@ async fn echoed_prompts_are_not_charged_as_output_when_a_stream_reports_no_usage
         let request = CompletionRequest { echo, max_tokens: Some(1_000), ..legacy(&prompt) };
         let items: Vec<_> = gateway.completion_stream(&ctx, request).await.unwrap().chunks.collect().await;
         assert!(items.iter().all(Result::is_ok));
-        spent.push(budgets.balance("acme", gateway.now()).await.unwrap().spent);
+        spent.push(
+            chitty_testkit::budget::balance(
+                budgets.as_ref(),
+                "acme",
+                gateway.tenant("acme").unwrap().budget().unwrap().0,
+                gateway.now(),
+            )
+            .await
+            .spent,
+        );
     }
     assert!(spent[0] > NanoUsd::ZERO);
     assert_eq!(spent[0], spent[1], "the echo is not output");
@@ -736,7 +768,9 @@ async fn best_of_enters_the_worst_case_bound_so_spend_never_passes_the_limit() {
     assert_eq!((b.spent, b.reserved), (billed, NanoUsd::ZERO));
 
     // A budget that pays for one candidate but not for twenty: refused before any call.
-    h.budgets.set_limit("acme", b.spent + PRICE.cost(prompt, 16 * 2)).await.unwrap();
+    h.set_limit("acme", b.spent + PRICE.cost(prompt, 16 * 2)).await;
+    // A request authenticates again and sees the new limit.
+    let acme = h.ctx("sk-acme");
     let calls = h.primary.calls();
     let err = h.gateway.completion(&acme, best_of("hi again", 20)).await.unwrap_err();
     assert_eq!((err.status(), err.code()), (429, Some("insufficient_quota")), "{err:?}");
@@ -758,8 +792,11 @@ async fn best_of_enters_the_worst_case_bound_so_spend_never_passes_the_limit() {
     // On chat, where some upstreams read it as an extension, it is bounded and reserved for the same way.
     let mut chat_best_of = ChatCompletionRequest { max_tokens: Some(10), ..chat("best of chat") };
     chat_best_of.extra.insert("best_of".into(), serde_json::json!(4));
+    let prompt = chitty_core::tokens::estimate_chat_prompt(&chat_best_of);
     let reply = h.gateway.chat(&h.ctx("sk-globex"), chat_best_of.clone()).await.unwrap();
-    assert_eq!(reply.meta.reserved, NanoUsd::ZERO, "globex has no budget");
+    // globex has no limit, but its spend is still reserved and settled, so it is reported by model and key.
+    assert_eq!(reply.meta.reserved, PRICE.cost(prompt, 10 * 4), "all four candidates");
+    assert_eq!(reply.meta.max_tokens_set, None, "no limit, so no cap is imposed");
     chat_best_of.extra.insert("best_of".into(), serde_json::json!("many"));
     let err = h.gateway.chat(&acme, chat_best_of).await.unwrap_err();
     assert_eq!((err.status(), err.param()), (400, Some("best_of")));
@@ -848,14 +885,27 @@ async fn usage_above_the_reservation_is_charged_as_the_reservation_and_reported(
     let reply = gateway.chat(&ctx, ChatCompletionRequest { max_tokens: Some(50), ..chat("bill me") }).await.unwrap();
     assert!(reply.meta.reserved > NanoUsd::ZERO);
     assert_eq!(reply.meta.cost, reply.meta.reserved, "charged the reservation, not the reported usage");
-    let spent_plain = budgets.balance("acme", gateway.now()).await.unwrap().spent;
+    let spent_plain = chitty_testkit::budget::balance(
+        budgets.as_ref(),
+        "acme",
+        gateway.tenant("acme").unwrap().budget().unwrap().0,
+        gateway.now(),
+    )
+    .await
+    .spent;
     assert_eq!(spent_plain, reply.meta.reserved);
 
     let stream = gateway.completion_stream(&ctx, legacy("bill me too")).await.unwrap();
     let reserved_stream = stream.meta.reserved;
     let items: Vec<_> = stream.chunks.collect().await;
     assert!(items.iter().all(Result::is_ok));
-    let b = budgets.balance("acme", gateway.now()).await.unwrap();
+    let b = chitty_testkit::budget::balance(
+        budgets.as_ref(),
+        "acme",
+        gateway.tenant("acme").unwrap().budget().unwrap().0,
+        gateway.now(),
+    )
+    .await;
     assert_eq!(b.spent, spent_plain + reserved_stream, "the stream too is charged its reservation");
     assert!(b.spent <= limit && b.reserved == NanoUsd::ZERO, "{b:?}");
 

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chitty_core::keys::CacheKey;
 use chitty_core::{
-    Balance, BudgetStore, Cache, Error, NanoUsd, Reservation, ReserveRequest, Result, Settlement, Timestamp,
+    Balance, BudgetStore, Cache, Error, NanoUsd, Reservation, ReserveRequest, Result, Settlement, Spend, Timestamp,
 };
 use chitty_providers::redis::{ConnectionManagerConfig, RedisBudgetStore, RedisCache, RedisConnection};
 use chitty_testkit::services::{self, block_on, block_on_multi_thread, trial};
@@ -80,8 +80,16 @@ async fn remove_keys(connection: &RedisConnection, prefix: &str) {
     }
 }
 
-fn req(tenant: &str, min: u64, max: u64, lease: Duration, now: Timestamp) -> ReserveRequest<'_> {
-    ReserveRequest { tenant, min: NanoUsd(min), max: NanoUsd(max), lease, now }
+/// A reservation on the tenant's own account with `limit`.
+fn req<'a>(
+    tenant: &'a str,
+    accounts: &'a [chitty_core::BudgetAccount<'a>],
+    min: u64,
+    max: u64,
+    lease: Duration,
+    now: Timestamp,
+) -> ReserveRequest<'a> {
+    ReserveRequest { lease, ..budget::request(tenant, accounts, min, max, now) }
 }
 
 async fn redis_cache_conformance_and_key_layout(url: String) {
@@ -150,9 +158,6 @@ impl RoundRobin {
 
 #[async_trait]
 impl BudgetStore for RoundRobin {
-    async fn set_limit(&self, tenant: &str, limit: NanoUsd) -> Result<()> {
-        self.pick().set_limit(tenant, limit).await
-    }
     async fn reserve(&self, request: ReserveRequest<'_>) -> Result<Reservation> {
         self.pick().reserve(request).await
     }
@@ -162,8 +167,8 @@ impl BudgetStore for RoundRobin {
     async fn release(&self, reservation: &Reservation, now: Timestamp) -> Result<()> {
         self.pick().release(reservation, now).await
     }
-    async fn balance(&self, tenant: &str, now: Timestamp) -> Result<Balance> {
-        self.pick().balance(tenant, now).await
+    async fn spend(&self, tenant: &str, period: Timestamp, now: Timestamp) -> Result<Spend> {
+        self.pick().spend(tenant, period, now).await
     }
 }
 
@@ -176,14 +181,14 @@ async fn two_replicas_sharing_redis_never_overspend_together(url: String) {
     // Both replicas race for one tenant's budget: grants never sum above the limit.
     let tenant = budget::unique_tenant("race");
     let now = Timestamp(1_000_000);
-    a.set_limit(&tenant, NanoUsd(10_000)).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..400 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         let tenant = tenant.clone();
-        tasks.push(tokio::spawn(
-            async move { store.reserve(req(&tenant, 50, 100, Duration::from_secs(60), now)).await },
-        ));
+        tasks.push(tokio::spawn(async move {
+            let accounts = budget::tenant_account(10_000);
+            store.reserve(req(&tenant, &accounts, 50, 100, Duration::from_secs(60), now)).await
+        }));
     }
     let mut granted = Vec::new();
     for task in tasks {
@@ -196,7 +201,7 @@ async fn two_replicas_sharing_redis_never_overspend_together(url: String) {
     let total: u64 = granted.iter().map(|r| r.amount.0).sum();
     assert!(total <= 10_000, "replicas granted {total} together against a limit of 10000");
     assert!(total >= 9_950, "the budget is used up to less than one minimum grant: {total}");
-    let (ba, bb) = (a.balance(&tenant, now).await.unwrap(), b.balance(&tenant, now).await.unwrap());
+    let (ba, bb) = (budget::balance(&a, &tenant, 10_000, now).await, budget::balance(&b, &tenant, 10_000, now).await);
     assert_eq!(ba, bb, "both replicas see one ledger");
     assert_eq!(ba.reserved, NanoUsd(total));
     // A reservation granted by one replica is settled by the other, once.
@@ -206,7 +211,7 @@ async fn two_replicas_sharing_redis_never_overspend_together(url: String) {
         assert!(matches!(other.settle(r, NanoUsd(1), now).await, Err(Error::ReservationNotFound { .. })));
     }
     let settled: u64 = granted.iter().map(|r| r.amount.0 / 2).sum();
-    let balance = a.balance(&tenant, now).await.unwrap();
+    let balance = budget::balance(&a, &tenant, 10_000, now).await;
     assert_eq!((balance.spent, balance.reserved), (NanoUsd(settled), NanoUsd(0)));
 
     // And the testkit's mixed workload, each call going to the next replica.
@@ -226,26 +231,26 @@ async fn amounts_above_2_pow_53_nano_usd_stay_exact(url: String) {
     let now = Timestamp(1_000_000);
     let lease = Duration::from_secs(60);
     let limit = u64::MAX - 7;
-    store.set_limit(&tenant, NanoUsd(limit)).await.unwrap();
+    let accounts = budget::tenant_account(limit);
 
     let above = (1u64 << 53) + 1; // not representable as a double
-    let r = store.reserve(req(&tenant, above, above, lease, now)).await.unwrap();
+    let r = store.reserve(req(&tenant, &accounts, above, above, lease, now)).await.unwrap();
     assert_eq!(r.amount, NanoUsd(above));
     let s = store.settle(&r, NanoUsd(above - 2), now).await.unwrap();
     assert_eq!((s.charged, s.refunded), (NanoUsd(above - 2), NanoUsd(2)));
-    let b = store.balance(&tenant, now).await.unwrap();
+    let b = budget::balance(&store, &tenant, limit, now).await;
     assert_eq!((b.limit, b.spent, b.reserved), (NanoUsd(limit), NanoUsd(above - 2), NanoUsd(0)));
 
-    let rest = store.reserve(req(&tenant, 1, u64::MAX, lease, now)).await.unwrap();
+    let rest = store.reserve(req(&tenant, &accounts, 1, u64::MAX, lease, now)).await.unwrap();
     assert_eq!(rest.amount, NanoUsd(limit - (above - 2)), "grants exactly what remains");
-    match store.reserve(req(&tenant, 1, 1, lease, now)).await {
+    match store.reserve(req(&tenant, &accounts, 1, 1, lease, now)).await {
         Err(Error::BudgetExhausted { needed, remaining }) => assert_eq!((needed, remaining), (NanoUsd(1), NanoUsd(0))),
         other => panic!("expected exhaustion, got {other:?}"),
     }
     // A cost above the reservation is compared exactly (limb by limb) and charged as the reservation.
     let s = store.settle(&rest, NanoUsd(u64::MAX), now).await.unwrap();
     assert_eq!((s.charged, s.excess), (rest.amount, NanoUsd(u64::MAX - rest.amount.0)));
-    let b = store.balance(&tenant, now).await.unwrap();
+    let b = budget::balance(&store, &tenant, limit, now).await;
     assert_eq!(
         (b.spent, b.reserved, b.remaining()),
         (NanoUsd(limit), NanoUsd(0), NanoUsd(0)),
@@ -261,17 +266,17 @@ async fn leases_follow_the_callers_clock_and_keys_share_one_hash_tag(url: String
     // Braces and `%` are escaped so the hash tag stays one tag per tenant.
     let tenant = format!("{}{{x}}%", budget::unique_tenant("tag"));
     let t0 = Timestamp(1_000_000);
-    store.set_limit(&tenant, NanoUsd(1_000)).await.unwrap();
-    let r = store.reserve(req(&tenant, 600, 600, Duration::from_millis(1_500), t0)).await.unwrap();
+    let accounts = budget::tenant_account(1_000);
+    let r = store.reserve(req(&tenant, &accounts, 600, 600, Duration::from_millis(1_500), t0)).await.unwrap();
     assert_eq!(r.expires_at, Timestamp(1_001_500));
     // Virtual time: years after Redis's own clock passed t0, the lease still holds until the caller's now.
-    assert_eq!(store.balance(&tenant, Timestamp(1_001_499)).await.unwrap().reserved, NanoUsd(600));
-    assert_eq!(store.balance(&tenant, Timestamp(1_001_500)).await.unwrap().reserved, NanoUsd(0));
+    assert_eq!(budget::balance(&store, &tenant, 1_000, Timestamp(1_001_499)).await.reserved, NanoUsd(600));
+    assert_eq!(budget::balance(&store, &tenant, 1_000, Timestamp(1_001_500)).await.reserved, NanoUsd(0));
     assert!(matches!(store.release(&r, Timestamp(1_001_500)).await, Err(Error::ReservationNotFound { .. })));
 
     let escaped = tenant.replace('%', "%25").replace('{', "%7B").replace('}', "%7D");
     let mut manager = connection.manager();
-    for suffix in ["ledger", "live", "expiry", "seq"] {
+    for suffix in ["p:0", "live", "expiry", "seq"] {
         let key = format!("{prefix}:budget:{{{escaped}}}:{suffix}");
         let exists: bool = manager.exists(&key).await.unwrap();
         let live_or_expiry_emptied = matches!(suffix, "live" | "expiry");
@@ -280,7 +285,8 @@ async fn leases_follow_the_callers_clock_and_keys_share_one_hash_tag(url: String
     let seq: String = manager.get(format!("{prefix}:budget:{{{escaped}}}:seq")).await.unwrap();
     assert_eq!(seq, r.id, "ids come from INCR");
 
-    assert!(matches!(store.balance("", t0).await, Err(Error::InvalidRequest { .. })), "empty tenants are refused");
+    let empty = store.spend("", Timestamp(0), t0).await;
+    assert!(matches!(empty, Err(Error::InvalidRequest { .. })), "empty tenants are refused");
     remove_keys(&connection, &prefix).await;
 }
 
@@ -375,13 +381,19 @@ mod differential {
     /// Runs `ops` against `store`, returning every outcome and the balance after each step.
     async fn replay(store: &dyn BudgetStore, tenant: &str, ops: &[Op]) -> Vec<(Outcome, Balance)> {
         let mut now = Timestamp(1_000_000);
+        // Limits travel with each reservation; a zero limit until the workload sets one.
+        let mut limit = 0;
         let mut reservations: Vec<Reservation> = Vec::new();
         let mut trace = Vec::new();
         for op in ops {
             let result = match op {
-                Op::SetLimit(limit) => outcome(store.set_limit(tenant, NanoUsd(*limit)).await, |()| Outcome::Done),
+                Op::SetLimit(new_limit) => {
+                    limit = *new_limit;
+                    Outcome::Done
+                }
                 Op::Reserve { min, max, lease_ms } => {
-                    let request = req(tenant, *min, *max, Duration::from_millis(*lease_ms), now);
+                    let accounts = budget::tenant_account(limit);
+                    let request = req(tenant, &accounts, *min, *max, Duration::from_millis(*lease_ms), now);
                     outcome(store.reserve(request).await, |r| {
                         let granted = Outcome::Granted(r.amount, r.expires_at);
                         reservations.push(r);
@@ -401,7 +413,7 @@ mod differential {
                     Outcome::Done
                 }
             };
-            trace.push((result, store.balance(tenant, now).await.expect("balance")));
+            trace.push((result, budget::balance(store, tenant, limit, now).await));
         }
         trace
     }
@@ -507,8 +519,7 @@ async fn a_gateway_on_redis_backends_caches_charges_and_counts(url: String) {
     }
     assert_eq!(answers[0], answers[1], "the hit is the stored answer");
 
-    let balance = budgets.balance(&tenant_id, SystemClock.now()).await.unwrap();
-    assert_eq!(balance.limit, NanoUsd::ONE_USD, "the builder pushed the tenant's limit into Redis");
+    let balance = budget::balance(budgets.as_ref(), &tenant_id, NanoUsd::ONE_USD.0, SystemClock.now()).await;
     assert_eq!((balance.spent, balance.reserved), (NanoUsd(cost), NanoUsd(0)), "only the miss was charged");
     assert!(balance.spent > NanoUsd(0));
 
@@ -530,8 +541,8 @@ async fn a_killed_connection_fails_as_a_backend_error_then_reconnects(url: Strin
     let store = RedisBudgetStore::new(connection.clone(), &prefix);
     let tenant = budget::unique_tenant("rc");
     let now = Timestamp(1_000_000);
-    store.set_limit(&tenant, NanoUsd(1_000)).await.unwrap();
-    let r = store.reserve(req(&tenant, 400, 400, Duration::from_secs(60), now)).await.unwrap();
+    let accounts = budget::tenant_account(1_000);
+    let r = store.reserve(req(&tenant, &accounts, 400, 400, Duration::from_secs(60), now)).await.unwrap();
 
     // Kill only this test's own connection, from a second one.
     let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut connection.manager()).await.unwrap();
@@ -542,9 +553,11 @@ async fn a_killed_connection_fails_as_a_backend_error_then_reconnects(url: Strin
 
     let mut failures = 0;
     let balance = loop {
-        match store.balance(&tenant, now).await {
-            Ok(b) => break b,
-            Err(Error::Backend { backend: "redis", .. }) if failures < 50 => {
+        match store.spend(&tenant, Timestamp(0), now).await {
+            Ok(spend) => break Balance::new(NanoUsd(1_000), spend.tenant()),
+            Err(Error::BackendUnavailable { backend: "redis", .. } | Error::Backend { backend: "redis", .. })
+                if failures < 50 =>
+            {
                 failures += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -553,6 +566,6 @@ async fn a_killed_connection_fails_as_a_backend_error_then_reconnects(url: Strin
     };
     assert_eq!((balance.limit, balance.reserved), (NanoUsd(1_000), NanoUsd(400)), "state survives the reconnect");
     store.settle(&r, NanoUsd(100), now).await.unwrap();
-    assert_eq!(store.balance(&tenant, now).await.unwrap().spent, NanoUsd(100));
+    assert_eq!(budget::balance(&store, &tenant, 1_000, now).await.spent, NanoUsd(100));
     remove_keys(&connection, &prefix).await;
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chitty_core::gateway::{Gateway, GatewayConfig, ModelConfig, ModelKind, RouteConfig, TenantConfig, api_key_digest};
 use chitty_core::keys::CachePolicy;
-use chitty_core::{BudgetStore, ModelPrice, NanoUsd};
+use chitty_core::{ModelPrice, NanoUsd};
 use chitty_providers::memory::{MemoryBudgetStore, MemoryCache};
 use chitty_providers::openai::OpenAiProvider;
 use chitty_providers::runtime::TokioRuntimeExt;
@@ -259,7 +259,8 @@ async fn a_legacy_completion_stream_cut_upstream_ends_with_an_error_event_and_is
     let events: Vec<&str> = text.split("\n\n").filter(|e| !e.trim().is_empty()).collect();
     let error: Value = serde_json::from_str(events[events.len() - 2].strip_prefix("data: ").unwrap()).unwrap();
     assert!(error["error"]["message"].as_str().unwrap().contains("interrupted"), "{text}");
-    let balance = s.budgets.balance("acme", s.gateway.now()).await.unwrap();
+    let balance =
+        chitty_testkit::budget::balance(s.budgets.as_ref(), "acme", NanoUsd::ONE_USD.0, s.gateway.now()).await;
     assert_eq!(balance.reserved, NanoUsd::ZERO, "settled");
     assert!(balance.spent > NanoUsd::ZERO, "what was produced is charged");
 
@@ -281,11 +282,15 @@ async fn a_client_that_disconnects_cancels_the_upstream_and_settles() {
     let first = body.next().await.unwrap().unwrap();
     assert!(std::str::from_utf8(&first).unwrap().starts_with("data: "));
     let now = s.gateway.now();
-    assert!(s.budgets.balance("acme", now).await.unwrap().reserved > NanoUsd::ZERO, "held while streaming");
+    assert!(
+        chitty_testkit::budget::balance(s.budgets.as_ref(), "acme", NanoUsd::ONE_USD.0, now).await.reserved
+            > NanoUsd::ZERO,
+        "held while streaming"
+    );
     drop(body);
     let mut settled = false;
     for _ in 0..200 {
-        let b = s.budgets.balance("acme", s.gateway.now()).await.unwrap();
+        let b = chitty_testkit::budget::balance(s.budgets.as_ref(), "acme", NanoUsd::ONE_USD.0, s.gateway.now()).await;
         if b.reserved == NanoUsd::ZERO && s.upstream.cancelled_streams() == 1 {
             assert!(b.spent > NanoUsd::ZERO, "what was produced is charged");
             settled = true;
@@ -297,7 +302,7 @@ async fn a_client_that_disconnects_cancels_the_upstream_and_settles() {
         settled,
         "upstream cancelled {} time(s), balance {:?}",
         s.upstream.cancelled_streams(),
-        s.budgets.balance("acme", s.gateway.now()).await
+        chitty_testkit::budget::balance(s.budgets.as_ref(), "acme", NanoUsd::ONE_USD.0, s.gateway.now()).await
     );
     assert_eq!(s.upstream.completed_streams(), 0);
 }
@@ -337,14 +342,16 @@ async fn per_core_server_shares_one_gateway_and_drains_on_shutdown() {
     }));
 
     // Fresh connections land on different threads; every answer comes from the one shared gateway and budget.
-    let before = s.budgets.balance("acme", s.gateway.now()).await.unwrap().spent;
+    let before =
+        chitty_testkit::budget::balance(s.budgets.as_ref(), "acme", NanoUsd::ONE_USD.0, s.gateway.now()).await.spent;
     let chat = json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}], "temperature": 1.0});
     for _ in 0..12 {
         let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
         let r = fresh.post(format!("{base}/v1/chat/completions")).bearer_auth("sk-acme").json(&chat).send().await;
         assert_eq!(r.unwrap().status(), 200);
     }
-    let spent = s.budgets.balance("acme", s.gateway.now()).await.unwrap().spent;
+    let spent =
+        chitty_testkit::budget::balance(s.budgets.as_ref(), "acme", NanoUsd::ONE_USD.0, s.gateway.now()).await.spent;
     assert!(spent > before, "the shared budget store was charged");
 
     assert_stream_drains_on_shutdown(&s.http, &base, stop, serving).await;

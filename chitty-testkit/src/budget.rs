@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chitty_core::{BudgetStore, Error, NanoUsd, ReserveRequest, Timestamp};
+use chitty_core::budget::{BudgetAccount, Spend, TENANT_ACCOUNT};
+use chitty_core::{Balance, BudgetStore, Error, NanoUsd, Reservation, ReserveRequest, Timestamp};
 use rand::Rng;
 
 /// A tenant name no other run uses.
@@ -13,8 +14,36 @@ pub fn unique_tenant(prefix: &str) -> String {
     format!("{prefix}-{:016x}", rand::random::<u64>())
 }
 
-fn req(tenant: &str, min: u64, max: u64, now: Timestamp) -> ReserveRequest<'_> {
-    ReserveRequest { tenant, min: NanoUsd(min), max: NanoUsd(max), lease: Duration::from_secs(60), now }
+/// The tenant's own account with `limit`.
+pub fn tenant_account(limit: u64) -> [BudgetAccount<'static>; 1] {
+    [BudgetAccount { name: TENANT_ACCOUNT, limit: NanoUsd(limit) }]
+}
+
+/// A reservation of `min..=max` on `accounts` in the lifetime period, for model `m` and no key.
+pub fn request<'a>(
+    tenant: &'a str,
+    accounts: &'a [BudgetAccount<'a>],
+    min: u64,
+    max: u64,
+    now: Timestamp,
+) -> ReserveRequest<'a> {
+    ReserveRequest {
+        tenant,
+        accounts,
+        period: Timestamp(0),
+        model: "m",
+        key: None,
+        min: NanoUsd(min),
+        max: NanoUsd(max),
+        lease: Duration::from_secs(60),
+        now,
+    }
+}
+
+/// The tenant's own account in the lifetime period, as a balance against `limit`.
+pub async fn balance(store: &dyn BudgetStore, tenant: &str, limit: u64, now: Timestamp) -> Balance {
+    let spend = store.spend(tenant, Timestamp(0), now).await.expect("spend");
+    Balance::new(NanoUsd(limit), spend.tenant())
 }
 
 /// Runs every single-task check.
@@ -24,82 +53,93 @@ pub async fn run_all(store: &dyn BudgetStore) {
     lease_expiry(store).await;
     no_double_charge(store).await;
     settle_is_capped_at_the_reservation(store).await;
+    nested_accounts_bind_together(store).await;
+    periods_start_at_zero_and_reservations_settle_where_they_were_made(store).await;
+    spend_is_reported_by_model_and_key(store).await;
 }
 
 /// Reserve holds money, settle charges the actual cost and refunds the rest, release frees without charging.
 pub async fn reserve_settle_release(store: &dyn BudgetStore) {
     let t = unique_tenant("rsr");
     let now = Timestamp(1_000_000);
-    store.set_limit(&t, NanoUsd(10_000)).await.expect("set_limit");
-    let r = store.reserve(req(&t, 1_000, 1_000, now)).await.expect("reserve");
+    let accounts = tenant_account(10_000);
+    let r = store.reserve(request(&t, &accounts, 1_000, 1_000, now)).await.expect("reserve");
     assert_eq!(r.amount, NanoUsd(1_000));
     assert_eq!(r.tenant, t);
-    let b = store.balance(&t, now).await.expect("balance");
-    assert_eq!((b.limit, b.spent, b.reserved), (NanoUsd(10_000), NanoUsd(0), NanoUsd(1_000)));
+    let b = balance(store, &t, 10_000, now).await;
+    assert_eq!((b.spent, b.reserved), (NanoUsd(0), NanoUsd(1_000)));
     let s = store.settle(&r, NanoUsd(400), now).await.expect("settle");
     assert_eq!((s.charged, s.refunded), (NanoUsd(400), NanoUsd(600)));
-    let b = store.balance(&t, now).await.expect("balance");
+    let b = balance(store, &t, 10_000, now).await;
     assert_eq!((b.spent, b.reserved, b.remaining()), (NanoUsd(400), NanoUsd(0), NanoUsd(9_600)));
-    let r2 = store.reserve(req(&t, 2_000, 2_000, now)).await.expect("reserve");
+    let r2 = store.reserve(request(&t, &accounts, 2_000, 2_000, now)).await.expect("reserve");
     store.release(&r2, now).await.expect("release");
-    let b = store.balance(&t, now).await.expect("balance");
+    let b = balance(store, &t, 10_000, now).await;
     assert_eq!((b.spent, b.reserved), (NanoUsd(400), NanoUsd(0)), "release charges nothing");
-    store.set_limit(&t, NanoUsd(500)).await.expect("set_limit");
-    let b = store.balance(&t, now).await.expect("balance");
-    assert_eq!(
-        (b.limit, b.spent, b.remaining()),
-        (NanoUsd(500), NanoUsd(400), NanoUsd(100)),
-        "a new limit keeps spend"
-    );
+    // Limits travel with each request: a lower one applies at once and keeps the spend.
+    let lower = tenant_account(500);
+    match store.reserve(request(&t, &lower, 101, 101, now)).await {
+        Err(Error::BudgetExhausted { needed, remaining }) => {
+            assert_eq!((needed, remaining), (NanoUsd(101), NanoUsd(100)))
+        }
+        other => panic!("expected BudgetExhausted, got {other:?}"),
+    }
 }
 
 /// A reservation above what remains fails with `BudgetExhausted`; a range is granted as far as it fits.
 pub async fn exhaustion_and_partial_grants(store: &dyn BudgetStore) {
     let t = unique_tenant("exh");
     let now = Timestamp(1_000_000);
-    let unknown = store.reserve(req(&t, 1, 1, now)).await;
-    assert!(matches!(unknown, Err(Error::BudgetExhausted { .. })), "no limit set means a zero limit: {unknown:?}");
-    store.set_limit(&t, NanoUsd(1_000)).await.expect("set_limit");
-    let r = store.reserve(req(&t, 100, 700, now)).await.expect("reserve");
+    let zero = tenant_account(0);
+    let refused = store.reserve(request(&t, &zero, 1, 1, now)).await;
+    assert!(matches!(refused, Err(Error::BudgetExhausted { .. })), "a zero limit: {refused:?}");
+    let accounts = tenant_account(1_000);
+    let r = store.reserve(request(&t, &accounts, 100, 700, now)).await.expect("reserve");
     assert_eq!(r.amount, NanoUsd(700), "the whole max when it fits");
-    let r2 = store.reserve(req(&t, 100, 700, now)).await.expect("reserve");
+    let r2 = store.reserve(request(&t, &accounts, 100, 700, now)).await.expect("reserve");
     assert_eq!(r2.amount, NanoUsd(300), "what remains when max does not fit");
-    match store.reserve(req(&t, 1, 10, now)).await {
+    match store.reserve(request(&t, &accounts, 1, 10, now)).await {
         Err(Error::BudgetExhausted { needed, remaining }) => {
             assert_eq!((needed, remaining), (NanoUsd(1), NanoUsd(0)));
         }
         other => panic!("expected BudgetExhausted, got {other:?}"),
     }
     store.release(&r2, now).await.expect("release");
-    assert!(store.reserve(req(&t, 301, 400, now)).await.is_err(), "min above remaining fails");
-    assert_eq!(store.reserve(req(&t, 300, 400, now)).await.expect("reserve").amount, NanoUsd(300));
+    assert!(store.reserve(request(&t, &accounts, 301, 400, now)).await.is_err(), "min above remaining fails");
+    assert_eq!(store.reserve(request(&t, &accounts, 300, 400, now)).await.expect("reserve").amount, NanoUsd(300));
+    let unlimited = tenant_account(u64::MAX);
+    let big = store.reserve(request(&t, &unlimited, 1, u64::MAX - 1, now)).await.expect("unlimited");
+    assert_eq!(big.amount, NanoUsd(u64::MAX - 1_000), "an unlimited account still counts what it holds");
 }
 
 /// A reservation whose lease expired is reclaimed; settling it afterwards fails and charges nothing.
 pub async fn lease_expiry(store: &dyn BudgetStore) {
     let t = unique_tenant("lease");
     let t0 = Timestamp(5_000_000);
-    store.set_limit(&t, NanoUsd(1_000)).await.expect("set_limit");
-    let r = store.reserve(req(&t, 1_000, 1_000, t0)).await.expect("reserve");
-    assert!(store.reserve(req(&t, 1, 1, t0.plus(Duration::from_secs(59)))).await.is_err(), "held during the lease");
+    let accounts = tenant_account(1_000);
+    let r = store.reserve(request(&t, &accounts, 1_000, 1_000, t0)).await.expect("reserve");
+    let during = t0.plus(Duration::from_secs(59));
+    assert!(store.reserve(request(&t, &accounts, 1, 1, during)).await.is_err(), "held during the lease");
     let later = t0.plus(Duration::from_secs(61));
-    let b = store.balance(&t, later).await.expect("balance");
+    let b = balance(store, &t, 1_000, later).await;
     assert_eq!((b.reserved, b.remaining()), (NanoUsd(0), NanoUsd(1_000)), "reclaimed after the lease");
     let settled = store.settle(&r, NanoUsd(10), later).await;
     assert!(matches!(settled, Err(Error::ReservationNotFound { .. })), "{settled:?}");
-    assert_eq!(store.balance(&t, later).await.expect("balance").spent, NanoUsd(0));
+    assert_eq!(balance(store, &t, 1_000, later).await.spent, NanoUsd(0));
 }
 
 /// Settling or releasing twice fails the second time and never charges twice.
 pub async fn no_double_charge(store: &dyn BudgetStore) {
     let t = unique_tenant("dbl");
     let now = Timestamp(1_000_000);
-    store.set_limit(&t, NanoUsd(1_000)).await.expect("set_limit");
-    let r = store.reserve(req(&t, 500, 500, now)).await.expect("reserve");
+    let accounts = tenant_account(1_000);
+    let r = store.reserve(request(&t, &accounts, 500, 500, now)).await.expect("reserve");
     store.settle(&r, NanoUsd(200), now).await.expect("settle");
     assert!(matches!(store.settle(&r, NanoUsd(200), now).await, Err(Error::ReservationNotFound { .. })));
     assert!(matches!(store.release(&r, now).await, Err(Error::ReservationNotFound { .. })));
-    assert_eq!(store.balance(&t, now).await.expect("balance").spent, NanoUsd(200));
+    assert_eq!(balance(store, &t, 1_000, now).await.spent, NanoUsd(200));
+    let forged = Reservation { id: "not-an-id".into(), ..r };
+    assert!(matches!(store.settle(&forged, NanoUsd(1), now).await, Err(Error::ReservationNotFound { .. })));
 }
 
 /// An actual cost above the reservation charges the reservation and reports the rest as excess: spend never
@@ -107,23 +147,102 @@ pub async fn no_double_charge(store: &dyn BudgetStore) {
 pub async fn settle_is_capped_at_the_reservation(store: &dyn BudgetStore) {
     let t = unique_tenant("cap");
     let now = Timestamp(1_000_000);
-    store.set_limit(&t, NanoUsd(1_000)).await.expect("set_limit");
-    let r = store.reserve(req(&t, 600, 600, now)).await.expect("reserve");
-    let other = store.reserve(req(&t, 400, 400, now)).await.expect("reserve");
+    let accounts = tenant_account(1_000);
+    let r = store.reserve(request(&t, &accounts, 600, 600, now)).await.expect("reserve");
+    let other = store.reserve(request(&t, &accounts, 400, 400, now)).await.expect("reserve");
     let s = store.settle(&r, NanoUsd(16_000), now).await.expect("settle");
     assert_eq!((s.charged, s.refunded, s.excess), (NanoUsd(600), NanoUsd(0), NanoUsd(15_400)));
     let s = store.settle(&other, NanoUsd(u64::MAX), now).await.expect("settle");
     assert_eq!((s.charged, s.excess), (NanoUsd(400), NanoUsd(u64::MAX - 400)));
-    let b = store.balance(&t, now).await.expect("balance");
+    let b = balance(store, &t, 1_000, now).await;
     assert_eq!(
         (b.spent, b.reserved, b.remaining()),
         (NanoUsd(1_000), NanoUsd(0), NanoUsd(0)),
         "spend stops at the limit"
     );
-    let r = store.reserve(req(&t, 0, 0, now)).await.expect("a zero reservation fits");
+    let r = store.reserve(request(&t, &accounts, 0, 0, now)).await.expect("a zero reservation fits");
     let s = store.settle(&r, NanoUsd(5), now).await.expect("settle");
     assert_eq!((s.charged, s.excess), (NanoUsd(0), NanoUsd(5)));
-    assert_eq!(store.balance(&t, now).await.expect("balance").spent, NanoUsd(1_000));
+    assert_eq!(balance(store, &t, 1_000, now).await.spent, NanoUsd(1_000));
+}
+
+/// A reservation must fit every account it names: a key's own budget binds it inside the tenant's, and two
+/// keys cannot together take the tenant past its limit. Settling charges every account.
+pub async fn nested_accounts_bind_together(store: &dyn BudgetStore) {
+    let t = unique_tenant("nest");
+    let now = Timestamp(1_000_000);
+    let key_a = [
+        BudgetAccount { name: TENANT_ACCOUNT, limit: NanoUsd(1_000) },
+        BudgetAccount { name: "ka", limit: NanoUsd(400) },
+    ];
+    // `kb` delegated from `ka`: its own 300 inside ka's 400 inside the tenant's 1 000.
+    let key_b = [
+        BudgetAccount { name: TENANT_ACCOUNT, limit: NanoUsd(1_000) },
+        BudgetAccount { name: "kb", limit: NanoUsd(300) },
+        BudgetAccount { name: "ka", limit: NanoUsd(400) },
+    ];
+    let a = store.reserve(request(&t, &key_a, 1, 350, now)).await.expect("ka");
+    assert_eq!(a.amount, NanoUsd(350));
+    let b = store.reserve(request(&t, &key_b, 1, 300, now)).await.expect("kb");
+    assert_eq!(b.amount, NanoUsd(50), "kb's parent ka had 50 left");
+    assert!(store.reserve(request(&t, &key_b, 1, 1, now)).await.is_err(), "ka is full, so kb is too");
+    let tenant_only = tenant_account(1_000);
+    let c = store.reserve(request(&t, &tenant_only, 1, 10_000, now)).await.expect("tenant");
+    assert_eq!(c.amount, NanoUsd(600), "the tenant's own remainder");
+    store.settle(&a, NanoUsd(100), now).await.expect("settle a");
+    store.settle(&b, NanoUsd(50), now).await.expect("settle b");
+    store.release(&c, now).await.expect("release c");
+    let spend = store.spend(&t, Timestamp(0), now).await.expect("spend");
+    assert_eq!(spend.tenant().spent, NanoUsd(150));
+    assert_eq!(spend.account("ka").spent, NanoUsd(150), "ka pays for itself and for kb");
+    assert_eq!(spend.account("kb").spent, NanoUsd(50));
+    assert_eq!(spend.tenant().reserved, NanoUsd(0));
+    let refused = store.reserve(request(&t, &key_b, 251, 251, now)).await;
+    assert!(matches!(refused, Err(Error::BudgetExhausted { remaining: NanoUsd(250), .. })), "{refused:?}");
+    assert_eq!(store.spend(&t, Timestamp(0), now).await.expect("spend"), spend, "a refusal changes nothing");
+}
+
+/// Each period's spend starts at zero; a reservation made in one period settles into it, even after the next
+/// has begun.
+pub async fn periods_start_at_zero_and_reservations_settle_where_they_were_made(store: &dyn BudgetStore) {
+    let t = unique_tenant("period");
+    let (day1, day2) = (Timestamp(86_400_000), Timestamp(2 * 86_400_000));
+    // Ten seconds before midnight, then ten after: well inside the 60 s lease.
+    let (before, after) = (Timestamp(day2.0 - 10_000), Timestamp(day2.0 + 10_000));
+    let accounts = tenant_account(1_000);
+    let r = store.reserve(ReserveRequest { period: day1, ..request(&t, &accounts, 1_000, 1_000, before) }).await;
+    let r = r.expect("reserve in day 1");
+    let next_day = ReserveRequest { period: day2, ..request(&t, &accounts, 1_000, 1_000, after) };
+    let r2 = store.reserve(next_day).await.expect("day 2 starts at zero");
+    store.settle(&r, NanoUsd(700), after).await.expect("settle the day-1 reservation on day 2");
+    let first = store.spend(&t, day1, after).await.expect("spend");
+    let second = store.spend(&t, day2, after).await.expect("spend");
+    assert_eq!((first.tenant().spent, first.tenant().reserved), (NanoUsd(700), NanoUsd(0)));
+    assert_eq!((second.tenant().spent, second.tenant().reserved), (NanoUsd(0), NanoUsd(1_000)));
+    store.release(&r2, after).await.expect("release");
+    assert_eq!(store.spend(&t, Timestamp(3 * 86_400_000), after).await.expect("spend"), Spend::default());
+}
+
+/// Settled spend is reported by model and by key (with or without a budget of its own).
+pub async fn spend_is_reported_by_model_and_key(store: &dyn BudgetStore) {
+    let t = unique_tenant("report");
+    let now = Timestamp(1_000_000);
+    let accounts = tenant_account(u64::MAX);
+    for (model, key, cost) in
+        [("gpt", Some("k1"), 10), ("gpt", Some("k2"), 20), ("claude", Some("k1"), 40), ("claude", None, 80)]
+    {
+        let r = store
+            .reserve(ReserveRequest { model, key, ..request(&t, &accounts, 100, 100, now) })
+            .await
+            .expect("reserve");
+        store.settle(&r, NanoUsd(cost), now).await.expect("settle");
+    }
+    let spend = store.spend(&t, Timestamp(0), now).await.expect("spend");
+    assert_eq!(spend.tenant().spent, NanoUsd(150));
+    let by_model: Vec<(&str, u64)> = spend.by_model.iter().map(|(m, c)| (m.as_str(), c.0)).collect();
+    assert_eq!(by_model, [("claude", 120), ("gpt", 30)]);
+    let by_key: Vec<(&str, u64)> = spend.by_key.iter().map(|(k, c)| (k.as_str(), c.0)).collect();
+    assert_eq!(by_key, [("k1", 50), ("k2", 20)]);
 }
 
 /// What [`concurrent_reservations`] observed.
@@ -142,8 +261,7 @@ pub struct ConcurrencyReport {
 pub async fn concurrent_reservations(store: Arc<dyn BudgetStore>, tasks: usize) -> ConcurrencyReport {
     let t = unique_tenant("conc");
     let now = Timestamp(1_000_000);
-    let limit = NanoUsd(tasks as u64 * 500 / 3);
-    store.set_limit(&t, limit).await.expect("set_limit");
+    let limit = tasks as u64 * 500 / 3;
     let mut handles = Vec::with_capacity(tasks);
     for i in 0..tasks {
         let store = store.clone();
@@ -158,13 +276,14 @@ pub async fn concurrent_reservations(store: Arc<dyn BudgetStore>, tasks: usize) 
                     rng.random_bool(0.2),
                 )
             };
-            let r = match store.reserve(req(&t, min, min + extra, now)).await {
+            let accounts = tenant_account(limit);
+            let r = match store.reserve(request(&t, &accounts, min, min + extra, now)).await {
                 Ok(r) => r,
                 Err(Error::BudgetExhausted { .. }) => return (false, 0),
                 Err(e) => panic!("reserve failed: {e}"),
             };
             assert!(r.amount >= NanoUsd(min) && r.amount <= NanoUsd(min + extra), "grant outside [min, max]");
-            let b = store.balance(&t, now).await.expect("balance");
+            let b = balance(store.as_ref(), &t, limit, now).await;
             assert!(b.spent.0 + b.reserved.0 <= b.limit.0, "spent + reserved exceeds the limit: {b:?}");
             tokio::task::yield_now().await;
             if release && i % 2 == 0 {
@@ -187,10 +306,10 @@ pub async fn concurrent_reservations(store: Arc<dyn BudgetStore>, tasks: usize) 
         }
         report.settled_total += NanoUsd(actual);
     }
-    let b = store.balance(&t, now).await.expect("balance");
+    let b = balance(store.as_ref(), &t, limit, now).await;
     assert_eq!(b.reserved, NanoUsd(0), "every reservation was settled or released");
     assert_eq!(b.spent, report.settled_total, "settled total equals the sum of actual costs");
-    assert!(b.spent <= limit, "overspent: {} > {}", b.spent, limit);
+    assert!(b.spent <= NanoUsd(limit), "overspent: {} > {}", b.spent, limit);
     assert!(report.refused > 0 && report.granted > 0, "the limit must bind for the test to mean anything: {report:?}");
     report
 }

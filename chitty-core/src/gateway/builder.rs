@@ -103,8 +103,8 @@ impl GatewayBuilder {
         self
     }
 
-    /// Validates the configuration ([`GatewayConfig::validate`]), pushes tenant limits into the budget store
-    /// and builds the gateway.
+    /// Validates the configuration ([`GatewayConfig::validate`]), seeds the access store with the
+    /// configuration's tenants and keys, and builds the gateway.
     pub async fn build(self) -> Result<Gateway> {
         let (clock, timer, spawner) =
             self.runtime.ok_or_else(|| config_error("no runtime: call GatewayBuilder::runtime"))?;
@@ -149,17 +149,10 @@ impl GatewayBuilder {
             None => configured,
         };
         let directory = Directory::build(snapshot, None);
-        for t in directory.tenants.values() {
-            match (&self.budgets, t.budget()) {
-                (Some(store), Some(limit)) => store.set_limit(t.id(), limit).await?,
-                (None, Some(_)) => {
-                    return Err(config_error(format!(
-                        "tenant `{}` has a budget but no budget store is configured",
-                        t.id()
-                    )));
-                }
-                (_, None) => {}
-            }
+        if self.budgets.is_none()
+            && let Some(t) = directory.tenants.values().find(|t| t.budget().is_some())
+        {
+            return Err(config_error(format!("tenant `{}` has a budget but no budget store is configured", t.id())));
         }
         let random = self.random.unwrap_or_else(|| {
             // Replicas start at different instants and addresses; tests inject a SeededRandom instead.

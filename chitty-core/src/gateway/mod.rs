@@ -213,25 +213,14 @@ impl Gateway {
         self.inner.budgets.as_ref()
     }
 
-    /// Rebuilds the local copy of tenants and keys from the access store (a no-op without one), and pushes
-    /// changed tenant budgets into the budget store. Call it when the store reports a change; replicas that
-    /// share a store learn of each other's changes this way.
+    /// Rebuilds the local copy of tenants and keys from the access store (a no-op without one). Call it when
+    /// the store reports a change; replicas that share a store learn of each other's changes this way.
     pub async fn reload_access(&self) -> Result<()> {
         let Some(store) = &self.inner.access else { return Ok(()) };
         let _one_at_a_time = self.inner.reload.lock().await;
         let snapshot = store.snapshot().await?;
         let previous = self.directory();
         let next = directory::Directory::build(snapshot, Some(&previous));
-        if let Some(budgets) = &self.inner.budgets {
-            for tenant in next.tenants.values() {
-                let before = previous.tenants.get(tenant.id()).and_then(|t| t.budget());
-                if let Some(limit) = tenant.budget()
-                    && before != Some(limit)
-                {
-                    budgets.set_limit(tenant.id(), limit).await?;
-                }
-            }
-        }
         *self.inner.directory.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
         Ok(())
     }

@@ -245,9 +245,8 @@ impl Gateway {
             self.record(info.clone(), hit).await;
             return D::replay(cached, req);
         }
-        let hold = self
-            .reserve(&ctx.tenant, &model.config, E::prompt_tokens(req), E::output_cap(req), E::generations(req))
-            .await?;
+        let hold =
+            self.reserve(ctx, &model.config, E::prompt_tokens(req), E::output_cap(req), E::generations(req)).await?;
         let cap = hold.cap_set.map(|c| (model.config.output_cap_field, c));
         let routed = self
             .route(model, D::CAPABILITY, |route| {

@@ -1,13 +1,14 @@
-//! The budget steps: reserve the worst case before the call, settle the real cost after it (never more than
-//! the reservation), release what a failed call did not use.
+//! The budget steps: reserve the worst case before the call on every budget the request must fit in (the
+//! tenant's and those of its key and the key's parents), settle the real cost after it (never more than the
+//! reservation), release what a failed call did not use.
 
 use std::time::Duration;
 
 use super::Gateway;
 use super::config::ModelConfig;
 use super::pipeline::RequestInfo;
-use super::tenant::Tenant;
-use crate::budget::{Reservation, ReserveRequest, Settlement};
+use super::tenant::RequestContext;
+use crate::budget::{BudgetAccount, Reservation, ReserveRequest, Settlement, TENANT_ACCOUNT};
 use crate::error::Result;
 use crate::events::Event;
 use crate::money::NanoUsd;
@@ -27,18 +28,31 @@ impl BudgetHold {
 
 impl Gateway {
     /// Reserves what `generations` outputs of at most `cap` tokens (or the model's maximum, when the client
-    /// set no cap) can cost; with no cap, picks the largest cap the reservation pays for.
+    /// set no cap) can cost, on the tenant's account and on each budgeted key of the caller's chain; with no
+    /// cap and a limited budget, picks the largest cap the reservation pays for. With a budget store every
+    /// request reserves (unlimited accounts included), so spend is reported by model and key for every tenant.
     pub(super) async fn reserve(
         &self,
-        tenant: &Tenant,
+        ctx: &RequestContext,
         model: &ModelConfig,
         prompt: u64,
         cap: Option<u32>,
         generations: u32,
     ) -> Result<BudgetHold> {
-        let (Some(store), Some(_)) = (&self.inner.budgets, tenant.budget()) else {
+        let Some(store) = &self.inner.budgets else {
             return Ok(BudgetHold { reservation: None, cap_set: None });
         };
+        let tenant = &ctx.tenant;
+        let mut accounts = Vec::with_capacity(1);
+        accounts.push(BudgetAccount { name: TENANT_ACCOUNT, limit: tenant.budget().unwrap_or(NanoUsd(u64::MAX)) });
+        if let Some(key) = &ctx.key {
+            for k in key.chain() {
+                if let Some(limit) = k.budget {
+                    accounts.push(BudgetAccount { name: &k.id, limit });
+                }
+            }
+        }
+        let limited = tenant.budget().is_some() || accounts.len() > 1;
         let price = &model.price;
         let n64 = u64::from(generations.max(1));
         let (min, max) = match cap {
@@ -51,21 +65,26 @@ impl Gateway {
                 price.cost(prompt, u64::from(model.max_output_tokens) * n64),
             ),
         };
+        let now = self.now();
         let reservation = store
             .reserve(ReserveRequest {
                 tenant: tenant.id(),
+                accounts: &accounts,
+                period: tenant.budget_period().window(now).start,
+                model: &model.name,
+                key: ctx.key_id(),
                 min,
                 max,
                 lease: Duration::from_secs(self.inner.defaults.lease_secs),
-                now: self.now(),
+                now,
             })
             .await?;
-        let cap_set = match cap {
-            Some(_) => None,
-            None => {
+        let cap_set = match (cap, limited) {
+            (None, true) => {
                 let per_choice = price.affordable_output_tokens(reservation.amount, prompt) / n64;
                 Some(u32::try_from(per_choice).unwrap_or(u32::MAX).min(model.max_output_tokens))
             }
+            _ => None,
         };
         Ok(BudgetHold { reservation: Some(reservation), cap_set })
     }

@@ -10,14 +10,14 @@ use chitty_core::{Error, Result, Timestamp};
 /// Tenants and keys in memory. Lost when the process ends: use the PostgreSQL store to keep them.
 ///
 /// ```
-/// # futures::executor::block_on(async {
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// use chitty_core::access::{AccessStore, TenantRecord};
 /// use chitty_providers::memory::MemoryAccessStore;
 ///
 /// let store = MemoryAccessStore::new();
 /// store.create_tenant(TenantRecord::new("acme")).await?;
 /// assert!(store.create_tenant(TenantRecord::new("acme")).await.is_err(), "ids are unique");
-/// # chitty_core::Result::Ok(()) }).unwrap();
+/// # Ok::<(), chitty_core::Error>(()) }).unwrap();
 /// ```
 #[derive(Debug, Default)]
 pub struct MemoryAccessStore {

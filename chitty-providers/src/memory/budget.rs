@@ -5,14 +5,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use async_trait::async_trait;
-use chitty_core::{Balance, BudgetStore, Error, NanoUsd, Reservation, ReserveRequest, Result, Settlement, Timestamp};
+use chitty_core::budget::{AccountSpend, Spend};
+use chitty_core::{BudgetStore, Error, NanoUsd, Reservation, ReserveRequest, Result, Settlement, Timestamp};
 
+/// A live reservation: what it holds, where, and what its charge counts towards.
+#[derive(Debug)]
+struct Live {
+    amount: NanoUsd,
+    expires_at: Timestamp,
+    period: u64,
+    accounts: Vec<String>,
+    model: String,
+    key: Option<String>,
+}
+
+/// One tenant's spend: per period, per account, plus the tallies by model and key.
 #[derive(Debug, Default)]
 struct Ledger {
-    limit: NanoUsd,
-    spent: NanoUsd,
-    reserved: NanoUsd,
-    live: HashMap<u64, (NanoUsd, Timestamp)>,
+    periods: HashMap<u64, Spend>,
+    live: HashMap<u64, Live>,
     by_expiry: BTreeSet<(Timestamp, u64)>,
 }
 
@@ -23,21 +34,25 @@ impl Ledger {
                 break;
             }
             self.by_expiry.pop_first();
-            if let Some((amount, _)) = self.live.remove(&id) {
-                self.reserved = self.reserved.saturating_sub(amount);
+            if let Some(live) = self.live.remove(&id) {
+                self.unreserve(&live);
             }
         }
     }
 
-    fn take(&mut self, id: u64) -> Option<NanoUsd> {
-        let (amount, expires_at) = self.live.remove(&id)?;
-        self.by_expiry.remove(&(expires_at, id));
-        self.reserved = self.reserved.saturating_sub(amount);
-        Some(amount)
+    fn unreserve(&mut self, live: &Live) {
+        let period = self.periods.entry(live.period).or_default();
+        for name in &live.accounts {
+            let account = period.accounts.entry(name.clone()).or_default();
+            account.reserved = account.reserved.saturating_sub(live.amount);
+        }
     }
 
-    fn balance(&self) -> Balance {
-        Balance { limit: self.limit, spent: self.spent, reserved: self.reserved }
+    fn take(&mut self, id: u64) -> Option<Live> {
+        let live = self.live.remove(&id)?;
+        self.by_expiry.remove(&(live.expires_at, id));
+        self.unreserve(&live);
+        Some(live)
     }
 }
 
@@ -46,16 +61,23 @@ impl Ledger {
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// use std::time::Duration;
+/// use chitty_core::budget::{BudgetAccount, TENANT_ACCOUNT};
 /// use chitty_core::{BudgetStore, NanoUsd, ReserveRequest, Timestamp};
 /// use chitty_providers::memory::MemoryBudgetStore;
 ///
 /// let store = MemoryBudgetStore::new();
-/// store.set_limit("acme", NanoUsd(1_000)).await?;
 /// let now = Timestamp(0);
-/// let r = store.reserve(ReserveRequest { tenant: "acme", min: NanoUsd(100), max: NanoUsd(5_000), lease: Duration::from_secs(60), now }).await?;
-/// assert_eq!(r.amount, NanoUsd(1_000), "grants what remains, up to max");
+/// // The tenant may spend $1 000 nano-USD; its key `k1` 600 of them.
+/// let accounts = [BudgetAccount { name: TENANT_ACCOUNT, limit: NanoUsd(1_000) }, BudgetAccount { name: "k1", limit: NanoUsd(600) }];
+/// let request = ReserveRequest {
+///     tenant: "acme", accounts: &accounts, period: Timestamp(0), model: "gpt-4o", key: Some("k1"),
+///     min: NanoUsd(100), max: NanoUsd(5_000), lease: Duration::from_secs(60), now,
+/// };
+/// let r = store.reserve(request).await?;
+/// assert_eq!(r.amount, NanoUsd(600), "grants what the tightest budget has left, up to max");
 /// store.settle(&r, NanoUsd(300), now).await?;
-/// assert_eq!(store.balance("acme", now).await?.remaining(), NanoUsd(700));
+/// let spend = store.spend("acme", Timestamp(0), now).await?;
+/// assert_eq!((spend.tenant().spent, spend.by_model["gpt-4o"], spend.by_key["k1"]), (NanoUsd(300), NanoUsd(300), NanoUsd(300)));
 /// # Ok::<(), chitty_core::Error>(())
 /// # }).unwrap();
 /// ```
@@ -71,7 +93,7 @@ fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
 }
 
 impl MemoryBudgetStore {
-    /// An empty store: every tenant has a limit of zero until one is set.
+    /// An empty store.
     pub fn new() -> MemoryBudgetStore {
         MemoryBudgetStore::default()
     }
@@ -92,25 +114,42 @@ impl MemoryBudgetStore {
 
 #[async_trait]
 impl BudgetStore for MemoryBudgetStore {
-    async fn set_limit(&self, tenant: &str, limit: NanoUsd) -> Result<()> {
-        lock(&self.ledger(tenant)).limit = limit;
-        Ok(())
-    }
-
     async fn reserve(&self, request: ReserveRequest<'_>) -> Result<Reservation> {
         let ledger = self.ledger(request.tenant);
         let mut l = lock(&ledger);
         l.reclaim_expired(request.now);
-        let remaining = l.balance().remaining();
+        let period = l.periods.entry(request.period.0).or_default();
+        let remaining = request
+            .accounts
+            .iter()
+            .map(|a| {
+                let spend = period.account(a.name);
+                a.limit.saturating_sub(spend.spent).saturating_sub(spend.reserved)
+            })
+            .min()
+            .unwrap_or(NanoUsd(u64::MAX));
         if remaining < request.min || request.min > request.max {
             return Err(Error::BudgetExhausted { needed: request.min, remaining });
         }
         let amount = request.max.min(remaining);
+        for a in request.accounts {
+            let account = period.accounts.entry(a.name.to_owned()).or_default();
+            account.reserved = account.reserved.saturating_add(amount);
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let expires_at = request.now.plus(request.lease);
-        l.live.insert(id, (amount, expires_at));
+        l.live.insert(
+            id,
+            Live {
+                amount,
+                expires_at,
+                period: request.period.0,
+                accounts: request.accounts.iter().map(|a| a.name.to_owned()).collect(),
+                model: request.model.to_owned(),
+                key: request.key.map(str::to_owned),
+            },
+        );
         l.by_expiry.insert((expires_at, id));
-        l.reserved = l.reserved.saturating_add(amount);
         Ok(Reservation { id: format!("mem-{id}"), tenant: request.tenant.to_owned(), amount, expires_at })
     }
 
@@ -119,9 +158,17 @@ impl BudgetStore for MemoryBudgetStore {
         let ledger = self.ledger(&reservation.tenant);
         let mut l = lock(&ledger);
         l.reclaim_expired(now);
-        let amount = l.take(id).ok_or_else(|| Error::ReservationNotFound { id: reservation.id.clone() })?;
-        let settlement = Settlement::capped(amount, actual);
-        l.spent = l.spent.saturating_add(settlement.charged);
+        let live = l.take(id).ok_or_else(|| Error::ReservationNotFound { id: reservation.id.clone() })?;
+        let settlement = Settlement::capped(live.amount, actual);
+        let period = l.periods.entry(live.period).or_default();
+        for name in &live.accounts {
+            let account: &mut AccountSpend = period.accounts.entry(name.clone()).or_default();
+            account.spent = account.spent.saturating_add(settlement.charged);
+        }
+        *period.by_model.entry(live.model).or_default() += settlement.charged;
+        if let Some(key) = live.key {
+            *period.by_key.entry(key).or_default() += settlement.charged;
+        }
         Ok(settlement)
     }
 
@@ -133,10 +180,10 @@ impl BudgetStore for MemoryBudgetStore {
         l.take(id).map(|_| ()).ok_or_else(|| Error::ReservationNotFound { id: reservation.id.clone() })
     }
 
-    async fn balance(&self, tenant: &str, now: Timestamp) -> Result<Balance> {
+    async fn spend(&self, tenant: &str, period: Timestamp, now: Timestamp) -> Result<Spend> {
         let ledger = self.ledger(tenant);
         let mut l = lock(&ledger);
         l.reclaim_expired(now);
-        Ok(l.balance())
+        Ok(l.periods.get(&period.0).cloned().unwrap_or_default())
     }
 }

@@ -5,7 +5,8 @@ use std::sync::LazyLock;
 
 use ::redis::Script;
 use async_trait::async_trait;
-use chitty_core::{Balance, BudgetStore, Error, NanoUsd, Reservation, ReserveRequest, Result, Settlement, Timestamp};
+use chitty_core::budget::Spend;
+use chitty_core::{BudgetStore, Error, NanoUsd, Reservation, ReserveRequest, Result, Settlement, Timestamp};
 
 use super::{RedisConnection, key_prefix};
 
@@ -47,131 +48,156 @@ local function sub(a, b)
   if lo < 0 then hi, lo = hi - 1, lo + BASE end
   return {hi, lo}
 end
-local ledger, live, expiry = KEYS[1], KEYS[2], KEYS[3]
+local live, expiry, base = KEYS[1], KEYS[2], ARGV[2]
 local now = ARGV[1]
-local expired = redis.call('ZRANGEBYSCORE', expiry, '-inf', now)
-if #expired > 0 then
-  local reserved = num(redis.call('HGET', ledger, 'reserved'))
-  for _, id in ipairs(expired) do
-    local amount = redis.call('HGET', live, id)
-    if amount then
-      reserved = sub(reserved, num(amount))
-      redis.call('HDEL', live, id)
-    end
-  end
-  redis.call('HSET', ledger, 'reserved', str(reserved))
-  redis.call('ZREMRANGEBYSCORE', expiry, '-inf', now)
+local function bump(hash, field, delta, up)
+  local current = num(redis.call('HGET', hash, field))
+  if up then redis.call('HSET', hash, field, str(add(current, delta)))
+  else redis.call('HSET', hash, field, str(sub(current, delta))) end
 end
+local function unreserve(entry)
+  local p = base .. entry.p
+  for _, name in ipairs(entry.c) do bump(p, 'r:' .. name, num(entry.a), false) end
+end
+local expired = redis.call('ZRANGEBYSCORE', expiry, '-inf', now)
+for _, id in ipairs(expired) do
+  local raw = redis.call('HGET', live, id)
+  if raw then
+    unreserve(cjson.decode(raw))
+    redis.call('HDEL', live, id)
+  end
+end
+if #expired > 0 then redis.call('ZREMRANGEBYSCORE', expiry, '-inf', now) end
 "#;
 
-/// `KEYS`: ledger, live, expiry, seq. `ARGV`: now, min, max, expires_at.
-/// Returns `{'ok', id, amount}` or `{'exhausted', remaining}`.
+/// `KEYS`: live, expiry, seq. `ARGV`: now, period base, min, max, expires_at, period, model, key (`""` for
+/// none), account count, then `name, limit` per account. Returns `{'ok', id, amount}` or
+/// `{'exhausted', remaining}`.
 static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{PRELUDE}{}",
         r#"
-local min_amount, max_amount = num(ARGV[2]), num(ARGV[3])
-local fields = redis.call('HMGET', ledger, 'limit', 'spent', 'reserved')
-local reserved = num(fields[3])
-local remaining = sub(sub(num(fields[1]), num(fields[2])), reserved)
+local min_amount, max_amount = num(ARGV[3]), num(ARGV[4])
+local p = base .. ARGV[6]
+local count = tonumber(ARGV[9])
+local remaining = U64_MAX
+local names = {}
+for i = 0, count - 1 do
+  local name, limit = ARGV[10 + 2 * i], num(ARGV[11 + 2 * i])
+  names[#names + 1] = name
+  local f = redis.call('HMGET', p, 's:' .. name, 'r:' .. name)
+  local left = sub(sub(limit, num(f[1])), num(f[2]))
+  if cmp(left, remaining) < 0 then remaining = left end
+end
 if cmp(min_amount, max_amount) > 0 or cmp(remaining, min_amount) < 0 then
   return {'exhausted', str(remaining)}
 end
 local amount = max_amount
 if cmp(remaining, amount) < 0 then amount = remaining end
-local id = string.format('%d', redis.call('INCR', KEYS[4]))
-redis.call('HSET', live, id, str(amount))
-redis.call('ZADD', expiry, ARGV[4], id)
-redis.call('HSET', ledger, 'reserved', str(add(reserved, amount)))
+for _, name in ipairs(names) do bump(p, 'r:' .. name, amount, true) end
+-- Periodic ledgers are housekeeping after 400 days without a write; a lifetime ledger stays.
+if ARGV[6] ~= '0' then redis.call('PEXPIRE', p, 34560000000) end
+local id = string.format('%d', redis.call('INCR', KEYS[3]))
+redis.call('HSET', live, id, cjson.encode({a = str(amount), p = ARGV[6], m = ARGV[7], k = ARGV[8], c = names}))
+redis.call('ZADD', expiry, ARGV[5], id)
 return {'ok', id, str(amount)}
 "#
     ))
 });
 
-/// `KEYS`: ledger, live, expiry. `ARGV`: now, id, actual. Charges `min(actual, amount)`, so spend never passes the
-/// limit. Returns `{'ok', amount}` or `{'missing'}`.
+/// `KEYS`: live, expiry. `ARGV`: now, period base, id, actual. Charges `min(actual, amount)` to every account
+/// of the reservation in its own period, so spend never passes a limit. Returns `{'ok', amount}` or
+/// `{'missing'}`.
 static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{PRELUDE}{}",
         r#"
-local amount = redis.call('HGET', live, ARGV[2])
-if not amount then return {'missing'} end
-redis.call('HDEL', live, ARGV[2])
-redis.call('ZREM', expiry, ARGV[2])
-local charged = num(ARGV[3])
-if cmp(charged, num(amount)) > 0 then charged = num(amount) end
-local fields = redis.call('HMGET', ledger, 'spent', 'reserved')
-redis.call('HSET', ledger, 'spent', str(add(num(fields[1]), charged)),
-  'reserved', str(sub(num(fields[2]), num(amount))))
-return {'ok', amount}
+local raw = redis.call('HGET', live, ARGV[3])
+if not raw then return {'missing'} end
+redis.call('HDEL', live, ARGV[3])
+redis.call('ZREM', expiry, ARGV[3])
+local entry = cjson.decode(raw)
+local amount = num(entry.a)
+local charged = num(ARGV[4])
+if cmp(charged, amount) > 0 then charged = amount end
+unreserve(entry)
+local p = base .. entry.p
+for _, name in ipairs(entry.c) do bump(p, 's:' .. name, charged, true) end
+bump(p, 'm:' .. entry.m, charged, true)
+if entry.k ~= '' then bump(p, 'k:' .. entry.k, charged, true) end
+return {'ok', entry.a}
 "#
     ))
 });
 
-/// `KEYS`: ledger, live, expiry. `ARGV`: now, id. Returns `{'ok'}` or `{'missing'}`.
+/// `KEYS`: live, expiry. `ARGV`: now, period base, id. Returns `{'ok'}` or `{'missing'}`.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{PRELUDE}{}",
         r#"
-local amount = redis.call('HGET', live, ARGV[2])
-if not amount then return {'missing'} end
-redis.call('HDEL', live, ARGV[2])
-redis.call('ZREM', expiry, ARGV[2])
-local reserved = num(redis.call('HGET', ledger, 'reserved'))
-redis.call('HSET', ledger, 'reserved', str(sub(reserved, num(amount))))
+local raw = redis.call('HGET', live, ARGV[3])
+if not raw then return {'missing'} end
+redis.call('HDEL', live, ARGV[3])
+redis.call('ZREM', expiry, ARGV[3])
+unreserve(cjson.decode(raw))
 return {'ok'}
 "#
     ))
 });
 
-/// `KEYS`: ledger, live, expiry. `ARGV`: now. Returns `{limit, spent, reserved}`.
-static BALANCE: LazyLock<Script> = LazyLock::new(|| {
+/// `KEYS`: live, expiry. `ARGV`: now, period base, period. Returns the period's ledger as field, value pairs.
+static SPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{PRELUDE}{}",
         r#"
-local fields = redis.call('HMGET', ledger, 'limit', 'spent', 'reserved')
-return {str(num(fields[1])), str(num(fields[2])), str(num(fields[3]))}
+return redis.call('HGETALL', base .. ARGV[3])
 "#
     ))
 });
 
-/// `KEYS`: ledger, live, expiry. `ARGV`: now, limit. Returns `{'ok'}`.
-static SET_LIMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{PRELUDE}{}",
-        r#"
-redis.call('HSET', ledger, 'limit', str(num(ARGV[2])))
-return {'ok'}
-"#
-    ))
-});
-
-/// Per-tenant budgets in Redis, shared by every gateway replica: no replica can overspend another's grant.
+/// Budgets in Redis, shared by every gateway replica: no replica can overspend another's grant.
 ///
-/// Each operation (`set_limit`, `reserve`, `settle`, `release`, `balance`) is one Lua script, which Redis
-/// runs atomically; each starts by reclaiming the tenant's reservations whose lease ended by the `now`
-/// passed in. A tenant's keys share the hash tag `{tenant}` (Redis Cluster keeps them in one slot); see the
-/// [module docs](super) for the layout. `{`, `}` and `%` in tenant names are percent-escaped so that the
-/// tag stays intact, and an empty tenant name is refused.
+/// Each operation (`reserve`, `settle`, `release`, `spend`) is one Lua script, which Redis runs atomically;
+/// each starts by reclaiming the tenant's reservations whose lease ended by the `now` passed in. A tenant's
+/// keys share the hash tag `{tenant}` (Redis Cluster keeps them in one slot), so one script can reserve on the
+/// tenant's budget and on its keys' at once: two keys of one tenant can never together overrun it. `{`, `}`
+/// and `%` in tenant names are percent-escaped so that the tag stays intact, and an empty name is refused.
+///
+/// **Layout.** Per tenant: `{prefix}:budget:{tenant}:live` (hash: reservation id → its amount, period,
+/// accounts, model and key as JSON), `…:expiry` (sorted set of lease ends), `…:seq`, and one ledger per budget
+/// period, `…:p:<period start ms>` (hash: `s:<account>` spent, `r:<account>` reserved, `m:<model>` and
+/// `k:<key>` spent by model and key; the tenant's own account is the empty name). A period's ledger is
+/// named from the reservation inside the script rather than declared in `KEYS`; it shares the tenant's slot.
+/// Periodic ledgers expire 400 days after their last write; a lifetime ledger never does.
+///
+/// **Limits** are not stored: each reservation carries its accounts' limits, so a changed limit applies to
+/// the next request and a Redis that lost its data never turns limits into zero (it does lose the spend it
+/// held, which starts again from zero).
 ///
 /// **Money.** Amounts are kept as decimal strings and the scripts do exact two-limb arithmetic, so every
 /// `u64` nano-USD amount (up to about 18 billion USD) is exact, with no 2^53 (9 million USD) ceiling.
 ///
-/// **Failures.** A command that times out may still have run. A lost `reserve` reply leaves a reservation
+/// **Failures.** Redis unreachable is [`Error::BackendUnavailable`] (the gateway answers 503 with
+/// `Retry-After`). A command that times out may still have run. A lost `reserve` reply leaves a reservation
 /// that its lease reclaims; a lost `settle` or `release` reply is safe to retry, because finishing a
 /// reservation twice fails with [`Error::ReservationNotFound`] and charges nothing.
 ///
 /// ```no_run
 /// # async fn demo() -> chitty_core::Result<()> {
 /// use std::time::Duration;
+/// use chitty_core::budget::{BudgetAccount, TENANT_ACCOUNT};
 /// use chitty_core::{BudgetStore, NanoUsd, ReserveRequest, Timestamp};
 /// use chitty_providers::redis::{RedisBudgetStore, RedisConnection};
 ///
 /// let store = RedisBudgetStore::new(RedisConnection::connect("redis://127.0.0.1:6379").await?, "chitty");
-/// store.set_limit("acme", NanoUsd::from_usd(10)).await?;
 /// let now = Timestamp(1_700_000_000_000);
-/// let lease = Duration::from_secs(120);
-/// let r = store.reserve(ReserveRequest { tenant: "acme", min: NanoUsd(100), max: NanoUsd(5_000), lease, now }).await?;
+/// let accounts = [BudgetAccount { name: TENANT_ACCOUNT, limit: NanoUsd::from_usd(10) }];
+/// let r = store
+///     .reserve(ReserveRequest {
+///         tenant: "acme", accounts: &accounts, period: Timestamp(0), model: "gpt-4o", key: None,
+///         min: NanoUsd(100), max: NanoUsd(5_000), lease: Duration::from_secs(120), now,
+///     })
+///     .await?;
 /// store.settle(&r, NanoUsd(300), now).await?;
 /// # Ok(()) }
 /// ```
@@ -191,8 +217,11 @@ impl fmt::Debug for RedisBudgetStore {
     }
 }
 
-/// The keys of one tenant, in script order: ledger, live, expiry, seq.
-struct TenantKeys([String; 4]);
+/// The keys of one tenant, in script order: live, expiry, seq; and the prefix of its period ledgers.
+struct TenantKeys {
+    keys: [String; 3],
+    period_base: String,
+}
 
 impl RedisBudgetStore {
     /// A store over `connection` whose keys start with `{prefix}:budget:`.
@@ -215,16 +244,14 @@ impl RedisBudgetStore {
             }
         }
         let base = format!("{}{{{tag}}}", self.namespace);
-        Ok(TenantKeys([
-            format!("{base}:ledger"),
-            format!("{base}:live"),
-            format!("{base}:expiry"),
-            format!("{base}:seq"),
-        ]))
+        Ok(TenantKeys {
+            keys: [format!("{base}:live"), format!("{base}:expiry"), format!("{base}:seq")],
+            period_base: format!("{base}:p:"),
+        })
     }
 
-    /// Runs `script` with the first `key_count` of `keys` and `now` followed by `args`.
-    async fn run(
+    /// Runs `script` with the first `key_count` keys, then `now`, the period base and `args`.
+    async fn run<T: ::redis::FromRedisValue>(
         &self,
         operation: &'static str,
         script: &Script,
@@ -232,19 +259,19 @@ impl RedisBudgetStore {
         key_count: usize,
         now: Timestamp,
         args: &[&str],
-    ) -> Result<Vec<String>> {
+    ) -> Result<T> {
         let mut invocation = script.prepare_invoke();
-        for key in &keys.0[..key_count] {
+        for key in &keys.keys[..key_count] {
             invocation.key(key);
         }
-        invocation.arg(now.0);
+        invocation.arg(now.0).arg(&keys.period_base);
         for arg in args {
             invocation.arg(*arg);
         }
         invocation
             .invoke_async(&mut self.connection.manager.clone())
             .await
-            .map_err(|e| self.connection.endpoint.error(operation, e))
+            .map_err(|e| self.connection.endpoint.failure(operation, e))
     }
 
     fn amount(&self, operation: &'static str, reply: Option<&String>) -> Result<NanoUsd> {
@@ -261,18 +288,19 @@ impl BudgetStore for RedisBudgetStore {
         self.connection.ping().await
     }
 
-    async fn set_limit(&self, tenant: &str, limit: NanoUsd) -> Result<()> {
-        let keys = self.keys(tenant)?;
-        // `set_limit` has no `now`; zero reclaims nothing, and the next operation reclaims as usual.
-        self.run("set_limit", &SET_LIMIT, &keys, 3, Timestamp(0), &[&limit.0.to_string()]).await?;
-        Ok(())
-    }
-
     async fn reserve(&self, request: ReserveRequest<'_>) -> Result<Reservation> {
         let keys = self.keys(request.tenant)?;
         let expires_at = request.now.plus(request.lease);
-        let args = [&request.min.0.to_string()[..], &request.max.0.to_string(), &expires_at.0.to_string()];
-        let reply = self.run("reserve", &RESERVE, &keys, 4, request.now, &args).await?;
+        let numbers = [request.min.0, request.max.0, expires_at.0, request.period.0].map(|n| n.to_string());
+        let count = request.accounts.len().to_string();
+        let limits: Vec<String> = request.accounts.iter().map(|a| a.limit.0.to_string()).collect();
+        let mut args: Vec<&str> =
+            vec![&numbers[0], &numbers[1], &numbers[2], &numbers[3], request.model, request.key.unwrap_or(""), &count];
+        for (account, limit) in request.accounts.iter().zip(&limits) {
+            args.push(account.name);
+            args.push(limit);
+        }
+        let reply: Vec<String> = self.run("reserve", &RESERVE, &keys, 3, request.now, &args).await?;
         match reply.first().map(String::as_str) {
             Some("ok") => {
                 let amount = self.amount("reserve", reply.get(2))?;
@@ -288,7 +316,8 @@ impl BudgetStore for RedisBudgetStore {
 
     async fn settle(&self, reservation: &Reservation, actual: NanoUsd, now: Timestamp) -> Result<Settlement> {
         let keys = self.keys(&reservation.tenant)?;
-        let reply = self.run("settle", &SETTLE, &keys, 3, now, &[&reservation.id, &actual.0.to_string()]).await?;
+        let args = [reservation.id.as_str(), &actual.0.to_string()];
+        let reply: Vec<String> = self.run("settle", &SETTLE, &keys, 2, now, &args).await?;
         match reply.first().map(String::as_str) {
             Some("ok") => {
                 let amount = self.amount("settle", reply.get(1))?;
@@ -301,7 +330,7 @@ impl BudgetStore for RedisBudgetStore {
 
     async fn release(&self, reservation: &Reservation, now: Timestamp) -> Result<()> {
         let keys = self.keys(&reservation.tenant)?;
-        let reply = self.run("release", &RELEASE, &keys, 3, now, &[&reservation.id]).await?;
+        let reply: Vec<String> = self.run("release", &RELEASE, &keys, 2, now, &[&reservation.id]).await?;
         match reply.first().map(String::as_str) {
             Some("ok") => Ok(()),
             Some("missing") => Err(Error::ReservationNotFound { id: reservation.id.clone() }),
@@ -309,13 +338,25 @@ impl BudgetStore for RedisBudgetStore {
         }
     }
 
-    async fn balance(&self, tenant: &str, now: Timestamp) -> Result<Balance> {
+    async fn spend(&self, tenant: &str, period: Timestamp, now: Timestamp) -> Result<Spend> {
         let keys = self.keys(tenant)?;
-        let reply = self.run("balance", &BALANCE, &keys, 3, now, &[]).await?;
-        Ok(Balance {
-            limit: self.amount("balance", reply.first())?,
-            spent: self.amount("balance", reply.get(1))?,
-            reserved: self.amount("balance", reply.get(2))?,
-        })
+        let flat: Vec<String> = self.run("spend", &SPEND, &keys, 2, now, &[&period.0.to_string()]).await?;
+        let mut spend = Spend::default();
+        for pair in flat.chunks(2) {
+            let [field, value] = pair else { return Err(self.connection.endpoint.error("spend", "odd reply")) };
+            let amount = self.amount("spend", Some(value))?;
+            match field.split_once(':') {
+                Some(("s", name)) => spend.accounts.entry(name.to_owned()).or_default().spent = amount,
+                Some(("r", name)) => spend.accounts.entry(name.to_owned()).or_default().reserved = amount,
+                Some(("m", model)) => {
+                    spend.by_model.insert(model.to_owned(), amount);
+                }
+                Some(("k", key)) => {
+                    spend.by_key.insert(key.to_owned(), amount);
+                }
+                _ => return Err(self.connection.endpoint.error("spend", format!("unexpected ledger field `{field}`"))),
+            }
+        }
+        Ok(spend)
     }
 }

@@ -89,6 +89,19 @@ impl Endpoint {
         }
         Error::backend(BACKEND, RedisBackendError { operation, endpoint: self.shown.clone(), detail })
     }
+
+    /// A failed command as a typed error: [`Error::BackendUnavailable`] (answered 503 with `Retry-After`)
+    /// when Redis could not be reached, else a backend error; the password scrubbed either way.
+    fn failure(&self, operation: &'static str, error: ::redis::RedisError) -> Error {
+        let unreachable =
+            error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() || error.is_timeout();
+        match self.error(operation, &error) {
+            Error::Backend { source, .. } if unreachable => {
+                Error::BackendUnavailable { backend: BACKEND, retry_after: std::time::Duration::from_secs(1), source }
+            }
+            other => other,
+        }
+    }
 }
 
 /// A connection to one Redis server, shared by the cache and the budget store; cheap to clone.

@@ -13,6 +13,7 @@
 //! | `POST /admin/v1/tenants/{id}/keys` | `name`, `budget_usd`?, `models`?, `expires_at`?, `rpm`?, `tpm`? | 201, `{"id", "key", …}` |
 //! | `POST /admin/v1/keys/{id}/delegate` | the same | 201, `{"id", "key", …}` |
 //! | `DELETE /admin/v1/keys/{id}` | | 204 (the key and its delegated keys) |
+//! | `GET /admin/v1/tenants/{id}/spend` | | 200, `{"limit_usd", "spent_usd", "reserved_usd", "period_start", "period_end", "by_model", "by_key"}` for the current budget period |
 //!
 //! The `key` field of a 201 is the secret, shown this once; the store keeps its digest. A change is visible
 //! on this replica when the answer is sent, and on replicas sharing the store when they reload (PostgreSQL
@@ -66,6 +67,7 @@ pub fn admin_router(gateway: Gateway, admin_keys: Vec<KeyDigest>) -> Result<Rout
         .route("/admin/v1/tenants", post(create_tenant))
         .route("/admin/v1/tenants/{id}", get(read_tenant).patch(update_tenant))
         .route("/admin/v1/tenants/{id}/keys", post(create_key))
+        .route("/admin/v1/tenants/{id}/spend", get(read_spend))
         .route("/admin/v1/keys/{id}/delegate", post(delegate_key))
         .route("/admin/v1/keys/{id}", delete(revoke_key))
         .with_state(state))
@@ -307,6 +309,37 @@ async fn update_tenant(
         let tenant = state.store.update_tenant(&id, &update).await?;
         state.reload().await;
         Ok(axum::Json(tenant).into_response())
+    })
+    .await
+}
+
+async fn read_spend(State(state): State<Arc<AdminState>>, Path(id): Path<String>, headers: HeaderMap) -> AdminResult {
+    handle(&state, &headers, || async {
+        let tenant = state.tenant_record(&id).await?;
+        let budgets = state
+            .gateway
+            .budget_store()
+            .ok_or_else(|| Error::invalid_request("this gateway has no budget store, so it keeps no spend", None))?;
+        let now = state.gateway.now();
+        let window = tenant.budget_period.window(now);
+        let spend = budgets.spend(&id, window.start, now).await?;
+        let dollars =
+            |amounts: &std::collections::BTreeMap<String, NanoUsd>| -> serde_json::Map<String, serde_json::Value> {
+                amounts.iter().map(|(name, amount)| (name.clone(), json!(amount.decimal().to_string()))).collect()
+            };
+        let own = spend.tenant();
+        let body = json!({
+            "tenant": id,
+            "budget_period": tenant.budget_period,
+            "limit_usd": tenant.budget.map(|b| b.decimal().to_string()),
+            "spent_usd": own.spent.decimal().to_string(),
+            "reserved_usd": own.reserved.decimal().to_string(),
+            "period_start": format_time(window.start)?,
+            "period_end": window.end.map(format_time).transpose()?,
+            "by_model": dollars(&spend.by_model),
+            "by_key": dollars(&spend.by_key),
+        });
+        Ok(axum::Json(body).into_response())
     })
     .await
 }
