@@ -60,6 +60,8 @@ pub enum Error {
     RateLimited {
         /// How long until a request would be admitted.
         retry_after: Duration,
+        /// The limits' state, for the `x-ratelimit-*` headers.
+        status: Box<crate::ratelimit::RateLimitStatus>,
     },
     /// The tenant's budget cannot pay for this request.
     #[error("budget exhausted: the request needs at least {needed} but {remaining} remains")]
@@ -278,7 +280,9 @@ impl Error {
     /// How long the client should wait before retrying, when the error says.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::RateLimited { retry_after } | Error::BackendUnavailable { retry_after, .. } => Some(*retry_after),
+            Error::RateLimited { retry_after, .. } | Error::BackendUnavailable { retry_after, .. } => {
+                Some(*retry_after)
+            }
             Error::Upstream { retry_after, .. } => *retry_after,
             _ => None,
         }
@@ -333,7 +337,7 @@ mod tests {
         assert_eq!(Error::ModelNotAllowed { model: "m".into() }.status(), 403);
         assert_eq!(Error::ModelNotFound { model: "m".into() }.status(), 404);
         assert_eq!(Error::invalid_request("bad", Some("messages")).status(), 400);
-        assert_eq!(Error::RateLimited { retry_after: Duration::from_secs(1) }.status(), 429);
+        assert_eq!(Error::RateLimited { retry_after: Duration::from_secs(1), status: Box::default() }.status(), 429);
         let budget = Error::BudgetExhausted { needed: NanoUsd(10), remaining: NanoUsd(1) };
         assert_eq!(budget.status(), 429);
         assert_eq!(budget.code(), Some("insufficient_quota"));

@@ -40,6 +40,7 @@ pub mod gateway;
 pub mod keys;
 pub mod money;
 pub mod provider;
+pub mod ratelimit;
 #[cfg(feature = "tokio")]
 pub mod runtime;
 #[cfg(feature = "serve")]

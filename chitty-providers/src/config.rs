@@ -275,6 +275,9 @@ pub struct TenantSection {
     /// Requests per minute.
     #[serde(default)]
     pub requests_per_minute: Option<u32>,
+    /// Tokens per minute (prompt plus output cap at admission, corrected at settlement).
+    #[serde(default)]
+    pub tokens_per_minute: Option<u32>,
     /// Burst.
     #[serde(default)]
     pub burst: Option<u32>,
@@ -296,6 +299,10 @@ pub struct GatewayFile {
     /// `[budgets]`.
     #[serde(default)]
     pub budgets: BackendSection,
+    /// `[rate_limits]`: where requests- and tokens-per-minute state lives (`memory` for one replica, `redis`
+    /// to share the limits between replicas).
+    #[serde(default)]
+    pub rate_limits: BackendSection,
     /// `[admin]`: serve the admin API (`/admin/v1/…`) to these keys.
     #[serde(default)]
     pub admin: Option<AdminSection>,
@@ -431,7 +438,9 @@ impl GatewayFile {
             }
             file.server.metrics_token = Some(Secret(token));
         }
-        for (section, name) in [(&mut file.cache, "cache"), (&mut file.budgets, "budgets")] {
+        for (section, name) in
+            [(&mut file.cache, "cache"), (&mut file.budgets, "budgets"), (&mut file.rate_limits, "rate_limits")]
+        {
             if let Some(url) = &section.url {
                 section.url = Some(Secret(interpolate(&format!("{name}.url"), url.expose())?));
             }
@@ -464,6 +473,7 @@ impl GatewayFile {
                 budget_nano_usd,
                 allowed_models: t.allowed_models.clone(),
                 requests_per_minute: t.requests_per_minute,
+                tokens_per_minute: t.tokens_per_minute,
                 burst: t.burst,
                 cache_group: t.cache_group.clone(),
                 ..TenantConfig::new(t.id.clone(), "")

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chitty_core::{BudgetStore, EventSink};
 use chitty_providers::memory::{CollectingSink, CountingSink, MemoryAccessStore, MemoryBudgetStore, MemoryCache};
-use chitty_testkit::{access, budget, cache, events};
+use chitty_testkit::{access, budget, cache, events, ratelimit};
 
 #[tokio::test]
 async fn memory_cache_conformance() {
@@ -29,6 +29,20 @@ async fn memory_cache_size_bound() {
 #[tokio::test]
 async fn memory_access_store_conformance() {
     access::run_all(&MemoryAccessStore::new()).await;
+}
+
+#[tokio::test]
+async fn local_rate_limiter_conformance() {
+    ratelimit::run_all(&chitty_core::ratelimit::LocalRateLimiter::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_rate_limiter_admits_exactly_the_burst_under_concurrency() {
+    ratelimit::concurrent_requests_admit_exactly_the_burst(
+        Arc::new(chitty_core::ratelimit::LocalRateLimiter::new()),
+        3_000,
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -28,4 +28,5 @@ pub mod mock;
 pub mod mock_upstream;
 pub mod model_pairs;
 pub mod provider;
+pub mod ratelimit;
 pub mod services;

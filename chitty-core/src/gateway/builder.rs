@@ -15,6 +15,7 @@ use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::events::{DiscardSink, EventSink};
 use crate::provider::Provider;
+use crate::ratelimit::{LocalRateLimiter, RateLimiter};
 use crate::time::{Clock, RandomSource, SeededRandom, Spawner, Timer};
 
 /// Builds a [`Gateway`].
@@ -28,6 +29,7 @@ pub struct GatewayBuilder {
     runtime: Option<Runtime>,
     random: Option<Arc<dyn RandomSource>>,
     access: Option<Arc<dyn AccessStore>>,
+    limiter: Option<Arc<dyn RateLimiter>>,
 }
 
 /// The injected clock, timer and spawner.
@@ -54,6 +56,7 @@ impl GatewayBuilder {
             runtime: None,
             random: None,
             access: None,
+            limiter: None,
         }
     }
 
@@ -81,6 +84,14 @@ impl GatewayBuilder {
     /// the configuration's tenants are the only ones.
     pub fn access(mut self, store: Arc<dyn AccessStore>) -> Self {
         self.access = Some(store);
+        self
+    }
+
+    /// The rate limiter that enforces tenants' and keys' requests and tokens per minute. Without one, a
+    /// [`LocalRateLimiter`]: exact for one replica, but each replica admits the whole rate; give replicas a
+    /// shared one (Redis) instead.
+    pub fn rate_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
+        self.limiter = Some(limiter);
         self
     }
 
@@ -169,6 +180,7 @@ impl GatewayBuilder {
                 reload: futures::lock::Mutex::new(()),
                 cache: self.cache,
                 budgets: self.budgets,
+                limiter: self.limiter.unwrap_or_else(|| Arc::new(LocalRateLimiter::new())),
                 events: self.events.unwrap_or_else(|| Arc::new(DiscardSink)),
                 clock,
                 timer,

@@ -190,6 +190,9 @@ pub struct TenantConfig {
     /// Requests per minute; unlimited when unset.
     #[serde(default)]
     pub requests_per_minute: Option<u32>,
+    /// Tokens per minute (prompt plus output cap at admission, corrected at settlement); unlimited when unset.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u32>,
     /// Burst above the steady rate (defaults to the per-minute rate / 6, at least 1).
     #[serde(default)]
     pub burst: Option<u32>,
@@ -207,6 +210,7 @@ impl TenantConfig {
             budget_nano_usd: None,
             allowed_models: None,
             requests_per_minute: None,
+            tokens_per_minute: None,
             burst: None,
             cache_group: None,
         }

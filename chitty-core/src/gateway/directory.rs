@@ -21,8 +21,8 @@ pub(super) struct Directory {
 }
 
 impl Directory {
-    /// Builds a directory from `snapshot`, keeping `previous`'s [`Tenant`] where its record is unchanged (so
-    /// its in-process rate limiter keeps its state across reloads). Keys written into the configuration
+    /// Builds a directory from `snapshot`, keeping `previous`'s [`Tenant`] where its record is unchanged (no
+    /// allocation for tenants a reload did not touch). Keys written into the configuration
     /// authenticate as the bare tenant; keys the store minted carry their [`ApiKey`] chain.
     pub(super) fn build(snapshot: AccessSnapshot, previous: Option<&Directory>) -> Directory {
         let tenants: HashMap<String, Arc<Tenant>> = snapshot
@@ -71,6 +71,7 @@ pub(super) fn config_snapshot(tenants: &[TenantConfig]) -> Result<AccessSnapshot
     for t in tenants {
         snapshot.tenants.push(TenantRecord {
             rpm: t.requests_per_minute,
+            tpm: t.tokens_per_minute,
             budget: t.budget_nano_usd,
             models: t.allowed_models.clone(),
             burst: t.burst,

@@ -51,13 +51,13 @@
 //! # }).unwrap();
 //! ```
 
+mod admission;
 mod breaker;
 mod builder;
 mod config;
 mod directory;
 mod endpoint;
 mod pipeline;
-mod ratelimit;
 mod routing;
 mod spend;
 mod stream;
@@ -69,7 +69,6 @@ pub use config::{
     ConfigIssue, DEFAULT_MAX_OUTPUT_TOKENS, Defaults, GatewayConfig, ModelConfig, ModelKind, OutputCapField,
     PrefixConfig, RequestLimits, RouteConfig, TenantConfig, api_key_digest,
 };
-pub use ratelimit::TokenBucket;
 pub use routing::Readiness;
 pub use stream::StreamReply;
 pub use tenant::{ApiKey, Caller, RequestContext, Tenant};
@@ -114,6 +113,9 @@ pub struct ReplyMeta {
     pub cost: NanoUsd,
     /// The output cap the gateway set because the client sent none and the budget bounds it.
     pub max_tokens_set: Option<u32>,
+    /// The caller's tightest requests and tokens limits after admission (OpenAI's `x-ratelimit-*` headers);
+    /// none when no limit applies.
+    pub rate_limit: Option<crate::ratelimit::RateLimitStatus>,
 }
 
 impl ReplyMeta {
@@ -125,6 +127,7 @@ impl ReplyMeta {
             reserved: NanoUsd::ZERO,
             cost: NanoUsd::ZERO,
             max_tokens_set: None,
+            rate_limit: None,
         }
     }
 }
@@ -150,6 +153,7 @@ struct Inner {
     reload: futures::lock::Mutex<()>,
     cache: Option<Arc<dyn Cache>>,
     budgets: Option<Arc<dyn BudgetStore>>,
+    limiter: Arc<dyn crate::ratelimit::RateLimiter>,
     events: Arc<dyn EventSink>,
     clock: Arc<dyn Clock>,
     timer: Arc<dyn Timer>,

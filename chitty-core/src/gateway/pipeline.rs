@@ -12,12 +12,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+use super::admission::Admission;
 use super::config::{ModelConfig, ModelKind};
 use super::endpoint::EndpointSpec;
 use super::routing::Model;
 use super::spend::BudgetHold;
 use super::tenant::{RequestContext, Tenant};
-use super::{Gateway, Reply, ReplyMeta, lock};
+use super::{Gateway, Reply, ReplyMeta};
 use crate::budget::Reservation;
 use crate::error::{Error, Result};
 use crate::events::{CacheStatus, Endpoint, Event, RequestEvent};
@@ -79,8 +80,8 @@ pub(super) trait Delivery<E: EndpointSpec>: Send + Sync + 'static {
     fn check(req: &E::Req) -> Result<()>;
     /// Calls `provider` with the request prepared for it.
     fn call(provider: Arc<dyn Provider>, req: E::Req) -> BoxFuture<'static, Result<Self::Upstream>>;
-    /// Answers from a cached response.
-    fn replay(cached: E::Resp, req: &E::Req) -> Result<Self::Output>;
+    /// Answers from a cached response, reporting `meta`.
+    fn replay(cached: E::Resp, req: &E::Req, meta: ReplyMeta) -> Result<Self::Output>;
     /// Answers from the upstream; settles through `pending`, now or when the answer has been delivered.
     fn deliver(
         upstream: Self::Upstream,
@@ -106,8 +107,8 @@ impl<E: EndpointSpec> Delivery<E> for WholeAnswer {
         E::call(provider, req)
     }
 
-    fn replay(cached: E::Resp, req: &E::Req) -> Result<Reply<E::Resp>> {
-        Ok(Reply { body: E::for_client(cached, req)?, meta: ReplyMeta::hit() })
+    fn replay(cached: E::Resp, req: &E::Req, meta: ReplyMeta) -> Result<Reply<E::Resp>> {
+        Ok(Reply { body: E::for_client(cached, req)?, meta })
     }
 
     async fn deliver(resp: E::Resp, pending: PendingSettlement, req: &E::Req) -> Result<Reply<E::Resp>> {
@@ -132,6 +133,7 @@ pub(super) struct PendingSettlement {
     config: Arc<ModelConfig>,
     provider: String,
     hold: BudgetHold,
+    admission: Admission,
     cache_key: Option<CacheKey>,
     cache_status: CacheStatus,
 }
@@ -145,6 +147,7 @@ impl PendingSettlement {
             reserved: self.hold.reserved(),
             cost: NanoUsd::ZERO,
             max_tokens_set: self.hold.cap_set,
+            rate_limit: self.admission.status,
         }
     }
 
@@ -184,6 +187,9 @@ impl PendingSettlement {
     ) -> NanoUsd {
         let gateway = &self.gateway;
         let charged = gateway.settle(&self.info, &self.provider, self.hold.reservation.as_ref(), cost).await;
+        // Without usage the request is taken to have used its whole bound.
+        let used = usage.map_or(u64::MAX, |u| u.prompt_tokens.saturating_add(u.completion_tokens));
+        gateway.refund_tokens(self.info.tenant.id(), &self.admission, used).await;
         if let (Some(key), Some(entry)) = (&self.cache_key, cache_entry) {
             gateway.cache_put(key, &self.config, entry).await;
         }
@@ -232,8 +238,12 @@ impl Gateway {
     ) -> Result<D::Output> {
         D::check(req)?;
         let (model, cache) = self.plan::<E>(ctx, req)?;
-        self.admit(&ctx.tenant)?;
+        let (prompt, cap, generations) = (E::prompt_tokens(req), E::output_cap(req), E::generations(req));
+        let bound = u64::from(cap.unwrap_or(model.config.max_output_tokens)) * u64::from(generations.max(1));
+        let admission = self.admit(ctx, prompt.saturating_add(bound)).await?;
         if let Some(cached) = self.lookup::<E>(&cache).await {
+            // A cached answer spends no upstream tokens.
+            self.refund_tokens(ctx.tenant.id(), &admission, 0).await;
             let usage = E::usage(&cached);
             let hit = Outcome {
                 provider: None,
@@ -243,10 +253,15 @@ impl Gateway {
                 cost: NanoUsd::ZERO,
             };
             self.record(info.clone(), hit).await;
-            return D::replay(cached, req);
+            return D::replay(cached, req, ReplyMeta { rate_limit: admission.status, ..ReplyMeta::hit() });
         }
-        let hold =
-            self.reserve(ctx, &model.config, E::prompt_tokens(req), E::output_cap(req), E::generations(req)).await?;
+        let hold = match self.reserve(ctx, &model.config, prompt, cap, generations).await {
+            Ok(hold) => hold,
+            Err(e) => {
+                self.refund_tokens(ctx.tenant.id(), &admission, 0).await;
+                return Err(e);
+            }
+        };
         let cap = hold.cap_set.map(|c| (model.config.output_cap_field, c));
         let routed = self
             .route(model, D::CAPABILITY, |route| {
@@ -259,6 +274,7 @@ impl Gateway {
             Ok(v) => v,
             Err(e) => {
                 self.release(hold.reservation.as_ref()).await;
+                self.refund_tokens(ctx.tenant.id(), &admission, 0).await;
                 return Err(e);
             }
         };
@@ -268,6 +284,7 @@ impl Gateway {
             config: Arc::clone(&model.config),
             provider,
             hold,
+            admission,
             cache_status: cache.status(),
             cache_key: cache.key,
         };
@@ -303,14 +320,6 @@ impl Gateway {
             false => CachePlan { key: None, read: false },
         };
         Ok((model, cache))
-    }
-
-    /// Admit: the tenant's rate limit.
-    fn admit(&self, tenant: &Tenant) -> Result<()> {
-        if let Some(limiter) = &tenant.limiter {
-            lock(limiter).try_acquire(self.now()).map_err(|retry_after| Error::RateLimited { retry_after })?;
-        }
-        Ok(())
     }
 
     /// A cached answer, when the plan allows reading one and a valid entry exists.

@@ -13,6 +13,7 @@ use super::pipeline::{Delivery, PendingSettlement};
 use crate::error::{Error, Result};
 use crate::money::NanoUsd;
 use crate::provider::{Capability, Provider};
+use crate::time::Spawner;
 use crate::tokens;
 use crate::wire::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChunkAccumulator, CompletionAccumulator,
@@ -215,6 +216,10 @@ struct StreamRelay<S: StreamSpec> {
     choices: u32,
     /// Taken when the stream settles, so that it settles once.
     pending: Option<(PendingSettlement, UsageEstimate)>,
+    /// A settlement under way. If the client goes away while it is awaited, `Drop` hands the rest of it to
+    /// the spawner: a settlement is finished, never abandoned half-way.
+    settling: Option<BoxFuture<'static, ()>>,
+    spawner: Arc<dyn Spawner>,
 }
 
 impl<S: StreamSpec> StreamRelay<S> {
@@ -222,7 +227,11 @@ impl<S: StreamSpec> StreamRelay<S> {
     async fn settle(&mut self, completed: bool, status: u16) {
         if let Some((pending, estimate)) = self.pending.take() {
             let accumulated = std::mem::take(&mut self.accumulated);
-            settle_stream::<S>(pending, estimate, accumulated, completed, status).await;
+            self.settling = Some(Box::pin(settle_stream::<S>(pending, estimate, accumulated, completed, status)));
+        }
+        if let Some(settling) = self.settling.as_mut() {
+            settling.await;
+            self.settling = None;
         }
     }
 
@@ -270,6 +279,11 @@ impl<S: StreamSpec> StreamRelay<S> {
 
 impl<S: StreamSpec> Drop for StreamRelay<S> {
     fn drop(&mut self) {
+        if let Some(settling) = self.settling.take() {
+            // Dropped while settling: finish the settlement off the dropped task.
+            self.spawner.spawn(settling);
+            return;
+        }
         if let Some((pending, estimate)) = self.pending.take() {
             // The client went away mid-stream: settle for what was produced, off the dropped task.
             let accumulated = std::mem::take(&mut self.accumulated);
@@ -299,9 +313,9 @@ impl<S: StreamSpec> Delivery<S> for Streamed {
         S::open(provider, req)
     }
 
-    fn replay(cached: S::Resp, req: &S::Req) -> Result<StreamReply<S::Chunk>> {
+    fn replay(cached: S::Resp, req: &S::Req, meta: ReplyMeta) -> Result<StreamReply<S::Chunk>> {
         let chunks = S::replay(&cached, S::wants_usage(req));
-        Ok(StreamReply { meta: ReplyMeta::hit(), chunks: Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))) })
+        Ok(StreamReply { meta, chunks: Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))) })
     }
 
     async fn deliver(
@@ -316,7 +330,9 @@ impl<S: StreamSpec> Delivery<S> for Streamed {
             accumulated: S::Accumulator::default(),
             forward_usage: S::wants_usage(req),
             choices: S::choices(req),
+            spawner: pending.gateway().inner.spawner.clone(),
             pending: Some((pending, estimate)),
+            settling: None,
         };
         let chunks = futures::stream::unfold(relay, |mut relay| async move {
             let item = relay.next_item().await?;

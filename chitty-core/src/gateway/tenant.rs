@@ -2,9 +2,8 @@
 //! [`ApiKey`] that narrows it) and the per-request [`RequestContext`].
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use super::ratelimit::TokenBucket;
 use crate::access::{BudgetPeriod, KeyRecord, TenantRecord, list_allows};
 use crate::keys::{CacheDirective, CacheScope};
 use crate::money::NanoUsd;
@@ -13,7 +12,6 @@ use crate::time::Timestamp;
 /// An authenticated tenant.
 pub struct Tenant {
     pub(super) record: TenantRecord,
-    pub(super) limiter: Option<Mutex<TokenBucket>>,
 }
 
 impl fmt::Debug for Tenant {
@@ -27,8 +25,7 @@ impl fmt::Debug for Tenant {
 
 impl Tenant {
     pub(super) fn new(record: TenantRecord) -> Tenant {
-        let limiter = record.rpm.map(|rpm| Mutex::new(TokenBucket::new(rpm, record.burst.unwrap_or((rpm / 6).max(1)))));
-        Tenant { record, limiter }
+        Tenant { record }
     }
 
     /// The tenant's identifier.

@@ -1,4 +1,5 @@
-//! Redis backends shared by every gateway replica: a [`RedisCache`] and a [`RedisBudgetStore`].
+//! Redis backends shared by every gateway replica: a [`RedisCache`], a [`RedisBudgetStore`] and a
+//! [`RedisRateLimiter`].
 //!
 //! Both run over one [`RedisConnection`] (a redis-rs `ConnectionManager`: one multiplexed connection
 //! that reconnects by itself), and keep every key under a configurable prefix: the replicas of one gateway
@@ -24,10 +25,11 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `{prefix}:cache:{hex}` | string, with `PX` TTL | one cached response |
-//! | `{prefix}:budget:{tenant}:ledger` | hash | `limit`, `spent`, `reserved` (decimal nano-USD) |
-//! | `{prefix}:budget:{tenant}:live` | hash | reservation id → amount (decimal nano-USD) |
+//! | `{prefix}:budget:{tenant}:p:{period}` | hash | per budget period: `s:<account>` spent, `r:<account>` reserved, `m:<model>` and `k:<key>` spent (decimal nano-USD) |
+//! | `{prefix}:budget:{tenant}:live` | hash | reservation id → its amount, period, accounts, model and key (JSON) |
 //! | `{prefix}:budget:{tenant}:expiry` | sorted set | reservation id scored by lease expiry (ms) |
 //! | `{prefix}:budget:{tenant}:seq` | string (`INCR`) | the last reservation id |
+//! | `{prefix}:ratelimit:{tenant}` | hash, 1 h TTL | `<scope>\|r` and `<scope>\|t`: each limit's GCRA arrival time (ms) |
 //!
 //! The `{tenant}` braces are a Redis Cluster hash tag, so one tenant's keys share a slot and one script
 //! may touch them all. The layout is Cluster-ready; the connection itself talks to one node (a primary, or a
@@ -35,6 +37,7 @@
 
 mod budget;
 mod cache;
+mod ratelimit;
 
 use std::fmt;
 use std::sync::Arc;
@@ -47,6 +50,7 @@ use chitty_core::{Error, Result};
 pub use ::redis::aio::ConnectionManagerConfig;
 pub use budget::RedisBudgetStore;
 pub use cache::RedisCache;
+pub use ratelimit::RedisRateLimiter;
 
 /// The backend name in [`Error::Backend`].
 const BACKEND: &str = "redis";

@@ -72,6 +72,7 @@ impl GatewayFile {
         }
         builder = with_cache(builder, &self.cache).await?;
         builder = with_budgets(builder, &self.budgets).await?;
+        builder = with_rate_limits(builder, &self.rate_limits).await?;
         let admin_keys = self.admin_keys(&config_for_admin)?;
         let (builder_with_store, changes) = with_store(builder, &self.store, !admin_keys.is_empty()).await?;
         builder = builder_with_store;
@@ -129,6 +130,21 @@ async fn with_budgets(builder: GatewayBuilder, section: &BackendSection) -> Resu
         other => Err(invalid(
             "budgets.backend",
             format!("`{other}` is not a budget backend of this build (memory, redis with feature `redis`)"),
+        )),
+    }
+}
+
+async fn with_rate_limits(builder: GatewayBuilder, section: &BackendSection) -> Result<GatewayBuilder, ConfigError> {
+    match section.backend.as_str() {
+        "memory" => Ok(builder),
+        #[cfg(feature = "redis")]
+        "redis" => {
+            let limiter = crate::redis::RedisRateLimiter::new(redis("rate_limits", section).await?, "chitty");
+            Ok(builder.rate_limiter(Arc::new(limiter)))
+        }
+        other => Err(invalid(
+            "rate_limits.backend",
+            format!("`{other}` is not a rate-limit backend of this build (memory, redis with feature `redis`)"),
         )),
     }
 }

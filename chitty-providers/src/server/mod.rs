@@ -243,6 +243,45 @@ fn insert_meta_headers(h: &mut HeaderMap, meta: &ReplyMeta, request_id: &str, wi
     if let Some(v) = meta.provider.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
         h.insert(X_CHITTY_PROVIDER, v);
     }
+    if let Some(status) = &meta.rate_limit {
+        insert_rate_limit_headers(h, status);
+    }
+}
+
+/// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for the tightest limit of each kind.
+pub(crate) fn insert_rate_limit_headers(h: &mut HeaderMap, status: &chitty_core::ratelimit::RateLimitStatus) {
+    const NAMES: [[HeaderName; 3]; 2] = [
+        [
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderName::from_static("x-ratelimit-reset-requests"),
+        ],
+        [
+            HeaderName::from_static("x-ratelimit-limit-tokens"),
+            HeaderName::from_static("x-ratelimit-remaining-tokens"),
+            HeaderName::from_static("x-ratelimit-reset-tokens"),
+        ],
+    ];
+    for (state, [limit, remaining, reset]) in [status.requests, status.tokens].into_iter().zip(NAMES) {
+        if let Some(state) = state {
+            h.insert(limit, HeaderValue::from(state.limit));
+            h.insert(remaining, HeaderValue::from(state.remaining));
+            if let Ok(v) = HeaderValue::from_str(&reset_text(state.reset)) {
+                h.insert(reset, v);
+            }
+        }
+    }
+}
+
+/// A duration as OpenAI writes its resets: `120ms`, `1s`, `6m0s`, `1.5s`.
+fn reset_text(reset: Duration) -> String {
+    let ms = reset.as_millis();
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 if ms.is_multiple_of(1_000) => format!("{}s", ms / 1_000),
+        1_000..60_000 => format!("{}s", format!("{:.3}", ms as f64 / 1_000.0).trim_end_matches('0')),
+        _ => format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1_000),
+    }
 }
 
 fn json_bytes_response(meta: &ReplyMeta, request_id: &str, json: Bytes) -> Response {
@@ -404,7 +443,17 @@ async fn not_found(headers: HeaderMap) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::{missing_field, new_request_id};
+    use super::{missing_field, new_request_id, reset_text};
+
+    #[test]
+    fn resets_read_like_openais() {
+        use std::time::Duration;
+        let cases =
+            [(0, "0ms"), (120, "120ms"), (1_000, "1s"), (1_500, "1.5s"), (59_999, "59.999s"), (360_000, "6m0s")];
+        for (ms, text) in cases {
+            assert_eq!(reset_text(Duration::from_millis(ms)), text);
+        }
+    }
 
     #[test]
     fn generated_request_ids_are_96_random_bits_in_hex() {

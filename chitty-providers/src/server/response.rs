@@ -35,6 +35,9 @@ impl IntoResponse for ApiError {
                 headers.insert(axum::http::header::RETRY_AFTER, v);
             }
         }
+        if let Error::RateLimited { status, .. } = &self.error {
+            super::insert_rate_limit_headers(headers, status);
+        }
         if matches!(self.error, Error::InvalidApiKey) {
             headers.insert(axum::http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
