@@ -62,16 +62,20 @@
 /// The GitHub App client: RS256 JWT, cached installation tokens, rate-limit aware REST calls, actions.
 #[cfg(feature = "client")]
 pub mod client;
+pub mod credentials;
 pub mod delivery;
 pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod installations;
 pub mod intake;
+pub mod manifest;
 pub mod processor;
 pub mod queue;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(all(feature = "server", feature = "client"))]
+pub mod setup;
 pub mod signature;
 
 pub use error::{Error, Result};

@@ -47,6 +47,7 @@ mod config;
 mod error;
 mod jwt;
 mod link;
+mod manifest;
 mod rate_limit;
 mod token;
 mod transport;
@@ -68,6 +69,7 @@ pub use actions::{
 pub use config::{ClientConfig, DEFAULT_API_VERSION, DEFAULT_BASE_URL, RateLimitPolicy};
 pub use error::{ApiErrorDetail, ClientError, RateLimitKind};
 pub use jwt::{AppCredentials, AppJwt, JWT_BACKDATE, JWT_LIFETIME};
+pub use manifest::convert_manifest_code;
 pub use rate_limit::{RateLimitResource, RateLimitSnapshot};
 /// The HTTP method type [`InstallationClient::send`] takes.
 pub use reqwest::Method;
