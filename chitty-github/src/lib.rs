@@ -77,5 +77,6 @@ pub mod server;
 #[cfg(all(feature = "server", feature = "client"))]
 pub mod setup;
 pub mod signature;
+pub mod testing;
 
 pub use error::{Error, Result};
