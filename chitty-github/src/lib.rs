@@ -59,6 +59,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod analysis;
 /// The GitHub App client: RS256 JWT, cached installation tokens, rate-limit aware REST calls, actions.
 #[cfg(feature = "client")]
 pub mod client;

@@ -301,6 +301,20 @@ impl InstallationClient {
         })
     }
 
+    /// `GET` of the path made of `segments` (each percent-encoded as one segment, so a file path
+    /// or branch name cannot change the route) with `query`.
+    pub(crate) async fn get_segments<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<T, ClientError> {
+        let mut url = self.inner.url(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        self.execute(ApiRequest::new(Method::GET, url, None)).await?.json()
+    }
+
     /// `POST path` with a JSON body (not retried after a 5xx: it may have taken effect).
     pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,

@@ -1,0 +1,11 @@
+//! Repository analysis that needs no model: the added lines of a diff ([`diff`]), a secret scanner
+//! over them ([`secrets`]), and, with feature `client`, the push handler that reports both as a
+//! check run (`PushAnalysis`).
+
+pub mod diff;
+#[cfg(feature = "client")]
+mod push;
+pub mod secrets;
+
+#[cfg(feature = "client")]
+pub use push::{Finding, FindingKind, PushAnalysis, PushAnalysisConfig, PushReport};
