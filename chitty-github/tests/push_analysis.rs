@@ -91,6 +91,11 @@ async fn a_fake_aws_key_in_an_added_line_fails_the_check_run_on_that_line() {
     assert!(annotation["title"].as_str().unwrap().contains("AWS access key ID"));
     assert!(!runs[0].body.windows(FAKE_AWS_KEY.len()).any(|w| w == FAKE_AWS_KEY.as_bytes()), "the key is not echoed");
     assert_eq!(github.count(Method::GET, COMPARE), 1);
+
+    // GitHub redelivers the push (same GUID past the intake's window, or a retry): reported once.
+    push(&processor, fixtures::PUSH).await;
+    assert_eq!(check_runs(&github).len(), 1, "no second check run");
+    assert_eq!(github.count(Method::GET, COMPARE), 1);
 }
 
 #[tokio::test]

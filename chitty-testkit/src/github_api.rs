@@ -11,7 +11,8 @@
 //! are paginated with `Link` headers. Faults are scripted: secondary rate limits with and without
 //! `Retry-After`, arbitrary statuses, tokens refused right after minting (replication lag), tokens
 //! revoked early. The install flow's endpoints are there too: manifest code conversions
-//! ([`MockGitHub::add_manifest_code`]) and the App's installations ([`MockGitHub::add_installation`]).
+//! ([`MockGitHub::add_manifest_code`]) and the App's installations ([`MockGitHub::add_installation`]);
+//! a created check run is also listed under its commit (`GET /repos/{o}/{r}/commits/{sha}/check-runs`).
 //! Paths under `/api/v3` are served too, as by GitHub Enterprise Server. Every
 //! request is recorded so tests can assert on what the client sent.
 //!
@@ -666,6 +667,10 @@ fn route(api_root: &str, state: &mut MockState, request: &RecordedRequest) -> Re
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let body = request.json().unwrap_or(Value::Null);
     match (&request.method, segments.as_slice()) {
+        // A commit without check runs lists none (GitHub answers 404 only for an unknown commit).
+        (&Method::GET, ["repos", _, _, "commits", _, "check-runs"]) if !state.resources.contains_key(path) => {
+            json_response(200, &json!({ "total_count": 0, "check_runs": [] }))
+        }
         (&Method::GET, _) => get_resource(api_root, state, path, request.query.as_deref()),
         (&Method::POST, ["repos", owner, repo, "issues", number, "comments"]) => {
             let Some(text) = body["body"].as_str() else {
@@ -721,6 +726,17 @@ fn route(api_root: &str, state: &mut MockState, request: &RecordedRequest) -> Re
             let mut run = json!({ "id": id, "status": "queued", "conclusion": null });
             merge(&mut run, &body);
             state.resources.insert(format!("/repos/{owner}/{repo}/check-runs/{id}"), run.clone());
+            // The commit's list, as `GET /repos/{o}/{r}/commits/{sha}/check-runs` answers it (runs as created).
+            let sha = body["head_sha"].as_str().unwrap_or_default();
+            let list = state
+                .resources
+                .entry(format!("/repos/{owner}/{repo}/commits/{sha}/check-runs"))
+                .or_insert_with(|| json!({ "total_count": 0, "check_runs": [] }));
+            if let Some(runs) = list["check_runs"].as_array_mut() {
+                runs.push(run.clone());
+                let count = runs.len();
+                list["total_count"] = count.into();
+            }
             json_response(201, &run)
         }
         (&Method::PUT | &Method::DELETE, ["repos", owner, repo, "issues", number, "lock"]) => {

@@ -17,6 +17,8 @@ use crate::client::{
 use crate::events::PushEvent;
 use crate::processor::{EventContext, ProcessorBuilder};
 
+/// GitHub lists at most this many files in a comparison.
+const MAX_COMPARED_FILES: usize = 300;
 /// GitHub takes at most 50 annotations per check-run request; more go in later updates.
 const ANNOTATIONS_PER_REQUEST: usize = 50;
 
@@ -91,7 +93,8 @@ pub struct PushReport {
     pub conclusion: CheckConclusion,
     /// The check run created.
     pub check_run_id: u64,
-    /// Whether part of the diff was not scanned ([`PushAnalysisConfig::max_scanned_bytes`]).
+    /// Whether part of the diff was not scanned ([`PushAnalysisConfig::max_scanned_bytes`], or
+    /// GitHub's 300 files per comparison).
     pub truncated: bool,
 }
 
@@ -110,6 +113,19 @@ struct ComparedFile {
     /// Absent for binary files and diffs too large for GitHub to show.
     #[serde(default)]
     patch: Option<String>,
+}
+
+/// GitHub's list of a commit's check runs.
+#[derive(Debug, Deserialize)]
+struct CheckRunList {
+    #[serde(default)]
+    check_runs: Vec<NamedCheckRun>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NamedCheckRun {
+    #[serde(default)]
+    name: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,7 +178,9 @@ impl PushAnalysis {
             tracing::debug!(git_ref = %push.git_ref, "push analysis: not a new commit range on the default branch");
             return Ok(());
         }
-        let report = self.analyze(cx.github()?, push).await?;
+        let Some(report) = self.analyze(cx.github()?, push).await? else {
+            return Ok(());
+        };
         tracing::info!(
             repository = %push.repository.full_name,
             after = %push.after,
@@ -189,12 +207,29 @@ impl PushAnalysis {
     }
 
     /// Compares `before...after` in the push's repository, scans it, and creates the check run on
-    /// `after`; acts on that repository only.
-    pub async fn analyze(&self, client: &InstallationClient, push: &PushEvent) -> Result<PushReport, ClientError> {
+    /// `after`; acts on that repository only. `None` when `after` already has this check run (a
+    /// redelivery, or a retry after a later step failed), so that a push is reported once.
+    pub async fn analyze(
+        &self,
+        client: &InstallationClient,
+        push: &PushEvent,
+    ) -> Result<Option<PushReport>, ClientError> {
         let (owner, repo) = (push.repository.owner.login.as_str(), push.repository.name.as_str());
+        let existing: CheckRunList = client
+            .get_segments(
+                &["repos", owner, repo, "commits", &push.after, "check-runs"],
+                &[("check_name", self.config.check_name.as_str())],
+            )
+            .await?;
+        if existing.check_runs.iter().any(|run| run.name == self.config.check_name) {
+            tracing::debug!(after = %push.after, "push analysis: the commit already has its check run");
+            return Ok(None);
+        }
         let range = format!("{}...{}", push.before, push.after);
         let comparison: Comparison = client.get_segments(&["repos", owner, repo, "compare", &range], &[]).await?;
-        let (mut findings, unseen, truncated, scanned_lines) = self.scan(&comparison);
+        let (mut findings, unseen, mut truncated, scanned_lines) = self.scan(&comparison);
+        // GitHub lists at most 300 files of a comparison.
+        truncated |= comparison.files.len() >= MAX_COMPARED_FILES;
 
         for path in unseen.iter().take(self.config.max_size_lookups) {
             let mut segments = vec!["repos", owner, repo, "contents"];
@@ -230,7 +265,7 @@ impl PushAnalysis {
             output.annotations = batch.to_vec();
             client.update_check_run(owner, repo, created.id, &UpdateCheckRun::default().with_output(output)).await?;
         }
-        Ok(PushReport { findings, conclusion, check_run_id: created.id, truncated })
+        Ok(Some(PushReport { findings, conclusion, check_run_id: created.id, truncated }))
     }
 
     /// Secrets in the added lines; the paths GitHub gave no diff for; whether scanning stopped early;
