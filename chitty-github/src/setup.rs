@@ -48,9 +48,10 @@ use chitty_core::runtime::SystemClock;
 use chitty_core::{Clock, Timer, Timestamp};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use reqwest::Url;
+use sha2::{Digest, Sha256};
 
 use crate::client::{ClientConfig, ClientError, GitHubApp, InstallationId, convert_manifest_code};
-use crate::credentials::{AppRegistration, CredentialsStore};
+use crate::credentials::{AppRegistration, CredentialsStore, SecretText};
 use crate::error::{Error, Result};
 use crate::installations::{InstallationChange, InstallationStore, MemoryInstallationStore};
 use crate::manifest::{AppManifest, INSTALL_CALLBACK_PATH, SETUP_CALLBACK_PATH, SETUP_PATH};
@@ -79,6 +80,7 @@ pub struct AppSetupBuilder {
     clock: Option<Arc<dyn Clock>>,
     timer: Option<Arc<dyn Timer>>,
     allow_reregistration: bool,
+    setup_token: Option<SecretText>,
 }
 
 impl fmt::Debug for AppSetupBuilder {
@@ -157,6 +159,14 @@ impl AppSetupBuilder {
         self
     }
 
+    /// Requires `?token=` with this value on the setup page (see [`random_token`] and
+    /// [`AppSetup::setup_url`]): until the App is registered, whoever reaches the page first
+    /// registers it, so a server reachable by others should print a one-time link instead.
+    pub fn setup_token(mut self, token: impl Into<String>) -> Self {
+        self.setup_token = Some(SecretText::new(token));
+        self
+    }
+
     /// Lets the setup pages register a new App when one is already saved (default: refused).
     pub fn allow_reregistration(mut self, allow: bool) -> Self {
         self.allow_reregistration = allow;
@@ -186,8 +196,13 @@ impl AppSetupBuilder {
         let manifest = self.manifest.unwrap_or_else(|| AppManifest::new(self.name, &public_root));
         let mut client_config = self.client_config;
         client_config.base_url = api_url.clone();
+        if self.setup_token.as_ref().is_some_and(|t| t.expose_secret().len() < 16) {
+            return Err(invalid("the setup token must be at least 16 characters".into()));
+        }
         Ok(AppSetup {
             inner: Arc::new(SetupInner {
+                public_root,
+                setup_token: self.setup_token,
                 manifest,
                 web_url: web.as_str().trim_end_matches('/').to_owned(),
                 web_origin: web.origin().ascii_serialization(),
@@ -230,6 +245,8 @@ pub struct AppSetup {
 }
 
 struct SetupInner {
+    public_root: String,
+    setup_token: Option<SecretText>,
     manifest: AppManifest,
     web_url: String,
     web_origin: String,
@@ -291,7 +308,35 @@ impl AppSetup {
             clock: None,
             timer: None,
             allow_reregistration: false,
+            setup_token: None,
         }
+    }
+
+    /// The setup page's address, with the setup token when one is required: the link to print.
+    pub fn setup_url(&self) -> String {
+        let root = &self.inner.public_root;
+        match &self.inner.setup_token {
+            Some(token) => {
+                let query: String = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("token", token.expose_secret())
+                    .finish();
+                format!("{root}{SETUP_PATH}?{query}")
+            }
+            None => format!("{root}{SETUP_PATH}"),
+        }
+    }
+
+    /// Whether `given` is the setup token, when one is required (compared in constant time).
+    fn token_accepted(&self, given: Option<&str>) -> bool {
+        let Some(expected) = &self.inner.setup_token else {
+            return true;
+        };
+        let Some(given) = given else {
+            return false;
+        };
+        // Digests have one length, so the comparison's time says nothing about the token.
+        let (a, b) = (Sha256::digest(expected.expose_secret().as_bytes()), Sha256::digest(given.as_bytes()));
+        a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 
     /// The routes [`SETUP_PATH`], [`SETUP_CALLBACK_PATH`] and [`INSTALL_CALLBACK_PATH`], for any router state.
@@ -373,7 +418,7 @@ impl AppSetup {
         if states.len() >= MAX_PENDING_STATES {
             return None;
         }
-        let state = hex::encode(rand::random::<[u8; 32]>());
+        let state = random_token();
         states.insert(state.clone(), now.plus(STATE_TTL));
         Some(state)
     }
@@ -418,8 +463,10 @@ impl AppSetup {
              <form action=\"{action}\" method=\"post\">\
              <input type=\"hidden\" name=\"manifest\" value=\"{manifest_json}\">\
              <button type=\"submit\">Create the GitHub App on GitHub</button></form>\
-             <p>For an organisation, open <code>{SETUP_PATH}?organization=NAME</code>. \
-             GitHub also sends the App <code>installation</code> and <code>installation_repositories</code> \
+             <form action=\"{SETUP_PATH}\" method=\"get\"><label>Or for the organisation \
+             <input name=\"organization\" pattern=\"[A-Za-z0-9-]{{1,39}}\" required></label>{token_field} \
+             <button type=\"submit\">Use this organisation</button></form>\
+             <p>GitHub also sends the App <code>installation</code> and <code>installation_repositories</code> \
              events, without a subscription.</p>\
              <details><summary>Manifest</summary><pre>{pretty}</pre></details>",
             name = escape(&manifest.name),
@@ -427,6 +474,12 @@ impl AppSetup {
             action = escape(&action),
             manifest_json = escape(&manifest.to_json()),
             pretty = escape(&pretty),
+            token_field = self
+                .inner
+                .setup_token
+                .as_ref()
+                .map(|t| format!("<input type=\"hidden\" name=\"token\" value=\"{}\">", escape(t.expose_secret())))
+                .unwrap_or_default(),
         );
         let mut response = self.page(StatusCode::OK, "Register the GitHub App", &body);
         response.headers_mut().insert(header::SET_COOKIE, self.state_cookie(&state, STATE_TTL.as_secs()));
@@ -581,7 +634,7 @@ impl AppSetup {
         headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         let csp = format!(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action {}; frame-ancestors 'none'",
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {}; frame-ancestors 'none'",
             self.inner.web_origin
         );
         if let Ok(csp) = HeaderValue::from_str(&csp) {
@@ -597,6 +650,15 @@ impl AppSetup {
 
 async fn setup_page(State(setup): State<AppSetup>, RawQuery(query): RawQuery) -> Response {
     let query = query.unwrap_or_default();
+    if !setup.token_accepted(query_param(&query, "token").as_deref()) {
+        tracing::warn!("GitHub App setup: the setup page was opened without the setup token");
+        let error = PageError::new(
+            StatusCode::FORBIDDEN,
+            "Setup link needed",
+            "Open the setup link this server printed when it started (it carries a token).",
+        );
+        return setup.error_page(error);
+    }
     if let Err(error) = setup.check_unregistered().await {
         return setup.error_page(error);
     }
@@ -643,6 +705,11 @@ async fn install_callback(State(setup): State<AppSetup>, RawQuery(query): RawQue
 /// The first value of `name` in a query string, decoded.
 fn query_param(query: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
+}
+
+/// A fresh setup token (32 random bytes, hex) for [`AppSetupBuilder::setup_token`].
+pub fn random_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.

@@ -12,7 +12,7 @@ use chitty_core::{ManualClock, ManualTimer, Timestamp};
 use chitty_github::credentials::{CredentialsStore, MemoryCredentialsStore};
 use chitty_github::installations::{InstallationStore, MemoryInstallationStore};
 use chitty_github::manifest::AppManifest;
-use chitty_github::setup::{AppSetup, AppSetupBuilder, STATE_COOKIE};
+use chitty_github::setup::{AppSetup, AppSetupBuilder, STATE_COOKIE, random_token};
 use chitty_testkit::github_api::{Fault, MockGitHub};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
@@ -167,7 +167,9 @@ async fn the_setup_page_posts_the_manifest_to_github_with_a_state() {
     assert_eq!(manifest["redirect_url"], "https://bot.example.com/github/setup/callback");
     assert_eq!(manifest["setup_url"], "https://bot.example.com/github/callback");
     assert_eq!(page.headers["referrer-policy"], "no-referrer");
-    assert!(page.headers["content-security-policy"].to_str().unwrap().contains("form-action https://github.com"));
+    assert!(
+        page.headers["content-security-policy"].to_str().unwrap().contains("form-action 'self' https://github.com")
+    );
     let again = harness.get("/github/setup", None).await.state_cookie().unwrap();
     assert_ne!(again, state, "every visit gets its own state");
 
@@ -351,4 +353,25 @@ async fn the_install_callback_needs_a_registered_app() {
     let page = harness.get("/github/callback?installation_id=4242&setup_action=install", None).await;
     assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "{}", page.body);
     assert!(harness.installations.get(4242).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_setup_token_keeps_the_page_to_whoever_has_the_printed_link() {
+    let token = random_token();
+    let harness = Harness::with(|b| b.setup_token(token.clone())).await;
+    assert_eq!(harness.get("/github/setup", None).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(harness.get("/github/setup?token=guess", None).await.status, StatusCode::FORBIDDEN);
+    let link = harness.setup.setup_url();
+    assert_eq!(link, format!("{PUBLIC_URL}/github/setup?token={token}"));
+    let page = harness.get(link.strip_prefix(PUBLIC_URL).unwrap(), None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains(&format!("name=\"token\" value=\"{token}\"")), "the organisation form keeps it");
+    let org = harness.get(&format!("/github/setup?organization=octo-org&token={token}"), None).await;
+    assert_eq!(org.status, StatusCode::OK);
+
+    let short = AppSetup::builder("x", PUBLIC_URL)
+        .credentials_store(Arc::new(MemoryCredentialsStore::new()))
+        .setup_token("short")
+        .build();
+    assert!(matches!(short, Err(chitty_github::Error::InvalidConfig { .. })));
 }
