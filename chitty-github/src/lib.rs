@@ -51,11 +51,16 @@
 //! ```
 //!
 //! The App's [`installations`] are kept in sync from `installation` and `installation_repositories`
-//! events by a ready handler, in memory or in PostgreSQL.
+//! events by a ready handler, in memory or in PostgreSQL. The App is registered from its
+//! [`manifest`] and installed through the `setup` routes (features `server` and `client`), which keep
+//! its [`credentials`]. Handlers can take their own event type
+//! ([`ProcessorBuilder::on_pull_request`](processor::ProcessorBuilder::on_pull_request) and friends),
+//! with an installation client in their context; [`testing`] has signed deliveries and fixtures for
+//! an App's own tests, and [`analysis`] checks pushes for secrets and oversized files.
 //!
 //! Features: `server` (axum route), `redis` (Redis idempotency store), `nats` (JetStream queue),
-//! `client` (the GitHub App client: JWT, installation tokens, REST calls, actions), `postgres`
-//! (the PostgreSQL installation store).
+//! `client` (the GitHub App client: JWT, installation tokens, REST calls, actions; push analysis),
+//! `postgres` (the PostgreSQL installation store); `server` and `client` together add the install flow.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

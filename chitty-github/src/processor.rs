@@ -76,7 +76,7 @@ pub const HEADER_ERROR: &str = "x-chitty-error";
 pub const HEADER_ATTEMPTS: &str = "x-chitty-attempts";
 
 /// What a handler is given: the delivery and its parsed event, a tracing span for the delivery, and
-/// (with feature `client` and [`ProcessorBuilder::github_app`]) a client acting as the event's
+/// (with feature `client` and `ProcessorBuilder::github_app`) a client acting as the event's
 /// installation. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EventContext {

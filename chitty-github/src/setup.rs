@@ -15,9 +15,11 @@
 //!   [`InstallationStore`]; an id GitHub does not know for this App, or an API failure, gives an
 //!   error page and records nothing.
 //!
-//! Once an App is registered the setup pages refuse to register another (409), unless
-//! [`AppSetupBuilder::allow_reregistration`]: anyone who can reach them could otherwise replace the
-//! App's credentials with those of an App of their own. Pages send `Referrer-Policy: no-referrer`
+//! Once an App is registered (or given, registered by hand) the setup pages refuse to register
+//! another (409), unless [`AppSetupBuilder::allow_reregistration`]: anyone who can reach them could
+//! otherwise replace the App's credentials with those of an App of their own. Before that, whoever
+//! reaches the setup page first registers the App: [`AppSetupBuilder::setup_token`] makes it need
+//! the link [`AppSetup::setup_url`] gives, for the server to print at start-up. Pages send `Referrer-Policy: no-referrer`
 //! (the callback's URL carries the code) and a restrictive `Content-Security-Policy`.
 //!
 //! ```
@@ -51,7 +53,7 @@ use reqwest::Url;
 use sha2::{Digest, Sha256};
 
 use crate::client::{ClientConfig, ClientError, GitHubApp, InstallationId, convert_manifest_code};
-use crate::credentials::{AppRegistration, CredentialsStore, SecretText};
+use crate::credentials::{AppRegistration, CredentialsStore, MemoryCredentialsStore, SecretText};
 use crate::error::{Error, Result};
 use crate::installations::{InstallationChange, InstallationStore, MemoryInstallationStore};
 use crate::manifest::{AppManifest, INSTALL_CALLBACK_PATH, SETUP_CALLBACK_PATH, SETUP_PATH};
@@ -123,7 +125,7 @@ impl AppSetupBuilder {
         self
     }
 
-    /// Where the App's credentials are saved (required).
+    /// Where the App's credentials are saved (required, unless the App is given with [`app`](Self::app)).
     pub fn credentials_store(mut self, store: Arc<dyn CredentialsStore>) -> Self {
         self.credentials = Some(store);
         self
@@ -135,7 +137,8 @@ impl AppSetupBuilder {
         self
     }
 
-    /// The App client, when the App was registered by hand (otherwise it is built from the saved credentials).
+    /// The App client, when the App was registered by hand (otherwise it is built from the saved
+    /// credentials); the setup pages then refuse to register another.
     pub fn app(mut self, app: GitHubApp) -> Self {
         self.app = Some(app);
         self
@@ -189,9 +192,15 @@ impl AppSetupBuilder {
         {
             return Err(invalid(format!("{org:?} is not a GitHub organisation login")));
         }
-        let credentials = self
-            .credentials
-            .ok_or_else(|| invalid("the install flow needs a credentials store for the App's credentials".into()))?;
+        let by_hand = self.app.is_some();
+        let credentials = match (self.credentials, by_hand) {
+            (Some(store), _) => store,
+            // Registered by hand: nothing to save, and the setup pages refuse to register another App.
+            (None, true) => Arc::new(MemoryCredentialsStore::new()) as Arc<dyn CredentialsStore>,
+            (None, false) => {
+                return Err(invalid("the install flow needs a credentials store for the App's credentials".into()));
+            }
+        };
         let public_root = public.as_str().trim_end_matches('/').to_owned();
         let manifest = self.manifest.unwrap_or_else(|| AppManifest::new(self.name, &public_root));
         let mut client_config = self.client_config;
@@ -201,6 +210,7 @@ impl AppSetupBuilder {
         }
         Ok(AppSetup {
             inner: Arc::new(SetupInner {
+                by_hand,
                 public_root,
                 setup_token: self.setup_token,
                 manifest,
@@ -245,6 +255,8 @@ pub struct AppSetup {
 }
 
 struct SetupInner {
+    /// An App client was given: the App was registered by hand.
+    by_hand: bool,
     public_root: String,
     setup_token: Option<SecretText>,
     manifest: AppManifest,
@@ -386,6 +398,13 @@ impl AppSetup {
     async fn check_unregistered(&self) -> std::result::Result<(), PageError> {
         if self.inner.allow_reregistration {
             return Ok(());
+        }
+        if self.inner.by_hand {
+            return Err(PageError::new(
+                StatusCode::CONFLICT,
+                "Already registered",
+                "This server already has a GitHub App, configured by hand.",
+            ));
         }
         match self.inner.credentials.load().await {
             Ok(None) => Ok(()),

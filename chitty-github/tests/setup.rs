@@ -375,3 +375,30 @@ async fn a_setup_token_keeps_the_page_to_whoever_has_the_printed_link() {
         .build();
     assert!(matches!(short, Err(chitty_github::Error::InvalidConfig { .. })));
 }
+
+#[tokio::test]
+async fn an_app_registered_by_hand_needs_no_store_and_blocks_the_setup_pages() {
+    let clock = ManualClock::new(START);
+    let github = MockGitHub::start(Arc::new(clock.clone())).await.unwrap();
+    let mut config = chitty_github::client::ClientConfig::default();
+    config.base_url = github.base_url().to_owned();
+    let app = chitty_github::client::GitHubApp::builder(
+        chitty_github::client::AppCredentials::from_pem("31415", PRIVATE_KEY.as_bytes()).unwrap(),
+    )
+    .with_config(config)
+    .with_clock(Arc::new(clock.clone()))
+    .with_timer(Arc::new(ManualTimer::new(clock)))
+    .build()
+    .unwrap();
+    let installations = Arc::new(MemoryInstallationStore::new());
+    let setup = AppSetup::builder("x", PUBLIC_URL).app(app).installation_store(installations.clone()).build().unwrap();
+    let router: Router = setup.router();
+    let get = |uri: &'static str| {
+        let router = router.clone();
+        async move { router.oneshot(http::Request::get(uri).body(Body::empty()).unwrap()).await.unwrap().status() }
+    };
+    assert_eq!(get("/github/setup").await, StatusCode::CONFLICT);
+    github.add_installation(installation(77));
+    assert_eq!(get("/github/callback?installation_id=77&setup_action=install").await, StatusCode::OK);
+    assert!(installations.get(77).await.unwrap().is_some());
+}
