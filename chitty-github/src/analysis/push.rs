@@ -231,7 +231,9 @@ impl PushAnalysis {
         // GitHub lists at most 300 files of a comparison.
         truncated |= comparison.files.len() >= MAX_COMPARED_FILES;
 
-        for path in unseen.iter().take(self.config.max_size_lookups) {
+        // Git refuses `.`, `..` and empty path components; a URL would resolve them, so such a name is not looked up.
+        let sizable = unseen.iter().filter(|path| path.split('/').all(|c| !matches!(c, "" | "." | "..")));
+        for path in sizable.take(self.config.max_size_lookups) {
             let mut segments = vec!["repos", owner, repo, "contents"];
             segments.extend(path.split('/'));
             match client.get_segments::<ContentMetadata>(&segments, &[("ref", push.after.as_str())]).await {
