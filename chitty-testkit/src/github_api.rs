@@ -12,7 +12,8 @@
 //! `Retry-After`, arbitrary statuses, tokens refused right after minting (replication lag), tokens
 //! revoked early. The install flow's endpoints are there too: manifest code conversions
 //! ([`MockGitHub::add_manifest_code`]) and the App's installations ([`MockGitHub::add_installation`]);
-//! a created check run is also listed under its commit (`GET /repos/{o}/{r}/commits/{sha}/check-runs`).
+//! a created check run is also listed under its commit (`GET /repos/{o}/{r}/commits/{sha}/check-runs`),
+//! and a posted pull request review under its pull request (`GET /repos/{o}/{r}/pulls/{n}/reviews`).
 //! Paths under `/api/v3` are served too, as by GitHub Enterprise Server. Every
 //! request is recorded so tests can assert on what the client sent.
 //!
@@ -738,6 +739,26 @@ fn route(api_root: &str, state: &mut MockState, request: &RecordedRequest) -> Re
                 list["total_count"] = count.into();
             }
             json_response(201, &run)
+        }
+        (&Method::POST, ["repos", _, _, "pulls", _, "reviews"]) => {
+            let review_state = match body["event"].as_str() {
+                Some("APPROVE") => "APPROVED",
+                Some("REQUEST_CHANGES") => "CHANGES_REQUESTED",
+                Some("COMMENT") => "COMMENTED",
+                _ => "PENDING",
+            };
+            let id = next_id(state);
+            let review = json!({
+                "id": id,
+                "user": { "login": "chitty-test[bot]", "type": "Bot" },
+                "body": body["body"],
+                "state": review_state,
+                "commit_id": body["commit_id"],
+                "comments": body["comments"],
+            });
+            // Listed by `GET` on the same path, as GitHub lists a pull request's reviews.
+            push_to_array(state, path, review.clone());
+            json_response(200, &review)
         }
         (&Method::PUT | &Method::DELETE, ["repos", owner, repo, "issues", number, "lock"]) => {
             let locked = request.method == Method::PUT;

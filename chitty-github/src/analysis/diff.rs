@@ -45,6 +45,30 @@ pub fn added_lines(patch: &str) -> Vec<AddedLine<'_>> {
     added
 }
 
+/// The new-file lines a review comment can be placed on (`side: RIGHT`): added and context lines.
+pub fn commentable_lines(patch: &str) -> Vec<u32> {
+    let mut lines = Vec::new();
+    let mut next: Option<u32> = None;
+    for raw in patch.split('\n') {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        if line.starts_with("@@") {
+            next = new_start(line);
+            continue;
+        }
+        let Some(number) = next.as_mut() else {
+            continue;
+        };
+        match line.as_bytes().first() {
+            Some(b'-') | Some(b'\\') => {}
+            _ => {
+                lines.push(*number);
+                *number = number.saturating_add(1);
+            }
+        }
+    }
+    lines
+}
+
 /// The new file's first line from a hunk header `@@ -a,b +c,d @@ …`.
 fn new_start(header: &str) -> Option<u32> {
     let rest = header.strip_prefix("@@ -")?;
@@ -72,6 +96,12 @@ mod tests {
         assert_eq!(numbers("+no hunk header yet\n@@ nonsense @@\n+skipped"), []);
         assert_eq!(numbers("@@ -1 +1 @@\r\n+crlf\r\n"), [(1, "crlf")]);
         assert_eq!(numbers("@@ -1 +1 @@\n++++ looks like a header"), [(1, "+++ looks like a header")]);
+    }
+
+    #[test]
+    fn comments_can_go_on_added_and_context_lines_only() {
+        let patch = "@@ -10,4 +10,5 @@\n a\n-b\n+B\n+C\n c\n\\ No newline at end of file";
+        assert_eq!(commentable_lines(patch), [10, 11, 12, 13]);
     }
 
     proptest::proptest! {

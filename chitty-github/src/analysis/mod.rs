@@ -1,10 +1,13 @@
 //! Repository analysis that needs no model: the added lines of a diff ([`diff`]), a secret scanner
 //! over them ([`secrets`]), and, with feature `client`, the push handler that reports both as a
-//! check run (`PushAnalysis`).
+//! check run (`PushAnalysis`) and the pull request review by any model behind chitty-core's
+//! `Provider` (`review`).
 
 pub mod diff;
 #[cfg(feature = "client")]
 mod push;
+#[cfg(feature = "client")]
+pub mod review;
 pub mod secrets;
 
 #[cfg(feature = "client")]
