@@ -5,69 +5,21 @@
 #![cfg(feature = "client")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+mod common;
 
-use async_trait::async_trait;
-use chitty_core::wire::{ChatCompletionRequest, ChatCompletionResponse};
-use chitty_core::{Capabilities, Capability, ManualClock, ManualTimer, Provider, Timestamp};
+use std::sync::Arc;
+
+use chitty_core::{ManualClock, ManualTimer, Timestamp};
 use chitty_github::analysis::review::{PullRequestReviewer, ReviewConfig};
 use chitty_github::client::{AppCredentials, ClientConfig, GitHubApp};
 use chitty_github::processor::{ProcessOutcome, Processor, RetryPolicy};
 use chitty_github::testing::{SignedDelivery, fixtures};
 use chitty_testkit::github_api::MockGitHub;
+use common::model::ScriptedModel;
 use http::Method;
 use serde_json::{Value, json};
 
 const PULL: &str = "/repos/Codertocat/Hello-World/pulls/2";
-
-/// A model that answers from a script and records what it was asked.
-#[derive(Debug, Default)]
-struct ScriptedModel {
-    answers: Mutex<VecDeque<String>>,
-    requests: Mutex<Vec<ChatCompletionRequest>>,
-}
-
-impl ScriptedModel {
-    fn answering(answers: &[&str]) -> Arc<ScriptedModel> {
-        let model = ScriptedModel::default();
-        model.answers.lock().unwrap().extend(answers.iter().map(|a| (*a).to_owned()));
-        Arc::new(model)
-    }
-
-    fn calls(&self) -> usize {
-        self.requests.lock().unwrap().len()
-    }
-
-    /// The user message of call `n`: the data the model was shown.
-    fn shown(&self, n: usize) -> Value {
-        let request = &self.requests.lock().unwrap()[n];
-        serde_json::from_str(&request.messages[1].text_content()).unwrap()
-    }
-}
-
-#[async_trait]
-impl Provider for ScriptedModel {
-    fn name(&self) -> &str {
-        "scripted"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::of(&[Capability::Chat])
-    }
-
-    async fn chat(&self, request: ChatCompletionRequest) -> chitty_core::Result<ChatCompletionResponse> {
-        let model = request.model.clone();
-        self.requests.lock().unwrap().push(request);
-        let answer = self.answers.lock().unwrap().pop_front().unwrap_or_else(|| "no more answers".to_owned());
-        Ok(serde_json::from_value(json!({
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 1_790_000_000, "model": model,
-            "choices": [{ "index": 0, "message": { "role": "assistant", "content": answer }, "finish_reason": "stop" }],
-            "usage": { "prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120 }
-        }))
-        .unwrap())
-    }
-}
 
 /// The pull request's files: `src/app.rs` adds lines 10 to 12 after context line 9.
 fn pr_files() -> Value {

@@ -1,7 +1,7 @@
 //! Repository analysis that needs no model: the added lines of a diff ([`diff`]), a secret scanner
 //! over them ([`secrets`]), and, with feature `client`, the push handler that reports both as a
 //! check run (`PushAnalysis`) and the pull request review by any model behind chitty-core's
-//! `Provider` (`review`).
+//! `Provider` (`review`) and issue triage by one (`triage`).
 
 pub mod diff;
 #[cfg(feature = "client")]
@@ -9,6 +9,8 @@ mod push;
 #[cfg(feature = "client")]
 pub mod review;
 pub mod secrets;
+#[cfg(feature = "client")]
+pub mod triage;
 
 #[cfg(feature = "client")]
 pub use push::{Finding, FindingKind, PushAnalysis, PushAnalysisConfig, PushReport};
