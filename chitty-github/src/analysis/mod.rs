@@ -14,3 +14,12 @@ pub mod triage;
 
 #[cfg(feature = "client")]
 pub use push::{Finding, FindingKind, PushAnalysis, PushAnalysisConfig, PushReport};
+
+/// Whether a repository owner or name can go into a REST path as it is (GitHub's own alphabet).
+#[cfg(feature = "client")]
+pub(crate) fn is_path_safe(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}

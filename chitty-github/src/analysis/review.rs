@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::diff::commentable_lines;
+use super::is_path_safe;
 use crate::client::{ClientError, InstallationClient};
 use crate::events::{PullRequestAction, PullRequestEvent};
 use crate::processor::{EventContext, ProcessorBuilder};
@@ -222,14 +223,6 @@ struct PostedReview {
 pub struct PullRequestReviewer {
     provider: Arc<dyn Provider>,
     config: ReviewConfig,
-}
-
-/// Whether a repository owner or name can go into a REST path as it is.
-fn is_path_safe(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// Lock files, minified and vendored code: read by no reviewer.

@@ -14,6 +14,7 @@ use chitty_core::wire::{ChatCompletionRequest, ChatMessage, EmbeddingInput, Embe
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::is_path_safe;
 use crate::client::{ClientError, InstallationClient};
 use crate::events::{IssuesAction, IssuesEvent};
 use crate::processor::{EventContext, ProcessorBuilder};
@@ -79,6 +80,9 @@ pub enum TriageError {
     /// The model could not be asked.
     #[error("the model failed: {0}")]
     Model(#[source] Box<chitty_core::Error>),
+    /// The event names a repository the REST paths cannot carry.
+    #[error("unexpected repository name {0:?}")]
+    InvalidRepository(String),
     /// The model's answer is not a triage of the schema's shape.
     #[error("the model's answer is not a valid triage: {reason}")]
     InvalidAnswer {
@@ -246,10 +250,14 @@ impl IssueTriage {
             return Ok(TriageOutcome::Skipped);
         }
         let (owner, repo) = (event.repository.owner.login.as_str(), event.repository.name.as_str());
-        let number = issue.number.to_string();
+        for name in [owner, repo] {
+            if !is_path_safe(name) {
+                return Err(TriageError::InvalidRepository(name.to_owned()));
+            }
+        }
         // Only a bot's comment counts: anyone can write the marker in a comment.
         let comments: Vec<ExistingComment> =
-            client.get_segments(&["repos", owner, repo, "issues", &number, "comments"], &[("per_page", "100")]).await?;
+            client.list(&format!("/repos/{owner}/{repo}/issues/{}/comments", issue.number)).await?;
         let triaged = comments.iter().any(|c| {
             c.user.as_ref().and_then(|u| u.kind.as_deref()) == Some("Bot")
                 && c.body.as_deref().is_some_and(|b| b.contains(MARKER))
@@ -258,8 +266,7 @@ impl IssueTriage {
             return Ok(TriageOutcome::Skipped);
         }
 
-        let labels: Vec<RepoLabel> =
-            client.get_segments(&["repos", owner, repo, "labels"], &[("per_page", "100")]).await?;
+        let labels: Vec<RepoLabel> = client.list(&format!("/repos/{owner}/{repo}/labels")).await?;
         let data = json!({
             "title": issue.title,
             "body": issue.body.clone().unwrap_or_default(),
