@@ -186,8 +186,19 @@ async fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Offline: the mock GitHub API, the offline model, and one signed `pull_request` sent to ourselves.
-async fn offline_demo(addr: &str, installations: Arc<dyn InstallationStore>) -> Result<(), BoxError> {
+/// The offline demo, running: the mock GitHub API, and the App's server on `local`.
+pub struct OfflineDemo {
+    /// The mock GitHub API the App talks to.
+    pub github: MockGitHub,
+    /// Where the App listens.
+    pub local: std::net::SocketAddr,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the offline demo on `addr`: the mock GitHub API with one pull request, the built-in model,
+/// and the App's webhook.
+pub async fn start_offline(addr: &str, installations: Arc<dyn InstallationStore>) -> Result<OfflineDemo, BoxError> {
     let github = MockGitHub::start(Arc::new(chitty_core::runtime::SystemClock)).await?;
     github.set_resource(
         &format!("{OFFLINE_PULL}/files"),
@@ -205,31 +216,59 @@ async fn offline_demo(addr: &str, installations: Arc<dyn InstallationStore>) -> 
     let (queue, deliveries) = InProcessQueue::bounded(1024);
     let intake = WebhookIntake::builder([WebhookSecret::new(TEST_SECRET)]).queue(Arc::new(queue)).build()?;
     let router = webhook_router(DEFAULT_WEBHOOK_PATH, Arc::new(intake));
-    let worker = tokio::spawn(processor.clone().run(deliveries));
+    let worker = tokio::spawn(processor.run(deliveries));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let server = tokio::spawn(async move {
         Server::new(ConnectionLimits::default()).serve(listener, router, shutdown_signal()).await
     });
+    Ok(OfflineDemo { github, local, server, worker })
+}
 
-    tracing::info!("offline: mock GitHub at {}, webhook at http://{local}{DEFAULT_WEBHOOK_PATH}", github.base_url());
-    let delivery = SignedDelivery::new("pull_request", fixtures::PULL_REQUEST_OPENED);
-    let request = delivery.to_request();
-    let mut post = reqwest::Client::new().post(format!("http://{local}{DEFAULT_WEBHOOK_PATH}"));
-    for (name, value) in request.headers() {
-        post = post.header(name.as_str(), value.as_bytes());
+impl OfflineDemo {
+    /// Sends a signed `pull_request` delivery over HTTP and waits (up to 5 s) for the review the App
+    /// posts on the mock API: its status code and the review.
+    pub async fn send_sample(&self) -> Result<(u16, Option<serde_json::Value>), BoxError> {
+        let request = SignedDelivery::new("pull_request", fixtures::PULL_REQUEST_OPENED).to_request();
+        let mut post = reqwest::Client::new().post(format!("http://{}{DEFAULT_WEBHOOK_PATH}", self.local));
+        for (name, value) in request.headers() {
+            post = post.header(name.as_str(), value.as_bytes());
+        }
+        let status = post.body(request.into_body()).send().await?.status().as_u16();
+        for _ in 0..50 {
+            let reviews = format!("{OFFLINE_PULL}/reviews");
+            let posted = self.github.requests().into_iter().find(|r| r.path == reviews && r.method == "POST");
+            if let Some(review) = posted.and_then(|r| r.json()) {
+                return Ok((status, Some(review)));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok((status, None))
     }
-    let answer = post.body(request.into_body()).send().await?;
-    tracing::info!(status = %answer.status(), "sent a signed pull_request delivery");
-    for _ in 0..50 {
-        let posted =
-            github.requests().into_iter().find(|r| r.path == format!("{OFFLINE_PULL}/reviews") && r.method == "POST");
-        if let Some(review) = posted.and_then(|r| r.json()) {
+
+    /// Stops the server and the worker.
+    pub fn stop(self) {
+        self.server.abort();
+        self.worker.abort();
+    }
+}
+
+/// Offline: the demo, one signed `pull_request` sent to ourselves, the review printed.
+async fn offline_demo(addr: &str, installations: Arc<dyn InstallationStore>) -> Result<(), BoxError> {
+    let demo = start_offline(addr, installations).await?;
+    let local = demo.local;
+    tracing::info!(
+        "offline: mock GitHub at {}, webhook at http://{local}{DEFAULT_WEBHOOK_PATH}",
+        demo.github.base_url()
+    );
+    let (status, review) = demo.send_sample().await?;
+    tracing::info!(status, "sent a signed pull_request delivery");
+    match review {
+        Some(review) => {
             println!("\nReview posted on Codertocat/Hello-World#2:\n{}\n", review["body"].as_str().unwrap_or_default());
             println!("Inline comments: {}\n", review["comments"]);
-            break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        None => println!("\nNo review was posted within 5 s; see the log above.\n"),
     }
     println!("Send another (a new delivery id; the same head commit is reviewed once):");
     println!(
@@ -240,6 +279,7 @@ async fn offline_demo(addr: &str, installations: Arc<dyn InstallationStore>) -> 
          -H \"X-Hub-Signature-256: $SIG\" --data-binary \"$BODY\"\n"
     );
     println!("Ctrl-C stops the server.");
+    let OfflineDemo { server, worker, .. } = demo;
     server.await??;
     worker.abort();
     Ok(())
