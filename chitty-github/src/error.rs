@@ -117,6 +117,20 @@ pub enum Error {
         /// The timeout that elapsed.
         timeout: Duration,
     },
+    /// A handler route names no event GitHub sends, or an action its event does not have.
+    #[error("route `{route}` would never fire: {reason}")]
+    UnknownRoute {
+        /// The route as registered.
+        route: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A handler asked for the installation client and there is none for this event.
+    #[error("no GitHub installation client: {reason}")]
+    NoInstallationClient {
+        /// Why not (no App on the processor, or an event sent to no installation).
+        reason: &'static str,
+    },
     /// A backend (idempotency store, queue, dead-letter queue) failed.
     #[error("{backend} error: {source}")]
     Backend {
@@ -155,6 +169,8 @@ impl Error {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Error::InvalidConfig { .. }
+            | Error::UnknownRoute { .. }
+            | Error::NoInstallationClient { .. }
             | Error::HandlerFailed { .. }
             | Error::HandlerPanicked { .. }
             | Error::HandlerTimedOut { .. } => StatusCode::INTERNAL_SERVER_ERROR,

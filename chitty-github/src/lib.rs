@@ -51,27 +51,38 @@
 //! ```
 //!
 //! The App's [`installations`] are kept in sync from `installation` and `installation_repositories`
-//! events by a ready handler, in memory or in PostgreSQL.
+//! events by a ready handler, in memory or in PostgreSQL. The App is registered from its
+//! [`manifest`] and installed through the `setup` routes (features `server` and `client`), which keep
+//! its [`credentials`]. Handlers can take their own event type
+//! ([`ProcessorBuilder::on_pull_request`](processor::ProcessorBuilder::on_pull_request) and friends),
+//! with an installation client in their context; [`testing`] has signed deliveries and fixtures for
+//! an App's own tests, and [`analysis`] checks pushes for secrets and oversized files.
 //!
 //! Features: `server` (axum route), `redis` (Redis idempotency store), `nats` (JetStream queue),
-//! `client` (the GitHub App client: JWT, installation tokens, REST calls, actions), `postgres`
-//! (the PostgreSQL installation store).
+//! `client` (the GitHub App client: JWT, installation tokens, REST calls, actions; push analysis),
+//! `postgres` (the PostgreSQL installation store); `server` and `client` together add the install flow.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod analysis;
 /// The GitHub App client: RS256 JWT, cached installation tokens, rate-limit aware REST calls, actions.
 #[cfg(feature = "client")]
 pub mod client;
+pub mod credentials;
 pub mod delivery;
 pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod installations;
 pub mod intake;
+pub mod manifest;
 pub mod processor;
 pub mod queue;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(all(feature = "server", feature = "client"))]
+pub mod setup;
 pub mod signature;
+pub mod testing;
 
 pub use error::{Error, Result};

@@ -40,9 +40,10 @@
 //! # });
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,10 +56,16 @@ use futures::FutureExt;
 use futures::future::{self, Either};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::delivery::{Delivery, message_header};
 use crate::error::Error;
-use crate::events::WebhookEvent;
+use crate::events::catalog::route_problem;
+use crate::events::{
+    CheckRunEvent, CheckSuiteEvent, EventAction, InstallationEvent, InstallationRepositoriesEvent, IssueCommentEvent,
+    IssuesEvent, PullRequestEvent, PullRequestReviewEvent, PushEvent, ReleaseEvent, TypedEvent, WebhookEvent,
+    WorkflowRunEvent,
+};
 use crate::queue::{DeliveryQueue, Message, QueueReceiver};
 
 /// The route that matches every event.
@@ -68,13 +75,67 @@ pub const HEADER_ERROR: &str = "x-chitty-error";
 /// Header carrying the number of attempts made on a dead-lettered message.
 pub const HEADER_ATTEMPTS: &str = "x-chitty-attempts";
 
-/// What a handler is given: the delivery and its parsed event, cheap to clone.
+/// What a handler is given: the delivery and its parsed event, a tracing span for the delivery, and
+/// (with feature `client` and `ProcessorBuilder::github_app`) a client acting as the event's
+/// installation. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EventContext {
     /// The delivery (headers, raw payload).
     pub delivery: Arc<Delivery>,
     /// The parsed event.
     pub event: Arc<WebhookEvent>,
+    span: tracing::Span,
+    #[cfg(feature = "client")]
+    github: Option<crate::client::InstallationClient>,
+}
+
+impl EventContext {
+    /// A context for `delivery` and its parsed `event`, with no span and no client (for tests; the
+    /// processor makes its own).
+    pub fn new(delivery: Arc<Delivery>, event: Arc<WebhookEvent>) -> Self {
+        EventContext {
+            delivery,
+            event,
+            span: tracing::Span::none(),
+            #[cfg(feature = "client")]
+            github: None,
+        }
+    }
+
+    /// The delivery's GUID (`X-GitHub-Delivery`).
+    pub fn delivery_id(&self) -> &str {
+        &self.delivery.id
+    }
+
+    /// The installation the event was sent for, if any.
+    pub fn installation_id(&self) -> Option<u64> {
+        self.event.installation_id()
+    }
+
+    /// The span the handler runs in (`github_event`, with the delivery, event, action and
+    /// installation); handlers' own events and spans nest under it.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// A client acting as the event's installation (tokens minted and cached by the processor's App).
+    #[cfg(feature = "client")]
+    pub fn github(&self) -> Result<&crate::client::InstallationClient, Error> {
+        self.github.as_ref().ok_or(Error::NoInstallationClient {
+            reason: if self.event.installation_id().is_none() {
+                "the event was not sent to an App installation"
+            } else {
+                "the processor has no GitHub App (ProcessorBuilder::github_app)"
+            },
+        })
+    }
+
+    /// Sets the installation client (for tests of handlers).
+    #[cfg(feature = "client")]
+    pub fn with_github(mut self, client: crate::client::InstallationClient) -> Self {
+        self.github = Some(client);
+        self
+    }
 }
 
 /// Handles webhook events. Must be idempotent per delivery.
@@ -106,6 +167,44 @@ where
     async fn handle(&self, context: EventContext) -> Result<(), BoxError> {
         (self.0)(context).await
     }
+}
+
+/// A handler of one typed event: `f(event, context)`; see [`ProcessorBuilder::on_event`].
+struct TypedHandler<E, F> {
+    handler: F,
+    event: PhantomData<fn() -> E>,
+}
+
+#[async_trait]
+impl<E, F, Fut> Handler for TypedHandler<E, F>
+where
+    E: TypedEvent,
+    F: Fn(E, EventContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    async fn handle(&self, context: EventContext) -> Result<(), BoxError> {
+        // The route names E's event, and that event always parses into E's variant.
+        let Some(event) = E::from_event(&context.event).cloned() else {
+            return Err(format!("a `{}` handler was given a `{}` event", E::EVENT, context.event.name()).into());
+        };
+        (self.handler)(event, context).await
+    }
+}
+
+/// Registration methods for each typed event: `on_pull_request(PullRequestAction::Opened, f)`.
+macro_rules! typed_registrations {
+    ($($(#[$doc:meta])* $method:ident => $event:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $method<F, Fut>(self, action: impl Into<Option<<$event as TypedEvent>::Action>>, handler: F) -> Self
+            where
+                F: Fn($event, EventContext) -> Fut + Send + Sync + 'static,
+                Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+            {
+                self.on_event::<$event, F, Fut>(action, handler)
+            }
+        )*
+    };
 }
 
 /// How failed handlers are retried: `max_attempts` in all, waiting `initial_backoff`, then
@@ -197,6 +296,9 @@ type Route = (String, Arc<dyn Handler>);
 /// Builds a [`Processor`].
 pub struct ProcessorBuilder {
     routes: HashMap<String, Vec<Arc<dyn Handler>>>,
+    allowed_routes: HashSet<String>,
+    #[cfg(feature = "client")]
+    app: Option<crate::client::GitHubApp>,
     concurrency: usize,
     retry: RetryPolicy,
     timer: Arc<dyn Timer>,
@@ -215,6 +317,85 @@ impl ProcessorBuilder {
     /// Runs `handler` for every event.
     pub fn on_any(self, handler: impl Handler) -> Self {
         self.on(ANY_EVENT, handler)
+    }
+
+    /// Runs `handler(event, context)` for event `E` with `action` (every action when `None`):
+    /// the handler gets its own payload type, not an enum to match.
+    ///
+    /// ```
+    /// use chitty_github::events::{PullRequestAction, PullRequestEvent};
+    /// use chitty_github::processor::{EventContext, Processor};
+    ///
+    /// let processor = Processor::builder()
+    ///     .on_event::<PullRequestEvent, _, _>(PullRequestAction::Opened, |pr, cx: EventContext| async move {
+    ///         tracing::info!(parent: cx.span(), number = pr.number, "opened");
+    ///         Ok(())
+    ///     })
+    ///     .on_pull_request(None, |pr: PullRequestEvent, _cx| async move {
+    ///         assert!(!pr.action.is_empty());
+    ///         Ok(())
+    ///     })
+    ///     .try_build()?;
+    /// # drop(processor);
+    /// # Ok::<(), chitty_github::Error>(())
+    /// ```
+    pub fn on_event<E, F, Fut>(self, action: impl Into<Option<E::Action>>, handler: F) -> Self
+    where
+        E: TypedEvent,
+        F: Fn(E, EventContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        let route = match action.into() {
+            Some(action) => format!("{}.{}", E::EVENT, action.as_str()),
+            None => E::EVENT.to_owned(),
+        };
+        self.on(route, TypedHandler::<E, F> { handler, event: PhantomData })
+    }
+
+    /// Runs `handler(event, context)` for every `push`.
+    pub fn on_push<F, Fut>(self, handler: F) -> Self
+    where
+        F: Fn(PushEvent, EventContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        self.on_event::<PushEvent, F, Fut>(None, handler)
+    }
+
+    typed_registrations! {
+        /// Runs `handler(event, context)` for `pull_request` with `action` (every action when `None`).
+        on_pull_request => PullRequestEvent;
+        /// Runs `handler(event, context)` for `issues` with `action` (every action when `None`).
+        on_issues => IssuesEvent;
+        /// Runs `handler(event, context)` for `issue_comment` with `action` (every action when `None`).
+        on_issue_comment => IssueCommentEvent;
+        /// Runs `handler(event, context)` for `installation` with `action` (every action when `None`).
+        on_installation => InstallationEvent;
+        /// Runs `handler(event, context)` for `installation_repositories` with `action` (every action when `None`).
+        on_installation_repositories => InstallationRepositoriesEvent;
+        /// Runs `handler(event, context)` for `check_suite` with `action` (every action when `None`).
+        on_check_suite => CheckSuiteEvent;
+        /// Runs `handler(event, context)` for `check_run` with `action` (every action when `None`).
+        on_check_run => CheckRunEvent;
+        /// Runs `handler(event, context)` for `release` with `action` (every action when `None`).
+        on_release => ReleaseEvent;
+        /// Runs `handler(event, context)` for `workflow_run` with `action` (every action when `None`).
+        on_workflow_run => WorkflowRunEvent;
+        /// Runs `handler(event, context)` for `pull_request_review` with `action` (every action when `None`).
+        on_pull_request_review => PullRequestReviewEvent;
+    }
+
+    /// Accepts `route` at [`try_build`](Self::try_build) although the catalogue of GitHub's
+    /// events ([`crate::events::catalog`]) does not list it: for an event GitHub added since.
+    pub fn allow_route(mut self, route: impl Into<String>) -> Self {
+        self.allowed_routes.insert(route.into());
+        self
+    }
+
+    /// The App whose installation clients handlers get from [`EventContext::github`].
+    #[cfg(feature = "client")]
+    pub fn github_app(mut self, app: crate::client::GitHubApp) -> Self {
+        self.app = Some(app);
+        self
     }
 
     /// Deliveries processed at once by [`Processor::run`] (default 16, at least 1).
@@ -249,9 +430,38 @@ impl ProcessorBuilder {
         self
     }
 
-    /// The processor.
+    /// The processor, once every route names an event GitHub sends and, when it has one, an
+    /// action of that event (or was allowed with [`allow_route`](Self::allow_route)); otherwise
+    /// [`Error::UnknownRoute`] for the first such route, by name.
+    pub fn try_build(self) -> Result<Processor, Error> {
+        let mut routes: Vec<&String> = self.routes.keys().collect();
+        routes.sort();
+        for route in routes {
+            if self.allowed_routes.contains(route) {
+                continue;
+            }
+            if let Some(reason) = route_problem(route) {
+                return Err(Error::UnknownRoute { route: route.clone(), reason });
+            }
+        }
+        Ok(self.build_unchecked())
+    }
+
+    /// The processor, with routes unchecked: a route that names nothing GitHub sends is logged at
+    /// warn level and never fires. Prefer [`try_build`](Self::try_build).
     pub fn build(self) -> Processor {
+        for route in self.routes.keys().filter(|route| !self.allowed_routes.contains(*route)) {
+            if let Some(reason) = route_problem(route) {
+                tracing::warn!(route = %route, %reason, "webhook handler route will never fire");
+            }
+        }
+        self.build_unchecked()
+    }
+
+    fn build_unchecked(self) -> Processor {
         Processor {
+            #[cfg(feature = "client")]
+            app: self.app,
             routes: self.routes,
             concurrency: self.concurrency,
             retry: self.retry,
@@ -289,6 +499,8 @@ impl DeliveryQueue for LogDeadLetters {
 /// Dispatches deliveries to handlers. Share it behind an `Arc`.
 pub struct Processor {
     routes: HashMap<String, Vec<Arc<dyn Handler>>>,
+    #[cfg(feature = "client")]
+    app: Option<crate::client::GitHubApp>,
     concurrency: usize,
     retry: RetryPolicy,
     timer: Arc<dyn Timer>,
@@ -314,6 +526,9 @@ impl Processor {
     pub fn builder() -> ProcessorBuilder {
         ProcessorBuilder {
             routes: HashMap::new(),
+            allowed_routes: HashSet::new(),
+            #[cfg(feature = "client")]
+            app: None,
             concurrency: 16,
             retry: RetryPolicy::default(),
             timer: Arc::new(TokioTimer),
@@ -354,7 +569,8 @@ impl Processor {
 
     /// Runs one handler, turning a panic into [`Error::HandlerPanicked`].
     async fn run_handler(&self, route: &str, handler: &dyn Handler, context: EventContext) -> Result<(), Error> {
-        let work = AssertUnwindSafe(handler.handle(context)).catch_unwind();
+        let span = context.span.clone();
+        let work = AssertUnwindSafe(handler.handle(context).instrument(span)).catch_unwind();
         let result = match self.handler_timeout {
             None => work.await,
             Some(limit) => match future::select(Box::pin(work), self.timer.sleep(limit)).await {
@@ -389,7 +605,25 @@ impl Processor {
     fn prepare(&self, delivery: Delivery) -> Result<(EventContext, Vec<Route>), Error> {
         let event = WebhookEvent::parse(&delivery.event, &delivery.payload)?;
         let handlers = self.handlers_for(event.name(), event.action());
-        Ok((EventContext { delivery: Arc::new(delivery), event: Arc::new(event) }, handlers))
+        let span = tracing::info_span!(
+            "github_event",
+            delivery = %delivery.id,
+            event = %event.name(),
+            action = event.action().unwrap_or_default(),
+            installation = event.installation_id(),
+        );
+        let mut context = EventContext::new(Arc::new(delivery), Arc::new(event));
+        context.span = span;
+        #[cfg(feature = "client")]
+        {
+            let installation = context.event.installation_id();
+            context.github = self
+                .app
+                .as_ref()
+                .zip(installation)
+                .map(|(app, id)| app.installation(crate::client::InstallationId(id)));
+        }
+        Ok((context, handlers))
     }
 
     /// One attempt: runs every matching handler once, in registration order, and returns how

@@ -123,3 +123,39 @@ fn wrong_shapes_are_typed_errors() {
     let huge = br#"{"zen":"z","hook_id":184467440737095516150}"#;
     assert!(matches!(WebhookEvent::parse("ping", huge), Err(Error::InvalidPayload { .. })));
 }
+
+#[test]
+fn release_workflow_run_check_run_and_review_are_typed() {
+    let WebhookEvent::Release(release) = parse("release", "release.published.json") else { panic!() };
+    assert_eq!((release.release.tag_name.as_str(), release.release.draft), ("v1.0.0", false));
+    assert_eq!(release.release.author.as_ref().unwrap().login, "Codertocat");
+    let WebhookEvent::WorkflowRun(run) = parse("workflow_run", "workflow_run.completed.json") else { panic!() };
+    assert_eq!((run.workflow_run.run_number, run.workflow_run.conclusion.as_deref()), (562, Some("failure")));
+    assert_eq!(run.workflow_run.event, "push");
+    let WebhookEvent::CheckRun(check) = parse("check_run", "check_run.rerequested.json") else { panic!() };
+    assert_eq!(check.check_run.head_sha, "ec26c3e57ca3a959ca5aad62de7213c562f8c821");
+    assert_eq!(check.installation.as_ref().unwrap().id, 2311213);
+    let event = parse("pull_request_review", "pull_request_review.submitted.json");
+    assert_eq!((event.action(), event.installation_id()), (Some("submitted"), Some(2311213)));
+    assert_eq!(event.repository().unwrap().full_name, "Codertocat/Hello-World");
+    let WebhookEvent::PullRequestReview(review) = event else { panic!() };
+    assert_eq!((review.review.state.as_str(), review.pull_request.number), ("commented", 2));
+    assert!(review.review.submitted_at.is_some());
+
+    for (event, name) in [
+        ("release", "release.published.json"),
+        ("workflow_run", "workflow_run.completed.json"),
+        ("check_run", "check_run.rerequested.json"),
+    ] {
+        let raw: serde_json::Value = serde_json::from_slice(&fixture(name)).unwrap();
+        let back = match parse(event, name) {
+            WebhookEvent::Release(e) => serde_json::to_value(e).unwrap(),
+            WebhookEvent::WorkflowRun(e) => serde_json::to_value(e).unwrap(),
+            WebhookEvent::CheckRun(e) => serde_json::to_value(e).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(back, raw, "{name}");
+    }
+    let missing_tag = br#"{"action":"published","release":{"id":1},"repository":{},"sender":{}}"#;
+    assert!(matches!(WebhookEvent::parse("release", missing_tag), Err(Error::InvalidPayload { .. })));
+}

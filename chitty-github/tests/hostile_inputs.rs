@@ -16,7 +16,7 @@ use chitty_github::signature::{SignatureVerifier, parse_signature};
 use common::{fixture, secret};
 use proptest::prelude::*;
 
-const EVENTS: [&str; 10] = [
+const EVENTS: [&str; 13] = [
     "push",
     "pull_request",
     "issues",
@@ -27,9 +27,12 @@ const EVENTS: [&str; 10] = [
     "ping",
     "star",
     "workflow_run",
+    "release",
+    "check_run",
+    "pull_request_review",
 ];
 
-const FIXTURES: [(&str, &str); 8] = [
+const FIXTURES: [(&str, &str); 12] = [
     ("push", "push.json"),
     ("pull_request", "pull_request.opened.json"),
     ("issues", "issues.opened.json"),
@@ -38,6 +41,10 @@ const FIXTURES: [(&str, &str); 8] = [
     ("installation_repositories", "installation_repositories.added.json"),
     ("check_suite", "check_suite.requested.json"),
     ("ping", "ping.json"),
+    ("release", "release.published.json"),
+    ("workflow_run", "workflow_run.completed.json"),
+    ("check_run", "check_run.rerequested.json"),
+    ("pull_request_review", "pull_request_review.submitted.json"),
 ];
 
 /// JSON values of every shape, with huge numbers and long strings.

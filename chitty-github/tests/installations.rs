@@ -46,6 +46,7 @@ conformance!(
     new_permissions_survive_a_late_created,
     the_same_github_second_falls_back_to_receipt,
     concurrent_changes_converge,
+    the_api_view_is_applied_once_and_keeps_repositories,
 );
 
 fn delivery(event: &str, id: &str, fixture_name: &str, received: u64) -> Delivery {

@@ -10,7 +10,11 @@
 //! `ETag` and answer `304 Not Modified` (not counted) to a matching `If-None-Match`; JSON arrays
 //! are paginated with `Link` headers. Faults are scripted: secondary rate limits with and without
 //! `Retry-After`, arbitrary statuses, tokens refused right after minting (replication lag), tokens
-//! revoked early. Paths under `/api/v3` are served too, as by GitHub Enterprise Server. Every
+//! revoked early. The install flow's endpoints are there too: manifest code conversions
+//! ([`MockGitHub::add_manifest_code`]) and the App's installations ([`MockGitHub::add_installation`]);
+//! a created check run is also listed under its commit (`GET /repos/{o}/{r}/commits/{sha}/check-runs`),
+//! and a posted pull request review under its pull request (`GET /repos/{o}/{r}/pulls/{n}/reviews`).
+//! Paths under `/api/v3` are served too, as by GitHub Enterprise Server. Every
 //! request is recorded so tests can assert on what the client sent.
 //!
 //! ```
@@ -209,6 +213,8 @@ struct MockState {
     fresh_token_refusals: u32,
     budgets: HashMap<String, Budget>,
     resources: HashMap<String, Value>,
+    /// Manifest codes not yet converted, with the App each becomes.
+    manifest_codes: HashMap<String, Value>,
     next_id: u64,
 }
 
@@ -266,6 +272,7 @@ impl MockGitHub {
                 fresh_token_refusals: 0,
                 budgets: HashMap::new(),
                 resources: HashMap::new(),
+                manifest_codes: HashMap::new(),
                 next_id: 1,
             }),
         });
@@ -312,6 +319,20 @@ impl MockGitHub {
     /// The value stored at `path`, as a `GET` (without pagination) would see it.
     pub fn resource(&self, path: &str) -> Option<Value> {
         self.shared.state().resources.get(path).cloned()
+    }
+
+    /// Makes `code` a manifest code that `POST /app-manifests/{code}/conversions` (unauthenticated,
+    /// as on GitHub) turns into `app` once: the App with its `id`, `client_id`, `client_secret`,
+    /// `webhook_secret` and `pem`. A code used or never made is answered 404.
+    pub fn add_manifest_code(&self, code: &str, app: Value) {
+        self.shared.state().manifest_codes.insert(code.to_owned(), app);
+    }
+
+    /// Makes `installation` (GitHub's installation object, with its `id`) one of the App's:
+    /// `GET /app/installations/{id}` with an App JWT answers it; other ids are answered 404.
+    pub fn add_installation(&self, installation: Value) {
+        let id = installation["id"].as_u64().unwrap_or_default();
+        self.shared.state().resources.insert(format!("/app/installations/{id}"), installation);
     }
 
     /// How long newly minted installation tokens live (GitHub: one hour).
@@ -462,10 +483,25 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         }
         _ => (shared.base_url.clone(), recorded),
     };
+    if let Some(rest) = routed.path.strip_prefix("/app-manifests/") {
+        return manifest_conversion(&mut state, &routed.method, rest);
+    }
     if routed.path.starts_with("/app") {
         return app_endpoint(&mut state, &routed, now);
     }
     rest_endpoint(&api_root, &mut state, &routed, now)
+}
+
+/// `POST /app-manifests/{code}/conversions`: the App the code was made for, once.
+fn manifest_conversion(state: &mut MockState, method: &Method, rest: &str) -> Response {
+    let code = match rest.split_once('/') {
+        Some((code, "conversions")) if *method == Method::POST => code,
+        _ => return error_response(404, "Not Found"),
+    };
+    match state.manifest_codes.remove(code) {
+        Some(app) => json_response(201, &app),
+        None => error_response(404, "Not Found"),
+    }
 }
 
 /// The endpoints authenticated by the App's JWT.
@@ -484,6 +520,10 @@ fn app_endpoint(state: &mut MockState, request: &RecordedRequest, now: Timestamp
         (&Method::GET, ["app"]) => {
             json_response(200, &json!({ "id": 1, "slug": "chitty-test", "name": "chitty test" }))
         }
+        (&Method::GET, ["app", "installations", _]) => match state.resources.get(&request.path) {
+            Some(installation) => json_response(200, installation),
+            None => error_response(404, "Not Found"),
+        },
         (&Method::POST, ["app", "installations", id, "access_tokens"]) => {
             let Ok(installation) = id.parse::<u64>() else {
                 return error_response(404, "Not Found");
@@ -628,6 +668,10 @@ fn route(api_root: &str, state: &mut MockState, request: &RecordedRequest) -> Re
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let body = request.json().unwrap_or(Value::Null);
     match (&request.method, segments.as_slice()) {
+        // A commit without check runs lists none (GitHub answers 404 only for an unknown commit).
+        (&Method::GET, ["repos", _, _, "commits", _, "check-runs"]) if !state.resources.contains_key(path) => {
+            json_response(200, &json!({ "total_count": 0, "check_runs": [] }))
+        }
         (&Method::GET, _) => get_resource(api_root, state, path, request.query.as_deref()),
         (&Method::POST, ["repos", owner, repo, "issues", number, "comments"]) => {
             let Some(text) = body["body"].as_str() else {
@@ -683,7 +727,38 @@ fn route(api_root: &str, state: &mut MockState, request: &RecordedRequest) -> Re
             let mut run = json!({ "id": id, "status": "queued", "conclusion": null });
             merge(&mut run, &body);
             state.resources.insert(format!("/repos/{owner}/{repo}/check-runs/{id}"), run.clone());
+            // The commit's list, as `GET /repos/{o}/{r}/commits/{sha}/check-runs` answers it (runs as created).
+            let sha = body["head_sha"].as_str().unwrap_or_default();
+            let list = state
+                .resources
+                .entry(format!("/repos/{owner}/{repo}/commits/{sha}/check-runs"))
+                .or_insert_with(|| json!({ "total_count": 0, "check_runs": [] }));
+            if let Some(runs) = list["check_runs"].as_array_mut() {
+                runs.push(run.clone());
+                let count = runs.len();
+                list["total_count"] = count.into();
+            }
             json_response(201, &run)
+        }
+        (&Method::POST, ["repos", _, _, "pulls", _, "reviews"]) => {
+            let review_state = match body["event"].as_str() {
+                Some("APPROVE") => "APPROVED",
+                Some("REQUEST_CHANGES") => "CHANGES_REQUESTED",
+                Some("COMMENT") => "COMMENTED",
+                _ => "PENDING",
+            };
+            let id = next_id(state);
+            let review = json!({
+                "id": id,
+                "user": { "login": "chitty-test[bot]", "type": "Bot" },
+                "body": body["body"],
+                "state": review_state,
+                "commit_id": body["commit_id"],
+                "comments": body["comments"],
+            });
+            // Listed by `GET` on the same path, as GitHub lists a pull request's reviews.
+            push_to_array(state, path, review.clone());
+            json_response(200, &review)
         }
         (&Method::PUT | &Method::DELETE, ["repos", owner, repo, "issues", number, "lock"]) => {
             let locked = request.method == Method::PUT;

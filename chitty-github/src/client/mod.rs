@@ -47,6 +47,7 @@ mod config;
 mod error;
 mod jwt;
 mod link;
+mod manifest;
 mod rate_limit;
 mod token;
 mod transport;
@@ -68,6 +69,7 @@ pub use actions::{
 pub use config::{ClientConfig, DEFAULT_API_VERSION, DEFAULT_BASE_URL, RateLimitPolicy};
 pub use error::{ApiErrorDetail, ClientError, RateLimitKind};
 pub use jwt::{AppCredentials, AppJwt, JWT_BACKDATE, JWT_LIFETIME};
+pub use manifest::convert_manifest_code;
 pub use rate_limit::{RateLimitResource, RateLimitSnapshot};
 /// The HTTP method type [`InstallationClient::send`] takes.
 pub use reqwest::Method;
@@ -297,6 +299,20 @@ impl InstallationClient {
         Err(ClientError::InvalidResponse {
             reason: format!("more than {} pages at {}", self.inner.config.max_pages, url.path()),
         })
+    }
+
+    /// `GET` of the path made of `segments` (each percent-encoded as one segment, so a file path
+    /// or branch name cannot change the route) with `query`.
+    pub(crate) async fn get_segments<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<T, ClientError> {
+        let mut url = self.inner.url(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        self.execute(ApiRequest::new(Method::GET, url, None)).await?.json()
     }
 
     /// `POST path` with a JSON body (not retried after a 5xx: it may have taken effect).

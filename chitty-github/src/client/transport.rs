@@ -116,7 +116,7 @@ impl fmt::Debug for AppInner {
 
 /// GitHub's error body: the message any HTTP client reads (`chitty_core::upstream::error_message`), and
 /// GitHub's own `documentation_url` and `errors`; the reason phrase when the body says nothing.
-fn github_message(body: &[u8], status: StatusCode) -> GitHubErrorBody {
+pub(crate) fn github_message(body: &[u8], status: StatusCode) -> GitHubErrorBody {
     /// The GitHub-specific fields of its error schema.
     #[derive(serde::Deserialize)]
     struct Wire {
@@ -135,10 +135,10 @@ fn github_message(body: &[u8], status: StatusCode) -> GitHubErrorBody {
 
 /// What GitHub's error body says.
 #[derive(Debug)]
-struct GitHubErrorBody {
-    message: String,
-    documentation_url: Option<String>,
-    errors: Vec<ApiErrorDetail>,
+pub(crate) struct GitHubErrorBody {
+    pub(crate) message: String,
+    pub(crate) documentation_url: Option<String>,
+    pub(crate) errors: Vec<ApiErrorDetail>,
 }
 
 fn bearer(secret: &str) -> Result<HeaderValue, ClientError> {

@@ -14,11 +14,14 @@
 //! # Ok::<(), chitty_github::Error>(())
 //! ```
 
+pub mod catalog;
 mod models;
+mod typed;
 
 pub use models::*;
 use serde::Deserialize;
 use serde_json::Value;
+pub use typed::*;
 
 use crate::error::{Error, Result};
 
@@ -42,6 +45,14 @@ pub enum WebhookEvent {
     CheckSuite(Box<CheckSuiteEvent>),
     /// `ping`, sent when a hook is created.
     Ping(Box<PingEvent>),
+    /// `release`.
+    Release(Box<ReleaseEvent>),
+    /// `workflow_run`.
+    WorkflowRun(Box<WorkflowRunEvent>),
+    /// `check_run`.
+    CheckRun(Box<CheckRunEvent>),
+    /// `pull_request_review`.
+    PullRequestReview(Box<PullRequestReviewEvent>),
     /// Any other event, untyped.
     Other {
         /// The `X-GitHub-Event` name.
@@ -69,6 +80,10 @@ impl WebhookEvent {
             "installation_repositories" => WebhookEvent::InstallationRepositories(typed(payload)?),
             "check_suite" => WebhookEvent::CheckSuite(typed(payload)?),
             "ping" => WebhookEvent::Ping(typed(payload)?),
+            "release" => WebhookEvent::Release(typed(payload)?),
+            "workflow_run" => WebhookEvent::WorkflowRun(typed(payload)?),
+            "check_run" => WebhookEvent::CheckRun(typed(payload)?),
+            "pull_request_review" => WebhookEvent::PullRequestReview(typed(payload)?),
             other => {
                 let payload: Value = serde_json::from_slice(payload).map_err(Error::invalid_payload)?;
                 if !payload.is_object() {
@@ -90,6 +105,10 @@ impl WebhookEvent {
             WebhookEvent::InstallationRepositories(_) => "installation_repositories",
             WebhookEvent::CheckSuite(_) => "check_suite",
             WebhookEvent::Ping(_) => "ping",
+            WebhookEvent::Release(_) => "release",
+            WebhookEvent::WorkflowRun(_) => "workflow_run",
+            WebhookEvent::CheckRun(_) => "check_run",
+            WebhookEvent::PullRequestReview(_) => "pull_request_review",
             WebhookEvent::Other { event, .. } => event,
         }
     }
@@ -104,6 +123,10 @@ impl WebhookEvent {
             WebhookEvent::Installation(e) => Some(&e.action),
             WebhookEvent::InstallationRepositories(e) => Some(&e.action),
             WebhookEvent::CheckSuite(e) => Some(&e.action),
+            WebhookEvent::Release(e) => Some(&e.action),
+            WebhookEvent::WorkflowRun(e) => Some(&e.action),
+            WebhookEvent::CheckRun(e) => Some(&e.action),
+            WebhookEvent::PullRequestReview(e) => Some(&e.action),
             WebhookEvent::Other { payload, .. } => payload.get("action").and_then(Value::as_str),
         }
     }
@@ -118,6 +141,10 @@ impl WebhookEvent {
             WebhookEvent::Installation(e) => Some(e.installation.id),
             WebhookEvent::InstallationRepositories(e) => Some(e.installation.id),
             WebhookEvent::CheckSuite(e) => e.installation.as_ref().map(|i| i.id),
+            WebhookEvent::Release(e) => e.installation.as_ref().map(|i| i.id),
+            WebhookEvent::WorkflowRun(e) => e.installation.as_ref().map(|i| i.id),
+            WebhookEvent::CheckRun(e) => e.installation.as_ref().map(|i| i.id),
+            WebhookEvent::PullRequestReview(e) => e.installation.as_ref().map(|i| i.id),
             WebhookEvent::Ping(_) => None,
             WebhookEvent::Other { payload, .. } => {
                 payload.get("installation").and_then(|i| i.get("id")).and_then(Value::as_u64)
@@ -133,6 +160,10 @@ impl WebhookEvent {
             WebhookEvent::Issues(e) => Some(&e.repository),
             WebhookEvent::IssueComment(e) => Some(&e.repository),
             WebhookEvent::CheckSuite(e) => Some(&e.repository),
+            WebhookEvent::Release(e) => Some(&e.repository),
+            WebhookEvent::WorkflowRun(e) => Some(&e.repository),
+            WebhookEvent::CheckRun(e) => Some(&e.repository),
+            WebhookEvent::PullRequestReview(e) => Some(&e.repository),
             WebhookEvent::Ping(e) => e.repository.as_ref(),
             WebhookEvent::Installation(_) | WebhookEvent::InstallationRepositories(_) | WebhookEvent::Other { .. } => {
                 None

@@ -397,6 +397,114 @@ pub struct Hook {
     pub extra: Extra,
 }
 
+/// A release.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Release {
+    /// Numeric id.
+    pub id: u64,
+    /// The tag (`v1.0.0`).
+    pub tag_name: String,
+    /// The branch or commit the tag is made from.
+    pub target_commitish: Option<String>,
+    /// Title.
+    pub name: Option<String>,
+    /// Notes (Markdown).
+    pub body: Option<String>,
+    /// Whether it is a draft.
+    pub draft: bool,
+    /// Whether it is a pre-release.
+    pub prerelease: bool,
+    /// Who created it.
+    pub author: Option<Account>,
+    /// Web address.
+    pub html_url: Option<String>,
+    /// Other fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A GitHub Actions workflow run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkflowRun {
+    /// Numeric id.
+    pub id: u64,
+    /// The workflow's name.
+    pub name: Option<String>,
+    /// Branch, absent for runs on tags.
+    pub head_branch: Option<String>,
+    /// Commit SHA.
+    pub head_sha: String,
+    /// Run number within the workflow.
+    pub run_number: u64,
+    /// What triggered it (`push`, `pull_request`, …).
+    pub event: String,
+    /// `requested`, `in_progress`, `completed`, ….
+    pub status: Option<String>,
+    /// `success`, `failure`, …, once completed.
+    pub conclusion: Option<String>,
+    /// The workflow's id.
+    pub workflow_id: u64,
+    /// Web address.
+    pub html_url: Option<String>,
+    /// Pull requests the run's head belongs to.
+    pub pull_requests: Vec<Value>,
+    /// Other fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A check run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckRun {
+    /// Numeric id.
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// Commit SHA.
+    pub head_sha: String,
+    /// `queued`, `in_progress`, `completed`, ….
+    pub status: Option<String>,
+    /// `success`, `failure`, …, once completed.
+    pub conclusion: Option<String>,
+    /// The integrator's own reference.
+    pub external_id: Option<String>,
+    /// The integrator's page for it.
+    pub details_url: Option<String>,
+    /// Web address.
+    pub html_url: Option<String>,
+    /// The suite it belongs to.
+    pub check_suite: Option<Value>,
+    /// The App that made it.
+    pub app: Option<Value>,
+    /// Pull requests its head belongs to.
+    pub pull_requests: Vec<Value>,
+    /// Other fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A pull request review.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Review {
+    /// Numeric id.
+    pub id: u64,
+    /// Reviewer (absent for a deleted account).
+    pub user: Option<Account>,
+    /// Text, when there is one.
+    pub body: Option<String>,
+    /// `approved`, `changes_requested`, `commented`, `dismissed` (lower case in webhooks).
+    pub state: String,
+    /// The commit reviewed.
+    pub commit_id: Option<String>,
+    /// When it was submitted.
+    pub submitted_at: Option<GitHubTime>,
+    /// Web address.
+    pub html_url: Option<String>,
+    /// Other fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
 /// `push`: commits pushed to a branch or tag.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PushEvent {
@@ -553,6 +661,85 @@ pub struct PingEvent {
     pub repository: Option<Repository>,
     /// Who created the hook.
     pub sender: Option<Account>,
+    /// Other fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `release`: a release was published, created, edited, deleted, ….
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReleaseEvent {
+    /// `published`, `created`, `released`, ….
+    pub action: String,
+    /// The release.
+    pub release: Release,
+    /// Repository.
+    pub repository: Repository,
+    /// Who acted.
+    pub sender: Account,
+    /// The App installation, for App deliveries.
+    pub installation: Option<InstallationRef>,
+    /// Other fields (`changes`, …).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `workflow_run`: a GitHub Actions run was requested, started or completed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkflowRunEvent {
+    /// `requested`, `in_progress` or `completed`.
+    pub action: String,
+    /// The run.
+    pub workflow_run: WorkflowRun,
+    /// The workflow.
+    pub workflow: Option<Value>,
+    /// Repository.
+    pub repository: Repository,
+    /// Who acted.
+    pub sender: Account,
+    /// The App installation, for App deliveries.
+    pub installation: Option<InstallationRef>,
+    /// Other fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `check_run`: a check run was created, completed, rerequested, or a requested action was clicked.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckRunEvent {
+    /// `created`, `completed`, `rerequested` or `requested_action`.
+    pub action: String,
+    /// The check run.
+    pub check_run: CheckRun,
+    /// The action the user asked for, with `requested_action` (absent otherwise, and kept absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_action: Option<Value>,
+    /// Repository.
+    pub repository: Repository,
+    /// Who acted.
+    pub sender: Account,
+    /// The App installation, for App deliveries.
+    pub installation: Option<InstallationRef>,
+    /// Other fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `pull_request_review`: a review was submitted, edited or dismissed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PullRequestReviewEvent {
+    /// `submitted`, `edited` or `dismissed`.
+    pub action: String,
+    /// The review.
+    pub review: Review,
+    /// The pull request reviewed.
+    pub pull_request: PullRequest,
+    /// Repository.
+    pub repository: Repository,
+    /// Who acted.
+    pub sender: Account,
+    /// The App installation, for App deliveries.
+    pub installation: Option<InstallationRef>,
     /// Other fields.
     #[serde(flatten)]
     pub extra: Extra,
@@ -747,4 +934,89 @@ deserialize_with_extra!(PingEvent {
     optional hook: "hook",
     optional repository: "repository",
     optional sender: "sender",
+});
+
+deserialize_with_extra!(Release {
+    required id: "id",
+    required tag_name: "tag_name",
+    optional target_commitish: "target_commitish",
+    optional name: "name",
+    optional body: "body",
+    optional draft: "draft",
+    optional prerelease: "prerelease",
+    optional author: "author",
+    optional html_url: "html_url",
+});
+
+deserialize_with_extra!(WorkflowRun {
+    required id: "id",
+    optional name: "name",
+    optional head_branch: "head_branch",
+    required head_sha: "head_sha",
+    optional run_number: "run_number",
+    optional event: "event",
+    optional status: "status",
+    optional conclusion: "conclusion",
+    optional workflow_id: "workflow_id",
+    optional html_url: "html_url",
+    optional pull_requests: "pull_requests",
+});
+
+deserialize_with_extra!(CheckRun {
+    required id: "id",
+    required name: "name",
+    required head_sha: "head_sha",
+    optional status: "status",
+    optional conclusion: "conclusion",
+    optional external_id: "external_id",
+    optional details_url: "details_url",
+    optional html_url: "html_url",
+    optional check_suite: "check_suite",
+    optional app: "app",
+    optional pull_requests: "pull_requests",
+});
+
+deserialize_with_extra!(Review {
+    required id: "id",
+    optional user: "user",
+    optional body: "body",
+    required state: "state",
+    optional commit_id: "commit_id",
+    optional submitted_at: "submitted_at",
+    optional html_url: "html_url",
+});
+
+deserialize_with_extra!(ReleaseEvent {
+    required action: "action",
+    required release: "release",
+    required repository: "repository",
+    required sender: "sender",
+    optional installation: "installation",
+});
+
+deserialize_with_extra!(WorkflowRunEvent {
+    required action: "action",
+    required workflow_run: "workflow_run",
+    optional workflow: "workflow",
+    required repository: "repository",
+    required sender: "sender",
+    optional installation: "installation",
+});
+
+deserialize_with_extra!(CheckRunEvent {
+    required action: "action",
+    required check_run: "check_run",
+    optional requested_action: "requested_action",
+    required repository: "repository",
+    required sender: "sender",
+    optional installation: "installation",
+});
+
+deserialize_with_extra!(PullRequestReviewEvent {
+    required action: "action",
+    required review: "review",
+    required pull_request: "pull_request",
+    required repository: "repository",
+    required sender: "sender",
+    optional installation: "installation",
 });

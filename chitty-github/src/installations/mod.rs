@@ -249,6 +249,23 @@ impl InstallationChange {
         Some(InstallationChange { delivery: delivery.into(), order, snapshot, kind })
     }
 
+    /// The change that records `installation` as GitHub's API returned it (`GET
+    /// /app/installations/{id}`, e.g. from the post-installation callback), read at `received_at`.
+    ///
+    /// The API lists no repositories, so none are added or removed; the change's delivery is
+    /// `api:{id}:{updated_at}`, so reading the same state twice applies it once.
+    pub fn from_installation(installation: &Installation, received_at: Timestamp) -> Self {
+        let snapshot = InstallationSnapshot::from_installation(installation);
+        let times = [installation.updated_at, installation.suspended_at];
+        let occurred_at = times.iter().flatten().map(|t| t.0).max().unwrap_or(Timestamp(0));
+        InstallationChange {
+            delivery: format!("api:{}:{}", installation.id, occurred_at.0),
+            order: EventOrder { occurred_at, received_at },
+            snapshot,
+            kind: ChangeKind::Update { present: Vec::new(), removed: Vec::new() },
+        }
+    }
+
     /// The installation's id.
     pub fn installation_id(&self) -> u64 {
         self.snapshot.id

@@ -26,6 +26,9 @@ pub const CHECKS: &[Check] = &[
     ("new_permissions_survive_a_late_created", |s| Box::pin(new_permissions_survive_a_late_created(s))),
     ("the_same_github_second_falls_back_to_receipt", |s| Box::pin(the_same_github_second_falls_back_to_receipt(s))),
     ("concurrent_changes_converge", |s| Box::pin(concurrent_changes_converge(s))),
+    ("the_api_view_is_applied_once_and_keeps_repositories", |s| {
+        Box::pin(the_api_view_is_applied_once_and_keeps_repositories(s))
+    }),
 ];
 
 /// `2019-05-15T15:21:15Z`, the fixtures' `created_at`, in milliseconds.
@@ -300,4 +303,30 @@ async fn concurrent_changes_converge(store: Arc<dyn InstallationStore>) {
     assert_eq!(got, expected);
     assert_eq!(repository_ids(&got), [SPACE, OCTO_REPO]);
     assert!(got.is_active());
+}
+
+/// The installation as `GET /app/installations/{id}` shows it (the post-installation callback).
+fn api_view(id: u64, updated_at: &str, received: u64) -> InstallationChange {
+    let event = event_for("installation.new_permissions_accepted.json", id, |p| {
+        p["installation"]["updated_at"] = updated_at.into();
+    });
+    let WebhookEvent::Installation(event) = event else { panic!("an installation event") };
+    InstallationChange::from_installation(&event.installation, Timestamp(received))
+}
+
+async fn the_api_view_is_applied_once_and_keeps_repositories(store: Arc<dyn InstallationStore>) {
+    let id = 1010;
+    // The callback can come before the `created` webhook, or after it.
+    assert_eq!(apply(&store, api_view(id, "2019-05-15T15:21:15Z", 1)).await, ApplyOutcome::Inserted);
+    assert_eq!(apply(&store, api_view(id, "2019-05-15T15:21:15Z", 2)).await, ApplyOutcome::Stale, "a reload");
+    apply(&store, change("installation.created.json", id, "d1", 3)).await;
+    let listed = record(&store, id).await;
+    assert_eq!(repository_ids(&listed), [HELLO_WORLD, OCTO_REPO]);
+    // A later API view updates the installation's fields; it lists no repositories and removes none.
+    assert_eq!(apply(&store, api_view(id, "2019-06-01T00:00:00Z", 4)).await, ApplyOutcome::Updated);
+    let later = record(&store, id).await;
+    assert_eq!(repository_ids(&later), [HELLO_WORLD, OCTO_REPO]);
+    assert_eq!(later.updated_at, Some(millis("2019-06-01T00:00:00Z")));
+    apply(&store, change("installation.deleted.json", id, "d2", 5)).await;
+    assert_eq!(apply(&store, api_view(id, "2019-07-01T00:00:00Z", 6)).await, ApplyOutcome::AfterDeletion);
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod installations;
+pub mod model;
 
 use std::path::PathBuf;
 use std::sync::Arc;
