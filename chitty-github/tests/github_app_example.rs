@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code, unreachable_pub)]
-#[path = "../examples/github_app.rs"]
+#[path = "../../examples/github_app.rs"]
 mod example;
 
 use std::sync::Arc;

@@ -50,6 +50,8 @@ where
 
 /// The NDJSON lines of a response body, failures as errors (a broken body interrupted, an oversized line
 /// undecodable), silence beyond `idle` a timeout; it ends after its first error.
+// Only Ollama's native API streams NDJSON; builds with `openai` alone still test it.
+#[cfg_attr(not(feature = "ollama"), allow(dead_code))]
 pub(crate) fn ndjson_lines<S>(provider: &str, idle: Duration, body: S) -> BoxStream<'static, Result<Bytes>>
 where
     S: Stream<Item = std::result::Result<Bytes, BoxError>> + Send + Unpin + 'static,

@@ -2,7 +2,7 @@
 //! and issue triage, with any OpenAI-compatible model (a chitty gateway, OpenAI, a local Ollama).
 //!
 //! ```sh
-//! cargo run -p chitty-github --example github_app --features server,client,postgres
+//! cargo run --release --example github_app --features github
 //! ```
 //!
 //! With no GitHub variables it runs offline, against the testkit's mock GitHub API and a built-in
@@ -53,7 +53,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The App's name in the manifest.
 const APP_NAME: &str = "chitty-app";
 /// The offline demo's private key: a test key registered with no real App.
-const OFFLINE_KEY: &[u8] = include_bytes!("../tests/fixtures/test-app-private-key.pem");
+const OFFLINE_KEY: &[u8] = include_bytes!("../chitty-github/tests/fixtures/test-app-private-key.pem");
 /// The offline demo's pull request (the `pull_request.opened` fixture's).
 const OFFLINE_PULL: &str = "/repos/Codertocat/Hello-World/pulls/2";
 
