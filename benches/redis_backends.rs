@@ -1,5 +1,5 @@
-//! The Redis cache and budget store next to the in-memory ones: one call's latency, and 64 concurrent
-//! reserve+settle pairs (the atomic script's throughput). Redis rows run when Redis answers at `CHITTY_TEST_REDIS_URL`
+//! The Redis cache, budget store and rate limiter next to the in-memory ones: one call's latency, and 64
+//! concurrent reserve+settle pairs (the atomic script's throughput). Redis rows run when Redis answers at `CHITTY_TEST_REDIS_URL`
 //! (by default `redis://127.0.0.1:6379`).
 //!
 //! `CHITTY_TEST_REDIS_URL=redis://127.0.0.1:6379 cargo bench --bench redis_backends`
@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chitty::core::keys::CacheKey;
+use chitty::core::ratelimit::{Gcra, LimitCheck, LimitKind, LocalRateLimiter, RateDecision, RateLimiter};
 use chitty::core::{BudgetAccount, BudgetStore, Cache, NanoUsd, ReserveRequest, Timestamp};
 use chitty::providers::memory::{MemoryBudgetStore, MemoryCache};
-use chitty::providers::redis::{RedisBudgetStore, RedisCache, RedisConnection};
+use chitty::providers::redis::{RedisBudgetStore, RedisCache, RedisConnection, RedisRateLimiter};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const TENANT: &str = "bench";
@@ -25,6 +26,7 @@ struct Backend {
     name: &'static str,
     budgets: Arc<dyn BudgetStore>,
     cache: Arc<dyn Cache>,
+    limiter: Arc<dyn RateLimiter>,
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -58,6 +60,7 @@ fn backends(rt: &tokio::runtime::Runtime) -> Vec<Backend> {
         name: "memory",
         budgets: Arc::new(MemoryBudgetStore::new()),
         cache: Arc::new(MemoryCache::new(64 << 20)),
+        limiter: Arc::new(LocalRateLimiter::new()),
     }];
     match chitty_testkit::services::redis_url() {
         Ok(url) => {
@@ -67,7 +70,8 @@ fn backends(rt: &tokio::runtime::Runtime) -> Vec<Backend> {
             out.push(Backend {
                 name: "redis",
                 budgets: Arc::new(RedisBudgetStore::new(connection.clone(), prefix)),
-                cache: Arc::new(RedisCache::new(connection, prefix)),
+                cache: Arc::new(RedisCache::new(connection.clone(), prefix)),
+                limiter: Arc::new(RedisRateLimiter::new(connection, prefix)),
             });
         }
         Err(unavailable) => eprintln!("SKIPPED the Redis rows: {unavailable}"),
@@ -99,6 +103,26 @@ fn bench(c: &mut Criterion) {
                 for t in tasks {
                     t.await.expect("task");
                 }
+            })
+        });
+    }
+    group.finish();
+
+    // A request through a key: the tenant's and the key's requests and tokens per minute, four limits in one
+    // admission, none of which a bench run can exhaust.
+    let mut group = c.benchmark_group("rate_limit_admission_4_limits");
+    let limit = |kind| Gcra { kind, per_minute: u32::MAX, burst: u32::MAX };
+    let checks = [
+        LimitCheck { scope: "t", limit: limit(LimitKind::Requests), cost: 1 },
+        LimitCheck { scope: "t", limit: limit(LimitKind::Tokens), cost: 600 },
+        LimitCheck { scope: "k:key_bench", limit: limit(LimitKind::Requests), cost: 1 },
+        LimitCheck { scope: "k:key_bench", limit: limit(LimitKind::Tokens), cost: 600 },
+    ];
+    for Backend { name, limiter, .. } in &backends {
+        group.bench_function(*name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let decision = limiter.acquire(TENANT, &checks, Timestamp(1_700_000_000_000)).await.expect("acquire");
+                assert!(matches!(decision, RateDecision::Admitted(_)));
             })
         });
     }
