@@ -210,6 +210,10 @@ mod tests {
             completion_tokens: 5,
             cost: NanoUsd(1_234),
             stream: false,
+            error_code: None,
+            route_index: Some(0),
+            time_to_first_token: None,
+            overhead: Duration::from_micros(90),
         })
     }
 

@@ -187,13 +187,13 @@ impl UsageEstimate {
 }
 
 /// Settles a finished, failed or abandoned stream: reported usage when there is any, else the estimate;
-/// a stream that completed is cached.
+/// a stream that completed is cached. `status` (and `error_code`, for a stream that failed) go to its event.
 async fn settle_stream<S: StreamSpec>(
     pending: PendingSettlement,
     estimate: UsageEstimate,
     accumulated: S::Accumulator,
     completed: bool,
-    status: u16,
+    (status, error_code): (u16, Option<&'static str>),
 ) {
     let usage = S::accumulated_usage(&accumulated).cloned();
     let cost = match &usage {
@@ -203,7 +203,7 @@ async fn settle_stream<S: StreamSpec>(
     let caches = pending.caches();
     let response = S::finish(accumulated);
     let entry = (caches && completed && S::complete(&response)).then(|| S::encode(&response));
-    pending.complete(cost, usage.as_ref(), entry, status).await;
+    pending.complete(cost, usage.as_ref(), entry, status, error_code).await;
 }
 
 /// A stream on its way to the client; settles on drop if it did not reach its end.
@@ -219,17 +219,32 @@ struct StreamRelay<S: StreamSpec> {
 
 impl<S: StreamSpec> StreamRelay<S> {
     /// Settles now (the stream ended or failed); later items are none.
-    async fn settle(&mut self, completed: bool, status: u16) {
+    async fn settle(&mut self, completed: bool, ending: (u16, Option<&'static str>)) {
         if let Some((pending, estimate)) = self.pending.take() {
             let accumulated = std::mem::take(&mut self.accumulated);
-            settle_stream::<S>(pending, estimate, accumulated, completed, status).await;
+            settle_stream::<S>(pending, estimate, accumulated, completed, ending).await;
         }
+    }
+
+    /// The upstream's next item; until the first chunk, the wait counts as upstream time and the first chunk's
+    /// arrival is noted (time to first token).
+    async fn next_upstream(&mut self) -> Option<Result<S::Chunk>> {
+        let waiting_since = match &self.pending {
+            Some((pending, _)) if pending.awaits_first_chunk() => Some(pending.monotonic_nanos()),
+            _ => None,
+        };
+        let item = self.upstream.next().await;
+        if let (Some(since), Some((pending, _))) = (waiting_since, &mut self.pending) {
+            let until = pending.monotonic_nanos();
+            pending.waited_upstream(since, until, matches!(item, Some(Ok(_))));
+        }
+        item
     }
 
     /// The next chunk for the client, or the error that ends the stream.
     async fn next_item(&mut self) -> Option<Result<S::Chunk>> {
         loop {
-            let item = match self.upstream.next().await {
+            let item = match self.next_upstream().await {
                 Some(Ok(chunk)) if chunk.max_choice_index().is_some_and(|i| i >= self.choices) => {
                     let message = format!(
                         "malformed stream: a chunk for choice {} of a request for {} choice(s)",
@@ -254,13 +269,13 @@ impl<S: StreamSpec> StreamRelay<S> {
                 }
                 Some(Err(e)) => {
                     self.pending.as_ref()?;
-                    self.settle(false, e.status()).await;
+                    self.settle(false, (e.status(), e.code())).await;
                     // Nothing may follow an error item.
                     self.upstream = Box::pin(futures::stream::empty());
                     return Some(Err(e));
                 }
                 None => {
-                    self.settle(true, 200).await;
+                    self.settle(true, (200, None)).await;
                     return None;
                 }
             }
@@ -274,7 +289,7 @@ impl<S: StreamSpec> Drop for StreamRelay<S> {
             // The client went away mid-stream: settle for what was produced, off the dropped task.
             let accumulated = std::mem::take(&mut self.accumulated);
             let spawner = pending.gateway().inner.spawner.clone();
-            spawner.spawn(Box::pin(settle_stream::<S>(pending, estimate, accumulated, false, 499)));
+            spawner.spawn(Box::pin(settle_stream::<S>(pending, estimate, accumulated, false, (499, None))));
         }
     }
 }
