@@ -463,3 +463,69 @@ async fn budget_remaining_is_a_gauge_for_known_tenants_only() {
     );
     assert!(text.lines().any(|l| l == "# TYPE chitty_budget_remaining_nano_usd gauge"), "{text}");
 }
+
+#[cfg(feature = "memory")]
+#[tokio::test]
+async fn refresh_reads_tenants_budgets_and_circuits_from_the_gateway() {
+    use chitty_core::gateway::{Gateway, GatewayConfig, ModelConfig, RouteConfig, TenantConfig, api_key_digest};
+    use chitty_core::{BudgetStore, ManualClock, ManualTimer, ReserveRequest};
+    use chitty_providers::memory::MemoryBudgetStore;
+    use chitty_providers::runtime::TokioSpawner;
+    use chitty_testkit::mock::MockProvider;
+
+    let config = GatewayConfig {
+        models: vec![ModelConfig {
+            routes: vec![RouteConfig { provider: "mock".into(), model: "up".into() }],
+            ..ModelConfig::new("m")
+        }],
+        tenants: vec![
+            TenantConfig {
+                budget_nano_usd: Some(NanoUsd(5_000)),
+                ..TenantConfig::new("acme", &api_key_digest("sk-a"))
+            },
+            TenantConfig::new("unbudgeted", &api_key_digest("sk-u")),
+        ],
+        ..Default::default()
+    };
+    let clock = ManualClock::new(Timestamp(1_700_000_000_000));
+    let budgets = Arc::new(MemoryBudgetStore::new());
+    let gateway = Gateway::builder(config)
+        .provider(Arc::new(MockProvider::new("mock")))
+        .budgets(budgets.clone())
+        .runtime(Arc::new(clock.clone()), Arc::new(ManualTimer::new(clock.clone())), Arc::new(TokioSpawner))
+        .build()
+        .await
+        .unwrap();
+    let held = ReserveRequest {
+        tenant: "acme",
+        min: NanoUsd(1_200),
+        max: NanoUsd(1_200),
+        lease: Duration::from_secs(60),
+        now: Timestamp(1_700_000_000_000),
+    };
+    budgets.reserve(held).await.unwrap();
+
+    let mut registry = Registry::default();
+    // Nothing known up front: refresh learns the tenants and the route from the gateway.
+    let sink = PrometheusSink::new(&mut registry, ["m"]);
+    sink.record(from("acme", "m", |_| {})).await.unwrap();
+    sink.refresh(&gateway).await.unwrap();
+    sink.record(from("acme", "m", |_| {})).await.unwrap();
+    let text = encode_text(&registry).unwrap();
+    assert_eq!(
+        samples(&text, "chitty_budget_remaining_nano_usd"),
+        [r#"chitty_budget_remaining_nano_usd{tenant="acme"} 3800"#],
+        "the limit minus what is reserved, for budgeted tenants only: {text}"
+    );
+    assert_eq!(samples(&text, "chitty_circuit_state"), [r#"chitty_circuit_state{provider="mock"} 0"#]);
+    let mut cost = samples(&text, "chitty_cost_nano_usd_total");
+    cost.sort_unstable();
+    assert_eq!(
+        cost,
+        [
+            r#"chitty_cost_nano_usd_total{model="m",tenant="acme"} 100"#,
+            r#"chitty_cost_nano_usd_total{model="m",tenant="other"} 100"#
+        ],
+        "before the refresh `acme` was unknown"
+    );
+}
