@@ -9,6 +9,46 @@ use chitty_core::{CacheStatus, Endpoint, Event, EventSink, NanoUsd, RequestEvent
 use chitty_providers::prometheus::{PrometheusSink, Registry, encode_text};
 use chitty_testkit::events;
 
+/// Counts each thread's allocations, so that a test can check what recording an event allocates.
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; counting touches a const thread-local
+// `Cell`, which neither allocates nor panics (`try_with` skips threads being torn down).
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: the caller's contract for `alloc` is passed on as it is.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from `System.alloc` above with this layout.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(std::cell::Cell::get)
+}
+
+/// Records `event`, whose future must be ready at its first poll (the sink never waits).
+fn record_now(sink: &PrometheusSink, event: Event) {
+    let mut recording = sink.record(event);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match recording.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(result) => result.unwrap(),
+        std::task::Poll::Pending => panic!("the sink waited"),
+    }
+}
+
 fn request(model: &str, status: u16, cache: CacheStatus, latency_ms: u64, cost: u64) -> Event {
     Event::Request(RequestEvent {
         at: Timestamp(1_700_000_000_000),
@@ -528,4 +568,32 @@ async fn refresh_reads_tenants_budgets_and_circuits_from_the_gateway() {
         ],
         "before the refresh `acme` was unknown"
     );
+}
+
+#[test]
+fn recording_a_request_allocates_nothing_but_the_boxed_future_once_its_series_exist() {
+    let mut registry = Registry::default();
+    let sink = PrometheusSink::new(&mut registry, ["m"]).with_tenants(["acme"]);
+    let streamed = from("acme", "m", |r| {
+        r.stream = true;
+        r.time_to_first_token = Some(Duration::from_millis(4));
+    });
+    let refused = from("stranger", "unlisted", |r| {
+        (r.status, r.cache, r.error_code) = (429, CacheStatus::Bypass, Some("rate_limit_exceeded"));
+    });
+    let hit = from("acme", "m", |r| r.cache = CacheStatus::Hit);
+    // The first of each creates its series.
+    for event in [streamed.clone(), refused.clone(), hit.clone()] {
+        record_now(&sink, event);
+    }
+    let events: Vec<Event> = [streamed, refused, hit].into_iter().cycle().take(300).collect();
+    let before = allocations();
+    for event in events {
+        record_now(&sink, event);
+    }
+    let allocated = allocations() - before;
+    // async_trait boxes each call's future; the sink itself allocates nothing per event.
+    assert_eq!(allocated, 300, "one boxed future per event and nothing else");
+    let text = encode_text(&registry).unwrap();
+    assert!(text.contains("chitty_rate_limited_total{tenant=\"other\"} 101\n"), "{text}");
 }
