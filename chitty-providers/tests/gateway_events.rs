@@ -68,6 +68,7 @@ struct Harness {
     clock: ManualClock,
     events: Arc<CollectingSink>,
     primary: Arc<Paced>,
+    fallback: Arc<Paced>,
 }
 
 const PRICE: ModelPrice = ModelPrice::from_micros_per_mtok(1_000_000, 2_000_000);
@@ -102,11 +103,11 @@ async fn harness(open: Duration, first: Duration, tweak: impl FnOnce(&mut Gatewa
     tweak(&mut config);
     let clock = ManualClock::new(Timestamp(1_700_000_000_000));
     let paced = |name: &str| Paced { inner: MockProvider::new(name), clock: clock.clone(), open, first };
-    let primary = Arc::new(paced("primary"));
+    let (primary, fallback) = (Arc::new(paced("primary")), Arc::new(paced("fallback")));
     let events = Arc::new(CollectingSink::new());
     let gateway = Gateway::builder(config)
         .provider(primary.clone())
-        .provider(Arc::new(paced("fallback")))
+        .provider(fallback.clone())
         .cache(Arc::new(MemoryCache::new(1 << 24)))
         .budgets(Arc::new(MemoryBudgetStore::new()))
         .events(events.clone())
@@ -115,7 +116,7 @@ async fn harness(open: Duration, first: Duration, tweak: impl FnOnce(&mut Gatewa
         .build()
         .await
         .unwrap();
-    Harness { gateway, clock, events, primary }
+    Harness { gateway, clock, events, primary, fallback }
 }
 
 impl Harness {
@@ -268,4 +269,16 @@ async fn refusals_carry_the_error_code_that_tells_a_budget_from_a_rate_limit() {
     let mut tenants: Vec<_> = h.gateway.tenants().iter().map(|t| t.id().to_owned()).collect();
     tenants.sort_unstable();
     assert_eq!(tenants, ["acme", "broke", "busy"]);
+}
+
+#[tokio::test]
+async fn a_request_whose_every_route_failed_counts_the_wait_as_upstream_time() {
+    let h = harness(MS(25), Duration::ZERO, |c| c.defaults.attempts_per_route = 1).await;
+    h.primary.inner.fail_next(503, "down");
+    h.fallback.inner.fail_next(502, "down too");
+    let err = h.gateway.chat(&h.ctx("sk-acme"), chat("nobody answers", false)).await.unwrap_err();
+    assert_eq!(err.status(), 502);
+    let [r] = h.requests().try_into().unwrap();
+    assert_eq!((r.status, r.latency, r.route_index), (502, MS(50), None));
+    assert_eq!(r.overhead, Duration::ZERO, "an outage's wait is not the gateway's overhead");
 }

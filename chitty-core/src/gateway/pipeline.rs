@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +29,7 @@ use crate::time::nanos_between;
 use crate::wire::Usage;
 
 /// Who asked for what, and since when: what every event of one request reports.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct RequestInfo {
     pub(super) request_id: String,
     pub(super) tenant: Arc<Tenant>,
@@ -39,6 +40,31 @@ pub(super) struct RequestInfo {
     /// When the request arrived, as a monotonic reading ([`crate::Clock::monotonic_nanos`]).
     pub(super) started_nanos: u64,
     pub(super) stream: bool,
+    /// Nanoseconds spent waiting on upstreams so far, failed attempts included. Atomic only so that routing can
+    /// add to it through the `&RequestInfo` the steps share; one task updates it.
+    pub(super) upstream_nanos: AtomicU64,
+}
+
+impl RequestInfo {
+    /// Counts a wait on upstreams from `since` to `until` (monotonic readings).
+    pub(super) fn waited_upstream(&self, since: u64, until: u64) {
+        self.upstream_nanos.fetch_add(until.saturating_sub(since), Ordering::Relaxed);
+    }
+}
+
+impl Clone for RequestInfo {
+    fn clone(&self) -> RequestInfo {
+        RequestInfo {
+            request_id: self.request_id.clone(),
+            tenant: Arc::clone(&self.tenant),
+            key_id: self.key_id.clone(),
+            model: self.model.clone(),
+            endpoint: self.endpoint,
+            started_nanos: self.started_nanos,
+            stream: self.stream,
+            upstream_nanos: AtomicU64::new(self.upstream_nanos.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 /// How a request ended, for its event.
@@ -57,8 +83,6 @@ struct Measured {
     error_code: Option<&'static str>,
     /// The route that answered, when one did.
     route_index: Option<usize>,
-    /// Nanoseconds spent waiting on upstreams.
-    upstream_nanos: u64,
     /// When a stream's first chunk reached the relay (monotonic).
     first_chunk_at: Option<u64>,
 }
@@ -144,7 +168,7 @@ pub(super) struct PendingSettlement {
     gateway: Gateway,
     info: RequestInfo,
     config: Arc<ModelConfig>,
-    /// The route that answered, the time spent waiting on upstreams so far and, for a stream, its first chunk.
+    /// The route that answered and, for a stream, when its first chunk came.
     provider: RouteTaken,
     hold: BudgetHold,
     cache_key: Option<CacheKey>,
@@ -201,7 +225,7 @@ impl PendingSettlement {
     /// Counts a wait on the upstream from `since` to `until` (monotonic readings); `first_chunk` says whether it
     /// ended with the stream's first chunk.
     pub(super) fn waited_upstream(&mut self, since: u64, until: u64, first_chunk: bool) {
-        self.provider.upstream_nanos = self.provider.upstream_nanos.saturating_add(until.saturating_sub(since));
+        self.info.waited_upstream(since, until);
         if first_chunk {
             self.provider.first_chunk_at = Some(until);
         }
@@ -222,8 +246,8 @@ impl PendingSettlement {
         if let (Some(key), Some(entry)) = (&self.cache_key, cache_entry) {
             gateway.cache_put(key, &self.config, entry).await;
         }
-        let RouteTaken { name, index, upstream_nanos, first_chunk_at } = self.provider;
-        let measured = Measured { error_code, route_index: Some(index), upstream_nanos, first_chunk_at };
+        let RouteTaken { name, index, first_chunk_at } = self.provider;
+        let measured = Measured { error_code, route_index: Some(index), first_chunk_at };
         let outcome = Outcome { provider: Some(name), cache: self.cache_status, status, usage, cost: charged };
         gateway.record_measured(self.info, outcome, measured).await;
         charged
@@ -245,6 +269,7 @@ impl Gateway {
             endpoint: E::ENDPOINT,
             started_nanos: self.inner.clock.monotonic_nanos(),
             stream: D::STREAM,
+            upstream_nanos: AtomicU64::new(0),
         };
         let result = self.run_steps::<E, D>(ctx, &req, &info).await;
         if let Err(e) = &result {
@@ -287,7 +312,7 @@ impl Gateway {
             .await?;
         let cap = hold.cap_set.map(|c| (model.config.output_cap_field, c));
         let routed = self
-            .route(model, D::CAPABILITY, |route| {
+            .route(info, model, D::CAPABILITY, |route| {
                 let mut upstream = req.clone();
                 E::prepare_upstream(&mut upstream, model.upstream_name(route, E::model(req)), cap);
                 D::call(Arc::clone(&route.provider), upstream)
@@ -395,7 +420,7 @@ impl Gateway {
     async fn record_measured(&self, info: RequestInfo, outcome: Outcome<'_>, measured: Measured) {
         let now = self.now();
         let latency = nanos_between(info.started_nanos, self.inner.clock.monotonic_nanos());
-        let upstream = std::time::Duration::from_nanos(measured.upstream_nanos);
+        let upstream = std::time::Duration::from_nanos(info.upstream_nanos.load(Ordering::Relaxed));
         let (time_to_first_token, overhead) = match measured.first_chunk_at {
             Some(at) => {
                 let ttft = nanos_between(info.started_nanos, at);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::future::{BoxFuture, Either};
 
 use super::config::ModelConfig;
+use super::pipeline::RequestInfo;
 use super::{Admission, CircuitBreaker, Gateway, lock};
 use crate::error::{Error, Result};
 use crate::events::{CircuitState, Event};
@@ -49,9 +50,10 @@ impl Gateway {
     /// Tries the model's routes in order: each up to `attempts_per_route` times, skipping open circuits, each
     /// attempt bounded by the timeout. Errors a retry cannot fix (a 4xx, a malformed answer) return at once.
     /// Moving on to the next route is reported as [`Event::Fallback`], breaker changes as
-    /// [`Event::CircuitChanged`].
+    /// [`Event::CircuitChanged`]; the time spent waiting on upstreams is added to `info`.
     pub(super) async fn route<T, F>(
         &self,
+        info: &RequestInfo,
         model: &Model,
         capability: Capability,
         mut attempt: F,
@@ -64,8 +66,6 @@ impl Gateway {
         let attempts = defaults.attempts_per_route.max(1);
         let mut last_error: Option<Error> = None;
         let mut skipped = Vec::new();
-        // Time spent waiting on upstreams (attempts and backoff), kept apart from the gateway's own time.
-        let mut waited = 0u64;
         // The first route given up on since the last fallback was reported.
         let mut left: Option<&Route> = None;
         for (index, route) in model.routes.iter().enumerate() {
@@ -94,15 +94,13 @@ impl Gateway {
                 let call = attempt(route);
                 let before = clock.monotonic_nanos();
                 let result = self.attempt(name, call).await;
-                waited = waited.saturating_add(clock.monotonic_nanos().saturating_sub(before));
+                // Attempts and backoff are upstream time, kept apart from the gateway's own.
+                info.waited_upstream(before, clock.monotonic_nanos());
                 match result {
                     Ok(v) => {
                         let ((), changed) = breaker_step(route, CircuitBreaker::on_success);
                         self.circuit_changed(route, changed).await;
-                        return Ok((
-                            v,
-                            RouteTaken { name: name.to_owned(), index, upstream_nanos: waited, first_chunk_at: None },
-                        ));
+                        return Ok((v, RouteTaken { name: name.to_owned(), index, first_chunk_at: None }));
                     }
                     Err(e) if !e.is_retryable() => {
                         // The route answered: the request (or the answer) is at fault, not the route's health.
@@ -124,7 +122,7 @@ impl Gateway {
                         }
                         let before = clock.monotonic_nanos();
                         self.inner.timer.sleep(wait).await;
-                        waited = waited.saturating_add(clock.monotonic_nanos().saturating_sub(before));
+                        info.waited_upstream(before, clock.monotonic_nanos());
                     }
                 }
             }
@@ -173,16 +171,13 @@ impl Gateway {
     }
 }
 
-/// The route that answered a request, and how long upstreams kept the request waiting.
+/// The route that answered a request.
 #[derive(Debug)]
 pub(super) struct RouteTaken {
     /// The provider's name.
     pub(super) name: String,
     /// The route's position among its model's routes: 0 is the primary.
     pub(super) index: usize,
-    /// Nanoseconds (monotonic) spent waiting on upstreams: every attempt, and the backoff between them (and,
-    /// for a stream, the wait for its first chunk).
-    pub(super) upstream_nanos: u64,
     /// When a stream's first chunk reached the gateway (monotonic); set by the stream relay.
     pub(super) first_chunk_at: Option<u64>,
 }
