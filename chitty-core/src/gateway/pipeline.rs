@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use tracing::Instrument;
 
 use super::config::{ModelConfig, ModelKind};
 use super::endpoint::EndpointSpec;
@@ -43,6 +44,9 @@ pub(super) struct RequestInfo {
     /// Nanoseconds spent waiting on upstreams so far, failed attempts included. Atomic only so that routing can
     /// add to it through the `&RequestInfo` the steps share; one task updates it.
     pub(super) upstream_nanos: AtomicU64,
+    /// The request's `chitty.request` span (debug level, carrying the request id): what happens on its behalf,
+    /// after the answer too (a stream's settlement), is logged under it.
+    pub(super) span: tracing::Span,
 }
 
 impl RequestInfo {
@@ -63,6 +67,7 @@ impl Clone for RequestInfo {
             started_nanos: self.started_nanos,
             stream: self.stream,
             upstream_nanos: AtomicU64::new(self.upstream_nanos.load(Ordering::Relaxed)),
+            span: self.span.clone(),
         }
     }
 }
@@ -217,6 +222,11 @@ impl PendingSettlement {
         self.provider.first_chunk_at.is_none()
     }
 
+    /// The request's span.
+    pub(super) fn span(&self) -> &tracing::Span {
+        &self.info.span
+    }
+
     /// A monotonic reading of the gateway's clock.
     pub(super) fn monotonic_nanos(&self) -> u64 {
         self.gateway.inner.clock.monotonic_nanos()
@@ -261,17 +271,27 @@ impl Gateway {
         ctx: &RequestContext,
         req: E::Req,
     ) -> Result<D::Output> {
+        let model = E::model(&req);
+        // Debug level: it costs a level check unless a subscriber (an OpenTelemetry layer, say) wants it.
+        let span = tracing::debug_span!(
+            "chitty.request",
+            request_id = %ctx.request_id,
+            tenant = %ctx.tenant.id(),
+            model = %model,
+            endpoint = E::ENDPOINT.as_str(),
+        );
         let info = RequestInfo {
             request_id: ctx.request_id.clone(),
             tenant: Arc::clone(&ctx.tenant),
             key_id: ctx.key_id().map(str::to_owned),
-            model: E::model(&req).to_owned(),
+            model: model.to_owned(),
             endpoint: E::ENDPOINT,
             started_nanos: self.inner.clock.monotonic_nanos(),
             stream: D::STREAM,
             upstream_nanos: AtomicU64::new(0),
+            span,
         };
-        let result = self.run_steps::<E, D>(ctx, &req, &info).await;
+        let result = self.run_steps::<E, D>(ctx, &req, &info).instrument(info.span.clone()).await;
         if let Err(e) = &result {
             let failed = Outcome {
                 provider: None,

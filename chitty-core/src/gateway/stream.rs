@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
+use tracing::Instrument;
 
 use super::ReplyMeta;
 use super::endpoint::{CompletionEndpoint, EndpointSpec, TypedChatEndpoint};
@@ -215,6 +216,8 @@ struct StreamRelay<S: StreamSpec> {
     choices: u32,
     /// Taken when the stream settles, so that it settles once.
     pending: Option<(PendingSettlement, UsageEstimate)>,
+    /// The request's span, so that what happens while streaming (the settlement) is logged under it.
+    span: tracing::Span,
 }
 
 impl<S: StreamSpec> StreamRelay<S> {
@@ -289,7 +292,8 @@ impl<S: StreamSpec> Drop for StreamRelay<S> {
             // The client went away mid-stream: settle for what was produced, off the dropped task.
             let accumulated = std::mem::take(&mut self.accumulated);
             let spawner = pending.gateway().inner.spawner.clone();
-            spawner.spawn(Box::pin(settle_stream::<S>(pending, estimate, accumulated, false, (499, None))));
+            let settle = settle_stream::<S>(pending, estimate, accumulated, false, (499, None));
+            spawner.spawn(Box::pin(settle.instrument(self.span.clone())));
         }
     }
 }
@@ -325,6 +329,7 @@ impl<S: StreamSpec> Delivery<S> for Streamed {
         req: &S::Req,
     ) -> Result<StreamReply<S::Chunk>> {
         let meta = pending.meta();
+        let span = pending.span().clone();
         let estimate = UsageEstimate { prompt_tokens: S::prompt_tokens(req), echoed_len: S::echoed_len(req) };
         let relay = StreamRelay::<S> {
             upstream,
@@ -332,9 +337,11 @@ impl<S: StreamSpec> Delivery<S> for Streamed {
             forward_usage: S::wants_usage(req),
             choices: S::choices(req),
             pending: Some((pending, estimate)),
+            span,
         };
         let chunks = futures::stream::unfold(relay, |mut relay| async move {
-            let item = relay.next_item().await?;
+            let span = relay.span.clone();
+            let item = relay.next_item().instrument(span).await?;
             Some((item, relay))
         });
         Ok(StreamReply { meta, chunks: Box::pin(chunks) })
