@@ -362,8 +362,8 @@ impl PrometheusSink {
     }
 
     /// Brings the gauges up to date with `gateway`: the known tenants (the access store's may change at run
-    /// time), each budgeted tenant's remaining budget (one [`chitty_core::BudgetStore::balance`] call per
-    /// tenant) and each route's circuit state. Call it periodically (the server does, every few seconds); a
+    /// time), each budgeted tenant's remaining budget in its current period (one budget-store read
+    /// per tenant) and each route's circuit state. Call it periodically (the server does, every few seconds); a
     /// balance that cannot be read leaves its gauge as it was and is returned as the error, after the rest.
     pub async fn refresh(&self, gateway: &Gateway) -> Result<()> {
         let tenants = gateway.tenants();

@@ -507,43 +507,40 @@ async fn budget_remaining_is_a_gauge_for_known_tenants_only() {
 #[cfg(feature = "memory")]
 #[tokio::test]
 async fn refresh_reads_tenants_budgets_and_circuits_from_the_gateway() {
-    use chitty_core::gateway::{Gateway, GatewayConfig, ModelConfig, RouteConfig, TenantConfig, api_key_digest};
-    use chitty_core::{BudgetStore, ManualClock, ManualTimer, ReserveRequest};
+    use chitty_core::gateway::{Gateway, GatewayConfig, ModelConfig, RequestContext, RouteConfig, TenantConfig};
+    use chitty_core::keys::CacheDirective;
+    use chitty_core::wire::{ChatCompletionRequest, ChatMessage};
+    use chitty_core::{ManualClock, ManualTimer, ModelPrice};
     use chitty_providers::memory::MemoryBudgetStore;
     use chitty_providers::runtime::TokioSpawner;
     use chitty_testkit::mock::MockProvider;
 
+    let digest = chitty_core::gateway::api_key_digest;
     let config = GatewayConfig {
         models: vec![ModelConfig {
             routes: vec![RouteConfig { provider: "mock".into(), model: "up".into() }],
+            price: ModelPrice::from_micros_per_mtok(1_000_000, 2_000_000),
             ..ModelConfig::new("m")
         }],
         tenants: vec![
-            TenantConfig {
-                budget_nano_usd: Some(NanoUsd(5_000)),
-                ..TenantConfig::new("acme", &api_key_digest("sk-a"))
-            },
-            TenantConfig::new("unbudgeted", &api_key_digest("sk-u")),
+            TenantConfig { budget_nano_usd: Some(NanoUsd::ONE_USD), ..TenantConfig::new("acme", &digest("sk-a")) },
+            TenantConfig::new("unbudgeted", &digest("sk-u")),
         ],
         ..Default::default()
     };
     let clock = ManualClock::new(Timestamp(1_700_000_000_000));
-    let budgets = Arc::new(MemoryBudgetStore::new());
     let gateway = Gateway::builder(config)
         .provider(Arc::new(MockProvider::new("mock")))
-        .budgets(budgets.clone())
+        .budgets(Arc::new(MemoryBudgetStore::new()))
         .runtime(Arc::new(clock.clone()), Arc::new(ManualTimer::new(clock.clone())), Arc::new(TokioSpawner))
         .build()
         .await
         .unwrap();
-    let held = ReserveRequest {
-        tenant: "acme",
-        min: NanoUsd(1_200),
-        max: NanoUsd(1_200),
-        lease: Duration::from_secs(60),
-        now: Timestamp(1_700_000_000_000),
-    };
-    budgets.reserve(held).await.unwrap();
+    let ctx = RequestContext::new(gateway.authenticate("sk-a").unwrap(), "req-1", CacheDirective::Default);
+    let ask =
+        ChatCompletionRequest { model: "m".into(), messages: vec![ChatMessage::user("spend")], ..Default::default() };
+    let spent = gateway.chat(&ctx, ask).await.unwrap().meta.cost;
+    assert!(spent > NanoUsd::ZERO);
 
     let mut registry = Registry::default();
     // Nothing known up front: refresh learns the tenants and the route from the gateway.
@@ -554,8 +551,8 @@ async fn refresh_reads_tenants_budgets_and_circuits_from_the_gateway() {
     let text = encode_text(&registry).unwrap();
     assert_eq!(
         samples(&text, "chitty_budget_remaining_nano_usd"),
-        [r#"chitty_budget_remaining_nano_usd{tenant="acme"} 3800"#],
-        "the limit minus what is reserved, for budgeted tenants only: {text}"
+        [format!(r#"chitty_budget_remaining_nano_usd{{tenant="acme"}} {}"#, NanoUsd::ONE_USD.0 - spent.0)],
+        "the limit minus what was spent, for budgeted tenants only: {text}"
     );
     assert_eq!(samples(&text, "chitty_circuit_state"), [r#"chitty_circuit_state{provider="mock"} 0"#]);
     let mut cost = samples(&text, "chitty_cost_nano_usd_total");
