@@ -84,6 +84,50 @@ pub struct RequestEvent {
     pub cost: NanoUsd,
     /// Whether the answer was streamed.
     pub stream: bool,
+    /// The error's OpenAI `code` when the request failed with one: `insufficient_quota` for a budget refusal,
+    /// `rate_limit_exceeded` for a rate limit (both are 429s), `model_not_found`, ….
+    pub error_code: Option<&'static str>,
+    /// Which of the model's routes answered, when one did: 0 is the primary, higher is a fallback.
+    pub route_index: Option<usize>,
+    /// For a stream that reached the client: time from the request's arrival to its first chunk (for a stream
+    /// replayed from the cache, the time to the replay). `None` for whole answers and streams that failed first.
+    pub time_to_first_token: Option<Duration>,
+    /// Time spent in the gateway itself: [`RequestEvent::latency`] minus the time spent waiting on the upstream
+    /// (every attempt, retry backoff included). For streams it covers the time to the first chunk only, after
+    /// which the upstream and the client set the pace. A request that never reached an upstream (a cache hit, a
+    /// refusal) is all overhead.
+    pub overhead: Duration,
+}
+
+/// A circuit breaker's state, as reported in [`Event::CircuitChanged`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CircuitState {
+    /// Traffic flows.
+    Closed,
+    /// One probe is let through to see whether the route recovered.
+    HalfOpen,
+    /// The route is skipped until the breaker lets a probe through.
+    Open,
+}
+
+impl CircuitState {
+    /// `closed`, `half_open` or `open`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::HalfOpen => "half_open",
+            CircuitState::Open => "open",
+        }
+    }
+
+    /// 0 closed, 1 half-open, 2 open: the value of the `chitty_circuit_state` gauge (higher is worse).
+    pub fn severity(self) -> u8 {
+        match self {
+            CircuitState::Closed => 0,
+            CircuitState::HalfOpen => 1,
+            CircuitState::Open => 2,
+        }
+    }
 }
 
 /// Something the gateway did, for metrics and logs.
@@ -101,10 +145,30 @@ pub enum Event {
         /// The error's HTTP status mapping.
         status: u16,
     },
-    /// A circuit breaker opened for a route.
+    /// A circuit breaker opened for a route (also reported, with the route's model, as
+    /// [`Event::CircuitChanged`]).
     CircuitOpened {
         /// Provider name.
         provider: String,
+    },
+    /// A route's circuit breaker changed state: opened, let a probe through (half-open), or closed again.
+    CircuitChanged {
+        /// Provider name.
+        provider: String,
+        /// The route's upstream model name (from the configuration).
+        model: String,
+        /// The new state.
+        state: CircuitState,
+    },
+    /// A request left one route of its model for the next: every attempt on the first failed with an error a
+    /// retry could fix, or its circuit was open. Routes are named `provider/upstream-model`, as configured.
+    Fallback {
+        /// The public model name requested.
+        model: String,
+        /// The route left, as `provider/upstream-model`.
+        from_model: String,
+        /// The route tried next, as `provider/upstream-model`.
+        to_model: String,
     },
     /// An upstream reported usage costing more than the request's reservation. The tenant was charged the
     /// reservation (spend never passes a limit); the rest was not billed to anyone.

@@ -1,10 +1,13 @@
 //! [`TracingSink`]: one structured log line per finished request, through `tracing`.
 //!
 //! Each [`Event::Request`] becomes one event on target `chitty::request` with the fields `request_id`,
-//! `tenant`, `key_id` (when an access-store key was used), `model`, `endpoint`, `provider`, `status`, `cache`, `prompt_tokens`, `completion_tokens`,
-//! `cost_nano_usd`, `latency_ms` and `stream` — never a key and never prompt or answer text. With
-//! tracing-subscriber's JSON formatter each is one JSON line (`chitty-gateway --log-format json`). Failed
-//! upstream attempts and opened circuits are logged on `chitty::upstream` at warn level.
+//! `tenant`, `key_id` (when an access-store key was used), `model`, `endpoint`, `provider`, `route` (which of
+//! the model's routes answered: 0 the primary, higher a fallback; -1 when none did), `status`, `error_code` (the
+//! OpenAI error code of a failed request, empty otherwise), `cache`, `prompt_tokens`, `completion_tokens`,
+//! `cost_nano_usd`, `latency_ms`, `overhead_us` (time in the gateway itself), `ttft_ms` (streams; -1 otherwise)
+//! and `stream` — never a key and never prompt or answer text. With tracing-subscriber's JSON formatter each is
+//! one JSON line (`chitty-gateway --log-format json`). Failed upstream attempts, fallbacks and circuit changes
+//! are logged on `chitty::upstream` at warn level (a circuit closing at info).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -17,6 +20,7 @@
 //! ```
 
 use async_trait::async_trait;
+use chitty_core::events::CircuitState;
 use chitty_core::{Event, EventSink, Result};
 
 /// Logs every finished request (and upstream trouble) as structured `tracing` events.
@@ -29,8 +33,13 @@ impl EventSink for TracingSink {
         match event {
             Event::Request(r) => {
                 let latency_ms = u64::try_from(r.latency.as_millis()).unwrap_or(u64::MAX);
+                let overhead_us = u64::try_from(r.overhead.as_micros()).unwrap_or(u64::MAX);
+                // -1 rather than an absent field keeps every line's shape the same for log queries.
+                let ttft_ms = r.time_to_first_token.map_or(-1, |t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
+                let route = r.route_index.map_or(-1, |i| i64::try_from(i).unwrap_or(i64::MAX));
                 let provider = r.provider.as_deref().unwrap_or("");
                 let key_id = r.key_id.as_deref().unwrap_or("");
+                let error_code = r.error_code.unwrap_or("");
                 macro_rules! request_line {
                     ($level:ident) => {
                         tracing::$level!(
@@ -41,12 +50,16 @@ impl EventSink for TracingSink {
                             model = %r.model,
                             endpoint = r.endpoint.as_str(),
                             provider,
+                            route,
                             status = r.status,
+                            error_code,
                             cache = r.cache.as_str(),
                             prompt_tokens = r.prompt_tokens,
                             completion_tokens = r.completion_tokens,
                             cost_nano_usd = r.cost.0,
                             latency_ms,
+                            overhead_us,
+                            ttft_ms,
                             stream = r.stream,
                             "request"
                         )
@@ -63,6 +76,16 @@ impl EventSink for TracingSink {
             }
             Event::CircuitOpened { provider } => {
                 tracing::warn!(target: "chitty::upstream", %provider, "circuit opened");
+            }
+            Event::Fallback { model, from_model, to_model } => {
+                tracing::warn!(target: "chitty::upstream", %model, %from_model, %to_model, "fell back to the next route");
+            }
+            // Opening is logged as CircuitOpened above.
+            Event::CircuitChanged { provider, model, state: CircuitState::HalfOpen } => {
+                tracing::warn!(target: "chitty::upstream", %provider, %model, "circuit half-open: probing");
+            }
+            Event::CircuitChanged { provider, model, state: CircuitState::Closed } => {
+                tracing::info!(target: "chitty::upstream", %provider, %model, "circuit closed");
             }
             // Logged where it is decided (the gateway's settle step).
             _ => {}
@@ -149,18 +172,28 @@ pub fn event_json(event: &Event) -> serde_json::Value {
             "model": r.model,
             "endpoint": r.endpoint.as_str(),
             "provider": r.provider,
+            "route": r.route_index,
             "status": r.status,
+            "error_code": r.error_code,
             "cache": r.cache.as_str(),
             "prompt_tokens": r.prompt_tokens,
             "completion_tokens": r.completion_tokens,
             "cost_nano_usd": r.cost.0,
             "latency_ms": u64::try_from(r.latency.as_millis()).unwrap_or(u64::MAX),
+            "overhead_us": u64::try_from(r.overhead.as_micros()).unwrap_or(u64::MAX),
+            "ttft_ms": r.time_to_first_token.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             "stream": r.stream,
         }),
         Event::UpstreamFailure { provider, model, status } => {
             json!({"kind": "upstream_failure", "provider": provider, "model": model, "status": status})
         }
         Event::CircuitOpened { provider } => json!({"kind": "circuit_opened", "provider": provider}),
+        Event::CircuitChanged { provider, model, state } => {
+            json!({"kind": "circuit_changed", "provider": provider, "model": model, "state": state.as_str()})
+        }
+        Event::Fallback { model, from_model, to_model } => {
+            json!({"kind": "fallback", "model": model, "from_model": from_model, "to_model": to_model})
+        }
         Event::BudgetExcess { tenant, model, provider, reserved, reported } => json!({
             "kind": "budget_excess", "tenant": tenant, "model": model, "provider": provider,
             "reserved_nano_usd": reserved.0, "reported_nano_usd": reported.0,
@@ -210,6 +243,10 @@ mod tests {
             completion_tokens: 5,
             cost: NanoUsd(1_234),
             stream: false,
+            error_code: None,
+            route_index: Some(0),
+            time_to_first_token: None,
+            overhead: Duration::from_micros(90),
         })
     }
 
@@ -224,14 +261,42 @@ mod tests {
             sink.record(request(&format!("r{i}"))).await.unwrap();
         }
         sink.record(Event::CircuitOpened { provider: "p".into() }).await.unwrap();
+        let change = Event::CircuitChanged {
+            provider: "p".into(),
+            model: "up".into(),
+            state: chitty_core::events::CircuitState::HalfOpen,
+        };
+        sink.record(change).await.unwrap();
+        let fallback = Event::Fallback { model: "m".into(), from_model: "p/up".into(), to_model: "q/up".into() };
+        sink.record(fallback).await.unwrap();
+        let Event::Request(mut refused) = request("refused") else { unreachable!() };
+        (refused.status, refused.error_code, refused.route_index) = (429, Some("insufficient_quota"), None);
+        refused.time_to_first_token = Some(Duration::from_millis(7));
+        sink.record(Event::Request(refused)).await.unwrap();
         drop(sink);
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(lines.len(), 101);
+        assert_eq!(lines.len(), 104);
         assert_eq!(lines[0]["request_id"], "r0");
         assert_eq!(lines[99]["request_id"], "r99");
         assert_eq!((lines[0]["cost_nano_usd"].as_u64(), lines[0]["latency_ms"].as_u64()), (Some(1_234), Some(12)));
+        assert_eq!((lines[0]["overhead_us"].as_u64(), lines[0]["route"].as_u64()), (Some(90), Some(0)));
+        assert!(lines[0]["error_code"].is_null() && lines[0]["ttft_ms"].is_null(), "{}", lines[0]);
         assert_eq!(lines[100]["kind"], "circuit_opened");
+        assert_eq!(
+            (lines[101]["kind"].as_str(), lines[101]["state"].as_str()),
+            (Some("circuit_changed"), Some("half_open"))
+        );
+        assert_eq!(
+            (lines[102]["kind"].as_str(), lines[102]["from_model"].as_str(), lines[102]["to_model"].as_str()),
+            (Some("fallback"), Some("p/up"), Some("q/up"))
+        );
+        let refused = &lines[103];
+        assert_eq!(
+            (refused["error_code"].as_str(), refused["ttft_ms"].as_u64()),
+            (Some("insufficient_quota"), Some(7))
+        );
+        assert!(refused["route"].is_null(), "{refused}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -478,7 +478,10 @@ async fn a_gateway_on_redis_backends_caches_charges_and_counts(url: String) {
     let connection = RedisConnection::connect(&url).await.unwrap();
     let budgets = Arc::new(RedisBudgetStore::new(connection.clone(), &prefix));
     let mut registry = Registry::default();
-    let metrics = Arc::new(PrometheusSink::new(&mut registry, config.models.iter().map(|m| m.name.as_str())));
+    let metrics = Arc::new(
+        PrometheusSink::new(&mut registry, config.models.iter().map(|m| m.name.as_str()))
+            .with_tenants([tenant_id.as_str()]),
+    );
     let gateway = Gateway::builder(config)
         .provider(Arc::new(MockProvider::new("mock")))
         .cache(Arc::new(RedisCache::new(connection.clone(), &prefix)))
@@ -526,11 +529,14 @@ async fn a_gateway_on_redis_backends_caches_charges_and_counts(url: String) {
     let text = client.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
     for cache in ["miss", "hit"] {
         let line = format!(
-            r#"chitty_requests_total{{model="chat",endpoint="chat.completions",status="200",cache="{cache}"}} 1"#
+            r#"chitty_requests_total{{model="chat",tenant="{tenant_id}",endpoint="chat.completions",status="200",cache="{cache}"}} 1"#
         );
         assert!(text.lines().any(|l| l == line), "missing {line} in:\n{text}");
     }
-    assert!(text.contains(&format!("chitty_cost_nano_usd_total{{model=\"chat\"}} {cost}\n")), "{text}");
+    assert!(
+        text.contains(&format!("chitty_cost_nano_usd_total{{model=\"chat\",tenant=\"{tenant_id}\"}} {cost}\n")),
+        "{text}"
+    );
     server.abort();
     remove_keys(&connection, &prefix).await;
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::events::CircuitState;
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,16 @@ impl CircuitBreaker {
         matches!(self.state, State::Closed { .. })
     }
 
+    /// The circuit's state as reported in events and metrics. An open circuit whose wait is over stays `Open`
+    /// until [`CircuitBreaker::admit`] lets the probe through.
+    pub fn state(&self) -> CircuitState {
+        match self.state {
+            State::Closed { .. } => CircuitState::Closed,
+            State::HalfOpen { .. } => CircuitState::HalfOpen,
+            State::Open { .. } => CircuitState::Open,
+        }
+    }
+
     /// Records a success: the circuit closes.
     pub fn on_success(&mut self) {
         self.state = State::Closed { failures: 0 };
@@ -97,13 +108,18 @@ mod tests {
         assert!(!b.on_failure(t));
         assert!(!b.on_failure(t));
         assert_eq!(b.admit(t), Admission::Allowed);
+        assert_eq!(b.state(), CircuitState::Closed);
         assert!(b.on_failure(t));
+        assert_eq!(b.state(), CircuitState::Open);
         assert_eq!(b.admit(t.plus(Duration::from_secs(29))), Admission::Rejected { until: Timestamp(30_000) });
+        assert_eq!(b.state(), CircuitState::Open, "still waiting");
         assert_eq!(b.admit(t.plus(Duration::from_secs(30))), Admission::Probe);
+        assert_eq!(b.state(), CircuitState::HalfOpen);
         assert!(matches!(b.admit(t.plus(Duration::from_secs(31))), Admission::Rejected { .. }), "one probe at a time");
         assert!(b.on_failure(t.plus(Duration::from_secs(31))), "a failed probe re-opens");
         assert_eq!(b.admit(t.plus(Duration::from_secs(61))), Admission::Probe);
         b.on_success();
+        assert_eq!(b.state(), CircuitState::Closed);
         assert_eq!(b.admit(t.plus(Duration::from_secs(61))), Admission::Allowed);
         // A success resets the count of consecutive failures.
         assert!(!b.on_failure(t) && !b.on_failure(t));

@@ -7,15 +7,17 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use tracing::Instrument;
 
 use super::admission::Admission;
 use super::config::{ModelConfig, ModelKind};
 use super::endpoint::EndpointSpec;
-use super::routing::Model;
+use super::routing::{Model, RouteTaken};
 use super::spend::BudgetHold;
 use super::tenant::{RequestContext, Tenant};
 use super::{Gateway, Reply, ReplyMeta};
@@ -25,11 +27,11 @@ use crate::events::{CacheStatus, Endpoint, Event, RequestEvent};
 use crate::keys::CacheKey;
 use crate::money::{ModelPrice, NanoUsd};
 use crate::provider::{Capability, Provider};
-use crate::time::Timestamp;
+use crate::time::nanos_between;
 use crate::wire::Usage;
 
 /// Who asked for what, and since when: what every event of one request reports.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct RequestInfo {
     pub(super) request_id: String,
     pub(super) tenant: Arc<Tenant>,
@@ -37,8 +39,38 @@ pub(super) struct RequestInfo {
     /// The public model name as requested.
     pub(super) model: String,
     pub(super) endpoint: Endpoint,
-    pub(super) started: Timestamp,
+    /// When the request arrived, as a monotonic reading ([`crate::Clock::monotonic_nanos`]).
+    pub(super) started_nanos: u64,
     pub(super) stream: bool,
+    /// Nanoseconds spent waiting on upstreams so far, failed attempts included. Atomic only so that routing can
+    /// add to it through the `&RequestInfo` the steps share; one task updates it.
+    pub(super) upstream_nanos: AtomicU64,
+    /// The request's `chitty.request` span (debug level, carrying the request id): what happens on its behalf,
+    /// after the answer too (a stream's settlement), is logged under it.
+    pub(super) span: tracing::Span,
+}
+
+impl RequestInfo {
+    /// Counts a wait on upstreams from `since` to `until` (monotonic readings).
+    pub(super) fn waited_upstream(&self, since: u64, until: u64) {
+        self.upstream_nanos.fetch_add(until.saturating_sub(since), Ordering::Relaxed);
+    }
+}
+
+impl Clone for RequestInfo {
+    fn clone(&self) -> RequestInfo {
+        RequestInfo {
+            request_id: self.request_id.clone(),
+            tenant: Arc::clone(&self.tenant),
+            key_id: self.key_id.clone(),
+            model: self.model.clone(),
+            endpoint: self.endpoint,
+            started_nanos: self.started_nanos,
+            stream: self.stream,
+            upstream_nanos: AtomicU64::new(self.upstream_nanos.load(Ordering::Relaxed)),
+            span: self.span.clone(),
+        }
+    }
 }
 
 /// How a request ended, for its event.
@@ -48,6 +80,17 @@ pub(super) struct Outcome<'a> {
     pub(super) status: u16,
     pub(super) usage: Option<&'a Usage>,
     pub(super) cost: NanoUsd,
+}
+
+/// What the pipeline measured about a request besides its [`Outcome`], for its event.
+#[derive(Debug, Default)]
+struct Measured {
+    /// The error's OpenAI `code`, when the request failed with one.
+    error_code: Option<&'static str>,
+    /// The route that answered, when one did.
+    route_index: Option<usize>,
+    /// When a stream's first chunk reached the relay (monotonic).
+    first_chunk_at: Option<u64>,
 }
 
 /// Where the cache stands for one request.
@@ -121,7 +164,7 @@ impl<E: EndpointSpec> Delivery<E> for WholeAnswer {
         };
         let entry = (pending.caches() && E::complete(&resp)).then(|| E::encode(&resp));
         let mut meta = pending.meta();
-        meta.cost = pending.complete(cost, usage.as_ref(), entry, 200).await;
+        meta.cost = pending.complete(cost, usage.as_ref(), entry, 200, None).await;
         Ok(Reply { body: E::for_client(resp, req)?, meta })
     }
 }
@@ -131,7 +174,8 @@ pub(super) struct PendingSettlement {
     gateway: Gateway,
     info: RequestInfo,
     config: Arc<ModelConfig>,
-    provider: String,
+    /// The route that answered and, for a stream, when its first chunk came.
+    provider: RouteTaken,
     hold: BudgetHold,
     admission: Admission,
     cache_key: Option<CacheKey>,
@@ -143,7 +187,7 @@ impl PendingSettlement {
     pub(super) fn meta(&self) -> ReplyMeta {
         ReplyMeta {
             cache: self.cache_status,
-            provider: Some(self.provider.clone()),
+            provider: Some(self.provider.name.clone()),
             reserved: self.hold.reserved(),
             cost: NanoUsd::ZERO,
             max_tokens_set: self.hold.cap_set,
@@ -173,28 +217,55 @@ impl PendingSettlement {
 
     /// The provider that answered.
     pub(super) fn provider(&self) -> &str {
-        &self.provider
+        &self.provider.name
+    }
+
+    /// Whether a stream has yet to hand its first chunk on.
+    pub(super) fn awaits_first_chunk(&self) -> bool {
+        self.provider.first_chunk_at.is_none()
+    }
+
+    /// The request's span.
+    pub(super) fn span(&self) -> &tracing::Span {
+        &self.info.span
+    }
+
+    /// A monotonic reading of the gateway's clock.
+    pub(super) fn monotonic_nanos(&self) -> u64 {
+        self.gateway.inner.clock.monotonic_nanos()
+    }
+
+    /// Counts a wait on the upstream from `since` to `until` (monotonic readings); `first_chunk` says whether it
+    /// ended with the stream's first chunk.
+    pub(super) fn waited_upstream(&mut self, since: u64, until: u64, first_chunk: bool) {
+        self.info.waited_upstream(since, until);
+        if first_chunk {
+            self.provider.first_chunk_at = Some(until);
+        }
     }
 
     /// Settles `cost`, stores `cache_entry` (the complete answer, when there is one) and records the request
-    /// with `status`; returns what was charged.
+    /// with `status` (and the error's `code`, when it ended with one); returns what was charged.
     pub(super) async fn complete(
         self,
         cost: NanoUsd,
         usage: Option<&Usage>,
         cache_entry: Option<std::result::Result<Bytes, String>>,
         status: u16,
+        error_code: Option<&'static str>,
     ) -> NanoUsd {
         let gateway = &self.gateway;
-        let charged = gateway.settle(&self.info, &self.provider, self.hold.reservation.as_ref(), cost).await;
+        let charged = gateway.settle(&self.info, &self.provider.name, self.hold.reservation.as_ref(), cost).await;
         // Without usage the request is taken to have used its whole bound.
         let used = usage.map_or(u64::MAX, |u| u.prompt_tokens.saturating_add(u.completion_tokens));
         gateway.refund_tokens(self.info.tenant.id(), &self.admission, used).await;
         if let (Some(key), Some(entry)) = (&self.cache_key, cache_entry) {
             gateway.cache_put(key, &self.config, entry).await;
         }
-        let outcome = Outcome { provider: Some(self.provider), cache: self.cache_status, status, usage, cost: charged };
-        gateway.record(self.info, outcome).await;
+        let RouteTaken { name, index, first_chunk_at } = self.provider;
+        let measured = Measured { error_code, route_index: Some(index), first_chunk_at };
+        let outcome = Outcome { provider: Some(name), cache: self.cache_status, status, usage, cost: charged };
+        gateway.record_measured(self.info, outcome, measured).await;
         charged
     }
 }
@@ -206,16 +277,27 @@ impl Gateway {
         ctx: &RequestContext,
         req: E::Req,
     ) -> Result<D::Output> {
+        let model = E::model(&req);
+        // Debug level: it costs a level check unless a subscriber (an OpenTelemetry layer, say) wants it.
+        let span = tracing::debug_span!(
+            "chitty.request",
+            request_id = %ctx.request_id,
+            tenant = %ctx.tenant.id(),
+            model = %model,
+            endpoint = E::ENDPOINT.as_str(),
+        );
         let info = RequestInfo {
             request_id: ctx.request_id.clone(),
             tenant: Arc::clone(&ctx.tenant),
             key_id: ctx.key_id().map(str::to_owned),
-            model: E::model(&req).to_owned(),
+            model: model.to_owned(),
             endpoint: E::ENDPOINT,
-            started: self.now(),
+            started_nanos: self.inner.clock.monotonic_nanos(),
             stream: D::STREAM,
+            upstream_nanos: AtomicU64::new(0),
+            span,
         };
-        let result = self.run_steps::<E, D>(ctx, &req, &info).await;
+        let result = self.run_steps::<E, D>(ctx, &req, &info).instrument(info.span.clone()).await;
         if let Err(e) = &result {
             let failed = Outcome {
                 provider: None,
@@ -224,7 +306,7 @@ impl Gateway {
                 usage: None,
                 cost: NanoUsd::ZERO,
             };
-            self.record(info, failed).await;
+            self.record_measured(info, failed, Measured { error_code: e.code(), ..Measured::default() }).await;
         }
         result
     }
@@ -264,7 +346,7 @@ impl Gateway {
         };
         let cap = hold.cap_set.map(|c| (model.config.output_cap_field, c));
         let routed = self
-            .route(model, D::CAPABILITY, |route| {
+            .route(info, model, D::CAPABILITY, |route| {
                 let mut upstream = req.clone();
                 E::prepare_upstream(&mut upstream, model.upstream_name(route, E::model(req)), cap);
                 D::call(Arc::clone(&route.provider), upstream)
@@ -358,7 +440,24 @@ impl Gateway {
 
     /// Record: the request's event, taking `info`'s strings rather than copying them.
     async fn record(&self, info: RequestInfo, outcome: Outcome<'_>) {
+        self.record_measured(info, outcome, Measured::default()).await;
+    }
+
+    /// [`Gateway::record`] with what was measured along the way: the error code, the route, the time spent
+    /// waiting on upstreams and, for a stream, when its first chunk came.
+    async fn record_measured(&self, info: RequestInfo, outcome: Outcome<'_>, measured: Measured) {
         let now = self.now();
+        let latency = nanos_between(info.started_nanos, self.inner.clock.monotonic_nanos());
+        let upstream = std::time::Duration::from_nanos(info.upstream_nanos.load(Ordering::Relaxed));
+        let (time_to_first_token, overhead) = match measured.first_chunk_at {
+            Some(at) => {
+                let ttft = nanos_between(info.started_nanos, at);
+                (Some(ttft), ttft.saturating_sub(upstream))
+            }
+            // A stream replayed from the cache is ready in full when its reply is.
+            None if info.stream && outcome.cache == CacheStatus::Hit => (Some(latency), latency),
+            None => (None, latency.saturating_sub(upstream)),
+        };
         let event = Event::Request(RequestEvent {
             at: now,
             request_id: info.request_id,
@@ -369,11 +468,15 @@ impl Gateway {
             provider: outcome.provider,
             cache: outcome.cache,
             status: outcome.status,
-            latency: now.since(info.started),
+            latency,
             prompt_tokens: outcome.usage.map_or(0, |u| u.prompt_tokens),
             completion_tokens: outcome.usage.map_or(0, |u| u.completion_tokens),
             cost: outcome.cost,
             stream: info.stream,
+            error_code: measured.error_code,
+            route_index: measured.route_index,
+            time_to_first_token,
+            overhead,
         });
         self.emit(event).await;
     }

@@ -7,9 +7,10 @@ use std::time::Duration;
 use futures::future::{BoxFuture, Either};
 
 use super::config::ModelConfig;
+use super::pipeline::RequestInfo;
 use super::{Admission, CircuitBreaker, Gateway, lock};
 use crate::error::{Error, Result};
-use crate::events::Event;
+use crate::events::{CircuitState, Event};
 use crate::provider::{Capability, Provider};
 
 /// One upstream deployment of a model, with its circuit breaker.
@@ -48,35 +49,64 @@ impl Gateway {
 
     /// Tries the model's routes in order: each up to `attempts_per_route` times, skipping open circuits, each
     /// attempt bounded by the timeout. Errors a retry cannot fix (a 4xx, a malformed answer) return at once.
-    pub(super) async fn route<T, F>(&self, model: &Model, capability: Capability, mut attempt: F) -> Result<(T, String)>
+    /// Moving on to the next route is reported as [`Event::Fallback`], breaker changes as
+    /// [`Event::CircuitChanged`]; the time spent waiting on upstreams is added to `info`.
+    pub(super) async fn route<T, F>(
+        &self,
+        info: &RequestInfo,
+        model: &Model,
+        capability: Capability,
+        mut attempt: F,
+    ) -> Result<(T, RouteTaken)>
     where
         F: FnMut(&Route) -> BoxFuture<'static, Result<T>>,
     {
         let defaults = &self.inner.defaults;
+        let clock = &self.inner.clock;
         let attempts = defaults.attempts_per_route.max(1);
         let mut last_error: Option<Error> = None;
         let mut skipped = Vec::new();
-        for route in &model.routes {
+        // The first route given up on since the last fallback was reported.
+        let mut left: Option<&Route> = None;
+        for (index, route) in model.routes.iter().enumerate() {
             let name = route.provider.name();
             if !route.provider.capabilities().contains(capability) {
                 skipped.push(format!("{name}: does not support {capability}"));
                 continue;
             }
             for retry in 0..attempts {
-                let admission = lock(&route.breaker).admit(self.now());
+                let now = self.now();
+                let (admission, changed) = breaker_step(route, |b| b.admit(now));
+                self.circuit_changed(route, changed).await;
                 if let Admission::Rejected { .. } = admission {
                     skipped.push(format!("{name}: circuit open"));
+                    left.get_or_insert(route);
                     break;
                 }
-                match self.attempt(name, attempt(route)).await {
+                if let Some(from) = left.take() {
+                    self.emit(Event::Fallback {
+                        model: model.config.name.clone(),
+                        from_model: route_label(from),
+                        to_model: route_label(route),
+                    })
+                    .await;
+                }
+                let call = attempt(route);
+                let before = clock.monotonic_nanos();
+                let result = self.attempt(name, call).await;
+                // Attempts and backoff are upstream time, kept apart from the gateway's own.
+                info.waited_upstream(before, clock.monotonic_nanos());
+                match result {
                     Ok(v) => {
-                        lock(&route.breaker).on_success();
-                        return Ok((v, name.to_owned()));
+                        let ((), changed) = breaker_step(route, CircuitBreaker::on_success);
+                        self.circuit_changed(route, changed).await;
+                        return Ok((v, RouteTaken { name: name.to_owned(), index, first_chunk_at: None }));
                     }
                     Err(e) if !e.is_retryable() => {
                         // The route answered: the request (or the answer) is at fault, not the route's health.
                         if admission == Admission::Probe {
-                            lock(&route.breaker).on_success();
+                            let ((), changed) = breaker_step(route, CircuitBreaker::on_success);
+                            self.circuit_changed(route, changed).await;
                         }
                         return Err(e);
                     }
@@ -87,15 +117,26 @@ impl Gateway {
                         last_error = Some(e);
                         let last_try = retry + 1 >= attempts;
                         if last_try || opened || wait > Duration::from_millis(defaults.backoff_max_ms) {
+                            left.get_or_insert(route);
                             break;
                         }
+                        let before = clock.monotonic_nanos();
                         self.inner.timer.sleep(wait).await;
+                        info.waited_upstream(before, clock.monotonic_nanos());
                     }
                 }
             }
         }
         Err(last_error
             .unwrap_or_else(|| Error::Unavailable { model: model.config.name.clone(), reason: skipped.join("; ") }))
+    }
+
+    /// Reports a breaker's change of state, if it changed.
+    async fn circuit_changed(&self, route: &Route, changed: Option<CircuitState>) {
+        if let Some(state) = changed {
+            let (provider, model) = (route.provider.name().to_owned(), route.upstream_model.clone());
+            self.emit(Event::CircuitChanged { provider, model, state }).await;
+        }
     }
 
     /// One attempt under the per-attempt timeout.
@@ -114,7 +155,8 @@ impl Gateway {
     /// Counts a retryable failure against the route's breaker and reports it; whether the circuit opened.
     async fn route_failed(&self, route: &Route, model: &str, error: &Error) -> bool {
         let name = route.provider.name();
-        let opened = lock(&route.breaker).on_failure(self.now());
+        let now = self.now();
+        let (opened, changed) = breaker_step(route, |b| b.on_failure(now));
         self.emit(Event::UpstreamFailure {
             provider: name.to_owned(),
             model: model.to_owned(),
@@ -124,8 +166,34 @@ impl Gateway {
         if opened {
             self.emit(Event::CircuitOpened { provider: name.to_owned() }).await;
         }
+        self.circuit_changed(route, changed).await;
         opened
     }
+}
+
+/// The route that answered a request.
+#[derive(Debug)]
+pub(super) struct RouteTaken {
+    /// The provider's name.
+    pub(super) name: String,
+    /// The route's position among its model's routes: 0 is the primary.
+    pub(super) index: usize,
+    /// When a stream's first chunk reached the gateway (monotonic); set by the stream relay.
+    pub(super) first_chunk_at: Option<u64>,
+}
+
+/// Runs `step` on the route's breaker; also returns the new state if the step changed it.
+fn breaker_step<R>(route: &Route, step: impl FnOnce(&mut CircuitBreaker) -> R) -> (R, Option<CircuitState>) {
+    let mut breaker = lock(&route.breaker);
+    let before = breaker.state();
+    let result = step(&mut breaker);
+    let after = breaker.state();
+    (result, (after != before).then_some(after))
+}
+
+/// A route as fallback events name it: `provider/upstream-model`. Only built when a request falls back.
+fn route_label(route: &Route) -> String {
+    format!("{}/{}", route.provider.name(), route.upstream_model)
 }
 
 /// Whether a gateway can serve: what `GET /readyz` reports.
@@ -144,6 +212,22 @@ impl Readiness {
 }
 
 impl Gateway {
+    /// Every tenant the gateway knows now (from the configuration or the access store), in no set order.
+    pub fn tenants(&self) -> Vec<Arc<super::Tenant>> {
+        self.directory().tenants.values().cloned().collect()
+    }
+
+    /// Each route's circuit breaker: `(provider, upstream model, state)`, models in configuration order, then
+    /// prefix families (whose upstream model is empty: it comes from each request).
+    pub fn circuit_states(&self) -> Vec<(String, String, CircuitState)> {
+        let models = self.inner.model_order.iter().filter_map(|name| self.inner.models.get(name));
+        models
+            .chain(self.inner.prefixes.iter().map(|(_, model)| model))
+            .flat_map(|model| &model.routes)
+            .map(|r| (r.provider.name().to_owned(), r.upstream_model.clone(), lock(&r.breaker).state()))
+            .collect()
+    }
+
     /// Whether the gateway can serve: the cache and the budget store answer ([`crate::Cache::ping`],
     /// [`crate::BudgetStore::ping`]), and every configured model has at least one route whose circuit is closed.
     pub async fn readiness(&self) -> Readiness {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
+use tracing::Instrument;
 
 use super::ReplyMeta;
 use super::endpoint::{CompletionEndpoint, EndpointSpec, TypedChatEndpoint};
@@ -188,13 +189,13 @@ impl UsageEstimate {
 }
 
 /// Settles a finished, failed or abandoned stream: reported usage when there is any, else the estimate;
-/// a stream that completed is cached.
+/// a stream that completed is cached. `status` (and `error_code`, for a stream that failed) go to its event.
 async fn settle_stream<S: StreamSpec>(
     pending: PendingSettlement,
     estimate: UsageEstimate,
     accumulated: S::Accumulator,
     completed: bool,
-    status: u16,
+    (status, error_code): (u16, Option<&'static str>),
 ) {
     let usage = S::accumulated_usage(&accumulated).cloned();
     let cost = match &usage {
@@ -204,7 +205,7 @@ async fn settle_stream<S: StreamSpec>(
     let caches = pending.caches();
     let response = S::finish(accumulated);
     let entry = (caches && completed && S::complete(&response)).then(|| S::encode(&response));
-    pending.complete(cost, usage.as_ref(), entry, status).await;
+    pending.complete(cost, usage.as_ref(), entry, status, error_code).await;
 }
 
 /// A stream on its way to the client; settles on drop if it did not reach its end.
@@ -220,14 +221,17 @@ struct StreamRelay<S: StreamSpec> {
     /// the spawner: a settlement is finished, never abandoned half-way.
     settling: Option<BoxFuture<'static, ()>>,
     spawner: Arc<dyn Spawner>,
+    /// The request's span, so that what happens while streaming (the settlement) is logged under it.
+    span: tracing::Span,
 }
 
 impl<S: StreamSpec> StreamRelay<S> {
     /// Settles now (the stream ended or failed); later items are none.
-    async fn settle(&mut self, completed: bool, status: u16) {
+    async fn settle(&mut self, completed: bool, ending: (u16, Option<&'static str>)) {
         if let Some((pending, estimate)) = self.pending.take() {
             let accumulated = std::mem::take(&mut self.accumulated);
-            self.settling = Some(Box::pin(settle_stream::<S>(pending, estimate, accumulated, completed, status)));
+            let settle = settle_stream::<S>(pending, estimate, accumulated, completed, ending);
+            self.settling = Some(Box::pin(settle.instrument(self.span.clone())));
         }
         if let Some(settling) = self.settling.as_mut() {
             settling.await;
@@ -235,10 +239,25 @@ impl<S: StreamSpec> StreamRelay<S> {
         }
     }
 
+    /// The upstream's next item; until the first chunk, the wait counts as upstream time and the first chunk's
+    /// arrival is noted (time to first token).
+    async fn next_upstream(&mut self) -> Option<Result<S::Chunk>> {
+        let waiting_since = match &self.pending {
+            Some((pending, _)) if pending.awaits_first_chunk() => Some(pending.monotonic_nanos()),
+            _ => None,
+        };
+        let item = self.upstream.next().await;
+        if let (Some(since), Some((pending, _))) = (waiting_since, &mut self.pending) {
+            let until = pending.monotonic_nanos();
+            pending.waited_upstream(since, until, matches!(item, Some(Ok(_))));
+        }
+        item
+    }
+
     /// The next chunk for the client, or the error that ends the stream.
     async fn next_item(&mut self) -> Option<Result<S::Chunk>> {
         loop {
-            let item = match self.upstream.next().await {
+            let item = match self.next_upstream().await {
                 Some(Ok(chunk)) if chunk.max_choice_index().is_some_and(|i| i >= self.choices) => {
                     let message = format!(
                         "malformed stream: a chunk for choice {} of a request for {} choice(s)",
@@ -263,13 +282,13 @@ impl<S: StreamSpec> StreamRelay<S> {
                 }
                 Some(Err(e)) => {
                     self.pending.as_ref()?;
-                    self.settle(false, e.status()).await;
+                    self.settle(false, (e.status(), e.code())).await;
                     // Nothing may follow an error item.
                     self.upstream = Box::pin(futures::stream::empty());
                     return Some(Err(e));
                 }
                 None => {
-                    self.settle(true, 200).await;
+                    self.settle(true, (200, None)).await;
                     return None;
                 }
             }
@@ -288,7 +307,8 @@ impl<S: StreamSpec> Drop for StreamRelay<S> {
             // The client went away mid-stream: settle for what was produced, off the dropped task.
             let accumulated = std::mem::take(&mut self.accumulated);
             let spawner = pending.gateway().inner.spawner.clone();
-            spawner.spawn(Box::pin(settle_stream::<S>(pending, estimate, accumulated, false, 499)));
+            let settle = settle_stream::<S>(pending, estimate, accumulated, false, (499, None));
+            spawner.spawn(Box::pin(settle.instrument(self.span.clone())));
         }
     }
 }
@@ -324,6 +344,7 @@ impl<S: StreamSpec> Delivery<S> for Streamed {
         req: &S::Req,
     ) -> Result<StreamReply<S::Chunk>> {
         let meta = pending.meta();
+        let span = pending.span().clone();
         let estimate = UsageEstimate { prompt_tokens: S::prompt_tokens(req), echoed_len: S::echoed_len(req) };
         let relay = StreamRelay::<S> {
             upstream,
@@ -333,9 +354,11 @@ impl<S: StreamSpec> Delivery<S> for Streamed {
             spawner: pending.gateway().inner.spawner.clone(),
             pending: Some((pending, estimate)),
             settling: None,
+            span,
         };
         let chunks = futures::stream::unfold(relay, |mut relay| async move {
-            let item = relay.next_item().await?;
+            let span = relay.span.clone();
+            let item = relay.next_item().instrument(span).await?;
             Some((item, relay))
         });
         Ok(StreamReply { meta, chunks: Box::pin(chunks) })

@@ -47,6 +47,30 @@ pub struct GatewayApp {
     server: ServerSection,
     /// Keeps the gateway's tenants and keys current while the app lives (with a shared store).
     access_sync: Option<AccessSync>,
+    background: Background,
+}
+
+/// Tasks that run beside the gateway while it is up (the metrics' gauge refresh); aborted when dropped.
+#[derive(Debug, Default)]
+struct Background(Vec<tokio::task::AbortHandle>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// What to start once the gateway exists (the metrics' gauge refresh needs the gateway it reads).
+type StartWithGateway = Option<Box<dyn FnOnce(&Gateway) -> Background + Send>>;
+
+/// The label values the metrics know from the configuration: models, tenants and providers.
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+struct MetricLabels {
+    models: Vec<String>,
+    tenants: Vec<String>,
+    providers: Vec<String>,
 }
 
 impl GatewayFile {
@@ -60,7 +84,16 @@ impl GatewayFile {
     pub async fn build_with(&self, host_providers: Vec<Arc<dyn Provider>>) -> Result<GatewayApp, ConfigError> {
         let config = self.gateway_config()?;
         let config_for_admin = config.clone();
-        let model_names: Vec<String> = config.models.iter().map(|m| m.name.clone()).collect();
+        let mut providers: Vec<String> =
+            config.models.iter().flat_map(|m| &m.routes).map(|r| r.provider.clone()).collect();
+        providers.extend(config.prefixes.iter().map(|p| p.provider.clone()));
+        providers.sort_unstable();
+        providers.dedup();
+        let labels = MetricLabels {
+            models: config.models.iter().map(|m| m.name.clone()).collect(),
+            tenants: config.tenants.iter().map(|t| t.id.clone()).collect(),
+            providers,
+        };
         let mut builder = Gateway::builder(config).tokio_runtime();
         for section in &self.providers {
             if !host_providers.iter().any(|p| p.name() == section.name) {
@@ -76,8 +109,9 @@ impl GatewayFile {
         let admin_keys = self.admin_keys(&config_for_admin)?;
         let (builder_with_store, changes) = with_store(builder, &self.store, !admin_keys.is_empty()).await?;
         builder = builder_with_store;
-        let (builder, metrics) = event_sinks(builder, model_names, &self.server)?;
+        let (builder, metrics, start) = event_sinks(builder, labels, &self.server)?;
         let gateway = builder.build().await.map_err(|e| invalid("gateway", e.to_string()))?;
+        let background = start.map(|start| start(&gateway)).unwrap_or_default();
         let options = ServerOptions { body_limit: self.server.body_limit_bytes, ..ServerOptions::default() };
         let mut api = router(gateway.clone(), options);
         if !admin_keys.is_empty() {
@@ -96,7 +130,7 @@ impl GatewayFile {
             }
             (metrics, _) => metrics,
         };
-        Ok(GatewayApp { gateway, router: api, metrics_router, server: self.server.clone(), access_sync })
+        Ok(GatewayApp { gateway, router: api, metrics_router, server: self.server.clone(), access_sync, background })
     }
 }
 
@@ -179,33 +213,60 @@ async fn with_store(
     }
 }
 
-/// The Prometheus sink and `/metrics` (feature `prometheus`): labels only configured model names, so
-/// client-chosen names cannot blow up cardinality; behind `server.metrics_token` when one is set.
+/// How often the metrics' gauges (remaining budgets, circuit states, the known tenants) are refreshed.
 #[cfg(feature = "prometheus")]
-fn metrics(models: Vec<String>, server: &ServerSection) -> (Option<Arc<dyn EventSink>>, Option<Router>) {
+const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The Prometheus sink and `/metrics` (feature `prometheus`): labels only configured model names and known
+/// tenants, so client-chosen names cannot blow up cardinality; behind `server.metrics_token` when one is set.
+/// Once the gateway exists, a task refreshes the gauges every [`GAUGE_REFRESH`] (and the known tenants, which
+/// an access store may change).
+#[cfg(feature = "prometheus")]
+fn metrics(
+    labels: MetricLabels,
+    server: &ServerSection,
+) -> (Option<Arc<dyn EventSink>>, Option<Router>, StartWithGateway) {
     use crate::prometheus::{PrometheusSink, Registry, metrics_router};
     let mut registry = Registry::default();
-    let sink = PrometheusSink::new(&mut registry, models);
+    let sink =
+        PrometheusSink::new(&mut registry, labels.models).with_tenants(labels.tenants).with_providers(labels.providers);
     let mut metrics = metrics_router(Arc::new(registry));
     if let Some(token) = &server.metrics_token {
         metrics = super::require_bearer(metrics, token.expose());
     }
-    (Some(Arc::new(sink)), Some(metrics))
+    let refreshing = sink.clone();
+    let start: StartWithGateway = Some(Box::new(move |gateway: &Gateway| {
+        // Without a runtime (a host building outside tokio) the gauges stay as events leave them.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return Background::default() };
+        let gateway = gateway.clone();
+        let task = runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(GAUGE_REFRESH);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(e) = refreshing.refresh(&gateway).await {
+                    tracing::warn!(error = %e, "metrics: refreshing the budget gauges failed");
+                }
+            }
+        });
+        Background(vec![task.abort_handle()])
+    }));
+    (Some(Arc::new(sink)), Some(metrics), start)
 }
 
 #[cfg(not(feature = "prometheus"))]
-fn metrics(_: Vec<String>, _: &ServerSection) -> (Option<Arc<dyn EventSink>>, Option<Router>) {
-    (None, None)
+fn metrics(_: MetricLabels, _: &ServerSection) -> (Option<Arc<dyn EventSink>>, Option<Router>, StartWithGateway) {
+    (None, None, None)
 }
 
 /// Where events go: the metrics, the request log when `server.request_log` is on, and `server.event_log` when
 /// set.
 fn event_sinks(
     builder: GatewayBuilder,
-    models: Vec<String>,
+    labels: MetricLabels,
     server: &ServerSection,
-) -> Result<(GatewayBuilder, Option<Router>), ConfigError> {
-    let (metrics_sink, metrics_router) = metrics(models, server);
+) -> Result<(GatewayBuilder, Option<Router>, StartWithGateway), ConfigError> {
+    let (metrics_sink, metrics_router, start) = metrics(labels, server);
     let mut sinks: Vec<Arc<dyn EventSink>> = metrics_sink.into_iter().collect();
     if server.request_log {
         sinks.push(Arc::new(crate::request_log::TracingSink));
@@ -220,7 +281,7 @@ fn event_sinks(
         1 => sinks.remove(0),
         _ => Arc::new(FanOutSink::new(sinks)),
     };
-    Ok((builder.events(sink), metrics_router))
+    Ok((builder.events(sink), metrics_router, start))
 }
 
 /// Events the event log's writer may fall behind by before it refuses more (about 20 MB of lines).
@@ -252,7 +313,15 @@ impl GatewayApp {
             }
             _ => None,
         };
-        Ok(BoundGateway { server, router: self.router, metrics, limits, workers, _access_sync: self.access_sync })
+        Ok(BoundGateway {
+            server,
+            router: self.router,
+            metrics,
+            limits,
+            workers,
+            _access_sync: self.access_sync,
+            _background: self.background,
+        })
     }
 }
 
@@ -265,6 +334,8 @@ pub struct BoundGateway {
     limits: super::ConnectionLimits,
     workers: usize,
     _access_sync: Option<AccessSync>,
+    /// Runs while the gateway is bound; dropped (and stopped) with it.
+    _background: Background,
 }
 
 impl BoundGateway {
