@@ -1,8 +1,11 @@
 //! Dataset deltas: any file against any base file, bit-exact, by content-defined chunks.
 //!
 //! [`DatasetDeltaCompressor`] cuts base and target into content-defined chunks (FastCDC 2020), indexes
-//! the base's chunks by SHA-256, and stores each target chunk found in the base as a copy of a base
-//! range. What is new is compressed with zstd using the base region it most likely came from as a
+//! the base's chunks by XXH3-128 (a found chunk is compared byte for byte), and stores each target chunk
+//! found in the base as a copy of a base range. Both files are chunked in parallel segments joined into
+//! exactly the chunks a serial pass cuts, and the target is matched by following runs of base chunks,
+//! so only the regions around changes are chunked and looked up: the archive is the same for any number
+//! of threads. What is new is compressed with zstd using the base region it most likely came from as a
 //! referenced prefix (what `zstd --patch-from` does), so an edit inside a chunk costs little more than
 //! the edited bytes.
 //!
@@ -18,8 +21,8 @@
 //! before writing anything (a different base is [`chitty_core::CompressorError::WrongBase`]), checks
 //! each part before writing it, and the whole output's SHA-256 at the end.
 //!
-//! Memory: encoding holds the base's chunk index (about 40 bytes per base chunk) and one part at a time;
-//! decoding one part and its literals.
+//! Memory: encoding holds the base's chunk index (about 40 bytes per base chunk) and one round of
+//! target segments (16 MiB per thread) with its parts; decoding one part and its literals.
 //!
 //! ```
 //! use chitty_core::Compressor;
@@ -40,14 +43,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::sync::Arc;
 
 use chitty_core::{DecodeReport, EncodeReport, PartReport};
-use fastcdc::v2020::FastCDC;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::chunking::{BaseIndex, CutParams, Matcher, SEGMENT_BYTES, Stitcher, TargetChunk};
 use crate::error::DeltaError;
 use crate::format;
 
@@ -106,6 +110,17 @@ struct ChunkParams {
     line_aware: bool,
 }
 
+impl ChunkParams {
+    fn cut(self) -> CutParams {
+        CutParams {
+            min_size: self.min_size as usize,
+            avg_size: self.avg_size as usize,
+            max_size: self.max_size as usize,
+            line_aware: self.line_aware,
+        }
+    }
+}
+
 /// The base an archive was made against.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct BaseDigest {
@@ -157,6 +172,20 @@ impl DatasetManifest {
     }
 }
 
+/// What [`DatasetDeltaCompressor::match_stats`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MatchStats {
+    /// Chunks of the base.
+    pub base_chunks: u64,
+    /// Chunks of the target.
+    pub target_chunks: u64,
+    /// Target bytes in chunks found in the base.
+    pub copied_bytes: u64,
+    /// Target bytes in chunks not found.
+    pub new_bytes: u64,
+}
+
 /// Builds a [`DatasetDeltaCompressor`].
 #[derive(Debug, Clone)]
 pub struct DatasetDeltaCompressorBuilder {
@@ -166,6 +195,7 @@ pub struct DatasetDeltaCompressorBuilder {
     part_bytes: u32,
     zstd_level: i32,
     lines: LineMode,
+    threads: Option<usize>,
 }
 
 impl Default for DatasetDeltaCompressorBuilder {
@@ -177,6 +207,7 @@ impl Default for DatasetDeltaCompressorBuilder {
             part_bytes: DEFAULT_PART_BYTES,
             zstd_level: DEFAULT_DATASET_ZSTD_LEVEL,
             lines: LineMode::Auto,
+            threads: None,
         }
     }
 }
@@ -207,6 +238,13 @@ impl DatasetDeltaCompressorBuilder {
         self
     }
 
+    /// Worker threads in a pool of this compressor's own (default: rayon's global pool). The archive is
+    /// the same for any number.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
     /// Checks the settings.
     pub fn build(self) -> Result<DatasetDeltaCompressor, DeltaError> {
         use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
@@ -226,7 +264,17 @@ impl DatasetDeltaCompressorBuilder {
         if !(1..=22).contains(&self.zstd_level) {
             return Err(DeltaError::InvalidConfig { reason: format!("zstd level {}", self.zstd_level) });
         }
-        Ok(DatasetDeltaCompressor { settings: self })
+        let pool = match self.threads {
+            None => None,
+            Some(0) => return Err(DeltaError::InvalidConfig { reason: "zero threads".to_owned() }),
+            Some(n) => Some(Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .map_err(|e| DeltaError::InvalidConfig { reason: format!("thread pool: {e}") })?,
+            )),
+        };
+        Ok(DatasetDeltaCompressor { settings: self, pool })
     }
 }
 
@@ -234,44 +282,7 @@ impl DatasetDeltaCompressorBuilder {
 #[derive(Debug, Clone)]
 pub struct DatasetDeltaCompressor {
     settings: DatasetDeltaCompressorBuilder,
-}
-
-/// Cuts a buffer into content-defined chunks, optionally at line ends.
-struct Chunker<'a> {
-    cdc: FastCDC<'a>,
-    data: &'a [u8],
-    max: usize,
-    line_aware: bool,
-    pos: usize,
-}
-
-impl<'a> Chunker<'a> {
-    fn new(data: &'a [u8], params: ChunkParams) -> Self {
-        let cdc = FastCDC::new(data, params.min_size as usize, params.avg_size as usize, params.max_size as usize);
-        Chunker { cdc, data, max: params.max_size as usize, line_aware: params.line_aware, pos: 0 }
-    }
-}
-
-impl Iterator for Chunker<'_> {
-    /// Start and end of the chunk.
-    type Item = (usize, usize);
-
-    fn next(&mut self) -> Option<(usize, usize)> {
-        let start = self.pos;
-        if start >= self.data.len() {
-            return None;
-        }
-        let (_, mut end) = self.cdc.cut(start, self.data.len() - start);
-        if self.line_aware && end < self.data.len() && self.data[end - 1] != b'\n' {
-            // The next line end, if the chunk stays within the largest size; else FastCDC's cut stands.
-            let limit = (start + self.max).min(self.data.len());
-            if let Some(i) = self.data.get(end..limit).and_then(|s| s.iter().position(|&b| b == b'\n')) {
-                end += i + 1;
-            }
-        }
-        self.pos = end;
-        Some((start, end))
-    }
+    pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 /// One step of a part's reconstruction.
@@ -333,10 +344,98 @@ struct Anchor {
     base_end: u64,
 }
 
+/// Groups the target's chunks, in order, into parts of about `part_bytes`.
+struct PartAssembler {
+    part_bytes: u64,
+    part: PartBuilder,
+    /// The last copy so far.
+    anchor: Option<Anchor>,
+    /// The anchor the current part's prefix is estimated from: the last copy before the part.
+    part_anchor: Option<Anchor>,
+    /// A single found chunk between new bytes, held back: if new bytes follow, it joins them, since zstd
+    /// stores it as one match against the prefix for less than a copy step and a broken literal run.
+    pending: Option<(usize, usize, u64)>,
+    /// Finished parts, each with the anchor of its prefix estimate.
+    done: Vec<(PartBuilder, Option<Anchor>)>,
+}
+
+impl PartAssembler {
+    fn new(part_bytes: u64) -> Self {
+        PartAssembler {
+            part_bytes,
+            part: PartBuilder::default(),
+            anchor: None,
+            part_anchor: None,
+            pending: None,
+            done: Vec::new(),
+        }
+    }
+
+    /// Adds the target chunk `start..end`, found at `found` (offset, length) in the base or new.
+    fn push(&mut self, target: &[u8], start: usize, end: usize, found: Option<(u64, u32)>) {
+        let part = &mut self.part;
+        match found {
+            Some((offset, len)) => {
+                if let Some((ps, pe, po)) = self.pending.take() {
+                    part.push_copy(ps as u64, po, (pe - ps) as u32);
+                    part.push_copy(start as u64, offset, len);
+                } else if matches!(part.ops.last(), Some(Op::Literal { .. })) {
+                    self.pending = Some((start, end, offset));
+                } else {
+                    part.push_copy(start as u64, offset, len);
+                }
+                self.anchor = Some(Anchor { target_end: end as u64, base_end: offset + u64::from(len) });
+            }
+            None => {
+                if let Some((ps, pe, _)) = self.pending.take() {
+                    part.push_literal(ps as u64, &target[ps..pe]);
+                }
+                part.push_literal(start as u64, &target[start..end]);
+            }
+        }
+        let held = self.pending.map_or(0, |(ps, pe, _)| pe - ps) as u64;
+        if part.len + held >= self.part_bytes {
+            self.flush_pending();
+            self.close_part();
+        }
+    }
+
+    fn flush_pending(&mut self) {
+        if let Some((ps, pe, po)) = self.pending.take() {
+            self.part.push_copy(ps as u64, po, (pe - ps) as u32);
+        }
+    }
+
+    fn close_part(&mut self) {
+        let done = std::mem::take(&mut self.part);
+        self.part.start = done.start + done.len;
+        self.done.push((done, self.part_anchor));
+        self.part_anchor = self.anchor;
+    }
+
+    /// Closes the last part (after the last chunk).
+    fn finish(&mut self) {
+        self.flush_pending();
+        if self.part.len > 0 {
+            self.close_part();
+        }
+    }
+}
+
 impl DatasetDeltaCompressor {
     /// A builder with the defaults (2/8/64 KiB chunks, 4 MiB parts, zstd level 12, [`LineMode::Auto`]).
     pub fn builder() -> DatasetDeltaCompressorBuilder {
         DatasetDeltaCompressorBuilder::default()
+    }
+
+    fn params(&self, target: &[u8]) -> ChunkParams {
+        let s = &self.settings;
+        ChunkParams {
+            min_size: s.min_chunk,
+            avg_size: s.avg_chunk,
+            max_size: s.max_chunk,
+            line_aware: self.is_line_aware(target),
+        }
     }
 
     /// Whether `target` would be chunked at line ends.
@@ -358,21 +457,24 @@ impl DatasetDeltaCompressor {
         progress: &mut dyn FnMut(u64),
     ) -> Result<EncodeReport, DeltaError> {
         let s = &self.settings;
-        let params = ChunkParams {
-            min_size: s.min_chunk,
-            avg_size: s.avg_chunk,
-            max_size: s.max_chunk,
-            line_aware: self.is_line_aware(target),
-        };
+        let params = self.params(target);
         let base_bytes = base.unwrap_or(&[]);
+        let cut = params.cut();
+        // The two whole-file SHA-256s are serial: they run beside the base's chunking.
+        let ((base_digest, target_sha256), index) = self.in_pool(|| {
+            rayon::join(
+                || rayon::join(|| base.map(BaseDigest::of), || hex::encode(Sha256::digest(target))),
+                || BaseIndex::build(base_bytes, cut),
+            )
+        });
         let manifest = DatasetManifest {
             format: DATASET_FORMAT.to_owned(),
             version: DATASET_VERSION,
             chunking: params,
             part_max_bytes: s.part_bytes + s.max_chunk,
-            base: base.map(BaseDigest::of),
+            base: base_digest,
             target_len: target.len() as u64,
-            target_sha256: hex::encode(Sha256::digest(target)),
+            target_sha256,
         };
         let preamble = format::write_json_preamble(DATASET_VERSION, &manifest)?;
         let write = |out: &mut dyn Write, bytes: &[u8]| {
@@ -382,73 +484,119 @@ impl DatasetDeltaCompressor {
         let mut report =
             EncodeReport { input_bytes: target.len() as u64, output_bytes: preamble.len() as u64, parts: Vec::new() };
 
-        let index = index_chunks(base_bytes, params);
-        let mut anchor: Option<Anchor> = None;
-        let mut part = PartBuilder::default();
-        let mut seq = 0u32;
-        let mut emit = |part: &mut PartBuilder,
-                        anchor: Option<Anchor>,
-                        out: &mut dyn Write,
-                        report: &mut EncodeReport|
-         -> Result<(), DeltaError> {
-            let done = std::mem::take(part);
-            part.start = done.start + done.len;
-            let (frame, part_report) = self.encode_part(base_bytes, target, &done, anchor, seq)?;
-            write(out, &frame)?;
-            report.output_bytes += frame.len() as u64;
-            report.parts.push(part_report);
-            progress(part.start);
-            seq = seq
-                .checked_add(1)
-                .ok_or_else(|| DeltaError::InvalidConfig { reason: "more than 2^32 parts".to_owned() })?;
-            Ok(())
-        };
-        // The anchor a part's prefix is estimated from: the last copy before the part.
-        let mut part_anchor = anchor;
-        // A single found chunk between new bytes, held back: if new bytes follow, it joins them, since zstd
-        // stores it as one match against the prefix for less than a copy step and a broken literal run.
-        let mut pending: Option<(usize, usize, u64)> = None;
-        for (start, end) in Chunker::new(target, params) {
-            let chunk = &target[start..end];
-            let found = index.get(&chunk_key(chunk)).copied().filter(|&(offset, len)| {
-                base_bytes.get(offset as usize..(offset + u64::from(len)) as usize) == Some(chunk)
-            });
-            match found {
-                Some((offset, len)) => {
-                    if let Some((ps, pe, po)) = pending.take() {
-                        part.push_copy(ps as u64, po, (pe - ps) as u32);
-                        part.push_copy(start as u64, offset, len);
-                    } else if matches!(part.ops.last(), Some(Op::Literal { .. })) {
-                        pending = Some((start, end, offset));
-                    } else {
-                        part.push_copy(start as u64, offset, len);
-                    }
-                    anchor = Some(Anchor { target_end: end as u64, base_end: offset + u64::from(len) });
-                }
-                None => {
-                    if let Some((ps, pe, _)) = pending.take() {
-                        part.push_literal(ps as u64, &target[ps..pe]);
-                    }
-                    part.push_literal(start as u64, chunk);
-                }
+        let mut parts = PartAssembler::new(u64::from(s.part_bytes));
+        let (mut chunk_start, mut seq) = (0usize, 0u32);
+        self.match_target(&index, target, cut, &mut |chunks| {
+            for c in chunks {
+                parts.push(target, chunk_start, c.end, c.found.map(|k| index.range(k)));
+                chunk_start = c.end;
             }
-            let held = pending.map_or(0, |(ps, pe, _)| pe - ps) as u64;
-            if part.len + held >= u64::from(s.part_bytes) {
-                if let Some((ps, pe, po)) = pending.take() {
-                    part.push_copy(ps as u64, po, (pe - ps) as u32);
-                }
-                emit(&mut part, part_anchor, out, &mut report)?;
-                part_anchor = anchor;
-            }
-        }
-        if let Some((ps, pe, po)) = pending.take() {
-            part.push_copy(ps as u64, po, (pe - ps) as u32);
-        }
-        if part.len > 0 {
-            emit(&mut part, part_anchor, out, &mut report)?;
-        }
+            self.write_parts(base_bytes, target, &mut parts.done, &mut seq, out, &mut report, progress)
+        })?;
+        parts.finish();
+        self.write_parts(base_bytes, target, &mut parts.done, &mut seq, out, &mut report, progress)?;
         out.flush().map_err(|e| DeltaError::io("writing the archive", e))?;
         Ok(report)
+    }
+
+    /// What chunking and matching find in `target` against `base`, without hashing for integrity or
+    /// compressing: the step whose speed the archive's size does not depend on (and what `encode` does
+    /// first).
+    pub fn match_stats(&self, base: Option<&[u8]>, target: &[u8]) -> MatchStats {
+        let cut = self.params(target).cut();
+        let index = self.in_pool(|| BaseIndex::build(base.unwrap_or(&[]), cut));
+        let mut stats = MatchStats { base_chunks: index.chunks() as u64, ..MatchStats::default() };
+        let mut chunk_start = 0;
+        let counted = self.match_target(&index, target, cut, &mut |chunks| {
+            for c in chunks {
+                let len = (c.end - chunk_start) as u64;
+                if c.found.is_some() {
+                    stats.copied_bytes += len;
+                } else {
+                    stats.new_bytes += len;
+                }
+                stats.target_chunks += 1;
+                chunk_start = c.end;
+            }
+            Ok(())
+        });
+        debug_assert!(counted.is_ok(), "the callback above never fails");
+        stats
+    }
+
+    /// Cuts `target` into the chunks a serial pass would and finds them in `index`, a round of segments at
+    /// a time in parallel, handing each round's chunks in order to `round`.
+    fn match_target(
+        &self,
+        index: &BaseIndex<'_>,
+        target: &[u8],
+        cut: CutParams,
+        round: &mut dyn FnMut(&[TargetChunk]) -> Result<(), DeltaError>,
+    ) -> Result<(), DeltaError> {
+        let matcher = Matcher::new(index, target, cut);
+        // A few segments for each thread per round: enough to keep them busy, few enough to bound memory.
+        let window = SEGMENT_BYTES * 4 * self.threads();
+        let mut stitcher = Stitcher::new(0);
+        let mut chunks = Vec::new();
+        let mut pos = 0;
+        while pos < target.len() {
+            let end = (pos + window).min(target.len());
+            let starts: Vec<usize> = (pos..end).step_by(SEGMENT_BYTES).collect();
+            let lists: Vec<(usize, Vec<TargetChunk>)> = self.in_pool(|| {
+                starts.into_par_iter().map(|s| (s, matcher.segment(s, (s + SEGMENT_BYTES).min(end)))).collect()
+            });
+            chunks.clear();
+            for (start, list) in lists {
+                stitcher.push(start, list, |c| c.end, |at| matcher.cut_and_find(at), &mut chunks);
+            }
+            round(&chunks)?;
+            pos = end;
+        }
+        Ok(())
+    }
+
+    /// Encodes finished parts in parallel and writes their frames in order.
+    #[allow(clippy::too_many_arguments)]
+    fn write_parts(
+        &self,
+        base: &[u8],
+        target: &[u8],
+        done: &mut Vec<(PartBuilder, Option<Anchor>)>,
+        seq: &mut u32,
+        out: &mut dyn Write,
+        report: &mut EncodeReport,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), DeltaError> {
+        let first = *seq;
+        let count = u32::try_from(done.len()).ok().and_then(|n| first.checked_add(n));
+        *seq = count.ok_or_else(|| DeltaError::InvalidConfig { reason: "more than 2^32 parts".to_owned() })?;
+        let frames: Vec<Result<(Vec<u8>, PartReport), DeltaError>> = self.in_pool(|| {
+            done.par_iter()
+                .enumerate()
+                .map(|(i, (part, anchor))| self.encode_part(base, target, part, *anchor, first + i as u32))
+                .collect()
+        });
+        for (frame, (part, _)) in frames.into_iter().zip(done.drain(..)) {
+            let (frame, part_report) = frame?;
+            out.write_all(&frame).map_err(|e| DeltaError::io("writing the archive", e))?;
+            report.output_bytes += frame.len() as u64;
+            report.parts.push(part_report);
+            progress(part.start + part.len);
+        }
+        Ok(())
+    }
+
+    /// Worker threads the parallel steps use.
+    fn threads(&self) -> usize {
+        self.pool.as_ref().map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
+    }
+
+    /// Runs `f` in this compressor's pool (or rayon's global one).
+    fn in_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
     }
 
     fn encode_part(
@@ -562,23 +710,6 @@ fn looks_like_lines(data: &[u8]) -> bool {
     let sample = &data[..data.len().min(SNIFF_BYTES)];
     let lines = sample.iter().filter(|&&b| b == b'\n').count();
     !sample.is_empty() && !sample.contains(&0) && lines * SNIFF_BYTES_PER_LINE >= sample.len()
-}
-
-/// Index key of a chunk: the first 16 bytes of its SHA-256 (matches are then compared byte for byte).
-fn chunk_key(chunk: &[u8]) -> u128 {
-    let digest = Sha256::digest(chunk);
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&digest[..16]);
-    u128::from_le_bytes(key)
-}
-
-/// The base's chunks by key: first occurrence wins.
-fn index_chunks(base: &[u8], params: ChunkParams) -> HashMap<u128, (u64, u32)> {
-    let mut index = HashMap::with_capacity(base.len() / params.avg_size as usize + 1);
-    for (start, end) in Chunker::new(base, params) {
-        index.entry(chunk_key(&base[start..end])).or_insert((start as u64, (end - start) as u32));
-    }
-    index
 }
 
 /// The base region most likely to hold what a part's literals were made from: for each literal run,
@@ -811,8 +942,8 @@ mod tests {
         let data = rows(20_000);
         let params = ChunkParams { min_size: 2048, avg_size: 8192, max_size: 65536, line_aware: true };
         let mut at = 0;
-        for (start, end) in Chunker::new(&data, params) {
-            assert_eq!(start, at);
+        for end in crate::chunking::chunk_ends(&data, params.cut()) {
+            assert!(end > at);
             assert!(end == data.len() || data[end - 1] == b'\n');
             at = end;
         }

@@ -74,6 +74,32 @@ fn derived_files_are_small_deltas() {
 
 /// Chunks found in the base are copies (zstd alone would also make an identical file small, so the
 /// methods are what shows matching works); an unrelated target costs no more than zstd.
+/// Files of several 4 MiB segments and several rounds of them, chunked in parallel: the archive is the
+/// same byte for byte with one thread or three (segments are joined into the serial chunk sequence), and
+/// round trips.
+#[test]
+fn archives_do_not_depend_on_the_number_of_threads() {
+    let base = generate_rows(RowFormat::Csv, 200_000, 11);
+    assert!(base.len() > 16 << 20, "{}", base.len());
+    let mut target = derive(&base, RowFormat::Csv, DatasetEdit::EditRows { percent: 1 }, 11);
+    target.drain(9_000_000..9_100_000);
+    for lines in [LineMode::Auto, LineMode::Bytes] {
+        let archive = |threads: usize| {
+            let c = DatasetDeltaCompressor::builder().lines(lines).threads(threads).build().unwrap();
+            let mut out = Vec::new();
+            c.encode(Some(&base), &target, &mut out).unwrap();
+            out
+        };
+        let one = archive(1);
+        assert_eq!(one, archive(3), "{lines:?}");
+        assert!(one.len() < target.len() / 50, "{lines:?}: {} bytes", one.len());
+        let c = DatasetDeltaCompressor::builder().build().unwrap();
+        let mut restored = Vec::new();
+        c.decode(Some(&base), &mut one.as_slice(), &mut restored).unwrap();
+        assert!(restored == target, "{lines:?}: round trip differs");
+    }
+}
+
 #[test]
 fn identical_and_unrelated_targets() {
     let c = DatasetDeltaCompressor::builder().build().unwrap();
