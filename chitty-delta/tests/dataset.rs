@@ -100,6 +100,30 @@ fn archives_do_not_depend_on_the_number_of_threads() {
     }
 }
 
+/// An archive written before new bytes were grouped (manifest version 1: one base window per part) still
+/// decodes; what is written now is version 2.
+#[test]
+fn version_1_archives_still_decode() {
+    let fixture = |name: &str| std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let (base, target, archive) =
+        (fixture("dataset-v1.base.csv"), fixture("dataset-v1.target.csv"), fixture("dataset-v1.delta"));
+    let manifest_version = |a: &[u8]| {
+        let len = u32::from_le_bytes(a[12..16].try_into().unwrap()) as usize;
+        let manifest: serde_json::Value = serde_json::from_slice(&a[48..48 + len]).unwrap();
+        manifest["version"].as_u64().unwrap()
+    };
+    assert_eq!(manifest_version(&archive), 1);
+    let c = DatasetDeltaCompressor::builder().build().unwrap();
+    let mut restored = Vec::new();
+    c.decode(Some(&base), &mut archive.as_slice(), &mut restored).unwrap();
+    assert!(restored == target);
+    let again = suite::round_trip(&c, Some(&base), &target);
+    assert!(again.output_bytes < 700, "{}", again.output_bytes);
+    let mut now = Vec::new();
+    c.encode(Some(&base), &target, &mut now).unwrap();
+    assert_eq!(manifest_version(&now), 2);
+}
+
 #[test]
 fn identical_and_unrelated_targets() {
     let c = DatasetDeltaCompressor::builder().build().unwrap();
