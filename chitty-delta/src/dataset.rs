@@ -18,11 +18,13 @@
 //! manifest (the chunking parameters, the base's length and SHA-256, the target's length and SHA-256),
 //! then one frame per part of the target (at most [`DatasetDeltaCompressorBuilder::part_bytes`] plus one
 //! chunk), each with the SHA-256 of its reconstruction and of the frame. Decoding checks the whole base
-//! before writing anything (a different base is [`chitty_core::CompressorError::WrongBase`]), checks
-//! each part before writing it, and the whole output's SHA-256 at the end.
+//! before writing anything (a different base is [`chitty_core::CompressorError::WrongBase`], even when
+//! parts rebuilt meanwhile failed their checks), checks each part before writing it, and the whole
+//! output's SHA-256 at the end.
 //!
 //! Memory: encoding holds the base's chunk index (about 40 bytes per base chunk) and one round of
-//! target segments (16 MiB per thread) with its parts; decoding one part and its literals.
+//! target segments (16 MiB per thread) with its parts; decoding `2 × threads + 2` parts in flight (each
+//! with its frame and new bytes), rebuilt in parallel and written in order.
 //!
 //! ```
 //! use chitty_core::Compressor;
@@ -684,42 +686,82 @@ impl DatasetDeltaCompressor {
         let mut input = crate::compressor::CountingReader { inner: archive, count: 0 };
         let (manifest, _): (DatasetManifest, _) = format::read_json_preamble(&mut input)?;
         manifest.check()?;
-        let base = match (&manifest.base, base) {
-            (None, _) => &[][..],
+        let (base, expected) = match (&manifest.base, base) {
+            (None, _) => (&[][..], None),
             (Some(_), None) => return Err(DeltaError::MissingBase),
             (Some(expected), Some(base)) => {
-                let found = BaseDigest::of(base);
+                if base.len() as u64 != expected.len {
+                    let found = format!("a {}-byte file", base.len());
+                    return Err(DeltaError::WrongBase { expected: expected.to_string(), found });
+                }
+                (base, Some(expected))
+            }
+        };
+        let (target_len, version) = (manifest.target_len, manifest.version);
+        let part_max = u64::from(manifest.part_max_bytes);
+        let max_payload = manifest.part_max_bytes as usize * 2 + 4096;
+        let mut report = DecodeReport::default();
+        let mut whole = Sha256::new();
+        std::thread::scope(|scope| {
+            // The base's SHA-256 runs beside the first parts; nothing is written before it matched.
+            let mut base_check = expected.map(|e| (scope.spawn(move || BaseDigest::of(base)), e));
+            let mut check_base = move || -> Result<(), DeltaError> {
+                let Some((digest, expected)) = base_check.take() else { return Ok(()) };
+                let found = digest
+                    .join()
+                    .map_err(|_| DeltaError::Internal { reason: "the base's SHA-256 thread panicked".to_owned() })?;
                 if &found != expected {
                     return Err(DeltaError::WrongBase { expected: expected.to_string(), found: found.to_string() });
                 }
-                base
-            }
-        };
-        let mut report = DecodeReport::default();
-        let mut whole = Sha256::new();
-        let mut seq = 0u32;
-        let max_payload = manifest.part_max_bytes as usize * 2 + 4096;
-        let mut literals = Vec::new();
-        let mut part_out = Vec::new();
-        while report.output_bytes < manifest.target_len {
-            let name = part_name(seq, report.output_bytes);
-            let frame = format::read_frame(&mut input, seq, max_payload, &name)?;
-            if !frame.is_intact() {
-                return Err(DeltaError::corrupt(&name, "frame checksum mismatch"));
-            }
-            let remaining = manifest.target_len - report.output_bytes;
-            let limit = remaining.min(u64::from(manifest.part_max_bytes)) as usize;
-            decode_part(manifest.version, base, &frame.payload, limit, &mut literals, &mut part_out, &name)?;
-            if Sha256::digest(&part_out)[..] != *frame.part_sha() {
-                return Err(DeltaError::corrupt(&name, "reconstruction checksum mismatch"));
-            }
-            out.write_all(&part_out).map_err(|e| DeltaError::io("writing the output", e))?;
-            whole.update(&part_out);
-            report.output_bytes += part_out.len() as u64;
-            report.parts_verified += 1;
-            progress(report.output_bytes);
-            seq = seq.checked_add(1).ok_or_else(|| DeltaError::corrupt(&name, "too many parts"))?;
-        }
+                Ok(())
+            };
+            let (mut seq, mut produced) = (0u32, 0u64);
+            let produce = || -> Result<Option<PartJob>, DeltaError> {
+                if produced >= target_len {
+                    return Ok(None);
+                }
+                let name = part_name(seq, produced);
+                let frame = format::read_frame(&mut input, seq, max_payload, &name)?;
+                if !frame.is_intact() {
+                    return Err(DeltaError::corrupt(&name, "frame checksum mismatch"));
+                }
+                let limit = (target_len - produced).min(part_max) as usize;
+                // The part's length leads its payload: the next part's name and limit depend on it.
+                let raw_len = frame.payload.get(..4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                if raw_len == 0 || raw_len as usize > limit {
+                    return Err(DeltaError::corrupt(
+                        &name,
+                        format!("part of {raw_len} bytes where at most {limit} remain"),
+                    ));
+                }
+                produced += u64::from(raw_len);
+                seq = seq.checked_add(1).ok_or_else(|| DeltaError::corrupt(&name, "too many parts"))?;
+                Ok(Some(PartJob { frame, limit, name }))
+            };
+            let work = |job: PartJob| -> Result<Vec<u8>, DeltaError> {
+                let (mut literals, mut part_out) = (Vec::new(), Vec::new());
+                decode_part(version, base, &job.frame.payload, job.limit, &mut literals, &mut part_out, &job.name)?;
+                if Sha256::digest(&part_out)[..] != *job.frame.part_sha() {
+                    return Err(DeltaError::corrupt(&job.name, "reconstruction checksum mismatch"));
+                }
+                Ok(part_out)
+            };
+            let consume = |part_out: Vec<u8>| -> Result<(), DeltaError> {
+                check_base()?;
+                out.write_all(&part_out).map_err(|e| DeltaError::io("writing the output", e))?;
+                whole.update(&part_out);
+                report.output_bytes += part_out.len() as u64;
+                report.parts_verified += 1;
+                progress(report.output_bytes);
+                Ok(())
+            };
+            let window = 2 * self.threads() + 2;
+            let decoded = crate::pipeline::run_ordered(self.pool.as_deref(), window, produce, work, consume);
+            // A different base of the same length makes parts fail their checks: say so rather than
+            // blaming the archive.
+            check_base()?;
+            decoded
+        })?;
         format::expect_end(&mut input)?;
         if hex::encode(whole.finalize()) != manifest.target_sha256 {
             return Err(DeltaError::corrupt("whole reconstruction", "SHA-256 of the output does not match"));
@@ -728,6 +770,14 @@ impl DatasetDeltaCompressor {
         report.input_bytes = input.count;
         Ok(report)
     }
+}
+
+/// A frame read and checked, waiting for a worker to rebuild its part.
+struct PartJob {
+    frame: format::RawFrame,
+    /// Most bytes the part may hold.
+    limit: usize,
+    name: String,
 }
 
 fn part_name(seq: u32, start: u64) -> String {

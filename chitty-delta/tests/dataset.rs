@@ -20,6 +20,13 @@ fn conformance_against_a_base() {
     let other = generate_rows(RowFormat::Csv, 1_500, 2);
     suite::run_all(&small(), Some(&base), Some(&other), &target, 200);
     suite::wrong_base_is_refused(&small(), &base, b"", &target);
+    // Same length, one byte changed: parts are decoded while the base's SHA-256 runs, and fail their
+    // checks, but the error is the base and nothing is written.
+    let mut near = base.clone();
+    near[base.len() / 2] ^= 1;
+    suite::wrong_base_is_refused(&small(), &base, &near, &target);
+    let threaded = DatasetDeltaCompressor::builder().chunk_sizes(256, 1024, 4096).part_bytes(64 << 10).threads(3);
+    suite::wrong_base_is_refused(&threaded.build().unwrap(), &base, &near, &target);
 }
 
 #[test]
