@@ -421,6 +421,52 @@ mod tests {
         assert!(found[third].found.unwrap() < index.chunks() / 3 + 1);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Edits (replaced, inserted, deleted bytes) at and next to the base's cut points, where a
+        /// change may or may not move a cut, and any segment size: following runs and stitching
+        /// segments give exactly the chunks and matches of cutting and looking up every chunk serially.
+        #[test]
+        fn runs_and_segments_match_the_serial_pass(
+            seed in 0usize..1000,
+            line_aware in proptest::bool::ANY,
+            edits in proptest::collection::vec(
+                (0usize..1000, -2isize..=2, 0usize..3, proptest::collection::vec(proptest::num::u8::ANY, 0..3)),
+                0..8,
+            ),
+            step in 3_000usize..60_000,
+        ) {
+            let base = rows(4_000, seed);
+            let p = params(line_aware);
+            let index = BaseIndex::build(&base, p);
+            let mut target = base.clone();
+            // From the last cut backwards, so that earlier edits do not move later positions.
+            let mut at: Vec<(usize, usize, Vec<u8>)> = edits
+                .into_iter()
+                .map(|(k, d, cut, insert)| {
+                    let (o, l) = index.range(k % index.chunks());
+                    ((o as usize + l as usize).saturating_add_signed(d).min(base.len()), cut, insert)
+                })
+                .collect();
+            at.sort_by_key(|e| std::cmp::Reverse(e.0));
+            for (pos, cut, insert) in at {
+                let end = (pos + cut).min(target.len());
+                target.splice(pos.min(end)..end, insert);
+            }
+            let m = Matcher::new(&index, &target, p);
+            let expected = serial_matches(&index, &target, p);
+            proptest::prop_assert_eq!(&m.segment(0, target.len()), &expected);
+            let mut stitched = Vec::new();
+            let mut stitcher = Stitcher::new(0);
+            for start in (0..target.len()).step_by(step) {
+                let list = m.segment(start, (start + step).min(target.len()));
+                stitcher.push(start, list, |c| c.end, |at| m.cut_and_find(at), &mut stitched);
+            }
+            proptest::prop_assert_eq!(stitched, expected);
+        }
+    }
+
     #[test]
     fn common_prefix_finds_the_first_difference() {
         let a = vec![7u8; 10_000];
