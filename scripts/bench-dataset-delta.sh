@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Dataset-delta benchmark on real public data, side by side on the same pairs:
-#   chitty (`delta compress`, default settings; every archive decompressed and compared with `cmp`),
+#   chitty (`chitty-delta compress`, default settings; every archive decompressed and compared with `cmp`),
 #   `zstd --patch-from` at level 3 and 19 (`--long=27`), `xdelta3 -9`, and a Xet-style baseline
 #   (64 KiB CDC chunks deduplicated, new chunks zstd -3: chitty-delta/examples/xet_baseline.rs).
 #
@@ -22,9 +22,9 @@ dir=${DATA_DIR:-.bench/dataset}
 mkdir -p "$dir"
 target_dir=${CARGO_TARGET_DIR:-target}
 
-cargo build --release --example delta --features delta >&2
+cargo build --release -p chitty-delta --features cli --bin chitty-delta >&2
 cargo build --release -p chitty-delta --example xet_baseline >&2
-chitty=$target_dir/release/examples/delta
+chitty=$target_dir/release/chitty-delta
 xet=$target_dir/release/examples/xet_baseline
 for tool in zstd xdelta3 python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y zstd xdelta3)" >&2; exit 1; }
@@ -116,7 +116,6 @@ timed() {
 }
 size() { stat -c %s "$1"; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", 100 * a / b}'; }
-mbps() { awk -v b="$1" -v s="$2" 'BEGIN {printf "%.1f", b / (s > 0 ? s : 1e-9) / 1e6}'; }
 
 echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "tools: $(zstd --version | head -1); $(xdelta3 -V 2>&1 | head -1)"
@@ -124,7 +123,7 @@ echo "tools: $(zstd --version | head -1); $(xdelta3 -V 2>&1 | head -1)"
 if [ "$what" = small ] || [ "$what" = all ]; then
   derive small "$dir/flights.csv" "$dir"
   echo
-  echo "| case | target bytes | chitty | zstd -3 | zstd -19 | xdelta3 -9 | Xet-style | chitty / zstd -3 | chitty / zstd -19 | chitty MB/s (CPU s) | zstd -19 MB/s | speed ratio |"
+  echo "| case | target bytes | chitty | zstd -3 | zstd -19 | xdelta3 -9 | Xet-style | chitty / zstd -3 | chitty / zstd -19 | chitty wall s (CPU s) | zstd -19 wall s (CPU s) | faster: wall (CPU) |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   for case in append edit filter column shuffle; do
     base=$dir/base.csv
@@ -137,14 +136,14 @@ if [ "$what" = small ] || [ "$what" = all ]; then
     cmp "$target" "$dir/$case.restored"
     timed zstd -q -f -3 --long=27 --patch-from="$base" "$target" -o "$dir/$case.z3"
     timed zstd -q -f -19 --long=27 --patch-from="$base" "$target" -o "$dir/$case.z19"
-    read -r z19_wall _ <<<"$timing"
+    read -r z19_wall z19_cpu <<<"$timing"
     zstd -q -d -f --long=27 --patch-from="$base" "$dir/$case.z19" -o "$dir/$case.restored"
     cmp "$target" "$dir/$case.restored"
     timed xdelta3 -9 -e -f -s "$base" "$target" "$dir/$case.xd3"
     timed "$xet" "$base" "$target"
     xet_bytes=$(sed -n 's/.*stored_bytes=\([0-9]*\).*/\1/p' <<<"$last_line")
     c=$(size "$dir/$case.chitty"); z3=$(size "$dir/$case.z3"); z19=$(size "$dir/$case.z19"); xd=$(size "$dir/$case.xd3")
-    echo "| $case | $tb | $c ($(pct "$c" "$tb") %) | $z3 ($(pct "$z3" "$tb") %) | $z19 ($(pct "$z19" "$tb") %) | $xd ($(pct "$xd" "$tb") %) | $xet_bytes ($(pct "$xet_bytes" "$tb") %) | $(awk -v a="$c" -v b="$z3" 'BEGIN {printf "%.2f", a / b}') | $(awk -v a="$c" -v b="$z19" 'BEGIN {printf "%.2f", a / b}') | $(mbps "$tb" "$c_wall") ($c_cpu) | $(mbps "$tb" "$z19_wall") | $(awk -v a="$z19_wall" -v b="$c_wall" 'BEGIN {printf "%.0f", a / b}')× |"
+    echo "| $case | $tb | $c ($(pct "$c" "$tb") %) | $z3 ($(pct "$z3" "$tb") %) | $z19 ($(pct "$z19" "$tb") %) | $xd ($(pct "$xd" "$tb") %) | $xet_bytes ($(pct "$xet_bytes" "$tb") %) | $(awk -v a="$c" -v b="$z3" 'BEGIN {printf "%.2f", a / b}') | $(awk -v a="$c" -v b="$z19" 'BEGIN {printf "%.2f", a / b}') | $c_wall ($c_cpu) | $z19_wall ($z19_cpu) | $(awk -v a="$z19_wall" -v b="$c_wall" 'BEGIN {printf "%.0f", a / b}')× ($(awk -v a="$z19_cpu" -v b="$c_cpu" 'BEGIN {printf "%.0f", a / b}')×) |"
     rm -f "$dir/$case.restored"
   done
 fi
