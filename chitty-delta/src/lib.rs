@@ -95,6 +95,7 @@ macro_rules! delta_codec_impls {
 }
 
 pub mod analysis;
+mod chunking;
 mod codec;
 mod compressor;
 pub mod dataset;
@@ -112,7 +113,7 @@ pub use compressor::{
     ArchiveSummary, DEFAULT_CHUNK_ELEMENTS, DEFAULT_ZSTD_LEVEL, LOSSLESS_BY_DEFAULT, Mode, ModelDeltaCompressor,
     ModelDeltaCompressorBuilder, PolicyRule, TensorSummary, glob_matches, inspect,
 };
-pub use dataset::{DatasetDeltaCompressor, DatasetDeltaCompressorBuilder, LineMode};
+pub use dataset::{DatasetDeltaCompressor, DatasetDeltaCompressorBuilder, LineMode, MatchStats};
 pub use error::DeltaError;
 pub use format::Method;
 pub use mac::MacKey;

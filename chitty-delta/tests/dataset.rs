@@ -20,6 +20,13 @@ fn conformance_against_a_base() {
     let other = generate_rows(RowFormat::Csv, 1_500, 2);
     suite::run_all(&small(), Some(&base), Some(&other), &target, 200);
     suite::wrong_base_is_refused(&small(), &base, b"", &target);
+    // Same length, one byte changed: parts are decoded while the base's SHA-256 runs, and fail their
+    // checks, but the error is the base and nothing is written.
+    let mut near = base.clone();
+    near[base.len() / 2] ^= 1;
+    suite::wrong_base_is_refused(&small(), &base, &near, &target);
+    let threaded = DatasetDeltaCompressor::builder().chunk_sizes(256, 1024, 4096).part_bytes(64 << 10).threads(3);
+    suite::wrong_base_is_refused(&threaded.build().unwrap(), &base, &near, &target);
 }
 
 #[test]
@@ -74,6 +81,56 @@ fn derived_files_are_small_deltas() {
 
 /// Chunks found in the base are copies (zstd alone would also make an identical file small, so the
 /// methods are what shows matching works); an unrelated target costs no more than zstd.
+/// Files of several 4 MiB segments and several rounds of them, chunked in parallel: the archive is the
+/// same byte for byte with one thread or three (segments are joined into the serial chunk sequence), and
+/// round trips.
+#[test]
+fn archives_do_not_depend_on_the_number_of_threads() {
+    let base = generate_rows(RowFormat::Csv, 200_000, 11);
+    assert!(base.len() > 16 << 20, "{}", base.len());
+    let mut target = derive(&base, RowFormat::Csv, DatasetEdit::EditRows { percent: 1 }, 11);
+    target.drain(9_000_000..9_100_000);
+    for lines in [LineMode::Auto, LineMode::Bytes] {
+        let archive = |threads: usize| {
+            let c = DatasetDeltaCompressor::builder().lines(lines).threads(threads).build().unwrap();
+            let mut out = Vec::new();
+            c.encode(Some(&base), &target, &mut out).unwrap();
+            out
+        };
+        let one = archive(1);
+        assert_eq!(one, archive(3), "{lines:?}");
+        assert!(one.len() < target.len() / 50, "{lines:?}: {} bytes", one.len());
+        let c = DatasetDeltaCompressor::builder().build().unwrap();
+        let mut restored = Vec::new();
+        c.decode(Some(&base), &mut one.as_slice(), &mut restored).unwrap();
+        assert!(restored == target, "{lines:?}: round trip differs");
+    }
+}
+
+/// An archive written before new bytes were grouped (manifest version 1: one base window per part) still
+/// decodes; what is written now is version 2.
+#[test]
+fn version_1_archives_still_decode() {
+    let fixture = |name: &str| std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let (base, target, archive) =
+        (fixture("dataset-v1.base.csv"), fixture("dataset-v1.target.csv"), fixture("dataset-v1.delta"));
+    let manifest_version = |a: &[u8]| {
+        let len = u32::from_le_bytes(a[12..16].try_into().unwrap()) as usize;
+        let manifest: serde_json::Value = serde_json::from_slice(&a[48..48 + len]).unwrap();
+        manifest["version"].as_u64().unwrap()
+    };
+    assert_eq!(manifest_version(&archive), 1);
+    let c = DatasetDeltaCompressor::builder().build().unwrap();
+    let mut restored = Vec::new();
+    c.decode(Some(&base), &mut archive.as_slice(), &mut restored).unwrap();
+    assert!(restored == target);
+    let again = suite::round_trip(&c, Some(&base), &target);
+    assert!(again.output_bytes < 700, "{}", again.output_bytes);
+    let mut now = Vec::new();
+    c.encode(Some(&base), &target, &mut now).unwrap();
+    assert_eq!(manifest_version(&now), 2);
+}
+
 #[test]
 fn identical_and_unrelated_targets() {
     let c = DatasetDeltaCompressor::builder().build().unwrap();

@@ -1,0 +1,100 @@
+//! The `chitty-delta` binary: the argument order kept from the example, `--json` reports, `--version`,
+//! enumerated options in `--help`, a dataset round trip and exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use chitty_testkit::dataset_pairs::{DatasetEdit, RowFormat, derive, generate_rows};
+use serde_json::Value;
+
+fn run(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chitty-delta")).args(args.iter().map(|a| a.as_ref())).output().unwrap()
+}
+
+/// The report: the last line of stdout, as JSON.
+fn report(out: &Output) -> Value {
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout:?}"))
+}
+
+fn pair(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    let base = generate_rows(RowFormat::Csv, 5_000, 3);
+    let target = derive(&base, RowFormat::Csv, DatasetEdit::EditRows { percent: 2 }, 3);
+    let (b, t) = (dir.join("base.csv"), dir.join("target.csv"));
+    std::fs::write(&b, &base).unwrap();
+    std::fs::write(&t, &target).unwrap();
+    (b, t, target)
+}
+
+#[test]
+fn a_dataset_round_trips_through_compress_verify_decompress_and_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, target, bytes) = pair(dir.path());
+    let (archive, restored) = (dir.path().join("a.delta"), dir.path().join("restored.csv"));
+
+    let out = run(&[&"--json", &"compress", &base, &target, &"-o", &archive]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = report(&out);
+    assert_eq!(
+        (r["result"].as_str(), r["op"].as_str(), r["kind"].as_str()),
+        (Some("ok"), Some("compress"), Some("dataset"))
+    );
+    assert_eq!(r["input_bytes"].as_u64(), Some(bytes.len() as u64));
+    assert!(r["output_bytes"].as_u64().unwrap() * 20 < bytes.len() as u64, "{r}");
+    let parts = r["parts"].as_array().unwrap();
+    assert!(!parts.is_empty() && parts.iter().all(|p| p["method"].as_str().is_some_and(|m| m.contains("copy"))), "{r}");
+
+    let out = run(&[&"verify", &base, &archive, &"--json"]);
+    assert!(out.status.success());
+    assert_eq!(report(&out)["output_bytes"].as_u64(), Some(bytes.len() as u64));
+
+    // Without --json the report is key=value pairs.
+    let out = run(&[&"decompress", &base, &archive, &"-o", &restored]);
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with("result=ok op=decompress"), "{line}");
+    assert!(std::fs::read(&restored).unwrap() == bytes);
+
+    let out = run(&[&"--json", &"inspect", &archive]);
+    let r = report(&out);
+    assert_eq!(r["format"].as_str(), Some("chitty-dataset-delta"));
+    assert_eq!(r["target_bytes"].as_u64(), Some(bytes.len() as u64));
+}
+
+#[test]
+fn failures_exit_with_their_codes_and_report_them_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, target, _) = pair(dir.path());
+    let archive = dir.path().join("a.delta");
+    assert!(run(&[&"compress", &base, &target, &"-o", &archive]).status.success());
+
+    // The target as the base: refused as the wrong base, before anything is written.
+    let out = run(&[&"--json", &"decompress", &target, &archive, &"-o", &dir.path().join("x")]);
+    assert_eq!(out.status.code(), Some(5));
+    let r = report(&out);
+    assert_eq!((r["result"].as_str(), r["exit_code"].as_u64()), (Some("error"), Some(5)));
+    assert!(!dir.path().join("x").exists());
+
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let at = bytes.len() - 40;
+    bytes[at] ^= 1;
+    std::fs::write(&archive, &bytes).unwrap();
+    assert_eq!(run(&[&"verify", &base, &archive]).status.code(), Some(4));
+
+    assert_eq!(run(&[&"compress", &base, &target, &"-o", &archive, &"--kind", &"tensor"]).status.code(), Some(2));
+    let out = run(&[&"compress", &base, &target, &"-o", &archive, &"--kind", &"dataset", &"--mode", &"int8"]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn version_and_help_list_what_can_be_chosen() {
+    let out = run(&[&"--version"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), format!("chitty-delta {}", env!("CARGO_PKG_VERSION")));
+    let help = String::from_utf8(run(&[&"compress", &"--help"]).stdout).unwrap();
+    for word in ["auto", "model", "dataset", "lossless", "sparse", "int8", "int4", "1bit", "--json", "--threads"] {
+        assert!(help.contains(word), "`{word}` missing from:\n{help}");
+    }
+}
