@@ -41,10 +41,11 @@ impl Ledger {
     }
 
     fn unreserve(&mut self, live: &Live) {
-        let period = self.periods.entry(live.period).or_default();
+        let Some(period) = self.periods.get_mut(&live.period) else { return };
         for name in &live.accounts {
-            let account = period.accounts.entry(name.clone()).or_default();
-            account.reserved = account.reserved.saturating_sub(live.amount);
+            if let Some(account) = period.accounts.get_mut(name) {
+                account.reserved = account.reserved.saturating_sub(live.amount);
+            }
         }
     }
 
@@ -53,6 +54,29 @@ impl Ledger {
         self.by_expiry.remove(&(live.expires_at, id));
         self.unreserve(&live);
         Some(live)
+    }
+}
+
+/// Applies `change` to the account `name` of `period` (created at zero); looked up by `&str`, so only a new
+/// account allocates its name.
+fn update_account(period: &mut Spend, name: &str, change: impl FnOnce(&mut AccountSpend)) {
+    match period.accounts.get_mut(name) {
+        Some(account) => change(account),
+        None => {
+            let mut account = AccountSpend::default();
+            change(&mut account);
+            period.accounts.insert(name.to_owned(), account);
+        }
+    }
+}
+
+/// Adds `amount` to `name`'s tally, moving the name in only when it is new.
+fn add_to(tallies: &mut std::collections::BTreeMap<String, NanoUsd>, name: String, amount: NanoUsd) {
+    match tallies.get_mut(&name) {
+        Some(total) => *total += amount,
+        None => {
+            tallies.insert(name, amount);
+        }
     }
 }
 
@@ -133,8 +157,7 @@ impl BudgetStore for MemoryBudgetStore {
         }
         let amount = request.max.min(remaining);
         for a in request.accounts {
-            let account = period.accounts.entry(a.name.to_owned()).or_default();
-            account.reserved = account.reserved.saturating_add(amount);
+            update_account(period, a.name, |account| account.reserved += amount);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let expires_at = request.now.plus(request.lease);
@@ -162,12 +185,11 @@ impl BudgetStore for MemoryBudgetStore {
         let settlement = Settlement::capped(live.amount, actual);
         let period = l.periods.entry(live.period).or_default();
         for name in &live.accounts {
-            let account: &mut AccountSpend = period.accounts.entry(name.clone()).or_default();
-            account.spent = account.spent.saturating_add(settlement.charged);
+            update_account(period, name, |account| account.spent += settlement.charged);
         }
-        *period.by_model.entry(live.model).or_default() += settlement.charged;
+        add_to(&mut period.by_model, live.model, settlement.charged);
         if let Some(key) = live.key {
-            *period.by_key.entry(key).or_default() += settlement.charged;
+            add_to(&mut period.by_key, key, settlement.charged);
         }
         Ok(settlement)
     }
