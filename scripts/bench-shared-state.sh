@@ -61,13 +61,26 @@ limits='requests_per_minute = 1000000000
 tokens_per_minute = 4000000000'
 write_gateway_bench_config "$WORK/memory.toml" "$MEMORY_PORT" "$UPSTREAM_PORT" "$KEY"
 printf '%s\n' "$limits" >>"$WORK/memory.toml"
+# The same file with the tenant's budget and limits in Redis: [budgets] moved below [[tenants]] (a table
+# header ends the array entry), [rate_limits] added.
 write_gateway_bench_config "$WORK/redis.toml" "$REDIS_PORT" "$UPSTREAM_PORT" "$KEY"
-printf '%s\n' "$limits" >>"$WORK/redis.toml"
-sed -i "s|^\[budgets\]|[rate_limits]\nbackend = \"redis\"\nurl = \"$REDIS_URL\"\n\n[budgets]|; /^\[budgets\]/{n;s|backend = \"memory\"|backend = \"redis\"\nurl = \"$REDIS_URL\"|}" "$WORK/redis.toml"
-grep -q 'backend = "redis"' "$WORK/redis.toml" || die "could not write the Redis configuration"
+sed -i '/^\[budgets\]$/,/^backend = "memory"$/d' "$WORK/redis.toml"
+cat >>"$WORK/redis.toml" <<TOML
+$limits
+
+[budgets]
+backend = "redis"
+url = "$REDIS_URL"
+
+[rate_limits]
+backend = "redis"
+url = "$REDIS_URL"
+TOML
+[ "$(grep -c 'backend = "redis"' "$WORK/redis.toml")" = 2 ] || die "could not write the Redis configuration"
+grep -q '^\[budgets\]' "$WORK/memory.toml" || die "the bench configuration has no [budgets] section to move"
 
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; die "nothing listens on $1"; }
-"$BIN/static_upstream" --port "$UPSTREAM_PORT" >"$WORK/upstream.log" 2>&1 &
+"$BIN/static_upstream" --addr "127.0.0.1:$UPSTREAM_PORT" >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
 for side in memory redis; do
     CHITTY_WORKERS=1 "$BIN/gateway" --config "$WORK/$side.toml" >"$WORK/$side.log" 2>&1 &

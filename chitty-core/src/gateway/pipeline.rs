@@ -255,10 +255,13 @@ impl PendingSettlement {
         error_code: Option<&'static str>,
     ) -> NanoUsd {
         let gateway = &self.gateway;
-        let charged = gateway.settle(&self.info, &self.provider.name, self.hold.reservation.as_ref(), cost).await;
         // Without usage the request is taken to have used its whole bound.
         let used = usage.map_or(u64::MAX, |u| u.prompt_tokens.saturating_add(u.completion_tokens));
-        gateway.refund_tokens(self.info.tenant.id(), &self.admission, used).await;
+        // Budget and rate limit are independent stores: settle both at once, one round trip of waiting.
+        let (charged, ()) = futures::join!(
+            gateway.settle(&self.info, &self.provider.name, self.hold.reservation.as_ref(), cost),
+            gateway.refund_tokens(self.info.tenant.id(), &self.admission, used),
+        );
         if let (Some(key), Some(entry)) = (&self.cache_key, cache_entry) {
             gateway.cache_put(key, &self.config, entry).await;
         }
