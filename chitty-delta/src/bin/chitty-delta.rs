@@ -273,7 +273,8 @@ impl Report {
     }
 }
 
-fn main() -> ExitCode {
+/// Runs the command line; public so that the workspace's `delta` example serves the same commands.
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Compress { output, .. } | Command::Decompress { output, .. } = &cli.command {
         STDOUT_IS_DATA.store(is_stdout(output), Ordering::Relaxed);
