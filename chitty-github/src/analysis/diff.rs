@@ -20,53 +20,35 @@ pub struct AddedLine<'a> {
 /// The lines a patch (GitHub's per-file `patch`: hunks without file headers) adds, in order.
 /// Text before the first hunk header, and malformed hunk headers' hunks, are skipped.
 pub fn added_lines(patch: &str) -> Vec<AddedLine<'_>> {
-    let mut added = Vec::new();
-    // The next line number in the new file, while inside a hunk.
-    let mut next: Option<u32> = None;
-    for raw in patch.split('\n') {
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
-        if line.starts_with("@@") {
-            next = new_start(line);
-            continue;
-        }
-        let Some(number) = next.as_mut() else {
-            continue;
-        };
-        match line.as_bytes().first() {
-            Some(b'+') => {
-                added.push(AddedLine { line: *number, text: &line[1..] });
-                *number = number.saturating_add(1);
-            }
-            Some(b'-') | Some(b'\\') => {}
-            // Context lines (a space; an empty line where a tool dropped the space).
-            _ => *number = number.saturating_add(1),
-        }
-    }
-    added
+    new_file_lines(patch).filter_map(|(line, text)| Some(AddedLine { line, text: text.strip_prefix('+')? })).collect()
 }
 
 /// The new-file lines a review comment can be placed on (`side: RIGHT`): added and context lines.
 pub fn commentable_lines(patch: &str) -> Vec<u32> {
-    let mut lines = Vec::new();
+    new_file_lines(patch).map(|(line, _)| line).collect()
+}
+
+/// Each line of the patch that is in the new file (added, with its `+`, or context), with its number there.
+fn new_file_lines(patch: &str) -> impl Iterator<Item = (u32, &str)> {
+    // The next line number in the new file, while inside a hunk.
     let mut next: Option<u32> = None;
-    for raw in patch.split('\n') {
+    patch.split('\n').filter_map(move |raw| {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         if line.starts_with("@@") {
             next = new_start(line);
-            continue;
+            return None;
         }
-        let Some(number) = next.as_mut() else {
-            continue;
-        };
+        let number = next.as_mut()?;
         match line.as_bytes().first() {
-            Some(b'-') | Some(b'\\') => {}
+            Some(b'-') | Some(b'\\') => None,
+            // Added lines, context lines (a space), and an empty line where a tool dropped the space.
             _ => {
-                lines.push(*number);
+                let here = *number;
                 *number = number.saturating_add(1);
+                Some((here, line))
             }
         }
-    }
-    lines
+    })
 }
 
 /// The new file's first line from a hunk header `@@ -a,b +c,d @@ …`.
