@@ -192,8 +192,22 @@ pub trait RateLimiter: Send + Sync + Debug + 'static {
 /// Redis limiter (`chitty_providers::redis::RedisRateLimiter`) between replicas instead.
 #[derive(Debug, Default)]
 pub struct LocalRateLimiter {
-    /// TAT per (tenant, scope, kind).
-    tats: Mutex<HashMap<(String, String, LimitKind), f64>>,
+    /// TAT per tenant, then per scope, then per kind ([`LimitKind::index`]); nested so that a lookup takes
+    /// `&str` and only a new tenant or scope allocates its name.
+    tats: Mutex<HashMap<String, ScopeTats>>,
+}
+
+/// One tenant's arrival times: per scope, requests then tokens.
+type ScopeTats = HashMap<String, [Option<f64>; 2]>;
+
+impl LimitKind {
+    /// The slot of this kind in a scope's pair of arrival times.
+    fn index(self) -> usize {
+        match self {
+            LimitKind::Requests => 0,
+            LimitKind::Tokens => 1,
+        }
+    }
 }
 
 impl LocalRateLimiter {
@@ -209,24 +223,28 @@ impl RateLimiter for LocalRateLimiter {
         let now_ms = now.0 as f64;
         // The map holds plain numbers: a panic elsewhere cannot leave it inconsistent.
         let mut tats = self.tats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let results: Vec<_> = checks
-            .iter()
-            .map(|check| {
-                let key = (tenant.to_owned(), check.scope.to_owned(), check.limit.kind);
-                let current = tats.get(&key).copied();
-                (key, check.limit, current, check.limit.check(current, now_ms, check.cost))
-            })
-            .collect();
-        let wait = results.iter().filter_map(|r| r.3.as_ref().err()).map(|r| r.retry_after_ms).reduce(f64::max);
+        if !tats.contains_key(tenant) {
+            tats.insert(tenant.to_owned(), HashMap::new());
+        }
+        let Some(scopes) = tats.get_mut(tenant) else { return Ok(RateDecision::Admitted(RateLimitStatus::default())) };
+        let current =
+            |scopes: &ScopeTats, c: &LimitCheck<'_>| scopes.get(c.scope).and_then(|slots| slots[c.limit.kind.index()]);
+        let results: Vec<_> = checks.iter().map(|c| (c, c.limit.check(current(scopes, c), now_ms, c.cost))).collect();
+        let wait = results.iter().filter_map(|(_, r)| r.as_ref().err()).map(|r| r.retry_after_ms).reduce(f64::max);
         if let Some(wait) = wait {
-            let states = results.iter().map(|(_, limit, current, _)| limit.state(current.unwrap_or(now_ms), now_ms));
+            let states = results.iter().map(|(c, _)| c.limit.state(current(scopes, c).unwrap_or(now_ms), now_ms));
             let retry_after = Duration::from_micros((wait * 1_000.0).ceil() as u64);
             return Ok(RateDecision::Refused { retry_after, status: RateLimitStatus::tightest(states) });
         }
         let mut states = Vec::with_capacity(results.len());
-        for (key, _, _, admitted) in results {
+        for (check, admitted) in results {
             if let Ok(a) = admitted {
-                tats.insert(key, a.tat);
+                if !scopes.contains_key(check.scope) {
+                    scopes.insert(check.scope.to_owned(), [None; 2]);
+                }
+                if let Some(slots) = scopes.get_mut(check.scope) {
+                    slots[check.limit.kind.index()] = Some(a.tat);
+                }
                 states.push(a.state);
             }
         }
@@ -235,7 +253,8 @@ impl RateLimiter for LocalRateLimiter {
 
     async fn refund(&self, tenant: &str, scope: &str, limit: Gcra, amount: u64, now: Timestamp) -> Result<()> {
         let mut tats = self.tats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(tat) = tats.get_mut(&(tenant.to_owned(), scope.to_owned(), limit.kind)) {
+        let slot = tats.get_mut(tenant).and_then(|scopes| scopes.get_mut(scope)).map(|s| &mut s[limit.kind.index()]);
+        if let Some(Some(tat)) = slot {
             *tat = limit.refund(*tat, now.0 as f64, amount);
         }
         Ok(())
