@@ -140,6 +140,40 @@ impl Balance {
     }
 }
 
+/// A durable copy of each period's settled spend, from which a budget store that lost its data (a Redis
+/// restarted without persistence, a flushed database) is re-seeded instead of starting again from zero.
+///
+/// A budget store with an archive saves the ledgers it changed every few seconds and, the first time it
+/// meets a period's ledger that is missing, seeds it from [`SpendArchive::load_spend`] before admitting
+/// anything against it. What settled after the last save is what such a loss can still forget.
+#[async_trait]
+pub trait SpendArchive: Send + Sync + Debug + 'static {
+    /// Saves `spend`'s settled amounts (reservations are not kept) as the tenant's spend in the period that
+    /// began at `period`. A snapshot whose total is below the saved one (an older snapshot arriving late from
+    /// another replica) is ignored, so the saved spend never goes back.
+    async fn save_spend(&self, tenant: &str, period: Timestamp, spend: &Spend) -> Result<()>;
+
+    /// The last saved spend of the tenant in that period, if any.
+    async fn load_spend(&self, tenant: &str, period: Timestamp) -> Result<Option<Spend>>;
+}
+
+impl Spend {
+    /// Settled spend over every model: the total a [`SpendArchive`] compares snapshots by.
+    pub fn settled_total(&self) -> NanoUsd {
+        self.by_model.values().fold(NanoUsd::ZERO, |total, amount| total.saturating_add(*amount))
+    }
+
+    /// This spend without its reservations, which die with the budget store that held them.
+    pub fn without_reservations(&self) -> Spend {
+        let accounts = self
+            .accounts
+            .iter()
+            .map(|(name, account)| (name.clone(), AccountSpend { spent: account.spent, reserved: NanoUsd::ZERO }))
+            .collect();
+        Spend { accounts, by_model: self.by_model.clone(), by_key: self.by_key.clone() }
+    }
+}
+
 /// Spend per tenant, account and period.
 ///
 /// Contract (checked by `chitty_testkit::budget` for every implementation):

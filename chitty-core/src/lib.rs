@@ -51,7 +51,7 @@ pub mod upstream;
 pub mod wire;
 
 pub use access::{AccessSnapshot, AccessStore, BudgetPeriod, KeyDigest, KeyRecord, TenantRecord, TenantUpdate};
-pub use budget::{Balance, BudgetAccount, BudgetStore, Reservation, ReserveRequest, Settlement, Spend};
+pub use budget::{Balance, BudgetAccount, BudgetStore, Reservation, ReserveRequest, Settlement, Spend, SpendArchive};
 pub use cache::Cache;
 pub use compressor::{Compressor, CompressorError, DecodeReport, EncodeReport, PartReport};
 pub use error::{BoxError, Error, Result, UpstreamFailure};

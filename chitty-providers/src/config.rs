@@ -224,11 +224,14 @@ pub struct StoreSection {
     pub url: Option<Secret>,
     /// Seconds between full reloads, the backstop behind change notifications (default 30).
     pub refresh_secs: u64,
+    /// Seconds between saves of settled spend from Redis budgets into this store, which re-seeds a period
+    /// Redis lost (default 5): at most this much settled spend can be forgotten.
+    pub spend_save_secs: u64,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
-        StoreSection { backend: "memory".into(), url: None, refresh_secs: 30 }
+        StoreSection { backend: "memory".into(), url: None, refresh_secs: 30, spend_save_secs: 5 }
     }
 }
 

@@ -32,6 +32,11 @@ async fn memory_access_store_conformance() {
 }
 
 #[tokio::test]
+async fn memory_access_store_keeps_spend_as_an_archive() {
+    budget::spend_archive_contract(&MemoryAccessStore::new()).await;
+}
+
+#[tokio::test]
 async fn local_rate_limiter_conformance() {
     ratelimit::run_all(&chitty_core::ratelimit::LocalRateLimiter::new()).await;
 }

@@ -12,9 +12,9 @@ use chitty_core::gateway::api_key_digest;
 use chitty_providers::config::GatewayFile;
 use chitty_providers::postgres::PostgresAccessStore;
 use chitty_providers::server::{ConnectionLimits, GatewayApp, Server};
-use chitty_testkit::access;
 use chitty_testkit::mock::MockProvider;
 use chitty_testkit::services::{self, block_on_multi_thread, trial};
+use chitty_testkit::{access, budget};
 use serde_json::{Value, json};
 
 fn main() -> std::process::ExitCode {
@@ -23,6 +23,11 @@ fn main() -> std::process::ExitCode {
         trial("postgres_access_store_conformance", &postgres, |url| {
             block_on_multi_thread(async move {
                 access::run_all(&PostgresAccessStore::connect(&url).await.unwrap()).await;
+            })
+        }),
+        trial("postgres_access_store_keeps_spend_as_an_archive", &postgres, |url| {
+            block_on_multi_thread(async move {
+                budget::spend_archive_contract(&PostgresAccessStore::connect(&url).await.unwrap()).await;
             })
         }),
         trial("keys_reach_every_replica_within_a_second_and_revocation_too", &postgres, |url| {

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chitty_core::keys::CacheKey;
 use chitty_core::{
-    Balance, BudgetStore, Cache, Error, NanoUsd, Reservation, ReserveRequest, Result, Settlement, Spend, Timestamp,
+    Balance, BudgetStore, Cache, Error, NanoUsd, Reservation, ReserveRequest, Result, Settlement, Spend, SpendArchive,
+    Timestamp,
 };
 use chitty_providers::redis::{ConnectionManagerConfig, RedisBudgetStore, RedisCache, RedisConnection};
 use chitty_testkit::services::{self, block_on, block_on_multi_thread, trial};
@@ -36,6 +37,9 @@ fn main() -> std::process::ExitCode {
         }),
         trial("leases_follow_the_callers_clock_and_keys_share_one_hash_tag", &redis, |url| {
             block_on(leases_follow_the_callers_clock_and_keys_share_one_hash_tag(url))
+        }),
+        trial("a_lost_ledger_is_reseeded_from_the_spend_archive_not_left_at_zero", &redis, |url| {
+            block_on(a_lost_ledger_is_reseeded_from_the_spend_archive_not_left_at_zero(url))
         }),
         trial("credentials_never_show_in_errors", &Ok(()), |()| block_on(credentials_never_show_in_errors())),
         trial("credentials_never_show_in_debug_or_auth_errors", &redis, |url| {
@@ -573,5 +577,68 @@ async fn a_killed_connection_fails_as_a_backend_error_then_reconnects(url: Strin
     assert_eq!((balance.limit, balance.reserved), (NanoUsd(1_000), NanoUsd(400)), "state survives the reconnect");
     store.settle(&r, NanoUsd(100), now).await.unwrap();
     assert_eq!(budget::balance(&store, &tenant, 1_000, now).await.spent, NanoUsd(100));
+    remove_keys(&connection, &prefix).await;
+}
+
+/// An archive whose database is down.
+#[derive(Debug)]
+struct UnreachableArchive;
+
+#[async_trait]
+impl SpendArchive for UnreachableArchive {
+    async fn save_spend(&self, _: &str, _: Timestamp, _: &Spend) -> Result<()> {
+        Err(Error::backend("postgres", "connection refused"))
+    }
+
+    async fn load_spend(&self, _: &str, _: Timestamp) -> Result<Option<Spend>> {
+        Err(Error::backend("postgres", "connection refused"))
+    }
+}
+
+/// Redis losing its data (every key deleted) does not hand a tenant its budget again: the ledger is re-seeded
+/// from the archive before anything is admitted; a ledger that predates the seeding mark is not counted
+/// twice; an archive that cannot be read refuses with 503 rather than admitting against zero.
+async fn a_lost_ledger_is_reseeded_from_the_spend_archive_not_left_at_zero(url: String) {
+    let connection = RedisConnection::connect(&url).await.unwrap();
+    let prefix = unique_prefix("reseed");
+    let archive = Arc::new(chitty_providers::memory::MemoryAccessStore::new());
+    let store =
+        RedisBudgetStore::new(connection.clone(), &prefix).with_archive(archive.clone(), Duration::from_secs(3600));
+    budget::run_all(&store).await;
+
+    let tenant = budget::unique_tenant("reseed");
+    let accounts = budget::tenant_account(1_000);
+    let now = Timestamp(1_700_000_000_000);
+    let r = store.reserve(budget::request(&tenant, &accounts, 600, 600, now)).await.unwrap();
+    store.settle(&r, NanoUsd(600), now).await.unwrap();
+    assert!(store.save_spend().await.unwrap() >= 1, "the settled ledger is saved");
+    assert_eq!(store.save_spend().await.unwrap(), 0, "nothing settled since: nothing to save");
+
+    remove_keys(&connection, &prefix).await;
+    let refused = store.reserve(budget::request(&tenant, &accounts, 401, 401, now)).await.unwrap_err();
+    assert!(
+        matches!(refused, Error::BudgetExhausted { remaining: NanoUsd(400), .. }),
+        "after the loss only the 400 left before it is available: {refused:?}"
+    );
+    let r = store.reserve(budget::request(&tenant, &accounts, 400, 400, now)).await.unwrap();
+    store.settle(&r, NanoUsd(400), now).await.unwrap();
+    let spend = store.spend(&tenant, Timestamp(0), now).await.unwrap();
+    assert_eq!(spend.tenant().spent, NanoUsd(1_000));
+    assert_eq!(spend.by_model["m"], NanoUsd(1_000), "spend by model is re-seeded too");
+
+    // A ledger written by a store without an archive, then also saved: the mark is added, the spend is not.
+    let older = budget::unique_tenant("premark");
+    let plain = RedisBudgetStore::new(connection.clone(), &prefix);
+    let r = plain.reserve(budget::request(&older, &accounts, 300, 300, now)).await.unwrap();
+    plain.settle(&r, NanoUsd(300), now).await.unwrap();
+    archive.save_spend(&older, Timestamp(0), &plain.spend(&older, Timestamp(0), now).await.unwrap()).await.unwrap();
+    store.reserve(budget::request(&older, &accounts, 700, 700, now)).await.expect("300 spent, not 600");
+
+    let down = RedisBudgetStore::new(connection.clone(), &prefix)
+        .with_archive(Arc::new(UnreachableArchive), Duration::from_secs(3600));
+    let refused =
+        down.reserve(budget::request(&budget::unique_tenant("down"), &accounts, 1, 1, now)).await.unwrap_err();
+    assert!(matches!(refused, Error::BackendUnavailable { .. }), "{refused:?}");
+    assert_eq!(refused.status(), 503);
     remove_keys(&connection, &prefix).await;
 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chitty_core::budget::{BudgetAccount, Spend, TENANT_ACCOUNT};
-use chitty_core::{Balance, BudgetStore, Error, NanoUsd, Reservation, ReserveRequest, Timestamp};
+use chitty_core::budget::{AccountSpend, BudgetAccount, Spend, TENANT_ACCOUNT};
+use chitty_core::{Balance, BudgetStore, Error, NanoUsd, Reservation, ReserveRequest, SpendArchive, Timestamp};
 use rand::Rng;
 
 /// A tenant name no other run uses.
@@ -312,4 +312,40 @@ pub async fn concurrent_reservations(store: Arc<dyn BudgetStore>, tasks: usize) 
     assert!(b.spent <= NanoUsd(limit), "overspent: {} > {}", b.spent, limit);
     assert!(report.refused > 0 && report.granted > 0, "the limit must bind for the test to mean anything: {report:?}");
     report
+}
+
+/// The [`SpendArchive`] contract: settled spend round-trips without its reservations, per tenant and
+/// period, and a smaller (older) snapshot never replaces a larger one.
+pub async fn spend_archive_contract(archive: &dyn SpendArchive) {
+    let tenant = unique_tenant("archive");
+    let other = unique_tenant("archive-other");
+    let period = Timestamp(1_764_547_200_000);
+    assert_eq!(archive.load_spend(&tenant, period).await.unwrap(), None, "nothing saved yet");
+
+    let mut spend = Spend::default();
+    spend.accounts.insert(TENANT_ACCOUNT.into(), AccountSpend { spent: NanoUsd(900), reserved: NanoUsd(50) });
+    spend.accounts.insert("key-1".into(), AccountSpend { spent: NanoUsd(400), reserved: NanoUsd(50) });
+    spend.by_model.insert("m".into(), NanoUsd(900));
+    spend.by_key.insert("key-1".into(), NanoUsd(400));
+    // Past 2^53, where JSON numbers lose digits in most readers.
+    spend.by_key.insert("big".into(), NanoUsd(u64::MAX - 7));
+    archive.save_spend(&tenant, period, &spend).await.unwrap();
+    let loaded = archive.load_spend(&tenant, period).await.unwrap().expect("saved spend loads");
+    assert_eq!(loaded, spend.without_reservations(), "settled spend round-trips; reservations are not kept");
+    assert_eq!(loaded.tenant().reserved, NanoUsd::ZERO);
+
+    assert_eq!(archive.load_spend(&other, period).await.unwrap(), None, "tenants do not share spend");
+    assert_eq!(archive.load_spend(&tenant, Timestamp(period.0 + 1)).await.unwrap(), None, "periods are apart");
+
+    let mut older = spend.clone();
+    older.by_model.insert("m".into(), NanoUsd(100));
+    archive.save_spend(&tenant, period, &older).await.unwrap();
+    let kept = archive.load_spend(&tenant, period).await.unwrap().unwrap();
+    assert_eq!(kept.by_model["m"], NanoUsd(900), "a late, smaller snapshot does not replace a larger one");
+
+    let mut newer = spend.clone();
+    newer.by_model.insert("m".into(), NanoUsd(1_500));
+    archive.save_spend(&tenant, period, &newer).await.unwrap();
+    let kept = archive.load_spend(&tenant, period).await.unwrap().unwrap();
+    assert_eq!(kept.by_model["m"], NanoUsd(1_500), "a larger snapshot replaces the saved one");
 }

@@ -160,6 +160,14 @@ pub fn run(trials: Vec<Trial>) -> ExitCode {
     libtest_mimic::run(&Arguments::from_args(), trials).exit_code()
 }
 
+/// [`run`], one trial at a time: for trials that load a shared service hard enough (thousands of concurrent
+/// requests) to change what a neighbour measures, such as a rate limit's timing.
+pub fn run_serially(trials: Vec<Trial>) -> ExitCode {
+    let mut arguments = Arguments::from_args();
+    arguments.test_threads = Some(1);
+    libtest_mimic::run(&arguments, trials).exit_code()
+}
+
 /// Runs `future` to the end on a current-thread runtime, as `#[tokio::test]` does.
 pub fn block_on<F: Future>(future: F) -> F::Output {
     runtime(&mut tokio::runtime::Builder::new_current_thread()).block_on(future)

@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use chitty_core::access::{AccessSnapshot, AccessStore, KeyDigest, KeyRecord, TenantRecord, TenantUpdate, descendants};
-use chitty_core::{Error, Result, Timestamp};
+use chitty_core::{Error, Result, Spend, SpendArchive, Timestamp};
 
 /// Tenants and keys in memory. Lost when the process ends: use the PostgreSQL store to keep them.
 ///
@@ -29,6 +29,8 @@ struct State {
     tenants: BTreeMap<String, TenantRecord>,
     keys: BTreeMap<String, KeyRecord>,
     digests: HashSet<KeyDigest>,
+    /// Saved spend by tenant and period start.
+    spend: BTreeMap<(String, Timestamp), Spend>,
 }
 
 impl MemoryAccessStore {
@@ -40,6 +42,23 @@ impl MemoryAccessStore {
     fn state(&self) -> MutexGuard<'_, State> {
         // Each method leaves the maps consistent before it can panic, so a poisoned lock's data is sound.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Keeps spend for a budget store in another process (Redis) that may lose its data; not across restarts.
+#[async_trait]
+impl SpendArchive for MemoryAccessStore {
+    async fn save_spend(&self, tenant: &str, period: Timestamp, spend: &Spend) -> Result<()> {
+        let mut state = self.state();
+        let saved = state.spend.entry((tenant.to_owned(), period)).or_default();
+        if spend.settled_total() >= saved.settled_total() {
+            *saved = spend.without_reservations();
+        }
+        Ok(())
+    }
+
+    async fn load_spend(&self, tenant: &str, period: Timestamp) -> Result<Option<Spend>> {
+        Ok(self.state().spend.get(&(tenant.to_owned(), period)).cloned())
     }
 }
 

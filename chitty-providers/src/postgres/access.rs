@@ -1,5 +1,6 @@
 //! [`PostgresAccessStore`]: tenants and keys in PostgreSQL, with change notifications.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -7,7 +8,8 @@ use async_trait::async_trait;
 use chitty_core::access::{
     AccessSnapshot, AccessStore, BudgetPeriod, KeyDigest, KeyRecord, TenantRecord, TenantUpdate,
 };
-use chitty_core::{Error, NanoUsd, Result, Timestamp};
+use chitty_core::budget::AccountSpend;
+use chitty_core::{Error, NanoUsd, Result, Spend, SpendArchive, Timestamp};
 use futures::stream::BoxStream;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
@@ -313,5 +315,78 @@ impl AccessStore for PostgresAccessStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(backend)?;
         Ok(())
+    }
+}
+
+/// A [`Spend`] as stored in `chitty_spend.spend`: amounts as decimal strings, since JSON numbers past 2^53
+/// lose digits in most readers.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSpend {
+    accounts: BTreeMap<String, String>,
+    by_model: BTreeMap<String, String>,
+    by_key: BTreeMap<String, String>,
+}
+
+impl StoredSpend {
+    fn from_spend(spend: &Spend) -> StoredSpend {
+        let text = |map: &BTreeMap<String, NanoUsd>| map.iter().map(|(k, v)| (k.clone(), v.0.to_string())).collect();
+        StoredSpend {
+            accounts: spend.accounts.iter().map(|(k, v)| (k.clone(), v.spent.0.to_string())).collect(),
+            by_model: text(&spend.by_model),
+            by_key: text(&spend.by_key),
+        }
+    }
+
+    fn into_spend(self) -> Result<Spend> {
+        fn amount(text: &str) -> Result<NanoUsd> {
+            text.parse().map(NanoUsd).map_err(|_| backend(format!("`{text}` in chitty_spend is not a nano-USD amount")))
+        }
+        fn amounts(map: BTreeMap<String, String>) -> Result<BTreeMap<String, NanoUsd>> {
+            map.into_iter().map(|(k, v)| Ok((k, amount(&v)?))).collect()
+        }
+        let accounts = self
+            .accounts
+            .into_iter()
+            .map(|(k, v)| Ok((k, AccountSpend { spent: amount(&v)?, reserved: NanoUsd::ZERO })))
+            .collect::<Result<_>>()?;
+        Ok(Spend { accounts, by_model: amounts(self.by_model)?, by_key: amounts(self.by_key)? })
+    }
+}
+
+/// Spend saved in `chitty_spend`, one row per tenant and period; a late, smaller snapshot never overwrites a
+/// larger one.
+#[async_trait]
+impl SpendArchive for PostgresAccessStore {
+    async fn save_spend(&self, tenant: &str, period: Timestamp, spend: &Spend) -> Result<()> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        sqlx::query(
+            "INSERT INTO chitty_spend (tenant_id, period_start_ms, total_nano_usd, spend, saved_at_ms) \
+             VALUES ($1, $2, $3::numeric, $4, $5) \
+             ON CONFLICT (tenant_id, period_start_ms) DO UPDATE \
+             SET total_nano_usd = excluded.total_nano_usd, spend = excluded.spend, saved_at_ms = excluded.saved_at_ms \
+             WHERE chitty_spend.total_nano_usd <= excluded.total_nano_usd",
+        )
+        .bind(tenant)
+        .bind(to_i64("period", period.0)?)
+        .bind(spend.settled_total().0.to_string())
+        .bind(Json(StoredSpend::from_spend(spend)))
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn load_spend(&self, tenant: &str, period: Timestamp) -> Result<Option<Spend>> {
+        let row: Option<(Json<StoredSpend>,)> =
+            sqlx::query_as("SELECT spend FROM chitty_spend WHERE tenant_id = $1 AND period_start_ms = $2")
+                .bind(tenant)
+                .bind(to_i64("period", period.0)?)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        row.map(|(stored,)| stored.0.into_spend()).transpose()
     }
 }

@@ -1,12 +1,16 @@
 //! A [`BudgetStore`] in Redis: every operation is one atomic Lua script over one tenant's keys.
 
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use ::redis::Script;
 use async_trait::async_trait;
 use chitty_core::budget::Spend;
-use chitty_core::{BudgetStore, Error, NanoUsd, Reservation, ReserveRequest, Result, Settlement, Timestamp};
+use chitty_core::{
+    BudgetStore, Error, NanoUsd, Reservation, ReserveRequest, Result, Settlement, SpendArchive, Timestamp,
+};
 
 use super::{RedisConnection, key_prefix};
 
@@ -71,19 +75,20 @@ if #expired > 0 then redis.call('ZREMRANGEBYSCORE', expiry, '-inf', now) end
 "#;
 
 /// `KEYS`: live, expiry, seq. `ARGV`: now, period base, min, max, expires_at, period, model, key (`""` for
-/// none), account count, then `name, limit` per account. Returns `{'ok', id, amount}` or
-/// `{'exhausted', remaining}`.
+/// none), whether the ledger must have been seeded (`1` with an archive), account count, then `name, limit`
+/// per account. Returns `{'ok', id, amount}`, `{'exhausted', remaining}` or `{'unseeded'}`.
 static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{PRELUDE}{}",
         r#"
 local min_amount, max_amount = num(ARGV[3]), num(ARGV[4])
 local p = base .. ARGV[6]
-local count = tonumber(ARGV[9])
+if ARGV[9] == '1' and redis.call('HEXISTS', p, 'seeded') == 0 then return {'unseeded'} end
+local count = tonumber(ARGV[10])
 local remaining = U64_MAX
 local names = {}
 for i = 0, count - 1 do
-  local name, limit = ARGV[10 + 2 * i], num(ARGV[11 + 2 * i])
+  local name, limit = ARGV[11 + 2 * i], num(ARGV[12 + 2 * i])
   names[#names + 1] = name
   local f = redis.call('HMGET', p, 's:' .. name, 'r:' .. name)
   local left = sub(sub(limit, num(f[1])), num(f[2]))
@@ -106,7 +111,7 @@ return {'ok', id, str(amount)}
 });
 
 /// `KEYS`: live, expiry. `ARGV`: now, period base, id, actual. Charges `min(actual, amount)` to every account
-/// of the reservation in its own period, so spend never passes a limit. Returns `{'ok', amount}` or
+/// of the reservation in its own period, so spend never passes a limit. Returns `{'ok', amount, period}` or
 /// `{'missing'}`.
 static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
@@ -125,7 +130,7 @@ local p = base .. entry.p
 for _, name in ipairs(entry.c) do bump(p, 's:' .. name, charged, true) end
 bump(p, 'm:' .. entry.m, charged, true)
 if entry.k ~= '' then bump(p, 'k:' .. entry.k, charged, true) end
-return {'ok', entry.a}
+return {'ok', entry.a, entry.p}
 "#
     ))
 });
@@ -140,6 +145,29 @@ if not raw then return {'missing'} end
 redis.call('HDEL', live, ARGV[3])
 redis.call('ZREM', expiry, ARGV[3])
 unreserve(cjson.decode(raw))
+return {'ok'}
+"#
+    ))
+});
+
+/// `KEYS`: live, expiry. `ARGV`: now, period base, period, then `field, amount` pairs of the archived spend.
+/// Marks the period's ledger seeded; adds the archived amounts first only when the ledger holds no settled
+/// spend (it was lost), not when it predates the marker. Returns `{'ok'}`.
+static SEED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{PRELUDE}{}",
+        r#"
+local p = base .. ARGV[3]
+if redis.call('HEXISTS', p, 'seeded') == 1 then return {'ok'} end
+local lost = true
+for _, field in ipairs(redis.call('HKEYS', p)) do
+  if string.sub(field, 1, 2) == 'm:' then lost = false break end
+end
+if lost then
+  for i = 4, #ARGV, 2 do bump(p, ARGV[i], num(ARGV[i + 1]), true) end
+end
+redis.call('HSET', p, 'seeded', '1')
+if ARGV[3] ~= '0' then redis.call('PEXPIRE', p, 34560000000) end
 return {'ok'}
 "#
     ))
@@ -171,8 +199,15 @@ return redis.call('HGETALL', base .. ARGV[3])
 /// Periodic ledgers expire 400 days after their last write; a lifetime ledger never does.
 ///
 /// **Limits** are not stored: each reservation carries its accounts' limits, so a changed limit applies to
-/// the next request and a Redis that lost its data never turns limits into zero (it does lose the spend it
-/// held, which starts again from zero).
+/// the next request and a Redis that lost its data never turns limits into zero.
+///
+/// **Spend that survives Redis.** Without an archive, a Redis that lost its data (restarted without
+/// persistence, flushed, evicted the ledger) starts the period's spend again from zero. With one
+/// ([`RedisBudgetStore::with_archive`], such as the PostgreSQL access store), the store saves every ledger
+/// it settled into every few seconds, and a reservation that finds its period's ledger without the `seeded`
+/// mark first seeds it from the archive (one extra round trip, once per tenant and period), so at most the
+/// spend settled since the last save is forgotten. Archive unreachable at that moment is
+/// [`Error::BackendUnavailable`]: the request is refused rather than admitted against a zero ledger.
 ///
 /// **Money.** Amounts are kept as decimal strings and the scripts do exact two-limb arithmetic, so every
 /// `u64` nano-USD amount (up to about 18 billion USD) is exact, with no 2^53 (9 million USD) ceiling.
@@ -206,13 +241,32 @@ pub struct RedisBudgetStore {
     connection: RedisConnection,
     /// `{prefix}:budget:`.
     namespace: String,
+    /// Where settled spend is saved and lost ledgers are seeded from, when set.
+    archive: Option<Arc<ArchiveLink>>,
 }
+
+/// A store's link to its [`SpendArchive`]: the archive, and the ledgers settled into since the last save.
+struct ArchiveLink {
+    archive: Arc<dyn SpendArchive>,
+    dirty: Mutex<HashSet<(String, Timestamp)>>,
+}
+
+impl ArchiveLink {
+    fn dirty(&self) -> std::sync::MutexGuard<'_, HashSet<(String, Timestamp)>> {
+        // Inserts and takes cannot leave the set half-changed, so a poisoned lock's data is sound.
+        self.dirty.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How long a client is told to wait when the spend archive cannot seed a ledger.
+const ARCHIVE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl fmt::Debug for RedisBudgetStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBudgetStore")
             .field("endpoint", &self.connection.endpoint())
             .field("namespace", &self.namespace)
+            .field("archive", &self.archive.as_ref().map(|link| &link.archive))
             .finish()
     }
 }
@@ -226,7 +280,132 @@ struct TenantKeys {
 impl RedisBudgetStore {
     /// A store over `connection` whose keys start with `{prefix}:budget:`.
     pub fn new(connection: RedisConnection, prefix: &str) -> RedisBudgetStore {
-        RedisBudgetStore { namespace: format!("{}budget:", key_prefix(prefix)), connection }
+        RedisBudgetStore { namespace: format!("{}budget:", key_prefix(prefix)), connection, archive: None }
+    }
+
+    /// Saves settled spend to `archive` every `every` and seeds the ledgers Redis lost from it (see the type's
+    /// docs). The saving task runs on the current tokio runtime, when there is one, and ends once the last
+    /// clone of this store is dropped; [`RedisBudgetStore::save_spend`] saves on demand (at shutdown, say).
+    pub fn with_archive(mut self, archive: Arc<dyn SpendArchive>, every: Duration) -> RedisBudgetStore {
+        let link = Arc::new(ArchiveLink { archive, dirty: Mutex::default() });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let unlinked = RedisBudgetStore { archive: None, ..self.clone() };
+            runtime.spawn(unlinked.save_every(Arc::downgrade(&link), every));
+        }
+        self.archive = Some(link);
+        self
+    }
+
+    async fn save_every(self, link: Weak<ArchiveLink>, every: Duration) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(link) = link.upgrade() else { return };
+            if let Err(e) = self.save_dirty(&link).await {
+                tracing::warn!(error = %e, "budgets: saving spend to the archive failed; retrying on the next tick");
+            }
+        }
+    }
+
+    /// Saves the spend of every ledger settled into since the last save to the archive; returns how many
+    /// ledgers it saved (none without an archive).
+    pub async fn save_spend(&self) -> Result<usize> {
+        match &self.archive {
+            Some(link) => self.save_dirty(link).await,
+            None => Ok(0),
+        }
+    }
+
+    async fn save_dirty(&self, link: &ArchiveLink) -> Result<usize> {
+        let dirty = std::mem::take(&mut *link.dirty());
+        let (mut saved, mut first_error) = (0, None);
+        for (tenant, period) in dirty {
+            let result = match self.ledger(&tenant, period).await {
+                Ok(spend) => link.archive.save_spend(&tenant, period, &spend).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => saved += 1,
+                Err(e) => {
+                    // Kept for the next save: a ledger is never dropped from the archive's view by one failure.
+                    link.dirty().insert((tenant, period));
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(saved), Err)
+    }
+
+    /// A period's ledger read as is: unlike [`BudgetStore::spend`], no lease is reclaimed, so saving never
+    /// depends on a clock.
+    async fn ledger(&self, tenant: &str, period: Timestamp) -> Result<Spend> {
+        let keys = self.keys(tenant)?;
+        let flat: Vec<String> = ::redis::cmd("HGETALL")
+            .arg(format!("{}{}", keys.period_base, period.0))
+            .query_async(&mut self.connection.manager.clone())
+            .await
+            .map_err(|e| self.connection.endpoint.failure("spend", e))?;
+        self.parse_ledger(flat)
+    }
+
+    /// Seeds a period's ledger from the archive (see the type's docs).
+    async fn seed(&self, keys: &TenantKeys, tenant: &str, period: Timestamp, now: Timestamp) -> Result<()> {
+        let Some(link) = &self.archive else { return Ok(()) };
+        let saved = link.archive.load_spend(tenant, period).await.map_err(|e| Error::BackendUnavailable {
+            backend: "spend archive",
+            retry_after: ARCHIVE_RETRY_AFTER,
+            source: Box::new(e),
+        })?;
+        let mut args = vec![period.0.to_string()];
+        if let Some(spend) = &saved {
+            let accounts = spend.accounts.iter().map(|(name, account)| ("s:", name, account.spent));
+            let models = spend.by_model.iter().map(|(model, amount)| ("m:", model, *amount));
+            let keys = spend.by_key.iter().map(|(key, amount)| ("k:", key, *amount));
+            for (kind, name, amount) in accounts.chain(models).chain(keys) {
+                args.push(format!("{kind}{name}"));
+                args.push(amount.0.to_string());
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let reply: Vec<String> = self.run("seed", &SEED, keys, 2, now, &args).await?;
+        if reply.first().map(String::as_str) != Some("ok") {
+            return Err(self.connection.endpoint.error("seed", format!("unexpected script reply {reply:?}")));
+        }
+        if let Some(spend) = saved {
+            tracing::info!(
+                tenant,
+                period = period.0,
+                seeded_nano_usd = spend.settled_total().0,
+                "budgets: a period's ledger was missing in Redis; seeded it from the spend archive"
+            );
+        }
+        Ok(())
+    }
+
+    /// A ledger's `HGETALL` reply as a [`Spend`].
+    fn parse_ledger(&self, flat: Vec<String>) -> Result<Spend> {
+        let mut spend = Spend::default();
+        for pair in flat.chunks(2) {
+            let [field, value] = pair else { return Err(self.connection.endpoint.error("spend", "odd reply")) };
+            if field == "seeded" {
+                continue;
+            }
+            let amount = self.amount("spend", Some(value))?;
+            match field.split_once(':') {
+                Some(("s", name)) => spend.accounts.entry(name.to_owned()).or_default().spent = amount,
+                Some(("r", name)) => spend.accounts.entry(name.to_owned()).or_default().reserved = amount,
+                Some(("m", model)) => {
+                    spend.by_model.insert(model.to_owned(), amount);
+                }
+                Some(("k", key)) => {
+                    spend.by_key.insert(key.to_owned(), amount);
+                }
+                _ => return Err(self.connection.endpoint.error("spend", format!("unexpected ledger field `{field}`"))),
+            }
+        }
+        Ok(spend)
     }
 
     fn keys(&self, tenant: &str) -> Result<TenantKeys> {
@@ -294,13 +473,26 @@ impl BudgetStore for RedisBudgetStore {
         let numbers = [request.min.0, request.max.0, expires_at.0, request.period.0].map(|n| n.to_string());
         let count = request.accounts.len().to_string();
         let limits: Vec<String> = request.accounts.iter().map(|a| a.limit.0.to_string()).collect();
-        let mut args: Vec<&str> =
-            vec![&numbers[0], &numbers[1], &numbers[2], &numbers[3], request.model, request.key.unwrap_or(""), &count];
+        let require_seed = if self.archive.is_some() { "1" } else { "0" };
+        let mut args: Vec<&str> = vec![
+            &numbers[0],
+            &numbers[1],
+            &numbers[2],
+            &numbers[3],
+            request.model,
+            request.key.unwrap_or(""),
+            require_seed,
+            &count,
+        ];
         for (account, limit) in request.accounts.iter().zip(&limits) {
             args.push(account.name);
             args.push(limit);
         }
-        let reply: Vec<String> = self.run("reserve", &RESERVE, &keys, 3, request.now, &args).await?;
+        let mut reply: Vec<String> = self.run("reserve", &RESERVE, &keys, 3, request.now, &args).await?;
+        if reply.first().map(String::as_str) == Some("unseeded") {
+            self.seed(&keys, request.tenant, request.period, request.now).await?;
+            reply = self.run("reserve", &RESERVE, &keys, 3, request.now, &args).await?;
+        }
         match reply.first().map(String::as_str) {
             Some("ok") => {
                 let amount = self.amount("reserve", reply.get(2))?;
@@ -321,6 +513,9 @@ impl BudgetStore for RedisBudgetStore {
         match reply.first().map(String::as_str) {
             Some("ok") => {
                 let amount = self.amount("settle", reply.get(1))?;
+                if let (Some(link), Some(period)) = (&self.archive, reply.get(2).and_then(|p| p.parse().ok())) {
+                    link.dirty().insert((reservation.tenant.clone(), Timestamp(period)));
+                }
                 Ok(Settlement::capped(amount, actual))
             }
             Some("missing") => Err(Error::ReservationNotFound { id: reservation.id.clone() }),
@@ -341,22 +536,6 @@ impl BudgetStore for RedisBudgetStore {
     async fn spend(&self, tenant: &str, period: Timestamp, now: Timestamp) -> Result<Spend> {
         let keys = self.keys(tenant)?;
         let flat: Vec<String> = self.run("spend", &SPEND, &keys, 2, now, &[&period.0.to_string()]).await?;
-        let mut spend = Spend::default();
-        for pair in flat.chunks(2) {
-            let [field, value] = pair else { return Err(self.connection.endpoint.error("spend", "odd reply")) };
-            let amount = self.amount("spend", Some(value))?;
-            match field.split_once(':') {
-                Some(("s", name)) => spend.accounts.entry(name.to_owned()).or_default().spent = amount,
-                Some(("r", name)) => spend.accounts.entry(name.to_owned()).or_default().reserved = amount,
-                Some(("m", model)) => {
-                    spend.by_model.insert(model.to_owned(), amount);
-                }
-                Some(("k", key)) => {
-                    spend.by_key.insert(key.to_owned(), amount);
-                }
-                _ => return Err(self.connection.endpoint.error("spend", format!("unexpected ledger field `{field}`"))),
-            }
-        }
-        Ok(spend)
+        self.parse_ledger(flat)
     }
 }

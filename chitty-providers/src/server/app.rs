@@ -24,7 +24,7 @@ use std::sync::Arc;
 use axum::Router;
 use chitty_core::gateway::{Gateway, GatewayBuilder};
 use chitty_core::runtime::TokioRuntimeExt;
-use chitty_core::{EventSink, FanOutSink, Provider};
+use chitty_core::{EventSink, FanOutSink, Provider, SpendArchive};
 
 use super::{PerCoreServer, Server, ServerOptions, router, shutdown_signal};
 use crate::access_sync::AccessSync;
@@ -104,11 +104,10 @@ impl GatewayFile {
             builder = builder.provider(provider);
         }
         builder = with_cache(builder, &self.cache).await?;
-        builder = with_budgets(builder, &self.budgets).await?;
-        builder = with_rate_limits(builder, &self.rate_limits).await?;
         let admin_keys = self.admin_keys(&config_for_admin)?;
-        let (builder_with_store, changes) = with_store(builder, &self.store, !admin_keys.is_empty()).await?;
-        builder = builder_with_store;
+        let (builder_with_store, changes, archive) = with_store(builder, &self.store, !admin_keys.is_empty()).await?;
+        builder = with_budgets(builder_with_store, &self.budgets, archive, &self.store).await?;
+        builder = with_rate_limits(builder, &self.rate_limits).await?;
         let (builder, metrics, start) = event_sinks(builder, labels, &self.server)?;
         let gateway = builder.build().await.map_err(|e| invalid("gateway", e.to_string()))?;
         let background = start.map(|start| start(&gateway)).unwrap_or_default();
@@ -153,13 +152,26 @@ async fn with_cache(builder: GatewayBuilder, section: &BackendSection) -> Result
     }
 }
 
-async fn with_budgets(builder: GatewayBuilder, section: &BackendSection) -> Result<GatewayBuilder, ConfigError> {
+/// The budget store `[budgets]` names; Redis budgets save spend into the access store, when there is one, and
+/// re-seed from it what Redis loses.
+async fn with_budgets(
+    builder: GatewayBuilder,
+    section: &BackendSection,
+    archive: Option<Arc<dyn SpendArchive>>,
+    store: &StoreSection,
+) -> Result<GatewayBuilder, ConfigError> {
+    #[cfg(not(feature = "redis"))]
+    let _ = (archive, store);
     match section.backend.as_str() {
         "memory" => Ok(builder.budgets(Arc::new(MemoryBudgetStore::new()))),
         #[cfg(feature = "redis")]
         "redis" => {
-            let store = crate::redis::RedisBudgetStore::new(redis("budgets", section).await?, "chitty");
-            Ok(builder.budgets(Arc::new(store)))
+            let mut budgets = crate::redis::RedisBudgetStore::new(redis("budgets", section).await?, "chitty");
+            if let Some(archive) = archive {
+                let every = std::time::Duration::from_secs(store.spend_save_secs.max(1));
+                budgets = budgets.with_archive(archive, every);
+            }
+            Ok(builder.budgets(Arc::new(budgets)))
         }
         other => Err(invalid(
             "budgets.backend",
@@ -187,15 +199,18 @@ async fn with_rate_limits(builder: GatewayBuilder, section: &BackendSection) -> 
 type Changes = Option<Option<futures::stream::BoxStream<'static, ()>>>;
 
 /// The access store `[store]` names: none for a file-only gateway without `[admin]`, memory with `[admin]`,
-/// or PostgreSQL (feature `postgres`) with its change notifications.
+/// or PostgreSQL (feature `postgres`) with its change notifications; with the store as a spend archive.
 async fn with_store(
     builder: GatewayBuilder,
     section: &StoreSection,
     admin: bool,
-) -> Result<(GatewayBuilder, Changes), ConfigError> {
+) -> Result<(GatewayBuilder, Changes, Option<Arc<dyn SpendArchive>>), ConfigError> {
     match section.backend.as_str() {
-        "memory" if admin => Ok((builder.access(Arc::new(MemoryAccessStore::new())), None)),
-        "memory" => Ok((builder, None)),
+        "memory" if admin => {
+            let store = Arc::new(MemoryAccessStore::new());
+            Ok((builder.access(store.clone()), None, Some(store)))
+        }
+        "memory" => Ok((builder, None, None)),
         #[cfg(feature = "postgres")]
         "postgres" => {
             let url =
@@ -204,7 +219,8 @@ async fn with_store(
                 .await
                 .map_err(|e| invalid("store.url", e.to_string()))?;
             let changes = store.changes().await.map_err(|e| invalid("store.url", e.to_string()))?;
-            Ok((builder.access(Arc::new(store)), Some(Some(changes))))
+            let store = Arc::new(store);
+            Ok((builder.access(store.clone()), Some(Some(changes)), Some(store)))
         }
         other => Err(invalid(
             "store.backend",
