@@ -1,6 +1,5 @@
 //! [`ModelDeltaCompressor`]: safetensors fine-tunes stored as deltas against their base.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
@@ -17,7 +16,8 @@ use crate::lossy;
 use crate::mac::{ArchiveMac, MAC_ALGORITHM, MAC_LEN, MacKey};
 use crate::packed16;
 use crate::pipeline::run_ordered;
-use crate::safetensors::{Dtype, MAX_HEADER_LEN, SafetensorsLayout};
+use crate::safetensors::{Dtype, SafetensorsLayout};
+use crate::shards::{self, BaseFiles};
 use crate::transform;
 
 /// Default elements per chunk: 1 Mi elements (2 MiB of BF16), the unit of parallel work and of checks.
@@ -294,13 +294,26 @@ struct Sources<'a> {
     target_data_start: u64,
     /// Target offset (relative to its data section) of each manifest tensor.
     target_begin: Vec<u64>,
-    base: Option<&'a [u8]>,
+    base: BaseFiles<'a>,
 }
 
 impl ModelDeltaCompressor {
     /// A builder with the defaults: lossless, zstd level 1, 1 Mi-element chunks, rayon's global pool.
     pub fn builder() -> ModelDeltaCompressorBuilder {
         ModelDeltaCompressorBuilder::default()
+    }
+
+    /// What decides the bytes of an archive besides its inputs (not the thread count): a resumed run
+    /// reuses parts only when this is unchanged. A MAC key enters as a tag made with it, never itself.
+    pub(crate) fn settings_id(&self) -> Result<String, DeltaError> {
+        let mac = match &self.mac_key {
+            Some(key) => hex::encode(ArchiveMac::new(key, b"chitty-delta settings")?.tag()),
+            None => "none".to_owned(),
+        };
+        Ok(format!(
+            "model mode={:?} rules={:?} keep={} level={} chunk={} mac={mac}",
+            self.mode, self.rules, self.sparse_keep, self.zstd_level, self.chunk_elements
+        ))
     }
 
     /// How many parts may be in flight: what bounds memory.
@@ -345,17 +358,26 @@ impl ModelDeltaCompressor {
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
     ) -> Result<EncodeReport, DeltaError> {
+        self.encode_sharded(base.as_slice(), target, out, progress)
+    }
+
+    /// Encodes `target` against a base given as the shards of a sharded checkpoint, in the order decoding
+    /// will give them: each tensor is matched by name in whichever shard holds it (the first, when several
+    /// do). One shard is [`ModelDeltaCompressor::encode_with_progress`]; none, no base.
+    pub fn encode_sharded(
+        &self,
+        base: &[&[u8]],
+        target: &[u8],
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<EncodeReport, DeltaError> {
         let target_layout = SafetensorsLayout::parse(target)?;
-        let base_layout = base.map(SafetensorsLayout::parse).transpose()?;
-        let fingerprint = match (base, &base_layout) {
-            (Some(bytes), Some(layout)) => Some(BaseFingerprint {
-                file_len: layout.file_len,
-                header_sha256: hex::encode(Sha256::digest(layout.header_bytes(bytes))),
-            }),
-            _ => None,
-        };
-        let base_by_name: HashMap<&str, &crate::safetensors::TensorInfo> =
-            base_layout.iter().flat_map(|l| l.tensors.iter()).map(|t| (t.name.as_str(), t)).collect();
+        let base_files = BaseFiles::new(base);
+        let base_layouts = base_files.layouts()?;
+        let fingerprint = base_files.fingerprint().map_err(|len| DeltaError::Internal {
+            reason: format!("a parsed base of {len} bytes has no safetensors header"),
+        })?;
+        let base_by_name = shards::index_by_name(&base_files, &base_layouts);
 
         let records: Vec<TensorRecord> = self.install(|| {
             target_layout
@@ -363,12 +385,12 @@ impl ModelDeltaCompressor {
                 .par_iter()
                 .map(|t| {
                     let target_bytes = target_layout.tensor_bytes(target, t);
-                    let matched = base_by_name.get(t.name.as_str()).zip(base.zip(base_layout.as_ref()));
+                    let matched = base_by_name.get(t.name.as_str());
                     let (method, base_offset, base_bytes) = match matched {
-                        Some((b, (base_file, layout))) if b.dtype == t.dtype => {
-                            let offset = layout.data_start + b.begin;
-                            if b.shape == t.shape {
-                                if layout.tensor_bytes(base_file, b) == target_bytes {
+                        Some(b) if b.info.dtype == t.dtype => {
+                            let offset = b.offset;
+                            if b.info.shape == t.shape {
+                                if b.bytes == target_bytes {
                                     (Method::Reference, Some(offset), None)
                                 } else if t.dtype.is_delta_float() {
                                     (self.method_for(t), Some(offset), None)
@@ -377,12 +399,12 @@ impl ModelDeltaCompressor {
                                 }
                             } else if t.dtype.is_delta_float()
                                 && !t.shape.is_empty()
-                                && b.shape.len() == t.shape.len()
-                                && b.shape[1..] == t.shape[1..]
+                                && b.info.shape.len() == t.shape.len()
+                                && b.info.shape[1..] == t.shape[1..]
                             {
                                 // Resized along the first axis (a grown vocabulary): the common rows are a
                                 // delta, the rest is stored whole.
-                                let common = b.byte_len().min(t.byte_len());
+                                let common = b.info.byte_len().min(t.byte_len());
                                 (Method::Delta, Some(offset), Some(common))
                             } else {
                                 (Method::Whole, None, None)
@@ -400,9 +422,7 @@ impl ModelDeltaCompressor {
                         base_bytes: base_bytes.filter(|&b| b != t.byte_len()),
                         keep: (method == Method::Sparse).then_some(self.sparse_keep),
                         scale: match (method, matched) {
-                            (Method::OneBit, Some((b, (base_file, layout)))) => {
-                                Some(lossy::mean_abs_delta(t.dtype, layout.tensor_bytes(base_file, b), target_bytes))
-                            }
+                            (Method::OneBit, Some(b)) => Some(lossy::mean_abs_delta(t.dtype, b.bytes, target_bytes)),
                             _ => None,
                         },
                     }
@@ -424,7 +444,7 @@ impl ModelDeltaCompressor {
             target,
             target_data_start: target_layout.data_start,
             target_begin: target_layout.tensors.iter().map(|t| t.begin).collect(),
-            base,
+            base: base_files,
         };
 
         let preamble = format::write_preamble(&manifest)?;
@@ -521,12 +541,9 @@ impl ModelDeltaCompressor {
                 let target = &src.target[start + b as usize * width..start + e as usize * width];
                 // Elements of this chunk that have a base counterpart.
                 let with_base = t.base_elements.clamp(b, e) - b;
-                let base = match (t.base_offset, src.base) {
-                    (Some(offset), Some(base)) => {
-                        let from = offset as usize + b as usize * width;
-                        &base[from..from + with_base as usize * width]
-                    }
-                    _ => &[][..],
+                let base = match t.base_offset {
+                    Some(offset) => base_range(&src.base, offset, b, with_base, width, &t.part_name(chunk))?,
+                    None => &[][..],
                 };
                 match t.method {
                     Method::Reference => Sha256::digest(target),
@@ -556,6 +573,18 @@ impl ModelDeltaCompressor {
     pub fn decode_with_progress(
         &self,
         base: Option<&[u8]>,
+        archive: &mut dyn Read,
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<DecodeReport, DeltaError> {
+        self.decode_sharded(base.as_slice(), archive, out, progress)
+    }
+
+    /// Decodes an archive made by [`ModelDeltaCompressor::encode_sharded`] against the same shards, in
+    /// the same order; a different set (another count, header or length) is [`DeltaError::WrongBase`].
+    pub fn decode_sharded(
+        &self,
+        base: &[&[u8]],
         archive: &mut dyn Read,
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
@@ -592,7 +621,7 @@ impl ModelDeltaCompressor {
                 Ok(Some((part, name, frame)))
             },
             |(part, name, frame)| {
-                decode_part(&buffers, &tensors, base, header_len, part, &name, &frame, &expected_base)
+                decode_part(&buffers, &tensors, &base, header_len, part, &name, &frame, &expected_base)
             },
             |bytes| {
                 out.write_all(bytes.as_slice()).map_err(|e| DeltaError::io("writing the output", e))?;
@@ -733,38 +762,49 @@ fn max_payload(raw_len: u64) -> usize {
 }
 
 /// Checks the base given against the archive's fingerprint before anything is written.
-fn check_base<'a>(fingerprint: Option<&BaseFingerprint>, base: Option<&'a [u8]>) -> Result<&'a [u8], DeltaError> {
-    let Some(fp) = fingerprint else { return Ok(&[]) };
-    let base = base.ok_or(DeltaError::MissingBase)?;
-    let header_end = base
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .filter(|&len| len <= MAX_HEADER_LEN)
-        .map(|len| 8 + len as usize)
-        .filter(|&end| end <= base.len());
-    let found = match header_end {
-        Some(end) => {
-            BaseFingerprint { file_len: base.len() as u64, header_sha256: hex::encode(Sha256::digest(&base[..end])) }
-        }
-        None => {
+fn check_base<'a>(fingerprint: Option<&BaseFingerprint>, base: &[&'a [u8]]) -> Result<BaseFiles<'a>, DeltaError> {
+    let Some(fp) = fingerprint else { return Ok(BaseFiles::new(&[])) };
+    let files = BaseFiles::new(base);
+    if files.is_empty() {
+        return Err(DeltaError::MissingBase);
+    }
+    let found = match files.fingerprint() {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(DeltaError::MissingBase),
+        Err(len) => {
             return Err(DeltaError::WrongBase {
                 expected: fp.to_string(),
-                found: format!("a {}-byte file that is not safetensors", base.len()),
+                found: format!("a {len}-byte file that is not safetensors"),
             });
         }
     };
     if &found != fp {
         return Err(DeltaError::WrongBase { expected: fp.to_string(), found: found.to_string() });
     }
-    Ok(base)
+    Ok(files)
+}
+
+/// The base bytes of `with_base` elements of a tensor whose base starts at `offset`, from element `begin`.
+fn base_range<'a>(
+    base: &BaseFiles<'a>,
+    offset: u64,
+    begin: u64,
+    with_base: u64,
+    width: usize,
+    part: &str,
+) -> Result<&'a [u8], DeltaError> {
+    let from = offset.checked_add(begin * width as u64);
+    let len = usize::try_from(with_base).ok().and_then(|n| n.checked_mul(width));
+    from.zip(len)
+        .and_then(|(from, len)| base.get(from, len))
+        .ok_or_else(|| DeltaError::corrupt(part, "base range is not within one base file"))
 }
 
 #[allow(clippy::too_many_arguments)]
 fn decode_part<'a>(
     buffers: &BufferPool,
     tensors: &[CheckedTensor],
-    base: &'a [u8],
+    base: &BaseFiles<'a>,
     header_len: u64,
     part: PartRef,
     name: &str,
@@ -791,10 +831,7 @@ fn decode_part<'a>(
             let n = (e - b) as usize;
             let with_base = (t.base_elements.clamp(b, e) - b) as usize;
             let base_chunk = match t.base_offset {
-                Some(offset) => {
-                    let from = offset as usize + b as usize * width;
-                    &base[from..from + with_base * width]
-                }
+                Some(offset) => base_range(base, offset, b, with_base as u64, width, name)?,
                 None => &[][..],
             };
             let bytes = match t.method {

@@ -106,7 +106,9 @@ mod lossy;
 mod mac;
 mod packed16;
 mod pipeline;
+pub mod repo;
 pub mod safetensors;
+mod shards;
 mod transform;
 
 pub use compressor::{
