@@ -142,3 +142,35 @@ fn a_model_repository_round_trips_through_the_binary_with_directory_arguments() 
     let out = run(&[&"compress", &base, &target.join("config.json"), &"-o", &dir.path().join("y")]);
     assert_eq!(out.status.code(), Some(3));
 }
+
+#[test]
+fn max_rel_error_reports_each_choice_and_analyze_estimates_every_mode() {
+    use chitty_testkit::model_pairs::{ModelPairSpec, generate_pair};
+    let dir = tempfile::tempdir().unwrap();
+    let pair = generate_pair(&ModelPairSpec::small(12));
+    let (base, target, archive) =
+        (dir.path().join("b.safetensors"), dir.path().join("t.safetensors"), dir.path().join("a.delta"));
+    std::fs::write(&base, &pair.base).unwrap();
+    std::fs::write(&target, &pair.target).unwrap();
+
+    let out = run(&[&"--json", &"compress", &base, &target, &"-o", &archive, &"--max-rel-error", &"0.5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = report(&out);
+    let parts = r["parts"].as_array().unwrap();
+    for p in parts.iter().filter(|p| p["relative_error"].is_f64()) {
+        assert!(p["relative_error"].as_f64().unwrap() <= 0.5, "{p}");
+    }
+    let savings = r["savings_by_method"].as_array().unwrap();
+    let shares: f64 = savings.iter().map(|s| s["share_of_saved"].as_f64().unwrap()).sum();
+    assert!((shares - 1.0).abs() < 1e-9, "{r}");
+
+    let out = run(&[&"--json", &"analyze", &base, &target, &"--estimates-only", &"--max-rel-error", &"0.5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r2 = report(&out);
+    let estimates = r2["estimates"].as_array().unwrap();
+    let modes: Vec<&str> = estimates.iter().map(|e| e["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["lossless", "sparse", "int8", "int4", "1bit", "max-rel-error=0.5"]);
+    let real = r["output_bytes"].as_f64().unwrap();
+    let est = estimates[5]["archive_bytes"].as_f64().unwrap();
+    assert!((est - real).abs() / real <= 0.10, "estimated {est} for {real}");
+}

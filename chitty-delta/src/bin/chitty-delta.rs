@@ -109,6 +109,12 @@ enum Command {
         /// How changed 2-D weights are stored (model deltas; dataset deltas are always lossless).
         #[arg(long, value_enum, default_value_t = CliMode::Lossless)]
         mode: CliMode,
+        /// Calibrated lossy storage: each changed matrix that no --rule names is stored in the smallest of
+        /// sparse, int8, int4, 1bit and lossless whose relative error (Frobenius norm of the error over that
+        /// of the change) stays at or under E; the report gives each tensor's choice and error, and the
+        /// share of the bytes saved by each choice. Overrides --mode for matrices.
+        #[arg(long, value_name = "E")]
+        max_rel_error: Option<f64>,
         /// Per-tensor policy, PATTERN=MODE (glob with `*`); the first match wins. Repeatable.
         #[arg(long = "rule", value_name = "PATTERN=MODE")]
         rules: Vec<String>,
@@ -161,7 +167,9 @@ enum Command {
         /// The archive.
         archive: PathBuf,
     },
-    /// Measure candidate transforms of a model pair (XOR, byte planes, integer difference) per zstd level.
+    /// Estimate the archive of a model pair in each mode (lossless, sparse, int8, int4, 1bit, and within
+    /// --max-rel-error when given) from a sample of each tensor's chunks, and measure candidate transforms
+    /// (XOR, byte planes, integer difference) per zstd level.
     Analyze {
         /// The base model.
         base: PathBuf,
@@ -170,6 +178,16 @@ enum Command {
         /// zstd levels to try, comma separated.
         #[arg(long, default_value = "1,3,9")]
         levels: String,
+        /// Chunks of each tensor encoded for the estimates (spread evenly; a tensor with no more is
+        /// encoded whole).
+        #[arg(long, default_value_t = 4)]
+        sample_chunks: usize,
+        /// Also estimate the calibrated choice under this maximum relative error (as compress takes it).
+        #[arg(long, value_name = "E")]
+        max_rel_error: Option<f64>,
+        /// Skip the transform study (only the per-mode estimates).
+        #[arg(long)]
+        estimates_only: bool,
     },
 }
 
@@ -373,7 +391,21 @@ fn model_compressor(
     threads: Option<usize>,
     mac_key_file: Option<&Path>,
 ) -> Result<ModelDeltaCompressor, Failure> {
+    model_compressor_within(mode, None, rules, level, threads, mac_key_file)
+}
+
+fn model_compressor_within(
+    mode: Mode,
+    max_rel_error: Option<f64>,
+    rules: &[(String, Mode)],
+    level: i32,
+    threads: Option<usize>,
+    mac_key_file: Option<&Path>,
+) -> Result<ModelDeltaCompressor, Failure> {
     let mut builder = ModelDeltaCompressor::builder().mode(mode).zstd_level(level);
+    if let Some(e) = max_rel_error {
+        builder = builder.max_rel_error(e);
+    }
     if let Some(path) = mac_key_file {
         builder = builder.mac_key(MacKey::from_file(path)?);
     }
@@ -449,7 +481,21 @@ fn decode_report(op: &str, report: &DecodeReport, secs: f64) -> Report {
 
 fn run(command: Command, as_json: bool) -> Result<Report, Failure> {
     match command {
-        Command::Compress { base, target, output, kind, mode, rules, level, threads, verbose, mac_key_file } => {
+        Command::Compress {
+            base,
+            target,
+            output,
+            kind,
+            mode,
+            max_rel_error,
+            rules,
+            level,
+            threads,
+            verbose,
+            mac_key_file,
+        } => {
+            // A calibrated choice is reported tensor by tensor.
+            let verbose = verbose || max_rel_error.is_some();
             let rules = rules
                 .iter()
                 .map(|r| {
@@ -459,8 +505,9 @@ fn run(command: Command, as_json: bool) -> Result<Report, Failure> {
                 .collect::<Result<Vec<_>, Failure>>()?;
             match (base.is_dir(), target.is_dir()) {
                 (true, true) => {
-                    let model = model_compressor(
+                    let model = model_compressor_within(
                         mode.into(),
+                        max_rel_error,
                         &rules,
                         level.unwrap_or(chitty_delta::DEFAULT_ZSTD_LEVEL),
                         threads,
@@ -478,8 +525,10 @@ fn run(command: Command, as_json: bool) -> Result<Report, Failure> {
                 Kind::Auto => !is_safetensors(&target)?,
             };
             let c: Box<dyn DeltaFileCodec> = if dataset {
-                if mode != CliMode::Lossless || !rules.is_empty() || mac_key_file.is_some() {
-                    return Err(usage("dataset deltas are lossless and take no --mode, --rule or --mac-key-file"));
+                if mode != CliMode::Lossless || !rules.is_empty() || mac_key_file.is_some() || max_rel_error.is_some() {
+                    return Err(usage(
+                        "dataset deltas are lossless and take no --mode, --max-rel-error, --rule or --mac-key-file",
+                    ));
                 }
                 let mut builder = DatasetDeltaCompressor::builder();
                 if let Some(level) = level {
@@ -491,7 +540,14 @@ fn run(command: Command, as_json: bool) -> Result<Report, Failure> {
                 Box::new(builder.build()?)
             } else {
                 let level = level.unwrap_or(chitty_delta::DEFAULT_ZSTD_LEVEL);
-                Box::new(model_compressor(mode.into(), &rules, level, threads, mac_key_file.as_deref())?)
+                Box::new(model_compressor_within(
+                    mode.into(),
+                    max_rel_error,
+                    &rules,
+                    level,
+                    threads,
+                    mac_key_file.as_deref(),
+                )?)
             };
             let bar = progress_bar(file_len(&target)?, "compress");
             let start = Instant::now();
@@ -523,6 +579,7 @@ fn run(command: Command, as_json: bool) -> Result<Report, Failure> {
                 out = out.field("max_rel_error", json!(w));
             }
             out.extra.push(("parts", parts_json(&report)));
+            out.extra.push(("savings_by_method", savings_by_method(&report, as_json || !verbose)));
             Ok(out)
         }
         Command::Decompress { base, archive, output, threads, mac_key_file } if repo::is_repo_archive(&archive)? => {
@@ -645,12 +702,21 @@ fn run(command: Command, as_json: bool) -> Result<Report, Failure> {
             report.extra.push(("tensor_details", tensors));
             Ok(report)
         }
-        Command::Analyze { base, target, levels } => {
+        Command::Analyze { base, target, levels, sample_chunks, max_rel_error, estimates_only } => {
             let levels: Vec<i32> = levels
                 .split(',')
                 .map(|l| l.trim().parse().map_err(|_| usage(format!("bad level `{l}`"))))
                 .collect::<Result<_, _>>()?;
+            if base.is_dir() || target.is_dir() {
+                return Err(usage("analyze takes two safetensors files"));
+            }
             let (base, target) = (MappedFile::open(&base)?, MappedFile::open(&target)?);
+            let estimates = estimate_modes(base.bytes(), target.bytes(), sample_chunks, max_rel_error, as_json)?;
+            if estimates_only {
+                let mut report = Report::new("analyze").field("target_bytes", json!(target.bytes().len()));
+                report.extra.push(("estimates", estimates));
+                return Ok(report);
+            }
             let study = study_transforms(base.bytes(), target.bytes(), &levels)?;
             let pct = |b: f64| 100.0 * b / study.compared_bytes.max(1) as f64;
             let mut rows = Vec::new();
@@ -688,6 +754,7 @@ fn run(command: Command, as_json: bool) -> Result<Report, Failure> {
                 .field("recipe_file_bytes", json!(study.recipe_file_bytes))
                 .field("target_bytes", json!(study.target_bytes));
             report.extra.push(("planes", Value::Array(rows)));
+            report.extra.push(("estimates", estimates));
             Ok(report)
         }
     }
@@ -782,6 +849,7 @@ fn compress_dir(
     }
     out.extra.push(("entries", entries_json(&r.entries)));
     out.extra.push(("parts", parts_json(report)));
+    out.extra.push(("savings_by_method", savings_by_method(report, as_json || !verbose)));
     Ok(out)
 }
 
@@ -846,4 +914,96 @@ fn inspect_dir(archive: &Path, as_json: bool) -> Result<Report, Failure> {
     report.extra.push(("base_shards", json!(s.base_shards)));
     report.extra.push(("entries", entries));
     Ok(report)
+}
+
+/// Per method: the tensors stored with it, their bytes before and after, and the share of all bytes saved
+/// that it saved; printed as one line per method unless `quiet`.
+fn savings_by_method(report: &EncodeReport, quiet: bool) -> Value {
+    let mut by: std::collections::BTreeMap<&str, (u64, u64, u64)> = std::collections::BTreeMap::new();
+    for p in &report.parts {
+        let e = by.entry(p.method.as_str()).or_default();
+        e.0 += 1;
+        e.1 += p.original_bytes;
+        e.2 += p.stored_bytes;
+    }
+    let saved_total: u64 = by.values().map(|&(_, o, s)| o.saturating_sub(s)).sum();
+    by.iter()
+        .map(|(method, &(parts, original, stored))| {
+            let saved = original.saturating_sub(stored);
+            let share = ratio(saved, saved_total);
+            if !quiet {
+                out!(
+                    "method {:<20} parts {parts:>5}  {original:>12} -> {stored:>12} bytes, {:5.1}% of the bytes saved",
+                    printable(method),
+                    100.0 * share
+                );
+            }
+            json!({
+                "method": method,
+                "parts": parts,
+                "original_bytes": original,
+                "stored_bytes": stored,
+                "saved_bytes": saved,
+                "share_of_saved": share,
+            })
+        })
+        .collect()
+}
+
+/// The estimated archive of `target` against `base` in every mode (and within `max_rel_error`), one line
+/// each unless `as_json`.
+fn estimate_modes(
+    base: &[u8],
+    target: &[u8],
+    sample_chunks: usize,
+    max_rel_error: Option<f64>,
+    as_json: bool,
+) -> Result<Value, Failure> {
+    let mut modes: Vec<(String, ModelDeltaCompressor)> = Vec::new();
+    for (name, mode) in [
+        ("lossless", Mode::Lossless),
+        ("sparse", Mode::Sparse),
+        ("int8", Mode::Int8),
+        ("int4", Mode::Int4),
+        ("1bit", Mode::OneBit),
+    ] {
+        modes.push((name.to_owned(), ModelDeltaCompressor::builder().mode(mode).build()?));
+    }
+    if let Some(e) = max_rel_error {
+        modes.push((format!("max-rel-error={e}"), ModelDeltaCompressor::builder().max_rel_error(e).build()?));
+    }
+    let mut rows = Vec::new();
+    for (name, c) in modes {
+        let est = c.estimate_sharded(&[base], target, sample_chunks)?;
+        let worst = est.tensors.iter().filter_map(|t| t.relative_error).reduce(f64::max);
+        if !as_json {
+            let err = worst.map(|w| format!(" max_rel_error={w:.4}")).unwrap_or_default();
+            out!(
+                "estimate mode={name} archive_bytes={} ratio={:.4}{err}",
+                est.archive_bytes,
+                ratio(est.archive_bytes, est.target_bytes)
+            );
+        }
+        let tensors: Value = est
+            .tensors
+            .iter()
+            .map(|t| {
+                json!({
+                    "name": t.name,
+                    "method": t.method.as_str(),
+                    "original_bytes": t.original_bytes,
+                    "stored_bytes": t.stored_bytes,
+                    "relative_error": t.relative_error,
+                })
+            })
+            .collect();
+        rows.push(json!({
+            "mode": name,
+            "archive_bytes": est.archive_bytes,
+            "ratio": ratio(est.archive_bytes, est.target_bytes),
+            "max_rel_error": worst,
+            "tensors": tensors,
+        }));
+    }
+    Ok(Value::Array(rows))
 }
