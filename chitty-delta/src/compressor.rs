@@ -1,6 +1,5 @@
 //! [`ModelDeltaCompressor`]: safetensors fine-tunes stored as deltas against their base.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
@@ -17,7 +16,8 @@ use crate::lossy;
 use crate::mac::{ArchiveMac, MAC_ALGORITHM, MAC_LEN, MacKey};
 use crate::packed16;
 use crate::pipeline::run_ordered;
-use crate::safetensors::{Dtype, MAX_HEADER_LEN, SafetensorsLayout};
+use crate::safetensors::{Dtype, SafetensorsLayout};
+use crate::shards::{self, BaseFiles};
 use crate::transform;
 
 /// Default elements per chunk: 1 Mi elements (2 MiB of BF16), the unit of parallel work and of checks.
@@ -132,6 +132,7 @@ pub struct ModelDeltaCompressor {
     sparse_keep: f64,
     zstd_level: i32,
     chunk_elements: u64,
+    max_rel_error: Option<f64>,
     pool: Option<Arc<rayon::ThreadPool>>,
     mac_key: Option<MacKey>,
 }
@@ -144,6 +145,7 @@ pub struct ModelDeltaCompressorBuilder {
     sparse_keep: f64,
     zstd_level: i32,
     chunk_elements: u64,
+    max_rel_error: Option<f64>,
     threads: Option<usize>,
     mac_key: Option<MacKey>,
 }
@@ -156,6 +158,7 @@ impl Default for ModelDeltaCompressorBuilder {
             sparse_keep: 0.1,
             zstd_level: DEFAULT_ZSTD_LEVEL,
             chunk_elements: DEFAULT_CHUNK_ELEMENTS,
+            max_rel_error: None,
             threads: None,
             mac_key: None,
         }
@@ -193,6 +196,15 @@ impl ModelDeltaCompressorBuilder {
         self
     }
 
+    /// Calibrated lossy storage: each changed matrix no rule names is stored in the smallest of sparse,
+    /// int8, int4, 1-bit and lossless whose relative Frobenius error over the whole tensor stays at or
+    /// under `max_rel_error` (lossless, error 0, always qualifies). The choice encodes each such tensor in
+    /// every mode first: about five times the CPU of one mode. Overrides [`Self::mode`] for matrices.
+    pub fn max_rel_error(mut self, max_rel_error: f64) -> Self {
+        self.max_rel_error = Some(max_rel_error);
+        self
+    }
+
     /// Worker threads in a pool of this compressor's own (default: rayon's global pool).
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads);
@@ -212,6 +224,11 @@ impl ModelDeltaCompressorBuilder {
         let invalid = |reason: String| DeltaError::InvalidConfig { reason };
         if !(self.sparse_keep > 0.0 && self.sparse_keep <= 1.0) {
             return Err(invalid(format!("sparse keep {} is not in (0, 1]", self.sparse_keep)));
+        }
+        if let Some(e) = self.max_rel_error
+            && !(e.is_finite() && e >= 0.0)
+        {
+            return Err(invalid(format!("maximum relative error {e} is not a finite number >= 0")));
         }
         if !(-7..=22).contains(&self.zstd_level) {
             return Err(invalid(format!("zstd level {} is not in -7..=22", self.zstd_level)));
@@ -236,6 +253,7 @@ impl ModelDeltaCompressorBuilder {
             sparse_keep: self.sparse_keep,
             zstd_level: self.zstd_level,
             chunk_elements: self.chunk_elements,
+            max_rel_error: self.max_rel_error,
             pool,
             mac_key: self.mac_key,
         })
@@ -288,19 +306,65 @@ impl PartBytes<'_> {
     }
 }
 
+/// A manifest ready to be written, its tensors checked, and the bytes behind them.
+struct Prepared<'a> {
+    manifest: Manifest,
+    tensors: Vec<CheckedTensor>,
+    sources: Sources<'a>,
+}
+
+/// What [`ModelDeltaCompressor::estimate_sharded`] expects an archive to take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SizeEstimate {
+    /// Bytes of the target file.
+    pub target_bytes: u64,
+    /// Estimated bytes of the archive.
+    pub archive_bytes: u64,
+    /// Per tensor, in file order.
+    pub tensors: Vec<TensorEstimate>,
+}
+
+/// One tensor of a [`SizeEstimate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorEstimate {
+    /// Tensor name.
+    pub name: String,
+    /// The method the archive would use.
+    pub method: Method,
+    /// Bytes of the tensor.
+    pub original_bytes: u64,
+    /// Estimated bytes of its frames.
+    pub stored_bytes: u64,
+    /// For lossy methods: the relative error measured on the sample.
+    pub relative_error: Option<f64>,
+}
+
 /// Where the bytes of each tensor of the target live, and the base's.
 struct Sources<'a> {
     target: &'a [u8],
     target_data_start: u64,
     /// Target offset (relative to its data section) of each manifest tensor.
     target_begin: Vec<u64>,
-    base: Option<&'a [u8]>,
+    base: BaseFiles<'a>,
 }
 
 impl ModelDeltaCompressor {
     /// A builder with the defaults: lossless, zstd level 1, 1 Mi-element chunks, rayon's global pool.
     pub fn builder() -> ModelDeltaCompressorBuilder {
         ModelDeltaCompressorBuilder::default()
+    }
+
+    /// What decides the bytes of an archive besides its inputs (not the thread count): a resumed run
+    /// reuses parts only when this is unchanged. A MAC key enters as a tag made with it, never itself.
+    pub(crate) fn settings_id(&self) -> Result<String, DeltaError> {
+        let mac = match &self.mac_key {
+            Some(key) => hex::encode(ArchiveMac::new(key, b"chitty-delta settings")?.tag()),
+            None => "none".to_owned(),
+        };
+        Ok(format!(
+            "model mode={:?} rules={:?} keep={} level={} chunk={} max_rel_error={:?} mac={mac}",
+            self.mode, self.rules, self.sparse_keep, self.zstd_level, self.chunk_elements, self.max_rel_error
+        ))
     }
 
     /// How many parts may be in flight: what bounds memory.
@@ -345,88 +409,21 @@ impl ModelDeltaCompressor {
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
     ) -> Result<EncodeReport, DeltaError> {
-        let target_layout = SafetensorsLayout::parse(target)?;
-        let base_layout = base.map(SafetensorsLayout::parse).transpose()?;
-        let fingerprint = match (base, &base_layout) {
-            (Some(bytes), Some(layout)) => Some(BaseFingerprint {
-                file_len: layout.file_len,
-                header_sha256: hex::encode(Sha256::digest(layout.header_bytes(bytes))),
-            }),
-            _ => None,
-        };
-        let base_by_name: HashMap<&str, &crate::safetensors::TensorInfo> =
-            base_layout.iter().flat_map(|l| l.tensors.iter()).map(|t| (t.name.as_str(), t)).collect();
+        self.encode_sharded(base.as_slice(), target, out, progress)
+    }
 
-        let records: Vec<TensorRecord> = self.install(|| {
-            target_layout
-                .tensors
-                .par_iter()
-                .map(|t| {
-                    let target_bytes = target_layout.tensor_bytes(target, t);
-                    let matched = base_by_name.get(t.name.as_str()).zip(base.zip(base_layout.as_ref()));
-                    let (method, base_offset, base_bytes) = match matched {
-                        Some((b, (base_file, layout))) if b.dtype == t.dtype => {
-                            let offset = layout.data_start + b.begin;
-                            if b.shape == t.shape {
-                                if layout.tensor_bytes(base_file, b) == target_bytes {
-                                    (Method::Reference, Some(offset), None)
-                                } else if t.dtype.is_delta_float() {
-                                    (self.method_for(t), Some(offset), None)
-                                } else {
-                                    (Method::Whole, None, None)
-                                }
-                            } else if t.dtype.is_delta_float()
-                                && !t.shape.is_empty()
-                                && b.shape.len() == t.shape.len()
-                                && b.shape[1..] == t.shape[1..]
-                            {
-                                // Resized along the first axis (a grown vocabulary): the common rows are a
-                                // delta, the rest is stored whole.
-                                let common = b.byte_len().min(t.byte_len());
-                                (Method::Delta, Some(offset), Some(common))
-                            } else {
-                                (Method::Whole, None, None)
-                            }
-                        }
-                        _ => (Method::Whole, None, None),
-                    };
-                    TensorRecord {
-                        name: t.name.clone(),
-                        dtype: t.dtype.as_str().to_owned(),
-                        shape: t.shape.clone(),
-                        byte_len: t.byte_len(),
-                        method,
-                        base_offset,
-                        base_bytes: base_bytes.filter(|&b| b != t.byte_len()),
-                        keep: (method == Method::Sparse).then_some(self.sparse_keep),
-                        scale: match (method, matched) {
-                            (Method::OneBit, Some((b, (base_file, layout)))) => {
-                                Some(lossy::mean_abs_delta(t.dtype, layout.tensor_bytes(base_file, b), target_bytes))
-                            }
-                            _ => None,
-                        },
-                    }
-                })
-                .collect()
-        });
-        let manifest = Manifest {
-            format: FORMAT.to_owned(),
-            version: if self.mac_key.is_some() { VERSION_MAC } else { VERSION },
-            chunk_elements: self.chunk_elements,
-            base: fingerprint,
-            target_len: target_layout.file_len,
-            header_len: target_layout.data_start,
-            tensors: records,
-            mac: self.mac_key.as_ref().map(|_| MAC_ALGORITHM.to_owned()),
-        };
-        let tensors = manifest.check()?;
-        let sources = Sources {
-            target,
-            target_data_start: target_layout.data_start,
-            target_begin: target_layout.tensors.iter().map(|t| t.begin).collect(),
-            base,
-        };
-
+    /// Encodes `target` against a base given as the shards of a sharded checkpoint, in the order decoding
+    /// will give them: each tensor is matched by name in whichever shard holds it (the first, when several
+    /// do). One shard is [`ModelDeltaCompressor::encode_with_progress`]; none, no base.
+    pub fn encode_sharded(
+        &self,
+        base: &[&[u8]],
+        target: &[u8],
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<EncodeReport, DeltaError> {
+        let Prepared { manifest, tensors, sources } = self.prepare(base, target, None)?;
+        let target_layout_data_start = sources.target_data_start;
         let preamble = format::write_preamble(&manifest)?;
         out.write_all(&preamble).map_err(|e| DeltaError::io("writing the archive", e))?;
         let mut mac = self.mac_key.as_ref().map(|key| ArchiveMac::new(key, &preamble)).transpose()?;
@@ -438,7 +435,7 @@ impl ModelDeltaCompressor {
         report.parts.push(PartReport {
             name: "safetensors header".to_owned(),
             method: "header+zstd".to_owned(),
-            original_bytes: target_layout.data_start,
+            original_bytes: target_layout_data_start,
             stored_bytes: preamble.len() as u64,
             relative_error: None,
         });
@@ -498,6 +495,233 @@ impl ModelDeltaCompressor {
         Ok(report)
     }
 
+    /// The manifest of `target` against `base` with every tensor's method chosen, and where each part's
+    /// bytes are. With `sample`, a calibrated choice ([`ModelDeltaCompressorBuilder::max_rel_error`])
+    /// measures that many chunks of each tensor instead of all.
+    fn prepare<'a>(
+        &self,
+        base: &[&'a [u8]],
+        target: &'a [u8],
+        sample: Option<usize>,
+    ) -> Result<Prepared<'a>, DeltaError> {
+        let target_layout = SafetensorsLayout::parse(target)?;
+        let base_files = BaseFiles::new(base);
+        let base_layouts = base_files.layouts()?;
+        let fingerprint = base_files.fingerprint().map_err(|len| DeltaError::Internal {
+            reason: format!("a parsed base of {len} bytes has no safetensors header"),
+        })?;
+        let base_by_name = shards::index_by_name(&base_files, &base_layouts);
+
+        let records: Vec<TensorRecord> = self.install(|| {
+            target_layout
+                .tensors
+                .par_iter()
+                .map(|t| -> Result<TensorRecord, DeltaError> {
+                    let target_bytes = target_layout.tensor_bytes(target, t);
+                    let matched = base_by_name.get(t.name.as_str());
+                    let (method, base_offset, base_bytes) = match matched {
+                        Some(b) if b.info.dtype == t.dtype => {
+                            let offset = b.offset;
+                            if b.info.shape == t.shape {
+                                if b.bytes == target_bytes {
+                                    (Method::Reference, Some(offset), None)
+                                } else if t.dtype.is_delta_float() {
+                                    (self.choose_method(t, b.bytes, target_bytes, sample)?, Some(offset), None)
+                                } else {
+                                    (Method::Whole, None, None)
+                                }
+                            } else if t.dtype.is_delta_float()
+                                && !t.shape.is_empty()
+                                && b.info.shape.len() == t.shape.len()
+                                && b.info.shape[1..] == t.shape[1..]
+                            {
+                                // Resized along the first axis (a grown vocabulary): the common rows are a
+                                // delta, the rest is stored whole.
+                                let common = b.info.byte_len().min(t.byte_len());
+                                (Method::Delta, Some(offset), Some(common))
+                            } else {
+                                (Method::Whole, None, None)
+                            }
+                        }
+                        _ => (Method::Whole, None, None),
+                    };
+                    Ok(TensorRecord {
+                        name: t.name.clone(),
+                        dtype: t.dtype.as_str().to_owned(),
+                        shape: t.shape.clone(),
+                        byte_len: t.byte_len(),
+                        method,
+                        base_offset,
+                        base_bytes: base_bytes.filter(|&b| b != t.byte_len()),
+                        keep: (method == Method::Sparse).then_some(self.sparse_keep),
+                        scale: match (method, matched) {
+                            (Method::OneBit, Some(b)) => Some(lossy::mean_abs_delta(t.dtype, b.bytes, target_bytes)),
+                            _ => None,
+                        },
+                    })
+                })
+                .collect::<Result<Vec<_>, DeltaError>>()
+        })?;
+        let manifest = Manifest {
+            format: FORMAT.to_owned(),
+            version: if self.mac_key.is_some() { VERSION_MAC } else { VERSION },
+            chunk_elements: self.chunk_elements,
+            base: fingerprint,
+            target_len: target_layout.file_len,
+            header_len: target_layout.data_start,
+            tensors: records,
+            mac: self.mac_key.as_ref().map(|_| MAC_ALGORITHM.to_owned()),
+        };
+        let tensors = manifest.check()?;
+        let sources = Sources {
+            target,
+            target_data_start: target_layout.data_start,
+            target_begin: target_layout.tensors.iter().map(|t| t.begin).collect(),
+            base: base_files,
+        };
+
+        Ok(Prepared { manifest, tensors, sources })
+    }
+
+    /// The method for a changed float tensor `t` of the same shape as its base: a rule's mode; under a
+    /// maximum relative error, the smallest mode within it (matrices no rule names); else
+    /// [`Self::method_for`].
+    fn choose_method(
+        &self,
+        t: &crate::safetensors::TensorInfo,
+        base: &[u8],
+        target: &[u8],
+        sample: Option<usize>,
+    ) -> Result<Method, DeltaError> {
+        let ruled = self.rules.iter().any(|r| glob_matches(&r.pattern, &t.name));
+        let Some(limit) = self.max_rel_error.filter(|_| !ruled && t.shape.len() >= 2) else {
+            return Ok(self.method_for(t));
+        };
+        let mut best = (self.trial(Method::Delta, t, base, target, sample)?.0, Method::Delta);
+        for method in [Method::Sparse, Method::Int8, Method::Int4, Method::OneBit] {
+            let (bytes, error) = self.trial(method, t, base, target, sample)?;
+            if error <= limit && bytes < best.0 {
+                best = (bytes, method);
+            }
+        }
+        Ok(best.1)
+    }
+
+    /// Bytes of the frames and relative error of storing tensor `t` with `method` (the same shape as its
+    /// base), measured by encoding its chunks: all of them, or `sample` spread evenly (sizes then scaled
+    /// to the whole tensor).
+    fn trial(
+        &self,
+        method: Method,
+        t: &crate::safetensors::TensorInfo,
+        base: &[u8],
+        target: &[u8],
+        sample: Option<usize>,
+    ) -> Result<(u64, f64), DeltaError> {
+        let width = t.dtype.size_bytes() as usize;
+        let elements = (target.len() / width) as u64;
+        let row_len = format::row_len(&t.shape);
+        let chunk_len = format::chunk_len(self.chunk_elements, row_len);
+        let chunks = elements.div_ceil(chunk_len).max(1);
+        let picked: Vec<u64> = match sample {
+            Some(k) if (k as u64) < chunks => (0..k as u64).map(|i| i * chunks / k as u64).collect(),
+            _ => (0..chunks).collect(),
+        };
+        let scale = if method == Method::OneBit { lossy::mean_abs_delta(t.dtype, base, target) } else { 0.0 };
+        let measured = picked
+            .par_iter()
+            .map(|&k| -> Result<(u64, u64, lossy::ErrorSums), DeltaError> {
+                let (begin, end) = (k * chunk_len, ((k + 1) * chunk_len).min(elements));
+                let range = begin as usize * width..end as usize * width;
+                let (b, tg) = (&base[range.clone()], &target[range]);
+                let mut payload = Vec::new();
+                let sums = if method == Method::Delta {
+                    encode_delta(width, b, tg, self.zstd_level, &mut payload)?;
+                    lossy::ErrorSums::default()
+                } else {
+                    let params = lossy::LossyParams {
+                        method,
+                        dtype: t.dtype,
+                        keep: self.sparse_keep,
+                        scale,
+                        begin,
+                        end,
+                        row_len,
+                    };
+                    let mut recon = vec![0u8; tg.len()];
+                    lossy::encode(&params, b, tg, self.zstd_level, &mut payload, &mut recon)?
+                };
+                Ok(((payload.len() + format::FRAME_HEAD_LEN + 32) as u64, end - begin, sums))
+            })
+            .collect::<Result<Vec<_>, DeltaError>>()?;
+        let mut sums = lossy::ErrorSums::default();
+        let (mut bytes, mut sampled) = (0u64, 0u64);
+        for (b, n, s) in measured {
+            bytes += b;
+            sampled += n;
+            sums.add(s);
+        }
+        let scaled =
+            if sampled == 0 { bytes } else { (bytes as f64 * elements as f64 / sampled as f64).round() as u64 };
+        Ok((scaled, sums.relative()))
+    }
+
+    /// Estimates the archive [`ModelDeltaCompressor::encode_sharded`] would write, from `sample_chunks`
+    /// chunks of each tensor (spread evenly; all of a tensor with no more), each encoded as the archive
+    /// would encode it; the header and manifest are exact. What `chitty-delta analyze` reports per mode.
+    pub fn estimate_sharded(
+        &self,
+        base: &[&[u8]],
+        target: &[u8],
+        sample_chunks: usize,
+    ) -> Result<SizeEstimate, DeltaError> {
+        let sample = sample_chunks.max(1);
+        self.install(|| {
+            let Prepared { manifest, tensors, sources } = self.prepare(base, target, Some(sample))?;
+            let preamble = format::write_preamble(&manifest)?.len() as u64;
+            let header = self.encode_part(&tensors, &sources, 0, PartRef::Header)?.frame.len() as u64;
+            let estimates = tensors
+                .par_iter()
+                .enumerate()
+                .map(|(i, t)| -> Result<TensorEstimate, DeltaError> {
+                    let picked: Vec<u64> = if (sample as u64) < t.chunks {
+                        (0..sample as u64).map(|j| j * t.chunks / sample as u64).collect()
+                    } else {
+                        (0..t.chunks).collect()
+                    };
+                    let (mut bytes, mut elements, mut sums) = (0u64, 0u64, lossy::ErrorSums::default());
+                    for &k in &picked {
+                        let part = self.encode_part(&tensors, &sources, 0, PartRef::Chunk { tensor: i, chunk: k })?;
+                        let (b, e) = t.chunk_range(k);
+                        bytes += part.frame.len() as u64;
+                        elements += e - b;
+                        if let Some(s) = part.errors {
+                            sums.add(s);
+                        }
+                    }
+                    let stored = if elements == 0 {
+                        bytes
+                    } else {
+                        (bytes as f64 * t.elements() as f64 / elements as f64).round() as u64
+                    };
+                    Ok(TensorEstimate {
+                        name: t.name.clone(),
+                        method: t.method,
+                        original_bytes: t.byte_len,
+                        stored_bytes: stored,
+                        relative_error: t.method.is_lossy().then(|| sums.relative()),
+                    })
+                })
+                .collect::<Result<Vec<_>, DeltaError>>()?;
+            let mac = if manifest.mac.is_some() { MAC_LEN as u64 } else { 0 };
+            Ok(SizeEstimate {
+                target_bytes: manifest.target_len,
+                archive_bytes: preamble + header + mac + estimates.iter().map(|t| t.stored_bytes).sum::<u64>(),
+                tensors: estimates,
+            })
+        })
+    }
+
     fn encode_part(
         &self,
         tensors: &[CheckedTensor],
@@ -521,12 +745,9 @@ impl ModelDeltaCompressor {
                 let target = &src.target[start + b as usize * width..start + e as usize * width];
                 // Elements of this chunk that have a base counterpart.
                 let with_base = t.base_elements.clamp(b, e) - b;
-                let base = match (t.base_offset, src.base) {
-                    (Some(offset), Some(base)) => {
-                        let from = offset as usize + b as usize * width;
-                        &base[from..from + with_base as usize * width]
-                    }
-                    _ => &[][..],
+                let base = match t.base_offset {
+                    Some(offset) => base_range(&src.base, offset, b, with_base, width, &t.part_name(chunk))?,
+                    None => &[][..],
                 };
                 match t.method {
                     Method::Reference => Sha256::digest(target),
@@ -556,6 +777,18 @@ impl ModelDeltaCompressor {
     pub fn decode_with_progress(
         &self,
         base: Option<&[u8]>,
+        archive: &mut dyn Read,
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<DecodeReport, DeltaError> {
+        self.decode_sharded(base.as_slice(), archive, out, progress)
+    }
+
+    /// Decodes an archive made by [`ModelDeltaCompressor::encode_sharded`] against the same shards, in
+    /// the same order; a different set (another count, header or length) is [`DeltaError::WrongBase`].
+    pub fn decode_sharded(
+        &self,
+        base: &[&[u8]],
         archive: &mut dyn Read,
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
@@ -592,7 +825,7 @@ impl ModelDeltaCompressor {
                 Ok(Some((part, name, frame)))
             },
             |(part, name, frame)| {
-                decode_part(&buffers, &tensors, base, header_len, part, &name, &frame, &expected_base)
+                decode_part(&buffers, &tensors, &base, header_len, part, &name, &frame, &expected_base)
             },
             |bytes| {
                 out.write_all(bytes.as_slice()).map_err(|e| DeltaError::io("writing the output", e))?;
@@ -733,38 +966,49 @@ fn max_payload(raw_len: u64) -> usize {
 }
 
 /// Checks the base given against the archive's fingerprint before anything is written.
-fn check_base<'a>(fingerprint: Option<&BaseFingerprint>, base: Option<&'a [u8]>) -> Result<&'a [u8], DeltaError> {
-    let Some(fp) = fingerprint else { return Ok(&[]) };
-    let base = base.ok_or(DeltaError::MissingBase)?;
-    let header_end = base
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .filter(|&len| len <= MAX_HEADER_LEN)
-        .map(|len| 8 + len as usize)
-        .filter(|&end| end <= base.len());
-    let found = match header_end {
-        Some(end) => {
-            BaseFingerprint { file_len: base.len() as u64, header_sha256: hex::encode(Sha256::digest(&base[..end])) }
-        }
-        None => {
+fn check_base<'a>(fingerprint: Option<&BaseFingerprint>, base: &[&'a [u8]]) -> Result<BaseFiles<'a>, DeltaError> {
+    let Some(fp) = fingerprint else { return Ok(BaseFiles::new(&[])) };
+    let files = BaseFiles::new(base);
+    if files.is_empty() {
+        return Err(DeltaError::MissingBase);
+    }
+    let found = match files.fingerprint() {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(DeltaError::MissingBase),
+        Err(len) => {
             return Err(DeltaError::WrongBase {
                 expected: fp.to_string(),
-                found: format!("a {}-byte file that is not safetensors", base.len()),
+                found: format!("a {len}-byte file that is not safetensors"),
             });
         }
     };
     if &found != fp {
         return Err(DeltaError::WrongBase { expected: fp.to_string(), found: found.to_string() });
     }
-    Ok(base)
+    Ok(files)
+}
+
+/// The base bytes of `with_base` elements of a tensor whose base starts at `offset`, from element `begin`.
+fn base_range<'a>(
+    base: &BaseFiles<'a>,
+    offset: u64,
+    begin: u64,
+    with_base: u64,
+    width: usize,
+    part: &str,
+) -> Result<&'a [u8], DeltaError> {
+    let from = offset.checked_add(begin * width as u64);
+    let len = usize::try_from(with_base).ok().and_then(|n| n.checked_mul(width));
+    from.zip(len)
+        .and_then(|(from, len)| base.get(from, len))
+        .ok_or_else(|| DeltaError::corrupt(part, "base range is not within one base file"))
 }
 
 #[allow(clippy::too_many_arguments)]
 fn decode_part<'a>(
     buffers: &BufferPool,
     tensors: &[CheckedTensor],
-    base: &'a [u8],
+    base: &BaseFiles<'a>,
     header_len: u64,
     part: PartRef,
     name: &str,
@@ -791,10 +1035,7 @@ fn decode_part<'a>(
             let n = (e - b) as usize;
             let with_base = (t.base_elements.clamp(b, e) - b) as usize;
             let base_chunk = match t.base_offset {
-                Some(offset) => {
-                    let from = offset as usize + b as usize * width;
-                    &base[from..from + with_base * width]
-                }
+                Some(offset) => base_range(base, offset, b, with_base as u64, width, name)?,
                 None => &[][..],
             };
             let bytes = match t.method {

@@ -450,6 +450,16 @@ impl PartAssembler {
 }
 
 impl DatasetDeltaCompressor {
+    /// What decides the bytes of an archive besides its inputs (not the thread count): a resumed run
+    /// reuses parts only when this is unchanged.
+    pub(crate) fn settings_id(&self) -> String {
+        let s = &self.settings;
+        format!(
+            "dataset chunks={}/{}/{} part={} level={} lines={:?}",
+            s.min_chunk, s.avg_chunk, s.max_chunk, s.part_bytes, s.zstd_level, s.lines
+        )
+    }
+
     /// A builder with the defaults (2/8/64 KiB chunks, 4 MiB parts, zstd level 12, [`LineMode::Auto`]).
     pub fn builder() -> DatasetDeltaCompressorBuilder {
         DatasetDeltaCompressorBuilder::default()

@@ -167,6 +167,26 @@ pub enum DeltaError {
         /// What it is, e.g. `a FIFO`.
         kind: &'static str,
     },
+    /// A model repository or dataset directory cannot be stored or rebuilt as given (a name that is not
+    /// UTF-8, an unsafe path in an archive, a file where a directory is expected, an output directory in
+    /// use).
+    #[error("{path}: {reason}")]
+    InvalidRepository {
+        /// The file or directory at fault.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An error about one file of a directory archive: `source` says what, `path` (relative to the
+    /// directory) says where.
+    #[error("`{path}`: {source}")]
+    InFile {
+        /// The file, relative to the directory.
+        path: String,
+        /// What went wrong with it.
+        #[source]
+        source: Box<DeltaError>,
+    },
     /// Reading or writing failed.
     #[error("I/O error while {context}: {source}")]
     Io {
@@ -184,6 +204,20 @@ impl DeltaError {
         DeltaError::Corrupt { part: part.into(), reason: reason.into() }
     }
 
+    /// The error itself, or for [`DeltaError::InFile`] the error about the file: what decides how a
+    /// caller reacts (an exit code, a retry).
+    pub fn innermost(&self) -> &DeltaError {
+        match self {
+            DeltaError::InFile { source, .. } => source.innermost(),
+            other => other,
+        }
+    }
+
+    /// This error as about the file `path` of a directory.
+    pub(crate) fn in_file(self, path: &str) -> Self {
+        DeltaError::InFile { path: path.to_owned(), source: Box::new(self) }
+    }
+
     /// Shorthand for [`DeltaError::Io`].
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         DeltaError::Io { context: context.into(), source }
@@ -193,6 +227,15 @@ impl DeltaError {
 impl From<DeltaError> for CompressorError {
     fn from(e: DeltaError) -> Self {
         match e {
+            DeltaError::InFile { path, source } => match CompressorError::from(*source) {
+                CompressorError::Corrupt { part, reason } => {
+                    CompressorError::Corrupt { part: format!("`{path}` {part}"), reason }
+                }
+                other => other,
+            },
+            e @ DeltaError::InvalidRepository { .. } => {
+                CompressorError::InvalidInput { what: "directory".to_owned(), reason: e.to_string() }
+            }
             DeltaError::Corrupt { part, reason } => CompressorError::Corrupt { part, reason },
             DeltaError::WrongBase { expected, found } => CompressorError::WrongBase { expected, found },
             DeltaError::MissingBase => CompressorError::MissingBase,

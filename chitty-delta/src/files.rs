@@ -143,6 +143,13 @@ impl MappedFile {
     }
 }
 
+/// Starts writing `path` atomically after refusing it when it resolves to one of `inputs` or exists as
+/// anything but a regular file.
+pub(crate) fn create_output(path: &Path, inputs: &[&MappedFile]) -> Result<AtomicFile, DeltaError> {
+    check_output(path, &inputs.iter().map(|m| &m.input).collect::<Vec<_>>())?;
+    AtomicFile::create(path)
+}
+
 /// Temporary files of this process's uncommitted [`AtomicFile`]s, so that [`abandon_pending_outputs`] can
 /// remove them from a signal-handling thread.
 static PENDING: Mutex<PendingOutputs> = Mutex::new(PendingOutputs { paths: Vec::new(), abandoned: false });

@@ -90,13 +90,23 @@ impl Method {
 pub(crate) struct BaseFingerprint {
     /// Length of the base file.
     pub(crate) file_len: u64,
-    /// SHA-256 of the base's safetensors header (length prefix and JSON), hex.
+    /// SHA-256 of the base's safetensors header (length prefix and JSON), hex; of a sharded base, of
+    /// every shard's header in order.
     pub(crate) header_sha256: String,
+    /// Shards of a sharded base (absent for one file, so single-file archives are unchanged); `file_len`
+    /// is then their total and tensor offsets address the shards laid end to end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) shards: Option<u64>,
 }
 
 impl std::fmt::Display for BaseFingerprint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "a {}-byte file with header sha256 {}", self.file_len, self.header_sha256)
+        match self.shards {
+            Some(n) => {
+                write!(f, "{n} shards of {} bytes in all with header sha256 {}", self.file_len, self.header_sha256)
+            }
+            None => write!(f, "a {}-byte file with header sha256 {}", self.file_len, self.header_sha256),
+        }
     }
 }
 

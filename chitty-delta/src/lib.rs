@@ -106,12 +106,14 @@ mod lossy;
 mod mac;
 mod packed16;
 mod pipeline;
+pub mod repo;
 pub mod safetensors;
+mod shards;
 mod transform;
 
 pub use compressor::{
     ArchiveSummary, DEFAULT_CHUNK_ELEMENTS, DEFAULT_ZSTD_LEVEL, LOSSLESS_BY_DEFAULT, Mode, ModelDeltaCompressor,
-    ModelDeltaCompressorBuilder, PolicyRule, TensorSummary, glob_matches, inspect,
+    ModelDeltaCompressorBuilder, PolicyRule, SizeEstimate, TensorEstimate, TensorSummary, glob_matches, inspect,
 };
 pub use dataset::{DatasetDeltaCompressor, DatasetDeltaCompressorBuilder, LineMode, MatchStats};
 pub use error::DeltaError;

@@ -98,3 +98,79 @@ fn version_and_help_list_what_can_be_chosen() {
         assert!(help.contains(word), "`{word}` missing from:\n{help}");
     }
 }
+
+#[test]
+fn a_model_repository_round_trips_through_the_binary_with_directory_arguments() {
+    use chitty_testkit::model_pairs::{RepoPairSpec, write_repo_pair};
+    let dir = tempfile::tempdir().unwrap();
+    let (base, target) = (dir.path().join("base"), dir.path().join("ft"));
+    // The base in 3 shards, the fine-tune in 2: no shard lines up.
+    write_repo_pair(&RepoPairSpec::small(11), &base, &target).unwrap();
+    let (archive, restored) = (dir.path().join("ft.delta"), dir.path().join("restored"));
+
+    let out = run(&[&"--json", &"compress", &base, &target, &"-o", &archive]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = report(&out);
+    assert_eq!((r["kind"].as_str(), r["files_reused"].as_u64()), (Some("repository"), Some(0)), "{r}");
+    let files = r["entries"].as_array().unwrap();
+    assert!(files.iter().any(|e| e["path"] == "model.safetensors.index.json" && e["kind"] == "dataset"), "{r}");
+    assert!(r["output_bytes"].as_u64().unwrap() * 2 < r["input_bytes"].as_u64().unwrap(), "{r}");
+
+    let out = run(&[&"--json", &"verify", &base, &archive]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(report(&out)["files"].as_u64(), Some(files.len() as u64));
+
+    let out = run(&[&"--json", &"inspect", &archive]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = report(&out);
+    assert_eq!(r["format"].as_str(), Some("chitty-repo-delta"));
+    assert_eq!(r["base_shards"].as_array().map(Vec::len), Some(3));
+
+    let out = run(&[&"decompress", &base, &archive, &"-o", &restored]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let names = chitty_delta::repo::scan_dir(&target).unwrap();
+    assert_eq!(chitty_delta::repo::scan_dir(&restored).unwrap(), names);
+    for n in &names {
+        assert!(std::fs::read(target.join(n)).unwrap() == std::fs::read(restored.join(n)).unwrap(), "{n}");
+    }
+
+    // The fine-tune as the base: refused as the wrong base (exit 5), nothing written.
+    let out = run(&[&"decompress", &target, &archive, &"-o", &dir.path().join("x")]);
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.path().join("x").exists());
+    // A file against a directory is a usage error.
+    let out = run(&[&"compress", &base, &target.join("config.json"), &"-o", &dir.path().join("y")]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn max_rel_error_reports_each_choice_and_analyze_estimates_every_mode() {
+    use chitty_testkit::model_pairs::{ModelPairSpec, generate_pair};
+    let dir = tempfile::tempdir().unwrap();
+    let pair = generate_pair(&ModelPairSpec::small(12));
+    let (base, target, archive) =
+        (dir.path().join("b.safetensors"), dir.path().join("t.safetensors"), dir.path().join("a.delta"));
+    std::fs::write(&base, &pair.base).unwrap();
+    std::fs::write(&target, &pair.target).unwrap();
+
+    let out = run(&[&"--json", &"compress", &base, &target, &"-o", &archive, &"--max-rel-error", &"0.5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = report(&out);
+    let parts = r["parts"].as_array().unwrap();
+    for p in parts.iter().filter(|p| p["relative_error"].is_f64()) {
+        assert!(p["relative_error"].as_f64().unwrap() <= 0.5, "{p}");
+    }
+    let savings = r["savings_by_method"].as_array().unwrap();
+    let shares: f64 = savings.iter().map(|s| s["share_of_saved"].as_f64().unwrap()).sum();
+    assert!((shares - 1.0).abs() < 1e-9, "{r}");
+
+    let out = run(&[&"--json", &"analyze", &base, &target, &"--estimates-only", &"--max-rel-error", &"0.5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r2 = report(&out);
+    let estimates = r2["estimates"].as_array().unwrap();
+    let modes: Vec<&str> = estimates.iter().map(|e| e["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["lossless", "sparse", "int8", "int4", "1bit", "max-rel-error=0.5"]);
+    let real = r["output_bytes"].as_f64().unwrap();
+    let est = estimates[5]["archive_bytes"].as_f64().unwrap();
+    assert!((est - real).abs() / real <= 0.10, "estimated {est} for {real}");
+}

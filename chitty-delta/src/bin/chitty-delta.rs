@@ -4,7 +4,9 @@
 //! ```text
 //! cargo install chitty-delta --features cli
 //! chitty-delta compress BASE TARGET -o ARCHIVE|- [--kind auto|model|dataset] [--mode lossless|sparse|int8|int4|1bit]
+//! chitty-delta compress BASE_DIR TARGET_DIR -o ARCHIVE     # a model repository: resumable, one archive
 //! chitty-delta decompress BASE ARCHIVE -o OUTPUT|-
+//! chitty-delta decompress BASE_DIR ARCHIVE -o OUT_DIR      # resumable
 //! chitty-delta verify BASE ARCHIVE
 //! chitty-delta inspect ARCHIVE
 //! chitty-delta analyze BASE TARGET            # model transforms compared
@@ -28,6 +30,7 @@ use std::time::Instant;
 use chitty_core::{DecodeReport, EncodeReport};
 use chitty_delta::analysis::study_transforms;
 use chitty_delta::files::{self, DeltaFileCodec, MappedFile};
+use chitty_delta::repo::{self, RepoCompressor, RepoEvent};
 use chitty_delta::{DatasetDeltaCompressor, DeltaError, MacKey, Mode, ModelDeltaCompressor};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -88,21 +91,30 @@ impl From<CliMode> for Mode {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compress TARGET as a delta against BASE into ARCHIVE.
+    /// Compress TARGET as a delta against BASE into ARCHIVE. With two directories (model repositories
+    /// as on the Hugging Face Hub), every safetensors file is a model delta against all of BASE's shards
+    /// and every other file a dataset delta against BASE's file of the same path; an interrupted run
+    /// resumes from ARCHIVE.chitty-partial/.
     Compress {
-        /// The file TARGET is derived from.
+        /// The file or directory TARGET is derived from.
         base: PathBuf,
-        /// The file to store.
+        /// The file or directory to store (a directory when BASE is one).
         target: PathBuf,
-        /// The archive, or `-` for standard output.
+        /// The archive, or `-` for standard output (files only).
         #[arg(short, long)]
         output: PathBuf,
-        /// Which kind of delta.
+        /// Which kind of delta; for directories, `dataset` stores safetensors files as dataset deltas too.
         #[arg(long, value_enum, default_value_t = Kind::Auto)]
         kind: Kind,
         /// How changed 2-D weights are stored (model deltas; dataset deltas are always lossless).
         #[arg(long, value_enum, default_value_t = CliMode::Lossless)]
         mode: CliMode,
+        /// Calibrated lossy storage: each changed matrix that no --rule names is stored in the smallest of
+        /// sparse, int8, int4, 1bit and lossless whose relative error (Frobenius norm of the error over that
+        /// of the change) stays at or under E; the report gives each tensor's choice and error, and the
+        /// share of the bytes saved by each choice. Overrides --mode for matrices.
+        #[arg(long, value_name = "E")]
+        max_rel_error: Option<f64>,
         /// Per-tensor policy, PATTERN=MODE (glob with `*`); the first match wins. Repeatable.
         #[arg(long = "rule", value_name = "PATTERN=MODE")]
         rules: Vec<String>,
@@ -120,13 +132,14 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         mac_key_file: Option<PathBuf>,
     },
-    /// Rebuild the target from BASE and ARCHIVE into OUTPUT, verifying every part.
+    /// Rebuild the target from BASE and ARCHIVE into OUTPUT, verifying every part. A directory archive
+    /// rebuilds a directory (OUTPUT must not exist or be empty), resuming from OUTPUT.chitty-partial/.
     Decompress {
-        /// The base the archive was made against.
+        /// The base file or directory the archive was made against.
         base: PathBuf,
         /// The archive.
         archive: PathBuf,
-        /// The rebuilt file, or `-` for standard output.
+        /// The rebuilt file or directory, or `-` for standard output (files only).
         #[arg(short, long)]
         output: PathBuf,
         /// Worker threads (default: one per core).
@@ -138,7 +151,7 @@ enum Command {
     },
     /// Decode ARCHIVE against BASE and check every checksum, writing nothing.
     Verify {
-        /// The base the archive was made against.
+        /// The base file or directory the archive was made against.
         base: PathBuf,
         /// The archive.
         archive: PathBuf,
@@ -154,7 +167,9 @@ enum Command {
         /// The archive.
         archive: PathBuf,
     },
-    /// Measure candidate transforms of a model pair (XOR, byte planes, integer difference) per zstd level.
+    /// Estimate the archive of a model pair in each mode (lossless, sparse, int8, int4, 1bit, and within
+    /// --max-rel-error when given) from a sample of each tensor's chunks, and measure candidate transforms
+    /// (XOR, byte planes, integer difference) per zstd level.
     Analyze {
         /// The base model.
         base: PathBuf,
@@ -163,6 +178,16 @@ enum Command {
         /// zstd levels to try, comma separated.
         #[arg(long, default_value = "1,3,9")]
         levels: String,
+        /// Chunks of each tensor encoded for the estimates (spread evenly; a tensor with no more is
+        /// encoded whole).
+        #[arg(long, default_value_t = 4)]
+        sample_chunks: usize,
+        /// Also estimate the calibrated choice under this maximum relative error (as compress takes it).
+        #[arg(long, value_name = "E")]
+        max_rel_error: Option<f64>,
+        /// Skip the transform study (only the per-mode estimates).
+        #[arg(long)]
+        estimates_only: bool,
     },
 }
 
@@ -217,7 +242,8 @@ struct Failure {
 
 impl From<DeltaError> for Failure {
     fn from(e: DeltaError) -> Self {
-        let code = match &e {
+        // A directory archive's error about one file is classed by what went wrong with that file.
+        let code = match e.innermost() {
             DeltaError::Corrupt { .. } => 4,
             DeltaError::WrongBase { .. } | DeltaError::MissingBase => 5,
             DeltaError::Io { .. } => 6,
@@ -365,7 +391,21 @@ fn model_compressor(
     threads: Option<usize>,
     mac_key_file: Option<&Path>,
 ) -> Result<ModelDeltaCompressor, Failure> {
+    model_compressor_within(mode, None, rules, level, threads, mac_key_file)
+}
+
+fn model_compressor_within(
+    mode: Mode,
+    max_rel_error: Option<f64>,
+    rules: &[(String, Mode)],
+    level: i32,
+    threads: Option<usize>,
+    mac_key_file: Option<&Path>,
+) -> Result<ModelDeltaCompressor, Failure> {
     let mut builder = ModelDeltaCompressor::builder().mode(mode).zstd_level(level);
+    if let Some(e) = max_rel_error {
+        builder = builder.max_rel_error(e);
+    }
     if let Some(path) = mac_key_file {
         builder = builder.mac_key(MacKey::from_file(path)?);
     }
@@ -441,7 +481,21 @@ fn decode_report(op: &str, report: &DecodeReport, secs: f64) -> Report {
 
 fn run(command: Command, as_json: bool) -> Result<Report, Failure> {
     match command {
-        Command::Compress { base, target, output, kind, mode, rules, level, threads, verbose, mac_key_file } => {
+        Command::Compress {
+            base,
+            target,
+            output,
+            kind,
+            mode,
+            max_rel_error,
+            rules,
+            level,
+            threads,
+            verbose,
+            mac_key_file,
+        } => {
+            // A calibrated choice is reported tensor by tensor.
+            let verbose = verbose || max_rel_error.is_some();
             let rules = rules
                 .iter()
                 .map(|r| {
@@ -449,14 +503,32 @@ fn run(command: Command, as_json: bool) -> Result<Report, Failure> {
                     Ok((p.to_owned(), Mode::parse(m).ok_or_else(|| usage(format!("unknown mode `{m}`")))?))
                 })
                 .collect::<Result<Vec<_>, Failure>>()?;
+            match (base.is_dir(), target.is_dir()) {
+                (true, true) => {
+                    let model = model_compressor_within(
+                        mode.into(),
+                        max_rel_error,
+                        &rules,
+                        level.unwrap_or(chitty_delta::DEFAULT_ZSTD_LEVEL),
+                        threads,
+                        mac_key_file.as_deref(),
+                    )?;
+                    let repo = repo_compressor(model, level, threads, kind == Kind::Dataset)?;
+                    return compress_dir(&repo, &base, &target, &output, verbose, as_json);
+                }
+                (false, false) => {}
+                _ => return Err(usage("BASE and TARGET must both be files or both be directories")),
+            }
             let dataset = match kind {
                 Kind::Model => false,
                 Kind::Dataset => true,
                 Kind::Auto => !is_safetensors(&target)?,
             };
             let c: Box<dyn DeltaFileCodec> = if dataset {
-                if mode != CliMode::Lossless || !rules.is_empty() || mac_key_file.is_some() {
-                    return Err(usage("dataset deltas are lossless and take no --mode, --rule or --mac-key-file"));
+                if mode != CliMode::Lossless || !rules.is_empty() || mac_key_file.is_some() || max_rel_error.is_some() {
+                    return Err(usage(
+                        "dataset deltas are lossless and take no --mode, --max-rel-error, --rule or --mac-key-file",
+                    ));
                 }
                 let mut builder = DatasetDeltaCompressor::builder();
                 if let Some(level) = level {
@@ -468,7 +540,14 @@ fn run(command: Command, as_json: bool) -> Result<Report, Failure> {
                 Box::new(builder.build()?)
             } else {
                 let level = level.unwrap_or(chitty_delta::DEFAULT_ZSTD_LEVEL);
-                Box::new(model_compressor(mode.into(), &rules, level, threads, mac_key_file.as_deref())?)
+                Box::new(model_compressor_within(
+                    mode.into(),
+                    max_rel_error,
+                    &rules,
+                    level,
+                    threads,
+                    mac_key_file.as_deref(),
+                )?)
             };
             let bar = progress_bar(file_len(&target)?, "compress");
             let start = Instant::now();
@@ -500,8 +579,29 @@ fn run(command: Command, as_json: bool) -> Result<Report, Failure> {
                 out = out.field("max_rel_error", json!(w));
             }
             out.extra.push(("parts", parts_json(&report)));
+            out.extra.push(("savings_by_method", savings_by_method(&report, as_json || !verbose)));
             Ok(out)
         }
+        Command::Decompress { base, archive, output, threads, mac_key_file } if repo::is_repo_archive(&archive)? => {
+            if is_stdout(&output) {
+                return Err(usage("a directory archive rebuilds a directory: -o names it, not `-`"));
+            }
+            let repo = repo_decoder(threads, mac_key_file.as_deref())?;
+            let bar = progress_bar(repo::repo_target_len(&archive)?, "decompress");
+            let start = Instant::now();
+            let report = repo.decompress(&base, &archive, &output, &mut repo_events(&bar))?;
+            bar.finish_and_clear();
+            Ok(repo_decode_report("decompress", &report, start.elapsed().as_secs_f64()))
+        }
+        Command::Verify { base, archive, threads, mac_key_file } if repo::is_repo_archive(&archive)? => {
+            let repo = repo_decoder(threads, mac_key_file.as_deref())?;
+            let bar = progress_bar(repo::repo_target_len(&archive)?, "verify");
+            let start = Instant::now();
+            let report = repo.verify(&base, &archive, &mut repo_events(&bar))?;
+            bar.finish_and_clear();
+            Ok(repo_decode_report("verify", &report, start.elapsed().as_secs_f64()))
+        }
+        Command::Inspect { archive } if repo::is_repo_archive(&archive)? => inspect_dir(&archive, as_json),
         Command::Decompress { base, archive, output, threads, mac_key_file } => {
             if mac_key_file.is_some() && is_stdout(&output) {
                 // The MAC ends the archive: a stream would carry parts before they are authenticated.
@@ -602,12 +702,21 @@ fn run(command: Command, as_json: bool) -> Result<Report, Failure> {
             report.extra.push(("tensor_details", tensors));
             Ok(report)
         }
-        Command::Analyze { base, target, levels } => {
+        Command::Analyze { base, target, levels, sample_chunks, max_rel_error, estimates_only } => {
             let levels: Vec<i32> = levels
                 .split(',')
                 .map(|l| l.trim().parse().map_err(|_| usage(format!("bad level `{l}`"))))
                 .collect::<Result<_, _>>()?;
+            if base.is_dir() || target.is_dir() {
+                return Err(usage("analyze takes two safetensors files"));
+            }
             let (base, target) = (MappedFile::open(&base)?, MappedFile::open(&target)?);
+            let estimates = estimate_modes(base.bytes(), target.bytes(), sample_chunks, max_rel_error, as_json)?;
+            if estimates_only {
+                let mut report = Report::new("analyze").field("target_bytes", json!(target.bytes().len()));
+                report.extra.push(("estimates", estimates));
+                return Ok(report);
+            }
             let study = study_transforms(base.bytes(), target.bytes(), &levels)?;
             let pct = |b: f64| 100.0 * b / study.compared_bytes.max(1) as f64;
             let mut rows = Vec::new();
@@ -645,7 +754,256 @@ fn run(command: Command, as_json: bool) -> Result<Report, Failure> {
                 .field("recipe_file_bytes", json!(study.recipe_file_bytes))
                 .field("target_bytes", json!(study.target_bytes));
             report.extra.push(("planes", Value::Array(rows)));
+            report.extra.push(("estimates", estimates));
             Ok(report)
         }
     }
+}
+
+fn repo_compressor(
+    model: ModelDeltaCompressor,
+    level: Option<i32>,
+    threads: Option<usize>,
+    all_dataset: bool,
+) -> Result<RepoCompressor, Failure> {
+    let mut dataset = DatasetDeltaCompressor::builder();
+    if let Some(level) = level {
+        dataset = dataset.zstd_level(level);
+    }
+    if let Some(t) = threads {
+        dataset = dataset.threads(t);
+    }
+    Ok(RepoCompressor::builder().model(model).dataset(dataset.build()?).all_dataset(all_dataset).build()?)
+}
+
+/// The decoder of directory archives: every setting that matters is in the archive.
+fn repo_decoder(threads: Option<usize>, mac_key_file: Option<&Path>) -> Result<RepoCompressor, Failure> {
+    let model = model_compressor(Mode::Lossless, &[], 1, threads, mac_key_file)?;
+    repo_compressor(model, None, threads, false)
+}
+
+/// Progress of a directory run on `bar`.
+fn repo_events(bar: &ProgressBar) -> impl FnMut(RepoEvent<'_>) -> Result<(), DeltaError> + '_ {
+    move |event| {
+        if let RepoEvent::Bytes(n) = event {
+            bar.set_position(n);
+        }
+        Ok(())
+    }
+}
+
+fn entries_json(entries: &[repo::EntrySummary]) -> Value {
+    entries
+        .iter()
+        .map(|e| {
+            json!({
+                "path": e.path,
+                "kind": e.kind.as_str(),
+                "original_bytes": e.original_bytes,
+                "stored_bytes": e.stored_bytes,
+                "reused": e.reused,
+            })
+        })
+        .collect()
+}
+
+fn compress_dir(
+    repo: &RepoCompressor,
+    base: &Path,
+    target: &Path,
+    output: &Path,
+    verbose: bool,
+    as_json: bool,
+) -> Result<Report, Failure> {
+    if is_stdout(output) {
+        return Err(usage("a directory archive is assembled from resumable parts: -o - is for files only"));
+    }
+    let total = repo::scan_dir(target)?
+        .iter()
+        .map(|p| file_len(&p.split('/').fold(target.to_owned(), |d, c| d.join(c))))
+        .sum::<Result<u64, Failure>>()?;
+    let bar = progress_bar(total, "compress");
+    let start = Instant::now();
+    let r = repo.compress(base, target, output, &mut repo_events(&bar))?;
+    let secs = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    if verbose && !as_json {
+        for p in &r.report.parts {
+            let err = p.relative_error.map(|e| format!(" rel_error={e:.4}")).unwrap_or_default();
+            out!("{:<70} {:<20} {:>12} -> {:>12}{err}", printable(&p.name), p.method, p.original_bytes, p.stored_bytes);
+        }
+    }
+    let report = &r.report;
+    let worst = report.parts.iter().filter_map(|p| p.relative_error).reduce(f64::max);
+    let mut out = Report::new("compress")
+        .field("kind", json!("repository"))
+        .field("files", json!(r.entries.len()))
+        .field("files_reused", json!(r.entries.iter().filter(|e| e.reused).count()))
+        .field("input_bytes", json!(report.input_bytes))
+        .field("output_bytes", json!(report.output_bytes))
+        .field("ratio", json!(ratio(report.output_bytes, report.input_bytes)))
+        .field("seconds", json!(secs))
+        .field("gb_per_s", json!(gbps(report.input_bytes, secs)));
+    if let Some(w) = worst {
+        out = out.field("max_rel_error", json!(w));
+    }
+    out.extra.push(("entries", entries_json(&r.entries)));
+    out.extra.push(("parts", parts_json(report)));
+    out.extra.push(("savings_by_method", savings_by_method(report, as_json || !verbose)));
+    Ok(out)
+}
+
+fn repo_decode_report(op: &str, r: &repo::RepoDecodeReport, secs: f64) -> Report {
+    let mut out = decode_report(op, &r.report, secs)
+        .field("files", json!(r.entries.len()))
+        .field("files_reused", json!(r.entries.iter().filter(|e| e.reused).count()));
+    out.extra.push(("entries", entries_json(&r.entries)));
+    out
+}
+
+fn inspect_dir(archive: &Path, as_json: bool) -> Result<Report, Failure> {
+    let s = RepoCompressor::builder().build()?.inspect(archive)?;
+    if !as_json {
+        out!("format {}; base shards: {}", repo::REPO_FORMAT, s.base_shards.len());
+        out!("{:<60} {:<8} {:>12} {:>12} {:>7}", "file", "kind", "bytes", "stored", "ratio");
+        for e in &s.entries {
+            out!(
+                "{:<60} {:<8} {:>12} {:>12} {:>6.2}%",
+                printable(&e.path),
+                e.kind.as_str(),
+                e.original_bytes,
+                e.stored_bytes,
+                100.0 * ratio(e.stored_bytes, e.original_bytes)
+            );
+        }
+    }
+    let entries: Value = s
+        .entries
+        .iter()
+        .map(|e| {
+            let tensors: Value = e
+                .tensors
+                .iter()
+                .map(|t| {
+                    json!({
+                        "name": t.name,
+                        "dtype": t.dtype,
+                        "shape": t.shape,
+                        "method": t.method.as_str(),
+                        "original_bytes": t.original_bytes,
+                        "stored_bytes": t.stored_bytes,
+                        "relative_error": t.relative_error,
+                    })
+                })
+                .collect();
+            json!({
+                "path": e.path,
+                "kind": e.kind.as_str(),
+                "original_bytes": e.original_bytes,
+                "stored_bytes": e.stored_bytes,
+                "tensors": tensors,
+            })
+        })
+        .collect();
+    let mut report = Report::new("inspect")
+        .field("format", json!(repo::REPO_FORMAT))
+        .field("files", json!(s.entries.len()))
+        .field("target_bytes", json!(s.target_bytes))
+        .field("archive_bytes", json!(s.archive_bytes))
+        .field("ratio", json!(ratio(s.archive_bytes, s.target_bytes)));
+    report.extra.push(("base_shards", json!(s.base_shards)));
+    report.extra.push(("entries", entries));
+    Ok(report)
+}
+
+/// Per method: the tensors stored with it, their bytes before and after, and the share of all bytes saved
+/// that it saved; printed as one line per method unless `quiet`.
+fn savings_by_method(report: &EncodeReport, quiet: bool) -> Value {
+    let mut by: std::collections::BTreeMap<&str, (u64, u64, u64)> = std::collections::BTreeMap::new();
+    for p in &report.parts {
+        let e = by.entry(p.method.as_str()).or_default();
+        e.0 += 1;
+        e.1 += p.original_bytes;
+        e.2 += p.stored_bytes;
+    }
+    let saved_total: u64 = by.values().map(|&(_, o, s)| o.saturating_sub(s)).sum();
+    by.iter()
+        .map(|(method, &(parts, original, stored))| {
+            let saved = original.saturating_sub(stored);
+            let share = ratio(saved, saved_total);
+            if !quiet {
+                out!(
+                    "method {:<20} parts {parts:>5}  {original:>12} -> {stored:>12} bytes, {:5.1}% of the bytes saved",
+                    printable(method),
+                    100.0 * share
+                );
+            }
+            json!({
+                "method": method,
+                "parts": parts,
+                "original_bytes": original,
+                "stored_bytes": stored,
+                "saved_bytes": saved,
+                "share_of_saved": share,
+            })
+        })
+        .collect()
+}
+
+/// The estimated archive of `target` against `base` in every mode (and within `max_rel_error`), one line
+/// each unless `as_json`.
+fn estimate_modes(
+    base: &[u8],
+    target: &[u8],
+    sample_chunks: usize,
+    max_rel_error: Option<f64>,
+    as_json: bool,
+) -> Result<Value, Failure> {
+    let mut modes: Vec<(String, ModelDeltaCompressor)> = Vec::new();
+    for (name, mode) in [
+        ("lossless", Mode::Lossless),
+        ("sparse", Mode::Sparse),
+        ("int8", Mode::Int8),
+        ("int4", Mode::Int4),
+        ("1bit", Mode::OneBit),
+    ] {
+        modes.push((name.to_owned(), ModelDeltaCompressor::builder().mode(mode).build()?));
+    }
+    if let Some(e) = max_rel_error {
+        modes.push((format!("max-rel-error={e}"), ModelDeltaCompressor::builder().max_rel_error(e).build()?));
+    }
+    let mut rows = Vec::new();
+    for (name, c) in modes {
+        let est = c.estimate_sharded(&[base], target, sample_chunks)?;
+        let worst = est.tensors.iter().filter_map(|t| t.relative_error).reduce(f64::max);
+        if !as_json {
+            let err = worst.map(|w| format!(" max_rel_error={w:.4}")).unwrap_or_default();
+            out!(
+                "estimate mode={name} archive_bytes={} ratio={:.4}{err}",
+                est.archive_bytes,
+                ratio(est.archive_bytes, est.target_bytes)
+            );
+        }
+        let tensors: Value = est
+            .tensors
+            .iter()
+            .map(|t| {
+                json!({
+                    "name": t.name,
+                    "method": t.method.as_str(),
+                    "original_bytes": t.original_bytes,
+                    "stored_bytes": t.stored_bytes,
+                    "relative_error": t.relative_error,
+                })
+            })
+            .collect();
+        rows.push(json!({
+            "mode": name,
+            "archive_bytes": est.archive_bytes,
+            "ratio": ratio(est.archive_bytes, est.target_bytes),
+            "max_rel_error": worst,
+            "tensors": tensors,
+        }));
+    }
+    Ok(Value::Array(rows))
 }

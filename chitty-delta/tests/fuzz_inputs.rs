@@ -1,0 +1,64 @@
+//! The inputs of `fuzz/fuzz_targets/dataset_archive.rs`, driven by proptest on stable: the same body, so
+//! that CI exercises what the fuzz target checks without nightly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chitty_core::{Compressor, CompressorError};
+use chitty_delta::DatasetDeltaCompressor;
+use proptest::prelude::*;
+
+const BASE: &[u8] = b"id,name,score\n1,ada,3\n2,grace,5\n3,barbara,8\n4,edsger,13\n";
+
+/// The fuzz target's body: an odd first byte decodes the rest as an archive, an even one round-trips a
+/// base/target split of it.
+fn fuzz_body(data: &[u8]) -> Result<(), TestCaseError> {
+    let Some((&mode, rest)) = data.split_first() else { return Ok(()) };
+    let c =
+        DatasetDeltaCompressor::builder().chunk_sizes(64, 256, 1024).part_bytes(64 << 10).threads(1).build().unwrap();
+    if mode & 1 == 1 {
+        let mut out = Vec::new();
+        match c.decode(Some(BASE), &mut &rest[..], &mut out) {
+            Ok(report) => prop_assert_eq!(report.output_bytes, out.len() as u64),
+            Err(CompressorError::Corrupt { .. } | CompressorError::WrongBase { .. } | CompressorError::MissingBase) => {
+            }
+            Err(other) => prop_assert!(false, "unexpected error kind: {other}"),
+        }
+    } else {
+        let (base, target) = rest.split_at(rest.len() / 2);
+        let mut archive = Vec::new();
+        c.encode(Some(base), target, &mut archive).unwrap();
+        let mut out = Vec::new();
+        c.decode(Some(base), &mut archive.as_slice(), &mut out).unwrap();
+        prop_assert!(out == target);
+    }
+    Ok(())
+}
+
+/// A valid archive of the fuzz target's base, to mutate.
+fn valid_archive() -> Vec<u8> {
+    let target = b"id,name,score\n1,ada,3\n2,grace,6\n3,barbara,8\n5,alan,21\n";
+    let c =
+        DatasetDeltaCompressor::builder().chunk_sizes(64, 256, 1024).part_bytes(64 << 10).threads(1).build().unwrap();
+    let mut archive = vec![1u8];
+    c.encode(Some(BASE), target, &mut archive).unwrap();
+    archive
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_fuzz_inputs_never_panic(data in proptest::collection::vec(any::<u8>(), 0..6000)) {
+        fuzz_body(&data)?;
+    }
+
+    #[test]
+    fn mutated_valid_archives_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8), cut in any::<usize>()) {
+        let mut data = valid_archive();
+        for (at, byte) in flips {
+            let i = 1 + at % (data.len() - 1);
+            data[i] ^= byte | 1;
+        }
+        let len = 1 + cut % data.len();
+        fuzz_body(&data[..len])?;
+    }
+}
