@@ -41,6 +41,7 @@ pub mod keys;
 pub mod money;
 pub mod provider;
 pub mod ratelimit;
+pub mod retry;
 #[cfg(feature = "tokio")]
 pub mod runtime;
 #[cfg(feature = "serve")]
