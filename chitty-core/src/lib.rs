@@ -31,6 +31,7 @@
 //! ```
 
 pub mod access;
+pub mod balance;
 pub mod budget;
 pub mod cache;
 pub mod compressor;
