@@ -35,6 +35,7 @@ pub mod balance;
 pub mod budget;
 pub mod cache;
 pub mod compressor;
+pub mod embedding;
 pub mod error;
 pub mod events;
 pub mod gateway;
@@ -43,6 +44,7 @@ pub mod money;
 pub mod provider;
 pub mod ratelimit;
 pub mod retry;
+pub mod router;
 #[cfg(feature = "tokio")]
 pub mod runtime;
 #[cfg(feature = "serve")]
