@@ -47,6 +47,7 @@ pub mod retry;
 pub mod router;
 #[cfg(feature = "tokio")]
 pub mod runtime;
+pub mod semantic;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod time;

@@ -335,7 +335,7 @@ mod tests {
         let hint = Some(Duration::from_millis(1_500));
         assert_eq!(
             policy.decide(1, T0, deadline, hint, &mut b, &random),
-            RetryDecision::RetryAfter(hint.unwrap_or_default())
+            RetryDecision::RetryAfter(Duration::from_millis(1_500))
         );
         let late = T0.plus(Duration::from_millis(4_000));
         assert_eq!(policy.decide(1, late, deadline, hint, &mut b, &random), RetryDecision::DeadlineExceeded);
@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn config_reads_from_toml_shaped_json() {
-        let c: RetryBudgetConfig = serde_json::from_str(r#"{"percent": 10}"#).unwrap_or_default();
+        let c: RetryBudgetConfig = serde_json::from_str(r#"{"percent": 10}"#).unwrap();
         assert_eq!(c, RetryBudgetConfig { percent: 10, min_per_sec: 10, window_secs: 10 });
         assert!(serde_json::from_str::<RetryBudgetConfig>(r#"{"percnt": 10}"#).is_err());
     }
