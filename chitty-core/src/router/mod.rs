@@ -36,9 +36,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod cascade;
-mod classifier;
-mod rules;
+pub mod cascade;
+pub mod classifier;
+pub mod rules;
 
 use std::fmt;
 use std::sync::Arc;
