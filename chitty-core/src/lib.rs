@@ -31,9 +31,11 @@
 //! ```
 
 pub mod access;
+pub mod balance;
 pub mod budget;
 pub mod cache;
 pub mod compressor;
+pub mod embedding;
 pub mod error;
 pub mod events;
 pub mod gateway;
@@ -41,8 +43,11 @@ pub mod keys;
 pub mod money;
 pub mod provider;
 pub mod ratelimit;
+pub mod retry;
+pub mod router;
 #[cfg(feature = "tokio")]
 pub mod runtime;
+pub mod semantic;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod time;

@@ -1,0 +1,162 @@
+//! The pure routing decisions of issue 19, with no gateway around them: the smart router's rule path
+//! (features read from a request, then rules and hint), its classifier (k nearest of 1,000 labelled examples
+//! of 1,536 dimensions, excluding the embedding call), the balancer, the retry budget, the cascade's schema
+//! check, and the semantic cache's flat search over 1k, 10k and 100k entries of 1,536 dimensions (all in one
+//! tenant and partition: the worst case).
+//!
+//! `cargo bench --bench routing`
+
+// A bench that cannot build its fixtures has nothing to measure: failing loudly is the point.
+#![allow(clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use chitty::core::balance::{BalancePolicy, Balancer, Deployment};
+use chitty::core::retry::{FullJitter, RetryBudget, RetryBudgetConfig, RetryPolicy};
+use chitty::core::router::{
+    AnswerExpectations, CascadeConfig, ExampleIndex, QualityHint, RequestFeatures, RouterConfig, RouterStep,
+    SmartRouter,
+};
+use chitty::core::semantic::{PartitionKey, SemanticIndex, SemanticIndexConfig};
+use chitty::core::wire::{ChatCompletionRequest, ChatCompletionResponse};
+use chitty::core::{RandomSource, SeededRandom, Timestamp};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+const DIMS: usize = 1_536;
+
+fn vector(random: &SeededRandom) -> Vec<f32> {
+    (0..DIMS).map(|_| (random.next_u64() % 20_001) as f32 / 10_000.0 - 1.0).collect()
+}
+
+fn router() -> SmartRouter {
+    let config: RouterConfig = serde_json::from_value(serde_json::json!({
+        "name": "auto",
+        "candidates": [{"model": "mini"}, {"model": "mid"}, {"model": "max"}],
+        "rules": [
+            {"name": "long", "when": {"prompt_tokens_above": 30000}, "model": "max"},
+            {"name": "images", "when": {"images": true}, "at_least": "mid"},
+            {"name": "schema", "when": {"json_schema": true}, "at_least": "mid"},
+            {"name": "tools", "when": {"tools": true}, "at_least": "max"},
+            {"name": "short-low", "when": {"prompt_tokens_at_most": 200, "quality": "low"}, "model": "mini"}
+        ],
+        "embedding_model": "embed",
+        "cascade": {}
+    }))
+    .expect("router config");
+    SmartRouter::new(&config, |_| true).expect("router")
+}
+
+fn request() -> ChatCompletionRequest {
+    serde_json::from_value(serde_json::json!({
+        "model": "auto",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant. Answer briefly and cite sources when you can."},
+            {"role": "user", "content": "What is the capital of France, and what is it known for?"},
+            {"role": "assistant", "content": "Paris: the Louvre, the Eiffel Tower, and its cafés."},
+            {"role": "user", "content": "Give me three museums there as a JSON list with names and arrondissements."}
+        ],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "museums", "schema": {
+            "type": "object", "required": ["museums"], "additionalProperties": false,
+            "properties": {"museums": {"type": "array", "maxItems": 3, "items": {"type": "object",
+                "required": ["name", "arrondissement"], "additionalProperties": false,
+                "properties": {"name": {"type": "string"}, "arrondissement": {"type": "integer", "minimum": 1, "maximum": 20}}}}}}}},
+        "temperature": 0
+    }))
+    .expect("request")
+}
+
+fn bench_router(c: &mut Criterion) {
+    let router = router();
+    let request = request();
+    let mut group = c.benchmark_group("router");
+    group.bench_function("rules_path", |b| {
+        b.iter(|| {
+            let features = RequestFeatures::of(black_box(&request), QualityHint::from_header(black_box("high")));
+            black_box(router.decide(&features))
+        })
+    });
+    let random = SeededRandom::new(19);
+    let mut index = ExampleIndex::new(DIMS);
+    for i in 0..1_000 {
+        let class = ["smalltalk", "code", "maths", "extraction"][i % 4];
+        let model = ["mini", "mid", "max", "mid"][i % 4];
+        index.add(class, model, &vector(&random)).expect("example");
+    }
+    let query = vector(&random);
+    let features = RequestFeatures::of(&request, None);
+    group.bench_function("knn_1000x1536", |b| {
+        b.iter(|| {
+            let RouterStep::Classify(pending) = router.decide(&features) else { panic!("expected the classifier") };
+            black_box(router.classify(pending, &index, black_box(&query)))
+        })
+    });
+    let answer: ChatCompletionResponse = serde_json::from_value(serde_json::json!({
+        "id": "a", "object": "chat.completion", "created": 0, "model": "mini",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content":
+            "{\"museums\": [{\"name\": \"Louvre\", \"arrondissement\": 1}, {\"name\": \"Orsay\", \"arrondissement\": 7}, {\"name\": \"Rodin\", \"arrondissement\": 7}]}"}}]
+    }))
+    .expect("answer");
+    let expect = AnswerExpectations::of(&request);
+    let cascade = CascadeConfig::default();
+    group.bench_function("cascade_schema_check", |b| b.iter(|| black_box(cascade.check(&expect, black_box(&answer)))));
+    group.finish();
+}
+
+fn bench_balance_and_retry(c: &mut Criterion) {
+    let mut group = c.benchmark_group("balance");
+    let random = SeededRandom::new(7);
+    let deployments = vec![Deployment::new(0, 3), Deployment::new(0, 1), Deployment::new(0, 2), Deployment::new(1, 1)];
+    for policy in [BalancePolicy::Ordered, BalancePolicy::Weighted, BalancePolicy::LeastOutstanding] {
+        let balancer = Balancer::new(policy, deployments.clone());
+        group.bench_function(format!("{policy:?}_4_routes"), |b| {
+            b.iter(|| black_box(balancer.attempt_order(|i| i != 1, |i| i as u64, &random)))
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("retry");
+    let policy =
+        RetryPolicy { max_attempts: 3, jitter: FullJitter::new(Duration::from_millis(100), Duration::from_secs(5)) };
+    let mut budget = RetryBudget::new(RetryBudgetConfig::default());
+    let mut now = Timestamp(1_700_000_000_000);
+    group.bench_function("record_and_decide", |b| {
+        b.iter(|| {
+            now = Timestamp(now.0 + 1);
+            budget.record_request(now);
+            black_box(policy.decide(1, now, now.plus(Duration::from_secs(60)), None, &mut budget, &random))
+        })
+    });
+    group.finish();
+}
+
+fn bench_semantic(c: &mut Criterion) {
+    let mut group = c.benchmark_group("semantic_lookup");
+    group.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    let random = SeededRandom::new(2026);
+    let now = Timestamp(1_700_000_000_000);
+    let partition = PartitionKey([3; 16]);
+    for entries in [1_000usize, 10_000, 100_000] {
+        let mut index: SemanticIndex<u64> = SemanticIndex::new(SemanticIndexConfig {
+            dims: DIMS,
+            max_entries: entries,
+            max_entries_per_tenant: entries,
+        });
+        for i in 0..entries {
+            index
+                .insert("bench", partition, &vector(&random), i as u64, now, Duration::from_secs(3_600))
+                .expect("insert");
+        }
+        let query = vector(&random);
+        group.bench_function(format!("{entries}x1536"), |b| {
+            b.iter(|| black_box(index.lookup("bench", partition, black_box(&query), 0.95, now).expect("lookup")))
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = routing;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = bench_router, bench_balance_and_retry, bench_semantic
+}
+criterion_main!(routing);
