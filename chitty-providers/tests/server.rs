@@ -205,6 +205,29 @@ async fn answers_carry_cache_cost_and_request_headers() {
 }
 
 #[tokio::test]
+async fn a_model_is_retrieved_only_by_callers_that_may_use_it() {
+    let s = stack(1 << 20, |_| {}).await;
+    let get = |model: &str, key: &str| s.http.get(format!("{}/v1/models/{model}", s.base)).bearer_auth(key).send();
+    let r = get("chat", "sk-limited").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-request-id"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body, json!({"id": "chat", "object": "model", "created": 0, "owned_by": "chitty"}));
+    // `secret` exists, but not for this tenant: the same answer as a model that does not exist at all.
+    let (hidden, absent) = (
+        envelope(get("secret", "sk-limited").await.unwrap()).await,
+        envelope(get("nope", "sk-limited").await.unwrap()).await,
+    );
+    assert_eq!(hidden.0, 404);
+    assert_eq!(hidden.1["error"]["code"], "model_not_found");
+    assert_eq!(absent.0, 404);
+    assert_eq!(hidden.1["error"]["message"].as_str().unwrap().replace("secret", "nope"), absent.1["error"]["message"]);
+    assert_eq!(envelope(get("secret", "sk-acme").await.unwrap()).await.0, 200);
+    assert_eq!(envelope(get("chat", "sk-wrong").await.unwrap()).await.0, 401);
+    assert_eq!(envelope(get("org/with/slashes", "sk-acme").await.unwrap()).await.1["error"]["code"], "model_not_found");
+}
+
+#[tokio::test]
 async fn streams_are_server_sent_events_ending_with_done() {
     let s = stack(1 << 20, |_| {}).await;
     let req = json!({"model": "chat", "messages": [{"role": "user", "content": "stream"}], "stream": true,

@@ -235,20 +235,18 @@ impl Gateway {
 
     /// The models `ctx` may use (its tenant's, narrowed by its key), in configuration order.
     pub fn models(&self, ctx: &RequestContext) -> ModelList {
-        let data = self
-            .inner
-            .model_order
-            .iter()
-            .filter(|m| ctx.may_use(m))
-            .map(|m| ModelObject {
-                id: m.clone(),
-                object: "model".to_owned(),
-                created: 0,
-                owned_by: "chitty".to_owned(),
-                extra: Extra::new(),
-            })
-            .collect();
+        let data = self.inner.model_order.iter().filter(|m| ctx.may_use(m)).map(|m| model_object(m)).collect();
         ModelList { object: "list".to_owned(), data, extra: Extra::new() }
+    }
+
+    /// The model object of `id` (`GET /v1/models/{id}`), when `ctx` may use it. Otherwise
+    /// [`Error::ModelNotFound`], for a model of another tenant too, so that a caller learns nothing of
+    /// models it cannot use.
+    pub fn model(&self, ctx: &RequestContext, id: &str) -> Result<ModelObject> {
+        match self.inner.model_order.iter().find(|m| m.as_str() == id) {
+            Some(m) if ctx.may_use(m) => Ok(model_object(m)),
+            _ => Err(Error::ModelNotFound { model: id.to_owned() }),
+        }
     }
 
     /// The current time from the injected clock.
@@ -308,5 +306,16 @@ impl Gateway {
         request: CompletionRequest,
     ) -> Result<StreamReply<CompletionResponse>> {
         self.execute::<CompletionEndpoint, Streamed>(ctx, request).await
+    }
+}
+
+/// The model object the models endpoints list for `name`.
+fn model_object(name: &str) -> ModelObject {
+    ModelObject {
+        id: name.to_owned(),
+        object: "model".to_owned(),
+        created: 0,
+        owned_by: "chitty".to_owned(),
+        extra: Extra::new(),
     }
 }

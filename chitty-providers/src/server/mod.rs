@@ -2,7 +2,7 @@
 //!
 //! [`router`] returns an [`axum::Router`] a host application mounts or serves:
 //! `POST /v1/chat/completions` and `POST /v1/completions` (plain and SSE), `POST /v1/embeddings`,
-//! `GET /v1/models` (only the caller's models), `GET /healthz` (the process is alive) and `GET /readyz` (200 when
+//! `GET /v1/models` (only the caller's models) and `GET /v1/models/{id}`, `GET /healthz` (the process is alive) and `GET /readyz` (200 when
 //! the cache, budget and access-store backends answer and every model has a route whose circuit is closed; 503 naming what
 //! fails otherwise).
 //!
@@ -92,6 +92,7 @@ pub fn router(gateway: Gateway, options: ServerOptions) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
+        .route("/v1/models/{*id}", get(model))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -403,10 +404,28 @@ fn sse_response<C: serde::Serialize + Send + 'static>(
 }
 
 async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let id = request_id(&headers);
-    match context(&state.gateway, &headers, &id) {
-        Ok(ctx) => {
-            let mut response = axum::Json(state.gateway.models(&ctx)).into_response();
+    lookup(&state, &headers, |gateway, ctx| Ok(gateway.models(ctx)))
+}
+
+/// `GET /v1/models/{id}`: the model object, or 404 `model_not_found` for a model the caller may not use.
+async fn model(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(model): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    lookup(&state, &headers, |gateway, ctx| gateway.model(ctx, &model))
+}
+
+/// A GET answered from the gateway's state for an authenticated caller, as JSON.
+fn lookup<T: serde::Serialize>(
+    state: &AppState,
+    headers: &HeaderMap,
+    answer: impl FnOnce(&Gateway, &RequestContext) -> Result<T>,
+) -> Response {
+    let id = request_id(headers);
+    match context(&state.gateway, headers, &id).and_then(|ctx| answer(&state.gateway, &ctx)) {
+        Ok(body) => {
+            let mut response = axum::Json(body).into_response();
             if let Ok(v) = HeaderValue::from_str(&id) {
                 response.headers_mut().insert(X_REQUEST_ID, v);
             }
@@ -431,7 +450,7 @@ async fn not_found(headers: HeaderMap) -> Response {
     let id = request_id(&headers);
     let mut response = ApiError::new(
         Error::invalid_request(
-            "unknown endpoint; see /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models",
+            "unknown endpoint; see /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /v1/responses",
             None,
         ),
         &id,
