@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chitty_core::gateway::{Gateway, GatewayConfig, ModelConfig, ModelKind, RouteConfig, TenantConfig, api_key_digest};
 use chitty_core::keys::CachePolicy;
-use chitty_core::{ModelPrice, NanoUsd};
+use chitty_core::{BudgetStore, ModelPrice, NanoUsd, Timestamp};
 use chitty_providers::memory::{MemoryBudgetStore, MemoryCache};
 use chitty_providers::openai::OpenAiProvider;
 use chitty_providers::runtime::TokioRuntimeExt;
@@ -435,4 +435,128 @@ async fn readyz_names_a_model_whose_every_circuit_is_open() {
     let body: Value = not_ready.json().await.unwrap();
     let failing: Vec<&str> = body["failing"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert_eq!(failing, ["model `chat`: every route's circuit is open"], "{body}");
+}
+
+/// The server-sent events of a streamed answer as `(event name, data)` pairs.
+fn named_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|block| block.contains("data:"))
+        .map(|block| {
+            let field = |name: &str| {
+                block.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim_start().to_owned()).unwrap_or_default()
+            };
+            (field("event:"), serde_json::from_str(&field("data:")).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn responses_run_on_the_chat_pipeline_and_stored_ones_continue_a_conversation() {
+    let s = stack(1 << 20, |_| {}).await;
+    let body = json!({"model": "chat", "instructions": "Be brief.", "input": "Say hello", "max_output_tokens": 8, "temperature": 0,
+                      "metadata": {"run": "1"}});
+    let r = s.post("/v1/responses", "sk-acme").json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let cost: u64 = r.headers()["x-chitty-cost-nano-usd"].to_str().unwrap().parse().unwrap();
+    assert_eq!(r.headers()["x-chitty-cache"], "miss");
+    let first: Value = r.json().await.unwrap();
+    assert_eq!(first["object"], "response");
+    // The mock's answer is longer than 8 tokens: cut, as OpenAI reports it.
+    assert_eq!(first["status"], "incomplete");
+    assert_eq!(first["incomplete_details"], json!({"reason": "max_output_tokens"}));
+    assert_eq!(first["model"], "chat");
+    assert_eq!(first["metadata"], json!({"run": "1"}));
+    let text = first["output"][0]["content"][0]["text"].as_str().unwrap();
+    assert!(!text.is_empty());
+    let usage = &first["usage"];
+    assert!(usage["input_tokens"].as_u64().unwrap() > 0 && usage["output_tokens"].as_u64().unwrap() > 0);
+    // Charged like a chat completion: the budget holds what the cost header says.
+    let spend = s.budgets.spend("acme", Timestamp(0), s.gateway.now()).await.unwrap();
+    assert_eq!(spend.tenant().spent.0, cost);
+    assert!(cost > 0);
+    let upstream = s.upstream.last_request().unwrap();
+    assert_eq!(upstream.path, "/v1/chat/completions");
+    assert_eq!(upstream.body["messages"][0], json!({"role": "system", "content": "Be brief."}));
+
+    // The same request again is a cache hit on the chat pipeline.
+    let again = s.post("/v1/responses", "sk-acme").json(&body).send().await.unwrap();
+    assert_eq!(again.headers()["x-chitty-cache"], "hit");
+
+    let id = first["id"].as_str().unwrap();
+    let get =
+        |key: &'static str, id: String| s.http.get(format!("{}/v1/responses/{id}", s.base)).bearer_auth(key).send();
+    let stored: Value = get("sk-acme", id.to_owned()).await.unwrap().json().await.unwrap();
+    assert_eq!(stored, first);
+    assert_eq!(envelope(get("sk-limited", id.to_owned()).await.unwrap()).await.0, 404, "other tenants do not see it");
+
+    let follow = json!({"model": "chat", "input": "And again?", "previous_response_id": id});
+    let (status, _) = envelope(s.post("/v1/responses", "sk-acme").json(&follow).send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    let messages = s.upstream.last_request().unwrap().body["messages"].clone();
+    assert_eq!(messages.as_array().unwrap().len(), 3, "earlier turn, its answer, the new input: {messages}");
+    assert_eq!(messages[0], json!({"role": "user", "content": "Say hello"}), "instructions are not carried over");
+    assert_eq!(messages[1]["role"], "assistant");
+    assert_eq!(messages[1]["content"], text);
+
+    let (status, error) = envelope(s.post("/v1/responses", "sk-limited").json(&follow).send().await.unwrap()).await;
+    assert_eq!((status, error["error"]["param"].as_str()), (400, Some("previous_response_id")), "{error}");
+
+    let deleted: Value = s
+        .http
+        .delete(format!("{}/v1/responses/{id}", s.base))
+        .bearer_auth("sk-acme")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deleted, json!({"id": id, "object": "response", "deleted": true}));
+    assert_eq!(envelope(get("sk-acme", id.to_owned()).await.unwrap()).await.0, 404);
+
+    let unstored = json!({"model": "chat", "input": "x", "store": false});
+    let object: Value = s.post("/v1/responses", "sk-acme").json(&unstored).send().await.unwrap().json().await.unwrap();
+    assert_eq!(envelope(get("sk-acme", object["id"].as_str().unwrap().to_owned()).await.unwrap()).await.0, 404);
+}
+
+#[tokio::test]
+async fn a_streamed_response_is_the_responses_event_sequence_and_is_stored() {
+    let s = stack(1 << 20, |_| {}).await;
+    let body = json!({"model": "chat", "input": "Tell me more", "stream": true});
+    let r = s.post("/v1/responses", "sk-acme").json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("[DONE]"), "the Responses API ends without [DONE]");
+    let events = named_events(&text);
+    let kinds: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        kinds[..4],
+        ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]
+    );
+    assert_eq!(kinds.last(), Some(&"response.completed"));
+    for (i, (name, data)) in events.iter().enumerate() {
+        assert_eq!(&data["type"], name);
+        assert_eq!(data["sequence_number"], i as u64);
+    }
+    let deltas: String = events
+        .iter()
+        .filter(|(name, _)| name == "response.output_text.delta")
+        .map(|(_, data)| data["delta"].as_str().unwrap())
+        .collect();
+    let completed = &events.last().unwrap().1["response"];
+    assert_eq!(completed["output"][0]["content"][0]["text"], deltas);
+    assert!(completed["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    let id = completed["id"].as_str().unwrap();
+    let stored: Value = s
+        .http
+        .get(format!("{}/v1/responses/{id}", s.base))
+        .bearer_auth("sk-acme")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(&stored, completed);
 }

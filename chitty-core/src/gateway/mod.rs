@@ -58,6 +58,7 @@ mod config;
 mod directory;
 mod endpoint;
 mod pipeline;
+mod responses;
 mod routing;
 mod spend;
 mod stream;
@@ -69,6 +70,7 @@ pub use config::{
     ConfigIssue, DEFAULT_MAX_OUTPUT_TOKENS, Defaults, GatewayConfig, ModelConfig, ModelKind, OutputCapField,
     PrefixConfig, RequestLimits, RouteConfig, TenantConfig, api_key_digest,
 };
+pub use responses::STORED_RESPONSE_TTL;
 pub use routing::Readiness;
 pub use stream::StreamReply;
 pub use tenant::{ApiKey, Caller, RequestContext, Tenant};

@@ -10,6 +10,7 @@ mod codec;
 mod completions;
 mod embeddings;
 mod models;
+pub mod responses;
 
 pub use chat::*;
 pub use chat_json::ChatCompletionJson;

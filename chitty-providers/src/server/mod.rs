@@ -2,6 +2,7 @@
 //!
 //! [`router`] returns an [`axum::Router`] a host application mounts or serves:
 //! `POST /v1/chat/completions` and `POST /v1/completions` (plain and SSE), `POST /v1/embeddings`,
+//! `POST /v1/responses` (plain and SSE; `GET` and `DELETE /v1/responses/{id}` for stored responses),
 //! `GET /v1/models` (only the caller's models) and `GET /v1/models/{id}`, `GET /healthz` (the process is alive) and `GET /readyz` (200 when
 //! the cache, budget and access-store backends answer and every model has a route whose circuit is closed; 503 naming what
 //! fails otherwise).
@@ -37,6 +38,7 @@ mod admin;
 mod app;
 mod per_core;
 mod response;
+mod responses;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -93,6 +95,8 @@ pub fn router(gateway: Gateway, options: ServerOptions) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/v1/models/{*id}", get(model))
+        .route("/v1/responses", post(responses::create))
+        .route("/v1/responses/{id}", get(responses::retrieve).delete(responses::delete))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -321,10 +325,11 @@ async fn embeddings(State(state): State<Arc<AppState>>, headers: HeaderMap, body
     .await
 }
 
-/// What an endpoint answers with: a JSON body, or a stream of `C` chunks.
+/// What an endpoint answers with: a JSON body, a stream of `C` chunks, or Responses API events.
 enum Answer<C> {
     Json(ReplyMeta, Bytes),
     Stream(StreamReply<C>),
+    Events(StreamReply<chitty_core::wire::responses::ResponseStreamEvent>),
 }
 
 impl<C> Answer<C> {
@@ -363,6 +368,7 @@ where
         Ok::<_, Error>(match call(state.gateway.clone(), ctx, request).await? {
             Answer::Json(meta, json) => json_bytes_response(&meta, &id, json),
             Answer::Stream(reply) => sse_response(reply, &id, &state.options),
+            Answer::Events(reply) => responses::event_stream(reply, &id, &state.options),
         })
     }
     .await;
