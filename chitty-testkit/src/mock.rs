@@ -268,6 +268,57 @@ fn capped_text(words: &[&str], cap: Option<u32>) -> (String, u64, &'static str) 
     (used.join(" "), used.len() as u64, finish)
 }
 
+/// The JSON a `response_format` of `json_schema` or `json_object` asks for, built from the answer's words.
+fn structured_answer(req: &ChatCompletionRequest, words: &[&str]) -> Option<String> {
+    let format = req.response_format.as_ref()?;
+    let value = match format.get("type").and_then(serde_json::Value::as_str)? {
+        "json_schema" => example_of(format.pointer("/json_schema/schema")?, words, 0),
+        "json_object" => serde_json::json!({ "answer": words.join(" ") }),
+        _ => return None,
+    };
+    Some(value.to_string())
+}
+
+/// A value that the common JSON Schema keywords accept (type, properties, items, enum, const), or `null`.
+fn example_of(schema: &serde_json::Value, words: &[&str], depth: usize) -> serde_json::Value {
+    use serde_json::Value;
+    if depth > 8 {
+        return Value::Null;
+    }
+    if let Some(value) = schema.get("const") {
+        return value.clone();
+    }
+    if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+        return first.clone();
+    }
+    let kind = match schema.get("type") {
+        Some(Value::Array(kinds)) => kinds.iter().find(|k| *k != "null").and_then(Value::as_str),
+        Some(kind) => kind.as_str(),
+        None if schema.get("properties").is_some() => Some("object"),
+        None => None,
+    };
+    match kind {
+        Some("object") => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let object = properties
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, (name, sub))| (name.clone(), example_of(sub, &words[i.min(words.len().saturating_sub(1))..], depth + 1)))
+                .collect();
+            Value::Object(object)
+        }
+        Some("array") => schema.get("items").map_or(Value::Array(Vec::new()), |items| {
+            Value::Array(vec![example_of(items, words, depth + 1)])
+        }),
+        Some("string") => Value::from(words.iter().take(3).copied().collect::<Vec<_>>().join(" ")),
+        Some("integer") => Value::from(words.len() as u64),
+        Some("number") => Value::from(words.len() as f64 / 2.0),
+        Some("boolean") => Value::Bool(words.len() % 2 == 0),
+        _ => Value::Null,
+    }
+}
+
 impl MockProvider {
     fn answer_chat(&self, req: &ChatCompletionRequest) -> ChatCompletionResponse {
         let digest = transcript_digest(&req.messages);
@@ -295,6 +346,10 @@ impl MockProvider {
             let tokens = 8 + tokens::estimate_text(&call.function.arguments) / 2;
             let message = ChatMessage { content: None, tool_calls: Some(vec![call]), ..ChatMessage::assistant("") };
             (message, tokens.min(u64::from(req.output_cap().unwrap_or(u32::MAX))), "tool_calls")
+        } else if let Some(json) = structured_answer(req, &words_from_digest(&digest)) {
+            // Structured output: a value of the requested shape, whole (a cut JSON answer would be invalid).
+            let n = tokens::estimate_text(&json);
+            (ChatMessage::assistant(json), n, "stop")
         } else {
             let (text, n, finish) = capped_text(&words_from_digest(&digest), req.output_cap());
             (ChatMessage::assistant(text), n, finish)

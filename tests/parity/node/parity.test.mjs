@@ -100,3 +100,31 @@ test("cache header on a repeated request", async () => {
   assert.equal(second.response.headers.get("x-chitty-cache"), "hit");
   assert.equal(first.data.choices[0].message.content, second.data.choices[0].message.content);
 });
+
+test("models.retrieve", async () => {
+  const model = await client.models.retrieve(CHAT);
+  assert.equal(model.id, CHAT);
+  await assert.rejects(client.models.retrieve("no-such-model"), (e) => e instanceof OpenAI.NotFoundError);
+});
+
+test("responses: plain, streamed, stored and continued", async () => {
+  const first = await client.responses.create({ model: CHAT, input: unique("Say hello") });
+  assert.equal(first.object, "response");
+  assert.ok(first.output_text.length > 0);
+  assert.ok(first.usage.input_tokens > 0);
+
+  let text = "";
+  let completed;
+  const stream = await client.responses.create({ model: CHAT, input: unique("Tell me a story"), stream: true });
+  for await (const event of stream) {
+    if (event.type === "response.output_text.delta") text += event.delta;
+    if (event.type === "response.completed") completed = event.response;
+  }
+  assert.ok(completed && text.length > 0);
+  assert.equal(completed.output.map((o) => o.content?.map((c) => c.text).join("")).join(""), text);
+
+  const follow = await client.responses.create({ model: CHAT, previous_response_id: first.id, input: "More?" });
+  assert.equal(follow.previous_response_id, first.id);
+  const stored = await client.responses.retrieve(first.id);
+  assert.equal(stored.id, first.id);
+});

@@ -143,3 +143,87 @@ def test_cache_header_on_a_repeated_request():
     assert first.headers["x-request-id"] != second.headers["x-request-id"]
     streamed = client.chat.completions.create(model=CHAT, messages=messages, temperature=0, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == second.parse().choices[0].message.content
+
+
+def test_models_retrieve():
+    model = client.models.retrieve(CHAT)
+    assert model.id == CHAT and model.object == "model"
+    with pytest.raises(openai.NotFoundError) as e:
+        client.models.retrieve("no-such-model")
+    assert e.value.code == "model_not_found"
+
+
+def test_responses_plain():
+    r = client.responses.create(model=CHAT, instructions="Be brief.", input=unique("Say hello"))
+    assert r.object == "response" and r.status == "completed"
+    assert r.output[0].type == "message" and r.output_text
+    assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0
+    assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
+
+
+def test_responses_stream_deltas_equal_the_final_text():
+    deltas, final = [], None
+    numbers = []
+    for event in client.responses.create(model=CHAT, input=unique("Tell me a story"), stream=True):
+        numbers.append(event.sequence_number)
+        if event.type == "response.output_text.delta":
+            deltas.append(event.delta)
+        elif event.type == "response.completed":
+            final = event.response
+    assert final is not None and final.output_text == "".join(deltas) != ""
+    assert numbers == list(range(len(numbers)))
+    assert final.usage.output_tokens > 0
+
+
+def test_responses_stream_helper():
+    with client.responses.stream(model=CHAT, input=unique("Another story")) as stream:
+        text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        final = stream.get_final_response()
+    assert final.output_text == text
+
+
+def test_responses_function_call_and_its_output_in_a_follow_up():
+    tools = [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        }
+    ]
+    first = client.responses.create(model=CHAT, input=unique("What's the weather in Paris?"), tools=tools)
+    call = next(item for item in first.output if item.type == "function_call")
+    assert call.name == "get_weather" and call.call_id
+    second = client.responses.create(
+        model=CHAT,
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": '{"temp_c": 18}'}],
+        tools=tools,
+    )
+    assert second.output_text and second.previous_response_id == first.id
+
+
+def test_responses_previous_response_id_and_retrieve_and_delete():
+    first = client.responses.create(model=CHAT, input=unique("Remember this"))
+    again = client.responses.retrieve(first.id)
+    assert again.id == first.id and again.output_text == first.output_text
+    follow = client.responses.create(model=CHAT, previous_response_id=first.id, input="And then?")
+    assert follow.output_text
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model=CHAT, previous_response_id=first.id, input="gone")
+    assert e.value.param == "previous_response_id"
+
+
+def test_responses_structured_output():
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        name: str
+        population: int
+        capital: bool
+
+    r = client.responses.parse(model=CHAT, input=unique("A city"), text_format=City)
+    assert isinstance(r.output_parsed, City)
