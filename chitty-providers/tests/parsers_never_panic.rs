@@ -58,6 +58,15 @@ fn check_chat(bytes: &[u8]) {
     }
 }
 
+/// A Responses body parses or not, and translating a parsed one to chat is a value or a typed error.
+fn check_responses(bytes: &[u8]) {
+    if let Ok(req) = serde_json::from_slice::<chitty_core::wire::responses::ResponsesRequest>(bytes) {
+        if let Err(e) = chitty_core::wire::responses::to_chat(&req, &[]) {
+            assert!(e.status() == 400 || e.status() == 500, "{e}");
+        }
+    }
+}
+
 #[test]
 fn a_float_that_a_best_effort_parse_rounds_keeps_its_cache_key() {
     // Found by `json_shaped_bodies_never_panic`: without serde_json's `float_roundtrip` the number came back
@@ -124,6 +133,7 @@ proptest! {
     #[test]
     fn request_bodies_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         check_chat(&bytes);
+        check_responses(&bytes);
         let _ = serde_json::from_slice::<CompletionRequest>(&bytes);
         let _ = serde_json::from_slice::<EmbeddingRequest>(&bytes);
     }
@@ -136,8 +146,17 @@ proptest! {
         }
         let bytes = serde_json::to_vec(&v).unwrap();
         check_chat(&bytes);
+        check_responses(&bytes);
         let _ = serde_json::from_slice::<EmbeddingRequest>(&bytes);
         let _ = serde_json::from_slice::<CompletionRequest>(&bytes);
+    }
+
+    #[test]
+    fn responses_input_items_never_panic(items in prop::collection::vec(json_value(), 0..4), tools in json_value()) {
+        let body = json!({"model": "m", "input": items, "tools": [tools], "text": {"format": {"type": "json_schema"}}});
+        check_responses(&serde_json::to_vec(&body).unwrap());
+        let body = json!({"model": "m", "input": items});
+        check_responses(&serde_json::to_vec(&body).unwrap());
     }
 
     #[test]
