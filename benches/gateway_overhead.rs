@@ -26,7 +26,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn gateway(rt: &tokio::runtime::Runtime) -> Gateway {
     let config = GatewayConfig {
         models: vec![ModelConfig {
-            routes: vec![RouteConfig { provider: "mock".into(), model: "mock-1".into() }],
+            routes: vec![RouteConfig::new("mock", "mock-1")],
             price: ModelPrice::from_micros_per_mtok(150_000, 600_000),
             cache: CachePolicy::Always,
             ..ModelConfig::new("chitty-mock")

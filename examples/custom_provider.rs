@@ -38,7 +38,7 @@ impl Provider for Echo {
 
 #[tokio::main]
 async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
-    let route = RouteConfig { provider: "echo".into(), model: "echo-rules".into() };
+    let route = RouteConfig::new("echo", "echo-rules");
     let models = vec![ModelConfig { routes: vec![route], ..ModelConfig::new("echo") }];
     let tenants = vec![TenantConfig::new("demo", &api_key_digest("sk-echo"))];
     let config = GatewayConfig { models, tenants, ..Default::default() };

@@ -19,7 +19,7 @@ use futures::StreamExt;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = GatewayConfig {
         models: vec![ModelConfig {
-            routes: vec![RouteConfig { provider: "mock".into(), model: "mock-1".into() }],
+            routes: vec![RouteConfig::new("mock", "mock-1")],
             price: ModelPrice::from_micros_per_mtok(150_000, 600_000), // $0.15 / $0.60 per million tokens
             cache: CachePolicy::Deterministic,
             ..ModelConfig::new("chitty-mock")

@@ -552,6 +552,27 @@ allowed_models = ["m"]
 "#;
 
     #[test]
+    fn balance_weight_and_group_are_read_and_unknown_policies_refused() {
+        let text = r#"
+[[providers]]
+name = "a"
+kind = "mock"
+
+[[models]]
+name = "m"
+balance = "least_outstanding"
+routes = [{ provider = "a", model = "x", weight = 3, group = 1 }, { provider = "a", model = "y" }]
+"#;
+        let file = GatewayFile::parse(text).unwrap();
+        let model = &file.models[0];
+        assert_eq!(model.balance, chitty_core::balance::BalancePolicy::LeastOutstanding);
+        assert_eq!((model.routes[0].weight, model.routes[0].group), (3, 1));
+        assert_eq!((model.routes[1].weight, model.routes[1].group), (1, 0), "weight 1 and group 0 by default");
+        let error = GatewayFile::parse(&text.replace("least_outstanding", "fastest")).unwrap_err().to_string();
+        assert!(error.contains("balance") || error.contains("fastest"), "{error}");
+    }
+
+    #[test]
     fn parses_interpolates_and_hashes() {
         unsafe_env_set("CHITTY_CONFIG_TEST_KEY", "sk-upstream-secret");
         unsafe_env_set("CHITTY_CONFIG_TEST_TENANT", "sk-tenant");

@@ -249,7 +249,7 @@ async fn an_expired_key_or_one_under_an_expired_parent_is_refused_without_a_relo
     store.create_key(key("key_child", "sk-child", Some("key_parent"), None)).await.unwrap();
     let config = GatewayConfig {
         models: vec![ModelConfig {
-            routes: vec![RouteConfig { provider: "mock".into(), model: "chat".into() }],
+            routes: vec![RouteConfig::new("mock", "chat")],
             price: ModelPrice::from_micros_per_mtok(1, 1),
             ..ModelConfig::new("chat")
         }],

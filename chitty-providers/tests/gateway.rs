@@ -40,7 +40,7 @@ struct Harness {
 
 fn model(name: &str, routes: &[(&str, &str)]) -> ModelConfig {
     ModelConfig {
-        routes: routes.iter().map(|(p, m)| RouteConfig { provider: (*p).into(), model: (*m).into() }).collect(),
+        routes: routes.iter().map(|(p, m)| RouteConfig::new(*p, *m)).collect(),
         price: PRICE,
         cache: CachePolicy::Deterministic,
         max_output_tokens: 1_000,
@@ -996,4 +996,50 @@ async fn request_sizes_over_the_model_limits_are_refused_naming_the_parameter() 
     let message = errors[1].as_ref().unwrap_err().to_string();
     assert!(message.contains("between 1 and 64"), "{message}");
     assert_eq!(h.primary.calls(), calls, "nothing over a limit reached the provider");
+}
+
+#[tokio::test]
+async fn weighted_routes_share_traffic_by_weight_and_report_the_route_taken() {
+    let h = harness(|c| {
+        c.models[0].balance = chitty_core::balance::BalancePolicy::Weighted;
+        c.models[0].routes[0].weight = 3;
+        c.models[0].routes[1].weight = 1;
+    })
+    .await;
+    let ctx = h.ctx("sk-acme");
+    for i in 0..400 {
+        let reply = h.gateway.chat(&ctx, chat(&format!("weighted {i}"))).await.unwrap();
+        assert_eq!(reply.meta.attempts, 1);
+        let expected = match reply.meta.provider.as_deref() {
+            Some("primary") => "up-chat",
+            _ => "up-chat-b",
+        };
+        assert_eq!(reply.meta.upstream_model.as_deref(), Some(expected));
+    }
+    let (primary, fallback) = (h.primary.calls(), h.fallback.calls());
+    assert_eq!(primary + fallback, 400);
+    // 3:1 expected, 300 ± 40 (over 4 standard deviations for a binomial of 400 at 3/4).
+    assert!((260..=340).contains(&primary), "primary took {primary}, fallback {fallback}");
+}
+
+#[tokio::test]
+async fn a_group_that_is_down_falls_back_to_the_next_and_attempts_are_counted() {
+    // Listed primary first, but grouped the other way round: groups decide, lowest first.
+    let h = harness(|c| {
+        c.models[0].balance = chitty_core::balance::BalancePolicy::Weighted;
+        c.models[0].routes[0].group = 1;
+        c.models[0].routes[1].group = 0;
+    })
+    .await;
+    let ctx = h.ctx("sk-acme");
+    let reply = h.gateway.chat(&ctx, chat("group zero")).await.unwrap();
+    assert_eq!((reply.meta.provider.as_deref(), reply.meta.attempts), (Some("fallback"), 1), "group 0 first");
+    // Every attempt on group 0 fails: the request moves on to group 1.
+    for i in 0..8 {
+        h.fallback.fail_next(503, format!("down {i}"));
+    }
+    let reply = h.gateway.chat(&ctx, chat("group one")).await.unwrap();
+    assert_eq!(reply.meta.provider.as_deref(), Some("primary"));
+    assert_eq!(reply.meta.upstream_model.as_deref(), Some("up-chat"));
+    assert!(reply.meta.attempts >= 2, "failed attempts count: {}", reply.meta.attempts);
 }

@@ -74,7 +74,7 @@ struct Harness {
 const PRICE: ModelPrice = ModelPrice::from_micros_per_mtok(1_000_000, 2_000_000);
 
 async fn harness(open: Duration, first: Duration, tweak: impl FnOnce(&mut GatewayConfig)) -> Harness {
-    let route = |p: &str, m: &str| RouteConfig { provider: p.into(), model: m.into() };
+    let route = |p: &str, m: &str| RouteConfig::new(p, m);
     let mut config = GatewayConfig {
         models: vec![ModelConfig {
             routes: vec![route("primary", "up-chat"), route("fallback", "up-chat-b")],
@@ -371,10 +371,7 @@ async fn what_happens_during_a_request_is_logged_under_its_request_id() {
     let recorder = Arc::new(SpanRecorder::default());
     let _default = tracing::subscriber::set_default(Recording(recorder.clone()));
     let config = GatewayConfig {
-        models: vec![ModelConfig {
-            routes: vec![RouteConfig { provider: "logging".into(), model: "up".into() }],
-            ..ModelConfig::new("chat")
-        }],
+        models: vec![ModelConfig { routes: vec![RouteConfig::new("logging", "up")], ..ModelConfig::new("chat") }],
         tenants: vec![TenantConfig::new("acme", &api_key_digest("sk-acme"))],
         ..Default::default()
     };

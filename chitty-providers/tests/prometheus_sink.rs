@@ -518,7 +518,7 @@ async fn refresh_reads_tenants_budgets_and_circuits_from_the_gateway() {
     let digest = chitty_core::gateway::api_key_digest;
     let config = GatewayConfig {
         models: vec![ModelConfig {
-            routes: vec![RouteConfig { provider: "mock".into(), model: "up".into() }],
+            routes: vec![RouteConfig::new("mock", "up")],
             price: ModelPrice::from_micros_per_mtok(1_000_000, 2_000_000),
             ..ModelConfig::new("m")
         }],

@@ -465,7 +465,7 @@ async fn a_gateway_on_redis_backends_caches_charges_and_counts(url: String) {
     let tenant_id = budget::unique_tenant("gw");
     let config = GatewayConfig {
         models: vec![ModelConfig {
-            routes: vec![RouteConfig { provider: "mock".into(), model: "up".into() }],
+            routes: vec![RouteConfig::new("mock", "up")],
             price: ModelPrice::from_micros_per_mtok(1_000_000, 2_000_000),
             cache: CachePolicy::Deterministic,
             max_output_tokens: 100,

@@ -61,7 +61,7 @@ struct Replica {
 fn config() -> GatewayConfig {
     GatewayConfig {
         models: vec![ModelConfig {
-            routes: vec![RouteConfig { provider: "mock".into(), model: "chat".into() }],
+            routes: vec![RouteConfig::new("mock", "chat")],
             price: ModelPrice::from_micros_per_mtok(1_000_000, 2_000_000),
             max_output_tokens: 64,
             ..ModelConfig::new("chat")

@@ -32,7 +32,7 @@ async fn stack(body_limit: usize, tweak: impl FnOnce(&mut GatewayConfig)) -> Sta
     let provider = OpenAiProvider::builder("up").with_base_url(upstream.base_url()).build().unwrap();
     let model = |name: &str, kind| ModelConfig {
         kind,
-        routes: vec![RouteConfig { provider: "up".into(), model: name.into() }],
+        routes: vec![RouteConfig::new("up", name)],
         price: ModelPrice::from_micros_per_mtok(1_000_000, 2_000_000),
         cache: CachePolicy::Deterministic,
         max_output_tokens: 256,
@@ -169,6 +169,8 @@ async fn answers_carry_cache_cost_and_request_headers() {
     assert_eq!(h["x-request-id"], "trace-123");
     assert_eq!(h["x-chitty-cache"], "miss");
     assert_eq!(h["x-chitty-max-tokens"], "256", "no max_tokens from the client: the gateway set it");
+    assert_eq!(h["x-chitty-route"], "up/chat", "the deployment that answered: provider/upstream model");
+    assert_eq!(h["x-chitty-attempts"], "1");
     let reserved: u64 = h["x-chitty-reserved-nano-usd"].to_str().unwrap().parse().unwrap();
     let cost: u64 = h["x-chitty-cost-nano-usd"].to_str().unwrap().parse().unwrap();
     assert!(cost > 0 && cost <= reserved, "cost {cost} reserved {reserved}");
@@ -177,6 +179,7 @@ async fn answers_carry_cache_cost_and_request_headers() {
 
     let r = s.post("/v1/chat/completions", "sk-acme").json(&chat).send().await.unwrap();
     assert_eq!(r.headers()["x-chitty-cache"], "hit");
+    assert!(!r.headers().contains_key("x-chitty-route"), "a cache hit reached no deployment");
     assert_ne!(r.headers()["x-request-id"], "trace-123");
     let r =
         s.post("/v1/chat/completions", "sk-acme").header("cache-control", "no-cache").json(&chat).send().await.unwrap();

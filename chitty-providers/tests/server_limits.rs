@@ -19,10 +19,7 @@ const BODY_LIMIT: usize = 64 * 1024;
 
 async fn gateway() -> Gateway {
     let config = GatewayConfig {
-        models: vec![ModelConfig {
-            routes: vec![RouteConfig { provider: "mock".into(), model: "m".into() }],
-            ..ModelConfig::new("chat")
-        }],
+        models: vec![ModelConfig { routes: vec![RouteConfig::new("mock", "m")], ..ModelConfig::new("chat") }],
         tenants: vec![TenantConfig::new("acme", &api_key_digest("sk-acme"))],
         ..Default::default()
     };

@@ -304,17 +304,19 @@ fn example_of(schema: &serde_json::Value, words: &[&str], depth: usize) -> serde
                 .into_iter()
                 .flatten()
                 .enumerate()
-                .map(|(i, (name, sub))| (name.clone(), example_of(sub, &words[i.min(words.len().saturating_sub(1))..], depth + 1)))
+                .map(|(i, (name, sub))| {
+                    (name.clone(), example_of(sub, &words[i.min(words.len().saturating_sub(1))..], depth + 1))
+                })
                 .collect();
             Value::Object(object)
         }
-        Some("array") => schema.get("items").map_or(Value::Array(Vec::new()), |items| {
-            Value::Array(vec![example_of(items, words, depth + 1)])
-        }),
+        Some("array") => schema
+            .get("items")
+            .map_or(Value::Array(Vec::new()), |items| Value::Array(vec![example_of(items, words, depth + 1)])),
         Some("string") => Value::from(words.iter().take(3).copied().collect::<Vec<_>>().join(" ")),
         Some("integer") => Value::from(words.len() as u64),
         Some("number") => Value::from(words.len() as f64 / 2.0),
-        Some("boolean") => Value::Bool(words.len() % 2 == 0),
+        Some("boolean") => Value::Bool(words.len().is_multiple_of(2)),
         _ => Value::Null,
     }
 }

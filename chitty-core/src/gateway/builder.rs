@@ -1,5 +1,6 @@
 //! [`GatewayBuilder`]: the gateway from a validated [`GatewayConfig`], trait objects and an injected runtime.
 
+use crate::balance::{BalancePolicy, Balancer, Deployment, OutstandingCounter};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
@@ -134,13 +135,18 @@ impl GatewayBuilder {
                 .map(|r| Ok(Route::new(provider(&r.provider)?, r.model.clone(), &defaults)))
                 .collect::<Result<Vec<_>>>()?;
             model_order.push(config.name.clone());
-            models.insert(config.name.clone(), Model { config: Arc::new(config), routes, strip_prefix: None });
+            let balancer = Balancer::new(
+                config.balance,
+                config.routes.iter().map(|r| Deployment::new(r.group, r.weight)).collect(),
+            );
+            models
+                .insert(config.name.clone(), Model { config: Arc::new(config), routes, balancer, strip_prefix: None });
         }
         let mut prefixes = Vec::new();
         for p in self.config.prefixes {
             let route = Route::new(provider(&p.provider)?, String::new(), &defaults);
             let config = ModelConfig {
-                routes: vec![RouteConfig { provider: p.provider.clone(), model: String::new() }],
+                routes: vec![RouteConfig::new(p.provider.clone(), String::new())],
                 price: p.price,
                 cache: p.cache,
                 max_output_tokens: p.max_output_tokens,
@@ -149,7 +155,8 @@ impl GatewayBuilder {
                 ..ModelConfig::new(format!("{}*", p.prefix))
             };
             let strip_prefix = Some(p.prefix.len());
-            prefixes.push((p.prefix, Model { config: Arc::new(config), routes: vec![route], strip_prefix }));
+            let balancer = Balancer::new(BalancePolicy::Ordered, vec![Deployment::new(0, 1)]);
+            prefixes.push((p.prefix, Model { config: Arc::new(config), routes: vec![route], balancer, strip_prefix }));
         }
         let configured = config_snapshot(&self.config.tenants)?;
         let snapshot = match &self.access {
@@ -225,6 +232,6 @@ async fn seed(store: &dyn AccessStore, configured: crate::access::AccessSnapshot
 impl Route {
     fn new(provider: Arc<dyn Provider>, upstream_model: String, defaults: &Defaults) -> Route {
         let breaker = CircuitBreaker::new(defaults.breaker_failures, Duration::from_millis(defaults.breaker_open_ms));
-        Route { provider, upstream_model, breaker: Mutex::new(breaker) }
+        Route { provider, upstream_model, breaker: Mutex::new(breaker), outstanding: OutstandingCounter::default() }
     }
 }

@@ -58,6 +58,25 @@ pub struct RouteConfig {
     pub provider: String,
     /// Model name the provider knows.
     pub model: String,
+    /// Share of traffic within its group under `balance = "weighted"` (default 1; 0 takes none but is still
+    /// tried last in its group).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Fallback group: a model's routes are tried group by group, lowest first, so a group that is down falls
+    /// back to the next (default 0: one group). Under `balance = "ordered"` routes are tried as listed.
+    #[serde(default)]
+    pub group: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl RouteConfig {
+    /// A route to `model` on `provider`, weight 1, group 0.
+    pub fn new(provider: impl Into<String>, model: impl Into<String>) -> RouteConfig {
+        RouteConfig { provider: provider.into(), model: model.into(), weight: 1, group: 0 }
+    }
 }
 
 /// A public model.
@@ -71,6 +90,10 @@ pub struct ModelConfig {
     pub kind: ModelKind,
     /// Primary route first, then fallbacks in order.
     pub routes: Vec<RouteConfig>,
+    /// How a request picks among the routes of one group: `ordered` (as listed, the default), `weighted`
+    /// (random by `weight`) or `least_outstanding` (fewest requests in flight).
+    #[serde(default)]
+    pub balance: crate::balance::BalancePolicy,
     /// Prices.
     #[serde(default)]
     pub price: ModelPrice,
@@ -106,6 +129,7 @@ impl ModelConfig {
             name: name.into(),
             kind: ModelKind::Chat,
             routes: Vec::new(),
+            balance: Default::default(),
             price: Default::default(),
             cache: Default::default(),
             cache_ttl_secs: None,

@@ -30,7 +30,7 @@
 //! let config = GatewayConfig {
 //!     models: vec![ModelConfig {
 //!         name: "small".into(),
-//!         routes: vec![RouteConfig { provider: "echo".into(), model: "echo-1".into() }],
+//!         routes: vec![RouteConfig::new("echo", "echo-1")],
 //!         ..ModelConfig::new("small")
 //!     }],
 //!     tenants: vec![TenantConfig::new("acme", &api_key_digest("sk-acme"))],
@@ -109,6 +109,10 @@ pub struct ReplyMeta {
     pub cache: CacheStatus,
     /// Provider that answered (none on a cache hit).
     pub provider: Option<String>,
+    /// The model name that provider was asked for (`x-chitty-route: <provider>/<upstream model>`).
+    pub upstream_model: Option<String>,
+    /// Upstream attempts made, failed ones and fallbacks included (`x-chitty-attempts`; 0 on a cache hit).
+    pub attempts: u32,
     /// Amount reserved before the call.
     pub reserved: NanoUsd,
     /// Amount charged (for streams: known when the stream ends; zero here).
@@ -126,6 +130,8 @@ impl ReplyMeta {
         ReplyMeta {
             cache: CacheStatus::Hit,
             provider: None,
+            upstream_model: None,
+            attempts: 0,
             reserved: NanoUsd::ZERO,
             cost: NanoUsd::ZERO,
             max_tokens_set: None,

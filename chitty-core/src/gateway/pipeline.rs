@@ -188,6 +188,8 @@ impl PendingSettlement {
         ReplyMeta {
             cache: self.cache_status,
             provider: Some(self.provider.name.clone()),
+            upstream_model: Some(self.provider.upstream_model.clone()),
+            attempts: self.provider.attempts,
             reserved: self.hold.reserved(),
             cost: NanoUsd::ZERO,
             max_tokens_set: self.hold.cap_set,
@@ -265,7 +267,7 @@ impl PendingSettlement {
         if let (Some(key), Some(entry)) = (&self.cache_key, cache_entry) {
             gateway.cache_put(key, &self.config, entry).await;
         }
-        let RouteTaken { name, index, first_chunk_at } = self.provider;
+        let RouteTaken { name, index, first_chunk_at, .. } = self.provider;
         let measured = Measured { error_code, route_index: Some(index), first_chunk_at };
         let outcome = Outcome { provider: Some(name), cache: self.cache_status, status, usage, cost: charged };
         gateway.record_measured(self.info, outcome, measured).await;

@@ -9,6 +9,7 @@ use futures::future::{BoxFuture, Either};
 use super::config::ModelConfig;
 use super::pipeline::RequestInfo;
 use super::{Admission, CircuitBreaker, Gateway, lock};
+use crate::balance::{BalancePolicy, Balancer, OutstandingCounter};
 use crate::error::{Error, Result};
 use crate::events::{CircuitState, Event};
 use crate::provider::{Capability, Provider};
@@ -18,12 +19,16 @@ pub(super) struct Route {
     pub(super) provider: Arc<dyn Provider>,
     pub(super) upstream_model: String,
     pub(super) breaker: Mutex<CircuitBreaker>,
+    /// Requests in flight on this route, for `balance = "least_outstanding"`.
+    pub(super) outstanding: OutstandingCounter,
 }
 
 /// A public model (or prefix family) and its routes, primary first.
 pub(super) struct Model {
     pub(super) config: Arc<ModelConfig>,
     pub(super) routes: Vec<Route>,
+    /// The order in which a request tries the routes (`balance`, `weight`, `group`).
+    pub(super) balancer: Balancer,
     /// For prefix families: the prefix length to strip from the requested name to get the upstream name.
     pub(super) strip_prefix: Option<usize>,
 }
@@ -68,7 +73,20 @@ impl Gateway {
         let mut skipped = Vec::new();
         // The first route given up on since the last fallback was reported.
         let mut left: Option<&Route> = None;
-        for (index, route) in model.routes.iter().enumerate() {
+        let mut attempts_made = 0u32;
+        // Ordered balancing in one group is the listed order: no allocation on the common path.
+        let order: Vec<usize> = match model.balancer.policy() {
+            BalancePolicy::Ordered if model.balancer.deployments().iter().all(|d| d.group == 0) => Vec::new(),
+            _ => model.balancer.attempt_order(
+                |_| true,
+                |i| model.routes.get(i).map_or(0, |r| r.outstanding.current()),
+                self.inner.random.as_ref(),
+            ),
+        };
+        let count = if order.is_empty() { model.routes.len() } else { order.len() };
+        for position in 0..count {
+            let index = order.get(position).copied().unwrap_or(position);
+            let Some(route) = model.routes.get(index) else { continue };
             let name = route.provider.name();
             if !route.provider.capabilities().contains(capability) {
                 skipped.push(format!("{name}: does not support {capability}"));
@@ -93,14 +111,24 @@ impl Gateway {
                 }
                 let call = attempt(route);
                 let before = clock.monotonic_nanos();
+                attempts_made += 1;
+                let in_flight = route.outstanding.start();
                 let result = self.attempt(name, call).await;
+                drop(in_flight);
                 // Attempts and backoff are upstream time, kept apart from the gateway's own.
                 info.waited_upstream(before, clock.monotonic_nanos());
                 match result {
                     Ok(v) => {
                         let ((), changed) = breaker_step(route, CircuitBreaker::on_success);
                         self.circuit_changed(route, changed).await;
-                        return Ok((v, RouteTaken { name: name.to_owned(), index, first_chunk_at: None }));
+                        let taken = RouteTaken {
+                            name: name.to_owned(),
+                            upstream_model: model.upstream_name(route, &info.model).to_owned(),
+                            index,
+                            attempts: attempts_made,
+                            first_chunk_at: None,
+                        };
+                        return Ok((v, taken));
                     }
                     Err(e) if !e.is_retryable() => {
                         // The route answered: the request (or the answer) is at fault, not the route's health.
@@ -176,6 +204,10 @@ impl Gateway {
 pub(super) struct RouteTaken {
     /// The provider's name.
     pub(super) name: String,
+    /// The model name the provider was asked for.
+    pub(super) upstream_model: String,
+    /// Upstream attempts the request made, failed ones included.
+    pub(super) attempts: u32,
     /// The route's position among its model's routes: 0 is the primary.
     pub(super) index: usize,
     /// When a stream's first chunk reached the gateway (monotonic); set by the stream relay.

@@ -134,10 +134,9 @@ pub fn to_chat(request: &ResponsesRequest, earlier: &[ChatMessage]) -> Result<Ch
     if let Some(choice) = &request.tool_choice {
         chat.insert("tool_choice".into(), chat_tool_choice(choice)?);
     }
-    if let Some(format) = request.text.as_ref().and_then(|t| t.get("format")) {
-        if let Some(response_format) = chat_response_format(format)? {
-            chat.insert("response_format".into(), response_format);
-        }
+    let format = request.text.as_ref().and_then(|t| t.get("format"));
+    if let Some(response_format) = format.map(chat_response_format).transpose()?.flatten() {
+        chat.insert("response_format".into(), response_format);
     }
     let scalars = [
         ("max_completion_tokens", request.max_output_tokens.map(Value::from)),

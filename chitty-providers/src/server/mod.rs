@@ -229,11 +229,13 @@ const X_CHITTY_RESERVED: HeaderName = HeaderName::from_static("x-chitty-reserved
 const X_CHITTY_COST: HeaderName = HeaderName::from_static("x-chitty-cost-nano-usd");
 const X_CHITTY_MAX_TOKENS: HeaderName = HeaderName::from_static("x-chitty-max-tokens");
 const X_CHITTY_PROVIDER: HeaderName = HeaderName::from_static("x-chitty-provider");
+const X_CHITTY_ROUTE: HeaderName = HeaderName::from_static("x-chitty-route");
+const X_CHITTY_ATTEMPTS: HeaderName = HeaderName::from_static("x-chitty-attempts");
 
 /// Adds the gateway's headers to `h`: written into the response's own map, since building a map and merging it
 /// in costs a second set of hashing and allocation per request.
 fn insert_meta_headers(h: &mut HeaderMap, meta: &ReplyMeta, request_id: &str, with_cost: bool) {
-    h.reserve(8);
+    h.reserve(10);
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert(X_REQUEST_ID, v);
     }
@@ -245,8 +247,15 @@ fn insert_meta_headers(h: &mut HeaderMap, meta: &ReplyMeta, request_id: &str, wi
     if let Some(cap) = meta.max_tokens_set {
         h.insert(X_CHITTY_MAX_TOKENS, HeaderValue::from(cap));
     }
-    if let Some(v) = meta.provider.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
-        h.insert(X_CHITTY_PROVIDER, v);
+    if let Some(provider) = meta.provider.as_deref() {
+        if let Ok(v) = HeaderValue::from_str(provider) {
+            h.insert(X_CHITTY_PROVIDER, v);
+        }
+        let route = format!("{provider}/{}", meta.upstream_model.as_deref().unwrap_or_default());
+        if let Ok(v) = HeaderValue::try_from(route) {
+            h.insert(X_CHITTY_ROUTE, v);
+        }
+        h.insert(X_CHITTY_ATTEMPTS, HeaderValue::from(meta.attempts));
     }
     if let Some(status) = &meta.rate_limit {
         insert_rate_limit_headers(h, status);
