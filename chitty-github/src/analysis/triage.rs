@@ -309,6 +309,14 @@ impl IssueTriage {
             ..Default::default()
         };
         let response = self.provider.chat(request).await.map_err(AnalysisError::model)?;
+        if let Some(usage) = &response.usage {
+            tracing::info!(
+                model = %response.model,
+                prompt_tokens = usage.prompt_tokens,
+                completion_tokens = usage.completion_tokens,
+                "issue triage: model usage"
+            );
+        }
         let text = response.choices.first().map(|c| c.message.text_content()).unwrap_or_default();
         let answer = parse_answer(&text)?;
 
