@@ -152,10 +152,11 @@ fn processor(
 }
 
 /// The App serving on `listener`: the webhook (signed with `secret`) next to `pages`, and a worker
-/// running `processor` on what the webhook queues. Both stop on Ctrl-C or SIGTERM.
+/// running `processor` on what the webhook queues. The server stops on Ctrl-C or SIGTERM; the worker
+/// then drains the queue and stops.
 struct Serving {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    worker: tokio::task::JoinHandle<()>,
+    worker: std::thread::JoinHandle<()>,
 }
 
 fn serve(
@@ -163,12 +164,16 @@ fn serve(
     secret: WebhookSecret,
     processor: Arc<Processor>,
     pages: axum::Router,
-) -> chitty_github::Result<Serving> {
+) -> Result<Serving, BoxError> {
     let (queue, deliveries) = InProcessQueue::bounded(10_000);
     let intake = WebhookIntake::builder([secret]).queue(Arc::new(queue)).build()?;
     let router = webhook_router(DEFAULT_WEBHOOK_PATH, Arc::new(intake)).merge(pages);
-    // The worker takes deliveries after the 202: handlers never hold up the webhook's answer.
-    let worker = tokio::spawn(processor.run(deliveries));
+    // Handlers run after the 202, on their own thread and runtime: parsing payloads and calling GitHub
+    // and the model never take the threads that answer GitHub.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let worker = std::thread::Builder::new()
+        .name("github-app-worker".into())
+        .spawn(move || runtime.block_on(processor.run(deliveries)))?;
     let server = tokio::spawn(async move {
         Server::new(ConnectionLimits::default()).serve(listener, router, shutdown_signal()).await
     });
@@ -230,7 +235,8 @@ async fn main() -> Result<(), BoxError> {
     tracing::info!("listening on http://{addr}{DEFAULT_WEBHOOK_PATH}; GitHub reaches it at {public_url}");
     serving.server.await??;
     // The server (and with it the queue's sender) is gone: the worker drains what is queued.
-    serving.worker.await?;
+    let worker = serving.worker;
+    tokio::task::spawn_blocking(move || worker.join()).await?.map_err(|_| "the worker thread panicked")?;
     tracing::info!(stats = ?processor.stats(), "stopped");
     Ok(())
 }
@@ -289,10 +295,9 @@ impl OfflineDemo {
         Ok((status, None))
     }
 
-    /// Stops the server and the worker.
+    /// Stops the server; the worker stops once it has drained the queue.
     pub fn stop(self) {
         self.serving.server.abort();
-        self.serving.worker.abort();
     }
 }
 
@@ -322,8 +327,6 @@ async fn offline_demo(addr: &str, installations: Arc<dyn InstallationStore>) -> 
          -H \"X-Hub-Signature-256: $SIG\" --data-binary \"$BODY\"\n"
     );
     println!("Ctrl-C stops the server.");
-    let Serving { server, worker } = demo.serving;
-    server.await??;
-    worker.abort();
+    demo.serving.server.await??;
     Ok(())
 }
