@@ -17,7 +17,10 @@
 //!   `CHITTY_GITHUB_CREDENTIALS` (default `github-app.json`, mode 0600) and uses them from then on;
 //! - `DATABASE_URL`: installations in PostgreSQL (in memory otherwise);
 //! - `CHITTY_LLM_BASE_URL`, `CHITTY_LLM_API_KEY`, `CHITTY_LLM_MODEL`, `CHITTY_EMBED_MODEL`: the model
-//!   for reviews and triage (without a base URL, only push analysis runs).
+//!   for reviews and triage (without a base URL, only push analysis runs);
+//! - `CHITTY_GITHUB_CONFIG`: a TOML file whose `[github.review]`, `[github.triage]` and
+//!   `[github.push_analysis]` sections say which handlers run and how (see `HandlersConfig`); without
+//!   it, push analysis runs, and review and triage with the model above.
 //!
 //! Listens on `GITHUB_APP_ADDR` (default 127.0.0.1:8081): the webhook at `/api/github/webhooks`, the
 //! setup pages at `/github/setup`, `/github/setup/callback` and `/github/callback`.
@@ -28,9 +31,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chitty_core::wire::{ChatCompletionRequest, ChatCompletionResponse};
 use chitty_core::{Capabilities, Capability, Provider};
-use chitty_github::analysis::PushAnalysis;
-use chitty_github::analysis::review::{PullRequestReviewer, ReviewConfig};
-use chitty_github::analysis::triage::{IssueTriage, TriageConfig};
+use chitty_github::analysis::review::ReviewConfig;
+use chitty_github::analysis::triage::TriageConfig;
+use chitty_github::analysis::{HandlerSection, HandlersConfig, PushAnalysisConfig};
 use chitty_github::client::{AppCredentials, ClientConfig, GitHubApp};
 use chitty_github::credentials::{CredentialsStore, FileCredentialsStore};
 use chitty_github::installations::{
@@ -40,7 +43,7 @@ use chitty_github::intake::WebhookIntake;
 use chitty_github::manifest::DEFAULT_WEBHOOK_PATH;
 use chitty_github::processor::Processor;
 use chitty_github::queue::InProcessQueue;
-use chitty_github::server::{ConnectionLimits, Server, webhook_router};
+use chitty_github::server::{ConnectionLimits, Server, shutdown_signal, webhook_router};
 use chitty_github::setup::{AppSetup, random_token};
 use chitty_github::signature::WebhookSecret;
 use chitty_github::testing::{SignedDelivery, TEST_SECRET, fixtures};
@@ -107,23 +110,74 @@ fn model_from_env() -> Result<Option<Model>, BoxError> {
     Ok(Some(Model { provider: Arc::new(builder.build()?), chat: model, embedding }))
 }
 
-/// The processor with every ready-made handler the configuration allows.
+/// The handlers to run: from `CHITTY_GITHUB_CONFIG` when it names a file; otherwise push analysis,
+/// and review and triage with `model`'s chat model (triage's duplicates with its embedding model).
+fn handlers_config(model: Option<&Model>) -> Result<HandlersConfig, BoxError> {
+    if let Ok(path) = std::env::var("CHITTY_GITHUB_CONFIG") {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        // The file may hold the host's other settings too; the App reads its `[github]` table.
+        let mut file: toml::Table = toml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+        let github = file.remove("github").unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
+        return Ok(github.try_into::<HandlersConfig>().map_err(|e| format!("{path}: [github]: {e}"))?);
+    }
+    let mut config = HandlersConfig::default();
+    config.push_analysis = HandlerSection::Enabled(PushAnalysisConfig::default());
+    if let Some(model) = model {
+        config.review = HandlerSection::Enabled(ReviewConfig::new(&model.chat));
+        let mut triage = TriageConfig::new(&model.chat);
+        if let Some(embedding) = &model.embedding {
+            triage = triage.with_embedding_model(embedding);
+        }
+        config.triage = HandlerSection::Enabled(triage);
+    }
+    Ok(config)
+}
+
+/// The processor: installations kept in sync, and the handlers `config` enables.
 fn processor(
     app: GitHubApp,
     installations: Arc<dyn InstallationStore>,
-    model: Option<Model>,
+    config: &HandlersConfig,
+    model: Option<Arc<dyn Provider>>,
 ) -> chitty_github::Result<Processor> {
     let builder = InstallationSync::new(installations).register(Processor::builder().github_app(app));
-    let mut builder = PushAnalysis::default().register(builder);
-    if let Some(Model { provider, chat, embedding }) = model {
-        builder = PullRequestReviewer::new(provider.clone(), ReviewConfig::new(chat.clone())).register(builder);
-        let mut triage = TriageConfig::new(chat);
-        if let Some(embedding) = embedding {
-            triage = triage.with_embedding_model(embedding);
-        }
-        builder = IssueTriage::new(provider, triage).register(builder);
-    }
-    builder.try_build()
+    let enabled = [
+        ("review", config.review.is_enabled()),
+        ("triage", config.triage.is_enabled()),
+        ("push_analysis", config.push_analysis.is_enabled()),
+    ];
+    let enabled: Vec<&str> = enabled.into_iter().filter_map(|(name, on)| on.then_some(name)).collect();
+    tracing::info!(handlers = ?enabled, "ready-made handlers");
+    config.register(builder, model)?.try_build()
+}
+
+/// The App serving on `listener`: the webhook (signed with `secret`) next to `pages`, and a worker
+/// running `processor` on what the webhook queues. The server stops on Ctrl-C or SIGTERM; the worker
+/// then drains the queue and stops.
+struct Serving {
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    worker: std::thread::JoinHandle<()>,
+}
+
+fn serve(
+    listener: tokio::net::TcpListener,
+    secret: WebhookSecret,
+    processor: Arc<Processor>,
+    pages: axum::Router,
+) -> Result<Serving, BoxError> {
+    let (queue, deliveries) = InProcessQueue::bounded(10_000);
+    let intake = WebhookIntake::builder([secret]).queue(Arc::new(queue)).build()?;
+    let router = webhook_router(DEFAULT_WEBHOOK_PATH, Arc::new(intake)).merge(pages);
+    // Handlers run after the 202, on their own thread and runtime: parsing payloads and calling GitHub
+    // and the model never take the threads that answer GitHub.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let worker = std::thread::Builder::new()
+        .name("github-app-worker".into())
+        .spawn(move || runtime.block_on(processor.run(deliveries)))?;
+    let server = tokio::spawn(async move {
+        Server::new(ConnectionLimits::default()).serve(listener, router, shutdown_signal()).await
+    });
+    Ok(Serving { server, worker })
 }
 
 #[tokio::main]
@@ -173,15 +227,16 @@ async fn main() -> Result<(), BoxError> {
         let secret = registration.webhook_secret().ok_or("the saved App has no webhook secret")?;
         (app, secret, setup)
     };
-    let processor = Arc::new(processor(app, installations, model_from_env()?)?);
-    let (queue, deliveries) = InProcessQueue::bounded(10_000);
-    let intake = WebhookIntake::builder([secret]).queue(Arc::new(queue)).build()?;
-    let router = webhook_router(DEFAULT_WEBHOOK_PATH, Arc::new(intake)).merge(setup.router());
-    let worker = tokio::spawn(processor.clone().run(deliveries));
+    let model = model_from_env()?;
+    let config = handlers_config(model.as_ref())?;
+    let processor = Arc::new(processor(app, installations, &config, model.map(|m| m.provider))?);
     let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let serving = serve(listener, secret, processor.clone(), setup.router())?;
     tracing::info!("listening on http://{addr}{DEFAULT_WEBHOOK_PATH}; GitHub reaches it at {public_url}");
-    Server::new(ConnectionLimits::default()).serve(listener, router, shutdown_signal()).await?;
-    worker.await?;
+    serving.server.await??;
+    // The server (and with it the queue's sender) is gone: the worker drains what is queued.
+    let worker = serving.worker;
+    tokio::task::spawn_blocking(move || worker.join()).await?.map_err(|_| "the worker thread panicked")?;
     tracing::info!(stats = ?processor.stats(), "stopped");
     Ok(())
 }
@@ -192,8 +247,7 @@ pub struct OfflineDemo {
     pub github: MockGitHub,
     /// Where the App listens.
     pub local: std::net::SocketAddr,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-    worker: tokio::task::JoinHandle<()>,
+    serving: Serving,
 }
 
 /// Starts the offline demo on `addr`: the mock GitHub API with one pull request, the built-in model,
@@ -212,17 +266,12 @@ pub async fn start_offline(addr: &str, installations: Arc<dyn InstallationStore>
     let app =
         GitHubApp::builder(AppCredentials::from_pem("Iv23liOfflineDemo", OFFLINE_KEY)?).with_config(config).build()?;
     let model = Model { provider: Arc::new(OfflineModel), chat: "offline".to_owned(), embedding: None };
-    let processor = Arc::new(processor(app, installations, Some(model))?);
-    let (queue, deliveries) = InProcessQueue::bounded(1024);
-    let intake = WebhookIntake::builder([WebhookSecret::new(TEST_SECRET)]).queue(Arc::new(queue)).build()?;
-    let router = webhook_router(DEFAULT_WEBHOOK_PATH, Arc::new(intake));
-    let worker = tokio::spawn(processor.run(deliveries));
+    let config = handlers_config(Some(&model))?;
+    let processor = Arc::new(processor(app, installations, &config, Some(model.provider))?);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let server = tokio::spawn(async move {
-        Server::new(ConnectionLimits::default()).serve(listener, router, shutdown_signal()).await
-    });
-    Ok(OfflineDemo { github, local, server, worker })
+    let serving = serve(listener, WebhookSecret::new(TEST_SECRET), processor, axum::Router::new())?;
+    Ok(OfflineDemo { github, local, serving })
 }
 
 impl OfflineDemo {
@@ -246,10 +295,9 @@ impl OfflineDemo {
         Ok((status, None))
     }
 
-    /// Stops the server and the worker.
+    /// Stops the server; the worker stops once it has drained the queue.
     pub fn stop(self) {
-        self.server.abort();
-        self.worker.abort();
+        self.serving.server.abort();
     }
 }
 
@@ -279,24 +327,6 @@ async fn offline_demo(addr: &str, installations: Arc<dyn InstallationStore>) -> 
          -H \"X-Hub-Signature-256: $SIG\" --data-binary \"$BODY\"\n"
     );
     println!("Ctrl-C stops the server.");
-    let OfflineDemo { server, worker, .. } = demo;
-    server.await??;
-    worker.abort();
+    demo.serving.server.await??;
     Ok(())
-}
-
-/// Ctrl-C, or SIGTERM from a process manager.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -6,8 +6,13 @@
 #   scripts/bench-webhook.sh                 # 2 rounds of 20 s at ~2,000/s
 #   DURATION=60s ROUNDS=1 CONNECTIONS=42 DELAY_MS=20 scripts/bench-webhook.sh
 #
+# With HANDLERS=1 (the default) the same load also goes to the github_app example, offline (mock
+# GitHub API and a built-in model in the same process), with every ready-made handler registered
+# (installations, push analysis, pull request review, issue triage): the handlers run after the 202,
+# so its ack latency should match the plain webhook example's. HANDLERS=0 leaves it out.
+#
 # For reference, the same load also goes to nginx answering 202 without doing anything (when nginx
-# is installed), alternating with the example: the floor that the machine, loopback and wrk give.
+# is installed), alternating with the examples: the floor that the machine, loopback and wrk give.
 #
 # The rate is CONNECTIONS / (DELAY_MS + latency): each connection waits a random time (exponential,
 # mean DELAY_MS) between requests, so arrivals are Poisson-like rather than in bursts.
@@ -20,16 +25,23 @@ CONNECTIONS="${CONNECTIONS:-42}"
 DELAY_MS="${DELAY_MS:-20}"
 PORT="${PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 BODY_BYTES="${BODY_BYTES:-25600}"
-SECRET="bench-webhook-secret-$$"
+HANDLERS="${HANDLERS:-1}"
+# The github_app example's offline mode takes deliveries signed with chitty_github::testing::TEST_SECRET.
+SECRET="chitty-test-webhook-secret"
+TARGET="${CARGO_TARGET_DIR:-target}"
 WORK="$(mktemp -d)"
-trap 'kill "${SERVER_PID:-}" "${NGINX_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill "${SERVER_PID:-}" "${APP_PID:-}" "${NGINX_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 if ! command -v wrk >/dev/null; then
   echo "installing wrk" >&2
   (apt-get install -y wrk || (apt-get update && apt-get install -y wrk)) >/dev/null
 fi
 
-cargo build --quiet --release --example webhook --features github
+if [ "$HANDLERS" = 1 ]; then
+  cargo build --quiet --release --example webhook --example github_app --features github
+else
+  cargo build --quiet --release --example webhook --features github
+fi
 
 # A realistic pull_request.opened payload, padded in the PR body to BODY_BYTES, and its signature.
 python3 - "$WORK" "$BODY_BYTES" "$SECRET" <<'PY'
@@ -85,24 +97,44 @@ function done(summary, latency, requests)
 end
 LUA
 
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until the server $2 (pid) on port $1 answers a signed delivery with 202: the endpoint must be
+# ours before any load is sent.
+wait_ready() {
+  for _ in $(seq 300); do
+    kill -0 "$2" 2>/dev/null || { echo "$3 exited (is port $1 taken?)" >&2; exit 1; }
+    status="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/api/github/webhooks" \
+      -H 'Content-Type: application/json' -H 'X-GitHub-Event: pull_request' -H "X-GitHub-Delivery: ready-$$-$1" \
+      -H "X-Hub-Signature-256: $(cat "$WORK/signature")" --data-binary @"$WORK/body.json" || true)"
+    if [ "$status" = 202 ]; then return 0; fi
+    sleep 0.1
+  done
+  echo "$3 did not answer 202 on port $1" >&2
+  exit 1
+}
+
 GITHUB_WEBHOOK_SECRET="$SECRET" WEBHOOK_ADDR="127.0.0.1:$PORT" RUST_LOG=warn \
-  target/release/examples/webhook &
+  "$TARGET/release/examples/webhook" &
 SERVER_PID=$!
-# The endpoint must be ours and answer a signed delivery with 202 before any load is sent.
-ready=""
-for _ in $(seq 100); do
-  kill -0 "$SERVER_PID" 2>/dev/null || { echo "the webhook example exited (is port $PORT taken?)" >&2; exit 1; }
-  status="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/api/github/webhooks" \
-    -H 'Content-Type: application/json' -H 'X-GitHub-Event: pull_request' -H "X-GitHub-Delivery: ready-$$" \
-    -H "X-Hub-Signature-256: $(cat "$WORK/signature")" --data-binary @"$WORK/body.json" || true)"
-  if [ "$status" = 202 ]; then ready=1; break; fi
-  sleep 0.1
-done
-[ -n "$ready" ] || { echo "the webhook example did not answer 202 on port $PORT" >&2; exit 1; }
+wait_ready "$PORT" "$SERVER_PID" "the webhook example"
+
+APP_PORT=""
+if [ "$HANDLERS" = 1 ]; then
+  APP_PORT="$(free_port)"
+  # Offline: no GitHub variables, so the App talks to the mock GitHub API and the built-in model.
+  env -u GITHUB_APP_ID -u GITHUB_APP_CLIENT_ID -u PUBLIC_URL -u DATABASE_URL -u CHITTY_LLM_BASE_URL \
+    -u CHITTY_GITHUB_CONFIG GITHUB_APP_ADDR="127.0.0.1:$APP_PORT" RUST_LOG=warn \
+    "$TARGET/release/examples/github_app" >"$WORK/github_app.log" 2>&1 &
+  APP_PID=$!
+  wait_ready "$APP_PORT" "$APP_PID" "the github_app example"
+fi
 
 NGINX_PORT=""
 if command -v nginx >/dev/null; then
-  NGINX_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  NGINX_PORT="$(free_port)"
   cat > "$WORK/nginx.conf" <<NGINX
 worker_processes 1;
 daemon off;
@@ -129,8 +161,9 @@ measure() {
   echo "$result" | grep -E '^(requests=|ack_latency_us )'
 }
 
-echo "warm-up (3 s)" >&2
+echo "warm-up (3 s each)" >&2
 measure "$PORT" 3s >/dev/null
+[ -z "$APP_PORT" ] || measure "$APP_PORT" 3s >/dev/null
 echo "measuring: $ROUNDS round(s) of $DURATION, $CONNECTIONS connections, mean ${DELAY_MS} ms between requests per connection, ${BODY_BYTES}-byte bodies" >&2
 report=""
 for round in $(seq "$ROUNDS"); do
@@ -141,6 +174,15 @@ for round in $(seq "$ROUNDS"); do
     exit 1
   fi
   report+="round $round, webhook example:"$'\n'"$ours"$'\n'
+  if [ -n "$APP_PORT" ]; then
+    app="$(measure "$APP_PORT" "$DURATION")"
+    echo "round $round github_app example (handlers registered): $app" | tr '\n' ' ' >&2; echo >&2
+    if ! echo "$app" | grep -q 'non2xx=0 socket_errors=0'; then
+      echo "some deliveries to the github_app example were not acknowledged with 2xx; the figures are not valid" >&2
+      exit 1
+    fi
+    report+="round $round, github_app example, handlers registered:"$'\n'"$app"$'\n'
+  fi
   if [ -n "$NGINX_PORT" ]; then
     floor="$(measure "$NGINX_PORT" "$DURATION")"
     echo "round $round nginx return 202: $floor" | tr '\n' ' ' >&2; echo >&2
@@ -152,7 +194,7 @@ cat <<MD
 
 ### Webhook ack latency over HTTP ($(date -u +%Y-%m-%d))
 
-\`scripts/bench-webhook.sh\` (DURATION=$DURATION ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS mean DELAY_MS=$DELAY_MS, wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), release build of \`examples/webhook.rs\`, in-memory de-duplication, in-process queue, ${BODY_BYTES}-byte signed \`pull_request\` bodies, a fresh delivery GUID per request). Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load generator on the same machine; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg).
+\`scripts/bench-webhook.sh\` (DURATION=$DURATION ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS mean DELAY_MS=$DELAY_MS, wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), release builds of \`examples/webhook.rs\` and (HANDLERS=$HANDLERS) \`examples/github_app.rs\` offline with every ready-made handler registered, in-memory de-duplication, in-process queue, ${BODY_BYTES}-byte signed \`pull_request\` bodies, a fresh delivery GUID per request). Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load generator on the same machine; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg).
 
 \`\`\`
 $report\`\`\`

@@ -56,7 +56,9 @@
 //! its [`credentials`]. Handlers can take their own event type
 //! ([`ProcessorBuilder::on_pull_request`](processor::ProcessorBuilder::on_pull_request) and friends),
 //! with an installation client in their context; [`testing`] has signed deliveries and fixtures for
-//! an App's own tests, and [`analysis`] checks pushes for secrets and oversized files.
+//! an App's own tests, and [`analysis`] has the ready-made handlers (feature `client`): push analysis for
+//! secrets and oversized files, pull request review and issue triage by any chitty-core `Provider`,
+//! enabled in code or from a configuration file's `[github]` table (`analysis::HandlersConfig`).
 //!
 //! Features: `server` (axum route), `redis` (Redis idempotency store), `nats` (JetStream queue),
 //! `client` (the GitHub App client: JWT, installation tokens, REST calls, actions; push analysis),

@@ -54,6 +54,26 @@ pub fn webhook_router(path: &str, intake: Arc<WebhookIntake>) -> Router {
     Router::new().route(path, webhook_route(intake))
 }
 
+/// Resolves on Ctrl-C, or SIGTERM from a process manager: the `shutdown` future to give
+/// [`Server::serve`], which then stops accepting and lets requests in flight finish.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    // Without a signal handler there is nothing to wait for: never resolve rather than stop at once.
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 async fn receive(State(intake): State<Arc<WebhookIntake>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let outcome = intake.handle_stream(&parts.method, &parts.headers, body.into_data_stream()).await;

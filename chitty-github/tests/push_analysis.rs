@@ -3,14 +3,13 @@
 #![cfg(feature = "client")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod common;
 
-use chitty_core::{ManualClock, ManualTimer, Timestamp};
 use chitty_github::analysis::{PushAnalysis, PushAnalysisConfig};
-use chitty_github::client::{AppCredentials, ClientConfig, GitHubApp};
 use chitty_github::processor::{ProcessOutcome, Processor};
 use chitty_github::testing::{SignedDelivery, fixtures};
 use chitty_testkit::github_api::{MockGitHub, RecordedRequest};
+use common::app::MockApp;
 use http::Method;
 use serde_json::{Value, json};
 
@@ -21,19 +20,9 @@ const COMPARE: &str = "/repos/Codertocat/Hello-World/compare/6113728f27ae82c7b1a
 const FAKE_AWS_KEY: &str = "AKIAZ4X7Q2LM9PVB3KTR";
 
 async fn harness(config: PushAnalysisConfig) -> (MockGitHub, Processor) {
-    let clock = ManualClock::new(Timestamp(1_790_000_000_000));
-    let github = MockGitHub::start(Arc::new(clock.clone())).await.unwrap();
-    let mut client = ClientConfig::default();
-    client.base_url = github.base_url().to_owned();
-    let key = include_bytes!("fixtures/test-app-private-key.pem");
-    let app = GitHubApp::builder(AppCredentials::from_pem("Iv23liTest", key).unwrap())
-        .with_config(client)
-        .with_clock(Arc::new(clock.clone()))
-        .with_timer(Arc::new(ManualTimer::new(clock)))
-        .build()
-        .unwrap();
-    let processor = PushAnalysis::new(config).register(Processor::builder().github_app(app)).try_build().unwrap();
-    (github, processor)
+    let mock = MockApp::start().await;
+    let processor = PushAnalysis::new(config).register(mock.processor(5)).try_build().unwrap();
+    (mock.github, processor)
 }
 
 fn file(name: &str, status: &str, patch: Option<&str>) -> Value {

@@ -1,20 +1,21 @@
 //! Pull request review against the mock GitHub API and a scripted model: one COMMENT review with
 //! inline comments, comments outside the diff dropped, an answer outside the schema posting nothing,
 //! prompt injection changing nothing the App does, redelivery posting no second review, and only
-//! the changes since the last review shown on a new push.
+//! the changes since the last review shown on a new push, and copies of a delivery processed at
+//! once posting one review.
 #![cfg(feature = "client")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use chitty_core::{ManualClock, ManualTimer, Timestamp};
 use chitty_github::analysis::review::{PullRequestReviewer, ReviewConfig};
-use chitty_github::client::{AppCredentials, ClientConfig, GitHubApp};
-use chitty_github::processor::{ProcessOutcome, Processor, RetryPolicy};
+use chitty_github::processor::{ProcessOutcome, Processor};
 use chitty_github::testing::{SignedDelivery, fixtures};
 use chitty_testkit::github_api::MockGitHub;
+use common::app::MockApp;
 use common::model::ScriptedModel;
 use http::Method;
 use serde_json::{Value, json};
@@ -33,26 +34,14 @@ fn pr_files() -> Value {
 }
 
 async fn harness(model: Arc<ScriptedModel>, attempts: u32) -> (MockGitHub, Processor) {
-    let clock = ManualClock::new(Timestamp(1_790_000_000_000));
-    let github = MockGitHub::start(Arc::new(clock.clone())).await.unwrap();
-    let mut config = ClientConfig::default();
-    config.base_url = github.base_url().to_owned();
-    let key = include_bytes!("fixtures/test-app-private-key.pem");
-    let app = GitHubApp::builder(AppCredentials::from_pem("Iv23liTest", key).unwrap())
-        .with_config(config)
-        .with_clock(Arc::new(clock.clone()))
-        .with_timer(Arc::new(ManualTimer::new(clock.clone())))
-        .build()
-        .unwrap();
-    github.set_resource(&format!("{PULL}/files"), pr_files());
-    github.set_resource(&format!("{PULL}/reviews"), json!([]));
+    let mock = MockApp::start().await;
+    mock.github.set_resource(&format!("{PULL}/files"), pr_files());
+    mock.github.set_resource(&format!("{PULL}/reviews"), json!([]));
     let processor = PullRequestReviewer::new(model, ReviewConfig::new("review-model"))
-        .register(Processor::builder().github_app(app))
-        .retry(RetryPolicy { max_attempts: attempts, ..RetryPolicy::default() })
-        .timer(Arc::new(ManualTimer::new(clock)))
+        .register(mock.processor(attempts))
         .try_build()
         .unwrap();
-    (github, processor)
+    (mock.github, processor)
 }
 
 fn posted_reviews(github: &MockGitHub) -> Vec<Value> {
@@ -202,4 +191,40 @@ async fn a_new_push_shows_only_what_changed_since_the_last_review() {
     let shown = model.shown(0);
     assert_eq!(shown["reviewing"], "changes since the last review");
     assert_eq!(shown["files"][0]["patch"], "@@ -11 +11 @@\n-    new();\n+    done();");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_a_delivery_processed_at_once_post_one_review() {
+    let answer = r#"{"summary":"Fine.","risk":"low","comments":[]}"#;
+    // Each answer takes 300 ms: without coordination, every copy finds no review before any posts.
+    let model = ScriptedModel::answering_after(Duration::from_millis(300), &[answer, answer, answer]);
+    let (github, processor) = harness(model.clone(), 1).await;
+    let processor = Arc::new(processor);
+    let delivery = pr_event(|_| {});
+    // The delivery and its redelivery, and `ready_for_review` of the same head a moment later.
+    let ready = pr_event(|p| p["action"] = "ready_for_review".into());
+    let copies = [delivery.to_delivery(), delivery.to_delivery(), ready.to_delivery()];
+    let tasks = copies.map(|copy| {
+        let processor = processor.clone();
+        tokio::spawn(async move { processor.process(copy).await })
+    });
+    for task in tasks {
+        let outcome = task.await.unwrap();
+        assert!(matches!(outcome, ProcessOutcome::Handled { .. }), "{outcome:?}");
+    }
+    assert_eq!(posted_reviews(&github).len(), 1);
+    assert_eq!(model.calls(), 1, "the others waited and found the head reviewed");
+
+    // A new head is reviewed again.
+    let pushed = pr_event(|p| {
+        p["action"] = "synchronize".into();
+        p["pull_request"]["head"]["sha"] = "2222222222222222222222222222222222222222".into();
+    });
+    github.set_resource(
+        "/repos/Codertocat/Hello-World/compare/ec26c3e57ca3a959ca5aad62de7213c562f8c821...2222222222222222222222222222222222222222",
+        json!({ "files": pr_files() }),
+    );
+    let outcome = processor.process(pushed.to_delivery()).await;
+    assert!(matches!(outcome, ProcessOutcome::Handled { .. }), "{outcome:?}");
+    assert_eq!(posted_reviews(&github).len(), 2);
 }

@@ -4,11 +4,13 @@
 #![cfg(all(feature = "server", feature = "client"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use chitty_core::{ManualClock, ManualTimer, Timestamp};
+use chitty_core::{ManualClock, ManualTimer};
 use chitty_github::credentials::{CredentialsStore, MemoryCredentialsStore};
 use chitty_github::installations::{InstallationStore, MemoryInstallationStore};
 use chitty_github::manifest::AppManifest;
@@ -19,8 +21,8 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-const PRIVATE_KEY: &str = include_str!("fixtures/test-app-private-key.pem");
-const START: Timestamp = Timestamp(1_790_000_000_000);
+use common::app::{MockApp, PRIVATE_KEY, START};
+
 const PUBLIC_URL: &str = "https://bot.example.com";
 const CODE: &str = "a180b1a3d263c81bc6441d7b990bae27d4c10679";
 
@@ -378,18 +380,7 @@ async fn a_setup_token_keeps_the_page_to_whoever_has_the_printed_link() {
 
 #[tokio::test]
 async fn an_app_registered_by_hand_needs_no_store_and_blocks_the_setup_pages() {
-    let clock = ManualClock::new(START);
-    let github = MockGitHub::start(Arc::new(clock.clone())).await.unwrap();
-    let mut config = chitty_github::client::ClientConfig::default();
-    config.base_url = github.base_url().to_owned();
-    let app = chitty_github::client::GitHubApp::builder(
-        chitty_github::client::AppCredentials::from_pem("31415", PRIVATE_KEY.as_bytes()).unwrap(),
-    )
-    .with_config(config)
-    .with_clock(Arc::new(clock.clone()))
-    .with_timer(Arc::new(ManualTimer::new(clock)))
-    .build()
-    .unwrap();
+    let MockApp { github, app, .. } = MockApp::start_as("31415").await;
     let installations = Arc::new(MemoryInstallationStore::new());
     let setup = AppSetup::builder("x", PUBLIC_URL).app(app).installation_store(installations.clone()).build().unwrap();
     let router: Router = setup.router();

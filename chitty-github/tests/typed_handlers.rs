@@ -3,6 +3,8 @@
 //! public test helpers (signed deliveries, fixtures) drive it all; the ack does not wait for handlers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -164,21 +166,7 @@ async fn the_context_carries_the_delivery_id_and_a_span() {
 #[cfg(feature = "client")]
 #[tokio::test]
 async fn handlers_act_through_the_installation_client() {
-    use chitty_core::{ManualClock, ManualTimer, Timestamp};
-    use chitty_github::client::{AppCredentials, ClientConfig, GitHubApp};
-    use chitty_testkit::github_api::MockGitHub;
-
-    let clock = ManualClock::new(Timestamp(1_790_000_000_000));
-    let github = MockGitHub::start(Arc::new(clock.clone())).await.unwrap();
-    let mut config = ClientConfig::default();
-    config.base_url = github.base_url().to_owned();
-    let key = include_bytes!("fixtures/test-app-private-key.pem");
-    let app = GitHubApp::builder(AppCredentials::from_pem("Iv23liTest", key).unwrap())
-        .with_config(config)
-        .with_clock(Arc::new(clock.clone()))
-        .with_timer(Arc::new(ManualTimer::new(clock)))
-        .build()
-        .unwrap();
+    let common::app::MockApp { github, app, .. } = common::app::MockApp::start().await;
     let handler = |pr: PullRequestEvent, cx: EventContext| async move {
         let repo = &pr.repository;
         cx.github()?.create_comment(&repo.owner.login, &repo.name, pr.number, "Thanks! Review to follow.").await?;

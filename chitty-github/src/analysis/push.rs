@@ -22,8 +22,10 @@ const MAX_COMPARED_FILES: usize = 300;
 /// GitHub takes at most 50 annotations per check-run request; more go in later updates.
 const ANNOTATIONS_PER_REQUEST: usize = 50;
 
-/// What push analysis looks for and how far it goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What push analysis looks for and how far it goes. In a configuration file,
+/// `[github.push_analysis]` (see [`HandlersConfig`](super::HandlersConfig)): every field has its default.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct PushAnalysisConfig {
     /// The check run's name (default `chitty push analysis`).

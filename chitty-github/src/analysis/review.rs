@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::diff::commentable_lines;
-use super::is_path_safe;
-use crate::client::{ClientError, InstallationClient};
+use super::once::OnceByKey;
+use super::{AnalysisError, repository_path};
+use crate::client::InstallationClient;
 use crate::events::{PullRequestAction, PullRequestEvent};
 use crate::processor::{EventContext, ProcessorBuilder};
 
@@ -39,22 +40,48 @@ schema: a short summary, a risk (low, medium or high), and comments, each on a `
 appear in a diff (a line number of the new file, on an added or unchanged line). Leave `comments` empty when \
 nothing is worth saying.";
 
-/// How the review reads, asks and answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How the review reads, asks and answers. In a configuration file, `[github.review]` (see
+/// [`HandlersConfig`](super::HandlersConfig)): `model` is required, every other field has its default.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ReviewConfig {
     /// The model to ask.
     pub model: String,
     /// The answer's token cap (`max_tokens`; default 2048).
+    #[serde(default = "defaults::max_tokens")]
     pub max_tokens: u32,
     /// Most files shown to the model (default 50).
+    #[serde(default = "defaults::max_files")]
     pub max_files: usize,
     /// Largest diff of one file shown (default 32 KiB); larger ones are listed as not reviewed.
+    #[serde(default = "defaults::max_file_patch_bytes")]
     pub max_file_patch_bytes: usize,
     /// Most diff bytes shown in all (default 200 KiB).
+    #[serde(default = "defaults::max_total_patch_bytes")]
     pub max_total_patch_bytes: usize,
     /// Most inline comments posted (default 20); the model's answer may hold at most 50.
+    #[serde(default = "defaults::max_comments")]
     pub max_comments: usize,
+}
+
+/// The defaults of [`ReviewConfig`], for `new` and for fields a configuration file leaves out.
+mod defaults {
+    pub(super) fn max_tokens() -> u32 {
+        2048
+    }
+    pub(super) fn max_files() -> usize {
+        50
+    }
+    pub(super) fn max_file_patch_bytes() -> usize {
+        32 * 1024
+    }
+    pub(super) fn max_total_patch_bytes() -> usize {
+        200 * 1024
+    }
+    pub(super) fn max_comments() -> usize {
+        20
+    }
 }
 
 impl ReviewConfig {
@@ -62,39 +89,18 @@ impl ReviewConfig {
     pub fn new(model: impl Into<String>) -> Self {
         ReviewConfig {
             model: model.into(),
-            max_tokens: 2048,
-            max_files: 50,
-            max_file_patch_bytes: 32 * 1024,
-            max_total_patch_bytes: 200 * 1024,
-            max_comments: 20,
+            max_tokens: defaults::max_tokens(),
+            max_files: defaults::max_files(),
+            max_file_patch_bytes: defaults::max_file_patch_bytes(),
+            max_total_patch_bytes: defaults::max_total_patch_bytes(),
+            max_comments: defaults::max_comments(),
         }
     }
-}
 
-/// Why a review failed; the processor retries, then dead-letters. Nothing is posted on failure.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReviewError {
-    /// Reading or posting through the GitHub API failed (boxed: the error is large and rare).
-    #[error(transparent)]
-    GitHub(Box<ClientError>),
-    /// The model could not be asked.
-    #[error("the model failed: {0}")]
-    Model(#[source] Box<chitty_core::Error>),
-    /// The model's answer is not a review of the schema's shape.
-    #[error("the model's answer is not a valid review: {reason}")]
-    InvalidAnswer {
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The event names a repository the REST paths cannot carry.
-    #[error("unexpected repository name {0:?}")]
-    InvalidRepository(String),
-}
-
-impl From<ClientError> for ReviewError {
-    fn from(error: ClientError) -> Self {
-        ReviewError::GitHub(Box::new(error))
+    /// Sets the answer's token cap.
+    pub fn with_max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = max_tokens;
+        self
     }
 }
 
@@ -223,6 +229,8 @@ struct PostedReview {
 pub struct PullRequestReviewer {
     provider: Arc<dyn Provider>,
     config: ReviewConfig,
+    /// One review at a time per pull request head, and the heads this process reviewed.
+    once: Arc<OnceByKey>,
 }
 
 /// Lock files, minified and vendored code: read by no reviewer.
@@ -257,8 +265,8 @@ fn marked_head(body: &str) -> Option<&str> {
 }
 
 /// The answer, checked against the schema and the limits.
-fn parse_answer(text: &str) -> Result<ReviewAnswer, ReviewError> {
-    let invalid = |reason: String| ReviewError::InvalidAnswer { reason };
+fn parse_answer(text: &str) -> Result<ReviewAnswer, AnalysisError> {
+    let invalid = |reason: String| AnalysisError::InvalidAnswer { task: "review", reason };
     let answer: ReviewAnswer = serde_json::from_str(text.trim()).map_err(|e| invalid(e.to_string()))?;
     if answer.summary.trim().is_empty() {
         return Err(invalid("the summary is empty".into()));
@@ -309,7 +317,7 @@ fn response_format() -> Value {
 impl PullRequestReviewer {
     /// A reviewer asking `provider`'s model with `config`.
     pub fn new(provider: Arc<dyn Provider>, config: ReviewConfig) -> Self {
-        PullRequestReviewer { provider, config }
+        PullRequestReviewer { provider, config, once: Arc::default() }
     }
 
     /// Registers the handler for `pull_request` `opened`, `synchronize` and `ready_for_review`.
@@ -334,7 +342,7 @@ impl PullRequestReviewer {
         &self,
         client: &InstallationClient,
         event: &PullRequestEvent,
-    ) -> Result<ReviewOutcome, ReviewError> {
+    ) -> Result<ReviewOutcome, AnalysisError> {
         let pr = &event.pull_request;
         if pr.draft == Some(true) {
             return Ok(ReviewOutcome::Skipped(SkipReason::Draft));
@@ -345,12 +353,29 @@ impl PullRequestReviewer {
         if pr.user.kind.as_deref() == Some("Bot") || pr.user.login.ends_with("[bot]") {
             return Ok(ReviewOutcome::Skipped(SkipReason::Bot));
         }
-        let (owner, repo) = (event.repository.owner.login.as_str(), event.repository.name.as_str());
-        for name in [owner, repo] {
-            if !is_path_safe(name) {
-                return Err(ReviewError::InvalidRepository(name.to_owned()));
-            }
+        let (owner, repo) = repository_path(&event.repository)?;
+        let head = pr.head.sha.as_str();
+        // Two copies of a delivery at once would both find no marker: one review per head at a time.
+        let key = format!("{}#{}@{head}", event.repository.id, pr.number);
+        let _working = self.once.lock(&key).await;
+        if self.once.is_done(&key) {
+            return Ok(ReviewOutcome::Skipped(SkipReason::AlreadyReviewed));
         }
+        let outcome = self.review_head(client, event, owner, repo).await?;
+        // Posted, or nothing to post for this head: either way it is done (a failure leaves it to a retry).
+        self.once.mark_done(&key).await;
+        Ok(outcome)
+    }
+
+    /// The review of a head no other task of this process is reviewing.
+    async fn review_head(
+        &self,
+        client: &InstallationClient,
+        event: &PullRequestEvent,
+        owner: &str,
+        repo: &str,
+    ) -> Result<ReviewOutcome, AnalysisError> {
+        let pr = &event.pull_request;
         let head = pr.head.sha.as_str();
         let base = format!("/repos/{owner}/{repo}/pulls/{}", pr.number);
 
@@ -404,7 +429,7 @@ impl PullRequestReviewer {
             response_format: Some(response_format()),
             ..Default::default()
         };
-        let response = self.provider.chat(request).await.map_err(|e| ReviewError::Model(Box::new(e)))?;
+        let response = self.provider.chat(request).await.map_err(AnalysisError::model)?;
         if let Some(usage) = &response.usage {
             tracing::info!(
                 model = %response.model,
@@ -494,7 +519,7 @@ mod tests {
             r#"{"summary":"x","risk":"low","comments":[],"approve":true}"#,
             r#"{"summary":"x","risk":"low","comments":[{"path":"a","line":0,"body":"b"}]}"#,
         ] {
-            assert!(matches!(parse_answer(bad), Err(ReviewError::InvalidAnswer { .. })), "{bad}");
+            assert!(matches!(parse_answer(bad), Err(AnalysisError::InvalidAnswer { .. })), "{bad}");
         }
     }
 
@@ -512,6 +537,7 @@ mod tests {
             assert!(is_generated(path), "{path}");
         }
         assert!(!is_generated("src/lib.rs"));
-        assert!(!is_path_safe("..") && !is_path_safe("a/b") && is_path_safe("Hello-World.rs"));
+        assert!(!super::super::is_path_safe("..") && !super::super::is_path_safe("a/b"));
+        assert!(super::super::is_path_safe("Hello-World.rs"));
     }
 }

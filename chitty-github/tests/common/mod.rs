@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(feature = "client")]
+pub mod app;
 pub mod installations;
 pub mod model;
 

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chitty_core::wire::{
@@ -19,11 +20,20 @@ pub struct ScriptedModel {
     answers: Mutex<VecDeque<String>>,
     pub requests: Mutex<Vec<ChatCompletionRequest>>,
     pub embedding_requests: Mutex<Vec<EmbeddingRequest>>,
+    /// How long each chat answer takes (real time), so that concurrent work overlaps.
+    delay: Duration,
 }
 
 impl ScriptedModel {
     pub fn answering(answers: &[&str]) -> Arc<ScriptedModel> {
         let model = ScriptedModel::default();
+        model.answers.lock().unwrap().extend(answers.iter().map(|a| (*a).to_owned()));
+        Arc::new(model)
+    }
+
+    /// Like [`answering`](Self::answering), each answer taking `delay`.
+    pub fn answering_after(delay: Duration, answers: &[&str]) -> Arc<ScriptedModel> {
+        let model = ScriptedModel { delay, ..ScriptedModel::default() };
         model.answers.lock().unwrap().extend(answers.iter().map(|a| (*a).to_owned()));
         Arc::new(model)
     }
@@ -58,6 +68,9 @@ impl Provider for ScriptedModel {
         let model = request.model.clone();
         self.requests.lock().unwrap().push(request);
         let answer = self.answers.lock().unwrap().pop_front().unwrap_or_else(|| "no more answers".to_owned());
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         Ok(serde_json::from_value(json!({
             "id": "chatcmpl-1", "object": "chat.completion", "created": 1_790_000_000, "model": model,
             "choices": [{ "index": 0, "message": { "role": "assistant", "content": answer }, "finish_reason": "stop" }],
