@@ -46,10 +46,10 @@ pub mod http_client;
 pub mod http_provider;
 #[cfg(feature = "ollama")]
 pub mod ollama;
-#[cfg(feature = "opentelemetry-otlp")]
-pub mod otel;
 #[cfg(feature = "openai")]
 pub mod openai;
+#[cfg(feature = "opentelemetry-otlp")]
+pub mod otel;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "prometheus")]

@@ -133,9 +133,8 @@ where
         what: "OpenTelemetry exporter".to_owned(),
         reason: e.to_string(),
     };
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+    let mut exporter =
+        opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
     if let Some(base) = &config.endpoint {
         exporter = exporter.with_endpoint(format!("{}/v1/traces", base.trim_end_matches('/')));
     }
@@ -158,10 +157,7 @@ where
 /// Makes the client's context the parent of `span` (nothing when no OpenTelemetry layer records it).
 pub(crate) fn set_remote_parent(span: &tracing::Span, parent: TraceParent, tracestate: Option<&HeaderValue>) {
     // An unparsable state is dropped, the parent kept (W3C Trace Context, "tracestate" parsing).
-    let state = tracestate
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| TraceState::from_str(s).ok())
-        .unwrap_or_default();
+    let state = tracestate.and_then(|v| v.to_str().ok()).and_then(|s| TraceState::from_str(s).ok()).unwrap_or_default();
     let remote = SpanContext::new(
         TraceId::from_bytes(parent.trace_id()),
         SpanId::from_bytes(parent.parent_id()),

@@ -382,9 +382,12 @@ mod tests {
         assert!(IncomingTrace::from_headers(&headers(&[("traceparent", VALID), ("traceparent", VALID)])).is_none());
         let one = IncomingTrace::from_headers(&headers(&[("traceparent", VALID), ("tracestate", "a=1")])).unwrap();
         assert_eq!(one.tracestate().unwrap(), "a=1");
-        let joined =
-            IncomingTrace::from_headers(&headers(&[("traceparent", VALID), ("tracestate", "a=1"), ("tracestate", "b=2")]))
-                .unwrap();
+        let joined = IncomingTrace::from_headers(&headers(&[
+            ("traceparent", VALID),
+            ("tracestate", "a=1"),
+            ("tracestate", "b=2"),
+        ]))
+        .unwrap();
         assert_eq!(joined.tracestate().unwrap(), "a=1,b=2");
         let long = "k=".to_owned() + &"v".repeat(MAX_TRACESTATE);
         let dropped = IncomingTrace::from_headers(&headers(&[("traceparent", VALID), ("tracestate", &long)])).unwrap();
