@@ -31,7 +31,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chitty_core::{Error, Result};
-use http::header::{HeaderMap, HeaderValue};
+use http::header::HeaderValue;
 use opentelemetry::Context;
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
@@ -45,7 +45,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::trace::{TRACEPARENT, TRACESTATE, TraceParent};
+use crate::trace::TraceParent;
 
 /// The standard variable naming the collector's OTLP/HTTP base URL (spans go to `{it}/v1/traces`).
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -170,7 +170,10 @@ pub(crate) fn set_remote_parent(span: &tracing::Span, parent: TraceParent, trace
 }
 
 /// Writes the current span's context into `headers` when an OpenTelemetry layer records it; whether it did.
-pub(crate) fn insert_current_span(headers: &mut HeaderMap) -> bool {
+#[cfg(feature = "upstream-http")]
+pub(crate) fn insert_current_span(headers: &mut http::HeaderMap) -> bool {
+    use crate::trace::{TRACEPARENT, TRACESTATE};
+
     let context = tracing::Span::current().context();
     let span = context.span();
     let span_context = span.span_context();
