@@ -7,6 +7,9 @@
 //! so the models `chitty-mock` and `chitty-mock-embed` answer without a network. With `OPENAI_API_KEY` set, model
 //! names `openai/<name>` are also routed to `OPENAI_BASE_URL` (default OpenAI's API) as `<name>`.
 //! The demo tenant's key is `sk-chitty-demo`.
+//!
+//! With feature `opentelemetry-otlp` and `OTEL_EXPORTER_OTLP_ENDPOINT` set (say `http://127.0.0.1:4318`), request
+//! spans are exported to that collector, parented to each client's `traceparent`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +23,9 @@ use chitty::providers::openai::OpenAiProvider;
 use chitty_testkit::mock::MockProvider;
 use chitty_testkit::mock_upstream::{MockOpenAi, MockServer};
 use clap::Parser;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// jemalloc returns freed memory to the OS (configured in `.cargo/config.toml`); glibc would keep a burst's peak.
 #[global_allocator]
@@ -46,9 +52,18 @@ struct Args {
 // Redis connections.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let subscriber = tracing_subscriber::registry().with(tracing_subscriber::fmt::layer().with_filter(filter));
+    // Offline unless asked: spans are exported only when an OTLP endpoint is set in the environment.
+    #[cfg(feature = "opentelemetry-otlp")]
+    let (subscriber, otel) = match chitty::providers::otel::OtelConfig::from_env() {
+        Some(config) => {
+            let (layer, guard) = chitty::providers::otel::layer(&config)?;
+            (subscriber.with(Some(layer)), Some(guard))
+        }
+        None => (subscriber.with(None), None),
+    };
+    subscriber.init();
     let args = Args::parse();
 
     let file = if args.config.exists() {
@@ -122,5 +137,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     bound.serve().await?;
     tracing::info!("shut down: in-flight requests drained");
     drop(mocks);
+    // Flushing waits for the collector: off the runtime's thread.
+    #[cfg(feature = "opentelemetry-otlp")]
+    tokio::task::spawn_blocking(move || drop(otel)).await?;
     Ok(())
 }

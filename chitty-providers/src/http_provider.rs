@@ -244,6 +244,8 @@ fn post_json(uri: &http::Uri, headers: &HeaderMap, body: &impl serde::Serialize)
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = uri.clone();
     *request.headers_mut() = headers.clone();
+    // Every attempt, retries and fallbacks included, is built here: each carries the trace context.
+    crate::trace::insert_upstream_headers(request.headers_mut());
     Ok(request)
 }
 

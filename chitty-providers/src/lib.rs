@@ -18,6 +18,10 @@
 //! - `postgres`: [`postgres::PostgresAccessStore`], tenants and keys in PostgreSQL, with changes pushed to every
 //!   replica through `LISTEN/NOTIFY` ([`access_sync`] keeps a gateway's copy current).
 //! - `prometheus`: [`prometheus::PrometheusSink`], request, token, cost and upstream metrics in a host's registry.
+//! - `server` or `upstream-http`: [`trace`], W3C `traceparent`/`tracestate` read from each request
+//!   ([`trace::TraceContextLayer`], in [`server::router`]) and sent on every upstream request made for it.
+//! - `opentelemetry-otlp`: [`otel::layer`], the gateway's request spans exported over OTLP (HTTP/protobuf),
+//!   parented to the client's `traceparent`; upstream requests then carry the gateway's span as their parent.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -44,6 +48,8 @@ pub mod http_provider;
 pub mod ollama;
 #[cfg(feature = "openai")]
 pub mod openai;
+#[cfg(feature = "opentelemetry-otlp")]
+pub mod otel;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "prometheus")]
@@ -51,3 +57,5 @@ pub mod prometheus;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod request_log;
+#[cfg(any(feature = "server", feature = "upstream-http"))]
+pub mod trace;

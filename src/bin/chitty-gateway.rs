@@ -9,6 +9,10 @@
 //! The file's format is `chitty_providers::config::GatewayFile` (see `examples/gateway.toml`); providers of
 //! kind `openai`, `anthropic` and `ollama` are built in. Logs go to standard error (`RUST_LOG`, default `info`;
 //! `--log-format json` for one JSON object per line), one line per finished request on target `chitty::request`.
+//!
+//! Built with feature `opentelemetry-otlp`, it exports its request spans over OTLP (HTTP/protobuf) when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, as service
+//! `OTEL_SERVICE_NAME` (default `chitty-gateway`), parented to each client's `traceparent`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +20,9 @@ use std::process::ExitCode;
 
 use chitty::providers::config::GatewayFile;
 use clap::Parser;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// An OpenAI-compatible LLM gateway built from chitty.
 #[derive(Debug, Parser)]
@@ -51,11 +58,26 @@ enum LogFormat {
 fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
-    match args.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
-    }
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // The filter is the log lines' own: an OpenTelemetry layer next to them filters for itself.
+    let logs = match args.log_format {
+        LogFormat::Text => logs.with_filter(filter).boxed(),
+        LogFormat::Json => logs.json().flatten_event(true).with_filter(filter).boxed(),
+    };
+    let subscriber = tracing_subscriber::registry().with(logs);
+    // Declared before the runtime, so dropped after it: the last spans are flushed outside it.
+    #[cfg(feature = "opentelemetry-otlp")]
+    let (subscriber, _otel) = match chitty::providers::otel::OtelConfig::from_env() {
+        None => (subscriber.with(None), None),
+        Some(config) => match chitty::providers::otel::layer(&config) {
+            Ok((otel, guard)) => (subscriber.with(Some(otel)), Some(guard)),
+            Err(e) => {
+                eprintln!("chitty-gateway: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    subscriber.init();
     // HTTP is served on threads of its own (PerCoreServer); this runtime runs the backends' connections.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -100,6 +100,8 @@ pub fn router(gateway: Gateway, options: ServerOptions) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(not_found)
+        // Last, so that it wraps every route: the client's `traceparent` reaches the upstreams.
+        .layer(crate::trace::TraceContextLayer)
         .with_state(state)
 }
 
@@ -155,7 +157,7 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn request_id(headers: &HeaderMap) -> String {
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
     headers
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
@@ -223,7 +225,7 @@ fn missing_field(message: &str) -> Option<String> {
     rest.split('`').next().filter(|p| !p.is_empty()).map(str::to_owned)
 }
 
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_CHITTY_CACHE: HeaderName = HeaderName::from_static("x-chitty-cache");
 const X_CHITTY_RESERVED: HeaderName = HeaderName::from_static("x-chitty-reserved-nano-usd");
 const X_CHITTY_COST: HeaderName = HeaderName::from_static("x-chitty-cost-nano-usd");
