@@ -9,12 +9,17 @@ mod chat_json;
 mod codec;
 mod completions;
 mod embeddings;
+pub mod messages;
 mod models;
 
 pub use chat::*;
 pub use chat_json::ChatCompletionJson;
 pub use completions::*;
 pub use embeddings::*;
+pub use messages::{
+    AnthropicErrorEnvelope, CountTokensResponse, MessagesRequest, MessagesResponse, MessagesStreamEvent,
+    MessagesStreamTranslator,
+};
 pub use models::*;
 
 use serde::{Deserialize, Deserializer, Serialize};
