@@ -35,6 +35,7 @@
 
 mod admin;
 mod app;
+mod messages;
 mod per_core;
 mod response;
 
@@ -91,6 +92,8 @@ pub fn router(gateway: Gateway, options: ServerOptions) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/messages", post(messages::messages))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
