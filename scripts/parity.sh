@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Drives the example gateway with the official OpenAI SDKs (Python and Node, versions pinned), installed into
-# tests/parity/.venv and tests/parity/node/node_modules. Also checks that SIGTERM shuts the gateway down cleanly.
+# Drives the example gateway with the official OpenAI SDKs (Python and Node) and Anthropic's Python SDK (versions
+# pinned), installed into tests/parity/.venv and tests/parity/node/node_modules. Also checks that SIGTERM shuts the
+# gateway down cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -8,7 +9,7 @@ root=$(pwd)
 cargo build --quiet --example gateway
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log=$(mktemp)
-./target/debug/examples/gateway --addr "127.0.0.1:$port" >"$log" 2>&1 &
+"${CARGO_TARGET_DIR:-target}/debug/examples/gateway" --addr "127.0.0.1:$port" >"$log" 2>&1 &
 gateway=$!
 cleanup() { kill "$gateway" 2>/dev/null || true; rm -f "$log"; }
 trap cleanup EXIT
@@ -25,6 +26,11 @@ if [ ! -x tests/parity/.venv/bin/pytest ]; then
   tests/parity/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/parity/python/requirements.txt
 fi
 tests/parity/.venv/bin/pytest -q -p no:cacheprovider tests/parity/python
+
+echo "parity: Anthropic Python SDK"
+# pip is a no-op once the pinned versions are installed.
+tests/parity/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/parity/anthropic/requirements.txt
+tests/parity/.venv/bin/pytest -q -p no:cacheprovider tests/parity/anthropic
 
 echo "parity: Node SDK"
 (cd tests/parity/node && { [ -d node_modules/openai ] || npm install --no-audit --no-fund --silent; } && node --test)

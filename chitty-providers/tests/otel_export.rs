@@ -131,7 +131,7 @@ async fn gateway(upstream: &MockServer) -> axum::Router {
     let provider = OpenAiProvider::builder("up").with_base_url(upstream.base_url()).build().unwrap();
     let config = GatewayConfig {
         models: vec![ModelConfig {
-            routes: vec![RouteConfig { provider: "up".into(), model: "m".into() }],
+            routes: vec![RouteConfig::new("up", "m")],
             cache: CachePolicy::Off,
             ..ModelConfig::new("chat")
         }],

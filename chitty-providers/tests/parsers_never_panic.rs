@@ -7,6 +7,7 @@
 use chitty_core::keys::{CacheScope, chat_key};
 use chitty_core::wire::{
     ChatCompletionJson, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, EmbeddingRequest,
+    MessagesRequest, MessagesResponse,
 };
 use chitty_providers::config::GatewayFile;
 use proptest::prelude::*;
@@ -22,6 +23,12 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(json!(u64::MAX)),
         Just(json!("user")),
         Just(json!("text")),
+        Just(json!("assistant")),
+        Just(json!("tool_use")),
+        Just(json!("tool_result")),
+        Just(json!("image")),
+        Just(json!("base64")),
+        Just(json!(16)),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
@@ -39,6 +46,12 @@ fn json_value() -> impl Strategy<Value = Value> {
                     Just("stop".to_owned()),
                     Just("input".to_owned()),
                     Just("prompt".to_owned()),
+                    Just("max_tokens".to_owned()),
+                    Just("system".to_owned()),
+                    Just("source".to_owned()),
+                    Just("tool_use_id".to_owned()),
+                    Just("tool_choice".to_owned()),
+                    Just("name".to_owned()),
                     "[a-z_]{1,8}",
                 ],
                 inner,
@@ -63,6 +76,18 @@ fn check_responses(bytes: &[u8]) {
     let parsed = serde_json::from_slice::<chitty_core::wire::responses::ResponsesRequest>(bytes);
     if let Some(Err(e)) = parsed.ok().map(|req| chitty_core::wire::responses::to_chat(&req, &[])) {
         assert!(e.status() == 400 || e.status() == 500, "{e}");
+    }
+}
+
+/// An Anthropic Messages body: parsed, translated to chat (whose checks then run) and written back.
+fn check_messages(bytes: &[u8]) {
+    if let Ok(req) = serde_json::from_slice::<MessagesRequest>(bytes) {
+        let again: MessagesRequest = serde_json::from_slice(&serde_json::to_vec(&req).unwrap()).unwrap();
+        assert_eq!(again, req, "a Messages request survives a round trip");
+        let _ = req.clone().into_chat_prompt();
+        if let Ok(chat) = req.into_chat() {
+            check_chat(&serde_json::to_vec(&chat).unwrap());
+        }
     }
 }
 
@@ -126,6 +151,13 @@ proptest! {
             prop_assert_eq!(light.usage(), typed.usage.as_ref());
             let complete = !typed.choices.is_empty() && typed.choices.iter().all(|c| c.finish_reason.is_some());
             prop_assert_eq!(light.is_complete(), complete);
+            let message = MessagesResponse::from_chat(&typed);
+            let mut translator = chitty_core::wire::MessagesStreamTranslator::new();
+            for chunk in typed.to_chunks(1, true) {
+                let _ = translator.push(&chunk);
+            }
+            let _ = translator.finish();
+            let _ = message.to_chat(0);
         }
     }
 
@@ -133,6 +165,7 @@ proptest! {
     fn request_bodies_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         check_chat(&bytes);
         check_responses(&bytes);
+        check_messages(&bytes);
         let _ = serde_json::from_slice::<CompletionRequest>(&bytes);
         let _ = serde_json::from_slice::<EmbeddingRequest>(&bytes);
     }
@@ -146,6 +179,7 @@ proptest! {
         let bytes = serde_json::to_vec(&v).unwrap();
         check_chat(&bytes);
         check_responses(&bytes);
+        check_messages(&bytes);
         let _ = serde_json::from_slice::<EmbeddingRequest>(&bytes);
         let _ = serde_json::from_slice::<CompletionRequest>(&bytes);
     }

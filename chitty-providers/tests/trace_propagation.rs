@@ -28,8 +28,8 @@ async fn gateway(primary: &MockServer, fallback: &MockServer) -> axum::Router {
     let mut config = GatewayConfig {
         models: vec![ModelConfig {
             routes: vec![
-                RouteConfig { provider: "primary".into(), model: "m".into() },
-                RouteConfig { provider: "fallback".into(), model: "m".into() },
+                RouteConfig::new("primary", "m"),
+                RouteConfig::new("fallback", "m"),
             ],
             cache: CachePolicy::Off,
             ..ModelConfig::new("chat")

@@ -251,9 +251,11 @@ impl Gateway {
     /// [`Error::ModelNotFound`], for a model of another tenant too, so that a caller learns nothing of
     /// models it cannot use.
     pub fn model(&self, ctx: &RequestContext, id: &str) -> Result<ModelObject> {
-        match self.inner.model_order.iter().find(|m| m.as_str() == id) {
-            Some(m) if ctx.may_use(m) => Ok(model_object(m)),
-            _ => Err(Error::ModelNotFound { model: id.to_owned() }),
+        // Configured models and names of a prefix family (`openai/<model>`) alike.
+        if self.find_model(id).is_some() && ctx.may_use(id) {
+            Ok(model_object(id))
+        } else {
+            Err(Error::ModelNotFound { model: id.to_owned() })
         }
     }
 

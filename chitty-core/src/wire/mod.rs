@@ -9,6 +9,7 @@ mod chat_json;
 mod codec;
 mod completions;
 mod embeddings;
+pub mod messages;
 mod models;
 pub mod responses;
 
@@ -16,6 +17,10 @@ pub use chat::*;
 pub use chat_json::ChatCompletionJson;
 pub use completions::*;
 pub use embeddings::*;
+pub use messages::{
+    AnthropicErrorEnvelope, CountTokensResponse, MessagesRequest, MessagesResponse, MessagesStreamEvent,
+    MessagesStreamTranslator,
+};
 pub use models::*;
 
 use serde::{Deserialize, Deserializer, Serialize};

@@ -3,6 +3,7 @@
 //! [`router`] returns an [`axum::Router`] a host application mounts or serves:
 //! `POST /v1/chat/completions` and `POST /v1/completions` (plain and SSE), `POST /v1/embeddings`,
 //! `POST /v1/responses` (plain and SSE; `GET` and `DELETE /v1/responses/{id}` for stored responses),
+//! `POST /v1/messages` (Anthropic's Messages API, plain and SSE) and `POST /v1/messages/count_tokens`,
 //! `GET /v1/models` (only the caller's models) and `GET /v1/models/{id}`, `GET /healthz` (the process is alive) and `GET /readyz` (200 when
 //! the cache, budget and access-store backends answer and every model has a route whose circuit is closed; 503 naming what
 //! fails otherwise).
@@ -36,6 +37,7 @@
 
 mod admin;
 mod app;
+mod messages;
 mod per_core;
 mod response;
 mod responses;
@@ -93,6 +95,8 @@ pub fn router(gateway: Gateway, options: ServerOptions) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/messages", post(messages::messages))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/v1/models", get(models))
         .route("/v1/models/{*id}", get(model))
         .route("/v1/responses", post(responses::create))
@@ -467,7 +471,7 @@ async fn not_found(headers: HeaderMap) -> Response {
     let id = request_id(&headers);
     let mut response = ApiError::new(
         Error::invalid_request(
-            "unknown endpoint; see /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /v1/responses",
+            "unknown endpoint; see /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /v1/responses, /v1/messages",
             None,
         ),
         &id,
