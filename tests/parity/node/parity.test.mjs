@@ -128,3 +128,39 @@ test("responses: plain, streamed, stored and continued", async () => {
   const stored = await client.responses.retrieve(first.id);
   assert.equal(stored.id, first.id);
 });
+
+test("responses: a function call answered in a follow-up, and structured output", async () => {
+  const tools = [
+    {
+      type: "function",
+      name: "get_weather",
+      description: "Weather for a city",
+      parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+    },
+  ];
+  const first = await client.responses.create({ model: CHAT, input: unique("Weather in Paris?"), tools });
+  const call = first.output.find((item) => item.type === "function_call");
+  assert.ok(call && call.name === "get_weather" && call.call_id);
+  const second = await client.responses.create({
+    model: CHAT,
+    previous_response_id: first.id,
+    input: [{ type: "function_call_output", call_id: call.call_id, output: '{"temp_c": 18}' }],
+    tools,
+  });
+  assert.ok(second.output_text.length > 0);
+
+  const schema = {
+    type: "object",
+    properties: { name: { type: "string" }, population: { type: "integer" } },
+    required: ["name", "population"],
+    additionalProperties: false,
+  };
+  const structured = await client.responses.create({
+    model: CHAT,
+    input: unique("A city"),
+    text: { format: { type: "json_schema", name: "city", schema, strict: true } },
+  });
+  const city = JSON.parse(structured.output_text);
+  assert.equal(typeof city.name, "string");
+  assert.ok(Number.isInteger(city.population));
+});
