@@ -15,7 +15,7 @@ use chitty_github::events::WebhookEvent;
 use chitty_github::intake::WebhookIntake;
 use chitty_github::processor::{EventContext, Processor, handler_fn};
 use chitty_github::queue::{InProcessQueue, QueueReceiver};
-use chitty_github::server::{ConnectionLimits, Server, webhook_router};
+use chitty_github::server::{ConnectionLimits, Server, shutdown_signal, webhook_router};
 use chitty_github::signature::WebhookSecret;
 
 /// Where GitHub posts deliveries.
@@ -90,20 +90,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing::info!(stats = ?processor.stats(), "stopped");
     Ok(())
-}
-
-/// Ctrl-C, or SIGTERM from a process manager.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

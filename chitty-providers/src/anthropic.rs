@@ -354,14 +354,7 @@ fn assistant_blocks(message: &ChatMessage) -> Result<Vec<Value>> {
 
 /// Anthropic's `stop_reason` as an OpenAI `finish_reason`.
 pub(crate) fn finish_reason(stop_reason: &str) -> String {
-    match stop_reason {
-        "end_turn" | "stop_sequence" | "pause_turn" => "stop",
-        "max_tokens" | "model_context_window_exceeded" => "length",
-        "tool_use" => "tool_calls",
-        "refusal" => "content_filter",
-        other => other,
-    }
-    .to_owned()
+    chitty_core::wire::messages::chat_finish_reason(stop_reason).to_owned()
 }
 
 /// Anthropic's usage object as OpenAI usage: cached and cache-writing input count as prompt tokens.

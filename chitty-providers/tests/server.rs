@@ -80,6 +80,12 @@ impl Stack {
     fn post(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
         self.http.post(format!("{}{path}", self.base)).bearer_auth(key)
     }
+
+    /// `method path` with `key`, its answer's JSON.
+    async fn json(&self, method: reqwest::Method, path: &str, key: &str) -> Value {
+        let r = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(key).send().await.unwrap();
+        r.json().await.unwrap()
+    }
 }
 
 async fn envelope(r: reqwest::Response) -> (u16, Value) {
@@ -185,16 +191,7 @@ async fn answers_carry_cache_cost_and_request_headers() {
         s.post("/v1/chat/completions", "sk-acme").header("cache-control", "no-cache").json(&chat).send().await.unwrap();
     assert_eq!(r.headers()["x-chitty-cache"], "bypass");
 
-    let models: Value = s
-        .http
-        .get(format!("{}/v1/models", s.base))
-        .bearer_auth("sk-limited")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = s.json(reqwest::Method::GET, "/v1/models", "sk-limited").await;
     let ids: Vec<_> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["chat"]);
     assert_eq!(s.http.get(format!("{}/healthz", s.base)).send().await.unwrap().text().await.unwrap(), "ok");
@@ -504,16 +501,7 @@ async fn responses_run_on_the_chat_pipeline_and_stored_ones_continue_a_conversat
     let (status, error) = envelope(s.post("/v1/responses", "sk-limited").json(&follow).send().await.unwrap()).await;
     assert_eq!((status, error["error"]["param"].as_str()), (400, Some("previous_response_id")), "{error}");
 
-    let deleted: Value = s
-        .http
-        .delete(format!("{}/v1/responses/{id}", s.base))
-        .bearer_auth("sk-acme")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let deleted = s.json(reqwest::Method::DELETE, &format!("/v1/responses/{id}"), "sk-acme").await;
     assert_eq!(deleted, json!({"id": id, "object": "response", "deleted": true}));
     assert_eq!(envelope(get("sk-acme", id.to_owned()).await.unwrap()).await.0, 404);
 
@@ -551,15 +539,6 @@ async fn a_streamed_response_is_the_responses_event_sequence_and_is_stored() {
     assert_eq!(completed["output"][0]["content"][0]["text"], deltas);
     assert!(completed["usage"]["output_tokens"].as_u64().unwrap() > 0);
     let id = completed["id"].as_str().unwrap();
-    let stored: Value = s
-        .http
-        .get(format!("{}/v1/responses/{id}", s.base))
-        .bearer_auth("sk-acme")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stored = s.json(reqwest::Method::GET, &format!("/v1/responses/{id}"), "sk-acme").await;
     assert_eq!(&stored, completed);
 }

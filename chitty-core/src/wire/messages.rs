@@ -599,7 +599,7 @@ fn stop_reason(finish_reason: Option<&str>, matched: Option<&str>, called_tools:
 }
 
 /// The finish reason chat reports for Anthropic's `stop_reason`.
-fn finish_reason(stop_reason: &str) -> &str {
+pub fn chat_finish_reason(stop_reason: &str) -> &str {
     match stop_reason {
         "end_turn" | "stop_sequence" | "pause_turn" => "stop",
         "max_tokens" | "model_context_window_exceeded" => "length",
@@ -708,7 +708,7 @@ impl MessagesResponse {
             choices: vec![ChatChoice {
                 index: 0,
                 message,
-                finish_reason: self.stop_reason.as_deref().map(|r| finish_reason(r).to_owned()),
+                finish_reason: self.stop_reason.as_deref().map(|r| chat_finish_reason(r).to_owned()),
                 logprobs: None,
                 extra,
             }],

@@ -677,21 +677,7 @@ fn run(command: Command, as_json: bool) -> Result<Report, Failure> {
                     );
                 }
             }
-            let tensors: Value = s
-                .tensors
-                .iter()
-                .map(|t| {
-                    json!({
-                        "name": t.name,
-                        "dtype": t.dtype,
-                        "shape": t.shape,
-                        "method": t.method.as_str(),
-                        "original_bytes": t.original_bytes,
-                        "stored_bytes": t.stored_bytes,
-                        "relative_error": t.relative_error,
-                    })
-                })
-                .collect();
+            let tensors: Value = s.tensors.iter().map(tensor_json).collect();
             let mut report = Report::new("inspect")
                 .field("format", json!(s.format))
                 .field("tensors", json!(s.tensors.len()))
@@ -881,21 +867,7 @@ fn inspect_dir(archive: &Path, as_json: bool) -> Result<Report, Failure> {
         .entries
         .iter()
         .map(|e| {
-            let tensors: Value = e
-                .tensors
-                .iter()
-                .map(|t| {
-                    json!({
-                        "name": t.name,
-                        "dtype": t.dtype,
-                        "shape": t.shape,
-                        "method": t.method.as_str(),
-                        "original_bytes": t.original_bytes,
-                        "stored_bytes": t.stored_bytes,
-                        "relative_error": t.relative_error,
-                    })
-                })
-                .collect();
+            let tensors: Value = e.tensors.iter().map(tensor_json).collect();
             json!({
                 "path": e.path,
                 "kind": e.kind.as_str(),
@@ -1006,4 +978,17 @@ fn estimate_modes(
         }));
     }
     Ok(Value::Array(rows))
+}
+
+/// One tensor of an archive's summary, as `inspect --json` lists it.
+fn tensor_json(t: &chitty_delta::TensorSummary) -> Value {
+    json!({
+        "name": t.name,
+        "dtype": t.dtype,
+        "shape": t.shape,
+        "method": t.method.as_str(),
+        "original_bytes": t.original_bytes,
+        "stored_bytes": t.stored_bytes,
+        "relative_error": t.relative_error,
+    })
 }

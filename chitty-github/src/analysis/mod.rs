@@ -51,6 +51,27 @@ pub enum AnalysisError {
     InvalidRepository(String),
 }
 
+/// Asks `provider` and logs the tokens the answer cost (`task` names the handler in the log line); the
+/// answer's text, empty when it has none.
+#[cfg(feature = "client")]
+async fn ask_model(
+    provider: &dyn chitty_core::Provider,
+    request: chitty_core::wire::ChatCompletionRequest,
+    task: &'static str,
+) -> Result<String, AnalysisError> {
+    let response = provider.chat(request).await.map_err(AnalysisError::model)?;
+    if let Some(usage) = &response.usage {
+        tracing::info!(
+            model = %response.model,
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            task,
+            "model usage"
+        );
+    }
+    Ok(response.choices.first().map(|c| c.message.text_content()).unwrap_or_default())
+}
+
 #[cfg(feature = "client")]
 impl From<ClientError> for AnalysisError {
     fn from(error: ClientError) -> Self {

@@ -429,16 +429,7 @@ impl PullRequestReviewer {
             response_format: Some(response_format()),
             ..Default::default()
         };
-        let response = self.provider.chat(request).await.map_err(AnalysisError::model)?;
-        if let Some(usage) = &response.usage {
-            tracing::info!(
-                model = %response.model,
-                prompt_tokens = usage.prompt_tokens,
-                completion_tokens = usage.completion_tokens,
-                "pull request review: model usage"
-            );
-        }
-        let text = response.choices.first().map(|c| c.message.text_content()).unwrap_or_default();
+        let text = super::ask_model(self.provider.as_ref(), request, "pull request review").await?;
         let answer = parse_answer(&text)?;
 
         let mut comments = Vec::new();

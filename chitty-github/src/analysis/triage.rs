@@ -308,16 +308,7 @@ impl IssueTriage {
             response_format: Some(response_format()),
             ..Default::default()
         };
-        let response = self.provider.chat(request).await.map_err(AnalysisError::model)?;
-        if let Some(usage) = &response.usage {
-            tracing::info!(
-                model = %response.model,
-                prompt_tokens = usage.prompt_tokens,
-                completion_tokens = usage.completion_tokens,
-                "issue triage: model usage"
-            );
-        }
-        let text = response.choices.first().map(|c| c.message.text_content()).unwrap_or_default();
+        let text = super::ask_model(self.provider.as_ref(), request, "issue triage").await?;
         let answer = parse_answer(&text)?;
 
         // Only the repository's own labels, with its own spelling; never a new one.

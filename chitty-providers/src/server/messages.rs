@@ -80,14 +80,8 @@ fn context(gateway: &Gateway, headers: &HeaderMap, request_id: &str) -> Result<R
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|k| !k.is_empty())
-        .or_else(|| super::bearer(headers))
-        .ok_or(Error::InvalidApiKey)?;
-    let caller = gateway.authenticate(key)?;
-    let cache = headers
-        .get(axum::http::header::CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok())
-        .map_or(CacheDirective::Default, CacheDirective::from_header);
-    Ok(RequestContext::new(caller, request_id, cache))
+        .or_else(|| super::bearer(headers));
+    super::context_for_key(gateway, key, headers, request_id)
 }
 
 /// Authenticates from the headers, then reads and parses the body as [`super::endpoint`] does (401 and 413

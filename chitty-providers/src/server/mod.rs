@@ -188,8 +188,17 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn context(gateway: &Gateway, headers: &HeaderMap, request_id: &str) -> Result<RequestContext> {
-    let key = bearer(headers).ok_or(Error::InvalidApiKey)?;
-    let caller = gateway.authenticate(key)?;
+    context_for_key(gateway, bearer(headers), headers, request_id)
+}
+
+/// The request's context for the API key `key` (however the endpoint reads it) and its `Cache-Control`.
+fn context_for_key(
+    gateway: &Gateway,
+    key: Option<&str>,
+    headers: &HeaderMap,
+    request_id: &str,
+) -> Result<RequestContext> {
+    let caller = gateway.authenticate(key.ok_or(Error::InvalidApiKey)?)?;
     let cache = headers
         .get(axum::http::header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
