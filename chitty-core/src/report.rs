@@ -322,8 +322,7 @@ impl Totals {
         let lookups = self.cache_hits + self.cache_misses;
         self.cache_hit_rate = (lookups > 0).then(|| self.cache_hits as f64 / lookups as f64);
         self.savings.saving_usd = NanoUsd(self.savings.saving_nano_usd).decimal().to_string();
-        self.savings.share =
-            if self.requests == 0 { 0.0 } else { self.savings.requests as f64 / self.requests as f64 };
+        self.savings.share = if self.requests == 0 { 0.0 } else { self.savings.requests as f64 / self.requests as f64 };
     }
 }
 
@@ -421,13 +420,7 @@ pub struct CostReport {
 impl CostReport {
     /// An empty report; savings are estimated when `estimator` is given.
     pub fn new(filter: ReportFilter, estimator: Option<SavingsEstimator>) -> CostReport {
-        CostReport {
-            filter,
-            estimator,
-            lines: LineCounts::default(),
-            first_skipped: Vec::new(),
-            rows: BTreeMap::new(),
-        }
+        CostReport { filter, estimator, lines: LineCounts::default(), first_skipped: Vec::new(), rows: BTreeMap::new() }
     }
 
     /// Reads one line of the log.
