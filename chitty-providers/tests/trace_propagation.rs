@@ -27,7 +27,10 @@ async fn gateway(primary: &MockServer, fallback: &MockServer) -> axum::Router {
     };
     let mut config = GatewayConfig {
         models: vec![ModelConfig {
-            routes: vec![RouteConfig::new("primary", "m"), RouteConfig::new("fallback", "m")],
+            routes: vec![
+                RouteConfig::new("primary", "m"),
+                RouteConfig::new("fallback", "m"),
+            ],
             cache: CachePolicy::Off,
             ..ModelConfig::new("chat")
         }],
