@@ -26,11 +26,11 @@
 //! let estimator = SavingsEstimator::new(&router, price)?;
 //! let mut report = CostReport::new(ReportFilter::default(), Some(estimator));
 //! report.add_line(r#"{"kind":"request","at_ms":1,"tenant":"acme","model":"large","endpoint":"chat.completions",
-//!     "status":200,"cache":"miss","prompt_tokens":100,"completion_tokens":10,"cost_nano_usd":350,"stream":false}"#);
+//!     "status":200,"cache":"miss","prompt_tokens":100,"completion_tokens":10,"cost_nano_usd":350000,"stream":false}"#);
 //! let summary = report.summary();
 //! assert_eq!(summary.total.savings.requests, 1);
-//! // 100 × $0.15/M + 10 × $0.60/M = 21 nano-USD instead of 350.
-//! assert_eq!(summary.total.savings.saving_nano_usd, 329);
+//! // 100 × $0.15/M + 10 × $0.60/M = 21,000 nano-USD instead of 350,000 on large.
+//! assert_eq!(summary.total.savings.saving_nano_usd, 329_000);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -261,7 +261,7 @@ pub struct SavingsTotals {
     pub repriced_nano_usd: u64,
     /// The estimated saving, nano-USD.
     pub saving_nano_usd: u64,
-    /// The saving in USD, exact, as a decimal string (`"0.000000329"`).
+    /// The saving in USD, exact, as a decimal string (`"0.000329000"`).
     pub saving_usd: String,
     /// Requests per cheaper candidate.
     pub to_models: BTreeMap<String, u64>,
