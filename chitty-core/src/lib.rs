@@ -43,6 +43,7 @@ pub mod keys;
 pub mod money;
 pub mod provider;
 pub mod ratelimit;
+pub mod report;
 pub mod retry;
 pub mod router;
 #[cfg(feature = "tokio")]
