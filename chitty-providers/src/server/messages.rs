@@ -18,7 +18,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chitty_core::gateway::{Gateway, RequestContext, StreamReply};
-use chitty_core::keys::CacheDirective;
 use chitty_core::wire::{
     AnthropicErrorEnvelope, CountTokensResponse, MessagesRequest, MessagesResponse, MessagesStreamEvent,
     MessagesStreamTranslator,
