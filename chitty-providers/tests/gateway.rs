@@ -1011,10 +1011,10 @@ async fn weighted_routes_share_traffic_by_weight_and_report_the_route_taken() {
         let reply = h.gateway.chat(&ctx, chat(&format!("weighted {i}"))).await.unwrap();
         assert_eq!(reply.meta.attempts, 1);
         let expected = match reply.meta.provider.as_deref() {
-            Some("primary") => "up-chat",
-            _ => "up-chat-b",
+            Some("primary") => "primary/up-chat",
+            _ => "fallback/up-chat-b",
         };
-        assert_eq!(reply.meta.upstream_model.as_deref(), Some(expected));
+        assert_eq!(reply.meta.route.as_deref(), Some(expected));
     }
     let (primary, fallback) = (h.primary.calls(), h.fallback.calls());
     assert_eq!(primary + fallback, 400);
@@ -1040,6 +1040,6 @@ async fn a_group_that_is_down_falls_back_to_the_next_and_attempts_are_counted() 
     }
     let reply = h.gateway.chat(&ctx, chat("group one")).await.unwrap();
     assert_eq!(reply.meta.provider.as_deref(), Some("primary"));
-    assert_eq!(reply.meta.upstream_model.as_deref(), Some("up-chat"));
+    assert_eq!(reply.meta.route.as_deref(), Some("primary/up-chat"));
     assert!(reply.meta.attempts >= 2, "failed attempts count: {}", reply.meta.attempts);
 }

@@ -109,8 +109,8 @@ pub struct ReplyMeta {
     pub cache: CacheStatus,
     /// Provider that answered (none on a cache hit).
     pub provider: Option<String>,
-    /// The model name that provider was asked for (`x-chitty-route: <provider>/<upstream model>`).
-    pub upstream_model: Option<String>,
+    /// The deployment that answered, `<provider>/<upstream model>` (`x-chitty-route`; none on a cache hit).
+    pub route: Option<String>,
     /// Upstream attempts made, failed ones and fallbacks included (`x-chitty-attempts`; 0 on a cache hit).
     pub attempts: u32,
     /// Amount reserved before the call.
@@ -130,7 +130,7 @@ impl ReplyMeta {
         ReplyMeta {
             cache: CacheStatus::Hit,
             provider: None,
-            upstream_model: None,
+            route: None,
             attempts: 0,
             reserved: NanoUsd::ZERO,
             cost: NanoUsd::ZERO,

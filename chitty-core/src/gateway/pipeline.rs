@@ -188,7 +188,7 @@ impl PendingSettlement {
         ReplyMeta {
             cache: self.cache_status,
             provider: Some(self.provider.name.clone()),
-            upstream_model: Some(self.provider.upstream_model.clone()),
+            route: Some(self.provider.route.clone()),
             attempts: self.provider.attempts,
             reserved: self.hold.reserved(),
             cost: NanoUsd::ZERO,

@@ -56,10 +56,11 @@ impl Gateway {
     /// `POST /v1/responses`, answered whole.
     pub async fn responses(&self, ctx: &RequestContext, request: ResponsesRequest) -> Result<Reply<ResponseObject>> {
         let chat = self.responses_chat(ctx, &request).await?;
-        let conversation = turns(&request, &chat);
+        // Copied only for a response that is kept.
+        let conversation = request.wants_store().then(|| turns(&request, &chat));
         let reply = self.chat(ctx, chat).await?;
         let object = from_chat(&request, &self.response_ids(), &reply.body);
-        if request.wants_store() {
+        if let Some(conversation) = conversation {
             self.store_response(ctx, &object, conversation).await;
         }
         Ok(Reply { body: object, meta: reply.meta })
@@ -76,15 +77,14 @@ impl Gateway {
         chat.stream = Some(true);
         // The final usage chunk is what `response.completed` reports.
         chat.stream_options = Some(StreamOptions { include_usage: Some(true), extra: crate::wire::Extra::new() });
-        let conversation = turns(&request, &chat);
-        let store = request.wants_store();
+        let conversation = request.wants_store().then(|| turns(&request, &chat));
         let reply = self.chat_stream(ctx, chat).await?;
         let mut translator = ResponseStreamTranslator::new(request, self.response_ids());
         let state = StreamState {
             pending: translator.start().into(),
             translator,
             chunks: Some(reply.chunks),
-            store: store.then(|| (self.clone(), ctx.clone(), conversation)),
+            store: conversation.map(|conversation| (self.clone(), ctx.clone(), conversation)),
         };
         let events = futures::stream::unfold(state, |mut state| async move {
             loop {

@@ -123,7 +123,7 @@ impl Gateway {
                         self.circuit_changed(route, changed).await;
                         let taken = RouteTaken {
                             name: name.to_owned(),
-                            upstream_model: model.upstream_name(route, &info.model).to_owned(),
+                            route: format!("{name}/{}", model.upstream_name(route, &info.model)),
                             index,
                             attempts: attempts_made,
                             first_chunk_at: None,
@@ -204,8 +204,8 @@ impl Gateway {
 pub(super) struct RouteTaken {
     /// The provider's name.
     pub(super) name: String,
-    /// The model name the provider was asked for.
-    pub(super) upstream_model: String,
+    /// `<provider>/<upstream model>`: the deployment that answered, as `x-chitty-route` names it.
+    pub(super) route: String,
     /// Upstream attempts the request made, failed ones included.
     pub(super) attempts: u32,
     /// The route's position among its model's routes: 0 is the primary.

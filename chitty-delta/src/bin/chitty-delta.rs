@@ -277,6 +277,21 @@ impl Report {
         self
     }
 
+    /// What every compress reports: sizes, ratio, time, speed, and the worst relative error of a lossy part.
+    fn encoded(self, report: &EncodeReport, secs: f64) -> Self {
+        let worst = report.parts.iter().filter_map(|p| p.relative_error).reduce(f64::max);
+        let out = self
+            .field("input_bytes", json!(report.input_bytes))
+            .field("output_bytes", json!(report.output_bytes))
+            .field("ratio", json!(ratio(report.output_bytes, report.input_bytes)))
+            .field("seconds", json!(secs))
+            .field("gb_per_s", json!(gbps(report.input_bytes, secs)));
+        match worst {
+            Some(w) => out.field("max_rel_error", json!(w)),
+            None => out,
+        }
+    }
+
     fn print(self, as_json: bool) {
         if as_json {
             let mut map = serde_json::Map::new();
@@ -567,17 +582,9 @@ fn run(command: Command, as_json: bool) -> Result<Report, Failure> {
                     );
                 }
             }
-            let worst = report.parts.iter().filter_map(|p| p.relative_error).reduce(f64::max);
             let mut out = Report::new("compress")
                 .field("kind", json!(if dataset { "dataset" } else { "model" }))
-                .field("input_bytes", json!(report.input_bytes))
-                .field("output_bytes", json!(report.output_bytes))
-                .field("ratio", json!(ratio(report.output_bytes, report.input_bytes)))
-                .field("seconds", json!(secs))
-                .field("gb_per_s", json!(gbps(report.input_bytes, secs)));
-            if let Some(w) = worst {
-                out = out.field("max_rel_error", json!(w));
-            }
+                .encoded(&report, secs);
             out.extra.push(("parts", parts_json(&report)));
             out.extra.push(("savings_by_method", savings_by_method(&report, as_json || !verbose)));
             Ok(out)
@@ -820,19 +827,11 @@ fn compress_dir(
         }
     }
     let report = &r.report;
-    let worst = report.parts.iter().filter_map(|p| p.relative_error).reduce(f64::max);
     let mut out = Report::new("compress")
         .field("kind", json!("repository"))
         .field("files", json!(r.entries.len()))
         .field("files_reused", json!(r.entries.iter().filter(|e| e.reused).count()))
-        .field("input_bytes", json!(report.input_bytes))
-        .field("output_bytes", json!(report.output_bytes))
-        .field("ratio", json!(ratio(report.output_bytes, report.input_bytes)))
-        .field("seconds", json!(secs))
-        .field("gb_per_s", json!(gbps(report.input_bytes, secs)));
-    if let Some(w) = worst {
-        out = out.field("max_rel_error", json!(w));
-    }
+        .encoded(report, secs);
     out.extra.push(("entries", entries_json(&r.entries)));
     out.extra.push(("parts", parts_json(report)));
     out.extra.push(("savings_by_method", savings_by_method(report, as_json || !verbose)));

@@ -37,8 +37,26 @@ impl Default for OnceByKey {
 }
 
 impl OnceByKey {
+    /// Runs `work` unless `key` is already done, one caller per key at a time, and records `key` as done
+    /// when `work` succeeds (a failure leaves it to a retry). `None` when it was already done.
+    pub(crate) async fn run<T, E>(
+        &self,
+        key: &str,
+        work: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Option<Result<T, E>> {
+        let _working = self.lock(key).await;
+        if self.is_done(key) {
+            return None;
+        }
+        let result = work.await;
+        if result.is_ok() {
+            self.mark_done(key).await;
+        }
+        Some(result)
+    }
+
     /// Waits until no other caller holds `key`, then holds it until the guard is dropped.
-    pub(crate) async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
+    async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
         let lock = {
             // A panic while holding this map cannot leave it inconsistent: it is only read and inserted into.
             let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
@@ -57,12 +75,12 @@ impl OnceByKey {
     }
 
     /// Whether `key` was recorded as done.
-    pub(crate) fn is_done(&self, key: &str) -> bool {
+    fn is_done(&self, key: &str) -> bool {
         self.done.contains_key(key)
     }
 
     /// Records `key` as done.
-    pub(crate) async fn mark_done(&self, key: &str) {
+    async fn mark_done(&self, key: &str) {
         self.done.insert(key.to_owned(), ()).await;
     }
 }

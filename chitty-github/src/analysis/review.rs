@@ -357,14 +357,9 @@ impl PullRequestReviewer {
         let head = pr.head.sha.as_str();
         // Two copies of a delivery at once would both find no marker: one review per head at a time.
         let key = format!("{}#{}@{head}", event.repository.id, pr.number);
-        let _working = self.once.lock(&key).await;
-        if self.once.is_done(&key) {
-            return Ok(ReviewOutcome::Skipped(SkipReason::AlreadyReviewed));
-        }
-        let outcome = self.review_head(client, event, owner, repo).await?;
-        // Posted, or nothing to post for this head: either way it is done (a failure leaves it to a retry).
-        self.once.mark_done(&key).await;
-        Ok(outcome)
+        // Posted, or nothing to post for this head: either way it is done.
+        let outcome = self.once.run(&key, self.review_head(client, event, owner, repo)).await;
+        outcome.unwrap_or(Ok(ReviewOutcome::Skipped(SkipReason::AlreadyReviewed)))
     }
 
     /// The review of a head no other task of this process is reviewing.

@@ -265,14 +265,8 @@ impl IssueTriage {
         let (owner, repo) = repository_path(&event.repository)?;
         // Two copies of a delivery at once would both find no marker: one triage per issue at a time.
         let key = format!("{}#{}", event.repository.id, issue.number);
-        let _working = self.once.lock(&key).await;
-        if self.once.is_done(&key) {
-            return Ok(TriageOutcome::Skipped);
-        }
-        let outcome = self.triage_issue(client, event, owner, repo).await?;
-        // Triaged, or found triaged: either way it is done (a failure leaves it to a retry).
-        self.once.mark_done(&key).await;
-        Ok(outcome)
+        // Triaged, or found triaged: either way it is done.
+        self.once.run(&key, self.triage_issue(client, event, owner, repo)).await.unwrap_or(Ok(TriageOutcome::Skipped))
     }
 
     /// The triage of an issue no other task of this process is triaging.

@@ -9,13 +9,12 @@
 //! and `x-ratelimit-*` headers; answers carry the gateway's `x-request-id` (also as `request-id`, which
 //! Anthropic's SDKs read) and `x-chitty-*` headers.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use chitty_core::gateway::{Gateway, RequestContext, StreamReply};
 use chitty_core::wire::{
@@ -167,13 +166,8 @@ fn sse_response(reply: StreamReply, request_id: &str, options: &ServerOptions) -
         }
     })
     .flat_map(futures::stream::iter)
-    .map(|event| {
-        let data = serde_json::to_string(&event).unwrap_or_default();
-        Ok::<_, Infallible>(SseEvent::default().event(event.name()).data(data))
-    });
-    let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(options.keep_alive));
-    let mut response = sse.into_response();
-    super::insert_meta_headers(response.headers_mut(), &reply.meta, request_id, false);
+    .map(|event| SseEvent::default().event(event.name()).data(serde_json::to_string(&event).unwrap_or_default()));
+    let mut response = super::named_events_response(events, &reply.meta, request_id, options);
     insert_request_id(response.headers_mut(), request_id);
     response
 }

@@ -262,14 +262,11 @@ fn insert_meta_headers(h: &mut HeaderMap, meta: &ReplyMeta, request_id: &str, wi
     if let Some(cap) = meta.max_tokens_set {
         h.insert(X_CHITTY_MAX_TOKENS, HeaderValue::from(cap));
     }
-    if let Some(provider) = meta.provider.as_deref() {
-        if let Ok(v) = HeaderValue::from_str(provider) {
-            h.insert(X_CHITTY_PROVIDER, v);
-        }
-        let route = format!("{provider}/{}", meta.upstream_model.as_deref().unwrap_or_default());
-        if let Ok(v) = HeaderValue::try_from(route) {
-            h.insert(X_CHITTY_ROUTE, v);
-        }
+    if let Some(v) = meta.provider.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
+        h.insert(X_CHITTY_PROVIDER, v);
+    }
+    if let Some(v) = meta.route.as_deref().and_then(|r| HeaderValue::from_str(r).ok()) {
+        h.insert(X_CHITTY_ROUTE, v);
         h.insert(X_CHITTY_ATTEMPTS, HeaderValue::from(meta.attempts));
     }
     if let Some(status) = &meta.rate_limit {
@@ -410,6 +407,20 @@ fn closing(mut response: Response) -> Response {
     response
 }
 
+/// Named server-sent events (`event:` and `data:` lines, as the Responses and Messages APIs send them) with
+/// keep-alive comments on quiet streams and the gateway's headers.
+fn named_events_response(
+    events: impl futures::Stream<Item = SseEvent> + Send + 'static,
+    meta: &ReplyMeta,
+    request_id: &str,
+    options: &ServerOptions,
+) -> Response {
+    let sse = Sse::new(events.map(Ok::<_, Infallible>)).keep_alive(KeepAlive::new().interval(options.keep_alive));
+    let mut response = sse.into_response();
+    insert_meta_headers(response.headers_mut(), meta, request_id, false);
+    response
+}
+
 /// A streamed answer as server-sent events ending with `data: [DONE]`, with keep-alive comments on quiet streams.
 fn sse_response<C: serde::Serialize + Send + 'static>(
     reply: StreamReply<C>,
@@ -434,7 +445,7 @@ fn sse_response<C: serde::Serialize + Send + 'static>(
 }
 
 async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    lookup(&state, &headers, |gateway, ctx| Ok(gateway.models(ctx)))
+    lookup(&state, &headers, |gateway, ctx| async move { Ok(gateway.models(&ctx)) }).await
 }
 
 /// `GET /v1/models/{id}`: the model object, or 404 `model_not_found` for a model the caller may not use.
@@ -443,17 +454,26 @@ async fn model(
     axum::extract::Path(model): axum::extract::Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    lookup(&state, &headers, |gateway, ctx| gateway.model(ctx, &model))
+    lookup(&state, &headers, |gateway, ctx| async move { gateway.model(&ctx, &model) }).await
 }
 
-/// A GET answered from the gateway's state for an authenticated caller, as JSON.
-fn lookup<T: serde::Serialize>(
+/// A request without a body answered from the gateway for an authenticated caller, as JSON with `x-request-id`;
+/// a failure in OpenAI's envelope.
+async fn lookup<T, Fut>(
     state: &AppState,
     headers: &HeaderMap,
-    answer: impl FnOnce(&Gateway, &RequestContext) -> Result<T>,
-) -> Response {
+    answer: impl FnOnce(Gateway, RequestContext) -> Fut,
+) -> Response
+where
+    T: serde::Serialize,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     let id = request_id(headers);
-    match context(&state.gateway, headers, &id).and_then(|ctx| answer(&state.gateway, &ctx)) {
+    let result = match context(&state.gateway, headers, &id) {
+        Ok(ctx) => answer(state.gateway.clone(), ctx).await,
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(body) => {
             let mut response = axum::Json(body).into_response();
             if let Ok(v) = HeaderValue::from_str(&id) {
