@@ -18,16 +18,24 @@ pub enum CacheStatus {
     Miss,
     /// Not looked up (policy off, or `Cache-Control: no-cache` / `no-store`).
     Bypass,
+    /// Answered from the semantic cache: an earlier answer to a prompt close enough to this one.
+    Semantic,
 }
 
 impl CacheStatus {
-    /// `hit`, `miss` or `bypass`, as in the `x-chitty-cache` header.
+    /// `hit`, `miss`, `bypass` or `semantic`, as in the `x-chitty-cache` header.
     pub fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "hit",
             CacheStatus::Miss => "miss",
             CacheStatus::Bypass => "bypass",
+            CacheStatus::Semantic => "semantic",
         }
+    }
+
+    /// Whether the answer came from the cache (exact or semantic).
+    pub fn is_hit(self) -> bool {
+        matches!(self, CacheStatus::Hit | CacheStatus::Semantic)
     }
 }
 
@@ -97,6 +105,18 @@ pub struct RequestEvent {
     /// which the upstream and the client set the pace. A request that never reached an upstream (a cache hit, a
     /// refusal) is all overhead.
     pub overhead: Duration,
+    /// When the request named a router (`[[routers]]`): its name and why it chose [`RequestEvent::model`]
+    /// (`rule:long-context`, `knn:smalltalk`, `default+escalated:refusal`), as in `x-chitty-router`.
+    pub router: Option<RouterNote>,
+}
+
+/// A router's part in a request, for its event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterNote {
+    /// The router's public name (what the client asked for).
+    pub name: std::sync::Arc<str>,
+    /// The decision's reason, as in `x-chitty-router`.
+    pub reason: std::sync::Arc<str>,
 }
 
 /// A circuit breaker's state, as reported in [`Event::CircuitChanged`].

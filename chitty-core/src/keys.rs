@@ -60,6 +60,9 @@ pub enum CachePolicy {
     Deterministic,
     /// Every request.
     Always,
+    /// Every request by exact match, as `Always`; on an exact miss, the nearest earlier prompt of the same
+    /// tenant, model, parameters and tools above the model's `semantic_threshold` (chat only).
+    Semantic,
 }
 
 /// A client's `Cache-Control` request directive.
@@ -118,7 +121,7 @@ impl CachePolicy {
     fn allows_sampling(self, temperature: Option<f64>, seed: Option<i64>, n: Option<u32>) -> bool {
         match self {
             CachePolicy::Off => false,
-            CachePolicy::Always => true,
+            CachePolicy::Always | CachePolicy::Semantic => true,
             CachePolicy::Deterministic => n.unwrap_or(1) == 1 && (temperature == Some(0.0) || seed.is_some()),
         }
     }

@@ -61,7 +61,7 @@ pub use budget::{Balance, BudgetAccount, BudgetStore, Reservation, ReserveReques
 pub use cache::Cache;
 pub use compressor::{Compressor, CompressorError, DecodeReport, EncodeReport, PartReport};
 pub use error::{BoxError, Error, Result, UpstreamFailure};
-pub use events::{CacheStatus, DiscardSink, Endpoint, Event, EventSink, FanOutSink, RequestEvent};
+pub use events::{CacheStatus, DiscardSink, Endpoint, Event, EventSink, FanOutSink, RequestEvent, RouterNote};
 pub use money::{ModelPrice, NanoUsd};
 pub use provider::{Capabilities, Capability, ChunkStream, CompletionChunkStream, Provider};
 pub use time::{Clock, ManualClock, ManualTimer, RandomSource, SeededRandom, Spawner, Timer, Timestamp};

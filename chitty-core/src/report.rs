@@ -57,7 +57,7 @@ pub struct LoggedRequest {
     pub endpoint: String,
     /// HTTP status returned to the client.
     pub status: u16,
-    /// `hit`, `miss` or `bypass`.
+    /// `hit`, `miss`, `bypass` or `semantic`.
     pub cache: String,
     /// Prompt tokens.
     pub prompt_tokens: u64,
@@ -226,7 +226,10 @@ impl SavingsEstimator {
     /// The cheaper candidate that would have served `r`, if any: a successful chat request that was not a
     /// cache hit, logged on one of the router's candidates, for which the rules pick a cheaper one.
     pub fn estimate(&self, r: &LoggedRequest) -> Option<Saving> {
-        if r.endpoint != "chat.completions" || !(200..300).contains(&r.status) || r.cache == "hit" {
+        if r.endpoint != "chat.completions"
+            || !(200..300).contains(&r.status)
+            || matches!(r.cache.as_str(), "hit" | "semantic")
+        {
             return None;
         }
         let served = self.router.candidates().iter().position(|c| **c == *r.model)?;
@@ -300,7 +303,7 @@ impl Totals {
         self.errors += u64::from(r.status >= 400);
         self.spend_nano_usd = self.spend_nano_usd.saturating_add(r.cost_nano_usd);
         match r.cache.as_str() {
-            "hit" => self.cache_hits += 1,
+            "hit" | "semantic" => self.cache_hits += 1,
             "miss" => self.cache_misses += 1,
             _ => self.cache_bypass += 1,
         }

@@ -327,6 +327,9 @@ pub struct GatewayFile {
     /// `[defaults]`.
     #[serde(default)]
     pub defaults: Defaults,
+    /// `[[routers]]`: virtual models read as [`chitty_core::router::RouterConfig`].
+    #[serde(default)]
+    pub routers: Vec<chitty_core::router::RouterConfig>,
 }
 
 /// Replaces every `${VAR}` in `value` from the environment.
@@ -487,6 +490,7 @@ impl GatewayFile {
             prefixes: self.prefixes.clone(),
             tenants,
             defaults: self.defaults.clone(),
+            routers: self.routers.clone(),
         };
         let providers: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
         config.validate(&providers).map_err(|issue| invalid(issue.key, issue.reason))?;

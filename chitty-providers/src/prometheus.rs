@@ -415,7 +415,7 @@ impl PrometheusSink {
             })
             .inc();
         let lookups = match r.cache {
-            CacheStatus::Hit => Some((&series.cache_hits, &f.cache_hits)),
+            CacheStatus::Hit | CacheStatus::Semantic => Some((&series.cache_hits, &f.cache_hits)),
             CacheStatus::Miss => Some((&series.cache_misses, &f.cache_misses)),
             CacheStatus::Bypass => None,
         };

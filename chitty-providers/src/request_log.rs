@@ -183,6 +183,8 @@ pub fn event_json(event: &Event) -> serde_json::Value {
             "overhead_us": u64::try_from(r.overhead.as_micros()).unwrap_or(u64::MAX),
             "ttft_ms": r.time_to_first_token.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             "stream": r.stream,
+            "router": r.router.as_ref().map(|n| &*n.name),
+            "router_reason": r.router.as_ref().map(|n| &*n.reason),
         }),
         Event::UpstreamFailure { provider, model, status } => {
             json!({"kind": "upstream_failure", "provider": provider, "model": model, "status": status})
@@ -247,6 +249,7 @@ mod tests {
             route_index: Some(0),
             time_to_first_token: None,
             overhead: Duration::from_micros(90),
+            router: None,
         })
     }
 

@@ -27,6 +27,7 @@ pub fn sample_events() -> Vec<Event> {
             route_index: Some(0),
             time_to_first_token: None,
             overhead: Duration::from_micros(90),
+            router: None,
         }),
         Event::UpstreamFailure { provider: "mock".into(), model: "chitty-mock".into(), status: 502 },
         Event::CircuitOpened { provider: "mock".into() },

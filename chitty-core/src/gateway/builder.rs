@@ -9,12 +9,14 @@ use std::time::Duration;
 use super::config::{Defaults, GatewayConfig, ModelConfig, RouteConfig};
 use super::directory::{Directory, config_snapshot};
 use super::routing::{Model, Route};
+use super::smart::{RouterState, SemanticCache};
 use super::{CircuitBreaker, Gateway, Inner};
 use crate::access::{AccessStore, TenantUpdate};
 use crate::budget::BudgetStore;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::events::{DiscardSink, EventSink};
+use crate::keys::CachePolicy;
 use crate::provider::Provider;
 use crate::ratelimit::{LocalRateLimiter, RateLimiter};
 use crate::time::{Clock, RandomSource, SeededRandom, Spawner, Timer};
@@ -158,6 +160,19 @@ impl GatewayBuilder {
             let balancer = Balancer::new(BalancePolicy::Ordered, vec![Deployment::new(0, 1)]);
             prefixes.push((p.prefix, Model { config: Arc::new(config), routes: vec![route], balancer, strip_prefix }));
         }
+        let is_model = |name: &str| models.contains_key(name);
+        let routers = self
+            .config
+            .routers
+            .iter()
+            .map(|r| Ok((r.name.clone(), RouterState::new(r, is_model)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        let router_order = self.config.routers.iter().map(|r| r.name.clone()).collect();
+        let semantic = models
+            .values()
+            .filter(|m| m.config.cache == CachePolicy::Semantic)
+            .map(|m| (m.config.name.clone(), SemanticCache::new(m.config.semantic_max_entries)))
+            .collect();
         let configured = config_snapshot(&self.config.tenants)?;
         let snapshot = match &self.access {
             Some(store) => {
@@ -194,6 +209,9 @@ impl GatewayBuilder {
                 spawner,
                 random,
                 defaults,
+                routers,
+                router_order,
+                semantic,
             }),
         })
     }

@@ -26,6 +26,10 @@ pub struct GatewayConfig {
     /// Routing, retry, cache and budget defaults.
     #[serde(default)]
     pub defaults: Defaults,
+    /// `[[routers]]`: virtual models that pick one of their candidate models per request (see
+    /// [`crate::router`]).
+    #[serde(default)]
+    pub routers: Vec<crate::router::RouterConfig>,
 }
 
 /// What a public model is for.
@@ -113,6 +117,40 @@ pub struct ModelConfig {
     /// Bounds on request sizes that upstreams turn into work (`n`, `best_of`, `dimensions`, …).
     #[serde(default)]
     pub limits: RequestLimits,
+    /// With `cache = "semantic"`: least cosine similarity between two prompts' embeddings for one to be
+    /// answered with the other's answer.
+    #[serde(default = "default_semantic_threshold")]
+    pub semantic_threshold: f32,
+    /// With `cache = "semantic"`: the configured embedding model that embeds prompts, called through the
+    /// gateway (the tenant's budget and rate limits apply).
+    #[serde(default)]
+    pub semantic_embedding_model: Option<String>,
+    /// With `cache = "semantic"`: requests sampling above this temperature are not answered from it (an unset
+    /// temperature counts as OpenAI's default, 1).
+    #[serde(default = "default_semantic_max_temperature")]
+    pub semantic_max_temperature: f64,
+    /// With `cache = "semantic"`: most prompts kept per tenant (least recently used go first).
+    #[serde(default = "default_semantic_max_entries")]
+    pub semantic_max_entries: usize,
+}
+
+/// The similarity a semantic cache answers at when the model sets none.
+pub const DEFAULT_SEMANTIC_THRESHOLD: f32 = 0.95;
+
+fn default_semantic_threshold() -> f32 {
+    DEFAULT_SEMANTIC_THRESHOLD
+}
+
+fn default_semantic_max_temperature() -> f64 {
+    1.0
+}
+
+/// Prompts a semantic cache keeps per tenant when the model sets no bound: a flat search of this many
+/// 1,536-dimension vectors takes about 8 ms on one core (`benches/routing.rs`, docs/benchmarks.md).
+pub const DEFAULT_SEMANTIC_MAX_ENTRIES: usize = 10_000;
+
+fn default_semantic_max_entries() -> usize {
+    DEFAULT_SEMANTIC_MAX_ENTRIES
 }
 
 /// The output cap of a model or prefix family whose configuration sets none.
@@ -136,6 +174,10 @@ impl ModelConfig {
             max_output_tokens: DEFAULT_MAX_OUTPUT_TOKENS,
             output_cap_field: OutputCapField::MaxTokens,
             limits: RequestLimits::default(),
+            semantic_threshold: DEFAULT_SEMANTIC_THRESHOLD,
+            semantic_embedding_model: None,
+            semantic_max_temperature: 1.0,
+            semantic_max_entries: DEFAULT_SEMANTIC_MAX_ENTRIES,
         }
     }
 }
@@ -354,9 +396,33 @@ impl GatewayConfig {
                 return Err(issue(format!("models[{i}].name"), format!("model `{}` is defined twice", m.name)));
             }
         }
+        for (i, m) in self.models.iter().enumerate() {
+            self.validate_semantic(i, m)?;
+        }
+        for (i, r) in self.routers.iter().enumerate() {
+            if names.contains(r.name.as_str()) || self.routers[..i].iter().any(|earlier| earlier.name == r.name) {
+                return Err(issue(format!("routers[{i}].name"), format!("`{}` is already a model or router", r.name)));
+            }
+            let is_model = |name: &str| self.models.iter().any(|m| m.name == name);
+            crate::router::SmartRouter::new(r, is_model)
+                .map_err(|e| issue(format!("routers[{i}].{}", e.key), e.reason))?;
+            let Some(embedding) = &r.embedding_model else { continue };
+            if self.models.iter().any(|m| &m.name == embedding && m.kind != ModelKind::Embedding) {
+                return Err(issue(
+                    format!("routers[{i}].embedding_model"),
+                    format!("`{embedding}` is not an embedding model (`kind = \"embedding\"`)"),
+                ));
+            }
+        }
         for (i, p) in self.prefixes.iter().enumerate() {
             if p.prefix.is_empty() {
                 return Err(issue(format!("prefixes[{i}].prefix"), "a prefix model family needs a non-empty prefix"));
+            }
+            if p.cache == CachePolicy::Semantic {
+                return Err(issue(
+                    format!("prefixes[{i}].cache"),
+                    "a prefix family has no semantic cache: configure the model under [[models]]",
+                ));
             }
             if !known(&p.provider) {
                 return Err(issue(
@@ -392,6 +458,7 @@ impl GatewayConfig {
             if let Some(allowed) = &t.allowed_models
                 && let Some(unknown) = allowed.iter().find(|a| {
                     !names.contains(a.as_str())
+                        && !self.routers.iter().any(|r| &r.name == *a)
                         && !a.strip_suffix('*').is_some_and(|p| self.prefixes.iter().any(|f| f.prefix == p))
                 })
             {
@@ -402,6 +469,35 @@ impl GatewayConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl GatewayConfig {
+    /// `cache = "semantic"` names an embedding model of this configuration and a threshold in (0, 1].
+    fn validate_semantic(&self, i: usize, m: &ModelConfig) -> Result<(), ConfigIssue> {
+        if m.cache != CachePolicy::Semantic {
+            return Ok(());
+        }
+        if m.kind != ModelKind::Chat {
+            return Err(issue(format!("models[{i}].cache"), "the semantic cache is for chat models"));
+        }
+        if !(m.semantic_threshold > 0.0 && m.semantic_threshold <= 1.0) {
+            return Err(issue(format!("models[{i}].semantic_threshold"), "a cosine similarity in (0, 1]"));
+        }
+        let Some(embedding) = &m.semantic_embedding_model else {
+            return Err(issue(
+                format!("models[{i}].semantic_embedding_model"),
+                "`cache = \"semantic\"` needs the embedding model that embeds prompts",
+            ));
+        };
+        match self.models.iter().find(|e| &e.name == embedding) {
+            Some(e) if e.kind == ModelKind::Embedding => Ok(()),
+            Some(_) => Err(issue(
+                format!("models[{i}].semantic_embedding_model"),
+                format!("`{embedding}` is not an embedding model (`kind = \"embedding\"`)"),
+            )),
+            None => Err(issue(format!("models[{i}].semantic_embedding_model"), format!("unknown model `{embedding}`"))),
+        }
     }
 }
 

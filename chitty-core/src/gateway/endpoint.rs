@@ -1,6 +1,7 @@
 //! What differs between the endpoints (chat, legacy completions, embeddings), so that one request pipeline
 //! serves them all.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -53,6 +54,16 @@ pub(crate) trait EndpointSpec: Send + Sync + 'static {
     fn encode(resp: &Self::Resp) -> std::result::Result<Bytes, String>;
     /// A cache entry back as a response.
     fn decode(entry: Bytes) -> std::result::Result<Self::Resp, String>;
+    /// Names `model` as the request's public model (the model a router chose).
+    fn set_model(req: &mut Self::Req, model: &str);
+    /// The request as a chat completion request, for the router and the semantic cache (chat only).
+    fn as_chat(_req: &Self::Req) -> Option<&ChatCompletionRequest> {
+        None
+    }
+    /// The answer as a typed chat completion, for the router's cascade to check (chat only).
+    fn as_chat_response(_resp: &Self::Resp) -> Option<Cow<'_, ChatCompletionResponse>> {
+        None
+    }
 }
 
 /// JSON of a typed response, for the cache.
@@ -77,6 +88,8 @@ pub(crate) trait ChatResponseBody: Send + Sized + 'static {
     fn complete(&self) -> bool;
     fn encode(&self) -> std::result::Result<Bytes, String>;
     fn decode(entry: Bytes) -> std::result::Result<Self, String>;
+    /// The answer typed, for the cascade's checks (`None` when it does not parse).
+    fn typed(&self) -> Option<Cow<'_, ChatCompletionResponse>>;
 }
 
 impl ChatResponseBody for ChatCompletionResponse {
@@ -98,6 +111,10 @@ impl ChatResponseBody for ChatCompletionResponse {
 
     fn decode(entry: Bytes) -> std::result::Result<Self, String> {
         decode_json(&entry)
+    }
+
+    fn typed(&self) -> Option<Cow<'_, ChatCompletionResponse>> {
+        Some(Cow::Borrowed(self))
     }
 }
 
@@ -121,6 +138,10 @@ impl ChatResponseBody for ChatCompletionJson {
 
     fn decode(entry: Bytes) -> std::result::Result<Self, String> {
         ChatCompletionJson::parse(entry).map_err(|e| e.to_string())
+    }
+
+    fn typed(&self) -> Option<Cow<'_, ChatCompletionResponse>> {
+        self.to_response().ok().map(Cow::Owned)
     }
 }
 
@@ -341,6 +362,18 @@ impl<A: ChatResponseBody> EndpointSpec for ChatEndpoint<A> {
     fn decode(entry: Bytes) -> std::result::Result<Self::Resp, String> {
         A::decode(entry)
     }
+
+    fn set_model(req: &mut Self::Req, model: &str) {
+        model.clone_into(&mut req.model);
+    }
+
+    fn as_chat(req: &Self::Req) -> Option<&ChatCompletionRequest> {
+        Some(req)
+    }
+
+    fn as_chat_response(resp: &Self::Resp) -> Option<Cow<'_, ChatCompletionResponse>> {
+        resp.typed()
+    }
 }
 
 pub(crate) struct CompletionEndpoint;
@@ -433,6 +466,10 @@ impl EndpointSpec for CompletionEndpoint {
     fn decode(entry: Bytes) -> std::result::Result<Self::Resp, String> {
         decode_json(&entry)
     }
+
+    fn set_model(req: &mut Self::Req, model: &str) {
+        model.clone_into(&mut req.model);
+    }
 }
 
 pub(crate) struct EmbeddingEndpoint;
@@ -508,5 +545,9 @@ impl EndpointSpec for EmbeddingEndpoint {
 
     fn decode(entry: Bytes) -> std::result::Result<Self::Resp, String> {
         decode_json(&entry)
+    }
+
+    fn set_model(req: &mut Self::Req, model: &str) {
+        model.clone_into(&mut req.model);
     }
 }

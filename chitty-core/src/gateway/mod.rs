@@ -60,6 +60,7 @@ mod endpoint;
 mod pipeline;
 mod responses;
 mod routing;
+mod smart;
 mod spend;
 mod stream;
 mod tenant;
@@ -67,8 +68,9 @@ mod tenant;
 pub use breaker::{Admission, CircuitBreaker};
 pub use builder::GatewayBuilder;
 pub use config::{
-    ConfigIssue, DEFAULT_MAX_OUTPUT_TOKENS, Defaults, GatewayConfig, ModelConfig, ModelKind, OutputCapField,
-    PrefixConfig, RequestLimits, RouteConfig, TenantConfig, api_key_digest,
+    ConfigIssue, DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_SEMANTIC_MAX_ENTRIES, DEFAULT_SEMANTIC_THRESHOLD, Defaults,
+    GatewayConfig, ModelConfig, ModelKind, OutputCapField, PrefixConfig, RequestLimits, RouteConfig, TenantConfig,
+    api_key_digest,
 };
 pub use responses::STORED_RESPONSE_TTL;
 pub use routing::Readiness;
@@ -103,7 +105,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// What the gateway did for a request, for response headers and logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReplyMeta {
     /// Cache outcome.
     pub cache: CacheStatus,
@@ -122,6 +124,10 @@ pub struct ReplyMeta {
     /// The caller's tightest requests and tokens limits after admission (OpenAI's `x-ratelimit-*` headers);
     /// none when no limit applies.
     pub rate_limit: Option<crate::ratelimit::RateLimitStatus>,
+    /// Why the router chose the model, when the request named a router (`x-chitty-router`).
+    pub router: Option<Arc<str>>,
+    /// For a semantic cache hit: the cosine similarity of the two prompts (`x-chitty-cache-similarity`).
+    pub cache_similarity: Option<f32>,
 }
 
 impl ReplyMeta {
@@ -136,6 +142,8 @@ impl ReplyMeta {
             cost: NanoUsd::ZERO,
             max_tokens_set: None,
             rate_limit: None,
+            router: None,
+            cache_similarity: None,
         }
     }
 }
@@ -168,6 +176,12 @@ struct Inner {
     spawner: Arc<dyn Spawner>,
     random: Arc<dyn RandomSource>,
     defaults: Defaults,
+    /// `[[routers]]` by public name.
+    routers: HashMap<String, smart::RouterState>,
+    /// Router names in configuration order, listed after the models by `GET /v1/models`.
+    router_order: Vec<String>,
+    /// The semantic cache of each model with `cache = "semantic"`, by public name.
+    semantic: HashMap<String, smart::SemanticCache>,
 }
 
 /// The gateway. Cheap to clone (an `Arc` inside).
@@ -241,9 +255,10 @@ impl Gateway {
         Arc::clone(&self.inner.directory.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// The models `ctx` may use (its tenant's, narrowed by its key), in configuration order.
+    /// The models `ctx` may use (its tenant's, narrowed by its key), in configuration order, then the routers.
     pub fn models(&self, ctx: &RequestContext) -> ModelList {
-        let data = self.inner.model_order.iter().filter(|m| ctx.may_use(m)).map(|m| model_object(m)).collect();
+        let names = self.inner.model_order.iter().chain(&self.inner.router_order);
+        let data = names.filter(|m| ctx.may_use(m)).map(|m| model_object(m)).collect();
         ModelList { object: "list".to_owned(), data, extra: Extra::new() }
     }
 
@@ -252,7 +267,7 @@ impl Gateway {
     /// models it cannot use.
     pub fn model(&self, ctx: &RequestContext, id: &str) -> Result<ModelObject> {
         // Configured models and names of a prefix family (`openai/<model>`) alike.
-        if self.find_model(id).is_some() && ctx.may_use(id) {
+        if (self.find_model(id).is_some() || self.router_named(id).is_some()) && ctx.may_use(id) {
             Ok(model_object(id))
         } else {
             Err(Error::ModelNotFound { model: id.to_owned() })
@@ -300,6 +315,16 @@ impl Gateway {
         request: EmbeddingRequest,
     ) -> Result<Reply<EmbeddingResponse>> {
         self.execute::<EmbeddingEndpoint, WholeAnswer>(ctx, request).await
+    }
+
+    /// Embeddings reached as `via` says (on a request's behalf: the semantic cache, a router's classifier).
+    async fn embeddings_via(
+        &self,
+        ctx: &RequestContext,
+        request: EmbeddingRequest,
+        via: pipeline::Via,
+    ) -> Result<Reply<EmbeddingResponse>> {
+        self.execute_model::<EmbeddingEndpoint, WholeAnswer>(ctx, request, via).await
     }
 
     /// A streamed chat completion. Errors before the first chunk (unknown model, budget, every route failing)

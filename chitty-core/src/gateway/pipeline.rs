@@ -18,13 +18,14 @@ use super::admission::Admission;
 use super::config::{ModelConfig, ModelKind};
 use super::endpoint::EndpointSpec;
 use super::routing::{Model, RouteTaken};
+use super::smart::SemanticPlan;
 use super::spend::BudgetHold;
 use super::tenant::{RequestContext, Tenant};
 use super::{Gateway, Reply, ReplyMeta};
 use crate::budget::Reservation;
 use crate::error::{Error, Result};
-use crate::events::{CacheStatus, Endpoint, Event, RequestEvent};
-use crate::keys::CacheKey;
+use crate::events::{CacheStatus, Endpoint, Event, RequestEvent, RouterNote};
+use crate::keys::{CacheKey, CachePolicy};
 use crate::money::{ModelPrice, NanoUsd};
 use crate::provider::{Capability, Provider};
 use crate::time::nanos_between;
@@ -48,9 +49,39 @@ pub(super) struct RequestInfo {
     /// The request's `chitty.request` span (debug level, carrying the request id): what happens on its behalf,
     /// after the answer too (a stream's settlement), is logged under it.
     pub(super) span: tracing::Span,
+    /// The router that chose the model, and why, when the request named one.
+    pub(super) router: Option<RouterNote>,
+}
+
+/// How a request reached the pipeline: from the client naming the model, through a router, or on a request's
+/// behalf (the semantic cache's and the router's embedding calls).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Via {
+    /// The router that chose the model.
+    pub(super) router: Option<RouterNote>,
+    /// Whether the caller's model allow-list was already applied (to the router) or does not apply (an
+    /// embedding made on the caller's behalf).
+    pub(super) vetted: bool,
+}
+
+impl Via {
+    /// Through `note`'s router, which the caller may use.
+    pub(super) fn router(note: RouterNote) -> Via {
+        Via { router: Some(note), vetted: true }
+    }
+
+    /// On a request's behalf, by the gateway.
+    pub(super) fn on_behalf() -> Via {
+        Via { router: None, vetted: true }
+    }
 }
 
 impl RequestInfo {
+    /// The router's reason, for the reply's `x-chitty-router`.
+    pub(super) fn router_reason(&self) -> Option<Arc<str>> {
+        self.router.as_ref().map(|n| Arc::clone(&n.reason))
+    }
+
     /// Counts a wait on upstreams from `since` to `until` (monotonic readings).
     pub(super) fn waited_upstream(&self, since: u64, until: u64) {
         self.upstream_nanos.fetch_add(until.saturating_sub(since), Ordering::Relaxed);
@@ -69,6 +100,7 @@ impl Clone for RequestInfo {
             stream: self.stream,
             upstream_nanos: AtomicU64::new(self.upstream_nanos.load(Ordering::Relaxed)),
             span: self.span.clone(),
+            router: self.router.clone(),
         }
     }
 }
@@ -125,6 +157,8 @@ pub(super) trait Delivery<E: EndpointSpec>: Send + Sync + 'static {
     fn call(provider: Arc<dyn Provider>, req: E::Req) -> BoxFuture<'static, Result<Self::Upstream>>;
     /// Answers from a cached response, reporting `meta`.
     fn replay(cached: E::Resp, req: &E::Req, meta: ReplyMeta) -> Result<Self::Output>;
+    /// The whole answer, for the router's cascade to check; `None` for a stream, already on its way.
+    fn answer(output: &Self::Output) -> Option<&E::Resp>;
     /// Answers from the upstream; settles through `pending`, now or when the answer has been delivered.
     fn deliver(
         upstream: Self::Upstream,
@@ -154,6 +188,10 @@ impl<E: EndpointSpec> Delivery<E> for WholeAnswer {
         Ok(Reply { body: E::for_client(cached, req)?, meta })
     }
 
+    fn answer(output: &Reply<E::Resp>) -> Option<&E::Resp> {
+        Some(&output.body)
+    }
+
     async fn deliver(resp: E::Resp, pending: PendingSettlement, req: &E::Req) -> Result<Reply<E::Resp>> {
         let usage = E::usage(&resp);
         let cost = match (&usage, pending.reservation()) {
@@ -180,6 +218,8 @@ pub(super) struct PendingSettlement {
     admission: Admission,
     cache_key: Option<CacheKey>,
     cache_status: CacheStatus,
+    /// Where the answer goes in the semantic cache, when the model has one and the request may use it.
+    semantic: Option<SemanticPlan>,
 }
 
 impl PendingSettlement {
@@ -194,6 +234,8 @@ impl PendingSettlement {
             cost: NanoUsd::ZERO,
             max_tokens_set: self.hold.cap_set,
             rate_limit: self.admission.status,
+            router: self.info.router.as_ref().map(|n| Arc::clone(&n.reason)),
+            cache_similarity: None,
         }
     }
 
@@ -207,9 +249,9 @@ impl PendingSettlement {
         self.hold.reservation.as_ref()
     }
 
-    /// Whether a complete answer would be stored in the cache.
+    /// Whether a complete answer would be stored in the cache (exact or semantic).
     pub(super) fn caches(&self) -> bool {
-        self.cache_key.is_some()
+        self.cache_key.is_some() || self.semantic.is_some()
     }
 
     /// The gateway, for spawning a settlement off a dropped stream.
@@ -264,6 +306,9 @@ impl PendingSettlement {
             gateway.settle(&self.info, &self.provider.name, self.hold.reservation.as_ref(), cost),
             gateway.refund_tokens(self.info.tenant.id(), &self.admission, used),
         );
+        if let (Some(plan), Some(Ok(entry))) = (self.semantic, &cache_entry) {
+            gateway.semantic_store(&self.config, plan, entry.clone());
+        }
         if let (Some(key), Some(entry)) = (&self.cache_key, cache_entry) {
             gateway.cache_put(key, &self.config, entry).await;
         }
@@ -276,11 +321,24 @@ impl PendingSettlement {
 }
 
 impl Gateway {
-    /// Runs the pipeline for one request and records it if it fails before an answer.
+    /// Runs the pipeline for one request (through its router, when it names one).
     pub(super) async fn execute<E: EndpointSpec, D: Delivery<E>>(
         &self,
         ctx: &RequestContext,
         req: E::Req,
+    ) -> Result<D::Output> {
+        if let Some(router) = self.router_named(E::model(&req)) {
+            return self.execute_routed::<E, D>(ctx, req, router).await;
+        }
+        self.execute_model::<E, D>(ctx, req, Via::default()).await
+    }
+
+    /// Runs the pipeline for one request to a model and records it if it fails before an answer.
+    pub(super) async fn execute_model<E: EndpointSpec, D: Delivery<E>>(
+        &self,
+        ctx: &RequestContext,
+        req: E::Req,
+        via: Via,
     ) -> Result<D::Output> {
         let model = E::model(&req);
         // Debug level: it costs a level check unless a subscriber (an OpenTelemetry layer, say) wants it.
@@ -301,8 +359,9 @@ impl Gateway {
             stream: D::STREAM,
             upstream_nanos: AtomicU64::new(0),
             span,
+            router: via.router,
         };
-        let result = self.run_steps::<E, D>(ctx, &req, &info).instrument(info.span.clone()).await;
+        let result = self.run_steps::<E, D>(ctx, &req, &info, via.vetted).instrument(info.span.clone()).await;
         if let Err(e) = &result {
             let failed = Outcome {
                 provider: None,
@@ -322,9 +381,10 @@ impl Gateway {
         ctx: &RequestContext,
         req: &E::Req,
         info: &RequestInfo,
+        vetted: bool,
     ) -> Result<D::Output> {
         D::check(req)?;
-        let (model, cache) = self.plan::<E>(ctx, req)?;
+        let (model, cache) = self.plan::<E>(ctx, req, vetted)?;
         let (prompt, cap, generations) = (E::prompt_tokens(req), E::output_cap(req), E::generations(req));
         let bound = u64::from(cap.unwrap_or(model.config.max_output_tokens)) * u64::from(generations.max(1));
         let admission = self.admit(ctx, prompt.saturating_add(bound)).await?;
@@ -340,7 +400,37 @@ impl Gateway {
                 cost: NanoUsd::ZERO,
             };
             self.record(info.clone(), hit).await;
-            return D::replay(cached, req, ReplyMeta { rate_limit: admission.status, ..ReplyMeta::hit() });
+            let meta = ReplyMeta { rate_limit: admission.status, router: info.router_reason(), ..ReplyMeta::hit() };
+            return D::replay(cached, req, meta);
+        }
+        let semantic = match (model.config.cache, E::as_chat(req)) {
+            (CachePolicy::Semantic, Some(chat)) => self.semantic_plan(ctx, &model.config, chat).await,
+            _ => None,
+        };
+        if let Some(hit) = semantic.as_ref().and_then(|plan| self.semantic_lookup(&model.config, plan)) {
+            match E::decode(hit.entry) {
+                Ok(cached) => {
+                    self.refund_tokens(ctx.tenant.id(), &admission, 0).await;
+                    let usage = E::usage(&cached);
+                    let outcome = Outcome {
+                        provider: None,
+                        cache: CacheStatus::Semantic,
+                        status: 200,
+                        usage: usage.as_ref(),
+                        cost: NanoUsd::ZERO,
+                    };
+                    self.record(info.clone(), outcome).await;
+                    let meta = ReplyMeta {
+                        cache: CacheStatus::Semantic,
+                        cache_similarity: Some(hit.similarity),
+                        rate_limit: admission.status,
+                        router: info.router_reason(),
+                        ..ReplyMeta::hit()
+                    };
+                    return D::replay(cached, req, meta);
+                }
+                Err(e) => tracing::warn!(error = %e, "semantic cache entry did not parse; treating as a miss"),
+            }
         }
         let hold = match self.reserve(ctx, &model.config, prompt, cap, generations).await {
             Ok(hold) => hold,
@@ -372,21 +462,25 @@ impl Gateway {
             provider,
             hold,
             admission,
-            cache_status: cache.status(),
+            // A semantic lookup that found nothing is a miss, with or without an exact cache.
+            cache_status: if semantic.is_some() { CacheStatus::Miss } else { cache.status() },
             cache_key: cache.key,
+            semantic,
         };
         D::deliver(answer, pending, req).await
     }
 
     /// Plan: the model the request names (which the tenant may use and which serves this endpoint), the
     /// request checked against the model's limits, and where the cache stands.
-    fn plan<E: EndpointSpec>(&self, ctx: &RequestContext, req: &E::Req) -> Result<(&Model, CachePlan)> {
+    /// `vetted`: the caller's allow-list was applied before (to the router that chose the model) or does not
+    /// apply (a call the gateway makes on the caller's behalf).
+    fn plan<E: EndpointSpec>(&self, ctx: &RequestContext, req: &E::Req, vetted: bool) -> Result<(&Model, CachePlan)> {
         let name = E::model(req);
         if name.is_empty() {
             return Err(Error::invalid_request("`model` is required", Some("model")));
         }
         let model = self.find_model(name).ok_or_else(|| Error::ModelNotFound { model: name.to_owned() })?;
-        if !ctx.may_use(name) {
+        if !vetted && !ctx.may_use(name) {
             return Err(Error::ModelNotAllowed { model: name.to_owned() });
         }
         // Prefix families serve whatever the upstream model is; only named models declare a kind.
@@ -482,6 +576,7 @@ impl Gateway {
             route_index: measured.route_index,
             time_to_first_token,
             overhead,
+            router: info.router,
         });
         self.emit(event).await;
     }

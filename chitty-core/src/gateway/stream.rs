@@ -338,6 +338,10 @@ impl<S: StreamSpec> Delivery<S> for Streamed {
         Ok(StreamReply { meta, chunks: Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))) })
     }
 
+    fn answer(_output: &StreamReply<S::Chunk>) -> Option<&S::Resp> {
+        None
+    }
+
     async fn deliver(
         upstream: Self::Upstream,
         pending: PendingSettlement,

@@ -120,12 +120,21 @@ pub struct RequestContext {
     pub request_id: String,
     /// The client's `Cache-Control` directive.
     pub cache: CacheDirective,
+    /// The client's `x-chitty-quality` hint, which a router (`[[routers]]`) weighs.
+    pub quality: Option<crate::router::QualityHint>,
 }
 
 impl RequestContext {
     /// A context for `caller`.
     pub fn new(caller: Caller, request_id: impl Into<String>, cache: CacheDirective) -> RequestContext {
-        RequestContext { tenant: caller.tenant, key: caller.key, request_id: request_id.into(), cache }
+        RequestContext { tenant: caller.tenant, key: caller.key, request_id: request_id.into(), cache, quality: None }
+    }
+
+    /// This context with the client's quality hint (the `x-chitty-quality` header).
+    #[must_use]
+    pub fn with_quality(mut self, quality: Option<crate::router::QualityHint>) -> RequestContext {
+        self.quality = quality;
+        self
     }
 
     /// Whether the tenant and the key both allow `model`.

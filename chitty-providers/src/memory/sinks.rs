@@ -84,7 +84,7 @@ impl EventSink for CountingSink {
             Event::Request(r) => {
                 add(&self.requests, 1);
                 add(&self.errors, u64::from(r.status >= 400));
-                add(&self.cache_hits, u64::from(r.cache == CacheStatus::Hit));
+                add(&self.cache_hits, u64::from(r.cache.is_hit()));
                 add(&self.cache_misses, u64::from(r.cache == CacheStatus::Miss));
                 add(&self.prompt_tokens, r.prompt_tokens);
                 add(&self.completion_tokens, r.completion_tokens);

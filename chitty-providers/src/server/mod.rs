@@ -8,9 +8,12 @@
 //! the cache, budget and access-store backends answer and every model has a route whose circuit is closed; 503 naming what
 //! fails otherwise).
 //!
-//! Every response carries `x-request-id`; answers carry `x-chitty-cache: hit | miss | bypass`,
-//! `x-chitty-reserved-nano-usd`, `x-chitty-cost-nano-usd` (not on streams, whose cost is known at the end)
-//! and `x-chitty-max-tokens` when the gateway set the output cap. Errors use OpenAI's envelope and status
+//! Every response carries `x-request-id`; answers carry `x-chitty-cache: hit | miss | bypass | semantic`
+//! (with `x-chitty-cache-similarity` on a semantic hit), `x-chitty-reserved-nano-usd`,
+//! `x-chitty-cost-nano-usd` (not on streams, whose cost is known at the end), `x-chitty-max-tokens` when the
+//! gateway set the output cap, `x-chitty-route` and `x-chitty-attempts` when an upstream answered, and
+//! `x-chitty-router` (the decision's reason) when the request named a router. A client's
+//! `x-chitty-quality: low | standard | high` is a hint routers weigh. Errors use OpenAI's envelope and status
 //! codes, including 413 for a body over the limit (8 MB by default). A client that disconnects mid-stream
 //! cancels the upstream request, and the budget settles for what was produced.
 //!
@@ -55,6 +58,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chitty_core::gateway::{Gateway, Reply, ReplyMeta, RequestContext, StreamReply};
 use chitty_core::keys::CacheDirective;
+use chitty_core::router::QualityHint;
 use chitty_core::wire::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest};
 use chitty_core::{Error, Result};
 use futures::StreamExt;
@@ -203,7 +207,14 @@ fn context_for_key(
         .get(axum::http::header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
         .map_or(CacheDirective::Default, CacheDirective::from_header);
-    Ok(RequestContext::new(caller, request_id, cache))
+    let quality =
+        match headers.get(X_CHITTY_QUALITY) {
+            None => None,
+            Some(v) => Some(v.to_str().ok().and_then(QualityHint::from_header).ok_or_else(|| {
+                Error::invalid_request("`x-chitty-quality` must be `low`, `standard` or `high`", None)
+            })?),
+        };
+    Ok(RequestContext::new(caller, request_id, cache).with_quality(quality))
 }
 
 /// Reads the whole body, at most `limit` bytes: 413 above it, 408 when it arrives too slowly.
@@ -246,6 +257,9 @@ const X_CHITTY_MAX_TOKENS: HeaderName = HeaderName::from_static("x-chitty-max-to
 const X_CHITTY_PROVIDER: HeaderName = HeaderName::from_static("x-chitty-provider");
 const X_CHITTY_ROUTE: HeaderName = HeaderName::from_static("x-chitty-route");
 const X_CHITTY_ATTEMPTS: HeaderName = HeaderName::from_static("x-chitty-attempts");
+const X_CHITTY_ROUTER: HeaderName = HeaderName::from_static("x-chitty-router");
+const X_CHITTY_CACHE_SIMILARITY: HeaderName = HeaderName::from_static("x-chitty-cache-similarity");
+const X_CHITTY_QUALITY: HeaderName = HeaderName::from_static("x-chitty-quality");
 
 /// Adds the gateway's headers to `h`: written into the response's own map, since building a map and merging it
 /// in costs a second set of hashing and allocation per request.
@@ -268,6 +282,14 @@ fn insert_meta_headers(h: &mut HeaderMap, meta: &ReplyMeta, request_id: &str, wi
     if let Some(v) = meta.route.as_deref().and_then(|r| HeaderValue::from_str(r).ok()) {
         h.insert(X_CHITTY_ROUTE, v);
         h.insert(X_CHITTY_ATTEMPTS, HeaderValue::from(meta.attempts));
+    }
+    if let Some(v) = meta.router.as_deref().and_then(|r| HeaderValue::from_str(r).ok()) {
+        h.insert(X_CHITTY_ROUTER, v);
+    }
+    if let Some(similarity) = meta.cache_similarity
+        && let Ok(v) = HeaderValue::from_str(&format!("{similarity:.4}"))
+    {
+        h.insert(X_CHITTY_CACHE_SIMILARITY, v);
     }
     if let Some(status) = &meta.rate_limit {
         insert_rate_limit_headers(h, status);
