@@ -228,6 +228,47 @@ async fn a_model_is_retrieved_only_by_callers_that_may_use_it() {
 }
 
 #[tokio::test]
+async fn router_and_semantic_cache_answers_carry_their_headers() {
+    let s = stack(1 << 20, |c| {
+        c.routers = vec![
+            serde_json::from_value(json!({"name": "auto", "candidates": [{"model": "chat"}, {"model": "secret"}]}))
+                .unwrap(),
+        ];
+        c.models.push(ModelConfig {
+            cache: CachePolicy::Semantic,
+            semantic_embedding_model: Some("embed".into()),
+            routes: vec![RouteConfig::new("up", "faq")],
+            ..ModelConfig::new("faq")
+        });
+    })
+    .await;
+    let ask = |model: &str, content: Value| json!({"model": model, "messages": [{"role": "user", "content": content}]});
+    let r = s.post("/v1/chat/completions", "sk-acme").header("x-chitty-quality", "high").json(&ask("auto", json!("hi")));
+    let r = r.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-chitty-router"], "hint:high");
+    assert_eq!(r.headers()["x-chitty-route"], "up/secret", "the strongest candidate");
+    let models = s.json(reqwest::Method::GET, "/v1/models", "sk-acme").await;
+    assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "auto"), "a router is listed: {models}");
+
+    let r = s.post("/v1/chat/completions", "sk-acme").header("x-chitty-quality", "best").json(&ask("auto", json!("hi")));
+    let (status, body) = envelope(r.send().await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("x-chitty-quality"), "{body}");
+
+    // The same text as a string and as a text part: different exact keys, the same embedding.
+    let question = "What does chitty do?";
+    let r = s.post("/v1/chat/completions", "sk-acme").json(&ask("faq", json!(question))).send().await.unwrap();
+    assert_eq!(r.headers()["x-chitty-cache"], "miss");
+    let parts = json!([{"type": "text", "text": question}]);
+    let r = s.post("/v1/chat/completions", "sk-acme").json(&ask("faq", parts)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-chitty-cache"], "semantic");
+    assert_eq!(r.headers()["x-chitty-cache-similarity"], "1.0000");
+    assert_eq!(r.headers()["x-chitty-cost-nano-usd"], "0");
+}
+
+#[tokio::test]
 async fn streams_are_server_sent_events_ending_with_done() {
     let s = stack(1 << 20, |_| {}).await;
     let req = json!({"model": "chat", "messages": [{"role": "user", "content": "stream"}], "stream": true,
