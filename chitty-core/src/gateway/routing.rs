@@ -115,6 +115,8 @@ impl Gateway {
         // The first route given up on since the last fallback was reported.
         let mut left: Option<&Route> = None;
         let mut attempts_made = 0u32;
+        // Whether a retry was refused for want of time: if nothing answers after it, the deadline is the cause.
+        let mut out_of_time = false;
         // Ordered balancing in one group is the listed order: no allocation on the common path.
         let order: Vec<usize> = match model.balancer.policy() {
             BalancePolicy::Ordered if model.balancer.deployments().iter().all(|d| d.group == 0) => Vec::new(),
@@ -210,6 +212,7 @@ impl Gateway {
                 let now = self.now();
                 let random = self.inner.random.as_ref();
                 let (decision, _) = health_step(route, |h| policy.decide(tries, now, deadline, hint, &mut h.retries, random));
+                out_of_time |= decision == RetryDecision::DeadlineExceeded && hint.is_none_or(|h| h <= policy.jitter.cap);
                 if decision != RetryDecision::AttemptsExhausted {
                     let (provider, model) = (name.to_owned(), model.config.name.clone());
                     self.emit(Event::Retry { provider, model, outcome: decision.label() }).await;
@@ -224,7 +227,7 @@ impl Gateway {
                 info.waited_upstream(before, clock.monotonic_nanos());
             }
         }
-        if last_error.is_some() && self.now() >= deadline {
+        if last_error.is_some() && (out_of_time || self.now() >= deadline) {
             return Err(late());
         }
         Err(last_error
