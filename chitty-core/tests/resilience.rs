@@ -14,8 +14,8 @@ use chitty_core::keys::CacheDirective;
 use chitty_core::retry::RetryBudgetConfig;
 use chitty_core::wire::{ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, Role};
 use chitty_core::{
-    Capabilities, Capability, ChunkStream, Clock, Error, Event, EventSink, ManualClock, ManualTimer, ModelPrice, NanoUsd,
-    Provider, RequestEvent, Result, SeededRandom, Spawner, Timer, Timestamp, UpstreamFailure,
+    Capabilities, Capability, ChunkStream, Clock, Error, Event, EventSink, ManualClock, ManualTimer, ModelPrice,
+    NanoUsd, Provider, RequestEvent, Result, SeededRandom, Spawner, Timer, Timestamp, UpstreamFailure,
 };
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -148,7 +148,9 @@ impl Provider for Scripted {
             Step::Hang => futures::future::pending().await,
             Step::BreakFirst(false) => vec![Err(self.broken())],
             Step::BreakFirst(true) => vec![role, Err(self.broken())],
-            Step::Cut(n) => std::iter::once(role).chain(words.into_iter().take(n)).chain([Err(self.broken())]).collect(),
+            Step::Cut(n) => {
+                std::iter::once(role).chain(words.into_iter().take(n)).chain([Err(self.broken())]).collect()
+            }
             Step::CutInToolCall => {
                 let call = json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
                                    "function": {"name": "lookup", "arguments": "{\"q\": \"par"}}]});

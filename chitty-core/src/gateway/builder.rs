@@ -9,7 +9,6 @@ use std::time::Duration;
 use super::config::{Defaults, GatewayConfig, ModelConfig, RouteConfig};
 use super::directory::{Directory, config_snapshot};
 use super::routing::{Model, Route, RouteHealth};
-use crate::retry::RetryBudget;
 use super::{CircuitBreaker, Gateway, Inner};
 use crate::access::{AccessStore, TenantUpdate};
 use crate::budget::BudgetStore;
@@ -18,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::events::{DiscardSink, EventSink};
 use crate::provider::Provider;
 use crate::ratelimit::{LocalRateLimiter, RateLimiter};
+use crate::retry::RetryBudget;
 use crate::time::{Clock, RandomSource, SeededRandom, Spawner, Timer};
 
 /// Builds a [`Gateway`].

@@ -339,7 +339,10 @@ impl Defaults {
         }
         let window = self.retry_budget.window_secs;
         if !(1..=3_600).contains(&window) {
-            return Err(issue("defaults.retry_budget.window_secs", format!("must be 1 to 3600 seconds (got {window})")));
+            return Err(issue(
+                "defaults.retry_budget.window_secs",
+                format!("must be 1 to 3600 seconds (got {window})"),
+            ));
         }
         Ok(())
     }

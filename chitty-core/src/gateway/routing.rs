@@ -211,8 +211,10 @@ impl Gateway {
                 }
                 let now = self.now();
                 let random = self.inner.random.as_ref();
-                let (decision, _) = health_step(route, |h| policy.decide(tries, now, deadline, hint, &mut h.retries, random));
-                out_of_time |= decision == RetryDecision::DeadlineExceeded && hint.is_none_or(|h| h <= policy.jitter.cap);
+                let (decision, _) =
+                    health_step(route, |h| policy.decide(tries, now, deadline, hint, &mut h.retries, random));
+                out_of_time |=
+                    decision == RetryDecision::DeadlineExceeded && hint.is_none_or(|h| h <= policy.jitter.cap);
                 if decision != RetryDecision::AttemptsExhausted {
                     let (provider, model) = (name.to_owned(), model.config.name.clone());
                     self.emit(Event::Retry { provider, model, outcome: decision.label() }).await;

@@ -91,11 +91,11 @@ impl StreamSpec for TypedChatEndpoint {
         req.wants_stream_usage()
     }
 
-    fn open(
+    async fn open(
         provider: Arc<dyn Provider>,
         req: ChatCompletionRequest,
-    ) -> impl Future<Output = Result<BoxStream<'static, Result<ChatCompletionChunk>>>> + Send + 'static {
-        async move { provider.chat_stream(req).await }
+    ) -> Result<BoxStream<'static, Result<ChatCompletionChunk>>> {
+        provider.chat_stream(req).await
     }
 
     fn carries_output(chunk: &ChatCompletionChunk) -> bool {
@@ -134,7 +134,9 @@ impl StreamSpec for TypedChatEndpoint {
         let mut next = req.clone();
         match (req.max_completion_tokens, req.max_tokens, gateway_cap) {
             (None, None, Some((OutputCapField::MaxTokens, cap))) => next.max_tokens = Some(left(cap)),
-            (None, None, Some((OutputCapField::MaxCompletionTokens, cap))) => next.max_completion_tokens = Some(left(cap)),
+            (None, None, Some((OutputCapField::MaxCompletionTokens, cap))) => {
+                next.max_completion_tokens = Some(left(cap))
+            }
             (completion, max, _) => {
                 next.max_completion_tokens = completion.map(left);
                 next.max_tokens = max.map(left);
@@ -212,18 +214,16 @@ impl StreamSpec for CompletionEndpoint {
         req.wants_stream_usage()
     }
 
-    fn open(
+    async fn open(
         provider: Arc<dyn Provider>,
         req: CompletionRequest,
-    ) -> impl Future<Output = Result<BoxStream<'static, Result<CompletionResponse>>>> + Send + 'static {
-        async move {
-            if provider.capabilities().contains(Capability::CompletionsStream) {
-                return provider.completion_stream(req).await;
-            }
-            let answer = CompletionEndpoint::call(provider, req).await?;
-            let chunks = answer.to_chunks(REPLAY_PIECE_BYTES, true).into_iter().map(Ok);
-            Ok(Box::pin(futures::stream::iter(chunks)) as BoxStream<'static, _>)
+    ) -> Result<BoxStream<'static, Result<CompletionResponse>>> {
+        if provider.capabilities().contains(Capability::CompletionsStream) {
+            return provider.completion_stream(req).await;
         }
+        let answer = CompletionEndpoint::call(provider, req).await?;
+        let chunks = answer.to_chunks(REPLAY_PIECE_BYTES, true).into_iter().map(Ok);
+        Ok(Box::pin(futures::stream::iter(chunks)) as BoxStream<'static, _>)
     }
 
     fn carries_output(chunk: &CompletionResponse) -> bool {
@@ -400,7 +400,12 @@ impl<S: StreamSpec> Continuation<S> {
     }
 
     /// The current attempt's usage (reported, or estimated from the bytes it generated) and its cost.
-    fn attempt_charge(&self, pending: &PendingSettlement, estimate: &UsageEstimate, generated: usize) -> (Usage, NanoUsd) {
+    fn attempt_charge(
+        &self,
+        pending: &PendingSettlement,
+        estimate: &UsageEstimate,
+        generated: usize,
+    ) -> (Usage, NanoUsd) {
         match &self.attempt_usage {
             Some(u) => (u.clone(), pending.price().cost_of_usage(u)),
             None => {
