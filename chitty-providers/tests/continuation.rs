@@ -138,3 +138,62 @@ async fn retries_and_continuations_have_their_series() {
         assert!(text.contains(line), "missing {line:?} in {text}");
     }
 }
+
+/// A stream cut on an OpenAI-compatible deployment continues on an Anthropic one: the text so far goes as a
+/// trailing assistant turn, Anthropic's native prefill.
+#[cfg(feature = "anthropic")]
+#[tokio::test]
+async fn a_continuation_on_anthropic_is_a_prefilled_assistant_turn() {
+    use chitty_providers::anthropic::AnthropicProvider;
+    use chitty_testkit::mock_upstream::MockAnthropic;
+
+    let openai = MockOpenAi::serve(Arc::new(MockProvider::new("mock"))).await.unwrap();
+    let anthropic = MockAnthropic::new(Arc::new(MockProvider::new("mock"))).start().await.unwrap();
+    anthropic.record_requests(8);
+    let primary = OpenAiProvider::builder("openai-mock")
+        .with_base_url(format!("{}/", openai.base_url()))
+        .with_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let fallback = AnthropicProvider::builder("anthropic-mock")
+        .with_base_url(anthropic.base_url())
+        .with_api_key("sk-ant-test")
+        .with_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let config = GatewayConfig {
+        models: vec![ModelConfig {
+            routes: vec![RouteConfig::new("openai-mock", "chitty-mock"), RouteConfig::new("anthropic-mock", "claude-mock")],
+            continue_streams: true,
+            ..ModelConfig::new("chat")
+        }],
+        tenants: vec![TenantConfig::new("acme", &chitty_core::gateway::api_key_digest("sk-acme"))],
+        ..Default::default()
+    };
+    let gateway = Gateway::builder(config)
+        .provider(Arc::new(primary))
+        .provider(Arc::new(fallback))
+        .tokio_runtime()
+        .build()
+        .await
+        .unwrap();
+    let ctx = RequestContext::new(gateway.authenticate("sk-acme").unwrap(), "req-2", CacheDirective::Default);
+    let request: ChatCompletionRequest = serde_json::from_value(json!({
+        "model": "chat", "stream": true,
+        "messages": [{"role": "user", "content": "Explain prefill in one paragraph"}],
+    }))
+    .unwrap();
+    openai.faults().push(Fault::CutStream { after_events: 4 });
+    let items: Vec<_> = gateway.chat_stream(&ctx, request).await.unwrap().chunks.collect().await;
+    assert!(items.iter().all(|i| i.is_ok()), "{items:?}");
+    let chunks: Vec<ChatCompletionChunk> = items.into_iter().map(|i| i.unwrap()).collect();
+    let sent = anthropic.requests();
+    assert_eq!(sent.len(), 1);
+    let last = sent[0].body["messages"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!(last["role"], "assistant", "{last}");
+    let prefix = last["content"][0]["text"].as_str().or(last["content"].as_str()).unwrap().to_owned();
+    assert!(!prefix.is_empty() && !prefix.ends_with(char::is_whitespace), "{prefix:?}");
+    let answer = text(&chunks);
+    assert!(answer.starts_with(&prefix) && answer.len() > prefix.len(), "{answer:?} continues {prefix:?}");
+    assert!(chunks.iter().all(|c| c.id == chunks[0].id), "one id throughout");
+}
