@@ -106,6 +106,8 @@ fn request(at: u64, tenant: &str, model: &str, status: u16, cache: CacheStatus, 
         route_index: (status == 200).then_some(0),
         time_to_first_token: None,
         overhead: Duration::from_micros(50),
+        attempts: 1,
+        continuations: 0,
         router: None,
     })
 }

@@ -100,6 +100,14 @@ pub enum Error {
         /// The timeout that elapsed.
         timeout: Duration,
     },
+    /// The request's total deadline passed before an upstream answered (for a stream: before its first chunk).
+    #[error("no upstream answered `{model}` within the request's deadline of {} ms", deadline.as_millis())]
+    DeadlineExceeded {
+        /// Public model name.
+        model: String,
+        /// The deadline the request had.
+        deadline: Duration,
+    },
     /// No upstream could take the request (all circuits open or all attempts failed to connect).
     #[error("no upstream available for `{model}`: {reason}")]
     Unavailable {
@@ -224,7 +232,7 @@ impl Error {
             Error::Upstream { status: Some(s), .. } if (400..500).contains(s) && *s != 429 => *s,
             Error::Upstream { status: Some(429), .. } => 429,
             Error::Upstream { .. } => 502,
-            Error::UpstreamTimeout { .. } => 504,
+            Error::UpstreamTimeout { .. } | Error::DeadlineExceeded { .. } => 504,
             Error::Unavailable { .. } => 503,
             Error::ReservationNotFound { .. } | Error::Backend { .. } => 500,
         }
@@ -244,7 +252,10 @@ impl Error {
             Error::RateLimited { .. } => "requests",
             Error::BudgetExhausted { .. } => "insufficient_quota",
             Error::Upstream { status: Some(s), .. } if (400..500).contains(s) => "invalid_request_error",
-            Error::Upstream { .. } | Error::UpstreamTimeout { .. } | Error::Unavailable { .. } => "upstream_error",
+            Error::Upstream { .. }
+            | Error::UpstreamTimeout { .. }
+            | Error::DeadlineExceeded { .. }
+            | Error::Unavailable { .. } => "upstream_error",
             Error::ReservationNotFound { .. } | Error::Backend { .. } => "server_error",
         }
     }
@@ -260,6 +271,7 @@ impl Error {
             Error::RateLimited { .. } => Some("rate_limit_exceeded"),
             Error::BudgetExhausted { .. } => Some("insufficient_quota"),
             Error::UpstreamTimeout { .. } => Some("upstream_timeout"),
+            Error::DeadlineExceeded { .. } => Some("deadline_exceeded"),
             Error::Unavailable { .. } => Some("upstream_unavailable"),
             Error::NotFound { .. } => Some("not_found"),
             Error::Conflict { .. } => Some("conflict"),
@@ -355,6 +367,8 @@ mod tests {
         assert_eq!(malformed.status(), 502);
         assert_eq!(Error::UpstreamTimeout { provider: "p".into(), timeout: Duration::from_secs(1) }.status(), 504);
         assert_eq!(Error::Unavailable { model: "m".into(), reason: "r".into() }.status(), 503);
+        let late = Error::DeadlineExceeded { model: "m".into(), deadline: Duration::from_secs(2) };
+        assert_eq!((late.status(), late.code(), late.is_retryable()), (504, Some("deadline_exceeded"), false));
         let missing = Error::NotFound { what: "tenant", id: "acme".into() };
         assert_eq!((missing.status(), missing.code()), (404, Some("not_found")));
         assert_eq!(Error::Conflict { what: "key", id: "k".into() }.status(), 409);

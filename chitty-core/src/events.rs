@@ -105,6 +105,11 @@ pub struct RequestEvent {
     /// which the upstream and the client set the pace. A request that never reached an upstream (a cache hit, a
     /// refusal) is all overhead.
     pub overhead: Duration,
+    /// Upstream attempts the request made: failed ones, fallbacks and stream continuations included (0 for a
+    /// cache hit or a request refused before routing).
+    pub attempts: u32,
+    /// Times a broken stream was continued on another attempt ([`Event::StreamContinuation`]).
+    pub continuations: u32,
     /// When the request named a router (`[[routers]]`): its name and why it chose [`RequestEvent::model`]
     /// (`rule:long-context`, `knn:smalltalk`, `default+escalated:refusal`), as in `x-chitty-router`.
     pub router: Option<RouterNote>,
@@ -189,6 +194,31 @@ pub enum Event {
         from_model: String,
         /// The route tried next, as `provider/upstream-model`.
         to_model: String,
+    },
+    /// After a failed attempt, whether the route was tried again: `outcome` is `retry` (it was, after a
+    /// jittered wait), `retry_budget_exhausted` (the deployment's retry budget refused; the request moved on to
+    /// the next route) or `deadline_exceeded` (the wait would end past the request's deadline).
+    Retry {
+        /// Provider name.
+        provider: String,
+        /// Public model name.
+        model: String,
+        /// What was decided ([`crate::retry::RetryDecision::label`]).
+        outcome: &'static str,
+    },
+    /// A stream broke after its first token and the model has `continue_streams`: `outcome` is `continued`
+    /// (another attempt carries on the answer), `failed` (no deployment could continue it) or why it was
+    /// refused: `tool_call` (the answer was in or had made a tool call), `choices` (`n` > 1), `unsupported`
+    /// (not a chat stream), `finished` (the answer had ended), `exhausted` (the request had its continuations).
+    StreamContinuation {
+        /// Public model name.
+        model: String,
+        /// The route that broke, as `provider/upstream-model`.
+        from_route: String,
+        /// The route that continued, when one did.
+        to_route: Option<String>,
+        /// What happened.
+        outcome: &'static str,
     },
     /// An upstream reported usage costing more than the request's reservation. The tenant was charged the
     /// reservation (spend never passes a limit); the rest was not billed to anyone.

@@ -36,6 +36,8 @@
 //! | `chitty_circuit_opened_total` | counter | `provider` |
 //! | `chitty_budget_excess_total` | counter | `model`, `provider`: requests whose reported usage cost more than their reservation (charged the reservation) |
 //! | `chitty_budget_excess_nano_usd_total` | counter | `model`, `provider`: cost reported above reservations, not charged |
+//! | `chitty_retries_total` | counter | `provider`, `outcome` (`retry`, `retry_budget_exhausted`, `deadline_exceeded`) |
+//! | `chitty_stream_continuations_total` | counter | `model`, `outcome` (`continued`, `failed`, or why it was refused) |
 //!
 //! Label cardinality is bounded: model names come from clients, so only the models on the allow-list given
 //! to [`PrometheusSink::new`] are labelled by name, every other one as `other`; likewise tenants not in the
@@ -120,6 +122,18 @@ struct DurationLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RetryLabels {
+    provider: Arc<str>,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ContinuationLabels {
+    model: Arc<str>,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct FallbackLabels {
     from_model: Arc<str>,
     to_model: Arc<str>,
@@ -159,6 +173,8 @@ struct Families {
     circuit_opened: Family<ProviderLabels, Counter>,
     budget_excess: Family<ModelProviderLabels, Counter>,
     budget_excess_cost: Family<ModelProviderLabels, Counter>,
+    retries: Family<RetryLabels, Counter>,
+    continuations: Family<ContinuationLabels, Counter>,
 }
 
 /// Gateway metrics for Prometheus; cheap to clone (the metrics are shared with the registry).
@@ -281,6 +297,8 @@ impl PrometheusSink {
             circuit_opened: Family::default(),
             budget_excess: Family::default(),
             budget_excess_cost: Family::default(),
+            retries: Family::default(),
+            continuations: Family::default(),
         };
         register(registry, &families);
         let mut labelled = HashMap::new();
@@ -538,6 +556,16 @@ fn register(registry: &mut Registry, f: &Families) {
         "Cost reported by upstreams above reservations and not charged, in nano-USD",
         f.budget_excess_cost.clone(),
     );
+    registry.register(
+        "chitty_retries",
+        "Retry decisions after failed attempts: retried, or refused by the retry budget or the deadline",
+        f.retries.clone(),
+    );
+    registry.register(
+        "chitty_stream_continuations",
+        "Streams broken after their first token: continued on another attempt, failed, or refused",
+        f.continuations.clone(),
+    );
 }
 
 #[async_trait]
@@ -563,6 +591,13 @@ impl EventSink for PrometheusSink {
                     ModelProviderLabels { model: self.model_series(&model).label.clone(), provider: provider.into() };
                 f.budget_excess.get_or_create(&labels).inc();
                 f.budget_excess_cost.get_or_create(&labels).inc_by(reported.saturating_sub(reserved).0);
+            }
+            Event::Retry { provider, outcome, .. } => {
+                f.retries.get_or_create(&RetryLabels { provider: provider.into(), outcome }).inc();
+            }
+            Event::StreamContinuation { model, outcome, .. } => {
+                let model = self.model_series(&model).label.clone();
+                f.continuations.get_or_create(&ContinuationLabels { model, outcome }).inc();
             }
             // Queue messages and future event kinds carry no metrics here; accepting them is the contract.
             _ => {}

@@ -249,6 +249,8 @@ mod tests {
             route_index: Some(0),
             time_to_first_token: None,
             overhead: Duration::from_micros(90),
+            attempts: 1,
+            continuations: 0,
             router: None,
         })
     }

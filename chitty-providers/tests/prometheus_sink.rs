@@ -69,6 +69,8 @@ fn request(model: &str, status: u16, cache: CacheStatus, latency_ms: u64, cost: 
         route_index: Some(0),
         time_to_first_token: None,
         overhead: Duration::from_micros(90),
+        attempts: 1,
+        continuations: 0,
         router: None,
     })
 }

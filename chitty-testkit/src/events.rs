@@ -27,6 +27,8 @@ pub fn sample_events() -> Vec<Event> {
             route_index: Some(0),
             time_to_first_token: None,
             overhead: Duration::from_micros(90),
+            attempts: 1,
+            continuations: 0,
             router: None,
         }),
         Event::UpstreamFailure { provider: "mock".into(), model: "chitty-mock".into(), status: 502 },

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::config::{Defaults, GatewayConfig, ModelConfig, RouteConfig};
 use super::directory::{Directory, config_snapshot};
-use super::routing::{Model, Route};
+use super::routing::{Model, Route, RouteHealth};
 use super::smart::{RouterState, SemanticCache};
 use super::{CircuitBreaker, Gateway, Inner};
 use crate::access::{AccessStore, TenantUpdate};
@@ -19,6 +19,7 @@ use crate::events::{DiscardSink, EventSink};
 use crate::keys::CachePolicy;
 use crate::provider::Provider;
 use crate::ratelimit::{LocalRateLimiter, RateLimiter};
+use crate::retry::RetryBudget;
 use crate::time::{Clock, RandomSource, SeededRandom, Spawner, Timer};
 
 /// Builds a [`Gateway`].
@@ -250,6 +251,7 @@ async fn seed(store: &dyn AccessStore, configured: crate::access::AccessSnapshot
 impl Route {
     fn new(provider: Arc<dyn Provider>, upstream_model: String, defaults: &Defaults) -> Route {
         let breaker = CircuitBreaker::new(defaults.breaker_failures, Duration::from_millis(defaults.breaker_open_ms));
-        Route { provider, upstream_model, breaker: Mutex::new(breaker), outstanding: OutstandingCounter::default() }
+        let health = RouteHealth { breaker, retries: RetryBudget::new(defaults.retry_budget) };
+        Route { provider, upstream_model, health: Mutex::new(health), outstanding: OutstandingCounter::default() }
     }
 }

@@ -117,6 +117,13 @@ pub struct ModelConfig {
     /// Bounds on request sizes that upstreams turn into work (`n`, `best_of`, `dimensions`, …).
     #[serde(default)]
     pub limits: RequestLimits,
+    /// When a streamed chat answer breaks after its first token, ask the next deployment to continue it (the
+    /// text so far sent as a trailing assistant message) and keep streaming as one answer (`docs/resilience.md`).
+    #[serde(default)]
+    pub continue_streams: bool,
+    /// This model's total deadline per request, milliseconds ([`Defaults::deadline_ms`] when unset).
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
     /// With `cache = "semantic"`: least cosine similarity between two prompts' embeddings for one to be
     /// answered with the other's answer.
     #[serde(default = "default_semantic_threshold")]
@@ -174,6 +181,8 @@ impl ModelConfig {
             max_output_tokens: DEFAULT_MAX_OUTPUT_TOKENS,
             output_cap_field: OutputCapField::MaxTokens,
             limits: RequestLimits::default(),
+            continue_streams: false,
+            deadline_ms: None,
             semantic_threshold: DEFAULT_SEMANTIC_THRESHOLD,
             semantic_embedding_model: None,
             semantic_max_temperature: 1.0,
@@ -320,6 +329,12 @@ pub struct Defaults {
     pub lease_secs: u64,
     /// Fewest output tokens worth calling a provider for; a budget that cannot pay this is exhausted.
     pub min_output_tokens: u32,
+    /// Retries each deployment may take: `percent` of its requests over `window_secs`, plus `min_per_sec`
+    /// per second of window. A refused retry moves on to the next route.
+    pub retry_budget: crate::retry::RetryBudgetConfig,
+    /// Total deadline per request, milliseconds: no attempt, retry or fallback starts past it, and each
+    /// attempt's timeout is shortened to what is left (for streams it bounds the wait for the first chunk).
+    pub deadline_ms: u64,
 }
 
 impl Default for Defaults {
@@ -334,6 +349,8 @@ impl Default for Defaults {
             cache_ttl_secs: 3_600,
             lease_secs: 900,
             min_output_tokens: 16,
+            retry_budget: crate::retry::RetryBudgetConfig::default(),
+            deadline_ms: 120_000,
         }
     }
 }
@@ -344,10 +361,32 @@ impl Defaults {
         Duration::from_millis(self.timeout_ms)
     }
 
+    /// Total deadline per request.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+
     /// The backoff before retry number `retry` (0-based): full jitter below the doubling bound, drawn by `random`.
     pub fn backoff(&self, retry: u32, random: u64) -> Duration {
         let (base, cap) = (Duration::from_millis(self.backoff_base_ms), Duration::from_millis(self.backoff_max_ms));
         crate::upstream::full_jitter_backoff(base, cap, retry, random)
+    }
+}
+
+impl Defaults {
+    /// The checks on the defaults: a deadline and a retry budget window that can hold anything.
+    fn validate(&self) -> Result<(), ConfigIssue> {
+        if self.deadline_ms == 0 {
+            return Err(issue("defaults.deadline_ms", "must be at least 1"));
+        }
+        let window = self.retry_budget.window_secs;
+        if !(1..=3_600).contains(&window) {
+            return Err(issue(
+                "defaults.retry_budget.window_secs",
+                format!("must be 1 to 3600 seconds (got {window})"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -371,6 +410,7 @@ impl GatewayConfig {
     /// builder runs it, and so does the TOML loader, to report a mistake at load time.
     pub fn validate(&self, providers: &[&str]) -> Result<(), ConfigIssue> {
         let known = |p: &str| providers.contains(&p);
+        self.defaults.validate()?;
         let mut names = HashSet::new();
         for (i, m) in self.models.iter().enumerate() {
             if m.routes.is_empty() {
@@ -391,6 +431,9 @@ impl GatewayConfig {
                         ),
                     ));
                 }
+            }
+            if m.deadline_ms == Some(0) {
+                return Err(issue(format!("models[{i}].deadline_ms"), "must be at least 1 (unset: the default's)"));
             }
             if !names.insert(m.name.as_str()) {
                 return Err(issue(format!("models[{i}].name"), format!("model `{}` is defined twice", m.name)));

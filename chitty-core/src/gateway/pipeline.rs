@@ -123,6 +123,10 @@ struct Measured {
     route_index: Option<usize>,
     /// When a stream's first chunk reached the relay (monotonic).
     first_chunk_at: Option<u64>,
+    /// Upstream attempts, failed ones and continuations included.
+    attempts: u32,
+    /// Stream continuations.
+    continuations: u32,
 }
 
 /// Where the cache stands for one request.
@@ -269,6 +273,21 @@ impl PendingSettlement {
         self.provider.first_chunk_at.is_none()
     }
 
+    /// The model's configuration.
+    pub(super) fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The public model name as requested.
+    pub(super) fn requested_model(&self) -> &str {
+        &self.info.model
+    }
+
+    /// The route that answered, for a stream continued on another.
+    pub(super) fn route_taken_mut(&mut self) -> &mut RouteTaken {
+        &mut self.provider
+    }
+
     /// The request's span.
     pub(super) fn span(&self) -> &tracing::Span {
         &self.info.span
@@ -312,8 +331,8 @@ impl PendingSettlement {
         if let (Some(key), Some(entry)) = (&self.cache_key, cache_entry) {
             gateway.cache_put(key, &self.config, entry).await;
         }
-        let RouteTaken { name, index, first_chunk_at, .. } = self.provider;
-        let measured = Measured { error_code, route_index: Some(index), first_chunk_at };
+        let RouteTaken { name, index, first_chunk_at, attempts, continuations, .. } = self.provider;
+        let measured = Measured { error_code, route_index: Some(index), first_chunk_at, attempts, continuations };
         let outcome = Outcome { provider: Some(name), cache: self.cache_status, status, usage, cost: charged };
         gateway.record_measured(self.info, outcome, measured).await;
         charged
@@ -576,6 +595,8 @@ impl Gateway {
             route_index: measured.route_index,
             time_to_first_token,
             overhead,
+            attempts: measured.attempts,
+            continuations: measured.continuations,
             router: info.router,
         });
         self.emit(event).await;

@@ -1,5 +1,7 @@
-//! Routing: which model a request names, and which of its routes answers — in order, each retried with
-//! full-jitter backoff, each attempt under the timeout, skipping routes whose circuit is open.
+//! Routing: which model a request names, and which of its routes answers — in balanced order, each retried
+//! with full-jitter backoff while its deployment's retry budget allows, each attempt under the timeout
+//! shortened to the request's deadline, skipping routes whose circuit is open. A broken stream of a model
+//! with `continue_streams` is continued on the next route ([`Gateway::continue_on`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,12 +15,22 @@ use crate::balance::{BalancePolicy, Balancer, OutstandingCounter};
 use crate::error::{Error, Result};
 use crate::events::{CircuitState, Event};
 use crate::provider::{Capability, Provider};
+use crate::retry::{FullJitter, RetryBudget, RetryDecision, RetryPolicy, attempt_timeout};
+use crate::time::nanos_between;
 
-/// One upstream deployment of a model, with its circuit breaker.
+/// A route's health: its circuit breaker and its retry budget, kept under one lock so that a request costs
+/// one acquisition per attempt.
+#[derive(Debug)]
+pub(super) struct RouteHealth {
+    pub(super) breaker: CircuitBreaker,
+    pub(super) retries: RetryBudget,
+}
+
+/// One upstream deployment of a model, with its circuit breaker and retry budget.
 pub(super) struct Route {
     pub(super) provider: Arc<dyn Provider>,
     pub(super) upstream_model: String,
-    pub(super) breaker: Mutex<CircuitBreaker>,
+    pub(super) health: Mutex<RouteHealth>,
     /// Requests in flight on this route, for `balance = "least_outstanding"`.
     pub(super) outstanding: OutstandingCounter,
 }
@@ -41,6 +53,20 @@ impl Model {
             None => &route.upstream_model,
         }
     }
+
+    /// The route at `position` of `order` (an empty order is the listed one).
+    fn route_at(&self, order: &[usize], position: usize) -> Option<(usize, &Route)> {
+        let index = if order.is_empty() { position } else { *order.get(position)? };
+        self.routes.get(index).map(|r| (index, r))
+    }
+}
+
+/// How long an attempt may take, and whether that is the request's deadline rather than the attempt timeout.
+#[derive(Debug, Clone, Copy)]
+struct AttemptLimit {
+    timeout: Duration,
+    /// Set when the deadline shortened the timeout: what the request's deadline was.
+    deadline: Option<Duration>,
 }
 
 impl Gateway {
@@ -52,10 +78,21 @@ impl Gateway {
         })
     }
 
-    /// Tries the model's routes in order: each up to `attempts_per_route` times, skipping open circuits, each
-    /// attempt bounded by the timeout. Errors a retry cannot fix (a 4xx, a malformed answer) return at once.
-    /// Moving on to the next route is reported as [`Event::Fallback`], breaker changes as
-    /// [`Event::CircuitChanged`]; the time spent waiting on upstreams is added to `info`.
+    /// The retry policy every route follows.
+    fn retry_policy(&self) -> RetryPolicy {
+        let d = &self.inner.defaults;
+        RetryPolicy {
+            max_attempts: d.attempts_per_route.max(1),
+            jitter: FullJitter::new(Duration::from_millis(d.backoff_base_ms), Duration::from_millis(d.backoff_max_ms)),
+        }
+    }
+
+    /// Tries the model's routes in balanced order: each up to `attempts_per_route` times while its retry budget
+    /// allows, skipping open circuits, each attempt bounded by the timeout and the request's deadline. Errors a
+    /// retry cannot fix (a 4xx, a malformed answer) return at once; so does the deadline, as
+    /// [`Error::DeadlineExceeded`]. Moving on to the next route is reported as [`Event::Fallback`], retry
+    /// decisions as [`Event::Retry`], breaker changes as [`Event::CircuitChanged`]; the time spent waiting on
+    /// upstreams is added to `info`.
     pub(super) async fn route<T, F>(
         &self,
         info: &RequestInfo,
@@ -68,12 +105,18 @@ impl Gateway {
     {
         let defaults = &self.inner.defaults;
         let clock = &self.inner.clock;
-        let attempts = defaults.attempts_per_route.max(1);
+        let policy = self.retry_policy();
+        let span = model.config.deadline_ms.map_or_else(|| defaults.deadline(), Duration::from_millis);
+        // The deadline runs from the request's arrival, not from here.
+        let deadline = self.now().plus(span.saturating_sub(nanos_between(info.started_nanos, clock.monotonic_nanos())));
+        let late = || Error::DeadlineExceeded { model: model.config.name.clone(), deadline: span };
         let mut last_error: Option<Error> = None;
         let mut skipped = Vec::new();
         // The first route given up on since the last fallback was reported.
         let mut left: Option<&Route> = None;
         let mut attempts_made = 0u32;
+        // Whether a retry was refused for want of time: if nothing answers after it, the deadline is the cause.
+        let mut out_of_time = false;
         // Ordered balancing in one group is the listed order: no allocation on the common path.
         let order: Vec<usize> = match model.balancer.policy() {
             BalancePolicy::Ordered if model.balancer.deployments().iter().all(|d| d.group == 0) => Vec::new(),
@@ -85,16 +128,27 @@ impl Gateway {
         };
         let count = if order.is_empty() { model.routes.len() } else { order.len() };
         for position in 0..count {
-            let index = order.get(position).copied().unwrap_or(position);
-            let Some(route) = model.routes.get(index) else { continue };
+            let Some((index, route)) = model.route_at(&order, position) else { continue };
             let name = route.provider.name();
             if !route.provider.capabilities().contains(capability) {
                 skipped.push(format!("{name}: does not support {capability}"));
                 continue;
             }
-            for retry in 0..attempts {
+            let mut tries = 0u32;
+            loop {
                 let now = self.now();
-                let (admission, changed) = breaker_step(route, |b| b.admit(now));
+                if now >= deadline {
+                    return Err(late());
+                }
+                let first = tries == 0;
+                let (admission, changed) = health_step(route, |h| {
+                    let admission = h.breaker.admit(now);
+                    // Every request a deployment takes earns its budget a share of a retry.
+                    if first && !matches!(admission, Admission::Rejected { .. }) {
+                        h.retries.record_request(now);
+                    }
+                    admission
+                });
                 self.circuit_changed(route, changed).await;
                 if let Admission::Rejected { .. } = admission {
                     skipped.push(format!("{name}: circuit open"));
@@ -109,17 +163,20 @@ impl Gateway {
                     })
                     .await;
                 }
+                let timeout = attempt_timeout(defaults.timeout(), now, deadline);
+                let limit = AttemptLimit { timeout, deadline: (timeout < defaults.timeout()).then_some(span) };
                 let call = attempt(route);
                 let before = clock.monotonic_nanos();
                 attempts_made += 1;
+                tries += 1;
                 let in_flight = route.outstanding.start();
-                let result = self.attempt(name, call).await;
+                let result = self.attempt(name, &model.config.name, call, limit).await;
                 drop(in_flight);
                 // Attempts and backoff are upstream time, kept apart from the gateway's own.
                 info.waited_upstream(before, clock.monotonic_nanos());
-                match result {
+                let e = match result {
                     Ok(v) => {
-                        let ((), changed) = breaker_step(route, CircuitBreaker::on_success);
+                        let ((), changed) = health_step(route, |h| h.breaker.on_success());
                         self.circuit_changed(route, changed).await;
                         let taken = RouteTaken {
                             name: name.to_owned(),
@@ -127,36 +184,139 @@ impl Gateway {
                             index,
                             attempts: attempts_made,
                             first_chunk_at: None,
+                            order,
+                            position,
+                            continuations: 0,
                         };
                         return Ok((v, taken));
                     }
+                    // The deadline cut the attempt short: not the route's fault, and nothing more may start.
+                    Err(e @ Error::DeadlineExceeded { .. }) => return Err(e),
                     Err(e) if !e.is_retryable() => {
                         // The route answered: the request (or the answer) is at fault, not the route's health.
                         if admission == Admission::Probe {
-                            let ((), changed) = breaker_step(route, CircuitBreaker::on_success);
+                            let ((), changed) = health_step(route, |h| h.breaker.on_success());
                             self.circuit_changed(route, changed).await;
                         }
                         return Err(e);
                     }
-                    Err(e) => {
-                        let opened = self.route_failed(route, &model.config.name, &e).await;
-                        let wait =
-                            e.retry_after().unwrap_or_else(|| defaults.backoff(retry, self.inner.random.next_u64()));
-                        last_error = Some(e);
-                        let last_try = retry + 1 >= attempts;
-                        if last_try || opened || wait > Duration::from_millis(defaults.backoff_max_ms) {
-                            left.get_or_insert(route);
-                            break;
-                        }
-                        let before = clock.monotonic_nanos();
-                        self.inner.timer.sleep(wait).await;
-                        info.waited_upstream(before, clock.monotonic_nanos());
-                    }
+                    Err(e) => e,
+                };
+                let opened = self.route_failed(route, &model.config.name, &e).await;
+                let hint = e.retry_after();
+                last_error = Some(e);
+                if opened {
+                    left.get_or_insert(route);
+                    break;
                 }
+                let now = self.now();
+                let random = self.inner.random.as_ref();
+                let (decision, _) =
+                    health_step(route, |h| policy.decide(tries, now, deadline, hint, &mut h.retries, random));
+                out_of_time |=
+                    decision == RetryDecision::DeadlineExceeded && hint.is_none_or(|h| h <= policy.jitter.cap);
+                if decision != RetryDecision::AttemptsExhausted {
+                    let (provider, model) = (name.to_owned(), model.config.name.clone());
+                    self.emit(Event::Retry { provider, model, outcome: decision.label() }).await;
+                }
+                let RetryDecision::RetryAfter(wait) = decision else {
+                    // Out of attempts, of budget or of time for this route: the next route may still answer.
+                    left.get_or_insert(route);
+                    break;
+                };
+                let before = clock.monotonic_nanos();
+                self.inner.timer.sleep(wait).await;
+                info.waited_upstream(before, clock.monotonic_nanos());
             }
+        }
+        if last_error.is_some() && (out_of_time || self.now() >= deadline) {
+            return Err(late());
         }
         Err(last_error
             .unwrap_or_else(|| Error::Unavailable { model: model.config.name.clone(), reason: skipped.join("; ") }))
+    }
+
+    /// Opens a continuation of a stream that broke on `taken`'s route: the routes after it in the request's
+    /// attempt order, then those before it, then the same route again; one attempt each, under the attempt
+    /// timeout (the request's deadline bounded its first chunk, not its length). Moving to another route counts
+    /// as a request on its retry budget; going back to the same one takes a retry from it. On success `taken`
+    /// names the route that continued.
+    pub(super) async fn continue_on<T, F>(
+        &self,
+        requested: &str,
+        taken: &mut RouteTaken,
+        capability: Capability,
+        mut attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut(&Route, &str) -> BoxFuture<'static, Result<T>>,
+    {
+        let model = self.find_model(requested).ok_or_else(|| Error::ModelNotFound { model: requested.to_owned() })?;
+        let count = if taken.order.is_empty() { model.routes.len() } else { taken.order.len() };
+        let limit = AttemptLimit { timeout: self.inner.defaults.timeout(), deadline: None };
+        let mut last_error = None;
+        for step in 1..=count {
+            let position = (taken.position + step) % count.max(1);
+            let Some((index, route)) = model.route_at(&taken.order, position) else { continue };
+            let name = route.provider.name();
+            if !route.provider.capabilities().contains(capability) {
+                continue;
+            }
+            let now = self.now();
+            let same = index == taken.index;
+            let ((admission, granted), changed) = health_step(route, |h| {
+                let admission = h.breaker.admit(now);
+                let granted = match admission {
+                    Admission::Rejected { .. } => false,
+                    _ if same => h.retries.try_withdraw(now),
+                    _ => {
+                        h.retries.record_request(now);
+                        true
+                    }
+                };
+                (admission, granted)
+            });
+            self.circuit_changed(route, changed).await;
+            if !granted {
+                if !matches!(admission, Admission::Rejected { .. }) {
+                    let outcome = RetryDecision::BudgetExhausted.label();
+                    let (provider, model) = (name.to_owned(), model.config.name.clone());
+                    self.emit(Event::Retry { provider, model, outcome }).await;
+                }
+                continue;
+            }
+            taken.attempts += 1;
+            let call = attempt(route, model.upstream_name(route, requested));
+            let in_flight = route.outstanding.start();
+            let result = self.attempt(name, &model.config.name, call, limit).await;
+            drop(in_flight);
+            match result {
+                Ok(v) => {
+                    let ((), changed) = health_step(route, |h| h.breaker.on_success());
+                    self.circuit_changed(route, changed).await;
+                    taken.name = name.to_owned();
+                    taken.route = format!("{name}/{}", model.upstream_name(route, requested));
+                    (taken.index, taken.position) = (index, position);
+                    return Ok(v);
+                }
+                Err(e) if e.is_retryable() => {
+                    self.route_failed(route, &model.config.name, &e).await;
+                    last_error = Some(e);
+                }
+                Err(e) => {
+                    // The route answered (refusing the continuation, say): its health is not in question.
+                    if admission == Admission::Probe {
+                        let ((), changed) = health_step(route, |h| h.breaker.on_success());
+                        self.circuit_changed(route, changed).await;
+                    }
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::Unavailable {
+            model: model.config.name.clone(),
+            reason: "no route could continue the stream".to_owned(),
+        }))
     }
 
     /// Reports a breaker's change of state, if it changed.
@@ -167,16 +327,29 @@ impl Gateway {
         }
     }
 
-    /// One attempt under the per-attempt timeout.
-    async fn attempt<T>(&self, provider: &str, mut call: BoxFuture<'static, Result<T>>) -> Result<T> {
+    /// One attempt under `limit`: past its timeout, [`Error::UpstreamTimeout`], or [`Error::DeadlineExceeded`]
+    /// when the request's deadline had shortened it.
+    async fn attempt<T>(
+        &self,
+        provider: &str,
+        model: &str,
+        mut call: BoxFuture<'static, Result<T>>,
+        limit: AttemptLimit,
+    ) -> Result<T> {
         // In-process providers often answer on the first poll: arm the timeout timer only if needed.
         if let std::task::Poll::Ready(r) = futures::poll!(&mut call) {
             return r;
         }
-        let timeout = self.inner.defaults.timeout();
-        match futures::future::select(call, self.inner.timer.sleep(timeout)).await {
+        let expired = || match limit.deadline {
+            Some(deadline) => Error::DeadlineExceeded { model: model.to_owned(), deadline },
+            None => Error::UpstreamTimeout { provider: provider.to_owned(), timeout: limit.timeout },
+        };
+        if limit.timeout.is_zero() {
+            return Err(expired());
+        }
+        match futures::future::select(call, self.inner.timer.sleep(limit.timeout)).await {
             Either::Left((r, _)) => r,
-            Either::Right(((), _)) => Err(Error::UpstreamTimeout { provider: provider.to_owned(), timeout }),
+            Either::Right(((), _)) => Err(expired()),
         }
     }
 
@@ -184,7 +357,7 @@ impl Gateway {
     async fn route_failed(&self, route: &Route, model: &str, error: &Error) -> bool {
         let name = route.provider.name();
         let now = self.now();
-        let (opened, changed) = breaker_step(route, |b| b.on_failure(now));
+        let (opened, changed) = health_step(route, |h| h.breaker.on_failure(now));
         self.emit(Event::UpstreamFailure {
             provider: name.to_owned(),
             model: model.to_owned(),
@@ -206,25 +379,31 @@ pub(super) struct RouteTaken {
     pub(super) name: String,
     /// `<provider>/<upstream model>`: the deployment that answered, as `x-chitty-route` names it.
     pub(super) route: String,
-    /// Upstream attempts the request made, failed ones included.
+    /// Upstream attempts the request made, failed ones and continuations included.
     pub(super) attempts: u32,
     /// The route's position among its model's routes: 0 is the primary.
     pub(super) index: usize,
     /// When a stream's first chunk reached the gateway (monotonic); set by the stream relay.
     pub(super) first_chunk_at: Option<u64>,
+    /// The request's attempt order (empty: the listed order), where a continuation looks for the next route.
+    pub(super) order: Vec<usize>,
+    /// The route's position in `order`.
+    pub(super) position: usize,
+    /// Times the stream was continued on another attempt.
+    pub(super) continuations: u32,
 }
 
-/// Runs `step` on the route's breaker; also returns the new state if the step changed it.
-fn breaker_step<R>(route: &Route, step: impl FnOnce(&mut CircuitBreaker) -> R) -> (R, Option<CircuitState>) {
-    let mut breaker = lock(&route.breaker);
-    let before = breaker.state();
-    let result = step(&mut breaker);
-    let after = breaker.state();
+/// Runs `step` on the route's breaker and retry budget; also returns the breaker's new state if it changed.
+fn health_step<R>(route: &Route, step: impl FnOnce(&mut RouteHealth) -> R) -> (R, Option<CircuitState>) {
+    let mut health = lock(&route.health);
+    let before = health.breaker.state();
+    let result = step(&mut health);
+    let after = health.breaker.state();
     (result, (after != before).then_some(after))
 }
 
 /// A route as fallback events name it: `provider/upstream-model`. Only built when a request falls back.
-fn route_label(route: &Route) -> String {
+pub(super) fn route_label(route: &Route) -> String {
     format!("{}/{}", route.provider.name(), route.upstream_model)
 }
 
@@ -256,7 +435,7 @@ impl Gateway {
         models
             .chain(self.inner.prefixes.iter().map(|(_, model)| model))
             .flat_map(|model| &model.routes)
-            .map(|r| (r.provider.name().to_owned(), r.upstream_model.clone(), lock(&r.breaker).state()))
+            .map(|r| (r.provider.name().to_owned(), r.upstream_model.clone(), lock(&r.health).breaker.state()))
             .collect()
     }
 
@@ -285,12 +464,12 @@ impl Gateway {
         }
         for name in &self.inner.model_order {
             let Some(model) = self.inner.models.get(name) else { continue };
-            if !model.routes.iter().any(|r| lock(&r.breaker).is_closed()) {
+            if !model.routes.iter().any(|r| lock(&r.health).breaker.is_closed()) {
                 failing.push(format!("model `{name}`: every route's circuit is open"));
             }
         }
         for (prefix, model) in &self.inner.prefixes {
-            if !model.routes.iter().any(|r| lock(&r.breaker).is_closed()) {
+            if !model.routes.iter().any(|r| lock(&r.health).breaker.is_closed()) {
                 failing.push(format!("models `{prefix}*`: the route's circuit is open"));
             }
         }
