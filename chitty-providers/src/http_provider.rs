@@ -475,7 +475,11 @@ where
         loop {
             let event = match events.next().await {
                 None => {
-                    let e = Error::upstream(&provider, UpstreamFailure::Interrupted, "the stream ended before its last event");
+                    let e = Error::upstream(
+                        &provider,
+                        UpstreamFailure::Interrupted,
+                        "the stream ended before its last event",
+                    );
                     return Some((Err(e), None));
                 }
                 Some(Err(e)) => return Some((Err(e), None)),

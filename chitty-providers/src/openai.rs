@@ -269,15 +269,18 @@ impl Provider for OpenAiProvider {
         }
         let response = self.upstream.open(&self.endpoints.responses, &request).await?;
         if http_provider::is_json(&response) {
-            return Err(http_provider::malformed(&self.upstream.name, "answer", "a JSON body where events were asked for"));
+            return Err(http_provider::malformed(
+                &self.upstream.name,
+                "answer",
+                "a JSON body where events were asked for",
+            ));
         }
         let body = http_provider::body_stream(response);
         let events =
             framing::sse_events(&self.upstream.name, self.upstream.timeout, self.options.max_event_bytes, body);
         // `error` ends a stream as surely as the three final states.
-        let ends = |kind: &str| {
-            matches!(kind, "response.completed" | "response.incomplete" | "response.failed" | "error")
-        };
+        let ends =
+            |kind: &str| matches!(kind, "response.completed" | "response.incomplete" | "response.failed" | "error");
         Ok(http_provider::native_event_stream(self.upstream.name.clone(), events, ends))
     }
 

@@ -155,8 +155,12 @@ async fn a_responses_request_passes_through_with_model_rewritten_unknown_fields_
     assert_eq!(s.chat_only.received(), 0);
 
     // The upstream's object as it sent it: its model name, not the public one a translation would report.
-    assert_eq!((&answer["object"], &answer["model"], &answer["status"]), (&json!("response"), &json!("gpt-up"), &json!("completed")));
-    let (input, output) = (answer["usage"]["input_tokens"].as_u64().unwrap(), answer["usage"]["output_tokens"].as_u64().unwrap());
+    assert_eq!(
+        (&answer["object"], &answer["model"], &answer["status"]),
+        (&json!("response"), &json!("gpt-up"), &json!("completed"))
+    );
+    let (input, output) =
+        (answer["usage"]["input_tokens"].as_u64().unwrap(), answer["usage"]["output_tokens"].as_u64().unwrap());
     assert!(input > 0 && output > 0, "{answer}");
     assert_eq!(s.spent().await, price().cost(input, output));
 
@@ -234,22 +238,31 @@ async fn a_native_route_failing_falls_back_to_a_chat_only_route_that_translates(
     // Translated back by the gateway: the public model name, and usage charged.
     assert_eq!((&answer["object"], &answer["model"]), (&json!("response"), &json!("resp")));
     let usage = &answer["usage"];
-    assert_eq!(s.spent().await, price().cost(usage["input_tokens"].as_u64().unwrap(), usage["output_tokens"].as_u64().unwrap()));
+    assert_eq!(
+        s.spent().await,
+        price().cost(usage["input_tokens"].as_u64().unwrap(), usage["output_tokens"].as_u64().unwrap())
+    );
 }
 
 #[tokio::test]
 async fn a_follow_up_of_a_native_response_passes_its_previous_response_id_through() {
     let s = stack().await;
-    let first: Value = s.responses(&json!({"model": "resp", "input": "Remember 42"})).send().await.unwrap().json().await.unwrap();
+    let first: Value =
+        s.responses(&json!({"model": "resp", "input": "Remember 42"})).send().await.unwrap().json().await.unwrap();
     let id = first["id"].as_str().unwrap();
-    let r = s.responses(&json!({"model": "resp", "input": "What number?", "previous_response_id": id})).send().await.unwrap();
+    let r = s
+        .responses(&json!({"model": "resp", "input": "What number?", "previous_response_id": id}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let sent = s.native.last_request().unwrap();
     assert_eq!(sent.body["previous_response_id"], id, "the upstream that made it continues it");
 
     // When that upstream is down, the chat-only route continues the conversation the gateway stored.
     s.native.faults().fail_next(503, 1);
-    let r = s.responses(&json!({"model": "resp", "input": "And again?", "previous_response_id": id})).send().await.unwrap();
+    let r =
+        s.responses(&json!({"model": "resp", "input": "And again?", "previous_response_id": id})).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let sent = s.chat_only.last_request().unwrap().body;
     let turns: Vec<&str> = sent["messages"].as_array().unwrap().iter().filter_map(|m| m["content"].as_str()).collect();
@@ -315,7 +328,10 @@ async fn a_streamed_message_relays_anthropics_events_and_settles_from_their_usag
     assert_eq!(r.status(), 200);
     let events = sse_events(&r.text().await.unwrap());
     let sent = only_request(&s.anthropic, "/v1/messages");
-    assert_eq!((&sent["model"], &sent["stream"], &sent["x_beta_field"]), (&json!("claude-3-up"), &json!(true), &json!(1)));
+    assert_eq!(
+        (&sent["model"], &sent["stream"], &sent["x_beta_field"]),
+        (&json!("claude-3-up"), &json!(true), &json!(1))
+    );
 
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
@@ -338,9 +354,7 @@ async fn a_streamed_message_relays_anthropics_events_and_settles_from_their_usag
 #[tokio::test]
 async fn count_tokens_asks_an_anthropic_upstream_and_bounds_the_rest() {
     let s = stack().await;
-    let body = |model: &str| {
-        json!({"model": model, "system": "one two", "messages": [{"role": "user", "content": "three four five"}]})
-    };
+    let body = |model: &str| json!({"model": model, "system": "one two", "messages": [{"role": "user", "content": "three four five"}]});
     let r = s.messages("/count_tokens", &body("claude")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let counted: Value = r.json().await.unwrap();

@@ -91,15 +91,20 @@ impl TokenCounts {
 
     /// Takes the counts an OpenAI Responses usage object reports.
     fn update_responses(&mut self, usage: &Value) {
-        let (Some(input), Some(output)) = (
-            usage.get("input_tokens").and_then(Value::as_u64),
-            usage.get("output_tokens").and_then(Value::as_u64),
-        ) else {
+        let (Some(input), Some(output)) =
+            (usage.get("input_tokens").and_then(Value::as_u64), usage.get("output_tokens").and_then(Value::as_u64))
+        else {
             return;
         };
         // OpenAI's input count includes the cached tokens: kept apart only for pricing.
         let cached = usage.pointer("/input_tokens_details/cached_tokens").and_then(Value::as_u64).unwrap_or(0);
-        *self = TokenCounts { seen: true, input: input.saturating_sub(cached), output, cache_read: cached, cache_creation: 0 };
+        *self = TokenCounts {
+            seen: true,
+            input: input.saturating_sub(cached),
+            output,
+            cache_read: cached,
+            cache_creation: 0,
+        };
     }
 
     /// The counts as chat usage (cached and cache-writing input are prompt tokens), when any were reported.
@@ -310,6 +315,8 @@ impl NativeRequest {
 /// An answer: the upstream's own (a whole one, or a stream's events), or a chat completion to translate.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+// Moved once per answer or chunk: boxing the chat variant would add an allocation to each, for no gain.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum NativeAnswer {
     /// The upstream's response object or message, as it sent it.
     Native(Value),
@@ -551,8 +558,9 @@ impl Gateway {
         let reply = self.execute::<MessagesEndpoint, WholeAnswer>(ctx, req).await?;
         let message = match reply.body {
             NativeAnswer::Native(message) => message,
-            NativeAnswer::Chat(chat) => serde_json::to_value(MessagesResponse::from_chat(&chat))
-                .map_err(|e| Error::backend("serialize", e))?,
+            NativeAnswer::Chat(chat) => {
+                serde_json::to_value(MessagesResponse::from_chat(&chat)).map_err(|e| Error::backend("serialize", e))?
+            }
             NativeAnswer::Events(_) => return Err(Error::backend("cache", "a stream's entry served a whole answer")),
         };
         Ok(Reply { body: message, meta: reply.meta })
@@ -578,12 +586,13 @@ impl Gateway {
                         state.native = true;
                         vec![event]
                     }
-                    Some(Ok(NativeChunk::Chat(chunk))) => {
-                        state.translator.get_or_insert_with(MessagesStreamTranslator::new).push(&chunk)
-                            .into_iter()
-                            .filter_map(|e| serde_json::to_value(e).ok())
-                            .collect()
-                    }
+                    Some(Ok(NativeChunk::Chat(chunk))) => state
+                        .translator
+                        .get_or_insert_with(MessagesStreamTranslator::new)
+                        .push(&chunk)
+                        .into_iter()
+                        .filter_map(|e| serde_json::to_value(e).ok())
+                        .collect(),
                     Some(Err(e)) => {
                         state.chunks = None;
                         vec![json!({"type": "error", "error": AnthropicErrorEnvelope::from_error(&e).error})]
@@ -616,7 +625,8 @@ impl Gateway {
         mut body: Value,
     ) -> Result<u64> {
         self.model(ctx, &request.model)?;
-        let model = self.find_model(&request.model).ok_or_else(|| Error::ModelNotFound { model: request.model.clone() })?;
+        let model =
+            self.find_model(&request.model).ok_or_else(|| Error::ModelNotFound { model: request.model.clone() })?;
         if let Some(route) = model.routes.first()
             && route.provider.capabilities().contains(Capability::Messages)
         {
@@ -676,10 +686,19 @@ mod tests {
     #[test]
     fn the_body_goes_upstream_with_model_and_cap_rewritten_and_unknown_fields_kept() {
         let body = json!({"model": "public", "input": "hi", "reasoning": {"effort": "low"}, "stream": true});
-        let mut req = NativeRequest::new("public".into(), body, Err(Error::invalid_request("no", None)), NativeRoutes::Any, false);
+        let mut req = NativeRequest::new(
+            "public".into(),
+            body,
+            Err(Error::invalid_request("no", None)),
+            NativeRoutes::Any,
+            false,
+        );
         ResponsesEndpoint::prepare_upstream(&mut req, "gpt-x", Some((OutputCapField::MaxTokens, 33)));
         let sent = req.upstream_body();
-        assert_eq!(sent, json!({"model": "gpt-x", "input": "hi", "reasoning": {"effort": "low"}, "max_output_tokens": 33}));
+        assert_eq!(
+            sent,
+            json!({"model": "gpt-x", "input": "hi", "reasoning": {"effort": "low"}, "max_output_tokens": 33})
+        );
         assert!(req.chat().unwrap_err().to_string().contains("translates to chat"));
     }
 }

@@ -21,7 +21,8 @@ use super::{Gateway, Reply};
 use crate::error::{Error, Result};
 use crate::keys::CacheKey;
 use crate::wire::responses::{
-    NativeChunk, ResponseIds, ResponseObject, ResponseStreamEvent, ResponseStreamTranslator, ResponsesRequest, from_chat, to_chat,
+    NativeChunk, ResponseIds, ResponseObject, ResponseStreamEvent, ResponseStreamTranslator, ResponsesRequest,
+    from_chat, to_chat,
 };
 use crate::wire::{ChatCompletionRequest, ChatMessage, Role};
 

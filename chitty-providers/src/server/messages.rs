@@ -149,9 +149,9 @@ pub(super) async fn count_tokens(State(state): State<Arc<AppState>>, headers: He
 /// after the first event ends it with an `error` event.
 fn sse_response(reply: StreamReply<serde_json::Value>, request_id: &str, options: &ServerOptions) -> Response {
     let events = reply.chunks.map(|item| {
-        let event = item.unwrap_or_else(|e| {
-            serde_json::json!({"type": "error", "error": AnthropicErrorEnvelope::from_error(&e).error})
-        });
+        let event = item.unwrap_or_else(
+            |e| serde_json::json!({"type": "error", "error": AnthropicErrorEnvelope::from_error(&e).error}),
+        );
         let name = event.get("type").and_then(serde_json::Value::as_str).unwrap_or("message").to_owned();
         SseEvent::default().event(name).data(event.to_string())
     });

@@ -94,7 +94,10 @@ async fn count_tokens(admitted: Admitted) -> Answer {
         return Err(admitted.error(400, "anthropic-version header is required"));
     }
     let body: Value = admitted.json()?;
-    let messages = body.get("messages").and_then(Value::as_array).ok_or_else(|| admitted.error(400, "messages: field required"))?;
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| admitted.error(400, "messages: field required"))?;
     let words = |v: &Value| text_of(v).split_whitespace().count();
     let system = body.get("system").map_or(0, words);
     let text: usize = messages.iter().map(|m| 1 + m.get("content").map_or(0, words)).sum();

@@ -6,7 +6,9 @@ use axum::Router;
 use axum::response::Response;
 use axum::routing::{get, post};
 use bytes::Bytes;
-use chitty_core::wire::responses::{self, ResponseIds, ResponseStreamEvent, ResponseStreamTranslator, ResponsesRequest};
+use chitty_core::wire::responses::{
+    self, ResponseIds, ResponseStreamEvent, ResponseStreamTranslator, ResponsesRequest,
+};
 use chitty_core::wire::{
     ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Extra, ModelList, ModelObject, StreamChunk,
     StreamOptions,
