@@ -367,3 +367,20 @@ async fn count_tokens_asks_an_anthropic_upstream_and_bounds_the_rest() {
     assert!(bound["input_tokens"].as_u64().unwrap() > 6, "the gateway's byte bound: {bound}");
     assert_eq!(s.anthropic.received(), 1);
 }
+
+#[tokio::test]
+async fn built_in_tools_only_a_native_route_can_serve_pass_through_and_a_chat_route_refuses_them() {
+    let s = stack().await;
+    let body = json!({"model": "resp", "input": "Search the news", "tools": [{"type": "web_search"}]});
+    let r = s.responses(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(only_request(&s.native, "/v1/responses")["tools"], body["tools"]);
+
+    // With the native route down, the chat-only route cannot express them: a 400 naming the field.
+    s.native.faults().fail_next(503, 1);
+    let r = s.responses(&body).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let error: Value = r.json().await.unwrap();
+    assert_eq!(error["error"]["param"], "tools", "{error}");
+    assert_eq!(s.chat_only.received(), 0, "nothing a chat route could answer was sent");
+}

@@ -24,7 +24,7 @@ use super::{Admitted, Answer, Fault, Flavor, MockServer, Shared};
 /// `POST /v1/responses` speaks the Responses API natively, as OpenAI does: the request is answered through
 /// the provider's chat (chitty-core's translation) and comes back as a response object or as the Responses
 /// event sequence (named `event:` lines, `sequence_number`s, usage in `response.completed`, no `[DONE]`);
-/// fields it does not model are accepted and ignored, and recorded requests show them.
+/// fields it does not model, and built-in tools, are accepted and ignored, and recorded requests show them.
 ///
 /// Chat and legacy-completion streams follow OpenAI: chunks as `data:` events, the usage chunk only when the request set
 /// `stream_options.include_usage`, then `data: [DONE]`; an error from the provider mid-stream becomes
@@ -212,7 +212,12 @@ async fn models(admitted: Admitted) -> Response {
 
 async fn responses(admitted: Admitted) -> Answer {
     let request: ResponsesRequest = admitted.json()?;
-    let mut chat = responses::to_chat(&request, &[]).map_err(|e| admitted.failed(&e))?;
+    // Built-in tools (web search, file search) are OpenAI's to run: the mock accepts them and uses none.
+    let mut functions = request.clone();
+    if let Some(tools) = &mut functions.tools {
+        tools.retain(|t| t.get("type").and_then(serde_json::Value::as_str) == Some("function"));
+    }
+    let mut chat = responses::to_chat(&functions, &[]).map_err(|e| admitted.failed(&e))?;
     let seed = admitted.shared.received.load(std::sync::atomic::Ordering::Relaxed);
     let ids = ResponseIds::new(seed, seed.rotate_left(17) ^ 0x5eed, 1_700_000_000);
     if !request.is_stream() {
