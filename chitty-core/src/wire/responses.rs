@@ -1,6 +1,7 @@
 //! OpenAI's Responses API (`POST /v1/responses`) over chat completions: the request translated into a
 //! [`ChatCompletionRequest`], the answer translated back into a response object, and a streamed chat answer
-//! into the Responses event sequence. Any provider the gateway reaches with chat completions answers it.
+//! into the Responses event sequence. Any provider the gateway reaches with chat completions answers it; a
+//! provider that speaks the Responses API itself gets the client's body as it is (see `Gateway::responses`).
 //!
 //! ```
 //! use chitty_core::wire::responses::{ResponsesRequest, to_chat};
