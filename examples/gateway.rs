@@ -96,6 +96,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         file.providers.push(ProviderSection {
             name: "openai".into(),
             kind: "openai".into(),
+            // OpenAI itself speaks the Responses API; a compatible server behind OPENAI_BASE_URL may not.
+            responses_api: base_url.starts_with("https://api.openai.com/"),
             base_url: Some(base_url),
             api_key: Some(Secret::new(key)),
             headers: Default::default(),

@@ -63,7 +63,7 @@ pub use compressor::{Compressor, CompressorError, DecodeReport, EncodeReport, Pa
 pub use error::{BoxError, Error, Result, UpstreamFailure};
 pub use events::{CacheStatus, DiscardSink, Endpoint, Event, EventSink, FanOutSink, RequestEvent, RouterNote};
 pub use money::{ModelPrice, NanoUsd};
-pub use provider::{Capabilities, Capability, ChunkStream, CompletionChunkStream, Provider};
+pub use provider::{Capabilities, Capability, ChunkStream, CompletionChunkStream, NativeEventStream, Provider};
 pub use time::{Clock, ManualClock, ManualTimer, RandomSource, SeededRandom, Spawner, Timer, Timestamp};
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::fmt::{self, Debug};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::wire::{
@@ -16,6 +17,10 @@ pub type ChunkStream = BoxStream<'static, Result<ChatCompletionChunk>>;
 
 /// A stream of legacy completion chunks (`text_completion` objects holding pieces of text) from a provider.
 pub type CompletionChunkStream = BoxStream<'static, Result<CompletionResponse>>;
+
+/// A stream of events of an upstream's own API (OpenAI's Responses events, Anthropic's Messages events), each
+/// the event's JSON as the upstream sent it; its `type` field names the event.
+pub type NativeEventStream = BoxStream<'static, Result<Value>>;
 
 /// One thing a provider can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,17 +38,25 @@ pub enum Capability {
     Embeddings,
     /// Tool definitions and tool calls in chat.
     Tools,
+    /// OpenAI's Responses API spoken natively (`POST /v1/responses`): the gateway passes Responses requests
+    /// through instead of translating them to chat completions.
+    Responses,
+    /// Anthropic's Messages API spoken natively (`POST /v1/messages`): the gateway passes Messages requests
+    /// through instead of translating them to chat completions.
+    Messages,
 }
 
 impl Capability {
     /// Every capability, in a fixed order.
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 8] = [
         Capability::Chat,
         Capability::ChatStream,
         Capability::Completions,
         Capability::CompletionsStream,
         Capability::Embeddings,
         Capability::Tools,
+        Capability::Responses,
+        Capability::Messages,
     ];
 
     const fn bit(self) -> u8 {
@@ -54,6 +67,8 @@ impl Capability {
             Capability::Embeddings => 8,
             Capability::Tools => 16,
             Capability::CompletionsStream => 32,
+            Capability::Responses => 64,
+            Capability::Messages => 128,
         }
     }
 }
@@ -67,6 +82,8 @@ impl fmt::Display for Capability {
             Capability::CompletionsStream => "streamed legacy completions",
             Capability::Embeddings => "embeddings",
             Capability::Tools => "tools",
+            Capability::Responses => "the Responses API",
+            Capability::Messages => "the Messages API",
         })
     }
 }
@@ -89,6 +106,12 @@ impl Capabilities {
         Capabilities::of(&Capability::ALL)
     }
 
+    /// Every capability of an OpenAI-compatible chat server: all but the native [`Capability::Responses`] and
+    /// [`Capability::Messages`] APIs, which most such servers do not speak.
+    pub fn chat_server() -> Capabilities {
+        Capabilities::all().without(Capability::Responses).without(Capability::Messages)
+    }
+
     /// Whether `cap` is in the set.
     pub fn contains(self, cap: Capability) -> bool {
         self.0 & cap.bit() != 0
@@ -97,6 +120,11 @@ impl Capabilities {
     /// The set with `cap` added.
     pub fn with(self, cap: Capability) -> Capabilities {
         Capabilities(self.0 | cap.bit())
+    }
+
+    /// The set with `cap` removed.
+    pub fn without(self, cap: Capability) -> Capabilities {
+        Capabilities(self.0 & !cap.bit())
     }
 
     /// The capabilities in the set.
@@ -168,5 +196,43 @@ pub trait Provider: Send + Sync + Debug + 'static {
     async fn embeddings(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {
         let _ = request;
         Err(Error::Unsupported { provider: self.name().to_owned(), capability: Capability::Embeddings })
+    }
+
+    /// A Responses API request passed through (`POST /v1/responses`): `request` is the client's body with
+    /// `model` set to the upstream model (and `max_output_tokens` when the gateway caps it), unknown fields
+    /// kept; the answer is the upstream's response object as it sent it. Called only on providers that declare
+    /// [`Capability::Responses`]; `stream` is never set.
+    async fn responses(&self, request: Value) -> Result<Value> {
+        let _ = request;
+        Err(Error::Unsupported { provider: self.name().to_owned(), capability: Capability::Responses })
+    }
+
+    /// A streamed Responses API request passed through: the upstream's events as it sent them, ending with
+    /// `response.completed` (or `response.incomplete` / `response.failed`), whose `usage` budgets settle from.
+    async fn responses_stream(&self, request: Value) -> Result<NativeEventStream> {
+        let _ = request;
+        Err(Error::Unsupported { provider: self.name().to_owned(), capability: Capability::Responses })
+    }
+
+    /// A Messages API request passed through (`POST /v1/messages`): the client's body with `model` set to the
+    /// upstream model, `cache_control`, `thinking` and unknown fields kept; the answer is the upstream's message
+    /// as it sent it. Called only on providers that declare [`Capability::Messages`]; `stream` is never set.
+    async fn messages(&self, request: Value) -> Result<Value> {
+        let _ = request;
+        Err(Error::Unsupported { provider: self.name().to_owned(), capability: Capability::Messages })
+    }
+
+    /// A streamed Messages API request passed through: Anthropic's events as the upstream sent them; usage
+    /// comes in `message_start` (input) and `message_delta` (output, cumulative).
+    async fn messages_stream(&self, request: Value) -> Result<NativeEventStream> {
+        let _ = request;
+        Err(Error::Unsupported { provider: self.name().to_owned(), capability: Capability::Messages })
+    }
+
+    /// The upstream's count of a Messages request's input tokens (`POST /v1/messages/count_tokens`), the body
+    /// with `model` set to the upstream model.
+    async fn count_message_tokens(&self, request: Value) -> Result<u64> {
+        let _ = request;
+        Err(Error::Unsupported { provider: self.name().to_owned(), capability: Capability::Messages })
     }
 }

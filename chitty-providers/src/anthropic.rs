@@ -51,7 +51,7 @@ use chitty_core::wire::{
     ChunkDelta, ContentPart, Extra, FunctionCall, FunctionCallDelta, MessageContent, PromptTokensDetails, Role,
     StopSequences, ToolCall, ToolCallDelta, Usage,
 };
-use chitty_core::{Capabilities, Capability, ChunkStream, Error, Provider, Result, UpstreamFailure};
+use chitty_core::{Capabilities, Capability, ChunkStream, Error, NativeEventStream, Provider, Result, UpstreamFailure};
 use futures::StreamExt;
 use http::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
@@ -78,6 +78,7 @@ const FORWARDED_EXTRA: [&str; 4] = ["top_k", "thinking", "metadata", "service_ti
 pub struct AnthropicProvider {
     upstream: HttpUpstream,
     messages_url: http::Uri,
+    count_tokens_url: http::Uri,
     options: AnthropicOptions,
 }
 
@@ -124,7 +125,12 @@ impl AnthropicProviderBuilder {
     pub fn build(self) -> Result<AnthropicProvider> {
         let version = (HeaderName::from_static("anthropic-version"), HeaderValue::from_static(DEFAULT_API_VERSION));
         let upstream = self.upstream((HeaderName::from_static("x-api-key"), ""), &[version])?;
-        Ok(AnthropicProvider { messages_url: upstream.endpoint("/v1/messages")?, upstream, options: self.options })
+        Ok(AnthropicProvider {
+            messages_url: upstream.endpoint("/v1/messages")?,
+            count_tokens_url: upstream.endpoint("/v1/messages/count_tokens")?,
+            upstream,
+            options: self.options,
+        })
     }
 }
 
@@ -135,7 +141,35 @@ impl Provider for AnthropicProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::of(&[Capability::Chat, Capability::ChatStream, Capability::Tools])
+        Capabilities::of(&[Capability::Chat, Capability::ChatStream, Capability::Tools, Capability::Messages])
+    }
+
+    async fn messages(&self, mut request: Value) -> Result<Value> {
+        if let Some(body) = request.as_object_mut() {
+            body.remove("stream");
+        }
+        self.upstream.call_json(&self.messages_url, &request).await
+    }
+
+    async fn messages_stream(&self, mut request: Value) -> Result<NativeEventStream> {
+        if let Some(body) = request.as_object_mut() {
+            body.insert("stream".to_owned(), Value::Bool(true));
+        }
+        let response = self.upstream.open(&self.messages_url, &request).await?;
+        let body = http_provider::body_stream(response);
+        let events =
+            framing::sse_events(&self.upstream.name, self.upstream.timeout, self.options.max_event_bytes, body);
+        let ends = |kind: &str| matches!(kind, "message_stop" | "error");
+        Ok(http_provider::native_event_stream(self.upstream.name.clone(), events, ends))
+    }
+
+    async fn count_message_tokens(&self, request: Value) -> Result<u64> {
+        #[derive(serde::Deserialize)]
+        struct Count {
+            input_tokens: u64,
+        }
+        let count: Count = self.upstream.call_json(&self.count_tokens_url, &request).await?;
+        Ok(count.input_tokens)
     }
 
     async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatCompletionResponse> {

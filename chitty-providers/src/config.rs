@@ -255,6 +255,11 @@ pub struct ProviderSection {
     /// Per-request timeout, seconds.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// `kind = "openai"` only: whether the upstream speaks OpenAI's Responses API (`{base_url}/responses`),
+    /// as OpenAI and Azure OpenAI do (default false). When true, `/v1/responses` requests routed here are
+    /// passed through as the client sent them (only `model` rewritten) instead of translated to chat.
+    #[serde(default)]
+    pub responses_api: bool,
 }
 
 /// `[[tenants]]`.
@@ -364,9 +369,20 @@ impl ProviderSection {
         fn shared(provider: impl chitty_core::Provider) -> std::sync::Arc<dyn chitty_core::Provider> {
             std::sync::Arc::new(provider)
         }
+        if self.responses_api && self.kind != "openai" {
+            return Err(invalid(
+                format!("providers.{}.responses_api", self.name),
+                format!("only `kind = \"openai\"` providers speak the Responses API, not `{}`", self.kind),
+            ));
+        }
         let built: Option<chitty_core::Result<std::sync::Arc<dyn chitty_core::Provider>>> = match self.kind.as_str() {
             #[cfg(feature = "openai")]
-            "openai" => Some(self.configure(crate::openai::OpenAiProvider::builder(&self.name)).build().map(shared)),
+            "openai" => Some(
+                self.configure(crate::openai::OpenAiProvider::builder(&self.name))
+                    .with_responses_api(self.responses_api)
+                    .build()
+                    .map(shared),
+            ),
             #[cfg(feature = "anthropic")]
             "anthropic" => {
                 Some(self.configure(crate::anthropic::AnthropicProvider::builder(&self.name)).build().map(shared))

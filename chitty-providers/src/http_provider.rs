@@ -455,6 +455,49 @@ async fn status_error(provider: &str, response: Response) -> Error {
     Error::upstream_status(provider, status.as_u16(), message, retry_after)
 }
 
+/// An upstream's own event stream (OpenAI's Responses events, Anthropic's Messages events) relayed event by
+/// event as JSON: `[DONE]` and empty events are skipped, an event whose data is not JSON ends the stream with a
+/// decode error, and the stream ends after an event whose `type` `ends` says is the last. Events that end
+/// before such an event (a broken connection, silence) end with an error item, never a clean end.
+#[cfg_attr(not(any(feature = "openai", feature = "anthropic")), allow(dead_code))]
+pub(crate) fn native_event_stream<S>(
+    provider: String,
+    events: S,
+    ends: fn(&str) -> bool,
+) -> chitty_core::NativeEventStream
+where
+    S: Stream<Item = Result<crate::framing::sse::SseEvent>> + Send + 'static,
+{
+    use futures::StreamExt;
+    let state = Some((provider, Box::pin(events)));
+    let stream = futures::stream::unfold(state, move |state| async move {
+        let (provider, mut events) = state?;
+        loop {
+            let event = match events.next().await {
+                None => {
+                    let e = Error::upstream(
+                        &provider,
+                        UpstreamFailure::Interrupted,
+                        "the stream ended before its last event",
+                    );
+                    return Some((Err(e), None));
+                }
+                Some(Err(e)) => return Some((Err(e), None)),
+                Some(Ok(event)) if event.is_done() || event.data.trim().is_empty() => continue,
+                Some(Ok(event)) => event,
+            };
+            return match serde_json::from_str::<serde_json::Value>(&event.data) {
+                Ok(json) => {
+                    let last = ends(json.get("type").and_then(serde_json::Value::as_str).unwrap_or_default());
+                    Some((Ok(json), (!last).then_some((provider, events))))
+                }
+                Err(e) => Some((Err(malformed(&provider, "event", e)), None)),
+            };
+        }
+    });
+    Box::pin(stream)
+}
+
 /// Unix seconds now, for translated responses whose upstream format carries no `created` field.
 #[cfg_attr(not(any(feature = "anthropic", feature = "ollama")), allow(dead_code))]
 pub(crate) fn unix_now() -> u64 {

@@ -123,7 +123,7 @@ impl Provider for OllamaProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::all()
+        Capabilities::chat_server()
     }
 
     async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatCompletionResponse> {

@@ -40,12 +40,14 @@ use chitty_core::wire::{
     EmbeddingRequest, EmbeddingResponse, EmbeddingVector, StreamChunk, StreamOptions,
 };
 use chitty_core::{
-    Capabilities, Capability, ChunkStream, CompletionChunkStream, Error, Provider, Result, UpstreamFailure,
+    Capabilities, Capability, ChunkStream, CompletionChunkStream, Error, NativeEventStream, Provider, Result,
+    UpstreamFailure,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use http::header::AUTHORIZATION;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::framing::sse::{self, SseEvent};
 use crate::framing::{self, interrupted};
@@ -62,6 +64,7 @@ struct Endpoints {
     chat: http::Uri,
     completions: http::Uri,
     embeddings: http::Uri,
+    responses: http::Uri,
 }
 
 /// An OpenAI-compatible upstream over HTTP.
@@ -89,7 +92,7 @@ impl OpenAiProvider {
         let options = OpenAiOptions {
             max_event_bytes: sse::DEFAULT_MAX_EVENT_BYTES,
             stream_usage: true,
-            capabilities: Capabilities::all(),
+            capabilities: Capabilities::chat_server(),
         };
         ProviderBuilder::new(name, DEFAULT_BASE_URL, DEFAULT_TIMEOUT, options)
     }
@@ -164,9 +167,22 @@ impl OpenAiProviderBuilder {
         self
     }
 
-    /// Declares what the upstream supports (default: everything), e.g. an embeddings-only server.
+    /// Declares what the upstream supports (default: everything an OpenAI-compatible chat server does,
+    /// [`Capabilities::chat_server`]), e.g. an embeddings-only server.
     pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
         self.options.capabilities = capabilities;
+        self
+    }
+
+    /// Whether the upstream speaks OpenAI's Responses API (`POST {base_url}/responses`), as OpenAI and Azure
+    /// OpenAI do and most compatible servers do not (default off). When on, the gateway passes `/v1/responses`
+    /// requests routed here through as the client sent them (only `model` rewritten), instead of translating
+    /// them to chat completions.
+    pub fn with_responses_api(mut self, on: bool) -> Self {
+        self.options.capabilities = match on {
+            true => self.options.capabilities.with(Capability::Responses),
+            false => self.options.capabilities.without(Capability::Responses),
+        };
         self
     }
 
@@ -177,6 +193,7 @@ impl OpenAiProviderBuilder {
             chat: upstream.endpoint("/chat/completions")?,
             completions: upstream.endpoint("/completions")?,
             embeddings: upstream.endpoint("/embeddings")?,
+            responses: upstream.endpoint("/responses")?,
         };
         Ok(OpenAiProvider { upstream, endpoints, options: self.options })
     }
@@ -235,6 +252,36 @@ impl Provider for OpenAiProvider {
         }
         let replay = |answer: CompletionResponse| answer.to_chunks(1, answer.usage.is_some());
         self.open_stream(&self.endpoints.completions, &request, replay).await
+    }
+
+    async fn responses(&self, mut request: Value) -> Result<Value> {
+        self.ensure(Capability::Responses)?;
+        if let Some(body) = request.as_object_mut() {
+            body.remove("stream");
+        }
+        self.upstream.call_json(&self.endpoints.responses, &request).await
+    }
+
+    async fn responses_stream(&self, mut request: Value) -> Result<NativeEventStream> {
+        self.ensure(Capability::Responses)?;
+        if let Some(body) = request.as_object_mut() {
+            body.insert("stream".to_owned(), Value::Bool(true));
+        }
+        let response = self.upstream.open(&self.endpoints.responses, &request).await?;
+        if http_provider::is_json(&response) {
+            return Err(http_provider::malformed(
+                &self.upstream.name,
+                "answer",
+                "a JSON body where events were asked for",
+            ));
+        }
+        let body = http_provider::body_stream(response);
+        let events =
+            framing::sse_events(&self.upstream.name, self.upstream.timeout, self.options.max_event_bytes, body);
+        // `error` ends a stream as surely as the three final states.
+        let ends =
+            |kind: &str| matches!(kind, "response.completed" | "response.incomplete" | "response.failed" | "error");
+        Ok(http_provider::native_event_stream(self.upstream.name.clone(), events, ends))
     }
 
     async fn embeddings(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {

@@ -125,7 +125,7 @@ impl MockProvider {
     pub fn new(name: impl Into<String>) -> MockProvider {
         MockProvider {
             name: name.into(),
-            capabilities: Capabilities::all(),
+            capabilities: Capabilities::chat_server(),
             latency: Duration::ZERO,
             failures: Mutex::new(VecDeque::new()),
             calls: AtomicU64::new(0),

@@ -57,6 +57,7 @@ mod builder;
 mod config;
 mod directory;
 mod endpoint;
+mod native;
 mod pipeline;
 mod responses;
 mod routing;

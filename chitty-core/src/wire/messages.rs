@@ -15,7 +15,8 @@
 //! | `stop_reason` `end_turn` / `stop_sequence` / `max_tokens` / `tool_use` / `refusal` | `finish_reason` `stop` / `stop` (with the choice's `stop_reason` string, as vLLM reports it) / `length` / `tool_calls` / `content_filter` |
 //! | `usage.input_tokens` + `cache_read_input_tokens`, `output_tokens` | `usage.prompt_tokens` (`cached_tokens`), `completion_tokens` |
 //!
-//! Other request fields are kept in `extra` on the Anthropic side but not forwarded: chat has no place for them.
+//! Other request fields are kept in `extra` on the Anthropic side but not forwarded: chat has no place for them
+//! (a route to an Anthropic upstream gets the client's body as it is instead: see `Gateway::messages`).
 //! Assistant `thinking` blocks are dropped (chat cannot carry them back); other block and tool types
 //! (documents, server tools) are refused with [`Error::InvalidRequest`]. A stream is translated chunk by chunk
 //! by [`MessagesStreamTranslator`], a pure state machine.

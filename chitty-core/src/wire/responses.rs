@@ -1,6 +1,7 @@
 //! OpenAI's Responses API (`POST /v1/responses`) over chat completions: the request translated into a
 //! [`ChatCompletionRequest`], the answer translated back into a response object, and a streamed chat answer
-//! into the Responses event sequence. Any provider the gateway reaches with chat completions answers it.
+//! into the Responses event sequence. Any provider the gateway reaches with chat completions answers it; a
+//! provider that speaks the Responses API itself gets the client's body as it is (see `Gateway::responses`).
 //!
 //! ```
 //! use chitty_core::wire::responses::{ResponsesRequest, to_chat};
@@ -734,6 +735,58 @@ impl ResponseStreamTranslator {
             "error",
             fields([("code", code.into()), ("message", error.to_string().into()), ("param", Value::Null)]),
         )
+    }
+}
+
+/// One item of a stream the gateway relays for the Responses or Messages API: a chat chunk, when the route
+/// translates to chat completions, or an upstream's own event, when it speaks the API natively.
+#[derive(Debug, Clone)]
+// Moved once per answer or chunk: boxing the chat variant would add an allocation to each, for no gain.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum NativeChunk {
+    /// A chat completion chunk, to be translated into the API's events.
+    Chat(ChatCompletionChunk),
+    /// An event of the upstream's own stream, relayed as it came.
+    Native(Value),
+}
+
+impl super::sealed::Sealed for NativeChunk {}
+
+impl super::StreamChunk for NativeChunk {
+    fn usage(&self) -> Option<&Usage> {
+        match self {
+            NativeChunk::Chat(c) => c.usage.as_ref(),
+            // A native event's usage is read by the gateway's accumulator; the relay never strips it.
+            NativeChunk::Native(_) => None,
+        }
+    }
+
+    fn take_usage(&mut self) -> Option<Usage> {
+        match self {
+            NativeChunk::Chat(c) => c.usage.take(),
+            NativeChunk::Native(_) => None,
+        }
+    }
+
+    fn has_choices(&self) -> bool {
+        match self {
+            NativeChunk::Chat(c) => !c.choices.is_empty(),
+            NativeChunk::Native(_) => true,
+        }
+    }
+
+    fn max_choice_index(&self) -> Option<u32> {
+        match self {
+            NativeChunk::Chat(c) => c.choices.iter().map(|c| c.index).max(),
+            NativeChunk::Native(_) => None,
+        }
+    }
+
+    fn usage_only(&self, usage: Usage) -> Self {
+        match self {
+            NativeChunk::Chat(c) => NativeChunk::Chat(super::StreamChunk::usage_only(c, usage)),
+            NativeChunk::Native(_) => NativeChunk::Native(json!({"usage": usage})),
+        }
     }
 }
 

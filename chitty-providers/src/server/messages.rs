@@ -1,9 +1,11 @@
 //! Anthropic's Messages API at the gateway's door: `POST /v1/messages` (plain and streamed) and
 //! `POST /v1/messages/count_tokens`, for Anthropic's SDKs and the tools built on them.
 //!
-//! A Messages request is translated to a chat completion (`chitty_core::wire::messages`) and runs through
-//! [`Gateway::chat`] or [`Gateway::chat_stream`], so budgets, caching, routing, fallback, rate limits and events
-//! apply as for chat; the answer is translated back, a stream event by event. Keys are read from `x-api-key`
+//! A Messages request runs through [`Gateway::messages`] or [`Gateway::messages_stream`], the one pipeline, so
+//! budgets, caching, routing, fallback, rate limits and events apply as for chat: passed through as the client
+//! sent it (only `model` rewritten; `cache_control`, `thinking` and unknown fields kept) to a route whose
+//! provider speaks the Messages API (Anthropic), its answer and events relayed as they came and its errors
+//! with their status; translated to a chat completion (`chitty_core::wire::messages`) and back on any other. Keys are read from `x-api-key`
 //! or `Authorization: Bearer`; `anthropic-version` is accepted whatever it says. Errors use Anthropic's
 //! envelope (`{"type": "error", "error": {"type", "message"}}`) with the gateway's status codes, `Retry-After`
 //! and `x-ratelimit-*` headers; answers carry the gateway's `x-request-id` (also as `request-id`, which
@@ -17,11 +19,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use chitty_core::gateway::{Gateway, RequestContext, StreamReply};
-use chitty_core::wire::{
-    AnthropicErrorEnvelope, CountTokensResponse, MessagesRequest, MessagesResponse, MessagesStreamEvent,
-    MessagesStreamTranslator,
-};
-use chitty_core::{Error, Result, tokens};
+use chitty_core::wire::{AnthropicErrorEnvelope, CountTokensResponse, MessagesRequest};
+use chitty_core::{Error, Result};
 use futures::StreamExt;
 
 use super::{AppState, ServerOptions};
@@ -86,7 +85,7 @@ fn context(gateway: &Gateway, headers: &HeaderMap, request_id: &str) -> Result<R
 /// before a byte of the body is read), and hands the request to `call`; any failure in Anthropic's envelope.
 async fn messages_endpoint<Call, Fut>(state: Arc<AppState>, headers: &HeaderMap, body: Body, call: Call) -> Response
 where
-    Call: FnOnce(Arc<AppState>, RequestContext, MessagesRequest, String) -> Fut,
+    Call: FnOnce(Arc<AppState>, RequestContext, (MessagesRequest, serde_json::Value), String) -> Fut,
     Fut: std::future::Future<Output = Result<Response>>,
 {
     let id = super::request_id(headers);
@@ -105,7 +104,9 @@ where
     let tenant = Arc::clone(&ctx.tenant);
     let result = async {
         let request: MessagesRequest = super::parse(&bytes)?;
-        call(state.clone(), ctx, request, id.clone()).await
+        // The body as sent, for an upstream that takes it as it is.
+        let body: serde_json::Value = super::parse(&bytes)?;
+        call(state.clone(), ctx, (request, body), id.clone()).await
     }
     .await;
     result.unwrap_or_else(|e| {
@@ -118,16 +119,13 @@ where
 
 /// `POST /v1/messages`.
 pub(super) async fn messages(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    messages_endpoint(state, &headers, body, |state, ctx, request, id| async move {
-        let stream = request.is_stream();
-        let chat = request.into_chat()?;
-        if stream {
-            let reply = state.gateway.chat_stream(&ctx, chat).await?;
+    messages_endpoint(state, &headers, body, |state, ctx, (request, body), id| async move {
+        if request.is_stream() {
+            let reply = state.gateway.messages_stream(&ctx, request, body).await?;
             return Ok(sse_response(reply, &id, &state.options));
         }
-        let reply = state.gateway.chat(&ctx, chat).await?;
-        let message = MessagesResponse::from_chat(&reply.body);
-        let json = serde_json::to_vec(&message).map_err(|e| Error::backend("serialize", e))?;
+        let reply = state.gateway.messages(&ctx, request, body).await?;
+        let json = serde_json::to_vec(&reply.body).map_err(|e| Error::backend("serialize", e))?;
         let mut response = super::json_bytes_response(&reply.meta, &id, Bytes::from(json));
         insert_request_id(response.headers_mut(), &id);
         Ok(response)
@@ -135,38 +133,28 @@ pub(super) async fn messages(State(state): State<Arc<AppState>>, headers: Header
     .await
 }
 
-/// `POST /v1/messages/count_tokens`: the gateway's upper bound on the prompt's tokens (the figure budgets
-/// reserve for), for a model the caller may use.
+/// `POST /v1/messages/count_tokens`: the upstream's count when the model's first route is Anthropic, else the
+/// gateway's upper bound on the prompt's tokens (the figure budgets reserve for), for a model the caller may use.
 pub(super) async fn count_tokens(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    messages_endpoint(state, &headers, body, |state, ctx, request, id| async move {
-        // Unknown and forbidden models alike are 404: no existence leak.
-        state.gateway.model(&ctx, &request.model)?;
-        let chat = request.into_chat_prompt()?;
-        let count = CountTokensResponse { input_tokens: tokens::estimate_chat_prompt(&chat) };
-        let mut response = axum::Json(count).into_response();
+    messages_endpoint(state, &headers, body, |state, ctx, (request, body), id| async move {
+        let input_tokens = state.gateway.count_message_tokens(&ctx, request, body).await?;
+        let mut response = axum::Json(CountTokensResponse { input_tokens }).into_response();
         insert_request_id(response.headers_mut(), &id);
         Ok(response)
     })
     .await
 }
 
-/// A stream as Anthropic's server-sent events (`event:` and `data:` lines); a failure after the first chunk
-/// ends it with an `error` event.
-fn sse_response(reply: StreamReply, request_id: &str, options: &ServerOptions) -> Response {
-    let state = Some((reply.chunks, MessagesStreamTranslator::new()));
-    let events = futures::stream::unfold(state, |state| async move {
-        let (mut chunks, mut translator) = state?;
-        match chunks.next().await {
-            Some(Ok(chunk)) => Some((translator.push(&chunk), Some((chunks, translator)))),
-            Some(Err(e)) => {
-                let error = AnthropicErrorEnvelope::from_error(&e).error;
-                Some((vec![MessagesStreamEvent::Error { error }], None))
-            }
-            None => Some((translator.finish(), None)),
-        }
-    })
-    .flat_map(futures::stream::iter)
-    .map(|event| SseEvent::default().event(event.name()).data(serde_json::to_string(&event).unwrap_or_default()));
+/// A stream as Anthropic's server-sent events (`event:` and `data:` lines), each named by its `type`; a failure
+/// after the first event ends it with an `error` event.
+fn sse_response(reply: StreamReply<serde_json::Value>, request_id: &str, options: &ServerOptions) -> Response {
+    let events = reply.chunks.map(|item| {
+        let event = item.unwrap_or_else(
+            |e| serde_json::json!({"type": "error", "error": AnthropicErrorEnvelope::from_error(&e).error}),
+        );
+        let name = event.get("type").and_then(serde_json::Value::as_str).unwrap_or("message").to_owned();
+        SseEvent::default().event(name).data(event.to_string())
+    });
     let mut response = super::named_events_response(events, &reply.meta, request_id, options);
     insert_request_id(response.headers_mut(), request_id);
     response

@@ -21,7 +21,9 @@ use super::{Admitted, Answer, Flavor, MockServer, Shared};
 /// Streams follow Anthropic's event sequence: `message_start`, `ping`, a text block with
 /// `text_delta`s, one `tool_use` block per tool call with its input in two `input_json_delta`s,
 /// `message_delta` with the stop reason and output tokens, `message_stop`; an error from the provider
-/// becomes an `error` event.
+/// becomes an `error` event. `POST /v1/messages/count_tokens` answers `{"input_tokens"}`: the number of
+/// whitespace-separated words in the system prompt and the messages' text, plus one per message (a count
+/// of its own, so that tests can tell it from the gateway's estimate).
 #[derive(Debug)]
 pub struct MockAnthropic {
     provider: Arc<dyn Provider>,
@@ -48,7 +50,10 @@ impl MockAnthropic {
     /// Binds `127.0.0.1:0` and serves until the returned handle is dropped.
     pub async fn start(self) -> Result<MockServer> {
         let shared = Arc::new(Shared::new(self.provider, Flavor::Anthropic, self.api_key, Vec::new()));
-        let router = Router::new().route("/v1/messages", post(messages)).with_state(shared.clone());
+        let router = Router::new()
+            .route("/v1/messages", post(messages))
+            .route("/v1/messages/count_tokens", post(count_tokens))
+            .with_state(shared.clone());
         super::start(shared, router, "").await
     }
 }
@@ -82,6 +87,21 @@ async fn messages(admitted: Admitted) -> Answer {
     }
     let frames = stream_events(acc.finish(), &texts, failure.as_ref());
     Ok(super::stream_response(futures::stream::iter(frames).boxed(), admitted, "text/event-stream"))
+}
+
+async fn count_tokens(admitted: Admitted) -> Answer {
+    if admitted.headers.get("anthropic-version").is_none() {
+        return Err(admitted.error(400, "anthropic-version header is required"));
+    }
+    let body: Value = admitted.json()?;
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| admitted.error(400, "messages: field required"))?;
+    let words = |v: &Value| text_of(v).split_whitespace().count();
+    let system = body.get("system").map_or(0, words);
+    let text: usize = messages.iter().map(|m| 1 + m.get("content").map_or(0, words)).sum();
+    Ok(admitted.answer(&json!({"input_tokens": system + text})))
 }
 
 fn text_of(content: &Value) -> String {

@@ -6,8 +6,12 @@ use axum::Router;
 use axum::response::Response;
 use axum::routing::{get, post};
 use bytes::Bytes;
+use chitty_core::wire::responses::{
+    self, ResponseIds, ResponseStreamEvent, ResponseStreamTranslator, ResponsesRequest,
+};
 use chitty_core::wire::{
     ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Extra, ModelList, ModelObject, StreamChunk,
+    StreamOptions,
 };
 use chitty_core::{Provider, Result};
 use futures::StreamExt;
@@ -16,6 +20,11 @@ use futures::stream::BoxStream;
 use super::{Admitted, Answer, Fault, Flavor, MockServer, Shared};
 
 /// A mock of OpenAI's HTTP API that answers from any [`Provider`].
+///
+/// `POST /v1/responses` speaks the Responses API natively, as OpenAI does: the request is answered through
+/// the provider's chat (chitty-core's translation) and comes back as a response object or as the Responses
+/// event sequence (named `event:` lines, `sequence_number`s, usage in `response.completed`, no `[DONE]`);
+/// fields it does not model, and built-in tools, are accepted and ignored, and recorded requests show them.
 ///
 /// Chat and legacy-completion streams follow OpenAI: chunks as `data:` events, the usage chunk only when the request set
 /// `stream_options.include_usage`, then `data: [DONE]`; an error from the provider mid-stream becomes
@@ -62,6 +71,7 @@ impl MockOpenAi {
             .route("/v1/chat/completions", post(chat))
             .route("/v1/completions", post(completions))
             .route("/v1/embeddings", post(embeddings))
+            .route("/v1/responses", post(responses))
             .route("/v1/models", get(models))
             .with_state(shared.clone());
         super::start(shared, router, "/v1").await
@@ -198,4 +208,45 @@ async fn models(admitted: Admitted) -> Response {
         extra: Extra::new(),
     };
     admitted.answer(&list)
+}
+
+async fn responses(admitted: Admitted) -> Answer {
+    let request: ResponsesRequest = admitted.json()?;
+    // Built-in tools (web search, file search) are OpenAI's to run: the mock accepts them and uses none.
+    let mut functions = request.clone();
+    if let Some(tools) = &mut functions.tools {
+        tools.retain(|t| t.get("type").and_then(serde_json::Value::as_str) == Some("function"));
+    }
+    let mut chat = responses::to_chat(&functions, &[]).map_err(|e| admitted.failed(&e))?;
+    let seed = admitted.shared.received.load(std::sync::atomic::Ordering::Relaxed);
+    let ids = ResponseIds::new(seed, seed.rotate_left(17) ^ 0x5eed, 1_700_000_000);
+    if !request.is_stream() {
+        let answer = admitted.provider().chat(chat).await.map_err(|e| admitted.failed(&e))?;
+        return Ok(admitted.answer(&responses::from_chat(&request, &ids, &answer).0));
+    }
+    chat.stream = Some(true);
+    chat.stream_options = Some(StreamOptions { include_usage: Some(true), extra: Extra::new() });
+    let chunks = admitted.provider().chat_stream(chat).await.map_err(|e| admitted.failed(&e))?;
+    let mut translator = ResponseStreamTranslator::new(request, ids);
+    let opening: Vec<Bytes> = translator.start().iter().map(event_frame).collect();
+    let state = Some((chunks, translator));
+    let rest = futures::stream::unfold(state, |state| async move {
+        let (mut chunks, mut translator) = state?;
+        match chunks.next().await {
+            Some(Ok(chunk)) => {
+                let frames: Vec<Bytes> = translator.chunk(&chunk).iter().map(event_frame).collect();
+                Some((frames, Some((chunks, translator))))
+            }
+            Some(Err(e)) => Some((vec![event_frame(&translator.error(&e))], None)),
+            None => Some((translator.finish().0.iter().map(event_frame).collect(), None)),
+        }
+    })
+    .flat_map(futures::stream::iter);
+    let frames = futures::stream::iter(opening).chain(rest);
+    Ok(super::stream_response(frames.boxed(), admitted, "text/event-stream"))
+}
+
+/// A Responses event as OpenAI sends it: named by its `type`.
+fn event_frame(event: &ResponseStreamEvent) -> Bytes {
+    super::sse_frame(Some(event.kind()), &event.0)
 }
