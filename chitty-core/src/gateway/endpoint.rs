@@ -54,6 +54,9 @@ pub(crate) trait EndpointSpec: Send + Sync + 'static {
     fn encode(resp: &Self::Resp) -> std::result::Result<Bytes, String>;
     /// A cache entry back as a response.
     fn decode(entry: Bytes) -> std::result::Result<Self::Resp, String>;
+    /// Whether the semantic cache serves this endpoint (its entries are this endpoint's encoding).
+    const SEMANTIC: bool = false;
+
     /// Names `model` as the request's public model (the model a router chose).
     fn set_model(req: &mut Self::Req, model: &str);
     /// The request as a chat completion request, for the router and the semantic cache (chat only).
@@ -284,6 +287,7 @@ impl<A: ChatResponseBody> EndpointSpec for ChatEndpoint<A> {
     const ENDPOINT: Endpoint = Endpoint::ChatCompletions;
     const CAPABILITY: Capability = Capability::Chat;
     const KIND: ModelKind = ModelKind::Chat;
+    const SEMANTIC: bool = true;
 
     fn model(req: &Self::Req) -> &str {
         &req.model

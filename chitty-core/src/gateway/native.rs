@@ -9,6 +9,7 @@
 //! upstream reports (`usage` of a response object or `response.completed`; Anthropic's `message_start` and
 //! `message_delta`); rate limits, routing, breakers, events and the cache apply as for chat.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ use serde_json::{Value, json};
 use super::config::{ModelKind, OutputCapField, RequestLimits};
 use super::endpoint::{ChatResponseBody, EndpointSpec, TypedChatEndpoint};
 use super::pipeline::WholeAnswer;
-use super::stream::{StreamReply, StreamSpec, Streamed};
+use super::stream::{Identity, Progress, StreamReply, StreamSpec, Streamed};
 use super::tenant::RequestContext;
 use super::{Gateway, Reply};
 use crate::error::{Error, Result};
@@ -441,6 +442,28 @@ impl<A: NativeApi> EndpointSpec for NativeEndpoint<A> {
     fn decode(entry: Bytes) -> std::result::Result<NativeAnswer, String> {
         serde_json::from_slice(&entry).map_err(|e| e.to_string())
     }
+
+    fn set_model(req: &mut NativeRequest, model: &str) {
+        model.clone_into(&mut req.model);
+        if let Ok(chat) = &mut req.chat {
+            model.clone_into(&mut chat.model);
+        }
+        if let Some(map) = req.body.as_object_mut() {
+            map.insert("model".to_owned(), Value::String(model.to_owned()));
+        }
+    }
+
+    fn as_chat(req: &NativeRequest) -> Option<&ChatCompletionRequest> {
+        req.chat.as_ref().ok()
+    }
+
+    fn as_chat_response(resp: &NativeAnswer) -> Option<Cow<'_, ChatCompletionResponse>> {
+        // A native answer is the upstream's own shape: the cascade checks translated answers only.
+        match resp {
+            NativeAnswer::Chat(chat) => Some(Cow::Borrowed(chat)),
+            NativeAnswer::Native(_) | NativeAnswer::Events(_) => None,
+        }
+    }
 }
 
 /// What a relayed stream has produced so far.
@@ -468,22 +491,58 @@ impl<A: NativeApi> StreamSpec for NativeEndpoint<A> {
         true
     }
 
-    fn open(
-        provider: Arc<dyn Provider>,
-        req: NativeRequest,
-    ) -> BoxFuture<'static, Result<BoxStream<'static, Result<NativeChunk>>>> {
+    async fn open(provider: Arc<dyn Provider>, req: NativeRequest) -> Result<BoxStream<'static, Result<NativeChunk>>> {
         if req.native_on::<A>(provider.as_ref()) {
             let body = req.upstream_body();
-            return Box::pin(async move {
-                let events = A::open(provider, body).await?;
-                Ok(events.map(|e| e.map(NativeChunk::Native)).boxed())
-            });
+            let events = A::open(provider, body).await?;
+            return Ok(events.map(|e| e.map(NativeChunk::Native)).boxed());
         }
-        let chat = req.chat();
-        Box::pin(async move {
-            let chunks = provider.chat_stream(chat?).await?;
-            Ok(chunks.map(|c| c.map(NativeChunk::Chat)).boxed())
-        })
+        let chunks = provider.chat_stream(req.chat()?).await?;
+        Ok(chunks.map(|c| c.map(NativeChunk::Chat)).boxed())
+    }
+
+    fn carries_output(chunk: &NativeChunk) -> bool {
+        match chunk {
+            NativeChunk::Chat(chunk) => TypedChatEndpoint::carries_output(chunk),
+            // A relayed event has reached the client's event sequence: no other route may start it again.
+            NativeChunk::Native(_) => true,
+        }
+    }
+
+    fn observe(chunk: &NativeChunk, progress: &mut Progress) {
+        if let NativeChunk::Chat(chunk) = chunk {
+            TypedChatEndpoint::observe(chunk, progress);
+        }
+    }
+
+    fn continuation(
+        _req: &NativeRequest,
+        _text: &str,
+        _produced: u64,
+        _gateway_cap: Option<(OutputCapField, u32)>,
+    ) -> std::result::Result<NativeRequest, &'static str> {
+        // The Responses and Messages event sequences are not stitched across attempts (chat streams are).
+        Err("unsupported")
+    }
+
+    fn identity(chunk: &NativeChunk) -> Identity {
+        match chunk {
+            NativeChunk::Chat(chunk) => TypedChatEndpoint::identity(chunk),
+            NativeChunk::Native(_) => Identity { id: String::new(), created: 0, model: String::new() },
+        }
+    }
+
+    fn rebrand(chunk: &mut NativeChunk, identity: &Identity, leading_space: bool) -> bool {
+        match chunk {
+            NativeChunk::Chat(chunk) => TypedChatEndpoint::rebrand(chunk, identity, leading_space),
+            NativeChunk::Native(_) => false,
+        }
+    }
+
+    fn set_usage(chunk: &mut NativeChunk, usage: Usage) {
+        if let NativeChunk::Chat(chunk) = chunk {
+            chunk.usage = Some(usage);
+        }
     }
 
     fn push(acc: &mut NativeAccumulator, chunk: &NativeChunk) {

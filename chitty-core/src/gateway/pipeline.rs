@@ -423,7 +423,7 @@ impl Gateway {
             return D::replay(cached, req, meta);
         }
         let semantic = match (model.config.cache, E::as_chat(req)) {
-            (CachePolicy::Semantic, Some(chat)) => self.semantic_plan(ctx, &model.config, chat).await,
+            (CachePolicy::Semantic, Some(chat)) if E::SEMANTIC => self.semantic_plan(ctx, &model.config, chat).await,
             _ => None,
         };
         if let Some(hit) = semantic.as_ref().and_then(|plan| self.semantic_lookup(&model.config, plan)) {
