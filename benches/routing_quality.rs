@@ -140,7 +140,10 @@ fn main() {
         100.0 * always[0].0 / always[1].0,
         100.0 * always[0].1 / best
     );
-    println!("| oracle (cheapest adequate model per prompt) | ${oracle:.4} | {:.1} % | - |", 100.0 * oracle / always[1].0);
+    println!(
+        "| oracle (cheapest adequate model per prompt) | ${oracle:.4} | {:.1} % | - |",
+        100.0 * oracle / always[1].0
+    );
     println!(
         "\nSaved against always gpt-4o: **{:.1} %** at **{:.1} %** of its quality (issue 19's claim: over 20 % at over 85 %).",
         100.0 * (1.0 - routed.0 / always[1].0),

@@ -51,11 +51,8 @@ fn main() -> std::process::ExitCode {
         eprintln!("report: unknown scenario `{unknown}` (cache, mixed, fallback, budget, all)");
         return std::process::ExitCode::from(2);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a Tokio runtime");
     let mut failed = false;
     for scenario in &chosen {
         let outcome: Result<(), BoxError> = runtime.block_on(async {

@@ -651,7 +651,10 @@ mod tests {
         assert!(cosine(&v[0], &v[1]) > 0.99, "a paraphrase: {}", cosine(&v[0], &v[1]));
         assert!(cosine(&v[0], &v[2]) < 0.5, "another topic: {}", cosine(&v[0], &v[2]));
         // The default embedding is unchanged: unrelated vectors for the same two paraphrases.
-        let hashed = (embedding_for("What is the capital city of France?", 8), embedding_for("Please tell me: capital city of France", 8));
+        let hashed = (
+            embedding_for("What is the capital city of France?", 8),
+            embedding_for("Please tell me: capital city of France", 8),
+        );
         assert!(cosine(&hashed.0, &hashed.1) < 0.99);
         assert_eq!(bag_of_words_embedding("Cats and dogs", 64), bag_of_words_embedding("dog, cat", 64));
     }
