@@ -13,7 +13,7 @@
 #             saved on top of caching), quality on the labelled requests, p50/p95.
 #   fallback  primary down, then 30 % errors, then 30 % of streams cut mid-way, a healthy secondary behind it:
 #             success rate (target ≥ 99.99 %), added latency, cut streams (continued with continue_streams).
-#   budget    20 tenants with $0.01 budgets, 2,000 requests at once across two gateway replicas sharing Redis:
+#   budget    20 tenants with $0.01 budgets, waves of 2,000 requests at once across two gateway replicas sharing Redis:
 #             overruns (must be 0), refusals, spend against the limit. Starts Redis (scripts/services.sh)
 #             when it is down.
 #
@@ -26,7 +26,7 @@
 # Build: the bench profile without fat LTO (the figures are dominated by the mocks' pacing, and fat LTO
 # triples the build on two cores); set LTO=fat to build as the release profile does.
 # Settings (environment): passed through to the driver (CACHE_REQUESTS, CACHE_CONCURRENCY, MIXED_REQUESTS,
-# MIXED_CONCURRENCY, FALLBACK_REQUESTS, FALLBACK_CONCURRENCY, BUDGET_REQUESTS, REDIS_URL, SEED; see
+# MIXED_CONCURRENCY, FALLBACK_REQUESTS, FALLBACK_CONCURRENCY, BUDGET_REQUESTS, BUDGET_WAVES, REDIS_URL, SEED; see
 # benches/report/main.rs), LTO (false), SKIP_BUILD (0).
 set -euo pipefail
 

@@ -16,7 +16,7 @@
 //!
 //! Settings (environment): `CACHE_REQUESTS` (10000), `CACHE_CONCURRENCY` (8), `MIXED_REQUESTS` (2000),
 //! `MIXED_CONCURRENCY` (32), `FALLBACK_REQUESTS` (2000 per phase), `FALLBACK_CONCURRENCY` (64),
-//! `BUDGET_REQUESTS` (2000, all at once), `REDIS_URL` (`redis://127.0.0.1:6379`), `SEED` (19).
+//! `BUDGET_REQUESTS` (2000, all at once), `BUDGET_WAVES` (5), `REDIS_URL` (`redis://127.0.0.1:6379`), `SEED` (19).
 
 // A benchmark that cannot set itself up has nothing to measure: it stops with the reason.
 #![allow(clippy::expect_used)]

@@ -697,6 +697,43 @@ mod tests {
         assert!(draws(&faults, 1_000).iter().all(Option::is_none), "rate 0 turns it off");
     }
 
+    /// POSTs a chat request over a raw connection; returns the whole response and how long it took.
+    async fn raw_chat(server: &MockServer) -> (String, Duration) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = server.base_url().trim_start_matches("http://").trim_end_matches("/v1").to_owned();
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"pace this answer"}]}"#;
+        let started = std::time::Instant::now();
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: mock\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).await.unwrap();
+        (out, started.elapsed())
+    }
+
+    #[tokio::test]
+    async fn paced_bodies_wait_the_event_delay_per_completion_token() {
+        let server =
+            crate::mock_upstream::MockOpenAi::serve(Arc::new(crate::mock::MockProvider::new("mock"))).await.unwrap();
+        server.faults().set_event_delay(Duration::from_millis(50));
+        let (plain, quick) = raw_chat(&server).await;
+        server.faults().set_paced_bodies(true);
+        let (paced, slow) = raw_chat(&server).await;
+        let tokens = |text: &str| -> u64 {
+            let at = text.find("\"completion_tokens\":").expect("usage in the answer") + 20;
+            text[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
+        };
+        assert_eq!(tokens(&plain), tokens(&paced), "pacing changes the timing, not the answer");
+        let n = u32::try_from(tokens(&paced)).unwrap();
+        assert!(n >= 6, "the mock answers at least six words");
+        assert!(slow >= Duration::from_millis(50) * n, "{slow:?} for {n} tokens at 50 ms");
+        assert!(quick < Duration::from_millis(50) * n, "unpaced plain answers do not wait: {quick:?}");
+    }
+
     #[test]
     fn scripted_faults_come_first_then_errors_then_cuts() {
         let faults = Faults::default();
