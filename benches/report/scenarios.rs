@@ -388,13 +388,30 @@ pub(crate) async fn mixed() -> Result<(), BoxError> {
         "Mixed 70/20/10 through the smart router (`model = \"auto\"`)",
         &format!("{requests} streamed requests, {concurrency} in flight; `scripts/bench-report.sh mixed`"),
     );
+    // The table is checked against chitty-core's `RouterConfig` now, so a mistake shows before the gateway reads it.
+    #[derive(serde::Deserialize)]
+    struct Routers {
+        routers: Vec<chitty::core::router::RouterConfig>,
+    }
+    let tables: Routers = toml::from_str(&router_toml(&set))?;
+    for config in &tables.routers {
+        chitty::core::router::SmartRouter::new(config, |m| ["mini", "large", "embed"].contains(&m))
+            .map_err(|e| format!("the scenario's router table: {}: {}", e.key, e.reason))?;
+    }
     // Without `[[routers]]` there is no `auto`; the reduced configuration has none either.
     let routers = chitty::providers::config::GatewayFile::parse("[[routers]]\nname = \"auto\"\ncandidates = []\n");
     if let Err(e) = routers {
         println!("Not run: this build's gateway does not read `[[routers]]`, the smart router's table, so there is no");
         println!(
             "`model = \"auto\"` to send the traffic to (`{}`).",
-            e.to_string().lines().find(|l| l.contains("unknown")).unwrap_or("").trim()
+            e.to_string()
+                .lines()
+                .find(|l| l.contains("unknown"))
+                .unwrap_or("")
+                .split(", expected")
+                .next()
+                .unwrap_or("")
+                .trim()
         );
         println!("The router's decisions on the same labelled set, in process: `scripts/bench-routing.sh`.");
         return Ok(());
