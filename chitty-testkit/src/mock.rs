@@ -110,10 +110,60 @@ pub struct ScriptedFailure {
 /// Embedding dimensions when a request does not set `dimensions`.
 const EMBEDDING_DIMS: usize = 8;
 
+/// How the mock embeds text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum MockEmbedding {
+    /// [`embedding_for`]: a hash of the whole text, so any two texts are unrelated (8 dimensions by default).
+    #[default]
+    Hashed,
+    /// [`bag_of_words_embedding`]: texts sharing words point the same way, so paraphrases are close, as with a
+    /// real embedding model (256 dimensions by default).
+    BagOfWords,
+}
+
+/// Dimensions of a bag-of-words embedding when a request does not set `dimensions`.
+const BAG_OF_WORDS_DIMS: usize = 256;
+
+/// Words that carry no topic, left out of bag-of-words embeddings so that rewordings stay close.
+const STOP_WORDS: [&str; 42] = [
+    "a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "with", "is", "are", "be", "me", "my", "i", "you",
+    "your", "it", "its", "this", "that", "please", "can", "could", "would", "will", "do", "does", "what", "how",
+    "tell", "give", "about", "some", "just", "quickly", "briefly", "kindly", "explain", "describe",
+];
+
+/// A deterministic unit vector for `text` in which texts sharing words are close: each word other than a
+/// [stop word](STOP_WORDS) adds ±1 to a dimension chosen by its hash (lower-cased, a plural `s` dropped), so
+/// the cosine similarity of two texts grows with the words they share, whatever their order.
+pub fn bag_of_words_embedding(text: &str, dims: usize) -> Vec<f32> {
+    let mut out = vec![0f32; dims.max(1)];
+    let lower = text.to_lowercase();
+    for word in lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty() && !STOP_WORDS.contains(w)) {
+        let word = match word.strip_suffix('s') {
+            Some(stem) if stem.len() > 2 && !stem.ends_with('s') => stem,
+            _ => word,
+        };
+        let digest = Sha256::digest(word.as_bytes());
+        let mut index = [0u8; 8];
+        index.copy_from_slice(&digest[..8]);
+        let slot = (u64::from_le_bytes(index) % out.len() as u64) as usize;
+        out[slot] += if digest[8] & 1 == 0 { 1.0 } else { -1.0 };
+    }
+    let norm = out.iter().map(|v| v * v).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        out.iter_mut().for_each(|v| *v /= norm);
+    } else {
+        // No content word: a fixed direction, so the vector is still a unit vector.
+        out[0] = 1.0;
+    }
+    out
+}
+
 /// A deterministic mock provider.
 #[derive(Debug)]
 pub struct MockProvider {
     name: String,
+    embedding: MockEmbedding,
     capabilities: Capabilities,
     latency: Duration,
     failures: Mutex<VecDeque<ScriptedFailure>>,
@@ -125,6 +175,7 @@ impl MockProvider {
     pub fn new(name: impl Into<String>) -> MockProvider {
         MockProvider {
             name: name.into(),
+            embedding: MockEmbedding::Hashed,
             capabilities: Capabilities::chat_server(),
             latency: Duration::ZERO,
             failures: Mutex::new(VecDeque::new()),
@@ -135,6 +186,12 @@ impl MockProvider {
     /// Declares only `capabilities` (the others return [`Error::Unsupported`]).
     pub fn with_capabilities(mut self, capabilities: Capabilities) -> MockProvider {
         self.capabilities = capabilities;
+        self
+    }
+
+    /// Embeds text with `embedding` ([`MockEmbedding::Hashed`] by default).
+    pub fn with_embedding(mut self, embedding: MockEmbedding) -> MockProvider {
+        self.embedding = embedding;
         self
     }
 
@@ -459,7 +516,11 @@ impl Provider for MockProvider {
             EmbeddingInput::Tokens(t) => vec![format!("{t:?}")],
             EmbeddingInput::TokenLists(v) => v.iter().map(|t| format!("{t:?}")).collect(),
         };
-        let dims = request.dimensions.map_or(EMBEDDING_DIMS, |d| d as usize);
+        let default_dims = match self.embedding {
+            MockEmbedding::Hashed => EMBEDDING_DIMS,
+            MockEmbedding::BagOfWords => BAG_OF_WORDS_DIMS,
+        };
+        let dims = request.dimensions.map_or(default_dims, |d| d as usize);
         // A client controls both numbers: refuse what would take more than 64 MiB of floats to build.
         if dims == 0 || dims > MAX_MOCK_DIMENSIONS || dims.saturating_mul(texts.len()) > MAX_MOCK_FLOATS {
             return Err(Error::invalid_request(
@@ -477,7 +538,10 @@ impl Provider for MockProvider {
             .map(|(i, t)| Embedding {
                 object: "embedding".to_owned(),
                 index: u32::try_from(i).unwrap_or(u32::MAX),
-                embedding: EmbeddingVector::Float(embedding_for(t, dims)),
+                embedding: EmbeddingVector::Float(match self.embedding {
+                    MockEmbedding::Hashed => embedding_for(t, dims),
+                    MockEmbedding::BagOfWords => bag_of_words_embedding(t, dims),
+                }),
                 extra: Extra::new(),
             })
             .collect();
@@ -559,6 +623,40 @@ mod tests {
             unsupported.embeddings(EmbeddingRequest::default()).await,
             Err(Error::Unsupported { capability: Capability::Embeddings, .. })
         ));
+    }
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[tokio::test]
+    async fn bag_of_words_puts_paraphrases_close_and_other_topics_apart() {
+        let p = MockProvider::new("mock").with_embedding(MockEmbedding::BagOfWords);
+        let req = EmbeddingRequest {
+            model: "e".into(),
+            input: EmbeddingInput::Texts(vec![
+                "What is the capital city of France?".into(),
+                "Please tell me: capital city of France".into(),
+                "How do I reverse a linked list in Rust?".into(),
+                "".into(),
+            ]),
+            ..Default::default()
+        };
+        let r = p.embeddings(req).await.unwrap();
+        let v: Vec<Vec<f32>> = r.data.iter().map(|d| d.embedding.to_floats().unwrap()).collect();
+        assert_eq!(v[0].len(), 256);
+        for x in &v {
+            assert!((x.iter().map(|a| a * a).sum::<f32>() - 1.0).abs() < 1e-4, "unit vectors, the empty text too");
+        }
+        assert!(cosine(&v[0], &v[1]) > 0.99, "a paraphrase: {}", cosine(&v[0], &v[1]));
+        assert!(cosine(&v[0], &v[2]) < 0.5, "another topic: {}", cosine(&v[0], &v[2]));
+        // The default embedding is unchanged: unrelated vectors for the same two paraphrases.
+        let hashed = (
+            embedding_for("What is the capital city of France?", 8),
+            embedding_for("Please tell me: capital city of France", 8),
+        );
+        assert!(cosine(&hashed.0, &hashed.1) < 0.99);
+        assert_eq!(bag_of_words_embedding("Cats and dogs", 64), bag_of_words_embedding("dog, cat", 64));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! ones are kept ([`MockServer::requests`]): a mock serving a long-running gateway keeps nothing, so its
 //! memory stays flat. [`Faults`] scripts failures for the next requests: an error
 //! status in the API's own error envelope with `Retry-After`, slow headers, added latency, a stream cut
-//! after some events, a malformed JSON body or a malformed event stream.
+//! after some events, a malformed JSON body or a malformed event stream. It also draws faults at a seeded
+//! rate ([`Faults::set_error_rate`], [`Faults::set_cut_rate`]), for a flaky upstream under load.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -96,6 +97,31 @@ struct FaultState {
     queue: VecDeque<Fault>,
     latency: Duration,
     event_delay: Duration,
+    error_rate: Option<RateFault>,
+    cut_rate: Option<RateFault>,
+    paced_bodies: bool,
+}
+
+/// A fault drawn for each request with probability `rate`, from a seeded generator (same seed, same draws).
+#[derive(Debug)]
+struct RateFault {
+    rate: f64,
+    fault: Fault,
+    rng: rand::rngs::SmallRng,
+}
+
+impl RateFault {
+    fn new(rate: f64, fault: Fault, seed: u64) -> Option<RateFault> {
+        use rand::SeedableRng;
+        // NaN and rates at or below zero mean never; above one, always.
+        let rate = if rate.is_nan() { 0.0 } else { rate.min(1.0) };
+        (rate > 0.0).then(|| RateFault { rate, fault, rng: rand::rngs::SmallRng::seed_from_u64(seed) })
+    }
+
+    fn draw(&mut self) -> Option<Fault> {
+        use rand::Rng;
+        (self.rng.random::<f64>() < self.rate).then(|| self.fault.clone())
+    }
 }
 
 /// Scripts faults for a [`MockServer`]; clones share the same script.
@@ -138,6 +164,29 @@ impl Faults {
         self.lock().event_delay = delay;
     }
 
+    /// Fails each request that no scripted fault applies to with `status` (in the API's error envelope), with
+    /// probability `rate` (0 to 1; 0 turns it off), drawn from a generator seeded with `seed`.
+    pub fn set_error_rate(&self, rate: f64, status: u16, seed: u64) {
+        self.lock().error_rate = RateFault::new(rate, Fault::status(status), seed);
+    }
+
+    /// Cuts each request that no scripted fault or error rate applies to after `after_events` stream events
+    /// ([`Fault::CutStream`]; a non-streamed body is cut halfway), with probability `rate` (0 to 1; 0 turns
+    /// it off), drawn from a generator seeded with `seed`.
+    pub fn set_cut_rate(&self, rate: f64, after_events: usize, seed: u64) {
+        self.lock().cut_rate = RateFault::new(rate, Fault::CutStream { after_events }, seed);
+    }
+
+    /// Paces non-streamed answers like streams (until changed): the body waits the event delay once per
+    /// completion token, so a plain answer takes as long as the same answer streamed (off by default).
+    pub fn set_paced_bodies(&self, paced: bool) {
+        self.lock().paced_bodies = paced;
+    }
+
+    fn paced_bodies(&self) -> bool {
+        self.lock().paced_bodies
+    }
+
     /// Removes every scripted fault, latency and delay.
     pub fn clear(&self) {
         *self.lock() = FaultState::default();
@@ -150,7 +199,14 @@ impl Faults {
 
     fn take(&self) -> (Option<Fault>, Duration, Duration) {
         let mut state = self.lock();
-        (state.queue.pop_front(), state.latency, state.event_delay)
+        let fault = match state.queue.pop_front() {
+            Some(fault) => Some(fault),
+            None => {
+                let error = state.error_rate.as_mut().and_then(RateFault::draw);
+                error.or_else(|| state.cut_rate.as_mut().and_then(RateFault::draw))
+            }
+        };
+        (fault, state.latency, state.event_delay)
     }
 }
 
@@ -381,7 +437,27 @@ impl Admitted {
 
     /// `value` as the JSON answer, cut halfway under [`Fault::CutStream`].
     fn answer(&self, value: &impl serde::Serialize) -> Response {
-        json_response(value, self.fault.as_ref())
+        let response = json_response(value, self.fault.as_ref());
+        if self.event_delay.is_zero() || !self.shared.faults.paced_bodies() {
+            return response;
+        }
+        // OpenAI counts `completion_tokens`, Anthropic `output_tokens`, Ollama `eval_count`.
+        let tokens = serde_json::to_value(value)
+            .ok()
+            .and_then(|v| {
+                ["/usage/completion_tokens", "/usage/output_tokens", "/eval_count"]
+                    .iter()
+                    .find_map(|p| v.pointer(p).and_then(serde_json::Value::as_u64))
+            })
+            .unwrap_or(1);
+        let wait = self.event_delay.saturating_mul(u32::try_from(tokens).unwrap_or(u32::MAX));
+        let (parts, body) = response.into_parts();
+        let delayed = futures::stream::once(async move {
+            tokio::time::sleep(wait).await;
+            body.into_data_stream()
+        })
+        .flatten();
+        Response::from_parts(parts, Body::from_stream(delayed))
     }
 }
 
@@ -596,5 +672,80 @@ fn sse_frame(event: Option<&str>, value: &impl serde::Serialize) -> Bytes {
     match event {
         Some(name) => Bytes::from(format!("event: {name}\ndata: {json}\n\n")),
         None => Bytes::from(format!("data: {json}\n\n")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draws(faults: &Faults, n: usize) -> Vec<Option<Fault>> {
+        (0..n).map(|_| faults.take().0).collect()
+    }
+
+    #[test]
+    fn error_rate_is_seeded_and_near_its_rate() {
+        let faults = Faults::default();
+        faults.set_error_rate(0.3, 503, 7);
+        let first = draws(&faults, 10_000);
+        let errors = first.iter().filter(|f| **f == Some(Fault::status(503))).count();
+        assert!((2_700..3_300).contains(&errors), "{errors} errors in 10,000 at 30 %");
+        assert_eq!(first.iter().filter(|f| f.is_none()).count(), 10_000 - errors, "only errors are drawn");
+        faults.set_error_rate(0.3, 503, 7);
+        assert_eq!(draws(&faults, 10_000), first, "the same seed draws the same faults");
+        faults.set_error_rate(0.0, 503, 7);
+        assert!(draws(&faults, 1_000).iter().all(Option::is_none), "rate 0 turns it off");
+    }
+
+    /// POSTs a chat request over a raw connection; returns the whole response and how long it took.
+    async fn raw_chat(server: &MockServer) -> (String, Duration) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = server.base_url().trim_start_matches("http://").trim_end_matches("/v1").to_owned();
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"pace this answer"}]}"#;
+        let started = std::time::Instant::now();
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: mock\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).await.unwrap();
+        (out, started.elapsed())
+    }
+
+    #[tokio::test]
+    async fn paced_bodies_wait_the_event_delay_per_completion_token() {
+        let server =
+            crate::mock_upstream::MockOpenAi::serve(Arc::new(crate::mock::MockProvider::new("mock"))).await.unwrap();
+        server.faults().set_event_delay(Duration::from_millis(50));
+        let (plain, quick) = raw_chat(&server).await;
+        server.faults().set_paced_bodies(true);
+        let (paced, slow) = raw_chat(&server).await;
+        let tokens = |text: &str| -> u64 {
+            let at = text.find("\"completion_tokens\":").expect("usage in the answer") + 20;
+            text[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
+        };
+        assert_eq!(tokens(&plain), tokens(&paced), "pacing changes the timing, not the answer");
+        let n = u32::try_from(tokens(&paced)).unwrap();
+        assert!(n >= 6, "the mock answers at least six words");
+        assert!(slow >= Duration::from_millis(50) * n, "{slow:?} for {n} tokens at 50 ms");
+        assert!(quick < Duration::from_millis(50) * n, "unpaced plain answers do not wait: {quick:?}");
+    }
+
+    #[test]
+    fn scripted_faults_come_first_then_errors_then_cuts() {
+        let faults = Faults::default();
+        faults.set_cut_rate(1.0, 4, 1);
+        faults.push(Fault::MalformedJson);
+        assert_eq!(faults.take().0, Some(Fault::MalformedJson));
+        assert_eq!(faults.take().0, Some(Fault::CutStream { after_events: 4 }));
+        faults.set_error_rate(1.0, 500, 1);
+        assert_eq!(faults.take().0, Some(Fault::status(500)), "an error drawn wins over a cut");
+        faults.set_error_rate(f64::NAN, 500, 1);
+        assert_eq!(faults.take().0, Some(Fault::CutStream { after_events: 4 }), "a NaN rate never fails");
+        faults.clear();
+        assert_eq!(faults.take().0, None, "clear removes the rates too");
     }
 }
