@@ -163,7 +163,10 @@ async fn a_continuation_on_anthropic_is_a_prefilled_assistant_turn() {
         .unwrap();
     let config = GatewayConfig {
         models: vec![ModelConfig {
-            routes: vec![RouteConfig::new("openai-mock", "chitty-mock"), RouteConfig::new("anthropic-mock", "claude-mock")],
+            routes: vec![
+                RouteConfig::new("openai-mock", "chitty-mock"),
+                RouteConfig::new("anthropic-mock", "claude-mock"),
+            ],
             continue_streams: true,
             ..ModelConfig::new("chat")
         }],
