@@ -185,6 +185,8 @@ pub fn event_json(event: &Event) -> serde_json::Value {
             "stream": r.stream,
             "router": r.router.as_ref().map(|n| &*n.name),
             "router_reason": r.router.as_ref().map(|n| &*n.reason),
+            "attempts": r.attempts,
+            "continuations": r.continuations,
         }),
         Event::UpstreamFailure { provider, model, status } => {
             json!({"kind": "upstream_failure", "provider": provider, "model": model, "status": status})
@@ -199,6 +201,13 @@ pub fn event_json(event: &Event) -> serde_json::Value {
         Event::BudgetExcess { tenant, model, provider, reserved, reported } => json!({
             "kind": "budget_excess", "tenant": tenant, "model": model, "provider": provider,
             "reserved_nano_usd": reserved.0, "reported_nano_usd": reported.0,
+        }),
+        Event::Retry { provider, model, outcome } => {
+            json!({"kind": "retry", "provider": provider, "model": model, "outcome": outcome})
+        }
+        Event::StreamContinuation { model, from_route, to_route, outcome } => json!({
+            "kind": "stream_continuation", "model": model, "from_route": from_route, "to_route": to_route,
+            "outcome": outcome,
         }),
         other => json!({"kind": "other", "debug": format!("{other:?}")}),
     }
@@ -287,6 +296,8 @@ mod tests {
         assert_eq!((lines[0]["cost_nano_usd"].as_u64(), lines[0]["latency_ms"].as_u64()), (Some(1_234), Some(12)));
         assert_eq!((lines[0]["overhead_us"].as_u64(), lines[0]["route"].as_u64()), (Some(90), Some(0)));
         assert!(lines[0]["error_code"].is_null() && lines[0]["ttft_ms"].is_null(), "{}", lines[0]);
+        assert_eq!((lines[0]["attempts"].as_u64(), lines[0]["continuations"].as_u64()), (Some(1), Some(0)));
+        assert!(lines[0]["router"].is_null(), "{}", lines[0]);
         assert_eq!(lines[100]["kind"], "circuit_opened");
         assert_eq!(
             (lines[101]["kind"].as_str(), lines[101]["state"].as_str()),
