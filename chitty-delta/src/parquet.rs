@@ -138,7 +138,7 @@ struct ParquetManifest {
     writer: WriterRecipe,
 }
 
-/// A file decoded: its schema and its rows stream: `varint(len) | the schema as Arrow IPC flatbuffer`,
+/// A file decoded: its schema and its rows stream: `varint(len) | the schema as an Arrow IPC message`,
 /// then every row in `arrow`'s row format, each as `varint(len) | row`.
 struct DecodedRows {
     schema: SchemaRef,
@@ -350,10 +350,14 @@ fn decode_rows(file: &[u8]) -> Result<DecodedRows, String> {
         .map_err(|e| e.to_string())?;
     let schema = reader.schema();
     let converter = converter(&schema)?;
-    let fb = arrow::ipc::convert::IpcSchemaEncoder::new().schema_to_fb(&schema);
+    let message = arrow::ipc::writer::IpcDataGenerator::default().schema_to_bytes_with_dictionary_tracker(
+        &schema,
+        &mut arrow::ipc::writer::DictionaryTracker::new(false),
+        &arrow::ipc::writer::IpcWriteOptions::default(),
+    );
     let mut rows = Vec::new();
-    write_varint(&mut rows, fb.finished_data().len() as u64);
-    rows.extend_from_slice(fb.finished_data());
+    write_varint(&mut rows, message.ipc_message.len() as u64);
+    rows.extend_from_slice(&message.ipc_message);
     for batch in reader {
         let batch = batch.map_err(|e| e.to_string())?;
         let converted = converter.convert_columns(batch.columns()).map_err(|e| e.to_string())?;
