@@ -27,7 +27,10 @@ mod cli;
 
 /// `generate`'s arguments.
 #[derive(Parser)]
-#[command(name = "delta generate", about = "Write a realistic base/fine-tune safetensors pair (files, or repositories)")]
+#[command(
+    name = "delta generate",
+    about = "Write a realistic base/fine-tune safetensors pair (files, or repositories)"
+)]
 struct Generate {
     /// The base: a file, or a directory with `--base-shards`/`--target-shards`.
     base_out: PathBuf,
@@ -87,7 +90,8 @@ fn generate(args: Generate) -> ExitCode {
     let start = Instant::now();
     if args.base_shards.is_some() || args.target_shards.is_some() {
         let (base_shards, target_shards) = (args.base_shards.unwrap_or(1), args.target_shards.unwrap_or(1));
-        let repo = RepoPairSpec { model: spec.clone(), base_shards: base_shards.into(), target_shards: target_shards.into() };
+        let repo =
+            RepoPairSpec { model: spec.clone(), base_shards: base_shards.into(), target_shards: target_shards.into() };
         return match write_repo_pair(&repo, &args.base_out, &args.target_out) {
             Ok(()) => {
                 println!(

@@ -22,7 +22,10 @@ type Error = Box<dyn std::error::Error>;
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [input, output, options @ ..] = args.as_slice() else {
-        return Err("usage: csv_to_parquet IN.csv OUT.parquet [--drop-one-in N] [--seed S] [--compression none|zstd|snappy]".into());
+        return Err(
+            "usage: csv_to_parquet IN.csv OUT.parquet [--drop-one-in N] [--seed S] [--compression none|zstd|snappy]"
+                .into(),
+        );
     };
     let (mut drop_one_in, mut seed, mut compression) = (0u64, 21u64, Compression::UNCOMPRESSED);
     for pair in options.chunks(2) {

@@ -23,7 +23,10 @@ fn batch(n: u64, keep: &dyn Fn(u64) -> bool) -> RecordBatch {
     RecordBatch::try_from_iter([
         ("id", col(Arc::new(Int64Array::from_iter_values(ids.iter().map(|&i| i as i64 * 3 + 1_000_000))))),
         ("customer", col(Arc::new(StringArray::from_iter_values(ids.iter().map(|&i| names[(i * 7 % 8) as usize]))))),
-        ("amount", col(Arc::new(Float64Array::from_iter_values(ids.iter().map(|&i| (i * 7919 % 100_003) as f64 / 100.0))))),
+        (
+            "amount",
+            col(Arc::new(Float64Array::from_iter_values(ids.iter().map(|&i| (i * 7919 % 100_003) as f64 / 100.0)))),
+        ),
         ("paid", col(Arc::new(BooleanArray::from_iter(ids.iter().map(|&i| Some(i % 3 != 0)))))),
         ("coupon", col(Arc::new(Int32Array::from_iter(ids.iter().map(|&i| (i % 5 == 0).then_some((i % 97) as i32)))))),
     ])
@@ -86,7 +89,11 @@ fn a_filtered_rewrite_is_stored_by_value_in_under_30_percent() {
         let target = write(&batch(n, &filtered), p(), 8192);
         let (archive, method) = round_trip(&base, &target);
         let pct = 100.0 * archive.len() as f64 / target.len() as f64;
-        eprintln!("{compression:?} dictionary={dictionary} {version:?}: {} of {} bytes ({pct:.2} %)", archive.len(), target.len());
+        eprintln!(
+            "{compression:?} dictionary={dictionary} {version:?}: {} of {} bytes ({pct:.2} %)",
+            archive.len(),
+            target.len()
+        );
         assert_eq!(method, "parquet-rows", "{compression:?} {dictionary} {version:?}");
         assert!(pct <= 30.0, "{compression:?} {dictionary} {version:?}: {pct:.2} %");
         // Compressed pages share few bytes: the byte-level delta of the same pair stores more. (Uncompressed
