@@ -1,9 +1,11 @@
 //! `delta`: the `chitty-delta` command line (compress, decompress, verify, inspect, analyze; see
 //! `chitty-delta --help`), plus `generate`, which writes a realistic base/fine-tune safetensors pair from the
-//! testkit to try it on.
+//! testkit to try it on, as two files or (with `--base-shards`/`--target-shards`) as two model repositories
+//! laid out as on the Hugging Face Hub, sharded differently.
 //!
 //! ```text
 //! cargo run --release --example delta --features delta -- generate --bytes 1G BASE_OUT TARGET_OUT
+//! cargo run --release --example delta --features delta -- generate --bytes 1G --base-shards 5 --target-shards 3 BASE_DIR TARGET_DIR
 //! cargo run --release --example delta --features delta -- compress BASE TARGET -o OUT|- [--kind auto|model|dataset]
 //! cargo run --release --example delta --features delta -- decompress BASE ARCHIVE -o OUT|-
 //! ```
@@ -16,7 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use chitty_testkit::model_pairs::{FloatDtype, ModelPairSpec, write_pair};
+use chitty_testkit::model_pairs::{FloatDtype, ModelPairSpec, RepoPairSpec, write_pair, write_repo_pair};
 use clap::Parser;
 
 #[allow(dead_code, unreachable_pub)]
@@ -25,9 +27,14 @@ mod cli;
 
 /// `generate`'s arguments.
 #[derive(Parser)]
-#[command(name = "delta generate", about = "Write a realistic base/fine-tune safetensors pair")]
+#[command(
+    name = "delta generate",
+    about = "Write a realistic base/fine-tune safetensors pair (files, or repositories)"
+)]
 struct Generate {
+    /// The base: a file, or a directory with `--base-shards`/`--target-shards`.
     base_out: PathBuf,
+    /// The fine-tune: a file, or a directory with `--base-shards`/`--target-shards`.
     target_out: PathBuf,
     /// Approximate size of each file, e.g. 64M or 1G.
     #[arg(long, default_value = "64M")]
@@ -40,6 +47,15 @@ struct Generate {
     /// Update standard deviation relative to the weights' scale.
     #[arg(long, default_value_t = 1e-3)]
     delta_scale: f32,
+    /// Write model repositories (directories as on the Hub): the base in this many safetensors shards
+    /// (1 is a single `model.safetensors`; more come with `model.safetensors.index.json`), beside config,
+    /// tokenizer, generation config and README files.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=999))]
+    base_shards: Option<u16>,
+    /// Repositories: the fine-tune in this many shards (cut at other tensors than the base's when the
+    /// counts differ). Either option alone takes 1 for the other.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=999))]
+    target_shards: Option<u16>,
 }
 
 /// `64M`, `1G`, `1500` bytes.
@@ -72,6 +88,29 @@ fn generate(args: Generate) -> ExitCode {
     };
     let spec = ModelPairSpec::with_target_bytes(dtype, bytes, args.seed).delta_scale(args.delta_scale);
     let start = Instant::now();
+    if args.base_shards.is_some() || args.target_shards.is_some() {
+        let (base_shards, target_shards) = (args.base_shards.unwrap_or(1), args.target_shards.unwrap_or(1));
+        let repo =
+            RepoPairSpec { model: spec.clone(), base_shards: base_shards.into(), target_shards: target_shards.into() };
+        return match write_repo_pair(&repo, &args.base_out, &args.target_out) {
+            Ok(()) => {
+                println!(
+                    "result=ok op=generate kind=repository base_shards={base_shards} target_shards={target_shards} \
+                     base_bytes={} target_bytes={} hidden={} layers={} seconds={:.1}",
+                    dir_bytes(&args.base_out),
+                    dir_bytes(&args.target_out),
+                    spec.hidden,
+                    spec.layers,
+                    start.elapsed().as_secs_f64()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("result=error op=generate exit_code=6 message=writing the repositories: {e}");
+                ExitCode::from(6)
+            }
+        };
+    }
     match write_pair(&spec, &args.base_out, &args.target_out) {
         Ok(sizes) => {
             println!(
@@ -89,6 +128,20 @@ fn generate(args: Generate) -> ExitCode {
             ExitCode::from(6)
         }
     }
+}
+
+/// Bytes of the regular files under `dir` (0 for what cannot be read: the figure is informative).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 fn main() -> ExitCode {

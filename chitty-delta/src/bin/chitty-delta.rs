@@ -439,6 +439,16 @@ fn decoder_for(
     threads: Option<usize>,
     mac_key_file: Option<&Path>,
 ) -> Result<Box<dyn DeltaFileCodec>, Failure> {
+    if files::archive_format(archive)? == chitty_delta::parquet::PARQUET_FORMAT {
+        if mac_key_file.is_some() {
+            return Err(usage("dataset archives carry no MAC: --mac-key-file does not apply"));
+        }
+        let mut builder = DatasetDeltaCompressor::builder();
+        if let Some(t) = threads {
+            builder = builder.threads(t);
+        }
+        return Ok(Box::new(chitty_delta::parquet::ParquetDeltaCompressor::new(builder.build()?)));
+    }
     if files::archive_format(archive)? == "chitty-dataset-delta" {
         if mac_key_file.is_some() {
             return Err(usage("dataset archives carry no MAC: --mac-key-file does not apply"));
@@ -450,6 +460,22 @@ fn decoder_for(
         return Ok(Box::new(builder.build()?));
     }
     Ok(Box::new(model_compressor(Mode::Lossless, &[], 1, threads, mac_key_file)?))
+}
+
+/// Whether `path` starts and ends with Parquet's magic (`PAR1`).
+fn is_parquet_file(path: &Path) -> Result<bool, Failure> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |e: std::io::Error| Failure { code: 6, message: format!("{}: {e}", path.display()) };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len < 12 {
+        return Ok(false);
+    }
+    let (mut head, mut tail) = ([0u8; 4], [0u8; 4]);
+    file.read_exact(&mut head).map_err(io)?;
+    file.seek(SeekFrom::End(-4)).map_err(io)?;
+    file.read_exact(&mut tail).map_err(io)?;
+    Ok(&head == b"PAR1" && &tail == b"PAR1")
 }
 
 /// Whether `path` is framed like a safetensors file (a little-endian header length that fits the file,
@@ -552,7 +578,13 @@ fn run(command: Command, as_json: bool) -> Result<Report, Failure> {
                 if let Some(t) = threads {
                     builder = builder.threads(t);
                 }
-                Box::new(builder.build()?)
+                // A Parquet target is matched by values, falling back to bytes when its rows do not
+                // re-encode to its exact bytes.
+                if is_parquet_file(&target)? {
+                    Box::new(chitty_delta::parquet::ParquetDeltaCompressor::new(builder.build()?))
+                } else {
+                    Box::new(builder.build()?)
+                }
             } else {
                 let level = level.unwrap_or(chitty_delta::DEFAULT_ZSTD_LEVEL);
                 Box::new(model_compressor_within(
