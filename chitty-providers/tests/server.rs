@@ -243,7 +243,8 @@ async fn router_and_semantic_cache_answers_carry_their_headers() {
     })
     .await;
     let ask = |model: &str, content: Value| json!({"model": model, "messages": [{"role": "user", "content": content}]});
-    let r = s.post("/v1/chat/completions", "sk-acme").header("x-chitty-quality", "high").json(&ask("auto", json!("hi")));
+    let r =
+        s.post("/v1/chat/completions", "sk-acme").header("x-chitty-quality", "high").json(&ask("auto", json!("hi")));
     let r = r.send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-chitty-router"], "hint:high");
@@ -251,7 +252,8 @@ async fn router_and_semantic_cache_answers_carry_their_headers() {
     let models = s.json(reqwest::Method::GET, "/v1/models", "sk-acme").await;
     assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "auto"), "a router is listed: {models}");
 
-    let r = s.post("/v1/chat/completions", "sk-acme").header("x-chitty-quality", "best").json(&ask("auto", json!("hi")));
+    let r =
+        s.post("/v1/chat/completions", "sk-acme").header("x-chitty-quality", "best").json(&ask("auto", json!("hi")));
     let (status, body) = envelope(r.send().await.unwrap()).await;
     assert_eq!(status, 400);
     assert!(body["error"]["message"].as_str().unwrap().contains("x-chitty-quality"), "{body}");
