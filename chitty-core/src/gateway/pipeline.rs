@@ -347,7 +347,9 @@ impl Gateway {
         req: E::Req,
     ) -> Result<D::Output> {
         if let Some(router) = self.router_named(E::model(&req)) {
-            return self.execute_routed::<E, D>(ctx, req, router).await;
+            // Boxed: the router's state would otherwise make every request's future larger, and futures are
+            // moved by value through each layer of the server.
+            return Box::pin(self.execute_routed::<E, D>(ctx, req, router)).await;
         }
         self.execute_model::<E, D>(ctx, req, Via::default()).await
     }
@@ -423,7 +425,10 @@ impl Gateway {
             return D::replay(cached, req, meta);
         }
         let semantic = match (model.config.cache, E::as_chat(req)) {
-            (CachePolicy::Semantic, Some(chat)) if E::SEMANTIC => self.semantic_plan(ctx, &model.config, chat).await,
+            // Boxed for the same reason: only semantic models pay for its state.
+            (CachePolicy::Semantic, Some(chat)) if E::SEMANTIC => {
+                Box::pin(self.semantic_plan(ctx, &model.config, chat)).await
+            }
             _ => None,
         };
         if let Some(hit) = semantic.as_ref().and_then(|plan| self.semantic_lookup(&model.config, plan)) {
