@@ -54,7 +54,7 @@ fn main() -> Result<(), Error> {
         let batch = batch?;
         // SplitMix64 of the row number: the same rows dropped on every run.
         let keep: BooleanArray = (0..batch.num_rows() as u64)
-            .map(|i| Some(drop_one_in == 0 || splitmix(seed ^ (row + i)) % drop_one_in != 0))
+            .map(|i| Some(drop_one_in == 0 || !splitmix(seed ^ (row + i)).is_multiple_of(drop_one_in)))
             .collect();
         row += batch.num_rows() as u64;
         batches.push(filter_record_batch(&batch, &keep)?);
