@@ -343,7 +343,9 @@ fn json_bytes_response(meta: &ReplyMeta, request_id: &str, json: Bytes) -> Respo
 async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     endpoint(state, &headers, body, |gateway, ctx, request: ChatCompletionRequest| async move {
         if request.is_stream() {
-            return Ok(Answer::Stream(gateway.chat_stream(&ctx, request).await?));
+            // Boxed: a stream's pipeline future is large, and unboxed it would size every chat request's future,
+            // which each server layer moves by value.
+            return Ok(Answer::Stream(Box::pin(gateway.chat_stream(&ctx, request)).await?));
         }
         let reply = gateway.chat_passthrough(&ctx, request).await?;
         Ok(Answer::Json(reply.meta, reply.body.into_json()))
@@ -354,7 +356,7 @@ async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body
 async fn completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     endpoint(state, &headers, body, |gateway, ctx, request: CompletionRequest| async move {
         if request.is_stream() {
-            return Ok(Answer::Stream(gateway.completion_stream(&ctx, request).await?));
+            return Ok(Answer::Stream(Box::pin(gateway.completion_stream(&ctx, request)).await?));
         }
         Answer::json(gateway.completion(&ctx, request).await?)
     })
