@@ -133,7 +133,7 @@ const STOP_WORDS: [&str; 42] = [
 ];
 
 /// A deterministic unit vector for `text` in which texts sharing words are close: each word other than a
-/// [stop word](STOP_WORDS) adds ±1 to a dimension chosen by its hash (lower-cased, a plural `s` dropped), so
+/// stop word adds ±1 to a dimension chosen by its hash (lower-cased, a plural `s` dropped), so
 /// the cosine similarity of two texts grows with the words they share, whatever their order.
 pub fn bag_of_words_embedding(text: &str, dims: usize) -> Vec<f32> {
     let mut out = vec![0f32; dims.max(1)];
