@@ -181,6 +181,7 @@ impl Shard {
         self.ids.len() - self.dead
     }
 
+    #[cfg(feature = "hnsw")]
     fn row(&self, row: usize, dims: usize) -> &[f32] {
         &self.vectors[row * dims..(row + 1) * dims]
     }
