@@ -6,15 +6,15 @@
 //! [`SemanticIndexConfig::approximate_above`] rows is searched flat: one matrix-vector product (ndarray), about
 //! 1 ms per 1,000 rows of 1,536 dimensions. A bigger one (with the `hnsw` feature, on by default) is searched
 //! through an HNSW graph (the `fast-hnsw` crate) built when the shard crosses the bound and grown with every
-//! insert: the graph navigates by a 256-component random projection of the rows, and its 16 nearest candidates
+//! insert: the graph navigates by a 128-component random projection of the rows, and its 16 nearest candidates
 //! are re-ranked by exact cosine, so a hit's similarity is exact and only its recall is approximate (≥ 99 % in
 //! the tests). Entries expire (TTL from a `now` the caller passes) and memory is bounded by a cap on entries
 //! per tenant and overall, evicting the least recently used; a graph keeps removed rows as tombstones, skipped
 //! by lookups, and is rebuilt from the live rows when they are fewer than the dead ones (a pause of about the
 //! shard's insert cost: ~0.5 ms per row at 1,536 dimensions, under the caller's lock). Memory is about
 //! `entries × dims × 4` bytes plus ~150 bytes of bookkeeping per entry (10,000 entries of 1,536 dimensions:
-//! 62 MB; 100,000: 614 MB), and for graph shards ~1.5 KB more per row (the projection and the links) and a
-//! 1.5 MB projection matrix. Not synchronised: hold it behind a lock.
+//! 62 MB; 100,000: 614 MB), and for graph shards ~1 KB more per row (the projection and the links) and a
+//! 0.8 MB projection matrix. Not synchronised: hold it behind a lock.
 //!
 //! Which requests may use it is [`semantic_refusal`]'s call: never with tools, `n > 1`, a temperature
 //! above the configured bound, or `Cache-Control: no-store`.
@@ -141,12 +141,13 @@ pub struct SemanticIndexConfig {
     pub max_entries_per_tenant: usize,
     /// Shards (one tenant's partition) holding more rows than this are searched through an approximate graph
     /// instead of a flat scan; `usize::MAX` keeps every shard flat, as does building without the `hnsw`
-    /// feature. [`DEFAULT_APPROXIMATE_ABOVE`] is where a flat scan of 1,536-dimension rows passes ~2 ms.
+    /// feature. [`DEFAULT_APPROXIMATE_ABOVE`] is the usual choice.
     pub approximate_above: usize,
 }
 
-/// Rows above which a shard is searched through its graph: a flat scan of 2,000 rows of 1,536 dimensions
-/// takes ~1.9 ms and a graph lookup ~0.5 ms (`benches/routing.rs`, docs/benchmarks.md).
+/// Rows above which a shard is searched through its graph: a flat scan of 1,536-dimension rows takes
+/// 0.25–0.94 ms per 1,000 rows (quiet to loaded machine), a graph lookup 0.1–0.7 ms from 10k to 100k rows
+/// (`benches/routing.rs`, docs/benchmarks.md), and below ~2,000 rows building a graph is not worth its inserts.
 pub const DEFAULT_APPROXIMATE_ABOVE: usize = 2_000;
 
 /// The best match of a lookup.
@@ -714,7 +715,7 @@ mod tests {
     #[cfg(feature = "hnsw")]
     #[test]
     fn the_graph_finds_noisy_copies_through_the_projection() {
-        // Wider than the graph's 256 components, so it navigates by projections and re-ranks exactly.
+        // Wider than the graph's 128 components, so it navigates by projections and re-ranks exactly.
         let rows = random_units(&SeededRandom::new(768), 2_000, 768);
         let share = recall(&rows, 0);
         assert!(share >= 0.99, "recall {share}");
