@@ -211,12 +211,22 @@ impl Shard {
         self.graph = Some(graph);
     }
 
-    /// The row most similar to the unit vector `query` among those alive and unexpired at `now`, and its
-    /// cosine similarity.
+    /// The row most similar to `query` among those alive and unexpired at `now`, and its cosine similarity
+    /// (at most 1: rounding can push the cosine of a vector with itself just past it).
     fn best(&self, query: &[f32], dims: usize, now: Timestamp) -> Result<Option<(usize, f32)>, EmbeddingError> {
+        Ok(self.best_unclamped(query, dims, now)?.map(|(row, similarity)| (row, similarity.min(1.0))))
+    }
+
+    fn best_unclamped(
+        &self,
+        query: &[f32],
+        dims: usize,
+        now: Timestamp,
+    ) -> Result<Option<(usize, f32)>, EmbeddingError> {
         let alive = |row: usize| self.ids[row] != DEAD && self.expires[row] > now;
         #[cfg(feature = "hnsw")]
         if let Some(graph) = &self.graph {
+            let query = &unit_vector(query, dims)?;
             // Dead rows still route the search; ask for more candidates while all of them are dead.
             let mut wanted = graph::CANDIDATES;
             loop {
@@ -366,8 +376,7 @@ impl<V: Clone> SemanticIndex<V> {
             unit_vector(query, self.config.dims)?;
             return Ok(None);
         };
-        let unit = unit_vector(query, self.config.dims)?;
-        let best = shard.best(&unit, self.config.dims, now)?.map(|(row, similarity)| (shard.ids[row], similarity));
+        let best = shard.best(query, self.config.dims, now)?.map(|(row, similarity)| (shard.ids[row], similarity));
         let Some((id, similarity)) = best.filter(|&(_, s)| s >= threshold) else { return Ok(None) };
         self.touch(id);
         Ok(self.entries.get(&id).map(|e| SemanticHit { value: e.value.clone(), similarity }))
@@ -551,6 +560,8 @@ mod tests {
             let hit = i.lookup("acme", P, &at(25.0), 0.9, T0).unwrap().unwrap();
             assert_eq!(hit.value, 2);
             assert!((hit.similarity - 5f32.to_radians().cos()).abs() < 1e-5, "{}", hit.similarity);
+            let same = i.lookup("acme", P, &[at(30.0)[0] * 3.0, at(30.0)[1] * 3.0], 0.9, T0).unwrap().unwrap();
+            assert!(same.similarity <= 1.0 && same.similarity > 0.9999, "{}", same.similarity);
             assert!(i.lookup("acme", P, &at(15.0), 0.97, T0).unwrap().is_none(), "cos 15° = 0.966 < 0.97");
             assert!(i.lookup("acme", P, &at(15.0), 0.96, T0).unwrap().is_some());
             let scaled = [at(29.0)[0] * 40.0, at(29.0)[1] * 40.0];
@@ -762,6 +773,14 @@ mod tests {
             let alive = n % 2 == 1 || n / 10 + 60 > 75;
             assert_eq!(found, alive.then_some(n as u32), "row {n}");
         }
+        // A near duplicate of an evicted row (unexpired) answers for it: the tombstone, nearer still, is skipped.
+        let twin: Vec<f32> =
+            rows[41].iter().enumerate().map(|(k, x)| x + if k % 2 == 0 { 0.02 } else { -0.02 }).collect();
+        i.insert("acme", P, &twin, 1_041, t(75), HOUR).unwrap();
+        assert_eq!(i.tenants["acme"].shards[&P].dead, 130, "still tombstones, not compacted");
+        let hit = i.lookup("acme", P, &rows[41], 0.9, t(75)).unwrap().unwrap();
+        assert_eq!(hit.value, 1_041);
+        assert!(hit.similarity < 1.0);
     }
 
     #[cfg(feature = "hnsw")]
