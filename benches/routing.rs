@@ -1,8 +1,9 @@
 //! The pure routing decisions of issue 19, with no gateway around them: the smart router's rule path
 //! (features read from a request, then rules and hint), its classifier (k nearest of 1,000 labelled examples
 //! of 1,536 dimensions, excluding the embedding call), the balancer, the retry budget, the cascade's schema
-//! check, and the semantic cache's flat search over 1k, 10k and 100k entries of 1,536 dimensions (all in one
-//! tenant and partition: the worst case).
+//! check, and the semantic cache's index over 1k, 10k and 100k entries of 1,536 dimensions (all in one
+//! tenant and partition: the worst case) as shipped (flat up to 2,000 rows, an HNSW graph above), its insert
+//! cost at 100k, and the flat scan alone at 100k.
 //!
 //! `cargo bench --bench routing`
 
@@ -18,7 +19,7 @@ use chitty::core::router::{
     AnswerExpectations, CascadeConfig, ExampleIndex, QualityHint, RequestFeatures, RouterConfig, RouterStep,
     SmartRouter,
 };
-use chitty::core::semantic::{PartitionKey, SemanticIndex, SemanticIndexConfig};
+use chitty::core::semantic::{DEFAULT_APPROXIMATE_ABOVE, PartitionKey, SemanticIndex, SemanticIndexConfig};
 use chitty::core::wire::{ChatCompletionRequest, ChatCompletionResponse};
 use chitty::core::{RandomSource, SeededRandom, Timestamp};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -135,22 +136,79 @@ fn bench_semantic(c: &mut Criterion) {
     let random = SeededRandom::new(2026);
     let now = Timestamp(1_700_000_000_000);
     let partition = PartitionKey([3; 16]);
-    for entries in [1_000usize, 10_000, 100_000] {
+    let ttl = Duration::from_secs(3_600);
+    let build = |entries: usize, approximate_above: usize| {
         let mut index: SemanticIndex<u64> = SemanticIndex::new(SemanticIndexConfig {
             dims: DIMS,
             max_entries: entries,
             max_entries_per_tenant: entries,
+            approximate_above,
         });
+        let mut stored = Vec::new();
         for i in 0..entries {
-            index
-                .insert("bench", partition, &vector(&random), i as u64, now, Duration::from_secs(3_600))
-                .expect("insert");
+            let v = vector(&random);
+            index.insert("bench", partition, &v, i as u64, now, ttl).expect("insert");
+            if i % 97 == 0 {
+                stored.push((i as u64, v));
+            }
         }
-        let query = vector(&random);
+        (index, stored)
+    };
+    // A miss (a random query: nothing near it) and a hit (a stored row with noise, cosine ~0.97).
+    let query = vector(&random);
+    let near = |v: &[f32]| -> Vec<f32> {
+        v.iter().map(|x| x + 0.25 * ((random.next_u64() % 2_001) as f32 / 1_000.0 - 1.0)).collect()
+    };
+    let mut big = None;
+    for entries in [1_000usize, 10_000, 100_000] {
+        // The index as shipped: flat up to DEFAULT_APPROXIMATE_ABOVE rows per shard, a graph above.
+        let (mut index, stored) = build(entries, DEFAULT_APPROXIMATE_ABOVE);
         group.bench_function(format!("{entries}x1536"), |b| {
             b.iter(|| black_box(index.lookup("bench", partition, black_box(&query), 0.95, now).expect("lookup")))
         });
+        let hits: Vec<Vec<f32>> = stored.iter().map(|(_, v)| near(v)).collect();
+        // Recall of the index as shipped on these near duplicates, printed beside the timings.
+        let found = stored
+            .iter()
+            .zip(&hits)
+            .filter(|((i, _), q)| {
+                let hit = index.lookup("bench", partition, q, 0.9, now).expect("lookup");
+                hit.is_some_and(|h| h.value == *i)
+            })
+            .count();
+        eprintln!("semantic_lookup/{entries}x1536: {found} of {} near duplicates found", stored.len());
+        let mut n = 0;
+        group.bench_function(format!("{entries}x1536_hit"), |b| {
+            b.iter(|| {
+                n += 1;
+                let hit = index.lookup("bench", partition, black_box(&hits[n % hits.len()]), 0.9, now).expect("lookup");
+                black_box(hit)
+            })
+        });
+        if entries == 100_000 {
+            big = Some(index);
+        }
     }
+    // The flat scan alone at 100k, for the side-by-side.
+    let (mut flat, _) = build(100_000, usize::MAX);
+    group.bench_function("flat_100000x1536", |b| {
+        b.iter(|| black_box(flat.lookup("bench", partition, black_box(&query), 0.95, now).expect("lookup")))
+    });
+    group.finish();
+    drop(flat);
+
+    // Insert at the cap of 100k: each one evicts the least recently used entry (a tombstone in the graph).
+    let Some(mut index) = big else { return };
+    let fresh: Vec<Vec<f32>> = (0..1_000).map(|_| vector(&random)).collect();
+    let mut n = 0;
+    let mut group = c.benchmark_group("semantic_insert");
+    group.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    group.bench_function("100000x1536", |b| {
+        b.iter(|| {
+            n += 1;
+            index.insert("bench", partition, &fresh[n % fresh.len()], n as u64, now, ttl).expect("insert")
+        })
+    });
     group.finish();
 }
 

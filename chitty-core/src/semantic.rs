@@ -2,21 +2,34 @@
 //! the same [`PartitionKey`] (model, parameters, tools, and the conversation before the last user message),
 //! by cosine similarity of their embeddings, answers when it is at least the model's threshold.
 //!
-//! In process and flat: each (tenant, partition) keeps its unit vectors end to end and a lookup is one
-//! matrix-vector product over them (ndarray). Entries expire (TTL from a `now` the caller passes) and memory
-//! is bounded by a cap on entries per tenant and overall, evicting the least recently used. Memory is about
+//! In process. Each (tenant, partition) shard keeps its unit vectors end to end. A shard of at most
+//! [`SemanticIndexConfig::approximate_above`] rows is searched flat: one matrix-vector product (ndarray), about
+//! 1 ms per 1,000 rows of 1,536 dimensions. A bigger one (with the `hnsw` feature, on by default) is searched
+//! through an HNSW graph (the `fast-hnsw` crate) built when the shard crosses the bound and grown with every
+//! insert: the graph navigates by a 128-component random projection of the rows, and its 16 nearest candidates
+//! are re-ranked by exact cosine, so a hit's similarity is exact and only its recall is approximate (≥ 99 % in
+//! the tests). Entries expire (TTL from a `now` the caller passes) and memory is bounded by a cap on entries
+//! per tenant and overall, evicting the least recently used; a graph keeps removed rows as tombstones, skipped
+//! by lookups, and is rebuilt from the live rows when they are fewer than the dead ones (a pause of about the
+//! shard's insert cost: ~0.5 ms per row at 1,536 dimensions, under the caller's lock). Memory is about
 //! `entries × dims × 4` bytes plus ~150 bytes of bookkeeping per entry (10,000 entries of 1,536 dimensions:
-//! 62 MB). Not synchronised: hold it behind a lock.
+//! 62 MB; 100,000: 614 MB), and for graph shards ~1 KB more per row (the projection and the links) and a
+//! 0.8 MB projection matrix. Not synchronised: hold it behind a lock.
 //!
 //! Which requests may use it is [`semantic_refusal`]'s call: never with tools, `n > 1`, a temperature
 //! above the configured bound, or `Cache-Control: no-store`.
 //!
 //! ```
 //! use std::time::Duration;
-//! use chitty_core::semantic::{PartitionKey, SemanticIndex, SemanticIndexConfig};
+//! use chitty_core::semantic::{DEFAULT_APPROXIMATE_ABOVE, PartitionKey, SemanticIndex, SemanticIndexConfig};
 //! use chitty_core::Timestamp;
 //!
-//! let mut index = SemanticIndex::new(SemanticIndexConfig { dims: 3, max_entries: 1_000, max_entries_per_tenant: 100 });
+//! let mut index = SemanticIndex::new(SemanticIndexConfig {
+//!     dims: 3,
+//!     max_entries: 1_000,
+//!     max_entries_per_tenant: 100,
+//!     approximate_above: DEFAULT_APPROXIMATE_ABOVE,
+//! });
 //! let partition = PartitionKey([7; 16]);
 //! let now = Timestamp(1_000);
 //! // The value is whatever finds the stored answer again, e.g. the exact cache's key.
@@ -37,6 +50,9 @@ use crate::embedding::{EmbeddingError, cosine_scores, unit_vector};
 use crate::keys::{CacheDirective, CacheScope, chat_key};
 use crate::time::Timestamp;
 use crate::wire::{ChatCompletionRequest, Role};
+
+#[cfg(feature = "hnsw")]
+mod graph;
 
 /// What else a cached answer depends on besides the embedded prompt: entries are only compared within one
 /// partition. Opaque 16 bytes; [`PartitionKey::of_chat`] derives it from a chat request.
@@ -123,7 +139,16 @@ pub struct SemanticIndexConfig {
     pub max_entries: usize,
     /// Most entries of one tenant.
     pub max_entries_per_tenant: usize,
+    /// Shards (one tenant's partition) holding more rows than this are searched through an approximate graph
+    /// instead of a flat scan; `usize::MAX` keeps every shard flat, as does building without the `hnsw`
+    /// feature. [`DEFAULT_APPROXIMATE_ABOVE`] is the usual choice.
+    pub approximate_above: usize,
 }
+
+/// Rows above which a shard is searched through its graph: a flat scan of 1,536-dimension rows takes
+/// 0.25–0.94 ms per 1,000 rows (quiet to loaded machine), a graph lookup 0.1–0.7 ms from 10k to 100k rows
+/// (`benches/routing.rs`, docs/benchmarks.md), and below ~2,000 rows building a graph is not worth its inserts.
+pub const DEFAULT_APPROXIMATE_ABOVE: usize = 2_000;
 
 /// The best match of a lookup.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,12 +161,96 @@ pub struct SemanticHit<V> {
 
 type EntryId = u64;
 
-/// One partition's vectors, end to end, with the entry of each row.
+/// The id of a removed row that a graph still holds; ids count up from 0 and never reach it.
+const DEAD: EntryId = EntryId::MAX;
+
+/// One partition's vectors, end to end, with the entry of each row. Flat shards remove a row by moving the
+/// last one into its place; graph shards (node `i` is row `i`) mark it [`DEAD`] until the next rebuild.
 #[derive(Debug, Default)]
 struct Shard {
     vectors: Vec<f32>,
     ids: Vec<EntryId>,
     expires: Vec<Timestamp>,
+    /// Rows marked [`DEAD`].
+    dead: usize,
+    #[cfg(feature = "hnsw")]
+    graph: Option<graph::Graph>,
+}
+
+impl Shard {
+    fn live(&self) -> usize {
+        self.ids.len() - self.dead
+    }
+
+    #[cfg(feature = "hnsw")]
+    fn row(&self, row: usize, dims: usize) -> &[f32] {
+        &self.vectors[row * dims..(row + 1) * dims]
+    }
+
+    /// Appends a row; a flat shard that now holds more than `approximate_above` rows gets its graph.
+    fn push(&mut self, unit: &[f32], id: EntryId, expires_at: Timestamp, config: &SemanticIndexConfig) {
+        self.vectors.extend_from_slice(unit);
+        self.ids.push(id);
+        self.expires.push(expires_at);
+        #[cfg(feature = "hnsw")]
+        match &mut self.graph {
+            Some(graph) => graph.insert(unit),
+            None if self.ids.len() > config.approximate_above => self.build_graph(config.dims),
+            None => {}
+        }
+        #[cfg(not(feature = "hnsw"))]
+        let _ = config;
+    }
+
+    #[cfg(feature = "hnsw")]
+    fn build_graph(&mut self, dims: usize) {
+        let mut graph = graph::Graph::new(dims);
+        for row in 0..self.ids.len() {
+            graph.insert(self.row(row, dims));
+        }
+        self.graph = Some(graph);
+    }
+
+    /// The row most similar to `query` among those alive and unexpired at `now`, and its cosine similarity
+    /// (at most 1: rounding can push the cosine of a vector with itself just past it).
+    fn best(&self, query: &[f32], dims: usize, now: Timestamp) -> Result<Option<(usize, f32)>, EmbeddingError> {
+        Ok(self.best_unclamped(query, dims, now)?.map(|(row, similarity)| (row, similarity.min(1.0))))
+    }
+
+    fn best_unclamped(
+        &self,
+        query: &[f32],
+        dims: usize,
+        now: Timestamp,
+    ) -> Result<Option<(usize, f32)>, EmbeddingError> {
+        let alive = |row: usize| self.ids[row] != DEAD && self.expires[row] > now;
+        #[cfg(feature = "hnsw")]
+        if let Some(graph) = &self.graph {
+            let query = &unit_vector(query, dims)?;
+            // Dead rows still route the search; ask for more candidates while all of them are dead.
+            let mut wanted = graph::CANDIDATES;
+            loop {
+                let rows = graph.nearest(query, wanted);
+                let best = rows
+                    .iter()
+                    .copied()
+                    .filter(|&row| row < self.ids.len() && alive(row))
+                    .map(|row| (row, graph::dot(query, self.row(row, dims))))
+                    .max_by(|a, b| a.1.total_cmp(&b.1));
+                if best.is_some() || rows.len() < wanted || wanted >= graph.len() {
+                    return Ok(best);
+                }
+                wanted = wanted.saturating_mul(4);
+            }
+        }
+        let scores = cosine_scores(&self.vectors, dims, query)?;
+        Ok(scores
+            .iter()
+            .enumerate()
+            .filter(|&(row, _)| alive(row))
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(row, &similarity)| (row, similarity)))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -244,9 +353,7 @@ impl<V: Clone> SemanticIndex<V> {
         entries.recency.insert(tick, id);
         let shard = entries.shards.entry(partition).or_default();
         let row = shard.ids.len();
-        shard.vectors.extend_from_slice(&unit);
-        shard.ids.push(id);
-        shard.expires.push(expires_at);
+        shard.push(&unit, id, expires_at, &self.config);
         self.recency.insert(tick, id);
         self.expiry.insert((expires_at, id));
         self.entries.insert(id, Entry { tenant, partition, row, expires_at, last_used: tick, value });
@@ -269,13 +376,7 @@ impl<V: Clone> SemanticIndex<V> {
             unit_vector(query, self.config.dims)?;
             return Ok(None);
         };
-        let scores = cosine_scores(&shard.vectors, self.config.dims, query)?;
-        let best = scores
-            .iter()
-            .enumerate()
-            .filter(|&(row, _)| shard.expires[row] > now)
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(row, &similarity)| (shard.ids[row], similarity));
+        let best = shard.best(query, self.config.dims, now)?.map(|(row, similarity)| (shard.ids[row], similarity));
         let Some((id, similarity)) = best.filter(|&(_, s)| s >= threshold) else { return Ok(None) };
         self.touch(id);
         Ok(self.entries.get(&id).map(|e| SemanticHit { value: e.value.clone(), similarity }))
@@ -318,7 +419,8 @@ impl<V: Clone> SemanticIndex<V> {
         }
     }
 
-    /// Removes entry `id` from every structure; the shard's last row moves into its place.
+    /// Removes entry `id` from every structure: in a flat shard the last row moves into its place, in a graph
+    /// shard the row is marked dead and the shard compacted once most of its rows are.
     fn remove(&mut self, id: EntryId) {
         let Some(entry) = self.entries.remove(&id) else { return };
         self.recency.remove(&entry.last_used);
@@ -327,19 +429,31 @@ impl<V: Clone> SemanticIndex<V> {
         tenant.recency.remove(&entry.last_used);
         if let Some(shard) = tenant.shards.get_mut(&entry.partition) {
             let dims = self.config.dims;
-            // The entry's row is in this shard, so it is not empty; a miss would be a bookkeeping bug.
-            let Some(last) = shard.ids.len().checked_sub(1) else { return };
-            if entry.row != last {
-                shard.vectors.copy_within(last * dims..(last + 1) * dims, entry.row * dims);
-                let moved = shard.ids[last];
-                if let Some(m) = self.entries.get_mut(&moved) {
-                    m.row = entry.row;
+            #[cfg(feature = "hnsw")]
+            let graph = shard.graph.is_some();
+            #[cfg(not(feature = "hnsw"))]
+            let graph = false;
+            if graph {
+                shard.ids[entry.row] = DEAD;
+                shard.dead += 1;
+                if shard.dead > shard.live() {
+                    compact(shard, &mut self.entries, &self.config);
                 }
+            } else {
+                // The entry's row is in this shard, so it is not empty; a miss would be a bookkeeping bug.
+                let Some(last) = shard.ids.len().checked_sub(1) else { return };
+                if entry.row != last {
+                    shard.vectors.copy_within(last * dims..(last + 1) * dims, entry.row * dims);
+                    let moved = shard.ids[last];
+                    if let Some(m) = self.entries.get_mut(&moved) {
+                        m.row = entry.row;
+                    }
+                }
+                shard.vectors.truncate(last * dims);
+                shard.ids.swap_remove(entry.row);
+                shard.expires.swap_remove(entry.row);
             }
-            shard.vectors.truncate(last * dims);
-            shard.ids.swap_remove(entry.row);
-            shard.expires.swap_remove(entry.row);
-            if shard.ids.is_empty() {
+            if shard.live() == 0 {
                 tenant.shards.remove(&entry.partition);
             }
         }
@@ -348,6 +462,31 @@ impl<V: Clone> SemanticIndex<V> {
         }
     }
 }
+
+/// Drops a graph shard's dead rows, renumbering the live ones (and their entries) in order, and rebuilds its
+/// graph from them, or leaves it flat when they are no more than `approximate_above`.
+#[cfg(feature = "hnsw")]
+fn compact<V>(shard: &mut Shard, entries: &mut HashMap<EntryId, Entry<V>>, config: &SemanticIndexConfig) {
+    let dims = config.dims;
+    let old = std::mem::take(shard);
+    for (row, &id) in old.ids.iter().enumerate() {
+        if id == DEAD {
+            continue;
+        }
+        if let Some(e) = entries.get_mut(&id) {
+            e.row = shard.ids.len();
+        }
+        shard.vectors.extend_from_slice(old.row(row, dims));
+        shard.ids.push(id);
+        shard.expires.push(old.expires[row]);
+    }
+    if shard.ids.len() > config.approximate_above {
+        shard.build_graph(dims);
+    }
+}
+
+#[cfg(not(feature = "hnsw"))]
+fn compact<V>(_: &mut Shard, _: &mut HashMap<EntryId, Entry<V>>, _: &SemanticIndexConfig) {}
 
 #[cfg(test)]
 mod tests {
@@ -361,8 +500,30 @@ mod tests {
     const P: PartitionKey = PartitionKey([1; 16]);
     const Q: PartitionKey = PartitionKey([2; 16]);
 
-    fn index(max_entries: usize, per_tenant: usize) -> SemanticIndex<u32> {
-        SemanticIndex::new(SemanticIndexConfig { dims: 2, max_entries, max_entries_per_tenant: per_tenant })
+    /// Shard sizes above which the tests search a graph: never (flat), and from the first row.
+    #[cfg(feature = "hnsw")]
+    const PATHS: [usize; 2] = [usize::MAX, 0];
+    #[cfg(not(feature = "hnsw"))]
+    const PATHS: [usize; 1] = [usize::MAX];
+
+    fn index(max_entries: usize, per_tenant: usize, approximate_above: usize) -> SemanticIndex<u32> {
+        SemanticIndex::new(SemanticIndexConfig {
+            dims: 2,
+            max_entries,
+            max_entries_per_tenant: per_tenant,
+            approximate_above,
+        })
+    }
+
+    /// Whether some shard of `i` is searched through a graph.
+    fn has_graph(i: &SemanticIndex<u32>) -> bool {
+        #[cfg(feature = "hnsw")]
+        return i.tenants.values().flat_map(|t| t.shards.values()).any(|s| s.graph.is_some());
+        #[cfg(not(feature = "hnsw"))]
+        return {
+            let _ = i;
+            false
+        };
     }
 
     /// A unit vector at `degrees` in the plane.
@@ -377,112 +538,297 @@ mod tests {
 
     #[test]
     fn tenants_and_partitions_are_isolated() {
-        let mut i = index(100, 100);
-        i.insert("acme", P, &at(0.0), 1, T0, HOUR).unwrap();
-        i.insert("globex", Q, &at(0.0), 2, T0, HOUR).unwrap();
-        assert_eq!(value(&mut i, "acme", P, at(1.0), T0), Some(1));
-        assert_eq!(value(&mut i, "acme", Q, at(0.0), T0), None, "same tenant, other model or parameters");
-        assert_eq!(value(&mut i, "globex", P, at(0.0), T0), None, "same partition, other tenant");
-        assert_eq!(value(&mut i, "globex", Q, at(0.0), T0), Some(2));
-        assert_eq!(value(&mut i, "initech", P, at(0.0), T0), None);
+        for above in PATHS {
+            let mut i = index(100, 100, above);
+            i.insert("acme", P, &at(0.0), 1, T0, HOUR).unwrap();
+            i.insert("globex", Q, &at(0.0), 2, T0, HOUR).unwrap();
+            assert_eq!(value(&mut i, "acme", P, at(1.0), T0), Some(1));
+            assert_eq!(value(&mut i, "acme", Q, at(0.0), T0), None, "same tenant, other model or parameters");
+            assert_eq!(value(&mut i, "globex", P, at(0.0), T0), None, "same partition, other tenant");
+            assert_eq!(value(&mut i, "globex", Q, at(0.0), T0), Some(2));
+            assert_eq!(value(&mut i, "initech", P, at(0.0), T0), None);
+            assert_eq!(has_graph(&i), above == 0);
+        }
     }
 
     #[test]
     fn the_threshold_decides_and_the_best_match_wins() {
-        let mut i = index(100, 100);
-        i.insert("acme", P, &at(0.0), 1, T0, HOUR).unwrap();
-        i.insert("acme", P, &at(30.0), 2, T0, HOUR).unwrap();
-        let hit = i.lookup("acme", P, &at(25.0), 0.9, T0).unwrap().unwrap();
-        assert_eq!(hit.value, 2);
-        assert!((hit.similarity - 5f32.to_radians().cos()).abs() < 1e-5, "{}", hit.similarity);
-        assert!(i.lookup("acme", P, &at(15.0), 0.97, T0).unwrap().is_none(), "cos 15° = 0.966 < 0.97");
-        assert!(i.lookup("acme", P, &at(15.0), 0.96, T0).unwrap().is_some());
-        let scaled = [at(29.0)[0] * 40.0, at(29.0)[1] * 40.0];
-        assert_eq!(i.lookup("acme", P, &scaled, 0.99, T0).unwrap().map(|h| h.value), Some(2), "length is ignored");
-        assert_eq!(
-            i.lookup("acme", P, &[1.0, 0.0, 0.0], 0.9, T0),
-            Err(EmbeddingError::Dimensions { expected: 2, found: 3 })
-        );
-        assert_eq!(i.lookup("nobody", P, &[1.0], 0.9, T0), Err(EmbeddingError::Dimensions { expected: 2, found: 1 }));
-        assert_eq!(i.insert("acme", P, &[0.0, 0.0], 3, T0, HOUR), Err(EmbeddingError::Zero));
-        assert_eq!(i.len(), 2);
+        for above in PATHS {
+            let mut i = index(100, 100, above);
+            i.insert("acme", P, &at(0.0), 1, T0, HOUR).unwrap();
+            i.insert("acme", P, &at(30.0), 2, T0, HOUR).unwrap();
+            let hit = i.lookup("acme", P, &at(25.0), 0.9, T0).unwrap().unwrap();
+            assert_eq!(hit.value, 2);
+            assert!((hit.similarity - 5f32.to_radians().cos()).abs() < 1e-5, "{}", hit.similarity);
+            let same = i.lookup("acme", P, &[at(30.0)[0] * 3.0, at(30.0)[1] * 3.0], 0.9, T0).unwrap().unwrap();
+            assert!(same.similarity <= 1.0 && same.similarity > 0.9999, "{}", same.similarity);
+            assert!(i.lookup("acme", P, &at(15.0), 0.97, T0).unwrap().is_none(), "cos 15° = 0.966 < 0.97");
+            assert!(i.lookup("acme", P, &at(15.0), 0.96, T0).unwrap().is_some());
+            let scaled = [at(29.0)[0] * 40.0, at(29.0)[1] * 40.0];
+            assert_eq!(i.lookup("acme", P, &scaled, 0.99, T0).unwrap().map(|h| h.value), Some(2), "length is ignored");
+            assert_eq!(
+                i.lookup("acme", P, &[1.0, 0.0, 0.0], 0.9, T0),
+                Err(EmbeddingError::Dimensions { expected: 2, found: 3 })
+            );
+            assert_eq!(
+                i.lookup("nobody", P, &[1.0], 0.9, T0),
+                Err(EmbeddingError::Dimensions { expected: 2, found: 1 })
+            );
+            assert_eq!(i.insert("acme", P, &[0.0, 0.0], 3, T0, HOUR), Err(EmbeddingError::Zero));
+            assert_eq!(i.len(), 2);
+        }
     }
 
     #[test]
     fn entries_expire() {
-        let mut i = index(100, 100);
-        i.insert("acme", P, &at(0.0), 1, T0, Duration::from_secs(60)).unwrap();
-        i.insert("acme", P, &at(90.0), 2, T0, HOUR).unwrap();
-        let t = |s: u64| T0.plus(Duration::from_secs(s));
-        assert_eq!(value(&mut i, "acme", P, at(0.0), t(59)), Some(1));
-        assert_eq!(value(&mut i, "acme", P, at(0.0), t(60)), None, "expired at its TTL");
-        assert_eq!(i.len(), 1, "and removed");
-        assert_eq!(value(&mut i, "acme", P, at(90.0), t(60)), Some(2), "the moved row is still found");
-        i.purge_expired(t(3_600));
-        assert!(i.is_empty());
-        assert_eq!(i.tenant_len("acme"), 0);
+        for above in PATHS {
+            let mut i = index(100, 100, above);
+            i.insert("acme", P, &at(0.0), 1, T0, Duration::from_secs(60)).unwrap();
+            i.insert("acme", P, &at(90.0), 2, T0, HOUR).unwrap();
+            let t = |s: u64| T0.plus(Duration::from_secs(s));
+            assert_eq!(value(&mut i, "acme", P, at(0.0), t(59)), Some(1));
+            assert_eq!(value(&mut i, "acme", P, at(0.0), t(60)), None, "expired at its TTL");
+            assert_eq!(i.len(), 1, "and removed");
+            assert_eq!(value(&mut i, "acme", P, at(90.0), t(60)), Some(2), "the moved row is still found");
+            i.purge_expired(t(3_600));
+            assert!(i.is_empty());
+            assert_eq!(i.tenant_len("acme"), 0);
+        }
     }
 
     #[test]
     fn a_tenant_at_its_cap_evicts_its_own_least_recently_used() {
-        let mut i = index(100, 3);
-        for (n, deg) in [(1, 0.0), (2, 30.0), (3, 60.0)] {
-            i.insert("acme", P, &at(deg), n, T0, HOUR).unwrap();
+        for above in PATHS {
+            let mut i = index(100, 3, above);
+            for (n, deg) in [(1, 0.0), (2, 30.0), (3, 60.0)] {
+                i.insert("acme", P, &at(deg), n, T0, HOUR).unwrap();
+            }
+            i.insert("globex", P, &at(0.0), 9, T0, HOUR).unwrap();
+            assert_eq!(value(&mut i, "acme", P, at(0.0), T0), Some(1), "entry 1 is now the most recently used");
+            i.insert("acme", Q, &at(90.0), 4, T0, HOUR).unwrap();
+            assert_eq!(i.tenant_len("acme"), 3);
+            assert_eq!(value(&mut i, "acme", P, at(30.0), T0), None, "entry 2 was the least recently used");
+            assert_eq!(value(&mut i, "acme", P, at(60.0), T0), Some(3));
+            assert_eq!(value(&mut i, "acme", P, at(0.0), T0), Some(1));
+            assert_eq!(value(&mut i, "acme", Q, at(90.0), T0), Some(4));
+            assert_eq!(value(&mut i, "globex", P, at(0.0), T0), Some(9), "another tenant's entries are untouched");
         }
-        i.insert("globex", P, &at(0.0), 9, T0, HOUR).unwrap();
-        assert_eq!(value(&mut i, "acme", P, at(0.0), T0), Some(1), "entry 1 is now the most recently used");
-        i.insert("acme", Q, &at(90.0), 4, T0, HOUR).unwrap();
-        assert_eq!(i.tenant_len("acme"), 3);
-        assert_eq!(value(&mut i, "acme", P, at(30.0), T0), None, "entry 2 was the least recently used");
-        assert_eq!(value(&mut i, "acme", P, at(60.0), T0), Some(3));
-        assert_eq!(value(&mut i, "acme", P, at(0.0), T0), Some(1));
-        assert_eq!(value(&mut i, "acme", Q, at(90.0), T0), Some(4));
-        assert_eq!(value(&mut i, "globex", P, at(0.0), T0), Some(9), "another tenant's entries are untouched");
     }
 
     #[test]
     fn the_overall_cap_evicts_across_tenants() {
-        let mut i = index(3, 10);
-        i.insert("a", P, &at(0.0), 1, T0, HOUR).unwrap();
-        i.insert("b", P, &at(0.0), 2, T0, HOUR).unwrap();
-        i.insert("c", P, &at(0.0), 3, T0, HOUR).unwrap();
-        assert_eq!(value(&mut i, "a", P, at(0.0), T0), Some(1));
-        i.insert("d", P, &at(0.0), 4, T0, HOUR).unwrap();
-        assert_eq!(i.len(), 3);
-        assert_eq!(value(&mut i, "b", P, at(0.0), T0), None, "b was the least recently used overall");
-        assert_eq!(i.tenant_len("b"), 0);
-        assert_eq!(value(&mut i, "a", P, at(0.0), T0), Some(1));
-        let mut none = index(0, 10);
-        none.insert("a", P, &at(0.0), 1, T0, HOUR).unwrap();
-        assert!(none.is_empty(), "a cap of zero stores nothing");
+        for above in PATHS {
+            let mut i = index(3, 10, above);
+            i.insert("a", P, &at(0.0), 1, T0, HOUR).unwrap();
+            i.insert("b", P, &at(0.0), 2, T0, HOUR).unwrap();
+            i.insert("c", P, &at(0.0), 3, T0, HOUR).unwrap();
+            assert_eq!(value(&mut i, "a", P, at(0.0), T0), Some(1));
+            i.insert("d", P, &at(0.0), 4, T0, HOUR).unwrap();
+            assert_eq!(i.len(), 3);
+            assert_eq!(value(&mut i, "b", P, at(0.0), T0), None, "b was the least recently used overall");
+            assert_eq!(i.tenant_len("b"), 0);
+            assert_eq!(value(&mut i, "a", P, at(0.0), T0), Some(1));
+            let mut none = index(0, 10, above);
+            none.insert("a", P, &at(0.0), 1, T0, HOUR).unwrap();
+            assert!(none.is_empty(), "a cap of zero stores nothing");
+        }
     }
 
     #[test]
     fn many_inserts_and_removals_keep_rows_consistent() {
-        // Random inserts, lookups and expiries against a plain list as the model of what must be found.
-        let random = SeededRandom::new(99);
-        let mut i: SemanticIndex<u32> =
-            SemanticIndex::new(SemanticIndexConfig { dims: 8, max_entries: 50, max_entries_per_tenant: 30 });
-        let mut now = T0;
-        for n in 0..2_000u32 {
-            now = now.plus(Duration::from_millis(random.next_u64() % 50));
-            let tenant = ["a", "b", "c"][(random.next_u64() % 3) as usize];
-            let partition = PartitionKey([(random.next_u64() % 2) as u8; 16]);
-            let v: Vec<f32> = (0..8).map(|_| (random.next_u64() % 1_000) as f32 / 500.0 - 1.0).collect();
-            let ttl = Duration::from_millis(500 + random.next_u64() % 5_000);
-            if i.insert(tenant, partition, &v, n, now, ttl).is_err() {
-                continue;
-            }
-            // The vector just stored is its own best match.
-            let hit = i.lookup(tenant, partition, &v, 0.9999, now).unwrap().unwrap();
-            assert_eq!(hit.value, n);
-            assert!(i.len() <= 50 && i.tenant_len(tenant) <= 30);
-            let rows: usize = i.tenants.values().flat_map(|t| t.shards.values()).map(|s| s.ids.len()).sum();
-            assert_eq!(rows, i.len());
-            for (id, e) in &i.entries {
-                assert_eq!(i.tenants[&e.tenant].shards[&e.partition].ids[e.row], *id);
+        for above in PATHS {
+            // Random inserts, lookups and expiries against a plain list as the model of what must be found.
+            let random = SeededRandom::new(99);
+            let mut i: SemanticIndex<u32> = SemanticIndex::new(SemanticIndexConfig {
+                dims: 8,
+                max_entries: 50,
+                max_entries_per_tenant: 30,
+                approximate_above: above,
+            });
+            let mut now = T0;
+            for n in 0..2_000u32 {
+                now = now.plus(Duration::from_millis(random.next_u64() % 50));
+                let tenant = ["a", "b", "c"][(random.next_u64() % 3) as usize];
+                let partition = PartitionKey([(random.next_u64() % 2) as u8; 16]);
+                let v: Vec<f32> = (0..8).map(|_| (random.next_u64() % 1_000) as f32 / 500.0 - 1.0).collect();
+                let ttl = Duration::from_millis(500 + random.next_u64() % 5_000);
+                if i.insert(tenant, partition, &v, n, now, ttl).is_err() {
+                    continue;
+                }
+                // The vector just stored is its own best match.
+                let hit = i.lookup(tenant, partition, &v, 0.9999, now).unwrap().unwrap();
+                assert_eq!(hit.value, n);
+                assert!(i.len() <= 50 && i.tenant_len(tenant) <= 30);
+                let shards = || i.tenants.values().flat_map(|t| t.shards.values());
+                assert_eq!(shards().map(Shard::live).sum::<usize>(), i.len());
+                assert!(shards().all(|s| s.dead <= s.live()), "compacted once most rows are dead");
+                assert_eq!(has_graph(&i), above == 0 && !i.is_empty());
+                for (id, e) in &i.entries {
+                    assert_eq!(i.tenants[&e.tenant].shards[&e.partition].ids[e.row], *id);
+                }
             }
         }
+    }
+
+    /// `n` seeded random unit vectors of `dims` components.
+    #[cfg(feature = "hnsw")]
+    fn random_units(random: &SeededRandom, n: usize, dims: usize) -> Vec<Vec<f32>> {
+        (0..n)
+            .map(|_| {
+                let v: Vec<f32> = (0..dims).map(|_| (random.next_u64() % 20_001) as f32 / 10_000.0 - 1.0).collect();
+                unit_vector(&v, dims).unwrap()
+            })
+            .collect()
+    }
+
+    /// A copy of `v` with noise of about a third of its length mixed in (cosine ~0.95 with `v`).
+    #[cfg(feature = "hnsw")]
+    fn noisy(random: &SeededRandom, v: &[f32]) -> Vec<f32> {
+        let scale = 0.55 / (v.len() as f32).sqrt();
+        v.iter().map(|x| x + scale * ((random.next_u64() % 20_001) as f32 / 10_000.0 - 1.0)).collect()
+    }
+
+    /// Stores `rows` for "acme" in `P`, then looks up noisy copies of 500 of them: the share found.
+    #[cfg(feature = "hnsw")]
+    fn recall(rows: &[Vec<f32>], approximate_above: usize) -> f64 {
+        let dims = rows[0].len();
+        let random = SeededRandom::new(11);
+        let mut i: SemanticIndex<u32> = SemanticIndex::new(SemanticIndexConfig {
+            dims,
+            max_entries: rows.len(),
+            max_entries_per_tenant: rows.len(),
+            approximate_above,
+        });
+        for (n, row) in rows.iter().enumerate() {
+            i.insert("acme", P, row, n as u32, T0, HOUR).unwrap();
+        }
+        assert!(has_graph(&i));
+        let queries = 500;
+        let found = (0..queries)
+            .filter(|_| {
+                let n = (random.next_u64() % rows.len() as u64) as usize;
+                let hit = i.lookup("acme", P, &noisy(&random, &rows[n]), 0.8, T0).unwrap();
+                hit.is_some_and(|h| h.value == n as u32 && h.similarity < 1.0)
+            })
+            .count();
+        found as f64 / queries as f64
+    }
+
+    #[cfg(feature = "hnsw")]
+    #[test]
+    fn the_graph_finds_noisy_copies_among_20k_random_vectors() {
+        // Flat up to the default bound, then the graph: both the switch and the incremental inserts.
+        let rows = random_units(&SeededRandom::new(20_000), 20_000, 32);
+        let share = recall(&rows, DEFAULT_APPROXIMATE_ABOVE);
+        assert!(share >= 0.99, "recall {share}");
+    }
+
+    #[cfg(feature = "hnsw")]
+    #[test]
+    fn the_graph_finds_noisy_copies_through_the_projection() {
+        // Wider than the graph's 128 components, so it navigates by projections and re-ranks exactly.
+        let rows = random_units(&SeededRandom::new(768), 2_000, 768);
+        let share = recall(&rows, 0);
+        assert!(share >= 0.99, "recall {share}");
+    }
+
+    /// An index of 16-component vectors whose shards use a graph above 50 rows.
+    #[cfg(feature = "hnsw")]
+    fn graph_index(per_tenant: usize) -> SemanticIndex<u32> {
+        SemanticIndex::new(SemanticIndexConfig {
+            dims: 16,
+            max_entries: 10_000,
+            max_entries_per_tenant: per_tenant,
+            approximate_above: 50,
+        })
+    }
+
+    #[cfg(feature = "hnsw")]
+    #[test]
+    fn graph_shards_never_answer_with_expired_evicted_or_foreign_entries() {
+        let random = SeededRandom::new(5);
+        let rows = random_units(&random, 300, 16);
+        let mut i = graph_index(200);
+        let t = |s: u64| T0.plus(Duration::from_secs(s));
+        for (n, row) in rows.iter().enumerate() {
+            // Even rows live a minute, odd ones an hour.
+            let ttl = if n % 2 == 0 { Duration::from_secs(60) } else { HOUR };
+            i.insert("acme", P, row, n as u32, t(n as u64 / 10), ttl).unwrap();
+        }
+        assert!(has_graph(&i));
+        assert_eq!(i.tenant_len("acme"), 200, "the first 100 were evicted");
+        let look = |i: &mut SemanticIndex<u32>, tenant: &str, p: PartitionKey, n: usize, now: Timestamp| {
+            i.lookup(tenant, p, &rows[n], 0.99, now).unwrap().map(|h| h.value)
+        };
+        assert_eq!(look(&mut i, "acme", P, 150, t(29)), Some(150));
+        assert_eq!(look(&mut i, "acme", P, 40, t(29)), None, "evicted");
+        assert_eq!(look(&mut i, "acme", P, 41, t(29)), None, "evicted");
+        assert_eq!(look(&mut i, "globex", P, 150, t(29)), None, "another tenant");
+        assert_eq!(look(&mut i, "acme", Q, 150, t(29)), None, "another partition");
+        // Rows 100..=159 were stored by t(15): the even ones have expired by t(75).
+        assert_eq!(look(&mut i, "acme", P, 150, t(75)), None, "expired");
+        assert_eq!(look(&mut i, "acme", P, 151, t(75)), Some(151));
+        for n in 100..300 {
+            let found = look(&mut i, "acme", P, n, t(75));
+            let alive = n % 2 == 1 || n / 10 + 60 > 75;
+            assert_eq!(found, alive.then_some(n as u32), "row {n}");
+        }
+        // A near duplicate of an evicted row (unexpired) answers for it: the tombstone, nearer still, is skipped.
+        let twin: Vec<f32> =
+            rows[41].iter().enumerate().map(|(k, x)| x + if k % 2 == 0 { 0.02 } else { -0.02 }).collect();
+        i.insert("acme", P, &twin, 1_041, t(75), HOUR).unwrap();
+        assert_eq!(i.tenants["acme"].shards[&P].dead, 130, "still tombstones, not compacted");
+        let hit = i.lookup("acme", P, &rows[41], 0.9, t(75)).unwrap().unwrap();
+        assert_eq!(hit.value, 1_041);
+        assert!(hit.similarity < 1.0);
+    }
+
+    #[cfg(feature = "hnsw")]
+    #[test]
+    fn graph_shards_are_rebuilt_after_many_removals_and_go_flat_when_small() {
+        let random = SeededRandom::new(6);
+        let rows = random_units(&random, 400, 16);
+        let mut i = graph_index(1_000);
+        let t = |s: u64| T0.plus(Duration::from_secs(s));
+        for (n, row) in rows.iter().enumerate() {
+            // Three waves of 100 expiring at 10, 20 and 30 seconds, then one row a second from 40 seconds on.
+            let secs = if n < 300 { 10 * (n as u64 / 100 + 1) } else { 40 + (n as u64 - 300) };
+            i.insert("acme", P, row, n as u32, T0, Duration::from_secs(secs)).unwrap();
+        }
+        let shard = |i: &SemanticIndex<u32>| {
+            let s = &i.tenants["acme"].shards[&P];
+            (s.ids.len(), s.dead, s.graph.as_ref().map(graph::Graph::len))
+        };
+        let found = |i: &mut SemanticIndex<u32>, n: usize, now: Timestamp| {
+            i.lookup("acme", P, &rows[n], 0.999, now).unwrap().map(|h| h.value)
+        };
+        assert_eq!(shard(&i), (400, 0, Some(400)));
+        i.purge_expired(t(10));
+        assert_eq!(shard(&i), (400, 100, Some(400)), "a quarter dead: kept as tombstones");
+        i.purge_expired(t(20));
+        assert_eq!(shard(&i), (400, 200, Some(400)), "half dead: not yet more than the live rows");
+        i.purge_expired(t(30));
+        assert_eq!(shard(&i), (199, 99, Some(199)), "rebuilt from the 199 rows live at the 201st removal");
+        for n in 0..400 {
+            assert_eq!(found(&mut i, n, t(30)), (n >= 300).then_some(n as u32), "row {n}");
+        }
+        i.purge_expired(t(40));
+        assert_eq!(shard(&i), (99, 0, Some(99)), "rebuilt again at the next removal");
+        i.purge_expired(t(89));
+        assert_eq!(shard(&i), (99, 49, Some(99)));
+        i.purge_expired(t(90));
+        assert_eq!(shard(&i), (49, 0, None), "49 live rows, not above 50: flat");
+        for n in 290..400 {
+            assert_eq!(found(&mut i, n, t(90)), (n > 350).then_some(n as u32), "row {n}");
+        }
+        i.insert("acme", P, &rows[0], 1_000, t(90), HOUR).unwrap();
+        assert_eq!(shard(&i), (50, 0, None));
+        i.insert("acme", P, &rows[1], 1_001, t(90), HOUR).unwrap();
+        assert_eq!(shard(&i), (51, 0, Some(51)), "past 50 rows: a graph again");
+        assert_eq!(found(&mut i, 1, t(90)), Some(1_001));
+        assert_eq!(found(&mut i, 399, t(90)), Some(399));
+        i.purge_expired(t(7_200));
+        assert!(i.is_empty() && i.tenants.is_empty(), "all expired, shard dropped");
     }
 
     fn chat(v: serde_json::Value) -> ChatCompletionRequest {

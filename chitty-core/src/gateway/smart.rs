@@ -21,7 +21,7 @@ use crate::router::{
     AnswerExpectations, ExampleIndex, ExampleSetConfig, RequestFeatures, RouterConfig, RouterDecision, RouterStep,
     SmartRouter, classifier_text,
 };
-use crate::semantic::{PartitionKey, SemanticIndex, SemanticIndexConfig, semantic_refusal};
+use crate::semantic::{DEFAULT_APPROXIMATE_ABOVE, PartitionKey, SemanticIndex, SemanticIndexConfig, semantic_refusal};
 use crate::time::Timestamp;
 use crate::wire::{ChatCompletionRequest, EmbeddingInput, EmbeddingRequest, Role};
 
@@ -290,6 +290,7 @@ impl Gateway {
                 dims: plan.embedding.len(),
                 max_entries: cache.max_entries_per_tenant.saturating_mul(SEMANTIC_TENANTS_BOUND),
                 max_entries_per_tenant: cache.max_entries_per_tenant,
+                approximate_above: DEFAULT_APPROXIMATE_ABOVE,
             })
         });
         if let Err(e) = index.insert(&plan.scope, plan.partition, &plan.embedding, entry, self.now(), ttl) {
