@@ -5,13 +5,21 @@
 //! In process. Each (tenant, partition) shard keeps its unit vectors end to end. A shard of at most
 //! [`SemanticIndexConfig::approximate_above`] rows is searched flat: one matrix-vector product (ndarray), about
 //! 1 ms per 1,000 rows of 1,536 dimensions. A bigger one (with the `hnsw` feature, on by default) is searched
-//! through an HNSW graph (the `fast-hnsw` crate) built when the shard crosses the bound and grown with every
+//! through an HNSW graph (the `fast-hnsw` crate) started when the shard crosses the bound and grown with every
 //! insert: the graph navigates by a 128-component random projection of the rows, and its 16 nearest candidates
 //! are re-ranked by exact cosine, so a hit's similarity is exact and only its recall is approximate (≥ 99 % in
 //! the tests). Entries expire (TTL from a `now` the caller passes) and memory is bounded by a cap on entries
 //! per tenant and overall, evicting the least recently used; a graph keeps removed rows as tombstones, skipped
-//! by lookups, and is rebuilt from the live rows when they are fewer than the dead ones (a pause of about the
-//! shard's insert cost: ~0.5 ms per row at 1,536 dimensions, under the caller's lock). Memory is about
+//! by lookups, and is rebuilt from the live rows when they are fewer than the dead ones.
+//!
+//! **Graph work per call is bounded**: a graph is filled incrementally, at most 32 rows
+//! (`GRAPH_ROWS_PER_CALL`) per call of [`SemanticIndex::insert`], [`SemanticIndex::lookup`] or
+//! [`SemanticIndex::purge_expired`] (the shard of the call first, then others whose graph lacks rows), and
+//! none in [`SemanticIndex::remove_tenant`]; at 0.15–0.2 ms per row at 1,536 dimensions in a graph of a few
+//! thousand rows and ~1 ms at 100,000, that is at most ~5–35 ms of graph work per call, under the caller's lock. Until its graph holds every row a shard is scanned flat
+//! (correct, ~1 ms per 1,000 rows) and new rows queue for the graph. A rebuild after compaction works the same
+//! way, flat meanwhile: the old graph's nodes are the old row numbers, so keeping it serving would mean keeping
+//! the dead rows too, and the live rows being fewer than half the shard, the flat scan is short. Memory is about
 //! `entries × dims × 4` bytes plus ~150 bytes of bookkeeping per entry (10,000 entries of 1,536 dimensions:
 //! 62 MB; 100,000: 614 MB), and for graph shards ~1 KB more per row (the projection and the links) and a
 //! 0.8 MB projection matrix. Not synchronised: hold it behind a lock.
@@ -165,8 +173,8 @@ type EntryId = u64;
 const DEAD: EntryId = EntryId::MAX;
 
 /// Rows inserted into graphs by one call of a public method, at most: graph work is spread over calls so none
-/// holds the caller's lock for long. About 0.7–0.9 ms per row at 1,536 dimensions (`benches/routing.rs`,
-/// `semantic_graph_step`), so at most ~30 ms of graph work per call.
+/// holds the caller's lock for long. 0.15–0.2 ms per row at 1,536 dimensions in graphs of a few thousand rows,
+/// ~1 ms at 100,000 (`benches/routing.rs`, `semantic_graph_step`): at most ~5–35 ms of graph work per call.
 #[cfg(feature = "hnsw")]
 pub(crate) const GRAPH_ROWS_PER_CALL: usize = 32;
 
