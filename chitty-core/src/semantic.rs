@@ -319,7 +319,7 @@ pub struct SemanticIndex<V> {
     next_id: EntryId,
     clock: u64,
     /// Rows inserted into graphs so far, for the tests of the per-call bound.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "hnsw"))]
     graph_rows_inserted: usize,
 }
 
@@ -335,7 +335,7 @@ impl<V: Clone> SemanticIndex<V> {
             behind: BTreeSet::new(),
             next_id: 0,
             clock: 0,
-            #[cfg(test)]
+            #[cfg(all(test, feature = "hnsw"))]
             graph_rows_inserted: 0,
         }
     }
