@@ -210,6 +210,84 @@ fn bench_semantic(c: &mut Criterion) {
         })
     });
     group.finish();
+    drop(index);
+
+    // The worst single call while a graph fills: a lookup on a shard that has just crossed the bound, which also
+    // inserts the next GRAPH_ROWS_PER_CALL (32) rows into its graph (63 such calls catch up 2,001 rows; the
+    // bench starts over after 60).
+    let rows: Vec<Vec<f32>> = (0..=DEFAULT_APPROXIMATE_ABOVE).map(|_| vector(&random)).collect();
+    let fill = || {
+        let mut index: SemanticIndex<u64> = SemanticIndex::new(SemanticIndexConfig {
+            dims: DIMS,
+            max_entries: 100_000,
+            max_entries_per_tenant: 100_000,
+            approximate_above: DEFAULT_APPROXIMATE_ABOVE,
+        });
+        for (i, v) in rows.iter().enumerate() {
+            index.insert("bench", partition, v, i as u64, now, ttl).expect("insert");
+        }
+        index
+    };
+    let mut group = c.benchmark_group("semantic_graph_step");
+    group.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    group.bench_function("lookup_2001x1536", |b| {
+        b.iter_custom(|iters| {
+            let (mut index, mut calls, mut total) = (fill(), 0, Duration::ZERO);
+            for _ in 0..iters {
+                if calls == 60 {
+                    (index, calls) = (fill(), 0);
+                }
+                let start = std::time::Instant::now();
+                black_box(index.lookup("bench", partition, black_box(&query), 0.95, now).expect("lookup"));
+                total += start.elapsed();
+                calls += 1;
+            }
+            total
+        })
+    });
+    group.finish();
+
+    // Printed: every call timed while 10,000 rows are stored (the graph follows the inserts), then while the
+    // graph is rebuilt after 6,000 of them expire at once (compaction, then 4,000 rows at 32 per call).
+    let mut index: SemanticIndex<u64> = SemanticIndex::new(SemanticIndexConfig {
+        dims: DIMS,
+        max_entries: 10_000,
+        max_entries_per_tenant: 10_000,
+        approximate_above: DEFAULT_APPROXIMATE_ABOVE,
+    });
+    let expiring = Duration::from_secs(60);
+    let mut inserts = Vec::new();
+    for i in 0..10_000u64 {
+        let v = vector(&random);
+        let start = std::time::Instant::now();
+        index.insert("bench", partition, &v, i, now, if i < 6_000 { expiring } else { ttl }).expect("insert");
+        inserts.push(start.elapsed());
+    }
+    let later = now.plus(expiring);
+    let start = std::time::Instant::now();
+    index.purge_expired(later);
+    let mut rebuild = vec![start.elapsed()];
+    // 4,000 live rows at 32 per call: 125 calls, the purge's included; a few more show the graph serving.
+    for _ in 0..130 {
+        let start = std::time::Instant::now();
+        black_box(index.lookup("bench", partition, &query, 0.95, later).expect("lookup"));
+        rebuild.push(start.elapsed());
+    }
+    let summary = |calls: &mut Vec<Duration>| {
+        calls.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        format!(
+            "median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            ms(calls[calls.len() / 2]),
+            ms(calls[calls.len() * 99 / 100]),
+            ms(calls[calls.len() - 1])
+        )
+    };
+    eprintln!("semantic_graph_step: 10,000 inserts of 1,536 dims, each call: {}", summary(&mut inserts));
+    eprintln!(
+        "semantic_graph_step: purge of 6,000 + 130 lookups while 4,000 rows are rebuilt: {}",
+        summary(&mut rebuild)
+    );
 }
 
 criterion_group! {

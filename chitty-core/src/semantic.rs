@@ -5,13 +5,21 @@
 //! In process. Each (tenant, partition) shard keeps its unit vectors end to end. A shard of at most
 //! [`SemanticIndexConfig::approximate_above`] rows is searched flat: one matrix-vector product (ndarray), about
 //! 1 ms per 1,000 rows of 1,536 dimensions. A bigger one (with the `hnsw` feature, on by default) is searched
-//! through an HNSW graph (the `fast-hnsw` crate) built when the shard crosses the bound and grown with every
+//! through an HNSW graph (the `fast-hnsw` crate) started when the shard crosses the bound and grown with every
 //! insert: the graph navigates by a 128-component random projection of the rows, and its 16 nearest candidates
 //! are re-ranked by exact cosine, so a hit's similarity is exact and only its recall is approximate (≥ 99 % in
 //! the tests). Entries expire (TTL from a `now` the caller passes) and memory is bounded by a cap on entries
 //! per tenant and overall, evicting the least recently used; a graph keeps removed rows as tombstones, skipped
-//! by lookups, and is rebuilt from the live rows when they are fewer than the dead ones (a pause of about the
-//! shard's insert cost: ~0.5 ms per row at 1,536 dimensions, under the caller's lock). Memory is about
+//! by lookups, and is rebuilt from the live rows when they are fewer than the dead ones.
+//!
+//! **Graph work per call is bounded**: a graph is filled incrementally, at most 32 rows
+//! (`GRAPH_ROWS_PER_CALL`) per call of [`SemanticIndex::insert`], [`SemanticIndex::lookup`] or
+//! [`SemanticIndex::purge_expired`] (the shard of the call first, then others whose graph lacks rows), and
+//! none in [`SemanticIndex::remove_tenant`]; at 0.15–0.2 ms per row at 1,536 dimensions in a graph of a few
+//! thousand rows and ~1 ms at 100,000, that is at most ~5–35 ms of graph work per call, under the caller's lock. Until its graph holds every row a shard is scanned flat
+//! (correct, ~1 ms per 1,000 rows) and new rows queue for the graph. A rebuild after compaction works the same
+//! way, flat meanwhile: the old graph's nodes are the old row numbers, so keeping it serving would mean keeping
+//! the dead rows too, and the live rows being fewer than half the shard, the flat scan is short. Memory is about
 //! `entries × dims × 4` bytes plus ~150 bytes of bookkeeping per entry (10,000 entries of 1,536 dimensions:
 //! 62 MB; 100,000: 614 MB), and for graph shards ~1 KB more per row (the projection and the links) and a
 //! 0.8 MB projection matrix. Not synchronised: hold it behind a lock.
@@ -164,6 +172,12 @@ type EntryId = u64;
 /// The id of a removed row that a graph still holds; ids count up from 0 and never reach it.
 const DEAD: EntryId = EntryId::MAX;
 
+/// Rows inserted into graphs by one call of a public method, at most: graph work is spread over calls so none
+/// holds the caller's lock for long. 0.15–0.2 ms per row at 1,536 dimensions in graphs of a few thousand rows,
+/// ~1 ms at 100,000 (`benches/routing.rs`, `semantic_graph_step`): at most ~5–35 ms of graph work per call.
+#[cfg(feature = "hnsw")]
+pub(crate) const GRAPH_ROWS_PER_CALL: usize = 32;
+
 /// One partition's vectors, end to end, with the entry of each row. Flat shards remove a row by moving the
 /// last one into its place; graph shards (node `i` is row `i`) mark it [`DEAD`] until the next rebuild.
 #[derive(Debug, Default)]
@@ -173,6 +187,8 @@ struct Shard {
     expires: Vec<Timestamp>,
     /// Rows marked [`DEAD`].
     dead: usize,
+    /// Present once the shard has crossed `approximate_above` (rows then become tombstones when removed); its
+    /// node `i` is row `i`, and it answers lookups only once it holds every row: until then a flat scan does.
     #[cfg(feature = "hnsw")]
     graph: Option<graph::Graph>,
 }
@@ -187,28 +203,47 @@ impl Shard {
         &self.vectors[row * dims..(row + 1) * dims]
     }
 
-    /// Appends a row; a flat shard that now holds more than `approximate_above` rows gets its graph.
-    fn push(&mut self, unit: &[f32], id: EntryId, expires_at: Timestamp, config: &SemanticIndexConfig) {
+    /// Appends a row; a flat shard that now holds more than `approximate_above` rows gets an empty graph, which
+    /// [`Shard::extend_graph`] fills. Whether the graph now lacks rows.
+    fn push(&mut self, unit: &[f32], id: EntryId, expires_at: Timestamp, config: &SemanticIndexConfig) -> bool {
         self.vectors.extend_from_slice(unit);
         self.ids.push(id);
         self.expires.push(expires_at);
         #[cfg(feature = "hnsw")]
-        match &mut self.graph {
-            Some(graph) => graph.insert(unit),
-            None if self.ids.len() > config.approximate_above => self.build_graph(config.dims),
-            None => {}
+        if self.graph.is_none() && self.ids.len() > config.approximate_above {
+            self.graph = Some(graph::Graph::new(config.dims));
         }
         #[cfg(not(feature = "hnsw"))]
         let _ = config;
+        self.graph_behind()
     }
 
+    /// Whether removed rows are tombstones (a graph, complete or not, numbers its nodes by row).
+    fn has_graph(&self) -> bool {
+        #[cfg(feature = "hnsw")]
+        return self.graph.is_some();
+        #[cfg(not(feature = "hnsw"))]
+        false
+    }
+
+    /// Whether the shard has a graph that lacks some of its rows.
+    fn graph_behind(&self) -> bool {
+        #[cfg(feature = "hnsw")]
+        return self.graph.as_ref().is_some_and(|g| g.len() < self.ids.len());
+        #[cfg(not(feature = "hnsw"))]
+        false
+    }
+
+    /// Inserts up to `budget` of the rows the graph lacks, in row order: how many it inserted.
     #[cfg(feature = "hnsw")]
-    fn build_graph(&mut self, dims: usize) {
-        let mut graph = graph::Graph::new(dims);
-        for row in 0..self.ids.len() {
-            graph.insert(self.row(row, dims));
+    fn extend_graph(&mut self, dims: usize, budget: usize) -> usize {
+        let Some(graph) = &mut self.graph else { return 0 };
+        let (from, to) = (graph.len(), self.ids.len().min(graph.len() + budget));
+        for row in from..to {
+            // Dead rows too: node `i` must be row `i`, and they still route searches.
+            graph.insert(&self.vectors[row * dims..(row + 1) * dims]);
         }
-        self.graph = Some(graph);
+        to.saturating_sub(from)
     }
 
     /// The row most similar to `query` among those alive and unexpired at `now`, and its cosine similarity
@@ -225,7 +260,7 @@ impl Shard {
     ) -> Result<Option<(usize, f32)>, EmbeddingError> {
         let alive = |row: usize| self.ids[row] != DEAD && self.expires[row] > now;
         #[cfg(feature = "hnsw")]
-        if let Some(graph) = &self.graph {
+        if let Some(graph) = self.graph.as_ref().filter(|g| g.len() == self.ids.len()) {
             let query = &unit_vector(query, dims)?;
             // Dead rows still route the search; ask for more candidates while all of them are dead.
             let mut wanted = graph::CANDIDATES;
@@ -279,8 +314,13 @@ pub struct SemanticIndex<V> {
     /// Last use → entry, oldest first, across tenants.
     recency: BTreeMap<u64, EntryId>,
     expiry: BTreeSet<(Timestamp, EntryId)>,
+    /// Shards whose graph lacks rows: each public call inserts up to `GRAPH_ROWS_PER_CALL` of them.
+    behind: BTreeSet<(Arc<str>, PartitionKey)>,
     next_id: EntryId,
     clock: u64,
+    /// Rows inserted into graphs so far, for the tests of the per-call bound.
+    #[cfg(all(test, feature = "hnsw"))]
+    graph_rows_inserted: usize,
 }
 
 impl<V: Clone> SemanticIndex<V> {
@@ -292,8 +332,11 @@ impl<V: Clone> SemanticIndex<V> {
             entries: HashMap::new(),
             recency: BTreeMap::new(),
             expiry: BTreeSet::new(),
+            behind: BTreeSet::new(),
             next_id: 0,
             clock: 0,
+            #[cfg(all(test, feature = "hnsw"))]
+            graph_rows_inserted: 0,
         }
     }
 
@@ -333,7 +376,7 @@ impl<V: Clone> SemanticIndex<V> {
         if self.config.max_entries == 0 || self.config.max_entries_per_tenant == 0 {
             return Ok(());
         }
-        self.purge_expired(now);
+        self.drop_expired(now);
         while self.tenant_len(tenant) >= self.config.max_entries_per_tenant {
             let Some(&oldest) = self.tenants.get(tenant).and_then(|t| t.recency.values().next()) else { break };
             self.remove(oldest);
@@ -353,10 +396,14 @@ impl<V: Clone> SemanticIndex<V> {
         entries.recency.insert(tick, id);
         let shard = entries.shards.entry(partition).or_default();
         let row = shard.ids.len();
-        shard.push(&unit, id, expires_at, &self.config);
+        if shard.push(&unit, id, expires_at, &self.config) {
+            self.behind.insert((tenant.clone(), partition));
+        }
         self.recency.insert(tick, id);
         self.expiry.insert((expires_at, id));
-        self.entries.insert(id, Entry { tenant, partition, row, expires_at, last_used: tick, value });
+        self.entries.insert(id, Entry { tenant: tenant.clone(), partition, row, expires_at, last_used: tick, value });
+        // This shard first, so a graph that has caught up stays so.
+        self.advance_graphs(Some((tenant, partition)));
         Ok(())
     }
 
@@ -370,7 +417,9 @@ impl<V: Clone> SemanticIndex<V> {
         threshold: f32,
         now: Timestamp,
     ) -> Result<Option<SemanticHit<V>>, EmbeddingError> {
-        self.purge_expired(now);
+        self.drop_expired(now);
+        let key = self.tenants.get_key_value(tenant).map(|(name, _)| (name.clone(), partition));
+        self.advance_graphs(key);
         let Some(shard) = self.tenants.get(tenant).and_then(|t| t.shards.get(&partition)) else {
             // Still check the query, so a caller learns of a dimension mismatch on an empty index too.
             unit_vector(query, self.config.dims)?;
@@ -382,8 +431,14 @@ impl<V: Clone> SemanticIndex<V> {
         Ok(self.entries.get(&id).map(|e| SemanticHit { value: e.value.clone(), similarity }))
     }
 
-    /// Removes every entry that has expired by `now`.
+    /// Removes every entry that has expired by `now` (and advances graphs under construction).
     pub fn purge_expired(&mut self, now: Timestamp) {
+        self.drop_expired(now);
+        self.advance_graphs(None);
+    }
+
+    /// Removes every entry that has expired by `now`.
+    fn drop_expired(&mut self, now: Timestamp) {
         while let Some(&(expires_at, id)) = self.expiry.first() {
             if expires_at > now {
                 break;
@@ -399,6 +454,37 @@ impl<V: Clone> SemanticIndex<V> {
         for id in ids {
             self.remove(id);
         }
+    }
+
+    /// Inserts up to `GRAPH_ROWS_PER_CALL` rows into graphs that lack them, `first`'s shard first.
+    fn advance_graphs(&mut self, first: Option<(Arc<str>, PartitionKey)>) {
+        #[cfg(feature = "hnsw")]
+        {
+            let mut budget = GRAPH_ROWS_PER_CALL;
+            let mut next = first.filter(|key| self.behind.contains(key));
+            while budget > 0 {
+                let Some(key) = next.take().or_else(|| self.behind.first().cloned()) else { break };
+                let shard = self.tenants.get_mut(&key.0).and_then(|t| t.shards.get_mut(&key.1));
+                let (inserted, behind) = match shard {
+                    Some(shard) => {
+                        let inserted = shard.extend_graph(self.config.dims, budget);
+                        (inserted, shard.graph_behind())
+                    }
+                    // The shard is gone (emptied): nothing to build.
+                    None => (0, false),
+                };
+                budget -= inserted;
+                #[cfg(test)]
+                {
+                    self.graph_rows_inserted += inserted;
+                }
+                if !behind {
+                    self.behind.remove(&key);
+                }
+            }
+        }
+        #[cfg(not(feature = "hnsw"))]
+        let _ = first;
     }
 
     fn tick(&mut self) -> u64 {
@@ -429,15 +515,11 @@ impl<V: Clone> SemanticIndex<V> {
         tenant.recency.remove(&entry.last_used);
         if let Some(shard) = tenant.shards.get_mut(&entry.partition) {
             let dims = self.config.dims;
-            #[cfg(feature = "hnsw")]
-            let graph = shard.graph.is_some();
-            #[cfg(not(feature = "hnsw"))]
-            let graph = false;
-            if graph {
+            if shard.has_graph() {
                 shard.ids[entry.row] = DEAD;
                 shard.dead += 1;
-                if shard.dead > shard.live() {
-                    compact(shard, &mut self.entries, &self.config);
+                if shard.dead > shard.live() && compact(shard, &mut self.entries, &self.config) {
+                    self.behind.insert((entry.tenant.clone(), entry.partition));
                 }
             } else {
                 // The entry's row is in this shard, so it is not empty; a miss would be a bookkeeping bug.
@@ -463,10 +545,11 @@ impl<V: Clone> SemanticIndex<V> {
     }
 }
 
-/// Drops a graph shard's dead rows, renumbering the live ones (and their entries) in order, and rebuilds its
-/// graph from them, or leaves it flat when they are no more than `approximate_above`.
+/// Drops a graph shard's dead rows, renumbering the live ones (and their entries) in order, and starts a new,
+/// empty graph for them (filled over the next calls, the shard scanned flat meanwhile), or leaves the shard flat
+/// when they are no more than `approximate_above`. Whether it started a graph.
 #[cfg(feature = "hnsw")]
-fn compact<V>(shard: &mut Shard, entries: &mut HashMap<EntryId, Entry<V>>, config: &SemanticIndexConfig) {
+fn compact<V>(shard: &mut Shard, entries: &mut HashMap<EntryId, Entry<V>>, config: &SemanticIndexConfig) -> bool {
     let dims = config.dims;
     let old = std::mem::take(shard);
     for (row, &id) in old.ids.iter().enumerate() {
@@ -481,12 +564,15 @@ fn compact<V>(shard: &mut Shard, entries: &mut HashMap<EntryId, Entry<V>>, confi
         shard.expires.push(old.expires[row]);
     }
     if shard.ids.len() > config.approximate_above {
-        shard.build_graph(dims);
+        shard.graph = Some(graph::Graph::new(dims));
     }
+    shard.graph_behind()
 }
 
 #[cfg(not(feature = "hnsw"))]
-fn compact<V>(_: &mut Shard, _: &mut HashMap<EntryId, Entry<V>>, _: &SemanticIndexConfig) {}
+fn compact<V>(_: &mut Shard, _: &mut HashMap<EntryId, Entry<V>>, _: &SemanticIndexConfig) -> bool {
+    false
+}
 
 #[cfg(test)]
 mod tests {
@@ -703,6 +789,7 @@ mod tests {
             i.insert("acme", P, row, n as u32, T0, HOUR).unwrap();
         }
         assert!(has_graph(&i));
+        assert!(i.behind.is_empty(), "the graph has caught up");
         let queries = 500;
         let found = (0..queries)
             .filter(|_| {
@@ -716,9 +803,10 @@ mod tests {
 
     #[cfg(feature = "hnsw")]
     #[test]
-    fn the_graph_finds_noisy_copies_among_20k_random_vectors() {
-        // Flat up to the default bound, then the graph: both the switch and the incremental inserts.
-        let rows = random_units(&SeededRandom::new(20_000), 20_000, 32);
+    fn the_graph_finds_noisy_copies_among_4k_random_vectors() {
+        // Flat up to the default bound, then the graph: the switch, the catch-up and the later inserts. (4,000
+        // rows: the graph code is generic over chitty-core's distance, so a debug build runs it unoptimised.)
+        let rows = random_units(&SeededRandom::new(20_000), 4_000, 32);
         let share = recall(&rows, DEFAULT_APPROXIMATE_ABOVE);
         assert!(share >= 0.99, "recall {share}");
     }
@@ -808,14 +896,17 @@ mod tests {
         i.purge_expired(t(20));
         assert_eq!(shard(&i), (400, 200, Some(400)), "half dead: not yet more than the live rows");
         i.purge_expired(t(30));
-        assert_eq!(shard(&i), (199, 99, Some(199)), "rebuilt from the 199 rows live at the 201st removal");
+        let step = GRAPH_ROWS_PER_CALL;
+        assert_eq!(shard(&i), (199, 99, Some(step)), "rebuilding from the 199 rows live at the 201st removal");
         for n in 0..400 {
+            // The first calls scan flat while the graph fills, the later ones search it: the same answers.
             assert_eq!(found(&mut i, n, t(30)), (n >= 300).then_some(n as u32), "row {n}");
         }
+        assert_eq!(shard(&i), (199, 99, Some(199)), "rebuilt, a step per call");
         i.purge_expired(t(40));
-        assert_eq!(shard(&i), (99, 0, Some(99)), "rebuilt again at the next removal");
+        assert_eq!(shard(&i), (99, 0, Some(step)), "rebuilding again at the next removal");
         i.purge_expired(t(89));
-        assert_eq!(shard(&i), (99, 49, Some(99)));
+        assert_eq!(shard(&i), (99, 49, Some(2 * step)));
         i.purge_expired(t(90));
         assert_eq!(shard(&i), (49, 0, None), "49 live rows, not above 50: flat");
         for n in 290..400 {
@@ -824,11 +915,112 @@ mod tests {
         i.insert("acme", P, &rows[0], 1_000, t(90), HOUR).unwrap();
         assert_eq!(shard(&i), (50, 0, None));
         i.insert("acme", P, &rows[1], 1_001, t(90), HOUR).unwrap();
-        assert_eq!(shard(&i), (51, 0, Some(51)), "past 50 rows: a graph again");
+        assert_eq!(shard(&i), (51, 0, Some(step)), "past 50 rows: a graph again");
+        i.purge_expired(t(90));
+        assert_eq!(shard(&i), (51, 0, Some(51)));
         assert_eq!(found(&mut i, 1, t(90)), Some(1_001));
         assert_eq!(found(&mut i, 399, t(90)), Some(399));
         i.purge_expired(t(7_200));
         assert!(i.is_empty() && i.tenants.is_empty(), "all expired, shard dropped");
+    }
+
+    #[cfg(feature = "hnsw")]
+    #[test]
+    fn a_shard_crossing_the_bound_moves_to_its_graph_a_step_per_call() {
+        let rows = random_units(&SeededRandom::new(8), 301, 16);
+        let config = |approximate_above| SemanticIndexConfig {
+            dims: 16,
+            max_entries: 1_000,
+            max_entries_per_tenant: 1_000,
+            approximate_above,
+        };
+        let mut i: SemanticIndex<u32> = SemanticIndex::new(config(300));
+        let mut flat: SemanticIndex<u32> = SemanticIndex::new(config(usize::MAX));
+        for (n, row) in rows.iter().enumerate() {
+            i.insert("acme", P, row, n as u32, T0, HOUR).unwrap();
+            flat.insert("acme", P, row, n as u32, T0, HOUR).unwrap();
+        }
+        let graph_len = |i: &SemanticIndex<u32>| i.tenants["acme"].shards[&P].graph.as_ref().map(graph::Graph::len);
+        assert_eq!(graph_len(&i), Some(GRAPH_ROWS_PER_CALL), "the 301st insert started the graph: one step");
+        let random = SeededRandom::new(9);
+        let mut calls = 1;
+        while !i.behind.is_empty() {
+            // Noisy queries, so the flat answer is not trivially the row itself: the same answer from both.
+            let query = noisy(&random, &rows[(random.next_u64() % 301) as usize]);
+            let before = i.graph_rows_inserted;
+            let hit = i.lookup("acme", P, &query, 0.5, T0).unwrap();
+            assert!(i.graph_rows_inserted - before <= GRAPH_ROWS_PER_CALL);
+            if !i.behind.is_empty() {
+                assert_eq!(hit, flat.lookup("acme", P, &query, 0.5, T0).unwrap(), "flat while the graph fills");
+            }
+            calls += 1;
+        }
+        assert_eq!(calls, 301usize.div_ceil(GRAPH_ROWS_PER_CALL));
+        assert_eq!(graph_len(&i), Some(301));
+        for (n, row) in rows.iter().enumerate() {
+            assert_eq!(i.lookup("acme", P, row, 0.999, T0).unwrap().map(|h| h.value), Some(n as u32), "row {n}");
+        }
+    }
+
+    #[cfg(feature = "hnsw")]
+    #[test]
+    fn no_call_inserts_more_than_the_bound_and_answers_match_a_flat_index() {
+        // Random inserts, lookups, purges and tenant removals on two indexes, one with graphs above 40 rows: every
+        // call stays within the bound, and each lookup answers as the flat index does (exact-duplicate queries,
+        // which a graph finds as surely as a scan; any query while a graph fills).
+        let random = SeededRandom::new(77);
+        let rows = random_units(&random, 1_000, 16);
+        let config = |approximate_above| SemanticIndexConfig {
+            dims: 16,
+            max_entries: 2_000,
+            max_entries_per_tenant: 1_000,
+            approximate_above,
+        };
+        let mut i: SemanticIndex<u32> = SemanticIndex::new(config(40));
+        let mut flat: SemanticIndex<u32> = SemanticIndex::new(config(usize::MAX));
+        let (mut now, mut filling, mut rebuilds) = (T0, 0, 0);
+        for n in 0..6_000u32 {
+            now = now.plus(Duration::from_millis(random.next_u64() % 20));
+            let tenant = ["a", "b"][(random.next_u64() % 2) as usize];
+            let partition = PartitionKey([(random.next_u64() % 2) as u8; 16]);
+            let row = &rows[(random.next_u64() % rows.len() as u64) as usize];
+            let before = (i.graph_rows_inserted, i.behind.len());
+            match random.next_u64() % 100 {
+                0..45 => {
+                    // Waves of expiry: most rows live 30 s, a few an hour.
+                    let ttl = Duration::from_millis(if n % 10 == 0 { 3_600_000 } else { 30_000 });
+                    i.insert(tenant, partition, row, n, now, ttl).unwrap();
+                    flat.insert(tenant, partition, row, n, now, ttl).unwrap();
+                }
+                45..95 => {
+                    // A shard whose graph is filling, if there is one.
+                    let (tenant, partition) = match i.behind.first() {
+                        Some((t, p)) => (if &**t == "a" { "a" } else { "b" }, *p),
+                        None => (tenant, partition),
+                    };
+                    let building = before.1 > 0;
+                    let query = if building { noisy(&random, row) } else { row.clone() };
+                    filling += usize::from(building);
+                    let a = i.lookup(tenant, partition, &query, 0.5, now).unwrap().map(|h| h.similarity);
+                    let b = flat.lookup(tenant, partition, &query, 0.5, now).unwrap().map(|h| h.similarity);
+                    // Rows sit in another order in the two indexes, so a similarity may differ in its last bit.
+                    assert_eq!(a.is_some(), b.is_some(), "call {n}");
+                    assert!((a.unwrap_or(0.0) - b.unwrap_or(0.0)).abs() < 1e-5, "call {n}: {a:?} {b:?}");
+                }
+                95..99 => {
+                    i.purge_expired(now);
+                    flat.purge_expired(now);
+                }
+                _ => {
+                    i.remove_tenant(tenant);
+                    flat.remove_tenant(tenant);
+                }
+            }
+            assert!(i.graph_rows_inserted - before.0 <= GRAPH_ROWS_PER_CALL, "call {n}");
+            rebuilds += usize::from(i.behind.len() > before.1);
+            assert_eq!(i.len(), flat.len());
+        }
+        assert!(filling > 5 && rebuilds > 5, "graphs were built while looked up: {filling}, {rebuilds}");
     }
 
     fn chat(v: serde_json::Value) -> ChatCompletionRequest {
