@@ -4,7 +4,7 @@
 //!
 //! In process. Each (tenant, partition) shard keeps its unit vectors end to end. A shard of at most
 //! [`SemanticIndexConfig::approximate_above`] rows is searched flat: one matrix-vector product (ndarray), about
-//! 1 ms per 1,000 rows of 1,536 dimensions. A bigger one (with the `hnsw` feature, on by default) is searched
+//! 1 ms per 1,000 rows of 1,536 dimensions. A bigger one (with the `hnsw` feature, which chitty-providers turns on) is searched
 //! through an HNSW graph (the `fast-hnsw` crate) started when the shard crosses the bound and grown with every
 //! insert: the graph navigates by a 128-component random projection of the rows, and its 16 nearest candidates
 //! are re-ranked by exact cosine, so a hit's similarity is exact and only its recall is approximate (≥ 99 % in
