@@ -417,7 +417,7 @@ pub fn verify_file(
 
 /// The size of the file `archive` rebuilds, read from its manifest only (for progress bars).
 pub fn archive_target_len(archive: &Path) -> Result<u64, DeltaError> {
-    let (manifest, _): (serde_json::Value, _) = crate::format::read_json_preamble(&mut open_archive(archive)?.0)?;
+    let manifest = archive_manifest(archive)?;
     // Model and dataset manifests say `target_len`; Parquet manifests `target: {len, sha256}`.
     manifest
         .get("target_len")
@@ -429,15 +429,17 @@ pub fn archive_target_len(archive: &Path) -> Result<u64, DeltaError> {
 /// The format `archive` is in (`chitty-model-delta`, `chitty-dataset-delta`), read from its manifest only:
 /// which compressor decodes it.
 pub fn archive_format(archive: &Path) -> Result<String, DeltaError> {
-    archive_manifest_field(archive, "format")?
-        .as_str()
+    archive_manifest(archive)?
+        .get("format")
+        .and_then(serde_json::Value::as_str)
         .map(str::to_owned)
         .ok_or_else(|| DeltaError::corrupt("manifest", "no format name"))
 }
 
-fn archive_manifest_field(archive: &Path, field: &str) -> Result<serde_json::Value, DeltaError> {
-    let (mut manifest, _): (serde_json::Value, _) = crate::format::read_json_preamble(&mut open_archive(archive)?.0)?;
-    Ok(manifest.get_mut(field).map(serde_json::Value::take).unwrap_or_default())
+/// The manifest of `archive`, as JSON, without reading further.
+fn archive_manifest(archive: &Path) -> Result<serde_json::Value, DeltaError> {
+    let (manifest, _): (serde_json::Value, _) = crate::format::read_json_preamble(&mut open_archive(archive)?.0)?;
+    Ok(manifest)
 }
 
 /// A compressor of this crate as the functions above drive it: encoding and decoding with a progress

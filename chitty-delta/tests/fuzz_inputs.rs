@@ -43,6 +43,16 @@ fn valid_archive() -> Vec<u8> {
     archive
 }
 
+/// `archive` with a byte flipped at each of `flips` (never the leading selector byte) and cut short by `cut`.
+fn damaged(mut archive: Vec<u8>, flips: &[(usize, u8)], cut: usize) -> Vec<u8> {
+    for &(at, byte) in flips {
+        let i = 1 + at % (archive.len() - 1);
+        archive[i] ^= byte | 1;
+    }
+    archive.truncate(1 + cut % archive.len());
+    archive
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -53,13 +63,7 @@ proptest! {
 
     #[test]
     fn mutated_valid_archives_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8), cut in any::<usize>()) {
-        let mut data = valid_archive();
-        for (at, byte) in flips {
-            let i = 1 + at % (data.len() - 1);
-            data[i] ^= byte | 1;
-        }
-        let len = 1 + cut % data.len();
-        fuzz_body(&data[..len])?;
+        fuzz_body(&damaged(valid_archive(), &flips, cut))?;
     }
 }
 
@@ -145,13 +149,7 @@ mod parquet_inputs {
 
         #[test]
         fn mutated_parquet_archives_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8), cut in any::<usize>()) {
-            let mut data = valid_archive();
-            for (at, byte) in flips {
-                let i = 1 + at % (data.len() - 1);
-                data[i] ^= byte | 1;
-            }
-            let len = 1 + cut % data.len();
-            fuzz_body(&data[..len])?;
+            fuzz_body(&super::damaged(valid_archive(), &flips, cut))?;
         }
     }
 }
