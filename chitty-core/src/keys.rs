@@ -151,7 +151,7 @@ fn key_of(scope: CacheScope<'_>, endpoint: Endpoint, body: &impl Serialize) -> C
 #[derive(Serialize)]
 struct ChatKeyView<'a> {
     model: &'a str,
-    messages: &'a [ChatMessage],
+    messages: MessagesView<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -187,11 +187,36 @@ struct ChatKeyView<'a> {
     extra: &'a Extra,
 }
 
+/// The messages a key covers: all of them, or all but one (encoded as if that one had been removed).
+struct MessagesView<'a> {
+    messages: &'a [ChatMessage],
+    skip: Option<usize>,
+}
+
+impl Serialize for MessagesView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let len = self.messages.len() - usize::from(self.skip.is_some_and(|i| i < self.messages.len()));
+        let mut seq = serializer.serialize_seq(Some(len))?;
+        for (index, message) in self.messages.iter().enumerate() {
+            if Some(index) != self.skip {
+                seq.serialize_element(message)?;
+            }
+        }
+        seq.end()
+    }
+}
+
 /// The key of a chat completion request.
 pub fn chat_key(scope: CacheScope<'_>, req: &ChatCompletionRequest) -> CacheKey {
+    chat_key_skipping(scope, req, None)
+}
+
+/// The key of `req` with the message at `skip` left out, as if it had been removed (no copy of the request).
+pub(crate) fn chat_key_skipping(scope: CacheScope<'_>, req: &ChatCompletionRequest, skip: Option<usize>) -> CacheKey {
     let view = ChatKeyView {
         model: &req.model,
-        messages: &req.messages,
+        messages: MessagesView { messages: &req.messages, skip },
         temperature: req.temperature,
         top_p: req.top_p,
         n: req.n,
@@ -638,6 +663,23 @@ mod tests {
 
     fn chat(v: serde_json::Value) -> ChatCompletionRequest {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn skipping_a_message_keys_as_if_it_were_removed() {
+        let whole = chat(json!({"model": "m", "temperature": 0, "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "second"}]}));
+        let s = CacheScope::Tenant("t1");
+        for index in 0..whole.messages.len() {
+            let mut removed = whole.clone();
+            removed.messages.remove(index);
+            assert_eq!(chat_key_skipping(s, &whole, Some(index)), chat_key(s, &removed), "message {index}");
+        }
+        assert_eq!(chat_key_skipping(s, &whole, None), chat_key(s, &whole));
+        assert_eq!(chat_key_skipping(s, &whole, Some(9)), chat_key(s, &whole), "an index past the end skips nothing");
     }
 
     #[test]

@@ -55,7 +55,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::embedding::{EmbeddingError, cosine_scores, unit_vector};
-use crate::keys::{CacheDirective, CacheScope, chat_key};
+use crate::keys::{CacheDirective, CacheScope, chat_key_skipping};
 use crate::time::Timestamp;
 use crate::wire::{ChatCompletionRequest, Role};
 
@@ -72,12 +72,9 @@ impl PartitionKey {
     /// format, sampling …), and every message except the last user message, which is the text embedded.
     /// So a paraphrased question matches only under the same system prompt and the same earlier turns.
     pub fn of_chat(request: &ChatCompletionRequest) -> PartitionKey {
-        let mut context = request.clone();
-        if let Some(last) = context.messages.iter().rposition(|m| m.role == Role::User) {
-            context.messages.remove(last);
-        }
+        let last_user = request.messages.iter().rposition(|m| m.role == Role::User);
         // The exact cache's canonical encoding, under a scope no tenant can name (tenants have their own maps).
-        let key = chat_key(CacheScope::Shared("\u{0}semantic-partition"), &context);
+        let key = chat_key_skipping(CacheScope::Shared("\u{0}semantic-partition"), request, last_user);
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&key.0[..16]);
         PartitionKey(bytes)
