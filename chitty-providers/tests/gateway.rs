@@ -4,6 +4,8 @@
 #![cfg(feature = "memory")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,9 +54,6 @@ fn tenant(id: &str, key: &str) -> TenantConfig {
     TenantConfig::new(id, &api_key_digest(key))
 }
 
-/// The seed of the harness's random source: retry waits are replayable.
-const RANDOM_SEED: u64 = 7;
-
 async fn harness(tweak: impl FnOnce(&mut GatewayConfig)) -> Harness {
     let mut config = GatewayConfig {
         models: vec![
@@ -69,21 +68,19 @@ async fn harness(tweak: impl FnOnce(&mut GatewayConfig)) -> Harness {
         ..Default::default()
     };
     tweak(&mut config);
-    let clock = ManualClock::new(Timestamp(1_700_000_000_000));
+    let clock = ManualClock::new(common::START);
     let primary = Arc::new(MockProvider::new("primary"));
     let fallback = Arc::new(MockProvider::new("fallback"));
     let budgets = Arc::new(MemoryBudgetStore::new());
     let events = Arc::new(CollectingSink::new());
     let access = Arc::new(MemoryAccessStore::new());
-    let gateway = Gateway::builder(config)
+    let gateway = common::on_virtual_time(Gateway::builder(config), &clock)
         .provider(primary.clone())
         .provider(fallback.clone())
         .cache(Arc::new(MemoryCache::new(1 << 24)))
         .budgets(budgets.clone())
         .access(access.clone())
         .events(events.clone())
-        .runtime(Arc::new(clock.clone()), Arc::new(ManualTimer::new(clock.clone())), Arc::new(TokioSpawner))
-        .random(Arc::new(SeededRandom::new(RANDOM_SEED)))
         .build()
         .await
         .unwrap();
@@ -92,7 +89,7 @@ async fn harness(tweak: impl FnOnce(&mut GatewayConfig)) -> Harness {
 
 impl Harness {
     fn ctx(&self, key: &str) -> RequestContext {
-        RequestContext::new(self.gateway.authenticate(key).unwrap(), "req-test", CacheDirective::Default)
+        common::context(&self.gateway, key)
     }
 
     /// The tenant's own budget account now: its limit as the gateway knows it, its spend from the store.
@@ -323,7 +320,7 @@ async fn retries_with_backoff_on_virtual_time_and_opens_circuits() {
     let reply = h.gateway.chat(&acme, chat("retry me")).await.unwrap();
     assert_eq!(reply.meta.provider.as_deref(), Some("primary"));
     // Full jitter: each wait is drawn below the doubling bound (100 ms, then 200 ms) from the injected source.
-    let draws = SeededRandom::new(RANDOM_SEED);
+    let draws = SeededRandom::new(common::RANDOM_SEED);
     let waits: Vec<Duration> =
         (0..2).map(|retry| chitty_core::gateway::Defaults::default().backoff(retry, draws.next_u64())).collect();
     assert!(waits[0] <= Duration::from_millis(100) && waits[1] <= Duration::from_millis(200), "{waits:?}");
@@ -435,8 +432,7 @@ async fn a_dropped_stream_settles_for_what_was_produced() {
     let b = h.balance("acme").await;
     assert_eq!(b.reserved, NanoUsd::ZERO, "the reservation was settled after the drop");
     assert!(b.spent > NanoUsd::ZERO, "what was produced is charged");
-    let interrupted =
-        h.events.events().into_iter().any(|e| matches!(e, Event::Request(r) if r.stream && r.status == 499));
+    let interrupted = h.events.requests().iter().any(|r| r.stream && r.status == 499);
     assert!(interrupted, "the interrupted stream is reported");
 }
 
@@ -550,12 +546,7 @@ async fn legacy_completions_stream_settle_cache_and_replay() {
     assert_eq!(err.unwrap_err().param(), Some("stream_options"));
     let err = h.gateway.completion_stream(&acme, plain).await.unwrap_err();
     assert_eq!(err.param(), Some("stream"));
-    let streams: Vec<u16> = h
-        .events
-        .events()
-        .into_iter()
-        .filter_map(|e| if let Event::Request(r) = e { r.stream.then_some(r.status) } else { None })
-        .collect();
+    let streams: Vec<u16> = h.events.requests().iter().filter(|r| r.stream).map(|r| r.status).collect();
     assert_eq!(streams, [200, 200, 400], "every stream is reported, the refused one too");
 }
 
@@ -927,11 +918,7 @@ async fn usage_above_the_reservation_is_charged_as_the_reservation_and_reported(
             ("acme".into(), "chat".into(), "p".into(), reserved_stream, full),
         ]
     );
-    let charged: Vec<_> = events
-        .events()
-        .into_iter()
-        .filter_map(|e| if let Event::Request(r) = e { Some(r.cost) } else { None })
-        .collect();
+    let charged: Vec<_> = events.requests().iter().map(|r| r.cost).collect();
     assert_eq!(charged, [reply.meta.reserved, reserved_stream], "request events report what was charged");
 }
 

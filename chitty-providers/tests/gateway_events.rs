@@ -5,6 +5,8 @@
 #![cfg(feature = "memory")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,14 +15,13 @@ use chitty_core::events::CircuitState;
 use chitty_core::gateway::{
     Gateway, GatewayConfig, ModelConfig, RequestContext, RouteConfig, TenantConfig, api_key_digest,
 };
-use chitty_core::keys::{CacheDirective, CachePolicy};
+use chitty_core::keys::CachePolicy;
 use chitty_core::wire::{ChatCompletionRequest, ChatCompletionResponse, ChatMessage};
 use chitty_core::{
-    CacheStatus, Capabilities, ChunkStream, Clock, Event, ManualClock, ManualTimer, ModelPrice, NanoUsd, Provider,
-    RequestEvent, Result, SeededRandom, Timestamp,
+    CacheStatus, Capabilities, ChunkStream, Clock, Event, ManualClock, ModelPrice, NanoUsd, Provider, RequestEvent,
+    Result,
 };
 use chitty_providers::memory::{CollectingSink, MemoryBudgetStore, MemoryCache};
-use chitty_providers::runtime::TokioSpawner;
 use chitty_testkit::mock::MockProvider;
 use futures::StreamExt;
 
@@ -101,18 +102,16 @@ async fn harness(open: Duration, first: Duration, tweak: impl FnOnce(&mut Gatewa
         ..Default::default()
     };
     tweak(&mut config);
-    let clock = ManualClock::new(Timestamp(1_700_000_000_000));
+    let clock = ManualClock::new(common::START);
     let paced = |name: &str| Paced { inner: MockProvider::new(name), clock: clock.clone(), open, first };
     let (primary, fallback) = (Arc::new(paced("primary")), Arc::new(paced("fallback")));
     let events = Arc::new(CollectingSink::new());
-    let gateway = Gateway::builder(config)
+    let gateway = common::on_virtual_time(Gateway::builder(config), &clock)
         .provider(primary.clone())
         .provider(fallback.clone())
         .cache(Arc::new(MemoryCache::new(1 << 24)))
         .budgets(Arc::new(MemoryBudgetStore::new()))
         .events(events.clone())
-        .runtime(Arc::new(clock.clone()), Arc::new(ManualTimer::new(clock.clone())), Arc::new(TokioSpawner))
-        .random(Arc::new(SeededRandom::new(7)))
         .build()
         .await
         .unwrap();
@@ -121,19 +120,12 @@ async fn harness(open: Duration, first: Duration, tweak: impl FnOnce(&mut Gatewa
 
 impl Harness {
     fn ctx(&self, key: &str) -> RequestContext {
-        RequestContext::new(self.gateway.authenticate(key).unwrap(), "req-test", CacheDirective::Default)
+        common::context(&self.gateway, key)
     }
 
     /// The request events recorded so far, oldest first.
     fn requests(&self) -> Vec<RequestEvent> {
-        self.events
-            .events()
-            .into_iter()
-            .filter_map(|e| match e {
-                Event::Request(r) => Some(r),
-                _ => None,
-            })
-            .collect()
+        self.events.requests()
     }
 
     /// Every event other than requests and upstream failures, oldest first; forgets every event so far.

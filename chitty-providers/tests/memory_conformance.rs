@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use chitty_core::{BudgetStore, EventSink};
+use chitty_core::{BudgetStore, Event, EventSink};
 use chitty_providers::memory::{CollectingSink, CountingSink, MemoryAccessStore, MemoryBudgetStore, MemoryCache};
 use chitty_testkit::{access, budget, cache, events, ratelimit};
 
@@ -77,6 +77,10 @@ async fn sinks_conformance() {
     let collecting = CollectingSink::new();
     events::accepts_every_kind(&collecting).await;
     assert_eq!(collecting.events(), events::sample_events(), "collected in order, unchanged");
+    let requests: Vec<Event> = collecting.requests().into_iter().map(Event::Request).collect();
+    let expected: Vec<Event> = events::sample_events().into_iter().filter(|e| matches!(e, Event::Request(_))).collect();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests, expected, "only the request events, in order");
     assert_eq!(collecting.take().len(), 4);
     assert!(collecting.events().is_empty());
 }

@@ -12,7 +12,7 @@ use chitty_core::access::KeyDigest;
 use chitty_core::budget::TENANT_ACCOUNT;
 use chitty_core::gateway::{Gateway, GatewayConfig, ModelConfig, RouteConfig};
 use chitty_core::runtime::TokioRuntimeExt;
-use chitty_core::{BudgetStore, Event, ModelPrice, NanoUsd, Timestamp};
+use chitty_core::{BudgetStore, ModelPrice, NanoUsd, Timestamp};
 use chitty_providers::access_sync::AccessSync;
 use chitty_providers::memory::CollectingSink;
 use chitty_providers::postgres::PostgresAccessStore;
@@ -182,14 +182,8 @@ async fn nested_budgets_hold_across_two_replicas(postgres: String, redis: String
         assert!(start.elapsed() < Duration::from_secs(10), "reservations still held: {spend:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let settled: u64 = [&a, &b]
-        .iter()
-        .flat_map(|r| r.events.events())
-        .filter_map(|e| match e {
-            Event::Request(r) if r.tenant == tenant => Some(r.cost.0),
-            _ => None,
-        })
-        .sum();
+    let settled: u64 =
+        [&a, &b].iter().flat_map(|r| r.events.requests()).filter(|r| r.tenant == tenant).map(|r| r.cost.0).sum();
     let tenant_spent = spend.account(TENANT_ACCOUNT).spent.0;
     println!("{ok} answered, {refused} refused; tenant spent {tenant_spent} of 100000000 nano-USD");
     assert_eq!(tenant_spent, settled, "the ledger equals the sum of settled costs, to the nano-USD");

@@ -5,6 +5,8 @@
 #![cfg(feature = "memory")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,11 +21,10 @@ use chitty_core::wire::{
     ChatCompletionRequest, ChatCompletionResponse, ChatMessage, ChunkAccumulator, EmbeddingRequest, EmbeddingResponse,
 };
 use chitty_core::{
-    CacheStatus, Capabilities, Capability, ChunkStream, Event, ManualClock, ManualTimer, ModelPrice, NanoUsd, Provider,
-    RequestEvent, Result, SeededRandom, Timestamp,
+    CacheStatus, Capabilities, Capability, ChunkStream, Endpoint, ManualClock, ModelPrice, NanoUsd, Provider,
+    RequestEvent, Result,
 };
 use chitty_providers::memory::{CollectingSink, MemoryBudgetStore, MemoryCache};
-use chitty_providers::runtime::TokioSpawner;
 use futures::StreamExt;
 use serde_json::json;
 
@@ -178,16 +179,14 @@ async fn harness(tweak: impl FnOnce(&mut GatewayConfig)) -> Harness {
         ..Default::default()
     };
     tweak(&mut config);
-    let clock = ManualClock::new(Timestamp(1_700_000_000_000));
+    let clock = ManualClock::new(common::START);
     let upstream = Arc::new(Scripted::default());
     let events = Arc::new(CollectingSink::new());
-    let gateway = Gateway::builder(config)
+    let gateway = common::on_virtual_time(Gateway::builder(config), &clock)
         .provider(upstream.clone())
         .cache(Arc::new(MemoryCache::new(1 << 24)))
         .budgets(Arc::new(MemoryBudgetStore::new()))
         .events(events.clone())
-        .runtime(Arc::new(clock.clone()), Arc::new(ManualTimer::new(clock.clone())), Arc::new(TokioSpawner))
-        .random(Arc::new(SeededRandom::new(7)))
         .build()
         .await
         .unwrap();
@@ -196,27 +195,17 @@ async fn harness(tweak: impl FnOnce(&mut GatewayConfig)) -> Harness {
 
 impl Harness {
     fn ctx(&self, key: &str) -> RequestContext {
-        RequestContext::new(self.gateway.authenticate(key).unwrap(), "req-1", CacheDirective::Default)
+        common::context(&self.gateway, key)
     }
 
     /// Request events of chat completions, in order.
     fn chat_events(&self) -> Vec<RequestEvent> {
-        self.events
-            .events()
-            .into_iter()
-            .filter_map(|e| match e {
-                Event::Request(r) if r.endpoint == chitty_core::Endpoint::ChatCompletions => Some(r),
-                _ => None,
-            })
-            .collect()
+        self.events.requests().into_iter().filter(|r| r.endpoint == Endpoint::ChatCompletions).collect()
     }
 
+    /// How many embedding requests the gateway made (the router's and the semantic cache's).
     fn embedding_events(&self) -> usize {
-        let events = self.events.events();
-        events
-            .iter()
-            .filter(|e| matches!(e, Event::Request(r) if r.endpoint == chitty_core::Endpoint::Embeddings))
-            .count()
+        self.events.requests().iter().filter(|r| r.endpoint == Endpoint::Embeddings).count()
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
-use chitty_core::{CacheStatus, Event, EventSink, Result};
+use chitty_core::{CacheStatus, Event, EventSink, RequestEvent, Result};
 
 /// Totals kept by [`CountingSink`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -117,6 +117,18 @@ impl CollectingSink {
     /// A copy of the events so far.
     pub fn events(&self) -> Vec<Event> {
         self.events.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// A copy of the request events so far (one per answered or refused request), oldest first.
+    pub fn requests(&self) -> Vec<RequestEvent> {
+        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Request(request) => Some(request.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Removes and returns the events so far.
