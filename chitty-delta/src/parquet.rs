@@ -299,10 +299,7 @@ fn reproducible(target: &[u8]) -> Option<(WriterRecipe, Vec<u8>)> {
         false => vec![None],
     };
     let total: u64 = recipe.row_groups.iter().sum();
-    // A call size at or above the file's rows is one call: try it once.
-    let mut sizes: Vec<u64> = WRITE_ROWS.iter().map(|&w| w.min(total.max(1))).collect();
-    sizes.dedup();
-    for write_rows in sizes {
+    for write_rows in write_sizes(total) {
         for &level in &levels {
             let recipe = WriterRecipe { zstd_level: level, write_rows: Some(write_rows), ..recipe.clone() };
             // Written into a comparing sink: a wrong guess stops at its first differing byte.
@@ -312,6 +309,18 @@ fn reproducible(target: &[u8]) -> Option<(WriterRecipe, Vec<u8>)> {
         }
     }
     None
+}
+
+/// The `write()` call sizes to try for a file of `total` rows, in [`WRITE_ROWS`] order, each once: every size
+/// at or above `total` is the same single call.
+fn write_sizes(total: u64) -> Vec<u64> {
+    let mut sizes = Vec::with_capacity(WRITE_ROWS.len());
+    for size in WRITE_ROWS.map(|w| w.min(total.max(1))) {
+        if !sizes.contains(&size) {
+            sizes.push(size);
+        }
+    }
+    sizes
 }
 
 fn infer_recipe(metadata: &ParquetMetaData) -> Option<WriterRecipe> {
@@ -527,3 +536,16 @@ fn read_varint(input: &mut &[u8]) -> Option<u64> {
 }
 
 delta_codec_impls!(ParquetDeltaCompressor, PARQUET_FORMAT);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_call_size_is_tried_once() {
+        // Every size from 8,192 up is one call for 5,000 rows: tried once, where 8,192 first stood.
+        assert_eq!(write_sizes(5_000), [5_000, 1_024, 4_096, 2_048]);
+        assert_eq!(write_sizes(1_000_000), WRITE_ROWS);
+        assert_eq!(write_sizes(0), [1]);
+    }
+}
