@@ -2,6 +2,8 @@
 //! enumerated options in `--help`, a dataset round trip and exit codes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -186,16 +188,7 @@ fn parquet_file(n: i64, keep: &dyn Fn(i64) -> bool) -> Vec<u8> {
         ("name", Arc::new(arrow::array::StringArray::from(names)) as _),
     ])
     .unwrap();
-    let mut out = Vec::new();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None).unwrap();
-    let mut at = 0;
-    while at < batch.num_rows() {
-        let rows = 8192.min(batch.num_rows() - at);
-        writer.write(&batch.slice(at, rows)).unwrap();
-        at += rows;
-    }
-    writer.close().unwrap();
-    out
+    common::write_parquet(&batch, None, 8192)
 }
 
 #[test]

@@ -4,13 +4,15 @@
 #![cfg(feature = "parquet")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use chitty_core::Compressor;
 use chitty_delta::DatasetDeltaCompressor;
 use chitty_delta::parquet::{ParquetDeltaCompressor, is_parquet};
-use parquet::arrow::ArrowWriter;
+use common::write_parquet as write;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterVersion};
 use proptest::prelude::*;
@@ -31,19 +33,6 @@ fn batch(n: u64, keep: &dyn Fn(u64) -> bool) -> RecordBatch {
         ("coupon", col(Arc::new(Int32Array::from_iter(ids.iter().map(|&i| (i % 5 == 0).then_some((i % 97) as i32)))))),
     ])
     .unwrap()
-}
-
-fn write(batch: &RecordBatch, props: Option<WriterProperties>, batch_rows: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), props).unwrap();
-    let mut at = 0;
-    while at < batch.num_rows() {
-        let n = batch_rows.min(batch.num_rows() - at);
-        writer.write(&batch.slice(at, n)).unwrap();
-        at += n;
-    }
-    writer.close().unwrap();
-    out
 }
 
 /// Drops about one row in 20 (5 %), spread over the file.
