@@ -130,6 +130,16 @@ fn bench_balance_and_retry(c: &mut Criterion) {
     group.finish();
 }
 
+/// An index of 1,536-dimension rows holding up to `entries`, all of which may be one tenant's.
+fn semantic_index(entries: usize, approximate_above: usize) -> SemanticIndex<u64> {
+    SemanticIndex::new(SemanticIndexConfig {
+        dims: DIMS,
+        max_entries: entries,
+        max_entries_per_tenant: entries,
+        approximate_above,
+    })
+}
+
 fn bench_semantic(c: &mut Criterion) {
     let mut group = c.benchmark_group("semantic_lookup");
     group.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
@@ -138,12 +148,7 @@ fn bench_semantic(c: &mut Criterion) {
     let partition = PartitionKey([3; 16]);
     let ttl = Duration::from_secs(3_600);
     let build = |entries: usize, approximate_above: usize| {
-        let mut index: SemanticIndex<u64> = SemanticIndex::new(SemanticIndexConfig {
-            dims: DIMS,
-            max_entries: entries,
-            max_entries_per_tenant: entries,
-            approximate_above,
-        });
+        let mut index = semantic_index(entries, approximate_above);
         let mut stored = Vec::new();
         for i in 0..entries {
             let v = vector(&random);
@@ -217,12 +222,7 @@ fn bench_semantic(c: &mut Criterion) {
     // bench starts over after 60).
     let rows: Vec<Vec<f32>> = (0..=DEFAULT_APPROXIMATE_ABOVE).map(|_| vector(&random)).collect();
     let fill = || {
-        let mut index: SemanticIndex<u64> = SemanticIndex::new(SemanticIndexConfig {
-            dims: DIMS,
-            max_entries: 100_000,
-            max_entries_per_tenant: 100_000,
-            approximate_above: DEFAULT_APPROXIMATE_ABOVE,
-        });
+        let mut index = semantic_index(100_000, DEFAULT_APPROXIMATE_ABOVE);
         for (i, v) in rows.iter().enumerate() {
             index.insert("bench", partition, v, i as u64, now, ttl).expect("insert");
         }
@@ -249,12 +249,7 @@ fn bench_semantic(c: &mut Criterion) {
 
     // Printed: every call timed while 10,000 rows are stored (the graph follows the inserts), then while the
     // graph is rebuilt after 6,000 of them expire at once (compaction, then 4,000 rows at 32 per call).
-    let mut index: SemanticIndex<u64> = SemanticIndex::new(SemanticIndexConfig {
-        dims: DIMS,
-        max_entries: 10_000,
-        max_entries_per_tenant: 10_000,
-        approximate_above: DEFAULT_APPROXIMATE_ABOVE,
-    });
+    let mut index = semantic_index(10_000, DEFAULT_APPROXIMATE_ABOVE);
     let expiring = Duration::from_secs(60);
     let mut inserts = Vec::new();
     for i in 0..10_000u64 {
