@@ -54,7 +54,9 @@ impl Distance for UnitDistance {
 }
 
 /// Dot product with sixteen running sums, so the compiler vectorises it (a single running sum cannot be
-/// reordered).
+/// reordered). Kept over ndarray's `dot` (eight sums): a one-off criterion comparison, fat LTO, 2026-12-06
+/// (2-core Xeon): 10.4 against 16.6 ns at 128 components, 88 against 186 ns at 1,536, and the 128 × 1,536
+/// projection 14.5 against 26.7 µs.
 pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut sums = [0f32; 16];
     let (chunks_a, chunks_b) = (a.chunks_exact(16), b.chunks_exact(16));
